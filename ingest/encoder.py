@@ -1,0 +1,149 @@
+"""The CLIP encoder, through sentence-transformers: the only module importing torch.
+
+A model is a sentence-transformers name (default ``clip-ViT-B-32``, downloaded on first
+use where there is internet) or a local folder (a plain transformers CLIP folder, such as
+one written by ``whyclip make-test-model``). Texts and images are embedded in batches
+sorted by length and padded to the longest in the batch; every call returns unit float32
+vectors and each vector's raw norm (the centroid aggregate needs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from store import EncoderInfo
+from store.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "clip-ViT-B-32"
+CLIP_MAX_TOKENS = 77
+CHUNK = 1024  # prompts handed to sentence-transformers at once (progress granularity)
+
+Progress = Callable[[int], None]
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "~", "/")) or os.sep in model or Path(model).exists()
+
+
+def _unit(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.asarray(raw, dtype=np.float32)
+    norms = np.linalg.norm(raw, axis=1)
+    return raw / np.maximum(norms, 1e-12)[:, None], norms
+
+
+class ClipEncoder:
+    """CLIP text and image towers loaded through sentence-transformers."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64):
+        self.model_spec = model
+        self.batch_size = batch_size
+        self._st = _load_sentence_transformer(model, device)
+        module = self._st[0]
+        self._clip = getattr(module, "auto_model", None) or module.model
+        self.tokenizer = getattr(module, "tokenizer", None) or module.processor.tokenizer
+        positions = self._clip.config.text_config.max_position_embeddings
+        self.max_tokens = int(min(positions, CLIP_MAX_TOKENS))
+        self._st.max_seq_length = self.max_tokens  # truncate, never crash, on long prompts
+        self.dim = int(self._clip.config.projection_dim)
+        self.logit_scale = float(self._clip.logit_scale.exp().item())
+        self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
+        self.id = f"clip-{self.dim}-{self._fingerprint()}"
+        self.device = str(self._st.device)
+
+    @property
+    def info(self) -> EncoderInfo:
+        return EncoderInfo(id=self.id, name=self.name, dim=self.dim, logit_scale=self.logit_scale)
+
+    def _fingerprint(self) -> str:
+        """A hash of the architecture and a sample of every weight tensor: the same weights
+        give the same id whether loaded by name or from a folder, other weights another."""
+        h = hashlib.sha256(self._clip.config.to_json_string(use_diff=False).encode())
+        for name, tensor in sorted(self._clip.state_dict().items()):
+            flat = tensor.detach().reshape(-1).float().cpu().numpy()
+            h.update(name.encode())
+            h.update(str(tuple(tensor.shape)).encode())
+            h.update(np.ascontiguousarray(flat[:64]).tobytes())
+            h.update(np.ascontiguousarray(flat[-64:]).tobytes())
+        return h.hexdigest()[:16]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, start and end tokens included (CLIP's limit is 77)."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors (N, dim) and raw norms (N,). Texts are sorted by token count and
+        handed over in chunks, so each padded batch holds texts of similar length."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        order = np.argsort(self.count_tokens(texts), kind="stable")
+        raw = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(texts), CHUNK):
+            idx = order[start : start + CHUNK]
+            raw[idx] = self._st.encode(
+                [texts[i] for i in idx], batch_size=self.batch_size, convert_to_numpy=True,
+                normalize_embeddings=False, show_progress_bar=False,
+            )  # fmt: skip
+            if progress:
+                progress(len(idx))
+        return _unit(raw)
+
+    def embed_images(self, images: Sequence, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors (N, dim) and raw norms (N,) for PIL images."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        raw = self._st.encode(
+            [im.convert("RGB") for im in images], batch_size=min(self.batch_size, 32),
+            convert_to_numpy=True, normalize_embeddings=False, show_progress_bar=False,
+        )  # fmt: skip
+        if progress:
+            progress(len(images))
+        return _unit(raw)
+
+
+def _load_sentence_transformer(model: str, device: str | None):
+    as_path = Path(model).expanduser()
+    if _looks_like_path(model):
+        if not as_path.is_dir():
+            raise ModelLoadError(f"model folder {as_path} does not exist: pass --model PATH to a CLIP folder")
+        if not (as_path / "config.json").is_file() and not (as_path / "modules.json").is_file():
+            raise ModelLoadError(
+                f"{as_path} is not a model folder (no config.json or modules.json): "
+                "pass --model PATH to a CLIP folder saved with save_pretrained"
+            )
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ModelLoadError(f"sentence-transformers is not importable ({exc}): reinstall whyclip") from None
+    try:
+        st = SentenceTransformer(str(as_path) if _looks_like_path(model) else model, device=device)
+    except Exception as exc:  # the hub unreachable, a corrupt folder, not a CLIP model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _looks_like_path(model):
+            raise ModelLoadError(f"cannot load the CLIP model in {as_path}: {first}") from None
+        raise ModelLoadError(
+            f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub "
+            f"could not be reached ({first[:120]}). Connect to the internet once, or pass --model PATH "
+            "to a local CLIP folder ('whyclip make-test-model DIR' writes a random-weight one for plumbing checks)"
+        ) from None
+    module = st[0]
+    clip = getattr(module, "auto_model", None) or getattr(module, "model", None)
+    if clip is None or not hasattr(clip, "get_text_features") or not hasattr(clip, "logit_scale"):
+        raise ModelLoadError(f"{model!r} is not a CLIP model (no text/image towers and logit scale): pass --model PATH to a CLIP folder")
+    return st
+
+
+def load_encoder(model: str | None = None, device: str | None = None) -> ClipEncoder:
+    """Load a CLIP encoder by sentence-transformers name or local folder."""
+    return ClipEncoder(model or DEFAULT_MODEL, device=device)

@@ -1,0 +1,154 @@
+"""Explanations: small dataclasses, built from exact scores, serialisable to the JSON
+schema documented in README.md, and printable as text."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class DescriptorScore:
+    """One descriptor of a class and the image's similarity to its prompt (raw cosine)."""
+
+    descriptor: str
+    prompt: str
+    similarity: float
+    scaled: float  # similarity x logit scale, the S(...) shown to people
+    weight: float  # its weight in the class score (score = sum of weight x similarity)
+    fallback: bool = False  # the class has no descriptors; this is its baseline prompt
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """A class's exact score (aggregate of its similarities) and its evidence."""
+
+    name: str
+    score: float
+    probability: float
+    rank: int
+    descriptors: list[DescriptorScore] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BaselineScore:
+    """A class scored by its class-name prompt alone ("a photo of a {class}.")."""
+
+    name: str
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class ContrastRow:
+    """One descriptor text in the contrast of classes a and b.
+
+    ``a`` / ``b`` are its similarities under each class (None where the class lacks it).
+    ``contribution`` is its share of ``score(a) - score(b)``; the rows add up to exactly
+    that difference. Positive favours a, negative favours b.
+    """
+
+    descriptor: str
+    a: float | None
+    b: float | None
+    contribution: float
+    favours: str
+
+
+@dataclass(frozen=True)
+class Contrast:
+    a: str
+    b: str
+    score_a: float
+    score_b: float
+    rows: list[ContrastRow]
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """A library-wide nearest descriptor, from the FAISS index."""
+
+    class_name: str
+    descriptor: str
+    prompt: str
+    similarity: float
+    descriptor_id: int
+
+
+@dataclass(frozen=True)
+class Explanation:
+    image: str
+    library: str
+    version: int
+    encoder: str
+    aggregate: str
+    logit_scale: float
+    n_classes: int
+    classes: list[ClassScore]
+    baseline: list[BaselineScore]
+    contrast: Contrast | None
+    retrieved: list[Retrieved]
+
+    @property
+    def predicted(self) -> str:
+        return self.classes[0].name
+
+    def to_dict(self) -> dict:
+        """The ``--json`` object: see "JSON output" in README.md."""
+        out = asdict(self)
+        out["predicted"] = self.predicted
+        out["baseline_predicted"] = self.baseline[0].name if self.baseline else None
+        for item in out["classes"]:
+            item["class"] = item.pop("name")
+        for item in out["baseline"]:
+            item["class"] = item.pop("name")
+        for item in out["retrieved"]:
+            item["class"] = item.pop("class_name")
+        return out
+
+    def to_text(self, max_descriptors: int | None = None) -> str:
+        """A plain-text rendering, as ``whyclip explain`` prints it."""
+        s = self.logit_scale
+        lines = [
+            f"{self.image}  (library {self.library} v{self.version}, aggregate {self.aggregate}, "
+            f"logit scale {s:.2f}, {self.n_classes} classes)"
+        ]
+        base = {b.name: b for b in self.baseline}
+        width = max(len(c.name) for c in self.classes)
+        if self.baseline:
+            top = self.baseline[0]
+            lines.append(f"  baseline (class name only): {top.name} {top.probability:.2f}")
+        for c in self.classes:
+            b = base.get(c.name)
+            note = f"   (baseline {b.probability:.2f})" if b else ""
+            lines.append(f"  {c.rank:>2}. {c.name:<{width}}  {c.probability:.2f}  score {c.score * s:.2f}{note}")
+            shown = c.descriptors if max_descriptors is None else c.descriptors[:max_descriptors]
+            dwidth = max((len(d.descriptor) for d in shown), default=0) + 2
+            for d in shown:
+                label = f'"{d.descriptor}"' if not d.fallback else f'"{d.prompt}" (no descriptors: baseline prompt)'
+                lines.append(f"        S({label}){' ' * max(0, dwidth - len(label))} = {d.scaled:6.2f}")
+            if len(shown) < len(c.descriptors):
+                lines.append(f"        ... {len(c.descriptors) - len(shown)} more")
+        if self.contrast:
+            lines.extend(_contrast_lines(self.contrast, s))
+        if self.retrieved:
+            lines.append("  best-matching descriptors in the whole library:")
+            for r in self.retrieved:
+                lines.append(f"    {r.similarity * s:6.2f}  {r.class_name}: {r.descriptor}")
+        return "\n".join(lines)
+
+
+def _contrast_lines(c: Contrast, s: float) -> list[str]:
+    def fmt(x: float | None) -> str:
+        return "     -" if x is None else f"{x * s:6.2f}"
+
+    lines = [
+        f"  {c.a} vs {c.b}, descriptor by descriptor "
+        f"(score {c.score_a * s:.2f} vs {c.score_b * s:.2f}; contribution to the difference):"
+    ]
+    width = max((len(r.descriptor) for r in c.rows), default=10)
+    lines.append(f"    {'descriptor':<{width}}  {c.a[:8]:>8}  {c.b[:8]:>8}  contrib  favours")
+    for r in c.rows:
+        lines.append(
+            f"    {r.descriptor:<{width}}  {fmt(r.a):>8}  {fmt(r.b):>8}  {r.contribution * s:+7.2f}  {r.favours}"
+        )
+    return lines

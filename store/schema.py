@@ -1,0 +1,124 @@
+"""The metadata schema (SQLAlchemy) and its ordered migrations.
+
+Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
+*version*), ``classes`` and ``descriptors``. Descriptor primary keys are the ids
+stored in the FAISS index. Vectors live in index files, not in the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+READY = "ready"
+BUILDING = "building"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class LibraryRow(Base):
+    """One version of a named library. Readers only ever see ``status == 'ready'``."""
+
+    __tablename__ = "libraries"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=BUILDING)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    encoder_id: Mapped[str] = mapped_column(String(300))
+    encoder_name: Mapped[str] = mapped_column(Text)
+    dim: Mapped[int] = mapped_column(Integer)
+    logit_scale: Mapped[float] = mapped_column(Float)
+    template: Mapped[str] = mapped_column(Text)
+    baseline_template: Mapped[str] = mapped_column(Text)
+    aggregate: Mapped[str] = mapped_column(String(16), default="mean")
+    n_classes: Mapped[int] = mapped_column(Integer, default=0)
+    n_descriptors: Mapped[int] = mapped_column(Integer, default=0)
+    n_prompts: Mapped[int] = mapped_column(Integer, default=0)
+    source: Mapped[str] = mapped_column(Text, default="")
+    source_sha256: Mapped[str] = mapped_column(String(64), default="")
+    index_key: Mapped[str] = mapped_column(String(64))
+
+
+class ClassRow(Base):
+    __tablename__ = "classes"
+    __table_args__ = (Index("ix_classes_library_position", "library_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(Text)
+    baseline_prompt: Mapped[str] = mapped_column(Text)
+    n_descriptors: Mapped[int] = mapped_column(Integer)
+
+
+class DescriptorRow(Base):
+    __tablename__ = "descriptors"
+    __table_args__ = (Index("ix_descriptors_class_position", "class_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    norm: Mapped[float] = mapped_column(Float)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+def _initial(conn: Connection) -> None:
+    Base.metadata.create_all(conn)
+    conn.execute(Meta.__table__.insert(), [{"key": "store_id", "value": uuid.uuid4().hex}])
+
+
+# Ordered migrations: entry i brings the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[Callable[[Connection], None]] = [_initial]
+
+
+def schema_version(conn: Connection) -> int:
+    if not inspect(conn).has_table("meta"):
+        return 0
+    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: Connection) -> None:
+    """Apply every migration not yet applied, in order, inside the caller's transaction."""
+    current = schema_version(conn)
+    for step in MIGRATIONS[current:]:
+        step(conn)
+    if current < len(MIGRATIONS):
+        table = Meta.__table__
+        if current == 0:
+            conn.execute(table.insert(), [{"key": "schema_version", "value": str(len(MIGRATIONS))}])
+        else:
+            conn.execute(
+                table.update().where(table.c.key == "schema_version").values(value=str(len(MIGRATIONS)))
+            )

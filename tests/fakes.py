@@ -1,0 +1,62 @@
+"""A deterministic fake CLIP encoder: exact numbers, no model.
+
+A text's vector is a seeded pseudo-random direction (from the text's hash) scaled by
+``noise``, plus a unit step along axis ``i`` for every planted concept ``i`` the text
+contains. An image's vector is built the same way from the concepts listed in its PNG
+text chunk ``concepts`` (``|``-separated), so a test can plant what an image "shows".
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from store import EncoderInfo
+
+
+def _hash_vector(text: str, dim: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).standard_normal(dim)
+
+
+class FakeEncoder:
+    def __init__(self, concepts=(), dim: int = 32, logit_scale: float = 100.0, noise: float = 0.05, tag: str = "v1"):
+        self.concepts = list(concepts)
+        self.dim = dim
+        self.logit_scale = logit_scale
+        self.noise = noise
+        self.max_tokens = 77
+        self.info = EncoderInfo(id=f"fake-{dim}-{tag}", name=f"fake:{tag}", dim=dim, logit_scale=logit_scale)
+        self.embedded: list[str] = []  # every text embedded, in call order (tests count work)
+
+    def _raw(self, text: str, concepts: list[str]) -> np.ndarray:
+        v = _hash_vector(text, self.dim) * self.noise
+        for i, c in enumerate(self.concepts):
+            if c in concepts:
+                v[i % self.dim] += 1.0
+        return v * (1.0 + len(text) / 50.0)  # raw norms differ, as CLIP's do
+
+    def count_tokens(self, texts):
+        return [len(t.split()) + 2 for t in texts]
+
+    def embed_texts(self, texts, progress=None):
+        texts = list(texts)
+        self.embedded.extend(texts)
+        raw = np.array([self._raw(t, [c for c in self.concepts if c in t]) for t in texts]).reshape(-1, self.dim)
+        if progress:
+            progress(len(texts))
+        return _unit(raw)
+
+    def embed_images(self, images, progress=None):
+        raw = []
+        for im in images:
+            shown = [c for c in im.info.get("concepts", "").split("|") if c]
+            raw.append(self._raw(f"image:{im.tobytes()[:64].hex()}", shown))
+        return _unit(np.array(raw).reshape(-1, self.dim))
+
+
+def _unit(raw: np.ndarray):
+    raw = raw.astype(np.float32)
+    norms = np.linalg.norm(raw, axis=1)
+    return raw / norms[:, None], norms
