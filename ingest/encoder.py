@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "clip-ViT-B-32"
 CLIP_MAX_TOKENS = 77
+TEST_MODEL_MARKER = "whyclip_test_model.json"  # written by `whyclip make-test-model`
 CHUNK = 1024  # prompts handed to sentence-transformers at once (progress granularity)
 
 Progress = Callable[[int], None]
@@ -57,6 +58,8 @@ class ClipEncoder:
         self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
         self.id = f"clip-{self.dim}-{self._fingerprint()}"
         self.device = str(self._st.device)
+        if _looks_like_path(model) and (Path(self.name) / TEST_MODEL_MARKER).is_file():
+            log.warning("%s is a random-weight test model: fine for plumbing and speed checks, its explanations mean nothing", self.name)
 
     @property
     def info(self) -> EncoderInfo:

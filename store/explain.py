@@ -105,50 +105,56 @@ class Explanation:
             item["class"] = item.pop("class_name")
         return out
 
-    def to_text(self, max_descriptors: int | None = None) -> str:
-        """A plain-text rendering, as ``whyclip explain`` prints it."""
+    def to_text(self, max_descriptors: int | None = None, max_rows: int | None = None) -> str:
+        """A plain-text rendering, as ``whyclip explain`` prints it. ``p`` is the softmax
+        probability, ``S`` a similarity or score times the logit scale."""
         s = self.logit_scale
         lines = [
-            f"{self.image}  (library {self.library} v{self.version}, aggregate {self.aggregate}, "
-            f"logit scale {s:.2f}, {self.n_classes} classes)"
+            f"{self.image}  (library {self.library} v{self.version}, {self.aggregate} of descriptor "
+            f"similarities, logit scale {s:.2f}, {self.n_classes} classes)"
         ]
         base = {b.name: b for b in self.baseline}
-        width = max(len(c.name) for c in self.classes)
         if self.baseline:
             top = self.baseline[0]
-            lines.append(f"  baseline (class name only): {top.name} {top.probability:.2f}")
+            lines.append(f"  baseline (class-name prompt only) predicts: {top.name}  p {top.probability:.2f}")
+        width = max(len(c.name) for c in self.classes)
         for c in self.classes:
             b = base.get(c.name)
-            note = f"   (baseline {b.probability:.2f})" if b else ""
-            lines.append(f"  {c.rank:>2}. {c.name:<{width}}  {c.probability:.2f}  score {c.score * s:.2f}{note}")
+            note = f"   baseline p {b.probability:.2f}" if b else ""
+            lines.append(f"  {c.rank:>2}. {c.name:<{width}}  p {c.probability:.2f}   S {c.score * s:6.2f}{note}")
             shown = c.descriptors if max_descriptors is None else c.descriptors[:max_descriptors]
-            dwidth = max((len(d.descriptor) for d in shown), default=0) + 2
-            for d in shown:
-                label = f'"{d.descriptor}"' if not d.fallback else f'"{d.prompt}" (no descriptors: baseline prompt)'
-                lines.append(f"        S({label}){' ' * max(0, dwidth - len(label))} = {d.scaled:6.2f}")
+            labels = [f'"{d.prompt}" (no descriptors: baseline prompt)' if d.fallback else f'"{d.descriptor}"' for d in shown]
+            lw = max((len(x) for x in labels), default=0)
+            for d, label in zip(shown, labels):
+                lines.append(f"        S({label}){' ' * (lw - len(label))} = {d.scaled:6.2f}")
             if len(shown) < len(c.descriptors):
                 lines.append(f"        ... {len(c.descriptors) - len(shown)} more")
         if self.contrast:
-            lines.extend(_contrast_lines(self.contrast, s))
+            lines.extend(_contrast_lines(self.contrast, s, max_rows))
         if self.retrieved:
             lines.append("  best-matching descriptors in the whole library:")
             for r in self.retrieved:
-                lines.append(f"    {r.similarity * s:6.2f}  {r.class_name}: {r.descriptor}")
+                lines.append(f"    S {r.similarity * s:6.2f}  {r.class_name}: {r.descriptor}")
         return "\n".join(lines)
 
 
-def _contrast_lines(c: Contrast, s: float) -> list[str]:
+def _contrast_lines(c: Contrast, s: float, max_rows: int | None) -> list[str]:
     def fmt(x: float | None) -> str:
-        return "     -" if x is None else f"{x * s:6.2f}"
+        return "-" if x is None else f"{x * s:.2f}"
 
+    rows = c.rows
+    if max_rows is not None and len(rows) > max_rows:  # the strongest on each side
+        k = max_rows // 2
+        rows = rows[:k] + rows[len(rows) - (max_rows - k):]
     lines = [
-        f"  {c.a} vs {c.b}, descriptor by descriptor "
-        f"(score {c.score_a * s:.2f} vs {c.score_b * s:.2f}; contribution to the difference):"
+        f"  {c.a} vs {c.b}, descriptor by descriptor: S under each class, and each descriptor's "
+        f"contribution to the score difference {(c.score_a - c.score_b) * s:+.2f}"
     ]
-    width = max((len(r.descriptor) for r in c.rows), default=10)
-    lines.append(f"    {'descriptor':<{width}}  {c.a[:8]:>8}  {c.b[:8]:>8}  contrib  favours")
-    for r in c.rows:
-        lines.append(
-            f"    {r.descriptor:<{width}}  {fmt(r.a):>8}  {fmt(r.b):>8}  {r.contribution * s:+7.2f}  {r.favours}"
-        )
+    dw = max([len(r.descriptor) for r in rows] + [10])
+    aw, bw = max(len(c.a), 6), max(len(c.b), 6)
+    lines.append(f"    {'descriptor':<{dw}}  {c.a:>{aw}}  {c.b:>{bw}}  contrib  favours")
+    for r in rows:
+        lines.append(f"    {r.descriptor:<{dw}}  {fmt(r.a):>{aw}}  {fmt(r.b):>{bw}}  {r.contribution * s:+7.2f}  {r.favours}")
+    if len(rows) < len(c.rows):
+        lines.append(f"    ... {len(c.rows) - len(rows)} more rows with smaller contributions")
     return lines

@@ -1,0 +1,204 @@
+"""The ``whyclip`` command line. Results go to stdout; progress, logs and warnings to
+stderr, so ``--json`` output pipes cleanly. Bad input exits non-zero with one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from store import AGGREGATES, Store, WhyclipError
+
+from .progress import progress_bar
+
+log = logging.getLogger("whyclip")
+DEFAULT_MODEL_HELP = "CLIP model: a sentence-transformers name or a local folder [default: clip-ViT-B-32]"
+
+
+class WhyclipGroup(click.Group):
+    """Turns the project's own errors into one line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except WhyclipError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class _LowerLevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Our warnings on stderr as 'warning: ...'; the libraries' chatter only with -v."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowerLevelFormatter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+    if not verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        for name in ("transformers", "sentence_transformers", "huggingface_hub", "faiss"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _store(ctx: click.Context, create: bool) -> Store:
+    return Store.open(ctx.obj["home"], ctx.obj["db"], create=create)
+
+
+@click.group(cls=WhyclipGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), envvar="WHYCLIP_HOME",
+              help="Data directory for the database and index files [env WHYCLIP_HOME; default: per-user data dir].")
+@click.option("--db", envvar="WHYCLIP_DB", help="SQLAlchemy URL for the metadata [env WHYCLIP_DB; default: SQLite in --home].")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
+@click.version_option(package_name="whyclip")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> None:
+    """whyclip: explainable zero-shot image classification by visual descriptors.
+
+    Each class is described by short visual descriptors; CLIP scores a class by the image's
+    similarity to them, and the ranked descriptor similarities are the explanation.
+    """
+    _configure_logging(verbose)
+    ctx.obj = {"home": home, "db": db}
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--library", "-l", required=True, help="Name of the library (re-ingesting a name makes a new version).")
+@click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
+@click.option("--template", "-t", default="paper", show_default=True,
+              help="Prompt template: 'paper' (the published rule), 'bare' or a format string with {class} and {descriptor}.")
+@click.option("--baseline", "-b", default="a photo of a {class}.", show_default=True, help="Class-name prompt for the baseline.")
+@click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@click.pass_context
+def ingest(ctx, file, library, model, template, baseline, strict, device):
+    """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
+    from ingest import ingest_library, load_encoder, read_library
+    from ingest.job import check_library_name
+    from ingest.prompts import Template, check_baseline
+
+    check_library_name(library)
+    Template(template)
+    check_baseline(baseline)
+    parsed = read_library(file)  # validate before loading a model or touching the store
+    encoder = load_encoder(model, device)
+    store = _store(ctx, create=True)
+    with progress_bar("embedding prompts", unit="prompt") as bar:
+        report = ingest_library(store, parsed, library, encoder, template=template, baseline=baseline,
+                                strict=strict, progress=bar)  # fmt: skip
+    i = report.info
+    click.echo(
+        f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
+        f"{report.n_embedded} prompts embedded in {report.seconds:.1f}s ({i.encoder_name}, dim {i.dim})"
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def libraries(ctx, as_json):
+    """List libraries (newest version of each) with encoder, dimension, template and counts."""
+    try:
+        infos = _store(ctx, create=False).libraries()
+    except WhyclipError:
+        infos = []
+    if as_json:
+        click.echo(json.dumps([_info_dict(i) for i in infos], indent=2, default=str))
+        return
+    if not infos:
+        click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
+        return
+    head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "encoder", "created")
+    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template,
+             i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for r in (head, *rows):
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+
+
+def _info_dict(i) -> dict:
+    d = dict(vars(i))
+    d["created_at"] = i.created_at.isoformat()
+    return d
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--library", "-l", required=True, help="Library to explain with.")
+@click.option("--version", "lib_version", type=int, default=None, help="Library version [default: newest].")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Classes to show, with all their descriptors.")
+@click.option("--aggregate", "-a", type=click.Choice(AGGREGATES), default=None,
+              help="How descriptor similarities make a class score [default: the library's, mean].")
+@click.option("--compare", nargs=2, default=None, metavar="A B", help="Contrast these two classes [default: the top two].")
+@click.option("--retrieve", default=10, show_default=True, type=click.IntRange(0), help="Library-wide best descriptors to list.")
+@click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one per line (schema in README).")
+@click.pass_context
+def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json):
+    """Explain why each IMAGE (file or folder of images) gets its classes."""
+    from ingest import expand_image_paths, load_encoder, read_images
+
+    store = _store(ctx, create=False)
+    lib = store.load(library, lib_version)
+    if compare:
+        for name in compare:
+            lib.class_position(name)
+    paths = expand_image_paths(images)
+    pictures = read_images(paths)  # every image checked before the model loads
+    encoder = load_encoder(model or lib.info.encoder_name, device)
+    lib.check_encoder(encoder.id)
+    vectors, _ = encoder.embed_images(pictures)
+    results = lib.explain(vectors, [str(p) for p in paths], aggregate=aggregate, top=top,
+                          compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
+    for n, exp in enumerate(results):
+        if as_json:
+            click.echo(json.dumps(exp.to_dict(), ensure_ascii=False))
+        else:
+            click.echo(("\n" if n else "") + exp.to_text())
+
+
+@cli.command()
+@click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@click.pass_context
+def demo(ctx, model, device):
+    """Ingest the bundled demo library and explain a few drawn sample images."""
+    from .demo import run_demo
+
+    run_demo(_store(ctx, create=True), model, device, echo=click.echo)
+
+
+@cli.command("make-test-model")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--full-size", is_flag=True, help="ViT-B/32's architecture (same compute as the real model) instead of a tiny one.")
+@click.option("--vocab", type=click.Path(exists=True), default=None,
+              help="CLIP's bpe_simple_vocab_16e6.txt.gz, a clip-anytorch wheel, or a folder holding either (needed for --full-size).")
+@click.option("--seed", default=0, show_default=True, help="Random seed for the weights.")
+def make_test_model_cmd(directory, full_size, vocab, seed):
+    """Write a random-weight CLIP model folder, built offline, loadable with --model DIRECTORY.
+
+    For plumbing and speed checks only: its explanations mean nothing.
+    """
+    from ingest.testmodel import make_test_model
+
+    try:
+        path = make_test_model(directory, full_size=full_size, vocab=vocab, seed=seed)
+    except (FileExistsError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cli(prog_name="whyclip")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""``whyclip demo``: ingest the bundled demo library, explain drawn samples, point onward."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from store import LibraryNotFound, Store
+from store.errors import ModelLoadError
+
+from .demo_images import SAMPLE_CLASSES, draw_samples
+from .progress import progress_bar
+
+DEMO_LIBRARY = Path(__file__).with_name("demo_library.json")
+DEMO_NAME = "demo"
+
+NEXT_STEPS = """\
+Next:
+  whyclip explain YOUR_IMAGE.jpg --library demo          explain your own image
+  whyclip explain {first} --library demo --compare "tree frog" "tailed frog" --json
+  whyclip ingest descriptors.json --library mine            your own descriptor library (.json/.jsonl/.csv)
+  whyclip libraries                                         what is in the store ({home})"""
+
+
+def run_demo(store: Store, model: str | None, device: str | None, echo: Callable[[str], None] = print) -> None:
+    from ingest import ingest_library, load_encoder, read_images
+
+    try:
+        encoder = load_encoder(model, device)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc} (the demo runs on any local model: whyclip demo --model DIR)") from None
+    lib = _demo_library(store, encoder, ingest_library)
+    paths = draw_samples(store.home / "demo-images")
+    vectors, _ = encoder.embed_images(read_images(paths))
+    for n, exp in enumerate(lib.explain(vectors, [str(p) for p in paths], top=3, retrieve=5)):
+        truth = SAMPLE_CLASSES.get(Path(exp.image).name, "?")
+        echo(("\n" if n else "") + f"[drawn sample of: {truth}]")
+        echo(exp.to_text(max_descriptors=4, max_rows=6))
+    echo("")
+    echo(NEXT_STEPS.format(first=paths[0], home=store.home))
+
+
+def _demo_library(store: Store, encoder, ingest_library):
+    """Reuse the demo library when it was built from this file with this encoder."""
+    sha = hashlib.sha256(DEMO_LIBRARY.read_bytes()).hexdigest()
+    try:
+        info = store.library(DEMO_NAME)
+        if info.encoder_id == encoder.id and info.source_sha256 == sha:
+            return store.load(DEMO_NAME, info.version)
+    except LibraryNotFound:
+        pass
+    with progress_bar("embedding the demo library", unit="prompt") as bar:
+        report = ingest_library(store, DEMO_LIBRARY, DEMO_NAME, encoder, progress=bar)
+    return store.load(DEMO_NAME, report.info.version)
