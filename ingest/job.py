@@ -73,6 +73,83 @@ def check_token_limit(classes: list[DraftClass], encoder: TextEncoder, strict: b
     return [f"{len(too_long)} prompt(s) exceed CLIP's {limit}-token limit and were truncated: {listed}{more}"]
 
 
+@dataclass
+class IngestPlan:
+    """A validated library, ready to embed: prompts built, token limits checked."""
+
+    name: str
+    template: str
+    baseline: str
+    classes: list[DraftClass]
+    source: str
+    source_sha256: str
+    warnings: list[str]
+
+    @property
+    def prompts(self) -> list[str]:
+        """Every distinct prompt (descriptor prompts, then baseline prompts), each once."""
+        return list(dict.fromkeys([p for c in self.classes for p in c.prompts] + [c.baseline_prompt for c in self.classes]))
+
+
+def plan_ingest(
+    source: str | Path | dict | ParsedLibrary,
+    name: str,
+    encoder: TextEncoder,
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    baseline: str = DEFAULT_BASELINE,
+    strict: bool = False,
+) -> IngestPlan:
+    """Read and validate everything; raises :class:`InputError` before any work is done."""
+    name = check_library_name(name)
+    tmpl = Template(template)
+    check_baseline(baseline)
+    sha = ""
+    if isinstance(source, ParsedLibrary):
+        parsed = source
+    elif isinstance(source, dict):
+        parsed = parse_mapping(source)
+    else:
+        parsed = read_library(source)
+    if parsed.source and Path(parsed.source).is_file():
+        sha = hashlib.sha256(Path(parsed.source).read_bytes()).hexdigest()
+    classes = build_prompts(parsed, tmpl, baseline)
+    warnings = list(parsed.warnings)
+    empty = [c.name for c in classes if not c.prompts]
+    if empty:
+        listed = ", ".join(empty[:MAX_LISTED]) + (" ..." if len(empty) > MAX_LISTED else "")
+        warnings.append(f"{len(empty)} class(es) have no descriptors and fall back to their baseline prompt: {listed}")
+    warnings += check_token_limit(classes, encoder, strict)
+    return IngestPlan(name, tmpl.spec, baseline, classes, parsed.source, sha, warnings)
+
+
+def run_ingest(
+    store: Store, plan: IngestPlan, encoder: TextEncoder, progress: Callable[[int, int], None] | None = None
+) -> IngestReport:
+    """Embed every distinct prompt of ``plan`` once and publish the next library version.
+    ``progress(done, total)`` is called as prompts are embedded."""
+    started = time.perf_counter()
+    distinct = plan.prompts
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, len(distinct))
+
+    vectors, norms = encoder.embed_texts(distinct, progress=step)
+    draft = LibraryDraft(
+        name=plan.name, encoder=encoder.info, template=plan.template, baseline_template=plan.baseline,
+        classes=plan.classes, prompt_rows={p: i for i, p in enumerate(distinct)}, vectors=vectors,
+        norms=norms, source=plan.source, source_sha256=plan.source_sha256,
+    )  # fmt: skip
+    info = store.write_library(draft)
+    for w in plan.warnings:
+        log.warning(w)
+    return IngestReport(info=info, warnings=plan.warnings, n_embedded=len(distinct), seconds=time.perf_counter() - started)
+
+
 def ingest_library(
     store: Store,
     source: str | Path | dict | ParsedLibrary,
@@ -85,46 +162,6 @@ def ingest_library(
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Read ``source`` (a file, a ``{"class": [...]}`` dict or a parsed library), embed every
-    distinct prompt once and publish the next version of library ``name``.
-
-    ``progress(done, total)`` is called as prompts are embedded. Everything is validated
-    before anything is embedded or written.
-    """
-    started = time.perf_counter()
-    name = check_library_name(name)
-    tmpl = Template(template)
-    check_baseline(baseline)
-    sha = ""
-    if isinstance(source, ParsedLibrary):
-        parsed = source
-    elif isinstance(source, dict):
-        parsed = parse_mapping(source)
-    else:
-        parsed = read_library(source)
-        sha = hashlib.sha256(Path(source).read_bytes()).hexdigest()
-    classes = build_prompts(parsed, tmpl, baseline)
-    warnings = list(parsed.warnings)
-    empty = [c.name for c in classes if not c.prompts]
-    if empty:
-        warnings.append(f"{len(empty)} class(es) have no descriptors and fall back to their baseline prompt: {', '.join(empty[:MAX_LISTED])}{' ...' if len(empty) > MAX_LISTED else ''}")
-    warnings += check_token_limit(classes, encoder, strict)
-
-    distinct = list(dict.fromkeys([p for c in classes for p in c.prompts] + [c.baseline_prompt for c in classes]))
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress(done, len(distinct))
-
-    vectors, norms = encoder.embed_texts(distinct, progress=step)
-    draft = LibraryDraft(
-        name=name, encoder=encoder.info, template=tmpl.spec, baseline_template=baseline, classes=classes,
-        prompt_rows={p: i for i, p in enumerate(distinct)}, vectors=vectors, norms=norms,
-        source=parsed.source, source_sha256=sha,
-    )  # fmt: skip
-    info = store.write_library(draft)
-    for w in warnings:
-        log.warning(w)
-    return IngestReport(info=info, warnings=warnings, n_embedded=len(distinct), seconds=time.perf_counter() - started)
+    distinct prompt once and publish the next version of library ``name``."""
+    plan = plan_ingest(source, name, encoder, template=template, baseline=baseline, strict=strict)
+    return run_ingest(store, plan, encoder, progress)

@@ -56,8 +56,9 @@ def _read_json(p: Path, text: str) -> list[tuple[str, str | None, str]]:
     try:
         pairs = json.loads(text, object_pairs_hook=lambda kv: kv)
     except json.JSONDecodeError as exc:
-        hint = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) else ""
-        raise InputError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}") from None
+        truncated = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        hint = ": the file looks truncated" if truncated else ""
+        raise InputError(f"{p}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}){hint}") from None
     if not isinstance(pairs, list) or (pairs and not isinstance(pairs[0], tuple)):
         raise InputError(f'{p}: the top level must be an object {{"class": ["descriptor", ...]}}')
     return _entries_from_pairs(p, pairs)

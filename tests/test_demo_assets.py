@@ -1,7 +1,6 @@
 """Checks for the demo descriptor library and the drawn sample images."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -13,14 +12,6 @@ UI = Path(__file__).resolve().parents[1] / "ui"
 LIBRARY = UI / "demo_library.json"
 
 
-def _load_demo_images() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("whyclip_demo_images", UI / "demo_images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def library() -> dict:
     with LIBRARY.open(encoding="utf-8") as handle:
@@ -29,7 +20,9 @@ def library() -> dict:
 
 @pytest.fixture(scope="module")
 def demo_images() -> ModuleType:
-    return _load_demo_images()
+    import ui.demo_images
+
+    return ui.demo_images
 
 
 def test_library_shape(library: dict) -> None:

@@ -20,13 +20,31 @@ DEFAULT_MODEL_HELP = "CLIP model: a sentence-transformers name or a local folder
 
 
 class WhyclipGroup(click.Group):
-    """Turns the project's own errors into one line and exit status 1, never a traceback."""
+    """Bad input gives one line on stderr and a non-zero exit, never a traceback: the
+    project's own errors exit 1, usage errors exit 2 (without click's usage block)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except WhyclipError as exc:
             raise click.ClickException(str(exc)) from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 class _LowerLevelFormatter(logging.Formatter):
@@ -79,19 +97,19 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.pass_context
 def ingest(ctx, file, library, model, template, baseline, strict, device):
     """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
-    from ingest import ingest_library, load_encoder, read_library
-    from ingest.job import check_library_name
+    from ingest import load_encoder, read_library
+    from ingest.job import check_library_name, plan_ingest, run_ingest
     from ingest.prompts import Template, check_baseline
 
     check_library_name(library)
     Template(template)
     check_baseline(baseline)
-    parsed = read_library(file)  # validate before loading a model or touching the store
+    parsed = read_library(file)  # a bad file fails before a model loads
     encoder = load_encoder(model, device)
-    store = _store(ctx, create=True)
+    plan = plan_ingest(parsed, library, encoder, template=template, baseline=baseline, strict=strict)
+    store = _store(ctx, create=True)  # only now is anything written
     with progress_bar("embedding prompts", unit="prompt") as bar:
-        report = ingest_library(store, parsed, library, encoder, template=template, baseline=baseline,
-                                strict=strict, progress=bar)  # fmt: skip
+        report = run_ingest(store, plan, encoder, progress=bar)
     i = report.info
     click.echo(
         f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
@@ -153,7 +171,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     paths = expand_image_paths(images)
     pictures = read_images(paths)  # every image checked before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device)
-    lib.check_encoder(encoder.id)
+    lib.check_encoder(encoder.info.id)
     vectors, _ = encoder.embed_images(pictures)
     results = lib.explain(vectors, [str(p) for p in paths], aggregate=aggregate, top=top,
                           compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip

@@ -46,7 +46,7 @@ def _demo_library(store: Store, encoder, ingest_library):
     sha = hashlib.sha256(DEMO_LIBRARY.read_bytes()).hexdigest()
     try:
         info = store.library(DEMO_NAME)
-        if info.encoder_id == encoder.id and info.source_sha256 == sha:
+        if info.encoder_id == encoder.info.id and info.source_sha256 == sha:
             return store.load(DEMO_NAME, info.version)
     except LibraryNotFound:
         pass

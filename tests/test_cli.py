@@ -1,0 +1,188 @@
+"""The command line with a deterministic fake encoder: planted explanations, output
+discipline, and every bad input giving one line, a non-zero exit and nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, PngImagePlugin
+
+import ingest
+from fakes import FakeEncoder
+from ui.cli import cli
+
+CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin", "sticky toe pads"]
+LIBRARY = {
+    "tree frog": ["sticky toe pads", "protruding eyes", "wet and hairless nose", "bright green colour"],
+    "tailed frog": ["brown or olive skin", "a short tail-like extension", "flattened head"],
+    "banana": ["yellow peel", "a long curved shape"],
+    "plain class": [],
+}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    enc = FakeEncoder(CONCEPTS)
+    monkeypatch.setattr(ingest, "load_encoder", lambda model=None, device=None: enc)
+    return enc
+
+
+def planted_image(path: Path, concepts: list[str]) -> Path:
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("concepts", "|".join(concepts))
+    Image.new("RGB", (24, 24), (40, 200, 60)).save(path, pnginfo=meta)
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path, fake):
+    lib = tmp_path / "frogs.json"
+    lib.write_text(json.dumps(LIBRARY), encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["ingest", str(lib), "--library", "frogs"])
+    assert result.exit_code == 0, result.output
+    frog = planted_image(tmp_path / "frog.png", ["protruding eyes", "bright green colour"])
+    return runner, frog, tmp_path
+
+
+def run_json(runner, args):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_planted_descriptors_explain_the_prediction(setup):
+    runner, frog, _ = setup
+    (out,) = run_json(runner, ["explain", str(frog), "--library", "frogs", "--json"])
+    top = out["classes"][0]
+    assert top["class"] == "tree frog" and out["predicted"] == "tree frog"
+    assert {d["descriptor"] for d in top["descriptors"][:2]} == {"protruding eyes", "bright green colour"}
+    assert top["descriptors"][0]["prompt"].startswith("tree frog, which has ")
+    # score is the mean of the listed raw similarities; probabilities come from the logit scale
+    assert top["score"] == pytest.approx(sum(d["similarity"] for d in top["descriptors"]) / 4, abs=1e-6)
+    assert out["logit_scale"] == 100.0
+    scores = [c["score"] for c in out["classes"]]
+    assert scores == sorted(scores, reverse=True)
+    contrast = out["contrast"]
+    assert (contrast["a"], contrast["b"]) == ("tree frog", out["classes"][1]["class"])
+    assert {r["descriptor"] for r in contrast["rows"][:2]} == {"protruding eyes", "bright green colour"}
+    assert all(r["favours"] == "tree frog" for r in contrast["rows"][:2])
+    assert {r["descriptor"] for r in out["retrieved"][:2]} == {"protruding eyes", "bright green colour"}
+    assert set(out) >= {"image", "library", "aggregate", "logit_scale", "classes", "baseline", "contrast", "retrieved"}
+    assert {"class", "score", "probability"} <= set(out["baseline"][0])
+
+
+def test_compare_names_the_planted_descriptors(setup):
+    runner, frog, _ = setup
+    (out,) = run_json(runner, ["explain", str(frog), "-l", "frogs", "--compare", "tailed frog", "tree frog", "--json"])
+    rows = out["contrast"]["rows"]
+    assert (out["contrast"]["a"], out["contrast"]["b"]) == ("tailed frog", "tree frog")
+    assert {r["descriptor"] for r in rows[-2:]} == {"protruding eyes", "bright green colour"}
+    assert all(r["favours"] == "tree frog" for r in rows[-2:])
+    text = runner.invoke(cli, ["explain", str(frog), "-l", "frogs", "--compare", "tailed frog", "tree frog"]).stdout
+    assert "tailed frog vs tree frog" in text and 'S("protruding eyes")' in text
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "centroid", "max"])
+def test_every_aggregate_and_empty_class_fallback(setup, aggregate):
+    runner, frog, _ = setup
+    (out,) = run_json(runner, ["explain", str(frog), "-l", "frogs", "-a", aggregate, "--top", "4", "--json"])
+    assert out["aggregate"] == aggregate and out["classes"][0]["class"] == "tree frog"
+    plain = next(c for c in out["classes"] if c["class"] == "plain class")
+    assert plain["descriptors"][0]["fallback"] and plain["descriptors"][0]["prompt"] == "a photo of a plain class."
+
+
+def test_json_stdout_is_clean_and_one_object_per_image(setup):
+    runner, frog, tmp_path = setup
+    other = planted_image(tmp_path / "brown.png", ["brown or olive skin"])
+    outs = run_json(runner, ["explain", str(frog), str(other), "-l", "frogs", "--json"])
+    assert [o["image"] for o in outs] == [str(frog), str(other)]
+    assert outs[1]["classes"][0]["class"] == "tailed frog"
+
+
+def test_libraries_lists_versions_and_metadata(setup):
+    runner, _, tmp_path = setup
+    runner.invoke(cli, ["ingest", str(tmp_path / "frogs.json"), "--library", "frogs", "--template", "bare"])
+    infos = json.loads(runner.invoke(cli, ["libraries", "--json"]).stdout)
+    assert len(infos) == 1
+    i = infos[0]
+    assert (i["name"], i["version"], i["template"], i["n_classes"], i["n_descriptors"], i["n_empty_classes"]) == (
+        "frogs", 2, "bare", 4, 9, 1)
+    assert i["encoder_id"] == "fake-32-v1" and i["dim"] == 32
+    table = runner.invoke(cli, ["libraries"]).stdout
+    assert re.search(r"frogs\s+2\s+4\s+9\s+1\s+32\s+bare", table)
+
+
+def snapshot(home: Path) -> dict[str, str]:
+    """Every stored file and its content hash (SQLite's -wal/-shm scratch files aside)."""
+    if not home.exists():
+        return {}
+    return {
+        str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(home.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp_path / "not-image.png").write_text("hello, I am text")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 64), "green").save(good)
+    (tmp_path / "truncated.png").write_bytes(good.read_bytes()[:60])
+    (tmp_path / "trunc.json").write_text('{"frog": ["green", "prot')
+    (tmp_path / "list.json").write_text('["a"]')
+    return {
+        "missing image": (["explain", str(tmp_path / "nope.jpg"), "-l", "frogs"], "no such image file"),
+        "not an image": (["explain", str(tmp_path / "not-image.png"), "-l", "frogs"], "not an image"),
+        "truncated image": (["explain", str(tmp_path / "truncated.png"), "-l", "frogs"], "truncated or corrupt"),
+        "unknown library": (["explain", str(good), "-l", "toads"], "no library 'toads'"),
+        "unknown class": (["explain", str(good), "-l", "frogs", "--compare", "tree frog", "tree frgo"], "no class 'tree frgo' (did you mean 'tree frog'"),
+        "bad aggregate": (["explain", str(good), "-l", "frogs", "-a", "median"], "median"),
+        "truncated library": (["ingest", str(tmp_path / "trunc.json"), "-l", "x"], "looks truncated"),
+        "not an object": (["ingest", str(tmp_path / "list.json"), "-l", "x"], "top level must be an object"),
+        "missing library file": (["ingest", str(tmp_path / "absent.json"), "-l", "x"], "no such file"),
+        "bad template": (["ingest", str(tmp_path / "frogs.json"), "-l", "x", "-t", "{colour}"], "template"),
+    }  # fmt: skip
+
+
+CASES = ["missing image", "not an image", "truncated image", "unknown library", "unknown class", "bad aggregate",
+         "truncated library", "not an object", "missing library file", "bad template"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_one_line_nonzero_nothing_written(setup, case):
+    runner, _, tmp_path = setup
+    args, message = bad_inputs(tmp_path)[case]
+    home = tmp_path / "home"
+    before = snapshot(home)
+    result = runner.invoke(cli, args)
+    assert result.exit_code != 0
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert snapshot(home) == before
+
+
+def test_explain_on_an_empty_store_writes_nothing(tmp_path, fake):
+    home = tmp_path / "fresh"
+    result = CliRunner().invoke(cli, ["--home", str(home), "explain", "x.png", "-l", "frogs"])
+    assert result.exit_code == 1 and "no whyclip data" in result.stderr
+    assert not home.exists()
+
+
+def test_token_limit_truncates_with_warning_or_refuses_when_strict(tmp_path, fake):
+    long = " ".join(["very"] * 90) + " long descriptor"
+    lib = tmp_path / "long.json"
+    lib.write_text(json.dumps({"frog": [long, "green"]}))
+    runner = CliRunner()
+    strict = runner.invoke(cli, ["ingest", str(lib), "-l", "long", "--strict"])
+    assert strict.exit_code == 1 and "exceed CLIP's 77-token limit" in strict.stderr
+    assert not (tmp_path / "home").exists()
+    ok = runner.invoke(cli, ["ingest", str(lib), "-l", "long"])
+    assert ok.exit_code == 0 and "were truncated" in ok.stderr
