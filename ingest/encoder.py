@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -129,22 +131,54 @@ def _load_sentence_transformer(model: str, device: str | None):
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:  # pragma: no cover - a broken install
         raise ModelLoadError(f"sentence-transformers is not importable ({exc}): reinstall whyclip") from None
-    try:
-        st = SentenceTransformer(str(as_path) if _looks_like_path(model) else model, device=device)
-    except Exception as exc:  # the hub unreachable, a corrupt folder, not a CLIP model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if _looks_like_path(model):
-            raise ModelLoadError(f"cannot load the CLIP model in {as_path}: {first}") from None
-        raise ModelLoadError(
-            f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub "
-            f"could not be reached ({first[:120]}). Connect to the internet once, or pass --model PATH "
-            "to a local CLIP folder ('whyclip make-test-model DIR' writes a random-weight one for plumbing checks)"
-        ) from None
+    if _looks_like_path(model):
+        try:
+            st = SentenceTransformer(str(as_path), device=device)
+        except Exception as exc:  # a corrupt folder, not a CLIP model
+            raise ModelLoadError(f"cannot load the CLIP model in {as_path}: {_first_line(exc)}") from None
+    else:
+        st = _load_by_name(SentenceTransformer, model, device)
     module = st[0]
     clip = getattr(module, "auto_model", None) or getattr(module, "model", None)
     if clip is None or not hasattr(clip, "get_text_features") or not hasattr(clip, "logit_scale"):
         raise ModelLoadError(f"{model!r} is not a CLIP model (no text/image towers and logit scale): pass --model PATH to a CLIP folder")
     return st
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the model hub, so an offline machine fails in seconds
+    instead of retrying every file for a minute."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_by_name(factory, model: str, device: str | None):
+    """The local cache first; the hub only when the model is not cached and the hub answers."""
+    try:
+        return factory(model, device=device, local_files_only=True)
+    except Exception:
+        log.info("%s is not in the local cache", model)
+    offline_hint = (
+        "pass --model PATH to a local CLIP folder ('whyclip make-test-model DIR' writes a "
+        "random-weight one for plumbing checks), or connect to the internet once to download it"
+    )
+    if not _hub_reachable():
+        raise ModelLoadError(f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub cannot be reached (no network?): {offline_hint}")
+    try:
+        return factory(model, device=device)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load CLIP model {model!r} ({_first_line(exc)}): {offline_hint}") from None
 
 
 def load_encoder(model: str | None = None, device: str | None = None) -> ClipEncoder:

@@ -60,6 +60,7 @@ def _configure_logging(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
         for name in ("transformers", "sentence_transformers", "huggingface_hub", "faiss"):
             logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -190,7 +191,7 @@ def demo(ctx, model, device):
     """Ingest the bundled demo library and explain a few drawn sample images."""
     from .demo import run_demo
 
-    run_demo(_store(ctx, create=True), model, device, echo=click.echo)
+    run_demo(lambda: _store(ctx, create=True), model, device, echo=click.echo)
 
 
 @cli.command("make-test-model")
@@ -208,7 +209,7 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
     try:
         path = make_test_model(directory, full_size=full_size, vocab=vocab, seed=seed)
-    except (FileExistsError, FileNotFoundError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
 

@@ -1,0 +1,141 @@
+"""End to end with a tiny random-weight CLIP, loaded through the same path as a real
+model: ingest the paper's pets descriptors, explain from a new process, check the
+stored vectors and ids, and refuse a different encoder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conftest import ROOT, shared_file
+
+pytestmark = pytest.mark.slow
+
+
+def whyclip(*args: str, home) -> subprocess.CompletedProcess:
+    """The CLI in a fresh Python process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "ui.cli", "--home", str(home), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pets_store(tiny_model, tmp_path_factory):
+    pets = shared_file("descriptors_pets.json")
+    home = tmp_path_factory.mktemp("pets-home")
+    r = whyclip("ingest", str(pets), "--library", "pets", "--model", str(tiny_model), home=home)
+    assert r.returncode == 0, r.stderr
+    assert "37 classes, 246 descriptors" in r.stdout
+    image = home.parent / "cat.png"
+    Image.new("RGB", (300, 200), (200, 120, 40)).save(image)
+    return home, image
+
+
+def test_explain_from_a_new_process(pets_store):
+    home, image = pets_store
+    r = whyclip("explain", str(image), "--library", "pets", "--json", "--top", "3", home=home)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["library"] == "pets" and len(out["classes"]) == 3 and len(out["retrieved"]) == 10
+    pets = json.loads(shared_file("descriptors_pets.json").read_text())
+    for c in out["classes"]:
+        assert {d["descriptor"] for d in c["descriptors"]} == set(pets[c["class"]])
+        assert c["score"] == pytest.approx(np.mean([d["similarity"] for d in c["descriptors"]]), abs=1e-5)
+    assert 0 < sum(c["probability"] for c in out["classes"]) <= 1 + 1e-9
+    sims = [r["similarity"] for r in out["retrieved"]]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_model):
+    from ingest.encoder import load_encoder
+    from store import Store
+    from store.schema import ClassRow, DescriptorRow
+
+    home, _ = pets_store
+    store = Store.open(home, create=False)
+    lib = store.load("pets")
+    np.testing.assert_allclose(np.linalg.norm(lib.vectors, axis=1), 1.0, atol=1e-5)
+    assert len(lib.ids) == lib.info.n_descriptors == 246
+    with Session(store.engine) as s:
+        rows = {r.id: r for r in s.scalars(select(DescriptorRow).where(DescriptorRow.library_id == lib.info.id))}
+        classes = {c.id: c for c in s.scalars(select(ClassRow).where(ClassRow.library_id == lib.info.id))}
+    offsets = lib.matrices.offsets
+    for row_index, descriptor_id in enumerate(lib.ids):
+        d = rows[int(descriptor_id)]
+        position = int(np.searchsorted(offsets, row_index, side="right") - 1)
+        assert classes[d.class_id].position == position
+        assert d.position == row_index - offsets[position]
+    # the stored vector of a sample of rows is the embedding of that row's prompt
+    encoder = load_encoder(str(tiny_model))
+    sample = lib.ids[::25]
+    fresh, norms = encoder.embed_texts([rows[int(i)].prompt for i in sample])
+    stored = lib.vectors[::25]
+    np.testing.assert_allclose(np.sum(fresh * stored, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(norms, [rows[int(i)].norm for i in sample], rtol=1e-4)
+    assert rows[int(lib.ids[0])].prompt.startswith("Abyssinian, which")
+
+
+def test_a_library_refuses_another_encoder(pets_store, tmp_path):
+    from ingest.testmodel import make_test_model
+
+    home, image = pets_store
+    other = make_test_model(tmp_path / "other", seed=1)
+    r = whyclip("explain", str(image), "--library", "pets", "--model", str(other), home=home)
+    assert r.returncode == 1
+    assert "was built with encoder" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_encoder_restores_order_after_length_sorting(tiny_model):
+    from ingest.encoder import load_encoder
+
+    enc = load_encoder(str(tiny_model))
+    texts = ["a", "tree frog, which has bright green colour and very long sticky toes", "dog", "a photo of a cat."]
+    batch, norms = enc.embed_texts(texts)
+    assert batch.dtype == np.float32 and batch.shape == (4, enc.dim)
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-6)
+    for text, vec, norm in zip(texts, batch, norms):
+        alone, alone_norm = enc.embed_texts([text])
+        assert float(alone[0] @ vec) > 0.9999
+        assert alone_norm[0] == pytest.approx(norm, rel=1e-4)
+    assert enc.count_tokens(["a photo of a cat."])[0] < len("a photo of a cat.")
+    assert enc.logit_scale == pytest.approx(np.exp(2.6592), rel=1e-3)
+
+
+def test_model_load_errors_say_what_to_do(tmp_path):
+    from ingest.encoder import load_encoder
+    from store.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="does not exist: pass --model PATH"):
+        load_encoder(str(tmp_path / "no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a model folder"):
+        load_encoder(str(tmp_path / "empty"))
+    with pytest.raises(ModelLoadError, match="--model PATH"):  # offline in tests: no hub
+        load_encoder("clip-ViT-B-32-not-cached")
+
+
+def test_demo_runs_on_the_tiny_model(tiny_model, tmp_path):
+    home = tmp_path / "demo-home"
+    r = whyclip("demo", "--model", str(tiny_model), home=home)
+    assert r.returncode == 0, r.stderr
+    assert "tree frog vs" in r.stdout or "vs tree frog" in r.stdout
+    assert "S(" in r.stdout and "whyclip explain" in r.stdout
+    again = whyclip("demo", "--model", str(tiny_model), home=home)  # reuses the library
+    assert again.returncode == 0
+    libs = json.loads(whyclip("libraries", "--json", home=home).stdout)
+    assert [(i["name"], i["version"], i["n_classes"]) for i in libs] == [("demo", 1, 22)]
+
+
+def test_demo_without_a_model_fails_clearly_and_writes_nothing(tmp_path):
+    home = tmp_path / "nothing"
+    r = whyclip("demo", home=home)
+    assert r.returncode == 1
+    assert "--model" in r.stderr and "Traceback" not in r.stderr
+    assert not home.exists()
