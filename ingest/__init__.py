@@ -2,7 +2,7 @@
 CLIP encoder and the ingest job. Importing this package does not import torch; the
 encoder module does, when a model is loaded."""
 
-from .images import expand_image_paths, read_image, read_images
+from .images import embed_image_files, expand_image_paths, read_image, read_images
 from .job import IngestReport, ingest_library
 from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, paper_prompt
 from .readers import ParsedLibrary, read_library
@@ -24,6 +24,6 @@ def make_test_model(directory, **kwargs):
 
 __all__ = [
     "DEFAULT_BASELINE", "DEFAULT_TEMPLATE", "IngestReport", "ParsedLibrary", "Template",
-    "expand_image_paths", "ingest_library", "load_encoder", "make_test_model", "paper_prompt",
+    "embed_image_files", "expand_image_paths", "ingest_library", "load_encoder", "make_test_model", "paper_prompt",
     "read_image", "read_images", "read_library",
 ]  # fmt: skip

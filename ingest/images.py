@@ -53,3 +53,9 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def embed_image_files(encoder, paths: Sequence[str | Path]):
+    """Unit image vectors (N, dim) for image files (every file checked first)."""
+    vectors, _ = encoder.embed_images(read_images(paths))
+    return vectors
