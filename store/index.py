@@ -33,11 +33,6 @@ class IndexFiles:
     matrices: ClassMatrices
     norms: np.ndarray
 
-    @property
-    def vectors(self) -> np.ndarray:
-        """The unit descriptor vectors, class-major, as a zero-copy view of the FAISS storage."""
-        return flat_vectors(self.index)
-
 
 def build_index(vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
     """An exact inner-product index whose ids are the descriptor primary keys."""
@@ -49,7 +44,9 @@ def build_index(vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
 
 
 def flat_vectors(index: faiss.Index) -> np.ndarray:
-    """The stored vectors of an ``IndexIDMap2(IndexFlat)``, rows in insertion order."""
+    """The stored vectors of an ``IndexIDMap2(IndexFlat)``, rows in insertion order, as a
+    zero-copy view (valid while ``index`` lives): one copy of the vectors serves both
+    exact scoring and retrieval."""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if not isinstance(inner, faiss.IndexFlat):
         raise StoreError(f"unsupported index type {type(inner).__name__}: rebuild the library")

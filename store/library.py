@@ -247,14 +247,13 @@ class Store:
                     ],
                 ).all()  # fmt: skip
                 params = [
-                    {"library_id": row.id, "class_id": cid, "position": j, "text": text,
-                     "prompt": prompt, "norm": float(norms[k]), "truncated": bool(trunc)}
-                    for k, (cid, j, text, prompt, trunc) in enumerate(
-                        (cid, j, t, p, tr)
-                        for cid, c in zip(class_ids, draft.classes)
-                        for j, (t, p, tr) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
-                    )
+                    {"library_id": row.id, "class_id": cid, "position": j, "text": text, "prompt": prompt,
+                     "truncated": bool(trunc)}
+                    for cid, c in zip(class_ids, draft.classes)
+                    for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
                 ]  # fmt: skip
+                for param, norm in zip(params, norms.tolist()):
+                    param["norm"] = norm
                 ids = (
                     s.scalars(insert(DescriptorRow).returning(DescriptorRow.id, sort_by_parameter_order=True), params).all()
                     if params

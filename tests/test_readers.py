@@ -77,3 +77,24 @@ def test_truncated_json_says_so(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_library(tmp_path / "absent.json")
+
+
+SEVEN = ["cub", "dtd", "eurosat", "food101", "imagenet", "pets", "places365"]
+
+
+def test_the_papers_seven_files_read_with_their_published_counts():
+    from conftest import shared_file
+
+    classes = descriptors = 0
+    warnings = []
+    for name in SEVEN:
+        parsed = read_library(shared_file(f"descriptors_{name}.json"))
+        classes += len(parsed.classes)
+        descriptors += sum(len(d) for _, d in parsed.classes)
+        warnings += parsed.warnings
+    # SOURCE.md: 1,760 classes and 10,183 descriptors, 3 of them repeats within "bazaar-indoor"
+    assert classes == 1760
+    assert descriptors == 10183 - 3
+    assert len(warnings) == 3 and all("bazaar-indoor" in w for w in warnings)
+    imagenet = dict(read_library(shared_file("descriptors_imagenet.json")).classes)
+    assert list(imagenet)[:2] == ["tench", "goldfish"]

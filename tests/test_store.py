@@ -1,0 +1,88 @@
+"""The store: versions appear whole or not at all, index files belong to one database,
+and a library refuses vectors from another encoder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import store.library as library_module
+from fakes import FakeEncoder
+from ingest import ingest_library
+from store import EncoderMismatch, LibraryNotFound, Store, StoreError
+
+LIB = {"tree frog": ["protruding eyes", "bright green colour"], "tailed frog": ["brown skin"], "empty": []}
+
+
+def test_reingest_makes_a_new_version_and_keeps_the_old(store):
+    enc = FakeEncoder()
+    ingest_library(store, LIB, "frogs", enc)
+    ingest_library(store, {**LIB, "toad": ["warts"]}, "frogs", enc, template="bare")
+    assert store.library("frogs").version == 2 and store.library("frogs").n_classes == 4
+    old = store.load("frogs", 1)
+    assert old.info.template == "paper" and old.class_names == ["tree frog", "tailed frog", "empty"]
+    assert [i.version for i in store.libraries()] == [2]
+
+
+def test_a_failed_write_leaves_nothing_visible_or_on_disk(store, monkeypatch):
+    enc = FakeEncoder()
+    ingest_library(store, LIB, "frogs", enc)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(library_module, "write_index_files", crash)
+    with pytest.raises(OSError):
+        ingest_library(store, {**LIB, "toad": ["warts"]}, "frogs", enc)
+    assert store.library("frogs").version == 1
+    folders = list((store.home / "indexes" / store.store_id).iterdir())
+    assert [f.name for f in folders] == [store.library("frogs").index_key]
+    with pytest.raises(LibraryNotFound):
+        store.library("frogs", 2)
+
+
+def test_two_databases_in_one_home_never_share_index_files(tmp_path):
+    home = tmp_path / "home"
+    a = Store.open(home, f"sqlite:///{tmp_path / 'a.db'}")
+    b = Store.open(home, f"sqlite:///{tmp_path / 'b.db'}")
+    assert a.store_id != b.store_id
+    ingest_library(a, LIB, "frogs", FakeEncoder())
+    ingest_library(b, {"cat": ["whiskers"]}, "frogs", FakeEncoder())
+    assert a.load("frogs").class_names == ["tree frog", "tailed frog", "empty"]
+    assert b.load("frogs").class_names == ["cat"]
+    assert a.index_folder(a.library("frogs")).parent != b.index_folder(b.library("frogs")).parent
+
+
+def test_index_files_of_another_database_are_refused(store):
+    ingest_library(store, LIB, "frogs", FakeEncoder())
+    folder = store.index_folder(store.library("frogs"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["store_id"] = "somebody-else"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="do not belong to this database"):
+        store.load("frogs")
+
+
+def test_a_library_refuses_another_encoder(store):
+    ingest_library(store, LIB, "frogs", FakeEncoder(tag="a"))
+    with pytest.raises(EncoderMismatch, match="was built with encoder 'fake-32-a'"):
+        store.load("frogs", encoder_id="fake-32-b")
+    lib = store.load("frogs", encoder_id="fake-32-a")
+    with pytest.raises(EncoderMismatch, match="dimension"):
+        lib.explain([[1.0] * 16])
+
+
+def test_reading_a_missing_store_creates_nothing(tmp_path):
+    with pytest.raises(StoreError, match="no whyclip data"):
+        Store.open(tmp_path / "absent", create=False)
+    assert not (tmp_path / "absent").exists()
+
+
+def test_each_distinct_prompt_is_embedded_once(store):
+    enc = FakeEncoder()
+    lib = {"a": ["red", "blue"], "b": ["red"], "c": []}
+    report = ingest_library(store, lib, "shared", enc, template="bare")
+    # bare prompts: "red" is shared by a and b; plus three baseline prompts
+    assert sorted(enc.embedded) == sorted(["red", "blue", "a photo of a a.", "a photo of a b.", "a photo of a c."])
+    assert report.n_embedded == 5 and report.info.n_descriptors == 3 and report.info.n_prompts == 5
