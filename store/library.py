@@ -424,7 +424,8 @@ class Library:
         out = []
         for i, image in enumerate(images):
             probs = softmax(scores[i], scale)
-            order = np.argsort(-scores[i], kind="stable")[:top]
+            ranking = np.argsort(-scores[i], kind="stable")
+            order = ranking[:top]
             classes = [
                 ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
                            self._evidence(image, int(c), agg))
@@ -433,7 +434,7 @@ class Library:
             bprobs = softmax(base_scores[i], scale)
             border = np.argsort(-base_scores[i], kind="stable")[:top]
             baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
-            a, b = pair if pair else (int(order[0]), int(order[1]) if len(order) > 1 else None)
+            a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)
             contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None
             out.append(
                 Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,

@@ -97,6 +97,13 @@ def test_every_aggregate_and_empty_class_fallback(setup, aggregate):
     assert plain["descriptors"][0]["fallback"] and plain["descriptors"][0]["prompt"] == "a photo of a plain class."
 
 
+def test_top_one_still_contrasts_the_top_two(setup):
+    runner, frog, _ = setup
+    (out,) = run_json(runner, ["explain", str(frog), "-l", "frogs", "--top", "1", "--json"])
+    assert len(out["classes"]) == 1
+    assert out["contrast"]["a"] == "tree frog" and out["contrast"]["b"] != "tree frog"
+
+
 def test_json_stdout_is_clean_and_one_object_per_image(setup):
     runner, frog, tmp_path = setup
     other = planted_image(tmp_path / "brown.png", ["brown or olive skin"])
