@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,26 +15,53 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Open and fully decode one image as RGB, or raise :class:`InputError`."""
+    """Open and fully decode one image file as RGB, or raise :class:`InputError`."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such image file")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, not an image")
+    return _decode(p, str(p))
+
+
+def read_image_bytes(name: str, data: bytes) -> Image.Image:
+    """Decode an uploaded image, with the same checks as :func:`read_image`."""
+    if not data:
+        raise InputError(f"{name}: empty file, not an image")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, label: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(source) as im:
                 im.load()
                 return im.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
-            f"{p}: too many pixels to be a safe image (over {Image.MAX_IMAGE_PIXELS:,}): downscale it first"
+            f"{label}: too many pixels to be a safe image (over {Image.MAX_IMAGE_PIXELS:,}): downscale it first"
         ) from None
     except UnidentifiedImageError:
-        raise InputError(f"{p}: not an image (no format Pillow reads): pass a JPEG, PNG or WebP file") from None
+        if _has_image_signature(source):
+            raise InputError(f"{label}: truncated or corrupt image (it starts like one, but cannot be read): "
+                             "re-export or re-download it") from None  # fmt: skip
+        raise InputError(f"{label}: not an image (no format Pillow reads): use a JPEG, PNG or WebP file") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{p}: truncated or corrupt image ({exc}): re-export or re-download it") from None
+        raise InputError(f"{label}: truncated or corrupt image ({exc}): re-export or re-download it") from None
+
+
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _has_image_signature(source) -> bool:
+    """Whether the data starts with a common image format's magic bytes (WebP: RIFF....WEBP)."""
+    if isinstance(source, io.BytesIO):
+        head = source.getvalue()[:12]
+    else:
+        with open(source, "rb") as f:
+            head = f.read(12)
+    return head.startswith(SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def read_images(paths: Sequence[str | Path]) -> list[Image.Image]:

@@ -27,6 +27,8 @@ class ClassScore:
     probability: float
     rank: int
     descriptors: list[DescriptorScore] = field(default_factory=list)
+    baseline_score: float = 0.0  # the same class scored by its class-name prompt alone
+    baseline_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,15 +115,15 @@ class Explanation:
             f"{self.image}  (library {self.library} v{self.version}, {self.aggregate} of descriptor "
             f"similarities, logit scale {s:.2f}, {self.n_classes} classes)"
         ]
-        base = {b.name: b for b in self.baseline}
         if self.baseline:
             top = self.baseline[0]
             lines.append(f"  baseline (class-name prompt only) predicts: {top.name}  p {top.probability:.2f}")
         width = max(len(c.name) for c in self.classes)
         for c in self.classes:
-            b = base.get(c.name)
-            note = f"   baseline p {b.probability:.2f}" if b else ""
-            lines.append(f"  {c.rank:>2}. {c.name:<{width}}  p {c.probability:.2f}   S {c.score * s:6.2f}{note}")
+            lines.append(
+                f"  {c.rank:>2}. {c.name:<{width}}  p {c.probability:.2f}   S {c.score * s:6.2f}"
+                f"   baseline p {c.baseline_probability:.2f}"
+            )
             shown = c.descriptors if max_descriptors is None else c.descriptors[:max_descriptors]
             labels = [f'"{d.prompt}" (no descriptors: baseline prompt)' if d.fallback else f'"{d.descriptor}"' for d in shown]
             lw = max((len(x) for x in labels), default=0)

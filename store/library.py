@@ -424,14 +424,14 @@ class Library:
         out = []
         for i, image in enumerate(images):
             probs = softmax(scores[i], scale)
+            bprobs = softmax(base_scores[i], scale)
             ranking = np.argsort(-scores[i], kind="stable")
             order = ranking[:top]
             classes = [
                 ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
-                           self._evidence(image, int(c), agg))
+                           self._evidence(image, int(c), agg), float(base_scores[i, c]), float(bprobs[c]))
                 for rank, c in enumerate(order)
             ]  # fmt: skip
-            bprobs = softmax(base_scores[i], scale)
             border = np.argsort(-base_scores[i], kind="stable")[:top]
             baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
             a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)

@@ -81,7 +81,10 @@ class ClassRow(Base):
 
 class DescriptorRow(Base):
     __tablename__ = "descriptors"
-    __table_args__ = (Index("ix_descriptors_class_position", "class_id", "position"),)
+    __table_args__ = (
+        Index("ix_descriptors_class_position", "class_id", "position"),
+        Index("ix_descriptors_library_text", "library_id", "text"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
@@ -98,8 +101,15 @@ def _initial(conn: Connection) -> None:
     conn.execute(Meta.__table__.insert(), [{"key": "store_id", "value": uuid.uuid4().hex}])
 
 
+def _index_descriptor_text(conn: Connection) -> None:
+    """Find descriptors shared by several classes, and search them, without a full scan."""
+    for index in DescriptorRow.__table__.indexes:
+        if index.name == "ix_descriptors_library_text":
+            index.create(conn, checkfirst=True)
+
+
 # Ordered migrations: entry i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_initial]
+MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _index_descriptor_text]
 
 
 def schema_version(conn: Connection) -> int:

@@ -1,8 +1,9 @@
 """A deterministic fake CLIP encoder: exact numbers, no model.
 
 A text's vector is a seeded pseudo-random direction (from the text's hash) scaled by
-``noise``, plus a unit step along axis ``i`` for every planted concept ``i`` the text
-contains. An image's vector is built the same way from the concepts listed in its PNG
+``noise`` in the axes no concept uses, plus a unit step along axis ``i`` for every planted
+concept ``i`` the text contains: texts without concepts stay nearly orthogonal to images
+that show concepts. An image's vector is built the same way from the concepts listed in its PNG
 text chunk ``concepts`` (``|``-separated), so a test can plant what an image "shows".
 """
 
@@ -32,6 +33,7 @@ class FakeEncoder:
 
     def _raw(self, text: str, concepts: list[str]) -> np.ndarray:
         v = _hash_vector(text, self.dim) * self.noise
+        v[: min(len(self.concepts), self.dim - 1)] = 0.0
         for i, c in enumerate(self.concepts):
             if c in concepts:
                 v[i % self.dim] += 1.0

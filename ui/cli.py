@@ -194,6 +194,34 @@ def demo(ctx, model, device):
     run_demo(lambda: _store(ctx, create=True), model, device, echo=click.echo)
 
 
+@cli.command()
+@click.option("--library", "-l", default=None, help="Library to open first [default: the first one].")
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port on 127.0.0.1.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of images to pick from in the dashboard.")
+@click.option("--model", "-m", default=None, help="CLIP model [default: the one each library was built with].")
+@click.pass_context
+def ui(ctx, library, port, images, model):
+    """Start the dashboard (Streamlit) on http://127.0.0.1:PORT."""
+    import subprocess
+
+    if library is not None:
+        _store(ctx, create=False).library(library)  # an unknown name fails here, in one line
+    env = dict(os.environ)
+    settings = {"WHYCLIP_HOME": ctx.obj["home"], "WHYCLIP_DB": ctx.obj["db"], "WHYCLIP_UI_LIBRARY": library,
+                "WHYCLIP_UI_IMAGES": images and str(Path(images).resolve()), "WHYCLIP_UI_MODEL": model}  # fmt: skip
+    env.update({k: v for k, v in settings.items() if v})
+    app = Path(__file__).with_name("app.py")
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
+               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    click.echo(f"whyclip dashboard on http://127.0.0.1:{port} (Ctrl+C to stop)", err=True)
+    try:
+        code = subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        code = 0
+    ctx.exit(code)
+
+
 @cli.command("make-test-model")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--full-size", is_flag=True, help="ViT-B/32's architecture (same compute as the real model) instead of a tiny one.")

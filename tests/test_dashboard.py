@@ -1,0 +1,158 @@
+"""The dashboard pages through Streamlit's AppTest, with the deterministic fake encoder:
+what is rendered equals what the store returns, and bad input never breaks the app."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+import streamlit as st
+from PIL import Image, PngImagePlugin
+from streamlit.testing.v1 import AppTest
+
+import ingest
+from conftest import ROOT
+from fakes import FakeEncoder
+from ingest import ingest_library
+
+APP = str(ROOT / "ui" / "app.py")
+CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin"]
+LIBRARY = {
+    "tree frog": ["sticky toe pads", "protruding eyes", "wet and hairless nose", "bright green colour"],
+    "tailed frog": ["brown or olive skin", "a short tail-like extension", "protruding eyes"],
+    "banana": ["yellow peel", "a long curved shape"],
+    "mystery": [],
+}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    enc = FakeEncoder(CONCEPTS)
+    monkeypatch.setattr(ingest, "load_encoder", lambda model=None, device=None: enc)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield enc
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def frogs(store, fake):
+    ingest_library(store, LIBRARY, "frogs", fake)
+    return store
+
+
+def png(concepts: list[str], colour=(40, 200, 60)) -> bytes:
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("concepts", "|".join(concepts))
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(buf, format="PNG", pnginfo=meta)
+    return buf.getvalue()
+
+
+def bomb_png(side: int = 60_000) -> bytes:
+    """A valid PNG header claiming side x side pixels: Pillow refuses it as a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def run_explain(uploads: list[tuple[str, bytes]]) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if uploads:
+        at.file_uploader[0].set_value([(name, data, "image/png") for name, data in uploads]).run()
+    return at
+
+
+def test_explain_page_renders_what_the_store_returns(frogs, fake):
+    at = run_explain([("frog.png", png(["protruding eyes", "bright green colour"]))])
+    assert not at.exception
+    lib = frogs.load("frogs")
+    picture = ingest.images.read_image_bytes("frog.png", png(["protruding eyes", "bright green colour"]))
+    (exp,) = lib.explain(fake.embed_images([picture])[0], ["frog.png"], top=5)
+    assert [h.value for h in at.subheader][0] == "Predicted: tree frog"
+    tables = [d.value for d in at.dataframe]
+    classes = tables[0]
+    assert list(classes["class"]) == [c.name for c in exp.classes]
+    assert list(classes["score"]) == pytest.approx([c.score for c in exp.classes], abs=1e-6)
+    assert list(classes["probability"]) == pytest.approx([c.probability for c in exp.classes], abs=1e-6)
+    descriptors = tables[1]  # the predicted class, ranked
+    assert list(descriptors["descriptor"]) == [d.descriptor for d in exp.classes[0].descriptors]
+    assert set(descriptors["descriptor"][:2]) == {"protruding eyes", "bright green colour"}
+    assert list(descriptors["S"]) == pytest.approx([d.scaled for d in exp.classes[0].descriptors], abs=1e-4)
+    contrast = next(t for t in tables if "contribution" in t.columns)
+    assert list(contrast["descriptor"]) == [r.descriptor for r in exp.contrast.rows]
+    assert list(contrast["contribution"]) == pytest.approx([r.contribution * 100 for r in exp.contrast.rows], abs=1e-4)
+    retrieved = tables[-1]
+    assert list(retrieved["descriptor"]) == [r.descriptor for r in exp.retrieved]
+    assert at.get("download_button")
+
+
+def test_contrast_classes_are_selectable(frogs):
+    at = run_explain([("frog.png", png(["protruding eyes"]))])
+    pick = {box.label: box for box in at.selectbox}
+    pick["Contrast class A"].set_value("tailed frog")
+    pick["with class B"].set_value("banana").run()
+    assert not at.exception
+    assert "tailed frog vs banana, descriptor by descriptor" in [h.value for h in at.subheader]
+    contrast = next(d.value for d in at.dataframe if "contribution" in d.value.columns)
+    assert set(contrast.columns) >= {"S under tailed frog", "S under banana"}
+
+
+BAD = {
+    "text.png": (b"this is not an image", "not an image"),
+    "truncated.png": (png(["tree frog"])[:70], "truncated or corrupt"),
+    "bomb.png": (bomb_png(), "too many pixels"),
+    "empty.png": (b"", "empty file"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_images_give_an_error_and_the_app_keeps_working(frogs, name):
+    data, message = BAD[name]
+    at = run_explain([(name, data), ("frog.png", png(["protruding eyes", "bright green colour"]))])
+    assert not at.exception
+    assert any(message in e.value and name in e.value for e in at.error)
+    assert "Predicted: tree frog" in [h.value for h in at.subheader]  # the good image still explained
+
+
+def test_no_store_and_no_library_say_what_to_do(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("WHYCLIP_HOME", str(tmp_path / "nothing-here"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and "whyclip demo" in at.info[0].value
+    from store import Store
+
+    Store.open(tmp_path / "nothing-here")  # a store with no library
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and "No libraries yet" in at.info[0].value
+
+
+def test_a_library_without_descriptors_still_explains(store, fake):
+    ingest_library(store, {"a": [], "b": []}, "bare", fake)
+    at = run_explain([("frog.png", png(["tree frog"]))])
+    assert not at.exception
+    assert any("no descriptors" in i.value for i in at.info)
+    assert at.subheader[0].value.startswith("Predicted: ")
+
+
+def test_library_page_metadata_search_and_highlights(frogs):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("dashboard/library_page.py").run()
+    assert not at.exception
+    info = frogs.library("frogs")
+    assert [m.value for m in at.metric] == [str(v) for v in (1, 4, 9, info.n_prompts, 1)]
+    rows = at.dataframe[1].value
+    assert len(rows) == 10  # 9 descriptors + the class without any
+    assert rows["descriptor"].isna().sum() == 1 and rows.loc[rows["descriptor"].isna(), "class"].item() == "mystery"
+    eyes = rows[rows["descriptor"] == "protruding eyes"]
+    assert list(eyes["classes sharing it"]) == [2, 2]
+    at.text_input(key="d_search").set_value("EYES").run()
+    assert list(at.dataframe[1].value["class"]) == ["tree frog", "tailed frog"]
+    shared = at.dataframe[-1].value
+    assert list(shared["descriptor"]) == ["protruding eyes"] and list(shared["classes"]) == [2]

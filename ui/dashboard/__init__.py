@@ -1,0 +1,1 @@
+"""Streamlit pages (``*_page.py``), the cached resources they share, and their charts."""

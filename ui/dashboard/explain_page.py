@@ -1,0 +1,91 @@
+"""Explain page: pick or upload images; see the prediction, the descriptors behind it,
+a two-class contrast and the library-wide best descriptors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from store import AGGREGATES, WhyclipError
+from ui.dashboard import charts, resources
+
+s = resources.settings()
+store = resources.store_or_stop(s)
+info = resources.pick_library(store, s, key="explain_library")
+aggregate = st.sidebar.radio("Aggregate", AGGREGATES, index=AGGREGATES.index(info.aggregate), horizontal=True,
+                             help="mean: the paper's rule; centroid: cosine with the mean raw embedding; max: best descriptor")  # fmt: skip
+top = st.sidebar.slider("Top classes", 2, 20, 5)
+lib = resources.library(s, info)
+if info.n_descriptors == 0:
+    st.info(f"Library {info.name!r} has no descriptors: every class is scored by its class-name prompt alone.")
+
+st.title("Why did CLIP say that?")
+uploads = st.file_uploader("Upload images", type=None, accept_multiple_files=True)
+samples = resources.sample_images(s)
+picked = st.multiselect("... or pick samples", list(samples), default=[] if uploads else list(samples)[:1])
+images = [(u.name, u.getvalue()) for u in uploads or []] + [(n, samples[n].read_bytes()) for n in picked]
+if not images:
+    st.info("Upload an image or pick a sample to explain it.")
+    st.stop()
+model = resources.encoder_or_stop(s, lib)
+
+
+def show(name: str, data: bytes) -> None:
+    key = hashlib.sha256(data).hexdigest()[:16]  # widgets follow the image, not its tab
+    started = time.perf_counter()
+    try:
+        vector = resources.image_vector(model, name, data)
+    except WhyclipError as exc:
+        st.error(str(exc))
+        return
+    encoded = time.perf_counter()
+    ranking = np.argsort(-lib.scores(vector, aggregate)[0], kind="stable")[:500]
+    options = [lib.class_names[i] for i in ranking]
+    pick_a, pick_b = st.columns(2)
+    a = pick_a.selectbox("Contrast class A", options, index=0, key=f"{key}-a")
+    b = pick_b.selectbox("with class B", options, index=min(1, len(options) - 1), key=f"{key}-b")
+    exp = lib.explain(vector, [name], aggregate=aggregate, top=top, compare=(a, b))[0]
+    explained = time.perf_counter()
+    scale, best = exp.logit_scale, exp.classes[0]
+
+    left, right = st.columns([1, 2])
+    left.image(data, caption=name, width="stretch")
+    right.subheader(f"Predicted: {best.name}")
+    right.markdown(f"probability **{best.probability:.2f}** · score S = **{best.score * scale:.2f}** · "
+                   f"class name alone predicts **{exp.baseline[0].name}** ({exp.baseline[0].probability:.2f})")  # fmt: skip
+    right.altair_chart(charts.probability_chart(exp), width="stretch")
+    with right.expander("Scores of the top classes"):
+        st.dataframe(charts.classes_table(exp), hide_index=True)
+
+    st.subheader(f"Why {best.name}: its descriptors, ranked")
+    st.altair_chart(charts.descriptor_chart(best, scale), width="stretch")
+    with st.expander("Descriptors of every top class"):
+        for c in exp.classes:
+            st.markdown(f"**{c.rank}. {c.name}** (S = {c.score * scale:.2f})")
+            st.dataframe(charts.descriptor_table(c), hide_index=True)
+
+    st.subheader(f"{a} vs {b}, descriptor by descriptor")
+    if a == b:
+        st.info("Pick two different classes to contrast them.")
+    else:
+        st.caption("Each bar is a descriptor's share of the score difference; the shares add up to it exactly.")
+        st.altair_chart(charts.contrast_chart(exp.contrast, scale), width="stretch")
+        st.dataframe(charts.contrast_table(exp.contrast, scale), hide_index=True)
+
+    st.subheader("Best-matching descriptors in the whole library")
+    st.dataframe(charts.retrieved_table(exp), hide_index=True)
+    st.download_button("Download this explanation (JSON)", json.dumps(exp.to_dict(), indent=2),
+                       file_name=f"{Path(name).stem}.whyclip.json", mime="application/json", key=f"{key}-dl")  # fmt: skip
+    st.caption(f"image encoded in {(encoded - started) * 1000:.0f} ms, explained in "
+               f"{(explained - encoded) * 1000:.0f} ms ({info.n_classes} classes, {info.n_descriptors} descriptors)")  # fmt: skip
+
+
+tabs = st.tabs([name for name, _ in images]) if len(images) > 1 else [st.container()]
+for tab, (name, data) in zip(tabs, images):
+    with tab:
+        show(name, data)

@@ -1,0 +1,68 @@
+"""Library page: what a library is made of, browsed page by page in the database."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from store import browse
+from ui.dashboard import resources
+
+PAGE = 50
+s = resources.settings()
+store = resources.store_or_stop(s)
+info = resources.pick_library(store, s, key="library_library")
+
+st.title(f"Library {info.name}")
+cols = st.columns(5)
+for col, (label, value) in zip(cols, [("version", info.version), ("classes", info.n_classes),
+                                      ("descriptors", info.n_descriptors), ("distinct prompts", info.n_prompts),
+                                      ("classes without descriptors", info.n_empty_classes)]):  # fmt: skip
+    col.metric(label, f"{value:,}")
+st.dataframe(pd.DataFrame([
+    ("encoder", info.encoder_name), ("encoder id", info.encoder_id), ("dimension", info.dim),
+    ("logit scale", f"{info.logit_scale:.2f}"), ("template", info.template), ("baseline prompt", info.baseline_template),
+    ("default aggregate", info.aggregate), ("created", info.created_at.strftime("%Y-%m-%d %H:%M")), ("source", info.source),
+], columns=["field", "value"]).astype(str), hide_index=True)  # fmt: skip
+if info.n_descriptors == 0:
+    st.info("This library has no descriptors: every class is scored by its class-name prompt alone.")
+
+
+def pager(total: int, key: str) -> int:
+    """A page number input; returns the row offset."""
+    pages = max(1, -(-total // PAGE))
+    page = st.number_input(f"page (of {pages:,}; {total:,} rows)", 1, pages, 1, key=key)
+    return (int(page) - 1) * PAGE
+
+
+def highlight(row: pd.Series) -> list[str]:
+    empty = ("descriptor" in row and pd.isna(row["descriptor"])) or row.get("descriptors", 1) == 0
+    shared = row.get("classes sharing it", 0) > 1
+    colour = "background-color: #fdecea" if empty else "background-color: #fff4e5" if shared else ""
+    return [colour] * len(row)
+
+
+def table(rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    st.dataframe(frame.style.apply(highlight, axis=1) if rows else frame, hide_index=True)
+
+
+descriptors, classes, shared = st.tabs(["Descriptors", "Classes", "Shared descriptors"])
+with descriptors:
+    search = st.text_input("Search classes, descriptors and prompts", key="d_search")
+    order = st.selectbox("Sort by", list(browse.DESCRIPTOR_ORDERS), key="d_order")
+    offset = pager(browse.count_descriptor_rows(store, info, search), "d_page")
+    st.caption("Red rows: classes without descriptors (scored by their baseline prompt). "
+               "Orange rows: descriptor texts shared by several classes.")  # fmt: skip
+    table(browse.descriptors_page(store, info, search, order, offset, PAGE))
+with classes:
+    search = st.text_input("Search classes", key="c_search")
+    order = st.selectbox("Sort by", list(browse.CLASS_ORDERS), key="c_order")
+    table(browse.classes_page(store, info, search, order, pager(browse.count_classes(store, info, search), "c_page"), PAGE))
+with shared:
+    total = browse.count_shared_descriptors(store, info)
+    if total == 0:
+        st.info("No descriptor text is shared by two classes.")
+    else:
+        st.caption("A descriptor that several classes share cannot tell them apart.")
+        st.dataframe(pd.DataFrame(browse.shared_descriptors_page(store, info, pager(total, "s_page"), PAGE)), hide_index=True)

@@ -1,0 +1,116 @@
+"""What the pages share: settings from the environment, and the store, libraries, encoder
+and image vectors, cached across reruns and sessions (never mutated)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+import ingest
+from store import LibraryInfo, Store, WhyclipError
+from store.library import Library
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str | None
+    db: str | None
+    library: str | None
+    images: str | None
+    model: str | None
+
+
+def settings() -> Settings:
+    env = os.environ.get
+    return Settings(env("WHYCLIP_HOME"), env("WHYCLIP_DB"), env("WHYCLIP_UI_LIBRARY"), env("WHYCLIP_UI_IMAGES"),
+                    env("WHYCLIP_UI_MODEL"))  # fmt: skip
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home: str | None, db: str | None) -> Store:
+    return Store.open(home, db, create=False)
+
+
+@st.cache_resource(show_spinner="Loading the library ...", max_entries=8)
+def _library(home: str | None, db: str | None, name: str, version: int) -> Library:
+    return _store(home, db).load(name, version)
+
+
+@st.cache_resource(show_spinner="Loading the CLIP model ...", max_entries=2)
+def _encoder(model: str):
+    return ingest.load_encoder(model)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _image_vector(model: str, digest: str, _data: bytes, _name: str) -> np.ndarray:
+    picture = ingest.images.read_image_bytes(_name, _data)
+    return _encoder(model).embed_images([picture])[0]
+
+
+def store_or_stop(s: Settings) -> Store:
+    """The store, or an ``st.info`` that says how to make one, and stop."""
+    try:
+        return _store(s.home, s.db)
+    except WhyclipError as exc:
+        st.info(f"{exc}. Try `whyclip demo` for a first library.")
+        st.stop()
+
+
+def pick_library(store: Store, s: Settings, key: str) -> LibraryInfo:
+    """A library chosen in the sidebar (the configured one first), or stop with advice."""
+    infos = store.libraries()
+    if not infos:
+        st.info("No libraries yet: run `whyclip demo`, or `whyclip ingest FILE --library NAME`, then reload.")
+        st.stop()
+    names = [i.name for i in infos]
+    default = names.index(s.library) if s.library in names else 0
+    name = st.sidebar.selectbox("Library", names, index=default, key=key)
+    return infos[names.index(name)]
+
+
+def library(s: Settings, info: LibraryInfo) -> Library:
+    try:
+        return _library(s.home, s.db, info.name, info.version)
+    except WhyclipError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def encoder_or_stop(s: Settings, lib: Library) -> str:
+    """Load (once) the model for ``lib``; returns its cache key. Stops with the reason on failure."""
+    model = s.model or lib.info.encoder_name
+    try:
+        enc = _encoder(model)
+        lib.check_encoder(enc.info.id)
+    except WhyclipError as exc:
+        st.error(str(exc))
+        st.stop()
+    return model
+
+
+def image_vector(model: str, name: str, data: bytes) -> np.ndarray:
+    """The unit vector of an uploaded image (cached by content); raises InputError."""
+    return _image_vector(model, hashlib.sha256(data).hexdigest(), data, name)
+
+
+def sample_images(s: Settings) -> dict[str, Path]:
+    """The drawn demo samples plus, with WHYCLIP_UI_IMAGES, the images in that folder."""
+    out = {f"sample: {p.stem.replace('_', ' ')}": p for p in _samples()}
+    if s.images and Path(s.images).is_dir():
+        files = sorted(p for p in Path(s.images).iterdir() if p.suffix.lower() in ingest.images.IMAGE_SUFFIXES)
+        out.update({f"folder: {p.name}": p for p in files})
+    return out
+
+
+@st.cache_resource(show_spinner=False)
+def _samples() -> list[Path]:
+    import tempfile
+
+    from ui.demo_images import draw_samples
+
+    return draw_samples(Path(tempfile.mkdtemp(prefix="whyclip-samples-")))
