@@ -213,7 +213,8 @@ def ui(ctx, library, port, images, model):
     env.update({k: v for k, v in settings.items() if v})
     app = Path(__file__).with_name("app.py")
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
-               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal"]  # fmt: skip
     click.echo(f"whyclip dashboard on http://127.0.0.1:{port} (Ctrl+C to stop)", err=True)
     try:
         code = subprocess.call(command, env=env)

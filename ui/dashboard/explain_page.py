@@ -58,6 +58,8 @@ def show(name: str, data: bytes) -> None:
     right.subheader(f"Predicted: {best.name}")
     right.markdown(f"probability **{best.probability:.2f}** · score S = **{best.score * scale:.2f}** · "
                    f"class name alone predicts **{exp.baseline[0].name}** ({exp.baseline[0].probability:.2f})")  # fmt: skip
+    strongest = ", ".join(f"**{d.prompt if d.fallback else d.descriptor}** ({d.scaled:.2f})" for d in best.descriptors[:3])
+    right.markdown(f"strongest descriptors: {strongest}")
     right.altair_chart(charts.probability_chart(exp), width="stretch")
     with right.expander("Scores of the top classes"):
         st.dataframe(charts.classes_table(exp), hide_index=True)

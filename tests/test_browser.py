@@ -1,0 +1,104 @@
+"""A real browser: `whyclip ui` on loopback, headless Chromium driven over WebDriver,
+an image uploaded, the explanation waited for, checked, and a screenshot saved."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tiny_model, tmp_path):
+    """A store with one library (tiny CLIP) and `whyclip ui` serving it."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Chromium and ChromeDriver (Debian: apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="needs selenium (pip install selenium)")
+    home = tmp_path / "home"
+    lib = ROOT / "ui" / "demo_library.json"
+    env = {**os.environ, "WHYCLIP_HOME": str(home)}
+    cli = [sys.executable, "-m", "ui.cli"]
+    subprocess.run([*cli, "ingest", str(lib), "-l", "demo", "-m", str(tiny_model)], check=True, env=env, cwd=ROOT,
+                   capture_output=True, timeout=300)  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen([*cli, "ui", "--port", str(port), "--library", "demo"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"whyclip ui did not start: {server.stderr.read1().decode() if server.stderr else ''}")
+                time.sleep(0.5)
+        yield url, home, tiny_model
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_upload_an_image_and_see_the_explanation(served, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ingest import read_images
+    from ingest.encoder import load_encoder
+    from store import Store
+
+    url, home, model = served
+    frog = tmp_path / "my_frog.png"
+    Image.new("RGB", (120, 90), (30, 180, 40)).save(frog)
+    enc = load_encoder(str(model))
+    (exp,) = Store.open(home, create=False).load("demo").explain(enc.embed_images(read_images([frog]))[0])
+    expected_class, expected_descriptor = exp.predicted, exp.classes[0].descriptors[0].descriptor
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,2400", f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, 90, poll_frequency=0.5)
+        upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[type='file']"))
+        upload.send_keys(str(frog))
+        wait.until(lambda d: "my_frog.png" in d.find_element(By.TAG_NAME, "body").text
+                   and f"Predicted: {expected_class}" in d.find_element(By.TAG_NAME, "body").text)  # fmt: skip
+        wait.until(lambda d: expected_descriptor in d.find_element(By.TAG_NAME, "body").text)
+        time.sleep(1.5)  # let the charts draw before the screenshot
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOT))
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert f"Why {expected_class}: its descriptors, ranked" in body
+        assert "descriptor by descriptor" in body
+    finally:
+        driver.quit()
+    assert SCREENSHOT.stat().st_size > 10_000
