@@ -51,16 +51,17 @@ descriptors, classes, shared = st.tabs(["Descriptors", "Classes", "Shared descri
 with descriptors:
     search = st.text_input("Search classes, descriptors and prompts", key="d_search")
     order = st.selectbox("Sort by", list(browse.DESCRIPTOR_ORDERS), key="d_order")
-    offset = pager(browse.count_descriptor_rows(store, info, search), "d_page")
+    offset = pager(resources.count_rows(s.home, s.db, "descriptors", info.name, info.version, search), "d_page")
     st.caption("Red rows: classes without descriptors (scored by their baseline prompt). "
                "Orange rows: descriptor texts shared by several classes.")  # fmt: skip
     table(browse.descriptors_page(store, info, search, order, offset, PAGE))
 with classes:
     search = st.text_input("Search classes", key="c_search")
     order = st.selectbox("Sort by", list(browse.CLASS_ORDERS), key="c_order")
-    table(browse.classes_page(store, info, search, order, pager(browse.count_classes(store, info, search), "c_page"), PAGE))
+    total = resources.count_rows(s.home, s.db, "classes", info.name, info.version, search)
+    table(browse.classes_page(store, info, search, order, pager(total, "c_page"), PAGE))
 with shared:
-    total = browse.count_shared_descriptors(store, info)
+    total = resources.count_rows(s.home, s.db, "shared", info.name, info.version)
     if total == 0:
         st.info("No descriptor text is shared by two classes.")
     else:

@@ -52,6 +52,20 @@ def _image_vector(model: str, digest: str, _data: bytes, _name: str) -> np.ndarr
     return _encoder(model).embed_images([picture])[0]
 
 
+@st.cache_data(show_spinner=False, max_entries=512)
+def count_rows(home: str | None, db: str | None, kind: str, name: str, version: int, search: str = "") -> int:
+    """Row counts for the library page; a library version never changes, so they cache."""
+    from store import browse
+
+    store = _store(home, db)
+    info = store.library(name, version)
+    if kind == "descriptors":
+        return browse.count_descriptor_rows(store, info, search)
+    if kind == "classes":
+        return browse.count_classes(store, info, search)
+    return browse.count_shared_descriptors(store, info)
+
+
 def store_or_stop(s: Settings) -> Store:
     """The store, or an ``st.info`` that says how to make one, and stop."""
     try:
