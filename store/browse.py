@@ -8,7 +8,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from .library import LibraryInfo, Store
-from .schema import ClassRow, DescriptorRow
+from .schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
 DESCRIPTOR_ORDERS = {
@@ -49,11 +49,7 @@ def _class_rows(info: LibraryInfo, search: str) -> Select:
 
 
 def _shared_texts(info: LibraryInfo) -> Select:
-    return (
-        select(DescriptorRow.text, func.max(DescriptorRow.shared).label("classes"))
-        .where(DescriptorRow.library_id == info.id, DescriptorRow.shared > 1)
-        .group_by(DescriptorRow.text)
-    )
+    return select(SharedTextRow.text, SharedTextRow.classes).where(SharedTextRow.library_id == info.id)
 
 
 def _count(store: Store, q: Select) -> int:
@@ -99,7 +95,7 @@ def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str =
 def shared_descriptors_page(store: Store, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:
     """Descriptor texts several classes share (they cannot tell those classes apart), most shared first."""
     with Session(store.engine) as s:
-        rows = s.execute(_shared_texts(info).order_by(func.max(DescriptorRow.shared).desc(), DescriptorRow.text)
+        rows = s.execute(_shared_texts(info).order_by(SharedTextRow.classes.desc(), SharedTextRow.text)
                          .offset(offset).limit(limit)).all()  # fmt: skip
         where: dict[str, list[str]] = {}
         if rows:

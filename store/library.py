@@ -34,7 +34,7 @@ from .explain import (
 )
 from .home import resolve_db_url, resolve_home
 from .index import IndexFiles, build_index, flat_vectors, index_ids, read_index_files, write_index_files
-from .schema import ClassRow, DescriptorRow, LibraryRow, Meta
+from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
 from .scoring import AGGREGATES, build_class_matrices, descriptor_weights, score_classes, softmax
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,9 @@ class Store:
                 for param, norm in zip(params, norms.tolist()):
                     param["norm"] = norm
                     param["shared"] = shared[param["text"]]
+                multi = [{"library_id": row.id, "text": t, "classes": n} for t, n in shared.items() if n > 1]
+                if multi:
+                    s.execute(insert(SharedTextRow), multi)
                 ids = (
                     s.scalars(insert(DescriptorRow).returning(DescriptorRow.id, sort_by_parameter_order=True), params).all()
                     if params

@@ -97,6 +97,18 @@ class DescriptorRow(Base):
     shared: Mapped[int] = mapped_column(Integer, default=1)  # classes in the library with this text
 
 
+class SharedTextRow(Base):
+    """A descriptor text that several classes of a library share, written at ingest."""
+
+    __tablename__ = "shared_texts"
+    __table_args__ = (Index("ix_shared_texts_library_classes", "library_id", "classes"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    classes: Mapped[int] = mapped_column(Integer)
+
+
 def _initial(conn: Connection) -> None:
     Base.metadata.create_all(conn)
     conn.execute(Meta.__table__.insert(), [{"key": "store_id", "value": uuid.uuid4().hex}])

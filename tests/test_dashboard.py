@@ -149,11 +149,14 @@ def test_library_page_metadata_search_and_highlights(frogs):
     assert [m.value for m in at.metric] == [str(v) for v in (1, 4, 9, info.n_prompts, 1)]
     rows = at.dataframe[1].value
     assert list(rows["descriptor"]) == [d for descs in LIBRARY.values() for d in descs]  # label order
-    classes = at.dataframe[2].value
-    assert list(classes["class"]) == list(LIBRARY) and list(classes["descriptors"]) == [4, 3, 2, 0]
     eyes = rows[rows["descriptor"] == "protruding eyes"]
     assert list(eyes["classes sharing it"]) == [2, 2]
     at.text_input(key="d_search").set_value("EYES").run()
     assert list(at.dataframe[1].value["class"]) == ["tree frog", "tailed frog"]
-    shared = at.dataframe[-1].value
+    at.button_group(key="view").set_value("Classes").run()
+    classes = at.dataframe[1].value
+    assert list(classes["class"]) == list(LIBRARY) and list(classes["descriptors"]) == [4, 3, 2, 0]
+    at.button_group(key="view").set_value("Shared descriptors").run()
+    assert not at.exception
+    shared = at.dataframe[1].value
     assert list(shared["descriptor"]) == ["protruding eyes"] and list(shared["classes"]) == [2]

@@ -47,20 +47,22 @@ def table(rows: list[dict]) -> None:
     st.dataframe(frame.style.apply(highlight, axis=1) if rows else frame, hide_index=True)
 
 
-descriptors, classes, shared = st.tabs(["Descriptors", "Classes", "Shared descriptors"])
-with descriptors:
+# One view at a time (not tabs, which would run every view's queries on each rerun).
+view = st.segmented_control("View", ["Descriptors", "Classes", "Shared descriptors"], default="Descriptors",
+                            key="view") or "Descriptors"  # fmt: skip
+if view == "Descriptors":
     search = st.text_input("Search classes, descriptors and prompts", key="d_search")
     order = st.selectbox("Sort by", list(browse.DESCRIPTOR_ORDERS), key="d_order")
     offset = pager(resources.count_rows(s.home, s.db, "descriptors", info.name, info.version, search), "d_page")
     st.caption("Orange rows: descriptor texts shared by several classes (they cannot tell them apart).")
     table(browse.descriptors_page(store, info, search, order, offset, PAGE))
-with classes:
+elif view == "Classes":
     st.caption("Red rows: classes without descriptors (scored by their baseline prompt).")
     search = st.text_input("Search classes", key="c_search")
     order = st.selectbox("Sort by", list(browse.CLASS_ORDERS), key="c_order")
     total = resources.count_rows(s.home, s.db, "classes", info.name, info.version, search)
     table(browse.classes_page(store, info, search, order, pager(total, "c_page"), PAGE))
-with shared:
+else:
     total = resources.count_rows(s.home, s.db, "shared", info.name, info.version)
     if total == 0:
         st.info("No descriptor text is shared by two classes.")
