@@ -95,15 +95,10 @@ def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str =
 def shared_descriptors_page(store: Store, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:
     """Descriptor texts several classes share (they cannot tell those classes apart), most shared first."""
     with Session(store.engine) as s:
-        rows = s.execute(_shared_texts(info).order_by(SharedTextRow.classes.desc(), SharedTextRow.text)
-                         .offset(offset).limit(limit)).all()  # fmt: skip
-        where: dict[str, list[str]] = {}
-        if rows:
-            for text, name in s.execute(
-                select(DescriptorRow.text, ClassRow.name).join(ClassRow, ClassRow.id == DescriptorRow.class_id)
-                .where(DescriptorRow.library_id == info.id, DescriptorRow.text.in_([r.text for r in rows]))
-                .order_by(DescriptorRow.id)
-            ):  # fmt: skip
-                where.setdefault(text, []).append(name)
-    return [{"descriptor": r.text, "classes": r.classes,
-             "in": ", ".join(where.get(r.text, [])[:8]) + (" ..." if r.classes > 8 else "")} for r in rows]  # fmt: skip
+        rows = s.execute(
+            select(SharedTextRow.text, SharedTextRow.classes, SharedTextRow.examples)
+            .where(SharedTextRow.library_id == info.id)
+            .order_by(SharedTextRow.classes.desc(), SharedTextRow.text).offset(offset).limit(limit)
+        ).all()  # fmt: skip
+    return [{"descriptor": r.text, "classes": r.classes, "in": r.examples + (" ..." if r.classes > 8 else "")}
+            for r in rows]  # fmt: skip

@@ -11,7 +11,6 @@ import difflib
 import logging
 import shutil
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -116,6 +115,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.close()
+
+
+def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
+    """Descriptor text -> the classes that have it, in label order."""
+    out: dict[str, list[str]] = {}
+    for c in classes:
+        for text in dict.fromkeys(c.descriptors):
+            out.setdefault(text, []).append(c.name)
+    return out
 
 
 class Store:
@@ -253,11 +261,12 @@ class Store:
                     for cid, c in zip(class_ids, draft.classes)
                     for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
                 ]  # fmt: skip
-                shared = Counter(t for c in draft.classes for t in set(c.descriptors))
+                shared = _shared_texts(draft.classes)
                 for param, norm in zip(params, norms.tolist()):
                     param["norm"] = norm
-                    param["shared"] = shared[param["text"]]
-                multi = [{"library_id": row.id, "text": t, "classes": n} for t, n in shared.items() if n > 1]
+                    param["shared"] = len(shared[param["text"]])
+                multi = [{"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
+                         for t, names in shared.items() if len(names) > 1]  # fmt: skip
                 if multi:
                     s.execute(insert(SharedTextRow), multi)
                 ids = (

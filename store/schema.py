@@ -107,6 +107,7 @@ class SharedTextRow(Base):
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
     text: Mapped[str] = mapped_column(Text)
     classes: Mapped[int] = mapped_column(Integer)
+    examples: Mapped[str] = mapped_column(Text)  # the first few classes with it, in label order
 
 
 def _initial(conn: Connection) -> None:
