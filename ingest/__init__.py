@@ -8,11 +8,12 @@ from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, paper_prompt
 from .readers import ParsedLibrary, read_library
 
 
-def load_encoder(model: str | None = None, device: str | None = None):
-    """Load a CLIP encoder (default ``clip-ViT-B-32``, or a local folder)."""
+def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto"):
+    """Load a CLIP encoder (default ``clip-ViT-B-32``, or a local folder); ``precision``
+    is auto (bf16 on capable CPUs, fp16 on GPUs, checked against fp32), fp32, bf16 or fp16."""
     from .encoder import load_encoder as _load
 
-    return _load(model, device)
+    return _load(model, device, precision)
 
 
 def make_test_model(directory, **kwargs):

@@ -9,6 +9,7 @@ vectors and each vector's raw norm (the centroid aggregate needs it).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -29,6 +30,10 @@ CLIP_MAX_TOKENS = 77
 TEST_MODEL_MARKER = "whyclip_test_model.json"  # written by `whyclip make-test-model`
 CHUNK = 1024  # prompts handed to sentence-transformers at once (progress granularity)
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHECK_SAMPLE = 16  # vectors compared with fp32 before a lower precision is trusted
+MIN_COSINE = 0.999
+
 Progress = Callable[[int], None]
 
 
@@ -45,7 +50,8 @@ def _unit(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class ClipEncoder:
     """CLIP text and image towers loaded through sentence-transformers."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64):
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
+                 precision: str = "auto"):  # fmt: skip
         self.model_spec = model
         self.batch_size = batch_size
         self._st = _load_sentence_transformer(model, device)
@@ -60,8 +66,21 @@ class ClipEncoder:
         self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
         self.id = f"clip-{self.dim}-{self._fingerprint()}"
         self.device = str(self._st.device)
+        self.precision = resolve_precision(precision, self.device)
+        self._fast = None  # a low-precision copy of the model, trusted once checked against fp32
+        if self.precision != "fp32":
+            import torch
+
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+            self._fast = copy.deepcopy(self._st).to(dtype)
+        self.checked: dict[str, float] = {}  # modality -> lowest cosine with fp32 on the check sample
         if _looks_like_path(model) and (Path(self.name) / TEST_MODEL_MARKER).is_file():
             log.warning("%s is a random-weight test model: fine for plumbing and speed checks, its explanations mean nothing", self.name)
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies the vectors this encoder makes: weights and numeric precision."""
+        return f"{self.id}/{self.precision}"
 
     @property
     def info(self) -> EncoderInfo:
@@ -86,6 +105,27 @@ class ClipEncoder:
         ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
         return [len(x) for x in ids]
 
+    def _encode(self, items: list, batch_size: int) -> np.ndarray:
+        model = self._fast if self._fast is not None else self._st
+        return model.encode(items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False,
+                            show_progress_bar=False).astype(np.float32)  # fmt: skip
+
+    def _check_precision(self, modality: str, sample: list) -> None:
+        """Once per modality: the low-precision vectors of ``sample`` must match fp32 (cosine
+        >= 0.999), else every later call falls back to fp32, with a warning."""
+        if self._fast is None or modality in self.checked or not sample:
+            return
+        ref = _unit(self._st.encode(sample, batch_size=self.batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=False, show_progress_bar=False))[0]  # fmt: skip
+        low = _unit(self._encode(sample, self.batch_size))[0]
+        cosine = float(np.min(np.sum(ref * low, axis=1)))
+        self.checked[modality] = cosine
+        log.info("%s %s vectors vs fp32 on %d samples: lowest cosine %.6f", self.precision, modality, len(sample), cosine)
+        if cosine < MIN_COSINE:
+            log.warning("%s %s vectors differ from fp32 (cosine %.5f < %s): falling back to fp32",
+                        self.precision, modality, cosine, MIN_COSINE)  # fmt: skip
+            self._fast, self.precision = None, "fp32"
+
     def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Unit vectors (N, dim) and raw norms (N,). Texts are sorted by token count and
         handed over in chunks, so each padded batch holds texts of similar length."""
@@ -93,13 +133,12 @@ class ClipEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
         order = np.argsort(self.count_tokens(texts), kind="stable")
+        spread = order[np.linspace(0, len(order) - 1, min(CHECK_SAMPLE, len(order))).astype(int)]
+        self._check_precision("text", [texts[i] for i in spread])
         raw = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), CHUNK):
             idx = order[start : start + CHUNK]
-            raw[idx] = self._st.encode(
-                [texts[i] for i in idx], batch_size=self.batch_size, convert_to_numpy=True,
-                normalize_embeddings=False, show_progress_bar=False,
-            )  # fmt: skip
+            raw[idx] = self._encode([texts[i] for i in idx], self.batch_size)
             if progress:
                 progress(len(idx))
         return _unit(raw)
@@ -108,13 +147,30 @@ class ClipEncoder:
         """Unit vectors (N, dim) and raw norms (N,) for PIL images."""
         if not images:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
-        raw = self._st.encode(
-            [im.convert("RGB") for im in images], batch_size=min(self.batch_size, 32),
-            convert_to_numpy=True, normalize_embeddings=False, show_progress_bar=False,
-        )  # fmt: skip
+        pictures = [im.convert("RGB") for im in images]
+        self._check_precision("image", pictures[:CHECK_SAMPLE])
+        raw = self._encode(pictures, min(self.batch_size, 32))
         if progress:
             progress(len(images))
         return _unit(raw)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: fp16 on a GPU, bf16 on a CPU that computes it natively, else fp32."""
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    import torch
+
+    cpu_bf16 = device == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if precision == "auto":
+        return "fp16" if device.startswith("cuda") else "bf16" if cpu_bf16 else "fp32"
+    if precision == "bf16" and device == "cpu" and not cpu_bf16:
+        log.warning("this CPU has no native bf16: using fp32")
+        return "fp32"
+    if precision == "fp16" and device == "cpu":
+        log.warning("fp16 is slow on CPUs: using fp32 (bf16 is the fast choice where the CPU supports it)")
+        return "fp32"
+    return precision
 
 
 def _load_sentence_transformer(model: str, device: str | None):
@@ -181,6 +237,6 @@ def _load_by_name(factory, model: str, device: str | None):
         raise ModelLoadError(f"cannot load CLIP model {model!r} ({_first_line(exc)}): {offline_hint}") from None
 
 
-def load_encoder(model: str | None = None, device: str | None = None) -> ClipEncoder:
+def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto") -> ClipEncoder:
     """Load a CLIP encoder by sentence-transformers name or local folder."""
-    return ClipEncoder(model or DEFAULT_MODEL, device=device)
+    return ClipEncoder(model or DEFAULT_MODEL, device=device, precision=precision)

@@ -30,7 +30,7 @@ LIBRARY = {
 @pytest.fixture
 def fake(monkeypatch):
     enc = FakeEncoder(CONCEPTS)
-    monkeypatch.setattr(ingest, "load_encoder", lambda model=None, device=None: enc)
+    monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield enc

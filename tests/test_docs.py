@@ -41,7 +41,7 @@ def test_readme_python_api_snippet_runs(tiny_model, tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
     assert len([line for line in code.splitlines() if line.strip()]) <= 5
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(ingest, "load_encoder", lambda model=None, device=None: load_encoder(str(tiny_model)))
+    monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: load_encoder(str(tiny_model)))
     (tmp_path / "descriptors.json").write_text(json.dumps({"tree frog": ["protruding eyes"], "cat": ["whiskers"]}))
     Image.new("RGB", (40, 40), "green").save(tmp_path / "frog.jpg")
     exec(compile(code, "README.md", "exec"), {})

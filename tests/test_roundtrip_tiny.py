@@ -95,7 +95,7 @@ def test_a_library_refuses_another_encoder(pets_store, tmp_path):
 def test_encoder_restores_order_after_length_sorting(tiny_model):
     from ingest.encoder import load_encoder
 
-    enc = load_encoder(str(tiny_model))
+    enc = load_encoder(str(tiny_model), precision="fp32")
     texts = ["a", "tree frog, which has bright green colour and very long sticky toes", "dog", "a photo of a cat."]
     batch, norms = enc.embed_texts(texts)
     assert batch.dtype == np.float32 and batch.shape == (4, enc.dim)
@@ -106,6 +106,27 @@ def test_encoder_restores_order_after_length_sorting(tiny_model):
         assert alone_norm[0] == pytest.approx(norm, rel=1e-4)
     assert enc.count_tokens(["a photo of a cat."])[0] < len("a photo of a cat.")
     assert enc.logit_scale == pytest.approx(np.exp(2.6592), rel=1e-3)
+
+
+def test_low_precision_is_checked_against_fp32_and_falls_back(tiny_model, monkeypatch, caplog):
+    import ingest.encoder as encoder_module
+
+    texts = [f"a photo of a {w} frog" for w in ("green", "red", "tiny", "spotted", "tree")]
+    fp32 = encoder_module.load_encoder(str(tiny_model), precision="fp32")
+    ref, _ = fp32.embed_texts(texts)
+    low = encoder_module.load_encoder(str(tiny_model), precision="bf16")
+    if low.precision != "bf16":
+        pytest.skip("this CPU has no native bf16")
+    vectors, _ = low.embed_texts(texts)
+    assert low.checked["text"] >= 0.999 and low.precision == "bf16"
+    assert np.min(np.sum(ref * vectors, axis=1)) >= 0.999
+    assert low.cache_key.endswith("/bf16") and low.cache_key != fp32.cache_key
+    monkeypatch.setattr(encoder_module, "MIN_COSINE", 1.5)  # nothing can pass: must fall back
+    strict = encoder_module.load_encoder(str(tiny_model), precision="bf16")
+    with caplog.at_level("WARNING"):
+        vectors, _ = strict.embed_texts(texts)
+    assert strict.precision == "fp32" and "falling back to fp32" in caplog.text
+    np.testing.assert_allclose(vectors, ref, atol=1e-5)
 
 
 def test_model_load_errors_say_what_to_do(tmp_path):

@@ -16,6 +16,10 @@ from store import AGGREGATES, Store, WhyclipError
 from .progress import progress_bar
 
 log = logging.getLogger("whyclip")
+PRECISION = click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+    help="Numeric precision: auto = bf16 on CPUs that support it, fp16 on GPUs, each checked against fp32 on a sample.",
+)
 DEFAULT_MODEL_HELP = "CLIP model: a sentence-transformers name or a local folder [default: clip-ViT-B-32]"
 
 
@@ -95,8 +99,9 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.option("--baseline", "-b", default="a photo of a {class}.", show_default=True, help="Class-name prompt for the baseline.")
 @click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@PRECISION
 @click.pass_context
-def ingest(ctx, file, library, model, template, baseline, strict, device):
+def ingest(ctx, file, library, model, template, baseline, strict, device, precision):
     """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
     from ingest import load_encoder, read_library
     from ingest.job import check_library_name, plan_ingest, run_ingest
@@ -106,7 +111,7 @@ def ingest(ctx, file, library, model, template, baseline, strict, device):
     Template(template)
     check_baseline(baseline)
     parsed = read_library(file)  # a bad file fails before a model loads
-    encoder = load_encoder(model, device)
+    encoder = load_encoder(model, device, precision)
     plan = plan_ingest(parsed, library, encoder, template=template, baseline=baseline, strict=strict)
     store = _store(ctx, create=True)  # only now is anything written
     with progress_bar("embedding prompts", unit="prompt") as bar:
@@ -159,8 +164,9 @@ def _info_dict(i) -> dict:
 @click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one per line (schema in README).")
+@PRECISION
 @click.pass_context
-def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json):
+def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json, precision):
     """Explain why each IMAGE (file or folder of images) gets its classes."""
     from ingest import expand_image_paths, load_encoder, read_images
 
@@ -171,7 +177,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
             lib.class_position(name)
     paths = expand_image_paths(images)
     pictures = read_images(paths)  # every image checked before the model loads
-    encoder = load_encoder(model or lib.info.encoder_name, device)
+    encoder = load_encoder(model or lib.info.encoder_name, device, precision)
     lib.check_encoder(encoder.info.id)
     vectors, _ = encoder.embed_images(pictures)
     results = lib.explain(vectors, [str(p) for p in paths], aggregate=aggregate, top=top,
@@ -186,12 +192,13 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
 @cli.command()
 @click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@PRECISION
 @click.pass_context
-def demo(ctx, model, device):
+def demo(ctx, model, device, precision):
     """Ingest the bundled demo library and explain a few drawn sample images."""
     from .demo import run_demo
 
-    run_demo(lambda: _store(ctx, create=True), model, device, echo=click.echo)
+    run_demo(lambda: _store(ctx, create=True), model, device, echo=click.echo, precision=precision)
 
 
 @cli.command()

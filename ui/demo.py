@@ -23,11 +23,12 @@ Next:
   whyclip libraries                                         what is in the store ({home})"""
 
 
-def run_demo(open_store: Callable[[], Store], model: str | None, device: str | None, echo: Callable[[str], None] = print) -> None:
+def run_demo(open_store: Callable[[], Store], model: str | None, device: str | None,
+             echo: Callable[[str], None] = print, precision: str = "auto") -> None:  # fmt: skip
     from ingest import ingest_library, load_encoder, read_images
 
     try:
-        encoder = load_encoder(model, device)
+        encoder = load_encoder(model, device, precision)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc} (the demo runs on any local model: whyclip demo --model DIR)") from None
     store = open_store()  # only once a model is loaded is anything written
