@@ -110,7 +110,7 @@ class ClipEncoder:
         return model.encode(items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False,
                             show_progress_bar=False).astype(np.float32)  # fmt: skip
 
-    def _check_precision(self, modality: str, sample: list) -> None:
+    def check_precision(self, modality: str, sample: list) -> None:
         """Once per modality: the low-precision vectors of ``sample`` must match fp32 (cosine
         >= 0.999), else every later call falls back to fp32, with a warning."""
         if self._fast is None or modality in self.checked or not sample:
@@ -134,7 +134,7 @@ class ClipEncoder:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
         order = np.argsort(self.count_tokens(texts), kind="stable")
         spread = order[np.linspace(0, len(order) - 1, min(CHECK_SAMPLE, len(order))).astype(int)]
-        self._check_precision("text", [texts[i] for i in spread])
+        self.check_precision("text", [texts[i] for i in spread])
         raw = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), CHUNK):
             idx = order[start : start + CHUNK]
@@ -148,7 +148,7 @@ class ClipEncoder:
         if not images:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
         pictures = [im.convert("RGB") for im in images]
-        self._check_precision("image", pictures[:CHECK_SAMPLE])
+        self.check_precision("image", pictures[:CHECK_SAMPLE])
         raw = self._encode(pictures, min(self.batch_size, 32))
         if progress:
             progress(len(images))

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from store import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo, Store
+from store import cache
 from store.errors import InputError
 
 from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
@@ -21,12 +22,14 @@ from .readers import ParsedLibrary, parse_mapping, read_library
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 5
+COMMIT_EVERY = 1024  # prompts embedded, then committed to the cache, at a time
 
 
 class TextEncoder(Protocol):
     """What ingest needs from an encoder (``ClipEncoder`` or a test fake)."""
 
     info: EncoderInfo
+    cache_key: str  # identifies the vectors it makes (weights and precision)
     max_tokens: int
 
     def count_tokens(self, texts: list[str]) -> list[int]: ...
@@ -38,7 +41,8 @@ class TextEncoder(Protocol):
 class IngestReport:
     info: LibraryInfo
     warnings: list[str] = field(default_factory=list)
-    n_embedded: int = 0
+    n_embedded: int = 0  # prompts embedded by this run
+    n_reused: int = 0  # prompts found in the embedding cache
     seconds: float = 0.0
 
 
@@ -124,21 +128,36 @@ def plan_ingest(
 
 
 def run_ingest(
-    store: Store, plan: IngestPlan, encoder: TextEncoder, progress: Callable[[int, int], None] | None = None
+    store: Store,
+    plan: IngestPlan,
+    encoder: TextEncoder,
+    progress: Callable[[int, int], None] | None = None,
+    commit_every: int = COMMIT_EVERY,
 ) -> IngestReport:
-    """Embed every distinct prompt of ``plan`` once and publish the next library version.
-    ``progress(done, total)`` is called as prompts are embedded."""
+    """Embed the prompts of ``plan`` that the cache lacks, ``commit_every`` at a time (each
+    batch committed to the cache, so an interrupted run resumes where it stopped), then
+    publish the next library version. ``progress(done, total)`` counts distinct prompts."""
     started = time.perf_counter()
     distinct = plan.prompts
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
+    found = cache.lookup(store, encoder.cache_key, distinct)
+    n_reused = len(found)
+    missing = [p for p in distinct if p not in found]
+    if missing:  # batches of similar length pad little
+        missing = [missing[i] for i in np.argsort(encoder.count_tokens(missing), kind="stable")]
+        check = getattr(encoder, "check_precision", None)
+        if check:
+            check("text", [missing[i] for i in np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)])
+    if progress:
+        progress(n_reused, len(distinct))
+    for start in range(0, len(missing), max(1, commit_every)):
+        batch = missing[start : start + commit_every]
+        vectors, norms = encoder.embed_texts(batch)
+        cache.save(store, encoder.cache_key, batch, vectors, norms)
+        found.update({t: (v, float(n)) for t, v, n in zip(batch, vectors, norms)})
         if progress:
-            progress(done, len(distinct))
-
-    vectors, norms = encoder.embed_texts(distinct, progress=step)
+            progress(n_reused + start + len(batch), len(distinct))
+    vectors = np.stack([found[p][0] for p in distinct]).astype(np.float32).reshape(len(distinct), -1)
+    norms = np.array([found[p][1] for p in distinct], dtype=np.float32)
     draft = LibraryDraft(
         name=plan.name, encoder=encoder.info, template=plan.template, baseline_template=plan.baseline,
         classes=plan.classes, prompt_rows={p: i for i, p in enumerate(distinct)}, vectors=vectors,
@@ -147,7 +166,8 @@ def run_ingest(
     info = store.write_library(draft)
     for w in plan.warnings:
         log.warning(w)
-    return IngestReport(info=info, warnings=plan.warnings, n_embedded=len(distinct), seconds=time.perf_counter() - started)
+    return IngestReport(info=info, warnings=plan.warnings, n_embedded=len(missing), n_reused=n_reused,
+                        seconds=time.perf_counter() - started)  # fmt: skip
 
 
 def ingest_library(
@@ -160,8 +180,9 @@ def ingest_library(
     baseline: str = DEFAULT_BASELINE,
     strict: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    commit_every: int = COMMIT_EVERY,
 ) -> IngestReport:
     """Read ``source`` (a file, a ``{"class": [...]}`` dict or a parsed library), embed every
-    distinct prompt once and publish the next version of library ``name``."""
+    distinct prompt not yet in the cache once, and publish the next version of ``name``."""
     plan = plan_ingest(source, name, encoder, template=template, baseline=baseline, strict=strict)
-    return run_ingest(store, plan, encoder, progress)
+    return run_ingest(store, plan, encoder, progress, commit_every)

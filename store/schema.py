@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import (
     Boolean,
+    LargeBinary,
     DateTime,
     Float,
     ForeignKey,
@@ -108,6 +109,20 @@ class SharedTextRow(Base):
     text: Mapped[str] = mapped_column(Text)
     classes: Mapped[int] = mapped_column(Integer)
     examples: Mapped[str] = mapped_column(Text)  # the first few classes with it, in label order
+
+
+class EmbeddingRow(Base):
+    """The embedding cache: one vector per (encoder, prompt text), shared by every library
+    and version, so re-ingesting embeds only new prompts and a killed ingest resumes."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("encoder_key", "text_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    encoder_key: Mapped[str] = mapped_column(String(300))
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit vector, float32 little-endian
+    norm: Mapped[float] = mapped_column(Float)
 
 
 def _initial(conn: Connection) -> None:

@@ -29,6 +29,7 @@ class FakeEncoder:
         self.noise = noise
         self.max_tokens = 77
         self.info = EncoderInfo(id=f"fake-{dim}-{tag}", name=f"fake:{tag}", dim=dim, logit_scale=logit_scale)
+        self.cache_key = self.info.id
         self.embedded: list[str] = []  # every text embedded, in call order (tests count work)
 
     def _raw(self, text: str, concepts: list[str]) -> np.ndarray:

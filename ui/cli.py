@@ -100,8 +100,10 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @PRECISION
+@click.option("--commit-every", default=1024, show_default=True, type=click.IntRange(1),
+              help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.")
 @click.pass_context
-def ingest(ctx, file, library, model, template, baseline, strict, device, precision):
+def ingest(ctx, file, library, model, template, baseline, strict, device, precision, commit_every):
     """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
     from ingest import load_encoder, read_library
     from ingest.job import check_library_name, plan_ingest, run_ingest
@@ -115,11 +117,12 @@ def ingest(ctx, file, library, model, template, baseline, strict, device, precis
     plan = plan_ingest(parsed, library, encoder, template=template, baseline=baseline, strict=strict)
     store = _store(ctx, create=True)  # only now is anything written
     with progress_bar("embedding prompts", unit="prompt") as bar:
-        report = run_ingest(store, plan, encoder, progress=bar)
+        report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
     i = report.info
     click.echo(
-        f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
-        f"{report.n_embedded} prompts embedded in {report.seconds:.1f}s ({i.encoder_name}, dim {i.dim})"
+        f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, {i.n_prompts} prompts "
+        f"({report.n_embedded} embedded, {report.n_reused} from the cache) in {report.seconds:.1f}s "
+        f"({i.encoder_name}, dim {i.dim}, {getattr(encoder, 'precision', 'fp32')})"
     )
 
 

@@ -1,0 +1,69 @@
+"""The embedding cache: prompt vectors by (encoder key, sha256 of the text), in the database.
+
+Batches are committed as they are embedded, so an interrupted ingest keeps its work and a
+re-ingest of an edited library embeds only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from .library import Store
+from .schema import EmbeddingRow
+
+LOOKUP_BATCH = 500
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def lookup(store: Store, encoder_key: str, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
+    """Cached (unit vector, norm) for those of ``texts`` that have one."""
+    keys = {text_key(t): t for t in texts}
+    found: dict[str, tuple[np.ndarray, float]] = {}
+    shas = list(keys)
+    with Session(store.engine) as s:
+        for start in range(0, len(shas), LOOKUP_BATCH):
+            rows = s.execute(
+                select(EmbeddingRow.text_sha256, EmbeddingRow.vector, EmbeddingRow.norm).where(
+                    EmbeddingRow.encoder_key == encoder_key, EmbeddingRow.text_sha256.in_(shas[start : start + LOOKUP_BATCH])
+                )
+            )
+            for sha, blob, norm in rows:
+                found[keys[sha]] = (np.frombuffer(blob, dtype="<f4"), float(norm))
+    return found
+
+
+def save(store: Store, encoder_key: str, texts: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
+    """Store one embedded batch, in its own transaction (committed on return)."""
+    rows = [
+        {"encoder_key": encoder_key, "text_sha256": text_key(t), "vector": np.asarray(v, dtype="<f4").tobytes(),
+         "norm": float(n)}
+        for t, v, n in zip(texts, vectors, norms)
+    ]  # fmt: skip
+    if rows:
+        with Session(store.engine) as s, s.begin():
+            s.execute(insert(EmbeddingRow), rows)
+
+
+def count(store: Store, encoder_key: str | None = None) -> int:
+    with Session(store.engine) as s:
+        q = select(func.count()).select_from(EmbeddingRow)
+        if encoder_key is not None:
+            q = q.where(EmbeddingRow.encoder_key == encoder_key)
+        return int(s.scalar(q) or 0)
+
+
+def clear(store: Store, encoder_key: str | None = None) -> int:
+    """Drop cached vectors (all, or one encoder's); returns how many."""
+    with Session(store.engine) as s, s.begin():
+        q = delete(EmbeddingRow)
+        if encoder_key is not None:
+            q = q.where(EmbeddingRow.encoder_key == encoder_key)
+        return s.execute(q).rowcount or 0

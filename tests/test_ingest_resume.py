@@ -1,0 +1,86 @@
+"""The embedding cache: an edited library re-embeds only what changed, and an ingest
+killed mid-way resumes without re-embedding its committed batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from fakes import FakeEncoder
+from ingest import ingest_library
+from store import Store, cache
+
+
+def synthetic(n_classes: int, per_class: int) -> dict[str, list[str]]:
+    return {f"class {c}": [f"feature {c}-{j} with a colour" for j in range(per_class)] for c in range(n_classes)}
+
+
+def test_editing_one_percent_reembeds_exactly_that(store):
+    lib = synthetic(100, 10)  # 1,000 descriptors + 100 baseline prompts
+    enc = FakeEncoder()
+    first = ingest_library(store, lib, "big", enc)
+    assert (first.n_embedded, first.n_reused) == (1100, 0)
+    edited = {k: list(v) for k, v in lib.items()}
+    changed = []
+    for c in range(0, 100, 10):  # 10 descriptors = 1%
+        edited[f"class {c}"][3] = f"an edited feature {c}"
+        changed.append(f"class {c}, which is an edited feature {c}")
+    enc.embedded.clear()
+    second = ingest_library(store, edited, "big", enc)
+    assert sorted(enc.embedded) == sorted(changed)
+    assert (second.n_embedded, second.n_reused) == (10, 1090)
+    assert second.info.version == 2
+    # the vectors of the new version are those of a fresh ingest of the edited library
+    fresh = Store.open(store.home.parent / "fresh")
+    ingest_library(fresh, edited, "big", FakeEncoder())
+    assert (store.load("big").vectors == fresh.load("big").vectors).all()
+
+
+def test_cache_is_per_encoder(store):
+    ingest_library(store, synthetic(3, 2), "a", FakeEncoder(tag="one"))
+    other = FakeEncoder(tag="two")
+    report = ingest_library(store, synthetic(3, 2), "b", other)
+    assert report.n_reused == 0 and report.n_embedded == 9
+    assert cache.count(store, "fake-32-one") == cache.count(store, "fake-32-two") == 9
+
+
+@pytest.mark.slow
+def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
+    """SIGKILL a real ingest process after some batches are committed; no version is
+    visible; rerunning the same command embeds only what the first run had not committed."""
+    lib = synthetic(600, 20)  # 12,000 descriptors + 600 baseline prompts
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(lib))
+    home = tmp_path / "home"
+    cmd = [sys.executable, "-m", "ui.cli", "--home", str(home), "ingest", str(path), "-l", "big",
+           "-m", str(tiny_model), "--commit-every", "300", "--precision", "fp32"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (home / "whyclip.db").exists():
+            store = store or Store.open(home, create=False)
+            if cache.count(store) >= 1200:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the ingest finished before it could be killed: make the library bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = cache.count(store)
+    assert 1200 <= committed < 12600
+    assert store.libraries() == []  # nothing half-written is visible
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    embedded, reused = map(int, re.search(r"\((\d+) embedded, (\d+) from the cache\)", rerun.stdout).groups())
+    assert (embedded, reused) == (12600 - committed, committed)
+    info = store.library("big")
+    assert (info.version, info.n_descriptors, info.n_prompts) == (1, 12000, 12600)
+    assert cache.count(store) == 12600
