@@ -24,6 +24,17 @@ def read_image(path: str | Path) -> Image.Image:
     return _decode(p, str(p))
 
 
+def check_image(path: str | Path) -> None:
+    """Cheap checks from the file header only (exists, an image, not a decompression bomb);
+    truncation shows only when the pixels are decoded."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such image file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not an image")
+    _decode(p, str(p), header_only=True)
+
+
 def read_image_bytes(name: str, data: bytes) -> Image.Image:
     """Decode an uploaded image, with the same checks as :func:`read_image`."""
     if not data:
@@ -31,11 +42,13 @@ def read_image_bytes(name: str, data: bytes) -> Image.Image:
     return _decode(io.BytesIO(data), name)
 
 
-def _decode(source, label: str) -> Image.Image:
+def _decode(source, label: str, header_only: bool = False) -> Image.Image | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
+                if header_only:
+                    return None
                 im.load()
                 return im.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

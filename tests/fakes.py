@@ -30,7 +30,8 @@ class FakeEncoder:
         self.max_tokens = 77
         self.info = EncoderInfo(id=f"fake-{dim}-{tag}", name=f"fake:{tag}", dim=dim, logit_scale=logit_scale)
         self.cache_key = self.info.id
-        self.embedded: list[str] = []  # every text embedded, in call order (tests count work)
+        self.embedded: list[str] = []
+        self.image_batches: list[int] = []  # sizes of embed_images calls  # every text embedded, in call order (tests count work)
 
     def _raw(self, text: str, concepts: list[str]) -> np.ndarray:
         v = _hash_vector(text, self.dim) * self.noise
@@ -52,6 +53,7 @@ class FakeEncoder:
         return _unit(raw)
 
     def embed_images(self, images, progress=None):
+        self.image_batches.append(len(images))
         raw = []
         for im in images:
             shown = [c for c in im.info.get("concepts", "").split("|") if c]

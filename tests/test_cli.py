@@ -112,6 +112,24 @@ def test_json_stdout_is_clean_and_one_object_per_image(setup):
     assert outs[1]["classes"][0]["class"] == "tailed frog"
 
 
+def test_a_folder_is_explained_in_batches_and_a_bad_image_is_skipped(setup, fake):
+    runner, frog, tmp_path = setup
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        planted_image(folder / f"img{i:02d}.png", ["brown or olive skin"] if i % 2 else ["protruding eyes"])
+    (folder / "img17.png").write_bytes((folder / "img17.png").read_bytes()[:-30])  # pixels cut off: found at decode
+    fake.image_batches.clear()
+    result = runner.invoke(cli, ["explain", str(folder), "-l", "frogs", "--json"])
+    assert result.exit_code == 1
+    outs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(o["image"]).name for o in outs] == [f"img{i:02d}.png" for i in range(40) if i != 17]
+    assert all(o["predicted"] == ("tailed frog" if int(Path(o["image"]).stem[3:]) % 2 else "tree frog") for o in outs)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "img17.png" in errors[0] and "truncated" in errors[0]
+    assert fake.image_batches == [31, 8]  # 32 per batch, less the skipped one
+
+
 def test_libraries_lists_versions_and_metadata(setup):
     runner, _, tmp_path = setup
     runner.invoke(cli, ["ingest", str(tmp_path / "frogs.json"), "--library", "frogs", "--template", "bare"])

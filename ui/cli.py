@@ -16,6 +16,7 @@ from store import AGGREGATES, Store, WhyclipError
 from .progress import progress_bar
 
 log = logging.getLogger("whyclip")
+IMAGE_BATCH = 32  # images decoded, encoded and scored together
 PRECISION = click.option(
     "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
     help="Numeric precision: auto = bf16 on CPUs that support it, fp16 on GPUs, each checked against fp32 on a sample.",
@@ -170,8 +171,13 @@ def _info_dict(i) -> dict:
 @PRECISION
 @click.pass_context
 def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json, precision):
-    """Explain why each IMAGE (file or folder of images) gets its classes."""
-    from ingest import expand_image_paths, load_encoder, read_images
+    """Explain why each IMAGE (file or folder of images) gets its classes.
+
+    Images are encoded and scored in batches; one that turns out to be unreadable is
+    reported and skipped, and the exit status is then 1.
+    """
+    from ingest import expand_image_paths, load_encoder
+    from ingest.images import check_image, read_image
 
     store = _store(ctx, create=False)
     lib = store.load(library, lib_version)
@@ -179,17 +185,32 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
         for name in compare:
             lib.class_position(name)
     paths = expand_image_paths(images)
-    pictures = read_images(paths)  # every image checked before the model loads
+    for path in paths:  # headers checked before the model loads
+        check_image(path)
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
     lib.check_encoder(encoder.info.id)
-    vectors, _ = encoder.embed_images(pictures)
-    results = lib.explain(vectors, [str(p) for p in paths], aggregate=aggregate, top=top,
-                          compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
-    for n, exp in enumerate(results):
-        if as_json:
-            click.echo(json.dumps(exp.to_dict(), ensure_ascii=False))
-        else:
-            click.echo(("\n" if n else "") + exp.to_text())
+    failed, shown = 0, 0
+    with progress_bar("explaining images", unit="image") as bar:
+        for start in range(0, len(paths), IMAGE_BATCH):
+            batch, pictures = [], []
+            for path in paths[start : start + IMAGE_BATCH]:
+                try:
+                    pictures.append(read_image(path))
+                    batch.append(path)
+                except WhyclipError as exc:
+                    click.echo(f"Error: {exc}", err=True)
+                    failed += 1
+            if pictures:
+                vectors, _ = encoder.embed_images(pictures)
+                results = lib.explain(vectors, [str(p) for p in batch], aggregate=aggregate, top=top,
+                                      compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
+                for exp in results:
+                    click.echo(json.dumps(exp.to_dict(), ensure_ascii=False) if as_json else ("\n" if shown else "") + exp.to_text())
+                    shown += 1
+            if len(paths) > IMAGE_BATCH:
+                bar(start + len(paths[start : start + IMAGE_BATCH]), len(paths))
+    if failed:
+        ctx.exit(1)
 
 
 @cli.command()
