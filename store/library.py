@@ -32,7 +32,7 @@ from .explain import (
     Retrieved,
 )
 from .home import resolve_db_url, resolve_home
-from .index import IndexFiles, build_index, flat_vectors, index_ids, read_index_files, write_index_files
+from .index import IndexFiles, build_index, flat_vectors, index_ids, read_index_files, search, write_index_files
 from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
 from .scoring import AGGREGATES, build_class_matrices, descriptor_weights, score_classes, softmax
 
@@ -394,7 +394,7 @@ class Library:
         k = min(k, self.files.index.ntotal)
         if k <= 0:
             return [[] for _ in range(len(images))]
-        sims, ids = self.files.index.search(np.ascontiguousarray(images, dtype=np.float32), k)
+        sims, ids = search(self.files.index, np.ascontiguousarray(images, dtype=np.float32), k)
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         with Session(self.store.engine) as s:
             meta = {

@@ -1,0 +1,289 @@
+"""whyclip benchmarks, side by side in one run; writes a markdown table and a JSON file.
+
+Usage:
+  python bench/run.py --model models/vitb32 [--out bench/results] [--sizes 10000,100000,1000000]
+                      [--synthetic-ingest 100000] [--skip ingest,query,images]
+
+--model is a full-size ViT-B/32 folder (`whyclip make-test-model DIR --full-size`): random
+weights, the real model's compute. Sections:
+
+* ingest: prompts/s of `whyclip ingest` (fresh cache, automatic precision) against a plain
+  `SentenceTransformer.encode` of the same prompts (fp32, its default batching), for the
+  paper's seven descriptor files (../shared/data/descriptors) and a synthetic library.
+* query: image vector -> full explanation (exact scores for every class, evidence of the top
+  5, library-wide top 10) against the paper's rule done the straightforward way in numpy
+  (every descriptor similarity, then a per-class mean), on synthetic libraries (10
+  descriptors a class, clustered unit vectors, dim 512); top-5 agreement and the largest
+  score difference; index build time; bytes per descriptor on disk; process RSS.
+* images: image encode latency, one image and batches, fp32 and automatic precision.
+
+Ratios matter more than absolute figures on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "descriptors"
+sys.path.insert(0, str(ROOT))
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+
+def seven_files() -> list[Path]:
+    files = sorted(SHARED.glob("descriptors_*.json"))
+    if len(files) != 7:
+        raise SystemExit(f"expected the paper's seven descriptor files in {SHARED}")
+    return files
+
+
+def synthetic_library(n: int, per_class: int = 10) -> dict[str, list[str]]:
+    words = ("red green blue brown long short round flat striped spotted shiny small large curved pointed "
+             "furry smooth rough wooden metal glass feathers scales wings legs tail eyes ears beak").split()  # fmt: skip
+    rng = np.random.default_rng(0)
+    lib: dict[str, list[str]] = {}
+    for c in range(n // per_class):
+        lib[f"thing {c}"] = [" ".join(rng.choice(words, size=int(rng.integers(2, 6)))) + f" {c}-{j}" for j in range(per_class)]
+    return lib
+
+
+def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from ingest import load_encoder
+    from ingest.job import plan_ingest, run_ingest
+    from store import Store
+
+    encoder = load_encoder(model)  # automatic precision, as `whyclip ingest` runs
+    plain = SentenceTransformer(model, device="cpu")
+    plain.max_seq_length = 77
+    for label, libraries in sources.items():
+        with tempfile.TemporaryDirectory() as home:
+            store = Store.open(home)
+            plans = [plan_ingest(src, f"lib{i}", encoder) for i, src in enumerate(libraries)]
+            prompts = [p for plan in plans for p in plan.prompts]
+            t = time.perf_counter()
+            for plan in plans:
+                run_ingest(store, plan, encoder)
+            ours = time.perf_counter() - t
+        t = time.perf_counter()
+        plain.encode(prompts)  # fp32, default batch size 32
+        base = time.perf_counter() - t
+        n = len(prompts)
+        results["ingest"].append({
+            "library": label, "prompts": n, "whyclip_s": ours, "whyclip_per_s": n / ours,
+            "plain_s": base, "plain_per_s": n / base, "speedup": base / ours, "precision": encoder.precision,
+            "checked_cosine": encoder.checked.get("text"),
+        })  # fmt: skip
+        print(f"ingest {label}: whyclip {n / ours:.0f}/s vs plain {n / base:.0f}/s ({base / ours:.2f}x)", file=sys.stderr)
+
+
+# -- query ----------------------------------------------------------------------------------
+
+
+def clustered_library(n_desc: int, per_class: int = 10, dim: int = 512, seed: int = 0):
+    """Unit descriptor vectors around one random centre per class (spread 0.6)."""
+    from store import DraftClass, EncoderInfo, LibraryDraft
+
+    rng = np.random.default_rng(seed)
+    n_classes = n_desc // per_class
+    centres = rng.standard_normal((n_classes, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors = np.repeat(centres, per_class, axis=0) + 0.6 * rng.standard_normal((n_desc, dim)).astype(np.float32) / np.sqrt(dim)
+    base = centres + 0.3 * rng.standard_normal((n_classes, dim)).astype(np.float32) / np.sqrt(dim)
+    raw = np.concatenate([vectors, base])
+    norms = np.linalg.norm(raw, axis=1)
+    classes, rows = [], {}
+    for c in range(n_classes):
+        prompts = [f"c{c}, which has d{j}" for j in range(per_class)]
+        for j, p in enumerate(prompts):
+            rows[p] = c * per_class + j
+        rows[f"a photo of a c{c}."] = n_desc + c
+        classes.append(DraftClass(f"c{c}", f"a photo of a c{c}.", [f"d{j}" for j in range(per_class)], prompts,
+                                  [False] * per_class))  # fmt: skip
+    enc = EncoderInfo("synthetic-512", "synthetic", dim, 100.0)
+    draft = LibraryDraft("synthetic", enc, "paper", "a photo of a {class}.", classes, rows, raw / norms[:, None], norms)
+    return draft, centres
+
+
+def straightforward_scores(img: np.ndarray, vectors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The paper's rule as a user writes it: every similarity, then each class's mean."""
+    sims = vectors @ img
+    return np.add.reduceat(sims, offsets[:-1]) / np.diff(offsets)
+
+
+def bench_query(size: int, runs: int, results: dict) -> None:
+    from store import Store
+
+    with tempfile.TemporaryDirectory() as home:
+        draft, centres = clustered_library(size)
+        store = Store.open(home)
+        t = time.perf_counter()
+        info = store.write_library(draft)
+        build = time.perf_counter() - t
+        del draft
+        t = time.perf_counter()
+        lib = store.load("synthetic")
+        load = time.perf_counter() - t
+        rng = np.random.default_rng(1)
+        picks = rng.integers(0, len(centres), runs + 3)
+        queries = centres[picks] + 0.8 * rng.standard_normal((len(picks), centres.shape[1])).astype(np.float32) / np.sqrt(centres.shape[1])
+        queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+        offsets = lib.matrices.offsets
+
+        def timed(fn) -> list[float]:
+            """Each method in its own loop, so each runs hot (BLAS threads awake)."""
+            out = []
+            for i, q in enumerate(queries):
+                t = time.perf_counter()
+                fn(q)
+                if i >= 3:  # warm-up
+                    out.append(time.perf_counter() - t)
+            return out
+
+        ours = timed(lambda q: lib.explain(q[None], top=5, retrieve=10))
+        scores_only = timed(lambda q: lib.scores(q[None], "mean"))
+        plain = timed(lambda q: straightforward_scores(q, lib.vectors, offsets))
+        agree, worst = 0, 0.0
+        for q in queries:
+            (exp,) = lib.explain(q[None], top=5, retrieve=0)
+            ref = straightforward_scores(q, lib.vectors, offsets)
+            agree += [lib.class_names[j] for j in np.argsort(-ref, kind="stable")[:5]] == [c.name for c in exp.classes]
+            worst = max(worst, float(np.max(np.abs(lib.scores(q[None], "mean")[0] - ref))))
+        on_disk = folder_bytes(Path(home))
+        results["query"].append({
+            "descriptors": size, "classes": info.n_classes, "build_s": build, "load_s": load,
+            "explain_p50_ms": pct(ours, 50), "explain_p95_ms": pct(ours, 95),
+            "scores_p50_ms": pct(scores_only, 50), "scores_p95_ms": pct(scores_only, 95),
+            "straightforward_p50_ms": pct(plain, 50), "straightforward_p95_ms": pct(plain, 95),
+            "scores_speedup": statistics.median(plain) / statistics.median(scores_only),
+            "top5_agreement": agree / len(queries), "max_abs_score_diff": worst,
+            "bytes_per_descriptor_on_disk": on_disk / size, "rss_mb": rss_mb(),
+        })  # fmt: skip
+        print(f"query {size}: explain p50 {pct(ours, 50):.1f} ms, scores {pct(scores_only, 50):.2f} ms vs "
+              f"straightforward {pct(plain, 50):.2f} ms", file=sys.stderr)  # fmt: skip
+
+
+# -- images ---------------------------------------------------------------------------------
+
+
+def bench_images(model: str, runs: int, results: dict) -> None:
+    from PIL import Image
+
+    from ingest import load_encoder
+
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for _ in range(32)]
+    for precision in ("fp32", "auto"):
+        enc = load_encoder(model, precision=precision)
+        enc.embed_images(pictures[:2])
+        for batch in (1, 8, 32):
+            times = []
+            for _ in range(max(3, runs // batch)):
+                t = time.perf_counter()
+                enc.embed_images(pictures[:batch])
+                times.append(time.perf_counter() - t)
+            results["images"].append({
+                "precision": enc.precision, "batch": batch, "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
+                "per_image_ms": pct(times, 50) / batch, "checked_cosine": enc.checked.get("image"),
+            })  # fmt: skip
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def markdown(results: dict) -> str:
+    out = [f"# whyclip benchmarks\n\n{results['machine']}\n"]
+    if results["ingest"]:
+        out.append("## Ingest (prompts/s; whyclip = `whyclip ingest` path, fresh cache)\n")
+        out.append("| library | prompts | whyclip /s | plain ST fp32 /s | speedup | precision (min cosine vs fp32) |")
+        out.append("|---|---:|---:|---:|---:|---|")
+        for r in results["ingest"]:
+            cos = f"{r['checked_cosine']:.5f}" if r["checked_cosine"] else "-"
+            out.append(f"| {r['library']} | {r['prompts']:,} | {r['whyclip_per_s']:.0f} ({r['whyclip_s']:.1f} s) | "
+                       f"{r['plain_per_s']:.0f} ({r['plain_s']:.1f} s) | {r['speedup']:.2f}x | {r['precision']} ({cos}) |")  # fmt: skip
+    if results["query"]:
+        out.append("\n## Query (one image vector; ms)\n")
+        out.append("| descriptors | classes | full explanation p50 / p95 | exact scores p50 / p95 | straightforward numpy p50 / p95 "
+                   "| scores speedup | top-5 agree | max abs diff | build s | bytes/descriptor on disk | RSS MB |")  # fmt: skip
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in results["query"]:
+            out.append(
+                f"| {r['descriptors']:,} | {r['classes']:,} | {r['explain_p50_ms']:.1f} / {r['explain_p95_ms']:.1f} | "
+                f"{r['scores_p50_ms']:.2f} / {r['scores_p95_ms']:.2f} | {r['straightforward_p50_ms']:.2f} / "
+                f"{r['straightforward_p95_ms']:.2f} | {r['scores_speedup']:.1f}x | {r['top5_agreement']:.0%} | "
+                f"{r['max_abs_score_diff']:.1e} | {r['build_s']:.1f} | {r['bytes_per_descriptor_on_disk']:.0f} | {r['rss_mb']:.0f} |"
+            )
+    if results["images"]:
+        out.append("\n## Image encoding (ms)\n")
+        out.append("| precision | batch | p50 | p95 | per image | min cosine vs fp32 |\n|---|---:|---:|---:|---:|---|")
+        for r in results["images"]:
+            cos = f"{r['checked_cosine']:.5f}" if r["checked_cosine"] else "-"
+            out.append(f"| {r['precision']} | {r['batch']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['per_image_ms']:.1f} | {cos} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="full-size random-weight ViT-B/32 folder (needed for ingest and images)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="query benchmark library sizes")
+    ap.add_argument("--synthetic-ingest", type=int, default=100_000, help="descriptors in the synthetic ingest library (0: skip)")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: ingest, query, images")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    from importlib.metadata import version
+
+    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+                                f"torch {version('torch')}, faiss {version('faiss-cpu')}, numpy {np.__version__}",
+                     "ingest": [], "query": [], "images": []}  # fmt: skip
+    # The query section runs first, before torch is imported: torch's OpenMP threads slow
+    # numpy's BLAS in the same process, which would flatter whyclip against the baseline.
+    if "query" not in skip:
+        for size in map(int, args.sizes.split(",")):
+            bench_query(size, args.runs, results)
+    if "ingest" not in skip:
+        if not args.model:
+            raise SystemExit("--model is needed for the ingest benchmark (or --skip ingest)")
+        sources: dict[str, list] = {"paper's seven files": seven_files()}
+        if args.synthetic_ingest:
+            sources[f"synthetic {args.synthetic_ingest:,}"] = [synthetic_library(args.synthetic_ingest)]
+        bench_ingest(args.model, sources, results)
+    if "images" not in skip and args.model:
+        bench_images(args.model, args.runs, results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (out / "bench.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
