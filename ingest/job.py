@@ -16,6 +16,7 @@ import numpy as np
 from store import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo, Store
 from store import cache
 from store.errors import InputError
+from store.index import check_factory
 
 from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
 from .readers import ParsedLibrary, parse_mapping, read_library
@@ -88,6 +89,7 @@ class IngestPlan:
     source: str
     source_sha256: str
     warnings: list[str]
+    index_factory: str | None = None
 
     @property
     def prompts(self) -> list[str]:
@@ -103,9 +105,12 @@ def plan_ingest(
     template: str = DEFAULT_TEMPLATE,
     baseline: str = DEFAULT_BASELINE,
     strict: bool = False,
+    index_factory: str | None = None,
 ) -> IngestPlan:
     """Read and validate everything; raises :class:`InputError` before any work is done."""
     name = check_library_name(name)
+    if index_factory is not None:
+        check_factory(index_factory, encoder.info.dim)
     tmpl = Template(template)
     check_baseline(baseline)
     sha = ""
@@ -124,7 +129,7 @@ def plan_ingest(
         listed = ", ".join(empty[:MAX_LISTED]) + (" ..." if len(empty) > MAX_LISTED else "")
         warnings.append(f"{len(empty)} class(es) have no descriptors and fall back to their baseline prompt: {listed}")
     warnings += check_token_limit(classes, encoder, strict)
-    return IngestPlan(name, tmpl.spec, baseline, classes, parsed.source, sha, warnings)
+    return IngestPlan(name, tmpl.spec, baseline, classes, parsed.source, sha, warnings, index_factory)
 
 
 def run_ingest(
@@ -161,7 +166,7 @@ def run_ingest(
     draft = LibraryDraft(
         name=plan.name, encoder=encoder.info, template=plan.template, baseline_template=plan.baseline,
         classes=plan.classes, prompt_rows={p: i for i, p in enumerate(distinct)}, vectors=vectors,
-        norms=norms, source=plan.source, source_sha256=plan.source_sha256,
+        norms=norms, source=plan.source, source_sha256=plan.source_sha256, index_factory=plan.index_factory,
     )  # fmt: skip
     info = store.write_library(draft)
     for w in plan.warnings:
@@ -181,8 +186,10 @@ def ingest_library(
     strict: bool = False,
     progress: Callable[[int, int], None] | None = None,
     commit_every: int = COMMIT_EVERY,
+    index_factory: str | None = None,
 ) -> IngestReport:
     """Read ``source`` (a file, a ``{"class": [...]}`` dict or a parsed library), embed every
     distinct prompt not yet in the cache once, and publish the next version of ``name``."""
-    plan = plan_ingest(source, name, encoder, template=template, baseline=baseline, strict=strict)
+    plan = plan_ingest(source, name, encoder, template=template, baseline=baseline, strict=strict,
+                       index_factory=index_factory)  # fmt: skip
     return run_ingest(store, plan, encoder, progress, commit_every)

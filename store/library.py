@@ -32,7 +32,16 @@ from .explain import (
     Retrieved,
 )
 from .home import resolve_db_url, resolve_home
-from .index import IndexFiles, build_index, flat_vectors, index_ids, read_index_files, search, write_index_files
+from .index import (
+    IndexFiles,
+    build_index,
+    choose_factory,
+    index_ids,
+    measure_recall,
+    read_index_files,
+    search,
+    write_index_files,
+)
 from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
 from .scoring import AGGREGATES, build_class_matrices, descriptor_weights, score_classes, softmax
 
@@ -69,6 +78,8 @@ class LibraryInfo:
     source: str
     source_sha256: str
     index_key: str
+    index_factory: str
+    recall_at_10: float
 
 
 @dataclass
@@ -97,6 +108,7 @@ class LibraryDraft:
     source: str = ""
     source_sha256: str = ""
     aggregate: str = "mean"
+    index_factory: str | None = None  # FAISS factory for retrieval; None: Flat, or HNSW32 when large
 
 
 def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
@@ -106,7 +118,8 @@ def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
         logit_scale=row.logit_scale, template=row.template, baseline_template=row.baseline_template,
         aggregate=row.aggregate, n_classes=row.n_classes, n_descriptors=row.n_descriptors,
         n_prompts=row.n_prompts, n_empty_classes=n_empty, source=row.source,
-        source_sha256=row.source_sha256, index_key=row.index_key,
+        source_sha256=row.source_sha256, index_key=row.index_key, index_factory=row.index_factory,
+        recall_at_10=row.recall_at_10,
     )  # fmt: skip
 
 
@@ -231,6 +244,7 @@ class Store:
         vectors = np.ascontiguousarray(draft.vectors[desc_rows], dtype=np.float32).reshape(-1, d)
         norms = draft.norms[desc_rows].astype(np.float32)
         matrices = build_class_matrices(vectors, norms, offsets, draft.vectors[base_rows].reshape(-1, d))
+        factory = choose_factory(int(offsets[-1]), draft.index_factory)
         key = uuid.uuid4().hex
         folder = self.home / "indexes" / self.store_id / key
         try:
@@ -243,7 +257,7 @@ class Store:
                     template=draft.template, baseline_template=draft.baseline_template,
                     aggregate=draft.aggregate, n_classes=len(draft.classes), n_descriptors=int(offsets[-1]),
                     n_prompts=len(rows_of), source=draft.source, source_sha256=draft.source_sha256,
-                    index_key=key,
+                    index_key=key, index_factory=factory,
                 )  # fmt: skip
                 s.add(row)
                 s.flush()
@@ -274,11 +288,12 @@ class Store:
                     if params
                     else []
                 )
-                index = build_index(vectors, np.asarray(ids, dtype=np.int64))
+                index = build_index(vectors, np.asarray(ids, dtype=np.int64), factory)
+                row.recall_at_10 = measure_recall(index, vectors, matrices)
                 manifest = {"store_id": self.store_id, "library_id": row.id, "name": draft.name,
                             "version": version, "n_descriptors": int(offsets[-1]), "dim": d,
                             "encoder_id": draft.encoder.id}  # fmt: skip
-                write_index_files(folder, index, matrices, norms, manifest)
+                write_index_files(folder, index, vectors, matrices, norms, manifest)
                 row.status = schema.READY
                 library_id = row.id
         except BaseException:
@@ -297,7 +312,7 @@ class Library:
         self.info = info
         expected = {"store_id": store.store_id, "library_id": info.id, "n_descriptors": info.n_descriptors}
         self.files: IndexFiles = read_index_files(store.index_folder(info), expected)
-        self.vectors = flat_vectors(self.files.index)
+        self.vectors = self.files.vectors
         self.ids = index_ids(self.files.index)
         if len(self.ids) > 1 and not np.all(np.diff(self.ids) > 0):
             raise StoreError(f"index of library {info.name!r} is not in descriptor order: re-ingest it")

@@ -66,6 +66,8 @@ class LibraryRow(Base):
     source: Mapped[str] = mapped_column(Text, default="")
     source_sha256: Mapped[str] = mapped_column(String(64), default="")
     index_key: Mapped[str] = mapped_column(String(64))
+    index_factory: Mapped[str] = mapped_column(String(200), default="Flat")
+    recall_at_10: Mapped[float] = mapped_column(Float, default=1.0)  # of the retrieval index vs exact
 
 
 class ClassRow(Base):

@@ -111,3 +111,52 @@ def test_browse_pages_search_sort_and_share_counts(store):
     shared = browse.shared_descriptors_page(store, info)
     assert [(r["descriptor"], r["classes"], r["in"]) for r in shared] == [("fur", 3, "b cat, a dog, d rat"), ("long tail", 2, "a dog, d rat")]
     assert browse.count_shared_descriptors(store, info) == 2
+
+
+def _clustered(n_classes: int, per_class: int, dim: int = 32, seed: int = 0) -> tuple[dict, FakeEncoder]:
+    """A library whose prompts a fake encoder maps to clustered vectors (one concept per class)."""
+    concepts = [f"concept{c:03d}" for c in range(n_classes)]
+    lib = {f"class {c}": [f"{concepts[c]} part {j}" for j in range(per_class)] for c in range(n_classes)}
+    return lib, FakeEncoder(concepts, dim=dim, noise=0.8)
+
+
+def test_large_libraries_get_hnsw_with_measured_recall_and_exact_scores(tmp_path, monkeypatch):
+    import numpy as np
+
+    import store.index as index_module
+
+    monkeypatch.setattr(index_module, "HNSW_ABOVE", 500)
+    lib, enc = _clustered(40, 20)  # 800 descriptors: above the (patched) threshold
+    approx_store = Store.open(tmp_path / "a")
+    ingest_library(approx_store, lib, "big", enc)
+    exact_store = Store.open(tmp_path / "b")
+    ingest_library(exact_store, lib, "big", enc, index_factory="Flat")
+    approx, exact = approx_store.load("big"), exact_store.load("big")
+    assert approx.info.index_factory == "HNSW32" and exact.info.index_factory == "Flat"
+    assert 0.95 <= approx.info.recall_at_10 <= 1.0 and exact.info.recall_at_10 == 1.0
+    images = np.random.default_rng(3).standard_normal((5, 32)).astype(np.float32)
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    for aggregate in ("mean", "centroid", "max"):  # class scores stay exact whatever the index
+        np.testing.assert_allclose(approx.scores(images, aggregate), exact.scores(images, aggregate), atol=1e-6)
+    assert not approx.vectors.flags.writeable  # memory-mapped, shared, never written
+
+
+def test_a_compressed_index_keeps_exact_vectors_beside_it(store):
+    import numpy as np
+
+    lib, enc = _clustered(30, 10)
+    ingest_library(store, lib, "sq", enc, index_factory="SQ8")
+    loaded = store.load("sq")
+    assert loaded.info.index_factory == "SQ8" and 0 < loaded.info.recall_at_10 <= 1
+    assert (store.index_folder(loaded.info) / "vectors.npy").is_file()
+    np.testing.assert_allclose(np.linalg.norm(loaded.vectors, axis=1), 1.0, atol=1e-5)
+    (exp,) = loaded.explain(loaded.vectors[:1], top=3)
+    assert exp.classes[0].name == "class 0" and len(exp.retrieved) == 10
+
+
+def test_a_bad_index_factory_is_refused_before_anything_is_written(store):
+    from store.errors import InputError
+
+    with pytest.raises(InputError, match="FAISS cannot build index 'NoSuchIndex'"):
+        ingest_library(store, LIB, "frogs", FakeEncoder(), index_factory="NoSuchIndex")
+    assert store.libraries() == []

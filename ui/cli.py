@@ -103,8 +103,10 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @PRECISION
 @click.option("--commit-every", default=1024, show_default=True, type=click.IntRange(1),
               help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.")
+@click.option("--index", "index_factory", default=None, metavar="FACTORY",
+              help="FAISS factory string for library-wide retrieval [default: Flat up to 50,000 descriptors, HNSW32 above].")
 @click.pass_context
-def ingest(ctx, file, library, model, template, baseline, strict, device, precision, commit_every):
+def ingest(ctx, file, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
     """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
     from ingest import load_encoder, read_library
     from ingest.job import check_library_name, plan_ingest, run_ingest
@@ -115,7 +117,8 @@ def ingest(ctx, file, library, model, template, baseline, strict, device, precis
     check_baseline(baseline)
     parsed = read_library(file)  # a bad file fails before a model loads
     encoder = load_encoder(model, device, precision)
-    plan = plan_ingest(parsed, library, encoder, template=template, baseline=baseline, strict=strict)
+    plan = plan_ingest(parsed, library, encoder, template=template, baseline=baseline, strict=strict,
+                       index_factory=index_factory)  # fmt: skip
     store = _store(ctx, create=True)  # only now is anything written
     with progress_bar("embedding prompts", unit="prompt") as bar:
         report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
@@ -142,9 +145,10 @@ def libraries(ctx, as_json):
     if not infos:
         click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
         return
-    head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "encoder", "created")
-    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template,
-             i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
+    head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "index", "recall@10",
+            "encoder", "created")  # fmt: skip
+    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template, i.index_factory,
+             f"{i.recall_at_10:.3f}", i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for r in (head, *rows):
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
