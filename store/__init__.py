@@ -3,7 +3,9 @@ exact class scoring and explanations. Imports no torch and no streamlit."""
 
 from .errors import EncoderMismatch, InputError, LibraryNotFound, ModelLoadError, StoreError, WhyclipError
 from .explain import BaselineScore, ClassScore, Contrast, ContrastRow, DescriptorScore, Explanation, Retrieved
-from .library import DraftClass, EncoderInfo, Library, LibraryDraft, LibraryInfo, Store
+from .library import Store
+from .query import Library
+from .records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from .scoring import AGGREGATES, ClassMatrices, build_class_matrices, score_classes, softmax
 
 __all__ = [

@@ -1,19 +1,17 @@
-"""The store: named, versioned descriptor libraries in SQL + FAISS, and exact explanations.
+"""The store: named, versioned descriptor libraries in SQL + FAISS.
 
 ``Store.write_library`` publishes a version atomically (readers only see ``ready`` rows);
-``Store.load`` returns a :class:`Library`, which explains image vectors exactly.
+``Store.load`` returns a :class:`~store.query.Library`, which explains image vectors exactly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import create_engine, event, func, insert, select
@@ -21,94 +19,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from . import schema
-from .errors import EncoderMismatch, InputError, LibraryNotFound, StoreError
-from .explain import (
-    BaselineScore,
-    ClassScore,
-    Contrast,
-    ContrastRow,
-    DescriptorScore,
-    Explanation,
-    Retrieved,
-)
+from .errors import InputError, LibraryNotFound, StoreError
 from .home import resolve_db_url, resolve_home
-from .index import (
-    IndexFiles,
-    build_index,
-    choose_factory,
-    index_ids,
-    measure_recall,
-    read_index_files,
-    search,
-    write_index_files,
-)
+from .index import build_index, choose_factory, measure_recall, write_index_files
+from .records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
-from .scoring import AGGREGATES, build_class_matrices, descriptor_weights, score_classes, softmax
+from .scoring import AGGREGATES, build_class_matrices
+
+if TYPE_CHECKING:
+    from .query import Library
+
+__all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What a library records about the encoder that embedded it."""
-
-    id: str  # identity compared at query time (name + weights fingerprint)
-    name: str  # what to pass to --model to load it again
-    dim: int
-    logit_scale: float
-
-
-@dataclass(frozen=True)
-class LibraryInfo:
-    id: int
-    name: str
-    version: int
-    created_at: dt.datetime
-    encoder_id: str
-    encoder_name: str
-    dim: int
-    logit_scale: float
-    template: str
-    baseline_template: str
-    aggregate: str
-    n_classes: int
-    n_descriptors: int
-    n_prompts: int
-    n_empty_classes: int
-    source: str
-    source_sha256: str
-    index_key: str
-    index_factory: str
-    recall_at_10: float
-
-
-@dataclass
-class DraftClass:
-    """One class of a library about to be written; prompts are already built."""
-
-    name: str
-    baseline_prompt: str
-    descriptors: list[str]
-    prompts: list[str]
-    truncated: list[bool]
-
-
-@dataclass
-class LibraryDraft:
-    """A complete library version: classes in label order and one vector per distinct prompt."""
-
-    name: str
-    encoder: EncoderInfo
-    template: str
-    baseline_template: str
-    classes: list[DraftClass]
-    prompt_rows: dict[str, int]  # prompt text -> row of vectors / norms
-    vectors: np.ndarray  # (P, d) unit vectors
-    norms: np.ndarray  # (P,) raw norms before normalisation
-    source: str = ""
-    source_sha256: str = ""
-    aggregate: str = "mean"
-    index_factory: str | None = None  # FAISS factory for retrieval; None: Flat, or HNSW32 when large
 
 
 def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
@@ -221,6 +144,8 @@ class Store:
 
     def load(self, name: str, version: int | None = None, *, encoder_id: str | None = None) -> Library:
         """Load a library for querying; with ``encoder_id``, refuse a different encoder."""
+        from .query import Library
+
         info = self.library(name, version)
         lib = Library(self, info)
         if encoder_id is not None:
@@ -302,172 +227,3 @@ class Store:
         log.info("wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), offsets[-1])
         with Session(self.engine) as s:
             return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
-
-
-class Library:
-    """A loaded library version: exact scoring and explanations for image vectors."""
-
-    def __init__(self, store: Store, info: LibraryInfo):
-        self.store = store
-        self.info = info
-        expected = {"store_id": store.store_id, "library_id": info.id, "n_descriptors": info.n_descriptors}
-        self.files: IndexFiles = read_index_files(store.index_folder(info), expected)
-        self.vectors = self.files.vectors
-        self.ids = index_ids(self.files.index)
-        if len(self.ids) > 1 and not np.all(np.diff(self.ids) > 0):
-            raise StoreError(f"index of library {info.name!r} is not in descriptor order: re-ingest it")
-        with Session(store.engine) as s:
-            rows = s.execute(
-                select(ClassRow.id, ClassRow.name, ClassRow.baseline_prompt)
-                .where(ClassRow.library_id == info.id)
-                .order_by(ClassRow.position)
-            ).all()
-        self.class_ids = [r[0] for r in rows]
-        self.class_names = [r[1] for r in rows]
-        self.baseline_prompts = [r[2] for r in rows]
-        self._position = {n: i for i, n in enumerate(self.class_names)}
-
-    @property
-    def matrices(self):
-        return self.files.matrices
-
-    def check_encoder(self, encoder_id: str) -> None:
-        if encoder_id != self.info.encoder_id:
-            raise EncoderMismatch(
-                f"library {self.info.name!r} was built with encoder {self.info.encoder_id!r}, "
-                f"not {encoder_id!r}: query it with --model {self.info.encoder_name!r}, "
-                "or re-ingest it with this model"
-            )
-
-    def class_position(self, name: str) -> int:
-        if name in self._position:
-            return self._position[name]
-        close = difflib.get_close_matches(name, self.class_names, n=3)
-        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise InputError(f"library {self.info.name!r} has no class {name!r}{hint}")
-
-    def scores(self, images: np.ndarray, aggregate: str | None = None) -> np.ndarray:
-        """Exact scores of every class, shape (B, C)."""
-        agg = aggregate or self.info.aggregate
-        return score_classes(images, self.matrices, agg, self.vectors)
-
-    @lru_cache(maxsize=4096)  # noqa: B019 - a Library lives as long as its cache should
-    def _class_texts(self, position: int) -> tuple[tuple[str, str], ...]:
-        with Session(self.store.engine) as s:
-            rows = s.execute(
-                select(DescriptorRow.text, DescriptorRow.prompt)
-                .where(DescriptorRow.class_id == self.class_ids[position])
-                .order_by(DescriptorRow.position)
-            ).all()
-        return tuple((r[0], r[1]) for r in rows)
-
-    def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
-        """Every descriptor of a class with its similarity and weight, best first."""
-        lo, hi = self.matrices.offsets[position], self.matrices.offsets[position + 1]
-        scale = self.info.logit_scale
-        if hi == lo:
-            s = float(self.matrices.baseline[position] @ image)
-            return [DescriptorScore("", self.baseline_prompts[position], s, s * scale, 1.0, fallback=True)]
-        unit = self.vectors[lo:hi]
-        sims = unit @ image
-        weights = descriptor_weights(aggregate, sims, unit, self.files.norms[lo:hi])
-        texts = self._class_texts(position)
-        out = [
-            DescriptorScore(t, p, float(sim), float(sim) * scale, float(w))
-            for (t, p), sim, w in zip(texts, sims, weights)
-        ]
-        return sorted(out, key=lambda d: -d.similarity)
-
-    def contrast(self, image: np.ndarray, a: int, b: int, aggregate: str, scores: np.ndarray) -> Contrast:
-        """Split ``score(a) - score(b)`` into per-descriptor contributions that add up exactly.
-
-        With ``score = sum w_d s_d`` and ``mu`` the mean of the two scores, a descriptor of
-        class a contributes ``w_d (s_d - mu / W_a)`` (``W_a = sum w``), one of b the negative
-        of the same; a descriptor text both classes have gets one row with both parts.
-        """
-        mu = (float(scores[a]) + float(scores[b])) / 2
-        rows: dict[str, dict] = {}
-        for side, pos, sign in (("a", a, 1.0), ("b", b, -1.0)):
-            ev = self._evidence(image, pos, aggregate)
-            total = sum(d.weight for d in ev) or 1.0
-            for d in ev:
-                key = d.descriptor if not d.fallback else d.prompt
-                row = rows.setdefault(key, {"a": None, "b": None, "contribution": 0.0})
-                row[side] = d.similarity
-                row["contribution"] += sign * d.weight * (d.similarity - mu / total)
-        na, nb = self.class_names[a], self.class_names[b]
-        out = [
-            ContrastRow(text, r["a"], r["b"], r["contribution"],
-                        na if r["contribution"] > 1e-12 else nb if r["contribution"] < -1e-12 else "-")
-            for text, r in rows.items()
-        ]  # fmt: skip
-        out.sort(key=lambda r: -r.contribution)
-        return Contrast(na, nb, float(scores[a]), float(scores[b]), out)
-
-    def retrieve(self, images: np.ndarray, k: int = 10) -> list[list[Retrieved]]:
-        """The ``k`` best-matching descriptors in the whole library, per image (FAISS)."""
-        k = min(k, self.files.index.ntotal)
-        if k <= 0:
-            return [[] for _ in range(len(images))]
-        sims, ids = search(self.files.index, np.ascontiguousarray(images, dtype=np.float32), k)
-        wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
-        with Session(self.store.engine) as s:
-            meta = {
-                r[0]: r[1:]
-                for r in s.execute(
-                    select(DescriptorRow.id, ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
-                    .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
-                    .where(DescriptorRow.id.in_(wanted))
-                )
-            }
-        return [
-            [Retrieved(meta[int(i)][0], meta[int(i)][1], meta[int(i)][2], float(sim), int(i))
-             for sim, i in zip(srow, irow) if i >= 0]
-            for srow, irow in zip(sims, ids)
-        ]  # fmt: skip
-
-    def explain(
-        self,
-        images: np.ndarray,
-        names: list[str] | None = None,
-        *,
-        aggregate: str | None = None,
-        top: int = 5,
-        compare: tuple[str, str] | None = None,
-        retrieve: int = 10,
-    ) -> list[Explanation]:
-        """Explain each unit image vector (rows of ``images``): exact scores for every class,
-        the evidence of the ``top`` classes, a contrast, the baseline and library-wide hits."""
-        agg = aggregate or self.info.aggregate
-        if agg not in AGGREGATES:
-            raise InputError(f"unknown aggregate {agg!r}: choose one of {', '.join(AGGREGATES)}")
-        images = np.atleast_2d(np.asarray(images, dtype=np.float32))
-        if images.shape[1] != self.info.dim:
-            raise EncoderMismatch(f"image vectors have dimension {images.shape[1]}, library {self.info.name!r} has {self.info.dim}")
-        pair = (self.class_position(compare[0]), self.class_position(compare[1])) if compare else None
-        names = names or [f"image {i}" for i in range(len(images))]
-        scale = self.info.logit_scale
-        scores = self.scores(images, agg)
-        base_scores = images @ self.matrices.baseline.T
-        hits = self.retrieve(images, retrieve)
-        top = max(1, min(top, len(self.class_names)))
-        out = []
-        for i, image in enumerate(images):
-            probs = softmax(scores[i], scale)
-            bprobs = softmax(base_scores[i], scale)
-            ranking = np.argsort(-scores[i], kind="stable")
-            order = ranking[:top]
-            classes = [
-                ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
-                           self._evidence(image, int(c), agg), float(base_scores[i, c]), float(bprobs[c]))
-                for rank, c in enumerate(order)
-            ]  # fmt: skip
-            border = np.argsort(-base_scores[i], kind="stable")[:top]
-            baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
-            a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)
-            contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None
-            out.append(
-                Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,
-                            len(self.class_names), classes, baseline, contrast, hits[i])
-            )  # fmt: skip
-        return out

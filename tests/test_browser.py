@@ -53,7 +53,7 @@ def served(tiny_model, tmp_path):
                         break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"whyclip ui did not start: {server.stderr.read1().decode() if server.stderr else ''}")
+                    raise RuntimeError(f"whyclip ui did not start: {server.stderr.read1().decode() if server.stderr else ''}") from None
                 time.sleep(0.5)
         yield url, home, tiny_model
     finally:

@@ -13,7 +13,7 @@ import streamlit as st
 
 import ingest
 from store import LibraryInfo, Store, WhyclipError
-from store.library import Library
+from store.query import Library
 
 
 @dataclass(frozen=True)
