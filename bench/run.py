@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -42,10 +41,6 @@ sys.path.insert(0, str(ROOT))
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def folder_bytes(path: Path) -> int:
@@ -131,6 +126,28 @@ def clustered_library(n_desc: int, per_class: int = 10, dim: int = 512, seed: in
     return draft, centres
 
 
+QUERY_PROCESS = """
+import resource, sys, numpy as np
+sys.path.insert(0, {root!r})
+from store import Store
+lib = Store.open({home!r}, create=False).load("synthetic")
+for q in np.load({queries!r}):
+    lib.explain(q[None], top=5, retrieve=10)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def query_process_rss(home: str, queries: np.ndarray) -> float:
+    """Peak RSS (MB) of a fresh process that loads the library and explains 20 images."""
+    import subprocess
+
+    path = str(Path(home) / "queries.npy")
+    np.save(path, queries)
+    code = QUERY_PROCESS.format(root=str(ROOT), home=home, queries=path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def straightforward_scores(img: np.ndarray, vectors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The paper's rule as a user writes it: every similarity, then each class's mean."""
     sims = vectors @ img
@@ -166,15 +183,18 @@ def bench_query(size: int, runs: int, results: dict) -> None:
                     out.append(time.perf_counter() - t)
             return out
 
+        in_ram = np.array(lib.vectors)  # the straightforward way holds its matrix in memory
         ours = timed(lambda q: lib.explain(q[None], top=5, retrieve=10))
         scores_only = timed(lambda q: lib.scores(q[None], "mean"))
-        plain = timed(lambda q: straightforward_scores(q, lib.vectors, offsets))
+        retrieval = timed(lambda q: lib.retrieve(q[None], 10))
+        plain = timed(lambda q: straightforward_scores(q, in_ram, offsets))
         agree, worst = 0, 0.0
         for q in queries:
             (exp,) = lib.explain(q[None], top=5, retrieve=0)
-            ref = straightforward_scores(q, lib.vectors, offsets)
+            ref = straightforward_scores(q, in_ram, offsets)
             agree += [lib.class_names[j] for j in np.argsort(-ref, kind="stable")[:5]] == [c.name for c in exp.classes]
             worst = max(worst, float(np.max(np.abs(lib.scores(q[None], "mean")[0] - ref))))
+        query_rss = query_process_rss(home, queries[:20])
         on_disk = folder_bytes(Path(home))
         results["query"].append({
             "descriptors": size, "classes": info.n_classes, "build_s": build, "load_s": load,
@@ -183,7 +203,10 @@ def bench_query(size: int, runs: int, results: dict) -> None:
             "straightforward_p50_ms": pct(plain, 50), "straightforward_p95_ms": pct(plain, 95),
             "scores_speedup": statistics.median(plain) / statistics.median(scores_only),
             "top5_agreement": agree / len(queries), "max_abs_score_diff": worst,
-            "bytes_per_descriptor_on_disk": on_disk / size, "rss_mb": rss_mb(),
+            "retrieval_p50_ms": pct(retrieval, 50), "retrieval_p95_ms": pct(retrieval, 95),
+            "index": info.index_factory, "recall_at_10": info.recall_at_10,
+            "bytes_per_descriptor_on_disk": on_disk / size, "query_process_rss_mb": query_rss,
+            "query_process_rss_bytes_per_descriptor": query_rss * 2**20 / size,
         })  # fmt: skip
         print(f"query {size}: explain p50 {pct(ours, 50):.1f} ms, scores {pct(scores_only, 50):.2f} ms vs "
               f"straightforward {pct(plain, 50):.2f} ms", file=sys.stderr)  # fmt: skip
@@ -230,14 +253,17 @@ def markdown(results: dict) -> str:
     if results["query"]:
         out.append("\n## Query (one image vector; ms)\n")
         out.append("| descriptors | classes | full explanation p50 / p95 | exact scores p50 / p95 | straightforward numpy p50 / p95 "
-                   "| scores speedup | top-5 agree | max abs diff | build s | bytes/descriptor on disk | RSS MB |")  # fmt: skip
-        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                   "| scores speedup | top-5 agree | max abs diff | top-10 retrieval p50 / p95 | index (recall@10) | build s "
+                   "| bytes/descriptor on disk | query process RSS MB (bytes/descriptor) |")  # fmt: skip
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
         for r in results["query"]:
             out.append(
                 f"| {r['descriptors']:,} | {r['classes']:,} | {r['explain_p50_ms']:.1f} / {r['explain_p95_ms']:.1f} | "
                 f"{r['scores_p50_ms']:.2f} / {r['scores_p95_ms']:.2f} | {r['straightforward_p50_ms']:.2f} / "
                 f"{r['straightforward_p95_ms']:.2f} | {r['scores_speedup']:.1f}x | {r['top5_agreement']:.0%} | "
-                f"{r['max_abs_score_diff']:.1e} | {r['build_s']:.1f} | {r['bytes_per_descriptor_on_disk']:.0f} | {r['rss_mb']:.0f} |"
+                f"{r['max_abs_score_diff']:.1e} | {r['retrieval_p50_ms']:.2f} / {r['retrieval_p95_ms']:.2f} | "
+                f"{r['index']} ({r['recall_at_10']:.3f}) | {r['build_s']:.1f} | {r['bytes_per_descriptor_on_disk']:.0f} | "
+                f"{r['query_process_rss_mb']:.0f} ({r['query_process_rss_bytes_per_descriptor']:.0f}) |"
             )
     if results["images"]:
         out.append("\n## Image encoding (ms)\n")

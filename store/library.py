@@ -217,7 +217,7 @@ class Store:
                 row.recall_at_10 = measure_recall(index, vectors, matrices)
                 manifest = {"store_id": self.store_id, "library_id": row.id, "name": draft.name,
                             "version": version, "n_descriptors": int(offsets[-1]), "dim": d,
-                            "encoder_id": draft.encoder.id}  # fmt: skip
+                            "encoder_id": draft.encoder.id, "index_factory": factory}  # fmt: skip
                 write_index_files(folder, index, vectors, matrices, norms, manifest)
                 row.status = schema.READY
                 library_id = row.id

@@ -24,7 +24,7 @@ from .explain import (
 from .index import IndexFiles, index_ids, read_index_files, search
 from .records import LibraryInfo
 from .schema import ClassRow, DescriptorRow
-from .scoring import AGGREGATES, descriptor_weights, score_classes, softmax
+from .scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
 
 if TYPE_CHECKING:
     from .library import Store
@@ -181,14 +181,14 @@ class Library:
         for i, image in enumerate(images):
             probs = softmax(scores[i], scale)
             bprobs = softmax(base_scores[i], scale)
-            ranking = np.argsort(-scores[i], kind="stable")
+            ranking = top_k(scores[i], max(top, 2))
             order = ranking[:top]
             classes = [
                 ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
                            self._evidence(image, int(c), agg), float(base_scores[i, c]), float(bprobs[c]))
                 for rank, c in enumerate(order)
             ]  # fmt: skip
-            border = np.argsort(-base_scores[i], kind="stable")[:top]
+            border = top_k(base_scores[i], top)
             baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
             a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)
             contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None

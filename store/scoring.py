@@ -78,6 +78,17 @@ def score_classes(
     raise ValueError(f"unknown aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best scores, best first; ties keep index order (as a stable sort
+    of all of them would), without sorting all of them."""
+    k = min(k, len(scores))
+    if k >= len(scores):
+        return np.argsort(-scores, kind="stable")
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th largest value
+    candidates = np.flatnonzero(scores >= kth)
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:k]
+
+
 def softmax(scores: np.ndarray, logit_scale: float) -> np.ndarray:
     """``softmax(logit_scale * scores)`` along the last axis, computed stably in float64."""
     z = np.asarray(scores, dtype=np.float64) * logit_scale

@@ -123,3 +123,12 @@ def test_empty_class_falls_back_to_its_baseline_and_says_so(oracle):
     assert len(empty.descriptors) == 1 and empty.descriptors[0].fallback
     assert empty.descriptors[0].prompt == "a photo of a class 5."
     assert lib.info.n_empty_classes == 2
+
+
+def test_top_k_equals_a_stable_full_sort():
+    from store.scoring import top_k
+
+    rng = np.random.default_rng(5)
+    for n, k in [(1, 1), (7, 3), (100, 10), (100, 100), (50, 80)]:
+        scores = rng.integers(0, 6, n).astype(np.float32)  # many ties
+        assert list(top_k(scores, k)) == list(np.argsort(-scores, kind="stable")[:k])
