@@ -10,8 +10,10 @@ text chunk ``concepts`` (``|``-separated), so a test can plant what an image "sh
 from __future__ import annotations
 
 import hashlib
+import io
 
 import numpy as np
+from PIL import Image, PngImagePlugin
 
 from store import EncoderInfo
 
@@ -65,3 +67,12 @@ def _unit(raw: np.ndarray):
     raw = raw.astype(np.float32)
     norms = np.linalg.norm(raw, axis=1)
     return raw / norms[:, None], norms
+
+
+def planted_png(concepts: list[str], colour=(40, 200, 60), size: int = 24) -> bytes:
+    """A small PNG whose text chunk says which concepts the fake encoder should see in it."""
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("concepts", "|".join(concepts))
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG", pnginfo=meta)
+    return buf.getvalue()

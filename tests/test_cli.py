@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 import ingest
-from fakes import FakeEncoder
+from fakes import FakeEncoder, planted_png
 from ui.cli import cli
 
 CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin", "sticky toe pads"]
@@ -33,9 +33,7 @@ def fake(monkeypatch):
 
 
 def planted_image(path: Path, concepts: list[str]) -> Path:
-    meta = PngImagePlugin.PngInfo()
-    meta.add_text("concepts", "|".join(concepts))
-    Image.new("RGB", (24, 24), (40, 200, 60)).save(path, pnginfo=meta)
+    path.write_bytes(planted_png(concepts))
     return path
 
 

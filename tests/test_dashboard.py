@@ -3,18 +3,16 @@ what is rendered equals what the store returns, and bad input never breaks the a
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
 import pytest
 import streamlit as st
-from PIL import Image, PngImagePlugin
 from streamlit.testing.v1 import AppTest
 
 import ingest
 from conftest import ROOT
-from fakes import FakeEncoder
+from fakes import FakeEncoder, planted_png
 from ingest import ingest_library
 
 APP = str(ROOT / "ui" / "app.py")
@@ -44,12 +42,8 @@ def frogs(store, fake):
     return store
 
 
-def png(concepts: list[str], colour=(40, 200, 60)) -> bytes:
-    meta = PngImagePlugin.PngInfo()
-    meta.add_text("concepts", "|".join(concepts))
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), colour).save(buf, format="PNG", pnginfo=meta)
-    return buf.getvalue()
+def png(concepts: list[str]) -> bytes:
+    return planted_png(concepts, size=32)
 
 
 def bomb_png(side: int = 60_000) -> bytes:
