@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def served(tiny_model, tmp_path):
     """A store with one library (tiny CLIP) and `whyclip ui` serving it."""
@@ -42,7 +51,7 @@ def served(tiny_model, tmp_path):
                    capture_output=True, timeout=300)  # fmt: skip
     port = free_port()
     server = subprocess.Popen([*cli, "ui", "--port", str(port), "--library", "demo"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -57,8 +66,9 @@ def served(tiny_model, tmp_path):
                 time.sleep(0.5)
         yield url, home, tiny_model
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and anything it started
         server.wait(timeout=20)
+        assert not _alive(port), "the dashboard kept serving after it was stopped"
 
 
 def test_upload_an_image_and_see_the_explanation(served, tmp_path):

@@ -251,6 +251,9 @@ def ui(ctx, library, port, images, model):
                "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]  # fmt: skip
     click.echo(f"whyclip dashboard on http://127.0.0.1:{port} (Ctrl+C to stop)", err=True)
+    sys.stderr.flush()
+    if os.name == "posix":  # become the server, so that signals (Ctrl+C, kill) reach it directly
+        os.execve(sys.executable, command, env)
     try:
         code = subprocess.call(command, env=env)
     except KeyboardInterrupt:
