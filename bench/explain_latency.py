@@ -68,7 +68,7 @@ def main() -> None:
         cli_wall = time.perf_counter() - t
     i = lib.info
     print(f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, dim {i.dim}; "
-          f"model {args.model} on {enc.device}; {args.runs} runs")
+          f"model {args.model} on {enc.device}, {enc.precision} (checked: {enc.checked}); {args.runs} runs")
     print("| step | p50 ms | p95 ms |\n|---|---:|---:|")
     for name, xs in (("image encode (1 image)", encode), ("explain (scores, evidence, contrast, top-10)", explain),
                      ("image to full explanation", total)):
