@@ -93,11 +93,11 @@ class ClipEncoder:
         give the same id whether loaded by name or from a folder, other weights another."""
         h = hashlib.sha256(self._clip.config.to_json_string(use_diff=False).encode())
         for name, tensor in sorted(self._clip.state_dict().items()):
-            flat = tensor.detach().reshape(-1).float().cpu().numpy()
+            flat = tensor.detach().reshape(-1)
             h.update(name.encode())
             h.update(str(tuple(tensor.shape)).encode())
-            h.update(np.ascontiguousarray(flat[:64]).tobytes())
-            h.update(np.ascontiguousarray(flat[-64:]).tobytes())
+            for part in (flat[:64], flat[-64:]):  # convert only the sample, not the whole tensor
+                h.update(np.ascontiguousarray(part.float().cpu().numpy()).tobytes())
         return h.hexdigest()[:16]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
