@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from .library import Store
@@ -59,11 +59,3 @@ def count(store: Store, encoder_key: str | None = None) -> int:
             q = q.where(EmbeddingRow.encoder_key == encoder_key)
         return int(s.scalar(q) or 0)
 
-
-def clear(store: Store, encoder_key: str | None = None) -> int:
-    """Drop cached vectors (all, or one encoder's); returns how many."""
-    with Session(store.engine) as s, s.begin():
-        q = delete(EmbeddingRow)
-        if encoder_key is not None:
-            q = q.where(EmbeddingRow.encoder_key == encoder_key)
-        return s.execute(q).rowcount or 0

@@ -30,10 +30,6 @@ class ClassMatrices:
     baseline: np.ndarray
     offsets: np.ndarray
 
-    @property
-    def empty(self) -> np.ndarray:
-        return np.diff(self.offsets) == 0
-
 
 def build_class_matrices(
     vectors: np.ndarray, norms: np.ndarray, offsets: np.ndarray, baseline: np.ndarray

@@ -76,3 +76,12 @@ def planted_png(concepts: list[str], colour=(40, 200, 60), size: int = 24) -> by
     buf = io.BytesIO()
     Image.new("RGB", (size, size), colour).save(buf, format="PNG", pnginfo=meta)
     return buf.getvalue()
+
+
+def install_fake(monkeypatch, concepts) -> FakeEncoder:
+    """Make ``ingest.load_encoder`` (what the CLI and the dashboard call) return a fake."""
+    import ingest
+
+    enc = FakeEncoder(concepts)
+    monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)
+    return enc

@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import ingest
-from fakes import FakeEncoder, planted_png
+from fakes import install_fake, planted_png
 from ui.cli import cli
 
 CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin", "sticky toe pads"]
@@ -27,8 +26,7 @@ LIBRARY = {
 
 @pytest.fixture
 def fake(monkeypatch):
-    enc = FakeEncoder(CONCEPTS)
-    monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)
+    enc = install_fake(monkeypatch, CONCEPTS)
     return enc
 
 

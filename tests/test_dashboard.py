@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import ingest
 from conftest import ROOT
-from fakes import FakeEncoder, planted_png
+from fakes import install_fake, planted_png
 from ingest import ingest_library
 
 APP = str(ROOT / "ui" / "app.py")
@@ -27,8 +27,7 @@ LIBRARY = {
 
 @pytest.fixture
 def fake(monkeypatch):
-    enc = FakeEncoder(CONCEPTS)
-    monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)
+    enc = install_fake(monkeypatch, CONCEPTS)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield enc

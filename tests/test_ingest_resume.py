@@ -56,7 +56,7 @@ def test_cache_is_per_encoder(store):
 def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     """SIGKILL a real ingest process after some batches are committed; no version is
     visible; rerunning the same command embeds only what the first run had not committed."""
-    lib = synthetic(600, 20)  # 12,000 descriptors + 600 baseline prompts
+    lib = synthetic(900, 20)  # 18,000 descriptors + 900 baseline prompts
     path = tmp_path / "big.json"
     path.write_text(json.dumps(lib))
     home = tmp_path / "home"
@@ -68,19 +68,19 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     while time.monotonic() < deadline and proc.poll() is None:
         if (home / "whyclip.db").exists():
             store = store or Store.open(home, create=False)
-            if cache.count(store) >= 1200:
+            if cache.count(store) >= 300:  # the first batch is committed
                 break
         time.sleep(0.05)
     assert proc.poll() is None, "the ingest finished before it could be killed: make the library bigger"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     committed = cache.count(store)
-    assert 1200 <= committed < 12600
+    assert 300 <= committed < 18900
     assert store.libraries() == []  # nothing half-written is visible
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     embedded, reused = map(int, re.search(r"\((\d+) embedded, (\d+) from the cache\)", rerun.stdout).groups())
-    assert (embedded, reused) == (12600 - committed, committed)
+    assert (embedded, reused) == (18900 - committed, committed)
     info = store.library("big")
-    assert (info.version, info.n_descriptors, info.n_prompts) == (1, 12000, 12600)
-    assert cache.count(store) == 12600
+    assert (info.version, info.n_descriptors, info.n_prompts) == (1, 18000, 18900)
+    assert cache.count(store) == 18900

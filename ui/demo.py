@@ -25,7 +25,7 @@ Next:
 
 def run_demo(open_store: Callable[[], Store], model: str | None, device: str | None,
              echo: Callable[[str], None] = print, precision: str = "auto") -> None:  # fmt: skip
-    from ingest import ingest_library, load_encoder, read_images
+    from ingest import embed_image_files, ingest_library, load_encoder
 
     try:
         encoder = load_encoder(model, device, precision)
@@ -34,7 +34,7 @@ def run_demo(open_store: Callable[[], Store], model: str | None, device: str | N
     store = open_store()  # only once a model is loaded is anything written
     lib = _demo_library(store, encoder, ingest_library)
     paths = draw_samples(store.home / "demo-images")
-    vectors, _ = encoder.embed_images(read_images(paths))
+    vectors = embed_image_files(encoder, paths)
     for n, exp in enumerate(lib.explain(vectors, [str(p) for p in paths], top=3, retrieve=5)):
         truth = SAMPLE_CLASSES.get(Path(exp.image).name, "?")
         echo(("\n" if n else "") + f"[drawn sample of: {truth}]")
