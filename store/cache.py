@@ -26,8 +26,13 @@ def text_key(text: str) -> str:
 def lookup(store: Store, encoder_key: str, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
     """Cached (unit vector, norm) for those of ``texts`` that have one."""
     keys = {text_key(t): t for t in texts}
+    return {keys[sha]: hit for sha, hit in lookup_hashes(store, encoder_key, list(keys)).items()}
+
+
+def lookup_hashes(store: Store, encoder_key: str, shas: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
+    """Cached (unit vector, norm) by content hash (images are cached by their file's sha256)."""
     found: dict[str, tuple[np.ndarray, float]] = {}
-    shas = list(keys)
+    shas = list(dict.fromkeys(shas))
     with Session(store.engine) as s:
         for start in range(0, len(shas), LOOKUP_BATCH):
             rows = s.execute(
@@ -36,17 +41,22 @@ def lookup(store: Store, encoder_key: str, texts: Sequence[str]) -> dict[str, tu
                 )
             )
             for sha, blob, norm in rows:
-                found[keys[sha]] = (np.frombuffer(blob, dtype="<f4"), float(norm))
+                found[sha] = (np.frombuffer(blob, dtype="<f4"), float(norm))
     return found
 
 
 def save(store: Store, encoder_key: str, texts: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
     """Store one embedded batch, in its own transaction (committed on return)."""
-    rows = [
-        {"encoder_key": encoder_key, "text_sha256": text_key(t), "vector": np.asarray(v, dtype="<f4").tobytes(),
-         "norm": float(n)}
-        for t, v, n in zip(texts, vectors, norms)
-    ]  # fmt: skip
+    save_hashes(store, encoder_key, [text_key(t) for t in texts], vectors, norms)
+
+
+def save_hashes(store: Store, encoder_key: str, shas: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
+    """Store vectors by content hash (duplicates within the batch once), committed on return."""
+    rows = list({
+        sha: {"encoder_key": encoder_key, "text_sha256": sha, "vector": np.asarray(v, dtype="<f4").tobytes(),
+              "norm": float(n)}
+        for sha, v, n in zip(shas, vectors, norms)
+    }.values())  # fmt: skip
     if rows:
         with Session(store.engine) as s, s.begin():
             s.execute(insert(EmbeddingRow), rows)

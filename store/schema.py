@@ -1,7 +1,8 @@
 """The metadata schema (SQLAlchemy) and its ordered migrations.
 
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
-*version*), ``classes`` and ``descriptors``. Descriptor primary keys are the ids
+*version*), ``classes`` and ``descriptors``, the embedding cache, and evaluation runs
+(``eval_runs``, ``eval_images``, ``eval_results``). Descriptor primary keys are the ids
 stored in the FAISS index. Vectors live in index files, not in the database.
 """
 
@@ -127,13 +128,70 @@ class EmbeddingRow(Base):
     norm: Mapped[float] = mapped_column(Float)
 
 
+class EvalRunRow(Base):
+    """One evaluation of a library version on a labelled image set (``whyclip eval``)."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (UniqueConstraint("library_name", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    library_name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    dataset: Mapped[str] = mapped_column(Text)
+    encoder_key: Mapped[str] = mapped_column(String(300))
+    n_images: Mapped[int] = mapped_column(Integer)
+    details: Mapped[str] = mapped_column(Text, default="{}")  # JSON: skipped files, unmatched labels, control
+
+
+class EvalImageRow(Base):
+    """An image of a run: its file, true class and unit vector (so audits need no model)."""
+
+    __tablename__ = "eval_images"
+    __table_args__ = (Index("ix_eval_images_run_position", "run_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[int] = mapped_column(Integer)  # class position in the library version
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit vector, float32 little-endian
+
+
+class EvalResultRow(Base):
+    """One image scored one way: an aggregate of the descriptors, the baseline, or the
+    random-word control; the top classes with scores, and where the true class ranked."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (Index("ix_eval_results_run_method", "run_id", "method"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # the image's position in the run
+    method: Mapped[str] = mapped_column(String(32))
+    top: Mapped[str] = mapped_column(Text)  # JSON [[class position, score], ...], best first
+    true_score: Mapped[float] = mapped_column(Float)
+    true_rank: Mapped[int] = mapped_column(Integer)  # 1 = predicted
+
+
+EVAL_TABLES = ("eval_runs", "eval_images", "eval_results")
+
+
 def _initial(conn: Connection) -> None:
     Base.metadata.create_all(conn)
     conn.execute(Meta.__table__.insert(), [{"key": "store_id", "value": uuid.uuid4().hex}])
 
 
 # Ordered migrations: entry i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_initial]
+# Migration 1 creates the *current* tables, so every later one must be idempotent (checkfirst).
+def _eval_tables(conn: Connection) -> None:
+    """Version 2: evaluation runs (a store created at version 2 already has them)."""
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in EVAL_TABLES], checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _eval_tables]
 
 
 def schema_version(conn: Connection) -> int:

@@ -4,7 +4,8 @@ A text's vector is a seeded pseudo-random direction (from the text's hash) scale
 ``noise`` in the axes no concept uses, plus a unit step along axis ``i`` for every planted
 concept ``i`` the text contains: texts without concepts stay nearly orthogonal to images
 that show concepts. An image's vector is built the same way from the concepts listed in its PNG
-text chunk ``concepts`` (``|``-separated), so a test can plant what an image "shows".
+text chunk ``concepts`` (``|``-separated, ``name*2`` for twice the strength), so a test can
+plant what an image "shows".
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ class FakeEncoder:
         self.embedded: list[str] = []
         self.image_batches: list[int] = []  # sizes of embed_images calls  # every text embedded, in call order (tests count work)
 
-    def _raw(self, text: str, concepts: list[str]) -> np.ndarray:
+    def _raw(self, text: str, concepts: list[str] | dict[str, float]) -> np.ndarray:
+        weights = concepts if isinstance(concepts, dict) else dict.fromkeys(concepts, 1.0)
         v = _hash_vector(text, self.dim) * self.noise
         v[: min(len(self.concepts), self.dim - 1)] = 0.0
         for i, c in enumerate(self.concepts):
-            if c in concepts:
-                v[i % self.dim] += 1.0
+            v[i % self.dim] += weights.get(c, 0.0)
         return v * (1.0 + len(text) / 50.0)  # raw norms differ, as CLIP's do
 
     def count_tokens(self, texts):
@@ -58,9 +59,15 @@ class FakeEncoder:
         self.image_batches.append(len(images))
         raw = []
         for im in images:
-            shown = [c for c in im.info.get("concepts", "").split("|") if c]
+            shown = dict(_weighted(c) for c in im.info.get("concepts", "").split("|") if c)
             raw.append(self._raw(f"image:{im.tobytes()[:64].hex()}", shown))
         return _unit(np.array(raw).reshape(-1, self.dim))
+
+
+def _weighted(concept: str) -> tuple[str, float]:
+    """``"green*2"`` -> ("green", 2.0): an image can show a concept more strongly."""
+    name, _, weight = concept.partition("*")
+    return name, float(weight or 1.0)
 
 
 def _unit(raw: np.ndarray):

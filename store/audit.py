@@ -1,0 +1,318 @@
+"""Audit a stored evaluation run: accuracy, what drives predictions, descriptor hygiene and
+faithfulness controls. Pure numpy over the run's image vectors and the library; no model.
+
+Definitions (``s_d`` an image's similarity to descriptor ``d``, ``w_d`` its weight in its
+class's score, DESIGN.md):
+
+* **top contributor** of a predicted class: its descriptor with the largest ``s_d``.
+* **margin contribution** against class ``b``: the exact split of ``score(a) - score(b)``
+  that ``Library.contrast`` uses, ``w_d (s_d - mu / W_a)`` with ``mu`` the mean of the two
+  scores; the rows of both classes add up to the margin. A descriptor of ``a`` that matches
+  less than ``a``'s share of the midpoint counts towards ``b``, and one of ``b`` that
+  matches more counts towards ``b``: a confused pair lists both kinds, with their class.
+* **flat** descriptor: the standard deviation of its similarity over the run's images is
+  below ``flat_ratio`` times the median over all descriptors (it cannot tell images apart).
+* **deletion**: the predicted class is rescored without its ``k`` most similar descriptors
+  (the explanation's top ``k``), against ``k`` chosen at random; other classes keep their
+  scores, so the prediction can only move to the runner-up.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .query import Library
+from .runs import BASELINE, CONTROL, RunData
+from .schema import SharedTextRow
+from .scoring import AGGREGATES, descriptor_weights
+
+NEAR_MAX = 50_000  # descriptors; the near-duplicate check compares every pair
+FLAT_SAMPLE = 2_000  # images used for each descriptor's similarity spread
+BLOCK = 2048
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    aggregate: str | None = None  # default: the library's
+    delete_k: int = 3
+    random_draws: int = 5
+    pairs: int = 10  # confused pairs listed, with their evidence
+    evidence: int = 5  # descriptor rows per side of a confused pair
+    near_threshold: float = 0.95
+    flat_ratio: float = 0.25
+    seed: int = 0
+
+
+def method_label(method: str) -> str:
+    if method == BASELINE:
+        return "baseline (class name)"
+    if method.startswith(CONTROL):
+        return f"random words ({method[len(CONTROL):]})"
+    return f"descriptors ({method})"
+
+
+def accuracy(run: RunData) -> list[dict]:
+    out = []
+    for method in (*AGGREGATES, BASELINE, *(CONTROL + a for a in AGGREGATES)):
+        r = run.results.get(method)
+        if r is None or len(r.true_rank) == 0:
+            continue
+        out.append({"method": method, "label": method_label(method), "n": len(r.true_rank),
+                    "top1": float(np.mean(r.true_rank == 1)), "top5": float(np.mean(r.true_rank <= 5))})  # fmt: skip
+    return out
+
+
+def per_class(run: RunData, lib: Library, agg: str) -> list[dict]:
+    """Top-1 accuracy of every class that has images: descriptors, baseline, control."""
+    out = []
+    for c in np.unique(run.labels):
+        mask = run.labels == c
+        row = {"class": lib.class_names[c], "n": int(mask.sum()),
+               "top1": float(np.mean(run.results[agg].true_rank[mask] == 1)),
+               "baseline_top1": float(np.mean(run.results[BASELINE].true_rank[mask] == 1))}  # fmt: skip
+        if CONTROL + agg in run.results:
+            row["control_top1"] = float(np.mean(run.results[CONTROL + agg].true_rank[mask] == 1))
+        out.append(row)
+    return out
+
+
+def _class_sims(lib: Library, image: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = lib.matrices.offsets[c], lib.matrices.offsets[c + 1]
+    unit = np.asarray(lib.vectors[lo:hi])
+    return unit @ image, unit
+
+
+def _weights(lib: Library, agg: str, c: int, sims: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    lo, hi = lib.matrices.offsets[c], lib.matrices.offsets[c + 1]
+    return descriptor_weights(agg, sims, unit, np.asarray(lib.files.norms[lo:hi]))
+
+
+def confusions(run: RunData, lib: Library, agg: str, s: AuditSettings) -> list[dict]:
+    """The most frequent (predicted, true) pairs, each with the descriptors that pulled
+    towards the predicted class and those that supported the true one (mean contribution
+    to ``score(predicted) - score(true)`` over the pair's images)."""
+    res = run.results[agg]
+    pred = res.predicted
+    wrong = np.flatnonzero(pred != run.labels)
+    counts = Counter((int(pred[i]), int(run.labels[i])) for i in wrong)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: s.pairs]
+    out = []
+    for (a, b), n in ranked:
+        sums: dict[str, float] = defaultdict(float)
+        owner: dict[str, str] = {}
+        na, nb = lib.class_names[a], lib.class_names[b]
+        for i in wrong[(pred[wrong] == a) & (run.labels[wrong] == b)]:
+            scores = {a: float(res.top_scores[i, 0]), b: float(res.true_score[i])}
+            for r in lib.contrast(run.vectors[i], a, b, agg, scores).rows:
+                sums[r.descriptor] += r.contribution
+                owner[r.descriptor] = "both" if r.a is not None and r.b is not None else na if r.a is not None else nb
+        rows = sorted(((t, v / n) for t, v in sums.items()), key=lambda tv: -tv[1])
+        out.append({
+            "predicted": na, "true": nb, "count": n,
+            "towards_predicted": [{"text": t, "class": owner[t], "contribution": v} for t, v in rows if v > 0][: s.evidence],
+            "towards_true": [{"text": t, "class": owner[t], "contribution": v} for t, v in reversed(rows) if v < 0][: s.evidence],
+        })  # fmt: skip
+    return out
+
+
+def drivers(run: RunData, lib: Library, agg: str) -> list[dict]:
+    """Per descriptor of a predicted class: how often it was its class's top contributor
+    (correct / wrong predictions) and its mean margin contribution against the runner-up."""
+    res = run.results[agg]
+    offsets = lib.matrices.offsets
+    n_rows = int(offsets[-1])
+    n_pred = np.zeros(n_rows, np.int64)
+    top_ok = np.zeros(n_rows, np.int64)
+    top_bad = np.zeros(n_rows, np.int64)
+    margin = np.zeros(n_rows, np.float64)
+    for i, image in enumerate(run.vectors):
+        a = int(res.top[i, 0])
+        lo, hi = offsets[a], offsets[a + 1]
+        if hi == lo:
+            continue
+        sims, unit = _class_sims(lib, image, a)
+        n_pred[lo:hi] += 1
+        best = lo + int(np.argmax(sims))
+        (top_ok if a == run.labels[i] else top_bad)[best] += 1
+        if res.top.shape[1] > 1:
+            w = _weights(lib, agg, a, sims, unit)
+            mu = (res.top_scores[i, 0] + res.top_scores[i, 1]) / 2
+            margin[lo:hi] += w * (sims - mu / w.sum())
+    out = []
+    for c in np.unique(res.predicted):
+        lo, hi = offsets[c], offsets[c + 1]
+        for j, (text, _prompt) in enumerate(lib._class_texts(int(c))):
+            d = lo + j
+            out.append({"class": lib.class_names[c], "text": text, "predicted": int(n_pred[d]),
+                        "top_correct": int(top_ok[d]), "top_wrong": int(top_bad[d]),
+                        "mean_margin": float(margin[d] / n_pred[d]) if n_pred[d] else 0.0})  # fmt: skip
+    out.sort(key=lambda r: (-(r["top_correct"] + r["top_wrong"]), -r["mean_margin"], r["class"], r["text"]))
+    return out
+
+
+def _row_classes(lib: Library) -> np.ndarray:
+    return np.repeat(np.arange(len(lib.class_names)), np.diff(lib.matrices.offsets))
+
+
+def _row_texts(lib: Library) -> list[str]:
+    return [t for c in range(len(lib.class_names)) for t, _ in lib._class_texts(c)]
+
+
+def shared_texts(lib: Library, min_classes: int = 2) -> list[dict]:
+    with Session(lib.store.engine) as s:
+        rows = s.execute(
+            select(SharedTextRow.text, SharedTextRow.classes, SharedTextRow.examples)
+            .where(SharedTextRow.library_id == lib.info.id, SharedTextRow.classes >= min_classes)
+            .order_by(SharedTextRow.classes.desc(), SharedTextRow.text)
+        ).all()
+    return [{"text": t, "classes": n, "examples": ex} for t, n, ex in rows]
+
+
+def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[list[dict], str | None]:
+    """Pairs of prompts of *different* classes and different texts whose vectors have a
+    cosine of at least ``threshold`` (the same text in several classes is listed as shared)."""
+    n = int(lib.matrices.offsets[-1])
+    if n > NEAR_MAX:
+        return [], f"near-identical prompts not checked: {n:,} descriptors is over {NEAR_MAX:,} (every pair is compared)"
+    vec = np.asarray(lib.vectors, dtype=np.float32)
+    cls = _row_classes(lib)
+    out = []
+    for start in range(0, n, BLOCK):
+        block = vec[start : start + BLOCK] @ vec.T
+        for i, j in zip(*np.nonzero(block >= threshold)):
+            gi = start + int(i)
+            if j <= gi or cls[gi] == cls[j] or texts[gi] == texts[j]:
+                continue
+            out.append({"class_a": lib.class_names[cls[gi]], "text_a": texts[gi], "class_b": lib.class_names[cls[j]],
+                        "text_b": texts[j], "cosine": float(block[i, j])})  # fmt: skip
+    out.sort(key=lambda r: (-r["cosine"], r["class_a"], r["text_a"]))
+    return out, None
+
+
+def flat_descriptors(run: RunData, lib: Library, ratio: float, texts: list[str], seed: int) -> tuple[list[dict], dict]:
+    """Descriptors whose similarity barely varies over the run's images."""
+    n = int(lib.matrices.offsets[-1])
+    if len(run.vectors) < 2 or n == 0:
+        return [], {"note": "needs at least two images and one descriptor"}
+    images = run.vectors
+    if len(images) > FLAT_SAMPLE:
+        images = images[np.sort(np.random.default_rng(seed).choice(len(images), FLAT_SAMPLE, replace=False))]
+    std = np.empty(n, np.float64)
+    mean = np.empty(n, np.float64)
+    for start in range(0, n, BLOCK):
+        sims = images @ np.asarray(lib.vectors[start : start + BLOCK]).T
+        std[start : start + sims.shape[1]] = sims.std(axis=0)
+        mean[start : start + sims.shape[1]] = sims.mean(axis=0)
+    median = float(np.median(std))
+    cls = _row_classes(lib)
+    flat = np.flatnonzero(std < ratio * median)
+    rows = [{"class": lib.class_names[cls[d]], "text": texts[d], "std": float(std[d]), "mean": float(mean[d])}
+            for d in flat[np.argsort(std[flat], kind="stable")]]  # fmt: skip
+    return rows, {"median_std": median, "threshold": ratio * median, "images": len(images)}
+
+
+def _rescore(agg: str, sims: np.ndarray, unit: np.ndarray, norms: np.ndarray, keep: np.ndarray) -> float:
+    if agg == "mean":
+        return float(sims[keep].mean())
+    if agg == "max":
+        return float(sims[keep].max())
+    raw = (unit[keep].astype(np.float64) * norms[keep, None].astype(np.float64)).sum(axis=0)
+    return float((norms[keep] * sims[keep]).sum() / np.linalg.norm(raw))
+
+
+def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int) -> dict:
+    """Remove the predicted class's top-``k`` descriptors (or ``k`` random ones) and rescore."""
+    res = run.results[agg]
+    offsets = lib.matrices.offsets
+    rng = np.random.default_rng(seed)
+    used, skipped = [], 0
+    drop_top, drop_rand, ok_before, ok_top, ok_rand = [], [], [], [], []
+    for i, image in enumerate(run.vectors):
+        a = int(res.top[i, 0])
+        lo, hi = offsets[a], offsets[a + 1]
+        n = hi - lo
+        if n <= k or res.top.shape[1] < 2:
+            skipped += 1
+            continue
+        sims, unit = _class_sims(lib, image, a)
+        norms = np.asarray(lib.files.norms[lo:hi])
+        old, (b, other) = float(res.top_scores[i, 0]), (int(res.top[i, 1]), float(res.top_scores[i, 1]))
+
+        def after(removed: np.ndarray) -> tuple[float, bool]:
+            keep = np.setdiff1d(np.arange(n), removed)
+            new = _rescore(agg, sims, unit, norms, keep)
+            winner = a if (new > other or (new == other and a < b)) else b
+            return old - new, winner == run.labels[i]
+
+        d, ok = after(np.argsort(-sims, kind="stable")[:k])
+        drop_top.append(d)
+        ok_top.append(ok)
+        rand = [after(rng.choice(n, size=k, replace=False)) for _ in range(draws)]
+        drop_rand.append(np.mean([x for x, _ in rand]))
+        ok_rand.append(np.mean([y for _, y in rand]))
+        ok_before.append(a == run.labels[i])
+        used.append(i)
+    if not used:
+        return {"k": k, "images": 0, "skipped": skipped,
+                "note": f"no predicted class has more than {k} descriptors: lower --delete-k"}  # fmt: skip
+    return {
+        "k": k, "draws": draws, "images": len(used), "skipped": skipped,
+        "accuracy_before": float(np.mean(ok_before)), "accuracy_top_removed": float(np.mean(ok_top)),
+        "accuracy_random_removed": float(np.mean(ok_rand)), "score_drop_top": float(np.mean(drop_top)),
+        "score_drop_random": float(np.mean(drop_rand)),
+    }  # fmt: skip
+
+
+def random_control(acc: list[dict], agg: str) -> dict:
+    by = {a["method"]: a for a in acc}
+    real, ctrl = by.get(agg), by.get(CONTROL + agg)
+    if real is None or ctrl is None:
+        return {"note": "this run has no random-word control"}
+    gain = real["top1"] - ctrl["top1"]
+    if gain > 0:
+        verdict = f"the descriptors beat random words by {100 * gain:.1f} points of top-1 accuracy"
+    else:
+        verdict = (f"the descriptors do NOT beat random words ({100 * real['top1']:.1f}% vs {100 * ctrl['top1']:.1f}% "
+                   "top-1): any gain over the baseline may not come from what the descriptors say")  # fmt: skip
+    return {"descriptors_top1": real["top1"], "random_top1": ctrl["top1"], "gain": gain, "verdict": verdict,
+            "baseline_top1": by[BASELINE]["top1"] if BASELINE in by else None}  # fmt: skip
+
+
+def audit(run: RunData, lib: Library, settings: AuditSettings | None = None) -> dict:
+    """Everything a report shows, as plain data (the JSON format of ``whyclip audit``)."""
+    s = settings or AuditSettings()
+    agg = s.aggregate or lib.info.aggregate
+    texts = _row_texts(lib)
+    acc = accuracy(run)
+    classes = per_class(run, lib, agg)
+    near, near_note = near_identical(lib, s.near_threshold, texts)
+    flat, flat_stats = flat_descriptors(run, lib, s.flat_ratio, texts, s.seed)
+    notes = [near_note] if near_note else []
+    return {
+        "run": run.info.to_dict(),
+        "library": {"name": lib.info.name, "version": lib.info.version, "classes": len(lib.class_names),
+                    "descriptors": int(lib.matrices.offsets[-1]), "encoder": lib.info.encoder_name},
+        "aggregate": agg,
+        "settings": dict(vars(s), aggregate=agg),
+        "accuracy": acc,
+        "per_class": classes,
+        "confusions": confusions(run, lib, agg, s),
+        "drivers": drivers(run, lib, agg),
+        "hygiene": {
+            "shared_texts": shared_texts(lib),
+            "near_identical": near,
+            "flat": flat,
+            "flat_stats": flat_stats,
+            "worse_than_baseline": [c for c in classes if c["top1"] < c["baseline_top1"]],
+            "notes": notes,
+        },
+        "controls": {
+            "deletion": deletion(run, lib, agg, s.delete_k, s.random_draws, s.seed),
+            "random_words": random_control(acc, agg),
+        },
+    }

@@ -1,0 +1,190 @@
+"""Evaluation runs: a library version scored on a labelled image set, stored whole.
+
+A run keeps, per image, its file, true class and unit vector, and for every way of scoring
+(each aggregate of the descriptors, the class-name baseline, the random-word control) the
+top classes with their scores and the rank of the true class. Audits read runs back and
+need no model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from .errors import InputError, StoreError
+from .library import Store
+from .schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
+from .scoring import AGGREGATES
+
+BASELINE = "baseline"
+CONTROL = "control:"  # + aggregate: the random-word control library
+METHODS = (*AGGREGATES, BASELINE, *(CONTROL + a for a in AGGREGATES))
+TOP = 5  # classes kept per image and method
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    name: str
+    library_name: str
+    library_version: int
+    library_id: int
+    created_at: dt.datetime
+    dataset: str
+    encoder_key: str
+    n_images: int
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dict(vars(self))
+        d["created_at"] = self.created_at.isoformat()
+        return d
+
+
+@dataclass(frozen=True)
+class MethodResults:
+    """One way of scoring every image of a run: ``top`` (N, k) class positions best first,
+    their ``top_scores``, the true class's score and its rank (1 = predicted)."""
+
+    top: np.ndarray
+    top_scores: np.ndarray
+    true_score: np.ndarray
+    true_rank: np.ndarray
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.top[:, 0]
+
+
+@dataclass(frozen=True)
+class RunData:
+    info: RunInfo
+    paths: list[str]
+    labels: np.ndarray  # (N,) class positions
+    vectors: np.ndarray  # (N, d) unit image vectors
+    results: dict[str, MethodResults]
+
+
+def rank_results(scores: np.ndarray, labels: np.ndarray, k: int = TOP) -> MethodResults:
+    """Top ``k`` classes per row of ``scores`` (B, C), best first (ties: lower position
+    first), and the true class's score and rank under the same order."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n, c = scores.shape
+    k = min(k, c)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)
+    true = scores[rows, labels]
+    above = (scores > true[:, None]).sum(axis=1)
+    tied_before = ((scores == true[:, None]) & (np.arange(c)[None, :] < labels[:, None])).sum(axis=1)
+    return MethodResults(order.astype(np.int64), np.take_along_axis(scores, order, axis=1), true,
+                         (1 + above + tied_before).astype(np.int64))  # fmt: skip
+
+
+def _info(row: EvalRunRow, version: int) -> RunInfo:
+    return RunInfo(row.id, row.name, row.library_name, version, row.library_id, row.created_at, row.dataset,
+                   row.encoder_key, row.n_images, json.loads(row.details or "{}"))  # fmt: skip
+
+
+def list_runs(store: Store, library: str | None = None) -> list[RunInfo]:
+    """Every run (of one library name, or all), oldest first."""
+    with Session(store.engine) as s:
+        q = select(EvalRunRow, LibraryRow.version).join(LibraryRow, LibraryRow.id == EvalRunRow.library_id)
+        if library is not None:
+            q = q.where(EvalRunRow.library_name == library)
+        return [_info(r, v) for r, v in s.execute(q.order_by(EvalRunRow.id)).all()]
+
+
+def unused_name(store: Store, library: str, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... whichever no run of ``library`` has yet."""
+    taken = {r.name for r in list_runs(store, library)}
+    if stem not in taken:
+        return stem
+    n = 2
+    while f"{stem}-{n}" in taken:
+        n += 1
+    return f"{stem}-{n}"
+
+
+def find_run(store: Store, library: str, name: str | None = None) -> RunInfo:
+    """The run ``name`` of ``library`` (default: its newest), or a one-line error."""
+    runs = list_runs(store, library)
+    if not runs:
+        raise InputError(f"library {library!r} has no evaluation runs yet: run 'whyclip eval DATASET --library {library}' first")
+    if name is None:
+        return runs[-1]
+    for r in runs:
+        if r.name == name:
+            return r
+    names = ", ".join(r.name for r in runs[-8:])
+    raise InputError(f"library {library!r} has no run {name!r} (its runs: {names}); see 'whyclip runs'")
+
+
+def save_run(
+    store: Store, *, library_id: int, library_name: str, name: str, dataset: str, encoder_key: str,
+    paths: list[str], shas: list[str], labels: np.ndarray, vectors: np.ndarray,
+    results: dict[str, MethodResults], details: dict,
+) -> RunInfo:  # fmt: skip
+    """Write a whole run in one transaction: readers see all of it or none."""
+    if any(r.name == name for r in list_runs(store, library_name)):
+        raise InputError(f"library {library_name!r} already has a run {name!r}: choose another --name")
+    unknown = set(results) - set(METHODS)
+    if unknown:
+        raise StoreError(f"unknown scoring methods {sorted(unknown)}")
+    with Session(store.engine) as s, s.begin():
+        row = EvalRunRow(library_id=library_id, library_name=library_name, name=name,
+                         created_at=dt.datetime.now(dt.timezone.utc), dataset=dataset, encoder_key=encoder_key,
+                         n_images=len(paths), details=json.dumps(details))  # fmt: skip
+        s.add(row)
+        s.flush()
+        s.execute(insert(EvalImageRow), [
+            {"run_id": row.id, "position": i, "path": p, "sha256": h, "label": int(y),
+             "vector": np.asarray(v, dtype="<f4").tobytes()}
+            for i, (p, h, y, v) in enumerate(zip(paths, shas, labels, vectors))
+        ])  # fmt: skip
+        for method, r in results.items():
+            s.execute(insert(EvalResultRow), [
+                {"run_id": row.id, "position": i, "method": method,
+                 "top": json.dumps([[int(c), round(float(x), 7)] for c, x in zip(r.top[i], r.top_scores[i])]),
+                 "true_score": float(r.true_score[i]), "true_rank": int(r.true_rank[i])}
+                for i in range(len(paths))
+            ])  # fmt: skip
+        run_id = row.id
+        version = s.scalar(select(LibraryRow.version).where(LibraryRow.id == library_id))
+    with Session(store.engine) as s:
+        return _info(s.get(EvalRunRow, run_id), int(version))
+
+
+def load_run(store: Store, info: RunInfo) -> RunData:
+    """A stored run's images, vectors and results."""
+    with Session(store.engine) as s:
+        images = s.execute(
+            select(EvalImageRow.path, EvalImageRow.label, EvalImageRow.vector)
+            .where(EvalImageRow.run_id == info.id)
+            .order_by(EvalImageRow.position)
+        ).all()
+        rows = s.execute(
+            select(EvalResultRow.method, EvalResultRow.top, EvalResultRow.true_score, EvalResultRow.true_rank)
+            .where(EvalResultRow.run_id == info.id)
+            .order_by(EvalResultRow.method, EvalResultRow.position)
+        ).all()
+    n = len(images)
+    vectors = np.stack([np.frombuffer(v, dtype="<f4") for _, _, v in images]).astype(np.float32) if n else np.zeros((0, 0), np.float32)
+    grouped: dict[str, list] = {}
+    for method, top, true_score, true_rank in rows:
+        grouped.setdefault(method, []).append((json.loads(top), true_score, true_rank))
+    results = {}
+    for method, items in grouped.items():
+        k = min(len(t) for t, _, _ in items)
+        results[method] = MethodResults(
+            np.array([[c for c, _ in t[:k]] for t, _, _ in items], dtype=np.int64).reshape(n, k),
+            np.array([[x for _, x in t[:k]] for t, _, _ in items], dtype=np.float64).reshape(n, k),
+            np.array([x for _, x, _ in items], dtype=np.float64),
+            np.array([r for _, _, r in items], dtype=np.int64),
+        )
+    return RunData(info, [p for p, _, _ in images], np.array([y for _, y, _ in images], dtype=np.int64), vectors, results)
+

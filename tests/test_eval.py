@@ -1,0 +1,230 @@
+"""whyclip eval / audit on a planted world: a fake encoder whose vectors are known concepts,
+so accuracies, drivers, confusions and hygiene findings are known before the run.
+
+The library (bare template, so a prompt is its descriptor text) and what each image shows
+(``name*2`` = twice as strongly):
+
+  tree frog: green skin, big eyes, webbed feet        F1, F2: frog, green*2, eyes
+  banana:    yellow peel, curved shape, smooth surface B1, B2: banana, curved*2, yellow;  B3: banana, eyes*2
+  stop sign: red colour, octagon shape, smooth surface, curved edge     S1, S2: stop, red*2, octagon
+  sunflower: dark seeds, round head                    U1, U2: sunflower, yellow*2
+
+Baseline prompts ("a photo of a tree frog.") carry the class concept, which every image of
+its class shows, so the baseline gets all 9 right. Under the mean aggregate B3 goes to tree
+frog ("big eyes") and both sunflowers to banana ("yellow peel"): 6/9. "webbed feet",
+"smooth surface", "dark seeds" and "round head" match no concept any image shows (flat);
+"curved shape" and "curved edge" are the same concept in two classes (near-identical);
+"smooth surface" is in two classes (shared).
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from fakes import FakeEncoder, planted_png
+from ingest import ingest_library, read_image
+from ingest.evaluate import control_descriptors, match_labels, read_dataset, run_eval
+from store import Store
+from store.audit import AuditSettings, audit
+from store.errors import InputError
+from store.runs import find_run, list_runs, load_run
+
+CONCEPTS = ["frog", "banana", "stop", "sunflower", "green", "eyes", "yellow", "curved", "red", "octagon"]
+LIBRARY = {
+    "tree frog": ["green skin", "big eyes", "webbed feet"],
+    "banana": ["yellow peel", "curved shape", "smooth surface"],
+    "stop sign": ["red colour", "octagon shape", "smooth surface", "curved edge"],
+    "sunflower": ["dark seeds", "round head"],
+}
+IMAGES = {  # folder -> [(file, concepts)]
+    "tree frog": [("f1.png", "frog|green*2|eyes"), ("f2.png", "frog|green*2|eyes")],
+    "banana": [("b1.png", "banana|curved*2|yellow"), ("b2.png", "banana|curved*2|yellow"), ("b3.png", "banana|eyes*2")],
+    "stop sign": [("s1.png", "stop|red*2|octagon"), ("s2.png", "stop|red*2|octagon")],
+    "sunflower": [("u1.png", "sunflower|yellow*2"), ("u2.png", "sunflower|yellow*2")],
+}
+
+
+def write_dataset(root, images=IMAGES, rename=None):
+    for k, (folder, files) in enumerate(images.items()):
+        d = root / (rename or {}).get(folder, folder)
+        d.mkdir(parents=True, exist_ok=True)
+        for j, (name, concepts) in enumerate(files):
+            (d / name).write_bytes(planted_png(concepts.split("|"), colour=(10 * k, 20 * j, 99)))
+    return root
+
+
+@pytest.fixture
+def world(tmp_path):
+    store = Store.open(tmp_path / "home")
+    enc = FakeEncoder(CONCEPTS, noise=0.01)
+    ingest_library(store, LIBRARY, "planted", enc, template="bare")
+    return store, enc, store.load("planted"), write_dataset(tmp_path / "data")
+
+
+def test_planted_accuracies_confusions_and_drivers(world):
+    store, enc, lib, data = world
+    report = run_eval(store, lib, read_dataset(data), enc, name="r1")
+    assert report.run.n_images == 9 and report.skipped == [] and report.n_embedded == 9
+    run = load_run(store, find_run(store, "planted", "r1"))
+    out = audit(run, lib, AuditSettings(delete_k=1, near_threshold=0.9))
+    acc = {a["method"]: a for a in out["accuracy"]}
+    assert acc["mean"]["top1"] == pytest.approx(6 / 9)
+    assert acc["baseline"]["top1"] == 1.0
+    assert acc["mean"]["top5"] == 1.0  # four classes: the true one is always in the top 5
+    per = {c["class"]: (c["n"], c["top1"], c["baseline_top1"]) for c in out["per_class"]}
+    assert per == {"tree frog": (2, 1.0, 1.0), "banana": (3, pytest.approx(2 / 3), 1.0),
+                   "stop sign": (2, 1.0, 1.0), "sunflower": (2, 0.0, 1.0)}  # fmt: skip
+    pairs = [(c["predicted"], c["true"], c["count"]) for c in out["confusions"]]
+    assert pairs == [("banana", "sunflower", 2), ("tree frog", "banana", 1)]
+    assert out["confusions"][0]["towards_predicted"][0]["text"] == "yellow peel"
+    assert out["confusions"][1]["towards_predicted"][0]["text"] == "big eyes"
+    drivers = {(d["class"], d["text"]): (d["top_correct"], d["top_wrong"]) for d in out["drivers"]}
+    assert drivers[("tree frog", "green skin")] == (2, 0)
+    assert drivers[("tree frog", "big eyes")] == (0, 1)
+    assert drivers[("banana", "curved shape")] == (2, 0)
+    assert drivers[("banana", "yellow peel")] == (0, 2)
+    assert drivers[("stop sign", "red colour")] == (2, 0)
+    assert sum(a + b for a, b in drivers.values()) == 9  # one top contributor per image
+    assert "sunflower" not in {d["class"] for d in out["drivers"]}  # never predicted
+
+
+def test_planted_hygiene(world):
+    store, enc, lib, data = world
+    run_eval(store, lib, read_dataset(data), enc, name="r1")
+    out = audit(load_run(store, find_run(store, "planted")), lib, AuditSettings(near_threshold=0.9))
+    h = out["hygiene"]
+    assert [(s["text"], s["classes"]) for s in h["shared_texts"]] == [("smooth surface", 2)]
+    assert [(p["class_a"], p["text_a"], p["class_b"], p["text_b"]) for p in h["near_identical"]] == [
+        ("banana", "curved shape", "stop sign", "curved edge")]  # fmt: skip
+    assert h["near_identical"][0]["cosine"] > 0.99
+    assert sorted((f["class"], f["text"]) for f in h["flat"]) == [
+        ("banana", "smooth surface"), ("stop sign", "smooth surface"), ("sunflower", "dark seeds"),
+        ("sunflower", "round head"), ("tree frog", "webbed feet")]  # fmt: skip
+    assert [c["class"] for c in h["worse_than_baseline"]] == ["banana", "sunflower"]
+
+
+def test_stored_results_match_an_independent_oracle(world):
+    """Every method's stored top classes and true rank equal a straightforward recomputation
+    from the fake encoder's own vectors (descriptors, baseline, and the random-word control)."""
+    store, enc, lib, data = world
+    run_eval(store, lib, read_dataset(data), enc, name="r1")
+    run = load_run(store, find_run(store, "planted", "r1"))
+    names = list(LIBRARY)
+    images, _ = enc.embed_images([read_image(p) for p in run.paths])
+    assert np.allclose(images, run.vectors, atol=1e-6)
+
+    def oracle(descs: dict[str, list[str]], method: str) -> np.ndarray:
+        out = np.zeros((len(images), len(names)))
+        for c, name in enumerate(names):
+            vecs, norms = enc.embed_texts(descs[name])
+            sims = images @ vecs.T
+            if method == "mean":
+                out[:, c] = sims.mean(axis=1)
+            elif method == "max":
+                out[:, c] = sims.max(axis=1)
+            else:
+                raw = (vecs * norms[:, None]).sum(axis=0)
+                out[:, c] = images @ (raw / np.linalg.norm(raw))
+        return out
+
+    control = dict(zip(names, control_descriptors(lib)))
+    assert [len(v) for v in control.values()] == [len(v) for v in LIBRARY.values()]
+    assert [[len(t.split()) for t in v] for v in control.values()] == [[len(t.split()) for t in v] for v in LIBRARY.values()]
+    words = {w for v in LIBRARY.values() for t in v for w in t.split()}
+    assert {w for v in control.values() for t in v for w in t.split()} <= words
+    base_vecs, _ = enc.embed_texts([f"a photo of a {n}." for n in names])
+    cases = {m: oracle(LIBRARY, m) for m in ("mean", "centroid", "max")}
+    cases["baseline"] = images @ base_vecs.T
+    cases.update({f"control:{m}": oracle(control, m) for m in ("mean", "centroid", "max")})
+    for method, scores in cases.items():
+        r = run.results[method]
+        assert np.array_equal(r.top[:, 0], np.argmax(scores, axis=1)), method
+        assert np.allclose(r.true_score, scores[np.arange(len(images)), run.labels], atol=1e-5), method
+        ranks = 1 + (scores > scores[np.arange(len(images)), run.labels][:, None]).sum(axis=1)
+        assert np.array_equal(r.true_rank, ranks), method
+
+
+def test_deletion_control_matches_a_recomputation(world):
+    store, enc, lib, data = world
+    run_eval(store, lib, read_dataset(data), enc, name="r1")
+    run = load_run(store, find_run(store, "planted"))
+    d = audit(run, lib, AuditSettings(delete_k=1, random_draws=3))["controls"]["deletion"]
+    assert d["images"] == 9 and d["skipped"] == 0  # every predicted class has more than 1 descriptor
+    # Top-1 removal under the mean: the class's mean without its most similar descriptor.
+    drops, kept = [], 0
+    for i, x in enumerate(run.vectors):
+        a = run.results["mean"].top[i, 0]
+        lo, hi = lib.matrices.offsets[a], lib.matrices.offsets[a + 1]
+        sims = np.sort(lib.vectors[lo:hi] @ x)[::-1]
+        new = sims[1:].mean()
+        drops.append(sims.mean() - new)
+        runner = run.results["mean"].top_scores[i, 1]
+        winner = a if new > runner else run.results["mean"].top[i, 1]
+        kept += winner == run.labels[i]
+    assert d["score_drop_top"] == pytest.approx(np.mean(drops), abs=1e-6)
+    assert d["accuracy_top_removed"] == pytest.approx(kept / 9)
+    assert d["accuracy_before"] == pytest.approx(6 / 9)
+    assert d["score_drop_top"] > d["score_drop_random"]  # removing the best always costs most
+
+
+def test_a_second_library_and_a_rerun_embed_no_image_again(world, tmp_path):
+    store, enc, lib, data = world
+    run_eval(store, lib, read_dataset(data), enc, name="r1")
+    ingest_library(store, {k: v[:2] for k, v in LIBRARY.items()}, "other", enc, template="bare")
+    before = sum(enc.image_batches)
+    second = run_eval(store, store.load("other"), read_dataset(data), enc)
+    again = run_eval(store, lib, read_dataset(data), enc)
+    assert sum(enc.image_batches) == before and second.n_cached == 9 and again.n_embedded == 0
+    assert again.run.name == "data" and run_eval(store, lib, read_dataset(data), enc).run.name == "data-2"
+    with pytest.raises(InputError, match="already has a run 'r1'"):
+        run_eval(store, lib, read_dataset(data), enc, name="r1")
+
+
+def test_labels_match_loosely_and_unmatched_ones_refuse_or_skip(world, tmp_path):
+    store, enc, lib, _ = world
+    assert match_labels(["Tree_Frog", "STOP  sign", "banana", "cat"], list(LIBRARY)) == (
+        {"Tree_Frog": 0, "STOP  sign": 2, "banana": 1}, ["cat"])  # fmt: skip
+    images = dict(IMAGES, cat=[("c1.png", "frog")])
+    data = write_dataset(tmp_path / "d2", images, rename={"tree frog": "Tree_Frog"})
+    with pytest.raises(InputError, match=r"1 label\(s\) match no class .*'cat' \(1 images.*--skip-unmatched"):
+        run_eval(store, lib, read_dataset(data), enc)
+    assert list_runs(store, "planted") == []  # refused before anything was stored
+    report = run_eval(store, lib, read_dataset(data), enc, skip_unmatched=True)
+    assert report.run.n_images == 9 and report.unmatched == {"cat": 1}
+
+
+def test_an_unreadable_image_is_reported_and_skipped(world):
+    store, enc, lib, data = world
+    (data / "banana" / "b2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (data / "banana" / "notes.txt").write_text("not an image, not listed")
+    report = run_eval(store, lib, read_dataset(data), enc)
+    assert report.run.n_images == 8
+    assert len(report.skipped) == 1 and "b2.png" in report.skipped[0] and "truncated" in report.skipped[0]
+    run = load_run(store, report.run)
+    assert run.info.details["skipped"] == report.skipped and not any("b2.png" in p for p in run.paths)
+
+
+def test_a_csv_dataset(world, tmp_path):
+    store, enc, lib, data = world
+    rows = [("path", "label")] + [(f"data/{folder}/{f}", folder) for folder, files in IMAGES.items() for f, _ in files]
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    ds = read_dataset(tmp_path / "labels.csv")
+    assert len(ds.items) == 9 and ds.items[0][0] == (data / "tree frog" / "f1.png").resolve()
+    assert run_eval(store, lib, ds, enc).run.n_images == 9
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "no such dataset"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no class subfolders"),
+    (lambda p: (p / "e2" / "cls").mkdir(parents=True) or p / "e2", "hold no images"),
+    (lambda p: (p / "x.txt").write_text("a") and p / "x.txt", "not a folder or a .csv"),
+    (lambda p: (p / "bad.csv").write_text("a.png,cat,extra\n") and p / "bad.csv", "line 1: expected two fields"),
+])  # fmt: skip
+def test_bad_datasets_are_refused_with_one_line(tmp_path, make, message):
+    with pytest.raises(InputError, match=message) as err:
+        read_dataset(make(tmp_path))
+    assert "\n" not in str(err.value)
