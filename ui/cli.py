@@ -217,6 +217,141 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
         ctx.exit(1)
 
 
+@cli.command("eval")
+@click.argument("dataset", type=click.Path())
+@click.option("--library", "-l", required=True, help="Library to evaluate.")
+@click.option("--version", "lib_version", type=int, default=None, help="Library version [default: newest].")
+@click.option("--name", default=None, help="Name of the run [default: the dataset's name, numbered if taken].")
+@click.option("--skip-unmatched", is_flag=True, help="Leave out images whose label matches no class, instead of refusing.")
+@click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@PRECISION
+@click.pass_context
+def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, device, as_json, precision):
+    """Score a labelled DATASET with a library and store the run for 'whyclip audit'.
+
+    DATASET is a folder with one subfolder of images per class (ImageFolder) or a CSV of
+    path,label rows. Labels must match the library's classes (case, underscores and spaces
+    ignored). Every image is scored by each aggregate, by the class-name baseline and by a
+    random-word control library; an unreadable image is reported and skipped.
+    """
+    from ingest import load_encoder
+    from ingest.evaluate import match_labels, read_dataset, run_eval, unmatched_error
+    from store.audit import AuditSettings, accuracy, confusions, per_class
+    from store.runs import list_runs, load_run
+
+    from .report import accuracy_lines, confusion_lines, per_class_lines
+
+    store = _store(ctx, create=False)
+    lib = store.load(library, lib_version)
+    data = read_dataset(dataset)
+    labels = [label for _, label in data.items]
+    _, unmatched = match_labels(labels, lib.class_names)
+    if unmatched and not skip_unmatched:  # before the model loads
+        raise unmatched_error(unmatched, {u: labels.count(u) for u in unmatched}, lib.class_names, library)
+    if name is not None and name in {r.name for r in list_runs(store, library)}:
+        raise click.ClickException(f"library {library!r} already has a run {name!r}: choose another --name")
+    encoder = load_encoder(model or lib.info.encoder_name, device, precision)
+    lib.check_encoder(encoder.info.id)
+    with progress_bar("embedding images", unit="image") as bar:
+        report = run_eval(store, lib, data, encoder, name=name, skip_unmatched=skip_unmatched, progress=bar)
+    run = load_run(store, report.run)
+    agg = lib.info.aggregate
+    acc, classes = accuracy(run), per_class(run, lib, agg)
+    pairs = confusions(run, lib, agg, AuditSettings())
+    rate = report.run.n_images / report.seconds if report.seconds else 0.0
+    if as_json:
+        click.echo(json.dumps({"run": report.run.to_dict(), "images_per_second": rate, "embedded": report.n_embedded,
+                               "cached": report.n_cached, "accuracy": acc, "per_class": classes, "confusions": pairs},
+                              indent=2, ensure_ascii=False))  # fmt: skip
+    else:
+        r = report.run
+        lines = [f"run {r.name!r} of library {library} v{lib.info.version}: {r.n_images} images "
+                 f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
+                 f"in {report.seconds:.1f}s ({rate:.1f} images/s)", "", *accuracy_lines(acc), "",
+                 f"classes with the largest loss against the baseline ({agg})", *per_class_lines(classes), "",
+                 "most confused (predicted for true)", *confusion_lines(pairs, 5), "",
+                 f"details: whyclip audit --library {library} --run {r.name} [--format html]"]  # fmt: skip
+        click.echo("\n".join(lines))
+    if report.skipped:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("--library", "-l", default=None, help="Only this library's runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def runs(ctx, library, as_json):
+    """List evaluation runs (made by 'whyclip eval')."""
+    from store.runs import list_runs
+
+    try:
+        found = list_runs(_store(ctx, create=False), library)
+    except WhyclipError:
+        found = []
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in found], indent=2, ensure_ascii=False))
+        return
+    if not found:
+        click.echo("no evaluation runs yet: make one with 'whyclip eval DATASET --library NAME'", err=True)
+        return
+    head = ("library", "version", "run", "images", "skipped", "dataset", "created")
+    rows = [(r.library_name, r.library_version, r.name, r.n_images, len(r.details.get("skipped", [])), r.dataset,
+             r.created_at.strftime("%Y-%m-%d %H:%M")) for r in found]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for r in (head, *rows):
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+
+
+@cli.command()
+@click.option("--library", "-l", required=True, help="Library whose run to audit.")
+@click.option("--run", "run_name", default=None, help="Run name (see 'whyclip runs') [default: the newest].")
+@click.option("--format", "fmt", type=click.Choice(["text", "html", "csv", "json"]), default="text", show_default=True,
+              help="text and json print to stdout; html writes one self-contained page; csv a folder of tables.")
+@click.option("--out", "-o", type=click.Path(), default=None,
+              help="Where to write [default: stdout for text/json, LIBRARY-RUN-audit.html or LIBRARY-RUN-audit/ for html/csv].")
+@click.option("--aggregate", "-a", type=click.Choice(AGGREGATES), default=None, help="Aggregate to audit [default: the library's].")
+@click.option("--delete-k", default=3, show_default=True, type=click.IntRange(1), help="Descriptors removed by the deletion control.")
+@click.option("--near", "near_threshold", default=0.95, show_default=True, type=click.FloatRange(-1, 1),
+              help="Cosine above which prompts of different classes count as near-identical.")
+@click.option("--flat-ratio", default=0.25, show_default=True, type=click.FloatRange(0),
+              help="A descriptor is flat when its similarity's spread is below this times the median spread.")
+@click.option("--pairs", default=10, show_default=True, type=click.IntRange(1), help="Confused pairs to list with evidence.")
+@click.pass_context
+def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs):
+    """Which descriptors drive predictions over a run, descriptor hygiene, faithfulness controls."""
+    from store.audit import AuditSettings
+    from store.audit import audit as make_audit
+    from store.runs import find_run, load_run
+
+    from .report import to_text, write_report
+
+    store = _store(ctx, create=False)
+    info = find_run(store, library, run_name)
+    lib = store.load(library, info.library_version)
+    settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near_threshold,
+                             flat_ratio=flat_ratio, pairs=pairs)  # fmt: skip
+    result = make_audit(load_run(store, info), lib, settings)
+    if out is None and fmt in ("text", "json"):
+        click.echo(to_text(result) if fmt == "text" else json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if fmt == "text":
+        raise click.UsageError("--out is for html, csv and json; text goes to stdout")
+    default = f"{_safe(library)}-{_safe(info.name)}-audit" + (".html" if fmt == "html" else ".json" if fmt == "json" else "")
+    target = Path(out or default)
+    if fmt == "csv" and target.exists() and not target.is_dir():
+        raise click.ClickException(f"{target} is a file; csv writes a folder of tables: give --out a folder")
+    if fmt != "csv" and target.is_dir():
+        raise click.ClickException(f"{target} is a folder: give --out a file name")
+    written = write_report(result, fmt, target)
+    click.echo(f"wrote {target}" + (f" ({len(written)} tables)" if fmt == "csv" else ""), err=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
 @cli.command()
 @click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
