@@ -153,3 +153,33 @@ def test_library_page_metadata_search_and_highlights(frogs):
     assert not at.exception
     shared = at.dataframe[1].value
     assert list(shared["descriptor"]) == ["protruding eyes"] and list(shared["classes"]) == [2]
+
+
+def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
+    """The Audit page renders exactly what ``whyclip audit`` computes for the planted run."""
+    from ingest.evaluate import read_dataset, run_eval
+    from store.audit import AuditSettings, audit
+    from store.runs import load_run
+    from test_eval import CONCEPTS as PLANTED, LIBRARY as PLANTED_LIBRARY, write_dataset
+
+    from fakes import FakeEncoder
+
+    enc = FakeEncoder(PLANTED, noise=0.01)
+    ingest_library(store, PLANTED_LIBRARY, "planted", enc, template="bare")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("dashboard/audit_page.py").run()
+    assert not at.exception and "No evaluation runs" in at.info[0].value
+    report = run_eval(store, store.load("planted"), read_dataset(write_dataset(tmp_path / "data")), enc, name="r1")
+    expected = audit(load_run(store, report.run), store.load("planted"), AuditSettings())
+    at.run()
+    assert not at.exception
+    assert [m.value for m in at.metric] == ["66.7%", "100.0%", f"{100 * expected['accuracy'][4]['top1']:.1f}%", "100.0%"]
+    assert "beat random words" in at.success[0].value or "do NOT beat" in at.warning[0].value
+    assert [e.label for e in at.expander if "predicted" in e.label] == [
+        "2 x predicted banana for sunflower", "1 x predicted tree frog for banana"]  # fmt: skip
+    drivers = next(d.value for d in at.dataframe if "top_correct" in d.value.columns)
+    shown = [r for r in expected["drivers"] if r["top_correct"] + r["top_wrong"]]
+    assert list(drivers["text"]) == [r["text"] for r in shown]
+    assert list(drivers["top_correct"]) == [r["top_correct"] for r in shown]
+    at.selectbox(key="audit_agg").set_value("max").run()
+    assert not at.exception and at.metric[0].value == f"{100 * expected['accuracy'][2]['top1']:.1f}%"

@@ -160,3 +160,24 @@ def test_a_bad_index_factory_is_refused_before_anything_is_written(store):
     with pytest.raises(InputError, match="FAISS cannot build index 'NoSuchIndex'"):
         ingest_library(store, LIB, "frogs", FakeEncoder(), index_factory="NoSuchIndex")
     assert store.libraries() == []
+
+
+def test_a_version_1_store_gains_the_eval_tables_and_keeps_its_libraries(tmp_path):
+    """Stores written before evaluation runs existed (schema version 1) are migrated in place."""
+    from sqlalchemy import inspect, text
+
+    from store import schema
+
+    home = tmp_path / "old"
+    store = Store.open(home)
+    ingest_library(store, {"frog": ["green"]}, "old", FakeEncoder(["green"]))
+    with store.engine.begin() as conn:
+        for table in reversed(schema.EVAL_TABLES):
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    store.engine.dispose()
+    reopened = Store.open(home, create=False)
+    with reopened.engine.connect() as conn:
+        assert schema.schema_version(conn) == len(schema.MIGRATIONS) == 2
+        assert set(schema.EVAL_TABLES) <= set(inspect(conn).get_table_names())
+    assert reopened.load("old").class_names == ["frog"]

@@ -128,3 +128,24 @@ def _samples() -> list[Path]:
     from ui.demo_images import draw_samples
 
     return draw_samples(Path(tempfile.mkdtemp(prefix="whyclip-samples-")))
+
+
+@st.cache_data(show_spinner="Auditing the run ...", max_entries=16)
+def audit(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str,
+          delete_k: int, near: float, flat: float) -> dict:  # fmt: skip
+    """``whyclip audit``'s data for a stored run (runs never change, so it caches)."""
+    from store.audit import AuditSettings
+    from store.audit import audit as make_audit
+    from store.runs import list_runs, load_run
+
+    store = _store(home, db)
+    (info,) = [r for r in list_runs(store, library) if r.id == run_id]
+    settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near, flat_ratio=flat)
+    return make_audit(load_run(store, info), _library(home, db, library, version), settings)
+
+
+@st.cache_data(show_spinner="Rendering the report ...", max_entries=4)
+def audit_html(report: dict) -> str:
+    from ui.report import to_html
+
+    return to_html(report)

@@ -1,0 +1,124 @@
+"""Audit page: a stored evaluation run (``whyclip eval``) of the chosen library: accuracy
+beside the baseline and the random-word control, the deletion control, confused pairs with
+their descriptor evidence, the descriptors that drive predictions, and descriptor hygiene.
+The same data as ``whyclip audit``; the HTML report downloads from here."""
+
+from __future__ import annotations
+
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from store import AGGREGATES
+from store.runs import list_runs
+from ui.dashboard import resources
+from ui.report import pct
+
+s = resources.settings()
+store = resources.store_or_stop(s)
+info = resources.pick_library(store, s, key="audit_library")
+runs = list_runs(store, info.name)[::-1]
+st.title(f"Audit of {info.name}")
+if not runs:
+    st.info(f"No evaluation runs for library {info.name!r} yet: run `whyclip eval DATASET --library {info.name}` "
+            "(DATASET: a folder with one subfolder of images per class, or a CSV of path,label), then reload.")  # fmt: skip
+    st.stop()
+labels = [f"{r.name} (v{r.library_version}, {r.n_images} images, {r.created_at:%Y-%m-%d %H:%M})" for r in runs]
+run = runs[st.sidebar.selectbox("Run", range(len(runs)), format_func=labels.__getitem__, key="audit_run")]
+with st.sidebar.expander("Audit settings"):
+    aggregate = st.selectbox("Aggregate", AGGREGATES, index=AGGREGATES.index(info.aggregate), key="audit_agg")
+    delete_k = st.number_input("Deletion: descriptors removed", 1, 20, 3, key="audit_k")
+    near = st.slider("Near-identical above cosine", 0.80, 1.00, 0.95, 0.01, key="audit_near")
+    flat = st.slider("Flat below x median spread", 0.05, 1.00, 0.25, 0.05, key="audit_flat")
+try:
+    a = resources.audit(s.home, s.db, run.library_name, run.library_version, run.id, aggregate, int(delete_k), near, flat)
+except Exception as exc:  # a library version removed under the run, a damaged index
+    st.error(f"cannot audit run {run.name!r}: {exc}")
+    st.stop()
+
+st.caption(f"Run **{run.name}**: {run.n_images} images from `{run.dataset}`, library v{run.library_version}, "
+           f"aggregate **{a['aggregate']}**. Skipped files: {len(run.details.get('skipped', []))}.")  # fmt: skip
+by = {r["method"]: r for r in a["accuracy"]}
+cols = st.columns(4)
+cols[0].metric("descriptors, top-1", pct(by[a["aggregate"]]["top1"]))
+cols[1].metric("class name only", pct(by["baseline"]["top1"]),
+               delta=f"{100 * (by[a['aggregate']]['top1'] - by['baseline']['top1']):+.1f} pts by descriptors")  # fmt: skip
+ctrl = by.get("control:" + a["aggregate"])
+cols[2].metric("random words", pct(ctrl["top1"]) if ctrl else "-")
+cols[3].metric("descriptors, top-5", pct(by[a["aggregate"]]["top5"]))
+
+rows = [{"aggregate": m.split(":")[-1], "scored by": "descriptors" if m in AGGREGATES else "random words",
+         "top-1": r["top1"]} for m, r in by.items() if m != "baseline"]  # fmt: skip
+rows += [{"aggregate": g, "scored by": "class name", "top-1": by["baseline"]["top1"]} for g in AGGREGATES]
+st.altair_chart(
+    alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("aggregate:N", title=None), xOffset=alt.XOffset("scored by:N", sort=["descriptors", "class name", "random words"]),
+        y=alt.Y("top-1:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("scored by:N", sort=["descriptors", "class name", "random words"], legend=alt.Legend(orient="bottom")),
+        tooltip=["aggregate", "scored by", alt.Tooltip("top-1:Q", format=".1%")],
+    ).properties(height=240),
+    use_container_width=True,
+)  # fmt: skip
+
+st.subheader("Faithfulness controls")
+rc = a["controls"]["random_words"]
+if "verdict" in rc:
+    (st.success if rc["gain"] > 0 else st.warning)(f"Random-word control: {rc['verdict']}.")
+d = a["controls"]["deletion"]
+if d.get("images"):
+    st.dataframe(pd.DataFrame([
+        {"removed from the predicted class": f"its top {d['k']} descriptors (the explanation)",
+         "mean score drop": d["score_drop_top"], "accuracy after": pct(d["accuracy_top_removed"])},
+        {"removed from the predicted class": f"{d['k']} random descriptors ({d['draws']} draws)",
+         "mean score drop": d["score_drop_random"], "accuracy after": pct(d["accuracy_random_removed"])},
+        {"removed from the predicted class": "nothing", "mean score drop": 0.0, "accuracy after": pct(d["accuracy_before"])},
+    ]), hide_index=True)  # fmt: skip
+    st.caption(f"{d['images']} images; {d['skipped']} skipped (their predicted class has {d['k']} descriptors or fewer). "
+               "A faithful explanation's top descriptors should cost more than random ones.")  # fmt: skip
+else:
+    st.info(f"Deletion control: {d.get('note')}")
+
+st.subheader("Most confused pairs")
+if not a["confusions"]:
+    st.info("No confusions: every image's top class is its true class.")
+for p in a["confusions"]:
+    with st.expander(f"{p['count']} x predicted {p['predicted']} for {p['true']}"):
+        left, right = st.columns(2)
+        left.markdown(f"**Pulled towards {p['predicted']}**")
+        left.dataframe(pd.DataFrame(p["towards_predicted"], columns=["text", "class", "contribution"]), hide_index=True)
+        right.markdown(f"**Supported {p['true']}**")
+        right.dataframe(pd.DataFrame(p["towards_true"], columns=["text", "class", "contribution"]), hide_index=True)
+
+st.subheader("Descriptors that drive predictions")
+drivers = pd.DataFrame([r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]],
+                       columns=["class", "text", "predicted", "top_correct", "top_wrong", "mean_margin"])  # fmt: skip
+st.caption("How often each descriptor was its predicted class's top contributor, in correct and wrong predictions, "
+           "and its mean share of the margin over the runner-up class.")  # fmt: skip
+st.dataframe(drivers, hide_index=True)
+
+st.subheader("Classes")
+classes = pd.DataFrame(a["per_class"])
+st.dataframe(classes.style.apply(
+    lambda r: ["background-color: #fdecea" if r["top1"] < r["baseline_top1"] else ""] * len(r), axis=1),
+    hide_index=True)  # fmt: skip
+st.caption("Red rows: the descriptors do worse than the class name alone.")
+
+st.subheader("Descriptor hygiene")
+h = a["hygiene"]
+for note in h["notes"]:
+    st.caption(note)
+tabs = st.tabs([f"Shared texts ({len(h['shared_texts'])})", f"Near-identical ({len(h['near_identical'])})",
+                f"Flat ({len(h['flat'])})", f"Worse than baseline ({len(h['worse_than_baseline'])})"])  # fmt: skip
+for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than_baseline")):
+    with tab:
+        if h[key]:
+            st.dataframe(pd.DataFrame(h[key]), hide_index=True)
+        else:
+            st.write("None found.")
+
+left, right = st.columns(2)
+left.download_button("Download the HTML report", resources.audit_html(a), file_name=f"{info.name}-{run.name}-audit.html", mime="text/html")
+right.download_button("Download JSON", json.dumps(a, indent=2), file_name=f"{info.name}-{run.name}-audit.json",
+                      mime="application/json")  # fmt: skip
