@@ -112,3 +112,37 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
     finally:
         driver.quit()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_the_audit_page_shows_a_run(served, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ui.demo_images import SAMPLE_CLASSES, draw_samples
+
+    url, home, model = served
+    data = tmp_path / "samples"
+    for path in draw_samples(tmp_path / "drawn"):
+        (data / SAMPLE_CLASSES[path.name]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / SAMPLE_CLASSES[path.name] / path.name)
+    subprocess.run([sys.executable, "-m", "ui.cli", "--home", str(home), "eval", str(data), "-l", "demo", "--name", "drawn"],
+                   check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--window-size=1400,3000", f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"{url}/audit_page")
+        wait = WebDriverWait(driver, 90, poll_frequency=0.5)
+        wait.until(lambda d: "Random-word control" in d.find_element(By.TAG_NAME, "body").text)
+        wait.until(lambda d: "Descriptor hygiene" in d.find_element(By.TAG_NAME, "body").text)
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "Audit of demo" in body and "Run drawn: 6 images" in body.replace("**", "")
+        time.sleep(1.5)
+        driver.save_screenshot(str(SCREENSHOT.with_name("audit.png")))
+    finally:
+        driver.quit()

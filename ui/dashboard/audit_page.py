@@ -54,7 +54,7 @@ rows = [{"aggregate": m.split(":")[-1], "scored by": "descriptors" if m in AGGRE
 rows += [{"aggregate": g, "scored by": "class name", "top-1": by["baseline"]["top1"]} for g in AGGREGATES]
 st.altair_chart(
     alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
-        x=alt.X("aggregate:N", title=None), xOffset=alt.XOffset("scored by:N", sort=["descriptors", "class name", "random words"]),
+        x=alt.X("aggregate:N", title=None, sort=list(AGGREGATES), axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset("scored by:N", sort=["descriptors", "class name", "random words"]),
         y=alt.Y("top-1:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("scored by:N", sort=["descriptors", "class name", "random words"], legend=alt.Legend(orient="bottom")),
         tooltip=["aggregate", "scored by", alt.Tooltip("top-1:Q", format=".1%")],
@@ -96,13 +96,21 @@ drivers = pd.DataFrame([r for r in a["drivers"] if r["top_correct"] + r["top_wro
                        columns=["class", "text", "predicted", "top_correct", "top_wrong", "mean_margin"])  # fmt: skip
 st.caption("How often each descriptor was its predicted class's top contributor, in correct and wrong predictions, "
            "and its mean share of the margin over the runner-up class.")  # fmt: skip
-st.dataframe(drivers, hide_index=True)
+st.dataframe(drivers, hide_index=True, column_config={
+    "text": "descriptor", "predicted": "class predicted", "top_correct": "top contributor, correct",
+    "top_wrong": "top contributor, wrong", "mean_margin": st.column_config.NumberColumn("mean margin", format="%+.4f"),
+})  # fmt: skip
 
 st.subheader("Classes")
+PERCENT = ("top1", "baseline_top1", "control_top1")
 classes = pd.DataFrame(a["per_class"])
-st.dataframe(classes.style.apply(
-    lambda r: ["background-color: #fdecea" if r["top1"] < r["baseline_top1"] else ""] * len(r), axis=1),
-    hide_index=True)  # fmt: skip
+worse = classes["top1"] < classes["baseline_top1"]
+classes[[c for c in PERCENT if c in classes]] *= 100
+st.dataframe(classes.style.apply(lambda r: ["background-color: #fdecea" if worse[r.name] else ""] * len(r), axis=1),
+             hide_index=True, column_config={
+    "n": "images", **{c: st.column_config.NumberColumn(label, format="%.1f%%") for c, label in
+                      zip(PERCENT, ("descriptors top-1", "class name top-1", "random words top-1"))},
+})  # fmt: skip
 st.caption("Red rows: the descriptors do worse than the class name alone.")
 
 st.subheader("Descriptor hygiene")
