@@ -8,6 +8,7 @@ that each image depicts; see :data:`SAMPLE_CLASSES`.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -236,6 +237,8 @@ def draw_samples(directory: str | Path, size: int = 224) -> list[Path]:
         canvas = _gradient(size * SUPERSAMPLE, top, bottom)
         drawer(_Pen(canvas))
         path = out / name
-        canvas.resize((size, size), Image.Resampling.LANCZOS).save(path, format="PNG")
+        tmp = out / f".{name}.{os.getpid()}.tmp"  # a server reading the folder never sees half a file
+        canvas.resize((size, size), Image.Resampling.LANCZOS).save(tmp, format="PNG")
+        os.replace(tmp, path)
         paths.append(path)
     return paths

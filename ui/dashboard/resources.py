@@ -123,11 +123,14 @@ def sample_images(s: Settings) -> dict[str, Path]:
 
 @st.cache_resource(show_spinner=False)
 def _samples() -> list[Path]:
+    """The drawn samples, in one fixed folder per user: redrawn (identically) by each
+    server, never left behind as a new temporary folder per start."""
     import tempfile
 
     from ui.demo_images import draw_samples
 
-    return draw_samples(Path(tempfile.mkdtemp(prefix="whyclip-samples-")))
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return draw_samples(Path(tempfile.gettempdir()) / f"whyclip-samples-{user}")
 
 
 @st.cache_data(show_spinner="Auditing the run ...", max_entries=16)
