@@ -47,16 +47,18 @@ def _fields(fmt: str) -> set[str]:
 
 
 class Template:
-    """``bare``, ``paper`` or a format string with ``{descriptor}`` (and optionally ``{class}``)."""
+    """``bare``, ``paper`` or a format string with ``{descriptor}`` or ``{which}`` (the
+    descriptor under the paper's rule, e.g. "which has protruding eyes"), and optionally
+    ``{class}``: ``"A photo of a {class}, {which}."`` is WaffleCLIP's form of the paper's prompt."""
 
     def __init__(self, spec: str = DEFAULT_TEMPLATE):
         self.spec = spec
         if spec not in NAMED:
             fields = _fields(spec)
-            unknown = fields - {"class", "descriptor"}
-            if unknown or "descriptor" not in fields:
+            unknown = fields - {"class", "descriptor", "which"}
+            if unknown or not fields & {"descriptor", "which"}:
                 raise InputError(
-                    f"template {spec!r} must contain {{descriptor}} and no other field than {{class}} "
+                    f"template {spec!r} must contain {{descriptor}} or {{which}}, and no other field than {{class}} "
                     f"(found {sorted(fields) or 'none'}), or be one of: {', '.join(NAMED)}"
                 )
 
@@ -65,7 +67,8 @@ class Template:
             return paper_prompt(class_name, descriptor)
         if self.spec == "bare":
             return descriptor
-        return self.spec.format_map({"class": wordify(class_name), "descriptor": descriptor})
+        return self.spec.format_map({"class": wordify(class_name), "descriptor": descriptor,
+                                     "which": descriptor_sentence(descriptor)})  # fmt: skip
 
 
 def check_baseline(fmt: str) -> str:

@@ -38,7 +38,7 @@ def test_readme_python_api_snippet_runs(tiny_model, tmp_path, monkeypatch):
     import ingest
     from ingest.encoder import load_encoder
 
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    code = re.search(r"## Python API.*?```python\n(.*?)```", README, re.S).group(1)
     assert len([line for line in code.splitlines() if line.strip()]) <= 5
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: load_encoder(str(tiny_model)))

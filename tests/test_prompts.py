@@ -36,6 +36,10 @@ def test_bare_and_user_templates():
     assert Template("bare").build("tree frog", "protruding eyes") == "protruding eyes"
     t = Template("a photo of a {class} with {descriptor}.")
     assert t.build("tree_frog", "protruding eyes") == "a photo of a tree frog with protruding eyes."
+    waffle = Template("A photo of a {class}, {which}.")  # WaffleCLIP's DCLIP prompt
+    assert waffle.build("tree_frog", "protruding eyes") == "A photo of a tree frog, which has protruding eyes."
+    assert waffle.build("ant", "antennae") == "A photo of a ant, which is antennae."
+    assert waffle.build("cat", "often curled up") == "A photo of a cat, which often curled up."
 
 
 @pytest.mark.parametrize("bad", ["{class} only", "{descriptor} of {colour}", "{descriptor", "plain text"])

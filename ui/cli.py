@@ -96,7 +96,7 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.option("--library", "-l", required=True, help="Name of the library (re-ingesting a name makes a new version).")
 @click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
 @click.option("--template", "-t", default="paper", show_default=True,
-              help="Prompt template: 'paper' (the published rule), 'bare' or a format string with {class} and {descriptor}.")
+              help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule).")
 @click.option("--baseline", "-b", default="a photo of a {class}.", show_default=True, help="Class-name prompt for the baseline.")
 @click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
