@@ -23,6 +23,10 @@ class StoreError(WhyclipError):
     """The store itself is missing, unreadable or inconsistent."""
 
 
+class NoStore(StoreError):
+    """There is no whyclip database at the given place yet."""
+
+
 class InputError(WhyclipError):
     """A user-supplied file or argument is invalid."""
 

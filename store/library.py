@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from . import schema
-from .errors import InputError, LibraryNotFound, StoreError
+from .errors import InputError, LibraryNotFound, NoStore, StoreError
 from .home import resolve_db_url, resolve_home
 from .index import build_index, choose_factory, measure_recall, write_index_files
 from .records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
@@ -80,7 +80,7 @@ class Store:
         if is_sqlite and not create:
             db_file = url.split("///", 1)[-1]
             if not Path(db_file).is_file():
-                raise StoreError(
+                raise NoStore(
                     f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
                     "first, or point --home / WHYCLIP_HOME at your data directory"
                 )
@@ -97,6 +97,13 @@ class Store:
                 if create or schema.schema_version(conn) < len(schema.MIGRATIONS):
                     schema.migrate(conn)
                 store_id = conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+                missing = schema.missing_columns(conn)
+            if missing:
+                raise StoreError(
+                    f"the whyclip database at {url} lacks {', '.join(missing[:3])}"
+                    f"{' and more' if len(missing) > 3 else ''}: it was written by an incompatible development "
+                    "version; move it aside and re-ingest your libraries"
+                )
         except StoreError:
             raise
         except Exception as exc:

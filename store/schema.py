@@ -201,6 +201,18 @@ def schema_version(conn: Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def missing_columns(conn: Connection) -> list[str]:
+    """``table.column`` for every column the models have and the database lacks (a database
+    written by an unreleased development version)."""
+    found = inspect(conn)
+    out = []
+    for table in Base.metadata.sorted_tables:
+        if found.has_table(table.name):
+            have = {c["name"] for c in found.get_columns(table.name)}
+            out += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
+    return out
+
+
 def migrate(conn: Connection) -> None:
     """Apply every migration not yet applied, in order, inside the caller's transaction."""
     current = schema_version(conn)

@@ -181,3 +181,15 @@ def test_a_version_1_store_gains_the_eval_tables_and_keeps_its_libraries(tmp_pat
         assert schema.schema_version(conn) == len(schema.MIGRATIONS) == 2
         assert set(schema.EVAL_TABLES) <= set(inspect(conn).get_table_names())
     assert reopened.load("old").class_names == ["frog"]
+
+
+def test_a_database_missing_columns_is_refused_in_one_line(tmp_path):
+    from sqlalchemy import text
+
+    home = tmp_path / "dev"
+    Store.open(home).engine.dispose()
+    with Store.open(home).engine.begin() as conn:
+        conn.execute(text("ALTER TABLE libraries DROP COLUMN recall_at_10"))
+    with pytest.raises(StoreError, match=r"lacks libraries\.recall_at_10: .*re-ingest") as err:
+        Store.open(home, create=False)
+    assert "\n" not in str(err.value)

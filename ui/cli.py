@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from store import AGGREGATES, Store, WhyclipError
+from store.errors import NoStore
 
 from .progress import progress_bar
 
@@ -137,7 +138,7 @@ def libraries(ctx, as_json):
     """List libraries (newest version of each) with encoder, dimension, template and counts."""
     try:
         infos = _store(ctx, create=False).libraries()
-    except WhyclipError:
+    except NoStore:
         infos = []
     if as_json:
         click.echo(json.dumps([_info_dict(i) for i in infos], indent=2, default=str))
@@ -288,7 +289,7 @@ def runs(ctx, library, as_json):
 
     try:
         found = list_runs(_store(ctx, create=False), library)
-    except WhyclipError:
+    except NoStore:
         found = []
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in found], indent=2, ensure_ascii=False))
