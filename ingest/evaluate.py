@@ -49,6 +49,13 @@ class EvalReport:
     n_embedded: int = 0
     n_cached: int = 0
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # images, control, scoring (s)
+
+    @property
+    def images_per_second(self) -> float:
+        """Images read, embedded (or found in the cache) per second of image work."""
+        t = self.timings.get("images", 0.0)
+        return self.run.n_images / t if t else 0.0
 
 
 def read_dataset(path: str | Path) -> Dataset:
@@ -223,11 +230,17 @@ def run_eval(
     if name is not None and name in {r.name for r in list_runs(store, lib.info.name)}:
         raise InputError(f"library {lib.info.name!r} already has a run {name!r}: choose another --name")
     items = [(p, mapping[label]) for p, label in dataset.items if label in mapping]
+    timings = {}
+    t = time.perf_counter()
     kept, shas, vectors, skipped, embedded = embed_dataset(store, encoder, [p for p, _ in items], progress)
+    timings["images"] = time.perf_counter() - t
     if not kept:
         raise InputError(f"none of the {len(items)} images of {dataset.source} could be read: nothing to evaluate")
     y = np.array([items[i][1] for i in kept], dtype=np.int64)
-    control, control_vectors = control_scorer(store, lib, encoder, control_seed)
+    t = time.perf_counter()
+    control, control_vectors = control_scorer(store, lib, encoder, control_seed)  # cached after the first run
+    timings["control"] = time.perf_counter() - t
+    t = time.perf_counter()
     results = _score_all(lib, control, control_vectors, vectors, y)
     run = save_run(
         store, library_id=lib.info.id, library_name=lib.info.name,
@@ -237,8 +250,9 @@ def run_eval(
         details={"skipped": skipped, "unmatched": {u: counts[u] for u in unmatched}, "control_seed": control_seed,
                  "library_version": lib.info.version},
     )  # fmt: skip
+    timings["scoring"] = time.perf_counter() - t
     return EvalReport(run, skipped, {u: counts[u] for u in unmatched}, embedded, len(kept) - embedded,
-                      time.perf_counter() - started)  # fmt: skip
+                      time.perf_counter() - started, timings)  # fmt: skip
 
 
 def _score_all(lib: Library, control, control_vectors: np.ndarray, vectors: np.ndarray, y: np.ndarray) -> dict:

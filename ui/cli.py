@@ -261,16 +261,17 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     agg = lib.info.aggregate
     acc, classes = accuracy(run), per_class(run, lib, agg)
     pairs = confusions(run, lib, agg, AuditSettings())
-    rate = report.run.n_images / report.seconds if report.seconds else 0.0
+    rate = report.images_per_second
     if as_json:
         click.echo(json.dumps({"run": report.run.to_dict(), "images_per_second": rate, "embedded": report.n_embedded,
-                               "cached": report.n_cached, "accuracy": acc, "per_class": classes, "confusions": pairs},
-                              indent=2, ensure_ascii=False))  # fmt: skip
+                               "cached": report.n_cached, "seconds": report.seconds, "timings": report.timings,
+                               "accuracy": acc, "per_class": classes, "confusions": pairs}, indent=2, ensure_ascii=False))  # fmt: skip
     else:
-        r = report.run
+        r, tm = report.run, report.timings
         lines = [f"run {r.name!r} of library {library} v{lib.info.version}: {r.n_images} images "
                  f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
-                 f"in {report.seconds:.1f}s ({rate:.1f} images/s)", "", *accuracy_lines(acc), "",
+                 f"in {report.seconds:.1f}s: images {tm['images']:.1f}s ({rate:.1f} images/s), random-word control "
+                 f"{tm['control']:.1f}s, scoring {tm['scoring']:.1f}s", "", *accuracy_lines(acc), "",
                  f"classes with the largest loss against the baseline ({agg})", *per_class_lines(classes), "",
                  "most confused (predicted for true)", *confusion_lines(pairs, 5), "",
                  f"details: whyclip audit --library {library} --run {r.name} [--format html]"]  # fmt: skip
