@@ -182,8 +182,9 @@ def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[li
     vec = np.asarray(lib.vectors, dtype=np.float32)
     cls = _row_classes(lib)
     out = []
-    for start in range(0, n, BLOCK):
-        block = vec[start : start + BLOCK] @ vec.T
+    rows = max(1, min(BLOCK, (1 << 24) // max(n, 1)))  # at most 16M similarities (64 MB) at a time
+    for start in range(0, n, rows):
+        block = vec[start : start + rows] @ vec.T
         for i, j in zip(*np.nonzero(block >= threshold)):
             gi = start + int(i)
             if j <= gi or cls[gi] == cls[j] or texts[gi] == texts[j]:
@@ -225,6 +226,16 @@ def _rescore(agg: str, sims: np.ndarray, unit: np.ndarray, norms: np.ndarray, ke
     return float((norms[keep] * sims[keep]).sum() / np.linalg.norm(raw))
 
 
+def _after_removal(case: tuple, removed: np.ndarray) -> tuple[float, bool]:
+    """The predicted class's score drop without the ``removed`` descriptors, and whether
+    the prediction (it, or the rival if it now scores lower) is then correct."""
+    agg, sims, unit, norms, a, (b, other), old, label = case
+    keep = np.setdiff1d(np.arange(len(sims)), removed)
+    new = _rescore(agg, sims, unit, norms, keep)
+    winner = a if (new > other or (new == other and a < b)) else b
+    return old - new, winner == label
+
+
 def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int) -> dict:
     """Remove the predicted class's top-``k`` descriptors (or ``k`` random ones) and rescore."""
     res = run.results[agg]
@@ -241,18 +252,12 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
             continue
         sims, unit = _class_sims(lib, image, a)
         norms = np.asarray(lib.files.norms[lo:hi])
-        old, (b, other) = float(res.top_scores[i, 0]), (int(res.top[i, 1]), float(res.top_scores[i, 1]))
-
-        def after(removed: np.ndarray) -> tuple[float, bool]:
-            keep = np.setdiff1d(np.arange(n), removed)
-            new = _rescore(agg, sims, unit, norms, keep)
-            winner = a if (new > other or (new == other and a < b)) else b
-            return old - new, winner == run.labels[i]
-
-        d, ok = after(np.argsort(-sims, kind="stable")[:k])
+        rival = (int(res.top[i, 1]), float(res.top_scores[i, 1]))  # the best other class keeps its score
+        case = (agg, sims, unit, norms, a, rival, float(res.top_scores[i, 0]), int(run.labels[i]))
+        d, ok = _after_removal(case, np.argsort(-sims, kind="stable")[:k])
         drop_top.append(d)
         ok_top.append(ok)
-        rand = [after(rng.choice(n, size=k, replace=False)) for _ in range(draws)]
+        rand = [_after_removal(case, rng.choice(n, size=k, replace=False)) for _ in range(draws)]
         drop_rand.append(np.mean([x for x, _ in rand]))
         ok_rand.append(np.mean([y for _, y in rand]))
         ok_before.append(a == run.labels[i])

@@ -149,7 +149,7 @@ def save_run(
         for method, r in results.items():
             s.execute(insert(EvalResultRow), [
                 {"run_id": row.id, "position": i, "method": method,
-                 "top": json.dumps([[int(c), round(float(x), 7)] for c, x in zip(r.top[i], r.top_scores[i])]),
+                 "top": json.dumps([[int(c), float(x)] for c, x in zip(r.top[i], r.top_scores[i])]),
                  "true_score": float(r.true_score[i]), "true_rank": int(r.true_rank[i])}
                 for i in range(len(paths))
             ])  # fmt: skip

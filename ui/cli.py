@@ -272,7 +272,8 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
                  f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
                  f"in {report.seconds:.1f}s: images {tm['images']:.1f}s ({rate:.1f} images/s), random-word control "
                  f"{tm['control']:.1f}s, scoring {tm['scoring']:.1f}s", "", *accuracy_lines(acc), "",
-                 f"classes with the largest loss against the baseline ({agg})", *per_class_lines(classes), "",
+                 f"classes with the largest loss against the baseline ({agg}; every class: --json, or the audit)",
+                 *per_class_lines(classes), "",
                  "most confused (predicted for true)", *confusion_lines(pairs, 5), "",
                  f"details: whyclip audit --library {library} --run {r.name} [--format html]"]  # fmt: skip
         click.echo("\n".join(lines))
