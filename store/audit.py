@@ -217,59 +217,66 @@ def flat_descriptors(run: RunData, lib: Library, ratio: float, texts: list[str],
     return rows, {"median_std": median, "threshold": ratio * median, "images": len(images)}
 
 
-def _rescore(agg: str, sims: np.ndarray, unit: np.ndarray, norms: np.ndarray, keep: np.ndarray) -> float:
+def _rescore(agg: str, sims: np.ndarray, keep: np.ndarray, unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Class scores from only the kept descriptors: ``sims`` and ``keep`` are (..., n)."""
     if agg == "mean":
-        return float(sims[keep].mean())
+        return (sims * keep).sum(axis=-1) / keep.sum(axis=-1)
     if agg == "max":
-        return float(sims[keep].max())
-    raw = (unit[keep].astype(np.float64) * norms[keep, None].astype(np.float64)).sum(axis=0)
-    return float((norms[keep] * sims[keep]).sum() / np.linalg.norm(raw))
+        return np.where(keep, sims, -np.inf).max(axis=-1)
+    weighted = keep * norms.astype(np.float64)  # centroid: the normalised sum of the kept raw vectors
+    raw = weighted @ unit.astype(np.float64)
+    return (weighted * sims).sum(axis=-1) / np.linalg.norm(raw, axis=-1)
 
 
-def _after_removal(case: tuple, removed: np.ndarray) -> tuple[float, bool]:
-    """The predicted class's score drop without the ``removed`` descriptors, and whether
-    the prediction (it, or the rival if it now scores lower) is then correct."""
-    agg, sims, unit, norms, a, (b, other), old, label = case
-    keep = np.setdiff1d(np.arange(len(sims)), removed)
-    new = _rescore(agg, sims, unit, norms, keep)
-    winner = a if (new > other or (new == other and a < b)) else b
-    return old - new, winner == label
+def _outcome(case: tuple, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score drops of the predicted class ``a`` keeping only ``keep``, and whether the
+    prediction (``a``, or its rival if ``a`` now scores lower) is then correct."""
+    agg, sims, unit, norms, a, rival, rival_score, old, truth = case
+    new = _rescore(agg, sims if keep.ndim == 2 else sims[None], keep, unit, norms)
+    winner = np.where((new > rival_score) | ((new == rival_score) & (a < rival)), a, rival)
+    return old - new, winner == truth
 
 
 def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int) -> dict:
-    """Remove the predicted class's top-``k`` descriptors (or ``k`` random ones) and rescore."""
+    """Remove the predicted class's top-``k`` descriptors (or ``k`` random ones, ``draws``
+    times) and rescore it; every other class keeps its score, so the prediction either stays
+    or moves to the runner-up. Images are handled a predicted class at a time."""
     res = run.results[agg]
     offsets = lib.matrices.offsets
     rng = np.random.default_rng(seed)
-    used, skipped = [], 0
-    drop_top, drop_rand, ok_before, ok_top, ok_rand = [], [], [], [], []
-    for i, image in enumerate(run.vectors):
-        a = int(res.top[i, 0])
+    pred = res.predicted
+    if res.top.shape[1] < 2:
+        return {"k": k, "images": 0, "skipped": len(pred), "note": "the library has a single class"}
+    used = np.flatnonzero(np.diff(offsets)[pred] > k)
+    if not len(used):
+        return {"k": k, "images": 0, "skipped": len(pred),
+                "note": f"no predicted class has more than {k} descriptors: lower --delete-k"}  # fmt: skip
+    drop_top = np.empty(len(used))
+    drop_rand = np.empty(len(used))
+    ok_top = np.empty(len(used), bool)
+    ok_rand = np.empty(len(used))
+    rival, rival_score = res.top[used, 1], res.top_scores[used, 1]
+    old = res.top_scores[used, 0]
+    for a in np.unique(pred[used]):
+        rows = np.flatnonzero(pred[used] == a)
         lo, hi = offsets[a], offsets[a + 1]
         n = hi - lo
-        if n <= k or res.top.shape[1] < 2:
-            skipped += 1
-            continue
-        sims, unit = _class_sims(lib, image, a)
+        unit = np.asarray(lib.vectors[lo:hi])
         norms = np.asarray(lib.files.norms[lo:hi])
-        rival = (int(res.top[i, 1]), float(res.top_scores[i, 1]))  # the best other class keeps its score
-        case = (agg, sims, unit, norms, a, rival, float(res.top_scores[i, 0]), int(run.labels[i]))
-        d, ok = _after_removal(case, np.argsort(-sims, kind="stable")[:k])
-        drop_top.append(d)
-        ok_top.append(ok)
-        rand = [_after_removal(case, rng.choice(n, size=k, replace=False)) for _ in range(draws)]
-        drop_rand.append(np.mean([x for x, _ in rand]))
-        ok_rand.append(np.mean([y for _, y in rand]))
-        ok_before.append(a == run.labels[i])
-        used.append(i)
-    if not used:
-        return {"k": k, "images": 0, "skipped": skipped,
-                "note": f"no predicted class has more than {k} descriptors: lower --delete-k"}  # fmt: skip
+        sims = run.vectors[used[rows]].astype(np.float64) @ unit.T.astype(np.float64)  # (m, n)
+        case = (agg, sims, unit, norms, int(a), rival[rows], rival_score[rows], old[rows], run.labels[used[rows]])
+        top = np.ones_like(sims, dtype=bool)
+        np.put_along_axis(top, np.argsort(-sims, axis=1, kind="stable")[:, :k], False, axis=1)
+        drop_top[rows], ok_top[rows] = _outcome(case, top)
+        keys = rng.random((draws, len(rows), n))
+        random_keep = keys >= np.sort(keys, axis=2)[:, :, k - 1 : k]  # k random descriptors dropped per row and draw
+        d, ok = _outcome(case, random_keep)
+        drop_rand[rows], ok_rand[rows] = d.mean(axis=0), ok.mean(axis=0)
     return {
-        "k": k, "draws": draws, "images": len(used), "skipped": skipped,
-        "accuracy_before": float(np.mean(ok_before)), "accuracy_top_removed": float(np.mean(ok_top)),
-        "accuracy_random_removed": float(np.mean(ok_rand)), "score_drop_top": float(np.mean(drop_top)),
-        "score_drop_random": float(np.mean(drop_rand)),
+        "k": k, "draws": draws, "images": len(used), "skipped": len(pred) - len(used),
+        "accuracy_before": float(np.mean(pred[used] == run.labels[used])),
+        "accuracy_top_removed": float(np.mean(ok_top)), "accuracy_random_removed": float(np.mean(ok_rand)),
+        "score_drop_top": float(np.mean(drop_top)), "score_drop_random": float(np.mean(drop_rand)),
     }  # fmt: skip
 
 
