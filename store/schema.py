@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -68,6 +69,10 @@ class LibraryRow(Base):
     index_key: Mapped[str] = mapped_column(String(64))
     index_factory: Mapped[str] = mapped_column(String(200), default="Flat")
     recall_at_10: Mapped[float] = mapped_column(Float, default=1.0)  # of the retrieval index vs exact
+    # schema 2: the retrieval index's chosen parameters (JSON), and the key of the version's
+    # first descriptor: its descriptors have keys first_descriptor_id + position in label order
+    index_params: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    first_descriptor_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
 
 class ClassRow(Base):
@@ -84,10 +89,8 @@ class ClassRow(Base):
 
 class DescriptorRow(Base):
     __tablename__ = "descriptors"
-    __table_args__ = (
-        Index("ix_descriptors_class_position", "class_id", "position"),
-        Index("ix_descriptors_library_text", "library_id", "text"),
-    )
+    # Schema 2 drops ("class_id", "position"): a class's descriptors are a key range.
+    __table_args__ = (Index("ix_descriptors_library_text", "library_id", "text"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
@@ -132,8 +135,20 @@ def _initial(conn: Connection) -> None:
     conn.execute(Meta.__table__.insert(), [{"key": "store_id", "value": uuid.uuid4().hex}])
 
 
+def _contiguous_keys(conn: Connection) -> None:
+    """Schema 2: libraries record their retrieval parameters and first descriptor key, and
+    descriptors lose the (class, position) index. Idempotent, because ``_initial`` creates
+    tables from the current models, which already have these changes."""
+    have = {c["name"] for c in inspect(conn).get_columns("libraries")}
+    if "index_params" not in have:
+        conn.execute(text("ALTER TABLE libraries ADD COLUMN index_params TEXT"))
+    if "first_descriptor_id" not in have:
+        conn.execute(text("ALTER TABLE libraries ADD COLUMN first_descriptor_id INTEGER"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_class_position"))
+
+
 # Ordered migrations: entry i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_initial]
+MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _contiguous_keys]
 
 
 def schema_version(conn: Connection) -> int:

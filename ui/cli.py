@@ -104,7 +104,7 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.option("--commit-every", default=1024, show_default=True, type=click.IntRange(1),
               help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.")
 @click.option("--index", "index_factory", default=None, metavar="FACTORY",
-              help="FAISS factory string for library-wide retrieval [default: Flat up to 50,000 descriptors, HNSW32 above].")
+              help="Library-wide retrieval index: Flat (exact), ClassIVF, or any FAISS factory string [default: Flat up to 50,000 descriptors, ClassIVF above].")
 @click.pass_context
 def ingest(ctx, file, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
     """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
