@@ -8,6 +8,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from .library import LibraryInfo, Store
+from .prompts import render, render_sql
 from .schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
@@ -37,7 +38,9 @@ def _descriptor_rows(info: LibraryInfo, search: str) -> Select:
         .where(DescriptorRow.library_id == info.id)
     )  # fmt: skip
     if search.strip():
-        q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(DescriptorRow.prompt, search)))
+        rendered = render_sql(info.template, ClassRow.name, DescriptorRow.text)
+        prompt = DescriptorRow.prompt if rendered is None else func.coalesce(func.nullif(DescriptorRow.prompt, ""), rendered)
+        q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(prompt, search)))
     return q
 
 
@@ -79,7 +82,8 @@ def descriptors_page(store: Store, info: LibraryInfo, search: str = "", order: s
     Classes without descriptors are listed by :func:`classes_page`."""
     with Session(store.engine) as s:
         rows = s.execute(_descriptor_rows(info, search).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
-    return [{"class": r.name, "label": r.position, "descriptor": r.text, "prompt": r.prompt,
+    return [{"class": r.name, "label": r.position, "descriptor": r.text,
+             "prompt": r.prompt or render(info.template, r.name, r.text) or "",
              "classes sharing it": r.shared, "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
 
 

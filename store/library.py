@@ -23,6 +23,7 @@ from . import schema
 from .errors import InputError, LibraryNotFound, StoreError
 from .home import resolve_db_url, resolve_home
 from .index import build_retrieval, choose_factory, measure_recall, write_index_files
+from .prompts import render
 from .records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
 from .scoring import AGGREGATES, build_class_matrices
@@ -186,7 +187,7 @@ class Store:
         write_index_files(folder, built, vectors, matrices, norms, manifest)
         try:
             del vectors, matrices, built  # a million-descriptor draft: free before the rows
-            library_id, version = self._insert_rows(draft, key, factory_row(manifest), recall_at_10, norms)
+            library_id, version = self._insert_rows(draft, key, factory_row(manifest), recall_at_10)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -195,11 +196,11 @@ class Store:
         with Session(self.engine) as s:
             return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
 
-    def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float,
-                     norms: np.ndarray) -> tuple[int, int]:  # fmt: skip
+    def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float) -> tuple[int, int]:
         """Phase two: the version's rows, ready, in one transaction. Descriptor keys are
         given explicitly, contiguous in label order, so a position maps to its row without
-        a lookup table; a concurrent writer makes this one fail, never interleave."""
+        a lookup table; a concurrent writer makes this one fail, never interleave. A prompt
+        the library's template renders is stored as ""."""
         n_descriptors = sum(len(c.prompts) for c in draft.classes)
         with Session(self.engine) as s, s.begin():
             version = (s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == draft.name)) or 0) + 1
@@ -224,16 +225,14 @@ class Store:
                 ],
             ).all() if draft.classes else []  # fmt: skip
             shared = _shared_texts(draft.classes)
-            norm_list = norms.tolist()
             params = [
-                {"id": first + n, "library_id": row.id, "class_id": cid, "position": j, "text": text,
-                 "prompt": prompt, "truncated": bool(trunc), "norm": norm_list[n], "shared": len(shared[text])}
-                for n, (cid, j, text, prompt, trunc) in enumerate(
-                    (cid, j, text, prompt, trunc)
-                    for cid, c in zip(class_ids, draft.classes)
-                    for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
-                )
+                {"library_id": row.id, "class_id": cid, "position": j, "text": text, "truncated": bool(trunc),
+                 "prompt": "" if render(draft.template, c.name, text) == prompt else prompt, "shared": len(shared[text])}
+                for cid, c in zip(class_ids, draft.classes)
+                for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
             ]  # fmt: skip
+            for n, param in enumerate(params):
+                param["id"] = first + n
             multi = [{"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
                      for t, names in shared.items() if len(names) > 1]  # fmt: skip
             if multi:

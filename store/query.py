@@ -22,6 +22,7 @@ from .explain import (
     Retrieved,
 )
 from .index import IndexFiles, read_index_files
+from .prompts import render
 from .records import LibraryInfo
 from .schema import ClassRow, DescriptorRow
 from .scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
@@ -98,7 +99,12 @@ class Library:
             return ()
         with Session(self.store.engine) as s:
             rows = s.execute(select(DescriptorRow.text, DescriptorRow.prompt).where(self._keys(lo, hi)).order_by(DescriptorRow.id)).all()
-        return tuple((r[0], r[1]) for r in rows)
+        name = self.class_names[position]
+        return tuple((r[0], self.prompt(name, r[0], r[1])) for r in rows)
+
+    def prompt(self, class_name: str, descriptor: str, stored: str) -> str:
+        """A descriptor's prompt: as stored, or ("") rendered from the library's template."""
+        return stored or render(self.info.template, class_name, descriptor) or ""
 
     def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
         """Every descriptor of a class with its similarity and weight, best first."""
@@ -165,7 +171,7 @@ class Library:
                 )
             }
         return [
-            [Retrieved(meta[int(i)][0], meta[int(i)][1], meta[int(i)][2], float(sim), int(i))
+            [Retrieved(meta[int(i)][0], meta[int(i)][1], self.prompt(*meta[int(i)]), float(sim), int(i))
              for sim, i in zip(srow, irow) if i >= 0]
             for srow, irow in zip(sims, ids)
         ]  # fmt: skip

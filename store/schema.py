@@ -97,8 +97,7 @@ class DescriptorRow(Base):
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
-    prompt: Mapped[str] = mapped_column(Text)
-    norm: Mapped[float] = mapped_column(Float)
+    prompt: Mapped[str] = mapped_column(Text)  # "" (schema 2): the library's template renders it
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     shared: Mapped[int] = mapped_column(Integer, default=1)  # classes in the library with this text
 
@@ -136,8 +135,9 @@ def _initial(conn: Connection) -> None:
 
 
 def _contiguous_keys(conn: Connection) -> None:
-    """Schema 2: libraries record their retrieval parameters and first descriptor key, and
-    descriptors lose the (class, position) index. Idempotent, because ``_initial`` creates
+    """Schema 2: libraries record their retrieval parameters and first descriptor key;
+    descriptors lose the (class, position) index and the norm column (the index files have
+    the norms), and may leave their prompt to the template (``""``). Idempotent, because ``_initial`` creates
     tables from the current models, which already have these changes."""
     have = {c["name"] for c in inspect(conn).get_columns("libraries")}
     if "index_params" not in have:
@@ -145,6 +145,8 @@ def _contiguous_keys(conn: Connection) -> None:
     if "first_descriptor_id" not in have:
         conn.execute(text("ALTER TABLE libraries ADD COLUMN first_descriptor_id INTEGER"))
     conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_class_position"))
+    if "norm" in {c["name"] for c in inspect(conn).get_columns("descriptors")}:  # kept in descriptor_norms.npy
+        conn.execute(text("ALTER TABLE descriptors DROP COLUMN norm"))
 
 
 # Ordered migrations: entry i brings the schema from version i to i + 1. Append, never edit.

@@ -52,7 +52,7 @@ def class_sums(
     """Per class, the float64 sum of its rows of ``vectors`` (times ``norms`` when given),
     then divided by the count (mean) or normalised (``normalise``), as float32; empty
     classes get their baseline row. Summed in class-aligned chunks, so a memory-mapped
-    million-row matrix is never copied whole; each class's sum is the same whatever the chunk."""
+    million-row matrix is never copied whole."""
     offsets = np.asarray(offsets, dtype=np.int64)
     counts = np.diff(offsets)
     out = np.array(baseline, dtype=np.float32, copy=True)
@@ -64,10 +64,17 @@ def class_sums(
         stop = max(stop, start + 1)
         cls = nonempty[start:stop]
         lo, hi = int(offsets[cls[0]]), int(offsets[cls[-1] + 1])
-        rows = np.asarray(vectors[lo:hi], dtype=np.float64)
-        if norms is not None:
-            rows *= np.asarray(norms[lo:hi], dtype=np.float64)[:, None]
-        sums = np.add.reduceat(rows, offsets[cls] - lo, axis=0)
+        rows = np.asarray(vectors[lo:hi], dtype=np.float32)
+        weights = None if norms is None else np.asarray(norms[lo:hi], dtype=np.float64)
+        # Classes of equal size at once, as a (classes, size, dim) gather summed in float64:
+        # np.add.reduceat over axis 0 measured 4x slower.
+        sizes = counts[cls]
+        sums = np.empty((len(cls), rows.shape[1]), dtype=np.float64)
+        for size in np.unique(sizes):
+            same = np.flatnonzero(sizes == size)
+            at = (offsets[cls[same]] - lo)[:, None] + np.arange(size)
+            block = rows[at] if weights is None else rows[at] * weights[at][..., None]
+            sums[same] = block.sum(axis=1, dtype=np.float64)
         if normalise:
             sums /= np.linalg.norm(sums, axis=1, keepdims=True)
         else:

@@ -294,3 +294,32 @@ def test_index_files_of_the_first_layout_are_still_read(store):
     assert got == want  # exact scores, evidence and contrast: the same numbers
     assert [h["descriptor_id"] for h in hits] == [h["descriptor_id"] for h in want_hits]
     np.testing.assert_allclose([h["similarity"] for h in hits], [h["similarity"] for h in want_hits], atol=1e-6)
+
+
+@pytest.mark.parametrize("template", ["paper", "bare", "{{x}} {class}: {descriptor}", "{descriptor!r} of {class:>12}"])
+def test_prompts_rendered_from_the_template_read_back_as_built(store, template):
+    """Prompts are stored only where the template would not render them; every reader
+    (evidence, retrieval, browsing and its search) sees the prompt the encoder embedded."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from ingest.prompts import Template
+    from store import browse
+    from store.schema import DescriptorRow
+
+    lib = {"tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"], "cat": ["whiskers"]}
+    ingest_library(store, lib, "p", FakeEncoder(), template=template)
+    loaded = store.load("p")
+    build = Template(template).build
+    expected = {(c, d): build(c, d) for c, ds in lib.items() for d in ds}
+    assert {("tree_frog", t): p for t, p in loaded._class_texts(0)} | {("cat", t): p for t, p in loaded._class_texts(1)} == expected
+    rows = browse.descriptors_page(store, loaded.info)
+    assert {(r["class"], r["descriptor"]): r["prompt"] for r in rows} == expected
+    (exp,) = loaded.explain(loaded.vectors[:1], retrieve=6)
+    assert all(h.prompt == expected[(h.class_name, h.descriptor)] for h in exp.retrieved)
+    with Session(store.engine) as s:
+        stored = s.scalars(select(DescriptorRow.prompt).where(DescriptorRow.library_id == loaded.info.id)).all()
+    assert all(p == "" for p in stored) == ("!r" not in template)
+    for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):
+        want = sorted(d for (c, d), p in expected.items() if term.lower() in p.lower())
+        assert sorted(r["descriptor"] for r in browse.descriptors_page(store, loaded.info, term)) == want, term
