@@ -8,7 +8,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from .library import LibraryInfo, Store
-from .prompts import render, render_sql
+from .prompts import render, render_baseline, render_sql
 from .schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
@@ -37,6 +37,8 @@ def _descriptor_rows(info: LibraryInfo, search: str) -> Select:
         .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
         .where(DescriptorRow.library_id == info.id)
     )  # fmt: skip
+    if info.first_descriptor_id is not None:  # its key range: label order walks the primary key
+        q = q.where(DescriptorRow.id.between(info.first_descriptor_id, info.first_descriptor_id + info.n_descriptors - 1))
     if search.strip():
         rendered = render_sql(info.template, ClassRow.name, DescriptorRow.text)
         prompt = DescriptorRow.prompt if rendered is None else func.coalesce(func.nullif(DescriptorRow.prompt, ""), rendered)
@@ -93,7 +95,8 @@ def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str =
     with Session(store.engine) as s:
         rows = s.execute(_class_rows(info, search).order_by(*CLASS_ORDERS[order]).offset(offset).limit(limit)).all()
     return [{"label": r.position, "class": r.name, "descriptors": r.n_descriptors,
-             "baseline prompt": r.baseline_prompt} for r in rows]  # fmt: skip
+             "baseline prompt": r.baseline_prompt or render_baseline(info.baseline_template, r.name) or ""}
+            for r in rows]  # fmt: skip
 
 
 def shared_descriptors_page(store: Store, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:

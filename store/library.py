@@ -23,7 +23,7 @@ from . import schema
 from .errors import InputError, LibraryNotFound, StoreError
 from .home import resolve_db_url, resolve_home
 from .index import build_retrieval, choose_factory, measure_recall, write_index_files
-from .prompts import render
+from .prompts import render, render_baseline
 from .records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
 from .scoring import AGGREGATES, build_class_matrices
@@ -219,8 +219,9 @@ class Store:
             class_ids = s.scalars(
                 insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
                 [
-                    {"library_id": row.id, "position": i, "name": c.name,
-                     "baseline_prompt": c.baseline_prompt, "n_descriptors": len(c.prompts)}
+                    {"library_id": row.id, "position": i, "name": c.name, "n_descriptors": len(c.prompts),
+                     "baseline_prompt": "" if render_baseline(draft.baseline_template, c.name) == c.baseline_prompt
+                     else c.baseline_prompt}
                     for i, c in enumerate(draft.classes)
                 ],
             ).all() if draft.classes else []  # fmt: skip

@@ -71,6 +71,14 @@ def render(template: str, class_name: str, descriptor: str) -> str | None:
     return "".join(lit + (values[name] if name else "") for lit, name in pieces)
 
 
+def render_baseline(template: str, class_name: str) -> str | None:
+    """The class-name prompt a baseline template with one ``{class}`` field gives."""
+    pieces = _plain_fields(template)
+    if pieces is None or any(name == "descriptor" for _, name in pieces):
+        return None
+    return "".join(lit + (wordify(class_name) if name else "") for lit, name in pieces)
+
+
 def render_sql(template: str, class_name: ColumnElement, descriptor: ColumnElement) -> ColumnElement | None:
     """:func:`render` as a SQL expression over the class-name and descriptor columns (for
     searching prompts in the database); None where :func:`render` gives None."""

@@ -22,7 +22,7 @@ from .explain import (
     Retrieved,
 )
 from .index import IndexFiles, read_index_files
-from .prompts import render
+from .prompts import render, render_baseline
 from .records import LibraryInfo
 from .schema import ClassRow, DescriptorRow
 from .scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
@@ -51,7 +51,7 @@ class Library:
             ).all()
         self.class_ids = [r[0] for r in rows]
         self.class_names = [r[1] for r in rows]
-        self.baseline_prompts = [r[2] for r in rows]
+        self.baseline_prompts = [r[2] or render_baseline(info.baseline_template, r[1]) or "" for r in rows]
         self._position = {n: i for i, n in enumerate(self.class_names)}
 
     @property

@@ -83,7 +83,7 @@ class ClassRow(Base):
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(Text)
-    baseline_prompt: Mapped[str] = mapped_column(Text)
+    baseline_prompt: Mapped[str] = mapped_column(Text)  # "" (schema 2): the baseline template renders it
     n_descriptors: Mapped[int] = mapped_column(Integer)
 
 
@@ -93,7 +93,9 @@ class DescriptorRow(Base):
     __table_args__ = (Index("ix_descriptors_library_text", "library_id", "text"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    # Schema 2 drops the index on library_id alone: (library_id, text) serves equality on
+    # library_id, and a version's descriptors are a key range.
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
@@ -136,8 +138,8 @@ def _initial(conn: Connection) -> None:
 
 def _contiguous_keys(conn: Connection) -> None:
     """Schema 2: libraries record their retrieval parameters and first descriptor key;
-    descriptors lose the (class, position) index and the norm column (the index files have
-    the norms), and may leave their prompt to the template (``""``). Idempotent, because ``_initial`` creates
+    descriptors lose the (class, position) and (library) indexes and the norm column (the index files have
+    the norms), and may leave their prompt, as classes their baseline prompt, to the template (``""``). Idempotent, because ``_initial`` creates
     tables from the current models, which already have these changes."""
     have = {c["name"] for c in inspect(conn).get_columns("libraries")}
     if "index_params" not in have:
@@ -145,6 +147,7 @@ def _contiguous_keys(conn: Connection) -> None:
     if "first_descriptor_id" not in have:
         conn.execute(text("ALTER TABLE libraries ADD COLUMN first_descriptor_id INTEGER"))
     conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_class_position"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_library_id"))
     if "norm" in {c["name"] for c in inspect(conn).get_columns("descriptors")}:  # kept in descriptor_norms.npy
         conn.execute(text("ALTER TABLE descriptors DROP COLUMN norm"))
 

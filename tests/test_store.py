@@ -296,20 +296,25 @@ def test_index_files_of_the_first_layout_are_still_read(store):
     np.testing.assert_allclose([h["similarity"] for h in hits], [h["similarity"] for h in want_hits], atol=1e-6)
 
 
-@pytest.mark.parametrize("template", ["paper", "bare", "{{x}} {class}: {descriptor}", "{descriptor!r} of {class:>12}"])
-def test_prompts_rendered_from_the_template_read_back_as_built(store, template):
+@pytest.mark.parametrize(("template", "baseline"), [("paper", "a photo of a {class}."), ("bare", "{class}"),
+                                                    ("{{x}} {class}: {descriptor}", "{{a}} {class}"),
+                                                    ("{descriptor!r} of {class:>12}", "{class!r}")])  # fmt: skip
+def test_prompts_rendered_from_the_template_read_back_as_built(store, template, baseline):
     """Prompts are stored only where the template would not render them; every reader
     (evidence, retrieval, browsing and its search) sees the prompt the encoder embedded."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from ingest.prompts import Template
+    from ingest.prompts import Template, baseline_prompt
     from store import browse
     from store.schema import DescriptorRow
 
     lib = {"tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"], "cat": ["whiskers"]}
-    ingest_library(store, lib, "p", FakeEncoder(), template=template)
+    ingest_library(store, lib, "p", FakeEncoder(), template=template, baseline=baseline)
     loaded = store.load("p")
+    want_baselines = [baseline_prompt(baseline, c) for c in lib]
+    assert loaded.baseline_prompts == want_baselines
+    assert [r["baseline prompt"] for r in browse.classes_page(store, loaded.info)] == want_baselines
     build = Template(template).build
     expected = {(c, d): build(c, d) for c, ds in lib.items() for d in ds}
     assert {("tree_frog", t): p for t, p in loaded._class_texts(0)} | {("cat", t): p for t, p in loaded._class_texts(1)} == expected
@@ -323,3 +328,28 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template):
     for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):
         want = sorted(d for (c, d), p in expected.items() if term.lower() in p.lower())
         assert sorted(r["descriptor"] for r in browse.descriptors_page(store, loaded.info, term)) == want, term
+
+
+def test_a_schema_1_database_is_migrated_and_its_libraries_still_load(tmp_path):
+    """Schema 2 appends a migration: columns added, two descriptor indexes and the norm
+    column dropped, libraries written before it still readable."""
+    from sqlalchemy import create_engine, inspect, text
+
+    store = Store.open(tmp_path)
+    ingest_library(store, LIB, "frogs", FakeEncoder())
+    engine = create_engine(f"sqlite:///{tmp_path / 'whyclip.db'}")
+    with engine.begin() as conn:  # back to schema 1 (as far as migration 2 can tell)
+        conn.execute(text("ALTER TABLE descriptors ADD COLUMN norm FLOAT NOT NULL DEFAULT 1.0"))
+        conn.execute(text("CREATE INDEX ix_descriptors_class_position ON descriptors (class_id, position)"))
+        conn.execute(text("CREATE INDEX ix_descriptors_library_id ON descriptors (library_id)"))
+        conn.execute(text("ALTER TABLE libraries DROP COLUMN index_params"))
+        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+    reopened = Store.open(tmp_path, create=False)
+    with reopened.engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "2"
+        found = inspect(conn)
+        assert {i["name"] for i in found.get_indexes("descriptors")} == {"ix_descriptors_library_text"}
+        assert "norm" not in {c["name"] for c in found.get_columns("descriptors")}
+        assert "index_params" in {c["name"] for c in found.get_columns("libraries")}
+    assert reopened.load("frogs").class_names == ["tree frog", "tailed frog", "empty"]
