@@ -14,7 +14,8 @@ matrix is derived from the vectors when a library is loaded and the centroid mat
 first use: each is (classes x dim) fp32, which at ten descriptors a class would add 10% to
 the files. Retrieval (see :mod:`store.retrieval`) is an exact scan (``Flat``) up to
 ``APPROXIMATE_ABOVE`` descriptors and a class inverted file over the same vectors
-(``ClassIVF``: ``class_codes.npy``, ``code_centre.npy``) above; any FAISS factory string a
+(``ClassIVF``, whose only files are its parameters in the manifest: its codes are derived
+from the class means on load too) above; any FAISS factory string a
 user gives builds ``descriptors.faiss`` instead, whose ids are descriptor positions. An
 approximate index has its recall@10 measured against exact search when it is built.
 
@@ -24,7 +25,9 @@ vectors, and stored class matrices.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -46,6 +49,8 @@ from .retrieval import (
     recall_queries,
 )
 from .scoring import ClassMatrices, class_sums
+
+log = logging.getLogger(__name__)
 
 INDEX_FILE = "descriptors.faiss"
 VECTORS_FILE = "vectors.npy"
@@ -132,10 +137,14 @@ def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str) 
         sample = recall_queries(matrices.mean, vectors.shape[1], seed=1, noise=CALIBRATION_NOISE)
         ivf.probe, calibrated = calibrate_probe(ivf, sample)
         params = {"probe": ivf.probe, "calibration_recall": calibrated, "recall_target": RECALL_TARGET,
-                  "code_bits": int(ivf.codes.shape[1] * 8)}  # fmt: skip
-        return Built(factory, ivf, params, {"class_codes": ivf.codes, "code_centre": ivf.centre})
+                  "code_bits": int(ivf.codes.shape[1] * 8), "codes_sha256": codes_digest(ivf.codes)}  # fmt: skip
+        return Built(factory, ivf, params)
     index = build_faiss_index(vectors, factory)
     return Built(factory, FaissSearch(index), faiss_index=index)
+
+
+def codes_digest(codes: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(codes).tobytes()).hexdigest()[:16]
 
 
 def measure_recall(searcher, vectors: np.ndarray, mean: np.ndarray, k: int = 10) -> float:
@@ -211,11 +220,11 @@ def read_index_files(folder: Path, expected: dict) -> IndexFiles:
     params = manifest.get("index_params", {})
     if factory == "Flat":
         searcher = FlatScan(vectors)
-    elif factory == "ClassIVF":
-        codes = np.load(folder / "class_codes.npy")
-        centre = np.load(folder / "code_centre.npy")
-        coded = np.flatnonzero(np.diff(offsets)).astype(np.int64)
-        searcher = ClassIVF(vectors, offsets, codes, coded, centre, int(params["probe"]))
+    elif factory == "ClassIVF":  # its codes are derived from the class means, like at build time
+        searcher = build_class_ivf(vectors, offsets, matrices.mean)
+        searcher.probe = int(params["probe"])
+        if codes_digest(searcher.codes) != params.get("codes_sha256"):
+            log.warning("class codes of %s differ from those measured at build: its recall may differ slightly", folder)
     else:
         searcher = FaissSearch(faiss.read_index(str(folder / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY))
     return IndexFiles(searcher, matrices, norms, vectors, params)

@@ -187,9 +187,10 @@ def test_large_libraries_get_a_class_ivf_with_measured_recall_and_exact_scores(t
     manifest = json.loads((approx_store.index_folder(approx.info) / "manifest.json").read_text())
     assert manifest["index_params"] == params and manifest["layout"] == 2
     assert approx.files.searcher.probe == params["probe"]
-    # one copy of the vectors: no FAISS file, no stored class-mean or centroid matrix
+    assert index_module.codes_digest(approx.files.searcher.codes) == params["codes_sha256"]  # derived again on load
+    # one copy of the vectors and nothing derivable: no FAISS file, class means, centroids or codes
     files = {f.name for f in approx_store.index_folder(approx.info).iterdir()}
-    assert "descriptors.faiss" not in files and "class_mean.npy" not in files and "class_centroid.npy" not in files
+    assert files == {"manifest.json", "vectors.npy", "descriptor_norms.npy", "class_baseline.npy", "class_offsets.npy"}
     images = np.random.default_rng(3).standard_normal((5, 32)).astype(np.float32)
     images /= np.linalg.norm(images, axis=1, keepdims=True)
     for aggregate in ("mean", "centroid", "max"):  # class scores stay exact whatever the index
