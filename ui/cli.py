@@ -147,7 +147,8 @@ def libraries(ctx, as_json):
         return
     head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "index", "recall@10",
             "encoder", "created")  # fmt: skip
-    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template, i.index_factory,
+    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template,
+             i.index_factory + (f" (probe {i.index_params['probe']})" if "probe" in i.index_params else ""),
              f"{i.recall_at_10:.3f}", i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for r in (head, *rows):
