@@ -209,14 +209,14 @@ def read_index_files(folder: Path, expected: dict) -> IndexFiles:
     if layout == 1:
         mean = np.load(folder / "class_mean.npy", mmap_mode="r")
         centroid = np.load(folder / "class_centroid.npy", mmap_mode="r")
-        matrices = ClassMatrices(mean, baseline, offsets, centroid)
+        matrices = ClassMatrices(mean, centroid, baseline, offsets)
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if factory != "Flat" else 0
         index = faiss.read_index(str(folder / INDEX_FILE), flags)
         ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         if len(ids) > 1 and not np.all(np.diff(ids) > 0):
             raise StoreError(f"the index at {folder} is not in descriptor order: re-ingest the library")
         return IndexFiles(FaissSearch(index, ids), matrices, norms, vectors, {}, ids)
-    matrices = ClassMatrices(class_sums(vectors, offsets, baseline), baseline, offsets, vectors=vectors, norms=norms)
+    matrices = ClassMatrices(class_sums(vectors, offsets, baseline), None, baseline, offsets, vectors=vectors, norms=norms)
     params = manifest.get("index_params", {})
     if factory == "Flat":
         searcher = FlatScan(vectors)

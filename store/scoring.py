@@ -26,9 +26,8 @@ class ClassMatrices:
     offsets:  (C + 1,) descriptor row offsets
     """
 
-    def __init__(self, mean: np.ndarray, baseline: np.ndarray, offsets: np.ndarray,
-                 centroid: np.ndarray | None = None, *, vectors: np.ndarray | None = None,
-                 norms: np.ndarray | None = None):  # fmt: skip
+    def __init__(self, mean: np.ndarray, centroid: np.ndarray | None, baseline: np.ndarray, offsets: np.ndarray,
+                 *, vectors: np.ndarray | None = None, norms: np.ndarray | None = None):  # fmt: skip
         self.mean = mean
         self.baseline = baseline
         self.offsets = offsets
@@ -92,7 +91,7 @@ def build_class_matrices(
     offsets = np.asarray(offsets, dtype=np.int64)
     baseline = np.asarray(baseline, dtype=np.float32)
     mean = class_sums(vectors, offsets, baseline)
-    return ClassMatrices(mean, baseline, offsets, vectors=vectors, norms=norms)
+    return ClassMatrices(mean, None, baseline, offsets, vectors=vectors, norms=norms)
 
 
 def score_classes(
