@@ -116,15 +116,20 @@ class ClassIVF:
 
 
 def encode(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """One sign bit a dimension of ``vectors - centre``, packed (uint8)."""
-    return np.packbits(np.asarray(vectors, dtype=np.float32) - centre > 0, axis=1)
+    """One sign bit a dimension of ``vectors - centre``, packed (uint8); in chunks, so a
+    large matrix never has a full-size temporary."""
+    out = np.empty((len(vectors), (vectors.shape[1] + 7) // 8), dtype=np.uint8)
+    for lo in range(0, len(vectors), SCAN_CHUNK):
+        out[lo : lo + SCAN_CHUNK] = np.packbits(np.asarray(vectors[lo : lo + SCAN_CHUNK], dtype=np.float32) > centre, axis=1)
+    return out
 
 
 def build_class_ivf(vectors: np.ndarray, offsets: np.ndarray, mean: np.ndarray) -> ClassIVF:
     """Codes of the class-mean vectors of the classes that have descriptors."""
     coded = np.flatnonzero(np.diff(offsets)).astype(np.int64)
-    centre = (mean[coded].mean(axis=0) if len(coded) else np.zeros(mean.shape[1])).astype(np.float32)
-    return ClassIVF(vectors, np.asarray(offsets, dtype=np.int64), encode(mean[coded], centre), coded, centre)
+    means = mean if len(coded) == len(mean) else mean[coded]  # no copy when every class has descriptors
+    centre = (means.mean(axis=0, dtype=np.float64) if len(coded) else np.zeros(mean.shape[1])).astype(np.float32)
+    return ClassIVF(vectors, np.asarray(offsets, dtype=np.int64), encode(means, centre), coded, centre)
 
 
 def calibrate_probe(ivf: ClassIVF, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET) -> tuple[int, float]:
