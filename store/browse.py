@@ -30,14 +30,15 @@ def _like(column, term: str):
     return column.ilike(f"%{escaped}%", escape="\\")
 
 
-def _descriptor_rows(info: LibraryInfo, search: str) -> Select:
+def _descriptor_rows(info: LibraryInfo, search: str, order: str = "label order") -> Select:
     q = (
         select(ClassRow.name, ClassRow.position, DescriptorRow.text, DescriptorRow.prompt, DescriptorRow.shared,
                DescriptorRow.truncated)
         .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
-        .where(DescriptorRow.library_id == info.id)
     )  # fmt: skip
-    if info.first_descriptor_id is not None:  # its key range: label order walks the primary key
+    if info.first_descriptor_id is None or order != "label order":  # (library, text) serves A-Z order
+        q = q.where(DescriptorRow.library_id == info.id)
+    else:  # the version's key range alone (SQLite would prefer the (library, text) index): walks the key
         q = q.where(DescriptorRow.id.between(info.first_descriptor_id, info.first_descriptor_id + info.n_descriptors - 1))
     if search.strip():
         rendered = render_sql(info.template, ClassRow.name, DescriptorRow.text)
@@ -83,7 +84,7 @@ def descriptors_page(store: Store, info: LibraryInfo, search: str = "", order: s
     """One page of (class, descriptor, prompt) rows with how many classes share each text.
     Classes without descriptors are listed by :func:`classes_page`."""
     with Session(store.engine) as s:
-        rows = s.execute(_descriptor_rows(info, search).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
+        rows = s.execute(_descriptor_rows(info, search, order).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
     return [{"class": r.name, "label": r.position, "descriptor": r.text,
              "prompt": r.prompt or render(info.template, r.name, r.text) or "",
              "classes sharing it": r.shared, "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
