@@ -65,6 +65,22 @@ def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
     return out
 
 
+def _migrate(engine: Engine, create: bool) -> str:
+    """Bring the schema up to date and return the store id. Another process may be creating
+    or migrating the same database at this moment (an ingest starting while a reader opens
+    its home): if our attempt fails and the schema is current afterwards, that is fine."""
+    try:
+        with engine.begin() as conn:
+            if create or schema.schema_version(conn) < len(schema.MIGRATIONS):
+                schema.migrate(conn)
+            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+    except Exception:
+        with engine.begin() as conn:
+            if schema.schema_version(conn) < len(schema.MIGRATIONS):
+                raise
+            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+
+
 class Store:
     """Libraries in a database (SQLite in ``home`` by default) plus index files in ``home``."""
 
@@ -96,10 +112,7 @@ class Store:
         if is_sqlite:
             event.listen(engine, "connect", _sqlite_pragmas)
         try:
-            with engine.begin() as conn:
-                if create or schema.schema_version(conn) < len(schema.MIGRATIONS):
-                    schema.migrate(conn)
-                store_id = conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+            store_id = _migrate(engine, create)
         except StoreError:
             raise
         except Exception as exc:

@@ -354,3 +354,21 @@ def test_a_schema_1_database_is_migrated_and_its_libraries_still_load(tmp_path):
         assert "norm" not in {c["name"] for c in found.get_columns("descriptors")}
         assert "index_params" in {c["name"] for c in found.get_columns("libraries")}
     assert reopened.load("frogs").class_names == ["tree frog", "tailed frog", "empty"]
+
+
+def test_opening_a_database_another_process_just_created_is_fine(tmp_path, monkeypatch):
+    """A reader that finds an empty schema, then loses the race to create it, opens the
+    database the winner created."""
+    from store import schema
+
+    first = Store.open(tmp_path)
+    real = schema.schema_version
+    calls = []
+
+    def stale_then_real(conn):  # the reader looked (twice) before the other process committed
+        calls.append(1)
+        return 0 if len(calls) <= 2 else real(conn)
+
+    monkeypatch.setattr(schema, "schema_version", stale_then_real)
+    again = Store.open(tmp_path, create=False)  # its own initialisation fails: the store id exists
+    assert again.store_id == first.store_id and len(calls) == 3
