@@ -195,6 +195,11 @@ def bench_query(size: int, runs: int, results: dict) -> None:
             ref = straightforward_scores(q, in_ram, offsets)
             agree += [lib.class_names[j] for j in np.argsort(-ref, kind="stable")[:5]] == [c.name for c in exp.classes]
             worst = max(worst, float(np.max(np.abs(lib.scores(q[None], "mean")[0] - ref))))
+        # recall@10 of the retrieval on these queries too (noisier than the build-time sample)
+        from store.retrieval import exact_search, recall
+
+        got = np.array([[r.descriptor_id for r in hits] for hits in lib.retrieve(queries, 10)])
+        bench_recall = recall(got, lib.ids[exact_search(in_ram, queries, 10)[1]])
         query_rss = query_process_rss(home, queries[:20])
         on_disk = folder_bytes(Path(home))
         results["query"].append({
@@ -205,7 +210,8 @@ def bench_query(size: int, runs: int, results: dict) -> None:
             "scores_speedup": statistics.median(plain) / statistics.median(scores_only),
             "top5_agreement": agree / len(queries), "max_abs_score_diff": worst,
             "retrieval_p50_ms": pct(retrieval, 50), "retrieval_p95_ms": pct(retrieval, 95),
-            "index": info.index_factory, "recall_at_10": info.recall_at_10,
+            "index": info.index_factory, "index_params": info.index_params, "recall_at_10": info.recall_at_10,
+            "bench_queries_recall_at_10": bench_recall,
             "bytes_per_descriptor_on_disk": on_disk / size, "query_process_rss_mb": query_rss,
             "query_process_rss_bytes_per_descriptor": query_rss * 2**20 / size,
         })  # fmt: skip
@@ -241,6 +247,11 @@ def bench_images(model: str, runs: int, results: dict) -> None:
 # -- report ---------------------------------------------------------------------------------
 
 
+def index_note(r: dict) -> str:
+    params = r.get("index_params") or {}
+    return f" probe {params['probe']}" if "probe" in params else ""
+
+
 def markdown(results: dict) -> str:
     out = [f"# whyclip benchmarks\n\n{results['machine']}\n"]
     if results["ingest"]:
@@ -254,16 +265,17 @@ def markdown(results: dict) -> str:
     if results["query"]:
         out.append("\n## Query (one image vector; ms)\n")
         out.append("| descriptors | classes | full explanation p50 / p95 | exact scores p50 / p95 | straightforward numpy p50 / p95 "
-                   "| scores speedup | top-5 agree | max abs diff | top-10 retrieval p50 / p95 | index (recall@10) | build s "
+                   "| scores speedup | top-5 agree | max abs diff | top-10 retrieval p50 / p95 | index (recall@10 at build; on these queries) | build s | load s "
                    "| bytes/descriptor on disk | query process RSS MB (bytes/descriptor) |")  # fmt: skip
-        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
         for r in results["query"]:
             out.append(
                 f"| {r['descriptors']:,} | {r['classes']:,} | {r['explain_p50_ms']:.1f} / {r['explain_p95_ms']:.1f} | "
                 f"{r['scores_p50_ms']:.2f} / {r['scores_p95_ms']:.2f} | {r['straightforward_p50_ms']:.2f} / "
                 f"{r['straightforward_p95_ms']:.2f} | {r['scores_speedup']:.1f}x | {r['top5_agreement']:.0%} | "
                 f"{r['max_abs_score_diff']:.1e} | {r['retrieval_p50_ms']:.2f} / {r['retrieval_p95_ms']:.2f} | "
-                f"{r['index']} ({r['recall_at_10']:.3f}) | {r['build_s']:.1f} | {r['bytes_per_descriptor_on_disk']:.0f} | "
+                f"{r['index']}{index_note(r)} ({r['recall_at_10']:.3f}; {r['bench_queries_recall_at_10']:.3f}) | {r['build_s']:.1f} | "
+                f"{r['load_s']:.2f} | {r['bytes_per_descriptor_on_disk']:.0f} | "
                 f"{r['query_process_rss_mb']:.0f} ({r['query_process_rss_bytes_per_descriptor']:.0f}) |"
             )
     if results["images"]:

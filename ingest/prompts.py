@@ -1,7 +1,7 @@
 """Prompt templates: turn (class, descriptor) into the text CLIP embeds.
 
-``paper`` reproduces Menon & Vondrick's code (``make_descriptor_sentence`` with the class
-name prepended and ", " between): the tests pin its exact strings, quirks included.
+The rendering itself (``wordify``, the paper's ``descriptor_sentence``, ``paper_prompt``)
+lives in :mod:`store.prompts`, because the store re-derives prompts it does not keep.
 """
 
 from __future__ import annotations
@@ -9,34 +9,13 @@ from __future__ import annotations
 import string
 
 from store.errors import InputError
+from store.prompts import descriptor_sentence, paper_prompt, wordify
 
 DEFAULT_TEMPLATE = "paper"
 DEFAULT_BASELINE = "a photo of a {class}."
+__all__ = ["DEFAULT_BASELINE", "DEFAULT_TEMPLATE", "NAMED", "Template", "baseline_prompt", "check_baseline",
+           "descriptor_sentence", "paper_prompt", "wordify"]
 NAMED = {"bare": "{descriptor}", "paper": "{class}, which is/has {descriptor} (the paper's rule)"}
-
-
-def wordify(class_name: str) -> str:
-    """Class names as the paper's code writes them into prompts: underscores become spaces."""
-    return class_name.replace("_", " ")
-
-
-def descriptor_sentence(descriptor: str) -> str:
-    """The paper's rule, as its code applies it: plain, case-sensitive *character* prefixes.
-
-    So "antennae" reads "which is antennae" (it starts with "a") and "canopy" reads
-    "which canopy" (it starts with "can"): the published quirk, kept for fidelity.
-    """
-    if descriptor.startswith(("a", "an")):
-        return f"which is {descriptor}"
-    if descriptor.startswith(("has", "often", "typically", "may", "can")):
-        return f"which {descriptor}"
-    if descriptor.startswith("used"):
-        return f"which is {descriptor}"
-    return f"which has {descriptor}"
-
-
-def paper_prompt(class_name: str, descriptor: str) -> str:
-    return f"{wordify(class_name)}, {descriptor_sentence(descriptor)}"
 
 
 def _fields(fmt: str) -> set[str]:

@@ -8,6 +8,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from .library import LibraryInfo, Store
+from .prompts import render, render_baseline, render_sql
 from .schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
@@ -29,15 +30,20 @@ def _like(column, term: str):
     return column.ilike(f"%{escaped}%", escape="\\")
 
 
-def _descriptor_rows(info: LibraryInfo, search: str) -> Select:
+def _descriptor_rows(info: LibraryInfo, search: str, order: str = "label order") -> Select:
     q = (
         select(ClassRow.name, ClassRow.position, DescriptorRow.text, DescriptorRow.prompt, DescriptorRow.shared,
                DescriptorRow.truncated)
         .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
-        .where(DescriptorRow.library_id == info.id)
     )  # fmt: skip
+    if info.first_descriptor_id is None or order != "label order":  # (library, text) serves A-Z order
+        q = q.where(DescriptorRow.library_id == info.id)
+    else:  # the version's key range alone (SQLite would prefer the (library, text) index): walks the key
+        q = q.where(DescriptorRow.id.between(info.first_descriptor_id, info.first_descriptor_id + info.n_descriptors - 1))
     if search.strip():
-        q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(DescriptorRow.prompt, search)))
+        rendered = render_sql(info.template, ClassRow.name, DescriptorRow.text)
+        prompt = DescriptorRow.prompt if rendered is None else func.coalesce(func.nullif(DescriptorRow.prompt, ""), rendered)
+        q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(prompt, search)))
     return q
 
 
@@ -78,8 +84,9 @@ def descriptors_page(store: Store, info: LibraryInfo, search: str = "", order: s
     """One page of (class, descriptor, prompt) rows with how many classes share each text.
     Classes without descriptors are listed by :func:`classes_page`."""
     with Session(store.engine) as s:
-        rows = s.execute(_descriptor_rows(info, search).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
-    return [{"class": r.name, "label": r.position, "descriptor": r.text, "prompt": r.prompt,
+        rows = s.execute(_descriptor_rows(info, search, order).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
+    return [{"class": r.name, "label": r.position, "descriptor": r.text,
+             "prompt": r.prompt or render(info.template, r.name, r.text) or "",
              "classes sharing it": r.shared, "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
 
 
@@ -89,7 +96,8 @@ def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str =
     with Session(store.engine) as s:
         rows = s.execute(_class_rows(info, search).order_by(*CLASS_ORDERS[order]).offset(offset).limit(limit)).all()
     return [{"label": r.position, "class": r.name, "descriptors": r.n_descriptors,
-             "baseline prompt": r.baseline_prompt} for r in rows]  # fmt: skip
+             "baseline prompt": r.baseline_prompt or render_baseline(info.baseline_template, r.name) or ""}
+            for r in rows]  # fmt: skip
 
 
 def shared_descriptors_page(store: Store, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 import uuid
@@ -21,7 +22,8 @@ from sqlalchemy.orm import Session
 from . import schema
 from .errors import InputError, LibraryNotFound, NoStore, StoreError
 from .home import resolve_db_url, resolve_home
-from .index import build_index, choose_factory, measure_recall, write_index_files
+from .index import build_retrieval, choose_factory, measure_recall, write_index_files
+from .prompts import render, render_baseline
 from .records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
 from .scoring import AGGREGATES, build_class_matrices
@@ -42,7 +44,8 @@ def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
         aggregate=row.aggregate, n_classes=row.n_classes, n_descriptors=row.n_descriptors,
         n_prompts=row.n_prompts, n_empty_classes=n_empty, source=row.source,
         source_sha256=row.source_sha256, index_key=row.index_key, index_factory=row.index_factory,
-        recall_at_10=row.recall_at_10,
+        recall_at_10=row.recall_at_10, index_params=json.loads(row.index_params or "{}"),
+        first_descriptor_id=row.first_descriptor_id,
     )  # fmt: skip
 
 
@@ -60,6 +63,22 @@ def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
         for text in dict.fromkeys(c.descriptors):
             out.setdefault(text, []).append(c.name)
     return out
+
+
+def _migrate(engine: Engine, create: bool) -> str:
+    """Bring the schema up to date and return the store id. Another process may be creating
+    or migrating the same database at this moment (an ingest starting while a reader opens
+    its home): if our attempt fails and the schema is current afterwards, that is fine."""
+    try:
+        with engine.begin() as conn:
+            if create or schema.schema_version(conn) < len(schema.MIGRATIONS):
+                schema.migrate(conn)
+            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+    except Exception:
+        with engine.begin() as conn:
+            if schema.schema_version(conn) < len(schema.MIGRATIONS):
+                raise
+            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
 
 
 class Store:
@@ -93,10 +112,8 @@ class Store:
         if is_sqlite:
             event.listen(engine, "connect", _sqlite_pragmas)
         try:
-            with engine.begin() as conn:
-                if create or schema.schema_version(conn) < len(schema.MIGRATIONS):
-                    schema.migrate(conn)
-                store_id = conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+            store_id = _migrate(engine, create)
+            with engine.connect() as conn:
                 missing = schema.missing_columns(conn)
             if missing:
                 raise StoreError(
@@ -162,7 +179,10 @@ class Store:
     # -- writing -------------------------------------------------------------------------
 
     def write_library(self, draft: LibraryDraft) -> LibraryInfo:
-        """Publish ``draft`` as the next version of its name, all or nothing."""
+        """Publish ``draft`` as the next version of its name, all or nothing, in two phases:
+        first the index files (minutes at a million descriptors, no database lock held),
+        then every row in one short transaction that makes the version ready. A failure in
+        either leaves no version visible and no files behind."""
         d = draft.encoder.dim
         if draft.vectors.ndim != 2 or draft.vectors.shape[1] != d:
             raise StoreError(f"vectors have shape {draft.vectors.shape}, expected (*, {d})")
@@ -173,64 +193,89 @@ class Store:
         base_rows = np.array([rows_of[c.baseline_prompt] for c in draft.classes], dtype=np.int64)
         counts = np.array([len(c.prompts) for c in draft.classes], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
+        n_descriptors = int(offsets[-1])
         vectors = np.ascontiguousarray(draft.vectors[desc_rows], dtype=np.float32).reshape(-1, d)
         norms = draft.norms[desc_rows].astype(np.float32)
         matrices = build_class_matrices(vectors, norms, offsets, draft.vectors[base_rows].reshape(-1, d))
-        factory = choose_factory(int(offsets[-1]), draft.index_factory)
+        factory = choose_factory(n_descriptors, draft.index_factory)
         key = uuid.uuid4().hex
         folder = self.home / "indexes" / self.store_id / key
+        built = build_retrieval(vectors, matrices, factory)
+        recall_at_10 = measure_recall(built.searcher, vectors, matrices.mean)
+        manifest = {"store_id": self.store_id, "index_key": key, "name": draft.name, "n_descriptors": n_descriptors,
+                    "dim": d, "encoder_id": draft.encoder.id, "index_factory": built.factory,
+                    "index_params": built.params}  # fmt: skip
+        write_index_files(folder, built, vectors, matrices, norms, manifest)
         try:
-            with Session(self.engine) as s, s.begin():
-                version = (s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == draft.name)) or 0) + 1
-                row = LibraryRow(
-                    name=draft.name, version=version, status=schema.BUILDING,
-                    created_at=dt.datetime.now(dt.timezone.utc), encoder_id=draft.encoder.id,
-                    encoder_name=draft.encoder.name, dim=d, logit_scale=float(draft.encoder.logit_scale),
-                    template=draft.template, baseline_template=draft.baseline_template,
-                    aggregate=draft.aggregate, n_classes=len(draft.classes), n_descriptors=int(offsets[-1]),
-                    n_prompts=len(rows_of), source=draft.source, source_sha256=draft.source_sha256,
-                    index_key=key, index_factory=factory,
-                )  # fmt: skip
-                s.add(row)
-                s.flush()
-                class_ids = s.scalars(
-                    insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
-                    [
-                        {"library_id": row.id, "position": i, "name": c.name,
-                         "baseline_prompt": c.baseline_prompt, "n_descriptors": len(c.prompts)}
-                        for i, c in enumerate(draft.classes)
-                    ],
-                ).all()  # fmt: skip
-                params = [
-                    {"library_id": row.id, "class_id": cid, "position": j, "text": text, "prompt": prompt,
-                     "truncated": bool(trunc)}
-                    for cid, c in zip(class_ids, draft.classes)
-                    for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
-                ]  # fmt: skip
-                shared = _shared_texts(draft.classes)
-                for param, norm in zip(params, norms.tolist()):
-                    param["norm"] = norm
-                    param["shared"] = len(shared[param["text"]])
-                multi = [{"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
-                         for t, names in shared.items() if len(names) > 1]  # fmt: skip
-                if multi:
-                    s.execute(insert(SharedTextRow), multi)
-                ids = (
-                    s.scalars(insert(DescriptorRow).returning(DescriptorRow.id, sort_by_parameter_order=True), params).all()
-                    if params
-                    else []
-                )
-                index = build_index(vectors, np.asarray(ids, dtype=np.int64), factory)
-                row.recall_at_10 = measure_recall(index, vectors, matrices)
-                manifest = {"store_id": self.store_id, "library_id": row.id, "name": draft.name,
-                            "version": version, "n_descriptors": int(offsets[-1]), "dim": d,
-                            "encoder_id": draft.encoder.id, "index_factory": factory}  # fmt: skip
-                write_index_files(folder, index, vectors, matrices, norms, manifest)
-                row.status = schema.READY
-                library_id = row.id
+            del vectors, matrices, built  # a million-descriptor draft: free before the rows
+            library_id, version = self._insert_rows(draft, key, factory_row(manifest), recall_at_10)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        log.info("wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), offsets[-1])
+        self._checkpoint()
+        log.info("wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), n_descriptors)
         with Session(self.engine) as s:
             return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
+
+    def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float) -> tuple[int, int]:
+        """Phase two: the version's rows, ready, in one transaction. Descriptor keys are
+        given explicitly, contiguous in label order, so a position maps to its row without
+        a lookup table; a concurrent writer makes this one fail, never interleave. A prompt
+        the library's template renders is stored as ""."""
+        n_descriptors = sum(len(c.prompts) for c in draft.classes)
+        with Session(self.engine) as s, s.begin():
+            version = (s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == draft.name)) or 0) + 1
+            first = (s.scalar(select(func.max(DescriptorRow.id))) or 0) + 1
+            row = LibraryRow(
+                name=draft.name, version=version, status=schema.READY,
+                created_at=dt.datetime.now(dt.timezone.utc), encoder_id=draft.encoder.id,
+                encoder_name=draft.encoder.name, dim=draft.encoder.dim, logit_scale=float(draft.encoder.logit_scale),
+                template=draft.template, baseline_template=draft.baseline_template,
+                aggregate=draft.aggregate, n_classes=len(draft.classes), n_descriptors=n_descriptors,
+                n_prompts=len(draft.prompt_rows), source=draft.source, source_sha256=draft.source_sha256,
+                index_key=key, recall_at_10=recall_at_10, first_descriptor_id=first, **index,
+            )  # fmt: skip
+            s.add(row)
+            s.flush()
+            class_ids = s.scalars(
+                insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
+                [
+                    {"library_id": row.id, "position": i, "name": c.name, "n_descriptors": len(c.prompts),
+                     "baseline_prompt": "" if render_baseline(draft.baseline_template, c.name) == c.baseline_prompt
+                     else c.baseline_prompt}
+                    for i, c in enumerate(draft.classes)
+                ],
+            ).all() if draft.classes else []  # fmt: skip
+            shared = _shared_texts(draft.classes)
+            params = [
+                {"library_id": row.id, "class_id": cid, "position": j, "text": text, "truncated": bool(trunc),
+                 "prompt": "" if render(draft.template, c.name, text) == prompt else prompt, "shared": len(shared[text])}
+                for cid, c in zip(class_ids, draft.classes)
+                for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
+            ]  # fmt: skip
+            for n, param in enumerate(params):
+                param["id"] = first + n
+            multi = [{"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
+                     for t, names in shared.items() if len(names) > 1]  # fmt: skip
+            if multi:
+                s.execute(insert(SharedTextRow), multi)
+            if params:
+                s.execute(insert(DescriptorRow), params)
+            return row.id, version
+
+    def _checkpoint(self) -> None:
+        """Fold SQLite's write-ahead log back into the database after a large write, so the
+        log file does not keep the size of the biggest transaction (best effort)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception as exc:  # a busy reader: the log is folded in later
+            log.debug("WAL checkpoint skipped: %s", exc)
+
+
+def factory_row(manifest: dict) -> dict:
+    """The library row's fields about its retrieval index."""
+    params = manifest["index_params"]
+    return {"index_factory": manifest["index_factory"], "index_params": json.dumps(params) if params else None}

@@ -21,7 +21,8 @@ from .explain import (
     Explanation,
     Retrieved,
 )
-from .index import IndexFiles, index_ids, read_index_files, search
+from .index import IndexFiles, read_index_files
+from .prompts import render, render_baseline
 from .records import LibraryInfo
 from .schema import ClassRow, DescriptorRow
 from .scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
@@ -36,12 +37,12 @@ class Library:
     def __init__(self, store: Store, info: LibraryInfo):
         self.store = store
         self.info = info
-        expected = {"store_id": store.store_id, "library_id": info.id, "n_descriptors": info.n_descriptors}
+        expected = {"store_id": store.store_id, "library_id": info.id, "index_key": info.index_key,
+                    "n_descriptors": info.n_descriptors}  # fmt: skip
         self.files: IndexFiles = read_index_files(store.index_folder(info), expected)
         self.vectors = self.files.vectors
-        self.ids = index_ids(self.files.index)
-        if len(self.ids) > 1 and not np.all(np.diff(self.ids) > 0):
-            raise StoreError(f"index of library {info.name!r} is not in descriptor order: re-ingest it")
+        if self.files.descriptor_ids is None and info.first_descriptor_id is None:
+            raise StoreError(f"library {info.name!r} has index files but no descriptor keys: re-ingest it")
         with Session(store.engine) as s:
             rows = s.execute(
                 select(ClassRow.id, ClassRow.name, ClassRow.baseline_prompt)
@@ -50,12 +51,26 @@ class Library:
             ).all()
         self.class_ids = [r[0] for r in rows]
         self.class_names = [r[1] for r in rows]
-        self.baseline_prompts = [r[2] for r in rows]
+        self.baseline_prompts = [r[2] or render_baseline(info.baseline_template, r[1]) or "" for r in rows]
         self._position = {n: i for i, n in enumerate(self.class_names)}
 
     @property
     def matrices(self):
         return self.files.matrices
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The database key of each descriptor position (row of ``vectors``)."""
+        if self.files.descriptor_ids is not None:
+            return self.files.descriptor_ids
+        return self.info.first_descriptor_id + np.arange(self.info.n_descriptors, dtype=np.int64)
+
+    def _keys(self, lo: int, hi: int):
+        """A condition selecting the descriptors at positions lo..hi-1."""
+        if self.files.descriptor_ids is not None:
+            return DescriptorRow.id.in_(self.files.descriptor_ids[lo:hi].tolist())
+        first = self.info.first_descriptor_id
+        return DescriptorRow.id.between(first + lo, first + hi - 1)
 
     def check_encoder(self, encoder_id: str) -> None:
         if encoder_id != self.info.encoder_id:
@@ -79,13 +94,17 @@ class Library:
 
     @lru_cache(maxsize=4096)  # noqa: B019 - a Library lives as long as its cache should
     def _class_texts(self, position: int) -> tuple[tuple[str, str], ...]:
+        lo, hi = int(self.matrices.offsets[position]), int(self.matrices.offsets[position + 1])
+        if hi == lo:
+            return ()
         with Session(self.store.engine) as s:
-            rows = s.execute(
-                select(DescriptorRow.text, DescriptorRow.prompt)
-                .where(DescriptorRow.class_id == self.class_ids[position])
-                .order_by(DescriptorRow.position)
-            ).all()
-        return tuple((r[0], r[1]) for r in rows)
+            rows = s.execute(select(DescriptorRow.text, DescriptorRow.prompt).where(self._keys(lo, hi)).order_by(DescriptorRow.id)).all()
+        name = self.class_names[position]
+        return tuple((r[0], self.prompt(name, r[0], r[1])) for r in rows)
+
+    def prompt(self, class_name: str, descriptor: str, stored: str) -> str:
+        """A descriptor's prompt: as stored, or ("") rendered from the library's template."""
+        return stored or render(self.info.template, class_name, descriptor) or ""
 
     def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
         """Every descriptor of a class with its similarity and weight, best first."""
@@ -132,10 +151,15 @@ class Library:
 
     def retrieve(self, images: np.ndarray, k: int = 10) -> list[list[Retrieved]]:
         """The ``k`` best-matching descriptors in the whole library, per image (FAISS)."""
-        k = min(k, self.files.index.ntotal)
+        k = min(k, self.info.n_descriptors)
         if k <= 0:
             return [[] for _ in range(len(images))]
-        sims, ids = search(self.files.index, np.ascontiguousarray(images, dtype=np.float32), k)
+        sims, positions = self.files.searcher.search(np.ascontiguousarray(np.atleast_2d(images), dtype=np.float32), k)
+        if self.files.descriptor_ids is not None:
+            keys = self.files.descriptor_ids[np.maximum(positions, 0)]
+        else:
+            keys = self.info.first_descriptor_id + positions
+        ids = np.where(positions >= 0, keys, -1)
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         with Session(self.store.engine) as s:
             meta = {
@@ -147,7 +171,7 @@ class Library:
                 )
             }
         return [
-            [Retrieved(meta[int(i)][0], meta[int(i)][1], meta[int(i)][2], float(sim), int(i))
+            [Retrieved(meta[int(i)][0], meta[int(i)][1], self.prompt(*meta[int(i)]), float(sim), int(i))
              for sim, i in zip(srow, irow) if i >= 0]
             for srow, irow in zip(sims, ids)
         ]  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,8 @@ class LibraryInfo:
     index_key: str
     index_factory: str
     recall_at_10: float
+    index_params: dict = field(default_factory=dict)  # e.g. ClassIVF's calibrated probe
+    first_descriptor_id: int | None = None  # None: a version written before schema 2
 
 
 @dataclass
@@ -68,4 +70,4 @@ class LibraryDraft:
     source: str = ""
     source_sha256: str = ""
     aggregate: str = "mean"
-    index_factory: str | None = None  # FAISS factory for retrieval; None: Flat, or HNSW32 when large
+    index_factory: str | None = None  # retrieval index; None: Flat, or ClassIVF when large; or a FAISS factory

@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -69,6 +70,10 @@ class LibraryRow(Base):
     index_key: Mapped[str] = mapped_column(String(64))
     index_factory: Mapped[str] = mapped_column(String(200), default="Flat")
     recall_at_10: Mapped[float] = mapped_column(Float, default=1.0)  # of the retrieval index vs exact
+    # schema 2: the retrieval index's chosen parameters (JSON), and the key of the version's
+    # first descriptor: its descriptors have keys first_descriptor_id + position in label order
+    index_params: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    first_descriptor_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
 
 class ClassRow(Base):
@@ -79,24 +84,23 @@ class ClassRow(Base):
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(Text)
-    baseline_prompt: Mapped[str] = mapped_column(Text)
+    baseline_prompt: Mapped[str] = mapped_column(Text)  # "" (schema 2): the baseline template renders it
     n_descriptors: Mapped[int] = mapped_column(Integer)
 
 
 class DescriptorRow(Base):
     __tablename__ = "descriptors"
-    __table_args__ = (
-        Index("ix_descriptors_class_position", "class_id", "position"),
-        Index("ix_descriptors_library_text", "library_id", "text"),
-    )
+    # Schema 2 drops ("class_id", "position"): a class's descriptors are a key range.
+    __table_args__ = (Index("ix_descriptors_library_text", "library_id", "text"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    # Schema 2 drops the index on library_id alone: (library_id, text) serves equality on
+    # library_id, and a version's descriptors are a key range.
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
-    prompt: Mapped[str] = mapped_column(Text)
-    norm: Mapped[float] = mapped_column(Float)
+    prompt: Mapped[str] = mapped_column(Text)  # "" (schema 2): the library's template renders it
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     shared: Mapped[int] = mapped_column(Integer, default=1)  # classes in the library with this text
 
@@ -191,7 +195,23 @@ def _eval_tables(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in EVAL_TABLES], checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _eval_tables]
+def _contiguous_keys(conn: Connection) -> None:
+    """Version 3: libraries record their retrieval parameters and first descriptor key;
+    descriptors lose the (class, position) and (library) indexes and the norm column (the index files have
+    the norms), and may leave their prompt, as classes their baseline prompt, to the template (``""``). Idempotent, because ``_initial`` creates
+    tables from the current models, which already have these changes."""
+    have = {c["name"] for c in inspect(conn).get_columns("libraries")}
+    if "index_params" not in have:
+        conn.execute(text("ALTER TABLE libraries ADD COLUMN index_params TEXT"))
+    if "first_descriptor_id" not in have:
+        conn.execute(text("ALTER TABLE libraries ADD COLUMN first_descriptor_id INTEGER"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_class_position"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_library_id"))
+    if "norm" in {c["name"] for c in inspect(conn).get_columns("descriptors")}:  # kept in descriptor_norms.npy
+        conn.execute(text("ALTER TABLE descriptors DROP COLUMN norm"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _eval_tables, _contiguous_keys]
 
 
 def schema_version(conn: Connection) -> int:

@@ -8,48 +8,90 @@ back to its baseline prompt vector under every aggregate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 AGGREGATES = ("mean", "centroid", "max")
 
 
-@dataclass(frozen=True)
+CHUNK_ROWS = 1 << 15  # descriptor rows summed at a time (float64: 128 MB at dim 512)
+
+
 class ClassMatrices:
-    """Everything exact scoring needs, precomputed at ingest.
+    """Everything exact scoring needs, per class.
 
     mean:     (C, d) ``mean_d t(c, d)`` (not renormalised), baseline row for empty classes
-    centroid: (C, d) normalised mean of the *raw* prompt embeddings
+    centroid: (C, d) normalised mean of the *raw* prompt embeddings; derived from the
+              vectors and norms on first use when not given (only that aggregate needs it)
     baseline: (C, d) unit vectors of the class-name prompts
     offsets:  (C + 1,) descriptor row offsets
     """
 
-    mean: np.ndarray
-    centroid: np.ndarray
-    baseline: np.ndarray
-    offsets: np.ndarray
+    def __init__(self, mean: np.ndarray, centroid: np.ndarray | None, baseline: np.ndarray, offsets: np.ndarray,
+                 *, vectors: np.ndarray | None = None, norms: np.ndarray | None = None):  # fmt: skip
+        self.mean = mean
+        self.baseline = baseline
+        self.offsets = offsets
+        self._centroid = centroid
+        self._source = (vectors, norms)
+
+    @property
+    def centroid(self) -> np.ndarray:
+        if self._centroid is None:
+            vectors, norms = self._source
+            if vectors is None or norms is None:
+                raise ValueError("the centroid aggregate needs the descriptor vectors and norms")
+            self._centroid = class_sums(vectors, self.offsets, self.baseline, norms=norms, normalise=True)
+        return self._centroid
+
+
+def class_sums(
+    vectors: np.ndarray, offsets: np.ndarray, baseline: np.ndarray, *, norms: np.ndarray | None = None,
+    normalise: bool = False,
+) -> np.ndarray:
+    """Per class, the float64 sum of its rows of ``vectors`` (times ``norms`` when given),
+    then divided by the count (mean) or normalised (``normalise``), as float32; empty
+    classes get their baseline row. Summed in class-aligned chunks, so a memory-mapped
+    million-row matrix is never copied whole."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    counts = np.diff(offsets)
+    out = np.array(baseline, dtype=np.float32, copy=True)
+    nonempty = np.flatnonzero(counts)
+    start = 0
+    while start < len(nonempty):
+        first = offsets[nonempty[start]]
+        stop = int(np.searchsorted(offsets[nonempty], first + CHUNK_ROWS, side="left"))
+        stop = max(stop, start + 1)
+        cls = nonempty[start:stop]
+        lo, hi = int(offsets[cls[0]]), int(offsets[cls[-1] + 1])
+        rows = np.asarray(vectors[lo:hi], dtype=np.float32)
+        weights = None if norms is None else np.asarray(norms[lo:hi], dtype=np.float64)
+        # Classes of equal size at once, as a (classes, size, dim) gather summed in float64:
+        # np.add.reduceat over axis 0 measured 4x slower.
+        sizes = counts[cls]
+        sums = np.empty((len(cls), rows.shape[1]), dtype=np.float64)
+        for size in np.unique(sizes):
+            same = np.flatnonzero(sizes == size)
+            at = (offsets[cls[same]] - lo)[:, None] + np.arange(size)
+            block = rows[at] if weights is None else rows[at] * weights[at][..., None]
+            sums[same] = block.sum(axis=1, dtype=np.float64)
+        if normalise:
+            sums /= np.linalg.norm(sums, axis=1, keepdims=True)
+        else:
+            sums /= counts[cls, None]
+        out[cls] = sums.astype(np.float32)
+        start = stop
+    return out
 
 
 def build_class_matrices(
     vectors: np.ndarray, norms: np.ndarray, offsets: np.ndarray, baseline: np.ndarray
 ) -> ClassMatrices:
-    """Class-mean and centroid matrices from class-major unit ``vectors`` and raw ``norms``."""
+    """Class-mean matrix from class-major unit ``vectors``; the centroid matrix (which needs
+    the raw ``norms``) is derived on first use."""
     offsets = np.asarray(offsets, dtype=np.int64)
-    counts = np.diff(offsets)
-    n_classes, dim = baseline.shape
-    mean = baseline.astype(np.float32, copy=True)
-    centroid = baseline.astype(np.float32, copy=True)
-    nonempty = np.flatnonzero(counts)
-    if nonempty.size:
-        starts = offsets[:-1][nonempty]
-        vec64 = vectors.astype(np.float64)
-        sums = np.add.reduceat(vec64, starts, axis=0)
-        mean[nonempty] = (sums / counts[nonempty, None]).astype(np.float32)
-        raw = np.add.reduceat(vec64 * norms.astype(np.float64)[:, None], starts, axis=0)
-        raw /= np.linalg.norm(raw, axis=1, keepdims=True)
-        centroid[nonempty] = raw.astype(np.float32)
-    return ClassMatrices(mean=mean, centroid=centroid, baseline=baseline.astype(np.float32), offsets=offsets)
+    baseline = np.asarray(baseline, dtype=np.float32)
+    mean = class_sums(vectors, offsets, baseline)
+    return ClassMatrices(mean, None, baseline, offsets, vectors=vectors, norms=norms)
 
 
 def score_classes(

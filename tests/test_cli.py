@@ -137,6 +137,10 @@ def test_libraries_lists_versions_and_metadata(setup):
     assert i["encoder_id"] == "fake-32-v1" and i["dim"] == 32
     table = runner.invoke(cli, ["libraries"]).stdout
     assert re.search(r"frogs\s+2\s+4\s+9\s+1\s+32\s+bare\s+Flat\s+1.000", table)
+    # the class inverted file by name, with its calibrated probe shown
+    runner.invoke(cli, ["ingest", str(tmp_path / "frogs.json"), "--library", "frogs", "--index", "ClassIVF"])
+    assert re.search(r"frogs\s+3\s+.*ClassIVF \(probe 3\)\s+1.000", runner.invoke(cli, ["libraries"]).stdout)
+    assert json.loads(runner.invoke(cli, ["libraries", "--json"]).stdout)[0]["index_params"]["probe"] == 3
 
 
 def snapshot(home: Path) -> dict[str, str]:

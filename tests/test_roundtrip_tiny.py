@@ -74,11 +74,13 @@ def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_mode
     # the stored vector of a sample of rows is the embedding of that row's prompt
     encoder = load_encoder(str(tiny_model))
     sample = lib.ids[::25]
-    fresh, norms = encoder.embed_texts([rows[int(i)].prompt for i in sample])
+    prompts = [lib.prompt(classes[rows[int(i)].class_id].name, rows[int(i)].text, rows[int(i)].prompt) for i in sample]
+    fresh, norms = encoder.embed_texts(prompts)
     stored = lib.vectors[::25]
     np.testing.assert_allclose(np.sum(fresh * stored, axis=1), 1.0, atol=1e-4)
-    np.testing.assert_allclose(norms, [rows[int(i)].norm for i in sample], rtol=1e-4)
-    assert rows[int(lib.ids[0])].prompt.startswith("Abyssinian, which")
+    np.testing.assert_allclose(norms, lib.files.norms[::25], rtol=1e-4)
+    assert prompts[0].startswith("Abyssinian, which")
+    assert rows[int(lib.ids[0])].prompt == ""  # the paper's template renders it: not stored
 
 
 def test_a_library_refuses_another_encoder(pets_store, tmp_path):

@@ -42,6 +42,53 @@ def test_a_failed_write_leaves_nothing_visible_or_on_disk(store, monkeypatch):
         store.library("frogs", 2)
 
 
+def test_a_failure_writing_rows_after_the_files_leaves_nothing(store, monkeypatch):
+    """Phase two (the rows) fails after phase one (the files) succeeded: no version, no
+    rows, and the new files are removed."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from store.schema import ClassRow, DescriptorRow
+
+    enc = FakeEncoder()
+    ingest_library(store, LIB, "frogs", enc)
+    with Session(store.engine) as s:
+        before = (s.scalar(select(func.count()).select_from(ClassRow)), s.scalar(select(func.count()).select_from(DescriptorRow)))
+
+    def crash(classes):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(library_module, "_shared_texts", crash)
+    with pytest.raises(RuntimeError, match="went away"):
+        ingest_library(store, {**LIB, "toad": ["warts"]}, "frogs", enc)
+    assert store.library("frogs").version == 1
+    folders = list((store.home / "indexes" / store.store_id).iterdir())
+    assert [f.name for f in folders] == [store.library("frogs").index_key]
+    with Session(store.engine) as s:
+        after = (s.scalar(select(func.count()).select_from(ClassRow)), s.scalar(select(func.count()).select_from(DescriptorRow)))
+    assert after == before
+
+
+def test_index_files_are_built_before_the_database_is_written(store, monkeypatch):
+    """The slow phase (index, recall) runs with no transaction open: another connection
+    can write meanwhile."""
+    import store.index as index_module
+    from store.schema import Meta
+
+    seen = []
+    real = index_module.build_retrieval
+
+    def build_and_write_elsewhere(*args, **kwargs):
+        with store.engine.begin() as conn:  # would wait or fail if a write transaction were open
+            conn.execute(Meta.__table__.insert(), [{"key": "probe", "value": "x"}])
+        seen.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(library_module, "build_retrieval", build_and_write_elsewhere)
+    ingest_library(store, LIB, "frogs", FakeEncoder())
+    assert seen == [True] and store.library("frogs").version == 1
+
+
 def test_two_databases_in_one_home_never_share_index_files(tmp_path):
     home = tmp_path / "home"
     a = Store.open(home, f"sqlite:///{tmp_path / 'a.db'}")
@@ -120,25 +167,77 @@ def _clustered(n_classes: int, per_class: int, dim: int = 32, seed: int = 0) -> 
     return lib, FakeEncoder(concepts, dim=dim, noise=0.8)
 
 
-def test_large_libraries_get_hnsw_with_measured_recall_and_exact_scores(tmp_path, monkeypatch):
+def test_large_libraries_get_a_class_ivf_with_measured_recall_and_exact_scores(tmp_path, monkeypatch):
     import numpy as np
 
     import store.index as index_module
 
-    monkeypatch.setattr(index_module, "HNSW_ABOVE", 500)
+    monkeypatch.setattr(index_module, "APPROXIMATE_ABOVE", 500)
     lib, enc = _clustered(40, 20)  # 800 descriptors: above the (patched) threshold
     approx_store = Store.open(tmp_path / "a")
     ingest_library(approx_store, lib, "big", enc)
     exact_store = Store.open(tmp_path / "b")
     ingest_library(exact_store, lib, "big", enc, index_factory="Flat")
     approx, exact = approx_store.load("big"), exact_store.load("big")
-    assert approx.info.index_factory == "HNSW32" and exact.info.index_factory == "Flat"
+    assert approx.info.index_factory == "ClassIVF" and exact.info.index_factory == "Flat"
     assert 0.95 <= approx.info.recall_at_10 <= 1.0 and exact.info.recall_at_10 == 1.0
+    # the chosen parameters are persisted in the row and the manifest, and used when loaded
+    params = approx.info.index_params
+    assert params["probe"] >= 8 and params["calibration_recall"] >= 0.95 and params["recall_target"] == 0.95
+    manifest = json.loads((approx_store.index_folder(approx.info) / "manifest.json").read_text())
+    assert manifest["index_params"] == params and manifest["layout"] == 2
+    assert approx.files.searcher.probe == params["probe"]
+    assert index_module.codes_digest(approx.files.searcher.codes) == params["codes_sha256"]  # derived again on load
+    # one copy of the vectors and nothing derivable: no FAISS file, class means, centroids or codes
+    files = {f.name for f in approx_store.index_folder(approx.info).iterdir()}
+    assert files == {"manifest.json", "vectors.npy", "descriptor_norms.npy", "class_baseline.npy", "class_offsets.npy"}
     images = np.random.default_rng(3).standard_normal((5, 32)).astype(np.float32)
     images /= np.linalg.norm(images, axis=1, keepdims=True)
     for aggregate in ("mean", "centroid", "max"):  # class scores stay exact whatever the index
         np.testing.assert_allclose(approx.scores(images, aggregate), exact.scores(images, aggregate), atol=1e-6)
     assert not approx.vectors.flags.writeable  # memory-mapped, shared, never written
+
+
+def test_class_ivf_search_against_brute_force():
+    """Seeded random data of odd sizes, compared with a brute-force numpy reference."""
+    import numpy as np
+
+    from store.retrieval import build_class_ivf, exact_search
+    from store.scoring import class_sums
+
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 9, size=17)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    vectors = rng.standard_normal((offsets[-1], 7)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    mean = class_sums(vectors, offsets, np.zeros((17, 7), dtype=np.float32))
+    ivf = build_class_ivf(vectors, offsets, mean)
+    queries = rng.standard_normal((5, 7)).astype(np.float32)
+    ivf.probe = len(ivf.codes)  # probing every class is exact
+    sims, positions = ivf.search(queries, 6)
+    ref_sims, ref_positions = exact_search(vectors, queries, 6)
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-6)
+    np.testing.assert_allclose(sims, np.take_along_axis(queries @ vectors.T, positions, axis=1), atol=1e-6)
+    brute = np.sort(queries @ vectors.T, axis=1)[:, ::-1][:, :6]
+    np.testing.assert_allclose(ref_sims, brute, atol=1e-6)
+    ivf.probe = 1  # too few candidates in one class: it probes more until it has k
+    _, few = ivf.search(queries, 6)
+    assert (few >= 0).all() and all(len(set(r)) == 6 for r in few.tolist())
+
+
+@pytest.mark.parametrize("factory", ["HNSW32", "IVF4,Flat", "IDMap,Flat", "Flat"])
+def test_faiss_factory_strings_still_work_with_positions_as_ids(store, factory):
+    import numpy as np
+
+    lib, enc = _clustered(12, 10)
+    ingest_library(store, lib, "f", enc, index_factory=factory)
+    loaded = store.load("f")
+    assert loaded.info.index_factory == factory
+    (exp,) = loaded.explain(loaded.vectors[13:14], top=3)
+    assert exp.retrieved[0].class_name == "class 1" and exp.retrieved[0].descriptor == "concept001 part 3"
+    assert exp.retrieved[0].descriptor_id == int(loaded.ids[13])
+    assert (store.index_folder(loaded.info) / "descriptors.faiss").is_file() == (factory != "Flat")
+    assert np.all(np.diff(loaded.ids) == 1)
 
 
 def test_a_compressed_index_keeps_exact_vectors_beside_it(store):
@@ -178,7 +277,7 @@ def test_a_version_1_store_gains_the_eval_tables_and_keeps_its_libraries(tmp_pat
     store.engine.dispose()
     reopened = Store.open(home, create=False)
     with reopened.engine.connect() as conn:
-        assert schema.schema_version(conn) == len(schema.MIGRATIONS) == 2
+        assert schema.schema_version(conn) == len(schema.MIGRATIONS) == 3
         assert set(schema.EVAL_TABLES) <= set(inspect(conn).get_table_names())
     assert reopened.load("old").class_names == ["frog"]
 
@@ -193,3 +292,119 @@ def test_a_database_missing_columns_is_refused_in_one_line(tmp_path):
     with pytest.raises(StoreError, match=r"lacks libraries\.recall_at_10: .*re-ingest") as err:
         Store.open(home, create=False)
     assert "\n" not in str(err.value)
+
+
+def test_index_files_of_the_first_layout_are_still_read(store):
+    """A version written before schema 2 (a FAISS index keyed by descriptor ids, stored
+    class matrices, no first descriptor key) loads and explains the same."""
+    import faiss
+    import numpy as np
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from store.schema import LibraryRow
+
+    lib, enc = _clustered(12, 10)
+    ingest_library(store, lib, "old", enc)
+    new = store.load("old")
+    image = new.vectors[13:14]
+    (want,) = new.explain(image, top=3)
+    folder = store.index_folder(new.info)
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(32))
+    index.add_with_ids(np.asarray(new.vectors), new.ids)
+    faiss.write_index(index, str(folder / "descriptors.faiss"))
+    np.save(folder / "class_mean.npy", new.matrices.mean)
+    np.save(folder / "class_centroid.npy", new.matrices.centroid)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    old_manifest = {k: manifest[k] for k in ("store_id", "name", "n_descriptors", "dim", "encoder_id", "index_factory")}
+    (folder / "manifest.json").write_text(json.dumps({**old_manifest, "library_id": new.info.id, "version": 1}))
+    with Session(store.engine) as s, s.begin():
+        s.execute(update(LibraryRow).values(first_descriptor_id=None, index_params=None))
+    old = store.load("old")
+    assert old.files.descriptor_ids is not None and old.info.first_descriptor_id is None
+    (got,) = old.explain(image, top=3)
+    got, want = got.to_dict(), want.to_dict()
+    hits, want_hits = got.pop("retrieved"), want.pop("retrieved")
+    assert got == want  # exact scores, evidence and contrast: the same numbers
+    assert [h["descriptor_id"] for h in hits] == [h["descriptor_id"] for h in want_hits]
+    np.testing.assert_allclose([h["similarity"] for h in hits], [h["similarity"] for h in want_hits], atol=1e-6)
+
+
+@pytest.mark.parametrize(("template", "baseline"), [("paper", "a photo of a {class}."), ("bare", "{class}"),
+                                                    ("{{x}} {class}: {descriptor}", "{{a}} {class}"),
+                                                    ("{descriptor!r} of {class:>12}", "{class!r}"),
+                                                    ("A photo of a {class}, {which}.", "A photo of a {class}.")])  # fmt: skip
+def test_prompts_rendered_from_the_template_read_back_as_built(store, template, baseline):
+    """Prompts are stored only where the template would not render them; every reader
+    (evidence, retrieval, browsing and its search) sees the prompt the encoder embedded."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from ingest.prompts import Template, baseline_prompt
+    from store import browse
+    from store.schema import DescriptorRow
+
+    lib = {"tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"], "cat": ["whiskers"]}
+    ingest_library(store, lib, "p", FakeEncoder(), template=template, baseline=baseline)
+    loaded = store.load("p")
+    want_baselines = [baseline_prompt(baseline, c) for c in lib]
+    assert loaded.baseline_prompts == want_baselines
+    assert [r["baseline prompt"] for r in browse.classes_page(store, loaded.info)] == want_baselines
+    build = Template(template).build
+    expected = {(c, d): build(c, d) for c, ds in lib.items() for d in ds}
+    assert {("tree_frog", t): p for t, p in loaded._class_texts(0)} | {("cat", t): p for t, p in loaded._class_texts(1)} == expected
+    rows = browse.descriptors_page(store, loaded.info)
+    assert {(r["class"], r["descriptor"]): r["prompt"] for r in rows} == expected
+    (exp,) = loaded.explain(loaded.vectors[:1], retrieve=6)
+    assert all(h.prompt == expected[(h.class_name, h.descriptor)] for h in exp.retrieved)
+    with Session(store.engine) as s:
+        stored = s.scalars(select(DescriptorRow.prompt).where(DescriptorRow.library_id == loaded.info.id)).all()
+    assert all(p == "" for p in stored) == ("!r" not in template)
+    for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):
+        want = sorted(d for (c, d), p in expected.items() if term.lower() in p.lower())
+        assert sorted(r["descriptor"] for r in browse.descriptors_page(store, loaded.info, term)) == want, term
+
+
+def test_a_schema_1_database_is_migrated_and_its_libraries_still_load(tmp_path):
+    """Migrations 2 and 3 bring a schema-1 database up to date: eval tables, columns added,
+    two descriptor indexes and the norm column dropped, libraries written before still readable."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from store import schema
+
+    store = Store.open(tmp_path)
+    ingest_library(store, LIB, "frogs", FakeEncoder())
+    engine = create_engine(f"sqlite:///{tmp_path / 'whyclip.db'}")
+    with engine.begin() as conn:  # back to schema 1 (as far as migration 2 can tell)
+        conn.execute(text("ALTER TABLE descriptors ADD COLUMN norm FLOAT NOT NULL DEFAULT 1.0"))
+        conn.execute(text("CREATE INDEX ix_descriptors_class_position ON descriptors (class_id, position)"))
+        conn.execute(text("CREATE INDEX ix_descriptors_library_id ON descriptors (library_id)"))
+        conn.execute(text("ALTER TABLE libraries DROP COLUMN index_params"))
+        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+    reopened = Store.open(tmp_path, create=False)
+    with reopened.engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == str(len(schema.MIGRATIONS))
+        found = inspect(conn)
+        assert {i["name"] for i in found.get_indexes("descriptors")} == {"ix_descriptors_library_text"}
+        assert "norm" not in {c["name"] for c in found.get_columns("descriptors")}
+        assert "index_params" in {c["name"] for c in found.get_columns("libraries")}
+    assert reopened.load("frogs").class_names == ["tree frog", "tailed frog", "empty"]
+
+
+def test_opening_a_database_another_process_just_created_is_fine(tmp_path, monkeypatch):
+    """A reader that finds an empty schema, then loses the race to create it, opens the
+    database the winner created."""
+    from store import schema
+
+    first = Store.open(tmp_path)
+    real = schema.schema_version
+    calls = []
+
+    def stale_then_real(conn):  # the reader looked (twice) before the other process committed
+        calls.append(1)
+        return 0 if len(calls) <= 2 else real(conn)
+
+    monkeypatch.setattr(schema, "schema_version", stale_then_real)
+    again = Store.open(tmp_path, create=False)  # its own initialisation fails: the store id exists
+    assert again.store_id == first.store_id and len(calls) == 3

@@ -105,7 +105,7 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.option("--commit-every", default=1024, show_default=True, type=click.IntRange(1),
               help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.")
 @click.option("--index", "index_factory", default=None, metavar="FACTORY",
-              help="FAISS factory string for library-wide retrieval [default: Flat up to 50,000 descriptors, HNSW32 above].")
+              help="Library-wide retrieval index: Flat (exact), ClassIVF, or any FAISS factory string [default: Flat up to 50,000 descriptors, ClassIVF above].")
 @click.pass_context
 def ingest(ctx, file, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
     """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
@@ -148,7 +148,8 @@ def libraries(ctx, as_json):
         return
     head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "index", "recall@10",
             "encoder", "created")  # fmt: skip
-    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template, i.index_factory,
+    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template,
+             i.index_factory + (f" (probe {i.index_params['probe']})" if "probe" in i.index_params else ""),
              f"{i.recall_at_10:.3f}", i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for r in (head, *rows):
