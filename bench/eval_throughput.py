@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_dataset(folder: Path, classes: list[str], n: int) -> None:
-    rng = np.random.default_rng(0)
+def make_dataset(folder: Path, classes: list[str], n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
     for i in range(n):
         d = folder / classes[i % len(classes)]
         d.mkdir(parents=True, exist_ok=True)
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--library", required=True)
     ap.add_argument("--home", required=True)
     ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=int(time.time()), help="pictures differ per seed (the image cache would hit)")
     args = ap.parse_args()
     from store import Store
 
@@ -58,7 +59,7 @@ def main() -> None:
     stamp = time.strftime("%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        make_dataset(data, lib.class_names[:50], args.images)
+        make_dataset(data, lib.class_names[:50], args.images, args.seed)
         rows = []
         for label in ("first run (embeds every image)", "rerun (images from the cache)"):
             wall, out = run_eval(args.home, data, args.library, f"bench-{stamp}-{len(rows)}")

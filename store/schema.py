@@ -2,8 +2,9 @@
 
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
 *version*), ``classes`` and ``descriptors``, the embedding cache, and evaluation runs
-(``eval_runs``, ``eval_images``, ``eval_results``). Descriptor primary keys are the ids
-stored in the FAISS index. Vectors live in index files, not in the database.
+(``eval_runs``, ``eval_images``, ``eval_results``). A version's descriptor keys are
+contiguous (``first_descriptor_id + position``), so a retrieval hit's row position maps to
+its key without a lookup. Library vectors live in index files, not in the database.
 """
 
 from __future__ import annotations
