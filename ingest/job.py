@@ -147,11 +147,15 @@ def run_ingest(
     found = cache.lookup(store, encoder.cache_key, distinct)
     n_reused = len(found)
     missing = [p for p in distinct if p not in found]
-    if missing:  # batches of similar length pad little
-        missing = [missing[i] for i in np.argsort(encoder.count_tokens(missing), kind="stable")]
+    if missing:
         check = getattr(encoder, "check_precision", None)
-        if check:
-            check("text", [missing[i] for i in np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)])
+        if check:  # a sample spread from the shortest prompt to the longest
+            by_length = np.argsort(encoder.count_tokens(missing), kind="stable")
+            check("text", [missing[i] for i in by_length[np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)]])
+        # Sorted, prompts that share a start (a class's prompts under the paper's template)
+        # land in the same batch, where the encoder computes the shared start once; the
+        # encoder sorts each batch by length itself.
+        missing.sort()
     if progress:
         progress(n_reused, len(distinct))
     for start in range(0, len(missing), max(1, commit_every)):
