@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -60,10 +61,13 @@ class ClipEncoder:
     """CLIP text and image towers loaded through sentence-transformers."""
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
-                 precision: str = "auto"):  # fmt: skip
+                 precision: str = "auto", share_prefixes: bool = True):  # fmt: skip
         self.model_spec = model
         self.batch_size = batch_size
+        self.seconds: dict[str, float] = {}  # where the time went: load, tokenize, check, embed
+        started = time.perf_counter()
         self._st = _load_sentence_transformer(model, device)
+        self.seconds["load"] = time.perf_counter() - started
         module = self._st[0]
         self._clip = getattr(module, "auto_model", None) or module.model
         self.tokenizer = getattr(module, "tokenizer", None) or module.processor.tokenizer
@@ -73,17 +77,21 @@ class ClipEncoder:
         self.dim = int(self._clip.config.projection_dim)
         self.logit_scale = float(self._clip.logit_scale.exp().item())
         self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
+        t = time.perf_counter()
         self.id = f"clip-{self.dim}-{self._fingerprint()}"
+        self.seconds["fingerprint"] = time.perf_counter() - t
         self.device = str(self._st.device)
         self.precision = resolve_precision(precision, self.device)
         self._fast = None  # a low-precision copy of the whole model, made on first use (images)
         self._ids: dict[str, tuple[int, ...]] = {}  # text -> token ids, so each text is tokenized once
         self._text = None  # the prefix-sharing text path in use; None: the plain path
-        reason = unsupported_reason(self._clip)
+        reason = unsupported_reason(self._clip) if share_prefixes else "prefix sharing turned off"
+        t = time.perf_counter()
         if reason:
             log.info("texts take the plain path: %s", reason)
         else:
             self._text = PrefixTextPath.from_clip(self._clip, _dtype(self.precision))
+        self.seconds["text_copy"] = time.perf_counter() - t
         self.checked: dict[str, float] = {}  # modality -> lowest cosine with fp32 on the check sample
         if self.device == "cpu":
             _quiet_blas()
@@ -116,11 +124,25 @@ class ClipEncoder:
         tokenized once: the ids are remembered for :meth:`count_tokens` and the text path."""
         new = [t for t in dict.fromkeys(texts) if t not in self._ids]
         if new:
+            started = time.perf_counter()
             if len(self._ids) + len(new) > MAX_CACHED_IDS:
                 self._ids.clear()
             ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
             self._ids.update(zip(new, map(tuple, ids)))
+            self._add_seconds("tokenize", started)
         return [self._ids[t] for t in texts]
+
+    def _add_seconds(self, stage: str, started: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    def describe_work(self) -> str:
+        """One line on where the time went (``whyclip -v`` logs it after an ingest)."""
+        parts = [f"{k} {v:.2f}s" for k, v in self.seconds.items()]
+        if self._text is not None:
+            st = self._text.stats
+            parts.append(f"shared-prefix pass {st.shared_s:.2f}s, suffix pass {st.own_s:.2f}s; tokens computed "
+                         f"{st.shared_tokens + st.own_tokens:,} of {st.plain_tokens:,} ({st.shared_tokens:,} in shared prefixes)")  # fmt: skip
+        return f"encoder ({self.precision}): " + ", ".join(parts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, start and end tokens included (CLIP's limit is 77)."""
@@ -177,7 +199,9 @@ class ClipEncoder:
         if modality in self.checked or not sample:
             return
         if modality == "text" and self._text is not None:
+            started = time.perf_counter()
             self._check_text(sample)
+            self._add_seconds("check", started)
             return
         if self.precision == "fp32":
             return
@@ -226,12 +250,14 @@ class ClipEncoder:
         self.check_precision("text", [texts[i] for i in spread])
         if self._text is not None:
             return _unit(self._embed_prefix(texts, progress))
+        started = time.perf_counter()
         raw = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), CHUNK):
             idx = order[start : start + CHUNK]
             raw[idx] = self._encode([texts[i] for i in idx], self.batch_size)
             if progress:
                 progress(len(idx))
+        self._add_seconds("plain pass", started)
         return _unit(raw)
 
     def embed_images(self, images: Sequence, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -343,6 +369,8 @@ def _load_by_name(factory, model: str, device: str | None):
         raise ModelLoadError(f"cannot load CLIP model {model!r} ({_first_line(exc)}): {offline_hint}") from None
 
 
-def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto") -> ClipEncoder:
-    """Load a CLIP encoder by sentence-transformers name or local folder."""
-    return ClipEncoder(model or DEFAULT_MODEL, device=device, precision=precision)
+def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto",
+                 share_prefixes: bool = True) -> ClipEncoder:  # fmt: skip
+    """Load a CLIP encoder by sentence-transformers name or local folder (``share_prefixes``
+    False: texts always take the plain sentence-transformers path, for comparisons)."""
+    return ClipEncoder(model or DEFAULT_MODEL, device=device, precision=precision, share_prefixes=share_prefixes)
