@@ -210,7 +210,6 @@ class PrefixTextPath:
         valid = own_valid if past_valid is None else torch.cat([past_valid, own_valid], dim=1)
         return _Level(torch.stack(kept), valid, dict(zip(batch, range(rows))))
 
-
     def _mlp(self, layer, h: torch.Tensor) -> torch.Tensor:
         """``layer.mlp``; CLIP's quick GELU computed in place."""
         if not self._quick_gelu:
