@@ -9,7 +9,9 @@ weights, the real model's compute. Sections:
 
 * ingest: prompts/s of `whyclip ingest` (fresh cache, automatic precision) against a plain
   `SentenceTransformer.encode` of the same prompts (fp32, its default batching), for the
-  paper's seven descriptor files (../shared/data/descriptors) and a synthetic library.
+  paper's seven descriptor files (../shared/data/descriptors) and a synthetic library; the
+  same ingest without prefix sharing (the gain of computing shared prefixes once), tokens
+  computed against the plain path's, and every prompt's cosine with the plain fp32 vector.
 * query: image vector -> full explanation (exact scores for every class, evidence of the top
   5, library-wide top 10) against the paper's rule done the straightforward way in numpy
   (every descriptor similarity, then a per-class mean), on synthetic libraries (10
@@ -23,6 +25,7 @@ Ratios matter more than absolute figures on a shared 2-core machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -67,35 +70,57 @@ def synthetic_library(n: int, per_class: int = 10) -> dict[str, list[str]]:
     return lib
 
 
+def timed_ingest(encoder, libraries: list) -> tuple[float, dict[str, np.ndarray], list[str]]:
+    """Seconds to ingest ``libraries`` into a fresh store (fresh cache), their vectors by
+    prompt, and every prompt in ingest order."""
+    from ingest.job import plan_ingest, run_ingest
+    from store import Store, cache
+
+    with tempfile.TemporaryDirectory() as home:
+        store = Store.open(home)
+        plans = [plan_ingest(src, f"lib{i}", encoder) for i, src in enumerate(libraries)]
+        prompts = [p for plan in plans for p in plan.prompts]
+        t = time.perf_counter()
+        for plan in plans:
+            run_ingest(store, plan, encoder)
+        seconds = time.perf_counter() - t
+        vectors = {p: v for p, (v, _) in cache.lookup(store, encoder.cache_key, prompts).items()}
+    return seconds, vectors, prompts
+
+
 def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from ingest import load_encoder
-    from ingest.job import plan_ingest, run_ingest
-    from store import Store
+    from ingest.encoder import load_encoder
 
-    encoder = load_encoder(model)  # automatic precision, as `whyclip ingest` runs
+    encoder = load_encoder(model)  # automatic precision and prefix sharing, as `whyclip ingest` runs
+    unshared = load_encoder(model, share_prefixes=False)  # the same precision, every prompt in full
     plain = SentenceTransformer(model, device="cpu")
     plain.max_seq_length = 77
     for label, libraries in sources.items():
-        with tempfile.TemporaryDirectory() as home:
-            store = Store.open(home)
-            plans = [plan_ingest(src, f"lib{i}", encoder) for i, src in enumerate(libraries)]
-            prompts = [p for plan in plans for p in plan.prompts]
-            t = time.perf_counter()
-            for plan in plans:
-                run_ingest(store, plan, encoder)
-            ours = time.perf_counter() - t
+        before = dataclasses.replace(encoder._text.stats) if encoder._text else None
+        ours, vectors, prompts = timed_ingest(encoder, libraries)
+        after = encoder._text.stats if encoder._text else None
+        no_prefix, _, _ = timed_ingest(unshared, libraries)
         t = time.perf_counter()
-        plain.encode(prompts)  # fp32, default batch size 32
+        ref = plain.encode(prompts)  # fp32, default batch size 32
         base = time.perf_counter() - t
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+        cosines = np.sum(np.stack([vectors[p] for p in prompts]) * ref, axis=1)
         n = len(prompts)
-        results["ingest"].append({
+        row = {
             "library": label, "prompts": n, "whyclip_s": ours, "whyclip_per_s": n / ours,
+            "no_prefix_s": no_prefix, "no_prefix_per_s": n / no_prefix, "prefix_gain": no_prefix / ours,
             "plain_s": base, "plain_per_s": n / base, "speedup": base / ours, "precision": encoder.precision,
-            "checked_cosine": encoder.checked.get("text"),
-        })  # fmt: skip
-        print(f"ingest {label}: whyclip {n / ours:.0f}/s vs plain {n / base:.0f}/s ({base / ours:.2f}x)", file=sys.stderr)
+            "checked_cosine": encoder.checked.get("text"), "min_cosine_vs_plain": float(cosines.min()),
+            "mean_cosine_vs_plain": float(cosines.mean()),
+        }  # fmt: skip
+        if after is not None:
+            row["tokens_plain"] = after.plain_tokens - before.plain_tokens
+            row["tokens_computed"] = (after.shared_tokens + after.own_tokens) - (before.shared_tokens + before.own_tokens)
+        results["ingest"].append(row)
+        print(f"ingest {label}: whyclip {n / ours:.0f}/s (no prefix sharing {n / no_prefix:.0f}/s) vs plain "
+              f"{n / base:.0f}/s ({base / ours:.2f}x), min cosine vs plain {cosines.min():.5f}", file=sys.stderr)  # fmt: skip
 
 
 # -- query ----------------------------------------------------------------------------------
@@ -256,12 +281,15 @@ def markdown(results: dict) -> str:
     out = [f"# whyclip benchmarks\n\n{results['machine']}\n"]
     if results["ingest"]:
         out.append("## Ingest (prompts/s; whyclip = `whyclip ingest` path, fresh cache)\n")
-        out.append("| library | prompts | whyclip /s | plain ST fp32 /s | speedup | precision (min cosine vs fp32) |")
-        out.append("|---|---:|---:|---:|---:|---|")
+        out.append("| library | prompts | whyclip /s | same, no prefix sharing /s | plain ST fp32 /s | speedup vs plain "
+                   "| prefix-sharing gain | tokens computed / plain | precision | cosine vs plain fp32, every prompt: min (mean) |")  # fmt: skip
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for r in results["ingest"]:
-            cos = f"{r['checked_cosine']:.5f}" if r["checked_cosine"] else "-"
+            tokens = f"{r['tokens_computed']:,} / {r['tokens_plain']:,}" if "tokens_plain" in r else "-"
             out.append(f"| {r['library']} | {r['prompts']:,} | {r['whyclip_per_s']:.0f} ({r['whyclip_s']:.1f} s) | "
-                       f"{r['plain_per_s']:.0f} ({r['plain_s']:.1f} s) | {r['speedup']:.2f}x | {r['precision']} ({cos}) |")  # fmt: skip
+                       f"{r['no_prefix_per_s']:.0f} ({r['no_prefix_s']:.1f} s) | {r['plain_per_s']:.0f} ({r['plain_s']:.1f} s) | "
+                       f"{r['speedup']:.2f}x | {r['prefix_gain']:.2f}x | {tokens} | {r['precision']} | "
+                       f"{r['min_cosine_vs_plain']:.5f} ({r['mean_cosine_vs_plain']:.6f}) |")  # fmt: skip
     if results["query"]:
         out.append("\n## Query (one image vector; ms)\n")
         out.append("| descriptors | classes | full explanation p50 / p95 | exact scores p50 / p95 | straightforward numpy p50 / p95 "

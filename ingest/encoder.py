@@ -5,6 +5,11 @@ use where there is internet) or a local folder (a plain transformers CLIP folder
 one written by ``whyclip make-test-model``). Texts and images are embedded in batches
 sorted by length and padded to the longest in the batch; every call returns unit float32
 vectors and each vector's raw norm (the centroid aggregate needs it).
+
+Texts take the prefix-sharing path of :mod:`ingest.textpath` (its sibling, the other module
+that imports torch) where the model is transformers' CLIP: each text is tokenized once, and
+token prefixes shared by several texts are computed once. It is checked against the plain
+sentence-transformers fp32 vectors on a sample, like a lower precision, and falls back.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +28,8 @@ import numpy as np
 
 from store import EncoderInfo
 from store.errors import ModelLoadError
+
+from .textpath import PrefixTextPath, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,8 @@ CHUNK = 1024  # prompts handed to sentence-transformers at once (progress granul
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CHECK_SAMPLE = 16  # vectors compared with fp32 before a lower precision is trusted
 MIN_COSINE = 0.999
+PREFIX_MIN_COSINE = 0.9999  # the fp32 prefix path against the plain fp32 path (rounding only)
+MAX_CACHED_IDS = 500_000  # token-id sequences remembered between count_tokens and embed_texts
 
 Progress = Callable[[int], None]
 
@@ -51,10 +61,13 @@ class ClipEncoder:
     """CLIP text and image towers loaded through sentence-transformers."""
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
-                 precision: str = "auto"):  # fmt: skip
+                 precision: str = "auto", share_prefixes: bool = True):  # fmt: skip
         self.model_spec = model
         self.batch_size = batch_size
+        self.seconds: dict[str, float] = {}  # where the time went: load, tokenize, check, embed
+        started = time.perf_counter()
         self._st = _load_sentence_transformer(model, device)
+        self.seconds["load"] = time.perf_counter() - started
         module = self._st[0]
         self._clip = getattr(module, "auto_model", None) or module.model
         self.tokenizer = getattr(module, "tokenizer", None) or module.processor.tokenizer
@@ -64,15 +77,21 @@ class ClipEncoder:
         self.dim = int(self._clip.config.projection_dim)
         self.logit_scale = float(self._clip.logit_scale.exp().item())
         self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
+        t = time.perf_counter()
         self.id = f"clip-{self.dim}-{self._fingerprint()}"
+        self.seconds["fingerprint"] = time.perf_counter() - t
         self.device = str(self._st.device)
         self.precision = resolve_precision(precision, self.device)
-        self._fast = None  # a low-precision copy of the model, trusted once checked against fp32
-        if self.precision != "fp32":
-            import torch
-
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-            self._fast = copy.deepcopy(self._st).to(dtype)
+        self._fast = None  # a low-precision copy of the whole model, made on first use (images)
+        self._ids: dict[str, tuple[int, ...]] = {}  # text -> token ids, so each text is tokenized once
+        self._text = None  # the prefix-sharing text path in use; None: the plain path
+        reason = unsupported_reason(self._clip) if share_prefixes else "prefix sharing turned off"
+        t = time.perf_counter()
+        if reason:
+            log.info("texts take the plain path: %s", reason)
+        else:
+            self._text = PrefixTextPath.from_clip(self._clip, _dtype(self.precision))
+        self.seconds["text_copy"] = time.perf_counter() - t
         self.checked: dict[str, float] = {}  # modality -> lowest cosine with fp32 on the check sample
         if self.device == "cpu":
             _quiet_blas()
@@ -100,25 +119,93 @@ class ClipEncoder:
                 h.update(np.ascontiguousarray(part.float().cpu().numpy()).tobytes())
         return h.hexdigest()[:16]
 
+    def token_ids(self, texts: Sequence[str]) -> list[tuple[int, ...]]:
+        """Token ids per text, start and end tokens included, not truncated. Each text is
+        tokenized once: the ids are remembered for :meth:`count_tokens` and the text path."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._ids]
+        if new:
+            started = time.perf_counter()
+            if len(self._ids) + len(new) > MAX_CACHED_IDS:
+                self._ids.clear()
+            ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
+            self._ids.update(zip(new, map(tuple, ids)))
+            self._add_seconds("tokenize", started)
+        return [self._ids[t] for t in texts]
+
+    def _add_seconds(self, stage: str, started: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    def describe_work(self) -> str:
+        """One line on where the time went (``whyclip -v`` logs it after an ingest)."""
+        parts = [f"{k} {v:.2f}s" for k, v in self.seconds.items()]
+        if self._text is not None:
+            st = self._text.stats
+            parts.append(f"shared-prefix pass {st.shared_s:.2f}s, suffix pass {st.own_s:.2f}s; tokens computed "
+                         f"{st.shared_tokens + st.own_tokens:,} of {st.plain_tokens:,} ({st.shared_tokens:,} in shared prefixes)")  # fmt: skip
+        return f"encoder ({self.precision}): " + ", ".join(parts)
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, start and end tokens included (CLIP's limit is 77)."""
-        if not texts:
-            return []
-        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-        return [len(x) for x in ids]
+        return [len(x) for x in self.token_ids(list(texts))]
 
-    def _encode(self, items: list, batch_size: int) -> np.ndarray:
-        model = self._fast if self._fast is not None else self._st
+    def _plain_model(self):
+        """The sentence-transformers model at this encoder's precision."""
+        if self.precision == "fp32":
+            return self._st
+        if self._fast is None:
+            self._fast = copy.deepcopy(self._st).to(_dtype(self.precision))
+        return self._fast
+
+    def _encode(self, items: list, batch_size: int, model=None) -> np.ndarray:
+        model = model or self._plain_model()
         return model.encode(items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False,
                             show_progress_bar=False).astype(np.float32)  # fmt: skip
 
+    def _model_ids(self, texts: list[str]) -> list[tuple[int, ...]]:
+        """The ids the plain path gives the model: texts over the limit truncated by the
+        tokenizer exactly as sentence-transformers asks it to (the end token kept)."""
+        ids = self.token_ids(texts)
+        long = [i for i, x in enumerate(ids) if len(x) > self.max_tokens]
+        if long:
+            cut = self.tokenizer([texts[i] for i in long], add_special_tokens=True, truncation="longest_first",
+                                 max_length=self.max_tokens, return_attention_mask=False)["input_ids"]  # fmt: skip
+            ids = list(ids)
+            for i, x in zip(long, cut):
+                ids[i] = tuple(x)
+        return ids
+
+    def _embed_prefix(self, texts: list[str], progress: Progress | None = None) -> np.ndarray:
+        """Raw projections through the prefix-sharing path: identical token sequences once,
+        sequences in sorted order (shared prefixes together) in chunks of ``CHUNK``."""
+        rows: dict[tuple[int, ...], list[int]] = {}
+        for i, x in enumerate(self._model_ids(texts)):
+            rows.setdefault(x, []).append(i)
+        seqs = sorted(rows)
+        raw = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(seqs), CHUNK):
+            part = seqs[start : start + CHUNK]
+            out = self._text.embed(part)
+            for x, vec in zip(part, out):
+                raw[rows[x]] = vec
+            if progress:
+                progress(sum(len(rows[x]) for x in part))
+        return raw
+
     def check_precision(self, modality: str, sample: list) -> None:
-        """Once per modality: the low-precision vectors of ``sample`` must match fp32 (cosine
-        >= 0.999), else every later call falls back to fp32, with a warning."""
-        if self._fast is None or modality in self.checked or not sample:
+        """Once per modality: the vectors of ``sample`` must match the plain fp32 path, else
+        every later call falls back, with a warning. Images: the low precision (cosine >=
+        0.999), else fp32. Texts: the prefix path at this precision (0.999; 0.9999 in fp32,
+        where only rounding may differ), else the prefix path in fp32, else the plain path."""
+        if modality in self.checked or not sample:
             return
-        ref = _unit(self._st.encode(sample, batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=False, show_progress_bar=False))[0]  # fmt: skip
+        if modality == "text" and self._text is not None:
+            started = time.perf_counter()
+            self._check_text(sample)
+            self._add_seconds("check", started)
+            return
+        if self.precision == "fp32":
+            return
+        ref = _unit(self._encode(sample, self.batch_size, self._st))[0]
         low = _unit(self._encode(sample, self.batch_size))[0]
         cosine = float(np.min(np.sum(ref * low, axis=1)))
         self.checked[modality] = cosine
@@ -126,23 +213,51 @@ class ClipEncoder:
         if cosine < MIN_COSINE:
             log.warning("%s %s vectors differ from fp32 (cosine %.5f < %s): falling back to fp32",
                         self.precision, modality, cosine, MIN_COSINE)  # fmt: skip
-            self._fast, self.precision = None, "fp32"
+            self._to_fp32()
+
+    def _to_fp32(self) -> None:
+        self._fast, self.precision = None, "fp32"
+        if self._text is not None:
+            self._text = PrefixTextPath.from_clip(self._clip)
+
+    def _check_text(self, sample: list[str]) -> None:
+        ref = _unit(self._encode(sample, self.batch_size, self._st))[0]
+        while self._text is not None:
+            got = _unit(self._text.embed(self._model_ids(sample)))[0]
+            cosine = float(np.min(np.sum(ref * got, axis=1)))
+            self.checked["text"] = cosine
+            floor = PREFIX_MIN_COSINE if self.precision == "fp32" else MIN_COSINE
+            log.info("%s prefix-path text vectors vs plain fp32 on %d samples: lowest cosine %.6f", self.precision, len(sample), cosine)
+            if cosine >= floor:
+                return
+            if self.precision != "fp32":
+                log.warning("%s text vectors differ from fp32 (cosine %.5f < %s): falling back to fp32", self.precision, cosine, floor)
+                self._to_fp32()
+            else:
+                log.warning("prefix-path text vectors differ from the plain path (cosine %.6f < %s): using the plain path", cosine, floor)
+                self._text = None
+        self.check_precision("text", sample)  # the plain path, as checked without the prefix path
 
     def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Unit vectors (N, dim) and raw norms (N,). Texts are sorted by token count and
-        handed over in chunks, so each padded batch holds texts of similar length."""
+        """Unit vectors (N, dim) and raw norms (N,). The prefix path computes shared token
+        prefixes once; the plain path sorts texts by token count and hands them over in
+        chunks, so each padded batch holds texts of similar length."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
         order = np.argsort(self.count_tokens(texts), kind="stable")
         spread = order[np.linspace(0, len(order) - 1, min(CHECK_SAMPLE, len(order))).astype(int)]
         self.check_precision("text", [texts[i] for i in spread])
+        if self._text is not None:
+            return _unit(self._embed_prefix(texts, progress))
+        started = time.perf_counter()
         raw = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), CHUNK):
             idx = order[start : start + CHUNK]
             raw[idx] = self._encode([texts[i] for i in idx], self.batch_size)
             if progress:
                 progress(len(idx))
+        self._add_seconds("plain pass", started)
         return _unit(raw)
 
     def embed_images(self, images: Sequence, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +270,12 @@ class ClipEncoder:
         if progress:
             progress(len(images))
         return _unit(raw)
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def _quiet_blas() -> None:
@@ -248,6 +369,8 @@ def _load_by_name(factory, model: str, device: str | None):
         raise ModelLoadError(f"cannot load CLIP model {model!r} ({_first_line(exc)}): {offline_hint}") from None
 
 
-def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto") -> ClipEncoder:
-    """Load a CLIP encoder by sentence-transformers name or local folder."""
-    return ClipEncoder(model or DEFAULT_MODEL, device=device, precision=precision)
+def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto",
+                 share_prefixes: bool = True) -> ClipEncoder:  # fmt: skip
+    """Load a CLIP encoder by sentence-transformers name or local folder (``share_prefixes``
+    False: texts always take the plain sentence-transformers path, for comparisons)."""
+    return ClipEncoder(model or DEFAULT_MODEL, device=device, precision=precision, share_prefixes=share_prefixes)

@@ -78,7 +78,9 @@ def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_mode
     fresh, norms = encoder.embed_texts(prompts)
     stored = lib.vectors[::25]
     np.testing.assert_allclose(np.sum(fresh * stored, axis=1), 1.0, atol=1e-4)
-    np.testing.assert_allclose(norms, lib.files.norms[::25], rtol=1e-4)
+    # bf16 (automatic on capable CPUs) rounds a vector differently with other prompts beside it
+    tolerance = 1e-4 if encoder.precision == "fp32" else 3e-3
+    np.testing.assert_allclose(norms, lib.files.norms[::25], rtol=tolerance)
     assert prompts[0].startswith("Abyssinian, which")
     assert rows[int(lib.ids[0])].prompt == ""  # the paper's template renders it: not stored
 
