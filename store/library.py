@@ -53,6 +53,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
+    # Read pages through a memory map: the 10 rows of a library-wide retrieval at 1M
+    # descriptors took 1.6 ms through read() calls and 1.0 ms mapped (address space only).
+    cur.execute("PRAGMA mmap_size=1073741824")
     cur.close()
 
 
