@@ -22,7 +22,8 @@ import numpy as np
 
 from store import Library, Store, build_class_matrices, cache, score_classes
 from store.errors import InputError, WhyclipError
-from store.runs import BASELINE, CONTROL, MethodResults, RunInfo, list_runs, rank_results, save_run, unused_name
+from store.runs import (BASELINE, CONTROL, MethodResults, RunData, RunInfo, list_runs, rank_results, save_run,
+                        unused_name)
 from store.scoring import AGGREGATES
 
 from .images import IMAGE_SUFFIXES, read_image_bytes
@@ -44,6 +45,7 @@ class Dataset:
 @dataclass
 class EvalReport:
     run: RunInfo
+    data: RunData | None = None  # the stored run, as audits read it back
     skipped: list[str] = field(default_factory=list)  # "path: reason"
     unmatched: dict[str, int] = field(default_factory=dict)  # label -> images skipped
     n_embedded: int = 0
@@ -242,16 +244,18 @@ def run_eval(
     timings["control"] = time.perf_counter() - t
     t = time.perf_counter()
     results = _score_all(lib, control, control_vectors, vectors, y)
+    paths = [str(items[i][0]) for i in kept]
     run = save_run(
         store, library_id=lib.info.id, library_name=lib.info.name,
         name=name or unused_name(store, lib.info.name, Path(dataset.source).stem or "run"),
-        dataset=dataset.source, encoder_key=encoder.cache_key, paths=[str(items[i][0]) for i in kept], shas=shas,
+        dataset=dataset.source, encoder_key=encoder.cache_key, paths=paths, shas=shas,
         labels=y, vectors=vectors, results=results,
         details={"skipped": skipped, "unmatched": {u: counts[u] for u in unmatched}, "control_seed": control_seed,
                  "library_version": lib.info.version},
     )  # fmt: skip
     timings["scoring"] = time.perf_counter() - t
-    return EvalReport(run, skipped, {u: counts[u] for u in unmatched}, embedded, len(kept) - embedded,
+    data = RunData(run, paths, y, vectors, results)
+    return EvalReport(run, data, skipped, {u: counts[u] for u in unmatched}, embedded, len(kept) - embedded,
                       time.perf_counter() - started, timings)  # fmt: skip
 
 

@@ -35,16 +35,16 @@ def unsupported_reason(clip) -> str | None:
     if type(clip) is not CLIPModel or type(getattr(clip, "text_model", None)) is not CLIPTextModel:
         return f"{type(clip).__name__} is not transformers' CLIPModel"
     text = clip.text_model
-    try:
-        text.embeddings.token_embedding, text.embeddings.position_embedding, text.final_layer_norm
-        clip.text_projection, text.eos_token_id
-        for layer in text.encoder.layers:
-            a = layer.self_attn
-            a.q_proj, a.k_proj, a.v_proj, a.out_proj, a.num_heads, a.head_dim, a.scale
-            layer.layer_norm1, layer.layer_norm2, layer.mlp
-    except AttributeError as exc:
-        return f"unexpected CLIP text tower layout ({exc})"
-    return None
+    if not all(hasattr(x, n) for x, n in ((text, "embeddings"), (text, "encoder"), (text.encoder, "layers"))):
+        return "unexpected CLIP text tower layout (no embeddings or encoder layers)"
+    needed = [(text.embeddings, ("token_embedding", "position_embedding")), (text, ("final_layer_norm", "eos_token_id")),
+              (clip, ("text_projection",))]  # fmt: skip
+    for layer in text.encoder.layers:
+        needed += [(layer, ("self_attn", "layer_norm1", "layer_norm2", "mlp"))]
+        if hasattr(layer, "self_attn"):
+            needed += [(layer.self_attn, ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads", "head_dim", "scale"))]
+    missing = [f"{type(x).__name__}.{n}" for x, names in needed for n in names if not hasattr(x, n)]
+    return f"unexpected CLIP text tower layout (no {missing[0]})" if missing else None
 
 
 def pooled_position(ids: Sequence[int], eos_token_id: int) -> int:

@@ -107,7 +107,7 @@ def confusions(run: RunData, lib: Library, agg: str, s: AuditSettings) -> list[d
         owner: dict[str, str] = {}
         na, nb = lib.class_names[a], lib.class_names[b]
         for i in wrong[(pred[wrong] == a) & (run.labels[wrong] == b)]:
-            scores = {a: float(res.top_scores[i, 0]), b: float(res.true_score[i])}
+            scores = {a: float(res.top_scores[i, 0]), b: float(res.true_score[i])}  # contrast reads only these two
             for r in lib.contrast(run.vectors[i], a, b, agg, scores).rows:
                 sums[r.descriptor] += r.contribution
                 owner[r.descriptor] = "both" if r.a is not None and r.b is not None else na if r.a is not None else nb

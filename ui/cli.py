@@ -241,7 +241,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     from ingest import load_encoder
     from ingest.evaluate import match_labels, read_dataset, run_eval, unmatched_error
     from store.audit import AuditSettings, accuracy, confusions, per_class
-    from store.runs import list_runs, load_run
+    from store.runs import list_runs
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
 
@@ -258,7 +258,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     lib.check_encoder(encoder.info.id)
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, data, encoder, name=name, skip_unmatched=skip_unmatched, progress=bar)
-    run = load_run(store, report.run)
+    run = report.data
     agg = lib.info.aggregate
     acc, classes = accuracy(run), per_class(run, lib, agg)
     pairs = confusions(run, lib, agg, AuditSettings())
