@@ -22,7 +22,7 @@ import numpy as np
 
 from store import Library, Store, build_class_matrices, cache, score_classes
 from store.errors import InputError, WhyclipError
-from store.runs import (BASELINE, CONTROL, MethodResults, RunData, RunInfo, list_runs, rank_results, save_run,
+from store.runs import (BASELINE, CONTROL, MethodResults, RunData, RunInfo, check_new_name, rank_results, save_run,
                         unused_name)
 from store.scoring import AGGREGATES
 
@@ -206,10 +206,39 @@ def embed_dataset(
     return kept, shas, np.array(vectors, dtype=np.float32).reshape(len(kept), dim), skipped, embedded
 
 
+@dataclass
+class EvalPlan:
+    """A validated evaluation, ready to embed (the eval counterpart of ``IngestPlan``)."""
+
+    dataset: Dataset
+    items: list[tuple[Path, int]]  # (image file, class position) of the matched labels
+    unmatched: dict[str, int]  # label -> images left out
+    name: str
+
+
+def plan_eval(store: Store, lib: Library, dataset: Dataset, *, name: str | None = None,
+              skip_unmatched: bool = False) -> EvalPlan:  # fmt: skip
+    """Match labels and choose the run name; raises :class:`InputError` before any work
+    (and before a model loads)."""
+    counts: dict[str, int] = {}
+    for _, label in dataset.items:
+        counts[label] = counts.get(label, 0) + 1
+    mapping, unmatched = match_labels(list(counts), lib.class_names)
+    if unmatched and not skip_unmatched:
+        raise unmatched_error(unmatched, counts, lib.class_names, lib.info.name)
+    if not mapping:
+        raise InputError(f"no label of {dataset.source} matches a class of library {lib.info.name!r}")
+    if name is not None:
+        check_new_name(store, lib.info.name, name)
+    items = [(p, mapping[label]) for p, label in dataset.items if label in mapping]
+    return EvalPlan(dataset, items, {u: counts[u] for u in unmatched},
+                    name or unused_name(store, lib.info.name, Path(dataset.source).stem or "run"))  # fmt: skip
+
+
 def run_eval(
     store: Store,
     lib: Library,
-    dataset: Dataset,
+    dataset: Dataset | EvalPlan,
     encoder,
     *,
     name: str | None = None,
@@ -220,18 +249,9 @@ def run_eval(
     """Embed the dataset's images, score them every way and store the run."""
     started = time.perf_counter()
     lib.check_encoder(encoder.info.id)
-    labels = [label for _, label in dataset.items]
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    mapping, unmatched = match_labels(labels, lib.class_names)
-    if unmatched and not skip_unmatched:
-        raise unmatched_error(unmatched, counts, lib.class_names, lib.info.name)
-    if not mapping:
-        raise InputError(f"no label of {dataset.source} matches a class of library {lib.info.name!r}")
-    if name is not None and name in {r.name for r in list_runs(store, lib.info.name)}:
-        raise InputError(f"library {lib.info.name!r} already has a run {name!r}: choose another --name")
-    items = [(p, mapping[label]) for p, label in dataset.items if label in mapping]
+    plan = dataset if isinstance(dataset, EvalPlan) else plan_eval(store, lib, dataset, name=name,
+                                                                      skip_unmatched=skip_unmatched)  # fmt: skip
+    dataset, items = plan.dataset, plan.items
     timings = {}
     t = time.perf_counter()
     kept, shas, vectors, skipped, embedded = embed_dataset(store, encoder, [p for p, _ in items], progress)
@@ -247,15 +267,15 @@ def run_eval(
     paths = [str(items[i][0]) for i in kept]
     run = save_run(
         store, library_id=lib.info.id, library_name=lib.info.name,
-        name=name or unused_name(store, lib.info.name, Path(dataset.source).stem or "run"),
+        name=plan.name,
         dataset=dataset.source, encoder_key=encoder.cache_key, paths=paths, shas=shas,
         labels=y, vectors=vectors, results=results,
-        details={"skipped": skipped, "unmatched": {u: counts[u] for u in unmatched}, "control_seed": control_seed,
+        details={"skipped": skipped, "unmatched": plan.unmatched, "control_seed": control_seed,
                  "library_version": lib.info.version},
     )  # fmt: skip
     timings["scoring"] = time.perf_counter() - t
     data = RunData(run, paths, y, vectors, results)
-    return EvalReport(run, data, skipped, {u: counts[u] for u in unmatched}, embedded, len(kept) - embedded,
+    return EvalReport(run, data, skipped, plan.unmatched, embedded, len(kept) - embedded,
                       time.perf_counter() - started, timings)  # fmt: skip
 
 

@@ -110,6 +110,11 @@ def unused_name(store: Store, library: str, stem: str) -> str:
     return f"{stem}-{n}"
 
 
+def check_new_name(store: Store, library: str, name: str) -> None:
+    if any(r.name == name for r in list_runs(store, library)):
+        raise InputError(f"library {library!r} already has a run {name!r}: choose another --name")
+
+
 def find_run(store: Store, library: str, name: str | None = None) -> RunInfo:
     """The run ``name`` of ``library`` (default: its newest), or a one-line error."""
     runs = list_runs(store, library)
@@ -130,8 +135,7 @@ def save_run(
     results: dict[str, MethodResults], details: dict,
 ) -> RunInfo:  # fmt: skip
     """Write a whole run in one transaction: readers see all of it or none."""
-    if any(r.name == name for r in list_runs(store, library_name)):
-        raise InputError(f"library {library_name!r} already has a run {name!r}: choose another --name")
+    check_new_name(store, library_name, name)
     unknown = set(results) - set(METHODS)
     if unknown:
         raise StoreError(f"unknown scoring methods {sorted(unknown)}")

@@ -239,25 +239,18 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     random-word control library; an unreadable image is reported and skipped.
     """
     from ingest import load_encoder
-    from ingest.evaluate import match_labels, read_dataset, run_eval, unmatched_error
+    from ingest.evaluate import plan_eval, read_dataset, run_eval
     from store.audit import AuditSettings, accuracy, confusions, per_class
-    from store.runs import list_runs
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
 
     store = _store(ctx, create=False)
     lib = store.load(library, lib_version)
-    data = read_dataset(dataset)
-    labels = [label for _, label in data.items]
-    _, unmatched = match_labels(labels, lib.class_names)
-    if unmatched and not skip_unmatched:  # before the model loads
-        raise unmatched_error(unmatched, {u: labels.count(u) for u in unmatched}, lib.class_names, library)
-    if name is not None and name in {r.name for r in list_runs(store, library)}:
-        raise click.ClickException(f"library {library!r} already has a run {name!r}: choose another --name")
+    plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched)  # before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
     lib.check_encoder(encoder.info.id)
     with progress_bar("embedding images", unit="image") as bar:
-        report = run_eval(store, lib, data, encoder, name=name, skip_unmatched=skip_unmatched, progress=bar)
+        report = run_eval(store, lib, plan, encoder, progress=bar)
     run = report.data
     agg = lib.info.aggregate
     acc, classes = accuracy(run), per_class(run, lib, agg)
