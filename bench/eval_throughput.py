@@ -38,7 +38,7 @@ def make_dataset(folder: Path, classes: list[str], n: int, seed: int) -> None:
 
 def run_eval(home: str, data: Path, library: str, name: str) -> tuple[float, dict]:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "ui.cli", "--home", home, "eval", str(data), "-l", library,
+    r = subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", home, "eval", str(data), "-l", library,
                         "--name", name, "--json"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     wall = time.perf_counter() - t
     if r.returncode != 0:
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--seed", type=int, default=int(time.time()), help="pictures differ per seed (the image cache would hit)")
     args = ap.parse_args()
-    from store import Store
+    from whyclip.store import Store
 
     lib = Store.open(args.home, create=False).load(args.library)
     stamp = time.strftime("%H%M%S")

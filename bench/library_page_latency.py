@@ -21,7 +21,7 @@ WORDS = "red green blue long short round flat striped spotted shiny small large 
 
 
 def build(home: str, n_classes: int, per_class: int, dim: int = 16) -> None:
-    from store import DraftClass, EncoderInfo, LibraryDraft, Store
+    from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
 
     rng = np.random.default_rng(0)
     classes, prompts = [], {}
@@ -55,7 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     home = args.home or tempfile.mkdtemp(prefix="whyclip-big-")
     os.environ["WHYCLIP_HOME"] = home
-    from store import Store, browse
+    from whyclip.store.db import browse
+    from whyclip.store import Store
 
     t = time.perf_counter()
     if not (Path(home) / "whyclip.db").exists():

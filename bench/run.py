@@ -73,8 +73,9 @@ def synthetic_library(n: int, per_class: int = 10) -> dict[str, list[str]]:
 def timed_ingest(encoder, libraries: list) -> tuple[float, dict[str, np.ndarray], list[str]]:
     """Seconds to ingest ``libraries`` into a fresh store (fresh cache), their vectors by
     prompt, and every prompt in ingest order."""
-    from ingest.job import plan_ingest, run_ingest
-    from store import Store, cache
+    from whyclip.ingest.job import plan_ingest, run_ingest
+    from whyclip.store.db import cache
+    from whyclip.store import Store
 
     with tempfile.TemporaryDirectory() as home:
         store = Store.open(home)
@@ -91,7 +92,7 @@ def timed_ingest(encoder, libraries: list) -> tuple[float, dict[str, np.ndarray]
 def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from ingest.encoder import load_encoder
+    from whyclip.ingest.encoder import load_encoder
 
     encoder = load_encoder(model)  # automatic precision and prefix sharing, as `whyclip ingest` runs
     unshared = load_encoder(model, share_prefixes=False)  # the same precision, every prompt in full
@@ -128,7 +129,7 @@ def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
 
 def clustered_library(n_desc: int, per_class: int = 10, dim: int = 512, seed: int = 0):
     """Unit descriptor vectors around one random centre per class (spread 0.6)."""
-    from store import DraftClass, EncoderInfo, LibraryDraft
+    from whyclip.store import DraftClass, EncoderInfo, LibraryDraft
 
     rng = np.random.default_rng(seed)
     n_classes = n_desc // per_class
@@ -154,7 +155,7 @@ def clustered_library(n_desc: int, per_class: int = 10, dim: int = 512, seed: in
 QUERY_PROCESS = """
 import re, sys, numpy as np
 sys.path.insert(0, {root!r})
-from store import Store
+from whyclip.store import Store
 lib = Store.open({home!r}, create=False).load("synthetic")
 for q in np.load({queries!r}):
     lib.explain(q[None], top=5, retrieve=10)
@@ -181,7 +182,7 @@ def straightforward_scores(img: np.ndarray, vectors: np.ndarray, offsets: np.nda
 
 
 def bench_query(size: int, runs: int, results: dict) -> None:
-    from store import Store
+    from whyclip.store import Store
 
     with tempfile.TemporaryDirectory() as home:
         draft, centres = clustered_library(size)
@@ -221,7 +222,7 @@ def bench_query(size: int, runs: int, results: dict) -> None:
             agree += [lib.class_names[j] for j in np.argsort(-ref, kind="stable")[:5]] == [c.name for c in exp.classes]
             worst = max(worst, float(np.max(np.abs(lib.scores(q[None], "mean")[0] - ref))))
         # recall@10 of the retrieval on these queries too (noisier than the build-time sample)
-        from store.retrieval import exact_search, recall
+        from whyclip.store.vectors.retrieval import exact_search, recall
 
         got = np.array([[r.descriptor_id for r in hits] for hits in lib.retrieve(queries, 10)])
         bench_recall = recall(got, lib.ids[exact_search(in_ram, queries, 10)[1]])
@@ -250,7 +251,7 @@ def bench_query(size: int, runs: int, results: dict) -> None:
 def bench_images(model: str, runs: int, results: dict) -> None:
     from PIL import Image
 
-    from ingest import load_encoder
+    from whyclip.ingest import load_encoder
 
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for _ in range(32)]

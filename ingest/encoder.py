@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from store import EncoderInfo
-from store.errors import ModelLoadError
+from whyclip.store import EncoderInfo
+from whyclip.store.errors import ModelLoadError
 
 from .textpath import PrefixTextPath, unsupported_reason
 

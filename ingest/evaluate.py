@@ -1,17 +1,13 @@
 """``whyclip eval``: score a labelled image set with a library, every way at once, and store
-the run (store.runs) for audits.
+the run (:mod:`whyclip.store.runs`) for audits.
 
-A dataset is a folder with one subfolder of images per class (the ImageFolder layout) or a
-CSV of ``path,label`` rows (paths relative to the CSV's folder). Labels are matched to the
-library's classes exactly, then ignoring case, underscores and repeated spaces. Images are
-cached by the sha256 of their file, so a rerun or a second library embeds nothing again.
+Datasets are read and matched by :mod:`.datasets`, images embedded through the cache by
+:mod:`.embedding`, the control library built by :mod:`.controls`; this module plans the
+run, scores it every way and hands it to the store.
 """
 
 from __future__ import annotations
 
-import csv
-import difflib
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,26 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from store import Library, Store, build_class_matrices, cache, score_classes
-from store.errors import InputError, WhyclipError
-from store.runs import (BASELINE, CONTROL, MethodResults, RunData, RunInfo, check_new_name, rank_results, save_run,
-                        unused_name)
-from store.scoring import AGGREGATES
+from whyclip.store import Library, Store, score_classes
+from whyclip.store.errors import InputError
+from whyclip.store.runs.storage import (BASELINE, CONTROL, MethodResults, RunData, RunInfo, check_new_name, rank_results,
+                                        save_run, unused_name)
+from whyclip.store.scoring import AGGREGATES
 
-from .images import IMAGE_SUFFIXES, read_image_bytes
-from .prompts import Template
+from .controls import CONTROL_SEED, control_scorer
+from .datasets import Dataset, match_labels, unmatched_error
+from .embedding import embed_image_files_cached
 
 log = logging.getLogger(__name__)
-BATCH = 32  # images read, encoded and cached at a time
 SCORE_BLOCK = 256  # images scored at a time (bounds the (images x classes) matrices)
-MAX_LISTED = 10
-CONTROL_SEED = 0
-
-
-@dataclass
-class Dataset:
-    source: str
-    items: list[tuple[Path, str]]  # (image file, label as written)
 
 
 @dataclass
@@ -58,152 +46,6 @@ class EvalReport:
         """Images read, embedded (or found in the cache) per second of image work."""
         t = self.timings.get("images", 0.0)
         return self.run.n_images / t if t else 0.0
-
-
-def read_dataset(path: str | Path) -> Dataset:
-    """A dataset folder (ImageFolder) or CSV, or :class:`InputError` naming what is wrong."""
-    p = Path(path).expanduser()
-    layout = "a folder with one subfolder of images per class, or a CSV of path,label rows"
-    if not p.exists():
-        raise InputError(f"{p}: no such dataset: give {layout}")
-    if p.is_dir():
-        classes = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
-            raise InputError(f"{p}: no class subfolders: a dataset is {layout}")
-        items = [(f, d.name) for d in classes for f in sorted(d.rglob("*"))
-                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
-        if not items:
-            raise InputError(f"{p}: its class subfolders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return Dataset(str(p), items)
-    if p.suffix.lower() != ".csv":
-        raise InputError(f"{p}: not a folder or a .csv file: a dataset is {layout}")
-    items = []
-    with open(p, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or all(not x.strip() for x in row):
-                continue
-            if line == 1 and [x.strip().lower() for x in row] == ["path", "label"]:
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise InputError(f"{p}, line {line}: expected two fields, path,label; got {row!r}")
-            items.append(((p.parent / row[0].strip()).resolve(), row[1].strip()))
-    if not items:
-        raise InputError(f"{p}: no path,label rows")
-    return Dataset(str(p), items)
-
-
-def normalise(name: str) -> str:
-    return " ".join(name.replace("_", " ").split()).casefold()
-
-
-def match_labels(labels: list[str], class_names: list[str]) -> tuple[dict[str, int], list[str]]:
-    """Label -> class position (exact first, then by :func:`normalise`), and the labels
-    that match no class (or several)."""
-    exact = {n: i for i, n in enumerate(class_names)}
-    loose: dict[str, list[int]] = {}
-    for i, n in enumerate(class_names):
-        loose.setdefault(normalise(n), []).append(i)
-    found, unmatched = {}, []
-    for label in dict.fromkeys(labels):
-        if label in exact:
-            found[label] = exact[label]
-        elif len(loose.get(normalise(label), [])) == 1:
-            found[label] = loose[normalise(label)][0]
-        else:
-            unmatched.append(label)
-    return found, unmatched
-
-
-def unmatched_error(unmatched: list[str], counts: dict[str, int], class_names: list[str], library: str) -> InputError:
-    listed = []
-    for label in unmatched[:MAX_LISTED]:
-        close = difflib.get_close_matches(label, class_names, n=1)
-        listed.append(f"{label!r} ({counts[label]} images{f', closest class {close[0]!r}' if close else ''})")
-    more = f" and {len(unmatched) - MAX_LISTED} more" if len(unmatched) > MAX_LISTED else ""
-    return InputError(f"{len(unmatched)} label(s) match no class of library {library!r}: {'; '.join(listed)}{more}; "
-                      "rename them to the library's class names, or pass --skip-unmatched to leave their images out")  # fmt: skip
-
-
-def control_descriptors(lib: Library, seed: int = CONTROL_SEED) -> list[list[str]]:
-    """WaffleCLIP-style control: for every class as many descriptors as it has, each made of
-    as many random words as the one it replaces, drawn from all words of the library's
-    descriptors (so the vocabulary, and nothing class-specific, is kept)."""
-    texts = [[t for t, _ in lib._class_texts(c)] for c in range(len(lib.class_names))]
-    words = sorted({w for ts in texts for t in ts for w in t.split()})
-    if not words:
-        return [[] for _ in texts]
-    rng = np.random.default_rng(seed)
-    return [[" ".join(rng.choice(words, size=max(1, len(t.split())))) for t in ts] for ts in texts]
-
-
-def _embed_texts(store: Store, encoder, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors and norms of ``prompts``, through the embedding cache."""
-    distinct = list(dict.fromkeys(prompts))
-    found = cache.lookup(store, encoder.cache_key, distinct)
-    missing = [p for p in distinct if p not in found]
-    if missing:
-        vectors, norms = encoder.embed_texts(missing)
-        cache.save(store, encoder.cache_key, missing, vectors, norms)
-        found.update({t: (v, float(n)) for t, v, n in zip(missing, vectors, norms)})
-    dim = encoder.info.dim
-    vecs = np.array([found[p][0] for p in prompts], dtype=np.float32).reshape(len(prompts), dim)
-    return vecs, np.array([found[p][1] for p in prompts], dtype=np.float32)
-
-
-def control_scorer(store: Store, lib: Library, encoder, seed: int = CONTROL_SEED):
-    """The random-word control library's class matrices, and the descriptor texts."""
-    descs = control_descriptors(lib, seed)
-    template = Template(lib.info.template)
-    prompts = [template.build(lib.class_names[c], d) for c, ds in enumerate(descs) for d in ds]
-    vectors, norms = _embed_texts(store, encoder, prompts)
-    offsets = np.concatenate([[0], np.cumsum([len(ds) for ds in descs])])
-    return build_class_matrices(vectors, norms, offsets, np.asarray(lib.matrices.baseline)), vectors
-
-
-def embed_dataset(
-    store: Store, encoder, files: list[Path], progress: Callable[[int, int], None] | None = None
-) -> tuple[list[int], list[str], np.ndarray, list[str], int]:
-    """Unit vectors of the readable files, through the image cache (by file sha256).
-
-    Returns the kept indices into ``files``, their hashes, their vectors, "path: reason"
-    for each unreadable file (reported and skipped), and how many were embedded now."""
-    key = f"{encoder.cache_key}/image"
-    kept, shas, vectors, skipped, embedded = [], [], [], [], 0
-    for start in range(0, len(files), BATCH):
-        batch = list(range(start, min(start + BATCH, len(files))))
-        data: dict[int, bytes] = {}
-        for i in batch:
-            try:
-                data[i] = files[i].read_bytes()
-            except OSError as exc:
-                skipped.append(f"{files[i]}: cannot be read ({exc.strerror or exc})")
-        hashes = {i: hashlib.sha256(b).hexdigest() for i, b in data.items()}
-        found = cache.lookup_hashes(store, key, list(hashes.values()))
-        pictures, todo = [], []
-        for i in data:
-            if hashes[i] in found:
-                continue
-            try:
-                pictures.append(read_image_bytes(str(files[i]), data[i]))
-                todo.append(i)
-            except WhyclipError as exc:
-                skipped.append(str(exc))
-        if pictures:
-            vecs, norms = encoder.embed_images(pictures)
-            cache.save_hashes(store, key, [hashes[i] for i in todo], vecs, norms)
-            found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms)})
-            embedded += len(pictures)
-        for i in batch:
-            if i in hashes and hashes[i] in found:
-                kept.append(i)
-                shas.append(hashes[i])
-                vectors.append(found[hashes[i]][0])
-        if progress:
-            progress(batch[-1] + 1, len(files))
-    for line in skipped:
-        log.warning("skipped %s", line)
-    dim = encoder.info.dim
-    return kept, shas, np.array(vectors, dtype=np.float32).reshape(len(kept), dim), skipped, embedded
 
 
 @dataclass
@@ -254,7 +96,7 @@ def run_eval(
     dataset, items = plan.dataset, plan.items
     timings = {}
     t = time.perf_counter()
-    kept, shas, vectors, skipped, embedded = embed_dataset(store, encoder, [p for p, _ in items], progress)
+    kept, shas, vectors, skipped, embedded = embed_image_files_cached(store, encoder, [p for p, _ in items], progress)
     timings["images"] = time.perf_counter() - t
     if not kept:
         raise InputError(f"none of the {len(items)} images of {dataset.source} could be read: nothing to evaluate")

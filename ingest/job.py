@@ -13,10 +13,10 @@ from typing import Protocol
 
 import numpy as np
 
-from store import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo, Store
-from store import cache
-from store.errors import InputError
-from store.index import check_factory
+from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo, Store
+from whyclip.store.db import cache
+from whyclip.store.errors import InputError
+from whyclip.store.vectors.files import check_factory
 
 from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
 from .readers import ParsedLibrary, parse_mapping, read_library

@@ -1,15 +1,15 @@
 """Prompt templates: turn (class, descriptor) into the text CLIP embeds.
 
 The rendering itself (``wordify``, the paper's ``descriptor_sentence``, ``paper_prompt``)
-lives in :mod:`store.prompts`, because the store re-derives prompts it does not keep.
+lives in :mod:`whyclip.store.prompts`, because the store re-derives prompts it does not keep.
 """
 
 from __future__ import annotations
 
 import string
 
-from store.errors import InputError
-from store.prompts import descriptor_sentence, paper_prompt, wordify
+from whyclip.store.errors import InputError
+from whyclip.store.prompts import descriptor_sentence, paper_prompt, wordify
 
 DEFAULT_TEMPLATE = "paper"
 DEFAULT_BASELINE = "a photo of a {class}."

@@ -1,284 +1,222 @@
-"""The store: named, versioned descriptor libraries in SQL + FAISS.
-
-``Store.write_library`` publishes a version atomically (readers only see ``ready`` rows);
-``Store.load`` returns a :class:`~store.query.Library`, which explains image vectors exactly.
-"""
+"""Querying a loaded library version: exact class scores, evidence, contrasts,
+library-wide retrieval, and the explanations built from them."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import logging
-import shutil
-import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING
+import difflib
+from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from . import schema
-from .errors import InputError, LibraryNotFound, NoStore, StoreError
-from .home import resolve_db_url, resolve_home
-from .index import build_retrieval, choose_factory, measure_recall, write_index_files
-from .prompts import render, render_baseline
-from .records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
-from .schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
-from .scoring import AGGREGATES, build_class_matrices
-
-if TYPE_CHECKING:
-    from .query import Library
-
-__all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
-
-log = logging.getLogger(__name__)
-
-
-def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
-    return LibraryInfo(
-        id=row.id, name=row.name, version=row.version, created_at=row.created_at,
-        encoder_id=row.encoder_id, encoder_name=row.encoder_name, dim=row.dim,
-        logit_scale=row.logit_scale, template=row.template, baseline_template=row.baseline_template,
-        aggregate=row.aggregate, n_classes=row.n_classes, n_descriptors=row.n_descriptors,
-        n_prompts=row.n_prompts, n_empty_classes=n_empty, source=row.source,
-        source_sha256=row.source_sha256, index_key=row.index_key, index_factory=row.index_factory,
-        recall_at_10=row.recall_at_10, index_params=json.loads(row.index_params or "{}"),
-        first_descriptor_id=row.first_descriptor_id,
-    )  # fmt: skip
+from whyclip.store.errors import EncoderMismatch, InputError, StoreError
+from whyclip.store.scoring.explanation import (
+    BaselineScore,
+    ClassScore,
+    Contrast,
+    ContrastRow,
+    DescriptorScore,
+    Explanation,
+    Retrieved,
+)
+from whyclip.store.vectors.files import IndexFiles
+from whyclip.store.prompts import render, render_baseline
+from whyclip.store.records import LibraryInfo
+from whyclip.store.db.schema import ClassRow, DescriptorRow
+from whyclip.store.scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
-    # Read pages through a memory map: the 10 rows of a library-wide retrieval at 1M
-    # descriptors took 1.6 ms through read() calls and 1.0 ms mapped (address space only).
-    cur.execute("PRAGMA mmap_size=1073741824")
-    cur.close()
 
+class Library:
+    """A loaded library version: exact scoring and explanations for image vectors. It needs
+    the database (for class and descriptor rows) and the version's vector files, nothing
+    else: :meth:`whyclip.store.Store.load` opens one."""
 
-def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
-    """Descriptor text -> the classes that have it, in label order."""
-    out: dict[str, list[str]] = {}
-    for c in classes:
-        for text in dict.fromkeys(c.descriptors):
-            out.setdefault(text, []).append(c.name)
-    return out
-
-
-def _migrate(engine: Engine, create: bool) -> str:
-    """Bring the schema up to date and return the store id. Another process may be creating
-    or migrating the same database at this moment (an ingest starting while a reader opens
-    its home): if our attempt fails and the schema is current afterwards, that is fine."""
-    try:
-        with engine.begin() as conn:
-            if create or schema.schema_version(conn) < len(schema.MIGRATIONS):
-                schema.migrate(conn)
-            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
-    except Exception:
-        with engine.begin() as conn:
-            if schema.schema_version(conn) < len(schema.MIGRATIONS):
-                raise
-            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
-
-
-class Store:
-    """Libraries in a database (SQLite in ``home`` by default) plus index files in ``home``."""
-
-    def __init__(self, engine: Engine, home: Path, store_id: str):
+    def __init__(self, engine: Engine, info: LibraryInfo, files: IndexFiles):
         self.engine = engine
-        self.home = home
-        self.store_id = store_id
-
-    @classmethod
-    def open(cls, home: str | Path | None = None, db_url: str | None = None, *, create: bool = True) -> Store:
-        """Open (and with ``create``, initialise) the store. Read-only callers pass
-        ``create=False`` so that a typo'd home never leaves an empty database behind."""
-        home_path = resolve_home(home)
-        url = resolve_db_url(home_path, db_url)
-        is_sqlite = url.startswith("sqlite")
-        if is_sqlite and not create:
-            db_file = url.split("///", 1)[-1]
-            if not Path(db_file).is_file():
-                raise NoStore(
-                    f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
-                    "first, or point --home / WHYCLIP_HOME at your data directory"
-                )
-        if create:
-            home_path.mkdir(parents=True, exist_ok=True)
-        try:
-            engine = create_engine(url)
-        except Exception as exc:  # bad URL, missing driver
-            raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
-        if is_sqlite:
-            event.listen(engine, "connect", _sqlite_pragmas)
-        try:
-            store_id = _migrate(engine, create)
-            with engine.connect() as conn:
-                missing = schema.missing_columns(conn)
-            if missing:
-                raise StoreError(
-                    f"the whyclip database at {url} lacks {', '.join(missing[:3])}"
-                    f"{' and more' if len(missing) > 3 else ''}: it was written by an incompatible development "
-                    "version; move it aside and re-ingest your libraries"
-                )
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"cannot open the whyclip database at {url}: {exc}") from None
-        return cls(engine, home_path, store_id)
-
-    # -- reading -------------------------------------------------------------------------
-
-    def libraries(self) -> list[LibraryInfo]:
-        """The newest ready version of every library, by name."""
-        with Session(self.engine) as s:
-            newest = (
-                select(LibraryRow.name, func.max(LibraryRow.version).label("v"))
-                .where(LibraryRow.status == schema.READY)
-                .group_by(LibraryRow.name)
-                .subquery()
-            )
-            rows = s.scalars(
-                select(LibraryRow)
-                .join(newest, (LibraryRow.name == newest.c.name) & (LibraryRow.version == newest.c.v))
-                .order_by(LibraryRow.name)
+        self.info = info
+        self.files = files
+        self.vectors = self.files.vectors
+        if self.files.descriptor_ids is None and info.first_descriptor_id is None:
+            raise StoreError(f"library {info.name!r} has index files but no descriptor keys: re-ingest it")
+        with Session(engine) as s:
+            rows = s.execute(
+                select(ClassRow.id, ClassRow.name, ClassRow.baseline_prompt)
+                .where(ClassRow.library_id == info.id)
+                .order_by(ClassRow.position)
             ).all()
-            return [_info(r, self._n_empty(s, r.id)) for r in rows]
+        self.class_ids = [r[0] for r in rows]
+        self.class_names = [r[1] for r in rows]
+        self.baseline_prompts = [r[2] or render_baseline(info.baseline_template, r[1]) or "" for r in rows]
+        self._position = {n: i for i, n in enumerate(self.class_names)}
 
-    def library(self, name: str, version: int | None = None) -> LibraryInfo:
+    @property
+    def matrices(self):
+        return self.files.matrices
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The database key of each descriptor position (row of ``vectors``)."""
+        if self.files.descriptor_ids is not None:
+            return self.files.descriptor_ids
+        return self.info.first_descriptor_id + np.arange(self.info.n_descriptors, dtype=np.int64)
+
+    def _keys(self, lo: int, hi: int):
+        """A condition selecting the descriptors at positions lo..hi-1."""
+        if self.files.descriptor_ids is not None:
+            return DescriptorRow.id.in_(self.files.descriptor_ids[lo:hi].tolist())
+        first = self.info.first_descriptor_id
+        return DescriptorRow.id.between(first + lo, first + hi - 1)
+
+    def check_encoder(self, encoder_id: str) -> None:
+        if encoder_id != self.info.encoder_id:
+            raise EncoderMismatch(
+                f"library {self.info.name!r} was built with encoder {self.info.encoder_id!r}, "
+                f"not {encoder_id!r}: query it with --model {self.info.encoder_name!r}, "
+                "or re-ingest it with this model"
+            )
+
+    def class_position(self, name: str) -> int:
+        if name in self._position:
+            return self._position[name]
+        close = difflib.get_close_matches(name, self.class_names, n=3)
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise InputError(f"library {self.info.name!r} has no class {name!r}{hint}")
+
+    def scores(self, images: np.ndarray, aggregate: str | None = None) -> np.ndarray:
+        """Exact scores of every class, shape (B, C)."""
+        agg = aggregate or self.info.aggregate
+        return score_classes(images, self.matrices, agg, self.vectors)
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - a Library lives as long as its cache should
+    def class_texts(self, position: int) -> tuple[tuple[str, str], ...]:
+        """(descriptor, prompt) of every descriptor of the class at ``position``, in order."""
+        lo, hi = int(self.matrices.offsets[position]), int(self.matrices.offsets[position + 1])
+        if hi == lo:
+            return ()
         with Session(self.engine) as s:
-            q = select(LibraryRow).where(LibraryRow.name == name, LibraryRow.status == schema.READY)
-            if version is not None:
-                q = q.where(LibraryRow.version == version)
-            row = s.scalars(q.order_by(LibraryRow.version.desc()).limit(1)).first()
-            if row is None:
-                names = [i.name for i in self.libraries()]
-                hint = f"known libraries: {', '.join(names)}" if names else "the store has no libraries yet"
-                what = f"library {name!r}" + (f" version {version}" if version is not None else "")
-                raise LibraryNotFound(f"no {what}; {hint} (add one with 'whyclip ingest FILE --library NAME')")
-            return _info(row, self._n_empty(s, row.id))
+            rows = s.execute(select(DescriptorRow.text, DescriptorRow.prompt).where(self._keys(lo, hi)).order_by(DescriptorRow.id)).all()
+        name = self.class_names[position]
+        return tuple((r[0], self.prompt(name, r[0], r[1])) for r in rows)
 
-    @staticmethod
-    def _n_empty(s: Session, library_id: int) -> int:
-        q = select(func.count()).where(ClassRow.library_id == library_id, ClassRow.n_descriptors == 0)
-        return int(s.scalar(q) or 0)
+    def prompt(self, class_name: str, descriptor: str, stored: str) -> str:
+        """A descriptor's prompt: as stored, or ("") rendered from the library's template."""
+        return stored or render(self.info.template, class_name, descriptor) or ""
 
-    def index_folder(self, info: LibraryInfo) -> Path:
-        return self.home / "indexes" / self.store_id / info.index_key
+    def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
+        """Every descriptor of a class with its similarity and weight, best first."""
+        lo, hi = self.matrices.offsets[position], self.matrices.offsets[position + 1]
+        scale = self.info.logit_scale
+        if hi == lo:
+            s = float(self.matrices.baseline[position] @ image)
+            return [DescriptorScore("", self.baseline_prompts[position], s, s * scale, 1.0, fallback=True)]
+        unit = self.vectors[lo:hi]
+        sims = unit @ image
+        weights = descriptor_weights(aggregate, sims, unit, self.files.norms[lo:hi])
+        texts = self.class_texts(position)
+        out = [
+            DescriptorScore(t, p, float(sim), float(sim) * scale, float(w))
+            for (t, p), sim, w in zip(texts, sims, weights)
+        ]
+        return sorted(out, key=lambda d: -d.similarity)
 
-    def load(self, name: str, version: int | None = None, *, encoder_id: str | None = None) -> Library:
-        """Load a library for querying; with ``encoder_id``, refuse a different encoder."""
-        from .query import Library
+    def contrast(self, image: np.ndarray, a: int, b: int, aggregate: str, scores: np.ndarray) -> Contrast:
+        """Split ``score(a) - score(b)`` into per-descriptor contributions that add up exactly.
 
-        info = self.library(name, version)
-        lib = Library(self, info)
-        if encoder_id is not None:
-            lib.check_encoder(encoder_id)
-        return lib
+        With ``score = sum w_d s_d`` and ``mu`` the mean of the two scores, a descriptor of
+        class a contributes ``w_d (s_d - mu / W_a)`` (``W_a = sum w``), one of b the negative
+        of the same; a descriptor text both classes have gets one row with both parts.
+        """
+        mu = (float(scores[a]) + float(scores[b])) / 2
+        rows: dict[str, dict] = {}
+        for side, pos, sign in (("a", a, 1.0), ("b", b, -1.0)):
+            ev = self._evidence(image, pos, aggregate)
+            total = sum(d.weight for d in ev) or 1.0
+            for d in ev:
+                key = d.descriptor if not d.fallback else d.prompt
+                row = rows.setdefault(key, {"a": None, "b": None, "contribution": 0.0})
+                row[side] = d.similarity
+                row["contribution"] += sign * d.weight * (d.similarity - mu / total)
+        na, nb = self.class_names[a], self.class_names[b]
+        out = [
+            ContrastRow(text, r["a"], r["b"], r["contribution"],
+                        na if r["contribution"] > 1e-12 else nb if r["contribution"] < -1e-12 else "-")
+            for text, r in rows.items()
+        ]  # fmt: skip
+        out.sort(key=lambda r: -r.contribution)
+        return Contrast(na, nb, float(scores[a]), float(scores[b]), out)
 
-    # -- writing -------------------------------------------------------------------------
-
-    def write_library(self, draft: LibraryDraft) -> LibraryInfo:
-        """Publish ``draft`` as the next version of its name, all or nothing, in two phases:
-        first the index files (minutes at a million descriptors, no database lock held),
-        then every row in one short transaction that makes the version ready. A failure in
-        either leaves no version visible and no files behind."""
-        d = draft.encoder.dim
-        if draft.vectors.ndim != 2 or draft.vectors.shape[1] != d:
-            raise StoreError(f"vectors have shape {draft.vectors.shape}, expected (*, {d})")
-        if draft.aggregate not in AGGREGATES:
-            raise InputError(f"unknown aggregate {draft.aggregate!r}: choose one of {', '.join(AGGREGATES)}")
-        rows_of = draft.prompt_rows
-        desc_rows = np.array([rows_of[p] for c in draft.classes for p in c.prompts], dtype=np.int64)
-        base_rows = np.array([rows_of[c.baseline_prompt] for c in draft.classes], dtype=np.int64)
-        counts = np.array([len(c.prompts) for c in draft.classes], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        n_descriptors = int(offsets[-1])
-        vectors = np.ascontiguousarray(draft.vectors[desc_rows], dtype=np.float32).reshape(-1, d)
-        norms = draft.norms[desc_rows].astype(np.float32)
-        matrices = build_class_matrices(vectors, norms, offsets, draft.vectors[base_rows].reshape(-1, d))
-        factory = choose_factory(n_descriptors, draft.index_factory)
-        key = uuid.uuid4().hex
-        folder = self.home / "indexes" / self.store_id / key
-        built = build_retrieval(vectors, matrices, factory)
-        recall_at_10 = measure_recall(built.searcher, vectors, matrices.mean)
-        manifest = {"store_id": self.store_id, "index_key": key, "name": draft.name, "n_descriptors": n_descriptors,
-                    "dim": d, "encoder_id": draft.encoder.id, "index_factory": built.factory,
-                    "index_params": built.params}  # fmt: skip
-        write_index_files(folder, built, vectors, matrices, norms, manifest)
-        try:
-            del vectors, matrices, built  # a million-descriptor draft: free before the rows
-            library_id, version = self._insert_rows(draft, key, factory_row(manifest), recall_at_10)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        self._checkpoint()
-        log.info("wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), n_descriptors)
+    def retrieve(self, images: np.ndarray, k: int = 10) -> list[list[Retrieved]]:
+        """The ``k`` best-matching descriptors in the whole library, per image (FAISS)."""
+        k = min(k, self.info.n_descriptors)
+        if k <= 0:
+            return [[] for _ in range(len(images))]
+        sims, positions = self.files.searcher.search(np.ascontiguousarray(np.atleast_2d(images), dtype=np.float32), k)
+        if self.files.descriptor_ids is not None:
+            keys = self.files.descriptor_ids[np.maximum(positions, 0)]
+        else:
+            keys = self.info.first_descriptor_id + positions
+        ids = np.where(positions >= 0, keys, -1)
+        wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         with Session(self.engine) as s:
-            return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
+            meta = {
+                r[0]: r[1:]
+                for r in s.execute(
+                    select(DescriptorRow.id, ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
+                    .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
+                    .where(DescriptorRow.id.in_(wanted))
+                )
+            }
+        return [
+            [Retrieved(meta[int(i)][0], meta[int(i)][1], self.prompt(*meta[int(i)]), float(sim), int(i))
+             for sim, i in zip(srow, irow) if i >= 0]
+            for srow, irow in zip(sims, ids)
+        ]  # fmt: skip
 
-    def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float) -> tuple[int, int]:
-        """Phase two: the version's rows, ready, in one transaction. Descriptor keys are
-        given explicitly, contiguous in label order, so a position maps to its row without
-        a lookup table; a concurrent writer makes this one fail, never interleave. A prompt
-        the library's template renders is stored as ""."""
-        n_descriptors = sum(len(c.prompts) for c in draft.classes)
-        with Session(self.engine) as s, s.begin():
-            version = (s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == draft.name)) or 0) + 1
-            first = (s.scalar(select(func.max(DescriptorRow.id))) or 0) + 1
-            row = LibraryRow(
-                name=draft.name, version=version, status=schema.READY,
-                created_at=dt.datetime.now(dt.timezone.utc), encoder_id=draft.encoder.id,
-                encoder_name=draft.encoder.name, dim=draft.encoder.dim, logit_scale=float(draft.encoder.logit_scale),
-                template=draft.template, baseline_template=draft.baseline_template,
-                aggregate=draft.aggregate, n_classes=len(draft.classes), n_descriptors=n_descriptors,
-                n_prompts=len(draft.prompt_rows), source=draft.source, source_sha256=draft.source_sha256,
-                index_key=key, recall_at_10=recall_at_10, first_descriptor_id=first, **index,
-            )  # fmt: skip
-            s.add(row)
-            s.flush()
-            class_ids = s.scalars(
-                insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
-                [
-                    {"library_id": row.id, "position": i, "name": c.name, "n_descriptors": len(c.prompts),
-                     "baseline_prompt": "" if render_baseline(draft.baseline_template, c.name) == c.baseline_prompt
-                     else c.baseline_prompt}
-                    for i, c in enumerate(draft.classes)
-                ],
-            ).all() if draft.classes else []  # fmt: skip
-            shared = _shared_texts(draft.classes)
-            params = [
-                {"library_id": row.id, "class_id": cid, "position": j, "text": text, "truncated": bool(trunc),
-                 "prompt": "" if render(draft.template, c.name, text) == prompt else prompt, "shared": len(shared[text])}
-                for cid, c in zip(class_ids, draft.classes)
-                for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
+    def explain(
+        self,
+        images: np.ndarray,
+        names: list[str] | None = None,
+        *,
+        aggregate: str | None = None,
+        top: int = 5,
+        compare: tuple[str, str] | None = None,
+        retrieve: int = 10,
+    ) -> list[Explanation]:
+        """Explain each unit image vector (rows of ``images``): exact scores for every class,
+        the evidence of the ``top`` classes, a contrast, the baseline and library-wide hits."""
+        agg = aggregate or self.info.aggregate
+        if agg not in AGGREGATES:
+            raise InputError(f"unknown aggregate {agg!r}: choose one of {', '.join(AGGREGATES)}")
+        images = np.atleast_2d(np.asarray(images, dtype=np.float32))
+        if images.shape[1] != self.info.dim:
+            raise EncoderMismatch(f"image vectors have dimension {images.shape[1]}, library {self.info.name!r} has {self.info.dim}")
+        pair = (self.class_position(compare[0]), self.class_position(compare[1])) if compare else None
+        names = names or [f"image {i}" for i in range(len(images))]
+        scale = self.info.logit_scale
+        scores = self.scores(images, agg)
+        base_scores = images @ self.matrices.baseline.T
+        hits = self.retrieve(images, retrieve)
+        top = max(1, min(top, len(self.class_names)))
+        out = []
+        for i, image in enumerate(images):
+            probs = softmax(scores[i], scale)
+            bprobs = softmax(base_scores[i], scale)
+            ranking = top_k(scores[i], max(top, 2))
+            order = ranking[:top]
+            classes = [
+                ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
+                           self._evidence(image, int(c), agg), float(base_scores[i, c]), float(bprobs[c]))
+                for rank, c in enumerate(order)
             ]  # fmt: skip
-            for n, param in enumerate(params):
-                param["id"] = first + n
-            multi = [{"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
-                     for t, names in shared.items() if len(names) > 1]  # fmt: skip
-            if multi:
-                s.execute(insert(SharedTextRow), multi)
-            if params:
-                s.execute(insert(DescriptorRow), params)
-            return row.id, version
-
-    def _checkpoint(self) -> None:
-        """Fold SQLite's write-ahead log back into the database after a large write, so the
-        log file does not keep the size of the biggest transaction (best effort)."""
-        if self.engine.dialect.name != "sqlite":
-            return
-        try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        except Exception as exc:  # a busy reader: the log is folded in later
-            log.debug("WAL checkpoint skipped: %s", exc)
-
-
-def factory_row(manifest: dict) -> dict:
-    """The library row's fields about its retrieval index."""
-    params = manifest["index_params"]
-    return {"index_factory": manifest["index_factory"], "index_params": json.dumps(params) if params else None}
+            border = top_k(base_scores[i], top)
+            baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
+            a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)
+            contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None
+            out.append(
+                Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,
+                            len(self.class_names), classes, baseline, contrast, hits[i])
+            )  # fmt: skip
+        return out

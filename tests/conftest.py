@@ -22,7 +22,7 @@ def _isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def store(tmp_path):
-    from store import Store
+    from whyclip.store import Store
 
     return Store.open(tmp_path / "home")
 
@@ -30,7 +30,7 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random-weight CLIP folder, built once per test session."""
-    from ingest.testmodel import make_test_model
+    from whyclip.ingest.testmodel import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("models") / "tiny")
 

@@ -16,7 +16,7 @@ import io
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from store import EncoderInfo
+from whyclip.store import EncoderInfo
 
 
 def _hash_vector(text: str, dim: int) -> np.ndarray:
@@ -87,7 +87,7 @@ def planted_png(concepts: list[str], colour=(40, 200, 60), size: int = 24) -> by
 
 def install_fake(monkeypatch, concepts) -> FakeEncoder:
     """Make ``ingest.load_encoder`` (what the CLI and the dashboard call) return a fake."""
-    import ingest
+    from whyclip import ingest
 
     enc = FakeEncoder(concepts)
     monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)

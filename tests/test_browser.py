@@ -46,7 +46,7 @@ def served(tiny_model, tmp_path):
     home = tmp_path / "home"
     lib = ROOT / "ui" / "demo_library.json"
     env = {**os.environ, "WHYCLIP_HOME": str(home)}
-    cli = [sys.executable, "-m", "ui.cli"]
+    cli = [sys.executable, "-m", "whyclip.ui.cli"]
     subprocess.run([*cli, "ingest", str(lib), "-l", "demo", "-m", str(tiny_model)], check=True, env=env, cwd=ROOT,
                    capture_output=True, timeout=300)  # fmt: skip
     port = free_port()
@@ -77,9 +77,9 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from ingest import read_images
-    from ingest.encoder import load_encoder
-    from store import Store
+    from whyclip.ingest import read_images
+    from whyclip.ingest.encoder import load_encoder
+    from whyclip.store import Store
 
     url, home, model = served
     frog = tmp_path / "my_frog.png"
@@ -120,14 +120,14 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from ui.demo_images import SAMPLE_CLASSES, draw_samples
+    from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
 
     url, home, model = served
     data = tmp_path / "samples"
     for path in draw_samples(tmp_path / "drawn"):
         (data / SAMPLE_CLASSES[path.name]).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, data / SAMPLE_CLASSES[path.name] / path.name)
-    subprocess.run([sys.executable, "-m", "ui.cli", "--home", str(home), "eval", str(data), "-l", "demo", "--name", "drawn"],
+    subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), "eval", str(data), "-l", "demo", "--name", "drawn"],
                    check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

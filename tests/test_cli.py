@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fakes import install_fake, planted_png
-from ui.cli import cli
+from whyclip.ui.cli import cli
 
 CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin", "sticky toe pads"]
 LIBRARY = {

@@ -10,10 +10,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import ingest
+from whyclip import ingest
 from conftest import ROOT
 from fakes import install_fake, planted_png
-from ingest import ingest_library
+from whyclip.ingest import ingest_library
 
 APP = str(ROOT / "ui" / "app.py")
 CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin"]
@@ -118,7 +118,7 @@ def test_no_store_and_no_library_say_what_to_do(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("WHYCLIP_HOME", str(tmp_path / "nothing-here"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception and "whyclip demo" in at.info[0].value
-    from store import Store
+    from whyclip.store import Store
 
     Store.open(tmp_path / "nothing-here")  # a store with no library
     st.cache_resource.clear()
@@ -157,9 +157,10 @@ def test_library_page_metadata_search_and_highlights(frogs):
 
 def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     """The Audit page renders exactly what ``whyclip audit`` computes for the planted run."""
-    from ingest.evaluate import read_dataset, run_eval
-    from store.audit import AuditSettings, audit
-    from store.runs import load_run
+    from whyclip.ingest.datasets import read_dataset
+    from whyclip.ingest.evaluate import run_eval
+    from whyclip.store.runs.audit import AuditSettings, audit
+    from whyclip.store.runs.storage import load_run
     from test_eval import CONCEPTS as PLANTED, LIBRARY as PLANTED_LIBRARY, write_dataset
 
     from fakes import FakeEncoder

@@ -20,9 +20,9 @@ def library() -> dict:
 
 @pytest.fixture(scope="module")
 def demo_images() -> ModuleType:
-    import ui.demo_images
+    import whyclip.ui.demo_images
 
-    return ui.demo_images
+    return whyclip.ui.demo_images
 
 
 def test_library_shape(library: dict) -> None:

@@ -25,12 +25,14 @@ import numpy as np
 import pytest
 
 from fakes import FakeEncoder, planted_png
-from ingest import ingest_library, read_image
-from ingest.evaluate import control_descriptors, match_labels, read_dataset, run_eval
-from store import Store
-from store.audit import AuditSettings, audit
-from store.errors import InputError
-from store.runs import find_run, list_runs, load_run
+from whyclip.ingest import ingest_library, read_image
+from whyclip.ingest.controls import control_descriptors
+from whyclip.ingest.datasets import match_labels, read_dataset
+from whyclip.ingest.evaluate import run_eval
+from whyclip.store import Store
+from whyclip.store.runs.audit import AuditSettings, audit
+from whyclip.store.errors import InputError
+from whyclip.store.runs.storage import find_run, list_runs, load_run
 
 CONCEPTS = ["frog", "banana", "stop", "sunflower", "green", "eyes", "yellow", "curved", "red", "octagon"]
 LIBRARY = {

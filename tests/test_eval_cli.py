@@ -17,12 +17,12 @@ from click.testing import CliRunner
 from conftest import ROOT
 from fakes import install_fake
 from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
-from ui.cli import cli
-from ui.demo_images import SAMPLE_CLASSES, draw_samples
+from whyclip.ui.cli import cli
+from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
 
 
 def whyclip(*args: str, home) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ui.cli", "--home", str(home), *args],
+    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 

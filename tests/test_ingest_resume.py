@@ -16,8 +16,9 @@ import pytest
 
 from conftest import ROOT
 from fakes import FakeEncoder
-from ingest import ingest_library
-from store import Store, cache
+from whyclip.ingest import ingest_library
+from whyclip.store.db import cache
+from whyclip.store import Store
 
 
 def committed_rows(db) -> int:
@@ -71,7 +72,7 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     path = tmp_path / "big.json"
     path.write_text(json.dumps(lib))
     home = tmp_path / "home"
-    cmd = [sys.executable, "-m", "ui.cli", "--home", str(home), "ingest", str(path), "-l", "big",
+    cmd = [sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), "ingest", str(path), "-l", "big",
            "-m", str(tiny_model), "--commit-every", "300", "--precision", "fp32"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240

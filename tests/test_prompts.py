@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.prompts import Template, baseline_prompt, check_baseline
-from store.errors import InputError
+from whyclip.ingest.prompts import Template, baseline_prompt, check_baseline
+from whyclip.store.errors import InputError
 
 # (class, descriptor, the prompt the paper's code builds), written out by hand.
 PAPER_CASES = [

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ingest.readers import read_library
-from store.errors import InputError
+from whyclip.ingest.readers import read_library
+from whyclip.store.errors import InputError
 
 
 def write(tmp_path, name, content, mode="w"):

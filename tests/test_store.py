@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import store.library as library_module
+import whyclip.store.db.store as library_module
 from fakes import FakeEncoder
-from ingest import ingest_library
-from store import EncoderMismatch, LibraryNotFound, Store, StoreError
+from whyclip.ingest import ingest_library
+from whyclip.store import EncoderMismatch, LibraryNotFound, Store, StoreError
 
 LIB = {"tree frog": ["protruding eyes", "bright green colour"], "tailed frog": ["brown skin"], "empty": []}
 
@@ -48,7 +48,7 @@ def test_a_failure_writing_rows_after_the_files_leaves_nothing(store, monkeypatc
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from store.schema import ClassRow, DescriptorRow
+    from whyclip.store.db.schema import ClassRow, DescriptorRow
 
     enc = FakeEncoder()
     ingest_library(store, LIB, "frogs", enc)
@@ -72,8 +72,8 @@ def test_a_failure_writing_rows_after_the_files_leaves_nothing(store, monkeypatc
 def test_index_files_are_built_before_the_database_is_written(store, monkeypatch):
     """The slow phase (index, recall) runs with no transaction open: another connection
     can write meanwhile."""
-    import store.index as index_module
-    from store.schema import Meta
+    import whyclip.store.vectors.files as index_module
+    from whyclip.store.db.schema import Meta
 
     seen = []
     real = index_module.build_retrieval
@@ -136,7 +136,7 @@ def test_each_distinct_prompt_is_embedded_once(store):
 
 
 def test_browse_pages_search_sort_and_share_counts(store):
-    from store import browse
+    from whyclip.store.db import browse
 
     lib = {"b cat": ["fur", "100% whiskers", "long_tail"], "a dog": ["fur", "long tail"], "c fish": [], "d rat": ["fur", "long tail"]}
     ingest_library(store, lib, "pets", FakeEncoder())
@@ -170,7 +170,7 @@ def _clustered(n_classes: int, per_class: int, dim: int = 32, seed: int = 0) -> 
 def test_large_libraries_get_a_class_ivf_with_measured_recall_and_exact_scores(tmp_path, monkeypatch):
     import numpy as np
 
-    import store.index as index_module
+    import whyclip.store.vectors.files as index_module
 
     monkeypatch.setattr(index_module, "APPROXIMATE_ABOVE", 500)
     lib, enc = _clustered(40, 20)  # 800 descriptors: above the (patched) threshold
@@ -202,8 +202,8 @@ def test_class_ivf_search_against_brute_force():
     """Seeded random data of odd sizes, compared with a brute-force numpy reference."""
     import numpy as np
 
-    from store.retrieval import build_class_ivf, exact_search
-    from store.scoring import class_sums
+    from whyclip.store.vectors.retrieval import build_class_ivf, exact_search
+    from whyclip.store.scoring import class_sums
 
     rng = np.random.default_rng(5)
     counts = rng.integers(0, 9, size=17)
@@ -254,7 +254,7 @@ def test_a_compressed_index_keeps_exact_vectors_beside_it(store):
 
 
 def test_a_bad_index_factory_is_refused_before_anything_is_written(store):
-    from store.errors import InputError
+    from whyclip.store.errors import InputError
 
     with pytest.raises(InputError, match="FAISS cannot build index 'NoSuchIndex'"):
         ingest_library(store, LIB, "frogs", FakeEncoder(), index_factory="NoSuchIndex")
@@ -265,7 +265,7 @@ def test_a_version_1_store_gains_the_eval_tables_and_keeps_its_libraries(tmp_pat
     """Stores written before evaluation runs existed (schema version 1) are migrated in place."""
     from sqlalchemy import inspect, text
 
-    from store import schema
+    from whyclip.store.db import schema
 
     home = tmp_path / "old"
     store = Store.open(home)
@@ -302,7 +302,7 @@ def test_index_files_of_the_first_layout_are_still_read(store):
     from sqlalchemy import update
     from sqlalchemy.orm import Session
 
-    from store.schema import LibraryRow
+    from whyclip.store.db.schema import LibraryRow
 
     lib, enc = _clustered(12, 10)
     ingest_library(store, lib, "old", enc)
@@ -340,9 +340,9 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from ingest.prompts import Template, baseline_prompt
-    from store import browse
-    from store.schema import DescriptorRow
+    from whyclip.ingest.prompts import Template, baseline_prompt
+    from whyclip.store.db import browse
+    from whyclip.store.db.schema import DescriptorRow
 
     lib = {"tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"], "cat": ["whiskers"]}
     ingest_library(store, lib, "p", FakeEncoder(), template=template, baseline=baseline)
@@ -352,7 +352,7 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     assert [r["baseline prompt"] for r in browse.classes_page(store, loaded.info)] == want_baselines
     build = Template(template).build
     expected = {(c, d): build(c, d) for c, ds in lib.items() for d in ds}
-    assert {("tree_frog", t): p for t, p in loaded._class_texts(0)} | {("cat", t): p for t, p in loaded._class_texts(1)} == expected
+    assert {("tree_frog", t): p for t, p in loaded.class_texts(0)} | {("cat", t): p for t, p in loaded.class_texts(1)} == expected
     rows = browse.descriptors_page(store, loaded.info)
     assert {(r["class"], r["descriptor"]): r["prompt"] for r in rows} == expected
     (exp,) = loaded.explain(loaded.vectors[:1], retrieve=6)
@@ -370,7 +370,7 @@ def test_a_schema_1_database_is_migrated_and_its_libraries_still_load(tmp_path):
     two descriptor indexes and the norm column dropped, libraries written before still readable."""
     from sqlalchemy import create_engine, inspect, text
 
-    from store import schema
+    from whyclip.store.db import schema
 
     store = Store.open(tmp_path)
     ingest_library(store, LIB, "frogs", FakeEncoder())
@@ -395,7 +395,7 @@ def test_a_schema_1_database_is_migrated_and_its_libraries_still_load(tmp_path):
 def test_opening_a_database_another_process_just_created_is_fine(tmp_path, monkeypatch):
     """A reader that finds an empty schema, then loses the race to create it, opens the
     database the winner created."""
-    from store import schema
+    from whyclip.store.db import schema
 
     first = Store.open(tmp_path)
     real = schema.schema_version

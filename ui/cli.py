@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from store import AGGREGATES, Store, WhyclipError
-from store.errors import NoStore
+from whyclip.store import AGGREGATES, Store, WhyclipError
+from whyclip.store.errors import NoStore
 
 from .progress import progress_bar
 
@@ -109,9 +109,9 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.pass_context
 def ingest(ctx, file, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
     """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
-    from ingest import load_encoder, read_library
-    from ingest.job import check_library_name, plan_ingest, run_ingest
-    from ingest.prompts import Template, check_baseline
+    from whyclip.ingest import load_encoder, read_library
+    from whyclip.ingest.job import check_library_name, plan_ingest, run_ingest
+    from whyclip.ingest.prompts import Template, check_baseline
 
     check_library_name(library)
     Template(template)
@@ -182,8 +182,8 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     Images are encoded and scored in batches; one that turns out to be unreadable is
     reported and skipped, and the exit status is then 1.
     """
-    from ingest import expand_image_paths, load_encoder
-    from ingest.images import check_image, read_image
+    from whyclip.ingest import expand_image_paths, load_encoder
+    from whyclip.ingest.images import check_image, read_image
 
     store = _store(ctx, create=False)
     lib = store.load(library, lib_version)
@@ -238,9 +238,10 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     ignored). Every image is scored by each aggregate, by the class-name baseline and by a
     random-word control library; an unreadable image is reported and skipped.
     """
-    from ingest import load_encoder
-    from ingest.evaluate import plan_eval, read_dataset, run_eval
-    from store.audit import AuditSettings, accuracy, confusions, per_class
+    from whyclip.ingest import load_encoder
+    from whyclip.ingest.datasets import read_dataset
+    from whyclip.ingest.evaluate import plan_eval, run_eval
+    from whyclip.store.runs.audit import AuditSettings, accuracy, confusions, per_class
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
 
@@ -281,7 +282,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
 @click.pass_context
 def runs(ctx, library, as_json):
     """List evaluation runs (made by 'whyclip eval')."""
-    from store.runs import list_runs
+    from whyclip.store.runs.storage import list_runs
 
     try:
         found = list_runs(_store(ctx, create=False), library)
@@ -318,9 +319,9 @@ def runs(ctx, library, as_json):
 @click.pass_context
 def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs):
     """Which descriptors drive predictions over a run, descriptor hygiene, faithfulness controls."""
-    from store.audit import AuditSettings
-    from store.audit import audit as make_audit
-    from store.runs import find_run, load_run
+    from whyclip.store.runs.audit import AuditSettings
+    from whyclip.store.runs.audit import audit as make_audit
+    from whyclip.store.runs.storage import find_run, load_run
 
     from .report import to_text, write_report
 
@@ -404,7 +405,7 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
     For plumbing and speed checks only: its explanations mean nothing.
     """
-    from ingest.testmodel import make_test_model
+    from whyclip.ingest.testmodel import make_test_model
 
     try:
         path = make_test_model(directory, full_size=full_size, vocab=vocab, seed=seed)

@@ -6,8 +6,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from store import LibraryNotFound, Store
-from store.errors import ModelLoadError
+from whyclip.store import LibraryNotFound, Store
+from whyclip.store.errors import ModelLoadError
 
 from .demo_images import SAMPLE_CLASSES, draw_samples
 from .progress import progress_bar
@@ -25,7 +25,7 @@ Next:
 
 def run_demo(open_store: Callable[[], Store], model: str | None, device: str | None,
              echo: Callable[[str], None] = print, precision: str = "auto") -> None:  # fmt: skip
-    from ingest import embed_image_files, ingest_library, load_encoder
+    from whyclip.ingest import embed_image_files, ingest_library, load_encoder
 
     try:
         encoder = load_encoder(model, device, precision)

@@ -1,5 +1,5 @@
 """Audit reports: plain text for the terminal, a self-contained HTML page (plots embedded as
-SVG, no network), CSV tables and JSON, all rendered from :func:`store.audit.audit`'s dict."""
+SVG, no network), CSV tables and JSON, all rendered from :func:`whyclip.store.runs.audit.audit`'s dict."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from store.audit import method_label
+from whyclip.store.runs.audit import method_label
 
 TEXT_ROWS = 10
 

@@ -11,10 +11,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from store import AGGREGATES
-from store.runs import list_runs
-from ui.dashboard import resources
-from ui.report import pct
+from whyclip.store import AGGREGATES
+from whyclip.store.runs.storage import list_runs
+from whyclip.ui.dashboard import resources
+from whyclip.ui.report import pct
 
 s = resources.settings()
 store = resources.store_or_stop(s)

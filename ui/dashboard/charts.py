@@ -6,8 +6,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from store import Contrast, Explanation
-from store.explain import ClassScore
+from whyclip.store import Contrast, Explanation
+from whyclip.store.scoring.explanation import ClassScore
 
 DESCRIPTORS, BASELINE = "by descriptors", "class name only (baseline)"
 

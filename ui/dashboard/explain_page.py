@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from store import AGGREGATES, WhyclipError
-from ui.dashboard import charts, resources
+from whyclip.store import AGGREGATES, WhyclipError
+from whyclip.ui.dashboard import charts, resources
 
 s = resources.settings()
 store = resources.store_or_stop(s)

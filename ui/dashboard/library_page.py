@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from store import browse
-from ui.dashboard import resources
+from whyclip.store.db import browse
+from whyclip.ui.dashboard import resources
 
 PAGE = 50
 s = resources.settings()

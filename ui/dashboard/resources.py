@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-import ingest
-from store import LibraryInfo, Store, WhyclipError
-from store.query import Library
+from whyclip import ingest
+from whyclip.store import LibraryInfo, Store, WhyclipError
+from whyclip.store.library import Library
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _image_vector(model: str, digest: str, _data: bytes, _name: str) -> np.ndarr
 @st.cache_data(show_spinner=False, max_entries=512)
 def count_rows(home: str | None, db: str | None, kind: str, name: str, version: int, search: str = "") -> int:
     """Row counts for the library page; a library version never changes, so they cache."""
-    from store import browse
+    from whyclip.store.db import browse
 
     store = _store(home, db)
     info = store.library(name, version)
@@ -127,7 +127,7 @@ def _samples() -> list[Path]:
     server, never left behind as a new temporary folder per start."""
     import tempfile
 
-    from ui.demo_images import draw_samples
+    from whyclip.ui.demo_images import draw_samples
 
     user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
     return draw_samples(Path(tempfile.gettempdir()) / f"whyclip-samples-{user}")
@@ -137,9 +137,9 @@ def _samples() -> list[Path]:
 def audit(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str,
           delete_k: int, near: float, flat: float) -> dict:  # fmt: skip
     """``whyclip audit``'s data for a stored run (runs never change, so it caches)."""
-    from store.audit import AuditSettings
-    from store.audit import audit as make_audit
-    from store.runs import list_runs, load_run
+    from whyclip.store.runs.audit import AuditSettings
+    from whyclip.store.runs.audit import audit as make_audit
+    from whyclip.store.runs.storage import list_runs, load_run
 
     store = _store(home, db)
     (info,) = [r for r in list_runs(store, library) if r.id == run_id]
@@ -149,6 +149,6 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
 
 @st.cache_data(show_spinner="Rendering the report ...", max_entries=4)
 def audit_html(report: dict) -> str:
-    from ui.report import to_html
+    from whyclip.ui.report import to_html
 
     return to_html(report)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from .library import LibraryInfo, Store
-from .prompts import render, render_baseline, render_sql
-from .schema import ClassRow, DescriptorRow, SharedTextRow
+from whyclip.store.db.store import LibraryInfo, Store
+from whyclip.store.prompts import render, render_baseline, render_sql
+from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
 DESCRIPTOR_ORDERS = {

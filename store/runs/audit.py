@@ -26,10 +26,10 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .query import Library
-from .runs import BASELINE, CONTROL, RunData
-from .schema import SharedTextRow
-from .scoring import AGGREGATES, descriptor_weights
+from whyclip.store.library import Library
+from whyclip.store.runs.storage import BASELINE, CONTROL, RunData
+from whyclip.store.db.schema import SharedTextRow
+from whyclip.store.scoring import AGGREGATES, descriptor_weights
 
 NEAR_MAX = 50_000  # descriptors; the near-duplicate check compares every pair
 FLAT_SAMPLE = 2_000  # images used for each descriptor's similarity spread
@@ -146,7 +146,7 @@ def drivers(run: RunData, lib: Library, agg: str) -> list[dict]:
     out = []
     for c in np.unique(res.predicted):
         lo, hi = offsets[c], offsets[c + 1]
-        for j, (text, _prompt) in enumerate(lib._class_texts(int(c))):
+        for j, (text, _prompt) in enumerate(lib.class_texts(int(c))):
             d = lo + j
             out.append({"class": lib.class_names[c], "text": text, "predicted": int(n_pred[d]),
                         "top_correct": int(top_ok[d]), "top_wrong": int(top_bad[d]),
@@ -160,11 +160,11 @@ def _row_classes(lib: Library) -> np.ndarray:
 
 
 def _row_texts(lib: Library) -> list[str]:
-    return [t for c in range(len(lib.class_names)) for t, _ in lib._class_texts(c)]
+    return [t for c in range(len(lib.class_names)) for t, _ in lib.class_texts(c)]
 
 
 def shared_texts(lib: Library, min_classes: int = 2) -> list[dict]:
-    with Session(lib.store.engine) as s:
+    with Session(lib.engine) as s:
         rows = s.execute(
             select(SharedTextRow.text, SharedTextRow.classes, SharedTextRow.examples)
             .where(SharedTextRow.library_id == lib.info.id, SharedTextRow.classes >= min_classes)

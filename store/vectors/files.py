@@ -12,7 +12,7 @@ label order, memory-mapped by numpy so processes share one copy in the page cach
 ``descriptor_norms.npy``, ``class_baseline.npy`` and ``class_offsets.npy``. The class-mean
 matrix is derived from the vectors when a library is loaded and the centroid matrix on
 first use: each is (classes x dim) fp32, which at ten descriptors a class would add 10% to
-the files. Retrieval (see :mod:`store.retrieval`) is an exact scan (``Flat``) up to
+the files. Retrieval (see :mod:`whyclip.store.vectors.retrieval`) is an exact scan (``Flat``) up to
 ``APPROXIMATE_ABOVE`` descriptors and a class inverted file over the same vectors
 (``ClassIVF``, whose only files are its parameters in the manifest: its codes are derived
 from the class means on load too) above; any FAISS factory string a
@@ -36,8 +36,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import InputError, StoreError
-from .retrieval import (
+from whyclip.store.errors import InputError, StoreError
+from whyclip.store.vectors.retrieval import (
     RECALL_TARGET,
     ClassIVF,
     FaissSearch,
@@ -48,7 +48,7 @@ from .retrieval import (
     recall,
     recall_queries,
 )
-from .scoring import ClassMatrices, class_sums
+from whyclip.store.scoring import ClassMatrices, class_sums
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from .library import Store
-from .schema import EmbeddingRow
+from whyclip.store.db.store import Store
+from whyclip.store.db.schema import EmbeddingRow
 
 LOOKUP_BATCH = 500
 

@@ -16,10 +16,10 @@ import numpy as np
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from .errors import InputError, StoreError
-from .library import Store
-from .schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
-from .scoring import AGGREGATES
+from whyclip.store.errors import InputError, StoreError
+from whyclip.store.db.store import Store
+from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
+from whyclip.store.scoring import AGGREGATES
 
 BASELINE = "baseline"
 CONTROL = "control:"  # + aggregate: the random-word control library

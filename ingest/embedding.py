@@ -1,0 +1,82 @@
+"""Embedding through the store's cache: prompts by their text, image files by the sha256
+of their bytes. What the cache has is not embedded again; what is embedded is saved."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from whyclip.store import Store
+from whyclip.store.db import cache
+from whyclip.store.errors import WhyclipError
+
+from .images import read_image_bytes
+
+log = logging.getLogger(__name__)
+BATCH = 32  # images read, encoded and cached at a time
+
+
+def embed_prompts(store: Store, encoder, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors and norms of ``prompts``, through the embedding cache."""
+    distinct = list(dict.fromkeys(prompts))
+    found = cache.lookup(store, encoder.cache_key, distinct)
+    missing = [p for p in distinct if p not in found]
+    if missing:
+        vectors, norms = encoder.embed_texts(missing)
+        cache.save(store, encoder.cache_key, missing, vectors, norms)
+        found.update({t: (v, float(n)) for t, v, n in zip(missing, vectors, norms)})
+    dim = encoder.info.dim
+    vecs = np.array([found[p][0] for p in prompts], dtype=np.float32).reshape(len(prompts), dim)
+    return vecs, np.array([found[p][1] for p in prompts], dtype=np.float32)
+
+
+def embed_image_files_cached(
+    store: Store, encoder, files: list[Path], progress: Callable[[int, int], None] | None = None
+) -> tuple[list[int], list[str], np.ndarray, list[str], int]:
+    """Unit vectors of the readable files, through the image cache (by file sha256).
+
+    Returns the kept indices into ``files``, their hashes, their vectors, "path: reason"
+    for each unreadable file (reported and skipped), and how many were embedded now."""
+    key = f"{encoder.cache_key}/image"
+    kept, shas, vectors, skipped, embedded = [], [], [], [], 0
+    for start in range(0, len(files), BATCH):
+        batch = list(range(start, min(start + BATCH, len(files))))
+        data: dict[int, bytes] = {}
+        for i in batch:
+            try:
+                data[i] = files[i].read_bytes()
+            except OSError as exc:
+                skipped.append(f"{files[i]}: cannot be read ({exc.strerror or exc})")
+        hashes = {i: hashlib.sha256(b).hexdigest() for i, b in data.items()}
+        found = cache.lookup_hashes(store, key, list(hashes.values()))
+        pictures, todo = [], []
+        for i in data:
+            if hashes[i] in found:
+                continue
+            try:
+                pictures.append(read_image_bytes(str(files[i]), data[i]))
+                todo.append(i)
+            except WhyclipError as exc:
+                skipped.append(str(exc))
+        if pictures:
+            vecs, norms = encoder.embed_images(pictures)
+            cache.save_hashes(store, key, [hashes[i] for i in todo], vecs, norms)
+            found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms)})
+            embedded += len(pictures)
+        for i in batch:
+            if i in hashes and hashes[i] in found:
+                kept.append(i)
+                shas.append(hashes[i])
+                vectors.append(found[hashes[i]][0])
+        if progress:
+            progress(batch[-1] + 1, len(files))
+    for line in skipped:
+        log.warning("skipped %s", line)
+    dim = encoder.info.dim
+    return kept, shas, np.array(vectors, dtype=np.float32).reshape(len(kept), dim), skipped, embedded
+
+

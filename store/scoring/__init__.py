@@ -1,0 +1,24 @@
+"""Pure scoring and explanation records: numpy only (no database, no FAISS, no torch).
+
+:mod:`.aggregates` turns image vectors and a library's class matrices into exact class
+scores (mean, centroid, max) and per-descriptor weights; :mod:`.explanation` holds the
+frozen records an explanation is made of.
+"""
+
+from .aggregates import (
+    AGGREGATES,
+    ClassMatrices,
+    build_class_matrices,
+    class_sums,
+    descriptor_weights,
+    score_classes,
+    softmax,
+    top_k,
+)
+from .explanation import BaselineScore, ClassScore, Contrast, ContrastRow, DescriptorScore, Explanation, Retrieved
+
+__all__ = [
+    "AGGREGATES", "BaselineScore", "ClassMatrices", "ClassScore", "Contrast", "ContrastRow", "DescriptorScore",
+    "Explanation", "Retrieved", "build_class_matrices", "class_sums", "descriptor_weights", "score_classes",
+    "softmax", "top_k",
+]  # fmt: skip
