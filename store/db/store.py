@@ -14,11 +14,12 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.db import schema
+from whyclip.store.db.engine import make_engine
 from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
@@ -44,16 +45,6 @@ def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
         recall_at_10=row.recall_at_10, index_params=json.loads(row.index_params or "{}"),
         first_descriptor_id=row.first_descriptor_id,
     )  # fmt: skip
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
-    # Read pages through a memory map: the 10 rows of a library-wide retrieval at 1M
-    # descriptors took 1.6 ms through read() calls and 1.0 ms mapped (address space only).
-    cur.execute("PRAGMA mmap_size=1073741824")
-    cur.close()
 
 
 def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
@@ -105,12 +96,7 @@ class Store:
                 )
         if create:
             home_path.mkdir(parents=True, exist_ok=True)
-        try:
-            engine = create_engine(url)
-        except Exception as exc:  # bad URL, missing driver
-            raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
-        if is_sqlite:
-            event.listen(engine, "connect", _sqlite_pragmas)
+        engine = make_engine(url)
         try:
             store_id = _migrate(engine, create)
             with engine.connect() as conn:
