@@ -133,11 +133,12 @@ def ingest(ctx, file, library, model, template, baseline, strict, device, precis
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--all", "every_version", is_flag=True, help="Every version of each library, not only the newest.")
 @click.pass_context
-def libraries(ctx, as_json):
-    """List libraries (newest version of each) with encoder, dimension, template and counts."""
+def libraries(ctx, as_json, every_version):
+    """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
     try:
-        infos = _store(ctx, create=False).libraries()
+        infos = _store(ctx, create=False).libraries(every_version=every_version)
     except NoStore:
         infos = []
     if as_json:
