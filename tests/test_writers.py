@@ -26,8 +26,8 @@ RUNNER = str(ROOT / "tests" / "run_cli.py")
 ROUNDS = 3
 
 
-def whyclip(mode: str, home, *args: str) -> list[str]:
-    return [sys.executable, RUNNER, mode, "--home", str(home), *args]
+def whyclip(mode: str, home, *args: str, db: str | None = None) -> list[str]:
+    return [sys.executable, RUNNER, mode, "--home", str(home), *(["--db", db] if db else []), *args]
 
 
 def libraries_for(tmp_path) -> dict[str, dict]:
@@ -80,23 +80,23 @@ def check_versions(store: Store, files: dict[str, dict], expected_versions: dict
     assert all(hi <= lo for (_, hi), (lo, _) in zip(ranges, ranges[1:])), ranges
 
 
-def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path):
+def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
     files = libraries_for(tmp_path)
     home = tmp_path / "home"
-    Store.open(home)  # the schema first: creating it concurrently is the migrations' business
+    Store.open(home, db_url)  # the schema first: creating it concurrently is the migrations' business
     image = tmp_path / "frog.png"
     image.write_bytes(planted_png(["green"]))
     complete = {stem: {"n_descriptors": sum(map(len, f["content"].values())), "n_classes": len(f["content"])}
                 for stem, f in files.items()}  # fmt: skip
     for round_ in range(ROUNDS):
         writers = [
-            subprocess.Popen(whyclip("fake", home, "ingest", str(f["path"]), "--library", f["library"]), cwd=ROOT,
+            subprocess.Popen(whyclip("fake", home, "ingest", str(f["path"]), "--library", f["library"], db=db_url), cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for f in files.values()
         ]  # fmt: skip
         reads = 0
         while reads == 0 or any(w.poll() is None for w in writers):
-            listed = subprocess.run(whyclip("fake", home, "libraries", "--json", "--all"), cwd=ROOT,
+            listed = subprocess.run(whyclip("fake", home, "libraries", "--json", "--all", db=db_url), cwd=ROOT,
                                     capture_output=True, text=True, timeout=120)  # fmt: skip
             assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
             for entry in json.loads(listed.stdout):  # only complete versions are ever listed
@@ -104,7 +104,7 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path):
                 stems = [s for s in files if files[s]["library"] == entry["name"]]
                 assert counts in [tuple(complete[s].values()) for s in stems], entry
             if any(e["name"] == "a" for e in json.loads(listed.stdout)):
-                shown = subprocess.run(whyclip("fake", home, "explain", str(image), "-l", "a", "--json"), cwd=ROOT,
+                shown = subprocess.run(whyclip("fake", home, "explain", str(image), "-l", "a", "--json", db=db_url), cwd=ROOT,
                                        capture_output=True, text=True, timeout=120)  # fmt: skip
                 assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
                 assert json.loads(shown.stdout.splitlines()[0])["library"] == "a"
@@ -114,7 +114,7 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path):
             assert w.returncode == 0, err
             assert "Traceback" not in err, err
             assert re.match(r"library [abc] v\d+: ", out), out
-    store = Store.open(home, create=False)
+    store = Store.open(home, db_url, create=False)
     check_versions(store, files, {"a": 2 * ROUNDS, "b": ROUNDS, "c": ROUNDS})
     distinct = {Template("paper").build(c, d) for f in files.values() for c, ds in f["content"].items() for d in ds}
     distinct |= {f"a photo of a {c}." for f in files.values() for c in f["content"]}
