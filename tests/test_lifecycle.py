@@ -190,3 +190,14 @@ def test_export_then_ingest_gives_the_same_prompts_and_vectors(tmp_path, suffix,
     np.testing.assert_array_equal(np.asarray(copy.matrices.baseline), np.asarray(src.matrices.baseline))
     refused = run(home, "export", "src", "--out", str(out), ok=False, db=db_url)
     assert refused.stderr == f"Error: {out} exists: choose another --out, or pass --force to overwrite it\n"
+
+
+def test_ingesting_an_export_with_another_template_says_the_prompts_differ(tmp_path):
+    home = tmp_path / "home"
+    run(home, "ingest", write(tmp_path / "src.json", A), "-l", "src")
+    out = tmp_path / "src-export.json"
+    run(home, "export", "src", "--out", str(out))
+    bare = run(home, "ingest", str(out), "-l", "bare", "--template", "bare")
+    assert f"using baseline 'a photo of a {{class}}.' from {out}.meta.json" in bare.stderr
+    assert "warning: 4 prompt(s) differ from those the export recorded" in bare.stderr
+    assert "(4 embedded, 2 from the cache)" in bare.stdout  # the descriptors bare; the baselines as exported
