@@ -1,5 +1,11 @@
 """Embedding through the store's cache: prompts by their text, image files by the sha256
-of their bytes. What the cache has is not embedded again; what is embedded is saved."""
+of their bytes. What the cache has is not embedded again; what is embedded is saved.
+
+The cache key names the encoder's precision, and an encoder checks a lower precision
+against fp32 on its first texts or images and may fall back: the key is therefore settled
+(:func:`settle_precision`) before the first vector is embedded, and what was looked up under
+the old key is looked up again, so a run never mixes vectors of two precisions and never
+saves fp32 vectors under a bf16 key."""
 
 from __future__ import annotations
 
@@ -20,11 +26,25 @@ log = logging.getLogger(__name__)
 BATCH = 32  # images read, encoded and cached at a time
 
 
+def settle_precision(encoder, modality: str, sample: list) -> bool:
+    """Run the encoder's precision check (if it has one) on ``sample``; True when that
+    changed its cache key (a fallback to fp32), so lookups made before are stale."""
+    check = getattr(encoder, "check_precision", None)
+    if check is None or not sample:
+        return False
+    before = encoder.cache_key
+    check(modality, sample)
+    return encoder.cache_key != before
+
+
 def embed_prompts(store: Store, encoder, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors and norms of ``prompts``, through the embedding cache."""
     distinct = list(dict.fromkeys(prompts))
     found = cache.lookup(store, encoder.cache_key, distinct)
     missing = [p for p in distinct if p not in found]
+    if missing and settle_precision(encoder, "text", missing[:16]):
+        found = cache.lookup(store, encoder.cache_key, distinct)
+        missing = [p for p in distinct if p not in found]
     if missing:
         vectors, norms = encoder.embed_texts(missing)
         cache.save(store, encoder.cache_key, missing, vectors, norms)
@@ -42,6 +62,7 @@ def embed_image_files_cached(
     Returns the kept indices into ``files``, their hashes, their vectors, "path: reason"
     for each unreadable file (reported and skipped), and how many were embedded now."""
     key = f"{encoder.cache_key}/image"
+    settled = getattr(encoder, "check_precision", None) is None
     kept, shas, vectors, skipped, embedded = [], [], [], [], 0
     for start in range(0, len(files), BATCH):
         batch = list(range(start, min(start + BATCH, len(files))))
@@ -62,6 +83,10 @@ def embed_image_files_cached(
                 todo.append(i)
             except WhyclipError as exc:
                 skipped.append(str(exc))
+        if pictures and not settled:
+            settled = True
+            if settle_precision(encoder, "image", pictures[:16]):  # fell back: what was found is stale
+                return embed_image_files_cached(store, encoder, files, progress)
         if pictures:
             vecs, norms = encoder.embed_images(pictures)
             cache.save_hashes(store, key, [hashes[i] for i in todo], vecs, norms)

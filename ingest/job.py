@@ -18,6 +18,7 @@ from whyclip.store.db import cache
 from whyclip.store.errors import InputError
 from whyclip.store.vectors.files import check_factory
 
+from .embedding import settle_precision
 from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
 from .readers import ParsedLibrary, parse_mapping, read_library
 
@@ -145,13 +146,15 @@ def run_ingest(
     started = time.perf_counter()
     distinct = plan.prompts
     found = cache.lookup(store, encoder.cache_key, distinct)
-    n_reused = len(found)
     missing = [p for p in distinct if p not in found]
+    if missing:  # a sample spread from the shortest prompt to the longest
+        by_length = np.argsort(encoder.count_tokens(missing), kind="stable")
+        sample = [missing[i] for i in by_length[np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)]]
+        if settle_precision(encoder, "text", sample):  # fell back to fp32: look up under its key
+            found = cache.lookup(store, encoder.cache_key, distinct)
+            missing = [p for p in distinct if p not in found]
+    n_reused = len(found)
     if missing:
-        check = getattr(encoder, "check_precision", None)
-        if check:  # a sample spread from the shortest prompt to the longest
-            by_length = np.argsort(encoder.count_tokens(missing), kind="stable")
-            check("text", [missing[i] for i in by_length[np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)]])
         # Sorted, prompts that share a start (a class's prompts under the paper's template)
         # land in the same batch, where the encoder computes the shared start once; the
         # encoder sorts each batch by length itself.

@@ -35,6 +35,38 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_test_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server URL for the session (see tests/pg.py), or a skip saying why not."""
+    import pg
+
+    url, why, cluster = pg.start_server()
+    try:
+        if url is None:
+            pytest.skip(f"PostgreSQL tests need a server: {why}")
+        yield url
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request):
+    """The metadata database of a test: None (SQLite in the home) or a fresh PostgreSQL
+    database, dropped afterwards."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import pg
+
+    server = request.getfixturevalue("pg_server")
+    url, name = pg.create_database(server)
+    try:
+        yield url
+    finally:
+        pg.drop_database(server, name)
+
+
 def shared_file(name: str) -> Path:
     path = SHARED_DESCRIPTORS / name
     if not path.is_file():

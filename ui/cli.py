@@ -14,6 +14,7 @@ import click
 from whyclip.store import AGGREGATES, Store, WhyclipError
 from whyclip.store.errors import NoStore
 
+from .lifecycle_cli import register as register_lifecycle
 from .progress import progress_bar
 
 log = logging.getLogger("whyclip")
@@ -96,9 +97,10 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--library", "-l", required=True, help="Name of the library (re-ingesting a name makes a new version).")
 @click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
-@click.option("--template", "-t", default="paper", show_default=True,
-              help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule).")
-@click.option("--baseline", "-b", default="a photo of a {class}.", show_default=True, help="Class-name prompt for the baseline.")
+@click.option("--template", "-t", default=None,
+              help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule) [default: paper, or the template in FILE.meta.json beside an exported FILE].")
+@click.option("--baseline", "-b", default=None,
+              help="Class-name prompt for the baseline [default: 'a photo of a {class}.', or the one in FILE.meta.json beside an exported FILE].")
 @click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @PRECISION
@@ -113,13 +115,17 @@ def ingest(ctx, file, library, model, template, baseline, strict, device, precis
     from whyclip.ingest.job import check_library_name, plan_ingest, run_ingest
     from whyclip.ingest.prompts import Template, check_baseline
 
+    from .lifecycle_cli import settings_from_sidecar, warn_changed_prompts
+
     check_library_name(library)
+    template, baseline, sidecar = settings_from_sidecar(file, template, baseline)
     Template(template)
     check_baseline(baseline)
     parsed = read_library(file)  # a bad file fails before a model loads
     encoder = load_encoder(model, device, precision)
     plan = plan_ingest(parsed, library, encoder, template=template, baseline=baseline, strict=strict,
                        index_factory=index_factory)  # fmt: skip
+    warn_changed_prompts(sidecar, plan.classes)
     store = _store(ctx, create=True)  # only now is anything written
     with progress_bar("embedding prompts", unit="prompt") as bar:
         report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
@@ -133,11 +139,12 @@ def ingest(ctx, file, library, model, template, baseline, strict, device, precis
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--all", "every_version", is_flag=True, help="Every version of each library, not only the newest.")
 @click.pass_context
-def libraries(ctx, as_json):
-    """List libraries (newest version of each) with encoder, dimension, template and counts."""
+def libraries(ctx, as_json, every_version):
+    """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
     try:
-        infos = _store(ctx, create=False).libraries()
+        infos = _store(ctx, create=False).libraries(every_version=every_version)
     except NoStore:
         infos = []
     if as_json:
@@ -412,6 +419,9 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
+
+
+register_lifecycle(cli)  # delete, gc, export
 
 
 def main() -> None:

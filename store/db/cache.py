@@ -1,7 +1,9 @@
 """The embedding cache: prompt vectors by (encoder key, sha256 of the text), in the database.
 
 Batches are committed as they are embedded, so an interrupted ingest keeps its work and a
-re-ingest of an edited library embeds only what changed.
+re-ingest of an edited library embeds only what changed. Writes are insert-or-ignore: two
+ingests that embed the same prompt at once both succeed, and the row first written stays
+(the same encoder key makes the same vector).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.store import Store
 from whyclip.store.db.schema import EmbeddingRow
+from whyclip.store.db.writes import insert_or_ignore, write_session
 
 LOOKUP_BATCH = 500
 
@@ -51,15 +54,17 @@ def save(store: Store, encoder_key: str, texts: Sequence[str], vectors: np.ndarr
 
 
 def save_hashes(store: Store, encoder_key: str, shas: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
-    """Store vectors by content hash (duplicates within the batch once), committed on return."""
+    """Store vectors by content hash (duplicates within the batch once, rows already cached
+    kept as they are), committed on return."""
     rows = list({
         sha: {"encoder_key": encoder_key, "text_sha256": sha, "vector": np.asarray(v, dtype="<f4").tobytes(),
               "norm": float(n)}
         for sha, v, n in zip(shas, vectors, norms)
     }.values())  # fmt: skip
     if rows:
-        with Session(store.engine) as s, s.begin():
-            s.execute(insert(EmbeddingRow), rows)
+        statement = insert_or_ignore(store.engine, EmbeddingRow, ["encoder_key", "text_sha256"])
+        with write_session(store.engine, f"save {len(rows)} vectors to the embedding cache") as s:
+            s.execute(statement, rows)
 
 
 def count(store: Store, encoder_key: str | None = None) -> int:

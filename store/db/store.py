@@ -14,12 +14,15 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import hashlib
+
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.db import schema
 from whyclip.store.db.engine import make_engine
+from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
@@ -115,20 +118,20 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------
 
-    def libraries(self) -> list[LibraryInfo]:
-        """The newest ready version of every library, by name."""
+    def libraries(self, every_version: bool = False) -> list[LibraryInfo]:
+        """The newest ready version of every library, by name; with ``every_version``,
+        every ready version (by name, then version)."""
         with Session(self.engine) as s:
-            newest = (
-                select(LibraryRow.name, func.max(LibraryRow.version).label("v"))
-                .where(LibraryRow.status == schema.READY)
-                .group_by(LibraryRow.name)
-                .subquery()
-            )
-            rows = s.scalars(
-                select(LibraryRow)
-                .join(newest, (LibraryRow.name == newest.c.name) & (LibraryRow.version == newest.c.v))
-                .order_by(LibraryRow.name)
-            ).all()
+            q = select(LibraryRow).where(LibraryRow.status == schema.READY)
+            if not every_version:
+                newest = (
+                    select(LibraryRow.name, func.max(LibraryRow.version).label("v"))
+                    .where(LibraryRow.status == schema.READY)
+                    .group_by(LibraryRow.name)
+                    .subquery()
+                )
+                q = q.join(newest, (LibraryRow.name == newest.c.name) & (LibraryRow.version == newest.c.v))
+            rows = s.scalars(q.order_by(LibraryRow.name, LibraryRow.version)).all()
             return [_info(r, self._n_empty(s, r.id)) for r in rows]
 
     def library(self, name: str, version: int | None = None) -> LibraryInfo:
@@ -204,14 +207,15 @@ class Store:
             return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
 
     def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float) -> tuple[int, int]:
-        """Phase two: the version's rows, ready, in one transaction. Descriptor keys are
-        given explicitly, contiguous in label order, so a position maps to its row without
-        a lookup table; a concurrent writer makes this one fail, never interleave. A prompt
-        the library's template renders is stored as ""."""
+        """Phase two: the version's rows, ready, in one transaction that holds the write
+        lock from its first statement, so the version number and the descriptor keys read
+        here are this writer's alone: keys are contiguous in label order, and a position
+        maps to its row without a lookup table. A prompt the library's template renders is
+        stored as ""."""
         n_descriptors = sum(len(c.prompts) for c in draft.classes)
-        with Session(self.engine) as s, s.begin():
-            version = (s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == draft.name)) or 0) + 1
-            first = (s.scalar(select(func.max(DescriptorRow.id))) or 0) + 1
+        with write_session(self.engine, f"publish library {draft.name!r}") as s:
+            version = next_version(s, draft.name)
+            first = next_descriptor_key(s)
             row = LibraryRow(
                 name=draft.name, version=version, status=schema.READY,
                 created_at=dt.datetime.now(dt.timezone.utc), encoder_id=draft.encoder.id,
@@ -259,6 +263,31 @@ class Store:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         except Exception as exc:  # a busy reader: the log is folded in later
             log.debug("WAL checkpoint skipped: %s", exc)
+
+
+def version_mark_key(name: str) -> str:
+    """The ``meta`` key that remembers the highest version of ``name`` ever published, so a
+    deleted version's number is never given to different content."""
+    return "top_version:" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:40]
+
+
+def next_version(s: Session, name: str) -> int:
+    """The next version number of ``name``: above every version stored or ever deleted.
+    Call it inside a write transaction (the lock makes the number this writer's)."""
+    stored = s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == name)) or 0
+    mark = s.scalar(select(Meta.value).where(Meta.key == version_mark_key(name)))
+    return max(int(stored), int(mark or 0)) + 1
+
+
+TOP_DESCRIPTOR_KEY = "top_descriptor_id"  # meta: the highest descriptor key ever given
+
+
+def next_descriptor_key(s: Session) -> int:
+    """The first key of a new version's descriptors: above every key stored or ever deleted
+    (a deleted version's keys, printed in some earlier ``--json``, never name other rows)."""
+    stored = s.scalar(select(func.max(DescriptorRow.id))) or 0
+    mark = s.scalar(select(Meta.value).where(Meta.key == TOP_DESCRIPTOR_KEY))
+    return max(int(stored), int(mark or 0)) + 1
 
 
 def factory_row(manifest: dict) -> dict:

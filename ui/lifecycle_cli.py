@@ -1,0 +1,126 @@
+"""The lifecycle commands of the ``whyclip`` command line: ``delete``, ``gc`` and ``export``
+(the work is in :mod:`whyclip.store.db.lifecycle`), and how ``ingest`` takes its template
+and baseline from an export's sidecar. ``register`` adds the commands to the group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _store(ctx: click.Context, create: bool = False):
+    from whyclip.store import Store
+
+    return Store.open(ctx.obj["home"], ctx.obj["db"], create=create)
+
+
+@click.command("delete")
+@click.argument("name")
+@click.option("--version", "lib_version", type=click.IntRange(1), default=None,
+              help="Delete only this version [default: every version of NAME].")
+@click.option("--with-runs", is_flag=True, help="Also delete the evaluation runs made with the version(s).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete_cmd(ctx, name, lib_version, with_runs, yes):
+    """Delete library NAME (every version, or --version N): its rows and index files.
+
+    Cached vectors stay, so ingesting the same file again embeds nothing. A version with
+    evaluation runs is refused unless --with-runs is given.
+    """
+    from whyclip.store.db.lifecycle import delete_versions
+
+    store = _store(ctx)
+    infos = [i for i in store.libraries(every_version=True) if i.name == name
+             and (lib_version is None or i.version == lib_version)]  # fmt: skip
+    if infos and not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not asking on a non-interactive input: pass --yes to delete")
+        listed = ", ".join(f"v{i.version}" for i in infos)
+        click.confirm(f"delete library {name} {listed}?", abort=True, err=True)
+    done = delete_versions(store, name, lib_version, with_runs=with_runs)
+    runs = f"; {len(done.runs)} evaluation run(s) deleted with it" if done.runs else ""
+    click.echo(f"deleted library {done.name} {', '.join(f'v{v}' for v in done.versions)}: {done.folders} index "
+               f"folder(s), {_size(done.bytes)} freed{runs}; cached vectors kept")  # fmt: skip
+    for folder in done.left:
+        click.echo(f"warning: could not remove {folder}: 'whyclip gc' removes it later", err=True)
+
+
+@click.command("gc")
+@click.option("--cache", "with_cache", is_flag=True,
+              help="Also remove embedding-cache rows that no library version and no evaluation run uses.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_context
+def gc_cmd(ctx, with_cache, dry_run):
+    """Remove index folders no library version owns (left by a killed ingest or a failed
+    removal), and with --cache unused cached vectors; report what was freed."""
+    from whyclip.store.db.lifecycle import GC_MIN_AGE_S, collect_garbage
+
+    freed = collect_garbage(_store(ctx), cache=with_cache, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    line = f"{verb} {len(freed.folders)} index folder(s) ({_size(freed.folder_bytes)})"
+    if with_cache:
+        line += f" and {freed.cache_rows} cache row(s) ({_size(freed.cache_bytes)} of vectors)"
+    click.echo(line)
+    if freed.young:
+        click.echo(f"left {len(freed.young)} unowned index folder(s) younger than {GC_MIN_AGE_S // 60} minutes "
+                   "(an ingest may still be publishing them): run gc again later", err=True)  # fmt: skip
+
+
+@click.command("export")
+@click.argument("name")
+@click.option("--version", "lib_version", type=click.IntRange(1), default=None, help="Library version [default: newest].")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Library file to write: .json (the paper's format), .jsonl or .csv; FILE.meta.json is written beside it.")
+@click.option("--force", is_flag=True, help="Overwrite FILE and its sidecar if they exist.")
+@click.pass_context
+def export_cmd(ctx, name, lib_version, out, force):
+    """Write a library version as a descriptor file plus a metadata sidecar (settings,
+    encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back."""
+    from whyclip.store.db.lifecycle import export_library, sidecar_path
+
+    meta = export_library(_store(ctx), name, lib_version, out, force=force)
+    click.echo(f"wrote library {meta['name']} v{meta['version']} to {out} ({meta['n_classes']} classes, "
+               f"{meta['n_descriptors']} descriptors) and {sidecar_path(out)}")  # fmt: skip
+
+
+def settings_from_sidecar(file: str, template: str | None, baseline: str | None) -> tuple[str, str, dict | None]:
+    """The template and baseline for ``ingest FILE``: as given, else from an export
+    sidecar beside FILE (said on stderr), else the defaults."""
+    from whyclip.ingest.prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE
+    from whyclip.store.db.lifecycle import read_sidecar, sidecar_path
+
+    meta = read_sidecar(file) if template is None or baseline is None else None
+    if meta is not None:
+        taken = []
+        if template is None:
+            template = meta["template"]
+            taken.append(f"template {template!r}")
+        if baseline is None:
+            baseline = meta["baseline_template"]
+            taken.append(f"baseline {baseline!r}")
+        click.echo(f"using {' and '.join(taken)} from {sidecar_path(file)}", err=True)
+    return template or DEFAULT_TEMPLATE, baseline or DEFAULT_BASELINE, meta
+
+
+def warn_changed_prompts(meta: dict | None, classes) -> None:
+    """Say when the prompts about to be embedded differ from those an export recorded."""
+    from whyclip.store.db.lifecycle import sidecar_prompt_changes
+
+    changed = sidecar_prompt_changes(meta, classes) if meta else 0
+    if changed:
+        click.echo(f"warning: {changed} prompt(s) differ from those the export recorded (another template or "
+                   "prompt rule): the vectors will differ from the exported version's", err=True)  # fmt: skip
+
+
+def register(group: click.Group) -> None:
+    for command in (delete_cmd, gc_cmd, export_cmd):
+        group.add_command(command)
