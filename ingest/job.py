@@ -18,6 +18,7 @@ from whyclip.store.db import cache
 from whyclip.store.errors import InputError
 from whyclip.store.vectors.files import check_factory
 
+from .identity import adopt_legacy_ids
 from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
 from .readers import ParsedLibrary, parse_mapping, read_library
 
@@ -143,6 +144,7 @@ def run_ingest(
     batch committed to the cache, so an interrupted run resumes where it stopped), then
     publish the next library version. ``progress(done, total)`` counts distinct prompts."""
     started = time.perf_counter()
+    adopt_legacy_ids(store, encoder)  # vectors cached under this encoder's old id count
     distinct = plan.prompts
     found = cache.lookup(store, encoder.cache_key, distinct)
     n_reused = len(found)

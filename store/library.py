@@ -3,6 +3,7 @@ library-wide retrieval, and the explanations built from them."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from functools import lru_cache
 
@@ -77,6 +78,11 @@ class Library:
                 f"not {encoder_id!r}: query it with --model {self.info.encoder_name!r}, "
                 "or re-ingest it with this model"
             )
+
+    def use_encoder_id(self, encoder_id: str) -> None:
+        """Accept ``encoder_id`` from now on: an old id of this version's encoder was found
+        to name the same model (:mod:`whyclip.ingest.identity`). In memory only."""
+        self.info = dataclasses.replace(self.info, encoder_id=encoder_id)
 
     def class_position(self, name: str) -> int:
         if name in self._position:

@@ -183,6 +183,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     reported and skipped, and the exit status is then 1.
     """
     from whyclip.ingest import expand_image_paths, load_encoder
+    from whyclip.ingest.identity import check_library_encoder
     from whyclip.ingest.images import check_image, read_image
 
     store = _store(ctx, create=False)
@@ -194,7 +195,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     for path in paths:  # headers checked before the model loads
         check_image(path)
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
-    lib.check_encoder(encoder.info.id)
+    check_library_encoder(lib, encoder)  # read only: nothing is written
     failed, shown = 0, 0
     with progress_bar("explaining images", unit="image") as bar:
         for start in range(0, len(paths), IMAGE_BATCH):
@@ -241,6 +242,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     from whyclip.ingest import load_encoder
     from whyclip.ingest.datasets import read_dataset
     from whyclip.ingest.evaluate import plan_eval, run_eval
+    from whyclip.ingest.identity import check_library_encoder
     from whyclip.store.runs.audit import AuditSettings, accuracy, confusions, per_class
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
@@ -249,7 +251,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     lib = store.load(library, lib_version)
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched)  # before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
-    lib.check_encoder(encoder.info.id)
+    check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed in the store
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, plan, encoder, progress=bar)
     run = report.data
