@@ -108,7 +108,9 @@ def plan_ingest(
     strict: bool = False,
     index_factory: str | None = None,
 ) -> IngestPlan:
-    """Read and validate everything; raises :class:`InputError` before any work is done."""
+    """Read and validate everything; raises :class:`InputError` before any work is done.
+    Warnings are logged here, before the embedding (and its progress bar) starts; the
+    source file is recorded by its absolute path."""
     name = check_library_name(name)
     if index_factory is not None:
         check_factory(index_factory, encoder.info.dim)
@@ -130,7 +132,10 @@ def plan_ingest(
         listed = ", ".join(empty[:MAX_LISTED]) + (" ..." if len(empty) > MAX_LISTED else "")
         warnings.append(f"{len(empty)} class(es) have no descriptors and fall back to their baseline prompt: {listed}")
     warnings += check_token_limit(classes, encoder, strict)
-    return IngestPlan(name, tmpl.spec, baseline, classes, parsed.source, sha, warnings, index_factory)
+    for w in warnings:  # now, before any progress bar starts
+        log.warning(w)
+    source_path = str(Path(parsed.source).resolve()) if parsed.source and Path(parsed.source).exists() else parsed.source
+    return IngestPlan(name, tmpl.spec, baseline, classes, source_path, sha, warnings, index_factory)
 
 
 def run_ingest(
@@ -182,8 +187,6 @@ def run_ingest(
     describe = getattr(encoder, "describe_work", None)
     log.info("embedded %d prompts in %.2fs (cache writes %.2fs), wrote the library in %.2fs%s", len(missing),
              embedded - started, saving, time.perf_counter() - embedded, f"; {describe()}" if describe else "")  # fmt: skip
-    for w in plan.warnings:
-        log.warning(w)
     return IngestReport(info=info, warnings=plan.warnings, n_embedded=len(missing), n_reused=n_reused,
                         seconds=time.perf_counter() - started)  # fmt: skip
 
