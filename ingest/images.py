@@ -22,6 +22,10 @@ from whyclip.store.errors import InputError
 
 log = logging.getLogger(__name__)
 
+# The version of the rules turning a file into pixels, part of the image cache key: vectors
+# cached from pixels read otherwise (before EXIF orientation and white backgrounds) are not
+# reused for the same file. Bump it whenever a rule here changes the pixels of some file.
+PIXEL_RULES = "r2"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 

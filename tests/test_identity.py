@@ -23,6 +23,7 @@ from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.evaluate import run_eval
 from whyclip.ingest.fingerprint import is_legacy_id
 from whyclip.ingest.identity import adopt_legacy_ids, check_library_encoder
+from whyclip.ingest.images import PIXEL_RULES
 from whyclip.store import Store
 from whyclip.store.db.encoders import rename_encoder_id
 from whyclip.store.db.schema import EmbeddingRow, EvalRunRow, LibraryRow
@@ -89,7 +90,7 @@ def legacy_world(tmp_path):
     ingest_library(store, LIBRARY, "planted", enc, template="bare")
     run_eval(store, store.load("planted"), read_dataset(write_dataset(tmp_path / "data")), enc, name="r1")
     rename_encoder_id(store.engine, enc.info.id, LEGACY)
-    assert keys(store) == {"libraries": {LEGACY}, "cache": {f"{LEGACY}/fp32", f"{LEGACY}/fp32/image"},
+    assert keys(store) == {"libraries": {LEGACY}, "cache": {f"{LEGACY}/fp32", f"{LEGACY}/fp32/image/{PIXEL_RULES}"},
                            "runs": {f"{LEGACY}/fp32"}}  # fmt: skip
     return store, enc
 
@@ -112,7 +113,7 @@ def test_a_write_renames_every_row_of_the_old_id_once(legacy_world):
         s.add(EmbeddingRow(encoder_key=enc.cache_key, text_sha256=sha, vector=kept_vector, norm=7.0))
         s.commit()
     check_library_encoder(store.load("planted"), enc, store)
-    assert keys(store) == {"libraries": {enc.info.id}, "cache": {enc.cache_key, f"{enc.cache_key}/image"},
+    assert keys(store) == {"libraries": {enc.info.id}, "cache": {enc.cache_key, f"{enc.cache_key}/image/{PIXEL_RULES}"},
                            "runs": {enc.cache_key}}  # fmt: skip
     with Session(store.engine) as s:
         assert s.query(EmbeddingRow).count() == n_rows

@@ -1,7 +1,7 @@
 """Encoder ids in the database: which ids the store holds, and renaming one id to another.
 
 Libraries (``libraries.encoder_id``), the embedding cache (``embeddings.encoder_key``:
-``<id>/<precision>``, images ``<id>/<precision>/image``) and evaluation runs
+``<id>/<precision>``, images ``<id>/<precision>/image/<pixel rules>``) and evaluation runs
 (``eval_runs.encoder_key``) name the encoder that made their vectors. When whyclip's id
 scheme changes (the path-dependent ids before content ids), :func:`rename_encoder_id`
 moves every row of an old id to the new one in one transaction. Deciding *that* an old id
