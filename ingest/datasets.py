@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whyclip.store.errors import InputError
+from whyclip.store.names import normalise
 
 from .images import IMAGE_SUFFIXES
 
@@ -56,10 +57,6 @@ def read_dataset(path: str | Path) -> Dataset:
     if not items:
         raise InputError(f"{p}: no path,label rows")
     return Dataset(str(p), items)
-
-
-def normalise(name: str) -> str:
-    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 def match_labels(labels: list[str], class_names: list[str]) -> tuple[dict[str, int], list[str]]:

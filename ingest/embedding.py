@@ -20,7 +20,7 @@ from whyclip.store import Store
 from whyclip.store.db import cache
 from whyclip.store.errors import WhyclipError
 
-from .images import read_image_bytes
+from .images import PIXEL_RULES, read_image_bytes
 
 log = logging.getLogger(__name__)
 BATCH = 32  # images read, encoded and cached at a time
@@ -61,7 +61,7 @@ def embed_image_files_cached(
 
     Returns the kept indices into ``files``, their hashes, their vectors, "path: reason"
     for each unreadable file (reported and skipped), and how many were embedded now."""
-    key = f"{encoder.cache_key}/image"
+    key = f"{encoder.cache_key}/image/{PIXEL_RULES}"  # vectors of pixels read by today's rules
     settled = getattr(encoder, "check_precision", None) is None
     kept, shas, vectors, skipped, embedded = [], [], [], [], 0
     for start in range(0, len(files), BATCH):

@@ -15,7 +15,6 @@ sentence-transformers fp32 vectors on a sample, like a lower precision, and fall
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ import numpy as np
 from whyclip.store import EncoderInfo
 from whyclip.store.errors import ModelLoadError
 
+from .fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
 from .textpath import PrefixTextPath, unsupported_reason
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class ClipEncoder:
         self.logit_scale = float(self._clip.logit_scale.exp().item())
         self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
         t = time.perf_counter()
-        self.id = f"clip-{self.dim}-{self._fingerprint()}"
+        self.id = f"clip-{self.dim}-{ID_VERSION}-{self._fingerprint()}"
         self.seconds["fingerprint"] = time.perf_counter() - t
         self.device = str(self._st.device)
         self.precision = resolve_precision(precision, self.device)
@@ -108,16 +108,22 @@ class ClipEncoder:
         return EncoderInfo(id=self.id, name=self.name, dim=self.dim, logit_scale=self.logit_scale)
 
     def _fingerprint(self) -> str:
-        """A hash of the architecture and a sample of every weight tensor: the same weights
-        give the same id whether loaded by name or from a folder, other weights another."""
-        h = hashlib.sha256(self._clip.config.to_json_string(use_diff=False).encode())
-        for name, tensor in sorted(self._clip.state_dict().items()):
-            flat = tensor.detach().reshape(-1)
-            h.update(name.encode())
-            h.update(str(tuple(tensor.shape)).encode())
-            for part in (flat[:64], flat[-64:]):  # convert only the sample, not the whole tensor
-                h.update(np.ascontiguousarray(part.float().cpu().numpy()).tobytes())
-        return h.hexdigest()[:16]
+        """The content id's hash: architecture and weights, not the path or library versions
+        (see :mod:`whyclip.ingest.fingerprint`)."""
+        return content_fingerprint(self._clip)
+
+    def legacy_ids(self, names: Sequence[str] = ()) -> set[str]:
+        """The ids whyclip gave this model before content ids (path-dependent), had it been
+        loaded as any of ``names``, the folder or name as given, or the current load path."""
+        current = str(getattr(self._clip.config, "_name_or_path", "") or "")
+        spec = self.model_spec
+        candidates = {*names, spec, str(Path(spec).expanduser()), self.name, current} - {""}
+        return {self.legacy_fingerprint(c) for c in sorted(candidates)}
+
+    def legacy_fingerprint(self, name_or_path: str) -> str:
+        """The id whyclip gave this model before content ids, had it been loaded as
+        ``name_or_path`` (the old, path-dependent algorithm; for recognising stored ids)."""
+        return legacy_fingerprint(self._clip, name_or_path)
 
     def token_ids(self, texts: Sequence[str]) -> list[tuple[int, ...]]:
         """Token ids per text, start and end tokens included, not truncated. Each text is

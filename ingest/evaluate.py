@@ -25,6 +25,7 @@ from whyclip.store.scoring import AGGREGATES
 from .controls import CONTROL_SEED, control_scorer
 from .datasets import Dataset, match_labels, unmatched_error
 from .embedding import embed_image_files_cached
+from .identity import check_library_encoder
 
 log = logging.getLogger(__name__)
 SCORE_BLOCK = 256  # images scored at a time (bounds the (images x classes) matrices)
@@ -90,7 +91,7 @@ def run_eval(
 ) -> EvalReport:
     """Embed the dataset's images, score them every way and store the run."""
     started = time.perf_counter()
-    lib.check_encoder(encoder.info.id)
+    check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed
     plan = dataset if isinstance(dataset, EvalPlan) else plan_eval(store, lib, dataset, name=name,
                                                                       skip_unmatched=skip_unmatched)  # fmt: skip
     dataset, items = plan.dataset, plan.items

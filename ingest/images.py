@@ -1,16 +1,31 @@
-"""Read images for the encoder, turning every way a file can be bad into one clear line."""
+"""Read images for the encoder as a viewer shows them, turning every way a file can be bad
+into one clear line.
+
+A decoded image is turned upright by its EXIF orientation, its first frame taken when it is
+animated, and converted to 8-bit RGB by :func:`to_rgb`: transparency composited onto white
+(not black, which is what a plain conversion does), 16-bit and 32-bit samples scaled to
+8 bits (not clipped), CMYK by the usual complement product.
+"""
 
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from whyclip.store.errors import InputError
 
+log = logging.getLogger(__name__)
+
+# The version of the rules turning a file into pixels, part of the image cache key: vectors
+# cached from pixels read otherwise (before EXIF orientation and white backgrounds) are not
+# reused for the same file. Bump it whenever a rule here changes the pixels of some file.
+PIXEL_RULES = "r2"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -49,8 +64,9 @@ def _decode(source, label: str, header_only: bool = False) -> Image.Image | None
             with Image.open(source) as im:
                 if header_only:
                     return None
+                im.seek(0)  # an animated image: its first frame
                 im.load()
-                return im.convert("RGB")
+                return to_rgb(_upright(im, label))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
             f"{label}: too many pixels to be a safe image (over {Image.MAX_IMAGE_PIXELS:,}): downscale it first"
@@ -62,6 +78,63 @@ def _decode(source, label: str, header_only: bool = False) -> Image.Image | None
         raise InputError(f"{label}: not an image (no format Pillow reads): use a JPEG, PNG or WebP file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{label}: truncated or corrupt image ({exc}): re-export or re-download it") from None
+
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """:func:`rgb_pixels`, keeping the image's metadata (``info``: text chunks, EXIF)."""
+    out = rgb_pixels(im)
+    if out is not im:
+        out.info = {k: v for k, v in im.info.items() if k != "transparency"}
+    return out
+
+
+def rgb_pixels(im: Image.Image) -> Image.Image:
+    """8-bit RGB pixels of a decoded image, as a viewer shows it.
+
+    - transparency (an alpha channel, or a palette's transparent entry) is composited onto
+      white: ``round((c * a + 255 * (255 - a)) / 255)``;
+    - 16-bit and 32-bit integer samples (``I;16*``, ``I``) are read as 16-bit and scaled,
+      ``round(v / 257)`` (a plain conversion clips everything above 255 to white);
+    - 32-bit float samples (``F``) are scaled from [0, 1] when they lie in it, else read as
+      0-255, clipped;
+    - CMYK: ``round((255 - c) * (255 - k) / 255)`` per channel; palette and grayscale by
+      their colours.
+    """
+    mode = im.mode
+    if mode in WIDE_INT_MODES:
+        gray = np.rint(np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257)
+        return _gray(gray)
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        scale = 255.0 if values.size and values.min() >= 0 and values.max() <= 1 else 1.0
+        return _gray(np.rint(np.clip(values * scale, 0, 255)))
+    if mode == "CMYK":
+        cmyk = np.asarray(im, dtype=np.uint32)
+        rgb = ((255 - cmyk[..., :3]) * (255 - cmyk[..., 3:]) + 127) // 255  # rounded: no product is k + 1/2
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    if mode in ALPHA_MODES or (mode in ("P", "L", "RGB", "1") and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint32)
+        alpha = rgba[..., 3:]
+        rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    return im if mode == "RGB" else im.convert("RGB")
+
+
+def _upright(im: Image.Image, label: str) -> Image.Image:
+    """The image turned by its EXIF orientation; as stored when the EXIF data is unreadable."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception as exc:  # a broken EXIF block must not make the pixels unreadable
+        log.warning("%s: EXIF orientation unreadable (%s): read as stored", label, exc)
+        return im.copy()
+
+
+def _gray(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.repeat(values.astype(np.uint8)[..., None], 3, axis=2), "RGB")
 
 
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")

@@ -19,6 +19,7 @@ from whyclip.store.errors import InputError
 from whyclip.store.vectors.files import check_factory
 
 from .embedding import settle_precision
+from .identity import adopt_legacy_ids
 from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
 from .readers import ParsedLibrary, parse_mapping, read_library
 
@@ -108,7 +109,9 @@ def plan_ingest(
     strict: bool = False,
     index_factory: str | None = None,
 ) -> IngestPlan:
-    """Read and validate everything; raises :class:`InputError` before any work is done."""
+    """Read and validate everything; raises :class:`InputError` before any work is done.
+    Warnings are logged here, before the embedding (and its progress bar) starts; the
+    source file is recorded by its absolute path."""
     name = check_library_name(name)
     if index_factory is not None:
         check_factory(index_factory, encoder.info.dim)
@@ -130,7 +133,10 @@ def plan_ingest(
         listed = ", ".join(empty[:MAX_LISTED]) + (" ..." if len(empty) > MAX_LISTED else "")
         warnings.append(f"{len(empty)} class(es) have no descriptors and fall back to their baseline prompt: {listed}")
     warnings += check_token_limit(classes, encoder, strict)
-    return IngestPlan(name, tmpl.spec, baseline, classes, parsed.source, sha, warnings, index_factory)
+    for w in warnings:  # now, before any progress bar starts
+        log.warning(w)
+    source_path = str(Path(parsed.source).resolve()) if parsed.source and Path(parsed.source).exists() else parsed.source
+    return IngestPlan(name, tmpl.spec, baseline, classes, source_path, sha, warnings, index_factory)
 
 
 def run_ingest(
@@ -144,6 +150,7 @@ def run_ingest(
     batch committed to the cache, so an interrupted run resumes where it stopped), then
     publish the next library version. ``progress(done, total)`` counts distinct prompts."""
     started = time.perf_counter()
+    adopt_legacy_ids(store, encoder)  # vectors cached under this encoder's old id count
     distinct = plan.prompts
     found = cache.lookup(store, encoder.cache_key, distinct)
     missing = [p for p in distinct if p not in found]
@@ -183,8 +190,6 @@ def run_ingest(
     describe = getattr(encoder, "describe_work", None)
     log.info("embedded %d prompts in %.2fs (cache writes %.2fs), wrote the library in %.2fs%s", len(missing),
              embedded - started, saving, time.perf_counter() - embedded, f"; {describe()}" if describe else "")  # fmt: skip
-    for w in plan.warnings:
-        log.warning(w)
     return IngestReport(info=info, warnings=plan.warnings, n_embedded=len(missing), n_reused=n_reused,
                         seconds=time.perf_counter() - started)  # fmt: skip
 

@@ -3,6 +3,7 @@ library-wide retrieval, and the explanations built from them."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from functools import lru_cache
 
@@ -22,6 +23,7 @@ from whyclip.store.scoring.explanation import (
     Retrieved,
 )
 from whyclip.store.vectors.files import IndexFiles
+from whyclip.store.names import loose_matches
 from whyclip.store.prompts import render, render_baseline
 from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow
@@ -78,9 +80,22 @@ class Library:
                 "or re-ingest it with this model"
             )
 
+    def use_encoder_id(self, encoder_id: str) -> None:
+        """Accept ``encoder_id`` from now on: an old id of this version's encoder was found
+        to name the same model (:mod:`whyclip.ingest.identity`). In memory only."""
+        self.info = dataclasses.replace(self.info, encoder_id=encoder_id)
+
     def class_position(self, name: str) -> int:
+        """The position of class ``name``: exact, else ignoring case, underscores and
+        repeated spaces (as ``eval`` matches labels); an ambiguous name names the candidates."""
         if name in self._position:
             return self._position[name]
+        found = loose_matches(name, self.class_names)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            listed = ", ".join(repr(self.class_names[i]) for i in found)
+            raise InputError(f"class {name!r} is ambiguous in library {self.info.name!r}: it could be {listed}; give the exact name")
         close = difflib.get_close_matches(name, self.class_names, n=3)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise InputError(f"library {self.info.name!r} has no class {name!r}{hint}")

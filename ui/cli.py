@@ -186,10 +186,12 @@ def _info_dict(i) -> dict:
 def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json, precision):
     """Explain why each IMAGE (file or folder of images) gets its classes.
 
-    Images are encoded and scored in batches; one that turns out to be unreadable is
-    reported and skipped, and the exit status is then 1.
+    Images are encoded and scored in batches. An unreadable image is reported on stderr
+    (one line: the file and why) and skipped, the others are explained, and the exit
+    status is then 1.
     """
     from whyclip.ingest import expand_image_paths, load_encoder
+    from whyclip.ingest.identity import check_library_encoder
     from whyclip.ingest.images import check_image, read_image
 
     store = _store(ctx, create=False)
@@ -197,12 +199,10 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     if compare:
         for name in compare:
             lib.class_position(name)
-    paths = expand_image_paths(images)
-    for path in paths:  # headers checked before the model loads
-        check_image(path)
+    paths, failed = _readable(expand_image_paths(images), check_image)  # headers, before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
-    lib.check_encoder(encoder.info.id)
-    failed, shown = 0, 0
+    check_library_encoder(lib, encoder)  # read only: nothing is written
+    shown = 0
     with progress_bar("explaining images", unit="image") as bar:
         for start in range(0, len(paths), IMAGE_BATCH):
             batch, pictures = [], []
@@ -218,12 +218,45 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
                 results = lib.explain(vectors, [str(p) for p in batch], aggregate=aggregate, top=top,
                                       compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
                 for exp in results:
-                    click.echo(json.dumps(exp.to_dict(), ensure_ascii=False) if as_json else ("\n" if shown else "") + exp.to_text())
+                    if as_json:
+                        record = {**exp.to_dict(), "whyclip_version": _version(), "encoder_id": encoder.info.id,
+                                  "precision": getattr(encoder, "precision", "fp32")}  # fmt: skip
+                        click.echo(json.dumps(record, ensure_ascii=False))
+                    else:
+                        click.echo(("\n" if shown else "") + exp.to_text())
                     shown += 1
             if len(paths) > IMAGE_BATCH:
                 bar(start + len(paths[start : start + IMAGE_BATCH]), len(paths))
     if failed:
         ctx.exit(1)
+
+
+def _version() -> str:
+    """The installed whyclip's version (``unknown`` when run from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("whyclip")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _readable(paths: list[Path], check) -> tuple[list[Path], int]:
+    """The paths whose headers pass ``check``; each one that fails is reported on stderr in
+    one line (name and reason). None readable: one line, exit 1, before any model loads."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            check(path)
+            good.append(path)
+        except WhyclipError as exc:
+            bad.append(str(exc))
+    if not good:
+        listed = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise click.ClickException(f"no readable image: {listed}" if len(bad) > 1 else bad[0])
+    for line in bad:
+        click.echo(f"Error: {line}", err=True)
+    return good, len(bad)
 
 
 @cli.command("eval")
@@ -248,6 +281,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     from whyclip.ingest import load_encoder
     from whyclip.ingest.datasets import read_dataset
     from whyclip.ingest.evaluate import plan_eval, run_eval
+    from whyclip.ingest.identity import check_library_encoder
     from whyclip.store.runs.audit import AuditSettings, accuracy, confusions, per_class
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
@@ -256,7 +290,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     lib = store.load(library, lib_version)
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched)  # before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
-    lib.check_encoder(encoder.info.id)
+    check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed in the store
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, plan, encoder, progress=bar)
     run = report.data

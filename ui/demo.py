@@ -45,7 +45,10 @@ def run_demo(open_store: Callable[[], Store], model: str | None, device: str | N
 
 def _demo_library(store: Store, encoder, ingest_library):
     """Reuse the demo library when it was built from this file with this encoder."""
+    from whyclip.ingest.identity import adopt_legacy_ids
+
     sha = hashlib.sha256(DEMO_LIBRARY.read_bytes()).hexdigest()
+    adopt_legacy_ids(store, encoder)
     try:
         info = store.library(DEMO_NAME)
         if info.encoder_id == encoder.info.id and info.source_sha256 == sha:

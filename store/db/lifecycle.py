@@ -189,7 +189,7 @@ def _unused_cache_rows(store: Store, s, delete_them: bool) -> tuple[int, int]:
     images = set(s.scalars(select(EvalImageRow.sha256).distinct()).all())
     n, size = 0, 0
     for key in s.scalars(select(EmbeddingRow.encoder_key).distinct()).all():
-        keep = set(images) if key.endswith("/image") else set()
+        keep = set(images) if key.endswith("/image") or "/image/" in key else set()  # image rows, any pixel rule
         for encoder_id, shas in used.items():
             if key == encoder_id or key.startswith(encoder_id + "/"):
                 keep |= shas

@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from whyclip import ingest
+from whyclip.ingest.identity import check_library_encoder
 from whyclip.store import LibraryInfo, Store, WhyclipError
 from whyclip.store.library import Library
 
@@ -100,7 +101,7 @@ def encoder_or_stop(s: Settings, lib: Library) -> str:
     model = s.model or lib.info.encoder_name
     try:
         enc = _encoder(model)
-        lib.check_encoder(enc.info.id)
+        check_library_encoder(lib, enc)  # read only: an old id of this model is accepted, not rewritten
     except WhyclipError as exc:
         st.error(str(exc))
         st.stop()
