@@ -414,6 +414,12 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
     click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
 
 
+from .generate_cli import clean, generate  # noqa: E402  (the generation commands live in their own module)
+
+cli.add_command(generate)
+cli.add_command(clean)
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="whyclip")
