@@ -184,3 +184,27 @@ def test_no_key_for_a_hosted_server_is_one_line(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["generate", str(write_classes(tmp_path, "zebra")), "--out", str(tmp_path / "x.json"),
                                       "--base-url", "https://llm.example.invalid/v1"])  # fmt: skip
     assert result.exit_code == 1 and "set the environment variable OPENAI_API_KEY" in result.stderr
+
+
+@pytest.mark.slow
+def test_generate_then_ingest_in_fresh_processes(tmp_path, key, tiny_model):
+    """The issue's done-when: ``whyclip generate classes.txt --base-url ... --model M --out lib.json
+    && whyclip ingest lib.json --library mine``, each in its own process."""
+    import os
+    import subprocess
+    import sys
+
+    whyclip = [sys.executable, "-m", "whyclip.ui.cli"]
+    env = dict(os.environ)
+    classes = write_classes(tmp_path, "zebra", "lobster", "copycat")
+    with ChatServer(key) as server:
+        gen = subprocess.run([*whyclip, "generate", str(classes), "--base-url", server.base_url, "--model", "M",
+                              "--out", str(tmp_path / "lib.json"), "--api-key-env", KEY_ENV],
+                             capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        assert gen.returncode == 0, gen.stderr
+        assert len(server.requests) == 3
+    ing = subprocess.run([*whyclip, "ingest", str(tmp_path / "lib.json"), "--library", "mine", "--model", str(tiny_model)],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert ing.returncode == 0, ing.stderr
+    assert "library mine v1: 3 classes, 7 descriptors" in ing.stdout
+    assert_key_nowhere(key, tmp_path, gen.stdout, gen.stderr, ing.stdout, ing.stderr)
