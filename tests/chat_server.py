@@ -27,7 +27,8 @@ SLEEP_SECONDS = 1.0  # past the tests' client timeout (0.5 s)
 
 class ChatServer:
     """``behaviour``: class name -> list of steps taken on its 1st, 2nd, ... request (the
-    last repeats): "ok", "empty", "429", "500", "sleep". ``refuse_structured``: a request with
+    last repeats): "ok", "empty", "429", "500", "sleep" (past the client's timeout), "pause"
+    (0.3 s, then ok). ``refuse_structured``: a request with
     ``response_format`` gets a 400."""
 
     def __init__(self, api_key: str, behaviour: dict[str, list[str]] | None = None, refuse_structured: bool = False):
@@ -36,6 +37,8 @@ class ChatServer:
         self.refuse_structured = refuse_structured
         self.requests: list[dict] = []
         self.per_class: Counter = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most chat requests handled at the same time
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -97,13 +100,23 @@ class ChatServer:
                 if "response_format" in body and server.refuse_structured:
                     return self._send(400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}})
                 step = server._step(name)
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(body, name, step)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict, name: str, step: str) -> None:
                 if step == "429":
                     return self._send(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "10"})
                 if step == "500":  # a careless server that echoes the request's key in its error
                     return self._send(500, {"error": {"message": f"internal error for {self.headers.get('Authorization')}"}},
                                       {"retry-after-ms": "10"})  # fmt: skip
-                if step == "sleep":
-                    time.sleep(SLEEP_SECONDS)
+                if step in ("sleep", "pause"):
+                    time.sleep(SLEEP_SECONDS if step == "sleep" else 0.3)
                 text = "" if step == "empty" else server.answer_for(name)
                 if "response_format" in body and step != "empty":
                     lines = [line.lstrip("-*0123456789.) ") for line in text.splitlines() if line.strip()]

@@ -97,6 +97,14 @@ def test_429_500_timeout_and_an_empty_answer_are_retried(tmp_path, key):
     assert_key_nowhere(key, tmp_path, result.stdout, result.stderr)
 
 
+def test_requests_in_flight_never_exceed_the_concurrency(tmp_path, key):
+    names = [f"class{i}" for i in range(6)]
+    with ChatServer(key, {n: ["pause"] for n in names}) as server:
+        result = run_generate(server, write_classes(tmp_path, *names), tmp_path / "lib.json", "--concurrency", "2", "--timeout", "5")
+        assert result.exit_code == 0, result.stderr
+        assert len(server.requests) == 6 and server.max_in_flight == 2
+
+
 def test_a_class_that_stays_empty_is_reported_after_the_retries(tmp_path, key):
     out = tmp_path / "lib.json"
     with ChatServer(key, {"mute": ["empty"]}) as server:
