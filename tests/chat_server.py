@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+PAIR_IN_QUESTION = re.compile(r"tell an? (.+?) apart from an? (.+?) in a photo\?")
 CLASS_IN_QUESTION = re.compile(r"distinguishing an? (.+?) in a photo\?")
 EXAMPLE_COPY = "- a very small bird\n- a long, needle-thin bill\n- a striped tail"  # two of the default prompt's examples
 
@@ -95,6 +96,10 @@ class ChatServer:
                 if self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     return self._send(401, {"error": {"message": "bad key"}})
                 content = body["messages"][-1]["content"]
+                pair = PAIR_IN_QUESTION.findall(content)
+                if pair:
+                    a, b = pair[0]
+                    return self._answer(body, f"{a} / {b}", "pair")
                 found = CLASS_IN_QUESTION.findall(content)
                 name = found[-1] if found else "?"
                 if "response_format" in body and server.refuse_structured:
@@ -117,7 +122,12 @@ class ChatServer:
                                       {"retry-after-ms": "10"})  # fmt: skip
                 if step in ("sleep", "pause"):
                     time.sleep(SLEEP_SECONDS if step == "sleep" else 0.3)
-                text = "" if step == "empty" else server.answer_for(name)
+                if step == "pair":
+                    a, b = name.split(" / ")
+                    text = (f"Here are the differences:\n- colour: the colour of a {a}. | the colour of a {b}\n"
+                            f"- shape: a {a} outline | a {b} outline\n- a line without a pair")
+                else:
+                    text = "" if step == "empty" else server.answer_for(name)
                 if "response_format" in body and step != "empty":
                     lines = [line.lstrip("-*0123456789.) ") for line in text.splitlines() if line.strip()]
                     text = json.dumps({"descriptors": lines})

@@ -132,3 +132,48 @@ def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path
     if out_path is not None:
         write_json_atomic(out_path, {name: lines for name, lines in cleaned})
     _emit_report(report, report_path, as_json)
+
+
+@click.command("generate-pairs")
+@click.option("--library", "-l", required=True, help="The library whose evaluation run picks the pairs.")
+@click.option("--pairs-from-run", "run_name", default=None, metavar="RUN", help="The evaluation run [default: the library's newest].")
+@click.option("--pairs", "n_pairs", default=10, show_default=True, type=click.IntRange(1), help="How many of the most confused pairs.")
+@click.option("--aggregate", "-a", default="mean", show_default=True, help="The run's scoring method whose confusions count.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The pairs file to write (.json).")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", default=None,
+              help="The server's OpenAI-compatible API [env OPENAI_BASE_URL; default: https://api.openai.com/v1].")
+@click.option("--model", "-m", default="gpt-4o-mini", show_default=True, help="The model name the server knows.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="VAR",
+              help="The environment variable holding the API key (never written anywhere; local servers need none).")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1), help="Requests in flight at a time.")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.01), help="Seconds to wait for one answer.")
+@click.option("--retries", default=4, show_default=True, type=click.IntRange(0),
+              help="Retries with backoff after a 429, a 5xx, a timeout or a dropped connection.")
+@click.pass_context
+def generate_pairs_cmd(ctx, library, run_name, n_pairs, aggregate, out, base_url, model, api_key_env, concurrency, timeout, retries):
+    """Ask an LLM what tells apart the class pairs an evaluation run confuses most (FuDD's
+    differential descriptions), and write them to a pairs file with provenance."""
+    from whyclip.ingest.generate.client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
+    from whyclip.ingest.generate.job import check_output, write_json_atomic
+    from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
+    from whyclip.store import Store
+    from whyclip.store.runs.storage import find_run, load_run
+
+    out_path = check_output(out)
+    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False)
+    info = find_run(store, library, run_name)
+    run = load_run(store, info)
+    if aggregate not in run.results:
+        raise InputError(f"run {info.name!r} has no method {aggregate!r}: choose from {', '.join(sorted(run.results))}")
+    names = store.load(library, info.library_version).class_names
+    pairs = confused_pairs(run.labels, run.results[aggregate].predicted, names, n_pairs)
+    base_url = base_url or DEFAULT_BASE_URL
+    client = ChatClient(base_url, model, resolve_api_key(api_key_env, base_url), timeout=timeout, max_retries=retries)
+    with progress_bar("asking the LLM", unit="pair") as bar:
+        result = generate_pairs(store, client, pairs, model=model, concurrency=concurrency, progress=bar)
+    result["run"] = {"library": library, "version": info.library_version, "name": info.name, "aggregate": aggregate}
+    write_json_atomic(out_path, result)
+    for p in result["pairs"]:
+        click.echo(f"{p['a']} / {p['b']} ({p['confusions']} confused): {len(p['features'])} features")
+    r = result["requests"]
+    click.echo(f"wrote {out_path}: {len(result['pairs'])} pairs; {r['sent']} requests sent, {r['cached']} from the cache", err=True)

@@ -83,7 +83,7 @@ def generate_library(store: Store, classes: ClassList, client: ChatClient, setti
                            settings.structured, sample=s) for c in targets for s in range(settings.n)]  # fmt: skip
     counts = {"sent": 0, "cached": 0, "done": 0, "total": len(pending)}
     while pending:
-        got = _ask_round(store, client, pending, counts, settings.concurrency, progress)
+        got = ask_round(store, client, pending, counts, settings.concurrency, progress)
         retry = []
         for req in pending:
             answer, mode, cached, key = got[req]
@@ -120,7 +120,9 @@ def generate_library(store: Store, classes: ClassList, client: ChatClient, setti
     return GenerateResult(cleaned, report, provenance, counts["sent"], counts["cached"], targets)
 
 
-def _ask_round(store, client, requests, counts, concurrency, progress) -> dict:
+def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
+    """Answer ``requests`` from the cache, sending the rest ``concurrency`` at a time; each
+    answer is stored as it arrives. Returns request -> (answer, mode, cached, request key)."""
     keys = {req: request_key(client.base_url, client.model, req) for req in requests}
     hits = llm_cache.lookup(store, list(keys.values()))
     got = {}
