@@ -53,3 +53,18 @@ def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):  # noq
         assert again.exit_code == 0 and len(server.requests) == 2  # from the cache
         assert "0 requests sent, 2 from the cache" in again.stderr
     assert key not in out.read_text() + result.stdout + result.stderr
+
+    # FuDD round trip: the pair descriptions name each class's concept, so re-ranking all 4
+    # classes fixes the planted confusions (both sunflowers and B3): 6/9 -> 9/9. With the
+    # top 3 nothing is fixed: under the mean, the true class of those images ranks 4th.
+    from whyclip import ingest
+
+    monkeypatch.setattr(ingest, "load_encoder", lambda *a, **k: enc)
+    scored = CliRunner().invoke(cli, ["--home", str(store.home), "eval-pairs", str(out), "--top-k", "4", "--json"])
+    assert scored.exit_code == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["accuracy"] == {"mean": 6 / 9, "fudd": 1.0} and (report["fixed"], report["broken"]) == (3, 0)
+    assert sorted((c["true"], c["before"], c["after"]) for c in report["changed"]) == [
+        ("banana", "tree frog", "banana"), ("sunflower", "banana", "sunflower"), ("sunflower", "banana", "sunflower")]
+    top3 = CliRunner().invoke(cli, ["--home", str(store.home), "eval-pairs", str(out), "--top-k", "3", "--json"])
+    assert json.loads(top3.stdout)["accuracy"]["fudd"] == 6 / 9 and json.loads(top3.stdout)["fixed"] == 0

@@ -414,9 +414,9 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
     click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
 
 
-from .generate_cli import clean, generate, generate_pairs_cmd  # noqa: E402  (the generation commands' own module)
+from .generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd  # noqa: E402  (their own module)
 
-for _command in (generate, clean, generate_pairs_cmd):
+for _command in (generate, clean, generate_pairs_cmd, eval_pairs_cmd):
     cli.add_command(_command)
 
 

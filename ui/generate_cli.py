@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 
 from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings
 from whyclip.store.errors import InputError
@@ -177,3 +178,49 @@ def generate_pairs_cmd(ctx, library, run_name, n_pairs, aggregate, out, base_url
         click.echo(f"{p['a']} / {p['b']} ({p['confusions']} confused): {len(p['features'])} features")
     r = result["requests"]
     click.echo(f"wrote {out_path}: {len(result['pairs'])} pairs; {r['sent']} requests sent, {r['cached']} from the cache", err=True)
+
+
+@click.command("eval-pairs")
+@click.argument("pairs_file", metavar="PAIRS", type=click.Path(dir_okay=False, exists=True))
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(2), help="Candidates re-ranked per image.")
+@click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_context
+def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
+    """Re-rank the images of the run a PAIRS file came from with its differential
+    descriptions (FuDD) and report top-1 accuracy beside the run's own method."""
+    from whyclip import ingest
+    from whyclip.ingest.generate.fudd import pair_texts, rerank
+    from whyclip.store import Store
+    from whyclip.store.runs.storage import find_run, load_run
+
+    try:
+        data = json.loads(Path(pairs_file).read_text(encoding="utf-8"))
+        where, pairs = data["run"], data["pairs"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{pairs_file}: not a pairs file: write one with 'whyclip generate-pairs'") from None
+    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False)
+    run = load_run(store, find_run(store, where["library"], where["name"]))
+    lib = store.load(where["library"], where["version"])
+    encoder = ingest.load_encoder(model or lib.info.encoder_name, device)
+    lib.check_encoder(encoder.info.id)
+    method = run.results[where["aggregate"]]
+    before = method.predicted
+    after = rerank(run.vectors, method.top, pair_texts(store, lib, pairs, encoder), top_k)
+    n = len(run.labels)
+    names = lib.class_names
+    changed = [{"image": run.paths[i], "true": names[run.labels[i]], "before": names[before[i]], "after": names[after[i]]}
+               for i in np.flatnonzero(before != after)]  # fmt: skip
+    out = {"run": where, "n_images": n, "top_k": top_k, "accuracy": {where["aggregate"]: float((before == run.labels).mean()),
+           "fudd": float((after == run.labels).mean())}, "fixed": int(((after == run.labels) & (before != run.labels)).sum()),
+           "broken": int(((after != run.labels) & (before == run.labels)).sum()), "changed": changed}  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    acc = out["accuracy"]
+    click.echo(f"run {where['name']} of {where['library']} v{where['version']}: {n} images, top-{top_k} re-ranked")
+    click.echo(f"top-1 {where['aggregate']}: {acc[where['aggregate']]:.3f}   fudd: {acc['fudd']:.3f}   "
+               f"({out['fixed']} fixed, {out['broken']} broken)")  # fmt: skip
+    for c in changed:
+        click.echo(f"  {c['image']}: {c['before']} -> {c['after']} (true: {c['true']})")
