@@ -94,6 +94,8 @@ def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, te
         raise InputError(f"--more adds descriptors to a library, and {classes} is a list of names: drop --more")
     for w in class_list.warnings:
         click.echo(f"warning: {w}", err=True)
+    if n > 1 and temperature == 0:
+        click.echo(f"warning: --n {n} at temperature 0 asks for the same answer {n} times: raise --temperature", err=True)
     base_url = base_url or DEFAULT_BASE_URL
     client = ChatClient(base_url, model, resolve_api_key(api_key_env, base_url), timeout=timeout, max_retries=retries)
     settings = GenerateSettings(model=model, prompt=prompt, n=n, temperature=temperature, max_tokens=max_tokens,
