@@ -28,6 +28,12 @@ class ParsedLibrary:
 
 def read_library(path: str | Path) -> ParsedLibrary:
     """Read a library file; the format follows the extension (.json, .jsonl/.ndjson, .csv)."""
+    return _collect(Path(path), read_entries(path))
+
+
+def read_entries(path: str | Path) -> list[tuple[str, str | None, str]]:
+    """A library file's (class, descriptor or None, where) entries as written, duplicates and
+    empty descriptors included (``whyclip clean`` reports them; :func:`read_library` drops them)."""
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
@@ -42,7 +48,7 @@ def read_library(path: str | Path) -> ParsedLibrary:
             f"{p}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): save the file as UTF-8"
         ) from None
     reader = {"json": _read_json, "jsonl": _read_jsonl, "csv": _read_csv}[fmt]
-    return _collect(p, reader(p, text))
+    return reader(p, text)
 
 
 def parse_mapping(mapping: dict, source: str = "<dict>") -> ParsedLibrary:

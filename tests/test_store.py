@@ -277,7 +277,7 @@ def test_a_version_1_store_gains_the_eval_tables_and_keeps_its_libraries(tmp_pat
     store.engine.dispose()
     reopened = Store.open(home, create=False)
     with reopened.engine.connect() as conn:
-        assert schema.schema_version(conn) == len(schema.MIGRATIONS) == 3
+        assert schema.schema_version(conn) == len(schema.MIGRATIONS) == 4
         assert set(schema.EVAL_TABLES) <= set(inspect(conn).get_table_names())
     assert reopened.load("old").class_names == ["frog"]
 

@@ -17,6 +17,8 @@ def progress_bar(desc: str, unit: str = "it"):
         nonlocal bar
         if bar is None:
             bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+        if total != bar.total:  # work found on the way (e.g. empty answers asked again)
+            bar.total = total
         bar.update(done - bar.n)
 
     try:

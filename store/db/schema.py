@@ -1,8 +1,9 @@
 """The metadata schema (SQLAlchemy) and its ordered migrations.
 
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
-*version*), ``classes`` and ``descriptors``, the embedding cache, and evaluation runs
-(``eval_runs``, ``eval_images``, ``eval_results``). A version's descriptor keys are
+*version*), ``classes`` and ``descriptors``, the embedding cache, evaluation runs
+(``eval_runs``, ``eval_images``, ``eval_results``) and the LLM answer cache
+(``llm_answers``, at the end of the file). A version's descriptor keys are
 contiguous (``first_descriptor_id + position``), so a retrieval hit's row position maps to
 its key without a lookup. Library vectors live in index files, not in the database.
 """
@@ -212,7 +213,12 @@ def _contiguous_keys(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE descriptors DROP COLUMN norm"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _eval_tables, _contiguous_keys]
+def _llm_answers(conn: Connection) -> None:
+    """Version 4: the LLM answer cache of ``whyclip generate`` (``llm_answers``)."""
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables["llm_answers"]], checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _eval_tables, _contiguous_keys, _llm_answers]
 
 
 def schema_version(conn: Connection) -> int:
@@ -247,3 +253,20 @@ def migrate(conn: Connection) -> None:
             conn.execute(
                 table.update().where(table.c.key == "schema_version").values(value=str(len(MIGRATIONS)))
             )
+
+
+class LLMAnswerRow(Base):
+    """One chat-completions answer of ``whyclip generate``, keyed by the sha256 of the request
+    (base URL, model, the full prompt, the parameters), so a rerun sends no request. It keeps
+    the provenance of the answer; never an API key."""
+
+    __tablename__ = "llm_answers"
+
+    request_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    base_url: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(300))
+    prompt: Mapped[str] = mapped_column(Text)  # the user message as sent
+    parameters: Mapped[str] = mapped_column(Text)  # JSON: temperature, max_tokens, structured, sample
+    answer: Mapped[str] = mapped_column(Text)  # the raw content of the answer ("" when empty)
+    mode: Mapped[str] = mapped_column(String(32))  # "list", "structured" or "list-fallback"
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,61 @@
+"""Re-rank a run's images with a pairs file's differential descriptions (FuDD's scoring).
+
+For each image, the candidates are its ``top_k`` classes under the run's method. A candidate's
+differential score is the mean similarity of the image to the descriptions written for it in
+the pairs it forms with the other candidates (each description rendered with the library's
+template). When the predicted class has such descriptions, the prediction becomes the
+described candidate with the best differential score; otherwise the prediction stands (the
+class is in no described pair among the candidates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from whyclip.ingest.embedding import embed_prompts
+from whyclip.ingest.prompts import Template
+from whyclip.store.errors import InputError
+
+
+@dataclass(frozen=True)
+class PairTexts:
+    """Per ordered (class, other) position pair: the rows of that class's descriptions in ``vectors``."""
+
+    rows: dict[tuple[int, int], list[int]]
+    vectors: np.ndarray  # (m, d) unit vectors
+
+
+def rerank(vectors: np.ndarray, top: np.ndarray, texts: PairTexts, top_k: int) -> np.ndarray:
+    """The predicted class position of each image (see the module docstring)."""
+    sims = vectors @ texts.vectors.T if len(texts.vectors) else np.zeros((len(vectors), 0), np.float32)
+    predicted = top[:, 0].copy()
+    for i in range(len(vectors)):
+        candidates = [int(c) for c in top[i, :top_k]]
+        scores = {}
+        for c in candidates:
+            rows = [r for o in candidates if o != c for r in texts.rows.get((c, o), [])]
+            if rows:
+                scores[c] = float(sims[i, rows].mean())
+        if predicted[i] in scores:
+            predicted[i] = max(scores, key=lambda c: (scores[c], -candidates.index(c)))
+    return predicted
+
+
+def pair_texts(store, lib, pairs: list[dict], encoder) -> PairTexts:
+    """Embed every pair description, rendered with the library's template, through the cache."""
+    position = {name: k for k, name in enumerate(lib.class_names)}
+    template = Template(lib.info.template)
+    prompts, rows = [], {}
+    for p in pairs:
+        if p["a"] not in position or p["b"] not in position:
+            missing = p["a"] if p["a"] not in position else p["b"]
+            raise InputError(f"the pairs file names class {missing!r}, which library {lib.info.name!r} lacks")
+        a, b = position[p["a"]], position[p["b"]]
+        for f in p["features"]:
+            for cls, other, text in ((a, b, f["a"]), (b, a, f["b"])):
+                rows.setdefault((cls, other), []).append(len(prompts))
+                prompts.append(template.build(lib.class_names[cls], text))
+    vectors, _ = embed_prompts(store, encoder, prompts) if prompts else (np.zeros((0, lib.info.dim), np.float32), None)
+    return PairTexts(rows, vectors)

@@ -1,0 +1,228 @@
+"""``whyclip generate`` (descriptors from an LLM on any OpenAI-compatible server) and
+``whyclip clean`` (the same cleaning on an existing library), each with a cleaning report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings
+from whyclip.store.errors import InputError
+
+from .progress import progress_bar
+
+FLAG_STEPS = [s for s, a in DEFAULT_ACTIONS.items() if a == "flagged"]
+DROP_STEPS = [s for s, a in DEFAULT_ACTIONS.items() if a == "dropped"]
+
+
+def cleaning_options(f):
+    for option in reversed([
+        click.option("--keep", multiple=True, type=click.Choice(STEPS), metavar="STEP",
+                     help=f"A cleaning step that only flags instead of dropping (repeatable): {', '.join(DROP_STEPS)} drop by default."),
+        click.option("--drop", multiple=True, type=click.Choice(STEPS), metavar="STEP",
+                     help=f"A cleaning step that drops instead of flagging (repeatable): {', '.join(FLAG_STEPS)} only flag by default."),
+        click.option("--max-words", default=15, show_default=True, type=click.IntRange(1), help="Lines with more words are 'long'."),
+        click.option("--shared-min", default=10, show_default=True, type=click.IntRange(2),
+                     help="Lines in at least this many classes are 'shared'."),
+        click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+                     help="Also write the cleaning report here (JSON when the name ends in .json, else text)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the cleaning report as JSON instead of text."),
+    ]):  # fmt: skip
+        f = option(f)
+    return f
+
+
+def _settings(keep, drop, max_words, shared_min) -> CleanSettings:
+    return CleanSettings.with_overrides(keep=keep, drop=drop, max_words=max_words, shared_min=shared_min)
+
+
+def _emit_report(report, report_path, as_json) -> None:
+    if report_path:
+        path = Path(report_path)
+        body = json.dumps(report.to_json(), indent=2, ensure_ascii=False) if path.suffix.lower() == ".json" else report.to_text()
+        path.write_text(body + "\n", encoding="utf-8")
+    click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False) if as_json else report.to_text())
+
+
+@click.command()
+@click.argument("classes", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The library to write (.json); its provenance goes to OUT.provenance.json beside it.")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", default=None,
+              help="The server's OpenAI-compatible API, e.g. http://localhost:11434/v1 (Ollama) [env OPENAI_BASE_URL; default: https://api.openai.com/v1].")
+@click.option("--model", "-m", default="gpt-4o-mini", show_default=True, help="The model name the server knows.")
+@click.option("--prompt", "prompt_name", default="default", show_default=True, metavar="NAME|FILE",
+              help="A built-in prompt (default, zero-shot) or a text file with a {class} placeholder.")
+@click.option("--n", "n", default=1, show_default=True, type=click.IntRange(1), help="Answers asked for per class (merged; repeats dropped).")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1), help="Requests in flight at a time.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 2), help="Sampling temperature.")
+@click.option("--max-tokens", default=300, show_default=True, type=click.IntRange(1), help="Longest answer, in tokens.")
+@click.option("--structured", is_flag=True,
+              help="Ask for a JSON list through response_format (JSON schema); falls back to list parsing, saying so, where the server refuses.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="VAR",
+              help="The environment variable holding the API key (never written anywhere; local servers need none).")
+@click.option("--more", is_flag=True, help="CLASSES is a library: ask for more descriptors for every class, not only the empty ones.")
+@click.option("--empty-retries", default=2, show_default=True, type=click.IntRange(0),
+              help="Times an empty answer is asked again, each at a higher temperature (+0.4).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.01), help="Seconds to wait for one answer.")
+@click.option("--retries", default=4, show_default=True, type=click.IntRange(0),
+              help="Retries with backoff after a 429, a 5xx, a timeout or a dropped connection.")
+@cleaning_options
+@click.pass_context
+def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, temperature, max_tokens, structured,
+             api_key_env, more, empty_retries, timeout, retries, keep, drop, max_words, shared_min, report_path, as_json):  # fmt: skip
+    """Generate descriptors for CLASSES with an LLM and write a cleaned library.
+
+    CLASSES is a text file (one class a line), a JSON list, a CSV (first column) or a library
+    (.json/.jsonl/.csv), whose empty classes are filled (all classes with --more). Every answer
+    is cached in the store, so a rerun sends no request.
+    """
+    from whyclip.ingest.generate.classes import read_classes
+    from whyclip.ingest.generate.client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
+    from whyclip.ingest.generate.job import GenerateSettings, check_output, generate_library, write_outputs
+    from whyclip.ingest.generate.prompts import load_prompt
+    from whyclip.store import Store
+
+    out_path = check_output(out)
+    clean = _settings(keep, drop, max_words, shared_min)
+    prompt = load_prompt(prompt_name)
+    class_list = read_classes(classes)
+    if more and class_list.library is None:
+        raise InputError(f"--more adds descriptors to a library, and {classes} is a list of names: drop --more")
+    for w in class_list.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if n > 1 and temperature == 0:
+        click.echo(f"warning: --n {n} at temperature 0 asks for the same answer {n} times: raise --temperature", err=True)
+    base_url = base_url or DEFAULT_BASE_URL
+    client = ChatClient(base_url, model, resolve_api_key(api_key_env, base_url), timeout=timeout, max_retries=retries)
+    settings = GenerateSettings(model=model, prompt=prompt, n=n, temperature=temperature, max_tokens=max_tokens,
+                                structured=structured, more=more, empty_retries=empty_retries, concurrency=concurrency)  # fmt: skip
+    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=True)
+    with progress_bar("asking the LLM", unit="answer") as bar:
+        result = generate_library(store, class_list, client, settings, clean, progress=bar)
+    side = write_outputs(out_path, result)
+    if client.structured_refused:
+        click.echo(f"warning: the server refused response_format ({client.structured_refused}): the answers were parsed as lists", err=True)
+    _emit_report(result.report, report_path, as_json)
+    n_lines = sum(len(lines) for _, lines in result.classes)
+    click.echo(
+        f"wrote {out_path}: {len(result.classes)} classes ({len(result.targets)} asked), {n_lines} descriptors; "
+        f"{result.n_sent} requests sent, {result.n_cached} answers from the cache; provenance in {side}",
+        err=as_json,
+    )
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--prompt", "prompt_name", default="default", show_default=True, metavar="NAME|FILE",
+              help="The prompt the library was generated with: its example lines are the 'copied' ones.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the cleaned library here (.json).")
+@cleaning_options
+def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path, as_json):
+    """Clean an existing library FILE and report every line dropped or flagged, and why."""
+    from whyclip.ingest.generate.classes import read_raw_library
+    from whyclip.ingest.generate.cleaning import clean_classes
+    from whyclip.ingest.generate.job import check_output, write_json_atomic
+    from whyclip.ingest.generate.prompts import load_prompt
+
+    out_path = check_output(out) if out else None
+    settings = _settings(keep, drop, max_words, shared_min)
+    prompt = load_prompt(prompt_name)
+    cleaned, report = clean_classes(read_raw_library(file), prompt.examples, settings)
+    if out_path is not None:
+        write_json_atomic(out_path, {name: lines for name, lines in cleaned})
+    _emit_report(report, report_path, as_json)
+
+
+@click.command("generate-pairs")
+@click.option("--library", "-l", required=True, help="The library whose evaluation run picks the pairs.")
+@click.option("--pairs-from-run", "run_name", default=None, metavar="RUN", help="The evaluation run [default: the library's newest].")
+@click.option("--pairs", "n_pairs", default=10, show_default=True, type=click.IntRange(1), help="How many of the most confused pairs.")
+@click.option("--aggregate", "-a", default="mean", show_default=True, help="The run's scoring method whose confusions count.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The pairs file to write (.json).")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", default=None,
+              help="The server's OpenAI-compatible API [env OPENAI_BASE_URL; default: https://api.openai.com/v1].")
+@click.option("--model", "-m", default="gpt-4o-mini", show_default=True, help="The model name the server knows.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="VAR",
+              help="The environment variable holding the API key (never written anywhere; local servers need none).")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1), help="Requests in flight at a time.")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.01), help="Seconds to wait for one answer.")
+@click.option("--retries", default=4, show_default=True, type=click.IntRange(0),
+              help="Retries with backoff after a 429, a 5xx, a timeout or a dropped connection.")
+@click.pass_context
+def generate_pairs_cmd(ctx, library, run_name, n_pairs, aggregate, out, base_url, model, api_key_env, concurrency, timeout, retries):
+    """Ask an LLM what tells apart the class pairs an evaluation run confuses most (FuDD's
+    differential descriptions), and write them to a pairs file with provenance."""
+    from whyclip.ingest.generate.client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
+    from whyclip.ingest.generate.job import check_output, write_json_atomic
+    from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
+    from whyclip.store import Store
+    from whyclip.store.runs.storage import find_run, load_run
+
+    out_path = check_output(out)
+    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False)
+    info = find_run(store, library, run_name)
+    run = load_run(store, info)
+    if aggregate not in run.results:
+        raise InputError(f"run {info.name!r} has no method {aggregate!r}: choose from {', '.join(sorted(run.results))}")
+    names = store.load(library, info.library_version).class_names
+    pairs = confused_pairs(run.labels, run.results[aggregate].predicted, names, n_pairs)
+    base_url = base_url or DEFAULT_BASE_URL
+    client = ChatClient(base_url, model, resolve_api_key(api_key_env, base_url), timeout=timeout, max_retries=retries)
+    with progress_bar("asking the LLM", unit="pair") as bar:
+        result = generate_pairs(store, client, pairs, model=model, concurrency=concurrency, progress=bar)
+    result["run"] = {"library": library, "version": info.library_version, "name": info.name, "aggregate": aggregate}
+    write_json_atomic(out_path, result)
+    for p in result["pairs"]:
+        click.echo(f"{p['a']} / {p['b']} ({p['confusions']} confused): {len(p['features'])} features")
+    r = result["requests"]
+    click.echo(f"wrote {out_path}: {len(result['pairs'])} pairs; {r['sent']} requests sent, {r['cached']} from the cache", err=True)
+
+
+@click.command("eval-pairs")
+@click.argument("pairs_file", metavar="PAIRS", type=click.Path(dir_okay=False, exists=True))
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(2), help="Candidates re-ranked per image.")
+@click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_context
+def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
+    """Re-rank the images of the run a PAIRS file came from with its differential
+    descriptions (FuDD) and report top-1 accuracy beside the run's own method."""
+    from whyclip import ingest
+    from whyclip.ingest.generate.fudd import pair_texts, rerank
+    from whyclip.store import Store
+    from whyclip.store.runs.storage import find_run, load_run
+
+    try:
+        data = json.loads(Path(pairs_file).read_text(encoding="utf-8"))
+        where, pairs = data["run"], data["pairs"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{pairs_file}: not a pairs file: write one with 'whyclip generate-pairs'") from None
+    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False)
+    run = load_run(store, find_run(store, where["library"], where["name"]))
+    lib = store.load(where["library"], where["version"])
+    encoder = ingest.load_encoder(model or lib.info.encoder_name, device)
+    lib.check_encoder(encoder.info.id)
+    method = run.results[where["aggregate"]]
+    before = method.predicted
+    after = rerank(run.vectors, method.top, pair_texts(store, lib, pairs, encoder), top_k)
+    n = len(run.labels)
+    names = lib.class_names
+    changed = [{"image": run.paths[i], "true": names[run.labels[i]], "before": names[before[i]], "after": names[after[i]]}
+               for i in np.flatnonzero(before != after)]  # fmt: skip
+    out = {"run": where, "n_images": n, "top_k": top_k, "accuracy": {where["aggregate"]: float((before == run.labels).mean()),
+           "fudd": float((after == run.labels).mean())}, "fixed": int(((after == run.labels) & (before != run.labels)).sum()),
+           "broken": int(((after != run.labels) & (before == run.labels)).sum()), "changed": changed}  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    acc = out["accuracy"]
+    click.echo(f"run {where['name']} of {where['library']} v{where['version']}: {n} images, top-{top_k} re-ranked")
+    click.echo(f"top-1 {where['aggregate']}: {acc[where['aggregate']]:.3f}   fudd: {acc['fudd']:.3f}   "
+               f"({out['fixed']} fixed, {out['broken']} broken)")  # fmt: skip
+    for c in changed:
+        click.echo(f"  {c['image']}: {c['before']} -> {c['after']} (true: {c['true']})")
