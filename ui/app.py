@@ -17,6 +17,7 @@ page = st.navigation(
         st.Page(HERE / "dashboard" / "explain_page.py", title="Explain", icon=":material/image_search:", default=True),
         st.Page(HERE / "dashboard" / "library_page.py", title="Library", icon=":material/menu_book:"),
         st.Page(HERE / "dashboard" / "audit_page.py", title="Audit", icon=":material/fact_check:"),
+        st.Page(HERE / "dashboard" / "generate_page.py", title="Generate", icon=":material/auto_awesome:"),
     ]
 )
 page.run()

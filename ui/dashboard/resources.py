@@ -67,6 +67,17 @@ def count_rows(home: str | None, db: str | None, kind: str, name: str, version: 
     return browse.count_shared_descriptors(store, info)
 
 
+def encoder(model: str):
+    """The CLIP encoder for ``model``, loaded once per server (cached)."""
+    return _encoder(model)
+
+
+def clear_store_caches() -> None:
+    """After a write (a new library version), so the pages list what the store now has."""
+    _store.clear()
+    count_rows.clear()
+
+
 def store_or_stop(s: Settings) -> Store:
     """The store, or an ``st.info`` that says how to make one, and stop."""
     try:
