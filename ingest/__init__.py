@@ -1,11 +1,32 @@
 """Everything that turns raw input into vectors: library readers, prompt templates, the
-CLIP encoder and the ingest job. Importing this package does not import torch; the
-encoder module does, when a model is loaded."""
+CLIP encoder and the ingest job. Importing this package imports nothing heavy (names load
+lazily); the encoder module imports torch, when a model is loaded."""
 
-from .images import embed_image_files, expand_image_paths, read_image, read_images
-from .job import IngestReport, ingest_library
-from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, paper_prompt
-from .readers import ParsedLibrary, read_library
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "images": ("embed_image_files", "expand_image_paths", "read_image", "read_images"),
+    "job": ("IngestReport", "ingest_library"),
+    "prompts": ("DEFAULT_BASELINE", "DEFAULT_TEMPLATE", "Template", "paper_prompt"),
+    "readers": ("ParsedLibrary", "read_library"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    """Names (and submodules, ``ingest.images``) load on first use, so importing one
+    submodule, such as the generation package, does not load the store and the job."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
 
 
 def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto"):

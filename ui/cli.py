@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from whyclip.store import AGGREGATES, Store, WhyclipError
-from whyclip.store.errors import NoStore
+from whyclip.store.errors import NoStore, WhyclipError
+from whyclip.store.scoring.aggregates import AGGREGATES
 
 from .lifecycle_cli import register as register_lifecycle
 from .progress import progress_bar
@@ -72,7 +72,9 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _store(ctx: click.Context, create: bool) -> Store:
+def _store(ctx: click.Context, create: bool):
+    from whyclip.store import Store  # not at import: `whyclip --help` loads no SQLAlchemy
+
     return Store.open(ctx.obj["home"], ctx.obj["db"], create=create)
 
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings
 from whyclip.store.errors import InputError
@@ -192,6 +191,8 @@ def generate_pairs_cmd(ctx, library, run_name, n_pairs, aggregate, out, base_url
 def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
     """Re-rank the images of the run a PAIRS file came from with its differential
     descriptions (FuDD) and report top-1 accuracy beside the run's own method."""
+    import numpy as np
+
     from whyclip import ingest
     from whyclip.ingest.generate.fudd import pair_texts, rerank
     from whyclip.store import Store
