@@ -9,6 +9,7 @@ import numpy as np
 from fakes import FakeEncoder, planted_png
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.embedding import embed_image_files_cached, embed_prompts
+from whyclip.ingest.images import PIXEL_RULES
 from whyclip.store.db import cache
 
 
@@ -77,10 +78,10 @@ def test_images_cached_in_bf16_are_not_mixed_with_fp32_after_a_later_fallback(st
         files.append(path)
     first = FallingBack(fails=False)  # a bf16 run whose check passed cached the first batch
     embed_image_files_cached(store, first, files[:32])
-    assert cache.count(store, "fake-32-v1/bf16/image") == 32
+    assert cache.count(store, f"fake-32-v1/bf16/image/{PIXEL_RULES}") == 32
     enc = FallingBack()  # this run's check fails at the second batch, the first one being cached in bf16
     kept, _, vectors, skipped, embedded = embed_image_files_cached(store, enc, files)
     assert (kept, skipped, embedded) == (list(range(40)), [], 40)
     reference = FakeEncoder(["green"]).embed_images([read_image(p) for p in files])[0]
     np.testing.assert_array_equal(vectors, reference)  # every vector fp32 (a bf16 one is negated)
-    assert cache.count(store, "fake-32-v1/fp32/image") == 40
+    assert cache.count(store, f"fake-32-v1/fp32/image/{PIXEL_RULES}") == 40
