@@ -414,6 +414,15 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
     click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
 
 
+def _register_serve() -> None:
+    from .serve_cli import serve
+
+    cli.add_command(serve)
+
+
+_register_serve()
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="whyclip")
