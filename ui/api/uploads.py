@@ -51,7 +51,9 @@ def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise ApiError(413, f"{name}: far too many pixels for a safe image (a decompression bomb?): downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         width = height = 0  # read_image_bytes names the problem
     if width * height > max_pixels:
         raise ApiError(413, f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
