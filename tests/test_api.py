@@ -143,3 +143,48 @@ def test_health_and_ready(client):
     assert r.json() == {"status": "ready", "model_loaded": True, "store": "ok"}
     assert client.get("/openapi.json").json()["info"]["title"] == "whyclip"
     assert client.get("/docs").status_code == 200
+
+
+def test_concurrent_requests_share_one_encode(home, fake):
+    """While the encoder is busy, waiting requests' images are gathered into one batch."""
+    import threading
+
+    entered, gate = threading.Event(), threading.Event()
+    real = fake.embed_images
+
+    def held(images, progress=None):
+        entered.set()
+        gate.wait(10)
+        return real(images)
+
+    fake.embed_images = held
+    with TestClient(create_app(ServiceSettings())) as c:
+        batcher = c.app.state.resources.batcher
+        out = {}
+
+        def ask(n, images):
+            out[n] = explain(c, images)
+
+        threads = [threading.Thread(target=ask, args=(0, [("a.png", FROG)]))]
+        threads[0].start()
+        assert entered.wait(10)
+        threads += [threading.Thread(target=ask, args=(n, [("b.png", BANANA)] * n)) for n in (1, 2, 3)]
+        for t in threads[1:]:
+            t.start()
+        while batcher.queued < 6:
+            threads[-1].join(0.01)
+        gate.set()
+        for t in threads:
+            t.join(10)
+    assert fake.image_batches == [1, 6]
+    assert [len(out[n].json()["explanations"]) for n in (0, 1, 2, 3)] == [1, 1, 2, 3]
+    alone = explain_alone(home, BANANA)
+    batched = out[3].json()["explanations"][2]["classes"]  # a batch of 6 rounds differently in the last bits
+    assert [c["class"] for c in batched] == [c["class"] for c in alone["classes"]]
+    assert [c["score"] for c in batched] == pytest.approx([c["score"] for c in alone["classes"]], abs=1e-6)
+
+
+def explain_alone(home, data):
+    (home / "one.png").write_bytes(data)
+    (out,) = cli_json(["explain", str(home / "one.png"), "--library", "frogs", "--json"])
+    return out
