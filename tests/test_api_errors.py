@@ -161,3 +161,20 @@ def test_full_queue_answers_503_with_retry_after(home, fake):  # noqa: F811
     problem(r, 503, "busy")
     assert r.headers["Retry-After"] == "1"
     assert sorted(x.status_code for x in results) == [200, 200]
+
+
+def test_request_time_and_library_size_limits(home, fake):  # noqa: F811
+    import threading
+
+    gate = threading.Event()
+    real = fake.embed_images
+    fake.embed_images = lambda images, progress=None: (gate.wait(10), real(images))[1]
+    limits = Limits(request_seconds=0.5, max_library_bytes=100)
+    try:
+        with TestClient(create_app(ServiceSettings(limits=limits))) as c:
+            c.app.state.resources.batcher
+            problem(explain(c, [("slow.png", FROG)]), 504, "longer than 0.5 s")  # the encoder is held for 10 s
+            gate.set()
+            problem(upload(c, data=b'{"cat": ["' + b"w" * 200 + b'"]}'), 413, "pets.json", "100 bytes")
+    finally:
+        gate.set()
