@@ -184,8 +184,12 @@ def _info_dict(i) -> dict:
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one per line (schema in README).")
 @PRECISION
+@click.option("--server", default=None, metavar="URL", envvar="WHYCLIP_SERVER",
+              help="Ask a running 'whyclip serve' at URL instead of loading the model here [env WHYCLIP_SERVER].")
+@click.option("--api-key", default=None, envvar="WHYCLIP_API_KEY", help="API key for --server, if it needs one [env WHYCLIP_API_KEY].")
 @click.pass_context
-def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json, precision):
+def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json, precision,
+            server, api_key):  # fmt: skip
     """Explain why each IMAGE (file or folder of images) gets its classes.
 
     Images are encoded and scored in batches. An unreadable image is reported on stderr
@@ -196,6 +200,12 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     from whyclip.ingest.identity import check_library_encoder
     from whyclip.ingest.images import check_image, read_image
 
+    if server:
+        from .client import explain_remote
+
+        form = {"library": library, "top": top, "retrieve": retrieve, **({"version": lib_version} if lib_version else {}),
+                **({"aggregate": aggregate} if aggregate else {}), **({"compare": list(compare)} if compare else {})}  # fmt: skip
+        return explain_remote(ctx, server, api_key, expand_image_paths(images), form, as_json)
     store = _store(ctx, create=False)
     lib = store.load(library, lib_version)
     if compare:
@@ -463,6 +473,15 @@ from .generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd  #
 
 for _command in (generate, clean, generate_pairs_cmd, eval_pairs_cmd):
     cli.add_command(_command)
+
+
+def _register_serve() -> None:
+    from .serve_cli import serve
+
+    cli.add_command(serve)
+
+
+_register_serve()
 
 
 def main() -> None:

@@ -1,0 +1,190 @@
+"""The HTTP service with the fake encoder (exact numbers): one test per endpoint, the
+explain answer equal to ``whyclip explain --json``, and the key check."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from fakes import install_fake, planted_png
+from whyclip.ui.api import ServiceSettings, create_app
+from whyclip.ui.cli import cli
+
+CONCEPTS = ["protruding eyes", "bright green colour", "brown or olive skin", "yellow peel"]
+LIBRARY = {
+    "tree frog": ["sticky toe pads", "protruding eyes", "bright green colour"],
+    "tailed frog": ["brown or olive skin", "a short tail-like extension"],
+    "banana": ["yellow peel", "a long curved shape"],
+    "plain class": [],
+}
+KEY = "s3cret-key-for-tests"
+FROG = planted_png(["protruding eyes", "bright green colour"])
+BANANA = planted_png(["yellow peel"], colour=(240, 220, 40))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    return install_fake(monkeypatch, CONCEPTS)
+
+
+@pytest.fixture
+def home(tmp_path, fake, monkeypatch):
+    """A store with library 'frogs' v1, ingested by the CLI."""
+    lib = tmp_path / "frogs.json"
+    lib.write_text(json.dumps(LIBRARY), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["ingest", str(lib), "--library", "frogs"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("WHYCLIP_API_KEYS", KEY)
+    return tmp_path
+
+
+@pytest.fixture
+def client(home):
+    with TestClient(create_app(ServiceSettings())) as c:
+        yield c
+
+
+def explain(client, images, **form):
+    files = [("image", (name, data, "image/png")) for name, data in images]
+    return client.post("/v1/explain", files=files, data={"library": "frogs", **form})
+
+
+def cli_json(args):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_explain_answers_what_the_cli_prints(client, home):
+    (home / "frog.png").write_bytes(FROG)
+    (home / "banana.png").write_bytes(BANANA)
+    paths = [str(home / "frog.png"), str(home / "banana.png")]
+    for options, args in (({}, []), ({"top": "3", "aggregate": "max", "retrieve": "4", "compare": ["banana", "tree frog"]},
+                                      ["--top", "3", "--aggregate", "max", "--retrieve", "4", "--compare", "banana", "tree frog"])):  # fmt: skip
+        expected = cli_json(["explain", *paths, "--library", "frogs", "--json", *args])
+        r = explain(client, [(paths[0], FROG), (paths[1], BANANA)], **options)
+        assert r.status_code == 200, r.text
+        assert r.json()["explanations"] == expected
+    assert expected[0]["contrast"]["a"] == "banana" and expected[0]["classes"][0]["class"] == "tree frog"
+
+
+def test_explain_serves_a_new_version_without_restart(client, home):
+    assert explain(client, [("f.png", FROG)]).json()["explanations"][0]["version"] == 1
+    lib = home / "frogs2.json"
+    lib.write_text(json.dumps({**LIBRARY, "banana": ["yellow peel"]}), encoding="utf-8")
+    assert CliRunner().invoke(cli, ["ingest", str(lib), "--library", "frogs"]).exit_code == 0
+    now = explain(client, [("f.png", FROG)]).json()["explanations"][0]
+    assert now["version"] == 2
+    assert explain(client, [("f.png", FROG)], version="1").json()["explanations"][0]["version"] == 1
+
+
+def test_retrieve_by_image_and_text(client):
+    r = client.post("/v1/retrieve", files={"image": ("f.png", FROG, "image/png")}, data={"library": "frogs", "k": "2"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {h["descriptor"] for h in body["retrieved"]} == {"protruding eyes", "bright green colour"}
+    assert body["index"]["exact"] is True and body["index"]["factory"] == "Flat"
+    r = client.post("/v1/retrieve", data={"library": "frogs", "text": "yellow peel", "k": "1"}, files={"none": ("", b"")})
+    assert r.status_code == 200, r.text
+    assert r.json()["retrieved"][0]["descriptor"] == "yellow peel" and r.json()["query"]["kind"] == "text"
+
+
+def test_libraries_versions_and_pages(client):
+    (info,) = client.get("/v1/libraries").json()
+    assert (info["name"], info["version"], info["n_classes"], info["n_descriptors"]) == ("frogs", 1, 4, 7)
+    versions = client.get("/v1/libraries/frogs").json()["versions"]
+    assert [v["version"] for v in versions] == [1]
+    page = client.get("/v1/libraries/frogs/classes", params={"limit": 2}).json()
+    assert page["total"] == 4 and [c["class"] for c in page["items"]] == ["tree frog", "tailed frog"]
+    found = client.get("/v1/libraries/frogs/descriptors", params={"search": "FROG", "limit": 50}).json()
+    assert found["total"] == 5  # every descriptor of the two frogs: the class name matches
+    assert {d["class"] for d in found["items"]} == {"tree frog", "tailed frog"}
+    peel = client.get("/v1/libraries/frogs/descriptors", params={"search": "peel"}).json()["items"]
+    assert [(d["class"], d["descriptor"]) for d in peel] == [("banana", "yellow peel")]
+    assert peel[0]["prompt"] == "banana, which has yellow peel"
+
+
+def wait_for(client, job_id, key=KEY, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": key}).json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s")
+
+
+def test_upload_runs_an_ingest_job_then_delete(client, fake):
+    new = {"banana": ["yellow peel"], "dog": ["floppy ears"]}  # banana's prompts are cached from frogs
+    r = client.post("/v1/libraries", headers={"Authorization": f"Bearer {KEY}"},
+                    files={"file": ("pets.json", json.dumps(new).encode(), "application/json")}, data={"name": "pets"})  # fmt: skip
+    assert r.status_code == 202, r.text
+    job = wait_for(client, r.json()["id"])
+    assert job["state"] == "done", job
+    assert job["result"]["version"] == 1
+    assert (job["result"]["n_reused"], job["result"]["n_embedded"]) == (2, 2)  # the dog's descriptor and baseline prompts
+    assert job["progress"]["done"] == job["progress"]["total"] == job["result"]["n_prompts"]
+    assert {i["name"] for i in client.get("/v1/libraries").json()} == {"frogs", "pets"}
+    r = client.delete("/v1/libraries/pets", headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json()["deleted_versions"] == [1]
+    assert {i["name"] for i in client.get("/v1/libraries").json()} == {"frogs"}
+    assert client.get("/v1/libraries/pets").status_code == 404
+
+
+def test_health_and_ready(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    deadline = time.monotonic() + 30
+    while (r := client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert r.json() == {"status": "ready", "model_loaded": True, "store": "ok"}
+    assert client.get("/openapi.json").json()["info"]["title"] == "whyclip"
+    assert client.get("/docs").status_code == 200
+
+
+def test_concurrent_requests_share_one_encode(home, fake):
+    """While the encoder is busy, waiting requests' images are gathered into one batch."""
+    import threading
+
+    entered, gate = threading.Event(), threading.Event()
+    real = fake.embed_images
+
+    def held(images, progress=None):
+        entered.set()
+        gate.wait(10)
+        return real(images)
+
+    fake.embed_images = held
+    with TestClient(create_app(ServiceSettings())) as c:
+        batcher = c.app.state.resources.batcher
+        out = {}
+
+        def ask(n, images):
+            out[n] = explain(c, images)
+
+        threads = [threading.Thread(target=ask, args=(0, [("a.png", FROG)]))]
+        threads[0].start()
+        assert entered.wait(10)
+        threads += [threading.Thread(target=ask, args=(n, [("b.png", BANANA)] * n)) for n in (1, 2, 3)]
+        for t in threads[1:]:
+            t.start()
+        while batcher.queued < 6:
+            threads[-1].join(0.01)
+        gate.set()
+        for t in threads:
+            t.join(10)
+    assert fake.image_batches == [1, 6]
+    assert [len(out[n].json()["explanations"]) for n in (0, 1, 2, 3)] == [1, 1, 2, 3]
+    alone = explain_alone(home, BANANA)
+    batched = out[3].json()["explanations"][2]["classes"]  # a batch of 6 rounds differently in the last bits
+    assert [c["class"] for c in batched] == [c["class"] for c in alone["classes"]]
+    assert [c["score"] for c in batched] == pytest.approx([c["score"] for c in alone["classes"]], abs=1e-6)
+
+
+def explain_alone(home, data):
+    (home / "one.png").write_bytes(data)
+    (out,) = cli_json(["explain", str(home / "one.png"), "--library", "frogs", "--json"])
+    return out

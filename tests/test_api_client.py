@@ -1,0 +1,53 @@
+"""``whyclip explain --server URL`` prints what the local command prints, text and JSON,
+bad images included; a refused request is one line and exit 1."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from test_api import BANANA, FROG, client, fake, home  # noqa: F401 - fixtures
+from whyclip.ui.cli import cli
+
+
+@pytest.fixture
+def served(client, monkeypatch):  # noqa: F811
+    """httpx clients made by --server talk to the in-process app."""
+    monkeypatch.setattr(httpx, "Client", lambda **kwargs: nullcontext(client))
+    return "http://testserver"
+
+
+def run(args):
+    return CliRunner().invoke(cli, args)
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--json", "--top", "2", "--aggregate", "centroid", "--compare", "banana", "tree frog"]])
+def test_server_output_is_the_local_output(served, home, extra):  # noqa: F811
+    (home / "frog.png").write_bytes(FROG)
+    (home / "banana.png").write_bytes(BANANA)
+    (home / "bad.png").write_bytes(b"not an image")
+    good = [str(home / n) for n in ("frog.png", "banana.png")]
+    local = run(["explain", *good, "--library", "frogs", *extra])
+    remote = run(["explain", *good, "--library", "frogs", "--server", served, *extra])
+    assert local.exit_code == remote.exit_code == 0
+    assert remote.stdout == local.stdout and "frog.png" in local.stdout
+    # an unreadable image is reported and skipped, as the local command's help says
+    mixed = run(["explain", good[0], str(home / "bad.png"), good[1], "--library", "frogs", "--server", served, *extra])
+    assert mixed.exit_code == 1 and mixed.stdout == local.stdout
+    assert mixed.stderr.strip().endswith("bad.png: not an image (no format Pillow reads): use a JPEG, PNG or WebP file")
+
+
+def test_server_refusal_is_one_line(served, home):  # noqa: F811
+    (home / "frog.png").write_bytes(FROG)
+    r = run(["explain", str(home / "frog.png"), "--library", "nope", "--server", served])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.count("\n") == 1 and "refused the request: no library 'nope'" in r.stderr
+
+
+def test_unreachable_server(home, tmp_path):  # noqa: F811
+    (tmp_path / "f.png").write_bytes(FROG)
+    r = run(["explain", str(tmp_path / "f.png"), "--library", "frogs", "--server", "http://127.0.0.1:9"])
+    assert r.exit_code == 1 and "cannot reach the whyclip service" in r.stderr

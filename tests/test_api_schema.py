@@ -1,0 +1,34 @@
+"""schemathesis against the service's own OpenAPI schema: for generated requests to every
+operation (valid and not), no 5xx, and every answer matches the documented schema and status."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from test_api import KEY, fake, home  # noqa: F401 - fixtures
+from whyclip.ui.api import ServiceSettings, create_app
+
+
+from whyclip.ui.api.resources import Resources
+
+APP = create_app(ServiceSettings(), warm=False)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"X-API-Key": KEY})
+
+
+@pytest.fixture(autouse=True)
+def fresh_resources(home):  # noqa: F811
+    """Each operation's examples run against a fresh store with library 'frogs' and the fake encoder."""
+    APP.state.resources = Resources(ServiceSettings())
+    APP.state.resources.batcher  # the model loaded: /readyz is ready (503 before is by design)
+    yield
+    APP.state.resources.close()
+
+
+@schema.parametrize()
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors_and_answers_match_the_schema(case):
+    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance, status_code_conformance])

@@ -1,0 +1,126 @@
+"""``whyclip serve`` as a real process on a loopback port, with the tiny random CLIP: a
+server SIGKILLed mid-ingest leaves nothing half-visible and the job resumes from the cache;
+two replicas sharing one store give the same answers and see each other's versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from test_api import BANANA, FROG
+from whyclip.ui.cli import cli
+
+pytestmark = pytest.mark.slow
+KEY = "replica-test-key"
+START_S = 120  # a bound on start-up, not a timing assertion
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(home, model, db_url=None):
+    """A ``whyclip serve`` subprocess on 127.0.0.1, ready; always killed afterwards."""
+    port = free_port()
+    env = {**os.environ, "WHYCLIP_API_KEYS": KEY}
+    args = [sys.executable, "-m", "whyclip.ui.cli", "--home", str(home)] + (["--db", db_url] if db_url else [])
+    proc = subprocess.Popen([*args, "serve", "--port", str(port), "--model", str(model)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"X-API-Key": KEY})
+        deadline = time.monotonic() + START_S
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.1)
+        yield proc, client
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stderr.close()
+
+
+def big_library(n_classes: int = 200, per_class: int = 30) -> bytes:
+    return json.dumps({f"class {c}": [f"descriptor {d} of class {c}" for d in range(per_class)] for c in range(n_classes)}).encode()
+
+
+def submit(client, data: bytes, name: str = "big", commit_every: int = 400) -> str:
+    r = client.post("/v1/libraries", files={"file": ("big.json", data)}, data={"name": name, "commit_every": str(commit_every)})
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
+def wait_done(client, job_id: str, bound_s: float = 300) -> dict:
+    deadline = time.monotonic() + bound_s
+    while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
+def libraries(home) -> list[dict]:
+    result = CliRunner().invoke(cli, ["--home", str(home), "libraries", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_sigkill_mid_ingest_leaves_nothing_half_visible_and_resumes(tmp_path, tiny_model):
+    home, data = tmp_path / "store", big_library()
+    with serving(home, tiny_model) as (proc, client):
+        job_id = submit(client, data)
+        deadline = time.monotonic() + 300
+        while True:  # kill once some prompts are committed to the cache and others are not
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            assert job["state"] in ("queued", "running"), f"the job ended before it could be killed: {job}"
+            if job["progress"]["done"] >= 800:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    total = job["progress"]["total"]
+    assert 800 <= job["progress"]["done"] < total
+    assert libraries(home) == []  # nothing half-visible
+    with serving(home, tiny_model) as (_, client):
+        old = client.get(f"/v1/jobs/{job_id}").json()
+        assert old["state"] == "interrupted" and "submit the file again" in old["error"]
+        job = wait_done(client, submit(client, data))
+    assert job["state"] == "done", job
+    assert job["result"]["n_reused"] >= 800 and job["result"]["n_embedded"] == total - job["result"]["n_reused"]
+    (info,) = libraries(home)
+    assert (info["name"], info["version"], info["n_descriptors"]) == ("big", 1, 6000)
+
+
+@pytest.mark.parametrize("db", ["sqlite"])  # PostgreSQL: add its URL here once the fixture of issue 9 exists
+def test_two_replicas_share_one_store(tmp_path, tiny_model, db):
+    home = tmp_path / "shared"
+    lib = json.dumps({"tree frog": ["protruding eyes", "bright green colour"], "banana": ["yellow peel"]}).encode()
+    with serving(home, tiny_model) as (_, a), serving(home, tiny_model) as (_, b):
+        assert wait_done(a, submit(a, lib, "frogs"))["state"] == "done"
+        files = [("image", ("frog.png", FROG)), ("image", ("banana.png", BANANA))]
+        from_a = a.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"]
+        from_b = b.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"]
+        assert from_a == from_b and [e["version"] for e in from_b] == [1, 1]
+        newer = json.dumps({"tree frog": ["protruding eyes"], "banana": ["yellow peel", "curved"]}).encode()
+        assert wait_done(b, submit(b, newer, "frogs"))["state"] == "done"
+        assert a.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"][0]["version"] == 2
+        assert [v["version"] for v in a.get("/v1/libraries/frogs").json()["versions"]] == [2, 1]

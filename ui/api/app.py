@@ -1,0 +1,56 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI application (OpenAPI at
+/openapi.json, docs at /docs); ``app_from_env`` is what each uvicorn worker process calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .errors import install_handlers
+from .limits import LimitsMiddleware
+from .resources import Resources
+from .routes import explain, health, jobs, libraries, retrieve
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def _warm(res: Resources) -> None:
+    """Load the model and open the store in the background, so /healthz answers at once
+    and /readyz turns ready when both are there."""
+    try:
+        res.store
+        res.batcher
+        log.info("model loaded and store open: ready")
+    except Exception as exc:  # /readyz keeps saying not ready; requests name the problem
+        log.error("not ready: %s", exc)
+
+
+def create_app(settings: ServiceSettings | None = None, *, warm: bool = True) -> FastAPI:
+    settings = settings or ServiceSettings()
+    res = Resources(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if warm:
+            threading.Thread(target=_warm, args=(res,), name="whyclip-warm", daemon=True).start()
+        yield
+        res.close()
+
+    app = FastAPI(title="whyclip", version="1", lifespan=lifespan,
+                  description="Explainable zero-shot image classification: each class is scored by its visual "
+                              "descriptors, and the ranked descriptor similarities are the explanation.")  # fmt: skip
+    app.state.resources = res
+    install_handlers(app)
+    for module in (explain, retrieve, libraries, jobs, health):
+        app.include_router(module.router)
+    app.add_middleware(LimitsMiddleware, limits=settings.limits)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory uvicorn's worker processes call (settings from ``WHYCLIP_SERVE_SETTINGS``)."""
+    return create_app(ServiceSettings.from_env())

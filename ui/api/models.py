@@ -1,0 +1,155 @@
+"""Response schemas, for the OpenAPI document and schemathesis. Routes answer plain JSON
+(the explanation is ``Explanation.to_dict()``, as ``whyclip explain --json`` prints it), so
+these models describe the answers and never reshape them; extra keys are allowed."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class DescriptorScoreOut(Open):
+    descriptor: str
+    prompt: str
+    similarity: float
+    scaled: float
+    weight: float
+    fallback: bool
+
+
+class ClassScoreOut(Open):
+    class_: str = Field(alias="class")
+    score: float
+    probability: float
+    rank: int
+    descriptors: list[DescriptorScoreOut]
+    baseline_score: float
+    baseline_probability: float
+
+
+class BaselineOut(Open):
+    class_: str = Field(alias="class")
+    score: float
+    probability: float
+
+
+class ContrastRowOut(Open):
+    descriptor: str
+    a: float | None
+    b: float | None
+    contribution: float
+    favours: str
+
+
+class ContrastOut(Open):
+    a: str
+    b: str
+    score_a: float
+    score_b: float
+    rows: list[ContrastRowOut]
+
+
+class RetrievedOut(Open):
+    class_: str = Field(alias="class")
+    descriptor: str
+    prompt: str
+    similarity: float
+    descriptor_id: int
+
+
+class ExplanationOut(Open):
+    image: str
+    library: str
+    version: int
+    encoder: str
+    aggregate: str
+    logit_scale: float
+    n_classes: int
+    predicted: str
+    baseline_predicted: str | None
+    classes: list[ClassScoreOut]
+    baseline: list[BaselineOut]
+    contrast: ContrastOut | None
+    retrieved: list[RetrievedOut]
+
+
+class ExplainOut(Open):
+    explanations: list[ExplanationOut] = Field(description="One per image, in upload order: the objects of `whyclip explain --json`")
+    seconds: dict[str, float] = Field(description="Where the time went (decode, encode, explain): not part of the explanation")
+
+
+class IndexOut(Open):
+    factory: str
+    params: dict
+    exact: bool = Field(description="True when the index is an exact scan")
+    recall_at_10: float = Field(description="Recall@10 against exact search, measured on image-shaped queries at build time")
+
+
+class RetrieveOut(Open):
+    library: str
+    version: int
+    query: dict
+    retrieved: list[RetrievedOut]
+    index: IndexOut
+    note: str
+
+
+class LibraryOut(Open):
+    id: int
+    name: str
+    version: int
+    created_at: str
+    encoder_id: str
+    encoder_name: str
+    dim: int
+    logit_scale: float
+    template: str
+    baseline_template: str
+    aggregate: str
+    n_classes: int
+    n_descriptors: int
+    n_prompts: int
+    n_empty_classes: int
+    index_factory: str
+    recall_at_10: float
+
+
+class LibraryVersionsOut(Open):
+    name: str
+    versions: list[LibraryOut] = Field(description="Every ready version, newest first")
+
+
+class PageOut(Open):
+    library: str
+    version: int
+    total: int
+    offset: int
+    limit: int
+    items: list[dict]
+
+
+class JobOut(Open):
+    id: str
+    kind: str
+    library: str
+    state: str = Field(description="queued, running, done, failed or interrupted")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: dict[str, int]
+    result: dict | None
+    error: str | None
+
+
+class DeletedOut(Open):
+    library: str
+    deleted_versions: list[int]
+
+
+class HealthOut(Open):
+    status: str
+    model_loaded: bool | None = None
+    store: str | None = None

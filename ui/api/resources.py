@@ -1,0 +1,148 @@
+"""What the routes share, made once per process: the store, the encoder (loaded once), the
+image micro-batcher, loaded library versions and the job board; and the ``Depends``
+functions that hand them to routes, the API key check among them."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections import OrderedDict
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from whyclip import ingest
+from whyclip.store import Store
+from whyclip.store.library import Library
+
+from .batcher import MicroBatcher
+from .errors import ApiError
+from .jobs import JobBoard
+from .settings import ServiceSettings, load_keys
+
+LOADED_VERSIONS = 8  # library versions kept loaded (their vectors are memory-mapped)
+
+
+class Resources:
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.keys = load_keys(settings)
+        self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._encoder = None
+        self._batcher: MicroBatcher | None = None
+        self._jobs: JobBoard | None = None
+        self._libraries: OrderedDict[int, Library] = OrderedDict()
+
+    @property
+    def store(self) -> Store:
+        with self._lock:
+            if self._store is None:  # the service writes (ingest jobs), so it may create the store
+                self._store = Store.open(self.settings.home, self.settings.db, create=True)
+            return self._store
+
+    @property
+    def encoder(self):
+        with self._lock:
+            if self._encoder is None:
+                s = self.settings
+                self._encoder = ingest.load_encoder(s.model, s.device, s.precision)
+            return self._encoder
+
+    @property
+    def ready(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        encoder = self.encoder
+        with self._lock:
+            if self._batcher is None:
+                s = self.settings
+                self._batcher = MicroBatcher(encoder.embed_images, s.max_batch, s.batch_wait_ms, s.queue_images)
+            return self._batcher
+
+    @property
+    def jobs(self) -> JobBoard:
+        store = self.store
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = JobBoard(store.home / "jobs", self.settings.ingest_workers)
+            return self._jobs
+
+    def library(self, name: str, version: int | None = None) -> Library:
+        """The newest (or the given) ready version, resolved now: a version published by any
+        process is served at once. One request uses one version throughout."""
+        info = self.store.library(name, version)
+        with self._lock:
+            lib = self._libraries.get(info.id)
+            if lib is not None:
+                self._libraries.move_to_end(info.id)
+                return lib
+        lib = self.store.load(name, info.version)
+        with self._lock:
+            self._libraries[info.id] = lib
+            while len(self._libraries) > LOADED_VERSIONS:
+                self._libraries.popitem(last=False)
+        return lib
+
+    def forget(self, library_id: int | None = None) -> None:
+        with self._lock:
+            if library_id is None:
+                self._libraries.clear()
+            else:
+                self._libraries.pop(library_id, None)
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+        if self._jobs is not None:
+            self._jobs.close()
+
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources
+
+
+def _presented_key(x_api_key: str | None, authorization: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def _check_key(res: Resources, x_api_key: str | None, authorization: str | None) -> None:
+    """Constant-time comparison with every accepted key; the key is never logged or echoed."""
+    if not res.keys:
+        raise ApiError(403, "this server accepts no API keys, so it refuses this request: start it with "
+                            "WHYCLIP_API_KEYS or --key-file")  # fmt: skip
+    given = _presented_key(x_api_key, authorization)
+    if given is None:
+        raise ApiError(401, "an API key is needed: send it as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
+                       {"WWW-Authenticate": "Bearer"})  # fmt: skip
+    presented = given.encode()
+    ok = False
+    for key in res.keys:  # every key compared, whatever matches
+        ok |= hmac.compare_digest(presented, key)
+    if not ok:
+        raise ApiError(403, "the API key is not valid")
+
+
+KeyHeader = Annotated[str | None, Header(alias="X-API-Key", description="API key (or send Authorization: Bearer KEY)")]
+AuthHeader = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
+
+
+def write_access(request: Request, x_api_key: KeyHeader = None, authorization: AuthHeader = None) -> None:
+    _check_key(get_resources(request), x_api_key, authorization)
+
+
+def read_access(request: Request, x_api_key: KeyHeader = None, authorization: AuthHeader = None) -> None:
+    res = get_resources(request)
+    if res.settings.keys_for_reads:
+        _check_key(res, x_api_key, authorization)
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]

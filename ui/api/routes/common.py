@@ -1,0 +1,45 @@
+"""Helpers the routers share: decoding and encoding off the event loop, and info as JSON."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from whyclip.store import AGGREGATES, LibraryInfo
+
+from ..batcher import QueueFull
+from ..errors import ApiError
+from ..resources import Resources
+from ..uploads import decode_image, read_image_uploads
+
+RETRY_AFTER_S = 1
+
+
+def check_aggregate(aggregate: str | None) -> None:
+    if aggregate is not None and aggregate not in AGGREGATES:
+        raise ApiError(422, f"bad request: aggregate: {aggregate!r} is not one of {', '.join(AGGREGATES)}")
+
+
+async def embed_uploads(res: Resources, uploads: list[UploadFile], seconds: dict) -> tuple[list[str], object]:
+    """Read, decode (threads) and encode (the micro-batcher) uploaded images, in order."""
+    files = await read_image_uploads(uploads, res.settings.limits)
+    t = time.perf_counter()
+    pixels = res.settings.limits.max_image_pixels
+    pictures = await run_in_threadpool(lambda: [decode_image(name, data, pixels) for name, data in files])
+    seconds["decode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    batcher = await run_in_threadpool(lambda: res.batcher)  # loads the model on first use
+    try:
+        vectors = await batcher.embed(pictures)
+    except QueueFull as exc:
+        raise ApiError(503, f"the server is busy ({exc}): retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}) from None
+    seconds["encode"] = time.perf_counter() - t
+    return [name for name, _ in files], vectors
+
+
+def info_dict(info: LibraryInfo) -> dict:
+    out = dict(vars(info))
+    out["created_at"] = info.created_at.isoformat()
+    return out

@@ -1,0 +1,48 @@
+"""POST /v1/explain: the ``whyclip explain --json`` objects for uploaded images."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import ERROR_RESPONSES, ApiError
+from ..models import ExplainOut
+from ..resources import ResourcesDep, read_access
+from ..uploads import check_multipart
+from .common import check_aggregate, embed_uploads
+
+router = APIRouter(tags=["explain"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
+
+
+@router.post("/v1/explain", response_model=None, responses={200: {"model": ExplainOut}})
+async def explain(
+    request: Request,
+    res: ResourcesDep,
+    image: Annotated[list[UploadFile], File(description="One or more image files")],
+    library: Annotated[str, Form(description="Library to explain with")],
+    version: Annotated[int | None, Form(ge=1, description="Library version [default: newest]")] = None,
+    top: Annotated[int, Form(ge=1, le=1000, description="Classes to show, with all their descriptors")] = 5,
+    aggregate: Annotated[str | None, Form(description="mean, centroid, max or topk [default: the library's]")] = None,
+    compare: Annotated[list[str] | None, Form(description="Two class names to contrast [default: the top two]")] = None,
+    retrieve: Annotated[int, Form(ge=0, le=1000, description="Library-wide best descriptors to list")] = 10,
+) -> JSONResponse:
+    """Explain each uploaded image, exactly as ``whyclip explain --json`` does."""
+    check_multipart(request.headers.get("content-type"))
+    check_aggregate(aggregate)
+    if compare is not None and len(compare) != 2:
+        raise ApiError(422, f"bad request: compare: give exactly two class names (got {len(compare)})")
+    lib = await run_in_threadpool(res.library, library, version)
+    for name in compare or ():
+        lib.class_position(name)  # an unknown class: 422 before any image is encoded
+    lib.check_encoder((await run_in_threadpool(lambda: res.encoder)).info.id)
+    seconds: dict[str, float] = {}
+    names, vectors = await embed_uploads(res, image, seconds)
+    t = time.perf_counter()
+    results = await run_in_threadpool(lib.explain, vectors, names, aggregate=aggregate, top=top,
+                                      compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
+    seconds["explain"] = time.perf_counter() - t
+    return JSONResponse({"explanations": [e.to_dict() for e in results], "seconds": seconds})

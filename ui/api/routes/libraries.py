@@ -1,0 +1,105 @@
+"""/v1/libraries: list, versions, paged classes and descriptors, upload (an ingest job), delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from whyclip.store.db import browse
+
+from .. import seams
+from ..errors import ERROR_RESPONSES
+from ..models import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
+from ..resources import Resources, ResourcesDep, read_access, write_access
+from ..uploads import check_multipart, read_upload
+from .common import info_dict
+from .ingest_job import start_ingest
+
+router = APIRouter(tags=["libraries"], responses=ERROR_RESPONSES)
+reads = [Depends(read_access)]
+writes = [Depends(write_access)]
+Version = Annotated[int | None, Query(ge=1, description="Library version [default: newest]")]
+Search = Annotated[str, Query(max_length=200, description="Case-insensitive substring of class, descriptor or prompt")]
+Offset = Annotated[int, Query(ge=0, le=100_000_000)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+CLASS_ORDER = {k.replace(" ", "_"): k for k in browse.CLASS_ORDERS}
+DESCRIPTOR_ORDER = {k.replace(" (a-z)", "").replace(" ", "_"): k for k in browse.DESCRIPTOR_ORDERS}
+ClassOrder = Literal[tuple(CLASS_ORDER)]  # type: ignore[valid-type]
+DescriptorOrder = Literal[tuple(DESCRIPTOR_ORDER)]  # type: ignore[valid-type]
+
+
+def _snake(row: dict) -> dict:
+    return {k.replace(" ", "_"): v for k, v in row.items()}
+
+
+@router.get("/v1/libraries", dependencies=reads, response_model=None, responses={200: {"model": list[LibraryOut]}})
+async def list_libraries(res: ResourcesDep) -> JSONResponse:
+    """The newest ready version of every library."""
+    infos = await run_in_threadpool(lambda: res.store.libraries())
+    return JSONResponse([info_dict(i) for i in infos])
+
+
+@router.get("/v1/libraries/{name}", dependencies=reads, response_model=None, responses={200: {"model": LibraryVersionsOut}})
+async def library_versions(res: ResourcesDep, name: str) -> JSONResponse:
+    """A library's metadata, every ready version (newest first)."""
+    infos = await run_in_threadpool(seams.library_versions, res.store, name)
+    return JSONResponse({"name": name, "versions": [info_dict(i) for i in infos]})
+
+
+def _page(res: Resources, name: str, version: int | None, count, page, search: str, order: str, offset: int, limit: int) -> dict:
+    info = res.store.library(name, version)
+    items = page(res.store, info, search, order, offset, limit)
+    return {"library": info.name, "version": info.version, "total": count(res.store, info, search),
+            "offset": offset, "limit": limit, "items": [_snake(r) for r in items]}  # fmt: skip
+
+
+@router.get("/v1/libraries/{name}/classes", dependencies=reads, response_model=None, responses={200: {"model": PageOut}})
+async def library_classes(res: ResourcesDep, name: str, version: Version = None, search: Search = "",
+                          order: ClassOrder = "label_order", offset: Offset = 0, limit: Limit = 50) -> JSONResponse:  # fmt: skip
+    """One page of a version's classes, searchable by name."""
+    body = await run_in_threadpool(_page, res, name, version, browse.count_classes, browse.classes_page, search,
+                                   CLASS_ORDER[order], offset, limit)  # fmt: skip
+    return JSONResponse(body)
+
+
+@router.get("/v1/libraries/{name}/descriptors", dependencies=reads, response_model=None, responses={200: {"model": PageOut}})
+async def library_descriptors(res: ResourcesDep, name: str, version: Version = None, search: Search = "",
+                              order: DescriptorOrder = "label_order", offset: Offset = 0, limit: Limit = 50) -> JSONResponse:  # fmt: skip
+    """One page of a version's descriptors with their prompts, searchable."""
+    body = await run_in_threadpool(_page, res, name, version, browse.count_descriptor_rows, browse.descriptors_page,
+                                   search, DESCRIPTOR_ORDER[order], offset, limit)  # fmt: skip
+    return JSONResponse(body)
+
+
+@router.post("/v1/libraries", dependencies=writes, status_code=202, response_model=None, responses={202: {"model": JobOut}})
+async def upload_library(
+    request: Request,
+    res: ResourcesDep,
+    file: Annotated[UploadFile, File(description="A descriptor library: .json, .jsonl or .csv")],
+    name: Annotated[str, Form(description="Library name (an existing name gets a new version)")],
+    template: Annotated[str, Form(description="Prompt template: paper, bare or a format string")] = "paper",
+    baseline: Annotated[str, Form(description="Class-name prompt for the baseline")] = "a photo of a {class}.",
+    strict: Annotated[bool, Form(description="Refuse prompts over CLIP's 77-token limit")] = False,
+    commit_every: Annotated[int, Form(ge=1, le=1_000_000, description="Prompts embedded and committed at a time")] = 1024,
+    index: Annotated[str | None, Form(max_length=200, description="Retrieval index factory [default: Flat, ClassIVF above 50,000]")] = None,
+) -> JSONResponse:
+    """Validate the file, then ingest it in the background: 202 with the job (poll /v1/jobs/{id})."""
+    check_multipart(request.headers.get("content-type"))
+    data = await read_upload(file, res.settings.limits.max_library_bytes, "a library file")
+    options = {"template": template, "baseline": baseline, "strict": strict, "index_factory": index}
+    record = await run_in_threadpool(start_ingest, res, file.filename or "library", data, name, options, commit_every)
+    return JSONResponse(record, status_code=202, headers={"Location": f"/v1/jobs/{record['id']}"})
+
+
+@router.delete("/v1/libraries/{name}", dependencies=writes, response_model=None, responses={200: {"model": DeletedOut}})
+async def delete_library(res: ResourcesDep, name: str, version: Version = None) -> JSONResponse:
+    """Delete one version, or without ``version`` every version; cached prompt vectors stay."""
+    doomed = await run_in_threadpool(seams.delete_library, res.store, name, version)
+    for info in doomed:
+        res.forget(info.id)
+    return JSONResponse({"library": name, "deleted_versions": [i.version for i in doomed]})
+
+

@@ -1,0 +1,61 @@
+"""Uploaded files, checked against the limits before anything is decoded: the content
+type, the count, bytes per file, and pixels from the image header (a decompression bomb is
+refused before its pixels are allocated); then decoded by the same code the CLI uses."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from fastapi import UploadFile
+from PIL import Image, UnidentifiedImageError
+
+from whyclip.ingest.images import read_image_bytes
+
+from .errors import ApiError
+from .settings import Limits
+
+
+def check_multipart(content_type: str | None) -> None:
+    if not (content_type or "").lower().startswith("multipart/form-data"):
+        raise ApiError(415, f"send a multipart/form-data body (got {content_type or 'no content type'!r})")
+
+
+async def read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
+    """The file's bytes, or a 413 once it passes ``limit`` (read in chunks, never more)."""
+    chunks, size = [], 0
+    while chunk := await upload.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"{upload.filename or what}: over the limit of {limit:,} bytes for {what}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_image_uploads(uploads: list[UploadFile], limits: Limits) -> list[tuple[str, bytes]]:
+    if not uploads:
+        raise ApiError(422, "bad request: image: missing (send one or more 'image' files)")
+    if len(uploads) > limits.max_images:
+        raise ApiError(413, f"{len(uploads)} images in one request; the limit is {limits.max_images}")
+    out = []
+    for i, up in enumerate(uploads):
+        name = up.filename or f"image {i}"
+        out.append((name, await read_upload(up, limits.max_image_bytes, "an image")))
+    return out
+
+
+def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
+    """Decode one uploaded image (run it in a thread): the header's pixel count first."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:
+        raise ApiError(413, f"{name}: far too many pixels for a safe image (a decompression bomb?): downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        width = height = 0  # read_image_bytes names the problem
+    if width * height > max_pixels:
+        raise ApiError(413, f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+                            f"{max_pixels:,} (a decompression bomb?): downscale it first")  # fmt: skip
+    return read_image_bytes(name, data)
