@@ -110,11 +110,13 @@ def test_sigkill_mid_ingest_leaves_nothing_half_visible_and_resumes(tmp_path, ti
     assert (info["name"], info["version"], info["n_descriptors"]) == ("big", 1, 6000)
 
 
-@pytest.mark.parametrize("db", ["sqlite"])  # PostgreSQL: add its URL here once the fixture of issue 9 exists
-def test_two_replicas_share_one_store(tmp_path, tiny_model, db):
+def test_two_replicas_share_one_store(tmp_path, tiny_model, db_url):
+    """Two serve processes on one data directory and one database (SQLite in the home, or
+    PostgreSQL): the same answers, and a version published through one is served by the
+    other without a restart."""
     home = tmp_path / "shared"
     lib = json.dumps({"tree frog": ["protruding eyes", "bright green colour"], "banana": ["yellow peel"]}).encode()
-    with serving(home, tiny_model) as (_, a), serving(home, tiny_model) as (_, b):
+    with serving(home, tiny_model, db_url) as (_, a), serving(home, tiny_model, db_url) as (_, b):
         assert wait_done(a, submit(a, lib, "frogs"))["state"] == "done"
         files = [("image", ("frog.png", FROG)), ("image", ("banana.png", BANANA))]
         from_a = a.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"]

@@ -15,6 +15,7 @@ from whyclip.store.errors import NoStore, WhyclipError
 from whyclip.store.scoring.aggregates import AGGREGATES
 
 from .lifecycle_cli import register as register_lifecycle
+from .json_output import explanation_json
 from .progress import progress_bar
 
 log = logging.getLogger("whyclip")
@@ -231,8 +232,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
                                       compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
                 for exp in results:
                     if as_json:
-                        record = {**exp.to_dict(), "whyclip_version": _version(), "encoder_id": encoder.info.id,
-                                  "precision": getattr(encoder, "precision", "fp32")}  # fmt: skip
+                        record = explanation_json(exp, encoder)
                         click.echo(json.dumps(record, ensure_ascii=False))
                     else:
                         click.echo(("\n" if shown else "") + exp.to_text())
@@ -241,16 +241,6 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
                 bar(start + len(paths[start : start + IMAGE_BATCH]), len(paths))
     if failed:
         ctx.exit(1)
-
-
-def _version() -> str:
-    """The installed whyclip's version (``unknown`` when run from a tree that is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("whyclip")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _readable(paths: list[Path], check) -> tuple[list[Path], int]:

@@ -9,6 +9,9 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from whyclip.ingest.identity import check_library_encoder
+
+from ...json_output import explanation_json
 from ..errors import ERROR_RESPONSES, ApiError
 from ..models import ExplainOut
 from ..resources import ResourcesDep, read_access
@@ -38,11 +41,12 @@ async def explain(
     lib = await run_in_threadpool(res.library, library, version)
     for name in compare or ():
         lib.class_position(name)  # an unknown class: 422 before any image is encoded
-    lib.check_encoder((await run_in_threadpool(lambda: res.encoder)).info.id)
+    encoder = await run_in_threadpool(lambda: res.encoder)
+    check_library_encoder(lib, encoder)  # read only: an old id of this model is accepted, not rewritten
     seconds: dict[str, float] = {}
     names, vectors = await embed_uploads(res, image, seconds)
     t = time.perf_counter()
     results = await run_in_threadpool(lib.explain, vectors, names, aggregate=aggregate, top=top,
                                       compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
     seconds["explain"] = time.perf_counter() - t
-    return JSONResponse({"explanations": [e.to_dict() for e in results], "seconds": seconds})
+    return JSONResponse({"explanations": [explanation_json(e, encoder) for e in results], "seconds": seconds})

@@ -95,9 +95,10 @@ async def upload_library(
 
 
 @router.delete("/v1/libraries/{name}", dependencies=writes, response_model=None, responses={200: {"model": DeletedOut}})
-async def delete_library(res: ResourcesDep, name: str, version: Version = None) -> JSONResponse:
-    """Delete one version, or without ``version`` every version; cached prompt vectors stay."""
-    doomed = await run_in_threadpool(seams.delete_library, res.store, name, version)
+async def delete_library(res: ResourcesDep, name: str, version: Version = None, with_runs: bool = False) -> JSONResponse:
+    """Delete one version, or without ``version`` every version; cached prompt vectors stay.
+    A version with evaluation runs is refused (422) unless ``with_runs=true``."""
+    doomed = await run_in_threadpool(seams.delete_library, res.store, name, version, with_runs)
     for info in doomed:
         res.forget(info.id)
     return JSONResponse({"library": name, "deleted_versions": [i.version for i in doomed]})
