@@ -22,7 +22,6 @@ from whyclip.store.scoring.explanation import (
     Retrieved,
 )
 from whyclip.store.vectors.files import IndexFiles
-from whyclip.store.prompts import render, render_baseline
 from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow
 from whyclip.store.scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
@@ -49,7 +48,7 @@ class Library:
             ).all()
         self.class_ids = [r[0] for r in rows]
         self.class_names = [r[1] for r in rows]
-        self.baseline_prompts = [r[2] or render_baseline(info.baseline_template, r[1]) or "" for r in rows]
+        self.baseline_prompts = [r[2] for r in rows]
         self._position = {n: i for i, n in enumerate(self.class_names)}
 
     @property
@@ -98,12 +97,7 @@ class Library:
             return ()
         with Session(self.engine) as s:
             rows = s.execute(select(DescriptorRow.text, DescriptorRow.prompt).where(self._keys(lo, hi)).order_by(DescriptorRow.id)).all()
-        name = self.class_names[position]
-        return tuple((r[0], self.prompt(name, r[0], r[1])) for r in rows)
-
-    def prompt(self, class_name: str, descriptor: str, stored: str) -> str:
-        """A descriptor's prompt: as stored, or ("") rendered from the library's template."""
-        return stored or render(self.info.template, class_name, descriptor) or ""
+        return tuple((r[0], r[1]) for r in rows)
 
     def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
         """Every descriptor of a class with its similarity and weight, best first."""
@@ -170,7 +164,7 @@ class Library:
                 )
             }
         return [
-            [Retrieved(meta[int(i)][0], meta[int(i)][1], self.prompt(*meta[int(i)]), float(sim), int(i))
+            [Retrieved(*meta[int(i)], float(sim), int(i))
              for sim, i in zip(srow, irow) if i >= 0]
             for srow, irow in zip(sims, ids)
         ]  # fmt: skip

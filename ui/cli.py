@@ -71,8 +71,9 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _store(ctx: click.Context, create: bool) -> Store:
-    return Store.open(ctx.obj["home"], ctx.obj["db"], create=create)
+def _store(ctx: click.Context, create: bool, migrate: bool | None = None) -> Store:
+    """Write commands create (and migrate) the store; read commands only open a current one."""
+    return Store.open(ctx.obj["home"], ctx.obj["db"], create=create, migrate=migrate)
 
 
 @click.group(cls=WhyclipGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -245,7 +246,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
 
-    store = _store(ctx, create=False)
+    store = _store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched)  # before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
@@ -412,6 +413,11 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
+
+
+from .store_cli import migrate  # noqa: E402 - the store's maintenance commands
+
+cli.add_command(migrate)
 
 
 def main() -> None:
