@@ -1,7 +1,8 @@
 """Prompt templates: turn (class, descriptor) into the text CLIP embeds.
 
-The rendering itself (``wordify``, the paper's ``descriptor_sentence``, ``paper_prompt``)
-lives in :mod:`whyclip.store.prompts`, because the store re-derives prompts it does not keep.
+Validation lives here; the rules themselves (``wordify``, the paper's ``descriptor_sentence``,
+every template's rendering) live once, versioned, in :mod:`whyclip.store.prompts`, so that the
+rule version a library records names exactly the code that built its prompts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import string
 
 from whyclip.store.errors import InputError
-from whyclip.store.prompts import descriptor_sentence, paper_prompt, wordify
+from whyclip.store.prompts import build_baseline, build_prompt, descriptor_sentence, paper_prompt, wordify
 
 DEFAULT_TEMPLATE = "paper"
 DEFAULT_BASELINE = "a photo of a {class}."
@@ -42,12 +43,7 @@ class Template:
                 )
 
     def build(self, class_name: str, descriptor: str) -> str:
-        if self.spec == "paper":
-            return paper_prompt(class_name, descriptor)
-        if self.spec == "bare":
-            return descriptor
-        return self.spec.format_map({"class": wordify(class_name), "descriptor": descriptor,
-                                     "which": descriptor_sentence(descriptor)})  # fmt: skip
+        return build_prompt(self.spec, class_name, descriptor)
 
 
 def check_baseline(fmt: str) -> str:
@@ -58,4 +54,4 @@ def check_baseline(fmt: str) -> str:
 
 
 def baseline_prompt(fmt: str, class_name: str) -> str:
-    return fmt.format_map({"class": wordify(class_name)})
+    return build_baseline(fmt, class_name)

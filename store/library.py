@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from whyclip.store.errors import EncoderMismatch, InputError, StoreError
+from whyclip.store.errors import EncoderMismatch, InputError, LibraryNotFound, StoreError
 from whyclip.store.scoring.explanation import (
     BaselineScore,
     ClassScore,
@@ -24,7 +24,6 @@ from whyclip.store.scoring.explanation import (
 )
 from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
-from whyclip.store.prompts import render, render_baseline
 from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow
 from whyclip.store.scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
@@ -51,7 +50,7 @@ class Library:
             ).all()
         self.class_ids = [r[0] for r in rows]
         self.class_names = [r[1] for r in rows]
-        self.baseline_prompts = [r[2] or render_baseline(info.baseline_template, r[1]) or "" for r in rows]
+        self.baseline_prompts = [r[2] for r in rows]
         self._position = {n: i for i, n in enumerate(self.class_names)}
 
     @property
@@ -113,12 +112,12 @@ class Library:
             return ()
         with Session(self.engine) as s:
             rows = s.execute(select(DescriptorRow.text, DescriptorRow.prompt).where(self._keys(lo, hi)).order_by(DescriptorRow.id)).all()
-        name = self.class_names[position]
-        return tuple((r[0], self.prompt(name, r[0], r[1])) for r in rows)
-
-    def prompt(self, class_name: str, descriptor: str, stored: str) -> str:
-        """A descriptor's prompt: as stored, or ("") rendered from the library's template."""
-        return stored or render(self.info.template, class_name, descriptor) or ""
+        if len(rows) != hi - lo:  # the version was deleted while this reader had it loaded
+            raise LibraryNotFound(
+                f"library {self.info.name!r} version {self.info.version} was deleted while in use "
+                f"(class {self.class_names[position]!r} has {len(rows)} of its {hi - lo} descriptor rows): load it again"
+            )
+        return tuple((r[0], r[1]) for r in rows)
 
     def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
         """Every descriptor of a class with its similarity and weight, best first."""
@@ -185,7 +184,7 @@ class Library:
                 )
             }
         return [
-            [Retrieved(meta[int(i)][0], meta[int(i)][1], self.prompt(*meta[int(i)]), float(sim), int(i))
+            [Retrieved(*meta[int(i)], float(sim), int(i))
              for sim, i in zip(srow, irow) if i >= 0]
             for srow, irow in zip(sims, ids)
         ]  # fmt: skip

@@ -1,9 +1,13 @@
-"""Prompt rendering, pure string functions: (class, descriptor) -> the text CLIP embeds.
+"""The prompt rules, versioned: (template, class, descriptor) -> the text CLIP embeds.
 
-They live in the store because the store re-derives prompts: a descriptor row keeps its
-prompt only where rendering the library's template would not give it back (an empty
-``prompt`` means "rendered"), which at a million descriptors saves tens of megabytes.
-``ingest.prompts`` builds prompts with these same functions.
+This is the one implementation of every template rule. Ingest builds prompts through
+:func:`build_prompt` and :func:`build_baseline`; the store keeps each prompt exactly as
+embedded, and each library row names the rule that made its prompts (``prompt_rule``,
+e.g. ``"paper/1"``, from :func:`rule_name`), so nothing is ever re-rendered on read.
+
+A rule, once released, never changes: a change is a new entry in :data:`RULES` and a
+bump of :data:`RULE_VERSION`, and older versions stay here for as long as stores may name
+them (migration 0004 fills prompts that older whyclips left empty with ``RULES[1]``).
 
 ``paper`` reproduces Menon & Vondrick's code (``make_descriptor_sentence`` with the class
 name prepended and ", " between): the tests pin its exact strings, quirks included.
@@ -11,21 +15,81 @@ name prepended and ", " between): the tests pin its exact strings, quirks includ
 
 from __future__ import annotations
 
-import string
+from dataclasses import dataclass
+from typing import Callable
 
-from sqlalchemy import case, func, literal
-from sqlalchemy.sql.elements import ColumnElement
+NAMED = ("paper", "bare")  # templates with a name; anything else is a format string
 
-PAPER_PREFIXES = (
+
+def _wordify_v1(class_name: str) -> str:
+    return class_name.replace("_", " ")
+
+
+_PAPER_PREFIXES_V1 = (
     (("a", "an"), "which is "),
     (("has", "often", "typically", "may", "can"), "which "),
     (("used",), "which is "),
 )
 
 
+def _descriptor_sentence_v1(descriptor: str) -> str:
+    for prefixes, joiner in _PAPER_PREFIXES_V1:
+        if descriptor.startswith(prefixes):
+            return f"{joiner}{descriptor}"
+    return f"which has {descriptor}"
+
+
+def _prompt_v1(template: str, class_name: str, descriptor: str) -> str:
+    if template == "paper":
+        return f"{_wordify_v1(class_name)}, {_descriptor_sentence_v1(descriptor)}"
+    if template == "bare":
+        return descriptor
+    return template.format_map(
+        {"class": _wordify_v1(class_name), "descriptor": descriptor, "which": _descriptor_sentence_v1(descriptor)}
+    )
+
+
+def _baseline_v1(template: str, class_name: str) -> str:
+    return template.format_map({"class": _wordify_v1(class_name)})
+
+
+@dataclass(frozen=True)
+class PromptRules:
+    """One version of the rules: how class names read in prompts, the paper's descriptor
+    sentence, a descriptor prompt from a template, and a baseline prompt."""
+
+    wordify: Callable[[str], str]
+    descriptor_sentence: Callable[[str], str]
+    prompt: Callable[[str, str, str], str]
+    baseline: Callable[[str, str], str]
+
+
+RULES: dict[int, PromptRules] = {
+    # 1: underscores in class names become spaces; the paper's plain, case-sensitive
+    # character prefixes (so "antennae" reads "which is antennae", "canopy" "which canopy");
+    # format strings filled with str.format_map ({class}, {descriptor}, {which}).
+    1: PromptRules(_wordify_v1, _descriptor_sentence_v1, _prompt_v1, _baseline_v1),
+}
+RULE_VERSION = 1  # the rules new libraries are built with
+
+
+def rule_name(template: str, version: int = RULE_VERSION) -> str:
+    """What a library row records in ``prompt_rule``: ``paper/1``, ``bare/1`` or
+    ``format/1`` (a format-string template; its baseline template follows the same version)."""
+    return f"{template if template in NAMED else 'format'}/{version}"
+
+
+def build_prompt(template: str, class_name: str, descriptor: str, version: int = RULE_VERSION) -> str:
+    return RULES[version].prompt(template, class_name, descriptor)
+
+
+def build_baseline(template: str, class_name: str, version: int = RULE_VERSION) -> str:
+    return RULES[version].baseline(template, class_name)
+
+
 def wordify(class_name: str) -> str:
     """Class names as the paper's code writes them into prompts: underscores become spaces."""
-    return class_name.replace("_", " ")
+    return RULES[RULE_VERSION].wordify(class_name)
 
 
 def descriptor_sentence(descriptor: str) -> str:
@@ -34,71 +98,8 @@ def descriptor_sentence(descriptor: str) -> str:
     So "antennae" reads "which is antennae" (it starts with "a") and "canopy" reads
     "which canopy" (it starts with "can"): the published quirk, kept for fidelity.
     """
-    for prefixes, joiner in PAPER_PREFIXES:
-        if descriptor.startswith(prefixes):
-            return f"{joiner}{descriptor}"
-    return f"which has {descriptor}"
+    return RULES[RULE_VERSION].descriptor_sentence(descriptor)
 
 
 def paper_prompt(class_name: str, descriptor: str) -> str:
-    return f"{wordify(class_name)}, {descriptor_sentence(descriptor)}"
-
-
-def _plain_fields(spec: str) -> list[tuple[str, str | None]] | None:
-    """(literal, field) pieces of a format string whose fields are bare ``{class}``,
-    ``{descriptor}`` or ``{which}``; None when it has anything else (a conversion, a format spec)."""
-    try:
-        pieces = list(string.Formatter().parse(spec))
-    except ValueError:
-        return None
-    for _, name, fmt, conversion in pieces:
-        if name is not None and (name not in ("class", "descriptor", "which") or fmt or conversion):
-            return None
-    return [(literal_text, name) for literal_text, name, _, _ in pieces]
-
-
-def render(template: str, class_name: str, descriptor: str) -> str | None:
-    """The prompt the template ``bare``, ``paper`` or a plain format string gives; None
-    for a template the store does not render (its prompts are then stored)."""
-    if template == "paper":
-        return paper_prompt(class_name, descriptor)
-    if template == "bare":
-        return descriptor
-    pieces = _plain_fields(template)
-    if pieces is None:
-        return None
-    values = {"class": wordify(class_name), "descriptor": descriptor, "which": descriptor_sentence(descriptor)}
-    return "".join(lit + (values[name] if name else "") for lit, name in pieces)
-
-
-def render_baseline(template: str, class_name: str) -> str | None:
-    """The class-name prompt a baseline template with one ``{class}`` field gives."""
-    pieces = _plain_fields(template)
-    if pieces is None or any(name in ("descriptor", "which") for _, name in pieces):
-        return None
-    return "".join(lit + (wordify(class_name) if name else "") for lit, name in pieces)
-
-
-def render_sql(template: str, class_name: ColumnElement, descriptor: ColumnElement) -> ColumnElement | None:
-    """:func:`render` as a SQL expression over the class-name and descriptor columns (for
-    searching prompts in the database); None where :func:`render` gives None."""
-    word = func.replace(class_name, "_", " ")
-    whens = [
-        (func.substr(descriptor, 1, len(prefix)) == prefix, literal(joiner))
-        for prefixes, joiner in PAPER_PREFIXES
-        for prefix in prefixes
-    ]
-    which = case(*whens, else_=literal("which has ")) + descriptor
-    if template == "paper":
-        return word + literal(", ") + which
-    if template == "bare":
-        return descriptor
-    pieces = _plain_fields(template)
-    if pieces is None:
-        return None
-    out: ColumnElement = literal("")
-    for lit, name in pieces:
-        out = out + literal(lit) if lit else out
-        if name:
-            out = out + {"class": word, "descriptor": descriptor, "which": which}[name]
-    return out
+    return build_prompt("paper", class_name, descriptor)

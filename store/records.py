@@ -42,6 +42,7 @@ class LibraryInfo:
     recall_at_10: float
     index_params: dict = field(default_factory=dict)  # e.g. ClassIVF's calibrated probe
     first_descriptor_id: int | None = None  # None: a version written before schema 2
+    prompt_rule: str = ""  # the versioned rule that built its prompts, e.g. "paper/1"
 
 
 @dataclass

@@ -116,11 +116,14 @@ def test_classes_from_text_json_csv_and_a_library(tmp_path):
         read_classes(tmp_path / "f.json")
 
 
-def test_the_answer_cache_keeps_the_first_answer_and_a_version_3_store_gains_it(store):
+def test_the_answer_cache_keeps_the_first_answer_and_an_older_store_gains_it(store):
+    """A store at revision 0004 (before the answer cache) is refused by reads, and a write
+    open adds the table (revision 0005)."""
     from sqlalchemy import inspect, text
 
     from whyclip.store import Store
-    from whyclip.store.db import llm_cache, schema
+    from whyclip.store.db import llm_cache, migrations
+    from whyclip.store.errors import StoreError
 
     now = dt.datetime.now(dt.timezone.utc)
     first = llm_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {"temperature": 0.0}, "- a", "list", now)
@@ -129,11 +132,13 @@ def test_the_answer_cache_keeps_the_first_answer_and_a_version_3_store_gains_it(
     assert llm_cache.lookup(store, ["k" * 64, "z" * 64])["k" * 64].answer == "- a"
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE llm_answers"))
-        conn.execute(text("UPDATE meta SET value = '3' WHERE key = 'schema_version'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
     store.engine.dispose()
-    reopened = Store.open(store.home, create=False)
+    with pytest.raises(StoreError, match="whyclip migrate"):
+        Store.open(store.home, create=False)
+    reopened = Store.open(store.home)
     with reopened.engine.connect() as conn:
-        assert schema.schema_version(conn) == 4 and "llm_answers" in inspect(conn).get_table_names()
+        assert migrations.current_revision(conn) == "0005" and "llm_answers" in inspect(conn).get_table_names()
 
 
 def test_clean_writes_a_cleaned_copy_and_the_report(tmp_path):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import ROOT, shared_file
+from whyclip.ingest.prompts import Template
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +75,7 @@ def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_mode
     # the stored vector of a sample of rows is the embedding of that row's prompt
     encoder = load_encoder(str(tiny_model))
     sample = lib.ids[::25]
-    prompts = [lib.prompt(classes[rows[int(i)].class_id].name, rows[int(i)].text, rows[int(i)].prompt) for i in sample]
+    prompts = [rows[int(i)].prompt for i in sample]  # stored exactly as embedded
     fresh, norms = encoder.embed_texts(prompts)
     stored = lib.vectors[::25]
     np.testing.assert_allclose(np.sum(fresh * stored, axis=1), 1.0, atol=1e-4)
@@ -82,7 +83,8 @@ def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_mode
     tolerance = 1e-4 if encoder.precision == "fp32" else 3e-3
     np.testing.assert_allclose(norms, lib.files.norms[::25], rtol=tolerance)
     assert prompts[0].startswith("Abyssinian, which")
-    assert rows[int(lib.ids[0])].prompt == ""  # the paper's template renders it: not stored
+    assert prompts[0] == Template("paper").build(classes[rows[int(lib.ids[0])].class_id].name, rows[int(lib.ids[0])].text)
+    assert lib.info.prompt_rule == "paper/1"
 
 
 def test_a_library_refuses_another_encoder(pets_store, tmp_path):

@@ -261,27 +261,6 @@ def test_a_bad_index_factory_is_refused_before_anything_is_written(store):
     assert store.libraries() == []
 
 
-def test_a_version_1_store_gains_the_eval_tables_and_keeps_its_libraries(tmp_path):
-    """Stores written before evaluation runs existed (schema version 1) are migrated in place."""
-    from sqlalchemy import inspect, text
-
-    from whyclip.store.db import schema
-
-    home = tmp_path / "old"
-    store = Store.open(home)
-    ingest_library(store, {"frog": ["green"]}, "old", FakeEncoder(["green"]))
-    with store.engine.begin() as conn:
-        for table in reversed(schema.EVAL_TABLES):
-            conn.execute(text(f"DROP TABLE {table}"))
-        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
-    store.engine.dispose()
-    reopened = Store.open(home, create=False)
-    with reopened.engine.connect() as conn:
-        assert schema.schema_version(conn) == len(schema.MIGRATIONS) == 4
-        assert set(schema.EVAL_TABLES) <= set(inspect(conn).get_table_names())
-    assert reopened.load("old").class_names == ["frog"]
-
-
 def test_a_database_missing_columns_is_refused_in_one_line(tmp_path):
     from sqlalchemy import text
 
@@ -335,14 +314,14 @@ def test_index_files_of_the_first_layout_are_still_read(store):
                                                     ("{descriptor!r} of {class:>12}", "{class!r}"),
                                                     ("A photo of a {class}, {which}.", "A photo of a {class}.")])  # fmt: skip
 def test_prompts_rendered_from_the_template_read_back_as_built(store, template, baseline):
-    """Prompts are stored only where the template would not render them; every reader
+    """Prompts are stored exactly as embedded, with the rule that built them; every reader
     (evidence, retrieval, browsing and its search) sees the prompt the encoder embedded."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
     from whyclip.ingest.prompts import Template, baseline_prompt
     from whyclip.store.db import browse
-    from whyclip.store.db.schema import DescriptorRow
+    from whyclip.store.db.schema import ClassRow, DescriptorRow
 
     lib = {"tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"], "cat": ["whiskers"]}
     ingest_library(store, lib, "p", FakeEncoder(), template=template, baseline=baseline)
@@ -358,53 +337,13 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     (exp,) = loaded.explain(loaded.vectors[:1], retrieve=6)
     assert all(h.prompt == expected[(h.class_name, h.descriptor)] for h in exp.retrieved)
     with Session(store.engine) as s:
-        stored = s.scalars(select(DescriptorRow.prompt).where(DescriptorRow.library_id == loaded.info.id)).all()
-    assert all(p == "" for p in stored) == ("!r" not in template)
+        stored = s.execute(select(ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
+                           .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
+                           .where(DescriptorRow.library_id == loaded.info.id)).all()  # fmt: skip
+        baselines = s.scalars(select(ClassRow.baseline_prompt).where(ClassRow.library_id == loaded.info.id)
+                              .order_by(ClassRow.position)).all()  # fmt: skip
+    assert {(c, d): p for c, d, p in stored} == expected and baselines == want_baselines
+    assert loaded.info.prompt_rule == (f"{template}/1" if template in ("paper", "bare") else "format/1")
     for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):
         want = sorted(d for (c, d), p in expected.items() if term.lower() in p.lower())
         assert sorted(r["descriptor"] for r in browse.descriptors_page(store, loaded.info, term)) == want, term
-
-
-def test_a_schema_1_database_is_migrated_and_its_libraries_still_load(tmp_path):
-    """Migrations 2 and 3 bring a schema-1 database up to date: eval tables, columns added,
-    two descriptor indexes and the norm column dropped, libraries written before still readable."""
-    from sqlalchemy import create_engine, inspect, text
-
-    from whyclip.store.db import schema
-
-    store = Store.open(tmp_path)
-    ingest_library(store, LIB, "frogs", FakeEncoder())
-    engine = create_engine(f"sqlite:///{tmp_path / 'whyclip.db'}")
-    with engine.begin() as conn:  # back to schema 1 (as far as migration 2 can tell)
-        conn.execute(text("ALTER TABLE descriptors ADD COLUMN norm FLOAT NOT NULL DEFAULT 1.0"))
-        conn.execute(text("CREATE INDEX ix_descriptors_class_position ON descriptors (class_id, position)"))
-        conn.execute(text("CREATE INDEX ix_descriptors_library_id ON descriptors (library_id)"))
-        conn.execute(text("ALTER TABLE libraries DROP COLUMN index_params"))
-        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
-    engine.dispose()
-    reopened = Store.open(tmp_path, create=False)
-    with reopened.engine.connect() as conn:
-        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == str(len(schema.MIGRATIONS))
-        found = inspect(conn)
-        assert {i["name"] for i in found.get_indexes("descriptors")} == {"ix_descriptors_library_text"}
-        assert "norm" not in {c["name"] for c in found.get_columns("descriptors")}
-        assert "index_params" in {c["name"] for c in found.get_columns("libraries")}
-    assert reopened.load("frogs").class_names == ["tree frog", "tailed frog", "empty"]
-
-
-def test_opening_a_database_another_process_just_created_is_fine(tmp_path, monkeypatch):
-    """A reader that finds an empty schema, then loses the race to create it, opens the
-    database the winner created."""
-    from whyclip.store.db import schema
-
-    first = Store.open(tmp_path)
-    real = schema.schema_version
-    calls = []
-
-    def stale_then_real(conn):  # the reader looked (twice) before the other process committed
-        calls.append(1)
-        return 0 if len(calls) <= 2 else real(conn)
-
-    monkeypatch.setattr(schema, "schema_version", stale_then_real)
-    again = Store.open(tmp_path, create=False)  # its own initialisation fails: the store id exists
-    assert again.store_id == first.store_id and len(calls) == 3

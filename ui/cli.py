@@ -73,10 +73,11 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _store(ctx: click.Context, create: bool):
+def _store(ctx: click.Context, create: bool, migrate: bool | None = None):
+    """Write commands create (and migrate) the store; read commands only open a current one."""
     from whyclip.store import Store  # not at import: `whyclip --help` loads no SQLAlchemy
 
-    return Store.open(ctx.obj["home"], ctx.obj["db"], create=create)
+    return Store.open(ctx.obj["home"], ctx.obj["db"], create=create, migrate=migrate)
 
 
 @click.group(cls=WhyclipGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -288,7 +289,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
 
-    store = _store(ctx, create=False)
+    store = _store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched)  # before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
@@ -472,6 +473,10 @@ def _register_serve() -> None:
 
 
 _register_serve()
+
+from .store_cli import migrate  # noqa: E402 - the store's maintenance commands
+
+cli.add_command(migrate)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.store import LibraryInfo, Store
-from whyclip.store.prompts import render, render_baseline, render_sql
 from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
@@ -41,9 +40,7 @@ def _descriptor_rows(info: LibraryInfo, search: str, order: str = "label order")
     else:  # the version's key range alone (SQLite would prefer the (library, text) index): walks the key
         q = q.where(DescriptorRow.id.between(info.first_descriptor_id, info.first_descriptor_id + info.n_descriptors - 1))
     if search.strip():
-        rendered = render_sql(info.template, ClassRow.name, DescriptorRow.text)
-        prompt = DescriptorRow.prompt if rendered is None else func.coalesce(func.nullif(DescriptorRow.prompt, ""), rendered)
-        q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(prompt, search)))
+        q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(DescriptorRow.prompt, search)))
     return q
 
 
@@ -86,7 +83,7 @@ def descriptors_page(store: Store, info: LibraryInfo, search: str = "", order: s
     with Session(store.engine) as s:
         rows = s.execute(_descriptor_rows(info, search, order).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
     return [{"class": r.name, "label": r.position, "descriptor": r.text,
-             "prompt": r.prompt or render(info.template, r.name, r.text) or "",
+             "prompt": r.prompt,
              "classes sharing it": r.shared, "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
 
 
@@ -96,7 +93,7 @@ def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str =
     with Session(store.engine) as s:
         rows = s.execute(_class_rows(info, search).order_by(*CLASS_ORDERS[order]).offset(offset).limit(limit)).all()
     return [{"label": r.position, "class": r.name, "descriptors": r.n_descriptors,
-             "baseline prompt": r.baseline_prompt or render_baseline(info.baseline_template, r.name) or ""}
+             "baseline prompt": r.baseline_prompt}
             for r in rows]  # fmt: skip
 
 

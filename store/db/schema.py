@@ -1,4 +1,5 @@
-"""The metadata schema (SQLAlchemy) and its ordered migrations.
+"""The metadata schema (SQLAlchemy models). Its history, revision by revision, is in
+:mod:`whyclip.store.db.migrations` (Alembic); the models here are always its head.
 
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
 *version*), ``classes`` and ``descriptors``, the embedding cache, evaluation runs
@@ -11,8 +12,6 @@ its key without a lookup. Library vectors live in index files, not in the databa
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Callable
 
 from sqlalchemy import (
     Boolean,
@@ -25,15 +24,34 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    TypeDecorator,
     inspect,
-    select,
-    text,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 READY = "ready"
 BUILDING = "building"
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware datetime, stored in UTC. SQLite keeps no offset and gives naive
+    datetimes back; every datetime read through this type is aware, in UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store keeps timezone-aware times")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -56,7 +74,7 @@ class LibraryRow(Base):
     name: Mapped[str] = mapped_column(String(200), index=True)
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=BUILDING)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     encoder_id: Mapped[str] = mapped_column(String(300))
     encoder_name: Mapped[str] = mapped_column(Text)
     dim: Mapped[int] = mapped_column(Integer)
@@ -76,6 +94,9 @@ class LibraryRow(Base):
     # first descriptor: its descriptors have keys first_descriptor_id + position in label order
     index_params: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     first_descriptor_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    # revision 0004: the versioned rule that built the prompts (whyclip.store.prompts.rule_name);
+    # nullable only because SQLite cannot add a NOT NULL column without a default
+    prompt_rule: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class ClassRow(Base):
@@ -86,7 +107,7 @@ class ClassRow(Base):
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(Text)
-    baseline_prompt: Mapped[str] = mapped_column(Text)  # "" (schema 2): the baseline template renders it
+    baseline_prompt: Mapped[str] = mapped_column(Text)  # exactly as embedded
     n_descriptors: Mapped[int] = mapped_column(Integer)
 
 
@@ -102,7 +123,7 @@ class DescriptorRow(Base):
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
-    prompt: Mapped[str] = mapped_column(Text)  # "" (schema 2): the library's template renders it
+    prompt: Mapped[str] = mapped_column(Text)  # exactly as embedded (revision 0004 filled the "" of older stores)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     shared: Mapped[int] = mapped_column(Integer, default=1)  # classes in the library with this text
 
@@ -144,7 +165,7 @@ class EvalRunRow(Base):
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
     library_name: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     dataset: Mapped[str] = mapped_column(Text)
     encoder_key: Mapped[str] = mapped_column(String(300))
     n_images: Mapped[int] = mapped_column(Integer)
@@ -185,49 +206,6 @@ class EvalResultRow(Base):
 EVAL_TABLES = ("eval_runs", "eval_images", "eval_results")
 
 
-def _initial(conn: Connection) -> None:
-    Base.metadata.create_all(conn)
-    conn.execute(Meta.__table__.insert(), [{"key": "store_id", "value": uuid.uuid4().hex}])
-
-
-# Ordered migrations: entry i brings the schema from version i to i + 1. Append, never edit.
-# Migration 1 creates the *current* tables, so every later one must be idempotent (checkfirst).
-def _eval_tables(conn: Connection) -> None:
-    """Version 2: evaluation runs (a store created at version 2 already has them)."""
-    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in EVAL_TABLES], checkfirst=True)
-
-
-def _contiguous_keys(conn: Connection) -> None:
-    """Version 3: libraries record their retrieval parameters and first descriptor key;
-    descriptors lose the (class, position) and (library) indexes and the norm column (the index files have
-    the norms), and may leave their prompt, as classes their baseline prompt, to the template (``""``). Idempotent, because ``_initial`` creates
-    tables from the current models, which already have these changes."""
-    have = {c["name"] for c in inspect(conn).get_columns("libraries")}
-    if "index_params" not in have:
-        conn.execute(text("ALTER TABLE libraries ADD COLUMN index_params TEXT"))
-    if "first_descriptor_id" not in have:
-        conn.execute(text("ALTER TABLE libraries ADD COLUMN first_descriptor_id INTEGER"))
-    conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_class_position"))
-    conn.execute(text("DROP INDEX IF EXISTS ix_descriptors_library_id"))
-    if "norm" in {c["name"] for c in inspect(conn).get_columns("descriptors")}:  # kept in descriptor_norms.npy
-        conn.execute(text("ALTER TABLE descriptors DROP COLUMN norm"))
-
-
-def _llm_answers(conn: Connection) -> None:
-    """Version 4: the LLM answer cache of ``whyclip generate`` (``llm_answers``)."""
-    Base.metadata.create_all(conn, tables=[Base.metadata.tables["llm_answers"]], checkfirst=True)
-
-
-MIGRATIONS: list[Callable[[Connection], None]] = [_initial, _eval_tables, _contiguous_keys, _llm_answers]
-
-
-def schema_version(conn: Connection) -> int:
-    if not inspect(conn).has_table("meta"):
-        return 0
-    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
-    return int(row[0]) if row else 0
-
-
 def missing_columns(conn: Connection) -> list[str]:
     """``table.column`` for every column the models have and the database lacks (a database
     written by an unreleased development version)."""
@@ -238,21 +216,6 @@ def missing_columns(conn: Connection) -> list[str]:
             have = {c["name"] for c in found.get_columns(table.name)}
             out += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
     return out
-
-
-def migrate(conn: Connection) -> None:
-    """Apply every migration not yet applied, in order, inside the caller's transaction."""
-    current = schema_version(conn)
-    for step in MIGRATIONS[current:]:
-        step(conn)
-    if current < len(MIGRATIONS):
-        table = Meta.__table__
-        if current == 0:
-            conn.execute(table.insert(), [{"key": "schema_version", "value": str(len(MIGRATIONS))}])
-        else:
-            conn.execute(
-                table.update().where(table.c.key == "schema_version").values(value=str(len(MIGRATIONS)))
-            )
 
 
 class LLMAnswerRow(Base):
@@ -269,4 +232,4 @@ class LLMAnswerRow(Base):
     parameters: Mapped[str] = mapped_column(Text)  # JSON: temperature, max_tokens, structured, sample
     answer: Mapped[str] = mapped_column(Text)  # the raw content of the answer ("" when empty)
     mode: Mapped[str] = mapped_column(String(32))  # "list", "structured" or "list-fallback"
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -20,14 +20,14 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from whyclip.store.db import schema
-from whyclip.store.db.engine import make_engine
+from whyclip.store.db import migrations, schema
+from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
 from whyclip.store.vectors.files import build_retrieval, choose_factory, measure_recall, read_index_files, write_index_files
-from whyclip.store.prompts import render, render_baseline
+from whyclip.store.prompts import rule_name
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
 from whyclip.store.scoring import AGGREGATES, build_class_matrices
@@ -46,7 +46,7 @@ def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
         n_prompts=row.n_prompts, n_empty_classes=n_empty, source=row.source,
         source_sha256=row.source_sha256, index_key=row.index_key, index_factory=row.index_factory,
         recall_at_10=row.recall_at_10, index_params=json.loads(row.index_params or "{}"),
-        first_descriptor_id=row.first_descriptor_id,
+        first_descriptor_id=row.first_descriptor_id, prompt_rule=row.prompt_rule or "",
     )  # fmt: skip
 
 
@@ -59,62 +59,139 @@ def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
     return out
 
 
-def _migrate(engine: Engine, create: bool) -> str:
-    """Bring the schema up to date and return the store id. Another process may be creating
-    or migrating the same database at this moment (an ingest starting while a reader opens
-    its home): if our attempt fails and the schema is current afterwards, that is fine."""
+SQLITE_NEEDED = (3, 35)  # RETURNING (writes) and DROP COLUMN (migrations)
+
+
+def _check_sqlite(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        return
+    have = engine.dialect.dbapi.sqlite_version_info
+    if tuple(have[:2]) < SQLITE_NEEDED:
+        raise StoreError(
+            f"whyclip needs SQLite {'.'.join(map(str, SQLITE_NEEDED))} or newer, and this Python has "
+            f"{'.'.join(map(str, have))}: use a Python built with a newer SQLite, or a PostgreSQL --db"
+        )
+
+
+def _newer(where: str, exc: migrations.NewerStore) -> StoreError:
+    return StoreError(f"the whyclip database at {where} was written by a newer whyclip (revision {exc.revision}): upgrade whyclip")
+
+
+def _store_id(conn) -> str:
+    return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+
+
+def migrate_store(engine: Engine, where: str) -> tuple[str, migrations.State]:
+    """Bring the schema up to date, all or nothing, and return the store id and the state
+    before. Migrators queue on the write lock (``BEGIN IMMEDIATE``, a PostgreSQL advisory
+    lock): a process that opens a database another is creating or migrating waits, then
+    finds it current and applies nothing."""
     try:
-        with engine.begin() as conn:
-            if create or schema.schema_version(conn) < len(schema.MIGRATIONS):
-                schema.migrate(conn)
-            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
-    except Exception:
-        with engine.begin() as conn:
-            if schema.schema_version(conn) < len(schema.MIGRATIONS):
-                raise
-            return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
+        with begin_write(engine) as conn:
+            before = migrations.upgrade(conn)
+            return _store_id(conn), before
+    except migrations.NewerStore as exc:
+        raise _newer(where, exc) from None
+    except StoreError:
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"migrating the whyclip database at {where} failed and changed nothing: {reason}") from None
+
+
+def schema_state(engine: Engine, where: str) -> migrations.State:
+    """Where the database's schema stands and what migrating would apply; writes nothing."""
+    with engine.connect() as conn:
+        try:
+            return migrations.state(conn)
+        except migrations.NewerStore as exc:
+            raise _newer(where, exc) from None
+
+
+def _check_current(engine: Engine, where: str, home: Path) -> str:
+    """A read command's open: the store id of an up-to-date database; otherwise one line
+    saying what to run. Writes nothing."""
+    st = schema_state(engine, where)
+    with engine.connect() as conn:
+        if st.current is None:
+            raise NoStore(f"no whyclip data at {home} yet: run 'whyclip ingest FILE --library NAME' first")
+        if not st.up_to_date:
+            raise StoreError(
+                f"the whyclip database at {where} was written by an older whyclip (revision {st.current}, this one "
+                f"uses {st.head}): run 'whyclip migrate' (a backup is not needed: it is all or nothing)"
+            )
+        return _store_id(conn)
+
+
+def _locate(home: str | Path | None, db_url: str | None, create: bool) -> tuple[Path, str]:
+    """The home folder and database URL; without ``create``, a missing SQLite file is refused."""
+    home_path = resolve_home(home)
+    url = resolve_db_url(home_path, db_url)
+    if url.startswith("sqlite") and not create:
+        if not Path(url.split("///", 1)[-1]).is_file():
+            raise NoStore(
+                f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
+                "first, or point --home / WHYCLIP_HOME at your data directory"
+            )
+    if create:
+        home_path.mkdir(parents=True, exist_ok=True)
+    return home_path, url
+
+
+def read_schema_state(home: str | Path | None = None, db_url: str | None = None) -> migrations.State:
+    """Where an existing store's schema stands and what migrating it would apply; writes nothing."""
+    _, url = _locate(home, db_url, create=False)
+    engine = make_engine(url)
+    try:
+        _check_sqlite(engine)
+        return schema_state(engine, engine.url.render_as_string(hide_password=True))
+    finally:
+        engine.dispose()
 
 
 class Store:
     """Libraries in a database (SQLite in ``home`` by default) plus index files in ``home``."""
 
-    def __init__(self, engine: Engine, home: Path, store_id: str):
+    def __init__(self, engine: Engine, home: Path, store_id: str, migration: migrations.State | None = None):
         self.engine = engine
         self.home = home
         self.store_id = store_id
+        self.migration = migration  # where the schema stood before this open migrated it (write opens)
 
     @classmethod
-    def open(cls, home: str | Path | None = None, db_url: str | None = None, *, create: bool = True) -> Store:
-        """Open (and with ``create``, initialise) the store. Read-only callers pass
-        ``create=False`` so that a typo'd home never leaves an empty database behind."""
-        home_path = resolve_home(home)
-        url = resolve_db_url(home_path, db_url)
-        is_sqlite = url.startswith("sqlite")
-        if is_sqlite and not create:
-            db_file = url.split("///", 1)[-1]
-            if not Path(db_file).is_file():
-                raise NoStore(
-                    f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
-                    "first, or point --home / WHYCLIP_HOME at your data directory"
-                )
-        if create:
-            home_path.mkdir(parents=True, exist_ok=True)
+    def open(cls, home: str | Path | None = None, db_url: str | None = None, *, create: bool = True,
+             migrate: bool | None = None) -> Store:
+        """Open the store. Write commands pass ``create`` (the default): the database is
+        created or migrated as needed. Read commands pass ``create=False``: a missing or
+        out-of-date store is refused in one line, so a typo'd home leaves nothing behind and
+        reading never migrates. ``migrate=True`` with ``create=False`` migrates an existing
+        store without creating one (``whyclip migrate``, ``whyclip eval``)."""
+        migrate = create if migrate is None else migrate
+        home_path, url = _locate(home, db_url, create)
         engine = make_engine(url)
+        where = engine.url.render_as_string(hide_password=True)
         try:
-            store_id = _migrate(engine, create)
+            _check_sqlite(engine)
+            before = None
+            if migrate:
+                store_id, before = migrate_store(engine, where)
+            else:
+                store_id = _check_current(engine, where, home_path)
             with engine.connect() as conn:
                 missing = schema.missing_columns(conn)
             if missing:
                 raise StoreError(
-                    f"the whyclip database at {url} lacks {', '.join(missing[:3])}"
+                    f"the whyclip database at {where} lacks {', '.join(missing[:3])}"
                     f"{' and more' if len(missing) > 3 else ''}: it was written by an incompatible development "
                     "version; move it aside and re-ingest your libraries"
                 )
         except StoreError:
+            engine.dispose()
             raise
         except Exception as exc:
-            raise StoreError(f"cannot open the whyclip database at {url}: {exc}") from None
-        return cls(engine, home_path, store_id)
+            engine.dispose()
+            raise StoreError(f"cannot open the whyclip database at {where}: {exc}") from None
+        return cls(engine, home_path, store_id, before)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -210,8 +287,8 @@ class Store:
         """Phase two: the version's rows, ready, in one transaction that holds the write
         lock from its first statement, so the version number and the descriptor keys read
         here are this writer's alone: keys are contiguous in label order, and a position
-        maps to its row without a lookup table. A prompt the library's template renders is
-        stored as ""."""
+        maps to its row without a lookup table. Prompts are stored exactly as embedded, with
+        the name of the rule that built them."""
         n_descriptors = sum(len(c.prompts) for c in draft.classes)
         with write_session(self.engine, f"publish library {draft.name!r}") as s:
             version = next_version(s, draft.name)
@@ -221,6 +298,7 @@ class Store:
                 created_at=dt.datetime.now(dt.timezone.utc), encoder_id=draft.encoder.id,
                 encoder_name=draft.encoder.name, dim=draft.encoder.dim, logit_scale=float(draft.encoder.logit_scale),
                 template=draft.template, baseline_template=draft.baseline_template,
+                prompt_rule=rule_name(draft.template),
                 aggregate=draft.aggregate, n_classes=len(draft.classes), n_descriptors=n_descriptors,
                 n_prompts=len(draft.prompt_rows), source=draft.source, source_sha256=draft.source_sha256,
                 index_key=key, recall_at_10=recall_at_10, first_descriptor_id=first, **index,
@@ -231,15 +309,14 @@ class Store:
                 insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
                 [
                     {"library_id": row.id, "position": i, "name": c.name, "n_descriptors": len(c.prompts),
-                     "baseline_prompt": "" if render_baseline(draft.baseline_template, c.name) == c.baseline_prompt
-                     else c.baseline_prompt}
+                     "baseline_prompt": c.baseline_prompt}
                     for i, c in enumerate(draft.classes)
                 ],
             ).all() if draft.classes else []  # fmt: skip
             shared = _shared_texts(draft.classes)
             params = [
                 {"library_id": row.id, "class_id": cid, "position": j, "text": text, "truncated": bool(trunc),
-                 "prompt": "" if render(draft.template, c.name, text) == prompt else prompt, "shared": len(shared[text])}
+                 "prompt": prompt, "shared": len(shared[text])}
                 for cid, c in zip(class_ids, draft.classes)
                 for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
             ]  # fmt: skip
