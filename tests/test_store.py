@@ -347,3 +347,12 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):
         want = sorted(d for (c, d), p in expected.items() if term.lower() in p.lower())
         assert sorted(r["descriptor"] for r in browse.descriptors_page(store, loaded.info, term)) == want, term
+
+
+def test_a_version_beyond_any_integer_column_is_one_line_not_an_overflow(store):
+    """Found by schemathesis: version=2**63 reached SQLite and overflowed (a 500)."""
+    ingest_library(store, {"frog": ["green"]}, "frogs", FakeEncoder(["green"]))
+    for bad in (0, -1, 2**31, 2**63):
+        with pytest.raises(LibraryNotFound, match="versions are numbered"):
+            store.library("frogs", bad)
+    assert store.library("frogs", 1).version == 1

@@ -35,6 +35,7 @@ from whyclip.store.scoring import AGGREGATES, build_class_matrices
 __all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
 
 log = logging.getLogger(__name__)
+MAX_VERSION = 2**31 - 1  # library versions are 32-bit integers in every database whyclip supports
 
 
 def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
@@ -212,6 +213,9 @@ class Store:
             return [_info(r, self._n_empty(s, r.id)) for r in rows]
 
     def library(self, name: str, version: int | None = None) -> LibraryInfo:
+        if version is not None and not 1 <= version <= MAX_VERSION:  # the database could not even compare it
+            raise LibraryNotFound(f"no library {name!r} version {version}: versions are numbered 1, 2, ... "
+                                  "(see 'whyclip libraries --all')")  # fmt: skip
         with Session(self.engine) as s:
             q = select(LibraryRow).where(LibraryRow.name == name, LibraryRow.status == schema.READY)
             if version is not None:

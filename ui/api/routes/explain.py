@@ -27,7 +27,7 @@ async def explain(
     res: ResourcesDep,
     image: Annotated[list[UploadFile], File(description="One or more image files")],
     library: Annotated[str, Form(description="Library to explain with")],
-    version: Annotated[int | None, Form(ge=1, description="Library version [default: newest]")] = None,
+    version: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="Library version [default: newest]")] = None,
     top: Annotated[int, Form(ge=1, le=1000, description="Classes to show, with all their descriptors")] = 5,
     aggregate: Annotated[str | None, Form(description="mean, centroid, max or topk [default: the library's]")] = None,
     compare: Annotated[list[str] | None, Form(description="Two class names to contrast [default: the top two]")] = None,

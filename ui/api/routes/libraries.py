@@ -21,7 +21,8 @@ from .ingest_job import start_ingest
 router = APIRouter(tags=["libraries"], responses=ERROR_RESPONSES)
 reads = [Depends(read_access)]
 writes = [Depends(write_access)]
-Version = Annotated[int | None, Query(ge=1, description="Library version [default: newest]")]
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in every database whyclip supports
+Version = Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="Library version [default: newest]")]
 Search = Annotated[str, Query(max_length=200, description="Case-insensitive substring of class, descriptor or prompt")]
 Offset = Annotated[int, Query(ge=0, le=100_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]

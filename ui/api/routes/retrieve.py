@@ -27,7 +27,7 @@ async def retrieve(
     image: Annotated[UploadFile | None, File(description="An image query (or send text)")] = None,
     text: Annotated[str | None, Form(description="A text query, embedded by the text encoder (or send an image)")] = None,
     k: Annotated[int, Form(ge=1, le=1000, description="Descriptors to return")] = 10,
-    version: Annotated[int | None, Form(ge=1, description="Library version [default: newest]")] = None,
+    version: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="Library version [default: newest]")] = None,
 ) -> JSONResponse:
     """Which descriptors in the whole library match the query best (FAISS or the exact scan)."""
     check_multipart(request.headers.get("content-type"))
