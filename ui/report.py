@@ -58,7 +58,8 @@ def to_text(a: dict) -> str:
     d = a["controls"]["deletion"]
     if d.get("images"):
         out.append(
-            f"deletion ({d['images']} images): removing the top {d['k']} descriptors of the predicted class drops its score by "
+            f"how much the explanation's top {d['k']} descriptors carry ({d['images']} images; a measurement, not a test): "
+            f"removing them from the predicted class drops its score by "
             f"{d['score_drop_top']:.4f} and accuracy to {pct(d['accuracy_top_removed'])}; {d['k']} random ones: "
             f"{d['score_drop_random']:.4f}, {pct(d['accuracy_random_removed'])} (before: {pct(d['accuracy_before'])})"
         )

@@ -237,6 +237,13 @@ def _outcome(case: tuple, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return old - new, winner == truth
 
 
+def random_keep_masks(rng: np.random.Generator, draws: int, rows: int, n: int, k: int) -> np.ndarray:
+    """(draws, rows, n) masks keeping all but exactly ``k`` descriptors, chosen uniformly at
+    random per row and draw (the ``k`` smallest of random keys are dropped, by rank)."""
+    ranks = np.argsort(np.argsort(rng.random((draws, rows, n)), axis=2), axis=2)
+    return ranks >= k
+
+
 def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int) -> dict:
     """Remove the predicted class's top-``k`` descriptors (or ``k`` random ones, ``draws``
     times) and rescore it; every other class keeps its score, so the prediction either stays
@@ -268,8 +275,7 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
         top = np.ones_like(sims, dtype=bool)
         np.put_along_axis(top, np.argsort(-sims, axis=1, kind="stable")[:, :k], False, axis=1)
         drop_top[rows], ok_top[rows] = _outcome(case, top)
-        keys = rng.random((draws, len(rows), n))
-        random_keep = keys >= np.sort(keys, axis=2)[:, :, k - 1 : k]  # k random descriptors dropped per row and draw
+        random_keep = random_keep_masks(rng, draws, len(rows), n, k)
         d, ok = _outcome(case, random_keep)
         drop_rand[rows], ok_rand[rows] = d.mean(axis=0), ok.mean(axis=0)
     return {

@@ -62,7 +62,7 @@ st.altair_chart(
     use_container_width=True,
 )  # fmt: skip
 
-st.subheader("Faithfulness controls")
+st.subheader("Controls")
 rc = a["controls"]["random_words"]
 if "verdict" in rc:
     (st.success if rc["gain"] > 0 else st.warning)(f"Random-word control: {rc['verdict']}.")
@@ -76,7 +76,8 @@ if d.get("images"):
         {"removed from the predicted class": "nothing", "mean score drop": 0.0, "accuracy after": pct(d["accuracy_before"])},
     ]), hide_index=True)  # fmt: skip
     st.caption(f"{d['images']} images; {d['skipped']} skipped (their predicted class has {d['k']} descriptors or fewer). "
-               "A faithful explanation's top descriptors should cost more than random ones.")  # fmt: skip
+               "How much the explanation's top descriptors carry; a measurement, not a pass/fail test (for mean and max, "
+               "removing the most similar descriptors always costs at least as much as removing any others).")  # fmt: skip
 else:
     st.info(f"Deletion control: {d.get('note')}")
 
