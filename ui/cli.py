@@ -318,7 +318,7 @@ def runs(ctx, library, as_json):
 @click.option("--pairs", default=10, show_default=True, type=click.IntRange(1), help="Confused pairs to list with evidence.")
 @click.pass_context
 def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs):
-    """Which descriptors drive predictions over a run, descriptor hygiene, faithfulness controls."""
+    """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
     from whyclip.store.runs.audit import AuditSettings
     from whyclip.store.runs.audit import audit as make_audit
     from whyclip.store.runs.storage import find_run, load_run
