@@ -69,9 +69,12 @@ def method_label(method: str) -> str:
 
 
 def _order(method: str) -> tuple:
-    kinds = ("", BASELINE, BARE, SWAP, WORDS, CONTROL)
+    """Aggregates, the baseline, shuffled words, bare, swap, then the random-word draws."""
+    kinds = ("", BASELINE, CONTROL, BARE, SWAP, WORDS)
     kind = next((i for i, k in enumerate(kinds[1:], 1) if method.startswith(k)), 0)
-    return kind, method
+    agg = method.rsplit(":", 1)[-1]
+    draw = int(method[len(WORDS):].split(":")[0]) if kind == 5 else 0
+    return kind, draw, AGGREGATES.index(agg) if agg in AGGREGATES else 0, method
 
 
 def accuracy(run: RunData) -> list[dict]:
