@@ -20,12 +20,14 @@ from whyclip.store import Library, Store, score_classes
 from whyclip.store.errors import InputError
 from whyclip.store.runs.storage import (BASELINE, CONTROL, MethodResults, RunData, RunInfo, check_new_name, rank_results,
                                         save_run, unused_name)
+from whyclip.store.runs.name_split import SplitAccumulator
 from whyclip.store.scoring import AGGREGATES
 
-from .controls import CONTROL_SEED, control_scorer
+from .controls import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
 from .datasets import Dataset, match_labels, unmatched_error
 from .embedding import embed_image_files_cached
 from .identity import check_library_encoder
+from .vocabulary import SOURCE as VOCABULARY
 
 log = logging.getLogger(__name__)
 SCORE_BLOCK = 256  # images scored at a time (bounds the (images x classes) matrices)
@@ -103,10 +105,11 @@ def run_eval(
         raise InputError(f"none of the {len(items)} images of {dataset.source} could be read: nothing to evaluate")
     y = np.array([items[i][1] for i in kept], dtype=np.int64)
     t = time.perf_counter()
-    control, control_vectors = control_scorer(store, lib, encoder, control_seed)  # cached after the first run
+    controls = {CONTROL: control_scorer(store, lib, encoder, control_seed)}  # embedded once, then cached
+    controls.update(extra_control_scorers(store, lib, encoder, control_seed))
     timings["control"] = time.perf_counter() - t
     t = time.perf_counter()
-    results = _score_all(lib, control, control_vectors, vectors, y)
+    results, splits = _score_all(lib, controls, vectors, y)
     paths = [str(items[i][0]) for i in kept]
     run = save_run(
         store, library_id=lib.info.id, library_name=lib.info.name,
@@ -114,7 +117,10 @@ def run_eval(
         dataset=dataset.source, encoder_key=encoder.cache_key, paths=paths, shas=shas,
         labels=y, vectors=vectors, results=results,
         details={"skipped": skipped, "unmatched": plan.unmatched, "control_seed": control_seed,
-                 "library_version": lib.info.version},
+                 "library_version": lib.info.version,
+                 "controls": {"version": 1, "word_draws": WORD_DRAWS, "vocabulary": VOCABULARY,
+                              "swap_permutation": swap_permutation(len(lib.class_names), control_seed).tolist(),
+                              "name_description": splits}},
     )  # fmt: skip
     timings["scoring"] = time.perf_counter() - t
     data = RunData(run, paths, y, vectors, results)
@@ -122,16 +128,22 @@ def run_eval(
                       time.perf_counter() - started, timings)  # fmt: skip
 
 
-def _score_all(lib: Library, control, control_vectors: np.ndarray, vectors: np.ndarray, y: np.ndarray) -> dict:
-    """Every method's ranked results, scoring ``SCORE_BLOCK`` images at a time."""
+def _score_all(lib: Library, controls: dict, vectors: np.ndarray, y: np.ndarray) -> tuple[dict, dict]:
+    """Every method's ranked results, scoring ``SCORE_BLOCK`` images at a time, and the
+    name/description split of each aggregate (:mod:`whyclip.store.runs.name_split`)."""
     parts: dict[str, list] = {}
+    splits = {a: SplitAccumulator() for a in AGGREGATES}
     for start in range(0, len(vectors), SCORE_BLOCK):
         x, yb = vectors[start : start + SCORE_BLOCK], y[start : start + SCORE_BLOCK]
         scored = {a: lib.scores(x, a) for a in AGGREGATES}
         scored[BASELINE] = x @ np.asarray(lib.matrices.baseline).T
+        for prefix, (matrices, control_vectors) in controls.items():
+            for a in AGGREGATES:
+                scored[prefix + a] = score_classes(x, matrices, a, control_vectors)
         for a in AGGREGATES:
-            scored[CONTROL + a] = score_classes(x, control, a, control_vectors)
+            splits[a].add(scored[a], scored[BASELINE], scored["bare:" + a], yb)
         for method, s in scored.items():
             parts.setdefault(method, []).append(rank_results(s, yb))
-    return {m: MethodResults(*(np.concatenate([getattr(p, f) for p in ps]) for f in ("top", "top_scores", "true_score", "true_rank")))
-            for m, ps in parts.items()}  # fmt: skip
+    results = {m: MethodResults(*(np.concatenate([getattr(p, f) for p in ps]) for f in ("top", "top_scores", "true_score", "true_rank")))
+               for m, ps in parts.items()}  # fmt: skip
+    return results, {a: acc.result() for a, acc in splits.items()}

@@ -174,8 +174,11 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     expected = audit(load_run(store, report.run), store.load("planted"), AuditSettings())
     at.run()
     assert not at.exception
-    assert [m.value for m in at.metric] == ["66.7%", "100.0%", f"{100 * expected['accuracy'][4]['top1']:.1f}%", "100.0%"]
-    assert "beat random words" in at.success[0].value or "do NOT beat" in at.warning[0].value
+    rw = expected["controls"]["random_words"]
+    assert [m.value for m in at.metric] == ["66.7%", "100.0%", f"{100 * rw['accuracy_mean']:.1f}% ± {100 * rw['accuracy_sd']:.1f}", "100.0%"]
+    shown = [x.value for x in (*at.success, *at.warning)]
+    for key in ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words"):
+        assert any(expected["controls"][key]["verdict"] in v for v in shown), key
     assert [e.label for e in at.expander if "predicted" in e.label] == [
         "2 x predicted banana for sunflower", "1 x predicted tree frog for banana"]  # fmt: skip
     drivers = next(d.value for d in at.dataframe if "top_correct" in d.value.columns)

@@ -96,7 +96,8 @@ def test_planted_accuracies_confusions_and_drivers(world):
 def test_planted_hygiene(world):
     store, enc, lib, data = world
     run_eval(store, lib, read_dataset(data), enc, name="r1")
-    out = audit(load_run(store, find_run(store, "planted")), lib, AuditSettings(near_threshold=0.9))
+    run = load_run(store, find_run(store, "planted"))
+    out = audit(run, lib, AuditSettings(near_threshold=0.9, min_n=2))
     h = out["hygiene"]
     assert [(s["text"], s["classes"]) for s in h["shared_texts"]] == [("smooth surface", 2)]
     assert [(p["class_a"], p["text_a"], p["class_b"], p["text_b"]) for p in h["near_identical"]] == [
@@ -106,6 +107,8 @@ def test_planted_hygiene(world):
         ("banana", "smooth surface"), ("stop sign", "smooth surface"), ("sunflower", "dark seeds"),
         ("sunflower", "round head"), ("tree frog", "webbed feet")]  # fmt: skip
     assert [c["class"] for c in h["worse_than_baseline"]] == ["banana", "sunflower"]
+    assert [c["class"] for c in audit(run, lib, AuditSettings(min_n=3))["hygiene"]["worse_than_baseline"]] == ["banana"]
+    assert audit(run, lib)["hygiene"]["worse_than_baseline"] == []  # no class has the default 10 images
 
 
 def test_stored_results_match_an_independent_oracle(world):

@@ -73,7 +73,8 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     assert r.returncode == 1, r.stderr  # an image was skipped
     assert "broken.png" in r.stderr and "truncated or corrupt" in r.stderr
     assert "run 'drawn' of library demo v1: 6 images" in r.stdout and "images/s" in r.stdout
-    assert "baseline (class name)" in r.stdout and "random words (mean)" in r.stdout
+    assert "baseline (class name)" in r.stdout and "random words (mean, 5 draws)" in r.stdout
+    assert "shuffled descriptor words (mean)" in r.stdout
     r = whyclip("runs", "--json", home=home)
     (run,) = json.loads(r.stdout)
     assert run["name"] == "drawn" and run["n_images"] == 6 and len(run["details"]["skipped"]) == 1
@@ -82,8 +83,13 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["run"]["name"] == "drawn" and report["aggregate"] == "mean"
-    assert {a["method"] for a in report["accuracy"]} == {"mean", "centroid", "max", "baseline", "control:mean",
-                                                          "control:centroid", "control:max"}  # fmt: skip
+    aggs = ("mean", "centroid", "max")
+    assert {a["method"] for a in report["accuracy"]} == {*aggs, "baseline", *(f"{p}:{g}" for p in ("control", "bare", "swap")
+                                                         for g in aggs), *(f"words{j}:{g}" for j in range(5) for g in aggs)}  # fmt: skip
+    assert all(a["ci95"][0] <= a["top1"] <= a["ci95"][1] for a in report["accuracy"])
+    rw = report["controls"]["random_words"]
+    assert rw["draws"] == 5 and {"accuracy_mean", "accuracy_sd", "ci95", "p_value"} <= set(rw)
+    assert {"name_share", "description_share", "ci95", "p_value"} <= set(report["controls"]["name_description"])
     assert sum(c["n"] for c in report["per_class"]) == 6
     assert sum(d["top_correct"] + d["top_wrong"] for d in report["drivers"]) == 6
 

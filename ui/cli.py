@@ -360,9 +360,11 @@ def runs(ctx, library, as_json):
 @click.option("--flat-ratio", default=0.25, show_default=True, type=click.FloatRange(0),
               help="A descriptor is flat when its similarity's spread is below this times the median spread.")
 @click.option("--pairs", default=10, show_default=True, type=click.IntRange(1), help="Confused pairs to list with evidence.")
+@click.option("--min-n", default=10, show_default=True, type=click.IntRange(1),
+              help="Images a class needs before it is flagged as doing worse than its class name.")
 @click.pass_context
-def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs):
-    """Which descriptors drive predictions over a run, descriptor hygiene, faithfulness controls."""
+def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs, min_n):
+    """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
     from whyclip.store.runs.audit import AuditSettings
     from whyclip.store.runs.audit import audit as make_audit
     from whyclip.store.runs.storage import find_run, load_run
@@ -373,7 +375,7 @@ def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold,
     info = find_run(store, library, run_name)
     lib = store.load(library, info.library_version)
     settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near_threshold,
-                             flat_ratio=flat_ratio, pairs=pairs)  # fmt: skip
+                             flat_ratio=flat_ratio, pairs=pairs, min_n=min_n)  # fmt: skip
     result = make_audit(load_run(store, info), lib, settings)
     if out is None and fmt in ("text", "json"):
         click.echo(to_text(result) if fmt == "text" else json.dumps(result, indent=2, ensure_ascii=False))

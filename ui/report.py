@@ -10,7 +10,12 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from whyclip.store.runs.audit import method_label
+from whyclip.store.runs.storage import WORDS
+
+from .report_plots import plots
 
 TEXT_ROWS = 10
 
@@ -24,8 +29,48 @@ def _table(head: tuple, rows: list[tuple]) -> list[str]:
     return ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in (head, *rows)]
 
 
+def ci(interval: list[float] | None) -> str:
+    return "-" if not interval else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def pvalue(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3g}" + ("" if p < 0.05 else " (not significant)")
+
+
 def accuracy_lines(acc: list[dict]) -> list[str]:
-    return _table(("scored by", "top-1", "top-5", "images"), [(a["label"], pct(a["top1"]), pct(a["top5"]), a["n"]) for a in acc])
+    """One row per way of scoring; the random-word draws as one row per aggregate (mean ± sd)."""
+    rows = [(a["label"], pct(a["top1"]), ci(a.get("ci95")), pct(a["top5"]), a["n"]) for a in acc if not a["method"].startswith(WORDS)]
+    draws: dict[str, list[float]] = {}
+    for a in acc:
+        if a["method"].startswith(WORDS):
+            draws.setdefault(a["method"].rsplit(":", 1)[-1], []).append(a["top1"])
+    for agg, values in draws.items():
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        rows.append((f"random words ({agg}, {len(values)} draws)", f"{pct(float(np.mean(values)))} ± {100 * sd:.1f}", "-", "-",
+                     acc[0]["n"]))  # fmt: skip
+    return _table(("scored by", "top-1", "95% interval", "top-5", "images"), rows)
+
+
+CONTROL_ORDER = ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words")
+
+
+def control_lines(controls: dict) -> list[str]:
+    titles = {"baseline": "class name alone", "name_description": "name vs description", "swap": "swapped descriptors",
+              "random_words": "random-word control", "shuffled_descriptor_words": "shuffled descriptor words"}  # fmt: skip
+    out = []
+    for key in CONTROL_ORDER:
+        c = controls.get(key)
+        if c is not None:
+            out.append(f"{titles[key]}: {c.get('verdict') or c.get('note')}")
+    return out
+
+
+def name_description_lines(nd: dict, limit: int = TEXT_ROWS) -> list[str]:
+    """One line per class: how much of its score the name gives and the descriptors add."""
+    if "per_class" not in nd:
+        return []
+    return [f"  {r['class']} (n={r['n']}): name {100 * r['name_share']:.0f}%, description {100 * r['description_share']:.0f}%, "
+            f"descriptors change {100 * r['decisions_changed']:.0f}% of its decisions" for r in nd["per_class"][:limit]]  # fmt: skip
 
 
 def confusion_lines(pairs: list[dict], limit: int = TEXT_ROWS) -> list[str]:
@@ -43,8 +88,9 @@ def confusion_lines(pairs: list[dict], limit: int = TEXT_ROWS) -> list[str]:
 
 def per_class_lines(classes: list[dict], limit: int = TEXT_ROWS) -> list[str]:
     worst = sorted(classes, key=lambda c: (c["top1"] - c["baseline_top1"], c["top1"], c["class"]))[:limit]
-    return _table(("class", "images", "descriptors", "baseline", "random words"),
-                  [(c["class"], c["n"], pct(c["top1"]), pct(c["baseline_top1"]), pct(c.get("control_top1"))) for c in worst])  # fmt: skip
+    return _table(("class", "images", "descriptors", "95% interval", "baseline", "p (McNemar)", "flagged"),
+                  [(c["class"], c["n"], pct(c["top1"]), ci(c.get("ci95")), pct(c["baseline_top1"]), pvalue(c.get("p_value")),
+                    "yes" if c.get("flagged") else "") for c in worst])  # fmt: skip
 
 
 def to_text(a: dict) -> str:
@@ -52,19 +98,22 @@ def to_text(a: dict) -> str:
     agg = a["aggregate"]
     out = [f"audit of run {run['name']!r}: library {lib['name']} v{lib['version']} ({lib['classes']} classes, "
            f"{lib['descriptors']} descriptors), {run['n_images']} images from {run['dataset']}; aggregate {agg}", ""]  # fmt: skip
-    out += ["accuracy", *accuracy_lines(a["accuracy"]), ""]
-    rc = a["controls"]["random_words"]
-    out.append(f"random-word control: {rc.get('verdict', rc.get('note'))}")
+    out += ["accuracy (top-1 with its Wilson 95% interval)", *accuracy_lines(a["accuracy"]), ""]
+    out += ["controls (paired over the same images)", *control_lines(a["controls"])]
+    out += name_description_lines(a["controls"]["name_description"])
     d = a["controls"]["deletion"]
     if d.get("images"):
         out.append(
-            f"deletion ({d['images']} images): removing the top {d['k']} descriptors of the predicted class drops its score by "
-            f"{d['score_drop_top']:.4f} and accuracy to {pct(d['accuracy_top_removed'])}; {d['k']} random ones: "
-            f"{d['score_drop_random']:.4f}, {pct(d['accuracy_random_removed'])} (before: {pct(d['accuracy_before'])})"
+            f"how much the explanation's top {d['k']} descriptors carry ({d['images']} images; a measurement, not a test): "
+            f"removing them from the predicted class drops its score by "
+            f"{d['score_drop_top']:.4f} and accuracy to {pct(d['accuracy_top_removed'])} {ci(d.get('ci95'))}; {d['k']} random ones: "
+            f"{d['score_drop_random']:.4f}, {pct(d['accuracy_random_removed'])} (before: {pct(d['accuracy_before'])}; "
+            f"McNemar p against before = {pvalue(d.get('p_value'))})"
         )
     else:
         out.append(f"deletion: {d.get('note')}")
-    out += ["", "classes with the largest loss against the baseline", *per_class_lines(a["per_class"]), ""]
+    out += ["", f"classes with the largest loss against the baseline (flagged from {a['settings']['min_n']} images)",
+            *per_class_lines(a["per_class"]), ""]
     out += ["most confused (predicted for true)", *confusion_lines(a["confusions"]), ""]
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]][:TEXT_ROWS]
     out += ["descriptors that decide predictions (times top contributor: correct / wrong; mean margin vs runner-up)"]
@@ -76,74 +125,13 @@ def to_text(a: dict) -> str:
             + (f" (most: {h['shared_texts'][0]['text']!r} in {h['shared_texts'][0]['classes']})" if h["shared_texts"] else ""),
             f"  {len(h['near_identical'])} near-identical prompt pairs across classes (cosine >= {a['settings']['near_threshold']})",
             f"  {len(h['flat'])} flat descriptors (similarity barely varies over the images)",
-            f"  {len(h['worse_than_baseline'])} classes where the descriptors do worse than the class name",
+            f"  {len(h['worse_than_baseline'])} classes with at least {a['settings']['min_n']} images where the descriptors do worse "
+            "than the class name",
             *(f"  note: {n}" for n in h["notes"])]  # fmt: skip
     return "\n".join(out)
 
 
 # -- HTML ------------------------------------------------------------------------------------
-
-
-def _svg(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
-
-
-def _plots(a: dict) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "whyclip", "font.size": 10})
-    colours = {"descriptors": "#3b6ea8", "baseline": "#9aa5b1", "random words": "#d08c3c"}
-    plots = {}
-    by = {r["method"]: r for r in a["accuracy"]}
-    aggs = [m for m in ("mean", "centroid", "max") if m in by]
-    fig, ax = plt.subplots(figsize=(6.4, 2.8))
-    width = 0.26
-    for j, (kind, key) in enumerate((("descriptors", "{}"), ("baseline", "baseline"), ("random words", "control:{}"))):
-        vals = [100 * by[key.format(m)]["top1"] if key.format(m) in by else 0 for m in aggs]
-        bars = ax.bar([i + (j - 1) * width for i in range(len(aggs))], vals, width, label=kind, color=colours[kind])
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set_xticks(range(len(aggs)), aggs)
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.legend(frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.2))
-    ax.spines[["top", "right"]].set_visible(False)
-    plots["accuracy"] = _svg(fig)
-    d = a["controls"]["deletion"]
-    if d.get("images"):
-        fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.4))
-        bars = left.bar(["top", "random"], [d["score_drop_top"], d["score_drop_random"]], color=["#3b6ea8", "#d08c3c"])
-        left.bar_label(bars, fmt="%.4f", fontsize=8)
-        left.set_title(f"score drop, {d['k']} removed", fontsize=10)
-        vals = [100 * d[k] for k in ("accuracy_before", "accuracy_top_removed", "accuracy_random_removed")]
-        names = ["before", f"top {d['k']}\nremoved", f"{d['k']} random\nremoved"]
-        bars = right.bar(names, vals, color=["#9aa5b1", "#3b6ea8", "#d08c3c"])
-        right.bar_label(bars, fmt="%.1f", fontsize=8)
-        right.set_title("accuracy (%)", fontsize=10)
-        right.set_ylim(0, 105)
-        for ax in (left, right):
-            ax.spines[["top", "right"]].set_visible(False)
-        plots["deletion"] = _svg(fig)
-    drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]][:15][::-1]
-    if drivers:
-        fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(drivers) + 0.8))
-        labels = [f"{r['class']}: {r['text']}"[:60] for r in drivers]
-        ax.barh(labels, [r["top_correct"] for r in drivers], color="#3b6ea8", label="correct")
-        ax.barh(labels, [r["top_wrong"] for r in drivers], left=[r["top_correct"] for r in drivers], color="#c0504d", label="wrong")
-        ax.set_xlabel("images where it was the predicted class's top contributor")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(frameon=False, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-        ax.spines[["top", "right"]].set_visible(False)
-        plots["drivers"] = _svg(fig)
-    return plots
 
 
 def to_html(a: dict) -> str:
@@ -156,7 +144,7 @@ def to_html(a: dict) -> str:
     env.filters["pct"] = pct
     template = env.get_template("report_template.html")
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]]
-    return template.render(a=a, plots=_plots(a), drivers=drivers, label=method_label)
+    return template.render(a=a, plots=plots(a), drivers=drivers, label=method_label, ci=ci, pvalue=pvalue)
 
 
 # -- CSV and files ---------------------------------------------------------------------------
@@ -174,7 +162,9 @@ CSV_TABLES = {
     "near_identical": lambda a: a["hygiene"]["near_identical"],
     "flat": lambda a: a["hygiene"]["flat"],
     "worse_than_baseline": lambda a: a["hygiene"]["worse_than_baseline"],
-    "controls": lambda a: [{"control": k, **v} for k, v in a["controls"].items()],
+    "controls": lambda a: [{"control": k, **{f: x for f, x in v.items() if f not in ("per_class", "bare_descriptors")}}
+                           for k, v in a["controls"].items()],
+    "name_description": lambda a: a["controls"]["name_description"].get("per_class", []),
 }
 
 

@@ -1,5 +1,7 @@
-"""Audit a stored evaluation run: accuracy, what drives predictions, descriptor hygiene and
-faithfulness controls. Pure numpy over the run's image vectors and the library; no model.
+"""Audit a stored evaluation run: accuracy with intervals, what drives predictions,
+descriptor hygiene and controls (the paired comparisons live in :mod:`.controls_summary`,
+the statistics in :mod:`.stats`). Pure numpy and scipy over the run's image vectors and the
+library; no model.
 
 Definitions (``s_d`` an image's similarity to descriptor ``d``, ``w_d`` its weight in its
 class's score, DESIGN.md):
@@ -14,7 +16,9 @@ class's score, DESIGN.md):
   below ``flat_ratio`` times the median over all descriptors (it cannot tell images apart).
 * **deletion**: the predicted class is rescored without its ``k`` most similar descriptors
   (the explanation's top ``k``), against ``k`` chosen at random; other classes keep their
-  scores, so the prediction can only move to the runner-up.
+  scores, so the prediction can only move to the runner-up. It measures how much the top
+  descriptors carry; it is no test of faithfulness (for mean and max, removing the most
+  similar descriptors costs at least as much as removing any others, by arithmetic).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from whyclip.store.library import Library
-from whyclip.store.runs.storage import BASELINE, CONTROL, RunData
+from whyclip.store.runs import controls_summary as controls
+from whyclip.store.runs.stats import mcnemar_exact, verdict, wilson
+from whyclip.store.runs.storage import BARE, BASELINE, CONTROL, SWAP, WORDS, RunData
 from whyclip.store.db.schema import SharedTextRow
 from whyclip.store.scoring import AGGREGATES, descriptor_weights
 
@@ -45,36 +51,60 @@ class AuditSettings:
     evidence: int = 5  # descriptor rows per side of a confused pair
     near_threshold: float = 0.95
     flat_ratio: float = 0.25
+    min_n: int = 10  # images a class needs before it is flagged
     seed: int = 0
 
 
 def method_label(method: str) -> str:
     if method == BASELINE:
         return "baseline (class name)"
-    if method.startswith(CONTROL):
-        return f"random words ({method[len(CONTROL):]})"
+    agg = method.rsplit(":", 1)[-1]
+    for prefix, label in ((CONTROL, "shuffled descriptor words"), (BARE, "descriptors without the class name"),
+                          (SWAP, "swapped descriptors")):  # fmt: skip
+        if method.startswith(prefix):
+            return f"{label} ({agg})"
+    if method.startswith(WORDS):
+        return f"random words, draw {method[len(WORDS):].split(':')[0]} ({agg})"
     return f"descriptors ({method})"
 
 
+def _order(method: str) -> tuple:
+    """Aggregates, the baseline, shuffled words, bare, swap, then the random-word draws."""
+    kinds = ("", BASELINE, CONTROL, BARE, SWAP, WORDS)
+    kind = next((i for i, k in enumerate(kinds[1:], 1) if method.startswith(k)), 0)
+    agg = method.rsplit(":", 1)[-1]
+    draw = int(method[len(WORDS):].split(":")[0]) if kind == 5 else 0
+    return kind, draw, AGGREGATES.index(agg) if agg in AGGREGATES else 0, method
+
+
 def accuracy(run: RunData) -> list[dict]:
+    """Top-1 and top-5 of every stored way of scoring, with the Wilson 95% interval of top-1
+    (``ci95``) and of top-5 (``top5_ci95``)."""
     out = []
-    for method in (*AGGREGATES, BASELINE, *(CONTROL + a for a in AGGREGATES)):
-        r = run.results.get(method)
-        if r is None or len(r.true_rank) == 0:
+    for method in sorted(run.results, key=_order):
+        r = run.results[method]
+        n = len(r.true_rank)
+        if n == 0:
             continue
-        out.append({"method": method, "label": method_label(method), "n": len(r.true_rank),
-                    "top1": float(np.mean(r.true_rank == 1)), "top5": float(np.mean(r.true_rank <= 5))})  # fmt: skip
+        k1, k5 = int(np.sum(r.true_rank == 1)), int(np.sum(r.true_rank <= 5))
+        out.append({"method": method, "label": method_label(method), "n": n, "top1": k1 / n, "top5": k5 / n,
+                    "ci95": wilson(k1, n), "top5_ci95": wilson(k5, n)})  # fmt: skip
     return out
 
 
-def per_class(run: RunData, lib: Library, agg: str) -> list[dict]:
-    """Top-1 accuracy of every class that has images: descriptors, baseline, control."""
+def per_class(run: RunData, lib: Library, agg: str, min_n: int = 10) -> list[dict]:
+    """Top-1 accuracy of every class that has images (descriptors, baseline, shuffled words),
+    with its n, Wilson intervals and McNemar's p against the baseline; ``flagged`` when the
+    descriptors do worse than the class name on at least ``min_n`` images."""
     out = []
     for c in np.unique(run.labels):
         mask = run.labels == c
-        row = {"class": lib.class_names[c], "n": int(mask.sum()),
-               "top1": float(np.mean(run.results[agg].true_rank[mask] == 1)),
-               "baseline_top1": float(np.mean(run.results[BASELINE].true_rank[mask] == 1))}  # fmt: skip
+        n = int(mask.sum())
+        mine, base = run.results[agg].true_rank[mask] == 1, run.results[BASELINE].true_rank[mask] == 1
+        p = mcnemar_exact(mine, base)["p_value"]
+        row = {"class": lib.class_names[c], "n": n, "top1": float(mine.mean()), "ci95": wilson(int(mine.sum()), n),
+               "baseline_top1": float(base.mean()), "baseline_ci95": wilson(int(base.sum()), n), "p_value": p,
+               "significant": verdict(p) == "significant", "flagged": n >= min_n and mine.mean() < base.mean()}  # fmt: skip
         if CONTROL + agg in run.results:
             row["control_top1"] = float(np.mean(run.results[CONTROL + agg].true_rank[mask] == 1))
         out.append(row)
@@ -237,6 +267,13 @@ def _outcome(case: tuple, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return old - new, winner == truth
 
 
+def random_keep_masks(rng: np.random.Generator, draws: int, rows: int, n: int, k: int) -> np.ndarray:
+    """(draws, rows, n) masks keeping all but exactly ``k`` descriptors, chosen uniformly at
+    random per row and draw (the ``k`` smallest of random keys are dropped, by rank)."""
+    ranks = np.argsort(np.argsort(rng.random((draws, rows, n)), axis=2), axis=2)
+    return ranks >= k
+
+
 def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int) -> dict:
     """Remove the predicted class's top-``k`` descriptors (or ``k`` random ones, ``draws``
     times) and rescore it; every other class keeps its score, so the prediction either stays
@@ -268,31 +305,20 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
         top = np.ones_like(sims, dtype=bool)
         np.put_along_axis(top, np.argsort(-sims, axis=1, kind="stable")[:, :k], False, axis=1)
         drop_top[rows], ok_top[rows] = _outcome(case, top)
-        keys = rng.random((draws, len(rows), n))
-        random_keep = keys >= np.sort(keys, axis=2)[:, :, k - 1 : k]  # k random descriptors dropped per row and draw
+        random_keep = random_keep_masks(rng, draws, len(rows), n, k)
         d, ok = _outcome(case, random_keep)
         drop_rand[rows], ok_rand[rows] = d.mean(axis=0), ok.mean(axis=0)
+    before = pred[used] == run.labels[used]
+    p = mcnemar_exact(before, ok_top)["p_value"]
     return {
+        "measures": f"how much the explanation's top {k} descriptors carry",
         "k": k, "draws": draws, "images": len(used), "skipped": len(pred) - len(used),
-        "accuracy_before": float(np.mean(pred[used] == run.labels[used])),
-        "accuracy_top_removed": float(np.mean(ok_top)), "accuracy_random_removed": float(np.mean(ok_rand)),
+        "accuracy_before": float(np.mean(before)), "accuracy_before_ci95": wilson(int(before.sum()), len(used)),
+        "accuracy_top_removed": float(np.mean(ok_top)), "ci95": wilson(int(ok_top.sum()), len(used)),
+        "accuracy_random_removed": float(np.mean(ok_rand)),
         "score_drop_top": float(np.mean(drop_top)), "score_drop_random": float(np.mean(drop_rand)),
+        "p_value": p, "significant": verdict(p) == "significant",
     }  # fmt: skip
-
-
-def random_control(acc: list[dict], agg: str) -> dict:
-    by = {a["method"]: a for a in acc}
-    real, ctrl = by.get(agg), by.get(CONTROL + agg)
-    if real is None or ctrl is None:
-        return {"note": "this run has no random-word control"}
-    gain = real["top1"] - ctrl["top1"]
-    if gain > 0:
-        verdict = f"the descriptors beat random words by {100 * gain:.1f} points of top-1 accuracy"
-    else:
-        verdict = (f"the descriptors do NOT beat random words ({100 * real['top1']:.1f}% vs {100 * ctrl['top1']:.1f}% "
-                   "top-1): any gain over the baseline may not come from what the descriptors say")  # fmt: skip
-    return {"descriptors_top1": real["top1"], "random_top1": ctrl["top1"], "gain": gain, "verdict": verdict,
-            "baseline_top1": by[BASELINE]["top1"] if BASELINE in by else None}  # fmt: skip
 
 
 def audit(run: RunData, lib: Library, settings: AuditSettings | None = None) -> dict:
@@ -301,7 +327,7 @@ def audit(run: RunData, lib: Library, settings: AuditSettings | None = None) -> 
     agg = s.aggregate or lib.info.aggregate
     texts = _row_texts(lib)
     acc = accuracy(run)
-    classes = per_class(run, lib, agg)
+    classes = per_class(run, lib, agg, s.min_n)
     near, near_note = near_identical(lib, s.near_threshold, texts)
     flat, flat_stats = flat_descriptors(run, lib, s.flat_ratio, texts, s.seed)
     notes = [near_note] if near_note else []
@@ -320,11 +346,15 @@ def audit(run: RunData, lib: Library, settings: AuditSettings | None = None) -> 
             "near_identical": near,
             "flat": flat,
             "flat_stats": flat_stats,
-            "worse_than_baseline": [c for c in classes if c["top1"] < c["baseline_top1"]],
+            "worse_than_baseline": [c for c in classes if c["flagged"]],
             "notes": notes,
         },
         "controls": {
+            "baseline": controls.baseline(run, agg),
+            "name_description": controls.name_description(run, agg, lib.class_names, s.seed),
+            "swap": controls.swap(run, agg),
+            "random_words": controls.random_words(run, agg, s.seed),
+            "shuffled_descriptor_words": controls.shuffled_words(run, agg),
             "deletion": deletion(run, lib, agg, s.delete_k, s.random_draws, s.seed),
-            "random_words": random_control(acc, agg),
         },
     }

@@ -22,8 +22,12 @@ from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, Lib
 from whyclip.store.scoring import AGGREGATES
 
 BASELINE = "baseline"
-CONTROL = "control:"  # + aggregate: the random-word control library
-METHODS = (*AGGREGATES, BASELINE, *(CONTROL + a for a in AGGREGATES))
+CONTROL = "control:"  # + aggregate: the shuffled-descriptor-words control library
+BARE, SWAP = "bare:", "swap:"  # + aggregate: descriptors without the class name; swapped descriptors
+WORDS = "words"  # + draw + ":" + aggregate: random words from a general vocabulary
+WORD_DRAWS_MAX = 100
+METHODS = (*AGGREGATES, BASELINE, *(p + a for p in (CONTROL, BARE, SWAP) for a in AGGREGATES),
+           *(f"{WORDS}{j}:{a}" for j in range(WORD_DRAWS_MAX) for a in AGGREGATES))  # fmt: skip
 TOP = 5  # classes kept per image and method
 
 

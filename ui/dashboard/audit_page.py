@@ -1,18 +1,19 @@
 """Audit page: a stored evaluation run (``whyclip eval``) of the chosen library: accuracy
-beside the baseline and the random-word control, the deletion control, confused pairs with
-their descriptor evidence, the descriptors that drive predictions, and descriptor hygiene.
+with 95% intervals beside the baseline and the controls (paired tests), the name/description
+split, the deletion measurement, confused pairs with their descriptor evidence, the
+descriptors that drive predictions, and descriptor hygiene.
 The same data as ``whyclip audit``; the HTML report downloads from here."""
 
 from __future__ import annotations
 
 import json
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from whyclip.store import AGGREGATES
 from whyclip.store.runs.storage import list_runs
+from whyclip.ui.dashboard import audit_charts as charts
 from whyclip.ui.dashboard import resources
 from whyclip.ui.report import pct
 
@@ -32,8 +33,10 @@ with st.sidebar.expander("Audit settings"):
     delete_k = st.number_input("Deletion: descriptors removed", 1, 20, 3, key="audit_k")
     near = st.slider("Near-identical above cosine", 0.80, 1.00, 0.95, 0.01, key="audit_near")
     flat = st.slider("Flat below x median spread", 0.05, 1.00, 0.25, 0.05, key="audit_flat")
+    min_n = st.number_input("Flag classes from this many images", 1, 1000, 10, key="audit_min_n")
 try:
-    a = resources.audit(s.home, s.db, run.library_name, run.library_version, run.id, aggregate, int(delete_k), near, flat)
+    a = resources.audit(s.home, s.db, run.library_name, run.library_version, run.id, aggregate, int(delete_k), near, flat,
+                        int(min_n))  # fmt: skip
 except Exception as exc:  # a library version removed under the run, a damaged index
     st.error(f"cannot audit run {run.name!r}: {exc}")
     st.stop()
@@ -45,27 +48,27 @@ cols = st.columns(4)
 cols[0].metric("descriptors, top-1", pct(by[a["aggregate"]]["top1"]))
 cols[1].metric("class name only", pct(by["baseline"]["top1"]),
                delta=f"{100 * (by[a['aggregate']]['top1'] - by['baseline']['top1']):+.1f} pts by descriptors")  # fmt: skip
-ctrl = by.get("control:" + a["aggregate"])
-cols[2].metric("random words", pct(ctrl["top1"]) if ctrl else "-")
+rw = a["controls"]["random_words"]
+cols[2].metric("random words", f"{pct(rw['accuracy_mean'])} ± {100 * rw['accuracy_sd']:.1f}" if "accuracy_mean" in rw else "-")
 cols[3].metric("descriptors, top-5", pct(by[a["aggregate"]]["top5"]))
+charts.accuracy_with_intervals(a)
 
-rows = [{"aggregate": m.split(":")[-1], "scored by": "descriptors" if m in AGGREGATES else "random words",
-         "top-1": r["top1"]} for m, r in by.items() if m != "baseline"]  # fmt: skip
-rows += [{"aggregate": g, "scored by": "class name", "top-1": by["baseline"]["top1"]} for g in AGGREGATES]
-st.altair_chart(
-    alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
-        x=alt.X("aggregate:N", title=None, sort=list(AGGREGATES), axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset("scored by:N", sort=["descriptors", "class name", "random words"]),
-        y=alt.Y("top-1:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("scored by:N", sort=["descriptors", "class name", "random words"], legend=alt.Legend(orient="bottom")),
-        tooltip=["aggregate", "scored by", alt.Tooltip("top-1:Q", format=".1%")],
-    ).properties(height=240),
-    use_container_width=True,
-)  # fmt: skip
-
-st.subheader("Faithfulness controls")
-rc = a["controls"]["random_words"]
-if "verdict" in rc:
-    (st.success if rc["gain"] > 0 else st.warning)(f"Random-word control: {rc['verdict']}.")
+st.subheader("Controls")
+st.caption("Each compares the descriptors with another way of scoring the same images (McNemar's exact test; random "
+           "words: a paired bootstrap). p >= 0.05 is not significant.")  # fmt: skip
+TITLES = {"baseline": "Class name alone", "name_description": "Name vs description", "swap": "Swapped descriptors",
+          "random_words": "Random-word control", "shuffled_descriptor_words": "Shuffled descriptor words"}  # fmt: skip
+for key, title in TITLES.items():
+    c = a["controls"][key]
+    if "note" in c:
+        st.info(f"{title}: {c['note']}.")
+    else:
+        (st.success if c["significant"] else st.warning)(f"{title}: {c['verdict']}.")
+nd = a["controls"]["name_description"]
+if nd.get("per_class"):
+    st.markdown("**How much of each class's score is its name, and how much its description**")
+    charts.name_description(nd["per_class"])
+st.markdown("**Deletion: how much the explanation's top descriptors carry**")
 d = a["controls"]["deletion"]
 if d.get("images"):
     st.dataframe(pd.DataFrame([
@@ -76,7 +79,8 @@ if d.get("images"):
         {"removed from the predicted class": "nothing", "mean score drop": 0.0, "accuracy after": pct(d["accuracy_before"])},
     ]), hide_index=True)  # fmt: skip
     st.caption(f"{d['images']} images; {d['skipped']} skipped (their predicted class has {d['k']} descriptors or fewer). "
-               "A faithful explanation's top descriptors should cost more than random ones.")  # fmt: skip
+               "How much the explanation's top descriptors carry; a measurement, not a pass/fail test (for mean and max, "
+               "removing the most similar descriptors always costs at least as much as removing any others).")  # fmt: skip
 else:
     st.info(f"Deletion control: {d.get('note')}")
 
@@ -104,14 +108,17 @@ st.dataframe(drivers, hide_index=True, column_config={
 st.subheader("Classes")
 PERCENT = ("top1", "baseline_top1", "control_top1")
 classes = pd.DataFrame(a["per_class"])
-worse = classes["top1"] < classes["baseline_top1"]
+worse = classes["flagged"]
 classes[[c for c in PERCENT if c in classes]] *= 100
+classes["ci95"] = classes["ci95"].map(lambda v: f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]")
+classes = classes.drop(columns=["baseline_ci95", "significant"])
 st.dataframe(classes.style.apply(lambda r: ["background-color: #fdecea" if worse[r.name] else ""] * len(r), axis=1),
              hide_index=True, column_config={
     "n": "images", **{c: st.column_config.NumberColumn(label, format="%.1f%%") for c, label in
                       zip(PERCENT, ("descriptors top-1", "class name top-1", "random words top-1"))},
 })  # fmt: skip
-st.caption("Red rows: the descriptors do worse than the class name alone.")
+st.caption(f"Red rows: the descriptors do worse than the class name alone, on at least {int(min_n)} images "
+           "(p_value: McNemar against the class name).")  # fmt: skip
 
 st.subheader("Descriptor hygiene")
 h = a["hygiene"]

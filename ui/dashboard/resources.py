@@ -147,7 +147,7 @@ def _samples() -> list[Path]:
 
 @st.cache_data(show_spinner="Auditing the run ...", max_entries=16)
 def audit(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str,
-          delete_k: int, near: float, flat: float) -> dict:  # fmt: skip
+          delete_k: int, near: float, flat: float, min_n: int = 10) -> dict:  # fmt: skip
     """``whyclip audit``'s data for a stored run (runs never change, so it caches)."""
     from whyclip.store.runs.audit import AuditSettings
     from whyclip.store.runs.audit import audit as make_audit
@@ -155,7 +155,7 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
 
     store = _store(home, db)
     (info,) = [r for r in list_runs(store, library) if r.id == run_id]
-    settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near, flat_ratio=flat)
+    settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near, flat_ratio=flat, min_n=min_n)
     return make_audit(load_run(store, info), _library(home, db, library, version), settings)
 
 

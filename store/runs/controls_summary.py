@@ -1,0 +1,112 @@
+"""The audit's controls whose outcome is not known in advance, each compared with the
+library's descriptors over the same images (:mod:`.stats`): the class name alone, the
+name/description split, the swap, random words from a general vocabulary and shuffled
+descriptor words. Read from a stored run; a run made before a control existed says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .name_split import bootstrap_share, shares
+from .stats import bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, verdict, wilson
+from .storage import BARE, BASELINE, CONTROL, SWAP, WORDS, RunData
+
+OLD_RUN = "this run was made before whyclip stored this control: run 'whyclip eval' again to get it"
+
+
+def correct(run: RunData, method: str) -> np.ndarray | None:
+    r = run.results.get(method)
+    return None if r is None else r.true_rank == 1
+
+
+def baseline(run: RunData, agg: str) -> dict:
+    c = compare("the class name alone", correct(run, agg), correct(run, BASELINE))
+    c["verdict"] = c["statement"] + (": the descriptors change accuracy" if c["significant"] else
+                                     ": no evidence that the descriptors do better or worse than the name")  # fmt: skip
+    return c
+
+
+def swap(run: RunData, agg: str) -> dict:
+    other = correct(run, SWAP + agg)
+    if other is None:
+        return {"note": OLD_RUN}
+    c = compare("swapped descriptors", correct(run, agg), other)
+    c["permutation"] = run.info.details.get("controls", {}).get("swap_permutation")
+    c["verdict"] = c["statement"] + (": the descriptors carry the decision" if c["significant"] and c["difference"] > 0 else
+                                     ": the descriptors do not carry the decision (another class's do as well)")  # fmt: skip
+    return c
+
+
+def shuffled_words(run: RunData, agg: str) -> dict:
+    other = correct(run, CONTROL + agg)
+    if other is None:
+        return {"note": "this run has no shuffled-descriptor-words control"}
+    c = compare("shuffled descriptor words", correct(run, agg), other)
+    c["verdict"] = c["statement"] + (": what the descriptors say matters" if c["significant"] and c["difference"] > 0 else
+                                     ": the descriptors do not beat their own words shuffled")  # fmt: skip
+    return c
+
+
+def random_words(run: RunData, agg: str, seed: int = 0) -> dict:
+    """Random words from a general vocabulary, ``draws`` seeded draws: their mean accuracy
+    and sd over the draws, an interval for the mean (bootstrap over images) and a paired
+    bootstrap test of the descriptors against the per-image mean over the draws."""
+    draws = sorted(int(m[len(WORDS):].split(":")[0]) for m in run.results if m.startswith(WORDS) and m.endswith(":" + agg))
+    if not draws:
+        return {"note": OLD_RUN}
+    mine = correct(run, agg)
+    per_draw = np.array([correct(run, f"{WORDS}{j}:{agg}") for j in draws])  # (draws, images)
+    acc = per_draw.mean(axis=1)
+    per_image = per_draw.mean(axis=0)
+    test = paired_bootstrap(mine, per_image, seed)
+    sig = verdict(test["p_value"])
+    mean, sd = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+    ok = sig == "significant" and test["difference"] > 0
+    sentence = (f"descriptors {100 * mine.mean():.1f}% vs random words {100 * mean:.1f}% ± {100 * sd:.1f} "
+                f"({len(draws)} draws; paired bootstrap p = {test['p_value']:.3g}, {sig})"
+                + (": the descriptors beat random words" if ok else
+                   ": the descriptors do not beat random words, so a gain over the class name may not come from what they say"))  # fmt: skip
+    return {"draws": len(draws), "accuracy_mean": mean, "accuracy_sd": sd, "accuracy_per_draw": acc.tolist(),
+            "ci95": bootstrap_ci(per_image, seed), "descriptors_accuracy": float(mine.mean()),
+            "descriptors_ci95": wilson(int(mine.sum()), len(mine)), "difference": test["difference"],
+            "difference_ci95": test["ci95"], "p_value": test["p_value"], "significant": sig == "significant",
+            "per_draw_p_values": [mcnemar_exact(mine, d)["p_value"] for d in per_draw],
+            "vocabulary": run.info.details.get("controls", {}).get("vocabulary"), "verdict": sentence}  # fmt: skip
+
+
+def name_description(run: RunData, agg: str, class_names: list[str], seed: int = 0) -> dict:
+    """How much of the true class's score the name alone gives and how much the descriptor
+    content adds (:mod:`.name_split`), and the share of decisions the descriptors change
+    relative to the class name alone (McNemar on the same images)."""
+    split = run.info.details.get("controls", {}).get("name_description", {}).get(agg)
+    if split is None:
+        return {"note": OLD_RUN}
+    name_share, desc_share = shares(split)
+    mine, name = run.results[agg], run.results[BASELINE]
+    changed = mine.predicted != name.predicted
+    ok_mine, ok_name = mine.true_rank == 1, name.true_rank == 1
+    test = mcnemar_exact(ok_mine, ok_name)
+    sig = verdict(test["p_value"])
+    per_class = []
+    for c in np.unique(run.labels):
+        mask = run.labels == c
+        ns, ds = shares(split, mask)
+        per_class.append({"class": class_names[c], "n": int(mask.sum()), "name_share": ns, "description_share": ds,
+                          "decisions_changed": float(changed[mask].mean())})  # fmt: skip
+    adds = sig == "significant"
+    sentence = (f"the class name alone gives {100 * name_share:.0f}% of the true class's score and the descriptor content "
+                f"{100 * desc_share:.0f}%; the descriptors change {100 * changed.mean():.1f}% of decisions relative to the name "
+                f"alone ({test['only_first']} wrong to right, {test['only_second']} right to wrong; McNemar p = "
+                f"{test['p_value']:.3g}, {sig})"
+                + (": the descriptors change the outcome" if adds else ": the descriptors add nothing measurable beyond the name"))  # fmt: skip
+    return {"name_share": name_share, "description_share": desc_share, "ci95": bootstrap_share(split, seed),
+            "explained": split["explained"], "coefficients": {"name": split["a"], "description": split["b"]},
+            "decisions_changed": float(changed.mean()), "decisions_changed_ci95": wilson(int(changed.sum()), len(changed)),
+            "wrong_to_right": test["only_first"], "right_to_wrong": test["only_second"], "p_value": test["p_value"],
+            "significant": adds, "per_class": per_class, "bare_descriptors": _bare(run, agg), "verdict": sentence}  # fmt: skip
+
+
+def _bare(run: RunData, agg: str) -> dict | None:
+    other = correct(run, BARE + agg)
+    return None if other is None else compare("the descriptors without the class name", correct(run, agg), other)
