@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import click
 
-from whyclip.store import Store
-from whyclip.store.db.store import read_schema_state
 
 
 def _steps(pending) -> str:
@@ -18,6 +16,9 @@ def _steps(pending) -> str:
 @click.pass_context
 def migrate(ctx: click.Context, dry_run: bool) -> None:
     """Bring the store's database up to the schema this whyclip uses (all or nothing)."""
+    from whyclip.store import Store  # not at import: `whyclip --help` loads no SQLAlchemy
+    from whyclip.store.db.store import read_schema_state
+
     home, db = ctx.obj["home"], ctx.obj["db"]
     if dry_run:
         st = read_schema_state(home, db)

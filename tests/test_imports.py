@@ -1,0 +1,27 @@
+"""What the command line loads before a command runs: `whyclip --help` must stay fast, so
+the CLI module pulls in no database, service, model or generation machinery."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+HEAVY = ("sqlalchemy", "faiss", "torch", "transformers", "sentence_transformers", "fastapi", "uvicorn", "openai",
+         "streamlit", "alembic", "whyclip.ingest.testmodel")  # fmt: skip
+
+
+def test_the_cli_module_imports_nothing_heavy():
+    code = f"import json, sys; import whyclip.ui.cli; print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+
+
+def test_pure_scoring_loads_numpy_alone():
+    code = "import json, sys; import whyclip.store.scoring; print(json.dumps(sorted(m for m in ('sqlalchemy', 'faiss', 'torch') if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
