@@ -12,31 +12,10 @@ from pathlib import Path
 import click
 
 from whyclip.store.errors import InputError, WhyclipError
-from whyclip.store.scoring.explanation import (
-    BaselineScore,
-    ClassScore,
-    Contrast,
-    ContrastRow,
-    DescriptorScore,
-    Explanation,
-    Retrieved,
-)
+from whyclip.store.scoring.explanation import Explanation
 
 BATCH = 32
 TIMEOUT_S = 120
-
-
-def explanation_from_dict(d: dict) -> Explanation:
-    """The inverse of :meth:`Explanation.to_dict` (for printing a served answer as text)."""
-    classes = [ClassScore(c["class"], c["score"], c["probability"], c["rank"],
-                          [DescriptorScore(**x) for x in c["descriptors"]], c["baseline_score"], c["baseline_probability"])
-               for c in d["classes"]]  # fmt: skip
-    baseline = [BaselineScore(b["class"], b["score"], b["probability"]) for b in d["baseline"]]
-    c = d["contrast"]
-    contrast = Contrast(c["a"], c["b"], c["score_a"], c["score_b"], [ContrastRow(**r) for r in c["rows"]]) if c else None
-    retrieved = [Retrieved(r["class"], r["descriptor"], r["prompt"], r["similarity"], r["descriptor_id"]) for r in d["retrieved"]]
-    return Explanation(d["image"], d["library"], d["version"], d["encoder"], d["aggregate"], d["logit_scale"],
-                       d["n_classes"], classes, baseline, contrast, retrieved)  # fmt: skip
 
 
 def _post(client, url: str, files: list, form: dict) -> list[dict]:
@@ -76,7 +55,7 @@ def explain_remote(ctx: click.Context, url: str, api_key: str | None, paths: lis
             if not files:
                 continue
             for d in _post(client, url, files, form):
-                click.echo(json.dumps(d, ensure_ascii=False) if as_json else ("\n" if shown else "") + explanation_from_dict(d).to_text())
+                click.echo(json.dumps(d, ensure_ascii=False) if as_json else ("\n" if shown else "") + Explanation.from_dict(d).to_text())
                 shown += 1
     if failed:
         ctx.exit(1)

@@ -107,6 +107,21 @@ class Explanation:
             item["class"] = item.pop("class_name")
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Explanation:
+        """The inverse of :meth:`to_dict` (a served answer printed as text); extra keys,
+        such as the provenance the command line adds, are ignored."""
+        classes = [ClassScore(c["class"], c["score"], c["probability"], c["rank"],
+                              [DescriptorScore(**x) for x in c["descriptors"]], c["baseline_score"],
+                              c["baseline_probability"]) for c in d["classes"]]  # fmt: skip
+        baseline = [BaselineScore(b["class"], b["score"], b["probability"]) for b in d["baseline"]]
+        c = d["contrast"]
+        contrast = Contrast(c["a"], c["b"], c["score_a"], c["score_b"], [ContrastRow(**r) for r in c["rows"]]) if c else None
+        retrieved = [Retrieved(r["class"], r["descriptor"], r["prompt"], r["similarity"], r["descriptor_id"])
+                     for r in d["retrieved"]]  # fmt: skip
+        return cls(d["image"], d["library"], d["version"], d["encoder"], d["aggregate"], d["logit_scale"],
+                   d["n_classes"], classes, baseline, contrast, retrieved)  # fmt: skip
+
     def to_text(self, max_descriptors: int | None = None, max_rows: int | None = None) -> str:
         """A plain-text rendering, as ``whyclip explain`` prints it. ``p`` is the softmax
         probability, ``S`` a similarity or score times the logit scale."""
