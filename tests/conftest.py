@@ -67,6 +67,52 @@ def db_url(request):
         pg.drop_database(server, name)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, _isolated_home, monkeypatch):
+    """Runs a whole test module on both metadata databases: with ``pytestmark =
+    pytest.mark.usefixtures("database")`` every store, CLI call (in-process or a child
+    process) and service that the test opens without an explicit URL uses ``$WHYCLIP_DB``,
+    here a fresh PostgreSQL database for the PostgreSQL run (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import pg
+
+    server = request.getfixturevalue("pg_server")
+    url, name = pg.create_database(server)
+    monkeypatch.setenv("WHYCLIP_DB", url)
+    try:
+        yield url
+    finally:
+        pg.drop_database(server, name)  # WITH (FORCE): connections the test left open go too
+
+
+@pytest.fixture
+def other_database(request):
+    """A factory for a second, independent metadata database: under the PostgreSQL run of
+    ``database`` a new PostgreSQL database each call (dropped afterwards), else None (a
+    second home then has its own SQLite file). For tests that open two separate stores."""
+    url = os.environ.get("WHYCLIP_DB")
+    made = []
+    if not url:
+        yield lambda: None
+        return
+    import pg
+
+    server = request.getfixturevalue("pg_server")
+
+    def make() -> str:
+        new, name = pg.create_database(server)
+        made.append(name)
+        return new
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            pg.drop_database(server, name)
+
+
 def shared_file(name: str) -> Path:
     path = SHARED_DESCRIPTORS / name
     if not path.is_file():

@@ -14,6 +14,8 @@ from fakes import install_fake, planted_png
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.cli import cli
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 CONCEPTS = ["protruding eyes", "bright green colour", "brown or olive skin", "yellow peel"]
 LIBRARY = {
     "tree frog": ["sticky toe pads", "protruding eyes", "bright green colour"],

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from test_api import BANANA, FROG, client, fake, home  # noqa: F401 - fixtures
 from whyclip.ui.cli import cli
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 
 @pytest.fixture
 def served(client, monkeypatch):  # noqa: F811

@@ -13,6 +13,8 @@ from PIL import Image
 from test_api import BANANA, FROG, KEY, client, explain, fake, home  # noqa: F401 - fixtures
 from whyclip.ui.api import Limits, ServiceSettings, create_app
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 
 def problem(r, status: int, *words: str) -> str:
     assert r.status_code == status, (r.status_code, r.text)

@@ -15,6 +15,8 @@ from whyclip.ui.api import ServiceSettings, create_app
 
 from whyclip.ui.api.resources import Resources
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 APP = create_app(ServiceSettings(), warm=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"X-API-Key": KEY})
 

@@ -15,6 +15,8 @@ from PIL import Image
 from fakes import install_fake, planted_png
 from whyclip.ui.cli import cli
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin", "sticky toe pads"]
 LIBRARY = {
     "tree frog": ["sticky toe pads", "protruding eyes", "wet and hairless nose", "bright green colour"],

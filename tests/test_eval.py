@@ -34,6 +34,8 @@ from whyclip.store.runs.audit import AuditSettings, audit
 from whyclip.store.errors import InputError
 from whyclip.store.runs.storage import find_run, list_runs, load_run
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 CONCEPTS = ["frog", "banana", "stop", "sunflower", "green", "eyes", "yellow", "curved", "red", "octagon"]
 LIBRARY = {
     "tree frog": ["green skin", "big eyes", "webbed feet"],

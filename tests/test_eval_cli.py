@@ -20,6 +20,8 @@ from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
 from whyclip.ui.cli import cli
 from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 
 def whyclip(*args: str, home) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), *args],

@@ -20,10 +20,24 @@ from whyclip.ingest import ingest_library
 from whyclip.store.db import cache
 from whyclip.store import Store
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 
 def committed_rows(db) -> int:
     """Cache rows committed so far, read without opening (and so never migrating) the
-    store while the ingest process may still be creating its schema."""
+    store while the ingest process may still be creating its schema: from the SQLite file,
+    or from the PostgreSQL database in ``$WHYCLIP_DB``."""
+    if os.environ.get("WHYCLIP_DB"):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(os.environ["WHYCLIP_DB"])
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT count(*) FROM embeddings")).scalar_one()
+        except sa.exc.ProgrammingError:  # no table yet
+            return 0
+        finally:
+            engine.dispose()
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
             return con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
@@ -35,7 +49,7 @@ def synthetic(n_classes: int, per_class: int) -> dict[str, list[str]]:
     return {f"class {c}": [f"feature {c}-{j} with a colour" for j in range(per_class)] for c in range(n_classes)}
 
 
-def test_editing_one_percent_reembeds_exactly_that(store):
+def test_editing_one_percent_reembeds_exactly_that(store, other_database):
     lib = synthetic(100, 10)  # 1,000 descriptors + 100 baseline prompts
     enc = FakeEncoder()
     first = ingest_library(store, lib, "big", enc)
@@ -51,7 +65,7 @@ def test_editing_one_percent_reembeds_exactly_that(store):
     assert (second.n_embedded, second.n_reused) == (10, 1090)
     assert second.info.version == 2
     # the vectors of the new version are those of a fresh ingest of the edited library
-    fresh = Store.open(store.home.parent / "fresh")
+    fresh = Store.open(store.home.parent / "fresh", other_database())
     ingest_library(fresh, edited, "big", FakeEncoder())
     assert (store.load("big").vectors == fresh.load("big").vectors).all()
 

@@ -12,6 +12,8 @@ from fakes import FakeEncoder
 from whyclip.ingest import ingest_library
 from whyclip.store import EncoderMismatch, LibraryNotFound, Store, StoreError
 
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
+
 LIB = {"tree frog": ["protruding eyes", "bright green colour"], "tailed frog": ["brown skin"], "empty": []}
 
 
@@ -167,7 +169,7 @@ def _clustered(n_classes: int, per_class: int, dim: int = 32, seed: int = 0) -> 
     return lib, FakeEncoder(concepts, dim=dim, noise=0.8)
 
 
-def test_large_libraries_get_a_class_ivf_with_measured_recall_and_exact_scores(tmp_path, monkeypatch):
+def test_large_libraries_get_a_class_ivf_with_measured_recall_and_exact_scores(tmp_path, monkeypatch, other_database):
     import numpy as np
 
     import whyclip.store.vectors.files as index_module
@@ -176,7 +178,7 @@ def test_large_libraries_get_a_class_ivf_with_measured_recall_and_exact_scores(t
     lib, enc = _clustered(40, 20)  # 800 descriptors: above the (patched) threshold
     approx_store = Store.open(tmp_path / "a")
     ingest_library(approx_store, lib, "big", enc)
-    exact_store = Store.open(tmp_path / "b")
+    exact_store = Store.open(tmp_path / "b", other_database())
     ingest_library(exact_store, lib, "big", enc, index_factory="Flat")
     approx, exact = approx_store.load("big"), exact_store.load("big")
     assert approx.info.index_factory == "ClassIVF" and exact.info.index_factory == "Flat"
