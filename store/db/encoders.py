@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, aliased
 
 from whyclip.store.db.schema import READY, EmbeddingRow, EvalRunRow, LibraryRow
+from whyclip.store.db.writes import write_session
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,13 @@ def libraries_with_encoder(engine: Engine, encoder_id: str) -> list[tuple[str, i
 def rename_encoder_id(engine: Engine, old: str, new: str) -> Renamed:
     """Every row of encoder ``old`` becomes ``new``, in one transaction: libraries, cache
     keys (their precision tail kept) and evaluation runs. A cache row whose renamed key the
-    new id already has is dropped and the existing row kept (same text, same encoder)."""
+    new id already has is dropped and the existing row kept (same text, same encoder).
+    It holds the store's write lock, as every cache save does, so no writer can insert a
+    row under the new id between the check for clashes and the update."""
     if old == new:
         return Renamed()
     done = Renamed()
-    with Session(engine) as s, s.begin():
+    with write_session(engine, f"rename encoder id {old} to {new}") as s:
         done.libraries = s.execute(update(LibraryRow).where(LibraryRow.encoder_id == old).values(encoder_id=new)).rowcount
         other = aliased(EmbeddingRow)
         clash = exists().where(and_(other.encoder_key == _renamed(EmbeddingRow.encoder_key, old, new),
