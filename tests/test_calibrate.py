@@ -317,3 +317,49 @@ def test_too_few_images_through_the_cli_and_dry_run_stores_nothing(zoo):
     from whyclip.store.runs.calibration_store import list_calibrations
 
     assert list_calibrations(store) == []
+
+
+def test_audit_reports_carry_the_calibration(zoo, tmp_path):
+    home, store = zoo
+    lib, _, y, z = plant_run(store, name="first")
+    run = lambda *a: CliRunner().invoke(cli, ["--home", str(home), *a])  # noqa: E731
+    before = json.loads(run("audit", "--library", "zoo", "--run", "first", "--format", "json").stdout)["calibration"]
+    assert before["calibrated"] is False and "whyclip calibrate --library zoo --run first" in before["note"]
+    assert before["ece_before"] == pytest.approx(ece_loop(cal.probabilities(z), y), abs=1e-9)  # every image, T = 1
+    assert before["nll_before"] == pytest.approx(nll_loop(z, y), rel=1e-9) and "ece_after" not in before
+    assert run("calibrate", "--library", "zoo", "--run", "first").exit_code == 0
+    fitted = json.loads(run("audit", "--library", "zoo", "--run", "first", "--format", "json").stdout)["calibration"]
+    stored = json.loads(run("calibrate", "--library", "zoo", "--run", "first", "--json", "--dry-run").stdout)
+    assert fitted["calibrated"] and fitted["ece_after"] == pytest.approx(stored["ece_after"]) and "held-out" in fitted["measured_on"]
+    # another run of the same version: the stored calibration applied to all of its images
+    _, _, y2, z2 = plant_run(store, name="second", seed=9)
+    other = json.loads(run("audit", "--library", "zoo", "--run", "second", "--format", "json").stdout)["calibration"]
+    assert other["fitted_on"] == "first" and "every image of this run (400" in other["measured_on"]
+    assert other["ece_after"] == pytest.approx(ece_loop(cal.probabilities(z2, fitted["temperature"]), y2), abs=1e-9)
+    assert other["ece_after"] < other["ece_before"]
+    text = run("audit", "--library", "zoo", "--run", "second").stdout
+    assert "calibration: temperature" in text and "before: ECE" in text and "after:  ECE" in text
+    out = tmp_path / "a.html"
+    assert run("audit", "--library", "zoo", "--run", "second", "--format", "html", "--out", str(out)).exit_code == 0
+    page = out.read_text()
+    assert 'id="calibration"' in page and page.count("<svg") >= 2 and "reliability" in page.lower()
+    folder = tmp_path / "csv"
+    assert run("audit", "--library", "zoo", "--run", "second", "--format", "csv", "--out", str(folder)).exit_code == 0
+    import csv
+
+    (row,) = list(csv.DictReader((folder / "calibration.csv").open()))
+    assert float(row["ece_after"]) == pytest.approx(other["ece_after"])
+    bins = list(csv.DictReader((folder / "reliability.csv").open()))
+    assert len(bins) == 15 and sum(int(b["after_count"]) for b in bins) == 400
+
+
+def test_deleting_the_library_deletes_its_calibrations(zoo):
+    home, store = zoo
+    plant_run(store)
+    run = lambda *a: CliRunner().invoke(cli, ["--home", str(home), *a])  # noqa: E731
+    assert run("calibrate", "--library", "zoo").exit_code == 0
+    done = run("delete", "zoo", "--with-runs", "--yes")
+    assert done.exit_code == 0, done.output
+    from whyclip.store.runs.calibration_store import list_calibrations
+
+    assert list_calibrations(store) == []

@@ -105,7 +105,7 @@ def per_class(run: RunData, lib: Library, agg: str, min_n: int = 10) -> list[dic
         p = mcnemar_exact(mine, base)["p_value"]
         row = {"class": lib.class_names[c], "n": n, "top1": float(mine.mean()), "ci95": wilson(int(mine.sum()), n),
                "baseline_top1": float(base.mean()), "baseline_ci95": wilson(int(base.sum()), n), "p_value": p,
-               "significant": verdict(p) == "significant", "flagged": n >= min_n and mine.mean() < base.mean()}  # fmt: skip
+               "significant": verdict(p) == "significant", "flagged": bool(n >= min_n and mine.mean() < base.mean())}  # fmt: skip
         if CONTROL + agg in run.results:
             row["control_top1"] = float(np.mean(run.results[CONTROL + agg].true_rank[mask] == 1))
         out.append(row)
