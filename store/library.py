@@ -119,6 +119,17 @@ class Library:
             )
         return tuple((r[0], r[1]) for r in rows)
 
+    def descriptor_texts(self) -> list[str]:
+        """Every descriptor text of the version, in position order, in one query."""
+        n = int(self.matrices.offsets[-1])
+        if n == 0:
+            return []
+        with Session(self.engine) as s:
+            texts = s.scalars(select(DescriptorRow.text).where(self._keys(0, n)).order_by(DescriptorRow.id)).all()
+        if len(texts) != n:
+            raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use: load it again")
+        return list(texts)
+
     def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
         """Every descriptor of a class with its similarity and weight, best first."""
         lo, hi = self.matrices.offsets[position], self.matrices.offsets[position + 1]

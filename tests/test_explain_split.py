@@ -111,3 +111,13 @@ def test_the_cli_prints_one_line_per_class_and_the_json_carries_it(tmp_path, mon
     assert after.stdout.count("name vs description: the class name alone gives") == 3
     (record,) = [json.loads(line) for line in run("explain", str(image), "--library", "planted", "--json").stdout.splitlines()]
     assert all(c["name_share"] + c["description_share"] == pytest.approx(1.0) for c in record["classes"])
+
+
+def test_a_large_library_says_why_in_one_line(evaluated, monkeypatch):
+    from whyclip.store.runs import name_split
+
+    store, enc, data, _ = evaluated
+    run_eval(store, store.load("paper"), read_dataset(data), enc, name="r")
+    monkeypatch.setattr(name_split, "SPLIT_MAX", 5)
+    _, _, exp = explain_one(store, enc, "paper", data)
+    assert "12 descriptors is over 5" in exp.name_description["note"] and exp.classes[0].name_share is None

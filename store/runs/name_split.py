@@ -90,6 +90,7 @@ def image_split(full: np.ndarray, name: np.ndarray, bare: np.ndarray) -> dict:
             "name_share": np.where(den > 0, name_part / safe, 0.0), "description_share": np.where(den > 0, desc_part / safe, 0.0)}  # fmt: skip
 
 
+SPLIT_MAX = 200_000  # descriptors: above, explain does not read every bare vector for the split
 BARE_NOTE = ("name vs description not shown: this library's bare-descriptor prompts are not in the embedding cache "
              "for this model; run 'whyclip eval DATASET --library {name}' once (it embeds them), then explain again")  # fmt: skip
 
@@ -103,7 +104,10 @@ def bare_scorer(store, lib, encoder_key: str):
 
     if len(lib.class_names) < 3:
         return "name vs description not shown: the split is fitted over an image's classes and needs at least 3"
-    texts = [t for c in range(len(lib.class_names)) for t, _ in lib.class_texts(c)]
+    if lib.info.n_descriptors > SPLIT_MAX:
+        return (f"name vs description not shown: {lib.info.n_descriptors:,} descriptors is over {SPLIT_MAX:,} (it reads "
+                "every bare-descriptor vector from the cache); the audit has the run's split per class")  # fmt: skip
+    texts = lib.descriptor_texts()
     found = cache.lookup(store, encoder_key, list(dict.fromkeys(texts)))
     if any(t not in found for t in texts):
         return BARE_NOTE.format(name=lib.info.name)
