@@ -363,3 +363,28 @@ def test_deleting_the_library_deletes_its_calibrations(zoo):
     from whyclip.store.runs.calibration_store import list_calibrations
 
     assert list_calibrations(store) == []
+
+
+def test_calibrations_on_sqlite_and_postgresql(tmp_path, db_url, monkeypatch):
+    """Stored, read back (the newest wins, biases exact) and deleted with the library, on both databases."""
+    install_fake(monkeypatch, CONCEPTS)
+    home = tmp_path / "pghome"
+    store = Store.open(home, db_url)
+    ingest_library(store, LIBRARY, "zoo", FakeEncoder(CONCEPTS), template="bare")
+    plant_run(store, n=120)
+    base = ["--home", str(home)] + (["--db", db_url] if db_url else [])
+    run = lambda *a: CliRunner().invoke(cli, [*base, *a])  # noqa: E731
+    assert run("calibrate", "--library", "zoo").exit_code == 0
+    done = run("calibrate", "--library", "zoo", "--per-class-bias", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    from whyclip.store.runs.calibration_store import latest_calibration
+
+    latest = latest_calibration(store, store.load("zoo").info.id)
+    assert latest.id == report["calibration_id"] and latest.biases.tolist() == report["biases"]
+    assert latest.created_at.tzinfo is not None and latest.report["ece_after"] == report["ece_after"]
+    (tmp_path / "x.png").write_bytes(planted_png(["fur"]))
+    out = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", "--json")
+    assert out.exit_code == 0 and json.loads(out.stdout)["calibration"]["calibration_id"] == latest.id
+    assert run("delete", "zoo", "--with-runs", "--yes").exit_code == 0
+    assert latest_calibration(store, latest.library_id) is None
