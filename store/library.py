@@ -26,7 +26,7 @@ from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow
-from whyclip.store.scoring import AGGREGATES, descriptor_weights, score_classes, softmax, top_k
+from whyclip.store.scoring import AGGREGATES, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
 
 
 
@@ -119,6 +119,17 @@ class Library:
             )
         return tuple((r[0], r[1]) for r in rows)
 
+    def descriptor_texts(self) -> list[str]:
+        """Every descriptor text of the version, in position order, in one query."""
+        n = int(self.matrices.offsets[-1])
+        if n == 0:
+            return []
+        with Session(self.engine) as s:
+            texts = s.scalars(select(DescriptorRow.text).where(self._keys(0, n)).order_by(DescriptorRow.id)).all()
+        if len(texts) != n:
+            raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use: load it again")
+        return list(texts)
+
     def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
         """Every descriptor of a class with its similarity and weight, best first."""
         lo, hi = self.matrices.offsets[position], self.matrices.offsets[position + 1]
@@ -198,12 +209,27 @@ class Library:
         top: int = 5,
         compare: tuple[str, str] | None = None,
         retrieve: int = 10,
+        calibration=None,
+        name_split=None,
     ) -> list[Explanation]:
         """Explain each unit image vector (rows of ``images``): exact scores for every class,
-        the evidence of the ``top`` classes, a contrast, the baseline and library-wide hits."""
+        the evidence of the ``top`` classes, a contrast, the baseline and library-wide hits.
+
+        ``calibration``: a stored calibration (:class:`whyclip.store.runs.calibration_store.CalibrationInfo`)
+        whose temperature and biases give the probabilities. ``name_split``: the bare-descriptor
+        ``(ClassMatrices, vectors)`` (:func:`whyclip.store.runs.name_split.bare_scorer`) for the
+        name/description share of each shown class, or a one-line note saying why there is none."""
+        from whyclip.store.runs.name_split import image_split  # numpy only
+
         agg = aggregate or self.info.aggregate
         if agg not in AGGREGATES:
             raise InputError(f"unknown aggregate {agg!r}: choose one of {', '.join(AGGREGATES)}")
+        if calibration is not None and calibration.aggregate != agg:
+            raise InputError(f"the calibration of library {self.info.name!r} is for the {calibration.aggregate} aggregate, "
+                             f"not {agg}: explain with --aggregate {calibration.aggregate}, or calibrate for {agg}")  # fmt: skip
+        if calibration is not None and calibration.biases is not None and len(calibration.biases) != len(self.class_names):
+            raise InputError(f"the calibration has {len(calibration.biases)} class biases, library {self.info.name!r} "
+                             f"v{self.info.version} has {len(self.class_names)} classes: run 'whyclip calibrate' again")  # fmt: skip
         images = np.atleast_2d(np.asarray(images, dtype=np.float32))
         if images.shape[1] != self.info.dim:
             raise EncoderMismatch(f"image vectors have dimension {images.shape[1]}, library {self.info.name!r} has {self.info.dim}")
@@ -212,25 +238,41 @@ class Library:
         scale = self.info.logit_scale
         scores = self.scores(images, agg)
         base_scores = images @ self.matrices.baseline.T
+        bare = None
+        if name_split is not None and not isinstance(name_split, str):
+            bare = score_classes(images, name_split[0], agg, name_split[1])
         hits = self.retrieve(images, retrieve)
         top = max(1, min(top, len(self.class_names)))
         out = []
         for i, image in enumerate(images):
-            probs = softmax(scores[i], scale)
+            raw = softmax(scores[i], scale)
+            probs = raw if calibration is None else calibrated_softmax(scores[i], scale, calibration.temperature, calibration.biases)
             bprobs = softmax(base_scores[i], scale)
-            ranking = top_k(scores[i], max(top, 2))
+            key = scores[i]  # biases can change the ranking: then the calibrated logits order the classes
+            if calibration is not None and calibration.biases is not None:
+                key = scores[i].astype(np.float64) * (scale / calibration.temperature) + calibration.biases
+            ranking = top_k(key, max(top, 2))
             order = ranking[:top]
+            split = None if bare is None else image_split(scores[i], base_scores[i], bare[i])
             classes = [
                 ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
-                           self._evidence(image, int(c), agg), float(base_scores[i, c]), float(bprobs[c]))
+                           self._evidence(image, int(c), agg), float(base_scores[i, c]), float(bprobs[c]),
+                           None if calibration is None else float(raw[c]),
+                           None if split is None else float(split["name_share"][c]),
+                           None if split is None else float(split["description_share"][c]))
                 for rank, c in enumerate(order)
             ]  # fmt: skip
+            if split is not None:
+                nd = {"coefficients": {"name": split["a"], "description": split["b"]}, "explained": split["explained"]}
+            else:
+                nd = {"note": name_split} if isinstance(name_split, str) else None
             border = top_k(base_scores[i], top)
             baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
             a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)
             contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None
             out.append(
                 Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,
-                            len(self.class_names), classes, baseline, contrast, hits[i])
+                            len(self.class_names), classes, baseline, contrast, hits[i],
+                            None if calibration is None else calibration.block(), nd)
             )  # fmt: skip
         return out

@@ -190,3 +190,26 @@ def explain_alone(home, data):
     (home / "one.png").write_bytes(data)
     (out,) = cli_json(["explain", str(home / "one.png"), "--library", "frogs", "--json"])
     return out
+
+
+def test_explain_calibrated_answers_what_the_cli_prints(client, home):
+    """calibrated=true: the same probabilities and calibration block as ``explain --calibrated``;
+    without a stored calibration, a 422 that names the fix."""
+    from test_calibrate import plant_run
+    from whyclip.store import Store
+
+    (home / "frog.png").write_bytes(FROG)
+    r = explain(client, [("frog.png", FROG)], calibrated="true")
+    assert r.status_code == 422 and "whyclip calibrate --library frogs" in r.json()["error"]
+    store = Store.open(home / "home")
+    plant_run(store, library="frogs", n=300, t_true=3.0)
+    done = CliRunner().invoke(cli, ["calibrate", "--library", "frogs", "--per-class-bias"])
+    assert done.exit_code == 0, done.output
+    path = str(home / "frog.png")
+    expected = cli_json(["explain", path, "--library", "frogs", "--json", "--calibrated"])
+    r = explain(client, [(path, FROG)], calibrated="true")
+    assert r.status_code == 200, r.text
+    assert r.json()["explanations"] == expected
+    assert expected[0]["calibration"]["per_class_bias"] and expected[0]["classes"][0]["uncalibrated_probability"] is not None
+    plain = explain(client, [(path, FROG)]).json()["explanations"][0]
+    assert plain["calibration"] is None and plain["classes"][0]["uncalibrated_probability"] is None

@@ -53,3 +53,17 @@ def test_unreachable_server(home, tmp_path):  # noqa: F811
     (tmp_path / "f.png").write_bytes(FROG)
     r = run(["explain", str(tmp_path / "f.png"), "--library", "frogs", "--server", "http://127.0.0.1:9"])
     assert r.exit_code == 1 and "cannot reach the whyclip service" in r.stderr
+
+
+def test_server_calibrated_output_is_the_local_output(served, home):  # noqa: F811
+    from test_calibrate import plant_run
+    from whyclip.store import Store
+
+    (home / "frog.png").write_bytes(FROG)
+    plant_run(Store.open(home / "home"), library="frogs", n=200, t_true=2.0)
+    assert run(["calibrate", "--library", "frogs"]).exit_code == 0
+    for extra in ([], ["--json"]):
+        local = run(["explain", str(home / "frog.png"), "--library", "frogs", "--calibrated", *extra])
+        remote = run(["explain", str(home / "frog.png"), "--library", "frogs", "--calibrated", "--server", served, *extra])
+        assert local.exit_code == remote.exit_code == 0, remote.output
+        assert remote.stdout == local.stdout and "calibrat" in local.stdout

@@ -155,6 +155,10 @@ def test_library_page_metadata_search_and_highlights(frogs):
     assert list(shared["descriptor"]) == ["protruding eyes"] and list(shared["classes"]) == [2]
 
 
+def reliability_charts(at: AppTest) -> int:
+    return sum('"reliability diagram"' in e.proto.spec for e in at.get("vega_lite_chart"))
+
+
 def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     """The Audit page renders exactly what ``whyclip audit`` computes for the planted run."""
     from whyclip.ingest.datasets import read_dataset
@@ -175,7 +179,11 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     at.run()
     assert not at.exception
     rw = expected["controls"]["random_words"]
-    assert [m.value for m in at.metric] == ["66.7%", "100.0%", f"{100 * rw['accuracy_mean']:.1f}% ± {100 * rw['accuracy_sd']:.1f}", "100.0%"]
+    assert [m.value for m in at.metric][:4] == ["66.7%", "100.0%", f"{100 * rw['accuracy_mean']:.1f}% ± {100 * rw['accuracy_sd']:.1f}", "100.0%"]
+    # no calibration stored: the library's own probabilities, with their reliability diagram
+    assert [m.value for m in at.metric][4:6] == [f"{expected['calibration']['ece_before']:.3f}", f"{expected['calibration']['nll_before']:.3f}"]
+    assert any("whyclip calibrate --library planted" in i.value for i in at.info)
+    assert "Calibration" in [h.value for h in at.subheader] and reliability_charts(at) == 1
     shown = [x.value for x in (*at.success, *at.warning)]
     for key in ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words"):
         assert any(expected["controls"][key]["verdict"] in v for v in shown), key
@@ -187,3 +195,40 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     assert list(drivers["top_correct"]) == [r["top_correct"] for r in shown]
     at.selectbox(key="audit_agg").set_value("max").run()
     assert not at.exception and at.metric[0].value == f"{100 * expected['accuracy'][2]['top1']:.1f}%"
+
+
+def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path, monkeypatch):
+    """A calibrated library: the Audit page shows ECE before and after (the stored held-out
+    figures) with the reliability diagram; the Explain page's toggle gives the calibrated
+    probabilities that ``explain --calibrated`` gives."""
+    import json
+
+    from click.testing import CliRunner
+
+    from test_calibrate import plant_run
+    from whyclip.ui.cli import cli
+
+    ingest_library(store, LIBRARY, "frogs", fake)
+    plant_run(store, library="frogs", n=200, t_true=3.0)
+    done = CliRunner().invoke(cli, ["calibrate", "--library", "frogs", "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("dashboard/audit_page.py").run()
+    assert not at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values["ECE before"] == f"{report['ece_before']:.3f}" and values["ECE after"] == f"{report['ece_after']:.3f}"
+    assert values["temperature"] == f"{report['temperature']:.3g}"
+    assert reliability_charts(at) == 1
+
+    frog = png(["protruding eyes", "bright green colour"])
+    (tmp_path / "frog.png").write_bytes(frog)
+    expected = json.loads(CliRunner().invoke(cli, ["explain", str(tmp_path / "frog.png"), "--library", "frogs", "--json",
+                                                   "--calibrated"]).stdout)  # fmt: skip
+    at = run_explain([("frog.png", frog)])
+    at.toggle(key="explain_calibrated").set_value(True).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["probability"]) == pytest.approx([c["probability"] for c in expected["classes"]], abs=1e-9)
+    assert list(table["uncalibrated probability"]) == pytest.approx([c["uncalibrated_probability"] for c in expected["classes"]])
+    assert any("Probabilities calibrated" in c.value for c in at.caption)

@@ -147,21 +147,28 @@ def ingest(ctx, file, library, model, template, baseline, strict, device, precis
 @click.pass_context
 def libraries(ctx, as_json, every_version):
     """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
+    from whyclip.store.runs.calibration_store import list_calibrations
+
     try:
-        infos = _store(ctx, create=False).libraries(every_version=every_version)
+        store = _store(ctx, create=False)
+        infos = store.libraries(every_version=every_version)
+        calibrations = {c.library_id: c for c in list_calibrations(store)}  # the newest of each version wins
     except NoStore:
-        infos = []
+        infos, calibrations = [], {}
     if as_json:
-        click.echo(json.dumps([_info_dict(i) for i in infos], indent=2, default=str))
+        click.echo(json.dumps([{**_info_dict(i), "calibration": calibrations[i.id].block() if i.id in calibrations else None}
+                               for i in infos], indent=2, default=str))  # fmt: skip
         return
     if not infos:
         click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
         return
     head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "index", "recall@10",
-            "encoder", "created")  # fmt: skip
+            "encoder", "calibrated", "created")  # fmt: skip
     rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template,
              i.index_factory + (f" (probe {i.index_params['probe']})" if "probe" in i.index_params else ""),
-             f"{i.recall_at_10:.3f}", i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
+             f"{i.recall_at_10:.3f}", i.encoder_name,
+             f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
+             i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for r in (head, *rows):
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
@@ -189,9 +196,11 @@ def _info_dict(i) -> dict:
 @click.option("--server", default=None, metavar="URL", envvar="WHYCLIP_SERVER",
               help="Ask a running 'whyclip serve' at URL instead of loading the model here [env WHYCLIP_SERVER].")
 @click.option("--api-key", default=None, envvar="WHYCLIP_API_KEY", help="API key for --server, if it needs one [env WHYCLIP_API_KEY].")
+@click.option("--calibrated", is_flag=True,
+              help="Probabilities from the library version's stored calibration (made by 'whyclip calibrate').")
 @click.pass_context
 def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json, precision,
-            server, api_key):  # fmt: skip
+            server, api_key, calibrated):  # fmt: skip
     """Explain why each IMAGE (file or folder of images) gets its classes.
 
     Images are encoded and scored in batches. An unreadable image is reported on stderr
@@ -206,16 +215,22 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
         from .client import explain_remote
 
         form = {"library": library, "top": top, "retrieve": retrieve, **({"version": lib_version} if lib_version else {}),
-                **({"aggregate": aggregate} if aggregate else {}), **({"compare": list(compare)} if compare else {})}  # fmt: skip
+                **({"aggregate": aggregate} if aggregate else {}), **({"compare": list(compare)} if compare else {}),
+                **({"calibrated": "true"} if calibrated else {})}  # fmt: skip
         return explain_remote(ctx, server, api_key, expand_image_paths(images), form, as_json)
+    from whyclip.store.runs.calibration_store import calibration_for
+    from whyclip.store.runs.name_split import bare_scorer
+
     store = _store(ctx, create=False)
     lib = store.load(library, lib_version)
     if compare:
         for name in compare:
             lib.class_position(name)
+    cal = calibration_for(store, lib.info.id, lib.info.name, lib.info.version, aggregate or lib.info.aggregate) if calibrated else None
     paths, failed = _readable(expand_image_paths(images), check_image)  # headers, before the model loads
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
     check_library_encoder(lib, encoder)  # read only: nothing is written
+    split = bare_scorer(store, lib, encoder.cache_key)  # from the embedding cache only
     shown = 0
     with progress_bar("explaining images", unit="image") as bar:
         for start in range(0, len(paths), IMAGE_BATCH):
@@ -230,7 +245,8 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
             if pictures:
                 vectors, _ = encoder.embed_images(pictures)
                 results = lib.explain(vectors, [str(p) for p in batch], aggregate=aggregate, top=top,
-                                      compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
+                                      compare=tuple(compare) if compare else None, retrieve=retrieve,
+                                      calibration=cal, name_split=split)  # fmt: skip
                 for exp in results:
                     if as_json:
                         record = explanation_json(exp, encoder)
@@ -367,6 +383,7 @@ def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold,
     """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
     from whyclip.store.runs.audit import AuditSettings
     from whyclip.store.runs.audit import audit as make_audit
+    from whyclip.store.runs.calibration_store import latest_calibration
     from whyclip.store.runs.storage import find_run, load_run
 
     from .report import to_text, write_report
@@ -376,7 +393,8 @@ def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold,
     lib = store.load(library, info.library_version)
     settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near_threshold,
                              flat_ratio=flat_ratio, pairs=pairs, min_n=min_n)  # fmt: skip
-    result = make_audit(load_run(store, info), lib, settings)
+    calibration = latest_calibration(store, lib.info.id, aggregate or lib.info.aggregate)
+    result = make_audit(load_run(store, info), lib, settings, calibration)
     if out is None and fmt in ("text", "json"):
         click.echo(to_text(result) if fmt == "text" else json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -479,6 +497,10 @@ _register_serve()
 from .store_cli import migrate  # noqa: E402 - the store's maintenance commands
 
 cli.add_command(migrate)
+
+from .calibrate_cli import calibrate  # noqa: E402  (its own module)
+
+cli.add_command(calibrate)
 
 
 def main() -> None:

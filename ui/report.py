@@ -93,12 +93,32 @@ def per_class_lines(classes: list[dict], limit: int = TEXT_ROWS) -> list[str]:
                     "yes" if c.get("flagged") else "") for c in worst])  # fmt: skip
 
 
+def calibration_lines(cal: dict) -> list[str]:
+    """ECE, NLL and accuracy before (and after) calibration, and where they were measured."""
+    if not cal or "bins" not in cal:
+        return [f"calibration: {cal.get('note', '-')}"] if cal else []
+    def figure(side: str) -> str:
+        return (f"ECE {cal['ece_' + side]:.3f} {_plain_ci(cal['ece_' + side + '_ci95'])}, NLL {cal['nll_' + side]:.3f}, "
+                f"top-1 {pct(cal['accuracy_' + side])} {ci(cal['accuracy_' + side + '_ci95'])}")
+    if not cal.get("calibrated"):
+        return [f"calibration ({cal['n_bins']}-bin ECE, on {cal['measured_on']}): {figure('before')}", f"  {cal['note']}"]
+    bias = " and per-class biases" if cal.get("per_class_bias") else ""
+    fitted = cal.get("fitted_on") or cal.get("run")
+    return [f"calibration: temperature {cal['temperature']:.3g}{bias}, fitted on run {fitted!r}; measured on {cal['measured_on']}",
+            f"  before: {figure('before')}", f"  after:  {figure('after')}"]  # fmt: skip
+
+
+def _plain_ci(interval: list[float] | None) -> str:
+    return "-" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def to_text(a: dict) -> str:
     run, lib = a["run"], a["library"]
     agg = a["aggregate"]
     out = [f"audit of run {run['name']!r}: library {lib['name']} v{lib['version']} ({lib['classes']} classes, "
            f"{lib['descriptors']} descriptors), {run['n_images']} images from {run['dataset']}; aggregate {agg}", ""]  # fmt: skip
     out += ["accuracy (top-1 with its Wilson 95% interval)", *accuracy_lines(a["accuracy"]), ""]
+    out += [*calibration_lines(a.get("calibration")), ""]
     out += ["controls (paired over the same images)", *control_lines(a["controls"])]
     out += name_description_lines(a["controls"]["name_description"])
     d = a["controls"]["deletion"]
@@ -165,6 +185,11 @@ CSV_TABLES = {
     "controls": lambda a: [{"control": k, **{f: x for f, x in v.items() if f not in ("per_class", "bare_descriptors")}}
                            for k, v in a["controls"].items()],
     "name_description": lambda a: a["controls"]["name_description"].get("per_class", []),
+    "calibration": lambda a: [{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in a["calibration"].items()
+                               if k not in ("bins", "biases")}] if a.get("calibration") else [],
+    "reliability": lambda a: [{"lower": b["lower"], "upper": b["upper"],
+                               **{f"{side}_{k}": v for side in ("before", "after") if side in b for k, v in b[side].items()}}
+                              for b in a.get("calibration", {}).get("bins", [])],
 }
 
 

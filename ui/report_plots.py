@@ -93,20 +93,44 @@ def _drivers(rows: list[dict], plt) -> str:
 
 
 def reliability(cal: dict, plt) -> str:
-    """Held-out reliability diagram: per confidence bin, accuracy before and after."""
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    return _svg(_reliability_figure(cal, plt))
+
+
+def _reliability_figure(cal: dict, plt):
+    """Reliability diagram: per confidence bin (equal width), accuracy against mean
+    confidence, before calibration and (when there is one) after; a marker's area follows
+    its bin's image count. The diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
     ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfect calibration")
-    for key, colour, label in (("before", ORANGE, f"before (ECE {cal['ece_before']:.3f})"),
-                               ("after", BLUE, f"after (ECE {cal['ece_after']:.3f})")):  # fmt: skip
-        bins = [b for b in cal["reliability"][key] if b["n"]]
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=colour, label=label)
+    sides = [("before", ORANGE, "library's probabilities" if not cal.get("calibrated") else "before")]
+    if cal.get("calibrated"):
+        sides.append(("after", BLUE, f"after (T = {cal['temperature']:.3g})"))
+    total = max(1, sum(b["before"]["count"] for b in cal["bins"]))
+    for key, colour, label in sides:
+        bins = [b[key] for b in cal["bins"] if b[key]["count"]]
+        x, y = [b["confidence"] for b in bins], [b["accuracy"] for b in bins]
+        ax.plot(x, y, color=colour, linewidth=1.2, label=f"{label}, ECE {cal['ece_' + key]:.3f}")
+        ax.scatter(x, y, s=[12 + 200 * b["count"] / total for b in bins], color=colour, zorder=3)
     ax.set_xlabel("confidence (top-1 probability)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
+    ax.set_title(f"{cal['n_bins']} equal-width bins; {cal['measured_on']}"[:90], fontsize=7)
     ax.legend(frameon=False, fontsize=8, loc="upper left")
     ax.spines[["top", "right"]].set_visible(False)
-    return _svg(fig)
+    return fig
+
+
+def reliability_figure(cal: dict, path) -> None:
+    """The reliability diagram as a file (PNG, SVG or PDF by its suffix), for ``whyclip calibrate --plot``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = _reliability_figure(cal, plt)
+    fig.savefig(path, bbox_inches="tight", dpi=150)
+    plt.close(fig)
 
 
 def plots(a: dict) -> dict[str, str]:
@@ -125,6 +149,6 @@ def plots(a: dict) -> dict[str, str]:
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]][:15][::-1]
     if drivers:
         out["drivers"] = _drivers(drivers, plt)
-    if a.get("calibration") and "reliability" in a["calibration"]:
+    if a.get("calibration", {}).get("bins"):
         out["reliability"] = reliability(a["calibration"], plt)
     return out

@@ -29,6 +29,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 
 from whyclip.store.db.schema import (
+    CalibrationRow,
     ClassRow,
     DescriptorRow,
     EmbeddingRow,
@@ -99,6 +100,7 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
                 "or keep the version"
             )
         run_ids = [r.id for r in runs]
+        s.execute(delete(CalibrationRow).where(CalibrationRow.library_id.in_(ids)))  # fitted on these versions' runs
         if run_ids:
             for table in (EvalResultRow, EvalImageRow):
                 s.execute(delete(table).where(table.run_id.in_(run_ids)))

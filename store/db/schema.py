@@ -3,7 +3,7 @@
 
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
 *version*), ``classes`` and ``descriptors``, the embedding cache, evaluation runs
-(``eval_runs``, ``eval_images``, ``eval_results``) and the LLM answer cache
+(``eval_runs``, ``eval_images``, ``eval_results``), their ``calibrations`` and the LLM answer cache
 (``llm_answers``, at the end of the file). A version's descriptor keys are
 contiguous (``first_descriptor_id + position``), so a retrieval hit's row position maps to
 its key without a lookup. Library vectors live in index files, not in the database.
@@ -201,6 +201,31 @@ class EvalResultRow(Base):
     top: Mapped[str] = mapped_column(Text)  # JSON [[class position, score], ...], best first
     true_score: Mapped[float] = mapped_column(Float)
     true_rank: Mapped[int] = mapped_column(Integer)  # 1 = predicted
+
+
+class CalibrationRow(Base):
+    """A calibration of a library version's probabilities (``whyclip calibrate``), fitted on
+    a seeded split of one of its runs: the temperature, the per-class biases (JSON by class
+    position, or null) and the report with the held-out figures before and after. The
+    newest of a version (and aggregate) is the one ``explain --calibrated`` uses."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = (Index("ix_calibrations_library_aggregate", "library_id", "aggregate"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    aggregate: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(Integer)
+    fit_fraction: Mapped[float] = mapped_column(Float)
+    temperature: Mapped[float] = mapped_column(Float)
+    biases: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON [bias of class 0, ...], or null
+    ece_before: Mapped[float] = mapped_column(Float)  # held-out figures, also in ``report``
+    ece_after: Mapped[float] = mapped_column(Float)
+    nll_before: Mapped[float] = mapped_column(Float)
+    nll_after: Mapped[float] = mapped_column(Float)
+    report: Mapped[str] = mapped_column(Text)  # JSON: the whole calibrate report (bins, intervals, notes)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 EVAL_TABLES = ("eval_runs", "eval_images", "eval_results")

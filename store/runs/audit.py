@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from whyclip.store.library import Library
 from whyclip.store.runs import controls_summary as controls
+from whyclip.store.runs.calibration import audit_section
 from whyclip.store.runs.stats import mcnemar_exact, verdict, wilson
 from whyclip.store.runs.storage import BARE, BASELINE, CONTROL, SWAP, WORDS, RunData
 from whyclip.store.db.schema import SharedTextRow
@@ -104,7 +105,7 @@ def per_class(run: RunData, lib: Library, agg: str, min_n: int = 10) -> list[dic
         p = mcnemar_exact(mine, base)["p_value"]
         row = {"class": lib.class_names[c], "n": n, "top1": float(mine.mean()), "ci95": wilson(int(mine.sum()), n),
                "baseline_top1": float(base.mean()), "baseline_ci95": wilson(int(base.sum()), n), "p_value": p,
-               "significant": verdict(p) == "significant", "flagged": n >= min_n and mine.mean() < base.mean()}  # fmt: skip
+               "significant": verdict(p) == "significant", "flagged": bool(n >= min_n and mine.mean() < base.mean())}  # fmt: skip
         if CONTROL + agg in run.results:
             row["control_top1"] = float(np.mean(run.results[CONTROL + agg].true_rank[mask] == 1))
         out.append(row)
@@ -321,8 +322,10 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
     }  # fmt: skip
 
 
-def audit(run: RunData, lib: Library, settings: AuditSettings | None = None) -> dict:
-    """Everything a report shows, as plain data (the JSON format of ``whyclip audit``)."""
+def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, calibration=None) -> dict:
+    """Everything a report shows, as plain data (the JSON format of ``whyclip audit``).
+    ``calibration``: the library version's stored calibration, if any
+    (:func:`whyclip.store.runs.calibration_store.latest_calibration`)."""
     s = settings or AuditSettings()
     agg = s.aggregate or lib.info.aggregate
     texts = _row_texts(lib)
@@ -349,6 +352,7 @@ def audit(run: RunData, lib: Library, settings: AuditSettings | None = None) -> 
             "worse_than_baseline": [c for c in classes if c["flagged"]],
             "notes": notes,
         },
+        "calibration": audit_section(run, lib, agg, calibration),
         "controls": {
             "baseline": controls.baseline(run, agg),
             "name_description": controls.name_description(run, agg, lib.class_names, s.seed),

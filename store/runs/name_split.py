@@ -70,3 +70,47 @@ def bootstrap_share(split: dict, seed: int = 0, reps: int = 2000) -> list[float]
     num, den = name[idx].sum(axis=1), (name[idx] + desc[idx]).sum(axis=1)
     values = np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
     return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+
+
+def image_split(full: np.ndarray, name: np.ndarray, bare: np.ndarray) -> dict:
+    """The same split for one image, over its classes: ``full``, ``name`` and ``bare`` are
+    its (C,) scores; each is centred over the classes and ``S' ~ a N' + b B'`` is fitted by
+    least squares over them. ``name_share`` and ``description_share`` are (C,) arrays:
+    ``|a N'_c| / (|a N'_c| + |b B'_c|)`` and the rest (0 and 0 where both parts are 0)."""
+    s, n, b = (np.asarray(x, np.float64) - np.asarray(x, np.float64).mean() for x in (full, name, bare))
+    design = np.stack([n, b], axis=1)
+    coef = np.linalg.lstsq(design, s, rcond=None)[0] if design.any() else np.zeros(2)
+    total = float(s @ s)
+    resid = s - design @ coef
+    explained = 1 - float(resid @ resid) / total if total > 0 else 0.0
+    name_part, desc_part = np.abs(coef[0] * n), np.abs(coef[1] * b)
+    den = name_part + desc_part
+    safe = np.where(den > 0, den, 1.0)
+    return {"a": float(coef[0]), "b": float(coef[1]), "explained": float(explained),
+            "name_share": np.where(den > 0, name_part / safe, 0.0), "description_share": np.where(den > 0, desc_part / safe, 0.0)}  # fmt: skip
+
+
+SPLIT_MAX = 200_000  # descriptors: above, explain does not read every bare vector for the split
+BARE_NOTE = ("name vs description not shown: this library's bare-descriptor prompts are not in the embedding cache "
+             "for this model; run 'whyclip eval DATASET --library {name}' once (it embeds them), then explain again")  # fmt: skip
+
+
+def bare_scorer(store, lib, encoder_key: str):
+    """``(ClassMatrices, vectors)`` of the library's descriptors without the class name (the
+    ``bare:`` control ``whyclip eval`` embeds and caches), read from the embedding cache
+    only (nothing is embedded or written), or a one-line note saying why it is missing."""
+    from whyclip.store.db import cache
+    from whyclip.store.scoring import build_class_matrices
+
+    if len(lib.class_names) < 3:
+        return "name vs description not shown: the split is fitted over an image's classes and needs at least 3"
+    if lib.info.n_descriptors > SPLIT_MAX:
+        return (f"name vs description not shown: {lib.info.n_descriptors:,} descriptors is over {SPLIT_MAX:,} (it reads "
+                "every bare-descriptor vector from the cache); the audit has the run's split per class")  # fmt: skip
+    texts = lib.descriptor_texts()
+    found = cache.lookup(store, encoder_key, list(dict.fromkeys(texts)))
+    if any(t not in found for t in texts):
+        return BARE_NOTE.format(name=lib.info.name)
+    vectors = np.array([found[t][0] for t in texts], dtype=np.float32).reshape(len(texts), lib.info.dim)
+    norms = np.array([found[t][1] for t in texts], dtype=np.float32)
+    return build_class_matrices(vectors, norms, lib.matrices.offsets, np.asarray(lib.matrices.baseline)), vectors

@@ -9,6 +9,7 @@ from .aggregates import (
     AGGREGATES,
     ClassMatrices,
     build_class_matrices,
+    calibrated_softmax,
     class_sums,
     descriptor_weights,
     score_classes,
@@ -19,6 +20,6 @@ from .explanation import BaselineScore, ClassScore, Contrast, ContrastRow, Descr
 
 __all__ = [
     "AGGREGATES", "BaselineScore", "ClassMatrices", "ClassScore", "Contrast", "ContrastRow", "DescriptorScore",
-    "Explanation", "Retrieved", "build_class_matrices", "class_sums", "descriptor_weights", "score_classes",
+    "Explanation", "Retrieved", "build_class_matrices", "calibrated_softmax", "class_sums", "descriptor_weights", "score_classes",
     "softmax", "top_k",
 ]  # fmt: skip

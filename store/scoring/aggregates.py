@@ -135,6 +135,18 @@ def softmax(scores: np.ndarray, logit_scale: float) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def calibrated_softmax(scores: np.ndarray, logit_scale: float, temperature: float,
+                       biases: np.ndarray | None = None) -> np.ndarray:
+    """``softmax(logit_scale * scores / temperature + biases)`` along the last axis: the
+    probabilities of a stored calibration (``whyclip calibrate``)."""
+    z = np.asarray(scores, dtype=np.float64) * (logit_scale / temperature)
+    if biases is not None:
+        z = z + np.asarray(biases, dtype=np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def descriptor_weights(
     aggregate: str, similarities: np.ndarray, unit: np.ndarray, norms: np.ndarray
 ) -> np.ndarray:

@@ -29,6 +29,9 @@ class ClassScore:
     descriptors: list[DescriptorScore] = field(default_factory=list)
     baseline_score: float = 0.0  # the same class scored by its class-name prompt alone
     baseline_probability: float = 0.0
+    uncalibrated_probability: float | None = None  # set when ``probability`` is calibrated
+    name_share: float | None = None  # of this score, for this image: the class name alone
+    description_share: float | None = None  # ... and what the descriptor content adds
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class Explanation:
     baseline: list[BaselineScore]
     contrast: Contrast | None
     retrieved: list[Retrieved]
+    calibration: dict | None = None  # the stored calibration the probabilities use (explain --calibrated)
+    name_description: dict | None = None  # the per-image fit behind name_share, or a note why there is none
 
     @property
     def predicted(self) -> str:
@@ -113,32 +118,48 @@ class Explanation:
         such as the provenance the command line adds, are ignored."""
         classes = [ClassScore(c["class"], c["score"], c["probability"], c["rank"],
                               [DescriptorScore(**x) for x in c["descriptors"]], c["baseline_score"],
-                              c["baseline_probability"]) for c in d["classes"]]  # fmt: skip
+                              c["baseline_probability"], c.get("uncalibrated_probability"), c.get("name_share"),
+                              c.get("description_share")) for c in d["classes"]]  # fmt: skip
         baseline = [BaselineScore(b["class"], b["score"], b["probability"]) for b in d["baseline"]]
         c = d["contrast"]
         contrast = Contrast(c["a"], c["b"], c["score_a"], c["score_b"], [ContrastRow(**r) for r in c["rows"]]) if c else None
         retrieved = [Retrieved(r["class"], r["descriptor"], r["prompt"], r["similarity"], r["descriptor_id"])
                      for r in d["retrieved"]]  # fmt: skip
         return cls(d["image"], d["library"], d["version"], d["encoder"], d["aggregate"], d["logit_scale"],
-                   d["n_classes"], classes, baseline, contrast, retrieved)  # fmt: skip
+                   d["n_classes"], classes, baseline, contrast, retrieved, d.get("calibration"),
+                   d.get("name_description"))  # fmt: skip
 
     def to_text(self, max_descriptors: int | None = None, max_rows: int | None = None) -> str:
         """A plain-text rendering, as ``whyclip explain`` prints it. ``p`` is the softmax
-        probability, ``S`` a similarity or score times the logit scale."""
+        probability (calibrated with ``--calibrated``), ``S`` a similarity or score times
+        the logit scale; under each class, how much of its score the class name alone gives
+        and how much the descriptor content adds, for this image."""
         s = self.logit_scale
         lines = [
             f"{self.image}  (library {self.library} v{self.version}, {self.aggregate} of descriptor "
             f"similarities, logit scale {s:.2f}, {self.n_classes} classes)"
         ]
+        if self.calibration:
+            c = self.calibration
+            bias = " and per-class biases" if c.get("per_class_bias") else ""
+            lines.append(f"  probabilities calibrated: temperature {c['temperature']:.3g}{bias}, fitted on run {c['run']!r} "
+                         f"(held-out ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f})")
+        nd = self.name_description
+        if nd and nd.get("note"):
+            lines.append(f"  {nd['note']}")
         if self.baseline:
             top = self.baseline[0]
             lines.append(f"  baseline (class-name prompt only) predicts: {top.name}  p {top.probability:.2f}")
         width = max(len(c.name) for c in self.classes)
         for c in self.classes:
+            raw = "" if c.uncalibrated_probability is None else f" (uncalibrated {c.uncalibrated_probability:.2f})"
             lines.append(
-                f"  {c.rank:>2}. {c.name:<{width}}  p {c.probability:.2f}   S {c.score * s:6.2f}"
+                f"  {c.rank:>2}. {c.name:<{width}}  p {c.probability:.2f}{raw}   S {c.score * s:6.2f}"
                 f"   baseline p {c.baseline_probability:.2f}"
             )
+            if c.name_share is not None:
+                lines.append(f"        name vs description: the class name alone gives {100 * c.name_share:.0f}% of this score, "
+                             f"the descriptor content {100 * c.description_share:.0f}%")
             shown = c.descriptors if max_descriptors is None else c.descriptors[:max_descriptors]
             labels = [f'"{d.prompt}" (no descriptors: baseline prompt)' if d.fallback else f'"{d.descriptor}"' for d in shown]
             lw = max((len(x) for x in labels), default=0)

@@ -28,6 +28,9 @@ class ClassScoreOut(Open):
     descriptors: list[DescriptorScoreOut]
     baseline_score: float
     baseline_probability: float
+    uncalibrated_probability: float | None = Field(None, description="The library's own probability, when `probability` is calibrated")
+    name_share: float | None = Field(None, description="Share of this score the class-name prompt alone gives, for this image")
+    description_share: float | None = Field(None, description="Share the descriptor content adds")
 
 
 class BaselineOut(Open):
@@ -74,6 +77,8 @@ class ExplanationOut(Open):
     baseline: list[BaselineOut]
     contrast: ContrastOut | None
     retrieved: list[RetrievedOut]
+    calibration: dict | None = Field(None, description="The stored calibration the probabilities use (calibrated=true)")
+    name_description: dict | None = Field(None, description="The per-image name/description fit, or a note why there is none")
 
 
 class ExplainOut(Open):

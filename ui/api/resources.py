@@ -33,6 +33,7 @@ class Resources:
         self._batcher: MicroBatcher | None = None
         self._jobs: JobBoard | None = None
         self._libraries: OrderedDict[int, Library] = OrderedDict()
+        self._splits: dict[tuple[int, str], tuple] = {}  # (library id, encoder key) -> bare-descriptor scorer
 
     @property
     def store(self) -> Store:
@@ -83,15 +84,36 @@ class Resources:
         with self._lock:
             self._libraries[info.id] = lib
             while len(self._libraries) > LOADED_VERSIONS:
-                self._libraries.popitem(last=False)
+                gone, _ = self._libraries.popitem(last=False)
+                self._splits = {k: v for k, v in self._splits.items() if k[0] != gone}
         return lib
+
+    def name_split(self, lib: Library, encoder_key: str):
+        """The bare-descriptor scorer of ``lib`` for the name/description split (kept while
+        the version is loaded), or the one-line note saying why there is none (looked up
+        again next time: a later ``whyclip eval`` may embed what is missing)."""
+        from whyclip.store.runs.name_split import bare_scorer
+
+        key = (lib.info.id, encoder_key)
+        with self._lock:
+            found = self._splits.get(key)
+        if found is not None:
+            return found
+        found = bare_scorer(self.store, lib, encoder_key)
+        if not isinstance(found, str):
+            with self._lock:
+                if lib.info.id in self._libraries:
+                    self._splits[key] = found
+        return found
 
     def forget(self, library_id: int | None = None) -> None:
         with self._lock:
             if library_id is None:
                 self._libraries.clear()
+                self._splits.clear()
             else:
                 self._libraries.pop(library_id, None)
+                self._splits = {k: v for k, v in self._splits.items() if k[0] != library_id}
 
     def close(self) -> None:
         if self._batcher is not None:

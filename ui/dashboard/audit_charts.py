@@ -48,13 +48,18 @@ def name_description(per_class: list[dict]) -> None:
 
 
 def reliability(cal: dict) -> None:
-    rows = [{"when": when, "confidence": b["confidence"], "accuracy": b["accuracy"], "images": b["n"]}
-            for when in ("before", "after") for b in cal["reliability"][when] if b["n"]]  # fmt: skip
+    """Accuracy against mean top-1 confidence per equal-width bin, before (and after)
+    calibration; the point size follows the bin's image count; the diagonal is perfect."""
+    sides = ("before", "after") if cal.get("calibrated") else ("before",)
+    names = {"before": "before" if cal.get("calibrated") else "library's probabilities", "after": "after"}
+    rows = [{"when": names[when], "confidence": b[when]["confidence"], "accuracy": b[when]["accuracy"], "images": b[when]["count"]}
+            for when in sides for b in cal["bins"] if b[when]["count"]]  # fmt: skip
     diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="#9aa5b1").encode(x="x:Q", y="y:Q")
-    curve = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
+    base = alt.Chart(pd.DataFrame(rows)).encode(
         x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence (top-1 probability)"),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("when:N", sort=["before", "after"], legend=alt.Legend(orient="bottom", title=None)),
+        color=alt.Color("when:N", sort=[names[w] for w in sides], legend=alt.Legend(orient="bottom", title=None)),
         tooltip=["when", alt.Tooltip("confidence:Q", format=".2f"), alt.Tooltip("accuracy:Q", format=".2f"), "images"],
     )  # fmt: skip
-    st.altair_chart((diagonal + curve).properties(height=300), use_container_width=True)
+    chart = diagonal + base.mark_line() + base.mark_circle().encode(size=alt.Size("images:Q", legend=None))
+    st.altair_chart(chart.properties(height=300, title="reliability diagram"), use_container_width=True)

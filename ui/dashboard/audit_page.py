@@ -1,6 +1,6 @@
 """Audit page: a stored evaluation run (``whyclip eval``) of the chosen library: accuracy
 with 95% intervals beside the baseline and the controls (paired tests), the name/description
-split, the deletion measurement, confused pairs with their descriptor evidence, the
+split, the calibration's reliability diagram, the deletion measurement, confused pairs with their descriptor evidence, the
 descriptors that drive predictions, and descriptor hygiene.
 The same data as ``whyclip audit``; the HTML report downloads from here."""
 
@@ -35,8 +35,9 @@ with st.sidebar.expander("Audit settings"):
     flat = st.slider("Flat below x median spread", 0.05, 1.00, 0.25, 0.05, key="audit_flat")
     min_n = st.number_input("Flag classes from this many images", 1, 1000, 10, key="audit_min_n")
 try:
+    cal_id = resources.calibration_id(s.home, s.db, run.library_id, aggregate)
     a = resources.audit(s.home, s.db, run.library_name, run.library_version, run.id, aggregate, int(delete_k), near, flat,
-                        int(min_n))  # fmt: skip
+                        int(min_n), cal_id)  # fmt: skip
 except Exception as exc:  # a library version removed under the run, a damaged index
     st.error(f"cannot audit run {run.name!r}: {exc}")
     st.stop()
@@ -52,6 +53,26 @@ rw = a["controls"]["random_words"]
 cols[2].metric("random words", f"{pct(rw['accuracy_mean'])} ± {100 * rw['accuracy_sd']:.1f}" if "accuracy_mean" in rw else "-")
 cols[3].metric("descriptors, top-5", pct(by[a["aggregate"]]["top5"]))
 charts.accuracy_with_intervals(a)
+
+st.subheader("Calibration")
+cal = a["calibration"]
+if cal.get("bins"):
+    cols = st.columns(3)
+    if cal["calibrated"]:
+        cols[0].metric("ECE before", f"{cal['ece_before']:.3f}")
+        cols[1].metric("ECE after", f"{cal['ece_after']:.3f}", delta=f"{cal['ece_after'] - cal['ece_before']:+.3f}",
+                       delta_color="inverse")  # fmt: skip
+        cols[2].metric("temperature", f"{cal['temperature']:.3g}")
+        st.caption(f"Fitted on run {cal['fitted_on']!r}" + (" with per-class biases" if cal["per_class_bias"] else "")
+                   + f"; measured on {cal['measured_on']}. NLL {cal['nll_before']:.3f} -> {cal['nll_after']:.3f}; "
+                   f"{cal['n_bins']} equal-width confidence bins.")  # fmt: skip
+    else:
+        cols[0].metric("ECE", f"{cal['ece_before']:.3f}")
+        cols[1].metric("NLL", f"{cal['nll_before']:.3f}")
+        st.info(cal["note"])
+    charts.reliability(cal)
+else:
+    st.info(f"Calibration: {cal.get('note')}")
 
 st.subheader("Controls")
 st.caption("Each compares the descriptors with another way of scoring the same images (McNemar's exact test; random "

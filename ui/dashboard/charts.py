@@ -13,10 +13,26 @@ DESCRIPTORS, BASELINE = "by descriptors", "class name only (baseline)"
 
 
 def classes_table(exp: Explanation) -> pd.DataFrame:
-    return pd.DataFrame(
-        [{"class": c.name, "probability": c.probability, "S (score x scale)": c.score * exp.logit_scale,
-          "score": c.score, "baseline probability": c.baseline_probability} for c in exp.classes]
-    )  # fmt: skip
+    rows = []
+    for c in exp.classes:
+        row = {"class": c.name, "probability": c.probability, "S (score x scale)": c.score * exp.logit_scale,
+               "score": c.score, "baseline probability": c.baseline_probability}  # fmt: skip
+        if c.uncalibrated_probability is not None:
+            row["uncalibrated probability"] = c.uncalibrated_probability
+        if c.name_share is not None:
+            row["name share"], row["description share"] = c.name_share, c.description_share
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def name_description_lines(exp: Explanation) -> list[str]:
+    """One line per shown class: how much of its score, for this image, the class name alone
+    gives and how much the descriptor content adds (or the note why there is no split)."""
+    nd = exp.name_description or {}
+    if nd.get("note"):
+        return [nd["note"]]
+    return [f"**{c.name}**: class name alone {100 * c.name_share:.0f}% · descriptor content {100 * c.description_share:.0f}%"
+            for c in exp.classes if c.name_share is not None]  # fmt: skip
 
 
 def probability_chart(exp: Explanation) -> alt.Chart:

@@ -21,6 +21,10 @@ aggregate = st.sidebar.radio("Aggregate", AGGREGATES, index=AGGREGATES.index(inf
                              help="mean: the paper's rule; centroid: cosine with the mean raw embedding; max: best descriptor")  # fmt: skip
 top = st.sidebar.slider("Top classes", 2, 20, 5)
 lib = resources.library(s, info)
+stored = resources.calibration(s, lib, aggregate)
+calibrated = st.sidebar.toggle("Calibrated probabilities", value=False, disabled=stored is None, key="explain_calibrated",
+                               help=stored.summary() if stored else
+                               f"No calibration of this version ({aggregate}) yet: run `whyclip calibrate --library {info.name}`")  # fmt: skip
 if info.n_descriptors == 0:
     st.info(f"Library {info.name!r} has no descriptors: every class is scored by its class-name prompt alone.")
 
@@ -49,7 +53,8 @@ def show(name: str, data: bytes) -> None:
     pick_a, pick_b = st.columns(2)
     a = pick_a.selectbox("Contrast class A", options, index=0, key=f"{key}-a")
     b = pick_b.selectbox("with class B", options, index=min(1, len(options) - 1), key=f"{key}-b")
-    exp = lib.explain(vector, [name], aggregate=aggregate, top=top, compare=(a, b))[0]
+    exp = lib.explain(vector, [name], aggregate=aggregate, top=top, compare=(a, b),
+                      calibration=stored if calibrated else None, name_split=resources.name_split(s, lib, model))[0]
     explained = time.perf_counter()
     scale, best = exp.logit_scale, exp.classes[0]
 
@@ -60,6 +65,12 @@ def show(name: str, data: bytes) -> None:
                    f"class name alone predicts **{exp.baseline[0].name}** ({exp.baseline[0].probability:.2f})")  # fmt: skip
     strongest = ", ".join(f"**{d.prompt if d.fallback else d.descriptor}** ({d.scaled:.2f})" for d in best.descriptors[:3])
     right.markdown(f"strongest descriptors: {strongest}")
+    if exp.calibration:
+        right.caption(f"Probabilities calibrated: {stored.summary()}.")
+    with right.container():
+        st.markdown("**Name vs description** (of each class's score, for this image)")
+        for line in charts.name_description_lines(exp):
+            st.markdown(f"- {line}")
     right.altair_chart(charts.probability_chart(exp), width="stretch")
     with right.expander("Scores of the top classes"):
         st.dataframe(charts.classes_table(exp), hide_index=True)

@@ -53,6 +53,35 @@ def _image_vector(model: str, digest: str, _data: bytes, _name: str) -> np.ndarr
     return _encoder(model).embed_images([picture])[0]
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _name_split(home: str | None, db: str | None, name: str, version: int, encoder_key: str):
+    from whyclip.store.runs.name_split import bare_scorer
+
+    found = bare_scorer(_store(home, db), _library(home, db, name, version), encoder_key)
+    if isinstance(found, str):
+        raise _Missing(found)  # not cached: a later 'whyclip eval' may embed what is missing
+    return found
+
+
+class _Missing(Exception):
+    pass
+
+
+def name_split(s: Settings, lib: Library, model: str):
+    """The bare-descriptor scorer for the name/description split, or the note why there is none."""
+    try:
+        return _name_split(s.home, s.db, lib.info.name, lib.info.version, _encoder(model).cache_key)
+    except _Missing as exc:
+        return str(exc)
+
+
+def calibration(s: Settings, lib: Library, aggregate: str):
+    """The version's newest calibration for ``aggregate``, or None (one query, not cached)."""
+    from whyclip.store.runs.calibration_store import latest_calibration
+
+    return latest_calibration(_store(s.home, s.db), lib.info.id, aggregate)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def count_rows(home: str | None, db: str | None, kind: str, name: str, version: int, search: str = "") -> int:
     """Row counts for the library page; a library version never changes, so they cache."""
@@ -147,16 +176,27 @@ def _samples() -> list[Path]:
 
 @st.cache_data(show_spinner="Auditing the run ...", max_entries=16)
 def audit(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str,
-          delete_k: int, near: float, flat: float, min_n: int = 10) -> dict:  # fmt: skip
-    """``whyclip audit``'s data for a stored run (runs never change, so it caches)."""
+          delete_k: int, near: float, flat: float, min_n: int = 10, calibration_id: int | None = None) -> dict:  # fmt: skip
+    """``whyclip audit``'s data for a stored run (runs never change, so it caches; a new
+    calibration of the version has a new ``calibration_id``, which is part of the key)."""
     from whyclip.store.runs.audit import AuditSettings
     from whyclip.store.runs.audit import audit as make_audit
+    from whyclip.store.runs.calibration_store import latest_calibration
     from whyclip.store.runs.storage import list_runs, load_run
 
     store = _store(home, db)
     (info,) = [r for r in list_runs(store, library) if r.id == run_id]
     settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near, flat_ratio=flat, min_n=min_n)
-    return make_audit(load_run(store, info), _library(home, db, library, version), settings)
+    lib = _library(home, db, library, version)
+    return make_audit(load_run(store, info), lib, settings, latest_calibration(store, lib.info.id, aggregate))
+
+
+def calibration_id(home: str | None, db: str | None, library_id: int, aggregate: str) -> int | None:
+    """The id of the version's newest calibration for ``aggregate`` (not cached: one query)."""
+    from whyclip.store.runs.calibration_store import latest_calibration
+
+    cal = latest_calibration(_store(home, db), library_id, aggregate)
+    return None if cal is None else cal.id
 
 
 @st.cache_data(show_spinner="Rendering the report ...", max_entries=4)

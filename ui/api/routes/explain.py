@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.ingest.identity import check_library_encoder
+from whyclip.store.runs.calibration_store import calibration_for
 
 from ...json_output import explanation_json
 from ..errors import ERROR_RESPONSES, ApiError
@@ -32,6 +33,7 @@ async def explain(
     aggregate: Annotated[str | None, Form(description="mean, centroid, max or topk [default: the library's]")] = None,
     compare: Annotated[list[str] | None, Form(description="Two class names to contrast [default: the top two]")] = None,
     retrieve: Annotated[int, Form(ge=0, le=1000, description="Library-wide best descriptors to list")] = 10,
+    calibrated: Annotated[bool, Form(description="Probabilities from the library version's stored calibration (whyclip calibrate)")] = False,
 ) -> JSONResponse:
     """Explain each uploaded image, exactly as ``whyclip explain --json`` does."""
     check_multipart(request.headers.get("content-type"))
@@ -41,12 +43,16 @@ async def explain(
     lib = await run_in_threadpool(res.library, library, version)
     for name in compare or ():
         lib.class_position(name)  # an unknown class: 422 before any image is encoded
+    agg = aggregate or lib.info.aggregate
+    cal = await run_in_threadpool(calibration_for, res.store, lib.info.id, lib.info.name, lib.info.version, agg) if calibrated else None
     encoder = await run_in_threadpool(lambda: res.encoder)
     check_library_encoder(lib, encoder)  # read only: an old id of this model is accepted, not rewritten
+    split = await run_in_threadpool(res.name_split, lib, encoder.cache_key)
     seconds: dict[str, float] = {}
     names, vectors = await embed_uploads(res, image, seconds)
     t = time.perf_counter()
     results = await run_in_threadpool(lib.explain, vectors, names, aggregate=aggregate, top=top,
-                                      compare=tuple(compare) if compare else None, retrieve=retrieve)  # fmt: skip
+                                      compare=tuple(compare) if compare else None, retrieve=retrieve,
+                                      calibration=cal, name_split=split)  # fmt: skip
     seconds["explain"] = time.perf_counter() - t
     return JSONResponse({"explanations": [explanation_json(e, encoder) for e in results], "seconds": seconds})

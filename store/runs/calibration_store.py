@@ -1,0 +1,102 @@
+"""Stored calibrations (``whyclip calibrate``), kept with the library version they calibrate
+and the run they were fitted on. The newest of a version and aggregate is the one in use;
+older ones stay, so a calibration is never lost by fitting another."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from whyclip.store.db.schema import CalibrationRow, EvalRunRow, LibraryRow
+from whyclip.store.db.store import Store
+from whyclip.store.db.writes import write_session
+from whyclip.store.errors import InputError, StoreError
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    id: int
+    library_id: int
+    library_name: str
+    library_version: int
+    run_id: int
+    run_name: str
+    aggregate: str
+    seed: int
+    fit_fraction: float
+    temperature: float
+    biases: np.ndarray | None  # (C,) by class position
+    report: dict
+    created_at: dt.datetime
+
+    def block(self) -> dict:
+        """What an explanation says about the calibration it used."""
+        return {"temperature": self.temperature, "per_class_bias": self.biases is not None, "aggregate": self.aggregate,
+                "run": self.run_name, "run_id": self.run_id, "calibration_id": self.id, "seed": self.seed,
+                "fit_fraction": self.fit_fraction, "created_at": self.created_at.isoformat(),
+                "ece_before": self.report.get("ece_before"), "ece_after": self.report.get("ece_after")}  # fmt: skip
+
+    def summary(self) -> str:
+        bias = " and per-class biases" if self.biases is not None else ""
+        return (f"temperature {self.temperature:.3g}{bias} ({self.aggregate}) fitted on run {self.run_name!r}, "
+                f"held-out ECE {self.report.get('ece_before', 0):.3f} -> {self.report.get('ece_after', 0):.3f}")  # fmt: skip
+
+
+def _info(row: CalibrationRow, library: LibraryRow, run_name: str) -> CalibrationInfo:
+    biases = None if row.biases is None else np.asarray(json.loads(row.biases), dtype=np.float64)
+    return CalibrationInfo(row.id, row.library_id, library.name, library.version, row.run_id, run_name, row.aggregate,
+                           row.seed, row.fit_fraction, row.temperature, biases, json.loads(row.report), row.created_at)  # fmt: skip
+
+
+def save_calibration(store: Store, *, library_id: int, run_id: int, aggregate: str, report: dict) -> CalibrationInfo:
+    """Store a fitted calibration (``report`` from :func:`.calibration.calibrate`) in one
+    write transaction; the run must still exist and belong to the library version."""
+    with write_session(store.engine, "store the calibration") as s:
+        run = s.get(EvalRunRow, run_id)
+        if run is None or run.library_id != library_id:
+            raise StoreError(f"run {run_id} of this library version was deleted meanwhile: nothing was stored")
+        row = CalibrationRow(library_id=library_id, run_id=run_id, aggregate=aggregate, seed=int(report["seed"]),
+                             fit_fraction=float(report["fit_fraction"]), temperature=float(report["temperature"]),
+                             biases=None if report["biases"] is None else json.dumps(report["biases"]),
+                             ece_before=report["ece_before"], ece_after=report["ece_after"], nll_before=report["nll_before"],
+                             nll_after=report["nll_after"], report=json.dumps(report),
+                             created_at=dt.datetime.now(dt.timezone.utc))  # fmt: skip
+        s.add(row)
+        s.flush()
+        out = _info(row, s.get(LibraryRow, library_id), run.name)
+    return out
+
+
+def list_calibrations(store: Store, library_id: int | None = None) -> list[CalibrationInfo]:
+    """Every calibration (of one library version, or all), oldest first."""
+    with Session(store.engine) as s:
+        q = (select(CalibrationRow, LibraryRow, EvalRunRow.name)
+             .join(LibraryRow, LibraryRow.id == CalibrationRow.library_id)
+             .join(EvalRunRow, EvalRunRow.id == CalibrationRow.run_id))  # fmt: skip
+        if library_id is not None:
+            q = q.where(CalibrationRow.library_id == library_id)
+        return [_info(r, lib, name) for r, lib, name in s.execute(q.order_by(CalibrationRow.id)).all()]
+
+
+def latest_calibration(store: Store, library_id: int, aggregate: str | None = None) -> CalibrationInfo | None:
+    """The newest calibration of a library version (for ``aggregate``, when given)."""
+    found = [c for c in list_calibrations(store, library_id) if aggregate is None or c.aggregate == aggregate]
+    return found[-1] if found else None
+
+
+def calibration_for(store: Store, library_id: int, name: str, version: int, aggregate: str) -> CalibrationInfo:
+    """The calibration ``explain --calibrated`` uses, or a one-line error saying how to make one."""
+    cal = latest_calibration(store, library_id, aggregate)
+    if cal is not None:
+        return cal
+    other = sorted({c.aggregate for c in list_calibrations(store, library_id)})
+    if other:
+        raise InputError(f"library {name!r} v{version} is calibrated for the {', '.join(other)} aggregate, not {aggregate}: "
+                         f"run 'whyclip calibrate --library {name} --aggregate {aggregate}', or explain with that aggregate")  # fmt: skip
+    raise InputError(f"library {name!r} v{version} has no calibration: run 'whyclip calibrate --library {name}' "
+                     "(it needs a run made by 'whyclip eval') before 'explain --calibrated'")  # fmt: skip
