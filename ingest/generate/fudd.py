@@ -1,4 +1,5 @@
-"""Re-rank a run's images with a pairs file's differential descriptions (FuDD's scoring).
+"""Re-rank images with differential descriptions (FuDD's scoring): a pairs file's, or the
+pair descriptors stored with a library version (:mod:`whyclip.store.db.pairs`).
 
 For each image, the candidates are its ``top_k`` classes under the run's method. A candidate's
 differential score is the mean similarity of the image to the descriptions written for it in
@@ -41,6 +42,41 @@ def rerank(vectors: np.ndarray, top: np.ndarray, texts: PairTexts, top_k: int) -
         if predicted[i] in scores:
             predicted[i] = max(scores, key=lambda c: (scores[c], -candidates.index(c)))
     return predicted
+
+
+def rerank_results(base, vectors: np.ndarray, labels: np.ndarray, texts: PairTexts, top_k: int):
+    """``base``'s :class:`MethodResults` re-ranked: each image's chosen class moves to the
+    front of its top classes, the others keep their order; scores are ``base``'s (FuDD has
+    no score for every class), and the true class's rank is its place in the new order
+    (unchanged when it is not among the re-ranked candidates)."""
+    from whyclip.store.runs.storage import MethodResults
+
+    chosen = rerank(vectors, base.top, texts, top_k)
+    top, scores = base.top.copy(), base.top_scores.copy()
+    rank = base.true_rank.copy()
+    for i, c in enumerate(chosen):
+        j = int(np.flatnonzero(top[i] == c)[0])
+        if j:
+            top[i] = np.concatenate([[c], np.delete(top[i], j)])
+            scores[i] = np.concatenate([[scores[i, j]], np.delete(scores[i], j)])
+        hit = np.flatnonzero(top[i] == labels[i])
+        if len(hit):
+            rank[i] = int(hit[0]) + 1
+    return MethodResults(top, scores, base.true_score.copy(), rank)
+
+
+def stored_pair_texts(pairs) -> PairTexts:
+    """The :class:`PairTexts` of a version's stored pairs (their vectors are in the store)."""
+    rows: dict[tuple[int, int], list[int]] = {}
+    blocks, n = [], 0
+    for p in pairs:
+        for k, d in enumerate(p.descriptions):
+            other = p.class_b if d.class_position == p.class_a else p.class_a
+            rows.setdefault((d.class_position, other), []).append(n + k)
+        blocks.append(p.vectors)
+        n += len(p.descriptions)
+    vectors = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, 0), np.float32)
+    return PairTexts(rows, vectors)
 
 
 def pair_texts(store, lib, pairs: list[dict], encoder) -> PairTexts:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
+from whyclip.store.db.pairs import delete_pairs_of
 from whyclip.store.db.schema import (
     ClassRow,
     DescriptorRow,
@@ -104,6 +105,7 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
                 s.execute(delete(table).where(table.run_id.in_(run_ids)))
             s.execute(delete(EvalRunRow).where(EvalRunRow.id.in_(run_ids)))
         top_key = s.scalar(select(func.max(DescriptorRow.id)).where(DescriptorRow.library_id.in_(ids)))
+        delete_pairs_of(s, ids)  # contrastive pair descriptors (FuDD) go with their version
         for table in (DescriptorRow, SharedTextRow, ClassRow):
             s.execute(delete(table).where(table.library_id.in_(ids)))
         s.execute(delete(LibraryRow).where(LibraryRow.id.in_(ids)))
