@@ -166,8 +166,8 @@ def _encoder_for(store, lib, model, device):
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(2),
               help="With --pairs-from-images: the top classes of an image whose pairs can be ambiguous.")
 @click.option("--margin", default=2.0, show_default=True, type=click.FloatRange(0),
-              help="With --pairs-from-images: a pair counts for an image when its two baseline scores differ by at most "
-                   "this much S (similarity x logit scale).")
+              help="With --pairs-from-images: an image is ambiguous between those of its top-k classes whose baseline score "
+                   "is within this much S (similarity x logit scale) of its best; each pair of them counts.")
 @click.option("--version", "lib_version", type=int, default=None,
               help="With --pairs-from-images: the library version [default: newest; a run uses its own].")
 @click.option("--pairs", "n_pairs", default=10, show_default=True, type=click.IntRange(1), help="How many of the most confused pairs.")

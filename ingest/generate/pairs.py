@@ -96,19 +96,20 @@ def generate_pairs(store: Store, client: ChatClient, pairs: list[tuple[str, str,
 
 def ambiguous_pairs(scores: np.ndarray, class_names: list[str], top_k: int, margin: float,
                     k: int) -> list[tuple[str, str, int]]:  # fmt: skip
-    """The ``k`` unordered class pairs most images are ambiguous between: for each image
-    (a row of ``scores``, its class scores under the baseline), every pair of its ``top_k``
-    classes whose scores differ by at most ``margin`` counts once. Most first, ties in
-    label order; names in label order (the same shape as :func:`confused_pairs`)."""
+    """The ``k`` unordered class pairs most images are ambiguous between: an image's
+    ambiguous classes (``scores`` rows are its class scores under the baseline) are those of
+    its ``top_k`` that score within ``margin`` of its best; every pair of them counts once
+    (classes far below the best never pair up, however close to each other). Most first,
+    ties in label order; names in label order (the shape of :func:`confused_pairs`)."""
     scores = np.asarray(scores, dtype=np.float64)
     top_k = min(top_k, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
     counts: Counter = Counter()
     for row, top in zip(scores, order):
-        for i in range(top_k):
-            for j in range(i + 1, top_k):
-                a, b = int(top[i]), int(top[j])
-                if row[a] - row[b] <= margin:
-                    counts[(min(a, b), max(a, b))] += 1
+        close = [int(c) for c in top if row[top[0]] - row[c] <= margin]
+        for i in range(len(close)):
+            for j in range(i + 1, len(close)):
+                a, b = close[i], close[j]
+                counts[(min(a, b), max(a, b))] += 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
     return [(class_names[a], class_names[b], n) for (a, b), n in ranked]
