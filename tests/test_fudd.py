@@ -102,6 +102,13 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     text = invoke(store.home, "audit", "--library", "planted", "--run", "r2").stdout
     assert "FuDD pair descriptors (top-4 of mean re-ranked)" in text and "FuDD 100.0% vs descriptors (mean) 66.7%" in text
 
+    page = tmp_path / "audit.html"
+    invoke(store.home, "audit", "--library", "planted", "--run", "r2", "--format", "html", "--out", str(page))
+    html = page.read_text()
+    assert 'data-control="fudd"' in html and "FuDD 100.0% vs descriptors (mean) 66.7%" in html and 'data-method="fudd"' in html
+    invoke(store.home, "audit", "--library", "planted", "--run", "r2", "--format", "csv", "--out", str(tmp_path / "csv"))
+    assert "\nfudd,FuDD pair descriptors (top-4 of mean re-ranked),9,1.0," in (tmp_path / "csv" / "accuracy.csv").read_text()
+
     # a control that can fail: under the mean the true class of those images ranks 4th
     top3 = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r3", "--method", "fudd",
                              "--fudd-top-k", "3", "--json").stdout)  # fmt: skip
@@ -297,3 +304,33 @@ def test_bad_pairs_input_is_one_line_and_stores_nothing(tmp_path):
     done = run(home, "ingest-pairs", good, "--library", "animals")
     assert done.returncode == 0, done.stderr
     assert [i["n_pairs"] for i in json.loads(run(home, "libraries", "--json").stdout)] == [1]
+
+
+def test_the_pair_tables_arrive_by_migration_and_leave_by_downgrade(tmp_path):
+    """A store at the revision before pair descriptors, with a library, gains the two tables
+    on a write open (its library intact); downgrading removes them and nothing else."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from whyclip.store.db import migrations
+    from whyclip.store.db.engine import begin_write, make_engine
+
+    before = migrations._script().get_revision("0007").down_revision  # 0005 now; whatever precedes it after a rechain
+    store = Store.open(tmp_path / "home")
+    ingest_library(store, {"frog": ["green skin"], "owl": ["wings"]}, "a", FakeEncoder(["green"]))
+    url = store.engine.url
+    store.engine.dispose()
+    engine = make_engine(url.render_as_string(hide_password=False))
+    with begin_write(engine) as conn:
+        command.downgrade(migrations.alembic_config(conn), before)
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        assert not {"class_pairs", "pair_descriptors"} & tables and "libraries" in tables
+        assert conn.execute(text("SELECT count(*) FROM descriptors")).scalar() == 2
+    engine.dispose()
+    reopened = Store.open(tmp_path / "home")  # a write open migrates
+    with reopened.engine.connect() as conn:
+        assert {"class_pairs", "pair_descriptors"} <= set(inspect(conn).get_table_names())
+        assert migrations.current_revision(conn) == migrations.state(conn).head
+    info = reopened.library("a")
+    assert (info.n_descriptors, info.n_pairs) == (2, 0)
