@@ -240,13 +240,14 @@ class Library:
         base_scores = images @ self.matrices.baseline.T
         hits = self.retrieve(images, retrieve)
         top = max(1, min(top, len(self.class_names)))
-        contrasted = [pair if pair else tuple(int(c) for c in top_k(scores[i], 2)) for i in range(len(images))]
-        stored = {(p.class_a, p.class_b): p for p in self.stored_pairs({tuple(sorted(ab)) for ab in contrasted if len(ab) == 2})}
+        rankings = [top_k(scores[i], max(top, 2)) for i in range(len(images))]
+        contrasted = {tuple(sorted(pair)) if pair else tuple(sorted(int(c) for c in r[:2])) for r in rankings}
+        stored = {(p.class_a, p.class_b): p for p in self.stored_pairs({ab for ab in contrasted if len(ab) == 2 and ab[0] != ab[1]})}
         out = []
         for i, image in enumerate(images):
             probs = softmax(scores[i], scale)
             bprobs = softmax(base_scores[i], scale)
-            ranking = top_k(scores[i], max(top, 2))
+            ranking = rankings[i]
             order = ranking[:top]
             classes = [
                 ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,

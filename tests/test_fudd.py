@@ -334,3 +334,27 @@ def test_the_pair_tables_arrive_by_migration_and_leave_by_downgrade(tmp_path):
         assert migrations.current_revision(conn) == migrations.state(conn).head
     info = reopened.library("a")
     assert (info.n_descriptors, info.n_pairs) == (2, 0)
+
+
+def test_rerank_results_moves_the_chosen_class_to_the_front_as_a_plain_loop_does():
+    """Seeded random top lists of odd sizes against a plain loop: the chosen class first,
+    the others in order, the true rank its new place (else unchanged)."""
+    from whyclip.ingest.generate.fudd import PairTexts, rerank, rerank_results
+    from whyclip.store.runs.storage import rank_results
+
+    rng = np.random.default_rng(5)
+    n, c, d = 17, 7, 9
+    vectors = rng.standard_normal((n, d)).astype(np.float32)
+    labels = rng.integers(0, c, n)
+    base = rank_results(rng.standard_normal((n, c)), labels)
+    texts = PairTexts({(a, b): [k] for k, (a, b) in enumerate([(0, 1), (1, 0), (2, 3), (3, 2), (4, 5), (5, 4)])},
+                      rng.standard_normal((6, d)).astype(np.float32))  # fmt: skip
+    got = rerank_results(base, vectors, labels, texts, 4)
+    chosen = rerank(vectors, base.top, texts, 4)
+    assert (chosen != base.predicted).any()  # the oracle is not the identity
+    for i in range(n):
+        row = list(base.top[i])
+        want = [int(chosen[i])] + [x for x in row if x != chosen[i]]
+        assert list(got.top[i]) == want
+        assert list(got.top_scores[i]) == [base.top_scores[i, row.index(x)] for x in want]
+        assert got.true_rank[i] == (want.index(labels[i]) + 1 if labels[i] in want else base.true_rank[i])

@@ -52,16 +52,14 @@ def rerank_results(base, vectors: np.ndarray, labels: np.ndarray, texts: PairTex
     from whyclip.store.runs.storage import MethodResults
 
     chosen = rerank(vectors, base.top, texts, top_k)
-    top, scores = base.top.copy(), base.top_scores.copy()
-    rank = base.true_rank.copy()
-    for i, c in enumerate(chosen):
-        j = int(np.flatnonzero(top[i] == c)[0])
-        if j:
-            top[i] = np.concatenate([[c], np.delete(top[i], j)])
-            scores[i] = np.concatenate([[scores[i, j]], np.delete(scores[i], j)])
-        hit = np.flatnonzero(top[i] == labels[i])
-        if len(hit):
-            rank[i] = int(hit[0]) + 1
+    j = np.argmax(base.top == chosen[:, None], axis=1)  # where the chosen class stood
+    cols = np.arange(base.top.shape[1])[None, :]
+    src = np.where(cols <= j[:, None], cols - 1, cols)  # it moves to the front, those before it one down
+    src[:, 0] = j
+    top = np.take_along_axis(base.top, src, axis=1)
+    scores = np.take_along_axis(base.top_scores, src, axis=1)
+    hit = top == np.asarray(labels)[:, None]
+    rank = np.where(hit.any(axis=1), np.argmax(hit, axis=1) + 1, base.true_rank).astype(np.int64)
     return MethodResults(top, scores, base.true_score.copy(), rank)
 
 
