@@ -31,14 +31,15 @@ class PairTexts:
 def rerank(vectors: np.ndarray, top: np.ndarray, texts: PairTexts, top_k: int) -> np.ndarray:
     """The predicted class position of each image (see the module docstring)."""
     sims = vectors @ texts.vectors.T if len(texts.vectors) else np.zeros((len(vectors), 0), np.float32)
+    sums = {key: sims[:, rows].astype(np.float64).sum(axis=1) for key, rows in texts.rows.items() if rows}  # per image
     predicted = top[:, 0].copy()
     for i in range(len(vectors)):
         candidates = [int(c) for c in top[i, :top_k]]
         scores = {}
         for c in candidates:
-            rows = [r for o in candidates if o != c for r in texts.rows.get((c, o), [])]
-            if rows:
-                scores[c] = float(sims[i, rows].mean())
+            keys = [(c, o) for o in candidates if o != c and (c, o) in sums]
+            if keys:  # the mean over every description of c against the other candidates
+                scores[c] = sum(float(sums[k][i]) for k in keys) / sum(len(texts.rows[k]) for k in keys)
         if predicted[i] in scores:
             predicted[i] = max(scores, key=lambda c: (scores[c], -candidates.index(c)))
     return predicted
