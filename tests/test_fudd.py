@@ -358,3 +358,31 @@ def test_rerank_results_moves_the_chosen_class_to_the_front_as_a_plain_loop_does
         assert list(got.top[i]) == want
         assert list(got.top_scores[i]) == [base.top_scores[i, row.index(x)] for x in want]
         assert got.true_rank[i] == (want.index(labels[i]) + 1 if labels[i] in want else base.true_rank[i])
+
+
+def test_pairs_are_written_read_and_deleted_on_sqlite_and_postgresql(tmp_path, db_url):
+    """The store's side alone, on both databases: a pair's vectors read back exactly, a
+    filtered read, the content identity (same pair again: unchanged), deletion with its version."""
+    from whyclip.store.db.lifecycle import delete_versions
+    from whyclip.store.db.pairs import PairDescription, PairDraft, load_pairs, write_pairs
+
+    store = Store.open(tmp_path / "home", db_url)
+    enc = FakeEncoder(["green"])
+    ingest_library(store, {"frog": ["green skin"], "owl": ["wings"], "cat": ["fur"]}, "a", enc)
+    lib = store.load("a")
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((4, 32)).astype(np.float32)
+    desc = [PairDescription(0, 2, "coat", "fur", "cat, which has fur"), PairDescription(0, 0, "coat", "skin", "frog, which has skin"),
+            PairDescription(1, 2, "", "whiskers", "cat, which has whiskers"), PairDescription(1, 0, "", "none", "frog, which has none")]
+    draft = PairDraft(2, 0, ("cat", "frog"), desc, vecs, np.ones(4, np.float32), model="m")
+    written = write_pairs(store.engine, lib.info.id, enc.cache_key, [draft])
+    assert written.added == [("frog", "cat")]
+    assert write_pairs(store.engine, lib.info.id, enc.cache_key, [draft]).unchanged == [("frog", "cat")]
+    (got,) = load_pairs(store.engine, lib.info.id, 32, {(0, 2)})
+    assert (got.class_a, got.class_b, got.model) == (0, 2, "m") and got.descriptions == desc
+    assert np.array_equal(got.vectors, vecs) and got.side(2) == [0, 2]
+    assert load_pairs(store.engine, lib.info.id, 32, {(0, 1)}) == []
+    assert store.library("a").n_pairs == 1
+    delete_versions(store, "a", 1)
+    with Session(store.engine) as s:
+        assert s.scalar(select(func.count()).select_from(PairDescriptorRow)) == 0
