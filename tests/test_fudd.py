@@ -120,6 +120,14 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     auto = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r5", "--json").stdout)
     assert "fudd" in {a["method"] for a in auto["accuracy"]}  # the version has pairs: FuDD by default
 
+    listing = invoke(store.home, "pairs", "--library", "planted").stdout.splitlines()
+    assert listing[0].startswith("tree frog / banana  (LLM m, generated ") and listing[1:3] == [
+        "  colour: the colour of a tree frog | the colour of a banana", "  shape: a tree frog outline | a banana outline"]
+    listed = json.loads(invoke(store.home, "pairs", "--library", "planted", "--json").stdout)
+    assert [(p["a"], p["b"], len(p["features"])) for p in listed["pairs"]] == [("tree frog", "banana", 2), ("banana", "sunflower", 2)]
+    assert listed["pairs"][1]["features"][0] == {"attribute": "colour", "a": "the colour of a banana", "prompt_a": "the colour of a banana",
+                                                 "b": "the colour of a sunflower", "prompt_b": "the colour of a sunflower"}
+
     # storing the same file again changes nothing; other descriptions need --replace
     again = invoke(store.home, "ingest-pairs", str(out), "--library", "planted")
     assert "2 already stored as they are" in again.stderr

@@ -478,9 +478,9 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
 register_lifecycle(cli)  # delete, gc, export
 
-from .generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd, ingest_pairs_cmd  # noqa: E402  (their own module)
+from .generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd  # noqa: E402  (their own module)
 
-for _command in (generate, clean, generate_pairs_cmd, ingest_pairs_cmd, eval_pairs_cmd):
+for _command in (generate, clean, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd, eval_pairs_cmd):
     cli.add_command(_command)
 
 

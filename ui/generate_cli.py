@@ -319,3 +319,42 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
                f"({out['fixed']} fixed, {out['broken']} broken)")  # fmt: skip
     for c in changed:
         click.echo(f"  {c['image']}: {c['before']} -> {c['after']} (true: {c['true']})")
+
+
+@click.command("pairs")
+@click.option("--library", "-l", required=True, help="The library whose stored pair descriptors to list.")
+@click.option("--version", "lib_version", type=int, default=None, help="Library version [default: newest].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every description, its prompt and the provenance).")
+@click.pass_context
+def pairs_cmd(ctx, library, lib_version, as_json):
+    """List the contrastive pair descriptors (FuDD) stored with a library version: each pair,
+    its features as A's look | B's look, and where they came from."""
+    from whyclip.store import Store
+
+    lib = Store.open(ctx.obj["home"], ctx.obj["db"], create=False).load(library, lib_version)
+    stored = lib.stored_pairs()
+    names = lib.class_names
+    if as_json:
+        out = []
+        for p in stored:
+            features = {}
+            for d in p.descriptions:
+                side = "a" if d.class_position == p.class_a else "b"
+                f = features.setdefault(d.feature, {"attribute": d.attribute})
+                f[side], f["prompt_" + side] = d.text, d.prompt
+            out.append({"a": names[p.class_a], "b": names[p.class_b], "features": list(features.values()), **p.provenance()})
+        click.echo(json.dumps({"library": lib.info.name, "version": lib.info.version, "pairs": out}, indent=2, ensure_ascii=False))
+        return
+    if not stored:
+        click.echo(f"library {lib.info.name} v{lib.info.version} has no pair descriptors: store some with "
+                   f"'whyclip ingest-pairs PAIRS --library {lib.info.name}' or 'whyclip generate-pairs --library "
+                   f"{lib.info.name} --store'", err=True)  # fmt: skip
+        return
+    for p in stored:
+        a, b = names[p.class_a], names[p.class_b]
+        when = p.generated_at.strftime("%Y-%m-%d") if p.generated_at else "?"
+        click.echo(f"{a} / {b}  (LLM {p.model or '?'}, generated {when}, stored {p.stored_at.strftime('%Y-%m-%d %H:%M')})")
+        for k in dict.fromkeys(d.feature for d in p.descriptions):
+            side = {d.class_position: d for d in p.descriptions if d.feature == k}
+            label = side[p.class_a].attribute or side[p.class_b].attribute
+            click.echo(f"  {label + ': ' if label else ''}{side[p.class_a].text} | {side[p.class_b].text}")
