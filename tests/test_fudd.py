@@ -143,6 +143,15 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     with Session(store.engine) as s:
         assert s.scalar(select(func.count()).select_from(PairDescriptorRow)) == 6
 
+    # gc --cache keeps the cached vectors of stored pair prompts (a re-store embeds nothing)
+    from whyclip.store.db import cache
+    from whyclip.store.db.lifecycle import collect_garbage
+
+    pair_prompts = ["the colour of a tree frog", "a banana outline"]
+    assert set(cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
+    collect_garbage(store, cache=True, min_age_s=0)
+    assert set(cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
+
     # deleting the version takes its pairs with it
     invoke(store.home, "delete", "planted", "--version", "1", "--with-runs", "--yes")
     with Session(store.engine) as s:

@@ -166,7 +166,7 @@ def collect_garbage(store: Store, *, cache: bool = False, dry_run: bool = False,
 
 def used_prompts(store: Store) -> dict[str, set[str]]:
     """Encoder id -> the sha256 of every prompt a ready version embeds (its descriptor
-    prompts and baseline prompts, as the Library gives them)."""
+    prompts, baseline prompts and pair descriptors' prompts, as the Library gives them)."""
     from whyclip.store.db.cache import text_key
 
     used: dict[str, set[str]] = {}
@@ -179,6 +179,7 @@ def used_prompts(store: Store) -> dict[str, set[str]]:
                 f"delete that version ('whyclip delete {info.name} --version {info.version}') and run gc again"
             ) from None
         prompts = [p for c in range(len(lib.class_names)) for _, p in lib.class_texts(c)] + lib.baseline_prompts
+        prompts += [d.prompt for pair in lib.stored_pairs() for d in pair.descriptions]  # FuDD pair descriptors
         used.setdefault(info.encoder_id, set()).update(text_key(p) for p in prompts)
     return used
 
