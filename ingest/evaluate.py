@@ -18,7 +18,8 @@ import numpy as np
 
 from whyclip.store import Library, Store, score_classes
 from whyclip.store.errors import InputError
-from whyclip.store.runs.storage import (BASELINE, CONTROL, MethodResults, RunData, RunInfo, check_new_name, rank_results,
+from whyclip.store.db.pairs import StoredPair, load_pairs
+from whyclip.store.runs.storage import (BASELINE, CONTROL, FUDD, TOP, MethodResults, RunData, RunInfo, check_new_name, rank_results,
                                         save_run, unused_name)
 from whyclip.store.runs.name_split import SplitAccumulator
 from whyclip.store.scoring import AGGREGATES
@@ -26,6 +27,7 @@ from whyclip.store.scoring import AGGREGATES
 from .controls import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
 from .datasets import Dataset, match_labels, unmatched_error
 from .embedding import embed_image_files_cached
+from .generate.fudd import rerank_results, stored_pair_texts
 from .identity import check_library_encoder
 from .vocabulary import SOURCE as VOCABULARY
 
@@ -59,12 +61,22 @@ class EvalPlan:
     items: list[tuple[Path, int]]  # (image file, class position) of the matched labels
     unmatched: dict[str, int]  # label -> images left out
     name: str
+    pairs: list[StoredPair] = field(default_factory=list)  # the version's pair descriptors: FuDD re-ranks with them
+    fudd_top_k: int = TOP
 
 
 def plan_eval(store: Store, lib: Library, dataset: Dataset, *, name: str | None = None,
-              skip_unmatched: bool = False) -> EvalPlan:  # fmt: skip
+              skip_unmatched: bool = False, fudd: bool | None = None, fudd_top_k: int = TOP) -> EvalPlan:  # fmt: skip
     """Match labels and choose the run name; raises :class:`InputError` before any work
-    (and before a model loads)."""
+    (and before a model loads). ``fudd``: True requires the version's pair descriptors
+    (FuDD), None uses them when there are some, False leaves FuDD out."""
+    if not 2 <= fudd_top_k <= TOP:
+        raise InputError(f"FuDD re-ranks between 2 and {TOP} top classes per image (a run keeps {TOP}): got {fudd_top_k}")
+    pairs = load_pairs(store.engine, lib.info.id, lib.info.dim) if fudd is not False else []
+    if fudd and not pairs:
+        raise InputError(f"library {lib.info.name!r} v{lib.info.version} has no pair descriptors for --method fudd: store some "
+                         f"with 'whyclip generate-pairs --library {lib.info.name} --store ...' or 'whyclip ingest-pairs PAIRS "
+                         f"--library {lib.info.name}'")  # fmt: skip
     counts: dict[str, int] = {}
     for _, label in dataset.items:
         counts[label] = counts.get(label, 0) + 1
@@ -77,7 +89,7 @@ def plan_eval(store: Store, lib: Library, dataset: Dataset, *, name: str | None 
         check_new_name(store, lib.info.name, name)
     items = [(p, mapping[label]) for p, label in dataset.items if label in mapping]
     return EvalPlan(dataset, items, {u: counts[u] for u in unmatched},
-                    name or unused_name(store, lib.info.name, Path(dataset.source).stem or "run"))  # fmt: skip
+                    name or unused_name(store, lib.info.name, Path(dataset.source).stem or "run"), pairs, fudd_top_k)  # fmt: skip
 
 
 def run_eval(
@@ -110,6 +122,12 @@ def run_eval(
     timings["control"] = time.perf_counter() - t
     t = time.perf_counter()
     results, splits = _score_all(lib, controls, vectors, y)
+    details_fudd = {}
+    if plan.pairs:
+        results[FUDD] = rerank_results(results[lib.info.aggregate], vectors, y, stored_pair_texts(plan.pairs), plan.fudd_top_k)
+        details_fudd = {"fudd": {"base": lib.info.aggregate, "top_k": plan.fudd_top_k, "pairs": len(plan.pairs),
+                                 "descriptions": sum(len(p.descriptions) for p in plan.pairs),
+                                 "content_sha256": [p.content_sha256 for p in plan.pairs]}}  # fmt: skip
     paths = [str(items[i][0]) for i in kept]
     run = save_run(
         store, library_id=lib.info.id, library_name=lib.info.name,
@@ -120,7 +138,7 @@ def run_eval(
                  "library_version": lib.info.version,
                  "controls": {"version": 1, "word_draws": WORD_DRAWS, "vocabulary": VOCABULARY,
                               "swap_permutation": swap_permutation(len(lib.class_names), control_seed).tolist(),
-                              "name_description": splits}},
+                              "name_description": splits}, **details_fudd},
     )  # fmt: skip
     timings["scoring"] = time.perf_counter() - t
     data = RunData(run, paths, y, vectors, results)

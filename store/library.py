@@ -20,8 +20,11 @@ from whyclip.store.scoring.explanation import (
     ContrastRow,
     DescriptorScore,
     Explanation,
+    PairDescriptors,
+    PairFeatureScore,
     Retrieved,
 )
+from whyclip.store.db.pairs import StoredPair, load_pairs
 from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
@@ -173,6 +176,29 @@ class Library:
         out.sort(key=lambda r: -r.contribution)
         return Contrast(na, nb, float(scores[a]), float(scores[b]), out)
 
+    def stored_pairs(self, only: set[tuple[int, int]] | None = None) -> list[StoredPair]:
+        """The version's contrastive pair descriptors (FuDD; read when asked, never part of
+        a class's own descriptors), all or ``only`` those (low, high) position pairs."""
+        return load_pairs(self.engine, self.info.id, self.info.dim, only)
+
+    def pair_evidence(self, image: np.ndarray, a: int, b: int, pair: StoredPair) -> PairDescriptors:
+        """The image's similarity to each side of each feature of the stored pair (a, b)."""
+        sims = pair.vectors @ np.asarray(image, dtype=np.float32) if len(pair.vectors) else np.zeros(0)
+        na, nb = self.class_names[a], self.class_names[b]
+        features = []
+        for k in dict.fromkeys(d.feature for d in pair.descriptions):
+            rows = {d.class_position: i for i, d in enumerate(pair.descriptions) if d.feature == k}
+            if a not in rows or b not in rows:
+                continue
+            da, db = pair.descriptions[rows[a]], pair.descriptions[rows[b]]
+            sa, sb = float(sims[rows[a]]), float(sims[rows[b]])
+            features.append(PairFeatureScore(da.attribute or db.attribute, da.text, db.text, da.prompt, db.prompt, sa, sb,
+                                             na if sa > sb else nb if sb > sa else "-"))  # fmt: skip
+        mean_a = float(np.mean([f.similarity_a for f in features])) if features else 0.0
+        mean_b = float(np.mean([f.similarity_b for f in features])) if features else 0.0
+        favours = na if mean_a > mean_b else nb if mean_b > mean_a else "-"
+        return PairDescriptors(na, nb, features, mean_a, mean_b, favours, pair.provenance())
+
     def retrieve(self, images: np.ndarray, k: int = 10) -> list[list[Retrieved]]:
         """The ``k`` best-matching descriptors in the whole library, per image (FAISS)."""
         k = min(k, self.info.n_descriptors)
@@ -243,15 +269,18 @@ class Library:
             bare = score_classes(images, name_split[0], agg, name_split[1])
         hits = self.retrieve(images, retrieve)
         top = max(1, min(top, len(self.class_names)))
+        keys = scores  # biases can change the ranking: then the calibrated logits order the classes
+        if calibration is not None and calibration.biases is not None:
+            keys = scores.astype(np.float64) * (scale / calibration.temperature) + calibration.biases
+        rankings = [top_k(keys[i], max(top, 2)) for i in range(len(images))]
+        contrasted = {tuple(sorted(pair)) if pair else tuple(sorted(int(c) for c in r[:2])) for r in rankings}
+        stored = {(p.class_a, p.class_b): p for p in self.stored_pairs({ab for ab in contrasted if len(ab) == 2 and ab[0] != ab[1]})}
         out = []
         for i, image in enumerate(images):
             raw = softmax(scores[i], scale)
             probs = raw if calibration is None else calibrated_softmax(scores[i], scale, calibration.temperature, calibration.biases)
             bprobs = softmax(base_scores[i], scale)
-            key = scores[i]  # biases can change the ranking: then the calibrated logits order the classes
-            if calibration is not None and calibration.biases is not None:
-                key = scores[i].astype(np.float64) * (scale / calibration.temperature) + calibration.biases
-            ranking = top_k(key, max(top, 2))
+            ranking = rankings[i]
             order = ranking[:top]
             split = None if bare is None else image_split(scores[i], base_scores[i], bare[i])
             classes = [
@@ -270,6 +299,9 @@ class Library:
             baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
             a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)
             contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None
+            found = stored.get((min(a, b), max(a, b))) if b is not None else None
+            if found is not None and a != b:
+                contrast = dataclasses.replace(contrast, pair_descriptors=self.pair_evidence(image, a, b, found))
             out.append(
                 Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,
                             len(self.class_names), classes, baseline, contrast, hits[i],

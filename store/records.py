@@ -43,6 +43,7 @@ class LibraryInfo:
     index_params: dict = field(default_factory=dict)  # e.g. ClassIVF's calibrated probe
     first_descriptor_id: int | None = None  # None: a version written before schema 2
     prompt_rule: str = ""  # the versioned rule that built its prompts, e.g. "paper/1"
+    n_pairs: int = 0  # class pairs with contrastive (FuDD) pair descriptors, stored apart from the classes
 
 
 @dataclass

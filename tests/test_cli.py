@@ -138,7 +138,7 @@ def test_libraries_lists_versions_and_metadata(setup):
         "frogs", 2, "bare", 4, 9, 1)
     assert i["encoder_id"] == "fake-32-v1" and i["dim"] == 32
     table = runner.invoke(cli, ["libraries"]).stdout
-    assert re.search(r"frogs\s+2\s+4\s+9\s+1\s+32\s+bare\s+Flat\s+1.000", table)
+    assert re.search(r"frogs\s+2\s+4\s+9\s+1\s+0\s+32\s+bare\s+Flat\s+1.000", table)  # ... empty, pairs, dim
     # the class inverted file by name, with its calibrated probe shown
     runner.invoke(cli, ["ingest", str(tmp_path / "frogs.json"), "--library", "frogs", "--index", "ClassIVF"])
     assert re.search(r"frogs\s+3\s+.*ClassIVF \(probe 3\)\s+1.000", runner.invoke(cli, ["libraries"]).stdout)

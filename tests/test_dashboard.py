@@ -232,3 +232,30 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
     assert list(table["probability"]) == pytest.approx([c["probability"] for c in expected["classes"]], abs=1e-9)
     assert list(table["uncalibrated probability"]) == pytest.approx([c["uncalibrated_probability"] for c in expected["classes"]])
     assert any("Probabilities calibrated" in c.value for c in at.caption)
+
+
+def test_contrast_view_shows_stored_pair_descriptors(frogs, fake):
+    """Pair descriptors stored for (tree frog, tailed frog) appear under their contrast, with
+    the same similarities the library computes; another pair shows none."""
+    from whyclip.ingest.generate.pair_store import PairsFile, store_pairs
+
+    lib = frogs.load("frogs")
+    feature = {"attribute": "colour", "a": "bright green colour", "b": "brown or olive skin"}
+    pf = PairsFile("pairs.json", {"model": "m"}, [{"a": "tree frog", "b": "tailed frog", "features": [feature]}])
+    store_pairs(frogs, lib, pf, fake)
+    data = png(["protruding eyes", "bright green colour"])
+    at = run_explain([("frog.png", data)])
+    pick = {box.label: box for box in at.selectbox}
+    pick["Contrast class A"].set_value("tree frog")
+    pick["with class B"].set_value("tailed frog").run()
+    assert not at.exception
+    assert "tree frog vs tailed frog, by their pair descriptors (FuDD)" in [h.value for h in at.subheader]
+    table = next(d.value for d in at.dataframe if "feature" in d.value.columns)
+    picture = ingest.images.read_image_bytes("frog.png", data)
+    (exp,) = frogs.load("frogs").explain(fake.embed_images([picture])[0], ["frog.png"], compare=("tree frog", "tailed frog"))
+    f = exp.contrast.pair_descriptors.features[0]
+    assert list(table["S (tree frog)"]) == pytest.approx([f.similarity_a * 100], abs=1e-4)
+    assert list(table["favours"]) == ["tree frog"]
+    pick = {box.label: box for box in at.selectbox}
+    pick["with class B"].set_value("banana").run()
+    assert not any("pair descriptors" in h.value for h in at.subheader)

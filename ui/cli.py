@@ -162,9 +162,9 @@ def libraries(ctx, as_json, every_version):
     if not infos:
         click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
         return
-    head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "index", "recall@10",
+    head = ("library", "version", "classes", "descriptors", "empty", "pairs", "dim", "template", "index", "recall@10",
             "encoder", "calibrated", "created")  # fmt: skip
-    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template,
+    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.n_pairs, i.dim, i.template,
              i.index_factory + (f" (probe {i.index_params['probe']})" if "probe" in i.index_params else ""),
              f"{i.recall_at_10:.3f}", i.encoder_name,
              f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
@@ -287,27 +287,40 @@ def _readable(paths: list[Path], check) -> tuple[list[Path], int]:
 @click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["fudd", "no-fudd"]),
+              help="fudd: also re-rank with the version's pair descriptors (FuDD), refusing a version without any; "
+                   "no-fudd: leave FuDD out [default: FuDD whenever the version has pair descriptors].")
+@click.option("--fudd-top-k", default=5, show_default=True, type=click.IntRange(2, 5),
+              help="FuDD re-ranks each image's top classes under the library's aggregate: how many.")
 @PRECISION
 @click.pass_context
-def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, device, as_json, precision):
+def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, device, as_json, methods, fudd_top_k, precision):
     """Score a labelled DATASET with a library and store the run for 'whyclip audit'.
 
     DATASET is a folder with one subfolder of images per class (ImageFolder) or a CSV of
     path,label rows. Labels must match the library's classes (case, underscores and spaces
     ignored). Every image is scored by each aggregate, by the class-name baseline and by a
-    random-word control library; an unreadable image is reported and skipped.
+    random-word control library; an unreadable image is reported and skipped. When the
+    version has pair descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top
+    classes with them, and its accuracy is reported beside the others.
     """
     from whyclip.ingest import load_encoder
     from whyclip.ingest.datasets import read_dataset
     from whyclip.ingest.evaluate import plan_eval, run_eval
     from whyclip.ingest.identity import check_library_encoder
     from whyclip.store.runs.audit import AuditSettings, accuracy, confusions, per_class
+    from whyclip.store.runs.controls_summary import fudd as fudd_control
+    from whyclip.store.runs.storage import FUDD
 
     from .report import accuracy_lines, confusion_lines, per_class_lines
 
     store = _store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
-    plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched)  # before the model loads
+    if {"fudd", "no-fudd"} <= set(methods):
+        raise click.UsageError("--method fudd and --method no-fudd contradict each other: give one")
+    fudd = True if "fudd" in methods else False if "no-fudd" in methods else None
+    plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd,
+                     fudd_top_k=fudd_top_k)  # before the model loads  # fmt: skip
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
     check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed in the store
     with progress_bar("embedding images", unit="image") as bar:
@@ -316,17 +329,20 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     agg = lib.info.aggregate
     acc, classes = accuracy(run), per_class(run, lib, agg)
     pairs = confusions(run, lib, agg, AuditSettings())
+    fudd_summary = fudd_control(run, agg) if FUDD in run.results else None
     rate = report.images_per_second
     if as_json:
         click.echo(json.dumps({"run": report.run.to_dict(), "images_per_second": rate, "embedded": report.n_embedded,
                                "cached": report.n_cached, "seconds": report.seconds, "timings": report.timings,
-                               "accuracy": acc, "per_class": classes, "confusions": pairs}, indent=2, ensure_ascii=False))  # fmt: skip
+                               "accuracy": acc, "per_class": classes, "confusions": pairs,
+                               **({"fudd": fudd_summary} if fudd_summary else {})}, indent=2, ensure_ascii=False))  # fmt: skip
     else:
         r, tm = report.run, report.timings
         lines = [f"run {r.name!r} of library {library} v{lib.info.version}: {r.n_images} images "
                  f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
                  f"in {report.seconds:.1f}s: images {tm['images']:.1f}s ({rate:.1f} images/s), random-word control "
                  f"{tm['control']:.1f}s, scoring {tm['scoring']:.1f}s", "", *accuracy_lines(acc), "",
+                 *([f"FuDD ({fudd_summary['pairs']} stored pairs): {fudd_summary['verdict']}", ""] if fudd_summary else []),
                  f"classes with the largest loss against the baseline ({agg}; every class: --json, or the audit)",
                  *per_class_lines(classes), "",
                  "most confused (predicted for true)", *confusion_lines(pairs, 5), "",
@@ -480,9 +496,9 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
 register_lifecycle(cli)  # delete, gc, export
 
-from .generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd  # noqa: E402  (their own module)
+from .generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd  # noqa: E402  (their own module)
 
-for _command in (generate, clean, generate_pairs_cmd, eval_pairs_cmd):
+for _command in (generate, clean, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd, eval_pairs_cmd):
     cli.add_command(_command)
 
 

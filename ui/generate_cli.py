@@ -136,15 +136,51 @@ def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path
     _emit_report(report, report_path, as_json)
 
 
+def _report_stored(lib, written, warnings, n_prompts) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    parts = [f"{len(written.added)} added"] + ([f"{len(written.replaced)} replaced"] if written.replaced else []) + (
+        [f"{len(written.unchanged)} already stored as they are"] if written.unchanged else [])  # fmt: skip
+    click.echo(f"stored pair descriptors into library {lib.info.name} v{lib.info.version}: {', '.join(parts)} "
+               f"({n_prompts} descriptions embedded or found in the cache); they are kept apart from the classes' "
+               f"own descriptors: use them with 'whyclip eval DATASET --library {lib.info.name} --method fudd' "
+               f"and 'whyclip explain --compare A B'", err=True)  # fmt: skip
+
+
+def _encoder_for(store, lib, model, device):
+    from whyclip import ingest
+    from whyclip.ingest.identity import check_library_encoder
+
+    encoder = ingest.load_encoder(model or lib.info.encoder_name, device)
+    check_library_encoder(lib, encoder, store)
+    return encoder
+
+
 @click.command("generate-pairs")
-@click.option("--library", "-l", required=True, help="The library whose evaluation run picks the pairs.")
-@click.option("--pairs-from-run", "run_name", default=None, metavar="RUN", help="The evaluation run [default: the library's newest].")
+@click.option("--library", "-l", required=True, help="The library whose confusions or ambiguous images pick the pairs.")
+@click.option("--pairs-from-run", "run_name", default=None, metavar="RUN",
+              help="Pairs an evaluation run confuses most [default, with the library's newest run].")
+@click.option("--pairs-from-images", "images", default=None, metavar="DIR|CSV", type=click.Path(exists=True),
+              help="Instead: pairs these (unlabelled) images are ambiguous between under the class-name baseline (a folder, "
+                   "searched recursively, or a CSV whose first column is an image path).")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(2),
+              help="With --pairs-from-images: the top classes of an image whose pairs can be ambiguous.")
+@click.option("--margin", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="With --pairs-from-images: an image is ambiguous between those of its top-k classes whose baseline score "
+                   "is within this much S (similarity x logit scale) of its best; each pair of them counts.")
+@click.option("--version", "lib_version", type=int, default=None,
+              help="With --pairs-from-images: the library version [default: newest; a run uses its own].")
 @click.option("--pairs", "n_pairs", default=10, show_default=True, type=click.IntRange(1), help="How many of the most confused pairs.")
 @click.option("--aggregate", "-a", default="mean", show_default=True, help="The run's scoring method whose confusions count.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The pairs file to write (.json).")
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="The pairs file to write (.json).")
+@click.option("--store", "store_them", is_flag=True,
+              help="Also store the pairs into the library version as pair descriptors (as 'whyclip ingest-pairs' does).")
+@click.option("--replace", is_flag=True, help="With --store: replace a pair already stored with other descriptions.")
 @click.option("--base-url", envvar="OPENAI_BASE_URL", default=None,
               help="The server's OpenAI-compatible API [env OPENAI_BASE_URL; default: https://api.openai.com/v1].")
 @click.option("--model", "-m", default="gpt-4o-mini", show_default=True, help="The model name the server knows.")
+@click.option("--clip-model", default=None, help="CLIP model for images and --store [default: the one the library was built with].")
+@click.option("--device", default=None, help="torch device for the CLIP model (default: a GPU when there is one).")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="VAR",
               help="The environment variable holding the API key (never written anywhere; local servers need none).")
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1), help="Requests in flight at a time.")
@@ -152,33 +188,87 @@ def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path
 @click.option("--retries", default=4, show_default=True, type=click.IntRange(0),
               help="Retries with backoff after a 429, a 5xx, a timeout or a dropped connection.")
 @click.pass_context
-def generate_pairs_cmd(ctx, library, run_name, n_pairs, aggregate, out, base_url, model, api_key_env, concurrency, timeout, retries):
-    """Ask an LLM what tells apart the class pairs an evaluation run confuses most (FuDD's
-    differential descriptions), and write them to a pairs file with provenance."""
+def generate_pairs_cmd(ctx, library, run_name, images, top_k, margin, lib_version, n_pairs, aggregate, out, store_them, replace,
+                       base_url, model, clip_model, device, api_key_env, concurrency, timeout, retries):  # fmt: skip
+    """Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that
+    a set of images is ambiguous between (FuDD's differential descriptions); write them to a
+    pairs file with provenance (--out) and/or store them with the library version (--store)."""
     from whyclip.ingest.generate.client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
     from whyclip.ingest.generate.job import check_output, write_json_atomic
+    from whyclip.ingest.generate.pair_store import PairsFile, pairs_from_images, store_pairs
     from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
     from whyclip.store import Store
     from whyclip.store.runs.storage import find_run, load_run
 
-    out_path = check_output(out)
-    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False)
-    info = find_run(store, library, run_name)
-    run = load_run(store, info)
-    if aggregate not in run.results:
-        raise InputError(f"run {info.name!r} has no method {aggregate!r}: choose from {', '.join(sorted(run.results))}")
-    names = store.load(library, info.library_version).class_names
-    pairs = confused_pairs(run.labels, run.results[aggregate].predicted, names, n_pairs)
+    if not out and not store_them:
+        raise click.UsageError("say where the pairs go: --out PAIRS.json, --store, or both")
+    if images and run_name:
+        raise click.UsageError("choose the pairs from a run (--pairs-from-run) or from images (--pairs-from-images), not both")
+    if lib_version is not None and not images:
+        raise click.UsageError("--version is for --pairs-from-images: a run's pairs belong to the run's library version")
+    out_path = check_output(out) if out else None
+    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False, migrate=store_them)
+    encoder = None
+    if images:
+        lib = store.load(library, lib_version)
+        encoder = _encoder_for(store, lib, clip_model, device)
+        with progress_bar("embedding images", unit="image") as bar:
+            pairs, chosen = pairs_from_images(store, lib, encoder, images, top_k=top_k, margin=margin, k=n_pairs, progress=bar)
+        where = {"images": chosen}
+        none_found = (f"no image of {images} is ambiguous between two of its top {top_k} classes within {margin} S: "
+                      "raise --margin or --top-k")  # fmt: skip
+    else:
+        info = find_run(store, library, run_name)
+        run = load_run(store, info)
+        if aggregate not in run.results:
+            raise InputError(f"run {info.name!r} has no method {aggregate!r}: choose from {', '.join(sorted(run.results))}")
+        lib = store.load(library, info.library_version)
+        pairs = confused_pairs(run.labels, run.results[aggregate].predicted, lib.class_names, n_pairs)
+        where = {"run": {"library": library, "version": info.library_version, "name": info.name, "aggregate": aggregate}}
+        none_found = "the run confuses no pair of classes: there is nothing to tell apart"
+    if store_them and encoder is None:
+        encoder = _encoder_for(store, lib, clip_model, device)  # before any request: a wrong model costs nothing
     base_url = base_url or DEFAULT_BASE_URL
     client = ChatClient(base_url, model, resolve_api_key(api_key_env, base_url), timeout=timeout, max_retries=retries)
     with progress_bar("asking the LLM", unit="pair") as bar:
-        result = generate_pairs(store, client, pairs, model=model, concurrency=concurrency, progress=bar)
-    result["run"] = {"library": library, "version": info.library_version, "name": info.name, "aggregate": aggregate}
-    write_json_atomic(out_path, result)
+        result = generate_pairs(store, client, pairs, model=model, concurrency=concurrency, progress=bar, none_found=none_found)
+    result.update(where)
+    if out_path is not None:
+        write_json_atomic(out_path, result)
     for p in result["pairs"]:
-        click.echo(f"{p['a']} / {p['b']} ({p['confusions']} confused): {len(p['features'])} features")
+        what = "confused" if "run" in where else "ambiguous images"
+        click.echo(f"{p['a']} / {p['b']} ({p['confusions']} {what}): {len(p['features'])} features")
     r = result["requests"]
-    click.echo(f"wrote {out_path}: {len(result['pairs'])} pairs; {r['sent']} requests sent, {r['cached']} from the cache", err=True)
+    click.echo(f"{'wrote ' + str(out_path) if out_path else 'asked'}: {len(result['pairs'])} pairs; "
+               f"{r['sent']} requests sent, {r['cached']} from the cache", err=True)  # fmt: skip
+    if store_them:
+        written, warnings, n = store_pairs(store, lib, PairsFile(str(out_path or "generate-pairs"), result, result["pairs"]),
+                                           encoder, replace=replace)  # fmt: skip
+        _report_stored(lib, written, warnings, n)
+
+
+@click.command("ingest-pairs")
+@click.argument("pairs_file", metavar="PAIRS", type=click.Path(dir_okay=False, exists=True))
+@click.option("--library", "-l", required=True, help="The library to store the pair descriptors with.")
+@click.option("--version", "lib_version", type=int, default=None, help="Library version [default: newest].")
+@click.option("--replace", is_flag=True, help="Replace a pair already stored with other descriptions (else it is refused).")
+@click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@click.pass_context
+def ingest_pairs_cmd(ctx, pairs_file, library, lib_version, replace, model, device):
+    """Store a PAIRS file (from 'whyclip generate-pairs') with a library version as
+    contrastive pair descriptors: each side's descriptions rendered with the library's
+    template, embedded through the cache, kept apart from the classes' own descriptors."""
+    from whyclip.ingest.generate.pair_store import plan_pairs, read_pairs_file, store_pairs
+    from whyclip.store import Store
+
+    pf = read_pairs_file(pairs_file)
+    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False, migrate=True)
+    lib = store.load(library, lib_version)
+    plan_pairs(lib, pf)  # every class checked before the model loads
+    encoder = _encoder_for(store, lib, model, device)
+    written, warnings, n = store_pairs(store, lib, pf, encoder, replace=replace)
+    _report_stored(lib, written, warnings, n)
 
 
 @click.command("eval-pairs")
@@ -198,11 +288,13 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
     from whyclip.store import Store
     from whyclip.store.runs.storage import find_run, load_run
 
-    try:
-        data = json.loads(Path(pairs_file).read_text(encoding="utf-8"))
-        where, pairs = data["run"], data["pairs"]
-    except (ValueError, KeyError, TypeError):
-        raise InputError(f"{pairs_file}: not a pairs file: write one with 'whyclip generate-pairs'") from None
+    from whyclip.ingest.generate.pair_store import read_pairs_file
+
+    pf = read_pairs_file(pairs_file)
+    where, pairs = pf.data.get("run"), pf.pairs
+    if not isinstance(where, dict):
+        raise InputError(f"{pairs_file}: its pairs come from images, not a run: store them ('whyclip ingest-pairs') and "
+                         "run 'whyclip eval DATASET --library NAME --method fudd'")  # fmt: skip
     store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False)
     run = load_run(store, find_run(store, where["library"], where["name"]))
     lib = store.load(where["library"], where["version"])
@@ -227,3 +319,42 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
                f"({out['fixed']} fixed, {out['broken']} broken)")  # fmt: skip
     for c in changed:
         click.echo(f"  {c['image']}: {c['before']} -> {c['after']} (true: {c['true']})")
+
+
+@click.command("pairs")
+@click.option("--library", "-l", required=True, help="The library whose stored pair descriptors to list.")
+@click.option("--version", "lib_version", type=int, default=None, help="Library version [default: newest].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every description, its prompt and the provenance).")
+@click.pass_context
+def pairs_cmd(ctx, library, lib_version, as_json):
+    """List the contrastive pair descriptors (FuDD) stored with a library version: each pair,
+    its features as A's look | B's look, and where they came from."""
+    from whyclip.store import Store
+
+    lib = Store.open(ctx.obj["home"], ctx.obj["db"], create=False).load(library, lib_version)
+    stored = lib.stored_pairs()
+    names = lib.class_names
+    if as_json:
+        out = []
+        for p in stored:
+            features = {}
+            for d in p.descriptions:
+                side = "a" if d.class_position == p.class_a else "b"
+                f = features.setdefault(d.feature, {"attribute": d.attribute})
+                f[side], f["prompt_" + side] = d.text, d.prompt
+            out.append({"a": names[p.class_a], "b": names[p.class_b], "features": list(features.values()), **p.provenance()})
+        click.echo(json.dumps({"library": lib.info.name, "version": lib.info.version, "pairs": out}, indent=2, ensure_ascii=False))
+        return
+    if not stored:
+        click.echo(f"library {lib.info.name} v{lib.info.version} has no pair descriptors: store some with "
+                   f"'whyclip ingest-pairs PAIRS --library {lib.info.name}' or 'whyclip generate-pairs --library "
+                   f"{lib.info.name} --store'", err=True)  # fmt: skip
+        return
+    for p in stored:
+        a, b = names[p.class_a], names[p.class_b]
+        when = p.generated_at.strftime("%Y-%m-%d") if p.generated_at else "?"
+        click.echo(f"{a} / {b}  (LLM {p.model or '?'}, generated {when}, stored {p.stored_at.strftime('%Y-%m-%d %H:%M')})")
+        for k in dict.fromkeys(d.feature for d in p.descriptions):
+            side = {d.class_position: d for d in p.descriptions if d.feature == k}
+            label = side[p.class_a].attribute or side[p.class_b].attribute
+            click.echo(f"  {label + ': ' if label else ''}{side[p.class_a].text} | {side[p.class_b].text}")

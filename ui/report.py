@@ -51,12 +51,13 @@ def accuracy_lines(acc: list[dict]) -> list[str]:
     return _table(("scored by", "top-1", "95% interval", "top-5", "images"), rows)
 
 
-CONTROL_ORDER = ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words")
+CONTROL_ORDER = ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words", "fudd")
 
 
 def control_lines(controls: dict) -> list[str]:
     titles = {"baseline": "class name alone", "name_description": "name vs description", "swap": "swapped descriptors",
-              "random_words": "random-word control", "shuffled_descriptor_words": "shuffled descriptor words"}  # fmt: skip
+              "random_words": "random-word control", "shuffled_descriptor_words": "shuffled descriptor words",
+              "fudd": "FuDD pair descriptors"}  # fmt: skip
     out = []
     for key in CONTROL_ORDER:
         c = controls.get(key)
@@ -182,7 +183,7 @@ CSV_TABLES = {
     "near_identical": lambda a: a["hygiene"]["near_identical"],
     "flat": lambda a: a["hygiene"]["flat"],
     "worse_than_baseline": lambda a: a["hygiene"]["worse_than_baseline"],
-    "controls": lambda a: [{"control": k, **{f: x for f, x in v.items() if f not in ("per_class", "bare_descriptors")}}
+    "controls": lambda a: [{"control": k, **{f: x for f, x in v.items() if f not in ("per_class", "bare_descriptors", "vs_descriptors", "vs_baseline")}}
                            for k, v in a["controls"].items()],
     "name_description": lambda a: a["controls"]["name_description"].get("per_class", []),
     "calibration": lambda a: [{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in a["calibration"].items()

@@ -28,7 +28,8 @@ def _accuracy(a: dict, plt) -> str:
     by = {r["method"]: r for r in a["accuracy"]}
     bars = [(name, by[m]["top1"], by[m]["ci95"], colour) for name, m, colour in (
         ("descriptors", agg, BLUE), ("class name", "baseline", GREY), ("no name\n(bare)", "bare:" + agg, GREEN),
-        ("swapped", "swap:" + agg, PURPLE), ("shuffled\nwords", "control:" + agg, ORANGE)) if m in by]  # fmt: skip
+        ("swapped", "swap:" + agg, PURPLE), ("shuffled\nwords", "control:" + agg, ORANGE), ("FuDD\npairs", "fudd", "#1f4e5f"))
+        if m in by]  # fmt: skip
     rw = a["controls"].get("random_words", {})
     if "accuracy_mean" in rw:
         m, sd = rw["accuracy_mean"], rw["accuracy_sd"]

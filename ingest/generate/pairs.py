@@ -70,10 +70,11 @@ def parse_pair_answer(answer: str) -> list[PairFeature]:
 
 def generate_pairs(store: Store, client: ChatClient, pairs: list[tuple[str, str, int]], *, model: str,
                    temperature: float = 0.0, max_tokens: int = 400, concurrency: int = 4,
-                   progress: Callable[[int, int], None] | None = None) -> dict:  # fmt: skip
+                   progress: Callable[[int, int], None] | None = None,
+                   none_found: str = "the run confuses no pair of classes: there is nothing to tell apart") -> dict:  # fmt: skip
     """Ask for each pair's differential features; returns the pairs file's content (with provenance)."""
     if not pairs:
-        raise InputError("the run confuses no pair of classes: there is nothing to tell apart")
+        raise InputError(none_found)
     requests = [ChatRequest(f"{a} / {b}", render_pair(a, b), temperature, max_tokens, False) for a, b, _ in pairs]
     counts = {"sent": 0, "cached": 0, "done": 0, "total": len(requests)}
     got = ask_round(store, client, requests, counts, concurrency, progress)
@@ -91,3 +92,24 @@ def generate_pairs(store: Store, client: ChatClient, pairs: list[tuple[str, str,
         "requests": {"sent": counts["sent"], "cached": counts["cached"]},
         "pairs": out,
     }  # fmt: skip
+
+
+def ambiguous_pairs(scores: np.ndarray, class_names: list[str], top_k: int, margin: float,
+                    k: int) -> list[tuple[str, str, int]]:  # fmt: skip
+    """The ``k`` unordered class pairs most images are ambiguous between: an image's
+    ambiguous classes (``scores`` rows are its class scores under the baseline) are those of
+    its ``top_k`` that score within ``margin`` of its best; every pair of them counts once
+    (classes far below the best never pair up, however close to each other). Most first,
+    ties in label order; names in label order (the shape of :func:`confused_pairs`)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top_k = min(top_k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    counts: Counter = Counter()
+    for row, top in zip(scores, order):
+        close = [int(c) for c in top if row[top[0]] - row[c] <= margin]
+        for i in range(len(close)):
+            for j in range(i + 1, len(close)):
+                a, b = close[i], close[j]
+                counts[(min(a, b), max(a, b))] += 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [(class_names[a], class_names[b], n) for (a, b), n in ranked]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
+from whyclip.store.db.pairs import delete_pairs_of
 from whyclip.store.db.schema import (
     CalibrationRow,
     ClassRow,
@@ -106,6 +107,7 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
                 s.execute(delete(table).where(table.run_id.in_(run_ids)))
             s.execute(delete(EvalRunRow).where(EvalRunRow.id.in_(run_ids)))
         top_key = s.scalar(select(func.max(DescriptorRow.id)).where(DescriptorRow.library_id.in_(ids)))
+        delete_pairs_of(s, ids)  # contrastive pair descriptors (FuDD) go with their version
         for table in (DescriptorRow, SharedTextRow, ClassRow):
             s.execute(delete(table).where(table.library_id.in_(ids)))
         s.execute(delete(LibraryRow).where(LibraryRow.id.in_(ids)))
@@ -166,7 +168,7 @@ def collect_garbage(store: Store, *, cache: bool = False, dry_run: bool = False,
 
 def used_prompts(store: Store) -> dict[str, set[str]]:
     """Encoder id -> the sha256 of every prompt a ready version embeds (its descriptor
-    prompts and baseline prompts, as the Library gives them)."""
+    prompts, baseline prompts and pair descriptors' prompts, as the Library gives them)."""
     from whyclip.store.db.cache import text_key
 
     used: dict[str, set[str]] = {}
@@ -179,6 +181,7 @@ def used_prompts(store: Store) -> dict[str, set[str]]:
                 f"delete that version ('whyclip delete {info.name} --version {info.version}') and run gc again"
             ) from None
         prompts = [p for c in range(len(lib.class_names)) for _, p in lib.class_texts(c)] + lib.baseline_prompts
+        prompts += [d.prompt for pair in lib.stored_pairs() for d in pair.descriptions]  # FuDD pair descriptors
         used.setdefault(info.encoder_id, set()).update(text_key(p) for p in prompts)
     return used
 

@@ -258,3 +258,49 @@ class LLMAnswerRow(Base):
     answer: Mapped[str] = mapped_column(Text)  # the raw content of the answer ("" when empty)
     mode: Mapped[str] = mapped_column(String(32))  # "list", "structured" or "list-fallback"
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ClassPairRow(Base):
+    """A pair of classes of a library version with contrastive (differential) descriptors,
+    FuDD's paired descriptions (revision 0007). ``class_a`` < ``class_b`` (class positions);
+    the descriptions are :class:`PairDescriptorRow`, never rows of the classes' own lists.
+    Provenance: where the pair was chosen from, the LLM (server, model, the question as
+    sent, the answer's key in ``llm_answers``) and when it was generated and stored.
+    ``content_sha256`` identifies the descriptions (class names, texts, prompts, encoder)."""
+
+    __tablename__ = "class_pairs"
+    __table_args__ = (UniqueConstraint("library_id", "class_a", "class_b"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    class_a: Mapped[int] = mapped_column(Integer)
+    class_b: Mapped[int] = mapped_column(Integer)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)  # JSON: how the pair was chosen (a run's confusions, ambiguous images)
+    base_url: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(300))
+    question: Mapped[str] = mapped_column(Text)  # the user message as sent
+    request_sha256: Mapped[str] = mapped_column(String(64))  # its answer in llm_answers ("" when unknown)
+    generated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    stored_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    encoder_key: Mapped[str] = mapped_column(String(300))  # the cache key the vectors were embedded under
+
+
+class PairDescriptorRow(Base):
+    """One side of a feature of a class pair: the description of ``class_position``'s look
+    (``feature`` numbers the pair's features; each has a row for both classes), the prompt
+    exactly as embedded (the library's template) and its unit vector, kept in the row so a
+    pair is written, read and deleted in one transaction with its class pair."""
+
+    __tablename__ = "pair_descriptors"
+    __table_args__ = (Index("ix_pair_descriptors_pair", "pair_id", "feature"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("class_pairs.id", ondelete="CASCADE"))
+    feature: Mapped[int] = mapped_column(Integer)
+    class_position: Mapped[int] = mapped_column(Integer)
+    attribute: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit vector, float32 little-endian
+    norm: Mapped[float] = mapped_column(Float)

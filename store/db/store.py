@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from whyclip.store.db import migrations, schema
 from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.writes import write_session
+from whyclip.store.db.pairs import count_pairs
 from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_VERSION = 2**31 - 1  # library versions are 32-bit integers in every database whyclip supports
 
 
-def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
+def _info(row: LibraryRow, n_empty: int, n_pairs: int = 0) -> LibraryInfo:
     return LibraryInfo(
         id=row.id, name=row.name, version=row.version, created_at=row.created_at,
         encoder_id=row.encoder_id, encoder_name=row.encoder_name, dim=row.dim,
@@ -47,7 +48,7 @@ def _info(row: LibraryRow, n_empty: int) -> LibraryInfo:
         n_prompts=row.n_prompts, n_empty_classes=n_empty, source=row.source,
         source_sha256=row.source_sha256, index_key=row.index_key, index_factory=row.index_factory,
         recall_at_10=row.recall_at_10, index_params=json.loads(row.index_params or "{}"),
-        first_descriptor_id=row.first_descriptor_id, prompt_rule=row.prompt_rule or "",
+        first_descriptor_id=row.first_descriptor_id, prompt_rule=row.prompt_rule or "", n_pairs=n_pairs,
     )  # fmt: skip
 
 
@@ -210,7 +211,7 @@ class Store:
                 )
                 q = q.join(newest, (LibraryRow.name == newest.c.name) & (LibraryRow.version == newest.c.v))
             rows = s.scalars(q.order_by(LibraryRow.name, LibraryRow.version)).all()
-            return [_info(r, self._n_empty(s, r.id)) for r in rows]
+            return [_info(r, self._n_empty(s, r.id), count_pairs(s, r.id)) for r in rows]
 
     def library(self, name: str, version: int | None = None) -> LibraryInfo:
         if version is not None and not 1 <= version <= MAX_VERSION:  # the database could not even compare it
@@ -226,7 +227,7 @@ class Store:
                 hint = f"known libraries: {', '.join(names)}" if names else "the store has no libraries yet"
                 what = f"library {name!r}" + (f" version {version}" if version is not None else "")
                 raise LibraryNotFound(f"no {what}; {hint} (add one with 'whyclip ingest FILE --library NAME')")
-            return _info(row, self._n_empty(s, row.id))
+            return _info(row, self._n_empty(s, row.id), count_pairs(s, row.id))
 
     @staticmethod
     def _n_empty(s: Session, library_id: int) -> int:

@@ -34,7 +34,7 @@ from whyclip.store.library import Library
 from whyclip.store.runs import controls_summary as controls
 from whyclip.store.runs.calibration import audit_section
 from whyclip.store.runs.stats import mcnemar_exact, verdict, wilson
-from whyclip.store.runs.storage import BARE, BASELINE, CONTROL, SWAP, WORDS, RunData
+from whyclip.store.runs.storage import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
 from whyclip.store.db.schema import SharedTextRow
 from whyclip.store.scoring import AGGREGATES, descriptor_weights
 
@@ -56,9 +56,12 @@ class AuditSettings:
     seed: int = 0
 
 
-def method_label(method: str) -> str:
+def method_label(method: str, details: dict | None = None) -> str:
     if method == BASELINE:
         return "baseline (class name)"
+    if method == FUDD:
+        f = (details or {}).get("fudd", {})
+        return f"FuDD pair descriptors (top-{f['top_k']} of {f['base']} re-ranked)" if f else "FuDD pair descriptors"
     agg = method.rsplit(":", 1)[-1]
     for prefix, label in ((CONTROL, "shuffled descriptor words"), (BARE, "descriptors without the class name"),
                           (SWAP, "swapped descriptors")):  # fmt: skip
@@ -70,11 +73,11 @@ def method_label(method: str) -> str:
 
 
 def _order(method: str) -> tuple:
-    """Aggregates, the baseline, shuffled words, bare, swap, then the random-word draws."""
-    kinds = ("", BASELINE, CONTROL, BARE, SWAP, WORDS)
+    """Aggregates, the baseline, FuDD, shuffled words, bare, swap, then the random-word draws."""
+    kinds = ("", BASELINE, FUDD, CONTROL, BARE, SWAP, WORDS)
     kind = next((i for i, k in enumerate(kinds[1:], 1) if method.startswith(k)), 0)
     agg = method.rsplit(":", 1)[-1]
-    draw = int(method[len(WORDS):].split(":")[0]) if kind == 5 else 0
+    draw = int(method[len(WORDS):].split(":")[0]) if kinds[kind] == WORDS else 0
     return kind, draw, AGGREGATES.index(agg) if agg in AGGREGATES else 0, method
 
 
@@ -88,7 +91,7 @@ def accuracy(run: RunData) -> list[dict]:
         if n == 0:
             continue
         k1, k5 = int(np.sum(r.true_rank == 1)), int(np.sum(r.true_rank <= 5))
-        out.append({"method": method, "label": method_label(method), "n": n, "top1": k1 / n, "top5": k5 / n,
+        out.append({"method": method, "label": method_label(method, run.info.details), "n": n, "top1": k1 / n, "top5": k5 / n,
                     "ci95": wilson(k1, n), "top5_ci95": wilson(k5, n)})  # fmt: skip
     return out
 
@@ -359,6 +362,7 @@ def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, cal
             "swap": controls.swap(run, agg),
             "random_words": controls.random_words(run, agg, s.seed),
             "shuffled_descriptor_words": controls.shuffled_words(run, agg),
+            "fudd": controls.fudd(run, agg),
             "deletion": deletion(run, lib, agg, s.delete_k, s.random_draws, s.seed),
         },
     }

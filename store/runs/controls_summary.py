@@ -10,8 +10,10 @@ import numpy as np
 
 from .name_split import bootstrap_share, shares
 from .stats import bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, verdict, wilson
-from .storage import BARE, BASELINE, CONTROL, SWAP, WORDS, RunData
+from .storage import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
 
+NO_FUDD = ("this run has no FuDD re-ranking: store pair descriptors with 'whyclip ingest-pairs PAIRS --library NAME', "
+           "then run 'whyclip eval' again")
 OLD_RUN = "this run was made before whyclip stored this control: run 'whyclip eval' again to get it"
 
 
@@ -110,3 +112,33 @@ def name_description(run: RunData, agg: str, class_names: list[str], seed: int =
 def _bare(run: RunData, agg: str) -> dict | None:
     other = correct(run, BARE + agg)
     return None if other is None else compare("the descriptors without the class name", correct(run, agg), other)
+
+
+def _paired(name: str, mine: np.ndarray, other: np.ndarray) -> dict:
+    test = mcnemar_exact(mine, other)
+    acc = float(other.mean()) if len(other) else 0.0
+    return {"against": name, "accuracy": acc, "ci95": wilson(int(other.sum()), len(other)),
+            "difference": float(mine.mean()) - acc if len(mine) else 0.0, "only_fudd": test["only_first"],
+            "only_other": test["only_second"], "p_value": test["p_value"],
+            "significant": verdict(test["p_value"]) == "significant"}  # fmt: skip
+
+
+def fudd(run: RunData, agg: str) -> dict:
+    """FuDD's re-ranking with the version's pair descriptors against the class name alone
+    and against the descriptors' own ranking (McNemar on the same images); images it fixed
+    and broke relative to the ranking it re-ranked."""
+    mine = correct(run, FUDD)
+    if mine is None:
+        return {"note": NO_FUDD}
+    info = run.info.details.get("fudd", {})
+    base = info.get("base", agg)
+    descriptors, name = correct(run, base), correct(run, BASELINE)
+    vs_desc, vs_name = _paired(f"descriptors ({base})", mine, descriptors), _paired("the class name alone", mine, name)
+    sig = verdict(vs_desc["p_value"])
+    sentence = (f"FuDD {100 * mine.mean():.1f}% vs descriptors ({base}) {100 * descriptors.mean():.1f}% top-1 "
+                f"({vs_desc['only_fudd']} fixed, {vs_desc['only_other']} broken; McNemar p = {vs_desc['p_value']:.3g}, {sig}) "
+                f"and vs the class name {100 * name.mean():.1f}% (p = {vs_name['p_value']:.3g}, {verdict(vs_name['p_value'])})")  # fmt: skip
+    return {"accuracy": float(mine.mean()), "ci95": wilson(int(mine.sum()), len(mine)), "n": len(mine),
+            "base": base, "top_k": info.get("top_k"), "pairs": info.get("pairs"),
+            "fixed": vs_desc["only_fudd"], "broken": vs_desc["only_other"], "p_value": vs_desc["p_value"],
+            "significant": sig == "significant", "vs_descriptors": vs_desc, "vs_baseline": vs_name, "verdict": sentence}  # fmt: skip

@@ -26,7 +26,8 @@ CONTROL = "control:"  # + aggregate: the shuffled-descriptor-words control libra
 BARE, SWAP = "bare:", "swap:"  # + aggregate: descriptors without the class name; swapped descriptors
 WORDS = "words"  # + draw + ":" + aggregate: random words from a general vocabulary
 WORD_DRAWS_MAX = 100
-METHODS = (*AGGREGATES, BASELINE, *(p + a for p in (CONTROL, BARE, SWAP) for a in AGGREGATES),
+FUDD = "fudd"  # the descriptors' top classes re-ranked with the version's pair descriptors (FuDD)
+METHODS = (*AGGREGATES, BASELINE, FUDD, *(p + a for p in (CONTROL, BARE, SWAP) for a in AGGREGATES),
            *(f"{WORDS}{j}:{a}" for j in range(WORD_DRAWS_MAX) for a in AGGREGATES))  # fmt: skip
 TOP = 5  # classes kept per image and method
 

@@ -60,12 +60,43 @@ class ContrastRow:
 
 
 @dataclass(frozen=True)
+class PairFeatureScore:
+    """One feature of a pair's contrastive descriptors: how it looks on a and on b, and the
+    image's similarity (raw cosine) to each prompt; it favours the more similar side."""
+
+    attribute: str
+    a: str
+    b: str
+    prompt_a: str
+    prompt_b: str
+    similarity_a: float
+    similarity_b: float
+    favours: str
+
+
+@dataclass(frozen=True)
+class PairDescriptors:
+    """The contrastive pair descriptors stored for classes a and b (FuDD), scored on the
+    image: ``mean_a`` / ``mean_b`` are its mean similarity to each side's descriptions (the
+    differential scores FuDD ranks by), ``favours`` the class with the higher one."""
+
+    a: str
+    b: str
+    features: list[PairFeatureScore]
+    mean_a: float
+    mean_b: float
+    favours: str
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Contrast:
     a: str
     b: str
     score_a: float
     score_b: float
     rows: list[ContrastRow]
+    pair_descriptors: PairDescriptors | None = None  # None: no pair descriptors stored for a and b
 
 
 @dataclass(frozen=True)
@@ -122,7 +153,10 @@ class Explanation:
                               c.get("description_share")) for c in d["classes"]]  # fmt: skip
         baseline = [BaselineScore(b["class"], b["score"], b["probability"]) for b in d["baseline"]]
         c = d["contrast"]
-        contrast = Contrast(c["a"], c["b"], c["score_a"], c["score_b"], [ContrastRow(**r) for r in c["rows"]]) if c else None
+        pd = c.get("pair_descriptors") if c else None
+        pair = PairDescriptors(pd["a"], pd["b"], [PairFeatureScore(**f) for f in pd["features"]], pd["mean_a"], pd["mean_b"],
+                               pd["favours"], pd.get("provenance", {})) if pd else None  # fmt: skip
+        contrast = Contrast(c["a"], c["b"], c["score_a"], c["score_b"], [ContrastRow(**r) for r in c["rows"]], pair) if c else None
         retrieved = [Retrieved(r["class"], r["descriptor"], r["prompt"], r["similarity"], r["descriptor_id"])
                      for r in d["retrieved"]]  # fmt: skip
         return cls(d["image"], d["library"], d["version"], d["encoder"], d["aggregate"], d["logit_scale"],
@@ -195,4 +229,17 @@ def _contrast_lines(c: Contrast, s: float, max_rows: int | None) -> list[str]:
         lines.append(f"    {r.descriptor:<{dw}}  {fmt(r.a):>{aw}}  {fmt(r.b):>{bw}}  {r.contribution * s:+7.2f}  {r.favours}")
     if len(rows) < len(c.rows):
         lines.append(f"    ... {len(c.rows) - len(rows)} more rows with smaller contributions")
+    if c.pair_descriptors is not None:
+        lines.extend(_pair_lines(c.pair_descriptors, s))
+    return lines
+
+
+def _pair_lines(p: PairDescriptors, s: float) -> list[str]:
+    """The pair's contrastive descriptors: each feature as a's look | b's look, S of each."""
+    lines = [f"  {p.a} vs {p.b}, by their pair descriptors (FuDD; S of each side's description; mean "
+             f"{p.mean_a * s:.2f} vs {p.mean_b * s:.2f}: favours {p.favours})"]
+    aw = max([len(f.a) for f in p.features] + [len(p.a)])
+    lines.append(f"    {p.a:<{aw}}  {'S':>6}  |  {p.b} (S)")
+    for f in p.features:
+        lines.append(f"    {f.a:<{aw}}  {f.similarity_a * s:6.2f}  |  {f.b} ({f.similarity_b * s:.2f})  favours {f.favours}")
     return lines

@@ -47,12 +47,34 @@ class ContrastRowOut(Open):
     favours: str
 
 
+class PairFeatureOut(Open):
+    attribute: str
+    a: str
+    b: str
+    prompt_a: str
+    prompt_b: str
+    similarity_a: float
+    similarity_b: float
+    favours: str
+
+
+class PairDescriptorsOut(Open):
+    a: str
+    b: str
+    features: list[PairFeatureOut]
+    mean_a: float
+    mean_b: float
+    favours: str
+    provenance: dict
+
+
 class ContrastOut(Open):
     a: str
     b: str
     score_a: float
     score_b: float
     rows: list[ContrastRowOut]
+    pair_descriptors: PairDescriptorsOut | None = None
 
 
 class RetrievedOut(Open):
@@ -118,6 +140,7 @@ class LibraryOut(Open):
     n_descriptors: int
     n_prompts: int
     n_empty_classes: int
+    n_pairs: int = Field(0, description="Class pairs with contrastive pair descriptors (FuDD), kept apart from the classes' own")
     index_factory: str
     recall_at_10: float
 

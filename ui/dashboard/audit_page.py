@@ -78,9 +78,9 @@ st.subheader("Controls")
 st.caption("Each compares the descriptors with another way of scoring the same images (McNemar's exact test; random "
            "words: a paired bootstrap). p >= 0.05 is not significant.")  # fmt: skip
 TITLES = {"baseline": "Class name alone", "name_description": "Name vs description", "swap": "Swapped descriptors",
-          "random_words": "Random-word control", "shuffled_descriptor_words": "Shuffled descriptor words"}  # fmt: skip
+          "random_words": "Random-word control", "shuffled_descriptor_words": "Shuffled descriptor words", "fudd": "FuDD pair descriptors"}  # fmt: skip
 for key, title in TITLES.items():
-    c = a["controls"][key]
+    c = a["controls"].get(key, {"note": "not in this audit"})
     if "note" in c:
         st.info(f"{title}: {c['note']}.")
     else:

@@ -88,6 +88,14 @@ def contrast_table(c: Contrast, scale: float) -> pd.DataFrame:
     )  # fmt: skip
 
 
+def pair_table(p, scale: float) -> pd.DataFrame:
+    """A pair's contrastive descriptors (FuDD): each feature as a's look and b's look, S of each."""
+    return pd.DataFrame(
+        [{"feature": f.attribute, f"{p.a}: description": f.a, f"S ({p.a})": f.similarity_a * scale,
+          f"{p.b}: description": f.b, f"S ({p.b})": f.similarity_b * scale, "favours": f.favours} for f in p.features]
+    )  # fmt: skip
+
+
 def contrast_chart(c: Contrast, scale: float) -> alt.Chart:
     """Each descriptor's share of S(a) - S(b): right favours a, left favours b."""
     data = contrast_table(c, scale)

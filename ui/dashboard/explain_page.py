@@ -89,6 +89,13 @@ def show(name: str, data: bytes) -> None:
         st.caption("Each bar is a descriptor's share of the score difference; the shares add up to it exactly.")
         st.altair_chart(charts.contrast_chart(exp.contrast, scale), width="stretch")
         st.dataframe(charts.contrast_table(exp.contrast, scale), hide_index=True)
+        pair = exp.contrast.pair_descriptors
+        if pair is not None:
+            st.subheader(f"{a} vs {b}, by their pair descriptors (FuDD)")
+            st.caption(f"Descriptions written to tell these two apart, stored apart from the classes' own lists: mean S "
+                       f"{pair.mean_a * scale:.2f} for {pair.a}, {pair.mean_b * scale:.2f} for {pair.b}; they favour "
+                       f"**{pair.favours}** (LLM {pair.provenance.get('model') or '?'}).")  # fmt: skip
+            st.dataframe(charts.pair_table(pair, scale), hide_index=True)
 
     st.subheader("Best-matching descriptors in the whole library")
     st.dataframe(charts.retrieved_table(exp), hide_index=True)
