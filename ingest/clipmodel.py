@@ -64,7 +64,8 @@ class TransformersClip:
         self.dtype = dtype
         self.towers: dict[str, torch.nn.Module] = {}  # "text" / "image" -> CLIP*ModelWithProjection
         self._tokenizer = self._image_processor = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # towers
+        self._processor_lock = threading.Lock()  # tokenizer and image processor (a decode thread needs one while a tower loads)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -72,7 +73,7 @@ class TransformersClip:
     def tokenizer(self):
         """The tokenizer sentence-transformers' ``AutoProcessor`` holds (``AutoTokenizer``,
         loaded alone: explain needs no tokenizer)."""
-        with self._lock:
+        with self._processor_lock:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer
 
@@ -82,7 +83,7 @@ class TransformersClip:
     @property
     def image_processor(self):
         """The image processor of ``AutoProcessor`` (``AutoImageProcessor``, loaded alone)."""
-        with self._lock:
+        with self._processor_lock:
             if self._image_processor is None:
                 from transformers import AutoImageProcessor
 
@@ -120,7 +121,7 @@ class TransformersClip:
         load straight into ``dtype`` when first used."""
         with self._lock:
             other = copy.copy(self)
-            other.dtype, other._lock = dtype, threading.RLock()
+            other.dtype, other._lock, other._processor_lock = dtype, threading.RLock(), threading.Lock()
             other.towers = {m: copy.deepcopy(t).to(dtype) for m, t in self.towers.items()}
             return other
 

@@ -217,15 +217,16 @@ class ClipEncoder:
     def token_ids(self, texts: Sequence[str]) -> list[tuple[int, ...]]:
         """Token ids per text, start and end tokens included, not truncated. Each text is
         tokenized once: the ids are remembered for :meth:`count_tokens` and the text path."""
-        new = [t for t in dict.fromkeys(texts) if t not in self._ids]
-        if new:
-            started = time.perf_counter()
-            if len(self._ids) + len(new) > MAX_CACHED_IDS:
-                self._ids.clear()
-            ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
-            self._ids.update(zip(new, map(tuple, ids)))
-            self._add_seconds("tokenize", started)
-        return [self._ids[t] for t in texts]
+        with self._lock:  # threads share the remembered ids
+            new = [t for t in dict.fromkeys(texts) if t not in self._ids]
+            if new:
+                started = time.perf_counter()
+                if len(self._ids) + len(new) > MAX_CACHED_IDS:
+                    self._ids.clear()
+                ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
+                self._ids.update(zip(new, map(tuple, ids)))
+                self._add_seconds("tokenize", started)
+            return [self._ids[t] for t in texts]
 
     def _add_seconds(self, stage: str, started: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
@@ -266,21 +267,20 @@ class ClipEncoder:
 
     def _text_path(self):
         """The prefix-sharing path at the text precision, built on first use (None: the
-        plain path)."""
+        plain path). A transformers model's path runs on its text tower at that precision
+        (loaded and converted once); a sentence-transformers model's on a converted copy."""
         with self._lock:
             if self._text is None and self._share:
-                clip = self._clip
+                t = time.perf_counter()
+                precision = self.precisions["text"]
+                own = self.backend == "transformers"
+                clip = self._plain_model("text").tower("text") if own else self._full
                 reason = unsupported_reason(clip)
                 if reason:
                     log.info("texts take the plain path: %s", reason)
                     self._share = False
                     return None
-                t = time.perf_counter()
-                precision = self.precisions["text"]
-                if precision != "fp32" and self.backend == "transformers":
-                    self._text = PrefixTextPath.from_clip(self._plain_model("text").tower("text"))  # already in its dtype
-                else:
-                    self._text = PrefixTextPath.from_clip(clip, _dtype(precision))
+                self._text = PrefixTextPath.from_clip(clip, None if own else _dtype(precision))
                 self._add_seconds("text_copy", t)
             return self._text
 
@@ -404,6 +404,8 @@ class ClipEncoder:
             self.checked["text"] = cosine
             log.info("%s prefix-path text vectors vs plain fp32 on %d samples: lowest cosine %.6f", precision, len(sample), cosine)
             if passed:
+                if precision != "fp32" and self.backend == "transformers":
+                    self._st.drop("text")  # the fp32 reference is not needed any more
                 return
             self._text = None
             if precision != "fp32":
