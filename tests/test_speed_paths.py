@@ -141,6 +141,22 @@ def test_images_load_only_the_image_tower_and_give_sentence_transformers_vectors
     np.testing.assert_allclose(vectors * norms[:, None], ref, rtol=1e-5, atol=1e-6)
 
 
+def test_a_sentence_transformers_clip_folder_loads_without_sentence_transformers(tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from whyclip.ingest.encoder import load_encoder
+
+    SentenceTransformer(str(tiny_model), device="cpu").save(str(tmp_path / "st"))  # modules.json, one CLIP module
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "modules.json").write_text(json.dumps([{"idx": 0, "path": "", "type": "x"}, {"idx": 1, "path": "1", "type": "y"}]))
+    enc, ref = load_encoder(str(tmp_path / "st"), precision="fp32"), load_encoder(str(tiny_model), precision="fp32")
+    assert enc.backend == "transformers" and enc.id == ref.id
+    np.testing.assert_array_equal(enc.embed_images([picture(3)])[0], ref.embed_images([picture(3)])[0])
+    from whyclip.ingest.clipmodel import clip_folder
+
+    assert clip_folder(tmp_path / "two") is None  # not one CLIP module: sentence-transformers loads it
+
+
 def test_the_weights_file_gives_the_loaded_models_content_id(tiny_model, tmp_path):
     import torch
     from transformers import CLIPModel
