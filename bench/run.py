@@ -18,6 +18,11 @@ weights, the real model's compute. Sections:
   descriptors a class, clustered unit vectors, dim 512); top-5 agreement and the largest
   score difference; index build time; bytes per descriptor on disk; process RSS.
 * images: image encode latency, one image and batches, fp32 and automatic precision.
+* cold, ingest-processes, image-pace (bench/speed.py): a one-image `whyclip explain`
+  process against the bare floor (import torch + transformers, load the CLIP folder, embed
+  one image) and `whyclip --help`, interleaved; `whyclip ingest` of the seven files in one
+  process against a plain fp32 `SentenceTransformer.encode` process of the same prompts;
+  eval's image path and batch explain against the bare batch-32 encode.
 
 Ratios matter more than absolute figures on a shared 2-core machine.
 """
@@ -40,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "descriptors"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/speed.py
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -99,7 +105,9 @@ def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
     plain = SentenceTransformer(model, device="cpu")
     plain.max_seq_length = 77
     for label, libraries in sources.items():
-        before = dataclasses.replace(encoder._text.stats) if encoder._text else None
+        from whyclip.ingest.textpath import PassStats
+
+        before = dataclasses.replace(encoder._text.stats) if encoder._text else PassStats()  # built on first use
         ours, vectors, prompts = timed_ingest(encoder, libraries)
         after = encoder._text.stats if encoder._text else None
         no_prefix, _, _ = timed_ingest(unshared, libraries)
@@ -316,6 +324,23 @@ def markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+# -- whole processes (bench/speed.py) ---------------------------------------------------------
+
+
+def run_speed_sections(args, skip: set[str], results: dict) -> None:
+    """Cold start, the seven files as whole processes, images at the encoder's pace."""
+    if not args.model:
+        return
+    import speed  # bench/speed.py, beside this file
+
+    if "cold" not in skip:
+        speed.bench_cold_start(args.model, args.repeats, results)
+    if "ingest-processes" not in skip:
+        speed.bench_ingest_processes(args.model, max(1, args.repeats // 2), results)
+    if "image-pace" not in skip:
+        speed.bench_image_pace(args.model, 128, results)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="full-size random-weight ViT-B/32 folder (needed for ingest and images)")
@@ -323,7 +348,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000,1000000", help="query benchmark library sizes")
     ap.add_argument("--synthetic-ingest", type=int, default=100_000, help="descriptors in the synthetic ingest library (0: skip)")
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: ingest, query, images")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: ingest, query, images, cold, ingest-processes, image-pace")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved runs of each whole process (cold start; ingest: half)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     from importlib.metadata import version
@@ -345,10 +371,13 @@ def main() -> None:
         bench_ingest(args.model, sources, results)
     if "images" not in skip and args.model:
         bench_images(args.model, args.runs, results)
+    run_speed_sections(args, skip, results)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results)
+    import speed
+
+    table = markdown(results) + "\n".join(speed.markdown(results)) + "\n"
     (out / "bench.md").write_text(table)
     print(table)
 

@@ -29,12 +29,13 @@ def __getattr__(name: str):
     return value
 
 
-def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto"):
+def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto", verdicts=None):
     """Load a CLIP encoder (default ``clip-ViT-B-32``, or a local folder); ``precision``
-    is auto (bf16 on capable CPUs, fp16 on GPUs, checked against fp32), fp32, bf16 or fp16."""
+    is auto (bf16 on capable CPUs, fp16 on GPUs, checked against fp32), fp32, bf16 or fp16;
+    ``verdicts`` remembers the precision checks (``whyclip.store.db.verdicts.StoreVerdicts``)."""
     from .encoder import load_encoder as _load
 
-    return _load(model, device, precision)
+    return _load(model, device, precision, verdicts=verdicts)
 
 
 def make_test_model(directory, **kwargs):

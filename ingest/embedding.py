@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +27,22 @@ log = logging.getLogger(__name__)
 BATCH = 32  # images read, encoded and cached at a time
 
 
-def settle_precision(encoder, modality: str, sample: list) -> bool:
+def cache_key(encoder, modality: str) -> str:
+    """The cache key of the encoder's ``modality`` vectors (images: precision and pixel rules)."""
+    if modality == "text":
+        return encoder.cache_key
+    return getattr(encoder, "image_cache_key", None) or f"{encoder.cache_key}/image/{PIXEL_RULES}"
+
+
+def settle_precision(encoder, modality: str, sample) -> bool:
     """Run the encoder's precision check (if it has one) on ``sample``; True when that
-    changed its cache key (a fallback to fp32), so lookups made before are stale."""
+    changed the modality's cache key (a fallback to fp32), so lookups made before are stale."""
     check = getattr(encoder, "check_precision", None)
-    if check is None or not sample:
+    if check is None or len(sample) == 0:
         return False
-    before = encoder.cache_key
+    before = cache_key(encoder, modality)
     check(modality, sample)
-    return encoder.cache_key != before
+    return cache_key(encoder, modality) != before
 
 
 def embed_prompts(store: Store, encoder, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,49 +67,72 @@ def embed_image_files_cached(
 ) -> tuple[list[int], list[str], np.ndarray, list[str], int]:
     """Unit vectors of the readable files, through the image cache (by file sha256).
 
+    Batches of ``BATCH`` files: while one batch encodes, the next is read, looked up in the
+    cache, and its new images are decoded and preprocessed in a background thread.
     Returns the kept indices into ``files``, their hashes, their vectors, "path: reason"
     for each unreadable file (reported and skipped), and how many were embedded now."""
-    key = f"{encoder.cache_key}/image/{PIXEL_RULES}"  # vectors of pixels read by today's rules
     settled = getattr(encoder, "check_precision", None) is None
+    prepare = getattr(encoder, "prepare_images", None)
     kept, shas, vectors, skipped, embedded = [], [], [], [], 0
-    for start in range(0, len(files), BATCH):
+    starts = list(range(0, len(files), BATCH))
+
+    def read(start: int):
+        """Bytes, hashes and cache hits of one batch (main thread: the database is read here)."""
         batch = list(range(start, min(start + BATCH, len(files))))
         data: dict[int, bytes] = {}
+        unreadable = []
         for i in batch:
             try:
                 data[i] = files[i].read_bytes()
             except OSError as exc:
-                skipped.append(f"{files[i]}: cannot be read ({exc.strerror or exc})")
+                unreadable.append(f"{files[i]}: cannot be read ({exc.strerror or exc})")
         hashes = {i: hashlib.sha256(b).hexdigest() for i, b in data.items()}
-        found = cache.lookup_hashes(store, key, list(hashes.values()))
-        pictures, todo = [], []
-        for i in data:
-            if hashes[i] in found:
-                continue
+        found = cache.lookup_hashes(store, cache_key(encoder, "image"), list(hashes.values()))
+        todo = [i for i in data if hashes[i] not in found]
+        return batch, hashes, found, unreadable, todo, {i: data[i] for i in todo}
+
+    def decode(todo: list[int], data: dict[int, bytes]):
+        """Decoded and preprocessed new images of one batch (the background thread)."""
+        pictures, ok, bad = [], [], []
+        for i in todo:
             try:
                 pictures.append(read_image_bytes(str(files[i]), data[i]))
-                todo.append(i)
+                ok.append(i)
             except WhyclipError as exc:
-                skipped.append(str(exc))
-        if pictures and not settled:
-            settled = True
-            if settle_precision(encoder, "image", pictures[:16]):  # fell back: what was found is stale
-                return embed_image_files_cached(store, encoder, files, progress)
-        if pictures:
-            vecs, norms = encoder.embed_images(pictures)
-            cache.save_hashes(store, key, [hashes[i] for i in todo], vecs, norms)
-            found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms)})
-            embedded += len(pictures)
-        for i in batch:
-            if i in hashes and hashes[i] in found:
-                kept.append(i)
-                shas.append(hashes[i])
-                vectors.append(found[hashes[i]][0])
-        if progress:
-            progress(batch[-1] + 1, len(files))
+                bad.append(str(exc))
+        return (prepare(pictures) if prepare and pictures else pictures), ok, bad
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whyclip-decode") as pool:
+        pending = None
+        for k, start in enumerate(starts):
+            if pending is None:
+                batch, hashes, found, unreadable, todo, data = read(start)
+                job = pool.submit(decode, todo, data)
+            else:
+                batch, hashes, found, unreadable, todo, job = pending
+            pending = None
+            if k + 1 < len(starts):  # the next batch decodes while this one encodes
+                nb, nh, nf, nu, nt, nd = read(starts[k + 1])
+                pending = (nb, nh, nf, nu, nt, pool.submit(decode, nt, nd))
+            pictures, todo, bad = job.result()
+            skipped += unreadable + bad
+            if len(pictures) and not settled:
+                settled = True
+                if settle_precision(encoder, "image", pictures if prepare else pictures[:16]):  # fell back: stale
+                    return embed_image_files_cached(store, encoder, files, progress)
+            if len(pictures):
+                vecs, norms = encoder.embed_images(pictures)
+                cache.save_hashes(store, cache_key(encoder, "image"), [hashes[i] for i in todo], vecs, norms)
+                found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms)})
+                embedded += len(pictures)
+            for i in batch:
+                if i in hashes and hashes[i] in found:
+                    kept.append(i)
+                    shas.append(hashes[i])
+                    vectors.append(found[hashes[i]][0])
+            if progress:
+                progress(batch[-1] + 1, len(files))
     for line in skipped:
         log.warning("skipped %s", line)
     dim = encoder.info.dim
     return kept, shas, np.array(vectors, dtype=np.float32).reshape(len(kept), dim), skipped, embedded
-
-

@@ -106,3 +106,70 @@ def legacy_fingerprint(clip, name_or_path: str) -> str:
         for part in (flat[:64], flat[-64:]):
             h.update(np.ascontiguousarray(part.float().cpu().numpy()).tobytes())
     return f"clip-{int(clip.config.projection_dim)}-{h.hexdigest()[:16]}"
+
+
+# -- the same hash from the weights file, without building the model --------------------------
+
+_NUMPY = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
+
+
+def _as_float32(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Samples as ``tensor.float()`` gives them (bf16: the upper half of a float32)."""
+    if dtype == "BF16":
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(np.float32)
+
+
+def safetensors_tensors(folder) -> dict[str, tuple[str, str, tuple[int, ...], int, int]] | None:
+    """name -> (file, dtype, shape, start, end) of the float tensors of a safetensors
+    checkpoint (one file or an index of shards); None when the folder has none or a tensor
+    of another dtype. Reads headers only."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    out = {}
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            return None
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        base = 8 + size
+        for key, spec in header.items():
+            if key == "__metadata__":
+                continue
+            if spec["dtype"] not in _NUMPY:
+                return None
+            start, end = spec["data_offsets"]
+            out[key] = (str(path), spec["dtype"], tuple(spec["shape"]), base + start, base + end)
+    return out
+
+
+def read_tensor(spec) -> np.ndarray:
+    """One tensor of :func:`safetensors_tensors` as float32 (memory-mapped, then copied)."""
+    path, dtype, shape, start, end = spec
+    flat = np.memmap(path, dtype=_NUMPY[dtype], mode="r", offset=start, shape=((end - start) // np.dtype(_NUMPY[dtype]).itemsize,))
+    return _as_float32(np.asarray(flat), dtype).reshape(shape)
+
+
+def file_fingerprint(config, tensors: dict) -> str:
+    """:func:`content_fingerprint` of the model that ``config`` and the checkpoint
+    ``tensors`` (:func:`safetensors_tensors`) load into, read from the file: only the
+    sampled values are touched (memory-mapped). Every checkpoint tensor is taken as a
+    parameter except ``position_ids`` buffers, which older checkpoints carry; the encoder
+    checks this against the loaded model's parameter names when it loads a tower."""
+    h = hashlib.sha256(json.dumps(architecture(config), sort_keys=True).encode())
+    for name in sorted(n for n in tensors if not n.endswith("position_ids")):
+        path, dtype, shape, start, end = tensors[name]
+        item = np.dtype(_NUMPY[dtype]).itemsize
+        n = (end - start) // item
+        flat = np.memmap(path, dtype=_NUMPY[dtype], mode="r", offset=start, shape=(n,))
+        h.update(name.encode())
+        h.update(str(tuple(shape)).encode())
+        step = max(1, n // SAMPLE)
+        for part in (flat[:SAMPLE], flat[::step][:SAMPLE], flat[-SAMPLE:]):
+            h.update(np.ascontiguousarray(_as_float32(np.asarray(part), dtype)).tobytes())
+    return h.hexdigest()[:16]

@@ -173,3 +173,20 @@ def embed_image_files(encoder, paths: Sequence[str | Path]):
     """Unit image vectors (N, dim) for image files (every file checked first)."""
     vectors, _ = encoder.embed_images(read_images(paths))
     return vectors
+
+
+def prefetched(items: Sequence, work):
+    """``work(item)`` for each item, in order, each next one computed in a background thread
+    while the caller uses the current one (decoding the next batch of images while this one
+    encodes: PIL and the image processor release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whyclip-decode") as pool:
+        future = pool.submit(work, items[0])
+        for i in range(len(items)):
+            result = future.result()
+            if i + 1 < len(items):
+                future = pool.submit(work, items[i + 1])
+            yield result

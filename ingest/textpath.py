@@ -29,11 +29,11 @@ BATCH_COST = 32  # a batch's fixed cost, in padded tokens, when choosing batches
 def unsupported_reason(clip) -> str | None:
     """Why the prefix path cannot run ``clip`` (None when it can)."""
     try:
-        from transformers.models.clip.modeling_clip import CLIPModel, CLIPTextModel
+        from transformers.models.clip.modeling_clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
     except ImportError as exc:  # pragma: no cover - transformers without CLIP
         return f"transformers has no CLIP ({exc})"
-    if type(clip) is not CLIPModel or type(getattr(clip, "text_model", None)) is not CLIPTextModel:
-        return f"{type(clip).__name__} is not transformers' CLIPModel"
+    if type(clip) not in (CLIPModel, CLIPTextModelWithProjection) or type(getattr(clip, "text_model", None)) is not CLIPTextModel:
+        return f"{type(clip).__name__} is not transformers' CLIPModel or CLIPTextModelWithProjection"
     text = clip.text_model
     if not all(hasattr(x, n) for x, n in ((text, "embeddings"), (text, "encoder"), (text.encoder, "layers"))):
         return "unexpected CLIP text tower layout (no embeddings or encoder layers)"

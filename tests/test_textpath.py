@@ -88,10 +88,10 @@ def test_prefix_path_matches_the_plain_path_fp32(tiny_model):
     from whyclip.ingest.encoder import load_encoder
 
     enc = load_encoder(str(tiny_model), precision="fp32")
-    assert enc._text is not None
     counts = enc.count_tokens(PROMPTS)
     assert max(counts) > enc.max_tokens and counts[PROMPTS.index("dog")] < counts[0]
     vectors, norms = enc.embed_texts(PROMPTS)
+    assert enc._text is not None  # the prefix path, built on first use
     ref, ref_norms = _plain(enc, PROMPTS)
     assert np.min(np.sum(vectors * ref, axis=1)) >= 0.9999
     np.testing.assert_allclose(norms, ref_norms, rtol=1e-4)
@@ -158,8 +158,8 @@ def test_unknown_architectures_take_the_plain_path(tiny_model, monkeypatch):
 
     monkeypatch.setattr(encoder_module, "unsupported_reason", lambda clip: "not a CLIP this path knows")
     enc = encoder_module.load_encoder(str(tiny_model), precision="fp32")
-    assert enc._text is None
     vectors, _ = enc.embed_texts(PROMPTS[:6])
+    assert enc._text is None
     ref, _ = _plain(enc, PROMPTS[:6])
     assert np.min(np.sum(vectors * ref, axis=1)) >= 0.9999
 

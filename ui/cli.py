@@ -98,8 +98,9 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--library", "-l", required=True, help="Name of the library (re-ingesting a name makes a new version).")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--library", "-l", default=None,
+              help="Library name for one FILE [default: its file name without the suffix]; with several FILES, a prefix put before each file's name.")
 @click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
 @click.option("--template", "-t", default=None,
               help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule) [default: paper, or the template in FILE.meta.json beside an exported FILE].")
@@ -113,32 +114,62 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.option("--index", "index_factory", default=None, metavar="FACTORY",
               help="Library-wide retrieval index: Flat (exact), ClassIVF, or any FAISS factory string [default: Flat up to 50,000 descriptors, ClassIVF above].")
 @click.pass_context
-def ingest(ctx, file, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
-    """Embed a descriptor library FILE (.json, .jsonl or .csv) into a new library version."""
+def ingest(ctx, files, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
+    """Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one
+    library per file.
+
+    The model loads once for all FILES. Each library is named by --library (one FILE) or
+    by its file name without the suffix (descriptors_cub.json: library descriptors_cub),
+    after the --library prefix when several FILES are given. Every file is read and checked
+    before the model loads; each library is then published whole, one after the other.
+    """
     from whyclip.ingest import load_encoder, read_library
     from whyclip.ingest.job import check_library_name, plan_ingest, run_ingest
     from whyclip.ingest.prompts import Template, check_baseline
+    from whyclip.store.db.verdicts import StoreVerdicts
 
     from .lifecycle_cli import settings_from_sidecar, warn_changed_prompts
 
-    check_library_name(library)
-    template, baseline, sidecar = settings_from_sidecar(file, template, baseline)
-    Template(template)
-    check_baseline(baseline)
-    parsed = read_library(file)  # a bad file fails before a model loads
+    names = _library_names(files, library)
+    for name in names:
+        check_library_name(name)
+    inputs = []
+    for file, name in zip(files, names):  # every file fails here, before a model loads
+        t, b, sidecar = settings_from_sidecar(file, template, baseline)
+        Template(t)
+        check_baseline(b)
+        inputs.append((name, t, b, sidecar, read_library(file)))
     encoder = load_encoder(model, device, precision)
-    plan = plan_ingest(parsed, library, encoder, template=template, baseline=baseline, strict=strict,
-                       index_factory=index_factory)  # fmt: skip
-    warn_changed_prompts(sidecar, plan.classes)
+    plans = []
+    for name, t, b, sidecar, parsed in inputs:
+        plans.append(plan_ingest(parsed, name, encoder, template=t, baseline=b, strict=strict, index_factory=index_factory))
+        warn_changed_prompts(sidecar, plans[-1].classes)
     store = _store(ctx, create=True)  # only now is anything written
-    with progress_bar("embedding prompts", unit="prompt") as bar:
-        report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
-    i = report.info
-    click.echo(
-        f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, {i.n_prompts} prompts "
-        f"({report.n_embedded} embedded, {report.n_reused} from the cache) in {report.seconds:.1f}s "
-        f"({i.encoder_name}, dim {i.dim}, {getattr(encoder, 'precision', 'fp32')})"
-    )
+    encoder.verdicts = StoreVerdicts(store)
+    for plan in plans:
+        label = "embedding prompts" if len(plans) == 1 else f"embedding {plan.name}"
+        with progress_bar(label, unit="prompt") as bar:
+            report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
+        i = report.info
+        click.echo(
+            f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, {i.n_prompts} prompts "
+            f"({report.n_embedded} embedded, {report.n_reused} from the cache) in {report.seconds:.1f}s "
+            f"({i.encoder_name}, dim {i.dim}, {getattr(encoder, 'precision', 'fp32')})"
+        )
+
+
+def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
+    """One library name per file: --library for one file, else prefix + the file's stem;
+    two files may not give the same name."""
+    if len(files) == 1 and library is not None:
+        return [library]
+    names = [(library or "") + Path(f).stem for f in files]
+    seen: dict[str, str] = {}
+    for file, name in zip(files, names):
+        if name in seen:
+            raise click.UsageError(f"{seen[name]} and {file} would both make library {name!r}: ingest them separately with --library")
+        seen[name] = file
+    return names
 
 
 @cli.command()
@@ -209,7 +240,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     """
     from whyclip.ingest import expand_image_paths, load_encoder
     from whyclip.ingest.identity import check_library_encoder
-    from whyclip.ingest.images import check_image, read_image
+    from whyclip.ingest.images import check_image, prefetched, read_image
 
     if server:
         from .client import explain_remote
@@ -228,21 +259,35 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
             lib.class_position(name)
     cal = calibration_for(store, lib.info.id, lib.info.name, lib.info.version, aggregate or lib.info.aggregate) if calibrated else None
     paths, failed = _readable(expand_image_paths(images), check_image)  # headers, before the model loads
+    from whyclip.store.db.verdicts import StoreVerdicts
+
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
-    check_library_encoder(lib, encoder)  # read only: nothing is written
+    encoder.verdicts = StoreVerdicts(store)  # a precision check runs once per model and platform
+    check_library_encoder(lib, encoder)  # read only: nothing is written but a precision verdict
     split = bare_scorer(store, lib, encoder.cache_key)  # from the embedding cache only
+    prepare = getattr(encoder, "prepare_images", None)
+
+    def decode(batch_paths):
+        """Decoded and preprocessed pictures of one batch, and the errors (a background
+        thread runs this for the next batch while the current one encodes)."""
+        batch, pictures, errors = [], [], []
+        for path in batch_paths:
+            try:
+                pictures.append(read_image(path))
+                batch.append(path)
+            except WhyclipError as exc:
+                errors.append(str(exc))
+        return batch, (prepare(pictures) if prepare and pictures else pictures), errors
+
     shown = 0
+    batches = [paths[start : start + IMAGE_BATCH] for start in range(0, len(paths), IMAGE_BATCH)]
     with progress_bar("explaining images", unit="image") as bar:
-        for start in range(0, len(paths), IMAGE_BATCH):
-            batch, pictures = [], []
-            for path in paths[start : start + IMAGE_BATCH]:
-                try:
-                    pictures.append(read_image(path))
-                    batch.append(path)
-                except WhyclipError as exc:
-                    click.echo(f"Error: {exc}", err=True)
-                    failed += 1
-            if pictures:
+        done = 0
+        for batch, pictures, errors in prefetched(batches, decode):
+            for line in errors:
+                click.echo(f"Error: {line}", err=True)
+            failed += len(errors)
+            if len(pictures):
                 vectors, _ = encoder.embed_images(pictures)
                 results = lib.explain(vectors, [str(p) for p in batch], aggregate=aggregate, top=top,
                                       compare=tuple(compare) if compare else None, retrieve=retrieve,
@@ -254,8 +299,9 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
                     else:
                         click.echo(("\n" if shown else "") + exp.to_text())
                     shown += 1
+            done += len(batch) + len(errors)
             if len(paths) > IMAGE_BATCH:
-                bar(start + len(paths[start : start + IMAGE_BATCH]), len(paths))
+                bar(done, len(paths))
     if failed:
         ctx.exit(1)
 
@@ -321,7 +367,9 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     fudd = True if "fudd" in methods else False if "no-fudd" in methods else None
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd,
                      fudd_top_k=fudd_top_k)  # before the model loads  # fmt: skip
-    encoder = load_encoder(model or lib.info.encoder_name, device, precision)
+    from whyclip.store.db.verdicts import StoreVerdicts
+
+    encoder = load_encoder(model or lib.info.encoder_name, device, precision, verdicts=StoreVerdicts(store))
     check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed in the store
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, plan, encoder, progress=bar)

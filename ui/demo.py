@@ -32,6 +32,9 @@ def run_demo(open_store: Callable[[], Store], model: str | None, device: str | N
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc} (the demo runs on any local model: whyclip demo --model DIR)") from None
     store = open_store()  # only once a model is loaded is anything written
+    from whyclip.store.db.verdicts import StoreVerdicts
+
+    encoder.verdicts = StoreVerdicts(store)
     lib = _demo_library(store, encoder, ingest_library)
     paths = draw_samples(store.home / "demo-images")
     vectors = embed_image_files(encoder, paths)

@@ -3,8 +3,8 @@
 
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
 *version*), ``classes`` and ``descriptors``, the embedding cache, evaluation runs
-(``eval_runs``, ``eval_images``, ``eval_results``), their ``calibrations`` and the LLM answer cache
-(``llm_answers``, at the end of the file). A version's descriptor keys are
+(``eval_runs``, ``eval_images``, ``eval_results``), their ``calibrations``, the LLM answer cache
+(``llm_answers``) and the precision verdicts (``precision_verdicts``), at the end of the file. A version's descriptor keys are
 contiguous (``first_descriptor_id + position``), so a retrieval hit's row position maps to
 its key without a lookup. Library vectors live in index files, not in the database.
 """
@@ -304,3 +304,24 @@ class PairDescriptorRow(Base):
     prompt: Mapped[str] = mapped_column(Text)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit vector, float32 little-endian
     norm: Mapped[float] = mapped_column(Float)
+
+
+class PrecisionVerdictRow(Base):
+    """Whether a lower numeric precision (or the prefix-sharing text path) gives an encoder's
+    fp32 vectors, checked once and remembered (:mod:`whyclip.store.db.verdicts`). The key is
+    the sha256 of what the verdict holds for: the encoder id (its weights), the modality,
+    the precision, the path, the check's rule and the platform (torch and transformers
+    versions, the device's instruction set or GPU model)."""
+
+    __tablename__ = "precision_verdicts"
+
+    key_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    encoder_id: Mapped[str] = mapped_column(String(300))
+    modality: Mapped[str] = mapped_column(String(16))
+    precision: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(200))
+    platform: Mapped[str] = mapped_column(Text)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    cosine: Mapped[float] = mapped_column(Float)  # the lowest cosine with fp32 on the check sample
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -44,10 +44,16 @@ class Resources:
 
     @property
     def encoder(self):
+        """The one encoder the micro-batcher and the ingest jobs share. Its precision is
+        settled per modality once, under its own lock, and never changes after (see
+        ``ClipEncoder.check_precision``), so threads cannot mix precisions."""
+        store = self.store
         with self._lock:
             if self._encoder is None:
+                from whyclip.store.db.verdicts import StoreVerdicts
+
                 s = self.settings
-                self._encoder = ingest.load_encoder(s.model, s.device, s.precision)
+                self._encoder = ingest.load_encoder(s.model, s.device, s.precision, verdicts=StoreVerdicts(store))
             return self._encoder
 
     @property

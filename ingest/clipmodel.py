@@ -1,0 +1,168 @@
+"""CLIP from a transformers folder without sentence-transformers, each tower loaded when
+it is first used (used by ingest/encoder.py).
+
+``encode`` computes what sentence-transformers' ``encode`` computes for a CLIP model (the
+tokenizer and image processor ``AutoProcessor`` would hold; texts padded per batch
+and truncated to 77 tokens; ``get_text_features`` / ``get_image_features``), so vectors
+cached by either path are the same vectors. Loading sentence-transformers costs seconds
+(it imports scikit-learn), and explain needs only the image tower: a
+``CLIPVisionModelWithProjection`` holds half of ViT-B/32's weights.
+
+A tower is loaded in float32 and converted to the copy's dtype once; :meth:`copy_as`
+makes a lower-precision sibling that shares the folder and copies only the towers
+already loaded (the others load straight into its dtype).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+MAX_TOKENS = 77
+ST_CLIP_MODULES = ("sentence_transformers.models.CLIPModel", "sentence_transformers.sentence_transformer.modules.CLIPModel",
+                   "sentence_transformers.base.modules.transformer.Transformer", "sentence_transformers.models.Transformer")  # fmt: skip
+
+
+def clip_folder(folder: Path) -> Path | None:
+    """The transformers CLIP folder inside ``folder``: the folder itself when its config says
+    ``model_type: clip``, or the one module of a sentence-transformers CLIP folder
+    (``modules.json`` naming one CLIP module, such as ``0_CLIPModel``); else None."""
+    modules = folder / "modules.json"
+    if modules.is_file():
+        try:
+            listed = json.loads(modules.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(listed, list) or len(listed) != 1 or listed[0].get("type") not in ST_CLIP_MODULES:
+            return None
+        folder = folder / str(listed[0].get("path", ""))
+    config = folder / "config.json"
+    try:
+        kind = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return folder if kind == "clip" else None
+
+
+class TransformersClip:
+    """The towers of a transformers CLIP folder, loaded on demand, with an ``encode`` like
+    sentence-transformers'. Thread-safe: a tower loads once under a lock."""
+
+    def __init__(self, folder: Path, device: str | None = None, dtype: torch.dtype = torch.float32):
+        from transformers import CLIPConfig
+
+        self.folder = Path(folder)
+        self.config = CLIPConfig.from_pretrained(self.folder)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype
+        self.towers: dict[str, torch.nn.Module] = {}  # "text" / "image" -> CLIP*ModelWithProjection
+        self._tokenizer = self._image_processor = None
+        self._lock = threading.RLock()  # towers
+        self._processor_lock = threading.Lock()  # tokenizer and image processor (a decode thread needs one while a tower loads)
+
+    # -- loading -------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        """The tokenizer sentence-transformers' ``AutoProcessor`` holds (``AutoTokenizer``,
+        loaded alone: explain needs no tokenizer)."""
+        with self._processor_lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            return self._tokenizer
+
+    @property
+    def image_processor(self):
+        """The image processor of ``AutoProcessor`` (``AutoImageProcessor``, loaded alone)."""
+        with self._processor_lock:
+            if self._image_processor is None:
+                from transformers import AutoImageProcessor
+
+                self._image_processor = AutoImageProcessor.from_pretrained(self.folder)
+            return self._image_processor
+
+    def tower(self, modality: str):
+        """The text or image tower (``CLIPTextModelWithProjection``,
+        ``CLIPVisionModelWithProjection``), loaded on first use."""
+        with self._lock:
+            if modality not in self.towers:
+                from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+                cls = CLIPTextModelWithProjection if modality == "text" else CLIPVisionModelWithProjection
+                try:
+                    model = cls.from_pretrained(self.folder, dtype=torch.float32)
+                except Exception as exc:  # missing or corrupt weights
+                    from whyclip.store.errors import ModelLoadError
+
+                    text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                    raise ModelLoadError(f"cannot load the CLIP model in {self.folder}: {text}") from None
+                if self.dtype != torch.float32:
+                    model = model.to(self.dtype)  # the one conversion
+                self.towers[modality] = model.to(self.device).eval()
+                log.info("loaded the %s tower of %s (%s)", modality, self.folder, self.dtype)
+            return self.towers[modality]
+
+    def parameter_names(self, modality: str) -> set[str]:
+        """The names the loaded tower's parameters have in a whole CLIPModel (as the
+        checkpoint names them)."""
+        return {name for name, _ in self.tower(modality).named_parameters()}
+
+    def copy_as(self, dtype: torch.dtype) -> TransformersClip:
+        """A sibling in ``dtype``: towers loaded here are copied and converted, the others
+        load straight into ``dtype`` when first used."""
+        with self._lock:
+            other = copy.copy(self)
+            other.dtype, other._lock, other._processor_lock = dtype, threading.RLock(), threading.Lock()
+            other.towers = {m: copy.deepcopy(t).to(dtype) for m, t in self.towers.items()}
+            return other
+
+    def drop(self, modality: str) -> None:
+        """Forget a loaded tower (its memory is freed; it loads again if used)."""
+        with self._lock:
+            self.towers.pop(modality, None)
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def encode(self, items: list, batch_size: int = 32, convert_to_numpy: bool = True, normalize_embeddings: bool = False,
+               show_progress_bar: bool = False) -> np.ndarray:  # fmt: skip
+        """Raw projections (N, dim) float32 of texts or PIL images, as sentence-transformers
+        computes them (longest first, in batches, back in the given order)."""
+        if not items:
+            return np.zeros((0, int(self.config.projection_dim)), np.float32)
+        texts = isinstance(items[0], str)
+        order = np.argsort([-len(x) for x in items], kind="stable") if texts else np.arange(len(items))
+        out = np.zeros((len(items), int(self.config.projection_dim)), np.float32)
+        for start in range(0, len(items), batch_size):
+            idx = order[start : start + batch_size]
+            part = [items[i] for i in idx]
+            out[idx] = self.encode_texts(part) if texts else self.encode_pixels(self.pixels(part))
+        if normalize_embeddings:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        tower = self.tower("text")
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        with torch.inference_mode():
+            out = tower(input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device))
+        return out.text_embeds.float().cpu().numpy()
+
+    def pixels(self, images: list) -> torch.Tensor:
+        """The image processor's pixel values (float32) for PIL images: CPU work, safe to
+        run in another thread while a batch encodes."""
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def encode_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
+        tower = self.tower("image")
+        with torch.inference_mode():
+            out = tower(pixel_values=pixel_values.to(self.device, self.dtype))
+        return out.image_embeds.float().cpu().numpy()
