@@ -43,6 +43,7 @@ class LibraryInfo:
     index_params: dict = field(default_factory=dict)  # e.g. ClassIVF's calibrated probe
     first_descriptor_id: int | None = None  # None: a version written before schema 2
     prompt_rule: str = ""  # the versioned rule that built its prompts, e.g. "paper/1"
+    note: str = ""  # what its author said about this version (e.g. a saved what-if edit)
 
 
 @dataclass
@@ -72,3 +73,4 @@ class LibraryDraft:
     source_sha256: str = ""
     aggregate: str = "mean"
     index_factory: str | None = None  # retrieval index; None: Flat, or ClassIVF when large; or a FAISS factory
+    note: str = ""  # stored with the version, shown by 'whyclip libraries'

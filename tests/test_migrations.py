@@ -108,10 +108,10 @@ def test_a_store_written_before_alembic_migrates_through_the_cli(tmp_path):
     run = CliRunner().invoke(cli, ["--home", str(tmp_path), "libraries"])
     assert run.exit_code == 1 and "run 'whyclip migrate'" in run.output and run.output.count("\n") == 1
     dry = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate", "--dry-run"])
-    assert dry.exit_code == 0 and "current revision 0003, target 0005" in dry.output and "would apply 0004" in dry.output
+    assert dry.exit_code == 0 and "current revision 0003, target 0009" in dry.output and "would apply 0004" in dry.output and "; 0009 (" in dry.output
     assert db.read_bytes() == before
     done = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate"])
-    assert done.exit_code == 0 and "migrated from revision 0003 to 0005: applied 0004" in done.output
+    assert done.exit_code == 0 and "migrated from revision 0003 to 0009: applied 0004" in done.output
     matches_models(tmp_path)
     store = Store.open(tmp_path, create=False)
     builds = {"paper": Template("paper").build, "waffle": Template("A photo of a {class}, {which}.").build,
