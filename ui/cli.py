@@ -158,10 +158,11 @@ def libraries(ctx, as_json, every_version):
         click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
         return
     head = ("library", "version", "classes", "descriptors", "empty", "dim", "template", "index", "recall@10",
-            "encoder", "created")  # fmt: skip
+            "encoder", "created", "note")  # fmt: skip
     rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.dim, i.template,
              i.index_factory + (f" (probe {i.index_params['probe']})" if "probe" in i.index_params else ""),
-             f"{i.recall_at_10:.3f}", i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
+             f"{i.recall_at_10:.3f}", i.encoder_name, i.created_at.strftime("%Y-%m-%d %H:%M"),
+             i.note if len(i.note) <= 60 else i.note[:57] + "...") for i in infos]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for r in (head, *rows):
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
@@ -477,8 +478,10 @@ def _register_serve() -> None:
 _register_serve()
 
 from .store_cli import migrate  # noqa: E402 - the store's maintenance commands
+from .whatif_cli import whatif  # noqa: E402  (its own module)
 
 cli.add_command(migrate)
+cli.add_command(whatif)
 
 
 def main() -> None:
