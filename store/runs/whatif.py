@@ -226,25 +226,36 @@ class WhatIf:
 
     # -- the edited classes' scores ----------------------------------------------------
 
-    def class_scores(self, edit: ClassEdit, vectors: dict[str, tuple[np.ndarray, float]]) -> np.ndarray:
-        """(N,) scores of one edited class: what its column of a re-ingested library holds."""
-        lib, c = self.lib, edit.position
-        lo = int(lib.matrices.offsets[c])
-        keep = np.flatnonzero(np.array(edit.keep, dtype=bool)) + lo
+    def _class_rows(self, edit: ClassEdit, vectors: dict) -> tuple[np.ndarray, np.ndarray]:
+        """An edited class's unit rows and raw norms: kept descriptors in order, then added."""
+        lib = self.lib
+        keep = np.flatnonzero(np.array(edit.keep, dtype=bool)) + int(lib.matrices.offsets[edit.position])
         unit = np.asarray(lib.vectors[keep], dtype=np.float32).reshape(len(keep), lib.info.dim)
         norms = np.asarray(lib.files.norms[keep], dtype=np.float32)
         if edit.added:
             extra, extra_norms = _added_vectors(edit, vectors, lib.info.dim)
             unit, norms = np.concatenate([unit, extra]), np.concatenate([norms, extra_norms])
-        baseline = np.asarray(lib.matrices.baseline[c : c + 1], dtype=np.float32)
-        if len(unit) == 0:
-            return (self.images @ baseline[0]).astype(np.float64)
-        offsets = np.array([0, len(unit)], dtype=np.int64)
+        return unit, norms
+
+    def edited_scores(self, edits: tuple[ClassEdit, ...], vectors: dict[str, tuple[np.ndarray, float]]) -> np.ndarray:
+        """(N, E) scores of the edited classes: what their columns of a re-ingested library
+        hold. One matrix product for all of them (mean and centroid: the classes' vectors,
+        made by the same :func:`class_sums` as ingest; max: every row, then per-class maxima)."""
+        parts = [self._class_rows(e, vectors) for e in edits]
+        baseline = np.asarray(self.lib.matrices.baseline, dtype=np.float32)[[e.position for e in edits]]
+        counts = np.array([len(u) for u, _ in parts], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        unit = np.concatenate([u for u, _ in parts]) if counts.sum() else np.zeros((0, self.lib.info.dim), np.float32)
+        norms = np.concatenate([n for _, n in parts]) if counts.sum() else np.zeros(0, np.float32)
         if self.aggregate == "mean":
-            return (self.images @ class_sums(unit, offsets, baseline)[0]).astype(np.float64)
+            return (self.images @ class_sums(unit, offsets, baseline).T).astype(np.float64)
         if self.aggregate == "centroid":
-            return (self.images @ class_sums(unit, offsets, baseline, norms=norms, normalise=True)[0]).astype(np.float64)
-        return (self.images @ unit.T).max(axis=1).astype(np.float64)
+            return (self.images @ class_sums(unit, offsets, baseline, norms=norms, normalise=True).T).astype(np.float64)
+        out = self.images @ baseline.T  # max; an empty class keeps its baseline score
+        nonempty = np.flatnonzero(counts)
+        if len(nonempty):
+            out[:, nonempty] = np.maximum.reduceat(self.images @ unit.T, offsets[:-1][nonempty], axis=1)
+        return out.astype(np.float64)
 
     def rescore(self, edit: Edit, vectors: dict[str, tuple[np.ndarray, float]] | None = None) -> Rescored:
         """Every image's prediction after ``edit``; only the edited classes are rescored."""
@@ -252,7 +263,7 @@ class WhatIf:
         if not edit.classes:
             return self.before
         edited = np.array([e.position for e in edit.classes], dtype=np.int64)
-        new = np.stack([self.class_scores(e, vectors) for e in edit.classes], axis=1)  # (N, E)
+        new = self.edited_scores(edit.classes, vectors)  # (N, E)
         n = len(self.images)
         rows = np.arange(n)
         # the best unedited class of each image: the first of its kept best classes not edited
