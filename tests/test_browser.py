@@ -158,7 +158,12 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         want = session.answer(plan_edit(lib, [(lib.class_names[0], first)]))
         heading = wait.until(lambda d: d.find_element(By.XPATH, "//*[contains(text(), \"What-if: edit a class's descriptors\")]"))
         driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
-        box = wait.until(lambda d: d.find_element(By.XPATH, f"//label[@data-baseweb='checkbox'][.//*[text()={first!r}]]"))
+        try:
+            box = wait.until(lambda d: d.find_element(By.XPATH, f"//*[@data-testid='stCheckbox'][.//*[text()={first!r}]]//label"))
+        except Exception:
+            (tmp_path / "page.html").write_text(driver.page_source)
+            print(f"page source: {tmp_path / 'page.html'}")
+            raise
         box.click()
         wait.until(lambda d: want["statement"] in d.find_element(By.TAG_NAME, "body").text)
         body = driver.find_element(By.TAG_NAME, "body").text

@@ -15,15 +15,12 @@ from whyclip.store.errors import NoStore, WhyclipError
 from whyclip.store.scoring.aggregates import AGGREGATES
 
 from .lifecycle_cli import register as register_lifecycle
+from .options import PRECISION
 from .json_output import explanation_json
 from .progress import progress_bar
 
 log = logging.getLogger("whyclip")
 IMAGE_BATCH = 32  # images decoded, encoded and scored together
-PRECISION = click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-    help="Numeric precision: auto = bf16 on CPUs that support it, fp16 on GPUs, each checked against fp32 on a sample.",
-)
 DEFAULT_MODEL_HELP = "CLIP model: a sentence-transformers name or a local folder [default: clip-ViT-B-32]"
 
 

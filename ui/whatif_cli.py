@@ -12,7 +12,7 @@ import click
 from whyclip.store.errors import InputError
 from whyclip.store.scoring.aggregates import AGGREGATES
 
-from .cli import PRECISION
+from .options import PRECISION
 
 
 def _ci(fig: dict) -> str:

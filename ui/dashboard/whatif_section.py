@@ -53,7 +53,7 @@ def render(s: resources.Settings, run, aggregate: str) -> None:
     before, after = a["accuracy_before"], a["accuracy_after"]
     m = st.columns(3)
     m[0].metric("top-1 before", pct(before["accuracy"]), help=f"95% interval {_interval(before)}")
-    m[1].metric("top-1 after", pct(after["accuracy"]), delta=f"{100 * a['difference']:+.1f} pts", help=f"95% interval {_interval(after)}")
+    m[1].metric("top-1 after", pct(after["accuracy"]), delta=f"{100 * a['difference']:+.1f} pts" if a["difference"] else None, help=f"95% interval {_interval(after)}")
     m[2].metric("McNemar p", f"{a['p_value']:.3g}", help="exact paired test on the images that flip")
     st.markdown(f"**{a['statement']}**; 95% intervals: before {_interval(before)}, after {_interval(after)}.")
     for note in a["notes"]:
