@@ -23,7 +23,7 @@ from scipy.stats import binomtest
 
 from conftest import ROOT
 from fakes import FakeEncoder, install_fake
-from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
+from test_eval import CONCEPTS, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.evaluate import run_eval

@@ -113,7 +113,7 @@ def plan_edit(lib: Library, drops: list[tuple[str, str]] = (), adds: list[tuple[
             close = difflib.get_close_matches(text, texts, n=3, cutoff=0.5)
             hint = f"did you mean {', '.join(repr(t) for t in close)}?" if close else \
                 f"its descriptors: {', '.join(repr(t) for t in texts[:6])}{' ...' if len(texts) > 6 else ''}" if texts else "it has none"  # fmt: skip
-            raise InputError(f"class {name!r} has no descriptor {text!r} to drop ({hint}); see 'whyclip explain' or the Library page")
+            raise InputError(f"class {name!r} has no descriptor {text!r} to drop ({hint}); see the dashboard's Library page or 'whyclip export'")
         mask = keep.setdefault(c, [True] * len(texts))
         for j, t in enumerate(texts):
             if t == text:
