@@ -44,6 +44,7 @@ class LibraryInfo:
     first_descriptor_id: int | None = None  # None: a version written before schema 2
     prompt_rule: str = ""  # the versioned rule that built its prompts, e.g. "paper/1"
     n_pairs: int = 0  # class pairs with contrastive (FuDD) pair descriptors, stored apart from the classes
+    note: str = ""  # what its author said about this version (e.g. a saved what-if edit)
 
 
 @dataclass
@@ -73,3 +74,4 @@ class LibraryDraft:
     source_sha256: str = ""
     aggregate: str = "mean"
     index_factory: str | None = None  # retrieval index; None: Flat, or ClassIVF when large; or a FAISS factory
+    note: str = ""  # stored with the version, shown by 'whyclip libraries'

@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
+WHATIF_SCREENSHOT = Path(tempfile.gettempdir()) / "whyclip-audit-whatif.png"
 
 
 def free_port() -> int:
@@ -120,6 +123,9 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from whyclip.store import Store
+    from whyclip.store.runs.storage import find_run, load_run
+    from whyclip.store.runs.whatif import WhatIf, plan_edit
     from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
 
     url, home, model = served
@@ -144,5 +150,30 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         assert "Audit of demo" in body and "Run drawn: 6 images" in body.replace("**", "")
         time.sleep(1.5)
         driver.save_screenshot(str(SCREENSHOT.with_name("audit.png")))
+
+        # the what-if: untick the first class's first descriptor; the answer updates in place
+        lib = Store.open(home, create=False).load("demo")
+        first = lib.class_texts(0)[0][0]
+        session = WhatIf(load_run(Store.open(home, create=False), find_run(Store.open(home, create=False), "demo", "drawn")), lib)
+        want = session.answer(plan_edit(lib, [(lib.class_names[0], first)]))
+        heading = wait.until(lambda d: d.find_element(By.XPATH, "//*[contains(text(), \"What-if: edit a class's descriptors\")]"))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+        try:
+            box = wait.until(lambda d: d.find_element(By.XPATH, f"//*[@data-testid='stCheckbox'][.//*[text()={first!r}]]//label"))
+        except Exception:
+            (tmp_path / "page.html").write_text(driver.page_source)
+            print(f"page source: {tmp_path / 'page.html'}")
+            raise
+        box.click()
+        wait.until(lambda d: want["statement"] in d.find_element(By.TAG_NAME, "body").text)
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "top-1 before" in body and "top-1 after" in body and "Save as new version" in body
+        time.sleep(1.0)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});",
+                              driver.find_element(By.XPATH, "//*[contains(text(), \"What-if: edit a class's descriptors\")]"))  # fmt: skip
+        time.sleep(0.5)
+        driver.save_screenshot(str(WHATIF_SCREENSHOT))
+        print(f"what-if screenshot: {WHATIF_SCREENSHOT}")
     finally:
         driver.quit()
+    assert WHATIF_SCREENSHOT.stat().st_size > 10_000

@@ -15,15 +15,12 @@ from whyclip.store.errors import NoStore, WhyclipError
 from whyclip.store.scoring.aggregates import AGGREGATES
 
 from .lifecycle_cli import register as register_lifecycle
+from .options import PRECISION
 from .json_output import explanation_json
 from .progress import progress_bar
 
 log = logging.getLogger("whyclip")
 IMAGE_BATCH = 32  # images decoded, encoded and scored together
-PRECISION = click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-    help="Numeric precision: auto = bf16 on CPUs that support it, fp16 on GPUs, each checked against fp32 on a sample.",
-)
 DEFAULT_MODEL_HELP = "CLIP model: a sentence-transformers name or a local folder [default: clip-ViT-B-32]"
 
 
@@ -194,12 +191,13 @@ def libraries(ctx, as_json, every_version):
         click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
         return
     head = ("library", "version", "classes", "descriptors", "empty", "pairs", "dim", "template", "index", "recall@10",
-            "encoder", "calibrated", "created")  # fmt: skip
+            "encoder", "calibrated", "created", "note")  # fmt: skip
     rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.n_pairs, i.dim, i.template,
              i.index_factory + (f" (probe {i.index_params['probe']})" if "probe" in i.index_params else ""),
              f"{i.recall_at_10:.3f}", i.encoder_name,
              f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
-             i.created_at.strftime("%Y-%m-%d %H:%M")) for i in infos]  # fmt: skip
+             i.created_at.strftime("%Y-%m-%d %H:%M"),
+             i.note if len(i.note) <= 60 else i.note[:57] + "...") for i in infos]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for r in (head, *rows):
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
@@ -559,8 +557,10 @@ def _register_serve() -> None:
 _register_serve()
 
 from .store_cli import migrate  # noqa: E402 - the store's maintenance commands
+from .whatif_cli import whatif  # noqa: E402  (its own module)
 
 cli.add_command(migrate)
+cli.add_command(whatif)
 
 from .calibrate_cli import calibrate  # noqa: E402  (its own module)
 

@@ -97,6 +97,7 @@ class LibraryRow(Base):
     # revision 0004: the versioned rule that built the prompts (whyclip.store.prompts.rule_name);
     # nullable only because SQLite cannot add a NOT NULL column without a default
     prompt_rule: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)  # revision 0009
 
 
 class ClassRow(Base):

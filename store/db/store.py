@@ -49,6 +49,7 @@ def _info(row: LibraryRow, n_empty: int, n_pairs: int = 0) -> LibraryInfo:
         source_sha256=row.source_sha256, index_key=row.index_key, index_factory=row.index_factory,
         recall_at_10=row.recall_at_10, index_params=json.loads(row.index_params or "{}"),
         first_descriptor_id=row.first_descriptor_id, prompt_rule=row.prompt_rule or "", n_pairs=n_pairs,
+        note=row.note or "",
     )  # fmt: skip
 
 
@@ -306,7 +307,7 @@ class Store:
                 prompt_rule=rule_name(draft.template),
                 aggregate=draft.aggregate, n_classes=len(draft.classes), n_descriptors=n_descriptors,
                 n_prompts=len(draft.prompt_rows), source=draft.source, source_sha256=draft.source_sha256,
-                index_key=key, recall_at_10=recall_at_10, first_descriptor_id=first, **index,
+                index_key=key, recall_at_10=recall_at_10, first_descriptor_id=first, note=draft.note or None, **index,
             )  # fmt: skip
             s.add(row)
             s.flush()

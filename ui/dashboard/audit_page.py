@@ -1,7 +1,8 @@
 """Audit page: a stored evaluation run (``whyclip eval``) of the chosen library: accuracy
 with 95% intervals beside the baseline and the controls (paired tests), the name/description
-split, the calibration's reliability diagram, the deletion measurement, confused pairs with their descriptor evidence, the
-descriptors that drive predictions, and descriptor hygiene.
+split, the calibration's reliability diagram, the deletion measurement, confused pairs with their
+descriptor evidence, the descriptors that drive predictions, what-if edits of a class's
+descriptors (with a save as a new version), and descriptor hygiene.
 The same data as ``whyclip audit``; the HTML report downloads from here."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import streamlit as st
 from whyclip.store import AGGREGATES
 from whyclip.store.runs.storage import list_runs
 from whyclip.ui.dashboard import audit_charts as charts
-from whyclip.ui.dashboard import resources
+from whyclip.ui.dashboard import resources, whatif_section
 from whyclip.ui.report import pct
 
 s = resources.settings()
@@ -140,6 +141,8 @@ st.dataframe(classes.style.apply(lambda r: ["background-color: #fdecea" if worse
 })  # fmt: skip
 st.caption(f"Red rows: the descriptors do worse than the class name alone, on at least {int(min_n)} images "
            "(p_value: McNemar against the class name).")  # fmt: skip
+
+whatif_section.render(s, run, a["aggregate"])
 
 st.subheader("Descriptor hygiene")
 h = a["hygiene"]

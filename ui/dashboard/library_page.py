@@ -23,6 +23,7 @@ st.dataframe(pd.DataFrame([
     ("encoder", info.encoder_name), ("encoder id", info.encoder_id), ("dimension", info.dim),
     ("logit scale", f"{info.logit_scale:.2f}"), ("template", info.template), ("baseline prompt", info.baseline_template),
     ("default aggregate", info.aggregate), ("created", info.created_at.strftime("%Y-%m-%d %H:%M")), ("source", info.source),
+    ("note", info.note or "-"),
 ], columns=["field", "value"]).astype(str), hide_index=True)  # fmt: skip
 if info.n_descriptors == 0:
     st.info("This library has no descriptors: every class is scored by its class-name prompt alone.")

@@ -204,3 +204,38 @@ def audit_html(report: dict) -> str:
     from whyclip.ui.report import to_html
 
     return to_html(report)
+
+
+@st.cache_resource(show_spinner="Scoring the run for what-if edits ...", max_entries=4)
+def whatif_session(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str):
+    """A run scored once by its library version (:class:`~whyclip.store.runs.whatif.WhatIf`):
+    each toggle then rescores only the edited class. Never mutated."""
+    from whyclip.store.runs.storage import list_runs, load_run
+    from whyclip.store.runs.whatif import WhatIf
+
+    store = _store(home, db)
+    (info,) = [r for r in list_runs(store, library) if r.id == run_id]
+    return WhatIf(load_run(store, info), _library(home, db, library, version), aggregate)
+
+
+@st.cache_data(show_spinner="Embedding the new descriptor ...", max_entries=256)
+def prompt_vectors(home: str | None, db: str | None, model: str, prompts: tuple[str, ...]) -> dict:
+    """``{prompt: (unit vector, norm)}`` through the embedding cache (only new prompts are embedded)."""
+    from whyclip.ingest.embedding import embed_prompts
+
+    vectors, norms = embed_prompts(_store(home, db), _encoder(model), list(prompts))
+    return {p: (v, float(n)) for p, v, n in zip(prompts, vectors, norms)}
+
+
+def save_edit(home: str | None, db: str | None, model: str | None, lib: Library, edit, note: str):
+    """Publish ``edit`` of ``lib`` as the next version (the store's atomic publish), then
+    forget the cached store listings so every page sees it."""
+    from whyclip.ingest.whatif import added_vectors, save_edit as publish
+
+    store = Store.open(home, db, create=True)
+    try:
+        vectors, truncated = ({}, {}) if not edit.new_prompts else added_vectors(store, _encoder(model), edit)[:2]
+        return publish(store, lib, edit, vectors, truncated, note)
+    finally:
+        store.engine.dispose()
+        clear_store_caches()

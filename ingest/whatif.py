@@ -1,0 +1,38 @@
+"""What-if edits that need the encoder or write: the added descriptors' vectors (through
+the embedding cache, so only prompts it lacks are embedded) and publishing an edit as the
+next version of its library. The exact answer itself is :mod:`whyclip.store.runs.whatif`."""
+
+from __future__ import annotations
+
+import logging
+
+from whyclip.store import LibraryInfo, Store
+from whyclip.store.library import Library
+from whyclip.store.runs.whatif import Edit, edited_draft
+
+from .embedding import embed_prompts
+
+log = logging.getLogger(__name__)
+
+
+def added_vectors(store: Store, encoder, edit: Edit) -> tuple[dict, dict, list[str]]:
+    """``{prompt: (unit vector, norm)}`` of the edit's added prompts, which of them exceed
+    the encoder's token limit (CLIP truncates them, as ingest does), and warnings."""
+    prompts = edit.new_prompts
+    if not prompts:
+        return {}, {}, []
+    vectors, norms = embed_prompts(store, encoder, prompts)
+    limit = encoder.max_tokens
+    long = {p: n > limit for p, n in zip(prompts, encoder.count_tokens(prompts))}
+    warnings = [f"the added prompt {p!r} exceeds CLIP's {limit}-token limit and is truncated" for p, t in long.items() if t]
+    for w in warnings:
+        log.warning(w)
+    return {p: (v, float(n)) for p, v, n in zip(prompts, vectors, norms)}, long, warnings
+
+
+def save_edit(store: Store, lib: Library, edit: Edit, vectors: dict, truncated: dict | None = None,
+              note: str = "") -> LibraryInfo:  # fmt: skip
+    """Publish ``lib`` with ``edit`` applied as the next version of its name, with ``note``,
+    through the store's atomic publish (the version appears whole or not at all; the edited
+    version and its runs are untouched)."""
+    return store.write_library(edited_draft(lib, edit, vectors, truncated, note=note.strip()))

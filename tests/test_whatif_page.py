@@ -1,0 +1,102 @@
+"""The Audit page's what-if through Streamlit's AppTest on the planted world of
+test_eval.py: toggling a descriptor and adding one shows what the what-if function
+computes (and so what a re-ingest gives, tests/test_whatif.py), and saving publishes a
+new version with its note while the run's version stays as it was."""
+
+from __future__ import annotations
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from fakes import FakeEncoder
+from test_eval import CONCEPTS, LIBRARY, write_dataset
+from whyclip import ingest
+from whyclip.ingest import ingest_library
+from whyclip.ingest.datasets import read_dataset
+from whyclip.ingest.evaluate import run_eval
+from whyclip.ingest.whatif import added_vectors
+from whyclip.store.runs.storage import find_run, load_run
+from whyclip.store.runs.whatif import WhatIf, plan_edit
+from whyclip.ui.report import pct
+
+APP = str(ROOT / "ui" / "app.py")
+
+
+@pytest.fixture
+def planted(store, tmp_path, monkeypatch):
+    enc = FakeEncoder(CONCEPTS, noise=0.01)
+    monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    ingest_library(store, LIBRARY, "planted", enc, template="bare")
+    run_eval(store, store.load("planted"), read_dataset(write_dataset(tmp_path / "data")), enc, name="r1")
+    yield store, enc
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def expected(store, enc, drops, adds) -> dict:
+    lib = store.load("planted", 1)
+    edit = plan_edit(lib, drops, adds)
+    return WhatIf(load_run(store, find_run(store, "planted", "r1")), lib).answer(edit, added_vectors(store, enc, edit)[0])
+
+
+def flips_shown(at: AppTest, key_column: str = "image") -> list[list[str]]:
+    return [list(d.value[key_column]) for d in at.dataframe if key_column in d.value.columns]
+
+
+def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_version(planted):
+    store, enc = planted
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("dashboard/audit_page.py").run()
+    assert not at.exception
+    assert "What-if: edit a class's descriptors" in [h.value for h in at.subheader]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["top-1 before"] == metrics["top-1 after"] == "66.7%" and metrics["McNemar p"] == "1"
+    at.selectbox(key="whatif_class").set_value(1).run()  # banana
+    at.checkbox(key="whatif_keep_1_0").uncheck().run()  # yellow peel
+    assert not at.exception
+    want = expected(store, enc, [("banana", "yellow peel")], [])
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"]) and metrics["McNemar p"] == f"{want['p_value']:.3g}"
+    at.selectbox(key="whatif_class").set_value(3).run()  # sunflower: the banana toggle is gone with its widgets
+    at.checkbox(key="whatif_keep_3_0").uncheck().run()
+    at.checkbox(key="whatif_keep_3_1").uncheck().run()  # no descriptor left: the baseline prompt
+    assert not at.exception
+    gone = [("sunflower", "dark seeds"), ("sunflower", "round head")]
+    want = expected(store, enc, gone, [])
+    assert [f["path"].rsplit("/", 1)[1] for f in want["flips"]["wrong_to_right"]] == ["u1.png", "u2.png"]
+    assert flips_shown(at) == [[f["path"] for f in want["flips"]["wrong_to_right"]]]  # right->wrong: none, no table
+    assert any("'sunflower' has no descriptor left" in i.value for i in at.info)
+    at.text_input(key="whatif_add_3").input("yellow petals").run()
+    assert not at.exception
+    want = expected(store, enc, gone, [("sunflower", "yellow petals")])
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"]) and metrics["McNemar p"] == f"{want['p_value']:.3g}"
+    shown = flips_shown(at)
+    assert shown == [[f["path"] for f in want["flips"][k]] for k in ("wrong_to_right", "right_to_wrong") if want["flips"][k]]
+    assert want["statement"] in " ".join(m.value for m in at.markdown)
+    assert enc.embedded.count("yellow petals") == 1
+    at.text_input(key="whatif_note").input("sunflowers are yellow").run()
+    at.button(key="whatif_save").click().run()
+    assert not at.exception
+    assert any("Saved as planted v2 with the note 'sunflowers are yellow'" in x.value for x in at.success)
+    v2 = store.library("planted", 2)
+    assert v2.note == "sunflowers are yellow" and v2.n_descriptors == store.library("planted", 1).n_descriptors - 1
+    assert store.library("planted", 1).note == ""
+    assert expected(store, enc, gone, [("sunflower", "yellow petals")]) == want  # the run's version answers as before
+    lib2 = store.load("planted", 2)
+    assert [t for t, _ in lib2.class_texts(3)] == ["yellow petals"]
+    at.run()
+    assert not at.exception and enc.embedded.count("yellow petals") == 1  # saving embedded nothing again
+
+
+def test_a_bad_addition_is_an_error_and_the_page_goes_on(planted):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("dashboard/audit_page.py").run()
+    at.text_input(key="whatif_add_0").input("big eyes").run()  # tree frog has it
+    assert not at.exception
+    assert any("already has the descriptor 'big eyes'" in e.value for e in at.error)
+    assert "Descriptor hygiene" in [h.value for h in at.subheader]
