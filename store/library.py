@@ -162,6 +162,14 @@ class Library:
         out.sort(key=lambda r: -r.contribution)
         return Contrast(na, nb, float(scores[a]), float(scores[b]), out)
 
+    @property
+    def retrieval(self) -> dict:
+        """How :meth:`retrieve` answers (see :attr:`LibraryInfo.retrieval`)."""
+        out = self.info.retrieval
+        if self.files.searcher.exact and not out["exact"]:
+            out.update(exact=True, recall_at_10=1.0)
+        return out
+
     def retrieve(self, images: np.ndarray, k: int = 10) -> list[list[Retrieved]]:
         """The ``k`` best-matching descriptors in the whole library, per image (FAISS)."""
         k = min(k, self.info.n_descriptors)
@@ -231,6 +239,6 @@ class Library:
             contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None
             out.append(
                 Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,
-                            len(self.class_names), classes, baseline, contrast, hits[i])
+                            len(self.class_names), classes, baseline, contrast, hits[i], self.retrieval)
             )  # fmt: skip
         return out
