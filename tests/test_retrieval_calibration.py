@@ -190,7 +190,7 @@ def test_a_users_faiss_index_gets_its_nprobe_calibrated_on_image_like_queries(tm
 
 
 def test_a_low_recall_faiss_index_warns(tmp_path, clip, caplog):
-    _, lib = _write(tmp_path, clip, "PQ4")  # 4 bytes a vector, no knob to turn
+    _, lib = _write(tmp_path, clip, "PQ4x4fs")  # 2 bytes a vector, no knob to turn
     assert "below 0.95" in lib.info.index_params["warning"] and lib.info.recall_at_10 < 0.95
     assert "below 0.95" in caplog.text and lib.retrieval["note"] == lib.info.index_params["warning"]
 

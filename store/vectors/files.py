@@ -61,6 +61,7 @@ from whyclip.store.vectors.retrieval import (
     build_class_ivf,
     calibrate_probe,
     exact_search,
+    faiss_threads,
 )
 from whyclip.store.scoring import ClassMatrices, class_sums
 
@@ -144,7 +145,8 @@ def build_faiss_index(vectors: np.ndarray, factory: str) -> faiss.Index:
     if not index.is_trained:
         if len(data) == 0:
             raise InputError(f"index {factory!r} needs training data; the library has no descriptors: use 'Flat'")
-        index.train(data)
+        with faiss_threads(1):
+            index.train(data)
     inner = faiss.downcast_index(index)
     if isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efSearch = EF_SEARCH

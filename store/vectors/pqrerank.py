@@ -32,6 +32,7 @@ DEFAULT = "PQ256x4fs+rerank"
 PQ_FILE = "pq_fastscan.faiss"
 TRAIN_SAMPLE = 20_000  # rows the 16-centroid sub-quantisers are trained on (a seeded sample)
 ADD_CHUNK = 1 << 16
+TRAIN_THREADS = 1  # see retrieval.faiss_threads: spinning OpenMP threads cost far more than they save on a shared box
 
 
 def default_for(dim: int) -> str:
@@ -121,7 +122,10 @@ def build_pq(vectors: np.ndarray, factory: str, seed: int = 0) -> tuple[faiss.In
     index = faiss.IndexPQFastScan(dim, m, 4, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, TRAIN_SAMPLE), replace=False))
-    index.train(np.ascontiguousarray(np.asarray(vectors[sample]) - centre))
+    from whyclip.store.vectors.retrieval import faiss_threads
+
+    with faiss_threads(TRAIN_THREADS):
+        index.train(np.ascontiguousarray(np.asarray(vectors[sample]) - centre))
     for lo in range(0, n, ADD_CHUNK):
         index.add(np.ascontiguousarray(np.asarray(vectors[lo : lo + ADD_CHUNK]) - centre))
     return index, centre
