@@ -2,7 +2,7 @@
 
 Usage:
   python bench/run.py --model models/vitb32 [--out bench/results] [--sizes 10000,100000,1000000]
-                      [--generators clusters,clip-shaped] [--candidates PQ256x4fs+rerank,HNSW32,...]
+                      [--generators clusters,clip-shaped] [--candidates "PQ256x4fs+rerank;IVF1024,Flat;..."]
                       [--synthetic-ingest 100000] [--skip ingest,query,images]
 
 --model is a full-size ViT-B/32 folder (`whyclip make-test-model DIR --full-size`): random
@@ -430,7 +430,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--sizes", default="10000,100000", help="query benchmark library sizes (add 1000000 for the 1M rows: 6 GB, tens of minutes)")
     ap.add_argument("--generators", default="clusters,clip-shaped", help="query data: clusters (the old), clip-shaped, or both")
-    ap.add_argument("--candidates", default=",".join(CANDIDATES), help="query section: the candidate indexes to measure ('' for none)")
+    ap.add_argument("--candidates", default=";".join(CANDIDATES),
+                    help="query section: the candidate indexes to measure, separated by ';' ('' for none)")
     ap.add_argument("--synthetic-ingest", type=int, default=100_000, help="descriptors in the synthetic ingest library (0: skip)")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: ingest, query, images")
@@ -446,7 +447,7 @@ def main() -> None:
     if "query" not in skip:
         for size in map(int, args.sizes.split(",")):
             for generator in args.generators.split(","):
-                bench_query(generator, size, args.runs, results, [c for c in args.candidates.split(",") if c])
+                bench_query(generator, size, args.runs, results, [c for c in args.candidates.split(";") if c])
     if "ingest" not in skip:
         if not args.model:
             raise SystemExit("--model is needed for the ingest benchmark (or --skip ingest)")

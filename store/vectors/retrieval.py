@@ -12,7 +12,8 @@ are descriptor rows in label (class-major) order, the rows of ``vectors.npy``.
   codes of the class-mean vectors. A query ranks the classes by Hamming distance and scores
   the descriptors of the ``probe`` nearest exactly from the fp32 vectors. ``probe`` is chosen
   at build time as the smallest that reaches :data:`RECALL_TARGET` on a seeded calibration
-  sample, and the recall then reported is measured on a different sample.
+  sample, and the recall then reported is measured on a different sample (image-like
+  queries since the PQ index: see :mod:`whyclip.store.vectors.calibration`).
 * :class:`FaissSearch` wraps a FAISS index built from a user's factory string (its ids are
   positions), or a FAISS index of an older layout whose ids are descriptor keys.
 """
@@ -27,7 +28,6 @@ import numpy as np
 
 from whyclip.store.vectors.calibration import RECALL_TARGET, recall
 
-RECALL_QUERIES = 200
 SMALL_BATCH = 8  # fewer queries than this are searched by FAISS on one thread
 SCAN_CHUNK = 1 << 16  # rows scored at a time by an exact scan
 MIN_PROBE = 8  # classes probed at least, a margin beyond the calibration sample
@@ -147,17 +147,6 @@ def calibrate_probe(ivf: ClassIVF, queries: np.ndarray, k: int = 10, target: flo
         if got >= target or probe >= len(ivf.codes):
             return probe, got
         probe = min(len(ivf.codes), probe + max(1, probe // 2))
-
-
-def recall_queries(mean: np.ndarray, dim: int, seed: int, n: int = RECALL_QUERIES,
-                   noise: float | tuple[float, float] = 0.5) -> np.ndarray:  # fmt: skip
-    """Image-like queries: normalised class-mean vectors of a seeded sample of classes,
-    nudged off-centre by ``noise`` (or by a level drawn per query from a range)."""
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(mean), size=min(n, len(mean)), replace=False)
-    level = rng.uniform(*noise, size=(len(picks), 1)) if isinstance(noise, tuple) else noise
-    queries = np.asarray(mean[picks]) + level * rng.standard_normal((len(picks), dim)).astype(np.float32) / np.sqrt(dim)
-    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
 
 @dataclass
