@@ -129,11 +129,14 @@ def test_it_answers_exactly_when_no_depth_reaches_the_target(tmp_path, clip, ind
     assert "exact scan" in _libraries_table(store)
 
 
-def test_it_answers_exactly_when_the_index_is_not_faster(tmp_path, monkeypatch, clip):
+@pytest.mark.parametrize("factory", ["PQ32x4fs+rerank", "IVF32,Flat", "ClassIVF"])
+def test_it_answers_exactly_when_the_index_is_not_faster(tmp_path, monkeypatch, clip, factory):
     times = iter([5.0, 1.0])  # approximate, then exact: ms a query
     monkeypatch.setattr(calibration, "median_ms", lambda fn, q: next(times))
-    _, lib = _write(tmp_path, clip, "PQ32x4fs+rerank")
+    store, lib = _write(tmp_path, clip, factory)
     assert lib.retrieval["exact"] and "not faster than the exact scan (5.00 ms vs 1.00 ms" in lib.retrieval["note"]
+    assert isinstance(lib.files.searcher, FlatScan) and _image_recall(lib, clip) == 1.0
+    assert "-> exact scan" in _libraries_table(store)
 
 
 def _libraries_table(store) -> str:
@@ -172,7 +175,7 @@ def test_eval_images_replace_the_proxy_and_are_reported(tmp_path, monkeypatch, c
     assert store.write_library(draft).index_params["calibrated_on"] == "120 eval images"
 
 
-def test_a_users_faiss_index_gets_its_nprobe_calibrated_on_image_like_queries(tmp_path, clip):
+def test_a_users_faiss_index_gets_its_nprobe_calibrated_on_image_like_queries(tmp_path, clip, index_faster):
     import faiss
 
     _, lib = _write(tmp_path, clip, "IVF32,Flat")
@@ -189,7 +192,7 @@ def test_a_users_faiss_index_gets_its_nprobe_calibrated_on_image_like_queries(tm
     assert lib.retrieval["index"] == f"IVF32,Flat nprobe {params['nprobe']}"
 
 
-def test_a_low_recall_faiss_index_warns(tmp_path, clip, caplog):
+def test_a_low_recall_faiss_index_warns(tmp_path, clip, caplog, index_faster):
     _, lib = _write(tmp_path, clip, "PQ4x4fs")  # 2 bytes a vector, no knob to turn
     assert "below 0.95" in lib.info.index_params["warning"] and lib.info.recall_at_10 < 0.95
     assert "below 0.95" in caplog.text and lib.retrieval["note"] == lib.info.index_params["warning"]

@@ -162,7 +162,8 @@ def set_knob(index: faiss.Index, name: str, value: int) -> None:
 def calibrate_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET) -> dict:
     """The smallest ``nprobe`` / ``efSearch`` of a user's FAISS index reaching ``target``
     on half the queries (its recall measured on the other half), or its recall alone for
-    an index with no such knob; ``warning`` when the recall stays below ``target``."""
+    an index with no such knob; ``exact_fallback`` when it is not faster than the exact
+    scan, else ``warning`` when the recall stays below ``target``."""
     from whyclip.store.vectors.retrieval import exact_search
 
     q = queries.vectors
@@ -181,7 +182,12 @@ def calibrate_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10
         params[name] = v
         params[f"recall_by_{name}"] = {str(a): b for a, b in curve.items()}
     params["recall_at_10"] = recall(searcher.search(held, k)[1], exact[1::2])
-    if params["recall_at_10"] < target:
+    approx_ms = median_ms(lambda x: searcher.search(x, k), q)
+    exact_ms = median_ms(lambda x: exact_search(vectors, x, k), q)
+    params.update(approx_ms=round(approx_ms, 3), exact_ms=round(exact_ms, 3))
+    if approx_ms >= exact_ms:
+        params["exact_fallback"] = f"not faster than the exact scan ({approx_ms:.2f} ms vs {exact_ms:.2f} ms a query)"
+    elif params["recall_at_10"] < target:
         params["warning"] = (f"recall@{k} {params['recall_at_10']:.3f} on {queries.label} is below {target}"
                              + (f" even at {found[0]} {params[found[0]]}" if found else "")
                              + ": its library-wide hits miss many of the exact ones; consider the default index")  # fmt: skip

@@ -42,14 +42,13 @@ import faiss
 import numpy as np
 
 from whyclip.store.errors import InputError, StoreError
-from whyclip.store.vectors import pqrerank
+from whyclip.store.vectors import calibration, pqrerank
 from whyclip.store.vectors.calibration import (
     RECALL_TARGET,
     Queries,
     calibrate_depth,
     calibrate_faiss,
     knob,
-    median_ms,
     recall,
     set_knob,
 )
@@ -181,6 +180,7 @@ def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, 
                   "code_bits": int(ivf.codes.shape[1] * 8), "codes_sha256": codes_digest(ivf.codes),
                   "calibrated_on": queries.label, "query_source": queries.source,
                   "recall_at_10": recall(ivf.search(q[1::2], 10)[1], exact_search(vectors, q[1::2], 10)[1])}  # fmt: skip
+        params.update(not_faster(lambda x: ivf.search(x, 10), vectors, q))
         return Built(factory, ivf, params)
     index = build_faiss_index(vectors, factory)
     searcher = FaissSearch(index)
@@ -199,8 +199,13 @@ def recalibrate(files: IndexFiles, factory: str, queries: Queries) -> dict | Non
         params = {k: v for k, v in params.items() if k != "exact_fallback"}
         params.update(calibrate_depth(searcher, files.vectors, queries))
         return params
-    if isinstance(files.searcher, FaissSearch) and not files.searcher.exact and files.descriptor_ids is None:
+    if factory not in OURS and files.descriptor_ids is None:
+        searcher = files.searcher if isinstance(files.searcher, FaissSearch) else approximate_searcher(files, factory)
+        if searcher.exact:
+            return None
+        files = IndexFiles(searcher, files.matrices, files.norms, files.vectors, files.params, None, files.folder)
         params.pop("warning", None)
+        params.pop("exact_fallback", None)
         params.update(calibrate_faiss(files.searcher, files.vectors, queries))
         return params
     if isinstance(files.searcher, ClassIVF):
@@ -209,8 +214,20 @@ def recalibrate(files: IndexFiles, factory: str, queries: Queries) -> dict | Non
         got = recall(files.searcher.search(q[1::2], 10, probe)[1], exact_search(files.vectors, q[1::2], 10)[1])
         params.update(probe=probe, calibration_recall=calibrated, calibrated_on=queries.label,
                       query_source=queries.source, recall_at_10=got)  # fmt: skip
+        params.pop("exact_fallback", None)
+        params.update(not_faster(lambda x: files.searcher.search(x, 10, probe), files.vectors, q))
         return params
     return None
+
+
+def not_faster(search, vectors: np.ndarray, queries: np.ndarray) -> dict:
+    """The two one-query timings, and ``exact_fallback`` when ``search`` is not faster."""
+    approx_ms = calibration.median_ms(search, queries)
+    exact_ms = calibration.median_ms(lambda x: exact_search(vectors, x, 10), queries)
+    out = {"approx_ms": round(approx_ms, 3), "exact_ms": round(exact_ms, 3)}
+    if approx_ms >= exact_ms:
+        out["exact_fallback"] = f"not faster than the exact scan ({approx_ms:.2f} ms vs {exact_ms:.2f} ms a query)"
+    return out
 
 
 def codes_digest(codes: np.ndarray) -> str:
@@ -284,7 +301,7 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
     partial = IndexFiles(FlatScan(vectors), matrices, norms, vectors, params, None, folder)
     if factory == "Flat":
         searcher = FlatScan(vectors)
-    elif is_pq_rerank(factory) and "exact_fallback" in params:  # calibration said exact is as fast
+    elif "exact_fallback" in params:  # calibration said the index cannot beat the exact scan
         searcher = FlatScan(vectors)
     else:
         searcher = approximate_searcher(partial, factory)
