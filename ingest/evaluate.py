@@ -141,6 +141,9 @@ def run_eval(
                               "name_description": splits}, **details_fudd},
     )  # fmt: skip
     timings["scoring"] = time.perf_counter() - t
+    t = time.perf_counter()
+    store.recalibrate(lib.info.name, lib.info.version)  # the library-wide retrieval, on these images
+    timings["recalibrate"] = time.perf_counter() - t
     data = RunData(run, paths, y, vectors, results)
     return EvalReport(run, data, skipped, plan.unmatched, embedded, len(kept) - embedded,
                       time.perf_counter() - started, timings)  # fmt: skip

@@ -199,6 +199,14 @@ class Library:
         favours = na if mean_a > mean_b else nb if mean_b > mean_a else "-"
         return PairDescriptors(na, nb, features, mean_a, mean_b, favours, pair.provenance())
 
+    @property
+    def retrieval(self) -> dict:
+        """How :meth:`retrieve` answers (see :attr:`LibraryInfo.retrieval`)."""
+        out = self.info.retrieval
+        if self.files.searcher.exact and not out["exact"]:
+            out.update(exact=True, recall_at_10=1.0)
+        return out
+
     def retrieve(self, images: np.ndarray, k: int = 10) -> list[list[Retrieved]]:
         """The ``k`` best-matching descriptors in the whole library, per image (FAISS)."""
         k = min(k, self.info.n_descriptors)
@@ -305,6 +313,6 @@ class Library:
             out.append(
                 Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,
                             len(self.class_names), classes, baseline, contrast, hits[i],
-                            None if calibration is None else calibration.block(), nd)
+                            None if calibration is None else calibration.block(), nd, self.retrieval)
             )  # fmt: skip
         return out

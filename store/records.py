@@ -40,11 +40,41 @@ class LibraryInfo:
     index_key: str
     index_factory: str
     recall_at_10: float
-    index_params: dict = field(default_factory=dict)  # e.g. ClassIVF's calibrated probe
+    index_params: dict = field(default_factory=dict)  # e.g. the calibrated re-rank depth
     first_descriptor_id: int | None = None  # None: a version written before schema 2
     prompt_rule: str = ""  # the versioned rule that built its prompts, e.g. "paper/1"
     n_pairs: int = 0  # class pairs with contrastive (FuDD) pair descriptors, stored apart from the classes
     note: str = ""  # what its author said about this version (e.g. a saved what-if edit)
+
+    @property
+    def index_label(self) -> str:
+        """The index with its calibrated knob, e.g. ``PQ256x4fs+rerank150``."""
+        p = self.index_params
+        if "depth" in p:
+            return f"{self.index_factory}{p['depth']}"
+        for knob in ("probe", "nprobe", "efSearch"):
+            if knob in p:
+                return f"{self.index_factory} {knob} {p[knob]}"
+        return self.index_factory
+
+    @property
+    def retrieval(self) -> dict:
+        """How the library-wide hits are found: exactly or not, by which index, its recall@10
+        against exact search and the queries it was measured on (``calibrated_on``), and why
+        an approximate index answers exactly (``note``)."""
+        p = self.index_params
+        exact = self.index_factory == "Flat" or "exact_fallback" in p
+        return {"exact": exact, "index": "Flat" if self.index_factory == "Flat" else self.index_label,
+                "recall_at_10": 1.0 if exact else float(self.recall_at_10),
+                "calibrated_on": p.get("calibrated_on"), "note": p.get("exact_fallback") or p.get("warning")}  # fmt: skip
+
+    def retrieval_summary(self) -> str:
+        """One line, e.g. "PQ256x4fs+rerank150, recall@10 0.97 on 240 eval images"."""
+        r = self.retrieval
+        if r["exact"]:
+            return "exact" + (f" ({self.index_factory}: {r['note']})" if r["note"] else "")
+        on = f" on {r['calibrated_on']}" if r["calibrated_on"] else ""
+        return f"{r['index']}, recall@10 {r['recall_at_10']:.3f}{on}"
 
 
 @dataclass

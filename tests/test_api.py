@@ -72,6 +72,7 @@ def test_explain_answers_what_the_cli_prints(client, home):
         assert r.status_code == 200, r.text
         assert r.json()["explanations"] == expected
     assert expected[0]["contrast"]["a"] == "banana" and expected[0]["classes"][0]["class"] == "tree frog"
+    assert expected[0]["retrieval"] == {"exact": True, "index": "Flat", "recall_at_10": 1.0, "calibrated_on": None, "note": None}
 
 
 def test_explain_serves_a_new_version_without_restart(client, home):

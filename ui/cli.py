@@ -109,7 +109,7 @@ def cli(ctx: click.Context, home: str | None, db: str | None, verbose: bool) -> 
 @click.option("--commit-every", default=1024, show_default=True, type=click.IntRange(1),
               help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.")
 @click.option("--index", "index_factory", default=None, metavar="FACTORY",
-              help="Library-wide retrieval index: Flat (exact), ClassIVF, or any FAISS factory string [default: Flat up to 50,000 descriptors, ClassIVF above].")
+              help="Library-wide retrieval index: Flat (exact), PQ256x4fs+rerank (PQ codes re-ranked exactly), ClassIVF, or any FAISS factory string; approximate ones are calibrated on image-like queries [default: Flat up to 50,000 descriptors, PQ256x4fs+rerank above].")
 @click.pass_context
 def ingest(ctx, files, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
     """Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one
@@ -191,10 +191,9 @@ def libraries(ctx, as_json, every_version):
         click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
         return
     head = ("library", "version", "classes", "descriptors", "empty", "pairs", "dim", "template", "index", "recall@10",
-            "encoder", "calibrated", "created", "note")  # fmt: skip
+            "recall measured on", "encoder", "calibrated", "created", "note")  # fmt: skip
     rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.n_pairs, i.dim, i.template,
-             i.index_factory + (f" (probe {i.index_params['probe']})" if "probe" in i.index_params else ""),
-             f"{i.recall_at_10:.3f}", i.encoder_name,
+             _index_cell(i), f"{i.retrieval['recall_at_10']:.3f}", i.retrieval["calibrated_on"] or "-", i.encoder_name,
              f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
              i.created_at.strftime("%Y-%m-%d %H:%M"),
              i.note if len(i.note) <= 60 else i.note[:57] + "...") for i in infos]  # fmt: skip
@@ -203,8 +202,16 @@ def libraries(ctx, as_json, every_version):
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
 
 
+def _index_cell(i) -> str:
+    """The index, its calibrated knob, and "exact scan" where calibration fell back to it."""
+    label = i.index_label.replace(" probe ", " (probe ").replace(" nprobe ", " (nprobe ").replace(" efSearch ", " (efSearch ")
+    label += ")" if label != i.index_label else ""
+    return label + (" -> exact scan" if i.retrieval["exact"] and i.index_factory != "Flat" else "")
+
+
 def _info_dict(i) -> dict:
     d = dict(vars(i))
+    d["retrieval"] = i.retrieval
     d["created_at"] = i.created_at.isoformat()
     return d
 

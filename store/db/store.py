@@ -27,10 +27,11 @@ from whyclip.store.db.pairs import count_pairs
 from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
-from whyclip.store.vectors.files import build_retrieval, choose_factory, measure_recall, read_index_files, write_index_files
+from whyclip.store.vectors.calibration import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
+from whyclip.store.vectors.files import build_retrieval, choose_factory, read_index_files, recalibrate, write_index_files
 from whyclip.store.prompts import rule_name
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
-from whyclip.store.db.schema import ClassRow, DescriptorRow, LibraryRow, Meta, SharedTextRow
+from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
 from whyclip.store.scoring import AGGREGATES, build_class_matrices
 
 __all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
@@ -243,7 +244,7 @@ class Store:
         info = self.library(name, version)
         expected = {"store_id": self.store_id, "library_id": info.id, "index_key": info.index_key,
                     "n_descriptors": info.n_descriptors}  # fmt: skip
-        lib = Library(self.engine, info, read_index_files(self.index_folder(info), expected))
+        lib = Library(self.engine, info, read_index_files(self.index_folder(info), expected, info.index_params or None))
         if encoder_id is not None:
             lib.check_encoder(encoder_id)
         return lib
@@ -269,11 +270,14 @@ class Store:
         vectors = np.ascontiguousarray(draft.vectors[desc_rows], dtype=np.float32).reshape(-1, d)
         norms = draft.norms[desc_rows].astype(np.float32)
         matrices = build_class_matrices(vectors, norms, offsets, draft.vectors[base_rows].reshape(-1, d))
-        factory = choose_factory(n_descriptors, draft.index_factory)
+        factory = choose_factory(n_descriptors, draft.index_factory, d)
         key = uuid.uuid4().hex
         folder = self.home / "indexes" / self.store_id / key
-        built = build_retrieval(vectors, matrices, factory)
-        recall_at_10 = measure_recall(built.searcher, vectors, matrices.mean)
+        queries = None if factory == "Flat" else self.calibration_queries(draft.name, draft.encoder.id, d)
+        if queries is None and factory != "Flat":
+            queries = proxy_queries(vectors, offsets)
+        built = build_retrieval(vectors, matrices, factory, queries)
+        recall_at_10 = built.recall_at_10
         manifest = {"store_id": self.store_id, "index_key": key, "name": draft.name, "n_descriptors": n_descriptors,
                     "dim": d, "encoder_id": draft.encoder.id, "index_factory": built.factory,
                     "index_params": built.params}  # fmt: skip
@@ -288,6 +292,52 @@ class Store:
         log.info("wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), n_descriptors)
         with Session(self.engine) as s:
             return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
+
+    def calibration_queries(self, name: str, encoder_id: str, dim: int, limit: int = 2000) -> Queries | None:
+        """The image vectors stored by eval runs of any version of library ``name`` built
+        with ``encoder_id`` (the newest ``limit`` distinct images), or None when fewer than
+        the calibration needs."""
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(EvalImageRow.sha256, EvalImageRow.vector)
+                .join(EvalRunRow, EvalRunRow.id == EvalImageRow.run_id)
+                .join(LibraryRow, LibraryRow.id == EvalRunRow.library_id)
+                .where(LibraryRow.name == name, LibraryRow.encoder_id == encoder_id, LibraryRow.dim == dim)
+                .order_by(EvalImageRow.run_id.desc(), EvalImageRow.position)
+            ).all()
+        seen: dict[str, bytes] = {}
+        for sha, vector in rows:
+            if len(seen) >= limit:
+                break
+            seen.setdefault(sha, vector)
+        if len(seen) < MIN_EVAL_IMAGES:
+            return None
+        return eval_queries(np.stack([np.frombuffer(v, dtype="<f4") for v in seen.values()]))
+
+    def recalibrate(self, name: str, version: int | None = None) -> LibraryInfo:
+        """Re-calibrate a version's approximate retrieval on its library's eval images (run
+        after ``whyclip eval``); the version is unchanged when it answers exactly by build or
+        there are too few images. Only the stored parameters and recall change."""
+        info = self.library(name, version)
+        if info.index_factory == "Flat":
+            return info
+        queries = self.calibration_queries(info.name, info.encoder_id, info.dim)
+        if queries is None:
+            return info
+        lib = self.load(info.name, info.version)
+        params = recalibrate(lib.files, info.index_factory, queries)
+        if params is None:
+            return info
+        exact = "exact_fallback" in params
+        with write_session(self.engine, f"re-calibrate library {name!r}") as s:
+            row = s.get(LibraryRow, info.id)
+            if row is None:
+                raise LibraryNotFound(f"library {name!r} version {info.version} was deleted while being re-calibrated")
+            row.index_params = json.dumps(params)
+            row.recall_at_10 = 1.0 if exact else float(params.get("recall_at_10", row.recall_at_10))
+        log.info("re-calibrated %s v%d on %s: %s", name, info.version, queries.label,
+                 "exact scan" if exact else f"recall@10 {params.get('recall_at_10'):.3f}")  # fmt: skip
+        return self.library(info.name, info.version)
 
     def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float) -> tuple[int, int]:
         """Phase two: the version's rows, ready, in one transaction that holds the write

@@ -13,11 +13,16 @@ label order, memory-mapped by numpy so processes share one copy in the page cach
 matrix is derived from the vectors when a library is loaded and the centroid matrix on
 first use: each is (classes x dim) fp32, which at ten descriptors a class would add 10% to
 the files. Retrieval (see :mod:`whyclip.store.vectors.retrieval`) is an exact scan (``Flat``) up to
-``APPROXIMATE_ABOVE`` descriptors and a class inverted file over the same vectors
-(``ClassIVF``, whose only files are its parameters in the manifest: its codes are derived
-from the class means on load too) above; any FAISS factory string a
-user gives builds ``descriptors.faiss`` instead, whose ids are descriptor positions. An
-approximate index has its recall@10 measured against exact search when it is built.
+``APPROXIMATE_ABOVE`` descriptors and, above, PQ fast-scan codes re-ranked exactly from the
+same vectors (``PQ256x4fs+rerank``: ``pq_fastscan.faiss``, its digest in the manifest,
+read on first search, and ``pq_centre.npy``). Its re-rank depth is calibrated on
+image-like queries (:mod:`whyclip.store.vectors.calibration`), and where no depth reaches
+the target recall faster than the exact scan, the version answers exactly and says why
+(``exact_fallback``). Any FAISS factory string a user gives builds ``descriptors.faiss``
+instead, whose ids are descriptor positions, its ``nprobe`` / ``efSearch`` calibrated the
+same way. Libraries built with the class inverted file (``ClassIVF``, parameters only:
+its codes are derived from the class means on load) still load. The database holds the
+current parameters (re-calibrated after an eval); the manifest those of the build.
 
 Layout 1 (before schema 2) is still read: a FAISS index keyed by descriptor ids beside the
 vectors, and stored class matrices.
@@ -37,16 +42,25 @@ import faiss
 import numpy as np
 
 from whyclip.store.errors import InputError, StoreError
-from whyclip.store.vectors.retrieval import (
+from whyclip.store.vectors import calibration, pqrerank
+from whyclip.store.vectors.calibration import (
     RECALL_TARGET,
+    Queries,
+    calibrate_depth,
+    calibrate_faiss,
+    knob,
+    recall,
+    set_knob,
+)
+from whyclip.store.vectors.pqrerank import PQRerank, build_pq, file_digest, is_pq_rerank, serialize
+from whyclip.store.vectors.retrieval import (
     ClassIVF,
     FaissSearch,
     FlatScan,
     build_class_ivf,
     calibrate_probe,
     exact_search,
-    recall,
-    recall_queries,
+    faiss_threads,
 )
 from whyclip.store.scoring import ClassMatrices, class_sums
 
@@ -57,25 +71,26 @@ VECTORS_FILE = "vectors.npy"
 MANIFEST_FILE = "manifest.json"
 LAYOUT = 2
 APPROXIMATE_ABOVE = 50_000  # descriptors; an exact numpy scan of 50k x 512 takes a few ms
-DEFAULT_APPROXIMATE = "ClassIVF"
-OURS = ("Flat", "ClassIVF")  # built by whyclip over vectors.npy, no FAISS file
+DEFAULT_APPROXIMATE = pqrerank.DEFAULT
+OURS = ("Flat", "ClassIVF")  # built by whyclip over vectors.npy, no FAISS file (and PQ<M>x4fs+rerank)
 EF_SEARCH = 128
-CALIBRATION_NOISE = (0.4, 1.0)  # wider than the reported sample's 0.5: the chosen probe has margin
 
 
 @dataclass(frozen=True)
 class IndexFiles:
     """The loaded files of one library version. ``vectors`` are the exact unit descriptor
     vectors in label order (read-only, memory-mapped); ``searcher`` answers retrieval with
-    descriptor positions; ``descriptor_ids`` are the database keys of the positions when
+    descriptor positions (the exact scan where calibration said the approximate index
+    could not beat it); ``descriptor_ids`` are the database keys of the positions when
     the files record them (layout 1), else None."""
 
-    searcher: FlatScan | ClassIVF | FaissSearch
+    searcher: FlatScan | ClassIVF | FaissSearch | PQRerank
     matrices: ClassMatrices
     norms: np.ndarray
     vectors: np.ndarray
     params: dict
     descriptor_ids: np.ndarray | None = None
+    folder: Path | None = None
 
 
 @dataclass
@@ -83,14 +98,24 @@ class Built:
     """A retrieval index ready to write: its searcher, parameters and files."""
 
     factory: str
-    searcher: FlatScan | ClassIVF | FaissSearch
+    searcher: FlatScan | ClassIVF | FaissSearch | PQRerank
     params: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)  # file stem -> array
     faiss_index: faiss.Index | None = None
+    blobs: dict = field(default_factory=dict)  # file name -> bytes
+
+    @property
+    def recall_at_10(self) -> float:
+        exact = self.searcher.exact or "exact_fallback" in self.params
+        return 1.0 if exact else float(self.params.get("recall_at_10", 1.0))
 
 
-def choose_factory(n_descriptors: int, factory: str | None) -> str:
-    return factory or ("Flat" if n_descriptors <= APPROXIMATE_ABOVE else DEFAULT_APPROXIMATE)
+def choose_factory(n_descriptors: int, factory: str | None, dim: int = 512) -> str:
+    """The index to build: the user's, else the exact scan up to :data:`APPROXIMATE_ABOVE`
+    descriptors, else PQ codes of two dimensions a byte (``PQ256x4fs+rerank`` at 512)."""
+    if factory:
+        return factory
+    return "Flat" if n_descriptors <= APPROXIMATE_ABOVE else pqrerank.default_for(dim)
 
 
 def check_factory(factory: str, dim: int) -> faiss.Index | None:
@@ -98,12 +123,17 @@ def check_factory(factory: str, dim: int) -> faiss.Index | None:
     :class:`InputError` saying the string is not valid."""
     if factory in OURS:
         return None
+    if is_pq_rerank(factory):
+        m = pqrerank.sub_quantizers(factory, dim)
+        if m < 1 or dim % m:
+            raise InputError(f"index {factory!r}: the dimension {dim} is not a multiple of {m}: use e.g. {pqrerank.DEFAULT!r}")
+        return None
     try:
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1][:120]
         raise InputError(
-            f"FAISS cannot build index {factory!r} ({first}): use e.g. 'Flat', 'ClassIVF' or 'HNSW32'"
+            f"FAISS cannot build index {factory!r} ({first}): use e.g. 'Flat', {pqrerank.DEFAULT!r} or 'HNSW32'"
         ) from None
 
 
@@ -114,7 +144,8 @@ def build_faiss_index(vectors: np.ndarray, factory: str) -> faiss.Index:
     if not index.is_trained:
         if len(data) == 0:
             raise InputError(f"index {factory!r} needs training data; the library has no descriptors: use 'Flat'")
-        index.train(data)
+        with faiss_threads(1):
+            index.train(data)
     inner = faiss.downcast_index(index)
     if isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efSearch = EF_SEARCH
@@ -126,36 +157,81 @@ def build_faiss_index(vectors: np.ndarray, factory: str) -> faiss.Index:
     return index
 
 
-def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str) -> Built:
-    """The retrieval index ``factory`` over ``vectors``, its parameters chosen."""
-    if factory == "Flat":
-        return Built(factory, FlatScan(vectors))
+def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, queries: Queries) -> Built:
+    """The retrieval index ``factory`` over ``vectors``, its parameters calibrated on
+    ``queries`` (image-like; see :mod:`whyclip.store.vectors.calibration`)."""
+    if factory == "Flat" or len(vectors) == 0:
+        return Built("Flat", FlatScan(vectors))
+    if is_pq_rerank(factory):
+        index, centre = build_pq(vectors, factory)
+        blob = serialize(index)
+        searcher = PQRerank(vectors, centre, depth=10, index=index)
+        params = calibrate_depth(searcher, vectors, queries)
+        searcher.depth = params["depth"]
+        params["pq_sha256"] = file_digest(blob)
+        return Built(factory, searcher, params, {"pq_centre": centre}, blobs={pqrerank.PQ_FILE: blob})
     if factory == "ClassIVF":
         ivf = build_class_ivf(vectors, matrices.offsets, matrices.mean)
         if len(ivf.codes) == 0:
             return Built("Flat", FlatScan(vectors))
-        sample = recall_queries(matrices.mean, vectors.shape[1], seed=1, noise=CALIBRATION_NOISE)
-        ivf.probe, calibrated = calibrate_probe(ivf, sample)
+        q = queries.vectors
+        ivf.probe, calibrated = calibrate_probe(ivf, q[0::2])
         params = {"probe": ivf.probe, "calibration_recall": calibrated, "recall_target": RECALL_TARGET,
-                  "code_bits": int(ivf.codes.shape[1] * 8), "codes_sha256": codes_digest(ivf.codes)}  # fmt: skip
+                  "code_bits": int(ivf.codes.shape[1] * 8), "codes_sha256": codes_digest(ivf.codes),
+                  "calibrated_on": queries.label, "query_source": queries.source,
+                  "recall_at_10": recall(ivf.search(q[1::2], 10)[1], exact_search(vectors, q[1::2], 10)[1])}  # fmt: skip
+        params.update(not_faster(lambda x: ivf.search(x, 10), vectors, q))
         return Built(factory, ivf, params)
     index = build_faiss_index(vectors, factory)
-    return Built(factory, FaissSearch(index), faiss_index=index)
+    searcher = FaissSearch(index)
+    params = {} if searcher.exact else calibrate_faiss(searcher, vectors, queries)
+    if "warning" in params:
+        log.warning("index %s: %s", factory, params["warning"])
+    return Built(factory, searcher, params, faiss_index=index)
+
+
+def recalibrate(files: IndexFiles, factory: str, queries: Queries) -> dict | None:
+    """New parameters for a loaded version's approximate index, calibrated on ``queries``
+    (e.g. after an eval stored image vectors); None when its retrieval is exact by build."""
+    params = dict(files.params)
+    if is_pq_rerank(factory):
+        searcher = approximate_searcher(files, factory)
+        params = {k: v for k, v in params.items() if k != "exact_fallback"}
+        params.update(calibrate_depth(searcher, files.vectors, queries))
+        return params
+    if factory not in OURS and files.descriptor_ids is None:
+        searcher = files.searcher if isinstance(files.searcher, FaissSearch) else approximate_searcher(files, factory)
+        if searcher.exact:
+            return None
+        files = IndexFiles(searcher, files.matrices, files.norms, files.vectors, files.params, None, files.folder)
+        params.pop("warning", None)
+        params.pop("exact_fallback", None)
+        params.update(calibrate_faiss(files.searcher, files.vectors, queries))
+        return params
+    if isinstance(files.searcher, ClassIVF):
+        q = queries.vectors
+        probe, calibrated = calibrate_probe(files.searcher, q[0::2])
+        got = recall(files.searcher.search(q[1::2], 10, probe)[1], exact_search(files.vectors, q[1::2], 10)[1])
+        params.update(probe=probe, calibration_recall=calibrated, calibrated_on=queries.label,
+                      query_source=queries.source, recall_at_10=got)  # fmt: skip
+        params.pop("exact_fallback", None)
+        params.update(not_faster(lambda x: files.searcher.search(x, 10, probe), files.vectors, q))
+        return params
+    return None
+
+
+def not_faster(search, vectors: np.ndarray, queries: np.ndarray) -> dict:
+    """The two one-query timings, and ``exact_fallback`` when ``search`` is not faster."""
+    approx_ms = calibration.median_ms(search, queries)
+    exact_ms = calibration.median_ms(lambda x: exact_search(vectors, x, 10), queries)
+    out = {"approx_ms": round(approx_ms, 3), "exact_ms": round(exact_ms, 3)}
+    if approx_ms >= exact_ms:
+        out["exact_fallback"] = f"not faster than the exact scan ({approx_ms:.2f} ms vs {exact_ms:.2f} ms a query)"
+    return out
 
 
 def codes_digest(codes: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(codes).tobytes()).hexdigest()[:16]
-
-
-def measure_recall(searcher, vectors: np.ndarray, mean: np.ndarray, k: int = 10) -> float:
-    """recall@k of ``searcher`` against exact search, for image-like queries: the normalised
-    mean vectors of a seeded sample of classes, nudged off-centre."""
-    if searcher.exact or len(vectors) == 0:
-        return 1.0
-    queries = recall_queries(mean, vectors.shape[1], seed=0)
-    _, exact = exact_search(vectors, queries, k)
-    _, found = searcher.search(queries, k)
-    return recall(found, exact)
 
 
 def write_index_files(folder: Path, built: Built, vectors: np.ndarray, matrices: ClassMatrices, norms: np.ndarray,
@@ -172,6 +248,8 @@ def write_index_files(folder: Path, built: Built, vectors: np.ndarray, matrices:
         np.save(tmp / "descriptor_norms.npy", np.asarray(norms, dtype=np.float32))
         for stem, array in built.arrays.items():
             np.save(tmp / f"{stem}.npy", array)
+        for name, blob in built.blobs.items():
+            (tmp / name).write_bytes(blob)
         if built.faiss_index is not None:
             faiss.write_index(built.faiss_index, str(tmp / INDEX_FILE))
         (tmp / MANIFEST_FILE).write_text(json.dumps({"layout": LAYOUT, **manifest}, indent=2), encoding="utf-8")
@@ -181,10 +259,12 @@ def write_index_files(folder: Path, built: Built, vectors: np.ndarray, matrices:
         raise
 
 
-def read_index_files(folder: Path, expected: dict) -> IndexFiles:
+def read_index_files(folder: Path, expected: dict, params: dict | None = None) -> IndexFiles:
     """Load (memory-map) a version's files, refusing ones that belong to another database.
     ``expected`` holds ``store_id``, ``n_descriptors``, ``index_key`` and ``library_id``;
-    a manifest is checked on the keys it has (layout 1 names the library id, 2 the key)."""
+    a manifest is checked on the keys it has (layout 1 names the library id, 2 the key).
+    ``params`` are the index parameters the database holds (re-calibrated after an eval),
+    else the manifest's (those of the build)."""
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise StoreError(
@@ -217,14 +297,32 @@ def read_index_files(folder: Path, expected: dict) -> IndexFiles:
             raise StoreError(f"the index at {folder} is not in descriptor order: re-ingest the library")
         return IndexFiles(FaissSearch(index, ids), matrices, norms, vectors, {}, ids)
     matrices = ClassMatrices(class_sums(vectors, offsets, baseline), None, baseline, offsets, vectors=vectors, norms=norms)
-    params = manifest.get("index_params", {})
+    params = dict(manifest.get("index_params") or {}) if params is None else dict(params)
+    partial = IndexFiles(FlatScan(vectors), matrices, norms, vectors, params, None, folder)
     if factory == "Flat":
         searcher = FlatScan(vectors)
-    elif factory == "ClassIVF":  # its codes are derived from the class means, like at build time
-        searcher = build_class_ivf(vectors, offsets, matrices.mean)
+    elif "exact_fallback" in params:  # calibration said the index cannot beat the exact scan
+        searcher = FlatScan(vectors)
+    else:
+        searcher = approximate_searcher(partial, factory)
+    return IndexFiles(searcher, matrices, norms, vectors, params, None, folder)
+
+
+def approximate_searcher(files: IndexFiles, factory: str) -> ClassIVF | FaissSearch | PQRerank:
+    """The approximate searcher of a version's files (the PQ index is read on first search)."""
+    params, folder, vectors = files.params, files.folder, files.vectors
+    if is_pq_rerank(factory):
+        centre = np.load(folder / "pq_centre.npy")
+        return PQRerank(vectors, centre, int(params.get("depth", 1000)), path=folder / pqrerank.PQ_FILE,
+                        digest=params.get("pq_sha256"))  # fmt: skip
+    if factory == "ClassIVF":  # its codes are derived from the class means, like at build time
+        searcher = build_class_ivf(vectors, files.matrices.offsets, files.matrices.mean)
         searcher.probe = int(params["probe"])
         if codes_digest(searcher.codes) != params.get("codes_sha256"):
             log.warning("class codes of %s differ from those measured at build: its recall may differ slightly", folder)
-    else:
-        searcher = FaissSearch(faiss.read_index(str(folder / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY))
-    return IndexFiles(searcher, matrices, norms, vectors, params)
+        return searcher
+    searcher = FaissSearch(faiss.read_index(str(folder / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY))
+    found = knob(searcher.index)
+    if found is not None and found[0] in params:
+        set_knob(searcher.index, found[0], int(params[found[0]]))
+    return searcher

@@ -4,25 +4,30 @@ Every searcher answers ``search(queries, k) -> (similarities, positions)``, wher
 are descriptor rows in label (class-major) order, the rows of ``vectors.npy``.
 
 * :class:`FlatScan` is exact: one product with every vector.
-* :class:`ClassIVF` is an inverted file *without a second copy of the vectors*: its lists
+* :class:`~whyclip.store.vectors.pqrerank.PQRerank` (its own module) is the default
+  approximate index: PQ fast-scan codes, re-ranked exactly.
+* :class:`ClassIVF` (libraries built before the PQ index; read, no longer built by default)
+  is an inverted file *without a second copy of the vectors*: its lists
   are the classes, whose rows are contiguous already, and its coarse quantizer the binary
   codes of the class-mean vectors. A query ranks the classes by Hamming distance and scores
   the descriptors of the ``probe`` nearest exactly from the fp32 vectors. ``probe`` is chosen
   at build time as the smallest that reaches :data:`RECALL_TARGET` on a seeded calibration
-  sample, and the recall then reported is measured on a different sample.
+  sample, and the recall then reported is measured on a different sample (image-like
+  queries since the PQ index: see :mod:`whyclip.store.vectors.calibration`).
 * :class:`FaissSearch` wraps a FAISS index built from a user's factory string (its ids are
   positions), or a FAISS index of an older layout whose ids are descriptor keys.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-RECALL_TARGET = 0.95
-RECALL_QUERIES = 200
+from whyclip.store.vectors.calibration import RECALL_TARGET, recall
+
 SMALL_BATCH = 8  # fewer queries than this are searched by FAISS on one thread
 SCAN_CHUNK = 1 << 16  # rows scored at a time by an exact scan
 MIN_PROBE = 8  # classes probed at least, a margin beyond the calibration sample
@@ -47,10 +52,10 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.n
         if best_s.shape[1] > k:
             keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
             best_s, best_i = np.take_along_axis(best_s, keep, axis=1), np.take_along_axis(best_i, keep, axis=1)
-    return _sorted(best_s, best_i)
+    return sort_hits(best_s, best_i)
 
 
-def _sorted(sims: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sort_hits(sims: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best first; equal similarities in position order."""
     order = np.lexsort((positions, -sims), axis=1) if sims.size else np.zeros(sims.shape, dtype=np.int64)
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(positions, order, axis=1)
@@ -99,7 +104,7 @@ class ClassIVF:
         sizes = np.diff(self.offsets)
         codes = encode(queries, self.centre)
         while True:
-            _, nearest = _faiss_search(self._coarse, codes, probe)
+            _, nearest = faiss_search(self._coarse, codes, probe)
             classes = self.coded[nearest]
             if probe >= len(self.codes) or sizes[classes].sum(axis=1).min() >= k:
                 break
@@ -112,7 +117,7 @@ class ClassIVF:
             kk = min(k, len(candidates))
             top = np.argpartition(-s, kk - 1)[:kk] if kk < len(candidates) else np.arange(kk)
             sims[i, :kk], positions[i, :kk] = s[top], candidates[top]
-        return _sorted(sims, positions)
+        return sort_hits(sims, positions)
 
 
 def encode(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -144,25 +149,6 @@ def calibrate_probe(ivf: ClassIVF, queries: np.ndarray, k: int = 10, target: flo
         probe = min(len(ivf.codes), probe + max(1, probe // 2))
 
 
-def recall_queries(mean: np.ndarray, dim: int, seed: int, n: int = RECALL_QUERIES,
-                   noise: float | tuple[float, float] = 0.5) -> np.ndarray:  # fmt: skip
-    """Image-like queries: normalised class-mean vectors of a seeded sample of classes,
-    nudged off-centre by ``noise`` (or by a level drawn per query from a range)."""
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(mean), size=min(n, len(mean)), replace=False)
-    level = rng.uniform(*noise, size=(len(picks), 1)) if isinstance(noise, tuple) else noise
-    queries = np.asarray(mean[picks]) + level * rng.standard_normal((len(picks), dim)).astype(np.float32) / np.sqrt(dim)
-    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-
-
-def recall(found: np.ndarray, exact: np.ndarray) -> float:
-    """The share of the exact top-k positions that were found (-1: nothing found)."""
-    if exact.size == 0:
-        return 1.0
-    hits = sum(len(set(e.tolist()) & set(f.tolist())) for e, f in zip(exact, found))
-    return hits / exact.size
-
-
 @dataclass
 class FaissSearch:
     """A FAISS index; ``ids`` maps its labels to positions when they are descriptor keys
@@ -179,22 +165,31 @@ class FaissSearch:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, self.index.ntotal)
-        sims, labels = _faiss_search(self.index, queries, k)
+        sims, labels = faiss_search(self.index, queries, k)
         if self.ids is None:
             return sims, labels.astype(np.int64)
         positions = np.searchsorted(self.ids, labels)
         return sims, np.where(labels >= 0, positions, -1)
 
 
-def _faiss_search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+@contextmanager
+def faiss_threads(n: int):
+    """FAISS's OpenMP threads limited to ``n`` inside the block. Training on a busy shared
+    machine: a 32-sub-quantiser PQ on 3,000 vectors took 28 s on two spinning threads
+    against 1 s on one (load average 8 on 2 cores)."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def faiss_search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``index.search``, single-threaded for a few queries: FAISS's OpenMP threads cost more
     than they save on one query (measured 6 ms vs 1 ms at 10k x 512 on 2 cores) and keep
     spinning afterwards, slowing the BLAS work that follows."""
     if len(queries) >= SMALL_BATCH:
         return index.search(queries, k)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
+    with faiss_threads(1):
         return index.search(queries, k)
-    finally:
-        faiss.omp_set_num_threads(threads)

@@ -85,6 +85,14 @@ class RetrievedOut(Open):
     descriptor_id: int
 
 
+class RetrievalOut(Open):
+    exact: bool = Field(description="True when every descriptor was scored (the exact scan)")
+    index: str = Field(description="The index and its calibrated knob, e.g. PQ256x4fs+rerank150")
+    recall_at_10: float = Field(description="Recall@10 against exact search (1.0 when exact)")
+    calibrated_on: str | None = Field(description="The image-like queries the recall was measured on, e.g. '240 eval images'")
+    note: str | None = Field(description="Why an approximate index answers exactly, or a low-recall warning")
+
+
 class ExplanationOut(Open):
     image: str
     library: str
@@ -101,6 +109,7 @@ class ExplanationOut(Open):
     retrieved: list[RetrievedOut]
     calibration: dict | None = Field(None, description="The stored calibration the probabilities use (calibrated=true)")
     name_description: dict | None = Field(None, description="The per-image name/description fit, or a note why there is none")
+    retrieval: RetrievalOut | None = None
 
 
 class ExplainOut(Open):
@@ -112,7 +121,8 @@ class IndexOut(Open):
     factory: str
     params: dict
     exact: bool = Field(description="True when the index is an exact scan")
-    recall_at_10: float = Field(description="Recall@10 against exact search, measured on image-shaped queries at build time")
+    recall_at_10: float = Field(description="Recall@10 against exact search, measured on image-like queries (eval images, else a proxy)")
+    calibrated_on: str | None = Field(default=None, description="Those queries, e.g. '240 eval images'")
 
 
 class RetrieveOut(Open):
@@ -143,6 +153,7 @@ class LibraryOut(Open):
     n_pairs: int = Field(0, description="Class pairs with contrastive pair descriptors (FuDD), kept apart from the classes' own")
     index_factory: str
     recall_at_10: float
+    retrieval: RetrievalOut | None = None
 
 
 class LibraryVersionsOut(Open):

@@ -98,6 +98,12 @@ def show(name: str, data: bytes) -> None:
             st.dataframe(charts.pair_table(pair, scale), hide_index=True)
 
     st.subheader("Best-matching descriptors in the whole library")
+    r = exp.retrieval or {}
+    if r and not r.get("exact", True):
+        st.caption(f"approximate (recall {r['recall_at_10']:.2f}): {r['index']}, recall@10 against exact search "
+                   f"measured on {r.get('calibrated_on') or 'image-like queries'}")  # fmt: skip
+    else:
+        st.caption("exact: every descriptor was scored")
     st.dataframe(charts.retrieved_table(exp), hide_index=True)
     st.download_button("Download this explanation (JSON)", json.dumps(exp.to_dict(), indent=2),
                        file_name=f"{Path(name).stem}.whyclip.json", mime="application/json", key=f"{key}-dl")  # fmt: skip

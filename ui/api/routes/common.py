@@ -42,4 +42,5 @@ async def embed_uploads(res: Resources, uploads: list[UploadFile], seconds: dict
 def info_dict(info: LibraryInfo) -> dict:
     out = dict(vars(info))
     out["created_at"] = info.created_at.isoformat()
+    out["retrieval"] = info.retrieval
     return out

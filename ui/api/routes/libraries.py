@@ -85,7 +85,7 @@ async def upload_library(
     baseline: Annotated[str, Form(description="Class-name prompt for the baseline")] = "a photo of a {class}.",
     strict: Annotated[bool, Form(description="Refuse prompts over CLIP's 77-token limit")] = False,
     commit_every: Annotated[int, Form(ge=1, le=1_000_000, description="Prompts embedded and committed at a time")] = 1024,
-    index: Annotated[str | None, Form(max_length=200, description="Retrieval index factory [default: Flat, ClassIVF above 50,000]")] = None,
+    index: Annotated[str | None, Form(max_length=200, description="Retrieval index factory [default: Flat, PQ256x4fs+rerank above 50,000]")] = None,
 ) -> JSONResponse:
     """Validate the file, then ingest it in the background: 202 with the job (poll /v1/jobs/{id})."""
     check_multipart(request.headers.get("content-type"))

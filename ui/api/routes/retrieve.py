@@ -46,13 +46,15 @@ async def retrieve(
         query = {"kind": "text", "text": text}
     hits = (await run_in_threadpool(lib.retrieve, vectors, k))[0]
     i = lib.info
-    exact = bool(getattr(lib.files.searcher, "exact", i.index_factory == "Flat"))
-    note = ("exact: every descriptor was scored" if exact else
-            f"approximate ({i.index_factory}): recall@10 {i.recall_at_10:.3f} against exact search, measured on "
-            "image-shaped queries when the index was built" + ("; text queries may differ" if text else ""))  # fmt: skip
+    r = lib.retrieval
+    exact = r["exact"]
+    note = ("exact: every descriptor was scored" + (f" ({i.index_factory}: {r['note']})" if r["note"] else "") if exact else
+            f"approximate ({r['index']}): recall@10 {r['recall_at_10']:.3f} against exact search, measured on "
+            f"{r['calibrated_on'] or 'image-like queries'}" + ("; text queries may differ" if text else ""))  # fmt: skip
     body = {"library": i.name, "version": i.version, "query": query,
             "retrieved": [{"class": h.class_name, "descriptor": h.descriptor, "prompt": h.prompt,
                            "similarity": h.similarity, "descriptor_id": h.descriptor_id} for h in hits],
-            "index": {"factory": i.index_factory, "params": i.index_params, "exact": exact, "recall_at_10": i.recall_at_10},
+            "index": {"factory": i.index_factory, "params": i.index_params, "exact": exact, "recall_at_10": r["recall_at_10"],
+                      "calibrated_on": r["calibrated_on"]},
             "note": note}  # fmt: skip
     return JSONResponse(body)
