@@ -28,12 +28,35 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None  # no implicit BEGIN/COMMIT by the driver
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
+    _wal(dbapi_conn, cur)
     # Read pages through a memory map: the 10 rows of a library-wide retrieval at 1M
     # descriptors took 1.6 ms through read() calls and 1.0 ms mapped (address space only).
     cur.execute("PRAGMA mmap_size=1073741824")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     cur.close()
+
+
+def _wal(dbapi_conn, cur) -> None:
+    """Switch the database to WAL once. The switch needs the file to itself, and SQLite
+    answers "database is locked" at once, without its busy handler, while another
+    connection holds a lock (two processes opening a fresh store): so check first (a WAL
+    database needs no switch) and retry the switch until the busy timeout."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _sqlite_begin(conn: Connection) -> None:
