@@ -214,3 +214,24 @@ def test_explain_calibrated_answers_what_the_cli_prints(client, home):
     assert expected[0]["calibration"]["per_class_bias"] and expected[0]["classes"][0]["uncalibrated_probability"] is not None
     plain = explain(client, [(path, FROG)]).json()["explanations"][0]
     assert plain["calibration"] is None and plain["classes"][0]["uncalibrated_probability"] is None
+
+
+def test_a_missing_name_split_is_looked_up_again_only_after_a_while(home, monkeypatch):
+    """No eval has cached the bare descriptors: the note is kept for SPLIT_NOTE_TTL_S (the
+    lookup cost every request 15 ms at 1,000 descriptors), then looked up again."""
+    from whyclip.store.runs import name_split
+    from whyclip.ui.api import resources as resources_module
+
+    calls = []
+    real = name_split.bare_scorer
+    monkeypatch.setattr(name_split, "bare_scorer", lambda *a: calls.append(1) or real(*a))
+    res = resources_module.Resources(ServiceSettings())
+    try:
+        lib = res.library("frogs")
+        first = res.name_split(lib, res.encoder.cache_key)
+        assert isinstance(first, str) and "whyclip eval" in first
+        assert res.name_split(lib, res.encoder.cache_key) == first and len(calls) == 1
+        monkeypatch.setattr(resources_module, "SPLIT_NOTE_TTL_S", 0.0)
+        assert res.name_split(lib, res.encoder.cache_key) == first and len(calls) == 2
+    finally:
+        res.close()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import hmac
 import threading
+import time
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Header, Request
 
@@ -16,6 +17,13 @@ from whyclip.store import Store
 from whyclip.store.library import Library
 
 from .batcher import MicroBatcher
+
+SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed before a new look
+
+
+class _Note(NamedTuple):
+    at: float
+    text: str
 from .errors import ApiError
 from .jobs import JobBoard
 from .settings import ServiceSettings, load_keys
@@ -96,20 +104,24 @@ class Resources:
 
     def name_split(self, lib: Library, encoder_key: str):
         """The bare-descriptor scorer of ``lib`` for the name/description split (kept while
-        the version is loaded), or the one-line note saying why there is none (looked up
-        again next time: a later ``whyclip eval`` may embed what is missing)."""
+        the version is loaded), or the one-line note saying why there is none. A note is
+        kept for ``SPLIT_NOTE_TTL_S`` and then looked up again (a later ``whyclip eval`` may
+        embed what is missing): looking it up took 15 ms of every request on a library of
+        1,000 descriptors that no eval had run on."""
         from whyclip.store.runs.name_split import bare_scorer
 
         key = (lib.info.id, encoder_key)
+        now = time.monotonic()
         with self._lock:
             found = self._splits.get(key)
+            if isinstance(found, _Note) and now - found.at > SPLIT_NOTE_TTL_S:
+                found = None
         if found is not None:
-            return found
+            return found.text if isinstance(found, _Note) else found
         found = bare_scorer(self.store, lib, encoder_key)
-        if not isinstance(found, str):
-            with self._lock:
-                if lib.info.id in self._libraries:
-                    self._splits[key] = found
+        with self._lock:
+            if lib.info.id in self._libraries:
+                self._splits[key] = _Note(now, found) if isinstance(found, str) else found
         return found
 
     def forget(self, library_id: int | None = None) -> None:
