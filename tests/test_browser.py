@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -23,7 +22,8 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
-WHATIF_SCREENSHOT = Path(tempfile.gettempdir()) / "whyclip-audit-whatif.png"
+WHATIF_SCREENSHOT = SCREENSHOT.with_name("audit-whatif.png")
+CALIBRATION_SCREENSHOT = SCREENSHOT.with_name("audit-calibration.png")
 
 
 def free_port() -> int:
@@ -149,7 +149,18 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         body = driver.find_element(By.TAG_NAME, "body").text
         assert "Audit of demo" in body and "Run drawn: 6 images" in body.replace("**", "")
         time.sleep(1.5)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT.with_name("audit.png")))
+
+        # the calibration section: ECE and the reliability diagram (no calibration stored yet:
+        # the library's own probabilities, and how to fit one)
+        heading = driver.find_element(By.XPATH, "//h3[contains(., 'Calibration')] | //h2[contains(., 'Calibration')]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "ECE" in body and "whyclip calibrate --library demo" in body
+        time.sleep(1.0)
+        driver.save_screenshot(str(CALIBRATION_SCREENSHOT))
+        print(f"calibration screenshot: {CALIBRATION_SCREENSHOT}")
 
         # the what-if: untick the first class's first descriptor; the answer updates in place
         lib = Store.open(home, create=False).load("demo")
