@@ -22,5 +22,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("libraries") as batch:
-        batch.drop_column("note")
+    # ALTER TABLE ... DROP COLUMN in place (SQLite 3.35+, which whyclip requires, and
+    # PostgreSQL): a batch copy of ``libraries`` would drop the parent table, and with foreign
+    # keys on, SQLite's ON DELETE CASCADE would empty every version's classes and descriptors.
+    op.drop_column("libraries", "note")
