@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from whyclip.store.errors import NoStore, WhyclipError
-from whyclip.store.scoring.aggregates import AGGREGATES
+from whyclip.store.choices import AGGREGATES
 
 from .lifecycle_cli import register as register_lifecycle
 from .options import PRECISION

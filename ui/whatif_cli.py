@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from whyclip.store.errors import InputError
-from whyclip.store.scoring.aggregates import AGGREGATES
+from whyclip.store.choices import AGGREGATES
 
 from .options import PRECISION
 
