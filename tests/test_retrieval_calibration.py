@@ -214,3 +214,36 @@ def test_a_class_ivf_library_still_loads_with_its_manifest_parameters(tmp_path, 
     assert old.files.searcher.probe == probe and not old.retrieval["exact"]
     hits = old.retrieve(clip.vectors[:3], 10)
     assert [h[0].descriptor_id - old.info.first_descriptor_id for h in hits] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_answer_as_the_whole_index_does(clip, monkeypatch, workers):
+    """The codes cut into shards (an uneven tail that is not a whole 32-code block
+    included) and searched side by side give the whole index's candidates, on one thread
+    or two; the oracle is FAISS searching the uncut index."""
+    import whyclip.store.vectors.pqrerank as pqrerank
+
+    vectors = np.ascontiguousarray(clip.vectors)
+    index, centre = pqrerank.build_pq(vectors, pqrerank.default_for(DIM))
+    images, _ = clip.images(40, seed=7)
+    whole_sims, whole = index.search(images, 300)
+    monkeypatch.setattr(pqrerank, "_POOL", None)
+    monkeypatch.setattr(pqrerank, "cores", lambda: workers)
+    shards = pqrerank.split(index, rows=700)  # 3,000 rows: 5 shards
+    assert len(shards) == 5 and sum(s.ntotal for _, s in shards) == len(vectors)
+    assert [lo % 32 for lo, _ in shards] == [0] * 5
+    searcher = pqrerank.PQRerank(vectors, centre, depth=300, _shards=shards)
+    got = searcher.candidates(images, 300)
+    assert got.shape == whole.shape and (got >= 0).all()
+    # equal approximate scores tie at the cut: compare the scores the candidates were chosen by
+    sims_of = {}
+    for lo, shard in shards:
+        s, p = shard.search(images, shard.ntotal)
+        for row, (srow, prow) in enumerate(zip(s, p)):
+            sims_of.update({(row, int(q) + lo): float(v) for v, q in zip(srow, prow)})
+    for row in range(len(images)):
+        np.testing.assert_allclose(sorted((sims_of[(row, int(p))] for p in got[row]), reverse=True), whole_sims[row], rtol=1e-6)
+    assert len({int(p) for row in got for p in row}) > 300  # not one list repeated
+    # the exact re-rank of those candidates is the whole index's
+    want = pqrerank.rerank(vectors, images, whole, 10)[1]
+    assert recall(searcher.search(images, 10)[1], want) >= 0.99
