@@ -6,7 +6,10 @@ tokenizer and image processor ``AutoProcessor`` would hold; texts padded per bat
 and truncated to 77 tokens; ``get_text_features`` / ``get_image_features``), so vectors
 cached by either path are the same vectors. Loading sentence-transformers costs seconds
 (it imports scikit-learn), and explain needs only the image tower: a
-``CLIPVisionModelWithProjection`` holds half of ViT-B/32's weights.
+``CLIPVisionModelWithProjection`` holds half of ViT-B/32's weights. The image tower and its
+preprocessing come from :mod:`.vision` (plain torch and PIL, checked against transformers)
+for every folder it knows, because importing transformers' models or image processors
+costs seconds a process; transformers loads the rest.
 
 A tower is loaded in float32 and converted to the copy's dtype once; :meth:`copy_as`
 makes a lower-precision sibling that shares the folder and copies only the towers
@@ -62,7 +65,7 @@ class TransformersClip:
         self.config = CLIPConfig.from_pretrained(self.folder)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        self.towers: dict[str, torch.nn.Module] = {}  # "text" / "image" -> CLIP*ModelWithProjection
+        self.towers: dict[str, torch.nn.Module] = {}  # "text" / "image" -> CLIP*ModelWithProjection (image: or .vision's)
         self._tokenizer = self._image_processor = None
         self._lock = threading.RLock()  # towers
         self._processor_lock = threading.Lock()  # tokenizer and image processor (a decode thread needs one while a tower loads)
@@ -85,21 +88,43 @@ class TransformersClip:
         """The image processor of ``AutoProcessor`` (``AutoImageProcessor``, loaded alone)."""
         with self._processor_lock:
             if self._image_processor is None:
-                from transformers import AutoImageProcessor
+                if self.plain_vision_reason is None:
+                    from .vision import image_processor
 
-                self._image_processor = AutoImageProcessor.from_pretrained(self.folder)
+                    self._image_processor = image_processor(self.folder)
+                else:
+                    from transformers import AutoImageProcessor
+
+                    self._image_processor = AutoImageProcessor.from_pretrained(self.folder)
             return self._image_processor
+
+    @property
+    def plain_vision_reason(self) -> str | None:
+        """Why the image tower and processor come from transformers rather than
+        :mod:`.vision` (seconds faster to start); None when they come from :mod:`.vision`."""
+        if not hasattr(self, "_plain_vision_reason"):
+            from .vision import unsupported_reason
+
+            self._plain_vision_reason = unsupported_reason(self.folder)
+            if self._plain_vision_reason is not None:
+                log.info("image tower of %s through transformers: %s", self.folder, self._plain_vision_reason)
+        return self._plain_vision_reason
 
     def tower(self, modality: str):
         """The text or image tower (``CLIPTextModelWithProjection``,
         ``CLIPVisionModelWithProjection``), loaded on first use."""
         with self._lock:
             if modality not in self.towers:
-                from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
-
-                cls = CLIPTextModelWithProjection if modality == "text" else CLIPVisionModelWithProjection
                 try:
-                    model = cls.from_pretrained(self.folder, dtype=torch.float32)
+                    if modality == "image" and self.plain_vision_reason is None:
+                        from .vision import load_vision_tower
+
+                        model = load_vision_tower(self.folder)
+                    else:
+                        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+                        cls = CLIPTextModelWithProjection if modality == "text" else CLIPVisionModelWithProjection
+                        model = cls.from_pretrained(self.folder, dtype=torch.float32)
                 except Exception as exc:  # missing or corrupt weights
                     from whyclip.store.errors import ModelLoadError
 
