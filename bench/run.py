@@ -409,8 +409,59 @@ def query_tables(results: dict) -> list[str]:
     return out
 
 
+def _row(target: str, measured: str, ok: bool | None) -> str:
+    return f"| {target} | {measured} | {'-' if ok is None else 'yes' if ok else '**no**'} |"
+
+
+def targets(results: dict) -> list[str]:
+    """Issue 13's targets, each against what this run measured (a row only for sections
+    that ran): the one table to read first."""
+    rows = []
+    for r in results["query"]:
+        if r["generator"] != "clip-shaped":
+            continue
+        n = f"{r['descriptors']:,}"
+        inside = r["explain_p50_ms"] - r["explain_no_retrieval_p50_ms"]
+        one = next((x for x in results["query_indexes"] if x["generator"] == r["generator"] and x["descriptors"] == r["descriptors"]
+                    and r["index"].startswith(x["index"])), None)  # fmt: skip
+        big = r["descriptors"] >= 1_000_000
+        rows.append(_row(f"{n}: recall@10 >= 0.95, image-cone queries", f"{r['bench_queries_recall_at_10']:.3f} "
+                         f"(stored {r['recall_at_10']:.3f}, {r['calibrated_on']})", r["bench_queries_recall_at_10"] >= 0.95))  # fmt: skip
+        q = one["p50_ms"] if one else r["retrieval_p50_ms"]
+        exact = next((x["p50_ms"] for x in results["query_indexes"] if x["descriptors"] == r["descriptors"]
+                      and x["generator"] == r["generator"] and x["index"].startswith("exact")), None)  # fmt: skip
+        rows.append(_row(f"{n}: one query p50" + (" <= 10 ms" if big else ""), f"{q:.2f} ms ({r['index']}"
+                         + (f"; exact scan {exact:.1f} ms" if exact else "") + ")", q <= 10 if big else None))  # fmt: skip
+        rows.append(_row(f"{n}: top-10 inside a full explanation p50" + (" <= 15 ms" if big else ""),
+                         f"{inside:.1f} ms ({r['explain_p50_ms']:.1f} with, {r['explain_no_retrieval_p50_ms']:.1f} without)",
+                         inside <= 15 if big else None))  # fmt: skip
+    c = results.get("cold_start")
+    if c:
+        rows.append(_row("cold one-image explain <= 1.0x the bare floor", f"{c['explain_over_floor']:.2f}x wall "
+                         f"({c['explain_median_s']:.2f} s vs {c['floor_median_s']:.2f} s), {c['explain_cpu_over_floor']:.2f}x CPU",
+                         c["explain_over_floor"] <= 1.0))  # fmt: skip
+        rows.append(_row("`whyclip --help` <= 0.3 s", f"{c['help_median_s']:.2f} s", c["help_median_s"] <= 0.3))
+    g = results.get("ingest_processes")
+    if g:
+        seven = len(g["files"]) == 7
+        rows.append(_row(f"ingest of {'the seven files' if seven else ', '.join(g['files'])} >= 3x plain encode, whole processes",
+                         f"{g['speedup']:.2f}x wall ({g['whyclip_median_s']:.1f} s vs {g['plain_median_s']:.1f} s), "
+                         f"{g['cpu_speedup']:.2f}x CPU", g["speedup"] >= 3))  # fmt: skip
+        if seven:
+            rows.append(_row("the seven files in <= 20 s", f"{g['whyclip_median_s']:.1f} s", g["whyclip_median_s"] <= 20))
+    m = results.get("image_pace")
+    if m:
+        rows.append(_row("eval's image path within 1.2x of the bare batch-32 encode", f"{m['cached_path_over_bare']:.2f}x",
+                         m["cached_path_over_bare"] <= 1.2))  # fmt: skip
+        rows.append(_row("batch explain within 1.2x of the bare batch-32 encode", f"{m['batch_explain_over_bare']:.2f}x",
+                         m["batch_explain_over_bare"] <= 1.2))  # fmt: skip
+    if not rows:
+        return []
+    return ["## Targets (issue 13), this run\n", "| target | measured | met |", "|---|---|---|", *rows, ""]
+
+
 def markdown(results: dict) -> str:
-    out = [f"# whyclip benchmarks\n\n{results['machine']}\n"]
+    out = [f"# whyclip benchmarks\n\n{results['machine']}\n", *targets(results)]
     if results["ingest"]:
         out.append("## Ingest (prompts/s; whyclip = `whyclip ingest` path, fresh cache)\n")
         out.append("| library | prompts | whyclip /s | same, no prefix sharing /s | plain ST fp32 /s | speedup vs plain "

@@ -4,11 +4,12 @@ numeric precision)."""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 
 
 def whyclip_version() -> str:
     """The installed whyclip's version (``unknown`` when run from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version  # 40 ms: not on the path of --help
+
     try:
         return version("whyclip")
     except PackageNotFoundError:

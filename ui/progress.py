@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from tqdm import tqdm
 
 
 @contextmanager
 def progress_bar(desc: str, unit: str = "it"):
     """Yield a ``callback(done, total)`` that draws a tqdm bar on stderr."""
+    from tqdm import tqdm  # drawn when there is work, not imported for --help
+
     bar: tqdm | None = None
 
     def update(done: int, total: int) -> None:
