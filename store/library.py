@@ -8,7 +8,7 @@ import difflib
 from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,13 @@ from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow
 from whyclip.store.scoring import AGGREGATES, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
 
+
+
+_HIT_ROWS = (
+    select(DescriptorRow.id, ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
+    .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
+    .where(DescriptorRow.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 class Library:
@@ -219,15 +226,8 @@ class Library:
             keys = self.info.first_descriptor_id + positions
         ids = np.where(positions >= 0, keys, -1)
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
-        with Session(self.engine) as s:
-            meta = {
-                r[0]: r[1:]
-                for r in s.execute(
-                    select(DescriptorRow.id, ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
-                    .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
-                    .where(DescriptorRow.id.in_(wanted))
-                )
-            }
+        with self.engine.connect() as c:  # one prepared statement: built per call through a Session it took 2 ms
+            meta = {r[0]: r[1:] for r in c.execute(_HIT_ROWS, {"ids": wanted})}
         return [
             [Retrieved(*meta[int(i)], float(sim), int(i))
              for sim, i in zip(srow, irow) if i >= 0]
