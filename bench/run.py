@@ -395,7 +395,7 @@ def query_tables(results: dict) -> list[str]:
                 f"{r['load_s']:.2f} | {r['bytes_per_descriptor_on_disk']:.0f} | {r['query_process_rss_mb']:.0f} |"
             )
     if results.get("query_indexes"):
-        out.append("\n## Retrieval index candidates (one query, top 10, 1 FAISS thread; recall@10 against the exact scan)\n")
+        out.append("\n## Retrieval index candidates (one query, top 10; the PQ codes in shards, one thread a core, other FAISS indexes on one thread; recall@10 against the exact scan)\n")
         out.append("Each built and calibrated as `whyclip ingest --index` does, on proxy image queries; \"proxy said\" "
                    "is the recall the calibration predicted, \"these queries\" the recall measured on the bench's.\n")
         out.append("| data | descriptors | index | calibrated knob | recall@10, these queries | proxy said | p50 ms | p99 ms "
