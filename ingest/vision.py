@@ -43,6 +43,9 @@ PROCESSOR_IGNORED = {"image_processor_type", "processor_class", "feature_extract
 PROCESSOR_TYPES = {"CLIPImageProcessor", "CLIPImageProcessorPil", "CLIPFeatureExtractor", None}
 VISION_KEYS = {"hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "image_size",
                "patch_size", "num_channels", "layer_norm_eps", "hidden_act", "projection_dim"}  # fmt: skip
+# vision config keys that do not change an inference forward pass
+VISION_INERT = {"model_type", "attention_dropout", "dropout", "initializer_factor", "initializer_range", "transformers_version",
+                "dtype", "torch_dtype", "_name_or_path", "architectures", "id2label", "label2id"}  # fmt: skip
 
 
 # -- the folder ------------------------------------------------------------------------------
@@ -97,9 +100,8 @@ def unsupported_reason(folder: Path) -> str | None:
     act = vision.get("hidden_act", "quick_gelu")
     if act not in ACTIVATIONS:
         return f"activation {act!r}"
-    unknown = sorted(set(vision) - VISION_KEYS - {"model_type", "attention_dropout", "dropout", "initializer_factor",
-                                                  "initializer_range", "transformers_version", "dtype", "torch_dtype"})  # fmt: skip
-    if unknown and any(k not in ("_name_or_path", "architectures", "id2label", "label2id") for k in unknown):
+    unknown = sorted(set(vision) - VISION_KEYS - VISION_INERT)
+    if unknown:
         return f"vision config keys {unknown}"
     if settings is None:
         return "no image processor settings"
@@ -124,7 +126,7 @@ def unsupported_reason(folder: Path) -> str | None:
 # -- preprocessing ---------------------------------------------------------------------------
 
 
-def _square(value, key: str) -> tuple[int, int] | None:
+def _square(value, key: str) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
     if isinstance(value, dict) and set(value) == {"height", "width"}:

@@ -101,6 +101,7 @@ def test_gelu_towers_too(tiny_model, tmp_path):
     (lambda f: _edit(f / "processor_config.json", lambda c: c["image_processor"].update(do_pad=True)), "do_pad"),
     (lambda f: _edit(f / "processor_config.json", lambda c: c["image_processor"].update(size={"height": 9, "width": 9})), "size"),
     (lambda f: (f / "model.safetensors").unlink(), "not safetensors"),
+    (lambda f: _edit(f / "config.json", lambda c: c["vision_config"].update(use_rotary=True)), "vision config keys ['use_rotary']"),
 ])  # fmt: skip
 def test_folders_it_does_not_know_go_to_transformers(tiny_model, tmp_path, change, reason):
     from whyclip.ingest.clipmodel import TransformersClip
