@@ -13,8 +13,8 @@ have in common; an inner product ranks ``x - centre`` as it ranks ``x``.
 The re-rank depth is calibrated (:mod:`whyclip.store.vectors.calibration`) on image-like
 queries; the index file is read on first search, and checked against its digest.
 
-One query scans every code, and that scan is bound by memory bandwidth on one core (about
-16 ms for 1M codes of 128 bytes here). The codes are therefore searched as shards of
+One query scans every code, on one core by FAISS (about 16 ms for 1M codes of 128 bytes
+here; two cores halve it, so the scan is bound by the core, not by memory). The codes are therefore searched as shards of
 :data:`SHARD_ROWS` descriptors, cut from the one stored index (no second file, no second
 copy), on up to one core each: 1M descriptors, 4 shards on 2 cores, 9 ms. The shard count
 follows from the library's size alone and the shards' candidates are merged by (approximate
@@ -111,15 +111,13 @@ class PQRerank:
 
     def candidates(self, queries: np.ndarray, depth: int) -> np.ndarray:
         """(B, depth) candidate positions by approximate score, best first (-1: none)."""
-        from whyclip.store.vectors.retrieval import SMALL_BATCH, faiss_search
+        from whyclip.store.vectors.retrieval import faiss_search
 
         shards = self.shards()
         if len(shards) == 1:
             return faiss_search(shards[0][1], queries, min(depth, shards[0][1].ntotal))[1]
-        if len(queries) >= SMALL_BATCH and cores() == 1:
-            found = [faiss_search(index, queries, min(depth, index.ntotal)) for _, index in shards]
-        else:  # each shard on one thread of its own; FAISS releases the GIL while it searches
-            found = list(_pool().map(lambda shard: shard[1].search(queries, min(depth, shard[1].ntotal)), shards))
+        # each shard on a pool thread, FAISS on one OpenMP thread there (it releases the GIL)
+        found = list(_pool().map(lambda shard: shard[1].search(queries, min(depth, shard[1].ntotal)), shards))
         sims = np.concatenate([f[0] for f in found], axis=1)
         positions = np.concatenate([np.where(f[1] >= 0, f[1] + lo, -1) for f, (lo, _) in zip(found, shards)], axis=1)
         sims = np.where(positions >= 0, sims, -np.inf)
