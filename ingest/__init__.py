@@ -33,14 +33,14 @@ def load_encoder(model: str | None = None, device: str | None = None, precision:
     """Load a CLIP encoder (default ``clip-ViT-B-32``, or a local folder); ``precision``
     is auto (bf16 on capable CPUs, fp16 on GPUs, checked against fp32), fp32, bf16 or fp16;
     ``verdicts`` remembers the precision checks (``whyclip.store.db.verdicts.StoreVerdicts``)."""
-    from .encoder import load_encoder as _load
+    from whyclip.ingest.encoder import load_encoder as _load
 
     return _load(model, device, precision, verdicts=verdicts)
 
 
 def make_test_model(directory, **kwargs):
     """Write a random-weight CLIP folder (see ingest.testmodel)."""
-    from .testmodel import make_test_model as _make
+    from whyclip.ingest.testmodel import make_test_model as _make
 
     return _make(directory, **kwargs)
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from whyclip.store import Library, Store, build_class_matrices
 
-from .embedding import embed_prompts
-from .prompts import Template
-from .vocabulary import general_words
+from whyclip.ingest.embedding import embed_prompts
+from whyclip.ingest.prompts import Template
+from whyclip.ingest.vocabulary import general_words
 
 CONTROL_SEED = 0
 WORD_DRAWS = 5

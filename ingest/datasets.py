@@ -16,7 +16,7 @@ from pathlib import Path
 from whyclip.store.errors import InputError
 from whyclip.store.names import normalise
 
-from .images import IMAGE_SUFFIXES
+from whyclip.ingest.images import IMAGE_SUFFIXES
 
 MAX_LISTED = 10
 

@@ -21,7 +21,7 @@ from whyclip.store import Store
 from whyclip.store.db import cache
 from whyclip.store.errors import WhyclipError
 
-from .images import PIXEL_RULES, read_image_bytes
+from whyclip.ingest.images import PIXEL_RULES, read_image_bytes
 
 log = logging.getLogger(__name__)
 BATCH = 32  # images read, encoded and cached at a time

@@ -34,8 +34,8 @@ import numpy as np
 from whyclip.store import EncoderInfo
 from whyclip.store.errors import ModelLoadError
 
-from .fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
-from .textpath import PrefixTextPath, unsupported_reason
+from whyclip.ingest.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
+from whyclip.ingest.textpath import PrefixTextPath, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ class ClipEncoder:
         self._tensors = None
         self._full = None  # a whole transformers CLIPModel, loaded only when needed (legacy ids)
         if folder is not None:
-            from .clipmodel import TransformersClip
-            from .fingerprint import safetensors_tensors
+            from whyclip.ingest.clipmodel import TransformersClip
+            from whyclip.ingest.fingerprint import safetensors_tensors
 
             try:
                 self._st = TransformersClip(folder, device)
@@ -113,7 +113,7 @@ class ClipEncoder:
         self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
         t = time.perf_counter()
         if self._tensors is not None and "logit_scale" in self._tensors:
-            from .fingerprint import file_fingerprint, read_tensor
+            from whyclip.ingest.fingerprint import file_fingerprint, read_tensor
 
             fingerprint = file_fingerprint(config, self._tensors)
             import torch
@@ -153,7 +153,7 @@ class ClipEncoder:
     @property
     def image_cache_key(self) -> str:
         """Identifies the image vectors: weights, precision and the pixel rules."""
-        from .images import PIXEL_RULES
+        from whyclip.ingest.images import PIXEL_RULES
 
         return f"{self.id}/{self.precisions['image']}/image/{PIXEL_RULES}"
 
@@ -499,7 +499,7 @@ def _clip_folder(model: str) -> Path | None:
     a local CLIP folder (plain, or a sentence-transformers folder around one CLIP module),
     or a hub model already in the local cache (the default ``clip-ViT-B-32`` included).
     None: load it through sentence-transformers."""
-    from .clipmodel import clip_folder
+    from whyclip.ingest.clipmodel import clip_folder
 
     if _looks_like_path(model):
         path = Path(model).expanduser()

@@ -24,12 +24,12 @@ from whyclip.store.runs.storage import (BASELINE, CONTROL, FUDD, TOP, MethodResu
 from whyclip.store.runs.name_split import SplitAccumulator
 from whyclip.store.scoring import AGGREGATES
 
-from .controls import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
-from .datasets import Dataset, match_labels, unmatched_error
-from .embedding import embed_image_files_cached
-from .generate.fudd import rerank_results, stored_pair_texts
-from .identity import check_library_encoder
-from .vocabulary import SOURCE as VOCABULARY
+from whyclip.ingest.controls import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
+from whyclip.ingest.datasets import Dataset, match_labels, unmatched_error
+from whyclip.ingest.embedding import embed_image_files_cached
+from whyclip.ingest.generate.fudd import rerank_results, stored_pair_texts
+from whyclip.ingest.identity import check_library_encoder
+from whyclip.ingest.vocabulary import SOURCE as VOCABULARY
 
 log = logging.getLogger(__name__)
 SCORE_BLOCK = 256  # images scored at a time (bounds the (images x classes) matrices)

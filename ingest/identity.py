@@ -25,7 +25,7 @@ from whyclip.store import Library, Store
 from whyclip.store.db import encoders
 from whyclip.store.errors import WhyclipError
 
-from .fingerprint import is_legacy_id
+from whyclip.ingest.fingerprint import is_legacy_id
 
 log = logging.getLogger(__name__)
 SAMPLE = 8  # prompts re-embedded to compare a library's stored vectors with this encoder's

@@ -18,10 +18,10 @@ from whyclip.store.db import cache
 from whyclip.store.errors import InputError
 from whyclip.store.vectors.files import check_factory
 
-from .embedding import settle_precision
-from .identity import adopt_legacy_ids
-from .prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
-from .readers import ParsedLibrary, parse_mapping, read_library
+from whyclip.ingest.embedding import settle_precision
+from whyclip.ingest.identity import adopt_legacy_ids
+from whyclip.ingest.prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
+from whyclip.ingest.readers import ParsedLibrary, parse_mapping, read_library
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 5

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .prefixes import TreePlan, plan_tree
+from whyclip.ingest.prefixes import TreePlan, plan_tree
 
 TOKEN_BUDGET = 2048  # padded tokens per batch (rows x longest segment)
 BATCH_COST = 32  # a batch's fixed cost, in padded tokens, when choosing batches

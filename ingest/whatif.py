@@ -10,7 +10,7 @@ from whyclip.store import LibraryInfo, Store
 from whyclip.store.library import Library
 from whyclip.store.runs.whatif import Edit, edited_draft
 
-from .embedding import embed_prompts
+from whyclip.ingest.embedding import embed_prompts
 
 log = logging.getLogger(__name__)
 

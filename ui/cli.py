@@ -14,10 +14,10 @@ import click
 from whyclip.store.errors import NoStore, WhyclipError
 from whyclip.store.choices import AGGREGATES
 
-from .lifecycle_cli import register as register_lifecycle
-from .options import PRECISION
-from .json_output import explanation_json
-from .progress import progress_bar
+from whyclip.ui.lifecycle_cli import register as register_lifecycle
+from whyclip.ui.options import PRECISION
+from whyclip.ui.json_output import explanation_json
+from whyclip.ui.progress import progress_bar
 
 log = logging.getLogger("whyclip")
 IMAGE_BATCH = 32  # images decoded, encoded and scored together
@@ -125,7 +125,7 @@ def ingest(ctx, files, library, model, template, baseline, strict, device, preci
     from whyclip.ingest.prompts import Template, check_baseline
     from whyclip.store.db.verdicts import StoreVerdicts
 
-    from .lifecycle_cli import settings_from_sidecar, warn_changed_prompts
+    from whyclip.ui.lifecycle_cli import settings_from_sidecar, warn_changed_prompts
 
     names = _library_names(files, library)
     for name in names:
@@ -248,7 +248,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     from whyclip.ingest.images import check_image, prefetched, read_image
 
     if server:
-        from .client import explain_remote
+        from whyclip.ui.client import explain_remote
 
         form = {"library": library, "top": top, "retrieve": retrieve, **({"version": lib_version} if lib_version else {}),
                 **({"aggregate": aggregate} if aggregate else {}), **({"compare": list(compare)} if compare else {}),
@@ -363,7 +363,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     from whyclip.store.runs.controls_summary import fudd as fudd_control
     from whyclip.store.runs.storage import FUDD
 
-    from .report import accuracy_lines, confusion_lines, per_class_lines
+    from whyclip.ui.report import accuracy_lines, confusion_lines, per_class_lines
 
     store = _store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
@@ -455,7 +455,7 @@ def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold,
     from whyclip.store.runs.calibration_store import latest_calibration
     from whyclip.store.runs.storage import find_run, load_run
 
-    from .report import to_text, write_report
+    from whyclip.ui.report import to_text, write_report
 
     store = _store(ctx, create=False)
     info = find_run(store, library, run_name)
@@ -490,7 +490,7 @@ def _safe(name: str) -> str:
 @click.pass_context
 def demo(ctx, model, device, precision):
     """Ingest the bundled demo library and explain a few drawn sample images."""
-    from .demo import run_demo
+    from whyclip.ui.demo import run_demo
 
     run_demo(lambda: _store(ctx, create=True), model, device, echo=click.echo, precision=precision)
 
@@ -549,27 +549,27 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
 register_lifecycle(cli)  # delete, gc, export
 
-from .generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd  # noqa: E402  (their own module)
+from whyclip.ui.generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd  # noqa: E402  (their own module)
 
 for _command in (generate, clean, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd, eval_pairs_cmd):
     cli.add_command(_command)
 
 
 def _register_serve() -> None:
-    from .serve_cli import serve
+    from whyclip.ui.serve_cli import serve
 
     cli.add_command(serve)
 
 
 _register_serve()
 
-from .store_cli import migrate  # noqa: E402 - the store's maintenance commands
-from .whatif_cli import whatif  # noqa: E402  (its own module)
+from whyclip.ui.store_cli import migrate  # noqa: E402 - the store's maintenance commands
+from whyclip.ui.whatif_cli import whatif  # noqa: E402  (its own module)
 
 cli.add_command(migrate)
 cli.add_command(whatif)
 
-from .calibrate_cli import calibrate  # noqa: E402  (its own module)
+from whyclip.ui.calibrate_cli import calibrate  # noqa: E402  (its own module)
 
 cli.add_command(calibrate)
 

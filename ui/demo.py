@@ -9,8 +9,8 @@ from pathlib import Path
 from whyclip.store import LibraryNotFound, Store
 from whyclip.store.errors import ModelLoadError
 
-from .demo_images import SAMPLE_CLASSES, draw_samples
-from .progress import progress_bar
+from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
+from whyclip.ui.progress import progress_bar
 
 DEMO_LIBRARY = Path(__file__).with_name("demo_library.json")
 DEMO_NAME = "demo"

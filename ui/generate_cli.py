@@ -11,7 +11,7 @@ import click
 from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings
 from whyclip.store.errors import InputError
 
-from .progress import progress_bar
+from whyclip.ui.progress import progress_bar
 
 FLAG_STEPS = [s for s, a in DEFAULT_ACTIONS.items() if a == "flagged"]
 DROP_STEPS = [s for s, a in DEFAULT_ACTIONS.items() if a == "dropped"]

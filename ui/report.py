@@ -15,7 +15,7 @@ import numpy as np
 from whyclip.store.runs.audit import method_label
 from whyclip.store.runs.storage import WORDS
 
-from .report_plots import plots
+from whyclip.ui.report_plots import plots
 
 TEXT_ROWS = 10
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceSettings, load_keys
+from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceSettings, load_keys
 
 
 @click.command()

@@ -12,7 +12,7 @@ import click
 from whyclip.store.errors import InputError
 from whyclip.store.choices import AGGREGATES
 
-from .options import PRECISION
+from whyclip.ui.options import PRECISION
 
 
 def _ci(fig: dict) -> str:

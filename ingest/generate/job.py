@@ -23,11 +23,11 @@ from whyclip.store.db import llm_cache
 from whyclip.store.db.store import Store
 from whyclip.store.errors import InputError
 
-from .classes import ClassList
-from .cleaning import CleaningReport, CleanSettings, clean_classes
-from .client import ChatClient, ChatRequest, public_url, request_key
-from .parsing import parse_answer
-from .prompts import Prompt
+from whyclip.ingest.generate.classes import ClassList
+from whyclip.ingest.generate.cleaning import CleaningReport, CleanSettings, clean_classes
+from whyclip.ingest.generate.client import ChatClient, ChatRequest, public_url, request_key
+from whyclip.ingest.generate.parsing import parse_answer
+from whyclip.ingest.generate.prompts import Prompt
 
 log = logging.getLogger(__name__)
 MAX_TEMPERATURE = 2.0

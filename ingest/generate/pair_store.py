@@ -22,7 +22,7 @@ from whyclip.store import Library, Store
 from whyclip.store.db.pairs import PairDescription, PairDraft, PairsWritten, write_pairs
 from whyclip.store.errors import InputError
 
-from .pairs import PAIR_PROMPT, ambiguous_pairs, render_pair
+from whyclip.ingest.generate.pairs import PAIR_PROMPT, ambiguous_pairs, render_pair
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import numpy as np
 from whyclip.store.db.store import Store
 from whyclip.store.errors import InputError
 
-from .client import ChatClient, ChatRequest, public_url
-from .job import ask_round
-from .parsing import BULLET, tidy
+from whyclip.ingest.generate.client import ChatClient, ChatRequest, public_url
+from whyclip.ingest.generate.job import ask_round
+from whyclip.ingest.generate.parsing import BULLET, tidy
 
 # The question and its one example (crocodile / alligator) are written for this project.
 PAIR_PROMPT = """\

@@ -5,14 +5,14 @@ through the serve command's options) does not load FastAPI and the store."""
 
 from __future__ import annotations
 
-from .settings import Limits, ServiceSettings
+from whyclip.ui.api.settings import Limits, ServiceSettings
 
 __all__ = ["Limits", "ServiceSettings", "create_app"]
 
 
 def __getattr__(name: str):
     if name == "create_app":
-        from .app import create_app
+        from whyclip.ui.api.app import create_app
 
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from .errors import install_handlers
-from .limits import LimitsMiddleware
-from .resources import Resources
-from .routes import explain, health, jobs, libraries, retrieve
-from .settings import ServiceSettings
+from whyclip.ui.api.errors import install_handlers
+from whyclip.ui.api.limits import LimitsMiddleware
+from whyclip.ui.api.resources import Resources
+from whyclip.ui.api.routes import explain, health, jobs, libraries, retrieve
+from whyclip.ui.api.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 

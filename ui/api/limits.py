@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from .settings import Limits
+from whyclip.ui.api.settings import Limits
 
 
 class _TooLarge(Exception):

@@ -16,7 +16,7 @@ from whyclip import ingest
 from whyclip.store import Store
 from whyclip.store.library import Library
 
-from .batcher import MicroBatcher
+from whyclip.ui.api.batcher import MicroBatcher
 
 SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed before a new look
 
@@ -24,9 +24,9 @@ SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed befo
 class _Note(NamedTuple):
     at: float
     text: str
-from .errors import ApiError
-from .jobs import JobBoard
-from .settings import ServiceSettings, load_keys
+from whyclip.ui.api.errors import ApiError
+from whyclip.ui.api.jobs import JobBoard
+from whyclip.ui.api.settings import ServiceSettings, load_keys
 
 LOADED_VERSIONS = 8  # library versions kept loaded (their vectors are memory-mapped)
 

@@ -12,8 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 from whyclip.ingest.images import read_image_bytes
 
-from .errors import ApiError
-from .settings import Limits
+from whyclip.ui.api.errors import ApiError
+from whyclip.ui.api.settings import Limits
 
 
 def check_multipart(content_type: str | None) -> None:

@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from whyclip.store import AGGREGATES, LibraryInfo
 
-from ..batcher import QueueFull
-from ..errors import ApiError
-from ..resources import Resources
-from ..uploads import decode_image, read_image_uploads
+from whyclip.ui.api.batcher import QueueFull
+from whyclip.ui.api.errors import ApiError
+from whyclip.ui.api.resources import Resources
+from whyclip.ui.api.uploads import decode_image, read_image_uploads
 
 RETRY_AFTER_S = 1
 

@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from whyclip.ingest.identity import check_library_encoder
 from whyclip.store.runs.calibration_store import calibration_for
 
-from ...json_output import explanation_json
-from ..errors import ERROR_RESPONSES, ApiError
-from ..models import ExplainOut
-from ..resources import ResourcesDep, read_access
-from ..uploads import check_multipart
-from .common import check_aggregate, embed_uploads
+from whyclip.ui.json_output import explanation_json
+from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
+from whyclip.ui.api.models import ExplainOut
+from whyclip.ui.api.resources import ResourcesDep, read_access
+from whyclip.ui.api.uploads import check_multipart
+from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
 
 router = APIRouter(tags=["explain"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 

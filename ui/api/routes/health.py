@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from ..models import HealthOut
-from ..resources import ResourcesDep
+from whyclip.ui.api.models import HealthOut
+from whyclip.ui.api.resources import ResourcesDep
 
 router = APIRouter(tags=["health"])
 

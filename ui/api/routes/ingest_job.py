@@ -12,8 +12,8 @@ from whyclip.ingest.prompts import Template, check_baseline
 from whyclip.ingest.readers import FORMATS, read_library
 from whyclip.store.errors import InputError
 
-from ..errors import ApiError
-from ..resources import Resources
+from whyclip.ui.api.errors import ApiError
+from whyclip.ui.api.resources import Resources
 
 
 def _plan(res: Resources, path: Path, filename: str, name: str, options: dict):

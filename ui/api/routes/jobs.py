@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import ERROR_RESPONSES, ApiError
-from ..models import JobOut
-from ..resources import ResourcesDep, read_access
-from .ingest_job import public
+from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
+from whyclip.ui.api.models import JobOut
+from whyclip.ui.api.resources import ResourcesDep, read_access
+from whyclip.ui.api.routes.ingest_job import public
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 

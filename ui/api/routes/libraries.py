@@ -10,13 +10,13 @@ from starlette.concurrency import run_in_threadpool
 
 from whyclip.store.db import browse
 
-from .. import seams
-from ..errors import ERROR_RESPONSES
-from ..models import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
-from ..resources import Resources, ResourcesDep, read_access, write_access
-from ..uploads import check_multipart, read_upload
-from .common import info_dict
-from .ingest_job import start_ingest
+from whyclip.ui.api import seams
+from whyclip.ui.api.errors import ERROR_RESPONSES
+from whyclip.ui.api.models import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
+from whyclip.ui.api.resources import Resources, ResourcesDep, read_access, write_access
+from whyclip.ui.api.uploads import check_multipart, read_upload
+from whyclip.ui.api.routes.common import info_dict
+from whyclip.ui.api.routes.ingest_job import start_ingest
 
 router = APIRouter(tags=["libraries"], responses=ERROR_RESPONSES)
 reads = [Depends(read_access)]

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import ERROR_RESPONSES, ApiError
-from ..models import RetrieveOut
-from ..resources import ResourcesDep, read_access
-from ..uploads import check_multipart
-from .common import embed_uploads
+from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
+from whyclip.ui.api.models import RetrieveOut
+from whyclip.ui.api.resources import ResourcesDep, read_access
+from whyclip.ui.api.uploads import check_multipart
+from whyclip.ui.api.routes.common import embed_uploads
 
 router = APIRouter(tags=["retrieve"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 MAX_TEXT = 1000
