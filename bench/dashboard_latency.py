@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "dashboard" / "streamlit_app.py")
 
 
 def random_png(seed: int) -> bytes:

@@ -38,7 +38,7 @@ def make_dataset(folder: Path, classes: list[str], n: int, seed: int) -> None:
 
 def run_eval(home: str, data: Path, library: str, name: str) -> tuple[float, dict]:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", home, "eval", str(data), "-l", library,
+    r = subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", home, "eval", str(data), "-l", library,
                         "--name", name, "--json"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     wall = time.perf_counter() - t
     if r.returncode != 0:

@@ -61,7 +61,7 @@ def main() -> None:
             encode.append(t1 - t0)
             explain.append(t2 - t1)
         total = [a + b for a, b in zip(encode, explain)]
-        cli = [sys.executable, "-m", "whyclip.ui.cli"] + (["--home", args.home] if args.home else [])
+        cli = [sys.executable, "-m", "whyclip.ui.cli.main"] + (["--home", args.home] if args.home else [])
         cli += ["explain", str(path), "--library", args.library, "--model", args.model, "--json"]
         t = time.perf_counter()
         subprocess.run(cli, check=True, capture_output=True)

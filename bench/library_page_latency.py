@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "dashboard" / "streamlit_app.py")
 WORDS = "red green blue long short round flat striped spotted shiny small large curved pointed".split()
 
 
@@ -80,7 +80,7 @@ def main() -> None:
 
     at = AppTest.from_file(APP, default_timeout=600)
     t = time.perf_counter()
-    at.switch_page("dashboard/library_page.py").run()
+    at.switch_page("library_page.py").run()
     first = time.perf_counter() - t
     assert not at.exception, at.exception
     t = time.perf_counter()

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.ingest.generate.fudd import rerank_results, stored_pair_texts
+from whyclip.ingest.services.fudd import rerank_results, stored_pair_texts
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
-from whyclip.store.db.pairs import PairDescription, PairDraft, write_pairs
-from whyclip.store.runs.storage import rank_results
+from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, write_pairs
+from whyclip.store.db.runs import rank_results
 
 
 def unit(rng, n, d):

@@ -17,7 +17,7 @@ weights, the real model's compute. Sections:
   5, library-wide top 10) against the paper's rule done the straightforward way in numpy
   (every descriptor similarity, then a per-class mean), on two kinds of synthetic library
   side by side (10 descriptors a class, dim 512): the old clustered vectors queried by
-  noisy centres, and CLIP-shaped vectors (whyclip.store.vectors.synthetic: two cones, the
+  noisy centres, and CLIP-shaped vectors (bench.synthetic: two cones, the
   modality gap, shared concepts) queried from the image cone; top-5 agreement and the
   largest score difference; index build time; bytes per descriptor on disk; process RSS.
   Then every candidate retrieval index (PQ fast-scan + exact re-rank, HNSW, IVF, the class
@@ -86,8 +86,8 @@ def synthetic_library(n: int, per_class: int = 10) -> dict[str, list[str]]:
 def timed_ingest(encoder, libraries: list) -> tuple[float, dict[str, np.ndarray], list[str]]:
     """Seconds to ingest ``libraries`` into a fresh store (fresh cache), their vectors by
     prompt, and every prompt in ingest order."""
-    from whyclip.ingest.job import plan_ingest, run_ingest
-    from whyclip.store.db import cache
+    from whyclip.ingest.services.library_ingest import plan_ingest, run_ingest
+    from whyclip.store.db import embedding_cache
     from whyclip.store import Store
 
     with tempfile.TemporaryDirectory() as home:
@@ -98,21 +98,21 @@ def timed_ingest(encoder, libraries: list) -> tuple[float, dict[str, np.ndarray]
         for plan in plans:
             run_ingest(store, plan, encoder)
         seconds = time.perf_counter() - t
-        vectors = {p: v for p, (v, _) in cache.lookup(store, encoder.cache_key, prompts).items()}
+        vectors = {p: v for p, (v, _) in embedding_cache.lookup(store, encoder.cache_key, prompts).items()}
     return seconds, vectors, prompts
 
 
 def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     encoder = load_encoder(model)  # automatic precision and prefix sharing, as `whyclip ingest` runs
     unshared = load_encoder(model, share_prefixes=False)  # the same precision, every prompt in full
     plain = SentenceTransformer(model, device="cpu")
     plain.max_seq_length = 77
     for label, libraries in sources.items():
-        from whyclip.ingest.textpath import PassStats
+        from whyclip.ingest.encoder.textpath import PassStats
 
         before = dataclasses.replace(encoder._text.stats) if encoder._text else PassStats()  # built on first use
         ours, vectors, prompts = timed_ingest(encoder, libraries)
@@ -145,7 +145,7 @@ def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
 def clustered_library(n_desc: int, per_class: int = 10, dim: int = 512, seed: int = 0):
     """The old query data: unit descriptor vectors around one random centre per class
     (spread 0.6), queried by noisy centres. No real library looks like this (see
-    whyclip.store.vectors.synthetic); kept to compare with the figures measured on it."""
+    bench.synthetic); kept to compare with the figures measured on it."""
     from whyclip.store import DraftClass, EncoderInfo, LibraryDraft
 
     rng = np.random.default_rng(seed)
@@ -184,7 +184,7 @@ def query_data(generator: str, size: int, runs: int):
     if generator == "clusters":
         draft, centres = clustered_library(size)
         return draft, cluster_queries(centres, runs + 3), "noisy class centres"
-    from whyclip.store.vectors.synthetic import clip_shaped, library_draft
+    from bench.synthetic import clip_shaped, library_draft
 
     lib = clip_shaped(size // 10, 10)
     draft = library_draft(lib)
@@ -243,7 +243,7 @@ def bench_query_indexes(generator: str, size: int, lib, queries: np.ndarray, res
     """Every candidate index over the library's own vectors, built and calibrated as
     ``whyclip ingest --index`` does (on proxy image queries), then measured on the bench
     queries: recall@10 against the exact scan, one-query p50 / p99, build time, bytes."""
-    from whyclip.store.vectors.calibration import proxy_queries, recall
+    from whyclip.store.vectors.recall_tuning import proxy_queries, recall
     from whyclip.store.vectors.files import build_retrieval
     from whyclip.store.vectors.retrieval import exact_search
 
@@ -288,7 +288,7 @@ def bench_query(generator: str, size: int, runs: int, results: dict, candidates:
     """A library written as ``whyclip ingest`` writes it (default index), then one image
     vector -> full explanation against the straightforward numpy rule, and the candidates."""
     from whyclip.store import Store
-    from whyclip.store.vectors.calibration import recall
+    from whyclip.store.vectors.recall_tuning import recall
     from whyclip.store.vectors.retrieval import exact_search
 
     with tempfile.TemporaryDirectory() as home:

@@ -45,7 +45,7 @@ def free_port() -> int:
 def serve(home: str, model: str, bound_s: float):
     port = free_port()
     env = {**os.environ, "WHYCLIP_API_KEYS": KEY, "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "whyclip.ui.cli", "--home", home, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model]
+    cmd = [sys.executable, "-m", "whyclip.ui.cli.main", "--home", home, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers={"X-API-Key": KEY})
     try:
@@ -100,7 +100,7 @@ def images(n: int) -> list[bytes]:
 
 def ceiling(model: str, pictures: list[bytes], rounds: int) -> float:
     """Images/s of the bare encoder on batches of 32 (decoded images, no HTTP, no scoring)."""
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     enc = load_encoder(model)
     batch = [Image.open(io.BytesIO(pictures[i % len(pictures)])).convert("RGB") for i in range(32)]
@@ -175,7 +175,7 @@ def load(base_url: str, pictures: list[bytes], clients: int, requests: int, max_
 
 def ceiling_one(model: str, pictures: list[bytes], rounds: int = 7) -> float:
     """Images/s of the bare encoder on one decoded image at a time (the median round)."""
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     enc = load_encoder(model)
     one = [Image.open(io.BytesIO(pictures[0])).convert("RGB")]

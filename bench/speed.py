@@ -85,7 +85,7 @@ def _timed(args: list[str], label: str | None = None) -> float:
 
 
 def _cli(home: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "whyclip.ui.cli", "--home", home, *args]
+    return [sys.executable, "-m", "whyclip.ui.cli.main", "--home", home, *args]
 
 
 def _small_library(path: Path) -> None:
@@ -106,7 +106,7 @@ def bench_cold_start(model: str, repeats: int, results: dict) -> None:
         commands = {
             "floor": [sys.executable, "-c", FLOOR, model, str(image)],
             "explain": _cli(home, "explain", str(image), "--library", "lib", "--model", model, "--json"),
-            "help": [sys.executable, "-m", "whyclip.ui.cli", "--help"],
+            "help": [sys.executable, "-m", "whyclip.ui.cli.main", "--help"],
         }
         for args in commands.values():  # warm the page cache and the stored precision verdict
             _timed(args)
@@ -139,8 +139,8 @@ def bench_ingest_processes(model: str, repeats: int, results: dict, only: list[s
         return
     if only:
         files = [f for f in files if f.stem.removeprefix("descriptors_") in only]
-    from whyclip.ingest.job import build_prompts
-    from whyclip.ingest.prompts import DEFAULT_BASELINE, Template
+    from whyclip.ingest.services.library_ingest import build_prompts
+    from whyclip.store.method.templates import DEFAULT_BASELINE, Template
     from whyclip.ingest.readers import read_library
 
     prompts: list[str] = []
@@ -172,7 +172,7 @@ def bench_image_pace(model: str, n_images: int, results: dict) -> None:
     from PIL import Image
 
     from whyclip.ingest.embedding import embed_image_files_cached
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
     from whyclip.store import Store
 
     enc = load_encoder(model)

@@ -158,7 +158,7 @@ def statistics(lib: ClipShaped, n: int = 2000, seed: int = 5) -> dict[str, float
     }
 
 
-if __name__ == "__main__":  # python -m whyclip.store.vectors.synthetic: print the statistics
+if __name__ == "__main__":  # python -m bench.synthetic: print the statistics
     lib = clip_shaped(2000, 10)
     for key, value in statistics(lib).items():
         lo, hi = EXPECTED[key]

@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
-from whyclip.store.runs.storage import RunData, RunInfo
-from whyclip.store.runs.whatif import WhatIf, plan_edit
+from whyclip.store.db.runs import RunData, RunInfo
+from whyclip.store.analysis.whatif import WhatIf, plan_edit
 
 
 def unit(rng, n, d):

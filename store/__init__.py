@@ -2,11 +2,11 @@
 
 Its parts, by role:
 
-- :mod:`whyclip.store.scoring`: pure scoring and explanation records (numpy only);
+- :mod:`whyclip.store.method`: pure scoring and explanation records (numpy only);
 - :mod:`whyclip.store.db`: the database: schema, migrations, the :class:`Store`, the
   embedding cache, paged browsing;
 - :mod:`whyclip.store.vectors`: a version's vector files and library-wide retrieval;
-- :mod:`whyclip.store.runs`: stored evaluation runs and their audits;
+- :mod:`whyclip.store.analysis`: stored evaluation runs and their audits;
 - :mod:`whyclip.store.library`: a loaded :class:`Library` version, which explains images
   from the database rows and the vector files.
 
@@ -21,11 +21,11 @@ import importlib
 _EXPORTS = {
     "whyclip.store.errors": ("EncoderMismatch", "InputError", "LibraryNotFound", "ModelLoadError", "NoStore",
                              "StoreError", "WhyclipError"),
-    "whyclip.store.scoring": ("AGGREGATES", "BaselineScore", "ClassMatrices", "ClassScore", "Contrast", "ContrastRow",
+    "whyclip.store.method": ("AGGREGATES", "BaselineScore", "ClassMatrices", "ClassScore", "Contrast", "ContrastRow",
                               "DescriptorScore", "Explanation", "Retrieved", "build_class_matrices", "score_classes",
                               "softmax"),
     "whyclip.store.records": ("DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo"),
-    "whyclip.store.db.store": ("Store",),
+    "whyclip.store.catalogue": ("Store",),
     "whyclip.store.library": ("Library",),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -23,16 +23,16 @@ from sqlalchemy.orm import Session
 from whyclip.store.db import migrations, schema
 from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.writes import write_session
-from whyclip.store.db.pairs import count_pairs
+from whyclip.store.db.pair_descriptors import count_pairs
 from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
-from whyclip.store.vectors.calibration import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
+from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
 from whyclip.store.vectors.files import build_retrieval, choose_factory, read_index_files, recalibrate, write_index_files
-from whyclip.store.prompts import rule_name
+from whyclip.store.method.prompts import rule_name
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
-from whyclip.store.scoring import AGGREGATES, build_class_matrices
+from whyclip.store.method import AGGREGATES, build_class_matrices
 
 __all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
 

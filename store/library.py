@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.errors import EncoderMismatch, InputError, LibraryNotFound, StoreError
-from whyclip.store.scoring.explanation import (
+from whyclip.store.method.explanation import (
     BaselineScore,
     ClassScore,
     Contrast,
@@ -24,12 +24,12 @@ from whyclip.store.scoring.explanation import (
     PairFeatureScore,
     Retrieved,
 )
-from whyclip.store.db.pairs import StoredPair, load_pairs
+from whyclip.store.db.pair_descriptors import StoredPair, load_pairs
 from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow
-from whyclip.store.scoring import AGGREGATES, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
+from whyclip.store.method import AGGREGATES, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
 
 
 
@@ -91,7 +91,7 @@ class Library:
 
     def use_encoder_id(self, encoder_id: str) -> None:
         """Accept ``encoder_id`` from now on: an old id of this version's encoder was found
-        to name the same model (:mod:`whyclip.ingest.identity`). In memory only."""
+        to name the same model (:mod:`whyclip.ingest.encoder.legacy_ids`). In memory only."""
         self.info = dataclasses.replace(self.info, encoder_id=encoder_id)
 
     def class_position(self, name: str) -> int:
@@ -249,11 +249,11 @@ class Library:
         """Explain each unit image vector (rows of ``images``): exact scores for every class,
         the evidence of the ``top`` classes, a contrast, the baseline and library-wide hits.
 
-        ``calibration``: a stored calibration (:class:`whyclip.store.runs.calibration_store.CalibrationInfo`)
+        ``calibration``: a stored calibration (:class:`whyclip.store.db.calibrations.CalibrationInfo`)
         whose temperature and biases give the probabilities. ``name_split``: the bare-descriptor
-        ``(ClassMatrices, vectors)`` (:func:`whyclip.store.runs.name_split.bare_scorer`) for the
+        ``(ClassMatrices, vectors)`` (:func:`whyclip.store.analysis.name_split.bare_scorer`) for the
         name/description share of each shown class, or a one-line note saying why there is none."""
-        from whyclip.store.runs.name_split import image_split  # numpy only
+        from whyclip.store.analysis.name_split import image_split  # numpy only
 
         agg = aggregate or self.info.aggregate
         if agg not in AGGREGATES:

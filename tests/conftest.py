@@ -30,7 +30,7 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random-weight CLIP folder, built once per test session."""
-    from whyclip.ingest.testmodel import make_test_model
+    from whyclip.ingest.encoder.testmodel import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("models") / "tiny")
 

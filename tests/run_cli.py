@@ -25,12 +25,12 @@ def main() -> None:
 
         ingest.load_encoder = lambda *a, **k: FakeEncoder(CONCEPTS)
     elif mode == "fallback":
-        from whyclip.ingest import encoder
+        from whyclip.ingest.encoder import clip_encoder
 
-        encoder.MIN_COSINE = encoder.PREFIX_MIN_COSINE = 1.5  # no cosine reaches it
+        clip_encoder.MIN_COSINE = clip_encoder.PREFIX_MIN_COSINE = 1.5  # no cosine reaches it
     else:
         raise SystemExit(f"unknown mode {mode!r}: use fake or fallback")
-    from whyclip.ui.cli import cli
+    from whyclip.ui.cli.main import cli
 
     cli(args=args, prog_name="whyclip")
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from fakes import install_fake, planted_png
 from whyclip.ui.api import ServiceSettings, create_app
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
@@ -219,8 +219,8 @@ def test_explain_calibrated_answers_what_the_cli_prints(client, home):
 def test_a_missing_name_split_is_looked_up_again_only_after_a_while(home, monkeypatch):
     """No eval has cached the bare descriptors: the note is kept for SPLIT_NOTE_TTL_S (the
     lookup cost every request 15 ms at 1,000 descriptors), then looked up again."""
-    from whyclip.store.runs import name_split
-    from whyclip.ui.api import resources as resources_module
+    from whyclip.store.analysis import name_split
+    from whyclip.ui.api import dependencies as resources_module
 
     calls = []
     real = name_split.bare_scorer

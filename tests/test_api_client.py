@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from test_api import BANANA, FROG, client, fake, home  # noqa: F401 - fixtures
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 

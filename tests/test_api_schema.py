@@ -13,7 +13,7 @@ from test_api import KEY, fake, home  # noqa: F401 - fixtures
 from whyclip.ui.api import ServiceSettings, create_app
 
 
-from whyclip.ui.api.resources import Resources
+from whyclip.ui.api.dependencies import Resources
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from test_api import BANANA, FROG
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.slow
 KEY = "replica-test-key"
@@ -36,7 +36,7 @@ def serving(home, model, db_url=None):
     """A ``whyclip serve`` subprocess on 127.0.0.1, ready; always killed afterwards."""
     port = free_port()
     env = {**os.environ, "WHYCLIP_API_KEYS": KEY}
-    args = [sys.executable, "-m", "whyclip.ui.cli", "--home", str(home)] + (["--db", db_url] if db_url else [])
+    args = [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home)] + (["--db", db_url] if db_url else [])
     proc = subprocess.Popen([*args, "serve", "--port", str(port), "--model", str(model)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:

@@ -16,14 +16,14 @@ from sqlalchemy.orm import Session
 from fakes import FakeEncoder
 from test_eval import write_dataset
 from whyclip.ingest import ingest_library
-from whyclip.ingest.controls import random_word_descriptors, swap_permutation
+from whyclip.ingest.services.control_libraries import random_word_descriptors, swap_permutation
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.evaluate import run_eval
+from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.vocabulary import general_words
 from whyclip.store import Store
 from whyclip.store.db.schema import EvalResultRow, EvalRunRow
-from whyclip.store.runs.audit import AuditSettings, audit
-from whyclip.store.runs.storage import find_run, load_run
+from whyclip.store.analysis.audit import AuditSettings, audit
+from whyclip.store.db.runs import find_run, load_run
 
 NAME_CONCEPTS = ["frog", "banana", "zebra", "sunflower"]
 NAME_LIBRARY = {c: ["nice look", "common sight", "pleasant shape"] for c in ("tree frog", "banana", "zebra", "sunflower")}

@@ -11,9 +11,9 @@ import pytest
 
 from test_eval import world  # noqa: F401 - the planted world fixture
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.evaluate import run_eval
-from whyclip.store.runs.audit import AuditSettings, audit, random_keep_masks
-from whyclip.store.runs.storage import find_run, load_run
+from whyclip.ingest.services.evaluate import run_eval
+from whyclip.store.analysis.audit import AuditSettings, audit, random_keep_masks
+from whyclip.store.db.runs import find_run, load_run
 
 
 def rescore(agg, unit, norms, x, keep):

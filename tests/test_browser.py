@@ -47,9 +47,9 @@ def served(tiny_model, tmp_path):
         pytest.skip("needs Chromium and ChromeDriver (Debian: apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="needs selenium (pip install selenium)")
     home = tmp_path / "home"
-    lib = ROOT / "ui" / "demo_library.json"
+    lib = ROOT / "ui" / "demo" / "library.json"
     env = {**os.environ, "WHYCLIP_HOME": str(home)}
-    cli = [sys.executable, "-m", "whyclip.ui.cli"]
+    cli = [sys.executable, "-m", "whyclip.ui.cli.main"]
     subprocess.run([*cli, "ingest", str(lib), "-l", "demo", "-m", str(tiny_model)], check=True, env=env, cwd=ROOT,
                    capture_output=True, timeout=300)  # fmt: skip
     port = free_port()
@@ -81,7 +81,7 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     from whyclip.ingest import read_images
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
     from whyclip.store import Store
 
     url, home, model = served
@@ -124,16 +124,16 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     from whyclip.store import Store
-    from whyclip.store.runs.storage import find_run, load_run
-    from whyclip.store.runs.whatif import WhatIf, plan_edit
-    from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
+    from whyclip.store.db.runs import find_run, load_run
+    from whyclip.store.analysis.whatif import WhatIf, plan_edit
+    from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 
     url, home, model = served
     data = tmp_path / "samples"
     for path in draw_samples(tmp_path / "drawn"):
         (data / SAMPLE_CLASSES[path.name]).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, data / SAMPLE_CLASSES[path.name] / path.name)
-    subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), "eval", str(data), "-l", "demo", "--name", "drawn"],
+    subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), "eval", str(data), "-l", "demo", "--name", "drawn"],
                    check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

@@ -22,10 +22,10 @@ from fakes import FakeEncoder, install_fake, planted_png
 from whyclip.ingest import ingest_library
 from whyclip.store import Store
 from whyclip.store.errors import InputError
-from whyclip.store.runs import calibration as cal
-from whyclip.store.runs.storage import BASELINE, rank_results, save_run
-from whyclip.store.scoring import AGGREGATES, calibrated_softmax
-from whyclip.ui.cli import cli
+from whyclip.store.analysis import calibration as cal
+from whyclip.store.db.runs import BASELINE, rank_results, save_run
+from whyclip.store.method import AGGREGATES, calibrated_softmax
+from whyclip.ui.cli.main import cli
 
 CONCEPTS = ["green", "stripes", "wings", "fur"]  # as tests/run_cli.py's fake encoder
 LIBRARY = {"frog": ["green skin", "big eyes"], "zebra": ["black stripes", "hooves"], "moth": ["dusty wings", "antennae"],
@@ -261,7 +261,7 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     assert first.exit_code == 0 and second.exit_code == 0, second.output
     b = json.loads(second.stdout)
     assert b["per_class_bias"] and len(b["biases"]) == len(LIBRARY) and b["seed"] == 3
-    from whyclip.store.runs.calibration_store import latest_calibration, list_calibrations
+    from whyclip.store.db.calibrations import latest_calibration, list_calibrations
 
     lib = store.load("zoo")
     assert len(list_calibrations(store, lib.info.id)) == 2  # the older one is kept
@@ -314,7 +314,7 @@ def test_too_few_images_through_the_cli_and_dry_run_stores_nothing(zoo):
     plant_run(store, name="big", n=200)
     r = fresh("calibrate", "--library", "zoo", "--dry-run", home=home)
     assert r.returncode == 0 and "stored as" not in r.stdout and "ECE (15 bins)" in r.stdout
-    from whyclip.store.runs.calibration_store import list_calibrations
+    from whyclip.store.db.calibrations import list_calibrations
 
     assert list_calibrations(store) == []
 
@@ -360,7 +360,7 @@ def test_deleting_the_library_deletes_its_calibrations(zoo):
     assert run("calibrate", "--library", "zoo").exit_code == 0
     done = run("delete", "zoo", "--with-runs", "--yes")
     assert done.exit_code == 0, done.output
-    from whyclip.store.runs.calibration_store import list_calibrations
+    from whyclip.store.db.calibrations import list_calibrations
 
     assert list_calibrations(store) == []
 
@@ -378,7 +378,7 @@ def test_calibrations_on_sqlite_and_postgresql(tmp_path, db_url, monkeypatch):
     done = run("calibrate", "--library", "zoo", "--per-class-bias", "--json")
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
-    from whyclip.store.runs.calibration_store import latest_calibration
+    from whyclip.store.db.calibrations import latest_calibration
 
     latest = latest_calibration(store, store.load("zoo").info.id)
     assert latest.id == report["calibration_id"] and latest.biases.tolist() == report["biases"]

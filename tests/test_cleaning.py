@@ -13,9 +13,9 @@ from conftest import shared_file
 from whyclip.ingest.generate.classes import read_classes
 from whyclip.ingest.generate.cleaning import CleanSettings, clean_classes, not_visual_reason
 from whyclip.ingest.generate.parsing import parse_answer, parse_list
-from whyclip.ingest.generate.prompts import BUILTIN, example_lines, load_prompt
+from whyclip.ingest.generate.llm_prompts import BUILTIN, example_lines, load_prompt
 from whyclip.store.errors import InputError
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 
 @pytest.mark.parametrize("answer, items, prose", [
@@ -122,14 +122,15 @@ def test_the_answer_cache_keeps_the_first_answer_and_an_older_store_gains_it(sto
     from sqlalchemy import inspect, text
 
     from whyclip.store import Store
-    from whyclip.store.db import llm_cache, migrations
+    from whyclip.store.db import migrations
+    from whyclip.store.db import answer_cache
     from whyclip.store.errors import StoreError
 
     now = dt.datetime.now(dt.timezone.utc)
-    first = llm_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {"temperature": 0.0}, "- a", "list", now)
-    llm_cache.save(store, [first])
-    llm_cache.save(store, [llm_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {}, "- b", "list", now)])
-    assert llm_cache.lookup(store, ["k" * 64, "z" * 64])["k" * 64].answer == "- a"
+    first = answer_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {"temperature": 0.0}, "- a", "list", now)
+    answer_cache.save(store, [first])
+    answer_cache.save(store, [answer_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {}, "- b", "list", now)])
+    assert answer_cache.lookup(store, ["k" * 64, "z" * 64])["k" * 64].answer == "- a"
     from alembic import command
 
     from whyclip.store.db.engine import begin_write

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fakes import install_fake, planted_png
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
@@ -129,7 +129,7 @@ def test_a_folder_is_explained_in_batches_and_a_bad_image_is_skipped(setup, fake
 
 
 def test_libraries_lists_versions_and_metadata(setup, monkeypatch):
-    import whyclip.store.vectors.calibration as calibration
+    import whyclip.store.vectors.recall_tuning as calibration
 
     runner, _, tmp_path = setup
     runner.invoke(cli, ["ingest", str(tmp_path / "frogs.json"), "--library", "frogs", "--template", "bare"])

@@ -40,7 +40,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def whyclip(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
     """``python -m``, which puts the working directory first on sys.path: the user's files
     there must not shadow whyclip's packages."""
-    return run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), *args], cwd)
+    return run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args], cwd)
 
 
 def png(path: Path, im: Image.Image, **kwargs) -> Path:
@@ -66,7 +66,7 @@ def world(tiny_model, tmp_path_factory):
 
 
 def test_ingest_then_explain_in_fresh_processes_scores_as_numpy_does(world, tiny_model):
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
     from whyclip.ingest.images import read_image
     from whyclip.store import Store
 
@@ -157,8 +157,8 @@ def test_a_batch_with_unreadable_files_explains_the_rest(world):
 def test_user_modules_in_the_working_directory_do_not_matter(world):
     home, cwd, _ = world
     script = Path(sys.executable).with_name("whyclip")
-    for args in ([str(script), "--help"], [sys.executable, "-m", "whyclip.ui.cli", "--help"],
-                 [sys.executable, "-c", "from whyclip.ingest import load_encoder; import whyclip.store, whyclip.ui.cli"]):  # fmt: skip
+    for args in ([str(script), "--help"], [sys.executable, "-m", "whyclip.ui.cli.main", "--help"],
+                 [sys.executable, "-c", "from whyclip.ingest import load_encoder; import whyclip.store, whyclip.ui.cli.main"]):  # fmt: skip
         r = run(args, cwd)
         assert r.returncode == 0 and "user " not in r.stderr, (args, r.stderr)
     assert "whyclip: explainable" in run([str(script), "--help"], cwd).stdout
@@ -168,11 +168,11 @@ def test_the_test_model_builder_stays_out_of_other_commands(world):
     home, cwd, _ = world
     png(cwd / "plain.png", Image.new("RGB", (20, 20), (200, 200, 0)))
     check = ("import atexit, sys\n"
-             "atexit.register(lambda: print('loaded:', 'whyclip.ingest.testmodel' in sys.modules, file=sys.stderr))\n"
-             "import whyclip.ui.cli\n"
-             "print('after import:', 'whyclip.ingest.testmodel' in sys.modules, file=sys.stderr)\n"
+             "atexit.register(lambda: print('loaded:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr))\n"
+             "import whyclip.ui.cli.main\n"
+             "print('after import:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr)\n"
              "sys.argv = ['whyclip', '--home', sys.argv[1], 'explain', 'plain.png', '--library', 'lib']\n"
-             "whyclip.ui.cli.main()\n")  # fmt: skip
+             "whyclip.ui.cli.main.main()\n")  # fmt: skip
     r = run([sys.executable, "-c", check, str(home)], cwd)
     assert r.returncode == 0, r.stderr
     assert "after import: False" in r.stderr and "loaded: False" in r.stderr

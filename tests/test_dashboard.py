@@ -15,7 +15,7 @@ from conftest import ROOT
 from fakes import install_fake, planted_png
 from whyclip.ingest import ingest_library
 
-APP = str(ROOT / "ui" / "app.py")
+APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")
 CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin"]
 LIBRARY = {
     "tree frog": ["sticky toe pads", "protruding eyes", "wet and hairless nose", "bright green colour"],
@@ -136,7 +136,7 @@ def test_a_library_without_descriptors_still_explains(store, fake):
 
 def test_library_page_metadata_search_and_highlights(frogs):
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("dashboard/library_page.py").run()
+    at.switch_page("library_page.py").run()
     assert not at.exception
     info = frogs.library("frogs")
     assert [m.value for m in at.metric] == [str(v) for v in (1, 4, 9, info.n_prompts, 1)]
@@ -162,9 +162,9 @@ def reliability_charts(at: AppTest) -> int:
 def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     """The Audit page renders exactly what ``whyclip audit`` computes for the planted run."""
     from whyclip.ingest.datasets import read_dataset
-    from whyclip.ingest.evaluate import run_eval
-    from whyclip.store.runs.audit import AuditSettings, audit
-    from whyclip.store.runs.storage import load_run
+    from whyclip.ingest.services.evaluate import run_eval
+    from whyclip.store.analysis.audit import AuditSettings, audit
+    from whyclip.store.db.runs import load_run
     from test_eval import CONCEPTS as PLANTED, LIBRARY as PLANTED_LIBRARY, write_dataset
 
     from fakes import FakeEncoder
@@ -172,7 +172,7 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     enc = FakeEncoder(PLANTED, noise=0.01)
     ingest_library(store, PLANTED_LIBRARY, "planted", enc, template="bare")
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("dashboard/audit_page.py").run()
+    at.switch_page("audit_page.py").run()
     assert not at.exception and "No evaluation runs" in at.info[0].value
     report = run_eval(store, store.load("planted"), read_dataset(write_dataset(tmp_path / "data")), enc, name="r1")
     expected = audit(load_run(store, report.run), store.load("planted"), AuditSettings())
@@ -206,7 +206,7 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
     from click.testing import CliRunner
 
     from test_calibrate import plant_run
-    from whyclip.ui.cli import cli
+    from whyclip.ui.cli.main import cli
 
     ingest_library(store, LIBRARY, "frogs", fake)
     plant_run(store, library="frogs", n=200, t_true=3.0)
@@ -214,7 +214,7 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("dashboard/audit_page.py").run()
+    at.switch_page("audit_page.py").run()
     assert not at.exception
     values = {m.label: m.value for m in at.metric}
     assert values["ECE before"] == f"{report['ece_before']:.3f}" and values["ECE after"] == f"{report['ece_after']:.3f}"
@@ -237,7 +237,7 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
 def test_contrast_view_shows_stored_pair_descriptors(frogs, fake):
     """Pair descriptors stored for (tree frog, tailed frog) appear under their contrast, with
     the same similarities the library computes; another pair shows none."""
-    from whyclip.ingest.generate.pair_store import PairsFile, store_pairs
+    from whyclip.ingest.services.pair_ingest import PairsFile, store_pairs
 
     lib = frogs.load("frogs")
     feature = {"attribute": "colour", "a": "bright green colour", "b": "brown or olive skin"}

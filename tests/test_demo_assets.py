@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 UI = Path(__file__).resolve().parents[1] / "ui"
-LIBRARY = UI / "demo_library.json"
+LIBRARY = UI / "demo" / "library.json"
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +20,9 @@ def library() -> dict:
 
 @pytest.fixture(scope="module")
 def demo_images() -> ModuleType:
-    import whyclip.ui.demo_images
+    import whyclip.ui.demo.samples
 
-    return whyclip.ui.demo_images
+    return whyclip.ui.demo.samples
 
 
 def test_library_shape(library: dict) -> None:

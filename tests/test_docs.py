@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import ROOT
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -36,7 +36,7 @@ def test_readme_setup_commands_are_what_ci_runs():
 @pytest.mark.slow
 def test_readme_python_api_snippet_runs(tiny_model, tmp_path, monkeypatch):
     from whyclip import ingest
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     code = re.search(r"## Python API.*?```python\n(.*?)```", README, re.S).group(1)
     assert len([line for line in code.splitlines() if line.strip()]) <= 5

@@ -26,13 +26,13 @@ import pytest
 
 from fakes import FakeEncoder, planted_png
 from whyclip.ingest import ingest_library, read_image
-from whyclip.ingest.controls import control_descriptors
+from whyclip.ingest.services.control_libraries import control_descriptors
 from whyclip.ingest.datasets import match_labels, read_dataset
-from whyclip.ingest.evaluate import run_eval
+from whyclip.ingest.services.evaluate import run_eval
 from whyclip.store import Store
-from whyclip.store.runs.audit import AuditSettings, audit
+from whyclip.store.analysis.audit import AuditSettings, audit
 from whyclip.store.errors import InputError
-from whyclip.store.runs.storage import find_run, list_runs, load_run
+from whyclip.store.db.runs import find_run, list_runs, load_run
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 

@@ -17,14 +17,14 @@ from click.testing import CliRunner
 from conftest import ROOT
 from fakes import install_fake
 from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
-from whyclip.ui.cli import cli
-from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
+from whyclip.ui.cli.main import cli
+from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 
 def whyclip(*args: str, home) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), *args],
+    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
@@ -64,7 +64,7 @@ class Cells(HTMLParser):
 @pytest.mark.slow
 def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     home = tmp_path / "home"
-    r = whyclip("ingest", str(ROOT / "ui" / "demo_library.json"), "--library", "demo", "--model", str(tiny_model), home=home)
+    r = whyclip("ingest", str(ROOT / "ui" / "demo" / "library.json"), "--library", "demo", "--model", str(tiny_model), home=home)
     assert r.returncode == 0, r.stderr
     data = tmp_path / "samples"
     for path in draw_samples(tmp_path / "drawn"):

@@ -17,10 +17,10 @@ from fakes import FakeEncoder, install_fake, planted_png
 from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.evaluate import run_eval
+from whyclip.ingest.services.evaluate import run_eval
 from whyclip.store import Store
-from whyclip.store.runs.name_split import bare_scorer
-from whyclip.ui.cli import cli
+from whyclip.store.analysis.name_split import bare_scorer
+from whyclip.ui.cli.main import cli
 
 IMAGE = ("tree frog", "f1.png")
 
@@ -114,7 +114,7 @@ def test_the_cli_prints_one_line_per_class_and_the_json_carries_it(tmp_path, mon
 
 
 def test_a_large_library_says_why_in_one_line(evaluated, monkeypatch):
-    from whyclip.store.runs import name_split
+    from whyclip.store.analysis import name_split
 
     store, enc, data, _ = evaluated
     run_eval(store, store.load("paper"), read_dataset(data), enc, name="r")

@@ -26,8 +26,8 @@ from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.generate.pairs import ambiguous_pairs
 from whyclip.store import Store
 from whyclip.store.db.schema import ClassPairRow, PairDescriptorRow
-from whyclip.store.runs.storage import find_run, load_run
-from whyclip.ui.cli import cli
+from whyclip.store.db.runs import find_run, load_run
+from whyclip.ui.cli.main import cli
 
 RUNNER = str(ROOT / "tests" / "run_cli.py")
 NAMES = list(LIBRARY)
@@ -75,9 +75,9 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
         texts = sorted(s.scalars(select(PairDescriptorRow.prompt)).all())
     assert texts == sorted(["the colour of a banana", "the colour of a sunflower", "a banana outline", "a sunflower outline",
                             "the colour of a tree frog", "the colour of a banana", "a tree frog outline", "a banana outline"])
-    from whyclip.store.db import llm_cache
+    from whyclip.store.db import answer_cache
 
-    assert set(llm_cache.lookup(store, [p.request_sha256 for p in pairs])) == {p.request_sha256 for p in pairs}
+    assert set(answer_cache.lookup(store, [p.request_sha256 for p in pairs])) == {p.request_sha256 for p in pairs}
 
     report = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r2", "--method", "fudd",
                                "--fudd-top-k", "4", "--json").stdout)  # fmt: skip
@@ -144,13 +144,13 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
         assert s.scalar(select(func.count()).select_from(PairDescriptorRow)) == 6
 
     # gc --cache keeps the cached vectors of stored pair prompts (a re-store embeds nothing)
-    from whyclip.store.db import cache
+    from whyclip.store.db import embedding_cache
     from whyclip.store.db.lifecycle import collect_garbage
 
     pair_prompts = ["the colour of a tree frog", "a banana outline"]
-    assert set(cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
+    assert set(embedding_cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
     collect_garbage(store, cache=True, min_age_s=0)
-    assert set(cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
+    assert set(embedding_cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
 
     # deleting the version takes its pairs with it
     invoke(store.home, "delete", "planted", "--version", "1", "--with-runs", "--yes")
@@ -356,8 +356,8 @@ def test_the_pair_tables_arrive_by_migration_and_leave_by_downgrade(tmp_path):
 def test_rerank_results_moves_the_chosen_class_to_the_front_as_a_plain_loop_does():
     """Seeded random top lists of odd sizes against a plain loop: the chosen class first,
     the others in order, the true rank its new place (else unchanged)."""
-    from whyclip.ingest.generate.fudd import PairTexts, rerank, rerank_results
-    from whyclip.store.runs.storage import rank_results
+    from whyclip.ingest.services.fudd import PairTexts, rerank, rerank_results
+    from whyclip.store.db.runs import rank_results
 
     rng = np.random.default_rng(5)
     n, c, d = 17, 7, 9
@@ -381,7 +381,7 @@ def test_pairs_are_written_read_and_deleted_on_sqlite_and_postgresql(tmp_path, d
     """The store's side alone, on both databases: a pair's vectors read back exactly, a
     filtered read, the content identity (same pair again: unchanged), deletion with its version."""
     from whyclip.store.db.lifecycle import delete_versions
-    from whyclip.store.db.pairs import PairDescription, PairDraft, load_pairs, write_pairs
+    from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, load_pairs, write_pairs
 
     store = Store.open(tmp_path / "home", db_url)
     enc = FakeEncoder(["green"])

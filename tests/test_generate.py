@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from chat_server import ChatServer
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 KEY_ENV = "WHYCLIP_TEST_LLM_KEY"
 
@@ -202,7 +202,7 @@ def test_generate_then_ingest_in_fresh_processes(tmp_path, key, tiny_model):
     import subprocess
     import sys
 
-    whyclip = [sys.executable, "-m", "whyclip.ui.cli"]
+    whyclip = [sys.executable, "-m", "whyclip.ui.cli.main"]
     env = dict(os.environ)
     classes = write_classes(tmp_path, "zebra", "lobster", "copycat")
     with ChatServer(key) as server:

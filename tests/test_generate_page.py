@@ -17,7 +17,7 @@ from fakes import install_fake
 
 from whyclip.store import Store
 
-APP = str(ROOT / "ui" / "app.py")
+APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")
 KEY_ENV = "WHYCLIP_TEST_PAGE_KEY"
 
 
@@ -33,7 +33,7 @@ def fake(monkeypatch):
 
 def open_page(server: ChatServer) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("dashboard/generate_page.py").run()
+    at.switch_page("generate_page.py").run()
     at.text_area(key="generate_names").input("zebra\nlobster\ncopycat\nghost")
     at.text_input(key="generate_url").input(server.base_url)
     at.text_input(key="generate_model").input("tiny-llm")
@@ -74,7 +74,7 @@ def test_no_names_and_no_key_say_what_to_do(monkeypatch, fake):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with ChatServer("k") as server:
         at = AppTest.from_file(APP, default_timeout=60).run()
-        at.switch_page("dashboard/generate_page.py").run()
+        at.switch_page("generate_page.py").run()
         at.button(key="generate_go").click().run()
         assert any("Paste some class names" in i.value for i in at.info)
         at.text_area(key="generate_names").input("zebra")

@@ -20,12 +20,12 @@ from fakes import FakeEncoder
 from test_eval import CONCEPTS, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.evaluate import run_eval
-from whyclip.ingest.fingerprint import is_legacy_id
-from whyclip.ingest.identity import adopt_legacy_ids, check_library_encoder
+from whyclip.ingest.services.evaluate import run_eval
+from whyclip.ingest.encoder.fingerprint import is_legacy_id
+from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids, check_library_encoder
 from whyclip.ingest.images import PIXEL_RULES
 from whyclip.store import Store
-from whyclip.store.db.encoders import rename_encoder_id
+from whyclip.store.db.encoder_ids import rename_encoder_id
 from whyclip.store.db.schema import EmbeddingRow, EvalRunRow, LibraryRow
 from whyclip.store.errors import EncoderMismatch
 
@@ -33,7 +33,7 @@ LEGACY = "clip-32-0123456789abcdef"  # an id in the old format, of no model's ma
 
 
 def whyclip(*args: str, home, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), *args],
+    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
                           cwd=cwd, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
@@ -57,8 +57,8 @@ class Reversed(FakeEncoder):
 
 @pytest.mark.slow
 def test_the_id_follows_the_weights_not_the_folder_or_the_config_bookkeeping(tiny_model, tmp_path):
-    from whyclip.ingest.encoder import load_encoder
-    from whyclip.ingest.testmodel import make_test_model
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.ingest.encoder.testmodel import make_test_model
 
     first = load_encoder(str(tiny_model), precision="fp32")
     copy = shutil.copytree(tiny_model, tmp_path / "elsewhere" / "copy")
@@ -168,7 +168,7 @@ def test_a_store_under_old_ids_works_with_a_moved_model(moved_model, recorded):
     """``as-ingested``: the old id of the original folder (a candidate reproduces it);
     ``unreproducible``: an old id no candidate gives (a moved folder and an upgraded
     transformers), accepted because the stored vectors are this model's."""
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     home, library, original, moved, image = moved_model
     store = Store.open(home, create=False)

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 from fakes import FakeEncoder
 from whyclip.ingest import ingest_library
-from whyclip.store.db import cache
+from whyclip.store.db import embedding_cache
 from whyclip.store import Store
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
@@ -75,7 +75,7 @@ def test_cache_is_per_encoder(store):
     other = FakeEncoder(tag="two")
     report = ingest_library(store, synthetic(3, 2), "b", other)
     assert report.n_reused == 0 and report.n_embedded == 9
-    assert cache.count(store, "fake-32-one") == cache.count(store, "fake-32-two") == 9
+    assert embedding_cache.count(store, "fake-32-one") == embedding_cache.count(store, "fake-32-two") == 9
 
 
 @pytest.mark.slow
@@ -86,7 +86,7 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     path = tmp_path / "big.json"
     path.write_text(json.dumps(lib))
     home = tmp_path / "home"
-    cmd = [sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), "ingest", str(path), "-l", "big",
+    cmd = [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), "ingest", str(path), "-l", "big",
            "-m", str(tiny_model), "--commit-every", "300", "--precision", "fp32"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -98,7 +98,7 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     store = Store.open(home, create=False)
-    committed = cache.count(store)
+    committed = embedding_cache.count(store)
     assert 300 <= committed < 18900
     assert store.libraries() == []  # nothing half-written is visible
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -107,4 +107,4 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     assert (embedded, reused) == (18900 - committed, committed)
     info = store.library("big")
     assert (info.version, info.n_descriptors, info.n_prompts) == (1, 18000, 18900)
-    assert cache.count(store) == 18900
+    assert embedding_cache.count(store) == 18900

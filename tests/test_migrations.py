@@ -15,13 +15,13 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from whyclip.ingest.prompts import Template, baseline_prompt
+from whyclip.store.method.templates import Template, baseline_prompt
 from whyclip.store import Store, StoreError
-from whyclip.store import prompts
+from whyclip.store.method import prompts
 from whyclip.store.db import migrations
 from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.schema import Base
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 FIXTURE = Path(__file__).parent / "data" / "store_schema3.sql"  # a store written by the whyclip before Alembic
 LIB = {"tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet"], "cat": ["whiskers"], "empty": []}

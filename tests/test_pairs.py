@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from chat_server import ChatServer
 from test_eval import world  # noqa: F401  (the planted world: sunflower -> banana twice, banana -> tree frog once)
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.evaluate import run_eval
+from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.generate.pairs import PairFeature, confused_pairs, parse_pair_answer
-from whyclip.ui.cli import cli
+from whyclip.ui.cli.main import cli
 
 
 def test_confused_pairs_count_both_directions_most_first():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from whyclip.ingest.prompts import Template, baseline_prompt, check_baseline
+from whyclip.store.method.templates import Template, baseline_prompt, check_baseline
 from whyclip.store.errors import InputError
 
 # (class, descriptor, the prompt the paper's code builds), written out by hand.

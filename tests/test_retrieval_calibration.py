@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
-import whyclip.store.vectors.calibration as calibration
+import whyclip.store.vectors.recall_tuning as calibration
 import whyclip.store.vectors.files as files_module
 from whyclip.store import Store
-from whyclip.store.vectors.calibration import recall
+from whyclip.store.vectors.recall_tuning import recall
 from whyclip.store.vectors.retrieval import FlatScan, exact_search
-from whyclip.store.vectors.synthetic import EXPECTED, clip_shaped, library_draft, statistics
+from bench.synthetic import EXPECTED, clip_shaped, library_draft, statistics
 
 DIM = 64
 
@@ -62,7 +62,7 @@ def test_image_queries_are_harder_than_the_old_text_side_queries(clip):
     """The reason the calibration moved to image-like queries: an index tuned on text-side
     queries (a class's mean, nudged) promises more than it gives for images."""
     from whyclip.store.vectors.retrieval import build_class_ivf, calibrate_probe
-    from whyclip.store.scoring import class_sums
+    from whyclip.store.method import class_sums
 
     mean = class_sums(clip.vectors, clip.offsets, np.zeros((clip.n_classes, DIM), np.float32))
     ivf = build_class_ivf(clip.vectors, clip.offsets, mean)
@@ -142,13 +142,13 @@ def test_it_answers_exactly_when_the_index_is_not_faster(tmp_path, monkeypatch, 
 def _libraries_table(store) -> str:
     from click.testing import CliRunner
 
-    from whyclip.ui.cli import cli
+    from whyclip.ui.cli.main import cli
 
     return CliRunner().invoke(cli, ["--home", str(store.home), "libraries"]).stdout
 
 
 def _save_images(store, loaded, images, name="run"):
-    from whyclip.store.runs.storage import save_run
+    from whyclip.store.db.runs import save_run
 
     return save_run(store, library_id=loaded.info.id, library_name=loaded.info.name, name=name, dataset="synthetic",
                     encoder_key="synthetic", paths=[f"{i}.png" for i in range(len(images))],

@@ -15,14 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import ROOT, shared_file
-from whyclip.ingest.prompts import Template
+from whyclip.store.method.templates import Template
 
 pytestmark = pytest.mark.slow
 
 
 def whyclip(*args: str, home) -> subprocess.CompletedProcess:
     """The CLI in a fresh Python process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli", "--home", str(home), *args],
+    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
@@ -54,7 +54,7 @@ def test_explain_from_a_new_process(pets_store):
 
 
 def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_model):
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
     from whyclip.store import Store
     from whyclip.store.db.schema import ClassRow, DescriptorRow
 
@@ -88,7 +88,7 @@ def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_mode
 
 
 def test_a_library_refuses_another_encoder(pets_store, tmp_path):
-    from whyclip.ingest.testmodel import make_test_model
+    from whyclip.ingest.encoder.testmodel import make_test_model
 
     home, image = pets_store
     other = make_test_model(tmp_path / "other", seed=1)
@@ -99,7 +99,7 @@ def test_a_library_refuses_another_encoder(pets_store, tmp_path):
 
 
 def test_encoder_restores_order_after_length_sorting(tiny_model):
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     enc = load_encoder(str(tiny_model), precision="fp32")
     texts = ["a", "tree frog, which has bright green colour and very long sticky toes", "dog", "a photo of a cat."]
@@ -115,7 +115,7 @@ def test_encoder_restores_order_after_length_sorting(tiny_model):
 
 
 def test_low_precision_is_checked_against_fp32_and_falls_back(tiny_model, monkeypatch, caplog):
-    import whyclip.ingest.encoder as encoder_module
+    import whyclip.ingest.encoder.clip_encoder as encoder_module
 
     texts = [f"a photo of a {w} frog" for w in ("green", "red", "tiny", "spotted", "tree")]
     fp32 = encoder_module.load_encoder(str(tiny_model), precision="fp32")
@@ -136,7 +136,7 @@ def test_low_precision_is_checked_against_fp32_and_falls_back(tiny_model, monkey
 
 
 def test_model_load_errors_say_what_to_do(tmp_path):
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
     from whyclip.store.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="does not exist: pass --model PATH"):

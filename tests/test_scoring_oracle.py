@@ -126,7 +126,7 @@ def test_empty_class_falls_back_to_its_baseline_and_says_so(oracle):
 
 
 def test_top_k_equals_a_stable_full_sort():
-    from whyclip.store.scoring import top_k
+    from whyclip.store.method import top_k
 
     rng = np.random.default_rng(5)
     for n, k in [(1, 1), (7, 3), (100, 10), (100, 100), (50, 80)]:

@@ -32,7 +32,7 @@ def picture(i: int, size=(90, 70)) -> Image.Image:
 
 def low_precision(monkeypatch, precision: str = "bf16") -> None:
     """Let this CPU run a lower precision whether or not it has native bf16 (slow, correct)."""
-    import whyclip.ingest.encoder as encoder_module
+    import whyclip.ingest.encoder.clip_encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "resolve_precision", lambda p, device: precision)
 
@@ -41,9 +41,9 @@ def low_precision(monkeypatch, precision: str = "bf16") -> None:
 
 
 def test_the_text_check_runs_once_then_the_store_verdict_stands_for_it(store, tiny_model, tmp_path):
-    from whyclip.ingest.encoder import load_encoder
-    from whyclip.ingest.testmodel import make_test_model
-    from whyclip.store.db.verdicts import StoreVerdicts
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.ingest.encoder.testmodel import make_test_model
+    from whyclip.store.db.precision_verdicts import StoreVerdicts
 
     book = StoreVerdicts(store)
     first = load_encoder(str(tiny_model), precision="fp32", verdicts=book)
@@ -70,9 +70,9 @@ def test_the_text_check_runs_once_then_the_store_verdict_stands_for_it(store, ti
 
 
 def test_a_failed_verdict_is_remembered_and_the_next_process_takes_the_fallback_at_once(store, tiny_model, monkeypatch):
-    from whyclip.ingest import encoder as encoder_module
-    from whyclip.ingest.encoder import load_encoder
-    from whyclip.store.db.verdicts import StoreVerdicts
+    from whyclip.ingest.encoder import clip_encoder as encoder_module
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.store.db.precision_verdicts import StoreVerdicts
 
     book = StoreVerdicts(store)
     monkeypatch.setattr(encoder_module, "PREFIX_MIN_COSINE", 1.5)  # no cosine passes: the prefix path fails
@@ -88,8 +88,8 @@ def test_a_failed_verdict_is_remembered_and_the_next_process_takes_the_fallback_
 def test_a_stored_image_verdict_converts_the_image_tower_once_and_keeps_no_fp32_copy(store, tiny_model, monkeypatch):
     import torch
 
-    from whyclip.ingest.encoder import load_encoder
-    from whyclip.store.db.verdicts import StoreVerdicts
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.store.db.precision_verdicts import StoreVerdicts
 
     low_precision(monkeypatch)
     book = StoreVerdicts(store)
@@ -110,8 +110,8 @@ def test_a_stored_image_verdict_converts_the_image_tower_once_and_keeps_no_fp32_
 
 
 def test_the_verdict_key_names_weights_precision_path_rule_and_platform(tiny_model):
-    from whyclip.ingest.encoder import load_encoder
-    from whyclip.store.db.verdicts import key_sha256
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.store.db.precision_verdicts import key_sha256
 
     enc = load_encoder(str(tiny_model), precision="fp32")
     key = enc.verdict_key("image", "bf16", "plain")
@@ -127,7 +127,7 @@ def test_the_verdict_key_names_weights_precision_path_rule_and_platform(tiny_mod
 def test_images_load_only_the_image_tower_and_give_sentence_transformers_vectors(tiny_model):
     from sentence_transformers import SentenceTransformer
 
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     enc = load_encoder(str(tiny_model), precision="fp32")
     assert enc.loaded_towers == set()  # nothing loaded for the id, dim and logit scale
@@ -135,7 +135,7 @@ def test_images_load_only_the_image_tower_and_give_sentence_transformers_vectors
     vectors, norms = enc.embed_images(images)
     assert enc.loaded_towers == {"image"}
     tower = enc._st.towers["image"]
-    assert type(tower).__name__ == "VisionTower" and not hasattr(tower, "text_model")  # ingest/vision.py
+    assert type(tower).__name__ == "VisionTower" and not hasattr(tower, "text_model")  # ingest/encoder/vision.py
     assert not any(name.startswith("text") for name, _ in tower.named_parameters())
     ref = SentenceTransformer(str(tiny_model), device="cpu").encode(images)  # the path whyclip took before
     np.testing.assert_allclose(vectors * norms[:, None], ref, rtol=1e-5, atol=1e-6)
@@ -144,7 +144,7 @@ def test_images_load_only_the_image_tower_and_give_sentence_transformers_vectors
 def test_a_sentence_transformers_clip_folder_loads_without_sentence_transformers(tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     SentenceTransformer(str(tiny_model), device="cpu").save(str(tmp_path / "st"))  # modules.json, one CLIP module
     (tmp_path / "two").mkdir()
@@ -152,7 +152,7 @@ def test_a_sentence_transformers_clip_folder_loads_without_sentence_transformers
     enc, ref = load_encoder(str(tmp_path / "st"), precision="fp32"), load_encoder(str(tiny_model), precision="fp32")
     assert enc.backend == "transformers" and enc.id == ref.id
     np.testing.assert_array_equal(enc.embed_images([picture(3)])[0], ref.embed_images([picture(3)])[0])
-    from whyclip.ingest.clipmodel import clip_folder
+    from whyclip.ingest.encoder.clipmodel import clip_folder
 
     assert clip_folder(tmp_path / "two") is None  # not one CLIP module: sentence-transformers loads it
 
@@ -161,7 +161,7 @@ def test_the_weights_file_gives_the_loaded_models_content_id(tiny_model, tmp_pat
     import torch
     from transformers import CLIPModel
 
-    from whyclip.ingest.fingerprint import content_fingerprint, file_fingerprint, safetensors_tensors
+    from whyclip.ingest.encoder.fingerprint import content_fingerprint, file_fingerprint, safetensors_tensors
 
     model = CLIPModel.from_pretrained(tiny_model, dtype=torch.float32)
     assert file_fingerprint(model.config, safetensors_tensors(tiny_model)) == content_fingerprint(model)
@@ -173,7 +173,7 @@ def test_the_weights_file_gives_the_loaded_models_content_id(tiny_model, tmp_pat
 
 
 def _ingested_home(tiny_model, tmp_path) -> Path:
-    from whyclip.ui.cli import cli
+    from whyclip.ui.cli.main import cli
 
     home = tmp_path / "home"
     lib = tmp_path / "lib.json"
@@ -189,8 +189,8 @@ def test_explain_in_a_fresh_process_imports_no_sentence_transformers_and_loads_n
     picture(0).save(tmp_path / "a.png")
     code = f"""
 import json, sys
-from whyclip.ui.cli import cli
-import whyclip.ingest.encoder as enc_module
+from whyclip.ui.cli.main import cli
+import whyclip.ingest.encoder.clip_encoder as enc_module
 seen = []
 real = enc_module.ClipEncoder.embed_images
 def spy(self, images, progress=None):
@@ -215,7 +215,7 @@ finally:
 
 def test_one_ingest_of_several_files_makes_the_libraries_separate_ingests_make(tiny_model, tmp_path):
     from whyclip.store import Store
-    from whyclip.ui.cli import cli
+    from whyclip.ui.cli.main import cli
 
     files = []
     for name, lib in (("birds", {"owl": ["big round eyes", "brown feathers"], "crow": ["black feathers"]}),
@@ -241,7 +241,7 @@ def test_one_ingest_of_several_files_makes_the_libraries_separate_ingests_make(t
 
 def test_multi_file_ingest_names_and_refusals(tiny_model, tmp_path):
     from whyclip.store import Store
-    from whyclip.ui.cli import cli
+    from whyclip.ui.cli.main import cli
 
     (tmp_path / "a").mkdir()
     good = tmp_path / "owls.json"
@@ -267,7 +267,7 @@ def test_multi_file_ingest_names_and_refusals(tiny_model, tmp_path):
 
 def test_images_decoded_ahead_give_the_same_vectors_in_order_and_still_report_bad_files(store, tiny_model, tmp_path):
     from whyclip.ingest import embedding
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
     from whyclip.ingest.images import read_image
 
     files = []
@@ -314,7 +314,7 @@ def test_prefetched_keeps_order_and_runs_ahead():
 
 def test_two_threads_sharing_an_encoder_settle_each_modality_once(store, tiny_model, monkeypatch):
     from whyclip.ingest import embedding
-    from whyclip.ingest.encoder import ClipEncoder, load_encoder
+    from whyclip.ingest.encoder.clip_encoder import ClipEncoder, load_encoder
 
     low_precision(monkeypatch)
     enc = load_encoder(str(tiny_model))
@@ -370,8 +370,8 @@ def test_two_threads_sharing_an_encoder_settle_each_modality_once(store, tiny_mo
 
 
 def test_a_fallback_in_one_modality_leaves_the_other_alone(tiny_model, monkeypatch):
-    from whyclip.ingest import encoder as encoder_module
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder import clip_encoder as encoder_module
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     low_precision(monkeypatch)
     enc = load_encoder(str(tiny_model))
@@ -386,7 +386,7 @@ def test_a_fallback_in_one_modality_leaves_the_other_alone(tiny_model, monkeypat
 
 def test_serve_settles_precision_on_one_shared_encoder(tmp_path, tiny_model):
     """The service builds one encoder that remembers its verdicts in the service's store."""
-    from whyclip.ui.api.resources import Resources
+    from whyclip.ui.api.dependencies import Resources
     from whyclip.ui.api.settings import ServiceSettings
 
     res = Resources(ServiceSettings(home=str(tmp_path / "home"), model=str(tiny_model), precision="fp32"))

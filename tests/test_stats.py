@@ -1,4 +1,4 @@
-"""Intervals and paired tests of store/runs/stats.py against scipy's own computations and
+"""Intervals and paired tests of store/analysis/stats.py against scipy's own computations and
 hand-worked cases."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from whyclip.store.runs.stats import accuracy_figure, bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, wilson
+from whyclip.store.analysis.stats import accuracy_figure, bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, wilson
 
 
 @pytest.mark.parametrize("k, n", [(0, 1), (0, 9), (3, 9), (6, 9), (9, 9), (17, 40), (412, 1000)])

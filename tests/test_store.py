@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import whyclip.store.db.store as library_module
+import whyclip.store.catalogue as library_module
 from fakes import FakeEncoder
 from whyclip.ingest import ingest_library
 from whyclip.store import EncoderMismatch, LibraryNotFound, Store, StoreError
@@ -174,7 +174,7 @@ def test_a_class_ivf_by_name_has_measured_recall_and_exact_scores(tmp_path, monk
     test_retrieval_calibration.py for that one) is still built when asked for by name."""
     import numpy as np
 
-    import whyclip.store.vectors.calibration as calibration
+    import whyclip.store.vectors.recall_tuning as calibration
     import whyclip.store.vectors.files as index_module
 
     calls = iter(range(10**6))  # its timing says it beats the exact scan (at 800 descriptors it would not)
@@ -211,7 +211,7 @@ def test_class_ivf_search_against_brute_force():
     import numpy as np
 
     from whyclip.store.vectors.retrieval import build_class_ivf, exact_search
-    from whyclip.store.scoring import class_sums
+    from whyclip.store.method import class_sums
 
     rng = np.random.default_rng(5)
     counts = rng.integers(0, 9, size=17)
@@ -327,7 +327,7 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from whyclip.ingest.prompts import Template, baseline_prompt
+    from whyclip.store.method.templates import Template, baseline_prompt
     from whyclip.store.db import browse
     from whyclip.store.db.schema import ClassRow, DescriptorRow
 

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # running pytest from outside the repository
     sys.path.insert(0, str(ROOT))
 
-from whyclip.ingest import testmodel  # noqa: E402
-from whyclip.ingest.testmodel import (  # noqa: E402
+from whyclip.ingest.encoder import testmodel  # noqa: E402
+from whyclip.ingest.encoder.testmodel import (  # noqa: E402
     CHECK_IDS, CHECK_TEXT, META_FILE, clip_config, corpus_word_counts, load_clip_merges, make_test_model,
     train_bpe,
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whyclip.ingest.prefixes import plan_tree
+from whyclip.ingest.encoder.prefixes import plan_tree
 
 LONG = "a tree frog with " + " and ".join(f"spot {i}" for i in range(40))  # over 77 tokens
 PROMPTS = [
@@ -71,7 +71,7 @@ def test_plan_tree_computes_each_distinct_prefix_once(seed):
 
 
 def test_pooled_position_follows_transformers():
-    from whyclip.ingest.textpath import pooled_position
+    from whyclip.ingest.encoder.textpath import pooled_position
 
     assert pooled_position([7, 3, 99, 5, 99], eos_token_id=99) == 2  # the first end token
     assert pooled_position([7, 3, 5], eos_token_id=99) == 0  # none: transformers reads position 0
@@ -85,7 +85,7 @@ def _plain(enc, texts):
 
 
 def test_prefix_path_matches_the_plain_path_fp32(tiny_model):
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     enc = load_encoder(str(tiny_model), precision="fp32")
     counts = enc.count_tokens(PROMPTS)
@@ -103,7 +103,7 @@ def test_prefix_path_matches_the_plain_path_fp32(tiny_model):
 
 
 def test_prefix_path_matches_the_plain_path_bf16(tiny_model):
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     enc = load_encoder(str(tiny_model), precision="bf16")
     if enc.precision != "bf16":
@@ -118,8 +118,8 @@ def test_prefix_path_matches_the_plain_path_bf16(tiny_model):
 def test_old_configs_pool_at_the_highest_token_id(tiny_model):
     """Configs from before transformers' PR #24773 say eos_token_id 2 and pool at the
     argmax of the ids; the prefix path follows whichever rule the model uses."""
-    from whyclip.ingest.encoder import load_encoder
-    from whyclip.ingest.textpath import PrefixTextPath
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.ingest.encoder.textpath import PrefixTextPath
 
     enc = load_encoder(str(tiny_model), precision="fp32")
     enc._clip.text_model.eos_token_id = 2
@@ -131,7 +131,7 @@ def test_old_configs_pool_at_the_highest_token_id(tiny_model):
 
 
 def test_each_text_is_tokenized_once(tiny_model):
-    from whyclip.ingest.encoder import load_encoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
 
     enc = load_encoder(str(tiny_model), precision="fp32")
     seen: list[str] = []
@@ -154,7 +154,7 @@ def test_each_text_is_tokenized_once(tiny_model):
 
 
 def test_unknown_architectures_take_the_plain_path(tiny_model, monkeypatch):
-    import whyclip.ingest.encoder as encoder_module
+    import whyclip.ingest.encoder.clip_encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "unsupported_reason", lambda clip: "not a CLIP this path knows")
     enc = encoder_module.load_encoder(str(tiny_model), precision="fp32")
@@ -165,8 +165,8 @@ def test_unknown_architectures_take_the_plain_path(tiny_model, monkeypatch):
 
 
 def test_a_wrong_prefix_path_is_caught_by_the_check(tiny_model, monkeypatch, caplog):
-    import whyclip.ingest.encoder as encoder_module
-    from whyclip.ingest.textpath import PrefixTextPath
+    import whyclip.ingest.encoder.clip_encoder as encoder_module
+    from whyclip.ingest.encoder.textpath import PrefixTextPath
 
     real = PrefixTextPath.embed
     monkeypatch.setattr(PrefixTextPath, "embed", lambda self, seqs: real(self, seqs)[::-1].copy())

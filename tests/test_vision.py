@@ -1,4 +1,4 @@
-"""The plain-torch image tower and PIL preprocessing (ingest/vision.py) against their oracle,
+"""The plain-torch image tower and PIL preprocessing (ingest/encoder/vision.py) against their oracle,
 transformers: the same pixels bit for bit on images of many shapes and modes, the same
 embeddings to float32 rounding, the same parameter names; folders it does not know go to
 transformers; and a cold explain process never imports transformers' models."""
@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from whyclip.ingest import vision
+from whyclip.ingest.encoder import vision
 
 
 def _images() -> list[Image.Image]:
@@ -104,7 +104,7 @@ def test_gelu_towers_too(tiny_model, tmp_path):
     (lambda f: _edit(f / "config.json", lambda c: c["vision_config"].update(use_rotary=True)), "vision config keys ['use_rotary']"),
 ])  # fmt: skip
 def test_folders_it_does_not_know_go_to_transformers(tiny_model, tmp_path, change, reason):
-    from whyclip.ingest.clipmodel import TransformersClip
+    from whyclip.ingest.encoder.clipmodel import TransformersClip
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_model, folder)
@@ -132,7 +132,7 @@ def test_encoder_embeds_images_as_transformers_does(tiny_model):
     """The whole image path (processor + tower) of the encoder against transformers'."""
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    from whyclip.ingest.encoder import ClipEncoder
+    from whyclip.ingest.encoder.clip_encoder import ClipEncoder
 
     enc = ClipEncoder(str(tiny_model), precision="fp32")
     assert type(enc._st.tower("image")).__name__ == "VisionTower"
@@ -154,7 +154,7 @@ def test_a_cold_explain_imports_no_transformers_model(tiny_model, tmp_path):
     code = (
         "import sys\n"
         "from PIL import Image\n"
-        "from whyclip.ingest.encoder import ClipEncoder\n"
+        "from whyclip.ingest.encoder.clip_encoder import ClipEncoder\n"
         f"enc = ClipEncoder({str(tiny_model)!r}, precision='fp32')\n"
         f"print(enc.embed_images([Image.open({str(image)!r})])[0].shape)\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('transformers.models.clip.modeling', 'transformers.image_processing',"

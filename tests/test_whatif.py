@@ -1,4 +1,4 @@
-"""What-if edits (store/runs/whatif.py, ``whyclip whatif``) against oracles that share none
+"""What-if edits (store/analysis/whatif.py, ``whyclip whatif``) against oracles that share none
 of its arithmetic shortcuts:
 
 * the planted world of test_eval.py (fake encoder, bare template), where a known edit flips
@@ -26,14 +26,14 @@ from fakes import FakeEncoder, install_fake
 from test_eval import CONCEPTS, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.evaluate import run_eval
-from whyclip.ingest.whatif import added_vectors, save_edit
+from whyclip.ingest.services.evaluate import run_eval
+from whyclip.ingest.services.whatif import added_vectors, save_edit
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
 from whyclip.store.errors import InputError
-from whyclip.store.runs.storage import RunData, RunInfo, find_run, load_run
-from whyclip.store.runs.whatif import KEEP, WhatIf, plan_edit, read_edits, split_pair
-from whyclip.store.scoring import AGGREGATES
-from whyclip.ui.cli import cli
+from whyclip.store.db.runs import RunData, RunInfo, find_run, load_run
+from whyclip.store.analysis.whatif import KEEP, WhatIf, plan_edit, read_edits, split_pair
+from whyclip.store.method import AGGREGATES
+from whyclip.ui.cli.main import cli
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def random_world(store, rng, n_classes=17, dim=7, n_images=300):
 @pytest.mark.parametrize("keep", [KEEP, 2])
 @pytest.mark.parametrize("agg", AGGREGATES)
 def test_a_random_world_matches_the_store_scoring_the_edited_library(tmp_path, monkeypatch, agg, keep):
-    from whyclip.store.runs import whatif
+    from whyclip.store.analysis import whatif
 
     monkeypatch.setattr(whatif, "KEEP", keep)  # 2: most images need their full row, and some an unedited class
     rng = np.random.default_rng(5)

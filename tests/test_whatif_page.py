@@ -15,13 +15,13 @@ from test_eval import CONCEPTS, LIBRARY, write_dataset
 from whyclip import ingest
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.evaluate import run_eval
-from whyclip.ingest.whatif import added_vectors
-from whyclip.store.runs.storage import find_run, load_run
-from whyclip.store.runs.whatif import WhatIf, plan_edit
-from whyclip.ui.report import pct
+from whyclip.ingest.services.evaluate import run_eval
+from whyclip.ingest.services.whatif import added_vectors
+from whyclip.store.db.runs import find_run, load_run
+from whyclip.store.analysis.whatif import WhatIf, plan_edit
+from whyclip.ui.render.audit_report import pct
 
-APP = str(ROOT / "ui" / "app.py")
+APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def flips_shown(at: AppTest, key_column: str = "image") -> list[list[str]]:
 def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_version(planted):
     store, enc = planted
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("dashboard/audit_page.py").run()
+    at.switch_page("audit_page.py").run()
     assert not at.exception
     assert "What-if: edit a class's descriptors" in [h.value for h in at.subheader]
     metrics = {m.label: m.value for m in at.metric}
@@ -95,7 +95,7 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
 
 def test_a_bad_addition_is_an_error_and_the_page_goes_on(planted):
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("dashboard/audit_page.py").run()
+    at.switch_page("audit_page.py").run()
     at.text_input(key="whatif_add_0").input("big eyes").run()  # tree frog has it
     assert not at.exception
     assert any("already has the descriptor 'big eyes'" in e.value for e in at.error)

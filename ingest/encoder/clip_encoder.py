@@ -13,7 +13,7 @@ Texts take the prefix-sharing path of :mod:`ingest.textpath` (its sibling, the o
 that imports torch) where the model is transformers' CLIP: each text is tokenized once, and
 token prefixes shared by several texts are computed once. It is checked against the plain
 fp32 vectors on a sample, like a lower precision, and falls back. Each verdict is stored
-(:mod:`whyclip.store.db.verdicts`) under the weights, precision, path, rule and platform, so
+(:mod:`whyclip.store.db.precision_verdicts`) under the weights, precision, path, rule and platform, so
 later processes skip the check.
 """
 
@@ -34,8 +34,8 @@ import numpy as np
 from whyclip.store import EncoderInfo
 from whyclip.store.errors import ModelLoadError
 
-from whyclip.ingest.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
-from whyclip.ingest.textpath import PrefixTextPath, unsupported_reason
+from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
+from whyclip.ingest.encoder.textpath import PrefixTextPath, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class ClipEncoder:
     Precision is settled per modality, once, under a lock (:meth:`check_precision`): after
     that a modality's precision and cache key never change, so threads sharing an encoder
     (the service's micro-batcher and an ingest job) cannot mix vectors of two precisions.
-    A verdict is remembered in ``verdicts`` (the store's, :mod:`whyclip.store.db.verdicts`)
+    A verdict is remembered in ``verdicts`` (the store's, :mod:`whyclip.store.db.precision_verdicts`)
     and later processes take it from there instead of checking again."""
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
@@ -87,8 +87,8 @@ class ClipEncoder:
         self._tensors = None
         self._full = None  # a whole transformers CLIPModel, loaded only when needed (legacy ids)
         if folder is not None:
-            from whyclip.ingest.clipmodel import TransformersClip
-            from whyclip.ingest.fingerprint import safetensors_tensors
+            from whyclip.ingest.encoder.clipmodel import TransformersClip
+            from whyclip.ingest.encoder.fingerprint import safetensors_tensors
 
             try:
                 self._st = TransformersClip(folder, device)
@@ -113,7 +113,7 @@ class ClipEncoder:
         self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
         t = time.perf_counter()
         if self._tensors is not None and "logit_scale" in self._tensors:
-            from whyclip.ingest.fingerprint import file_fingerprint, read_tensor
+            from whyclip.ingest.encoder.fingerprint import file_fingerprint, read_tensor
 
             fingerprint = file_fingerprint(config, self._tensors)
             import torch
@@ -196,7 +196,7 @@ class ClipEncoder:
 
     def _fingerprint(self) -> str:
         """The content id's hash: architecture and weights, not the path or library versions
-        (see :mod:`whyclip.ingest.fingerprint`)."""
+        (see :mod:`whyclip.ingest.encoder.fingerprint`)."""
         return self.id.rsplit("-", 1)[1]
 
     def legacy_ids(self, names: Sequence[str] = ()) -> set[str]:
@@ -499,7 +499,7 @@ def _clip_folder(model: str) -> Path | None:
     a local CLIP folder (plain, or a sentence-transformers folder around one CLIP module),
     or a hub model already in the local cache (the default ``clip-ViT-B-32`` included).
     None: load it through sentence-transformers."""
-    from whyclip.ingest.clipmodel import clip_folder
+    from whyclip.ingest.encoder.clipmodel import clip_folder
 
     if _looks_like_path(model):
         path = Path(model).expanduser()
@@ -620,6 +620,6 @@ def load_encoder(model: str | None = None, device: str | None = None, precision:
                  share_prefixes: bool = True, verdicts=None) -> ClipEncoder:  # fmt: skip
     """Load a CLIP encoder by sentence-transformers name or local folder (``share_prefixes``
     False: texts always take the plain path, for comparisons; ``verdicts``: where precision
-    verdicts are remembered, such as :class:`whyclip.store.db.verdicts.StoreVerdicts`)."""
+    verdicts are remembered, such as :class:`whyclip.store.db.precision_verdicts.StoreVerdicts`)."""
     return ClipEncoder(model or DEFAULT_MODEL, device=device, precision=precision, share_prefixes=share_prefixes,
                        verdicts=verdicts)  # fmt: skip

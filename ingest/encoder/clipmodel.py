@@ -1,5 +1,5 @@
 """CLIP from a transformers folder without sentence-transformers, each tower loaded when
-it is first used (used by ingest/encoder.py).
+it is first used (used by ingest/encoder/clip_encoder.py).
 
 ``encode`` computes what sentence-transformers' ``encode`` computes for a CLIP model (the
 tokenizer and image processor ``AutoProcessor`` would hold; texts padded per batch
@@ -89,7 +89,7 @@ class TransformersClip:
         with self._processor_lock:
             if self._image_processor is None:
                 if self.plain_vision_reason is None:
-                    from whyclip.ingest.vision import image_processor
+                    from whyclip.ingest.encoder.vision import image_processor
 
                     self._image_processor = image_processor(self.folder)
                 else:
@@ -103,7 +103,7 @@ class TransformersClip:
         """Why the image tower and processor come from transformers rather than
         :mod:`.vision` (seconds faster to start); None when they come from :mod:`.vision`."""
         if not hasattr(self, "_plain_vision_reason"):
-            from whyclip.ingest.vision import unsupported_reason
+            from whyclip.ingest.encoder.vision import unsupported_reason
 
             self._plain_vision_reason = unsupported_reason(self.folder)
             if self._plain_vision_reason is not None:
@@ -117,7 +117,7 @@ class TransformersClip:
             if modality not in self.towers:
                 try:
                     if modality == "image" and self.plain_vision_reason is None:
-                        from whyclip.ingest.vision import load_vision_tower
+                        from whyclip.ingest.encoder.vision import load_vision_tower
 
                         model = load_vision_tower(self.folder)
                     else:

@@ -8,7 +8,7 @@ leaves it unchanged; other weights give another id.
 Ids made before (``clip-<dim>-<hash>``, :func:`legacy_fingerprint`) hashed the whole
 config, which carries the load path and the transformers version: :func:`is_legacy_id`
 recognises them so a store holding them can be mapped to the new id (see
-:mod:`whyclip.ingest.identity`). Nothing here imports torch: it reads tensors it is given.
+:mod:`whyclip.ingest.encoder.legacy_ids`). Nothing here imports torch: it reads tensors it is given.
 """
 
 from __future__ import annotations

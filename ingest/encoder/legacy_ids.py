@@ -12,7 +12,7 @@ as today's when either
 
 A read command (explain, the dashboard) accepts such a library in memory and writes
 nothing; a write command (ingest, eval) renames the old id to the new one in the store
-(:func:`whyclip.store.db.encoders.rename_encoder_id`), once.
+(:func:`whyclip.store.db.encoder_ids.rename_encoder_id`), once.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import logging
 import numpy as np
 
 from whyclip.store import Library, Store
-from whyclip.store.db import encoders
+from whyclip.store.db import encoder_ids
 from whyclip.store.errors import WhyclipError
 
-from whyclip.ingest.fingerprint import is_legacy_id
+from whyclip.ingest.encoder.fingerprint import is_legacy_id
 
 log = logging.getLogger(__name__)
 SAMPLE = 8  # prompts re-embedded to compare a library's stored vectors with this encoder's
@@ -79,7 +79,7 @@ def check_library_encoder(lib: Library, encoder, store: Store | None = None) -> 
     if not is_same_encoder(lib, encoder):
         lib.check_encoder(new)  # raises, naming both ids
     if store is not None:
-        encoders.rename_encoder_id(store.engine, old, new)
+        encoder_ids.rename_encoder_id(store.engine, old, new)
     else:
         log.info("library %s: encoder id %s is this encoder's old id (%s); 'whyclip ingest' or 'eval' records the new one",
                  lib.info.name, old, new)  # fmt: skip
@@ -91,8 +91,8 @@ def adopt_legacy_ids(store: Store, encoder) -> list[str]:
     it looks up the cache, so vectors cached under an old id are found). Returns the ids
     renamed. Cache rows of an id no library has can only match a candidate."""
     dim = encoder.info.dim
-    by_id = encoders.library_encoders(store.engine)
-    legacy = sorted(i for i in set(by_id) | encoders.cache_encoder_ids(store.engine)
+    by_id = encoder_ids.library_encoders(store.engine)
+    legacy = sorted(i for i in set(by_id) | encoder_ids.cache_encoder_ids(store.engine)
                     if is_legacy_id(i) and i.startswith(f"clip-{dim}-"))  # fmt: skip
     if not legacy:
         return []
@@ -101,14 +101,14 @@ def adopt_legacy_ids(store: Store, encoder) -> list[str]:
     for old in legacy:
         if old not in candidates and not _content_matches(store, old, encoder):
             continue
-        encoders.rename_encoder_id(store.engine, old, encoder.info.id)
+        encoder_ids.rename_encoder_id(store.engine, old, encoder.info.id)
         renamed.append(old)
     return renamed
 
 
 def _content_matches(store: Store, old: str, encoder) -> bool:
     """Whether the newest ready library built under ``old`` has ``encoder``'s vectors."""
-    for name, version in encoders.libraries_with_encoder(store.engine, old)[:1]:
+    for name, version in encoder_ids.libraries_with_encoder(store.engine, old)[:1]:
         try:
             return same_vectors(store.load(name, version), encoder)
         except WhyclipError as exc:  # its index files are gone: nothing to compare

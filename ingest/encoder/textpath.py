@@ -1,4 +1,4 @@
-"""CLIP's text tower with shared prefixes computed once (used by ingest/encoder.py).
+"""CLIP's text tower with shared prefixes computed once (used by ingest/encoder/clip_encoder.py).
 
 The same computation as transformers' ``CLIPModel.get_text_features`` (token + position
 embeddings, pre-norm causal self-attention layers, final layer norm at the pooled position,
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from whyclip.ingest.prefixes import TreePlan, plan_tree
+from whyclip.ingest.encoder.prefixes import TreePlan, plan_tree
 
 TOKEN_BUDGET = 2048  # padded tokens per batch (rows x longest segment)
 BATCH_COST = 32  # a batch's fixed cost, in padded tokens, when choosing batches

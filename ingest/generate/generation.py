@@ -19,15 +19,15 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whyclip.store.db import llm_cache
-from whyclip.store.db.store import Store
+from whyclip.store.db import answer_cache
+from whyclip.store.catalogue import Store
 from whyclip.store.errors import InputError
 
 from whyclip.ingest.generate.classes import ClassList
 from whyclip.ingest.generate.cleaning import CleaningReport, CleanSettings, clean_classes
-from whyclip.ingest.generate.client import ChatClient, ChatRequest, public_url, request_key
+from whyclip.ingest.generate.llm_client import ChatClient, ChatRequest, public_url, request_key
 from whyclip.ingest.generate.parsing import parse_answer
-from whyclip.ingest.generate.prompts import Prompt
+from whyclip.ingest.generate.llm_prompts import Prompt
 
 log = logging.getLogger(__name__)
 MAX_TEMPERATURE = 2.0
@@ -124,7 +124,7 @@ def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
     """Answer ``requests`` from the cache, sending the rest ``concurrency`` at a time; each
     answer is stored as it arrives. Returns request -> (answer, mode, cached, request key)."""
     keys = {req: request_key(client.base_url, client.model, req) for req in requests}
-    hits = llm_cache.lookup(store, list(keys.values()))
+    hits = answer_cache.lookup(store, list(keys.values()))
     got = {}
     for req in requests:
         if (hit := hits.get(keys[req])) is not None:
@@ -148,7 +148,7 @@ def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
                     raise fut.exception()
                 req = futures[fut]
                 answer, mode = fut.result()
-                llm_cache.save(store, [llm_cache.CachedAnswer(
+                answer_cache.save(store, [answer_cache.CachedAnswer(
                     keys[req], public_url(client.base_url), client.model, req.prompt, req.parameters, answer, mode,
                     dt.datetime.now(dt.timezone.utc))])  # fmt: skip
                 got[req] = (answer, mode, False, keys[req])

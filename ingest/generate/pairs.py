@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whyclip.store.db.store import Store
+from whyclip.store.catalogue import Store
 from whyclip.store.errors import InputError
 
-from whyclip.ingest.generate.client import ChatClient, ChatRequest, public_url
-from whyclip.ingest.generate.job import ask_round
+from whyclip.ingest.generate.llm_client import ChatClient, ChatRequest, public_url
+from whyclip.ingest.generate.generation import ask_round
 from whyclip.ingest.generate.parsing import BULLET, tidy
 
 # The question and its one example (crocodile / alligator) are written for this project.

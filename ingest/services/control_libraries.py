@@ -21,7 +21,7 @@ import numpy as np
 from whyclip.store import Library, Store, build_class_matrices
 
 from whyclip.ingest.embedding import embed_prompts
-from whyclip.ingest.prompts import Template
+from whyclip.store.method.templates import Template
 from whyclip.ingest.vocabulary import general_words
 
 CONTROL_SEED = 0

@@ -1,5 +1,5 @@
 """``whyclip eval``: score a labelled image set with a library, every way at once, and store
-the run (:mod:`whyclip.store.runs`) for audits.
+the run (:mod:`whyclip.store.analysis`) for audits.
 
 Datasets are read and matched by :mod:`.datasets`, images embedded through the cache by
 :mod:`.embedding`, the control library built by :mod:`.controls`; this module plans the
@@ -18,17 +18,17 @@ import numpy as np
 
 from whyclip.store import Library, Store, score_classes
 from whyclip.store.errors import InputError
-from whyclip.store.db.pairs import StoredPair, load_pairs
-from whyclip.store.runs.storage import (BASELINE, CONTROL, FUDD, TOP, MethodResults, RunData, RunInfo, check_new_name, rank_results,
+from whyclip.store.db.pair_descriptors import StoredPair, load_pairs
+from whyclip.store.db.runs import (BASELINE, CONTROL, FUDD, TOP, MethodResults, RunData, RunInfo, check_new_name, rank_results,
                                         save_run, unused_name)
-from whyclip.store.runs.name_split import SplitAccumulator
-from whyclip.store.scoring import AGGREGATES
+from whyclip.store.analysis.name_split import SplitAccumulator
+from whyclip.store.method import AGGREGATES
 
-from whyclip.ingest.controls import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
+from whyclip.ingest.services.control_libraries import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
 from whyclip.ingest.datasets import Dataset, match_labels, unmatched_error
 from whyclip.ingest.embedding import embed_image_files_cached
-from whyclip.ingest.generate.fudd import rerank_results, stored_pair_texts
-from whyclip.ingest.identity import check_library_encoder
+from whyclip.ingest.services.fudd import rerank_results, stored_pair_texts
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.vocabulary import SOURCE as VOCABULARY
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def run_eval(
 
 def _score_all(lib: Library, controls: dict, vectors: np.ndarray, y: np.ndarray) -> tuple[dict, dict]:
     """Every method's ranked results, scoring ``SCORE_BLOCK`` images at a time, and the
-    name/description split of each aggregate (:mod:`whyclip.store.runs.name_split`)."""
+    name/description split of each aggregate (:mod:`whyclip.store.analysis.name_split`)."""
     parts: dict[str, list] = {}
     splits = {a: SplitAccumulator() for a in AGGREGATES}
     for start in range(0, len(vectors), SCORE_BLOCK):

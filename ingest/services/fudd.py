@@ -1,5 +1,5 @@
 """Re-rank images with differential descriptions (FuDD's scoring): a pairs file's, or the
-pair descriptors stored with a library version (:mod:`whyclip.store.db.pairs`).
+pair descriptors stored with a library version (:mod:`whyclip.store.db.pair_descriptors`).
 
 For each image, the candidates are its ``top_k`` classes under the run's method. A candidate's
 differential score is the mean similarity of the image to the descriptions written for it in
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whyclip.ingest.embedding import embed_prompts
-from whyclip.ingest.prompts import Template
+from whyclip.store.method.templates import Template
 from whyclip.store.errors import InputError
 
 
@@ -50,7 +50,7 @@ def rerank_results(base, vectors: np.ndarray, labels: np.ndarray, texts: PairTex
     front of its top classes, the others keep their order; scores are ``base``'s (FuDD has
     no score for every class), and the true class's rank is its place in the new order
     (unchanged when it is not among the re-ranked candidates)."""
-    from whyclip.store.runs.storage import MethodResults
+    from whyclip.store.db.runs import MethodResults
 
     chosen = rerank(vectors, base.top, texts, top_k)
     j = np.argmax(base.top == chosen[:, None], axis=1)  # where the chosen class stood

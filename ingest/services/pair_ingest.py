@@ -1,7 +1,7 @@
 """Store a pairs file (``whyclip generate-pairs``) into a library version as contrastive pair
 descriptors: every class checked first, each side's descriptions rendered with the
 version's template, embedded through the cache, then written in one transaction with the
-LLM's provenance (:mod:`whyclip.store.db.pairs`). Also the images side of choosing pairs:
+LLM's provenance (:mod:`whyclip.store.db.pair_descriptors`). Also the images side of choosing pairs:
 the classes a set of unlabelled images is ambiguous between under the baseline.
 """
 
@@ -17,9 +17,9 @@ import numpy as np
 
 from whyclip.ingest.embedding import embed_image_files_cached, embed_prompts
 from whyclip.ingest.images import IMAGE_SUFFIXES
-from whyclip.ingest.prompts import Template
+from whyclip.store.method.templates import Template
 from whyclip.store import Library, Store
-from whyclip.store.db.pairs import PairDescription, PairDraft, PairsWritten, write_pairs
+from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, PairsWritten, write_pairs
 from whyclip.store.errors import InputError
 
 from whyclip.ingest.generate.pairs import PAIR_PROMPT, ambiguous_pairs, render_pair

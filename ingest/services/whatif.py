@@ -1,6 +1,6 @@
 """What-if edits that need the encoder or write: the added descriptors' vectors (through
 the embedding cache, so only prompts it lacks are embedded) and publishing an edit as the
-next version of its library. The exact answer itself is :mod:`whyclip.store.runs.whatif`."""
+next version of its library. The exact answer itself is :mod:`whyclip.store.analysis.whatif`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 
 from whyclip.store import LibraryInfo, Store
 from whyclip.store.library import Library
-from whyclip.store.runs.whatif import Edit, edited_draft
+from whyclip.store.analysis.whatif import Edit, edited_draft
 
 from whyclip.ingest.embedding import embed_prompts
 

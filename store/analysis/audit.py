@@ -1,5 +1,5 @@
 """Audit a stored evaluation run: accuracy with intervals, what drives predictions,
-descriptor hygiene and controls (the paired comparisons live in :mod:`.controls_summary`,
+descriptor hygiene and controls (the paired comparisons live in :mod:`.controls`,
 the statistics in :mod:`.stats`). Pure numpy and scipy over the run's image vectors and the
 library; no model.
 
@@ -31,12 +31,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from whyclip.store.library import Library
-from whyclip.store.runs import controls_summary as controls
-from whyclip.store.runs.calibration import audit_section
-from whyclip.store.runs.stats import mcnemar_exact, verdict, wilson
-from whyclip.store.runs.storage import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
+from whyclip.store.analysis import controls
+from whyclip.store.analysis.calibration import audit_section
+from whyclip.store.analysis.stats import mcnemar_exact, verdict, wilson
+from whyclip.store.db.runs import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
 from whyclip.store.db.schema import SharedTextRow
-from whyclip.store.scoring import AGGREGATES, descriptor_weights
+from whyclip.store.method import AGGREGATES, descriptor_weights
 
 NEAR_MAX = 50_000  # descriptors; the near-duplicate check compares every pair
 FLAT_SAMPLE = 2_000  # images used for each descriptor's similarity spread
@@ -328,7 +328,7 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
 def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, calibration=None) -> dict:
     """Everything a report shows, as plain data (the JSON format of ``whyclip audit``).
     ``calibration``: the library version's stored calibration, if any
-    (:func:`whyclip.store.runs.calibration_store.latest_calibration`)."""
+    (:func:`whyclip.store.db.calibrations.latest_calibration`)."""
     s = settings or AuditSettings()
     agg = s.aggregate or lib.info.aggregate
     texts = _row_texts(lib)

@@ -34,7 +34,7 @@ from scipy.optimize import minimize, minimize_scalar
 
 from whyclip.store.errors import InputError
 
-from whyclip.store.runs.stats import wilson
+from whyclip.store.analysis.stats import wilson
 
 ECE_BINS = 15
 BETA_BOUNDS = (1e-3, 1e3)  # 1 / T: temperatures from 0.001 to 1000

@@ -99,8 +99,8 @@ def bare_scorer(store, lib, encoder_key: str):
     """``(ClassMatrices, vectors)`` of the library's descriptors without the class name (the
     ``bare:`` control ``whyclip eval`` embeds and caches), read from the embedding cache
     only (nothing is embedded or written), or a one-line note saying why it is missing."""
-    from whyclip.store.db import cache
-    from whyclip.store.scoring import build_class_matrices
+    from whyclip.store.db import embedding_cache
+    from whyclip.store.method import build_class_matrices
 
     if len(lib.class_names) < 3:
         return "name vs description not shown: the split is fitted over an image's classes and needs at least 3"
@@ -108,7 +108,7 @@ def bare_scorer(store, lib, encoder_key: str):
         return (f"name vs description not shown: {lib.info.n_descriptors:,} descriptors is over {SPLIT_MAX:,} (it reads "
                 "every bare-descriptor vector from the cache); the audit has the run's split per class")  # fmt: skip
     texts = lib.descriptor_texts()
-    found = cache.lookup(store, encoder_key, list(dict.fromkeys(texts)))
+    found = embedding_cache.lookup(store, encoder_key, list(dict.fromkeys(texts)))
     if any(t not in found for t in texts):
         return BARE_NOTE.format(name=lib.info.name)
     vectors = np.array([found[t][0] for t in texts], dtype=np.float32).reshape(len(texts), lib.info.dim)

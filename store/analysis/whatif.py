@@ -7,7 +7,7 @@ scores and no other. :class:`WhatIf` scores every image of a run once under one 
 only the edited classes and comparing them with each image's best unedited class.
 
 * The edited class's score is computed with the same code a re-ingested library would use
-  (:func:`~whyclip.store.scoring.aggregates.class_sums` for mean and centroid, the maximum
+  (:func:`~whyclip.store.method.aggregates.class_sums` for mean and centroid, the maximum
   similarity for max), kept descriptors first in their order, then the added ones.
 * A class whose every descriptor is dropped (and none added) falls back to its baseline
   prompt, exactly as a library file with an empty class does after ingest; the answer
@@ -29,12 +29,12 @@ import numpy as np
 from whyclip.store.errors import InputError
 from whyclip.store.library import Library
 from whyclip.store.names import loose_matches
-from whyclip.store.prompts import RULE_VERSION, build_prompt
+from whyclip.store.method.prompts import RULE_VERSION, build_prompt
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft
-from whyclip.store.runs.stats import accuracy_figure, mcnemar_exact, verdict, wilson
-from whyclip.store.runs.storage import RunData
-from whyclip.store.scoring import AGGREGATES
-from whyclip.store.scoring.aggregates import class_sums
+from whyclip.store.analysis.stats import accuracy_figure, mcnemar_exact, verdict, wilson
+from whyclip.store.db.runs import RunData
+from whyclip.store.method import AGGREGATES
+from whyclip.store.method.aggregates import class_sums
 
 KEEP = 8  # best classes kept per image: an edit of fewer classes never needs a full row again
 BLOCK = 256  # images scored at a time when the run is first scored

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.schema import LLMAnswerRow
-from whyclip.store.db.store import Store
+from whyclip.store.catalogue import Store
 
 LOOKUP_BATCH = 500
 

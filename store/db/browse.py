@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from whyclip.store.db.store import LibraryInfo, Store
+from whyclip.store.catalogue import LibraryInfo, Store
 from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.schema import CalibrationRow, EvalRunRow, LibraryRow
-from whyclip.store.db.store import Store
+from whyclip.store.catalogue import Store
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, StoreError
 

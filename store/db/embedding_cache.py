@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from whyclip.store.db.store import Store
+from whyclip.store.catalogue import Store
 from whyclip.store.db.schema import EmbeddingRow
 from whyclip.store.db.writes import insert_or_ignore, write_session
 

@@ -5,7 +5,7 @@ Libraries (``libraries.encoder_id``), the embedding cache (``embeddings.encoder_
 (``eval_runs.encoder_key``) name the encoder that made their vectors. When whyclip's id
 scheme changes (the path-dependent ids before content ids), :func:`rename_encoder_id`
 moves every row of an old id to the new one in one transaction. Deciding *that* an old id
-is the same encoder is the caller's job (it needs the model: :mod:`whyclip.ingest.identity`).
+is the same encoder is the caller's job (it needs the model: :mod:`whyclip.ingest.encoder.legacy_ids`).
 """
 
 from __future__ import annotations

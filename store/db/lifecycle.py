@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
-from whyclip.store.db.pairs import delete_pairs_of
+from whyclip.store.db.pair_descriptors import delete_pairs_of
 from whyclip.store.db.schema import (
     CalibrationRow,
     ClassRow,
@@ -41,7 +41,7 @@ from whyclip.store.db.schema import (
     Meta,
     SharedTextRow,
 )
-from whyclip.store.db.store import TOP_DESCRIPTOR_KEY, Store, version_mark_key
+from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, version_mark_key
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, LibraryNotFound, StoreError
 
@@ -169,7 +169,7 @@ def collect_garbage(store: Store, *, cache: bool = False, dry_run: bool = False,
 def used_prompts(store: Store) -> dict[str, set[str]]:
     """Encoder id -> the sha256 of every prompt a ready version embeds (its descriptor
     prompts, baseline prompts and pair descriptors' prompts, as the Library gives them)."""
-    from whyclip.store.db.cache import text_key
+    from whyclip.store.db.embedding_cache import text_key
 
     used: dict[str, set[str]] = {}
     for info in store.libraries(every_version=True):

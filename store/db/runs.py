@@ -17,9 +17,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from whyclip.store.errors import InputError, StoreError
-from whyclip.store.db.store import Store
+from whyclip.store.catalogue import Store
 from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
-from whyclip.store.scoring import AGGREGATES
+from whyclip.store.method import AGGREGATES
 
 BASELINE = "baseline"
 CONTROL = "control:"  # + aggregate: the shuffled-descriptor-words control library

@@ -94,7 +94,7 @@ class LibraryRow(Base):
     # first descriptor: its descriptors have keys first_descriptor_id + position in label order
     index_params: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     first_descriptor_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
-    # revision 0004: the versioned rule that built the prompts (whyclip.store.prompts.rule_name);
+    # revision 0004: the versioned rule that built the prompts (whyclip.store.method.prompts.rule_name);
     # nullable only because SQLite cannot add a NOT NULL column without a default
     prompt_rule: Mapped[str | None] = mapped_column(String(32), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)  # revision 0009
@@ -309,7 +309,7 @@ class PairDescriptorRow(Base):
 
 class PrecisionVerdictRow(Base):
     """Whether a lower numeric precision (or the prefix-sharing text path) gives an encoder's
-    fp32 vectors, checked once and remembered (:mod:`whyclip.store.db.verdicts`). The key is
+    fp32 vectors, checked once and remembered (:mod:`whyclip.store.db.precision_verdicts`). The key is
     the sha256 of what the verdict holds for: the encoder id (its weights), the modality,
     the precision, the path, the check's rule and the platform (torch and transformers
     versions, the device's instruction set or GPU model)."""

@@ -5,7 +5,7 @@ scores (mean, centroid, max) and per-descriptor weights; :mod:`.explanation` hol
 frozen records an explanation is made of.
 """
 
-from whyclip.store.scoring.aggregates import (
+from whyclip.store.method.aggregates import (
     AGGREGATES,
     ClassMatrices,
     build_class_matrices,
@@ -16,7 +16,7 @@ from whyclip.store.scoring.aggregates import (
     softmax,
     top_k,
 )
-from whyclip.store.scoring.explanation import BaselineScore, ClassScore, Contrast, ContrastRow, DescriptorScore, Explanation, Retrieved
+from whyclip.store.method.explanation import BaselineScore, ClassScore, Contrast, ContrastRow, DescriptorScore, Explanation, Retrieved
 
 __all__ = [
     "AGGREGATES", "BaselineScore", "ClassMatrices", "ClassScore", "Contrast", "ContrastRow", "DescriptorScore",

@@ -1,7 +1,7 @@
 """Prompt templates: turn (class, descriptor) into the text CLIP embeds.
 
 Validation lives here; the rules themselves (``wordify``, the paper's ``descriptor_sentence``,
-every template's rendering) live once, versioned, in :mod:`whyclip.store.prompts`, so that the
+every template's rendering) live once, versioned, in :mod:`whyclip.store.method.prompts`, so that the
 rule version a library records names exactly the code that built its prompts.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 
 from whyclip.store.errors import InputError
-from whyclip.store.prompts import build_baseline, build_prompt, descriptor_sentence, paper_prompt, wordify
+from whyclip.store.method.prompts import build_baseline, build_prompt, descriptor_sentence, paper_prompt, wordify
 
 DEFAULT_TEMPLATE = "paper"
 DEFAULT_BASELINE = "a photo of a {class}."

@@ -16,7 +16,7 @@ the files. Retrieval (see :mod:`whyclip.store.vectors.retrieval`) is an exact sc
 ``APPROXIMATE_ABOVE`` descriptors and, above, PQ fast-scan codes re-ranked exactly from the
 same vectors (``PQ256x4fs+rerank``: ``pq_fastscan.faiss``, its digest in the manifest,
 read on first search, and ``pq_centre.npy``). Its re-rank depth is calibrated on
-image-like queries (:mod:`whyclip.store.vectors.calibration`), and where no depth reaches
+image-like queries (:mod:`whyclip.store.vectors.recall_tuning`), and where no depth reaches
 the target recall faster than the exact scan, the version answers exactly and says why
 (``exact_fallback``). Any FAISS factory string a user gives builds ``descriptors.faiss``
 instead, whose ids are descriptor positions, its ``nprobe`` / ``efSearch`` calibrated the
@@ -42,8 +42,9 @@ import faiss
 import numpy as np
 
 from whyclip.store.errors import InputError, StoreError
-from whyclip.store.vectors import calibration, pqrerank
-from whyclip.store.vectors.calibration import (
+from whyclip.store.vectors import pqrerank
+from whyclip.store.vectors import recall_tuning
+from whyclip.store.vectors.recall_tuning import (
     RECALL_TARGET,
     Queries,
     calibrate_depth,
@@ -62,7 +63,7 @@ from whyclip.store.vectors.retrieval import (
     exact_search,
     faiss_threads,
 )
-from whyclip.store.scoring import ClassMatrices, class_sums
+from whyclip.store.method import ClassMatrices, class_sums
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def build_faiss_index(vectors: np.ndarray, factory: str) -> faiss.Index:
 
 def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, queries: Queries) -> Built:
     """The retrieval index ``factory`` over ``vectors``, its parameters calibrated on
-    ``queries`` (image-like; see :mod:`whyclip.store.vectors.calibration`)."""
+    ``queries`` (image-like; see :mod:`whyclip.store.vectors.recall_tuning`)."""
     if factory == "Flat" or len(vectors) == 0:
         return Built("Flat", FlatScan(vectors))
     if is_pq_rerank(factory):
@@ -222,8 +223,8 @@ def recalibrate(files: IndexFiles, factory: str, queries: Queries) -> dict | Non
 
 def not_faster(search, vectors: np.ndarray, queries: np.ndarray) -> dict:
     """The two one-query timings, and ``exact_fallback`` when ``search`` is not faster."""
-    approx_ms = calibration.median_ms(search, queries)
-    exact_ms = calibration.median_ms(lambda x: exact_search(vectors, x, 10), queries)
+    approx_ms = recall_tuning.median_ms(search, queries)
+    exact_ms = recall_tuning.median_ms(lambda x: exact_search(vectors, x, 10), queries)
     out = {"approx_ms": round(approx_ms, 3), "exact_ms": round(exact_ms, 3)}
     if approx_ms >= exact_ms:
         out["exact_fallback"] = f"not faster than the exact scan ({approx_ms:.2f} ms vs {exact_ms:.2f} ms a query)"

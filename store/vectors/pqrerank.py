@@ -3,14 +3,14 @@ the centred descriptor vectors, its best ``depth`` candidates re-ranked exactly 
 fp32 vectors (``vectors.npy``, the one exact copy).
 
 Chosen by measurement on CLIP-shaped data (``bench/run.py``'s query section and
-:mod:`whyclip.store.vectors.synthetic`), against an HNSW graph, an IVF and the class inverted
+:mod:`bench.synthetic`), against an HNSW graph, an IVF and the class inverted
 file this replaces, all of which lose most of their recall for image queries, which lie far
 from every text vector across the modality gap. The codes take ``M / 2`` bytes a descriptor
 (128 at the default ``PQ256x4fs``, 6% of the fp32 vectors). Centring first matters: every text vector shares the
 text cone's axis, which would otherwise spend the quantiser's codes on what all vectors
 have in common; an inner product ranks ``x - centre`` as it ranks ``x``.
 
-The re-rank depth is calibrated (:mod:`whyclip.store.vectors.calibration`) on image-like
+The re-rank depth is calibrated (:mod:`whyclip.store.vectors.recall_tuning`) on image-like
 queries; the index file is read on first search, and checked against its digest.
 
 One query scans every code, on one core by FAISS (about 16 ms for 1M codes of 128 bytes

@@ -20,7 +20,7 @@ The queries, best first:
   seen from the text cone's centre, it shares with its class: CLIP images match their
   class's text at a cosine of about 0.3 where two texts of one class match at about 0.8.
   The range (0.15-0.4, drawn per query) was chosen on CLIP-shaped data
-  (:mod:`whyclip.store.vectors.synthetic`, 100k descriptors, PQ256x4fs): its recall@10 is at
+  (:mod:`bench.synthetic`, 100k descriptors, PQ256x4fs): its recall@10 is at
   or below the image queries' at every re-rank depth (0.93 vs 0.97 at 50, 0.98 vs 0.98 at
   100, 0.99 vs 1.00 at 200), so the depth it picks errs deep; 0.25-0.5 was too easy (0.99 at
   50). It models CLIP's geometry, not a particular image set, so eval images replace it

@@ -13,7 +13,7 @@ are descriptor rows in label (class-major) order, the rows of ``vectors.npy``.
   the descriptors of the ``probe`` nearest exactly from the fp32 vectors. ``probe`` is chosen
   at build time as the smallest that reaches :data:`RECALL_TARGET` on a seeded calibration
   sample, and the recall then reported is measured on a different sample (image-like
-  queries since the PQ index: see :mod:`whyclip.store.vectors.calibration`).
+  queries since the PQ index: see :mod:`whyclip.store.vectors.recall_tuning`).
 * :class:`FaissSearch` wraps a FAISS index built from a user's factory string (its ids are
   positions), or a FAISS index of an older layout whose ids are descriptor keys.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from whyclip.store.vectors.calibration import RECALL_TARGET, recall
+from whyclip.store.vectors.recall_tuning import RECALL_TARGET, recall
 
 SMALL_BATCH = 8  # fewer queries than this are searched by FAISS on one thread
 SCAN_CHUNK = 1 << 16  # rows scored at a time by an exact scan

@@ -25,7 +25,7 @@ class _Note(NamedTuple):
     at: float
     text: str
 from whyclip.ui.api.errors import ApiError
-from whyclip.ui.api.jobs import JobBoard
+from whyclip.ui.api.job_board import JobBoard
 from whyclip.ui.api.settings import ServiceSettings, load_keys
 
 LOADED_VERSIONS = 8  # library versions kept loaded (their vectors are memory-mapped)
@@ -58,7 +58,7 @@ class Resources:
         store = self.store
         with self._lock:
             if self._encoder is None:
-                from whyclip.store.db.verdicts import StoreVerdicts
+                from whyclip.store.db.precision_verdicts import StoreVerdicts
 
                 s = self.settings
                 self._encoder = ingest.load_encoder(s.model, s.device, s.precision, verdicts=StoreVerdicts(store))
@@ -108,7 +108,7 @@ class Resources:
         kept for ``SPLIT_NOTE_TTL_S`` and then looked up again (a later ``whyclip eval`` may
         embed what is missing): looking it up took 15 ms of every request on a library of
         1,000 descriptors that no eval had run on."""
-        from whyclip.store.runs.name_split import bare_scorer
+        from whyclip.store.analysis.name_split import bare_scorer
 
         key = (lib.info.id, encoder_key)
         now = time.monotonic()

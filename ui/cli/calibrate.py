@@ -12,13 +12,13 @@ import click
 
 from whyclip.store.choices import AGGREGATES
 
-from whyclip.ui.progress import progress_bar
+from whyclip.ui.cli.progress import progress_bar
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def calibration_text(r: dict, stored: bool) -> str:
-    from whyclip.ui.report import ci, pct  # not at import: the report module loads the store
+    from whyclip.ui.render.audit_report import ci, pct  # not at import: the report module loads the store
 
     bias = " and per-class biases" if r["per_class_bias"] else ""
     lines = [f"calibration of library {r['library']} v{r['version']} on run {r['run']!r} ({r['aggregate']} aggregate): "
@@ -57,7 +57,7 @@ def calibration_html(r: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from whyclip.ui.report_plots import reliability
+    from whyclip.ui.render.audit_plots import reliability
 
     plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "whyclip", "font.size": 10})
     svg = reliability(r, plt)
@@ -101,11 +101,11 @@ def calibrate(ctx, library, run_name, aggregate, per_class_bias, seed, fit_fract
     version (the newest one is used) for 'whyclip explain --calibrated'.
     """
     from whyclip.store import Store
-    from whyclip.store.runs.calibration import calibrate_run
-    from whyclip.store.runs.calibration_store import save_calibration
-    from whyclip.store.runs.storage import find_run, load_run
+    from whyclip.store.analysis.calibration import calibrate_run
+    from whyclip.store.db.calibrations import save_calibration
+    from whyclip.store.db.runs import find_run, load_run
 
-    from whyclip.ui.report import write_atomic
+    from whyclip.ui.render.audit_report import write_atomic
 
     if plot_path and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
         raise click.UsageError(f"--plot {plot_path}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
@@ -125,7 +125,7 @@ def calibrate(ctx, library, run_name, aggregate, per_class_bias, seed, fit_fract
         write_atomic(Path(html_path), calibration_html(report))
         click.echo(f"wrote {html_path}", err=True)
     if plot_path:
-        from whyclip.ui.report_plots import reliability_figure
+        from whyclip.ui.render.audit_plots import reliability_figure
 
         Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
         reliability_figure(report, plot_path)

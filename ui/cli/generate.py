@@ -11,7 +11,7 @@ import click
 from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings
 from whyclip.store.errors import InputError
 
-from whyclip.ui.progress import progress_bar
+from whyclip.ui.cli.progress import progress_bar
 
 FLAG_STEPS = [s for s, a in DEFAULT_ACTIONS.items() if a == "flagged"]
 DROP_STEPS = [s for s, a in DEFAULT_ACTIONS.items() if a == "dropped"]
@@ -80,9 +80,9 @@ def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, te
     is cached in the store, so a rerun sends no request.
     """
     from whyclip.ingest.generate.classes import read_classes
-    from whyclip.ingest.generate.client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
-    from whyclip.ingest.generate.job import GenerateSettings, check_output, generate_library, write_outputs
-    from whyclip.ingest.generate.prompts import load_prompt
+    from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
+    from whyclip.ingest.generate.generation import GenerateSettings, check_output, generate_library, write_outputs
+    from whyclip.ingest.generate.llm_prompts import load_prompt
     from whyclip.store import Store
 
     out_path = check_output(out)
@@ -124,8 +124,8 @@ def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path
     """Clean an existing library FILE and report every line dropped or flagged, and why."""
     from whyclip.ingest.generate.classes import read_raw_library
     from whyclip.ingest.generate.cleaning import clean_classes
-    from whyclip.ingest.generate.job import check_output, write_json_atomic
-    from whyclip.ingest.generate.prompts import load_prompt
+    from whyclip.ingest.generate.generation import check_output, write_json_atomic
+    from whyclip.ingest.generate.llm_prompts import load_prompt
 
     out_path = check_output(out) if out else None
     settings = _settings(keep, drop, max_words, shared_min)
@@ -149,7 +149,7 @@ def _report_stored(lib, written, warnings, n_prompts) -> None:
 
 def _encoder_for(store, lib, model, device):
     from whyclip import ingest
-    from whyclip.ingest.identity import check_library_encoder
+    from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 
     encoder = ingest.load_encoder(model or lib.info.encoder_name, device)
     check_library_encoder(lib, encoder, store)
@@ -193,12 +193,12 @@ def generate_pairs_cmd(ctx, library, run_name, images, top_k, margin, lib_versio
     """Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that
     a set of images is ambiguous between (FuDD's differential descriptions); write them to a
     pairs file with provenance (--out) and/or store them with the library version (--store)."""
-    from whyclip.ingest.generate.client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
-    from whyclip.ingest.generate.job import check_output, write_json_atomic
-    from whyclip.ingest.generate.pair_store import PairsFile, pairs_from_images, store_pairs
+    from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
+    from whyclip.ingest.generate.generation import check_output, write_json_atomic
+    from whyclip.ingest.services.pair_ingest import PairsFile, pairs_from_images, store_pairs
     from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
     from whyclip.store import Store
-    from whyclip.store.runs.storage import find_run, load_run
+    from whyclip.store.db.runs import find_run, load_run
 
     if not out and not store_them:
         raise click.UsageError("say where the pairs go: --out PAIRS.json, --store, or both")
@@ -259,7 +259,7 @@ def ingest_pairs_cmd(ctx, pairs_file, library, lib_version, replace, model, devi
     """Store a PAIRS file (from 'whyclip generate-pairs') with a library version as
     contrastive pair descriptors: each side's descriptions rendered with the library's
     template, embedded through the cache, kept apart from the classes' own descriptors."""
-    from whyclip.ingest.generate.pair_store import plan_pairs, read_pairs_file, store_pairs
+    from whyclip.ingest.services.pair_ingest import plan_pairs, read_pairs_file, store_pairs
     from whyclip.store import Store
 
     pf = read_pairs_file(pairs_file)
@@ -284,11 +284,11 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
     import numpy as np
 
     from whyclip import ingest
-    from whyclip.ingest.generate.fudd import pair_texts, rerank
+    from whyclip.ingest.services.fudd import pair_texts, rerank
     from whyclip.store import Store
-    from whyclip.store.runs.storage import find_run, load_run
+    from whyclip.store.db.runs import find_run, load_run
 
-    from whyclip.ingest.generate.pair_store import read_pairs_file
+    from whyclip.ingest.services.pair_ingest import read_pairs_file
 
     pf = read_pairs_file(pairs_file)
     where, pairs = pf.data.get("run"), pf.pairs

@@ -95,7 +95,7 @@ def export_cmd(ctx, name, lib_version, out, force):
 def settings_from_sidecar(file: str, template: str | None, baseline: str | None) -> tuple[str, str, dict | None]:
     """The template and baseline for ``ingest FILE``: as given, else from an export
     sidecar beside FILE (said on stderr), else the defaults."""
-    from whyclip.ingest.prompts import DEFAULT_BASELINE, DEFAULT_TEMPLATE
+    from whyclip.store.method.templates import DEFAULT_BASELINE, DEFAULT_TEMPLATE
     from whyclip.store.db.lifecycle import read_sidecar, sidecar_path
 
     meta = read_sidecar(file) if template is None or baseline is None else None

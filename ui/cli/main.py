@@ -14,10 +14,10 @@ import click
 from whyclip.store.errors import NoStore, WhyclipError
 from whyclip.store.choices import AGGREGATES
 
-from whyclip.ui.lifecycle_cli import register as register_lifecycle
-from whyclip.ui.options import PRECISION
-from whyclip.ui.json_output import explanation_json
-from whyclip.ui.progress import progress_bar
+from whyclip.ui.cli.lifecycle import register as register_lifecycle
+from whyclip.ui.cli.options import PRECISION
+from whyclip.ui.render.explanation_json import explanation_json
+from whyclip.ui.cli.progress import progress_bar
 
 log = logging.getLogger("whyclip")
 IMAGE_BATCH = 32  # images decoded, encoded and scored together
@@ -121,11 +121,11 @@ def ingest(ctx, files, library, model, template, baseline, strict, device, preci
     before the model loads; each library is then published whole, one after the other.
     """
     from whyclip.ingest import load_encoder, read_library
-    from whyclip.ingest.job import check_library_name, plan_ingest, run_ingest
-    from whyclip.ingest.prompts import Template, check_baseline
-    from whyclip.store.db.verdicts import StoreVerdicts
+    from whyclip.ingest.services.library_ingest import check_library_name, plan_ingest, run_ingest
+    from whyclip.store.method.templates import Template, check_baseline
+    from whyclip.store.db.precision_verdicts import StoreVerdicts
 
-    from whyclip.ui.lifecycle_cli import settings_from_sidecar, warn_changed_prompts
+    from whyclip.ui.cli.lifecycle import settings_from_sidecar, warn_changed_prompts
 
     names = _library_names(files, library)
     for name in names:
@@ -175,7 +175,7 @@ def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
 @click.pass_context
 def libraries(ctx, as_json, every_version):
     """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
-    from whyclip.store.runs.calibration_store import list_calibrations
+    from whyclip.store.db.calibrations import list_calibrations
 
     try:
         store = _store(ctx, create=False)
@@ -244,18 +244,18 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     status is then 1.
     """
     from whyclip.ingest import expand_image_paths, load_encoder
-    from whyclip.ingest.identity import check_library_encoder
+    from whyclip.ingest.encoder.legacy_ids import check_library_encoder
     from whyclip.ingest.images import check_image, prefetched, read_image
 
     if server:
-        from whyclip.ui.client import explain_remote
+        from whyclip.ui.cli.remote import explain_remote
 
         form = {"library": library, "top": top, "retrieve": retrieve, **({"version": lib_version} if lib_version else {}),
                 **({"aggregate": aggregate} if aggregate else {}), **({"compare": list(compare)} if compare else {}),
                 **({"calibrated": "true"} if calibrated else {})}  # fmt: skip
         return explain_remote(ctx, server, api_key, expand_image_paths(images), form, as_json)
-    from whyclip.store.runs.calibration_store import calibration_for
-    from whyclip.store.runs.name_split import bare_scorer
+    from whyclip.store.db.calibrations import calibration_for
+    from whyclip.store.analysis.name_split import bare_scorer
 
     store = _store(ctx, create=False)
     lib = store.load(library, lib_version)
@@ -264,7 +264,7 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
             lib.class_position(name)
     cal = calibration_for(store, lib.info.id, lib.info.name, lib.info.version, aggregate or lib.info.aggregate) if calibrated else None
     paths, failed = _readable(expand_image_paths(images), check_image)  # headers, before the model loads
-    from whyclip.store.db.verdicts import StoreVerdicts
+    from whyclip.store.db.precision_verdicts import StoreVerdicts
 
     encoder = load_encoder(model or lib.info.encoder_name, device, precision)
     encoder.verdicts = StoreVerdicts(store)  # a precision check runs once per model and platform
@@ -357,13 +357,13 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     """
     from whyclip.ingest import load_encoder
     from whyclip.ingest.datasets import read_dataset
-    from whyclip.ingest.evaluate import plan_eval, run_eval
-    from whyclip.ingest.identity import check_library_encoder
-    from whyclip.store.runs.audit import AuditSettings, accuracy, confusions, per_class
-    from whyclip.store.runs.controls_summary import fudd as fudd_control
-    from whyclip.store.runs.storage import FUDD
+    from whyclip.ingest.services.evaluate import plan_eval, run_eval
+    from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+    from whyclip.store.analysis.audit import AuditSettings, accuracy, confusions, per_class
+    from whyclip.store.analysis.controls import fudd as fudd_control
+    from whyclip.store.db.runs import FUDD
 
-    from whyclip.ui.report import accuracy_lines, confusion_lines, per_class_lines
+    from whyclip.ui.render.audit_report import accuracy_lines, confusion_lines, per_class_lines
 
     store = _store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
@@ -372,7 +372,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     fudd = True if "fudd" in methods else False if "no-fudd" in methods else None
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd,
                      fudd_top_k=fudd_top_k)  # before the model loads  # fmt: skip
-    from whyclip.store.db.verdicts import StoreVerdicts
+    from whyclip.store.db.precision_verdicts import StoreVerdicts
 
     encoder = load_encoder(model or lib.info.encoder_name, device, precision, verdicts=StoreVerdicts(store))
     check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed in the store
@@ -411,7 +411,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
 @click.pass_context
 def runs(ctx, library, as_json):
     """List evaluation runs (made by 'whyclip eval')."""
-    from whyclip.store.runs.storage import list_runs
+    from whyclip.store.db.runs import list_runs
 
     try:
         found = list_runs(_store(ctx, create=False), library)
@@ -450,12 +450,12 @@ def runs(ctx, library, as_json):
 @click.pass_context
 def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs, min_n):
     """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
-    from whyclip.store.runs.audit import AuditSettings
-    from whyclip.store.runs.audit import audit as make_audit
-    from whyclip.store.runs.calibration_store import latest_calibration
-    from whyclip.store.runs.storage import find_run, load_run
+    from whyclip.store.analysis.audit import AuditSettings
+    from whyclip.store.analysis.audit import audit as make_audit
+    from whyclip.store.db.calibrations import latest_calibration
+    from whyclip.store.db.runs import find_run, load_run
 
-    from whyclip.ui.report import to_text, write_report
+    from whyclip.ui.render.audit_report import to_text, write_report
 
     store = _store(ctx, create=False)
     info = find_run(store, library, run_name)
@@ -490,7 +490,7 @@ def _safe(name: str) -> str:
 @click.pass_context
 def demo(ctx, model, device, precision):
     """Ingest the bundled demo library and explain a few drawn sample images."""
-    from whyclip.ui.demo import run_demo
+    from whyclip.ui.demo.run import run_demo
 
     run_demo(lambda: _store(ctx, create=True), model, device, echo=click.echo, precision=precision)
 
@@ -512,7 +512,7 @@ def ui(ctx, library, port, images, model):
     settings = {"WHYCLIP_HOME": ctx.obj["home"], "WHYCLIP_DB": ctx.obj["db"], "WHYCLIP_UI_LIBRARY": library,
                 "WHYCLIP_UI_IMAGES": images and str(Path(images).resolve()), "WHYCLIP_UI_MODEL": model}  # fmt: skip
     env.update({k: v for k, v in settings.items() if v})
-    app = Path(__file__).with_name("app.py")
+    app = Path(__file__).parents[1] / "dashboard" / "streamlit_app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
                "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]  # fmt: skip
@@ -538,7 +538,7 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
     For plumbing and speed checks only: its explanations mean nothing.
     """
-    from whyclip.ingest.testmodel import make_test_model
+    from whyclip.ingest.encoder.testmodel import make_test_model
 
     try:
         path = make_test_model(directory, full_size=full_size, vocab=vocab, seed=seed)
@@ -549,27 +549,27 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
 register_lifecycle(cli)  # delete, gc, export
 
-from whyclip.ui.generate_cli import clean, eval_pairs_cmd, generate, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd  # noqa: E402  (their own module)
+from whyclip.ui.cli.generate import clean, eval_pairs_cmd, generate, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd  # noqa: E402  (their own module)
 
 for _command in (generate, clean, generate_pairs_cmd, ingest_pairs_cmd, pairs_cmd, eval_pairs_cmd):
     cli.add_command(_command)
 
 
 def _register_serve() -> None:
-    from whyclip.ui.serve_cli import serve
+    from whyclip.ui.cli.serve import serve
 
     cli.add_command(serve)
 
 
 _register_serve()
 
-from whyclip.ui.store_cli import migrate  # noqa: E402 - the store's maintenance commands
-from whyclip.ui.whatif_cli import whatif  # noqa: E402  (its own module)
+from whyclip.ui.cli.migrate import migrate  # noqa: E402 - the store's maintenance commands
+from whyclip.ui.cli.whatif import whatif  # noqa: E402  (its own module)
 
 cli.add_command(migrate)
 cli.add_command(whatif)
 
-from whyclip.ui.calibrate_cli import calibrate  # noqa: E402  (its own module)
+from whyclip.ui.cli.calibrate import calibrate  # noqa: E402  (its own module)
 
 cli.add_command(calibrate)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from whyclip.store.errors import InputError, WhyclipError
-from whyclip.store.scoring.explanation import Explanation
+from whyclip.store.method.explanation import Explanation
 
 BATCH = 32
 TIMEOUT_S = 120

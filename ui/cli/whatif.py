@@ -12,7 +12,7 @@ import click
 from whyclip.store.errors import InputError
 from whyclip.store.choices import AGGREGATES
 
-from whyclip.ui.options import PRECISION
+from whyclip.ui.cli.options import PRECISION
 
 
 def _ci(fig: dict) -> str:
@@ -47,7 +47,7 @@ def whatif_text(a: dict, show: int) -> str:
 
 
 def _edits_file(path: str):
-    from whyclip.store.runs.whatif import read_edits
+    from whyclip.store.analysis.whatif import read_edits
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -86,8 +86,8 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     is scored by its baseline prompt (as an empty class of a library file is).
     """
     from whyclip.store import Store
-    from whyclip.store.runs.storage import find_run, load_run
-    from whyclip.store.runs.whatif import WhatIf, plan_edit, split_pair
+    from whyclip.store.db.runs import find_run, load_run
+    from whyclip.store.analysis.whatif import WhatIf, plan_edit, split_pair
 
     if note is not None and not save_as_version:
         raise click.UsageError("--note goes with --save-as-version")
@@ -105,8 +105,8 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     vectors, truncated, warnings = {}, {}, []
     if edit.new_prompts:
         from whyclip.ingest import load_encoder
-        from whyclip.ingest.identity import check_library_encoder
-        from whyclip.ingest.whatif import added_vectors
+        from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+        from whyclip.ingest.services.whatif import added_vectors
 
         encoder = load_encoder(model or lib.info.encoder_name, device, precision)
         check_library_encoder(lib, encoder, store)
@@ -114,7 +114,7 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     answer = session.answer(edit, vectors)
     answer["warnings"] = warnings
     if save_as_version:
-        from whyclip.ingest.whatif import save_edit
+        from whyclip.ingest.services.whatif import save_edit
 
         saved = save_edit(store, lib, edit, vectors, truncated, note or "")
         answer["saved"] = {"library": saved.name, "version": saved.version, "note": saved.note,

@@ -13,14 +13,15 @@ import pandas as pd
 import streamlit as st
 
 from whyclip.store import AGGREGATES
-from whyclip.store.runs.storage import list_runs
+from whyclip.store.db.runs import list_runs
 from whyclip.ui.dashboard import audit_charts as charts
-from whyclip.ui.dashboard import resources, whatif_section
-from whyclip.ui.report import pct
+from whyclip.ui.dashboard import whatif_section
+from whyclip.ui.dashboard import cached
+from whyclip.ui.render.audit_report import pct
 
-s = resources.settings()
-store = resources.store_or_stop(s)
-info = resources.pick_library(store, s, key="audit_library")
+s = cached.settings()
+store = cached.store_or_stop(s)
+info = cached.pick_library(store, s, key="audit_library")
 runs = list_runs(store, info.name)[::-1]
 st.title(f"Audit of {info.name}")
 if not runs:
@@ -36,8 +37,8 @@ with st.sidebar.expander("Audit settings"):
     flat = st.slider("Flat below x median spread", 0.05, 1.00, 0.25, 0.05, key="audit_flat")
     min_n = st.number_input("Flag classes from this many images", 1, 1000, 10, key="audit_min_n")
 try:
-    cal_id = resources.calibration_id(s.home, s.db, run.library_id, aggregate)
-    a = resources.audit(s.home, s.db, run.library_name, run.library_version, run.id, aggregate, int(delete_k), near, flat,
+    cal_id = cached.calibration_id(s.home, s.db, run.library_id, aggregate)
+    a = cached.audit(s.home, s.db, run.library_name, run.library_version, run.id, aggregate, int(delete_k), near, flat,
                         int(min_n), cal_id)  # fmt: skip
 except Exception as exc:  # a library version removed under the run, a damaged index
     st.error(f"cannot audit run {run.name!r}: {exc}")
@@ -158,6 +159,6 @@ for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than
             st.write("None found.")
 
 left, right = st.columns(2)
-left.download_button("Download the HTML report", resources.audit_html(a), file_name=f"{info.name}-{run.name}-audit.html", mime="text/html")
+left.download_button("Download the HTML report", cached.audit_html(a), file_name=f"{info.name}-{run.name}-audit.html", mime="text/html")
 right.download_button("Download JSON", json.dumps(a, indent=2), file_name=f"{info.name}-{run.name}-audit.json",
                       mime="application/json")  # fmt: skip

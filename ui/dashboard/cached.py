@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from whyclip import ingest
-from whyclip.ingest.identity import check_library_encoder
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.store import LibraryInfo, Store, WhyclipError
 from whyclip.store.library import Library
 
@@ -55,7 +55,7 @@ def _image_vector(model: str, digest: str, _data: bytes, _name: str) -> np.ndarr
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _name_split(home: str | None, db: str | None, name: str, version: int, encoder_key: str):
-    from whyclip.store.runs.name_split import bare_scorer
+    from whyclip.store.analysis.name_split import bare_scorer
 
     found = bare_scorer(_store(home, db), _library(home, db, name, version), encoder_key)
     if isinstance(found, str):
@@ -77,7 +77,7 @@ def name_split(s: Settings, lib: Library, model: str):
 
 def calibration(s: Settings, lib: Library, aggregate: str):
     """The version's newest calibration for ``aggregate``, or None (one query, not cached)."""
-    from whyclip.store.runs.calibration_store import latest_calibration
+    from whyclip.store.db.calibrations import latest_calibration
 
     return latest_calibration(_store(s.home, s.db), lib.info.id, aggregate)
 
@@ -168,7 +168,7 @@ def _samples() -> list[Path]:
     server, never left behind as a new temporary folder per start."""
     import tempfile
 
-    from whyclip.ui.demo_images import draw_samples
+    from whyclip.ui.demo.samples import draw_samples
 
     user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
     return draw_samples(Path(tempfile.gettempdir()) / f"whyclip-samples-{user}")
@@ -179,10 +179,10 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
           delete_k: int, near: float, flat: float, min_n: int = 10, calibration_id: int | None = None) -> dict:  # fmt: skip
     """``whyclip audit``'s data for a stored run (runs never change, so it caches; a new
     calibration of the version has a new ``calibration_id``, which is part of the key)."""
-    from whyclip.store.runs.audit import AuditSettings
-    from whyclip.store.runs.audit import audit as make_audit
-    from whyclip.store.runs.calibration_store import latest_calibration
-    from whyclip.store.runs.storage import list_runs, load_run
+    from whyclip.store.analysis.audit import AuditSettings
+    from whyclip.store.analysis.audit import audit as make_audit
+    from whyclip.store.db.calibrations import latest_calibration
+    from whyclip.store.db.runs import list_runs, load_run
 
     store = _store(home, db)
     (info,) = [r for r in list_runs(store, library) if r.id == run_id]
@@ -193,7 +193,7 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
 
 def calibration_id(home: str | None, db: str | None, library_id: int, aggregate: str) -> int | None:
     """The id of the version's newest calibration for ``aggregate`` (not cached: one query)."""
-    from whyclip.store.runs.calibration_store import latest_calibration
+    from whyclip.store.db.calibrations import latest_calibration
 
     cal = latest_calibration(_store(home, db), library_id, aggregate)
     return None if cal is None else cal.id
@@ -201,17 +201,17 @@ def calibration_id(home: str | None, db: str | None, library_id: int, aggregate:
 
 @st.cache_data(show_spinner="Rendering the report ...", max_entries=4)
 def audit_html(report: dict) -> str:
-    from whyclip.ui.report import to_html
+    from whyclip.ui.render.audit_report import to_html
 
     return to_html(report)
 
 
 @st.cache_resource(show_spinner="Scoring the run for what-if edits ...", max_entries=4)
 def whatif_session(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str):
-    """A run scored once by its library version (:class:`~whyclip.store.runs.whatif.WhatIf`):
+    """A run scored once by its library version (:class:`~whyclip.store.analysis.whatif.WhatIf`):
     each toggle then rescores only the edited class. Never mutated."""
-    from whyclip.store.runs.storage import list_runs, load_run
-    from whyclip.store.runs.whatif import WhatIf
+    from whyclip.store.db.runs import list_runs, load_run
+    from whyclip.store.analysis.whatif import WhatIf
 
     store = _store(home, db)
     (info,) = [r for r in list_runs(store, library) if r.id == run_id]
@@ -230,7 +230,7 @@ def prompt_vectors(home: str | None, db: str | None, model: str, prompts: tuple[
 def save_edit(home: str | None, db: str | None, model: str | None, lib: Library, edit, note: str):
     """Publish ``edit`` of ``lib`` as the next version (the store's atomic publish), then
     forget the cached store listings so every page sees it."""
-    from whyclip.ingest.whatif import added_vectors, save_edit as publish
+    from whyclip.ingest.services.whatif import added_vectors, save_edit as publish
 
     store = Store.open(home, db, create=True)
     try:

@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 
 from whyclip.store import Contrast, Explanation
-from whyclip.store.scoring.explanation import ClassScore
+from whyclip.store.method.explanation import ClassScore
 
 DESCRIPTORS, BASELINE = "by descriptors", "class name only (baseline)"
 

@@ -12,16 +12,17 @@ import numpy as np
 import streamlit as st
 
 from whyclip.store import AGGREGATES, WhyclipError
-from whyclip.ui.dashboard import charts, resources
+from whyclip.ui.dashboard import charts
+from whyclip.ui.dashboard import cached
 
-s = resources.settings()
-store = resources.store_or_stop(s)
-info = resources.pick_library(store, s, key="explain_library")
+s = cached.settings()
+store = cached.store_or_stop(s)
+info = cached.pick_library(store, s, key="explain_library")
 aggregate = st.sidebar.radio("Aggregate", AGGREGATES, index=AGGREGATES.index(info.aggregate), horizontal=True,
                              help="mean: the paper's rule; centroid: cosine with the mean raw embedding; max: best descriptor")  # fmt: skip
 top = st.sidebar.slider("Top classes", 2, 20, 5)
-lib = resources.library(s, info)
-stored = resources.calibration(s, lib, aggregate)
+lib = cached.library(s, info)
+stored = cached.calibration(s, lib, aggregate)
 calibrated = st.sidebar.toggle("Calibrated probabilities", value=False, disabled=stored is None, key="explain_calibrated",
                                help=stored.summary() if stored else
                                f"No calibration of this version ({aggregate}) yet: run `whyclip calibrate --library {info.name}`")  # fmt: skip
@@ -30,20 +31,20 @@ if info.n_descriptors == 0:
 
 st.title("Why did CLIP say that?")
 uploads = st.file_uploader("Upload images", type=None, accept_multiple_files=True)
-samples = resources.sample_images(s)
+samples = cached.sample_images(s)
 picked = st.multiselect("... or pick samples", list(samples), default=[] if uploads else list(samples)[:1])
 images = [(u.name, u.getvalue()) for u in uploads or []] + [(n, samples[n].read_bytes()) for n in picked]
 if not images:
     st.info("Upload an image or pick a sample to explain it.")
     st.stop()
-model = resources.encoder_or_stop(s, lib)
+model = cached.encoder_or_stop(s, lib)
 
 
 def show(name: str, data: bytes) -> None:
     key = hashlib.sha256(data).hexdigest()[:16]  # widgets follow the image, not its tab
     started = time.perf_counter()
     try:
-        vector = resources.image_vector(model, name, data)
+        vector = cached.image_vector(model, name, data)
     except WhyclipError as exc:
         st.error(str(exc))
         return
@@ -54,7 +55,7 @@ def show(name: str, data: bytes) -> None:
     a = pick_a.selectbox("Contrast class A", options, index=0, key=f"{key}-a")
     b = pick_b.selectbox("with class B", options, index=min(1, len(options) - 1), key=f"{key}-b")
     exp = lib.explain(vector, [name], aggregate=aggregate, top=top, compare=(a, b),
-                      calibration=stored if calibrated else None, name_split=resources.name_split(s, lib, model))[0]
+                      calibration=stored if calibrated else None, name_split=cached.name_split(s, lib, model))[0]
     explained = time.perf_counter()
     scale, best = exp.logit_scale, exp.classes[0]
 

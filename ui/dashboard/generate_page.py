@@ -14,14 +14,14 @@ import streamlit as st
 
 from whyclip import ingest
 from whyclip.ingest.generate.cleaning import CleanSettings
-from whyclip.ingest.generate.client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
-from whyclip.ingest.generate.job import GenerateSettings, generate_library
-from whyclip.ingest.generate.prompts import BUILTIN, load_prompt
+from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
+from whyclip.ingest.generate.generation import GenerateSettings, generate_library
+from whyclip.ingest.generate.llm_prompts import BUILTIN, load_prompt
 from whyclip.store import Store, WhyclipError
-from whyclip.ui.dashboard import resources
+from whyclip.ui.dashboard import cached
 
 RESULT = "generate_result"
-s = resources.settings()
+s = cached.settings()
 
 st.title("Generate descriptors")
 st.caption("Each class's descriptors come from an LLM on any OpenAI-compatible chat-completions server "
@@ -125,10 +125,10 @@ if st.button("Ingest", key="generate_ingest"):
     try:
         store = writable_store(s.home, s.db)
         with st.spinner("Embedding the prompts ..."):
-            report_ = ingest.ingest_library(store, library, name.strip(), resources.encoder(ingest_model))
+            report_ = ingest.ingest_library(store, library, name.strip(), cached.encoder(ingest_model))
         info = report_.info
         st.success(f"library {info.name} v{info.version}: {info.n_classes} classes, {info.n_descriptors} descriptors "
                    f"({report_.n_embedded} embedded, {report_.n_reused} from the cache). Open it on the Explain page.")  # fmt: skip
-        resources.clear_store_caches()
+        cached.clear_store_caches()
     except WhyclipError as exc:
         st.error(str(exc))

@@ -6,12 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from whyclip.store.db import browse
-from whyclip.ui.dashboard import resources
+from whyclip.ui.dashboard import cached
 
 PAGE = 50
-s = resources.settings()
-store = resources.store_or_stop(s)
-info = resources.pick_library(store, s, key="library_library")
+s = cached.settings()
+store = cached.store_or_stop(s)
+info = cached.pick_library(store, s, key="library_library")
 
 st.title(f"Library {info.name}")
 cols = st.columns(5)
@@ -54,17 +54,17 @@ view = st.segmented_control("View", ["Descriptors", "Classes", "Shared descripto
 if view == "Descriptors":
     search = st.text_input("Search classes, descriptors and prompts", key="d_search")
     order = st.selectbox("Sort by", list(browse.DESCRIPTOR_ORDERS), key="d_order")
-    offset = pager(resources.count_rows(s.home, s.db, "descriptors", info.name, info.version, search), "d_page")
+    offset = pager(cached.count_rows(s.home, s.db, "descriptors", info.name, info.version, search), "d_page")
     st.caption("Orange rows: descriptor texts shared by several classes (they cannot tell them apart).")
     table(browse.descriptors_page(store, info, search, order, offset, PAGE))
 elif view == "Classes":
     st.caption("Red rows: classes without descriptors (scored by their baseline prompt).")
     search = st.text_input("Search classes", key="c_search")
     order = st.selectbox("Sort by", list(browse.CLASS_ORDERS), key="c_order")
-    total = resources.count_rows(s.home, s.db, "classes", info.name, info.version, search)
+    total = cached.count_rows(s.home, s.db, "classes", info.name, info.version, search)
     table(browse.classes_page(store, info, search, order, pager(total, "c_page"), PAGE))
 else:
-    total = resources.count_rows(s.home, s.db, "shared", info.name, info.version)
+    total = cached.count_rows(s.home, s.db, "shared", info.name, info.version)
     if total == 0:
         st.info("No descriptor text is shared by two classes.")
     else:

@@ -14,10 +14,10 @@ HERE = Path(__file__).parent
 st.set_page_config(page_title="whyclip", page_icon=":frog:", layout="wide")
 page = st.navigation(
     [
-        st.Page(HERE / "dashboard" / "explain_page.py", title="Explain", icon=":material/image_search:", default=True),
-        st.Page(HERE / "dashboard" / "library_page.py", title="Library", icon=":material/menu_book:"),
-        st.Page(HERE / "dashboard" / "audit_page.py", title="Audit", icon=":material/fact_check:"),
-        st.Page(HERE / "dashboard" / "generate_page.py", title="Generate", icon=":material/auto_awesome:"),
+        st.Page(HERE / "explain_page.py", title="Explain", icon=":material/image_search:", default=True),
+        st.Page(HERE / "library_page.py", title="Library", icon=":material/menu_book:"),
+        st.Page(HERE / "audit_page.py", title="Audit", icon=":material/fact_check:"),
+        st.Page(HERE / "generate_page.py", title="Generate", icon=":material/auto_awesome:"),
     ]
 )
 page.run()

@@ -8,9 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from whyclip.store import WhyclipError
-from whyclip.store.runs.whatif import plan_edit
-from whyclip.ui.dashboard import resources
-from whyclip.ui.report import pct
+from whyclip.store.analysis.whatif import plan_edit
+from whyclip.ui.dashboard import cached
+from whyclip.ui.render.audit_report import pct
 
 FLIP_COLUMNS = {"path": "image", "true": "true class", "before": "before", "before_score": "score before",
                 "after": "after", "after_score": "score after"}  # fmt: skip
@@ -20,14 +20,14 @@ def _interval(fig: dict) -> str:
     return f"[{100 * fig['ci95'][0]:.1f}, {100 * fig['ci95'][1]:.1f}]"
 
 
-def render(s: resources.Settings, run, aggregate: str) -> None:
+def render(s: cached.Settings, run, aggregate: str) -> None:
     st.subheader("What-if: edit a class's descriptors")
     st.caption("Untick descriptors or add one: the run's predictions are recomputed exactly from its stored image "
                "vectors (only the edited class is rescored), as re-ingesting the edited library and re-running eval "
                "would give them. The same as `whyclip whatif`.")  # fmt: skip
-    lib = resources.library(s, resources.store_or_stop(s).library(run.library_name, run.library_version))
+    lib = cached.library(s, cached.store_or_stop(s).library(run.library_name, run.library_version))
     try:
-        session = resources.whatif_session(s.home, s.db, run.library_name, run.library_version, run.id, aggregate)
+        session = cached.whatif_session(s.home, s.db, run.library_name, run.library_version, run.id, aggregate)
     except WhyclipError as exc:
         st.error(str(exc))
         return
@@ -44,8 +44,8 @@ def render(s: resources.Settings, run, aggregate: str) -> None:
         edit = plan_edit(lib, drops, [(names[c], added)] if added.strip() else [])
         vectors = {}
         if edit.new_prompts:
-            model = resources.encoder_or_stop(s, lib)
-            vectors = resources.prompt_vectors(s.home, s.db, model, tuple(edit.new_prompts))
+            model = cached.encoder_or_stop(s, lib)
+            vectors = cached.prompt_vectors(s.home, s.db, model, tuple(edit.new_prompts))
         a = session.answer(edit, vectors)
     except WhyclipError as exc:
         st.error(str(exc))
@@ -70,7 +70,7 @@ def render(s: resources.Settings, run, aggregate: str) -> None:
     if st.button("Save as new version", key="whatif_save", disabled=not edit.classes,
                  help=f"publish {lib.info.name} with this edit as its next version; v{lib.info.version} stays as it is"):  # fmt: skip
         try:
-            saved = resources.save_edit(s.home, s.db, s.model or lib.info.encoder_name, lib, edit, note)
+            saved = cached.save_edit(s.home, s.db, s.model or lib.info.encoder_name, lib, edit, note)
         except WhyclipError as exc:
             st.error(str(exc))
             return

@@ -9,10 +9,10 @@ from pathlib import Path
 from whyclip.store import LibraryNotFound, Store
 from whyclip.store.errors import ModelLoadError
 
-from whyclip.ui.demo_images import SAMPLE_CLASSES, draw_samples
-from whyclip.ui.progress import progress_bar
+from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
+from whyclip.ui.cli.progress import progress_bar
 
-DEMO_LIBRARY = Path(__file__).with_name("demo_library.json")
+DEMO_LIBRARY = Path(__file__).with_name("library.json")
 DEMO_NAME = "demo"
 
 NEXT_STEPS = """\
@@ -32,7 +32,7 @@ def run_demo(open_store: Callable[[], Store], model: str | None, device: str | N
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc} (the demo runs on any local model: whyclip demo --model DIR)") from None
     store = open_store()  # only once a model is loaded is anything written
-    from whyclip.store.db.verdicts import StoreVerdicts
+    from whyclip.store.db.precision_verdicts import StoreVerdicts
 
     encoder.verdicts = StoreVerdicts(store)
     lib = _demo_library(store, encoder, ingest_library)
@@ -48,7 +48,7 @@ def run_demo(open_store: Callable[[], Store], model: str | None, device: str | N
 
 def _demo_library(store: Store, encoder, ingest_library):
     """Reuse the demo library when it was built from this file with this encoder."""
-    from whyclip.ingest.identity import adopt_legacy_ids
+    from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids
 
     sha = hashlib.sha256(DEMO_LIBRARY.read_bytes()).hexdigest()
     adopt_legacy_ids(store, encoder)

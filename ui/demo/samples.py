@@ -2,7 +2,7 @@
 
 Every picture is drawn with plain PIL shapes on a supersampled canvas and then
 scaled down, so the output is smooth, needs no downloads and is byte-for-byte
-identical on every call.  File names are the class (from ``demo_library.json``)
+identical on every call.  File names are the class (from ``library.json``)
 that each image depicts; see :data:`SAMPLE_CLASSES`.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ Point = tuple[float, float]
 
 SUPERSAMPLE = 4
 
-#: file name -> class in ``ui/demo_library.json`` it depicts (in drawing order).
+#: file name -> class in ``ui/demo/library.json`` it depicts (in drawing order).
 SAMPLE_CLASSES: dict[str, str] = {
     "tree_frog.png": "tree frog",
     "banana.png": "banana",

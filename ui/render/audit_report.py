@@ -1,5 +1,5 @@
 """Audit reports: plain text for the terminal, a self-contained HTML page (plots embedded as
-SVG, no network), CSV tables and JSON, all rendered from :func:`whyclip.store.runs.audit.audit`'s dict."""
+SVG, no network), CSV tables and JSON, all rendered from :func:`whyclip.store.analysis.audit.audit`'s dict."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.store.runs.audit import method_label
-from whyclip.store.runs.storage import WORDS
+from whyclip.store.analysis.audit import method_label
+from whyclip.store.db.runs import WORDS
 
-from whyclip.ui.report_plots import plots
+from whyclip.ui.render.audit_plots import plots
 
 TEXT_ROWS = 10
 
@@ -163,7 +163,7 @@ def to_html(a: dict) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
                              undefined=jinja2.StrictUndefined)  # fmt: skip
     env.filters["pct"] = pct
-    template = env.get_template("report_template.html")
+    template = env.get_template("audit_report.html")
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]]
     return template.render(a=a, plots=plots(a), drivers=drivers, label=method_label, ci=ci, pvalue=pvalue)
 

@@ -11,7 +11,7 @@ from whyclip.store import AGGREGATES, LibraryInfo
 
 from whyclip.ui.api.batcher import QueueFull
 from whyclip.ui.api.errors import ApiError
-from whyclip.ui.api.resources import Resources
+from whyclip.ui.api.dependencies import Resources
 from whyclip.ui.api.uploads import decode_image, read_image_uploads
 
 RETRY_AFTER_S = 1

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from whyclip.ingest.identity import check_library_encoder
-from whyclip.store.runs.calibration_store import calibration_for
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.store.db.calibrations import calibration_for
 
-from whyclip.ui.json_output import explanation_json
+from whyclip.ui.render.explanation_json import explanation_json
 from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.models import ExplainOut
-from whyclip.ui.api.resources import ResourcesDep, read_access
+from whyclip.ui.api.schemas import ExplainOut
+from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.uploads import check_multipart
 from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from whyclip.ingest.job import check_library_name, plan_ingest, run_ingest
-from whyclip.ingest.prompts import Template, check_baseline
+from whyclip.ingest.services.library_ingest import check_library_name, plan_ingest, run_ingest
+from whyclip.store.method.templates import Template, check_baseline
 from whyclip.ingest.readers import FORMATS, read_library
 from whyclip.store.errors import InputError
 
 from whyclip.ui.api.errors import ApiError
-from whyclip.ui.api.resources import Resources
+from whyclip.ui.api.dependencies import Resources
 
 
 def _plan(res: Resources, path: Path, filename: str, name: str, options: dict):

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.models import JobOut
-from whyclip.ui.api.resources import ResourcesDep, read_access
+from whyclip.ui.api.schemas import JobOut
+from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.routes.ingest_job import public
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)

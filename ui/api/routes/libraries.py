@@ -10,10 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from whyclip.store.db import browse
 
-from whyclip.ui.api import seams
+from whyclip.ui.api import library_admin
 from whyclip.ui.api.errors import ERROR_RESPONSES
-from whyclip.ui.api.models import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
-from whyclip.ui.api.resources import Resources, ResourcesDep, read_access, write_access
+from whyclip.ui.api.schemas import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
+from whyclip.ui.api.dependencies import Resources, ResourcesDep, read_access, write_access
 from whyclip.ui.api.uploads import check_multipart, read_upload
 from whyclip.ui.api.routes.common import info_dict
 from whyclip.ui.api.routes.ingest_job import start_ingest
@@ -46,7 +46,7 @@ async def list_libraries(res: ResourcesDep) -> JSONResponse:
 @router.get("/v1/libraries/{name}", dependencies=reads, response_model=None, responses={200: {"model": LibraryVersionsOut}})
 async def library_versions(res: ResourcesDep, name: str) -> JSONResponse:
     """A library's metadata, every ready version (newest first)."""
-    infos = await run_in_threadpool(seams.library_versions, res.store, name)
+    infos = await run_in_threadpool(library_admin.library_versions, res.store, name)
     return JSONResponse({"name": name, "versions": [info_dict(i) for i in infos]})
 
 
@@ -99,7 +99,7 @@ async def upload_library(
 async def delete_library(res: ResourcesDep, name: str, version: Version = None, with_runs: bool = False) -> JSONResponse:
     """Delete one version, or without ``version`` every version; cached prompt vectors stay.
     A version with evaluation runs is refused (422) unless ``with_runs=true``."""
-    doomed = await run_in_threadpool(seams.delete_library, res.store, name, version, with_runs)
+    doomed = await run_in_threadpool(library_admin.delete_library, res.store, name, version, with_runs)
     for info in doomed:
         res.forget(info.id)
     return JSONResponse({"library": name, "deleted_versions": [i.version for i in doomed]})

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.models import RetrieveOut
-from whyclip.ui.api.resources import ResourcesDep, read_access
+from whyclip.ui.api.schemas import RetrieveOut
+from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.uploads import check_multipart
 from whyclip.ui.api.routes.common import embed_uploads
 

@@ -1,0 +1,1 @@
+"""The ``whyclip`` command line: the group in :mod:`.main`, one module per group of commands."""
