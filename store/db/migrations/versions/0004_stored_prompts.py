@@ -10,7 +10,7 @@ Revises: 0003
 import sqlalchemy as sa
 from alembic import op
 
-from whyclip.store.prompts import RULES, rule_name
+from whyclip.store.method.prompts import RULES, rule_name
 
 revision = "0004"
 down_revision = "0003"
