@@ -14,7 +14,8 @@ import whyclip.store.vectors.recall_tuning as calibration
 import whyclip.store.vectors.files as files_module
 from whyclip.store import Store
 from whyclip.store.vectors.recall_tuning import recall
-from whyclip.store.vectors.retrieval import FlatScan, exact_search
+from whyclip.store.vectors.retrieval import FlatScan
+from whyclip.store.vectors.search import exact_search
 from bench.synthetic import EXPECTED, clip_shaped, library_draft, statistics
 
 DIM = 64

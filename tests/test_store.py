@@ -210,7 +210,8 @@ def test_class_ivf_search_against_brute_force():
     """Seeded random data of odd sizes, compared with a brute-force numpy reference."""
     import numpy as np
 
-    from whyclip.store.vectors.retrieval import build_class_ivf, exact_search
+    from whyclip.store.vectors.retrieval import build_class_ivf
+    from whyclip.store.vectors.search import exact_search
     from whyclip.store.method import class_sums
 
     rng = np.random.default_rng(5)

@@ -54,6 +54,7 @@ from whyclip.store.vectors.recall_tuning import (
     set_knob,
 )
 from whyclip.store.vectors.pqrerank import PQRerank, build_pq, file_digest, is_pq_rerank, serialize
+from whyclip.store.vectors.search import faiss_threads
 from whyclip.store.vectors.retrieval import (
     ClassIVF,
     FaissSearch,
@@ -61,7 +62,6 @@ from whyclip.store.vectors.retrieval import (
     build_class_ivf,
     calibrate_probe,
     exact_search,
-    faiss_threads,
 )
 from whyclip.store.method import ClassMatrices, class_sums
 

@@ -35,13 +35,14 @@ import faiss
 import numpy as np
 
 from whyclip.store.errors import StoreError
+from whyclip.store.vectors.search import faiss_search, faiss_threads, sort_hits
 
 PATTERN = re.compile(r"^PQ(\d+)x4fs\+rerank$")
 DEFAULT = "PQ256x4fs+rerank"
 PQ_FILE = "pq_fastscan.faiss"
 TRAIN_SAMPLE = 20_000  # rows the 16-centroid sub-quantisers are trained on (a seeded sample)
 ADD_CHUNK = 1 << 16
-TRAIN_THREADS = 1  # see retrieval.faiss_threads: spinning OpenMP threads cost far more than they save on a shared box
+TRAIN_THREADS = 1  # see search.faiss_threads: spinning OpenMP threads cost far more than they save on a shared box
 SHARD_ROWS = 1 << 18  # descriptors a shard (bench at 1M, 2 cores: 1 shard 15.7 ms, 2: 8.9, 4: 9.3, 8: 9.5, 16: 10.2)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -111,7 +112,6 @@ class PQRerank:
 
     def candidates(self, queries: np.ndarray, depth: int) -> np.ndarray:
         """(B, depth) candidate positions by approximate score, best first (-1: none)."""
-        from whyclip.store.vectors.retrieval import faiss_search
 
         shards = self.shards()
         if len(shards) == 1:
@@ -132,7 +132,6 @@ class PQRerank:
 
 def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The exact top ``k`` of each row's candidates, best first."""
-    from whyclip.store.vectors.retrieval import sort_hits
 
     sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
     positions = np.full((len(queries), k), -1, dtype=np.int64)
@@ -190,7 +189,6 @@ def build_pq(vectors: np.ndarray, factory: str, seed: int = 0) -> tuple[faiss.In
     index = faiss.IndexPQFastScan(dim, m, 4, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, TRAIN_SAMPLE), replace=False))
-    from whyclip.store.vectors.retrieval import faiss_threads
 
     with faiss_threads(TRAIN_THREADS):
         index.train(np.ascontiguousarray(np.asarray(vectors[sample]) - centre))

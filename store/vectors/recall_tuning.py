@@ -35,6 +35,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from whyclip.store.vectors.pqrerank import rerank
+from whyclip.store.vectors.search import exact_search
+
 RECALL_TARGET = 0.95
 MARGIN = 0.01  # the knob is set to reach target + margin on the fitting half, so the held-out half reaches the target
 PROXY_QUERIES = 400
@@ -110,8 +113,6 @@ def calibrate_depth(searcher, vectors: np.ndarray, queries: Queries, k: int = 10
                     exact_ms: float | None = None) -> dict:  # fmt: skip
     """The re-rank depth of a :class:`~whyclip.store.vectors.pqrerank.PQRerank`, or the
     reason to answer exactly instead (``exact_fallback``)."""
-    from whyclip.store.vectors.pqrerank import rerank
-    from whyclip.store.vectors.retrieval import exact_search
 
     n = len(vectors)
     q = queries.vectors
@@ -164,7 +165,6 @@ def calibrate_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10
     on half the queries (its recall measured on the other half), or its recall alone for
     an index with no such knob; ``exact_fallback`` when it is not faster than the exact
     scan, else ``warning`` when the recall stays below ``target``."""
-    from whyclip.store.vectors.retrieval import exact_search
 
     q = queries.vectors
     fit, held = q[0::2], q[1::2]
