@@ -168,7 +168,8 @@ def collect_garbage(store: Store, *, cache: bool = False, dry_run: bool = False,
 
 def used_prompts(store: Store) -> dict[str, set[str]]:
     """Encoder id -> the sha256 of every prompt a ready version embeds (its descriptor
-    prompts, baseline prompts and pair descriptors' prompts, as the Library gives them)."""
+    prompts, baseline prompts and pair descriptors' prompts, as the Library gives them) or
+    reads from the cache (its bare descriptors, for the name/description split)."""
     from whyclip.store.db.embedding_cache import text_key
 
     used: dict[str, set[str]] = {}
@@ -180,7 +181,10 @@ def used_prompts(store: Store) -> dict[str, set[str]]:
                 f"cannot tell which cached vectors library {info.name!r} v{info.version} uses ({exc}); "
                 f"delete that version ('whyclip delete {info.name} --version {info.version}') and run gc again"
             ) from None
-        prompts = [p for c in range(len(lib.class_names)) for _, p in lib.class_texts(c)] + lib.baseline_prompts
+        texts = [pair for c in range(len(lib.class_names)) for pair in lib.class_texts(c)]
+        prompts = [p for _, p in texts] + lib.baseline_prompts
+        # the bare descriptors ('whyclip eval' caches them): explain's name/description split reads them
+        prompts += [t for t, _ in texts]
         prompts += [d.prompt for pair in lib.stored_pairs() for d in pair.descriptions]  # FuDD pair descriptors
         used.setdefault(info.encoder_id, set()).update(text_key(p) for p in prompts)
     return used
