@@ -98,7 +98,7 @@ def timed_ingest(encoder, libraries: list) -> tuple[float, dict[str, np.ndarray]
         for plan in plans:
             run_ingest(store, plan, encoder)
         seconds = time.perf_counter() - t
-        vectors = {p: v for p, (v, _) in embedding_cache.lookup(store, encoder.cache_key, prompts).items()}
+        vectors = {p: v for p, (v, _) in embedding_cache.lookup(store.engine, encoder.cache_key, prompts).items()}
     return seconds, vectors, prompts
 
 
@@ -245,7 +245,7 @@ def bench_query_indexes(generator: str, size: int, lib, queries: np.ndarray, res
     queries: recall@10 against the exact scan, one-query p50 / p99, build time, bytes."""
     from whyclip.store.vectors.recall_tuning import proxy_queries, recall
     from whyclip.store.vectors.files import build_retrieval
-    from whyclip.store.vectors.retrieval import exact_search
+    from whyclip.store.vectors.search import exact_search
 
     vectors, matrices = lib.vectors, lib.matrices
     _, want = exact_search(vectors, queries[3:], 10)
@@ -289,7 +289,7 @@ def bench_query(generator: str, size: int, runs: int, results: dict, candidates:
     vector -> full explanation against the straightforward numpy rule, and the candidates."""
     from whyclip.store import Store
     from whyclip.store.vectors.recall_tuning import recall
-    from whyclip.store.vectors.retrieval import exact_search
+    from whyclip.store.vectors.search import exact_search
 
     with tempfile.TemporaryDirectory() as home:
         draft, queries, kind = query_data(generator, size, runs)

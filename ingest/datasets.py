@@ -13,8 +13,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from whyclip.store.errors import InputError
-from whyclip.store.names import normalise
+from whyclip.store import InputError, normalise
 
 from whyclip.ingest.images import IMAGE_SUFFIXES
 

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.store import Store
-from whyclip.store.db import embedding_cache
-from whyclip.store.errors import WhyclipError
+from whyclip.store import Store, WhyclipError, embedding_cache
 
 from whyclip.ingest.images import PIXEL_RULES, read_image_bytes
 
@@ -48,14 +46,14 @@ def settle_precision(encoder, modality: str, sample) -> bool:
 def embed_prompts(store: Store, encoder, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors and norms of ``prompts``, through the embedding cache."""
     distinct = list(dict.fromkeys(prompts))
-    found = embedding_cache.lookup(store, encoder.cache_key, distinct)
+    found = embedding_cache.lookup(store.engine, encoder.cache_key, distinct)
     missing = [p for p in distinct if p not in found]
     if missing and settle_precision(encoder, "text", missing[:16]):
-        found = embedding_cache.lookup(store, encoder.cache_key, distinct)
+        found = embedding_cache.lookup(store.engine, encoder.cache_key, distinct)
         missing = [p for p in distinct if p not in found]
     if missing:
         vectors, norms = encoder.embed_texts(missing)
-        embedding_cache.save(store, encoder.cache_key, missing, vectors, norms)
+        embedding_cache.save(store.engine, encoder.cache_key, missing, vectors, norms)
         found.update({t: (v, float(n)) for t, v, n in zip(missing, vectors, norms)})
     dim = encoder.info.dim
     vecs = np.array([found[p][0] for p in prompts], dtype=np.float32).reshape(len(prompts), dim)
@@ -87,7 +85,7 @@ def embed_image_files_cached(
             except OSError as exc:
                 unreadable.append(f"{files[i]}: cannot be read ({exc.strerror or exc})")
         hashes = {i: hashlib.sha256(b).hexdigest() for i, b in data.items()}
-        found = embedding_cache.lookup_hashes(store, cache_key(encoder, "image"), list(hashes.values()))
+        found = embedding_cache.lookup_hashes(store.engine, cache_key(encoder, "image"), list(hashes.values()))
         todo = [i for i in data if hashes[i] not in found]
         return batch, hashes, found, unreadable, todo, {i: data[i] for i in todo}
 
@@ -122,7 +120,7 @@ def embed_image_files_cached(
                     return embed_image_files_cached(store, encoder, files, progress)
             if len(pictures):
                 vecs, norms = encoder.embed_images(pictures)
-                embedding_cache.save_hashes(store, cache_key(encoder, "image"), [hashes[i] for i in todo], vecs, norms)
+                embedding_cache.save_hashes(store.engine, cache_key(encoder, "image"), [hashes[i] for i in todo], vecs, norms)
                 found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms)})
                 embedded += len(pictures)
             for i in batch:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from whyclip.store.errors import InputError
+from whyclip.store import InputError
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from whyclip.store.analysis.name_split import image_split
 from whyclip.store.errors import EncoderMismatch, InputError, LibraryNotFound, StoreError
 from whyclip.store.method.explanation import (
     BaselineScore,
@@ -24,14 +25,19 @@ from whyclip.store.method.explanation import (
     PairFeatureScore,
     Retrieved,
 )
+from whyclip.store.db import embedding_cache
 from whyclip.store.db.pair_descriptors import StoredPair, load_pairs
 from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow
-from whyclip.store.method import AGGREGATES, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
+from whyclip.store.method import AGGREGATES, build_class_matrices, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
 
 
+
+SPLIT_MAX = 200_000  # descriptors: above, explain does not read every bare vector for the split
+BARE_NOTE = ("name vs description not shown: this library's bare-descriptor prompts are not in the embedding cache "
+             "for this model; run 'whyclip eval DATASET --library {name}' once (it embeds them), then explain again")  # fmt: skip
 
 _HIT_ROWS = (
     select(DescriptorRow.id, ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
@@ -140,8 +146,27 @@ class Library:
             raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use: load it again")
         return list(texts)
 
+    def bare_scorer(self, encoder_key: str):
+        """``(ClassMatrices, vectors)`` of the version's descriptors without the class name (the
+        ``bare:`` control ``whyclip eval`` embeds and caches), read from the embedding cache
+        only (nothing is embedded or written), for the name/description split of
+        :meth:`explain`; or a one-line note saying why there is none."""
+        if len(self.class_names) < 3:
+            return "name vs description not shown: the split is fitted over an image's classes and needs at least 3"
+        if self.info.n_descriptors > SPLIT_MAX:
+            return (f"name vs description not shown: {self.info.n_descriptors:,} descriptors is over {SPLIT_MAX:,} (it "
+                    "reads every bare-descriptor vector from the cache); the audit has the run's split per class")  # fmt: skip
+        texts = self.descriptor_texts()
+        found = embedding_cache.lookup(self.engine, encoder_key, list(dict.fromkeys(texts)))
+        if any(t not in found for t in texts):
+            return BARE_NOTE.format(name=self.info.name)
+        vectors = np.array([found[t][0] for t in texts], dtype=np.float32).reshape(len(texts), self.info.dim)
+        norms = np.array([found[t][1] for t in texts], dtype=np.float32)
+        return build_class_matrices(vectors, norms, self.matrices.offsets, np.asarray(self.matrices.baseline)), vectors
+
     def _evidence(self, image: np.ndarray, position: int, aggregate: str) -> list[DescriptorScore]:
-        """Every descriptor of a class with its similarity and weight, best first."""
+        """Every descriptor of a class with its similarity and weight, best first (the
+        contrast needs them all; :meth:`explain` lists at most ``max_descriptors``)."""
         lo, hi = self.matrices.offsets[position], self.matrices.offsets[position + 1]
         scale = self.info.logit_scale
         if hi == lo:
@@ -228,6 +253,9 @@ class Library:
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         with self.engine.connect() as c:  # one prepared statement: built per call through a Session it took 2 ms
             meta = {r[0]: r[1:] for r in c.execute(_HIT_ROWS, {"ids": wanted})}
+        if len(meta) != len(wanted):  # the version was deleted while this reader had it loaded
+            raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use "
+                                  f"({len(wanted) - len(meta)} of the {len(wanted)} descriptors found have no rows): load it again")  # fmt: skip
         return [
             [Retrieved(*meta[int(i)], float(sim), int(i))
              for sim, i in zip(srow, irow) if i >= 0]
@@ -245,16 +273,17 @@ class Library:
         retrieve: int = 10,
         calibration=None,
         name_split=None,
+        max_descriptors: int | None = None,
     ) -> list[Explanation]:
         """Explain each unit image vector (rows of ``images``): exact scores for every class,
         the evidence of the ``top`` classes, a contrast, the baseline and library-wide hits.
 
         ``calibration``: a stored calibration (:class:`whyclip.store.db.calibrations.CalibrationInfo`)
         whose temperature and biases give the probabilities. ``name_split``: the bare-descriptor
-        ``(ClassMatrices, vectors)`` (:func:`whyclip.store.analysis.name_split.bare_scorer`) for the
-        name/description share of each shown class, or a one-line note saying why there is none."""
-        from whyclip.store.analysis.name_split import image_split  # numpy only
-
+        ``(ClassMatrices, vectors)`` (:meth:`bare_scorer`) for the
+        name/description share of each shown class, or a one-line note saying why there is none.
+        ``max_descriptors``: the most descriptors listed per shown class (best first; the
+        rest are counted in ``descriptors_not_listed``), so an answer's size has a bound."""
         agg = aggregate or self.info.aggregate
         if agg not in AGGREGATES:
             raise InputError(f"unknown aggregate {agg!r}: choose one of {', '.join(AGGREGATES)}")
@@ -291,13 +320,15 @@ class Library:
             ranking = rankings[i]
             order = ranking[:top]
             split = None if bare is None else image_split(scores[i], base_scores[i], bare[i])
+            evidence = [self._evidence(image, int(c), agg) for c in order]
             classes = [
                 ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
-                           self._evidence(image, int(c), agg), float(base_scores[i, c]), float(bprobs[c]),
+                           ev[:max_descriptors], float(base_scores[i, c]), float(bprobs[c]),
                            None if calibration is None else float(raw[c]),
                            None if split is None else float(split["name_share"][c]),
-                           None if split is None else float(split["description_share"][c]))
-                for rank, c in enumerate(order)
+                           None if split is None else float(split["description_share"][c]),
+                           len(ev) - len(ev[:max_descriptors]))
+                for rank, (c, ev) in enumerate(zip(order, evidence))
             ]  # fmt: skip
             if split is not None:
                 nd = {"coefficients": {"name": split["a"], "description": split["b"]}, "explained": split["explained"]}

@@ -219,12 +219,12 @@ def test_explain_calibrated_answers_what_the_cli_prints(client, home):
 def test_a_missing_name_split_is_looked_up_again_only_after_a_while(home, monkeypatch):
     """No eval has cached the bare descriptors: the note is kept for SPLIT_NOTE_TTL_S (the
     lookup cost every request 15 ms at 1,000 descriptors), then looked up again."""
-    from whyclip.store.analysis import name_split
+    from whyclip.store.library import Library
     from whyclip.ui.api import dependencies as resources_module
 
     calls = []
-    real = name_split.bare_scorer
-    monkeypatch.setattr(name_split, "bare_scorer", lambda *a: calls.append(1) or real(*a))
+    real = Library.bare_scorer
+    monkeypatch.setattr(Library, "bare_scorer", lambda *a: calls.append(1) or real(*a))
     res = resources_module.Resources(ServiceSettings())
     try:
         lib = res.library("frogs")

@@ -19,7 +19,6 @@ from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
 from whyclip.store import Store
-from whyclip.store.analysis.name_split import bare_scorer
 from whyclip.ui.cli.main import cli
 
 IMAGE = ("tree frog", "f1.png")
@@ -53,7 +52,7 @@ def explain_one(store, enc, library: str, data):
     lib = store.load(library)
     picture = read_image(data / IMAGE[0] / IMAGE[1])
     x = enc.embed_images([picture])[0][0]
-    (exp,) = lib.explain(x[None], ["f1"], top=4, name_split=bare_scorer(store, lib, enc.cache_key))
+    (exp,) = lib.explain(x[None], ["f1"], top=4, name_split=lib.bare_scorer(enc.cache_key))
     return lib, x, exp
 
 
@@ -114,10 +113,10 @@ def test_the_cli_prints_one_line_per_class_and_the_json_carries_it(tmp_path, mon
 
 
 def test_a_large_library_says_why_in_one_line(evaluated, monkeypatch):
-    from whyclip.store.analysis import name_split
+    from whyclip.store import library as library_module
 
     store, enc, data, _ = evaluated
     run_eval(store, store.load("paper"), read_dataset(data), enc, name="r")
-    monkeypatch.setattr(name_split, "SPLIT_MAX", 5)
+    monkeypatch.setattr(library_module, "SPLIT_MAX", 5)
     _, _, exp = explain_one(store, enc, "paper", data)
     assert "12 descriptors is over 5" in exp.name_description["note"] and exp.classes[0].name_share is None

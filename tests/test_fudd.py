@@ -148,9 +148,9 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     from whyclip.store.db.lifecycle import collect_garbage
 
     pair_prompts = ["the colour of a tree frog", "a banana outline"]
-    assert set(embedding_cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
+    assert set(embedding_cache.lookup(store.engine, enc.cache_key, pair_prompts)) == set(pair_prompts)
     collect_garbage(store, cache=True, min_age_s=0)
-    assert set(embedding_cache.lookup(store, enc.cache_key, pair_prompts)) == set(pair_prompts)
+    assert set(embedding_cache.lookup(store.engine, enc.cache_key, pair_prompts)) == set(pair_prompts)
 
     # deleting the version takes its pairs with it
     invoke(store.home, "delete", "planted", "--version", "1", "--with-runs", "--yes")

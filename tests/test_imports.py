@@ -26,3 +26,14 @@ def test_pure_scoring_loads_numpy_alone():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_import_whyclip_loads_nothing_heavy():
+    """``import whyclip`` (the Python API) names everything and loads it on first use."""
+    code = (f"import json, sys; import whyclip; names = sorted(whyclip.__all__); "
+            f"print(json.dumps([names, [m for m in {list(HEAVY)!r} if m in sys.modules]]))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names, loaded = json.loads(out.stdout)
+    assert {"open", "Workspace", "Explanation", "ExplainOptions", "WhyclipError"} <= set(names)
+    assert loaded == []

@@ -75,7 +75,7 @@ def test_cache_is_per_encoder(store):
     other = FakeEncoder(tag="two")
     report = ingest_library(store, synthetic(3, 2), "b", other)
     assert report.n_reused == 0 and report.n_embedded == 9
-    assert embedding_cache.count(store, "fake-32-one") == embedding_cache.count(store, "fake-32-two") == 9
+    assert embedding_cache.count(store.engine, "fake-32-one") == embedding_cache.count(store.engine, "fake-32-two") == 9
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     store = Store.open(home, create=False)
-    committed = embedding_cache.count(store)
+    committed = embedding_cache.count(store.engine)
     assert 300 <= committed < 18900
     assert store.libraries() == []  # nothing half-written is visible
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -107,4 +107,4 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     assert (embedded, reused) == (18900 - committed, committed)
     info = store.library("big")
     assert (info.version, info.n_descriptors, info.n_prompts) == (1, 18000, 18900)
-    assert embedding_cache.count(store) == 18900
+    assert embedding_cache.count(store.engine) == 18900

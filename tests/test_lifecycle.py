@@ -68,7 +68,7 @@ def test_libraries_all_lists_every_version(home, db_url):
 def test_delete_a_version_keeps_the_cache_and_never_reuses_its_number(home, tmp_path, db_url):
     store = Store.open(home, db_url)
     v1, v2 = store.library("a", 1), store.library("a", 2)
-    cached = embedding_cache.count(store)
+    cached = embedding_cache.count(store.engine)
     folder = store.index_folder(v1)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     done = run(home, "delete", "a", "--version", "1", "--yes", db=db_url)
@@ -77,7 +77,7 @@ def test_delete_a_version_keeps_the_cache_and_never_reuses_its_number(home, tmp_
     with Session(store.engine) as s:
         assert s.scalar(select(func.count()).where(DescriptorRow.library_id == v1.id)) == 0
     assert [(i.name, i.version) for i in store.libraries(every_version=True)] == [("a", 2), ("b", 1)]
-    assert embedding_cache.count(store) == cached
+    assert embedding_cache.count(store.engine) == cached
     # deleting the newest version and ingesting again: a new number, new keys, nothing embedded
     top_key = max(i.first_descriptor_id + i.n_descriptors - 1 for i in store.libraries(every_version=True))
     run(home, "delete", "a", "--version", "2", "--yes", db=db_url)
@@ -143,14 +143,14 @@ def test_gc_removes_unowned_old_folders_and_unused_cache_rows(home, db_url):
     # cache: deleting b leaves its prompts that no version of a uses
     run(home, "delete", "b", "--yes", db=db_url)
     unused = prompts_of(B) - prompts_of(A) - prompts_of(A2)
-    before = embedding_cache.count(store)
+    before = embedding_cache.count(store.engine)
     dim = 32
     freed = run(home, "gc", "--cache", db=db_url)
     assert freed.stdout.strip() == (f"removed 0 index folder(s) (0 bytes) and {len(unused)} cache row(s) "
                                     f"({len(unused) * dim * 4} bytes of vectors)")  # fmt: skip
     assert len(unused) == 3
-    assert embedding_cache.count(store) == before - len(unused) == len(prompts_of(A) | prompts_of(A2))
-    left = embedding_cache.lookup(store, "fake-32-v1", sorted(prompts_of(A) | prompts_of(A2) | prompts_of(B)))
+    assert embedding_cache.count(store.engine) == before - len(unused) == len(prompts_of(A) | prompts_of(A2))
+    left = embedding_cache.lookup(store.engine, "fake-32-v1", sorted(prompts_of(A) | prompts_of(A2) | prompts_of(B)))
     assert set(left) == prompts_of(A) | prompts_of(A2)
     shown = json.loads(run(home, "explain", str(_image(home)), "-l", "a", "--json", db=db_url).stdout)
     assert (shown["library"], shown["classes"][0]["class"]) == ("a", "frog")

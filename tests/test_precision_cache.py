@@ -51,19 +51,19 @@ PROMPTS = ["a green frog", "an owl", "a mole"]
 def test_prompts_found_under_fp32_after_the_fallback_are_used_and_nothing_is_embedded(store):
     reference = FakeEncoder(["green"])
     vectors, norms = reference.embed_texts(PROMPTS)
-    embedding_cache.save(store, "fake-32-v1/fp32", PROMPTS, vectors, norms)  # an earlier run that fell back
+    embedding_cache.save(store.engine, "fake-32-v1/fp32", PROMPTS, vectors, norms)  # an earlier run that fell back
     enc = FallingBack()
     got, _ = embed_prompts(store, enc, PROMPTS)
     assert enc.embedded == [] and enc.checks == ["text"]
     np.testing.assert_array_equal(got, vectors)
-    assert embedding_cache.count(store, "fake-32-v1/bf16") == 0
+    assert embedding_cache.count(store.engine, "fake-32-v1/bf16") == 0
 
 
 def test_an_ingest_that_falls_back_caches_fp32_vectors_under_the_fp32_key(store):
     enc = FallingBack()
     report = ingest_library(store, {"frog": ["green skin"], "owl": ["wings"]}, "animals", enc)
     assert report.n_embedded == 4 and enc.precision == "fp32"
-    assert (embedding_cache.count(store, "fake-32-v1/fp32"), embedding_cache.count(store, "fake-32-v1/bf16")) == (4, 0)
+    assert (embedding_cache.count(store.engine, "fake-32-v1/fp32"), embedding_cache.count(store.engine, "fake-32-v1/bf16")) == (4, 0)
     again = ingest_library(store, {"frog": ["green skin"], "owl": ["wings"]}, "animals", FallingBack())
     assert (again.n_embedded, again.n_reused) == (0, 4)
     np.testing.assert_array_equal(store.load("animals", 1).vectors, store.load("animals", 2).vectors)
@@ -78,10 +78,10 @@ def test_images_cached_in_bf16_are_not_mixed_with_fp32_after_a_later_fallback(st
         files.append(path)
     first = FallingBack(fails=False)  # a bf16 run whose check passed cached the first batch
     embed_image_files_cached(store, first, files[:32])
-    assert embedding_cache.count(store, f"fake-32-v1/bf16/image/{PIXEL_RULES}") == 32
+    assert embedding_cache.count(store.engine, f"fake-32-v1/bf16/image/{PIXEL_RULES}") == 32
     enc = FallingBack()  # this run's check fails at the second batch, the first one being cached in bf16
     kept, _, vectors, skipped, embedded = embed_image_files_cached(store, enc, files)
     assert (kept, skipped, embedded) == (list(range(40)), [], 40)
     reference = FakeEncoder(["green"]).embed_images([read_image(p) for p in files])[0]
     np.testing.assert_array_equal(vectors, reference)  # every vector fp32 (a bf16 one is negated)
-    assert embedding_cache.count(store, f"fake-32-v1/fp32/image/{PIXEL_RULES}") == 40
+    assert embedding_cache.count(store.engine, f"fake-32-v1/fp32/image/{PIXEL_RULES}") == 40

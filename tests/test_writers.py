@@ -118,7 +118,7 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
     check_versions(store, files, {"a": 2 * ROUNDS, "b": ROUNDS, "c": ROUNDS})
     distinct = {Template("paper").build(c, d) for f in files.values() for c, ds in f["content"].items() for d in ds}
     distinct |= {f"a photo of a {c}." for f in files.values() for c in f["content"]}
-    assert embedding_cache.count(store) == len(distinct)  # each shared prompt cached once
+    assert embedding_cache.count(store.engine) == len(distinct)  # each shared prompt cached once
 
 
 def _cpu_has_bf16() -> bool:
@@ -161,7 +161,7 @@ def test_a_writer_locked_out_past_the_busy_timeout_fails_in_one_line(tmp_path, m
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
     try:
         with pytest.raises(StoreError) as err:
-            embedding_cache.save(store, "enc", ["a prompt"], np.ones((1, 4), np.float32), np.ones(1, np.float32))
+            embedding_cache.save(store.engine, "enc", ["a prompt"], np.ones((1, 4), np.float32), np.ones(1, np.float32))
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -169,8 +169,8 @@ def test_a_writer_locked_out_past_the_busy_timeout_fails_in_one_line(tmp_path, m
         "could not save 1 vectors to the embedding cache: the database stayed locked by another whyclip writer "
         "for over 1s (a long ingest or gc); nothing was written: run the command again when it has finished"
     )
-    assert embedding_cache.count(store) == 0
-    embedding_cache.save(store, "enc", ["a prompt"], np.ones((1, 4), np.float32), np.ones(1, np.float32))
-    embedding_cache.save(store, "enc", ["a prompt"], np.zeros((1, 4), np.float32), np.ones(1, np.float32))  # already there
-    assert embedding_cache.count(store) == 1
-    assert embedding_cache.lookup(store, "enc", ["a prompt"])["a prompt"][0].tolist() == [1.0] * 4  # the first stays
+    assert embedding_cache.count(store.engine) == 0
+    embedding_cache.save(store.engine, "enc", ["a prompt"], np.ones((1, 4), np.float32), np.ones(1, np.float32))
+    embedding_cache.save(store.engine, "enc", ["a prompt"], np.zeros((1, 4), np.float32), np.ones(1, np.float32))  # already there
+    assert embedding_cache.count(store.engine) == 1
+    assert embedding_cache.lookup(store.engine, "enc", ["a prompt"])["a prompt"][0].tolist() == [1.0] * 4  # the first stays

@@ -31,8 +31,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from whyclip.store import EncoderInfo
-from whyclip.store.errors import ModelLoadError
+from whyclip.store import EncoderInfo, ModelLoadError
 
 from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
 from whyclip.ingest.encoder.textpath import PrefixTextPath, unsupported_reason

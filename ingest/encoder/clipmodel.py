@@ -126,7 +126,7 @@ class TransformersClip:
                         cls = CLIPTextModelWithProjection if modality == "text" else CLIPVisionModelWithProjection
                         model = cls.from_pretrained(self.folder, dtype=torch.float32)
                 except Exception as exc:  # missing or corrupt weights
-                    from whyclip.store.errors import ModelLoadError
+                    from whyclip.store import ModelLoadError
 
                     text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                     raise ModelLoadError(f"cannot load the CLIP model in {self.folder}: {text}") from None

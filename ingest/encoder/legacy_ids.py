@@ -21,9 +21,7 @@ import logging
 
 import numpy as np
 
-from whyclip.store import Library, Store
-from whyclip.store.db import encoder_ids
-from whyclip.store.errors import WhyclipError
+from whyclip.store import Library, Store, WhyclipError, encoder_ids
 
 from whyclip.ingest.encoder.fingerprint import is_legacy_id
 

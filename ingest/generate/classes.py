@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from whyclip.ingest.readers import read_entries
-from whyclip.store.errors import InputError
+from whyclip.store import InputError
 
 
 @dataclass

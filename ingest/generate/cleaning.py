@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from whyclip.store.errors import InputError
+from whyclip.store import InputError
 
 DROPPED, FLAGGED = "dropped", "flagged"
 DEFAULT_ACTIONS = {"copied": DROPPED, "duplicate": DROPPED, "class-name": FLAGGED, "long": FLAGGED,

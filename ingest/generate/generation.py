@@ -19,9 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whyclip.store.db import answer_cache
-from whyclip.store.catalogue import Store
-from whyclip.store.errors import InputError
+from whyclip.store import InputError, Store, answer_cache
 
 from whyclip.ingest.generate.classes import ClassList
 from whyclip.ingest.generate.cleaning import CleaningReport, CleanSettings, clean_classes

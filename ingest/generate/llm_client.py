@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from whyclip.store.errors import InputError, WhyclipError
+from whyclip.store import InputError, WhyclipError
 
 log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from whyclip.store.errors import InputError
+from whyclip.store import InputError
 
 PLACEHOLDER = "{class}"
 QUESTION = (

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whyclip.store.catalogue import Store
-from whyclip.store.errors import InputError
+from whyclip.store import InputError, Store
 
 from whyclip.ingest.generate.llm_client import ChatClient, ChatRequest, public_url
 from whyclip.ingest.generate.generation import ask_round

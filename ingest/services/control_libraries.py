@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from whyclip.store import Library, Store, build_class_matrices
+from whyclip.store import Library, Store, Template, build_class_matrices
 
 from whyclip.ingest.embedding import embed_prompts
-from whyclip.store.method.templates import Template
 from whyclip.ingest.vocabulary import general_words
 
 CONTROL_SEED = 0

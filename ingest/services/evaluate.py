@@ -16,13 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.store import Library, Store, score_classes
-from whyclip.store.errors import InputError
-from whyclip.store.db.pair_descriptors import StoredPair, load_pairs
-from whyclip.store.db.runs import (BASELINE, CONTROL, FUDD, TOP, MethodResults, RunData, RunInfo, check_new_name, rank_results,
-                                        save_run, unused_name)
-from whyclip.store.analysis.name_split import SplitAccumulator
-from whyclip.store.method import AGGREGATES
+from whyclip.store import (
+    AGGREGATES,
+    BASELINE,
+    CONTROL,
+    FUDD,
+    InputError,
+    Library,
+    MethodResults,
+    RunData,
+    RunInfo,
+    SplitAccumulator,
+    Store,
+    StoredPair,
+    TOP,
+    check_new_name,
+    load_pairs,
+    rank_results,
+    save_run,
+    score_classes,
+    unused_name,
+)
 
 from whyclip.ingest.services.control_libraries import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
 from whyclip.ingest.datasets import Dataset, match_labels, unmatched_error

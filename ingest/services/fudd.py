@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whyclip.ingest.embedding import embed_prompts
-from whyclip.store.method.templates import Template
-from whyclip.store.errors import InputError
+from whyclip.store import InputError, Template
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def rerank_results(base, vectors: np.ndarray, labels: np.ndarray, texts: PairTex
     front of its top classes, the others keep their order; scores are ``base``'s (FuDD has
     no score for every class), and the true class's rank is its place in the new order
     (unchanged when it is not among the re-ranked candidates)."""
-    from whyclip.store.db.runs import MethodResults
+    from whyclip.store import MethodResults
 
     chosen = rerank(vectors, base.top, texts, top_k)
     j = np.argmax(base.top == chosen[:, None], axis=1)  # where the chosen class stood

@@ -13,14 +13,24 @@ from typing import Protocol
 
 import numpy as np
 
-from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo, Store
-from whyclip.store.db import embedding_cache
-from whyclip.store.errors import InputError
-from whyclip.store.vectors.files import check_factory
+from whyclip.store import (
+    DEFAULT_BASELINE,
+    DEFAULT_TEMPLATE,
+    DraftClass,
+    EncoderInfo,
+    InputError,
+    LibraryDraft,
+    LibraryInfo,
+    Store,
+    Template,
+    baseline_prompt,
+    check_baseline,
+    check_factory,
+    embedding_cache,
+)
 
 from whyclip.ingest.embedding import settle_precision
 from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids
-from whyclip.store.method.templates import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Template, baseline_prompt, check_baseline
 from whyclip.ingest.readers import ParsedLibrary, parse_mapping, read_library
 
 log = logging.getLogger(__name__)
@@ -152,13 +162,13 @@ def run_ingest(
     started = time.perf_counter()
     adopt_legacy_ids(store, encoder)  # vectors cached under this encoder's old id count
     distinct = plan.prompts
-    found = embedding_cache.lookup(store, encoder.cache_key, distinct)
+    found = embedding_cache.lookup(store.engine, encoder.cache_key, distinct)
     missing = [p for p in distinct if p not in found]
     if missing:  # a sample spread from the shortest prompt to the longest
         by_length = np.argsort(encoder.count_tokens(missing), kind="stable")
         sample = [missing[i] for i in by_length[np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)]]
         if settle_precision(encoder, "text", sample):  # fell back to fp32: look up under its key
-            found = embedding_cache.lookup(store, encoder.cache_key, distinct)
+            found = embedding_cache.lookup(store.engine, encoder.cache_key, distinct)
             missing = [p for p in distinct if p not in found]
     n_reused = len(found)
     if missing:
@@ -173,7 +183,7 @@ def run_ingest(
         batch = missing[start : start + commit_every]
         vectors, norms = encoder.embed_texts(batch)
         t = time.perf_counter()
-        embedding_cache.save(store, encoder.cache_key, batch, vectors, norms)
+        embedding_cache.save(store.engine, encoder.cache_key, batch, vectors, norms)
         saving += time.perf_counter() - t
         found.update({t: (v, float(n)) for t, v, n in zip(batch, vectors, norms)})
         if progress:

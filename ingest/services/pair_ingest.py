@@ -17,10 +17,7 @@ import numpy as np
 
 from whyclip.ingest.embedding import embed_image_files_cached, embed_prompts
 from whyclip.ingest.images import IMAGE_SUFFIXES
-from whyclip.store.method.templates import Template
-from whyclip.store import Library, Store
-from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, PairsWritten, write_pairs
-from whyclip.store.errors import InputError
+from whyclip.store import InputError, Library, PairDescription, PairDraft, PairsWritten, Store, Template, write_pairs
 
 from whyclip.ingest.generate.pairs import PAIR_PROMPT, ambiguous_pairs, render_pair
 

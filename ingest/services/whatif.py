@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from whyclip.store import LibraryInfo, Store
-from whyclip.store.library import Library
-from whyclip.store.analysis.whatif import Edit, edited_draft
+from whyclip.store import Edit, Library, LibraryInfo, Store, edited_draft
 
 from whyclip.ingest.embedding import embed_prompts
 

@@ -362,7 +362,7 @@ def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, cal
             "swap": controls.swap(run, agg),
             "random_words": controls.random_words(run, agg, s.seed),
             "shuffled_descriptor_words": controls.shuffled_words(run, agg),
-            "fudd": controls.fudd(run, agg),
+            "fudd": controls.fudd_summary(run, agg),
             "deletion": deletion(run, lib, agg, s.delete_k, s.random_draws, s.seed),
         },
     }

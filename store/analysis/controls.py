@@ -123,7 +123,7 @@ def _paired(name: str, mine: np.ndarray, other: np.ndarray) -> dict:
             "significant": verdict(test["p_value"]) == "significant"}  # fmt: skip
 
 
-def fudd(run: RunData, agg: str) -> dict:
+def fudd_summary(run: RunData, agg: str) -> dict:
     """FuDD's re-ranking with the version's pair descriptors against the class name alone
     and against the descriptors' own ranking (McNemar on the same images); images it fixed
     and broke relative to the ranking it re-ranked."""

@@ -89,28 +89,3 @@ def image_split(full: np.ndarray, name: np.ndarray, bare: np.ndarray) -> dict:
     return {"a": float(coef[0]), "b": float(coef[1]), "explained": float(explained),
             "name_share": np.where(den > 0, name_part / safe, 0.0), "description_share": np.where(den > 0, desc_part / safe, 0.0)}  # fmt: skip
 
-
-SPLIT_MAX = 200_000  # descriptors: above, explain does not read every bare vector for the split
-BARE_NOTE = ("name vs description not shown: this library's bare-descriptor prompts are not in the embedding cache "
-             "for this model; run 'whyclip eval DATASET --library {name}' once (it embeds them), then explain again")  # fmt: skip
-
-
-def bare_scorer(store, lib, encoder_key: str):
-    """``(ClassMatrices, vectors)`` of the library's descriptors without the class name (the
-    ``bare:`` control ``whyclip eval`` embeds and caches), read from the embedding cache
-    only (nothing is embedded or written), or a one-line note saying why it is missing."""
-    from whyclip.store.db import embedding_cache
-    from whyclip.store.method import build_class_matrices
-
-    if len(lib.class_names) < 3:
-        return "name vs description not shown: the split is fitted over an image's classes and needs at least 3"
-    if lib.info.n_descriptors > SPLIT_MAX:
-        return (f"name vs description not shown: {lib.info.n_descriptors:,} descriptors is over {SPLIT_MAX:,} (it reads "
-                "every bare-descriptor vector from the cache); the audit has the run's split per class")  # fmt: skip
-    texts = lib.descriptor_texts()
-    found = embedding_cache.lookup(store, encoder_key, list(dict.fromkeys(texts)))
-    if any(t not in found for t in texts):
-        return BARE_NOTE.format(name=lib.info.name)
-    vectors = np.array([found[t][0] for t in texts], dtype=np.float32).reshape(len(texts), lib.info.dim)
-    norms = np.array([found[t][1] for t in texts], dtype=np.float32)
-    return build_class_matrices(vectors, norms, lib.matrices.offsets, np.asarray(lib.matrices.baseline)), vectors

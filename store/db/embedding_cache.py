@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from whyclip.store.catalogue import Store
 from whyclip.store.db.schema import EmbeddingRow
 from whyclip.store.db.writes import insert_or_ignore, write_session
 
@@ -26,17 +26,17 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def lookup(store: Store, encoder_key: str, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
+def lookup(engine: Engine, encoder_key: str, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
     """Cached (unit vector, norm) for those of ``texts`` that have one."""
     keys = {text_key(t): t for t in texts}
-    return {keys[sha]: hit for sha, hit in lookup_hashes(store, encoder_key, list(keys)).items()}
+    return {keys[sha]: hit for sha, hit in lookup_hashes(engine, encoder_key, list(keys)).items()}
 
 
-def lookup_hashes(store: Store, encoder_key: str, shas: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
+def lookup_hashes(engine: Engine, encoder_key: str, shas: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
     """Cached (unit vector, norm) by content hash (images are cached by their file's sha256)."""
     found: dict[str, tuple[np.ndarray, float]] = {}
     shas = list(dict.fromkeys(shas))
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         for start in range(0, len(shas), LOOKUP_BATCH):
             rows = s.execute(
                 select(EmbeddingRow.text_sha256, EmbeddingRow.vector, EmbeddingRow.norm).where(
@@ -48,12 +48,12 @@ def lookup_hashes(store: Store, encoder_key: str, shas: Sequence[str]) -> dict[s
     return found
 
 
-def save(store: Store, encoder_key: str, texts: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
+def save(engine: Engine, encoder_key: str, texts: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
     """Store one embedded batch, in its own transaction (committed on return)."""
-    save_hashes(store, encoder_key, [text_key(t) for t in texts], vectors, norms)
+    save_hashes(engine, encoder_key, [text_key(t) for t in texts], vectors, norms)
 
 
-def save_hashes(store: Store, encoder_key: str, shas: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
+def save_hashes(engine: Engine, encoder_key: str, shas: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
     """Store vectors by content hash (duplicates within the batch once, rows already cached
     kept as they are), committed on return."""
     rows = list({
@@ -62,13 +62,13 @@ def save_hashes(store: Store, encoder_key: str, shas: Sequence[str], vectors: np
         for sha, v, n in zip(shas, vectors, norms)
     }.values())  # fmt: skip
     if rows:
-        statement = insert_or_ignore(store.engine, EmbeddingRow, ["encoder_key", "text_sha256"])
-        with write_session(store.engine, f"save {len(rows)} vectors to the embedding cache") as s:
+        statement = insert_or_ignore(engine, EmbeddingRow, ["encoder_key", "text_sha256"])
+        with write_session(engine, f"save {len(rows)} vectors to the embedding cache") as s:
             s.execute(statement, rows)
 
 
-def count(store: Store, encoder_key: str | None = None) -> int:
-    with Session(store.engine) as s:
+def count(engine: Engine, encoder_key: str | None = None) -> int:
+    with Session(engine) as s:
         q = select(func.count()).select_from(EmbeddingRow)
         if encoder_key is not None:
             q = q.where(EmbeddingRow.encoder_key == encoder_key)

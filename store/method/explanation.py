@@ -32,6 +32,7 @@ class ClassScore:
     uncalibrated_probability: float | None = None  # set when ``probability`` is calibrated
     name_share: float | None = None  # of this score, for this image: the class name alone
     description_share: float | None = None  # ... and what the descriptor content adds
+    descriptors_not_listed: int = 0  # descriptors past the listing bound (the score counts them all)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class Explanation:
         out["baseline_predicted"] = self.baseline[0].name if self.baseline else None
         for item in out["classes"]:
             item["class"] = item.pop("name")
+            if not item["descriptors_not_listed"]:  # a key only where the listing was cut
+                del item["descriptors_not_listed"]
         for item in out["baseline"]:
             item["class"] = item.pop("name")
         for item in out["retrieved"]:
@@ -151,7 +154,7 @@ class Explanation:
         classes = [ClassScore(c["class"], c["score"], c["probability"], c["rank"],
                               [DescriptorScore(**x) for x in c["descriptors"]], c["baseline_score"],
                               c["baseline_probability"], c.get("uncalibrated_probability"), c.get("name_share"),
-                              c.get("description_share")) for c in d["classes"]]  # fmt: skip
+                              c.get("description_share"), c.get("descriptors_not_listed", 0)) for c in d["classes"]]  # fmt: skip
         baseline = [BaselineScore(b["class"], b["score"], b["probability"]) for b in d["baseline"]]
         c = d["contrast"]
         pd = c.get("pair_descriptors") if c else None
@@ -200,8 +203,8 @@ class Explanation:
             lw = max((len(x) for x in labels), default=0)
             for d, label in zip(shown, labels):
                 lines.append(f"        S({label}){' ' * (lw - len(label))} = {d.scaled:6.2f}")
-            if len(shown) < len(c.descriptors):
-                lines.append(f"        ... {len(c.descriptors) - len(shown)} more")
+            if len(shown) < len(c.descriptors) + c.descriptors_not_listed:
+                lines.append(f"        ... {len(c.descriptors) + c.descriptors_not_listed - len(shown)} more")
         if self.contrast:
             lines.extend(_contrast_lines(self.contrast, s, max_rows))
         if self.retrieved:

@@ -13,8 +13,7 @@ from typing import Annotated, NamedTuple
 from fastapi import Depends, Header, Request
 
 from whyclip import ingest
-from whyclip.store import Store
-from whyclip.store.library import Library
+from whyclip.store import Library, Store
 
 from whyclip.ui.api.batcher import MicroBatcher
 
@@ -58,7 +57,7 @@ class Resources:
         store = self.store
         with self._lock:
             if self._encoder is None:
-                from whyclip.store.db.precision_verdicts import StoreVerdicts
+                from whyclip.store import StoreVerdicts
 
                 s = self.settings
                 self._encoder = ingest.load_encoder(s.model, s.device, s.precision, verdicts=StoreVerdicts(store))
@@ -108,8 +107,6 @@ class Resources:
         kept for ``SPLIT_NOTE_TTL_S`` and then looked up again (a later ``whyclip eval`` may
         embed what is missing): looking it up took 15 ms of every request on a library of
         1,000 descriptors that no eval had run on."""
-        from whyclip.store.analysis.name_split import bare_scorer
-
         key = (lib.info.id, encoder_key)
         now = time.monotonic()
         with self._lock:
@@ -118,7 +115,7 @@ class Resources:
                 found = None
         if found is not None:
             return found.text if isinstance(found, _Note) else found
-        found = bare_scorer(self.store, lib, encoder_key)
+        found = lib.bare_scorer(encoder_key)
         with self._lock:
             if lib.info.id in self._libraries:
                 self._splits[key] = _Note(now, found) if isinstance(found, str) else found

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from whyclip.store.errors import EncoderMismatch, InputError, LibraryNotFound, ModelLoadError, NoStore, WhyclipError
+from whyclip.store import EncoderMismatch, InputError, LibraryNotFound, ModelLoadError, NoStore, WhyclipError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from whyclip.store.errors import WhyclipError
+from whyclip.store import WhyclipError
 
 log = logging.getLogger(__name__)
 STATES = ("queued", "running", "done", "failed", "interrupted")

@@ -5,8 +5,7 @@ version with evaluation runs is refused unless ``with_runs``; cached vectors sta
 
 from __future__ import annotations
 
-from whyclip.store import LibraryInfo, Store
-from whyclip.store.db.lifecycle import delete_versions
+from whyclip.store import LibraryInfo, Store, delete_versions
 
 
 def library_versions(store: Store, name: str) -> list[LibraryInfo]:

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from whyclip.store.errors import InputError
+from whyclip.store import InputError
 
 KEYS_ENV = "WHYCLIP_API_KEYS"
 SETTINGS_ENV = "WHYCLIP_SERVE_SETTINGS"

@@ -100,10 +100,7 @@ def calibrate(ctx, library, run_name, aggregate, per_class_bias, seed, fit_fract
     every figure is measured on the other. The calibration is stored with the library
     version (the newest one is used) for 'whyclip explain --calibrated'.
     """
-    from whyclip.store import Store
-    from whyclip.store.analysis.calibration import calibrate_run
-    from whyclip.store.db.calibrations import save_calibration
-    from whyclip.store.db.runs import find_run, load_run
+    from whyclip.store import Store, calibrate_run, find_run, load_run, save_calibration
 
     from whyclip.ui.render.audit_report import write_atomic
 

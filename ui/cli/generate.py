@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings
-from whyclip.store.errors import InputError
+from whyclip.store import InputError
 
 from whyclip.ui.cli.progress import progress_bar
 
@@ -197,8 +197,7 @@ def generate_pairs_cmd(ctx, library, run_name, images, top_k, margin, lib_versio
     from whyclip.ingest.generate.generation import check_output, write_json_atomic
     from whyclip.ingest.services.pair_ingest import PairsFile, pairs_from_images, store_pairs
     from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
-    from whyclip.store import Store
-    from whyclip.store.db.runs import find_run, load_run
+    from whyclip.store import Store, find_run, load_run
 
     if not out and not store_them:
         raise click.UsageError("say where the pairs go: --out PAIRS.json, --store, or both")
@@ -285,8 +284,7 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
 
     from whyclip import ingest
     from whyclip.ingest.services.fudd import pair_texts, rerank
-    from whyclip.store import Store
-    from whyclip.store.db.runs import find_run, load_run
+    from whyclip.store import Store, find_run, load_run
 
     from whyclip.ingest.services.pair_ingest import read_pairs_file
 

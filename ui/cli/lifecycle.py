@@ -36,7 +36,7 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
     Cached vectors stay, so ingesting the same file again embeds nothing. A version with
     evaluation runs is refused unless --with-runs is given.
     """
-    from whyclip.store.db.lifecycle import delete_versions
+    from whyclip.store import delete_versions
 
     store = _store(ctx)
     infos = [i for i in store.libraries(every_version=True) if i.name == name
@@ -62,7 +62,7 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
 def gc_cmd(ctx, with_cache, dry_run):
     """Remove index folders no library version owns (left by a killed ingest or a failed
     removal), and with --cache unused cached vectors; report what was freed."""
-    from whyclip.store.db.lifecycle import GC_MIN_AGE_S, collect_garbage
+    from whyclip.store import GC_MIN_AGE_S, collect_garbage
 
     freed = collect_garbage(_store(ctx), cache=with_cache, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
@@ -85,7 +85,7 @@ def gc_cmd(ctx, with_cache, dry_run):
 def export_cmd(ctx, name, lib_version, out, force):
     """Write a library version as a descriptor file plus a metadata sidecar (settings,
     encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back."""
-    from whyclip.store.db.lifecycle import export_library, sidecar_path
+    from whyclip.store import export_library, sidecar_path
 
     meta = export_library(_store(ctx), name, lib_version, out, force=force)
     click.echo(f"wrote library {meta['name']} v{meta['version']} to {out} ({meta['n_classes']} classes, "
@@ -95,8 +95,7 @@ def export_cmd(ctx, name, lib_version, out, force):
 def settings_from_sidecar(file: str, template: str | None, baseline: str | None) -> tuple[str, str, dict | None]:
     """The template and baseline for ``ingest FILE``: as given, else from an export
     sidecar beside FILE (said on stderr), else the defaults."""
-    from whyclip.store.method.templates import DEFAULT_BASELINE, DEFAULT_TEMPLATE
-    from whyclip.store.db.lifecycle import read_sidecar, sidecar_path
+    from whyclip.store import DEFAULT_BASELINE, DEFAULT_TEMPLATE, read_sidecar, sidecar_path
 
     meta = read_sidecar(file) if template is None or baseline is None else None
     if meta is not None:
@@ -113,7 +112,7 @@ def settings_from_sidecar(file: str, template: str | None, baseline: str | None)
 
 def warn_changed_prompts(meta: dict | None, classes) -> None:
     """Say when the prompts about to be embedded differ from those an export recorded."""
-    from whyclip.store.db.lifecycle import sidecar_prompt_changes
+    from whyclip.store import sidecar_prompt_changes
 
     changed = sidecar_prompt_changes(meta, classes) if meta else 0
     if changed:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from whyclip.store.errors import NoStore, WhyclipError
+from whyclip.store import NoStore, WhyclipError
 from whyclip.store.choices import AGGREGATES
 
 from whyclip.ui.cli.lifecycle import register as register_lifecycle
@@ -20,7 +20,7 @@ from whyclip.ui.render.explanation_json import explanation_json
 from whyclip.ui.cli.progress import progress_bar
 
 log = logging.getLogger("whyclip")
-IMAGE_BATCH = 32  # images decoded, encoded and scored together
+IMAGE_BATCH = 32  # images decoded, encoded and scored together (as whyclip.ingest.services.explain batches them)
 DEFAULT_MODEL_HELP = "CLIP model: a sentence-transformers name or a local folder [default: clip-ViT-B-32]"
 
 
@@ -122,8 +122,7 @@ def ingest(ctx, files, library, model, template, baseline, strict, device, preci
     """
     from whyclip.ingest import load_encoder, read_library
     from whyclip.ingest.services.library_ingest import check_library_name, plan_ingest, run_ingest
-    from whyclip.store.method.templates import Template, check_baseline
-    from whyclip.store.db.precision_verdicts import StoreVerdicts
+    from whyclip.store import StoreVerdicts, Template, check_baseline
 
     from whyclip.ui.cli.lifecycle import settings_from_sidecar, warn_changed_prompts
 
@@ -175,7 +174,7 @@ def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
 @click.pass_context
 def libraries(ctx, as_json, every_version):
     """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
-    from whyclip.store.db.calibrations import list_calibrations
+    from whyclip.store import list_calibrations
 
     try:
         store = _store(ctx, create=False)
@@ -243,9 +242,9 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     (one line: the file and why) and skipped, the others are explained, and the exit
     status is then 1.
     """
-    from whyclip.ingest import expand_image_paths, load_encoder
-    from whyclip.ingest.encoder.legacy_ids import check_library_encoder
-    from whyclip.ingest.images import check_image, prefetched, read_image
+    from whyclip.ingest import expand_image_paths
+    from whyclip.ingest.images import check_image
+    from whyclip.ingest.services.explain import ExplainOptions, ImageFailure, open_encoder, plan_explain
 
     if server:
         from whyclip.ui.cli.remote import explain_remote
@@ -254,59 +253,24 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
                 **({"aggregate": aggregate} if aggregate else {}), **({"compare": list(compare)} if compare else {}),
                 **({"calibrated": "true"} if calibrated else {})}  # fmt: skip
         return explain_remote(ctx, server, api_key, expand_image_paths(images), form, as_json)
-    from whyclip.store.db.calibrations import calibration_for
-    from whyclip.store.analysis.name_split import bare_scorer
-
     store = _store(ctx, create=False)
-    lib = store.load(library, lib_version)
-    if compare:
-        for name in compare:
-            lib.class_position(name)
-    cal = calibration_for(store, lib.info.id, lib.info.name, lib.info.version, aggregate or lib.info.aggregate) if calibrated else None
+    options = ExplainOptions(top=top, aggregate=aggregate, compare=tuple(compare) if compare else None, retrieve=retrieve,
+                             calibrated=calibrated)  # fmt: skip
+    plan = plan_explain(store, library, lib_version, options)
     paths, failed = _readable(expand_image_paths(images), check_image)  # headers, before the model loads
-    from whyclip.store.db.precision_verdicts import StoreVerdicts
-
-    encoder = load_encoder(model or lib.info.encoder_name, device, precision)
-    encoder.verdicts = StoreVerdicts(store)  # a precision check runs once per model and platform
-    check_library_encoder(lib, encoder)  # read only: nothing is written but a precision verdict
-    split = bare_scorer(store, lib, encoder.cache_key)  # from the embedding cache only
-    prepare = getattr(encoder, "prepare_images", None)
-
-    def decode(batch_paths):
-        """Decoded and preprocessed pictures of one batch, and the errors (a background
-        thread runs this for the next batch while the current one encodes)."""
-        batch, pictures, errors = [], [], []
-        for path in batch_paths:
-            try:
-                pictures.append(read_image(path))
-                batch.append(path)
-            except WhyclipError as exc:
-                errors.append(str(exc))
-        return batch, (prepare(pictures) if prepare and pictures else pictures), errors
-
+    encoder = open_encoder(store, model or plan.library.info.encoder_name, device, precision)
+    explainer = plan.with_encoder(encoder)
     shown = 0
-    batches = [paths[start : start + IMAGE_BATCH] for start in range(0, len(paths), IMAGE_BATCH)]
     with progress_bar("explaining images", unit="image") as bar:
-        done = 0
-        for batch, pictures, errors in prefetched(batches, decode):
-            for line in errors:
-                click.echo(f"Error: {line}", err=True)
-            failed += len(errors)
-            if len(pictures):
-                vectors, _ = encoder.embed_images(pictures)
-                results = lib.explain(vectors, [str(p) for p in batch], aggregate=aggregate, top=top,
-                                      compare=tuple(compare) if compare else None, retrieve=retrieve,
-                                      calibration=cal, name_split=split)  # fmt: skip
-                for exp in results:
-                    if as_json:
-                        record = explanation_json(exp, encoder)
-                        click.echo(json.dumps(record, ensure_ascii=False))
-                    else:
-                        click.echo(("\n" if shown else "") + exp.to_text())
-                    shown += 1
-            done += len(batch) + len(errors)
-            if len(paths) > IMAGE_BATCH:
-                bar(done, len(paths))
+        for result in explainer.explain_files(paths, progress=bar if len(paths) > IMAGE_BATCH else None):
+            if isinstance(result, ImageFailure):
+                click.echo(f"Error: {result.error}", err=True)
+                failed += 1
+            elif as_json:
+                click.echo(json.dumps(explanation_json(result, encoder), ensure_ascii=False))
+            else:
+                click.echo(("\n" if shown else "") + result.to_text())
+            shown += not isinstance(result, ImageFailure)
     if failed:
         ctx.exit(1)
 
@@ -355,13 +319,11 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     version has pair descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top
     classes with them, and its accuracy is reported beside the others.
     """
-    from whyclip.ingest import load_encoder
     from whyclip.ingest.datasets import read_dataset
     from whyclip.ingest.services.evaluate import plan_eval, run_eval
+    from whyclip.ingest.services.explain import open_encoder
     from whyclip.ingest.encoder.legacy_ids import check_library_encoder
-    from whyclip.store.analysis.audit import AuditSettings, accuracy, confusions, per_class
-    from whyclip.store.analysis.controls import fudd as fudd_control
-    from whyclip.store.db.runs import FUDD
+    from whyclip.store import AuditSettings, FUDD, accuracy, confusions, fudd_summary as fudd_control, per_class
 
     from whyclip.ui.render.audit_report import accuracy_lines, confusion_lines, per_class_lines
 
@@ -372,9 +334,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     fudd = True if "fudd" in methods else False if "no-fudd" in methods else None
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd,
                      fudd_top_k=fudd_top_k)  # before the model loads  # fmt: skip
-    from whyclip.store.db.precision_verdicts import StoreVerdicts
-
-    encoder = load_encoder(model or lib.info.encoder_name, device, precision, verdicts=StoreVerdicts(store))
+    encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
     check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed in the store
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, plan, encoder, progress=bar)
@@ -411,7 +371,7 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
 @click.pass_context
 def runs(ctx, library, as_json):
     """List evaluation runs (made by 'whyclip eval')."""
-    from whyclip.store.db.runs import list_runs
+    from whyclip.store import list_runs
 
     try:
         found = list_runs(_store(ctx, create=False), library)
@@ -450,10 +410,7 @@ def runs(ctx, library, as_json):
 @click.pass_context
 def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs, min_n):
     """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
-    from whyclip.store.analysis.audit import AuditSettings
-    from whyclip.store.analysis.audit import audit as make_audit
-    from whyclip.store.db.calibrations import latest_calibration
-    from whyclip.store.db.runs import find_run, load_run
+    from whyclip.store import AuditSettings, audit as make_audit, find_run, latest_calibration, load_run
 
     from whyclip.ui.render.audit_report import to_text, write_report
 

@@ -17,7 +17,7 @@ def _steps(pending) -> str:
 def migrate(ctx: click.Context, dry_run: bool) -> None:
     """Bring the store's database up to the schema this whyclip uses (all or nothing)."""
     from whyclip.store import Store  # not at import: `whyclip --help` loads no SQLAlchemy
-    from whyclip.store.catalogue import read_schema_state
+    from whyclip.store import read_schema_state
 
     home, db = ctx.obj["home"], ctx.obj["db"]
     if dry_run:

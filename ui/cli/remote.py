@@ -11,8 +11,7 @@ from pathlib import Path
 
 import click
 
-from whyclip.store.errors import InputError, WhyclipError
-from whyclip.store.method.explanation import Explanation
+from whyclip.store import Explanation, InputError, WhyclipError
 
 BATCH = 32
 TIMEOUT_S = 120

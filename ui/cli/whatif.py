@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from whyclip.store.errors import InputError
+from whyclip.store import InputError
 from whyclip.store.choices import AGGREGATES
 
 from whyclip.ui.cli.options import PRECISION
@@ -47,7 +47,7 @@ def whatif_text(a: dict, show: int) -> str:
 
 
 def _edits_file(path: str):
-    from whyclip.store.analysis.whatif import read_edits
+    from whyclip.store import read_edits
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -85,9 +85,7 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     with 95% intervals, and McNemar's exact paired p-value. A class left with no descriptor
     is scored by its baseline prompt (as an empty class of a library file is).
     """
-    from whyclip.store import Store
-    from whyclip.store.db.runs import find_run, load_run
-    from whyclip.store.analysis.whatif import WhatIf, plan_edit, split_pair
+    from whyclip.store import Store, WhatIf, find_run, load_run, plan_edit, split_pair
 
     if note is not None and not save_as_version:
         raise click.UsageError("--note goes with --save-as-version")

@@ -12,8 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from whyclip.store import AGGREGATES
-from whyclip.store.db.runs import list_runs
+from whyclip.store import AGGREGATES, list_runs
 from whyclip.ui.dashboard import audit_charts as charts
 from whyclip.ui.dashboard import whatif_section
 from whyclip.ui.dashboard import cached

@@ -13,8 +13,7 @@ import streamlit as st
 
 from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
-from whyclip.store import LibraryInfo, Store, WhyclipError
-from whyclip.store.library import Library
+from whyclip.store import Library, LibraryInfo, Store, WhyclipError
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,7 @@ def _image_vector(model: str, digest: str, _data: bytes, _name: str) -> np.ndarr
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _name_split(home: str | None, db: str | None, name: str, version: int, encoder_key: str):
-    from whyclip.store.analysis.name_split import bare_scorer
-
-    found = bare_scorer(_store(home, db), _library(home, db, name, version), encoder_key)
+    found = _library(home, db, name, version).bare_scorer(encoder_key)
     if isinstance(found, str):
         raise _Missing(found)  # not cached: a later 'whyclip eval' may embed what is missing
     return found
@@ -77,7 +74,7 @@ def name_split(s: Settings, lib: Library, model: str):
 
 def calibration(s: Settings, lib: Library, aggregate: str):
     """The version's newest calibration for ``aggregate``, or None (one query, not cached)."""
-    from whyclip.store.db.calibrations import latest_calibration
+    from whyclip.store import latest_calibration
 
     return latest_calibration(_store(s.home, s.db), lib.info.id, aggregate)
 
@@ -85,7 +82,7 @@ def calibration(s: Settings, lib: Library, aggregate: str):
 @st.cache_data(show_spinner=False, max_entries=512)
 def count_rows(home: str | None, db: str | None, kind: str, name: str, version: int, search: str = "") -> int:
     """Row counts for the library page; a library version never changes, so they cache."""
-    from whyclip.store.db import browse
+    from whyclip.store import browse
 
     store = _store(home, db)
     info = store.library(name, version)
@@ -179,10 +176,7 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
           delete_k: int, near: float, flat: float, min_n: int = 10, calibration_id: int | None = None) -> dict:  # fmt: skip
     """``whyclip audit``'s data for a stored run (runs never change, so it caches; a new
     calibration of the version has a new ``calibration_id``, which is part of the key)."""
-    from whyclip.store.analysis.audit import AuditSettings
-    from whyclip.store.analysis.audit import audit as make_audit
-    from whyclip.store.db.calibrations import latest_calibration
-    from whyclip.store.db.runs import list_runs, load_run
+    from whyclip.store import AuditSettings, audit as make_audit, latest_calibration, list_runs, load_run
 
     store = _store(home, db)
     (info,) = [r for r in list_runs(store, library) if r.id == run_id]
@@ -193,7 +187,7 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
 
 def calibration_id(home: str | None, db: str | None, library_id: int, aggregate: str) -> int | None:
     """The id of the version's newest calibration for ``aggregate`` (not cached: one query)."""
-    from whyclip.store.db.calibrations import latest_calibration
+    from whyclip.store import latest_calibration
 
     cal = latest_calibration(_store(home, db), library_id, aggregate)
     return None if cal is None else cal.id
@@ -210,8 +204,7 @@ def audit_html(report: dict) -> str:
 def whatif_session(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str):
     """A run scored once by its library version (:class:`~whyclip.store.analysis.whatif.WhatIf`):
     each toggle then rescores only the edited class. Never mutated."""
-    from whyclip.store.db.runs import list_runs, load_run
-    from whyclip.store.analysis.whatif import WhatIf
+    from whyclip.store import WhatIf, list_runs, load_run
 
     store = _store(home, db)
     (info,) = [r for r in list_runs(store, library) if r.id == run_id]

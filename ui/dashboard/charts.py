@@ -6,8 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from whyclip.store import Contrast, Explanation
-from whyclip.store.method.explanation import ClassScore
+from whyclip.store import ClassScore, Contrast, Explanation
 
 DESCRIPTORS, BASELINE = "by descriptors", "class name only (baseline)"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from whyclip.ingest.services.explain import ExplainOptions, plan_explain
 from whyclip.store import AGGREGATES, WhyclipError
 from whyclip.ui.dashboard import charts
 from whyclip.ui.dashboard import cached
@@ -50,12 +51,18 @@ def show(name: str, data: bytes) -> None:
         return
     encoded = time.perf_counter()
     ranking = np.argsort(-lib.scores(vector, aggregate)[0], kind="stable")[:500]
-    options = [lib.class_names[i] for i in ranking]
+    choices = [lib.class_names[i] for i in ranking]
     pick_a, pick_b = st.columns(2)
-    a = pick_a.selectbox("Contrast class A", options, index=0, key=f"{key}-a")
-    b = pick_b.selectbox("with class B", options, index=min(1, len(options) - 1), key=f"{key}-b")
-    exp = lib.explain(vector, [name], aggregate=aggregate, top=top, compare=(a, b),
-                      calibration=stored if calibrated else None, name_split=cached.name_split(s, lib, model))[0]
+    a = pick_a.selectbox("Contrast class A", choices, index=0, key=f"{key}-a")
+    b = pick_b.selectbox("with class B", choices, index=min(1, len(choices) - 1), key=f"{key}-b")
+    options = ExplainOptions(top=top, aggregate=aggregate, compare=(a, b), calibrated=calibrated)
+    try:
+        plan = plan_explain(store, info.name, info.version, options, load=lambda _name, _version: lib)
+        explainer = plan.with_encoder(cached.encoder(model), cached.name_split(s, lib, model))
+        exp = explainer.explain_vectors(vector, [name])[0]
+    except WhyclipError as exc:
+        st.error(str(exc))
+        return
     explained = time.perf_counter()
     scale, best = exp.logit_scale, exp.classes[0]
 

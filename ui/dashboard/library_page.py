@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from whyclip.store.db import browse
+from whyclip.store import browse
 from whyclip.ui.dashboard import cached
 
 PAGE = 50

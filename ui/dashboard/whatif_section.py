@@ -7,8 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from whyclip.store import WhyclipError
-from whyclip.store.analysis.whatif import plan_edit
+from whyclip.store import WhyclipError, plan_edit
 from whyclip.ui.dashboard import cached
 from whyclip.ui.render.audit_report import pct
 

@@ -6,8 +6,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from whyclip.store import LibraryNotFound, Store
-from whyclip.store.errors import ModelLoadError
+from whyclip.ingest.services.explain import ExplainOptions, ImageFailure, plan_explain
+from whyclip.store import LibraryNotFound, ModelLoadError, Store, WhyclipError
 
 from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 from whyclip.ui.cli.progress import progress_bar
@@ -25,20 +25,22 @@ Next:
 
 def run_demo(open_store: Callable[[], Store], model: str | None, device: str | None,
              echo: Callable[[str], None] = print, precision: str = "auto") -> None:  # fmt: skip
-    from whyclip.ingest import embed_image_files, ingest_library, load_encoder
+    from whyclip.ingest import ingest_library, load_encoder
 
     try:
         encoder = load_encoder(model, device, precision)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc} (the demo runs on any local model: whyclip demo --model DIR)") from None
     store = open_store()  # only once a model is loaded is anything written
-    from whyclip.store.db.precision_verdicts import StoreVerdicts
+    from whyclip.store import StoreVerdicts
 
     encoder.verdicts = StoreVerdicts(store)
     lib = _demo_library(store, encoder, ingest_library)
     paths = draw_samples(store.home / "demo-images")
-    vectors = embed_image_files(encoder, paths)
-    for n, exp in enumerate(lib.explain(vectors, [str(p) for p in paths], top=3, retrieve=5)):
+    plan = plan_explain(store, DEMO_NAME, lib.info.version, ExplainOptions(top=3, retrieve=5), load=lambda _n, _v: lib)
+    for n, exp in enumerate(plan.with_encoder(encoder, split=False).explain_files(paths)):  # no eval: no split
+        if isinstance(exp, ImageFailure):  # the samples are drawn here: a failure is a bug, said plainly
+            raise WhyclipError(f"demo sample {exp.image}: {exp.error}")
         truth = SAMPLE_CLASSES.get(Path(exp.image).name, "?")
         echo(("\n" if n else "") + f"[drawn sample of: {truth}]")
         echo(exp.to_text(max_descriptors=4, max_rows=6))

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.store.analysis.audit import method_label
-from whyclip.store.db.runs import WORDS
+from whyclip.store import WORDS, method_label
 
 from whyclip.ui.render.audit_plots import plots
 

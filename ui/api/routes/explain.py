@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from whyclip.ingest.encoder.legacy_ids import check_library_encoder
-from whyclip.store.db.calibrations import calibration_for
+from whyclip.ingest.services.explain import ExplainOptions, plan_explain
+from whyclip.store import LibraryNotFound
 
 from whyclip.ui.render.explanation_json import explanation_json
 from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
@@ -40,19 +40,19 @@ async def explain(
     check_aggregate(aggregate)
     if compare is not None and len(compare) != 2:
         raise ApiError(422, f"bad request: compare: give exactly two class names (got {len(compare)})")
-    lib = await run_in_threadpool(res.library, library, version)
-    for name in compare or ():
-        lib.class_position(name)  # an unknown class: 422 before any image is encoded
-    agg = aggregate or lib.info.aggregate
-    cal = await run_in_threadpool(calibration_for, res.store, lib.info.id, lib.info.name, lib.info.version, agg) if calibrated else None
+    options = ExplainOptions(top=top, aggregate=aggregate, compare=tuple(compare) if compare else None,
+                             retrieve=retrieve, calibrated=calibrated)  # fmt: skip
+    # the version is resolved and checked (unknown classes: 422) before any image is encoded
+    plan = await run_in_threadpool(plan_explain, res.store, library, version, options, load=res.library)
     encoder = await run_in_threadpool(lambda: res.encoder)
-    check_library_encoder(lib, encoder)  # read only: an old id of this model is accepted, not rewritten
-    split = await run_in_threadpool(res.name_split, lib, encoder.cache_key)
+    explainer = await run_in_threadpool(lambda: plan.with_encoder(encoder, res.name_split(plan.library, encoder.cache_key)))
     seconds: dict[str, float] = {}
     names, vectors = await embed_uploads(res, image, seconds)
     t = time.perf_counter()
-    results = await run_in_threadpool(lib.explain, vectors, names, aggregate=aggregate, top=top,
-                                      compare=tuple(compare) if compare else None, retrieve=retrieve,
-                                      calibration=cal, name_split=split)  # fmt: skip
+    try:
+        results = await run_in_threadpool(explainer.explain_vectors, vectors, names)
+    except LibraryNotFound:  # deleted while this request ran: never serve it again
+        res.forget(plan.library.info.id)
+        raise
     seconds["explain"] = time.perf_counter() - t
     return JSONResponse({"explanations": [explanation_json(e, encoder) for e in results], "seconds": seconds})

@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 from whyclip.ingest.services.library_ingest import check_library_name, plan_ingest, run_ingest
-from whyclip.store.method.templates import Template, check_baseline
+from whyclip.store import InputError, Template, check_baseline
 from whyclip.ingest.readers import FORMATS, read_library
-from whyclip.store.errors import InputError
 
 from whyclip.ui.api.errors import ApiError
 from whyclip.ui.api.dependencies import Resources

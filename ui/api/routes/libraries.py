@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from whyclip.store.db import browse
+from whyclip.store import browse
 
 from whyclip.ui.api import library_admin
 from whyclip.ui.api.errors import ERROR_RESPONSES

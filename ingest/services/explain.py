@@ -1,0 +1,220 @@
+"""The explanation pipeline, written once: every surface (the command line, the HTTP service,
+the dashboard, the demo and the Python API) calls it and only reads input and renders output.
+
+Two steps, so that bad input fails before a model loads:
+
+1. :func:`plan_explain` resolves the library to one version and loads it (a request then uses
+   that version from start to end), checks the options against it (aggregate, the two classes
+   to compare, the bounds) and reads the calibration the options ask for;
+2. :meth:`ExplainPlan.with_encoder` checks the encoder against the library (an old id of the
+   same model is accepted) and looks up the name/description split; the :class:`Explainer` it
+   returns explains image vectors, decoded pictures or image files, in batches whose decoded
+   pixels stay within :attr:`ExplainLimits.max_batch_pixels`.
+
+A version deleted while it is explained ends in :class:`LibraryNotFound` (the library reads
+its descriptor rows when it needs them and says so when they are gone), never in a wrong or
+half answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from whyclip import ingest
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.ingest.images import prefetched, read_image
+from whyclip.store import (
+    AGGREGATES,
+    Explanation,
+    InputError,
+    Library,
+    Store,
+    StoreVerdicts,
+    WhyclipError,
+    calibration_for,
+)
+
+IMAGE_BATCH = 32  # images decoded, encoded and scored together
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What an explanation shows: the ``top`` classes with their descriptors, the contrast of
+    ``compare`` (default: the top two), ``retrieve`` library-wide best descriptors, the
+    ``aggregate`` (default: the library's) and probabilities from the version's stored
+    calibration when ``calibrated``."""
+
+    top: int = 5
+    aggregate: str | None = None
+    compare: tuple[str, str] | None = None
+    retrieve: int = 10
+    calibrated: bool = False
+
+
+@dataclass(frozen=True)
+class ExplainLimits:
+    """Bounds every surface inherits, checked before any work: classes shown, descriptors
+    retrieved, descriptors listed per shown class (the rest are counted, not listed) and the
+    decoded pixels held at once (a batch closes early rather than pass it)."""
+
+    max_top: int = 1000
+    max_retrieve: int = 1000
+    max_descriptors_listed: int = 1000
+    max_batch_pixels: int = 32 * 4096 * 4096  # 32 pictures of 16.8 Mpx; about 1.6 GB of RGB
+
+
+DEFAULT_LIMITS = ExplainLimits()
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image that could not be explained, and why (one line naming the file)."""
+
+    image: str
+    error: str
+
+
+def open_encoder(store: Store, model: str | None, device: str | None = None, precision: str = "auto"):
+    """The CLIP encoder for ``model`` with its precision verdicts kept in ``store`` (a precision
+    check then runs once per model and platform, whichever command or process runs it)."""
+    return ingest.load_encoder(model, device, precision, verdicts=StoreVerdicts(store))
+
+
+def check_options(options: ExplainOptions, limits: ExplainLimits = DEFAULT_LIMITS) -> None:
+    """The options alone (no library needed): one :class:`InputError` naming the bad one."""
+    if options.aggregate is not None and options.aggregate not in AGGREGATES:
+        raise InputError(f"unknown aggregate {options.aggregate!r}: choose one of {', '.join(AGGREGATES)}")
+    if not 1 <= options.top <= limits.max_top:
+        raise InputError(f"top must be between 1 and {limits.max_top} (got {options.top})")
+    if not 0 <= options.retrieve <= limits.max_retrieve:
+        raise InputError(f"retrieve must be between 0 and {limits.max_retrieve} (got {options.retrieve})")
+    if options.compare is not None and len(options.compare) != 2:
+        raise InputError(f"compare takes exactly two class names (got {len(options.compare)})")
+
+
+@dataclass(frozen=True)
+class ExplainPlan:
+    """A library version resolved and checked for ``options``, before any model loads."""
+
+    store: Store
+    library: Library
+    options: ExplainOptions
+    calibration: object | None
+    limits: ExplainLimits
+
+    def with_encoder(self, encoder, name_split=None, *, split: bool = True) -> Explainer:
+        """The explainer for images embedded by ``encoder``: refused unless it made the
+        library's vectors. ``name_split`` is the version's bare-descriptor scorer (or the
+        note saying why there is none) when a surface keeps it cached; else it is looked up,
+        unless ``split`` is false (no name/description split, and no note about it)."""
+        check_library_encoder(self.library, encoder)  # read only: an old id of this model is accepted
+        if name_split is None and split:
+            name_split = self.library.bare_scorer(encoder.cache_key)
+        return Explainer(self, encoder, name_split)
+
+
+def plan_explain(store: Store, library: str, version: int | None = None, options: ExplainOptions = ExplainOptions(),
+                 *, load: Callable[[str, int | None], Library] | None = None,
+                 limits: ExplainLimits = DEFAULT_LIMITS) -> ExplainPlan:  # fmt: skip
+    """Resolve ``library`` (newest, or ``version``) and check ``options`` against it.
+    ``load`` gives a loaded version (a surface's cache); by default the store loads it."""
+    check_options(options, limits)
+    lib = (load or store.load)(library, version)
+    for name in options.compare or ():
+        lib.class_position(name)  # an unknown class fails here, naming close ones
+    aggregate = options.aggregate or lib.info.aggregate
+    cal = calibration_for(store, lib.info.id, lib.info.name, lib.info.version, aggregate) if options.calibrated else None
+    return ExplainPlan(store, lib, options, cal, limits)
+
+
+class Explainer:
+    """Explains images with one library version and one encoder (made by
+    :meth:`ExplainPlan.with_encoder`); never mutated, so threads may share one."""
+
+    def __init__(self, plan: ExplainPlan, encoder, name_split):
+        self.plan = plan
+        self.library = plan.library
+        self.encoder = encoder
+        self.name_split = name_split
+
+    def explain_vectors(self, vectors: np.ndarray, names: Sequence[str] | None = None) -> list[Explanation]:
+        """Explain unit image vectors (rows of ``vectors``), named ``names``."""
+        o = self.plan.options
+        return self.library.explain(
+            vectors, list(names) if names is not None else None, aggregate=o.aggregate, top=o.top,
+            compare=tuple(o.compare) if o.compare else None, retrieve=o.retrieve, calibration=self.plan.calibration,
+            name_split=self.name_split, max_descriptors=self.plan.limits.max_descriptors_listed,
+        )  # fmt: skip
+
+    def explain_pictures(self, pictures: Sequence, names: Sequence[str] | None = None) -> list[Explanation]:
+        """Explain decoded pictures (PIL images); their pixels together stay within the limit."""
+        check_pixels(pictures, names, self.plan.limits)
+        prepare = getattr(self.encoder, "prepare_images", None)
+        vectors, _ = self.encoder.embed_images(prepare(list(pictures)) if prepare and pictures else list(pictures))
+        return self.explain_vectors(vectors, names)
+
+    def explain_files(self, paths: Sequence[str | Path], progress=None) -> Iterator[Explanation | ImageFailure]:
+        """Explain image files in order, in batches: the next batch is decoded and
+        preprocessed in a background thread while this one encodes. An unreadable image
+        yields an :class:`ImageFailure` in its place and the others go on. ``progress(done,
+        total)`` is called after each batch."""
+        prepare = getattr(self.encoder, "prepare_images", None)
+
+        def decode(batch_paths):
+            batch, pictures, failures = [], [], []
+            for path in batch_paths:
+                try:
+                    pictures.append(read_image(path))
+                    batch.append(path)
+                except WhyclipError as exc:
+                    failures.append(ImageFailure(str(path), str(exc)))
+            return batch, (prepare(pictures) if prepare and pictures else pictures), failures
+
+        done = 0
+        for batch, pictures, failures in prefetched(batches_of(paths, self.plan.limits), decode):
+            yield from failures
+            if len(batch):
+                vectors, _ = self.encoder.embed_images(pictures)
+                yield from self.explain_vectors(vectors, [str(p) for p in batch])
+            done += len(batch) + len(failures)
+            if progress is not None:
+                progress(done, len(paths))
+
+
+def batches_of(paths: Sequence[str | Path], limits: ExplainLimits = DEFAULT_LIMITS) -> list[list]:
+    """Batches of at most ``IMAGE_BATCH`` files whose decoded pixels (from the headers) stay
+    within ``limits.max_batch_pixels``; a file whose header cannot be read counts as nothing
+    (decoding it will say why)."""
+    out: list[list] = [[]]
+    pixels = 0
+    for path in paths:
+        size = _header_pixels(path)
+        if out[-1] and (len(out[-1]) >= IMAGE_BATCH or pixels + size > limits.max_batch_pixels):
+            out.append([])
+            pixels = 0
+        out[-1].append(path)
+        pixels += size
+    return out if out[0] else []
+
+
+def _header_pixels(path) -> int:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size[0] * im.size[1]
+    except Exception:  # noqa: BLE001 - unreadable files are reported when decoded
+        return 0
+
+
+def check_pixels(pictures: Sequence, names: Sequence[str] | None, limits: ExplainLimits) -> None:
+    """Refuse decoded pictures whose pixels together pass ``limits.max_batch_pixels``."""
+    total = sum(p.size[0] * p.size[1] for p in pictures if hasattr(p, "size") and isinstance(p.size, tuple))
+    if total > limits.max_batch_pixels:
+        raise InputError(f"{len(pictures)} images of {total:,} pixels together are over the limit of "
+                         f"{limits.max_batch_pixels:,} for one call: explain them in smaller groups or downscale them")  # fmt: skip
+

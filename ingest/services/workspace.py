@@ -1,0 +1,151 @@
+"""The Python API: :func:`whyclip.open` gives a :class:`Workspace`, one store and the encoders
+it has loaded, with the same pipelines the command line and the HTTP service call::
+
+    import whyclip
+
+    wc = whyclip.open()  # the default data directory, or home=..., db=...
+    wc.ingest("descriptors.json", library="animals")
+    for exp in wc.explain(["frog.jpg"], library="animals"):
+        print(exp.predicted, exp.classes[0].descriptors[0].descriptor)
+
+Each method returns the project's records (:class:`~whyclip.store.Explanation`,
+:class:`~whyclip.store.LibraryInfo`, ...), never ORM rows, and raises the project's errors
+(:class:`~whyclip.store.WhyclipError` and its kinds) with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from whyclip.ingest.datasets import read_dataset
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.ingest.images import expand_image_paths
+from whyclip.ingest.readers import ParsedLibrary
+from whyclip.ingest.services.evaluate import EvalReport, plan_eval, run_eval
+from whyclip.ingest.services.explain import (
+    DEFAULT_LIMITS,
+    ExplainLimits,
+    ExplainOptions,
+    ImageFailure,
+    open_encoder,
+    plan_explain,
+)
+from whyclip.ingest.services.library_ingest import IngestReport, check_library_name, plan_ingest, run_ingest
+from whyclip.store import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Explanation, InputError, LibraryInfo, Store
+
+
+class Workspace:
+    """A store (its data directory and database) and the CLIP encoders loaded for it, each
+    loaded once, on first use. Safe to share between threads."""
+
+    def __init__(self, store: Store, *, device: str | None = None, precision: str = "auto",
+                 limits: ExplainLimits = DEFAULT_LIMITS):  # fmt: skip
+        self.store = store
+        self.device = device
+        self.precision = precision
+        self.limits = limits
+        self._encoders: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def encoder(self, model: str | None = None):
+        """The encoder for ``model`` (a sentence-transformers name or a local folder; default
+        clip-ViT-B-32), loaded once per workspace."""
+        key = model or ""
+        with self._lock:
+            if key not in self._encoders:
+                self._encoders[key] = open_encoder(self.store, model, self.device, self.precision)
+            return self._encoders[key]
+
+    # -- libraries ------------------------------------------------------------------------
+
+    def libraries(self, every_version: bool = False) -> list[LibraryInfo]:
+        """The newest version of each library (or every version)."""
+        return self.store.libraries(every_version=every_version)
+
+    def library(self, name: str, version: int | None = None) -> LibraryInfo:
+        """What a library version is made of (newest by default)."""
+        return self.store.library(name, version)
+
+    def ingest(self, source: str | Path | Mapping[str, Sequence[str]] | ParsedLibrary, library: str, *,
+               model: str | None = None, template: str = DEFAULT_TEMPLATE, baseline: str = DEFAULT_BASELINE,
+               strict: bool = False, index: str | None = None,
+               progress: Callable[[int, int], None] | None = None) -> IngestReport:  # fmt: skip
+        """Embed a descriptor library (a .json, .jsonl or .csv file, or ``{class: [descriptors]}``)
+        into the next version of ``library``; each distinct prompt is embedded once."""
+        check_library_name(library)
+        encoder = self.encoder(model)
+        plan = plan_ingest(dict(source) if isinstance(source, Mapping) else source, library, encoder, template=template,
+                           baseline=baseline, strict=strict, index_factory=index)  # fmt: skip
+        return run_ingest(self.store, plan, encoder, progress)
+
+    # -- explanations ---------------------------------------------------------------------
+
+    def explain(self, images, library: str, *, version: int | None = None, top: int = 5,
+                aggregate: str | None = None, compare: tuple[str, str] | None = None, retrieve: int = 10,
+                calibrated: bool = False, model: str | None = None, names: Sequence[str] | None = None,
+                ) -> list[Explanation]:  # fmt: skip
+        """Explain ``images`` with ``library``: image files or folders (paths), decoded
+        pictures (PIL images) or unit image vectors (a 2-D array), as ``whyclip explain`` does.
+        An unreadable file raises :class:`InputError` naming it (use :meth:`explain_files`
+        to go on past such files)."""
+        options = ExplainOptions(top=top, aggregate=aggregate, compare=tuple(compare) if compare else None,
+                                 retrieve=retrieve, calibrated=calibrated)  # fmt: skip
+        plan = plan_explain(self.store, library, version, options, limits=self.limits)
+        explainer = plan.with_encoder(self.encoder(model or plan.library.info.encoder_name))
+        if isinstance(images, np.ndarray):
+            return explainer.explain_vectors(images, names)
+        items = [images] if isinstance(images, (str, Path)) or hasattr(images, "size") else list(images)
+        if items and all(hasattr(x, "size") and not isinstance(x, (str, Path)) for x in items):
+            return explainer.explain_pictures(items, names)
+        if not all(isinstance(x, (str, Path)) for x in items):
+            raise InputError("images: give paths (files or folders), PIL images or a 2-D array of image vectors, not a mix")
+        out = []
+        for result in explainer.explain_files(expand_image_paths(items)):
+            if isinstance(result, ImageFailure):
+                raise InputError(result.error)
+            out.append(result)
+        return out
+
+    def explain_files(self, paths: Sequence[str | Path], library: str, *, version: int | None = None,
+                      model: str | None = None, progress: Callable[[int, int], None] | None = None,
+                      **options) -> list[Explanation | ImageFailure]:  # fmt: skip
+        """Explain image files and folders, in order, going on past unreadable ones: each is an
+        :class:`ImageFailure` (the file and why) in its place."""
+        plan = plan_explain(self.store, library, version, ExplainOptions(**options), limits=self.limits)
+        explainer = plan.with_encoder(self.encoder(model or plan.library.info.encoder_name))
+        return list(explainer.explain_files(expand_image_paths(list(paths)), progress))
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def eval(self, dataset: str | Path, library: str, *, version: int | None = None, name: str | None = None,
+             skip_unmatched: bool = False, fudd: bool | None = None, model: str | None = None,
+             progress: Callable[[int, int], None] | None = None) -> EvalReport:  # fmt: skip
+        """Score a labelled image set (a folder of class folders, or a path,label CSV) with a
+        library and store the run for audits, as ``whyclip eval`` does."""
+        lib = self.store.load(library, version)
+        plan = plan_eval(self.store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd)
+        encoder = self.encoder(model or lib.info.encoder_name)
+        check_library_encoder(lib, encoder, self.store)  # an old id of this encoder is renamed in the store
+        return run_eval(self.store, lib, plan, encoder, progress=progress)
+
+    def close(self) -> None:
+        """Release the database connections (the encoders go with the workspace)."""
+        self.store.engine.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_workspace(home: str | Path | None = None, db: str | None = None, *, device: str | None = None,
+                   precision: str = "auto", create: bool = True) -> Workspace:  # fmt: skip
+    """Open (or, with ``create``, create) the store in ``home`` (default: the per-user data
+    directory, or $WHYCLIP_HOME) with metadata in ``db`` (an SQLAlchemy URL; default SQLite in
+    ``home``, or $WHYCLIP_DB)."""
+    return Workspace(Store.open(home, db, create=create), device=device, precision=precision)

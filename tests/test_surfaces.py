@@ -1,0 +1,152 @@
+"""One core, every surface: the command line, the HTTP service, the Python API and the
+dashboard give the same explanation of the same image, because each calls the explanation
+service (``whyclip.ingest.services.explain``) and only renders its answer. The fake encoder
+makes every number exact; the library has a class without descriptors, so the fallback path
+is compared too."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import streamlit as st
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from streamlit.testing.v1 import AppTest
+
+import whyclip
+from conftest import ROOT
+from fakes import install_fake, planted_png
+from whyclip.ui.api import ServiceSettings, create_app
+from whyclip.ui.cli.main import cli
+
+CONCEPTS = ["protruding eyes", "bright green colour", "brown or olive skin", "yellow peel"]
+LIBRARY = {
+    "tree frog": ["sticky toe pads", "protruding eyes", "bright green colour"],
+    "tailed frog": ["brown or olive skin", "a short tail-like extension"],
+    "banana": ["yellow peel", "a long curved shape"],
+    "plain class": [],
+}
+FROG = planted_png(["protruding eyes", "bright green colour", "yellow peel"], size=32)
+PROVENANCE = ("whyclip_version", "encoder_id", "precision")  # what the CLI and the service add to to_dict()
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    enc = install_fake(monkeypatch, CONCEPTS)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield enc
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def workspace(tmp_path, fake):
+    """Library 'frogs' ingested through the Python API into $WHYCLIP_HOME (the conftest's)."""
+    with whyclip.open() as wc:
+        report = wc.ingest(LIBRARY, library="frogs")
+        assert report.info.version == 1 and report.info.n_classes == 4
+        yield wc
+
+
+def comparable(record: dict) -> dict:
+    """An explanation's JSON without what names the image or the process that made it."""
+    return {k: v for k, v in record.items() if k not in ("image", *PROVENANCE)}
+
+
+def test_cli_http_and_python_api_give_the_same_explanation(workspace, tmp_path, monkeypatch):
+    image = tmp_path / "frog.png"
+    image.write_bytes(FROG)
+    (api,) = workspace.explain([image], library="frogs", top=4, retrieve=6)
+
+    result = CliRunner().invoke(cli, ["explain", str(image), "--library", "frogs", "--top", "4", "--retrieve", "6", "--json"])
+    assert result.exit_code == 0, result.output
+    (from_cli,) = [json.loads(line) for line in result.stdout.splitlines()]
+
+    monkeypatch.setenv("WHYCLIP_API_KEYS", "k" * 20)
+    with TestClient(create_app(ServiceSettings())) as client:
+        r = client.post("/v1/explain", files=[("image", ("frog.png", FROG, "image/png"))],
+                        data={"library": "frogs", "top": "4", "retrieve": "6"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    (from_http,) = r.json()["explanations"]
+
+    assert api.predicted == "tree frog" and len(api.classes) == 4 and len(api.retrieved) == 6
+    assert comparable(from_cli) == comparable(api.to_dict())
+    assert comparable(from_http) == comparable(api.to_dict())
+    assert {k: from_cli[k] for k in PROVENANCE} == {k: from_http[k] for k in PROVENANCE}
+    assert from_cli["image"] == str(image) and from_http["image"] == "frog.png"
+
+
+def test_the_python_api_takes_paths_pictures_and_vectors_alike(workspace, tmp_path, fake):
+    from whyclip.ingest import read_image
+
+    (tmp_path / "imgs").mkdir()
+    path = tmp_path / "imgs" / "frog.png"
+    path.write_bytes(FROG)
+    picture = read_image(path)
+    by_path = workspace.explain(tmp_path / "imgs", library="frogs")  # a folder
+    by_picture = workspace.explain([picture], library="frogs", names=["frog"])
+    by_vector = workspace.explain(fake.embed_images([picture])[0], library="frogs", names=["frog"])
+    assert comparable(by_path[0].to_dict()) == comparable(by_picture[0].to_dict()) == comparable(by_vector[0].to_dict())
+    assert by_picture[0].image == "frog"
+
+
+def test_the_python_api_says_what_is_wrong_in_one_line(workspace, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(whyclip.InputError, match="notes.png"):
+        workspace.explain([bad], library="frogs")
+    good = tmp_path / "frog.png"
+    good.write_bytes(FROG)
+    results = workspace.explain_files([bad, good], library="frogs")
+    assert isinstance(results[0], whyclip.ImageFailure) and "notes.png" in results[0].error
+    assert isinstance(results[1], whyclip.Explanation) and results[1].predicted == "tree frog"
+    with pytest.raises(whyclip.LibraryNotFound, match="nope"):
+        workspace.explain([bad], library="nope")
+    with pytest.raises(whyclip.InputError, match="no class 'frogg'"):
+        workspace.explain([bad], library="frogs", compare=("frogg", "banana"))
+    with pytest.raises(whyclip.InputError, match="top must be between"):
+        workspace.explain([bad], library="frogs", top=0)
+    with pytest.raises(whyclip.InputError, match="not a mix"):
+        workspace.explain([bad, object()], library="frogs")
+
+
+def test_the_dashboard_shows_the_python_api_explanation(workspace, fake):
+    from whyclip.ingest.images import read_image_bytes
+
+    at = AppTest.from_file(str(ROOT / "ui" / "dashboard" / "streamlit_app.py"), default_timeout=60).run()
+    at.file_uploader[0].set_value([("frog.png", FROG, "image/png")]).run()
+    assert not at.exception
+    (api,) = workspace.explain([read_image_bytes("frog.png", FROG)], library="frogs", names=["frog.png"], top=5)
+    tables = [d.value for d in at.dataframe]
+    classes, descriptors = tables[0], tables[1]
+    assert list(classes["class"]) == [c.name for c in api.classes]
+    assert list(classes["score"]) == pytest.approx([c.score for c in api.classes], abs=1e-6)
+    assert list(classes["probability"]) == pytest.approx([c.probability for c in api.classes], abs=1e-6)
+    assert list(descriptors["descriptor"]) == [d.descriptor for d in api.classes[0].descriptors]
+    assert list(descriptors["S"]) == pytest.approx([d.scaled for d in api.classes[0].descriptors], abs=1e-4)
+    assert list(tables[-1]["descriptor"]) == [r.descriptor for r in api.retrieved]
+
+
+def test_descriptors_listed_per_class_are_bounded_and_counted(workspace, tmp_path, fake):
+    """A class's evidence is listed up to the bound, best first; the rest are counted (in the
+    JSON and the text), and the score still counts every descriptor."""
+    from whyclip import ExplainLimits
+
+    many = {"tree frog": [f"trait {i}" for i in range(30)] + ["protruding eyes"], "banana": ["yellow peel"], "x": ["y"]}
+    workspace.ingest(many, library="many")
+    image = tmp_path / "frog.png"
+    image.write_bytes(FROG)
+    (full,) = workspace.explain([image], library="many", top=3)
+    bounded_ws = whyclip.Workspace(workspace.store, limits=ExplainLimits(max_descriptors_listed=4))
+    (cut,) = bounded_ws.explain([image], library="many", top=3)
+    frog_full = next(c for c in full.classes if c.name == "tree frog")
+    frog_cut = next(c for c in cut.classes if c.name == "tree frog")
+    assert frog_cut.descriptors == frog_full.descriptors[:4] and frog_cut.descriptors_not_listed == 27
+    assert frog_cut.score == frog_full.score
+    assert "descriptors_not_listed" not in json.dumps(full.to_dict())
+    d = cut.to_dict()
+    assert next(c for c in d["classes"] if c["class"] == "tree frog")["descriptors_not_listed"] == 27
+    assert whyclip.Explanation.from_dict(d) == cut
+    assert "... 27 more" in cut.to_text()
