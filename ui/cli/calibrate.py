@@ -9,16 +9,19 @@ import json
 from pathlib import Path
 
 import click
+import matplotlib
 
+from whyclip.store import calibrate_run, find_run, load_run, save_calibration
 from whyclip.store.choices import AGGREGATES
-
+from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.progress import progress_bar
+from whyclip.ui.render.audit_plots import reliability, reliability_figure
+from whyclip.ui.render.audit_report import ci, pct, write_atomic
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def calibration_text(r: dict, stored: bool) -> str:
-    from whyclip.ui.render.audit_report import ci, pct  # not at import: the report module loads the store
 
     bias = " and per-class biases" if r["per_class_bias"] else ""
     lines = [f"calibration of library {r['library']} v{r['version']} on run {r['run']!r} ({r['aggregate']} aggregate): "
@@ -52,12 +55,8 @@ def _bin(b: dict) -> str:
 
 def calibration_html(r: dict) -> str:
     """A self-contained page: the figures and the reliability diagram as inline SVG."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from whyclip.ui.render.audit_plots import reliability
+    import matplotlib.pyplot as plt  # after the backend is chosen: no display here
 
     plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "whyclip", "font.size": 10})
     svg = reliability(r, plt)
@@ -100,14 +99,11 @@ def calibrate(ctx, library, run_name, aggregate, per_class_bias, seed, fit_fract
     every figure is measured on the other. The calibration is stored with the library
     version (the newest one is used) for 'whyclip explain --calibrated'.
     """
-    from whyclip.store import Store, calibrate_run, find_run, load_run, save_calibration
-
-    from whyclip.ui.render.audit_report import write_atomic
 
     if plot_path and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
         raise click.UsageError(f"--plot {plot_path}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
     # it stores the calibration: migrates, creates nothing (--dry-run reads only)
-    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False, migrate=not dry_run)
+    store = open_store(ctx, create=False, migrate=not dry_run)
     info = find_run(store, library, run_name)
     lib = store.load(library, info.library_version)
     run = load_run(store, info)
@@ -122,7 +118,6 @@ def calibrate(ctx, library, run_name, aggregate, per_class_bias, seed, fit_fract
         write_atomic(Path(html_path), calibration_html(report))
         click.echo(f"wrote {html_path}", err=True)
     if plot_path:
-        from whyclip.ui.render.audit_plots import reliability_figure
 
         Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
         reliability_figure(report, plot_path)

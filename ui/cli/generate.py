@@ -7,10 +7,26 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 
-from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings
-from whyclip.store import InputError
-
+from whyclip import ingest
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.ingest.generate.classes import read_classes, read_raw_library
+from whyclip.ingest.generate.cleaning import DEFAULT_ACTIONS, STEPS, CleanSettings, clean_classes
+from whyclip.ingest.generate.generation import (
+    GenerateSettings,
+    check_output,
+    generate_library,
+    write_json_atomic,
+    write_outputs,
+)
+from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
+from whyclip.ingest.generate.llm_prompts import load_prompt
+from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
+from whyclip.ingest.services.fudd import pair_texts, rerank
+from whyclip.ingest.services.pair_ingest import PairsFile, pairs_from_images, plan_pairs, read_pairs_file, store_pairs
+from whyclip.store import InputError, find_run, load_run
+from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.progress import progress_bar
 
 FLAG_STEPS = [s for s, a in DEFAULT_ACTIONS.items() if a == "flagged"]
@@ -79,11 +95,6 @@ def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, te
     (.json/.jsonl/.csv), whose empty classes are filled (all classes with --more). Every answer
     is cached in the store, so a rerun sends no request.
     """
-    from whyclip.ingest.generate.classes import read_classes
-    from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
-    from whyclip.ingest.generate.generation import GenerateSettings, check_output, generate_library, write_outputs
-    from whyclip.ingest.generate.llm_prompts import load_prompt
-    from whyclip.store import Store
 
     out_path = check_output(out)
     clean = _settings(keep, drop, max_words, shared_min)
@@ -99,7 +110,7 @@ def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, te
     client = ChatClient(base_url, model, resolve_api_key(api_key_env, base_url), timeout=timeout, max_retries=retries)
     settings = GenerateSettings(model=model, prompt=prompt, n=n, temperature=temperature, max_tokens=max_tokens,
                                 structured=structured, more=more, empty_retries=empty_retries, concurrency=concurrency)  # fmt: skip
-    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=True)
+    store = open_store(ctx, create=True)
     with progress_bar("asking the LLM", unit="answer") as bar:
         result = generate_library(store, class_list, client, settings, clean, progress=bar)
     side = write_outputs(out_path, result)
@@ -122,10 +133,6 @@ def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, te
 @cleaning_options
 def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path, as_json):
     """Clean an existing library FILE and report every line dropped or flagged, and why."""
-    from whyclip.ingest.generate.classes import read_raw_library
-    from whyclip.ingest.generate.cleaning import clean_classes
-    from whyclip.ingest.generate.generation import check_output, write_json_atomic
-    from whyclip.ingest.generate.llm_prompts import load_prompt
 
     out_path = check_output(out) if out else None
     settings = _settings(keep, drop, max_words, shared_min)
@@ -148,8 +155,6 @@ def _report_stored(lib, written, warnings, n_prompts) -> None:
 
 
 def _encoder_for(store, lib, model, device):
-    from whyclip import ingest
-    from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 
     encoder = ingest.load_encoder(model or lib.info.encoder_name, device)
     check_library_encoder(lib, encoder, store)
@@ -193,11 +198,6 @@ def generate_pairs_cmd(ctx, library, run_name, images, top_k, margin, lib_versio
     """Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that
     a set of images is ambiguous between (FuDD's differential descriptions); write them to a
     pairs file with provenance (--out) and/or store them with the library version (--store)."""
-    from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
-    from whyclip.ingest.generate.generation import check_output, write_json_atomic
-    from whyclip.ingest.services.pair_ingest import PairsFile, pairs_from_images, store_pairs
-    from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
-    from whyclip.store import Store, find_run, load_run
 
     if not out and not store_them:
         raise click.UsageError("say where the pairs go: --out PAIRS.json, --store, or both")
@@ -206,7 +206,7 @@ def generate_pairs_cmd(ctx, library, run_name, images, top_k, margin, lib_versio
     if lib_version is not None and not images:
         raise click.UsageError("--version is for --pairs-from-images: a run's pairs belong to the run's library version")
     out_path = check_output(out) if out else None
-    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False, migrate=store_them)
+    store = open_store(ctx, create=False, migrate=store_them)
     encoder = None
     if images:
         lib = store.load(library, lib_version)
@@ -258,11 +258,9 @@ def ingest_pairs_cmd(ctx, pairs_file, library, lib_version, replace, model, devi
     """Store a PAIRS file (from 'whyclip generate-pairs') with a library version as
     contrastive pair descriptors: each side's descriptions rendered with the library's
     template, embedded through the cache, kept apart from the classes' own descriptors."""
-    from whyclip.ingest.services.pair_ingest import plan_pairs, read_pairs_file, store_pairs
-    from whyclip.store import Store
 
     pf = read_pairs_file(pairs_file)
-    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False, migrate=True)
+    store = open_store(ctx, create=False, migrate=True)
     lib = store.load(library, lib_version)
     plan_pairs(lib, pf)  # every class checked before the model loads
     encoder = _encoder_for(store, lib, model, device)
@@ -280,20 +278,13 @@ def ingest_pairs_cmd(ctx, pairs_file, library, lib_version, replace, model, devi
 def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
     """Re-rank the images of the run a PAIRS file came from with its differential
     descriptions (FuDD) and report top-1 accuracy beside the run's own method."""
-    import numpy as np
-
-    from whyclip import ingest
-    from whyclip.ingest.services.fudd import pair_texts, rerank
-    from whyclip.store import Store, find_run, load_run
-
-    from whyclip.ingest.services.pair_ingest import read_pairs_file
 
     pf = read_pairs_file(pairs_file)
     where, pairs = pf.data.get("run"), pf.pairs
     if not isinstance(where, dict):
         raise InputError(f"{pairs_file}: its pairs come from images, not a run: store them ('whyclip ingest-pairs') and "
                          "run 'whyclip eval DATASET --library NAME --method fudd'")  # fmt: skip
-    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False)
+    store = open_store(ctx, create=False)
     run = load_run(store, find_run(store, where["library"], where["name"]))
     lib = store.load(where["library"], where["version"])
     encoder = ingest.load_encoder(model or lib.info.encoder_name, device)
@@ -327,9 +318,8 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
 def pairs_cmd(ctx, library, lib_version, as_json):
     """List the contrastive pair descriptors (FuDD) stored with a library version: each pair,
     its features as A's look | B's look, and where they came from."""
-    from whyclip.store import Store
 
-    lib = Store.open(ctx.obj["home"], ctx.obj["db"], create=False).load(library, lib_version)
+    lib = open_store(ctx, create=False).load(library, lib_version)
     stored = lib.stored_pairs()
     names = lib.class_names
     if as_json:

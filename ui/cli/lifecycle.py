@@ -1,12 +1,25 @@
 """The lifecycle commands of the ``whyclip`` command line: ``delete``, ``gc`` and ``export``
 (the work is in :mod:`whyclip.store.db.lifecycle`), and how ``ingest`` takes its template
-and baseline from an export's sidecar. ``register`` adds the commands to the group."""
+and baseline from an export's sidecar. """
 
 from __future__ import annotations
 
 import sys
 
 import click
+
+from whyclip.store import (
+    DEFAULT_BASELINE,
+    DEFAULT_TEMPLATE,
+    GC_MIN_AGE_S,
+    collect_garbage,
+    delete_versions,
+    export_library,
+    read_sidecar,
+    sidecar_path,
+    sidecar_prompt_changes,
+)
+from whyclip.ui.cli.context import open_store
 
 
 def _size(n: int) -> str:
@@ -15,12 +28,6 @@ def _size(n: int) -> str:
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-def _store(ctx: click.Context, create: bool = False):
-    from whyclip.store import Store
-
-    return Store.open(ctx.obj["home"], ctx.obj["db"], create=create)
 
 
 @click.command("delete")
@@ -36,9 +43,8 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
     Cached vectors stay, so ingesting the same file again embeds nothing. A version with
     evaluation runs is refused unless --with-runs is given.
     """
-    from whyclip.store import delete_versions
 
-    store = _store(ctx)
+    store = open_store(ctx, create=False)
     infos = [i for i in store.libraries(every_version=True) if i.name == name
              and (lib_version is None or i.version == lib_version)]  # fmt: skip
     if infos and not yes:
@@ -62,9 +68,8 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
 def gc_cmd(ctx, with_cache, dry_run):
     """Remove index folders no library version owns (left by a killed ingest or a failed
     removal), and with --cache unused cached vectors; report what was freed."""
-    from whyclip.store import GC_MIN_AGE_S, collect_garbage
 
-    freed = collect_garbage(_store(ctx), cache=with_cache, dry_run=dry_run)
+    freed = collect_garbage(open_store(ctx, create=False), cache=with_cache, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     line = f"{verb} {len(freed.folders)} index folder(s) ({_size(freed.folder_bytes)})"
     if with_cache:
@@ -85,9 +90,8 @@ def gc_cmd(ctx, with_cache, dry_run):
 def export_cmd(ctx, name, lib_version, out, force):
     """Write a library version as a descriptor file plus a metadata sidecar (settings,
     encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back."""
-    from whyclip.store import export_library, sidecar_path
 
-    meta = export_library(_store(ctx), name, lib_version, out, force=force)
+    meta = export_library(open_store(ctx, create=False), name, lib_version, out, force=force)
     click.echo(f"wrote library {meta['name']} v{meta['version']} to {out} ({meta['n_classes']} classes, "
                f"{meta['n_descriptors']} descriptors) and {sidecar_path(out)}")  # fmt: skip
 
@@ -95,7 +99,6 @@ def export_cmd(ctx, name, lib_version, out, force):
 def settings_from_sidecar(file: str, template: str | None, baseline: str | None) -> tuple[str, str, dict | None]:
     """The template and baseline for ``ingest FILE``: as given, else from an export
     sidecar beside FILE (said on stderr), else the defaults."""
-    from whyclip.store import DEFAULT_BASELINE, DEFAULT_TEMPLATE, read_sidecar, sidecar_path
 
     meta = read_sidecar(file) if template is None or baseline is None else None
     if meta is not None:
@@ -112,14 +115,9 @@ def settings_from_sidecar(file: str, template: str | None, baseline: str | None)
 
 def warn_changed_prompts(meta: dict | None, classes) -> None:
     """Say when the prompts about to be embedded differ from those an export recorded."""
-    from whyclip.store import sidecar_prompt_changes
 
     changed = sidecar_prompt_changes(meta, classes) if meta else 0
     if changed:
         click.echo(f"warning: {changed} prompt(s) differ from those the export recorded (another template or "
                    "prompt rule): the vectors will differ from the exported version's", err=True)  # fmt: skip
 
-
-def register(group: click.Group) -> None:
-    for command in (delete_cmd, gc_cmd, export_cmd):
-        group.add_command(command)

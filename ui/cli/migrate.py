@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from whyclip.store import Store, read_schema_state
 
 
 def _steps(pending) -> str:
@@ -16,8 +17,6 @@ def _steps(pending) -> str:
 @click.pass_context
 def migrate(ctx: click.Context, dry_run: bool) -> None:
     """Bring the store's database up to the schema this whyclip uses (all or nothing)."""
-    from whyclip.store import Store  # not at import: `whyclip --help` loads no SQLAlchemy
-    from whyclip.store import read_schema_state
 
     home, db = ctx.obj["home"], ctx.obj["db"]
     if dry_run:

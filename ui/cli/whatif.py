@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from whyclip.store import InputError
+from whyclip.store import InputError, WhatIf, find_run, load_run, plan_edit, read_edits, split_pair
 from whyclip.store.choices import AGGREGATES
-
+from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
 
 
@@ -47,7 +47,6 @@ def whatif_text(a: dict, show: int) -> str:
 
 
 def _edits_file(path: str):
-    from whyclip.store import read_edits
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -85,7 +84,6 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     with 95% intervals, and McNemar's exact paired p-value. A class left with no descriptor
     is scored by its baseline prompt (as an empty class of a library file is).
     """
-    from whyclip.store import Store, WhatIf, find_run, load_run, plan_edit, split_pair
 
     if note is not None and not save_as_version:
         raise click.UsageError("--note goes with --save-as-version")
@@ -93,7 +91,7 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     if not (drops or adds or drop_pairs or add_pairs):
         raise click.UsageError("nothing to edit: give --drop CLASS:DESCRIPTOR, --add CLASS:TEXT or --edits FILE")
     writes = bool(adds or add_pairs or save_as_version)  # the embedding cache, a new version
-    store = Store.open(ctx.obj["home"], ctx.obj["db"], create=False, migrate=writes)
+    store = open_store(ctx, create=False, migrate=writes)
     info = find_run(store, library, run_name)
     lib = store.load(library, info.library_version)
     drop_pairs += [split_pair(lib, d, "--drop") for d in drops]

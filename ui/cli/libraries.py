@@ -1,0 +1,133 @@
+"""``whyclip ingest`` (descriptor library files into new library versions) and ``whyclip libraries``
+(what the store holds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from whyclip import ingest
+from whyclip.ingest import read_library
+from whyclip.ingest.services.library_ingest import check_library_name, plan_ingest, run_ingest
+from whyclip.store import NoStore, StoreVerdicts, Template, check_baseline, list_calibrations
+from whyclip.ui.cli.context import open_store
+from whyclip.ui.cli.lifecycle import settings_from_sidecar, warn_changed_prompts
+from whyclip.ui.cli.options import DEFAULT_MODEL_HELP, PRECISION
+from whyclip.ui.cli.progress import progress_bar
+
+
+@click.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--library", "-l", default=None,
+              help="Library name for one FILE [default: its file name without the suffix]; with several FILES, a prefix put before each file's name.")
+@click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
+@click.option("--template", "-t", default=None,
+              help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule) [default: paper, or the template in FILE.meta.json beside an exported FILE].")
+@click.option("--baseline", "-b", default=None,
+              help="Class-name prompt for the baseline [default: 'a photo of a {class}.', or the one in FILE.meta.json beside an exported FILE].")
+@click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
+@click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
+@PRECISION
+@click.option("--commit-every", default=1024, show_default=True, type=click.IntRange(1),
+              help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.")
+@click.option("--index", "index_factory", default=None, metavar="FACTORY",
+              help="Library-wide retrieval index: Flat (exact), PQ256x4fs+rerank (PQ codes re-ranked exactly), ClassIVF, or any FAISS factory string; approximate ones are calibrated on image-like queries [default: Flat up to 50,000 descriptors, PQ256x4fs+rerank above].")
+@click.pass_context
+def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
+    """Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one
+    library per file.
+
+    The model loads once for all FILES. Each library is named by --library (one FILE) or
+    by its file name without the suffix (descriptors_cub.json: library descriptors_cub),
+    after the --library prefix when several FILES are given. Every file is read and checked
+    before the model loads; each library is then published whole, one after the other.
+    """
+
+    names = _library_names(files, library)
+    for name in names:
+        check_library_name(name)
+    inputs = []
+    for file, name in zip(files, names):  # every file fails here, before a model loads
+        t, b, sidecar = settings_from_sidecar(file, template, baseline)
+        Template(t)
+        check_baseline(b)
+        inputs.append((name, t, b, sidecar, read_library(file)))
+    encoder = ingest.load_encoder(model, device, precision)
+    plans = []
+    for name, t, b, sidecar, parsed in inputs:
+        plans.append(plan_ingest(parsed, name, encoder, template=t, baseline=b, strict=strict, index_factory=index_factory))
+        warn_changed_prompts(sidecar, plans[-1].classes)
+    store = open_store(ctx, create=True)  # only now is anything written
+    encoder.verdicts = StoreVerdicts(store)
+    for plan in plans:
+        label = "embedding prompts" if len(plans) == 1 else f"embedding {plan.name}"
+        with progress_bar(label, unit="prompt") as bar:
+            report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
+        i = report.info
+        click.echo(
+            f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, {i.n_prompts} prompts "
+            f"({report.n_embedded} embedded, {report.n_reused} from the cache) in {report.seconds:.1f}s "
+            f"({i.encoder_name}, dim {i.dim}, {getattr(encoder, 'precision', 'fp32')})"
+        )
+
+
+def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
+    """One library name per file: --library for one file, else prefix + the file's stem;
+    two files may not give the same name."""
+    if len(files) == 1 and library is not None:
+        return [library]
+    names = [(library or "") + Path(f).stem for f in files]
+    seen: dict[str, str] = {}
+    for file, name in zip(files, names):
+        if name in seen:
+            raise click.UsageError(f"{seen[name]} and {file} would both make library {name!r}: ingest them separately with --library")
+        seen[name] = file
+    return names
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--all", "every_version", is_flag=True, help="Every version of each library, not only the newest.")
+@click.pass_context
+def libraries(ctx, as_json, every_version):
+    """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
+
+    try:
+        store = open_store(ctx, create=False)
+        infos = store.libraries(every_version=every_version)
+        calibrations = {c.library_id: c for c in list_calibrations(store)}  # the newest of each version wins
+    except NoStore:
+        infos, calibrations = [], {}
+    if as_json:
+        click.echo(json.dumps([{**_info_dict(i), "calibration": calibrations[i.id].block() if i.id in calibrations else None}
+                               for i in infos], indent=2, default=str))  # fmt: skip
+        return
+    if not infos:
+        click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
+        return
+    head = ("library", "version", "classes", "descriptors", "empty", "pairs", "dim", "template", "index", "recall@10",
+            "recall measured on", "encoder", "calibrated", "created", "note")  # fmt: skip
+    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.n_pairs, i.dim, i.template,
+             _index_cell(i), f"{i.retrieval['recall_at_10']:.3f}", i.retrieval["calibrated_on"] or "-", i.encoder_name,
+             f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
+             i.created_at.strftime("%Y-%m-%d %H:%M"),
+             i.note if len(i.note) <= 60 else i.note[:57] + "...") for i in infos]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for r in (head, *rows):
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+
+
+def _index_cell(i) -> str:
+    """The index, its calibrated knob, and "exact scan" where calibration fell back to it."""
+    label = i.index_label.replace(" probe ", " (probe ").replace(" nprobe ", " (nprobe ").replace(" efSearch ", " (efSearch ")
+    label += ")" if label != i.index_label else ""
+    return label + (" -> exact scan" if i.retrieval["exact"] and i.index_factory != "Flat" else "")
+
+
+def _info_dict(i) -> dict:
+    d = dict(vars(i))
+    d["retrieval"] = i.retrieval
+    d["created_at"] = i.created_at.isoformat()
+    return d
