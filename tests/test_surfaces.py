@@ -150,3 +150,32 @@ def test_descriptors_listed_per_class_are_bounded_and_counted(workspace, tmp_pat
     assert next(c for c in d["classes"] if c["class"] == "tree frog")["descriptors_not_listed"] == 27
     assert whyclip.Explanation.from_dict(d) == cut
     assert "... 27 more" in cut.to_text()
+
+
+def test_every_surface_inherits_the_pixel_bound_of_one_call(workspace, tmp_path, fake, monkeypatch):
+    """The decoded pixels held at once are bounded by the core: files are batched under the
+    bound (each batch is one encode), pictures over it are refused in one line, and the HTTP
+    service answers 413 from the headers alone, before decoding."""
+    from whyclip import ExplainLimits
+    from whyclip.ingest import read_image
+    from whyclip.ui.api.settings import Limits
+
+    paths = []
+    for i in range(5):  # 32 x 32 = 1,024 pixels each
+        paths.append(tmp_path / f"frog{i}.png")
+        paths[-1].write_bytes(FROG)
+    small = whyclip.Workspace(workspace.store, limits=ExplainLimits(max_batch_pixels=2 * 1024))
+    fake.image_batches.clear()
+    results = small.explain_files(paths, library="frogs")
+    assert [r.predicted for r in results] == ["tree frog"] * 5
+    assert fake.image_batches == [2, 2, 1]
+    with pytest.raises(whyclip.InputError, match="3 images of 3,072 pixels together are over the limit of 2,048"):
+        small.explain([read_image(p) for p in paths[:3]], library="frogs")
+
+    monkeypatch.setenv("WHYCLIP_API_KEYS", "k" * 20)
+    with TestClient(create_app(ServiceSettings(limits=Limits(max_request_pixels=2 * 1024)))) as client:
+        files = [("image", (f"f{i}.png", FROG, "image/png")) for i in range(3)]
+        r = client.post("/v1/explain", files=files, data={"library": "frogs"})
+        assert r.status_code == 413 and "3,072 pixels together" in r.json()["error"], r.text
+        ok = client.post("/v1/explain", files=files[:2], data={"library": "frogs"})
+        assert ok.status_code == 200, ok.text

@@ -152,7 +152,7 @@ class Explainer:
 
     def explain_pictures(self, pictures: Sequence, names: Sequence[str] | None = None) -> list[Explanation]:
         """Explain decoded pictures (PIL images); their pixels together stay within the limit."""
-        check_pixels(pictures, names, self.plan.limits)
+        check_pixels(pictures, self.plan.limits)
         prepare = getattr(self.encoder, "prepare_images", None)
         vectors, _ = self.encoder.embed_images(prepare(list(pictures)) if prepare and pictures else list(pictures))
         return self.explain_vectors(vectors, names)
@@ -211,10 +211,13 @@ def _header_pixels(path) -> int:
         return 0
 
 
-def check_pixels(pictures: Sequence, names: Sequence[str] | None, limits: ExplainLimits) -> None:
+def check_pixels(pictures: Sequence, limits: ExplainLimits = DEFAULT_LIMITS) -> None:
     """Refuse decoded pictures whose pixels together pass ``limits.max_batch_pixels``."""
-    total = sum(p.size[0] * p.size[1] for p in pictures if hasattr(p, "size") and isinstance(p.size, tuple))
-    if total > limits.max_batch_pixels:
-        raise InputError(f"{len(pictures)} images of {total:,} pixels together are over the limit of "
-                         f"{limits.max_batch_pixels:,} for one call: explain them in smaller groups or downscale them")  # fmt: skip
+    check_pixel_total(sum(p.size[0] * p.size[1] for p in pictures), len(pictures), limits)
 
+
+def check_pixel_total(total: int, n_images: int, limits: ExplainLimits = DEFAULT_LIMITS) -> None:
+    """Refuse ``n_images`` images of ``total`` decoded pixels together over the bound of one call."""
+    if total > limits.max_batch_pixels:
+        raise InputError(f"{n_images} images of {total:,} pixels together are over the limit of "
+                         f"{limits.max_batch_pixels:,} for one call: explain them in smaller groups or downscale them")  # fmt: skip

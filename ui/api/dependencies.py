@@ -12,6 +12,8 @@ from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Header, Request
 
+from whyclip.ingest.services.explain import ExplainLimits
+
 from whyclip import ingest
 from whyclip.store import Library, Store
 
@@ -62,6 +64,13 @@ class Resources:
                 s = self.settings
                 self._encoder = ingest.load_encoder(s.model, s.device, s.precision, verdicts=StoreVerdicts(store))
             return self._encoder
+
+    @property
+    def explain_limits(self) -> ExplainLimits:
+        """The explanation service's bounds, as this server's settings set them."""
+        lim = self.settings.limits
+        return ExplainLimits(max_top=lim.max_top, max_retrieve=lim.max_retrieve,
+                             max_descriptors_listed=lim.max_descriptors_listed, max_batch_pixels=lim.max_request_pixels)  # fmt: skip
 
     @property
     def ready(self) -> bool:

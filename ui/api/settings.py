@@ -28,8 +28,10 @@ class Limits:
     max_images: int = 32  # images per explain request
     max_library_bytes: int = 32 * MB
     request_seconds: float = 60.0  # longer: 504
-    max_top: int = 1000
+    max_top: int = 1000  # these three and max_request_pixels are the explanation service's bounds
     max_retrieve: int = 1000
+    max_descriptors_listed: int = 1000  # per shown class; the rest are counted
+    max_request_pixels: int = 32 * 4096 * 4096  # decoded pixels of all the images of one request
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 
 from whyclip.ingest.images import read_image_bytes
+from whyclip.ingest.services.explain import ExplainLimits, check_pixel_total
+from whyclip.store import InputError
 
 from whyclip.ui.api.errors import ApiError
 from whyclip.ui.api.settings import Limits
@@ -44,8 +46,9 @@ async def read_image_uploads(uploads: list[UploadFile], limits: Limits) -> list[
     return out
 
 
-def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
-    """Decode one uploaded image (run it in a thread): the header's pixel count first."""
+def header_pixels(name: str, data: bytes, max_pixels: int) -> int:
+    """The pixels the image header declares (0 where the header cannot be read: decoding
+    will say why), refused with a 413 over ``max_pixels`` before anything is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -58,4 +61,16 @@ def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise ApiError(413, f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
                             f"{max_pixels:,} (a decompression bomb?): downscale it first")  # fmt: skip
-    return read_image_bytes(name, data)
+    return width * height
+
+
+def decode_images(files: list[tuple[str, bytes]], max_pixels: int, limits: ExplainLimits) -> list[Image.Image]:
+    """Decode a request's images, after checking from their headers alone that each one and
+    all of them together are within the limits (the explanation service's pixel bound per
+    call, :class:`~whyclip.ingest.services.explain.ExplainLimits`): a 413 before any decoding."""
+    total = sum(header_pixels(name, data, max_pixels) for name, data in files)
+    try:
+        check_pixel_total(total, len(files), limits)
+    except InputError as exc:
+        raise ApiError(413, str(exc)) from None
+    return [read_image_bytes(name, data) for name, data in files]

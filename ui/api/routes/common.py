@@ -12,7 +12,7 @@ from whyclip.store import AGGREGATES, LibraryInfo
 from whyclip.ui.api.batcher import QueueFull
 from whyclip.ui.api.errors import ApiError
 from whyclip.ui.api.dependencies import Resources
-from whyclip.ui.api.uploads import decode_image, read_image_uploads
+from whyclip.ui.api.uploads import decode_images, read_image_uploads
 
 RETRY_AFTER_S = 1
 
@@ -27,7 +27,7 @@ async def embed_uploads(res: Resources, uploads: list[UploadFile], seconds: dict
     files = await read_image_uploads(uploads, res.settings.limits)
     t = time.perf_counter()
     pixels = res.settings.limits.max_image_pixels
-    pictures = await run_in_threadpool(lambda: [decode_image(name, data, pixels) for name, data in files])
+    pictures = await run_in_threadpool(decode_images, files, pixels, res.explain_limits)
     seconds["decode"] = time.perf_counter() - t
     t = time.perf_counter()
     batcher = await run_in_threadpool(lambda: res.batcher)  # loads the model on first use

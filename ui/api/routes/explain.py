@@ -43,7 +43,8 @@ async def explain(
     options = ExplainOptions(top=top, aggregate=aggregate, compare=tuple(compare) if compare else None,
                              retrieve=retrieve, calibrated=calibrated)  # fmt: skip
     # the version is resolved and checked (unknown classes: 422) before any image is encoded
-    plan = await run_in_threadpool(plan_explain, res.store, library, version, options, load=res.library)
+    plan = await run_in_threadpool(plan_explain, res.store, library, version, options, load=res.library,
+                                   limits=res.explain_limits)
     encoder = await run_in_threadpool(lambda: res.encoder)
     explainer = await run_in_threadpool(lambda: plan.with_encoder(encoder, res.name_split(plan.library, encoder.cache_key)))
     seconds: dict[str, float] = {}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from whyclip.ingest.services.library_ingest import check_library_name, plan_ingest, run_ingest
-from whyclip.store import InputError, Template, check_baseline
+from whyclip.ingest.services.library_ingest import check_ingest_options, plan_ingest, run_ingest
+from whyclip.store import InputError
 from whyclip.ingest.readers import FORMATS, read_library
 
 from whyclip.ui.api.errors import ApiError
@@ -24,9 +24,7 @@ def _plan(res: Resources, path: Path, filename: str, name: str, options: dict):
 
 
 def start_ingest(res: Resources, filename: str, data: bytes, name: str, options: dict, commit_every: int) -> dict:
-    check_library_name(name)
-    Template(options["template"])
-    check_baseline(options["baseline"])
+    check_ingest_options(name, options["template"], options["baseline"])
     suffix = Path(filename).suffix.lower()
     if suffix not in FORMATS:
         raise ApiError(415, f"{filename}: unknown library format {suffix!r}: send a .json, .jsonl or .csv file")
