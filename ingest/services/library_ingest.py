@@ -66,6 +66,15 @@ def check_library_name(name: str) -> str:
     return name
 
 
+def check_ingest_options(name: str, template: str = DEFAULT_TEMPLATE, baseline: str = DEFAULT_BASELINE) -> str:
+    """What an ingest checks before a model loads (every surface calls this first): the
+    library name, the prompt template and the baseline prompt. Returns the name."""
+    name = check_library_name(name)
+    Template(template)
+    check_baseline(baseline)
+    return name
+
+
 def build_prompts(parsed: ParsedLibrary, template: Template, baseline: str) -> list[DraftClass]:
     return [
         DraftClass(name=cls, baseline_prompt=baseline_prompt(baseline, cls), descriptors=list(descs),
@@ -122,11 +131,10 @@ def plan_ingest(
     """Read and validate everything; raises :class:`InputError` before any work is done.
     Warnings are logged here, before the embedding (and its progress bar) starts; the
     source file is recorded by its absolute path."""
-    name = check_library_name(name)
+    name = check_ingest_options(name, template, baseline)
     if index_factory is not None:
         check_factory(index_factory, encoder.info.dim)
     tmpl = Template(template)
-    check_baseline(baseline)
     sha = ""
     if isinstance(source, ParsedLibrary):
         parsed = source

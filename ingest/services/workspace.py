@@ -34,7 +34,7 @@ from whyclip.ingest.services.explain import (
     open_encoder,
     plan_explain,
 )
-from whyclip.ingest.services.library_ingest import IngestReport, check_library_name, plan_ingest, run_ingest
+from whyclip.ingest.services.library_ingest import IngestReport, check_ingest_options, plan_ingest, run_ingest
 from whyclip.store import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Explanation, InputError, LibraryInfo, Store
 
 
@@ -76,7 +76,7 @@ class Workspace:
                progress: Callable[[int, int], None] | None = None) -> IngestReport:  # fmt: skip
         """Embed a descriptor library (a .json, .jsonl or .csv file, or ``{class: [descriptors]}``)
         into the next version of ``library``; each distinct prompt is embedded once."""
-        check_library_name(library)
+        check_ingest_options(library, template, baseline)  # before a model loads
         encoder = self.encoder(model)
         plan = plan_ingest(dict(source) if isinstance(source, Mapping) else source, library, encoder, template=template,
                            baseline=baseline, strict=strict, index_factory=index)  # fmt: skip

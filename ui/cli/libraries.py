@@ -10,8 +10,8 @@ import click
 
 from whyclip import ingest
 from whyclip.ingest import read_library
-from whyclip.ingest.services.library_ingest import check_library_name, plan_ingest, run_ingest
-from whyclip.store import NoStore, StoreVerdicts, Template, check_baseline, list_calibrations
+from whyclip.ingest.services.library_ingest import check_ingest_options, check_library_name, plan_ingest, run_ingest
+from whyclip.store import NoStore, StoreVerdicts, list_calibrations
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.lifecycle import settings_from_sidecar, warn_changed_prompts
 from whyclip.ui.cli.options import DEFAULT_MODEL_HELP, PRECISION
@@ -51,8 +51,7 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
     inputs = []
     for file, name in zip(files, names):  # every file fails here, before a model loads
         t, b, sidecar = settings_from_sidecar(file, template, baseline)
-        Template(t)
-        check_baseline(b)
+        check_ingest_options(name, t, b)
         inputs.append((name, t, b, sidecar, read_library(file)))
     encoder = ingest.load_encoder(model, device, precision)
     plans = []
@@ -69,8 +68,14 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
         click.echo(
             f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, {i.n_prompts} prompts "
             f"({report.n_embedded} embedded, {report.n_reused} from the cache) in {report.seconds:.1f}s "
-            f"({i.encoder_name}, dim {i.dim}, {getattr(encoder, 'precision', 'fp32')})"
+            f"({i.encoder_name}, dim {i.dim}, {_text_precision(encoder)})"
         )
+
+
+
+def _text_precision(encoder) -> str:
+    """The precision of the text vectors an ingest wrote (images, untouched by it, may differ)."""
+    return getattr(encoder, "precisions", {}).get("text") or getattr(encoder, "precision", "fp32")
 
 
 def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:

@@ -13,6 +13,7 @@ import streamlit as st
 
 from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.ingest.services.explain import open_encoder
 from whyclip.store import Library, LibraryInfo, Store, WhyclipError
 
 
@@ -43,7 +44,9 @@ def _library(home: str | None, db: str | None, name: str, version: int) -> Libra
 
 @st.cache_resource(show_spinner="Loading the CLIP model ...", max_entries=2)
 def _encoder(model: str):
-    return ingest.load_encoder(model)
+    """Loaded once per server, with its precision verdicts kept in the store (as every surface)."""
+    s = settings()
+    return open_encoder(_store(s.home, s.db), model)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
