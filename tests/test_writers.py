@@ -122,9 +122,9 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
 
 
 def _cpu_has_bf16() -> bool:
-    import torch
+    from whyclip.ingest.encoder.precision import cpu_has_native_bf16
 
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_has_native_bf16()
 
 
 def test_reingest_after_a_precision_fallback_reuses_the_fp32_cache(tiny_model, tmp_path):

@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from whyclip.store import EncoderInfo, ModelLoadError
 
+from whyclip.ingest.encoder.loading import clip_folder_of, first_line, load_sentence_transformer, looks_like_path
+from whyclip.ingest.encoder.precision import platform_signature, resolve_precision, torch_dtype
 from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
 from whyclip.ingest.encoder.textpath import PrefixTextPath, unsupported_reason
 
@@ -43,7 +42,6 @@ CLIP_MAX_TOKENS = 77
 TEST_MODEL_MARKER = "whyclip_test_model.json"  # written by `whyclip make-test-model`
 CHUNK = 1024  # prompts handed to sentence-transformers at once (progress granularity)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CHECK_SAMPLE = 16  # vectors compared with fp32 before a lower precision is trusted
 MIN_COSINE = 0.999
 PREFIX_MIN_COSINE = 0.9999  # the fp32 prefix path against the plain fp32 path (rounding only)
@@ -51,10 +49,6 @@ CHECK_RULE = f"n{CHECK_SAMPLE} cos{MIN_COSINE} prefix-fp32 {PREFIX_MIN_COSINE}" 
 MAX_CACHED_IDS = 500_000  # token-id sequences remembered between count_tokens and embed_texts
 
 Progress = Callable[[int], None]
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "~", "/")) or os.sep in model or Path(model).exists()
 
 
 def _unit(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +76,7 @@ class ClipEncoder:
         self.seconds: dict[str, float] = {}  # where the time went: load, tokenize, check, embed
         self._lock = threading.RLock()
         started = time.perf_counter()
-        folder = _clip_folder(model)
+        folder = clip_folder_of(model)
         self._tensors = None
         self._full = None  # a whole transformers CLIPModel, loaded only when needed (legacy ids)
         if folder is not None:
@@ -93,11 +87,11 @@ class ClipEncoder:
                 self._st = TransformersClip(folder, device)
                 self._tensors = safetensors_tensors(folder)
             except Exception as exc:  # a corrupt config or weights header
-                raise ModelLoadError(f"cannot load the CLIP model in {folder}: {_first_line(exc)}") from None
+                raise ModelLoadError(f"cannot load the CLIP model in {folder}: {first_line(exc)}") from None
             config = self._st.config
             self.backend = "transformers"
         else:
-            self._st = _load_sentence_transformer(model, device)
+            self._st = load_sentence_transformer(model, device)
             module = self._st[0]
             self._full = getattr(module, "auto_model", None) or module.model
             config = self._full.config
@@ -109,7 +103,7 @@ class ClipEncoder:
         if self.backend == "sentence-transformers":
             self._st.max_seq_length = self.max_tokens  # truncate, never crash, on long prompts
         self.dim = int(config.projection_dim)
-        self.name = str(Path(model).expanduser().resolve()) if _looks_like_path(model) else model
+        self.name = str(Path(model).expanduser().resolve()) if looks_like_path(model) else model
         t = time.perf_counter()
         if self._tensors is not None and "logit_scale" in self._tensors:
             from whyclip.ingest.encoder.fingerprint import file_fingerprint, read_tensor
@@ -133,7 +127,7 @@ class ClipEncoder:
         self.checked: dict[str, float] = {}  # modality -> lowest cosine with fp32 on the check sample
         if self.device == "cpu":
             _quiet_blas()
-        if _looks_like_path(model) and (Path(self.name) / TEST_MODEL_MARKER).is_file():
+        if looks_like_path(model) and (Path(self.name) / TEST_MODEL_MARKER).is_file():
             log.warning("%s is a random-weight test model: fine for plumbing and speed checks, its explanations mean nothing", self.name)
 
     # -- what this encoder is ------------------------------------------------------------
@@ -182,9 +176,9 @@ class ClipEncoder:
                 from transformers import CLIPModel
 
                 try:
-                    self._full = CLIPModel.from_pretrained(self._st.folder, dtype=_dtype("fp32")).eval()
+                    self._full = CLIPModel.from_pretrained(self._st.folder, dtype=torch_dtype("fp32")).eval()
                 except Exception as exc:
-                    raise ModelLoadError(f"cannot load the CLIP model in {self._st.folder}: {_first_line(exc)}") from None
+                    raise ModelLoadError(f"cannot load the CLIP model in {self._st.folder}: {first_line(exc)}") from None
             return self._full
 
     @property
@@ -254,9 +248,9 @@ class ClipEncoder:
         with self._lock:
             if self._fast is None:
                 if self.backend == "transformers":
-                    self._fast = self._st.copy_as(_dtype(precision))
+                    self._fast = self._st.copy_as(torch_dtype(precision))
                 else:
-                    self._fast = copy.deepcopy(self._st).to(_dtype(precision))
+                    self._fast = copy.deepcopy(self._st).to(torch_dtype(precision))
             return self._fast
 
     def _encode(self, items: list, batch_size: int, model=None, modality: str = "text") -> np.ndarray:
@@ -279,7 +273,7 @@ class ClipEncoder:
                     log.info("texts take the plain path: %s", reason)
                     self._share = False
                     return None
-                self._text = PrefixTextPath.from_clip(clip, None if own else _dtype(precision))
+                self._text = PrefixTextPath.from_clip(clip, None if own else torch_dtype(precision))
                 self._add_seconds("text_copy", t)
             return self._text
 
@@ -477,53 +471,6 @@ class PreparedImages:
         return self.n
 
 
-def platform_signature(device: str, backend: str) -> str:
-    """What decides a precision check's rounding besides the weights: torch's and
-    transformers' versions, the backend and the device (a CPU's instruction set and native
-    bf16, or the GPU's name and compute capability)."""
-    import torch
-    from importlib.metadata import version
-
-    if device.startswith("cuda"):
-        idx = torch.device(device).index or 0
-        where = f"cuda {torch.cuda.get_device_name(idx)} sm{''.join(map(str, torch.cuda.get_device_capability(idx)))}"
-    else:
-        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        where = f"{device} {torch.backends.cpu.get_cpu_capability()}{' bf16' if native else ''}"
-    return f"torch {torch.__version__}; transformers {version('transformers')}; {backend}; {where}"
-
-
-def _clip_folder(model: str) -> Path | None:
-    """The transformers CLIP folder ``model`` names, loaded without sentence-transformers:
-    a local CLIP folder (plain, or a sentence-transformers folder around one CLIP module),
-    or a hub model already in the local cache (the default ``clip-ViT-B-32`` included).
-    None: load it through sentence-transformers."""
-    from whyclip.ingest.encoder.clipmodel import clip_folder
-
-    if _looks_like_path(model):
-        path = Path(model).expanduser()
-        return clip_folder(path) if path.is_dir() else None
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover
-        return None
-    for repo in ([model] if "/" in model else [f"sentence-transformers/{model}", model]):
-        try:
-            folder = Path(snapshot_download(repo, local_files_only=True))
-        except Exception:
-            continue
-        found = clip_folder(folder)
-        if found is not None:
-            return found
-    return None
-
-
-def _dtype(precision: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def _quiet_blas() -> None:
     """One BLAS thread for numpy in a process that runs CLIP on the CPU: idle OpenBLAS
     threads spin and took half the cores from torch (one-image encode 143 ms instead of 63 ms
@@ -531,88 +478,6 @@ def _quiet_blas() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: fp16 on a GPU, bf16 on a CPU that computes it natively, else fp32."""
-    if precision not in PRECISIONS:
-        raise ModelLoadError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    import torch
-
-    cpu_bf16 = device == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    if precision == "auto":
-        return "fp16" if device.startswith("cuda") else "bf16" if cpu_bf16 else "fp32"
-    if precision == "bf16" and device == "cpu" and not cpu_bf16:
-        log.warning("this CPU has no native bf16: using fp32")
-        return "fp32"
-    if precision == "fp16" and device == "cpu":
-        log.warning("fp16 is slow on CPUs: using fp32 (bf16 is the fast choice where the CPU supports it)")
-        return "fp32"
-    return precision
-
-
-def _load_sentence_transformer(model: str, device: str | None):
-    as_path = Path(model).expanduser()
-    if _looks_like_path(model):
-        if not as_path.is_dir():
-            raise ModelLoadError(f"model folder {as_path} does not exist: pass --model PATH to a CLIP folder")
-        if not (as_path / "config.json").is_file() and not (as_path / "modules.json").is_file():
-            raise ModelLoadError(
-                f"{as_path} is not a model folder (no config.json or modules.json): "
-                "pass --model PATH to a CLIP folder saved with save_pretrained"
-            )
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:  # pragma: no cover - a broken install
-        raise ModelLoadError(f"sentence-transformers is not importable ({exc}): reinstall whyclip") from None
-    if _looks_like_path(model):
-        try:
-            st = SentenceTransformer(str(as_path), device=device)
-        except Exception as exc:  # a corrupt folder, not a CLIP model
-            raise ModelLoadError(f"cannot load the CLIP model in {as_path}: {_first_line(exc)}") from None
-    else:
-        st = _load_by_name(SentenceTransformer, model, device)
-    module = st[0]
-    clip = getattr(module, "auto_model", None) or getattr(module, "model", None)
-    if clip is None or not hasattr(clip, "get_text_features") or not hasattr(clip, "logit_scale"):
-        raise ModelLoadError(f"{model!r} is not a CLIP model (no text/image towers and logit scale): pass --model PATH to a CLIP folder")
-    return st
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the model hub, so an offline machine fails in seconds
-    instead of retrying every file for a minute."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _load_by_name(factory, model: str, device: str | None):
-    """The local cache first; the hub only when the model is not cached and the hub answers."""
-    try:
-        return factory(model, device=device, local_files_only=True)
-    except Exception:
-        log.info("%s is not in the local cache", model)
-    offline_hint = (
-        "pass --model PATH to a local CLIP folder ('whyclip make-test-model DIR' writes a "
-        "random-weight one for plumbing checks), or connect to the internet once to download it"
-    )
-    if not _hub_reachable():
-        raise ModelLoadError(f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub cannot be reached (no network?): {offline_hint}")
-    try:
-        return factory(model, device=device)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load CLIP model {model!r} ({_first_line(exc)}): {offline_hint}") from None
 
 
 def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto",
