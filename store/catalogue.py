@@ -28,7 +28,7 @@ from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreErro
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
 from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
-from whyclip.store.vectors.files import build_retrieval, choose_factory, read_index_files, recalibrate, write_index_files
+from whyclip.store.vectors.files import build_retrieval, choose_factory, read_index_files, retune_recall, write_index_files
 from whyclip.store.method.prompts import rule_name
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
@@ -273,7 +273,7 @@ class Store:
         factory = choose_factory(n_descriptors, draft.index_factory, d)
         key = uuid.uuid4().hex
         folder = self.home / "indexes" / self.store_id / key
-        queries = None if factory == "Flat" else self.calibration_queries(draft.name, draft.encoder.id, d)
+        queries = None if factory == "Flat" else self.tuning_queries(draft.name, draft.encoder.id, d)
         if queries is None and factory != "Flat":
             queries = proxy_queries(vectors, offsets)
         built = build_retrieval(vectors, matrices, factory, queries)
@@ -293,10 +293,10 @@ class Store:
         with Session(self.engine) as s:
             return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
 
-    def calibration_queries(self, name: str, encoder_id: str, dim: int, limit: int = 2000) -> Queries | None:
+    def tuning_queries(self, name: str, encoder_id: str, dim: int, limit: int = 2000) -> Queries | None:
         """The image vectors stored by eval runs of any version of library ``name`` built
         with ``encoder_id`` (the newest ``limit`` distinct images), or None when fewer than
-        the calibration needs."""
+        the tuning needs."""
         with Session(self.engine) as s:
             rows = s.execute(
                 select(EvalImageRow.sha256, EvalImageRow.vector)
@@ -314,28 +314,28 @@ class Store:
             return None
         return eval_queries(np.stack([np.frombuffer(v, dtype="<f4") for v in seen.values()]))
 
-    def recalibrate(self, name: str, version: int | None = None) -> LibraryInfo:
-        """Re-calibrate a version's approximate retrieval on its library's eval images (run
+    def retune_recall(self, name: str, version: int | None = None) -> LibraryInfo:
+        """Re-tune a version's approximate retrieval on its library's eval images (run
         after ``whyclip eval``); the version is unchanged when it answers exactly by build or
         there are too few images. Only the stored parameters and recall change."""
         info = self.library(name, version)
         if info.index_factory == "Flat":
             return info
-        queries = self.calibration_queries(info.name, info.encoder_id, info.dim)
+        queries = self.tuning_queries(info.name, info.encoder_id, info.dim)
         if queries is None:
             return info
         lib = self.load(info.name, info.version)
-        params = recalibrate(lib.files, info.index_factory, queries)
+        params = retune_recall(lib.files, info.index_factory, queries)
         if params is None:
             return info
         exact = "exact_fallback" in params
-        with write_session(self.engine, f"re-calibrate library {name!r}") as s:
+        with write_session(self.engine, f"re-tune library {name!r}") as s:
             row = s.get(LibraryRow, info.id)
             if row is None:
-                raise LibraryNotFound(f"library {name!r} version {info.version} was deleted while being re-calibrated")
+                raise LibraryNotFound(f"library {name!r} version {info.version} was deleted while being re-tuned")
             row.index_params = json.dumps(params)
             row.recall_at_10 = 1.0 if exact else float(params.get("recall_at_10", row.recall_at_10))
-        log.info("re-calibrated %s v%d on %s: %s", name, info.version, queries.label,
+        log.info("re-tuned %s v%d on %s: %s", name, info.version, queries.label,
                  "exact scan" if exact else f"recall@10 {params.get('recall_at_10'):.3f}")  # fmt: skip
         return self.library(info.name, info.version)
 

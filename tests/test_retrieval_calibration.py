@@ -62,12 +62,12 @@ def test_the_generator_has_clip_geometry(dim):
 def test_image_queries_are_harder_than_the_old_text_side_queries(clip):
     """The reason the calibration moved to image-like queries: an index tuned on text-side
     queries (a class's mean, nudged) promises more than it gives for images."""
-    from whyclip.store.vectors.retrieval import build_class_ivf, calibrate_probe
+    from whyclip.store.vectors.retrieval import build_class_ivf, tune_probe
     from whyclip.store.method import class_sums
 
     mean = class_sums(clip.vectors, clip.offsets, np.zeros((clip.n_classes, DIM), np.float32))
     ivf = build_class_ivf(clip.vectors, clip.offsets, mean)
-    probe, text_recall = calibrate_probe(ivf, clip.text_queries(100))
+    probe, text_recall = tune_probe(ivf, clip.text_queries(100))
     images, _ = clip.images(100, seed=5)
     image_recall = recall(ivf.search(images, 10, probe)[1], exact_search(clip.vectors, images, 10)[1])
     assert text_recall >= 0.95 and image_recall < text_recall - 0.1
@@ -162,9 +162,9 @@ def test_eval_images_replace_the_proxy_and_are_reported(tmp_path, monkeypatch, c
     store, lib = _write(tmp_path, clip)
     assert lib.info.retrieval["calibrated_on"] == "400 proxy image queries"
     _save_images(store, lib, clip.images(10, seed=8)[0], "few")  # too few to calibrate on
-    assert store.recalibrate("synthetic").index_params["query_source"] == "proxy"
+    assert store.retune_recall("synthetic").index_params["query_source"] == "proxy"
     _save_images(store, lib, clip.images(120, seed=9)[0])
-    info = store.recalibrate("synthetic")
+    info = store.retune_recall("synthetic")
     assert info.version == lib.info.version and info.index_params["query_source"] == "eval images"
     assert info.retrieval["calibrated_on"] == "120 eval images" and 0.9 <= info.recall_at_10 <= 1.0
     again = store.load("synthetic")  # the re-calibrated depth is the one used

@@ -15,14 +15,14 @@ first use: each is (classes x dim) fp32, which at ten descriptors a class would 
 the files. Retrieval (see :mod:`whyclip.store.vectors.retrieval`) is an exact scan (``Flat``) up to
 ``APPROXIMATE_ABOVE`` descriptors and, above, PQ fast-scan codes re-ranked exactly from the
 same vectors (``PQ256x4fs+rerank``: ``pq_fastscan.faiss``, its digest in the manifest,
-read on first search, and ``pq_centre.npy``). Its re-rank depth is calibrated on
+read on first search, and ``pq_centre.npy``). Its re-rank depth is tuned on
 image-like queries (:mod:`whyclip.store.vectors.recall_tuning`), and where no depth reaches
 the target recall faster than the exact scan, the version answers exactly and says why
 (``exact_fallback``). Any FAISS factory string a user gives builds ``descriptors.faiss``
-instead, whose ids are descriptor positions, its ``nprobe`` / ``efSearch`` calibrated the
+instead, whose ids are descriptor positions, its ``nprobe`` / ``efSearch`` tuned the
 same way. Libraries built with the class inverted file (``ClassIVF``, parameters only:
 its codes are derived from the class means on load) still load. The database holds the
-current parameters (re-calibrated after an eval); the manifest those of the build.
+current parameters (re-tuned after an eval); the manifest those of the build.
 
 Layout 1 (before schema 2) is still read: a FAISS index keyed by descriptor ids beside the
 vectors, and stored class matrices.
@@ -47,8 +47,8 @@ from whyclip.store.vectors import recall_tuning
 from whyclip.store.vectors.recall_tuning import (
     RECALL_TARGET,
     Queries,
-    calibrate_depth,
-    calibrate_faiss,
+    tune_depth,
+    tune_faiss,
     knob,
     recall,
     set_knob,
@@ -60,7 +60,7 @@ from whyclip.store.vectors.retrieval import (
     FaissSearch,
     FlatScan,
     build_class_ivf,
-    calibrate_probe,
+    tune_probe,
     exact_search,
 )
 from whyclip.store.method import ClassMatrices, class_sums
@@ -81,7 +81,7 @@ EF_SEARCH = 128
 class IndexFiles:
     """The loaded files of one library version. ``vectors`` are the exact unit descriptor
     vectors in label order (read-only, memory-mapped); ``searcher`` answers retrieval with
-    descriptor positions (the exact scan where calibration said the approximate index
+    descriptor positions (the exact scan where tuning said the approximate index
     could not beat it); ``descriptor_ids`` are the database keys of the positions when
     the files record them (layout 1), else None."""
 
@@ -159,7 +159,7 @@ def build_faiss_index(vectors: np.ndarray, factory: str) -> faiss.Index:
 
 
 def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, queries: Queries) -> Built:
-    """The retrieval index ``factory`` over ``vectors``, its parameters calibrated on
+    """The retrieval index ``factory`` over ``vectors``, its parameters tuned on
     ``queries`` (image-like; see :mod:`whyclip.store.vectors.recall_tuning`)."""
     if factory == "Flat" or len(vectors) == 0:
         return Built("Flat", FlatScan(vectors))
@@ -167,7 +167,7 @@ def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, 
         index, centre = build_pq(vectors, factory)
         blob = serialize(index)
         searcher = PQRerank(vectors, centre, depth=10, index=index)
-        params = calibrate_depth(searcher, vectors, queries)
+        params = tune_depth(searcher, vectors, queries)
         searcher.depth = params["depth"]
         params["pq_sha256"] = file_digest(blob)
         return Built(factory, searcher, params, {"pq_centre": centre}, blobs={pqrerank.PQ_FILE: blob})
@@ -176,7 +176,7 @@ def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, 
         if len(ivf.codes) == 0:
             return Built("Flat", FlatScan(vectors))
         q = queries.vectors
-        ivf.probe, calibrated = calibrate_probe(ivf, q[0::2])
+        ivf.probe, calibrated = tune_probe(ivf, q[0::2])
         params = {"probe": ivf.probe, "calibration_recall": calibrated, "recall_target": RECALL_TARGET,
                   "code_bits": int(ivf.codes.shape[1] * 8), "codes_sha256": codes_digest(ivf.codes),
                   "calibrated_on": queries.label, "query_source": queries.source,
@@ -185,20 +185,20 @@ def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, 
         return Built(factory, ivf, params)
     index = build_faiss_index(vectors, factory)
     searcher = FaissSearch(index)
-    params = {} if searcher.exact else calibrate_faiss(searcher, vectors, queries)
+    params = {} if searcher.exact else tune_faiss(searcher, vectors, queries)
     if "warning" in params:
         log.warning("index %s: %s", factory, params["warning"])
     return Built(factory, searcher, params, faiss_index=index)
 
 
-def recalibrate(files: IndexFiles, factory: str, queries: Queries) -> dict | None:
-    """New parameters for a loaded version's approximate index, calibrated on ``queries``
+def retune_recall(files: IndexFiles, factory: str, queries: Queries) -> dict | None:
+    """New parameters for a loaded version's approximate index, tuned on ``queries``
     (e.g. after an eval stored image vectors); None when its retrieval is exact by build."""
     params = dict(files.params)
     if is_pq_rerank(factory):
         searcher = approximate_searcher(files, factory)
         params = {k: v for k, v in params.items() if k != "exact_fallback"}
-        params.update(calibrate_depth(searcher, files.vectors, queries))
+        params.update(tune_depth(searcher, files.vectors, queries))
         return params
     if factory not in OURS and files.descriptor_ids is None:
         searcher = files.searcher if isinstance(files.searcher, FaissSearch) else approximate_searcher(files, factory)
@@ -207,11 +207,11 @@ def recalibrate(files: IndexFiles, factory: str, queries: Queries) -> dict | Non
         files = IndexFiles(searcher, files.matrices, files.norms, files.vectors, files.params, None, files.folder)
         params.pop("warning", None)
         params.pop("exact_fallback", None)
-        params.update(calibrate_faiss(files.searcher, files.vectors, queries))
+        params.update(tune_faiss(files.searcher, files.vectors, queries))
         return params
     if isinstance(files.searcher, ClassIVF):
         q = queries.vectors
-        probe, calibrated = calibrate_probe(files.searcher, q[0::2])
+        probe, calibrated = tune_probe(files.searcher, q[0::2])
         got = recall(files.searcher.search(q[1::2], 10, probe)[1], exact_search(files.vectors, q[1::2], 10)[1])
         params.update(probe=probe, calibration_recall=calibrated, calibrated_on=queries.label,
                       query_source=queries.source, recall_at_10=got)  # fmt: skip
@@ -264,7 +264,7 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
     """Load (memory-map) a version's files, refusing ones that belong to another database.
     ``expected`` holds ``store_id``, ``n_descriptors``, ``index_key`` and ``library_id``;
     a manifest is checked on the keys it has (layout 1 names the library id, 2 the key).
-    ``params`` are the index parameters the database holds (re-calibrated after an eval),
+    ``params`` are the index parameters the database holds (re-tuned after an eval),
     else the manifest's (those of the build)."""
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
@@ -302,7 +302,7 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
     partial = IndexFiles(FlatScan(vectors), matrices, norms, vectors, params, None, folder)
     if factory == "Flat":
         searcher = FlatScan(vectors)
-    elif "exact_fallback" in params:  # calibration said the index cannot beat the exact scan
+    elif "exact_fallback" in params:  # tuning said the index cannot beat the exact scan
         searcher = FlatScan(vectors)
     else:
         searcher = approximate_searcher(partial, factory)

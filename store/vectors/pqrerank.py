@@ -10,7 +10,7 @@ from every text vector across the modality gap. The codes take ``M / 2`` bytes a
 text cone's axis, which would otherwise spend the quantiser's codes on what all vectors
 have in common; an inner product ranks ``x - centre`` as it ranks ``x``.
 
-The re-rank depth is calibrated (:mod:`whyclip.store.vectors.recall_tuning`) on image-like
+The re-rank depth is tuned (:mod:`whyclip.store.vectors.recall_tuning`) on image-like
 queries; the index file is read on first search, and checked against its digest.
 
 One query scans every code, on one core by FAISS (about 16 ms for 1M codes of 128 bytes

@@ -2,7 +2,7 @@
 
 An approximate index's knob (the PQ re-rank depth, a FAISS IVF's ``nprobe``, an HNSW
 graph's ``efSearch``) is set to the smallest value whose recall@10 against exact search
-reaches :data:`RECALL_TARGET` (plus :data:`MARGIN`) on half of the calibration queries; the recall reported is
+reaches :data:`RECALL_TARGET` (plus :data:`MARGIN`) on half of the tuning queries; the recall reported is
 measured on the other half. When no value reaches the target, or the approximate search is
 not faster than the exact scan it stands in for (both timed here, one query at a time), the
 library answers by the exact scan instead, and says why.
@@ -11,7 +11,7 @@ The queries, best first:
 
 * **eval images**: the stored image vectors of the library's evaluation runs (any version
   of the library with the same encoder), when there are at least :data:`MIN_EVAL_IMAGES`;
-  ``whyclip eval`` re-calibrates the version it ran on.
+  ``whyclip eval`` re-tunes the version it ran on.
 * **a proxy** otherwise (:func:`proxy_queries`): for a seeded sample of classes, the
   direction of the class's mean descriptor vector from the mean of all descriptor vectors,
   mixed with an equal-norm random direction so that the query keeps only a cosine of
@@ -84,7 +84,7 @@ def proxy_queries(vectors: np.ndarray, offsets: np.ndarray, n: int = PROXY_QUERI
 
 
 def eval_queries(vectors: np.ndarray) -> Queries | None:
-    """The eval images' vectors as calibration queries, when there are enough of them."""
+    """The eval images' vectors as tuning queries, when there are enough of them."""
     if len(vectors) < MIN_EVAL_IMAGES:
         return None
     return Queries(np.ascontiguousarray(vectors, dtype=np.float32), "eval images", f"{len(vectors)} eval images")
@@ -109,7 +109,7 @@ def median_ms(fn, queries: np.ndarray) -> float:
     return float(np.median(times) * 1000)
 
 
-def calibrate_depth(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET,
+def tune_depth(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET,
                     exact_ms: float | None = None) -> dict:  # fmt: skip
     """The re-rank depth of a :class:`~whyclip.store.vectors.pqrerank.PQRerank`, or the
     reason to answer exactly instead (``exact_fallback``)."""
@@ -160,7 +160,7 @@ def set_knob(index: faiss.Index, name: str, value: int) -> None:
     faiss.ParameterSpace().set_index_parameter(index, name, value)
 
 
-def calibrate_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET) -> dict:
+def tune_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET) -> dict:
     """The smallest ``nprobe`` / ``efSearch`` of a user's FAISS index reaching ``target``
     on half the queries (its recall measured on the other half), or its recall alone for
     an index with no such knob; ``exact_fallback`` when it is not faster than the exact

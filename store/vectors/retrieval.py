@@ -11,7 +11,7 @@ are descriptor rows in label (class-major) order, the rows of ``vectors.npy``.
   are the classes, whose rows are contiguous already, and its coarse quantizer the binary
   codes of the class-mean vectors. A query ranks the classes by Hamming distance and scores
   the descriptors of the ``probe`` nearest exactly from the fp32 vectors. ``probe`` is chosen
-  at build time as the smallest that reaches :data:`RECALL_TARGET` on a seeded calibration
+  at build time as the smallest that reaches :data:`RECALL_TARGET` on a seeded tuning
   sample, and the recall then reported is measured on a different sample (image-like
   queries since the PQ index: see :mod:`whyclip.store.vectors.recall_tuning`).
 * :class:`FaissSearch` wraps a FAISS index built from a user's factory string (its ids are
@@ -28,7 +28,7 @@ import numpy as np
 from whyclip.store.vectors.recall_tuning import RECALL_TARGET, recall
 from whyclip.store.vectors.search import SCAN_CHUNK, exact_search, faiss_search, sort_hits
 
-MIN_PROBE = 8  # classes probed at least, a margin beyond the calibration sample
+MIN_PROBE = 8  # classes probed at least, a margin beyond the tuning sample
 
 
 @dataclass
@@ -107,7 +107,7 @@ def build_class_ivf(vectors: np.ndarray, offsets: np.ndarray, mean: np.ndarray) 
     return ClassIVF(vectors, np.asarray(offsets, dtype=np.int64), encode(means, centre), coded, centre)
 
 
-def calibrate_probe(ivf: ClassIVF, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET) -> tuple[int, float]:
+def tune_probe(ivf: ClassIVF, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET) -> tuple[int, float]:
     """The smallest number of classes to probe (MIN_PROBE, then x1.5 steps) whose recall@k
     on ``queries`` reaches ``target``, and that recall."""
     _, exact = exact_search(ivf.vectors, queries, k)
