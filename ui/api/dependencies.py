@@ -25,7 +25,7 @@ SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed befo
 class _Note(NamedTuple):
     at: float
     text: str
-from whyclip.ui.api.errors import ApiError
+from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.job_board import JobBoard
 from whyclip.ui.api.settings import ServiceSettings, load_keys
 

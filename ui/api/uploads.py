@@ -14,7 +14,7 @@ from whyclip.ingest.images import read_image_bytes
 from whyclip.ingest.services.explain import ExplainLimits, check_pixel_total
 from whyclip.store import InputError
 
-from whyclip.ui.api.errors import ApiError
+from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.settings import Limits
 
 

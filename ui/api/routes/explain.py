@@ -13,7 +13,7 @@ from whyclip.ingest.services.explain import ExplainOptions, plan_explain
 from whyclip.store import LibraryNotFound
 
 from whyclip.ui.render.explanation_json import explanation_json
-from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
+from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.schemas import ExplainOut
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.uploads import check_multipart

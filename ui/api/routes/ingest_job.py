@@ -11,7 +11,7 @@ from whyclip.ingest.services.library_ingest import check_ingest_options, plan_in
 from whyclip.store import InputError
 from whyclip.ingest.readers import FORMATS, read_library
 
-from whyclip.ui.api.errors import ApiError
+from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.dependencies import Resources
 
 

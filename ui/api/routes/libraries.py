@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from whyclip.store import browse
 
 from whyclip.ui.api import library_admin
-from whyclip.ui.api.errors import ERROR_RESPONSES
+from whyclip.ui.api.error_responses import ERROR_RESPONSES
 from whyclip.ui.api.schemas import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
 from whyclip.ui.api.dependencies import Resources, ResourcesDep, read_access, write_access
 from whyclip.ui.api.uploads import check_multipart, read_upload

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from whyclip.ui.api.errors import ERROR_RESPONSES, ApiError
+from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.schemas import RetrieveOut
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.uploads import check_multipart
