@@ -79,7 +79,7 @@ def test_planted_edits_flip_exactly_the_planted_predictions_and_match_a_reingest
     store, enc, lib, data, run = world
     drops, adds, to_right, to_wrong = PLANTED[case]
     edit = plan_edit(lib, drops, adds)
-    vectors, _, _ = added_vectors(store, enc, edit)
+    vectors, _, _ = added_vectors(store, lib, enc, edit.new_prompts)
     answer = WhatIf(run, lib).answer(edit, vectors)
     assert {file_name(f["path"]) for f in answer["flips"]["wrong_to_right"]} == to_right
     assert {file_name(f["path"]) for f in answer["flips"]["right_to_wrong"]} == to_wrong
@@ -112,7 +112,7 @@ def test_an_edit_that_changes_nothing_flips_nothing(world):
     store, enc, lib, data, run = world
     session = WhatIf(run, lib)
     for edit in (plan_edit(lib), plan_edit(lib, [("tree frog", "big eyes")], [("tree frog", "big eyes")])):  # nothing; out and back in
-        vectors, _, _ = added_vectors(store, enc, edit)
+        vectors, _, _ = added_vectors(store, lib, enc, edit.new_prompts)
         a = session.answer(edit, vectors)
         assert a["flips"] == {"right_to_wrong": [], "wrong_to_right": []} and a["changed_between_wrong"] == 0
         assert a["p_value"] == 1.0 and a["verdict"] == "not significant" and a["difference"] == 0
@@ -247,7 +247,7 @@ def test_saving_an_edit_publishes_a_new_version_and_leaves_the_old_one(world, tm
     store, enc, lib, data, run = world
     drops, adds = [("banana", "yellow peel")], [("sunflower", "yellow petals")]
     edit = plan_edit(lib, drops, adds)
-    vectors, truncated, _ = added_vectors(store, enc, edit)
+    vectors, truncated, _ = added_vectors(store, lib, enc, edit.new_prompts)
     before = WhatIf(run, lib).answer(edit, vectors)
     v1_vectors = np.array(lib.vectors).copy()
     saved = save_edit(store, lib, edit, vectors, truncated, note="yellow belongs to sunflowers")

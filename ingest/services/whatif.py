@@ -5,20 +5,24 @@ next version of its library. The exact answer itself is :mod:`whyclip.store.anal
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from whyclip.store import Edit, Library, LibraryInfo, Store, edited_draft
 
 from whyclip.ingest.embedding import embed_prompts
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 
 log = logging.getLogger(__name__)
 
 
-def added_vectors(store: Store, encoder, edit: Edit) -> tuple[dict, dict, list[str]]:
-    """``{prompt: (unit vector, norm)}`` of the edit's added prompts, which of them exceed
-    the encoder's token limit (CLIP truncates them, as ingest does), and warnings."""
-    prompts = edit.new_prompts
+def added_vectors(store: Store, lib: Library, encoder, prompts: Sequence[str]) -> tuple[dict, dict, list[str]]:
+    """``{prompt: (unit vector, norm)}`` of an edit's added prompts (``Edit.new_prompts``),
+    which of them exceed the encoder's token limit (CLIP truncates them, as ingest does), and
+    warnings. The encoder must be the one that made ``lib`` (an old id of it is renamed)."""
+    prompts = list(prompts)
     if not prompts:
         return {}, {}, []
+    check_library_encoder(lib, encoder, store)
     vectors, norms = embed_prompts(store, encoder, prompts)
     limit = encoder.max_tokens
     long = {p: n > limit for p, n in zip(prompts, encoder.count_tokens(prompts))}

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.images import expand_image_paths
 from whyclip.ingest.readers import ParsedLibrary
 from whyclip.ingest.services.evaluate import EvalReport, plan_eval, run_eval
@@ -129,7 +128,6 @@ class Workspace:
         lib = self.store.load(library, version)
         plan = plan_eval(self.store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd)
         encoder = self.encoder(model or lib.info.encoder_name)
-        check_library_encoder(lib, encoder, self.store)  # an old id of this encoder is renamed in the store
         return run_eval(self.store, lib, plan, encoder, progress=progress)
 
     def close(self) -> None:

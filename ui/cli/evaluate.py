@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.services.evaluate import plan_eval, run_eval
 from whyclip.ingest.services.explain import open_encoder
 from whyclip.store import (
@@ -68,7 +67,6 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd,
                      fudd_top_k=fudd_top_k)  # before the model loads  # fmt: skip
     encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
-    check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed in the store
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, plan, encoder, progress=bar)
     run = report.data

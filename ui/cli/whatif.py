@@ -11,6 +11,8 @@ import click
 
 from whyclip.store import InputError, WhatIf, find_run, load_run, plan_edit, read_edits, split_pair
 from whyclip.store.choices import AGGREGATES
+from whyclip.ingest.services.explain import open_encoder
+from whyclip.ingest.services.whatif import added_vectors, save_edit
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
 
@@ -100,18 +102,11 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     session = WhatIf(load_run(store, info), lib, aggregate)
     vectors, truncated, warnings = {}, {}, []
     if edit.new_prompts:
-        from whyclip.ingest import load_encoder
-        from whyclip.ingest.encoder.legacy_ids import check_library_encoder
-        from whyclip.ingest.services.whatif import added_vectors
-
-        encoder = load_encoder(model or lib.info.encoder_name, device, precision)
-        check_library_encoder(lib, encoder, store)
-        vectors, truncated, warnings = added_vectors(store, encoder, edit)
+        encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
+        vectors, truncated, warnings = added_vectors(store, lib, encoder, edit.new_prompts)
     answer = session.answer(edit, vectors)
     answer["warnings"] = warnings
     if save_as_version:
-        from whyclip.ingest.services.whatif import save_edit
-
         saved = save_edit(store, lib, edit, vectors, truncated, note or "")
         answer["saved"] = {"library": saved.name, "version": saved.version, "note": saved.note,
                            "descriptors": saved.n_descriptors}  # fmt: skip

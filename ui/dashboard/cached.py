@@ -14,6 +14,8 @@ import streamlit as st
 from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.services.explain import open_encoder
+from whyclip.ingest.services.whatif import added_vectors
+from whyclip.ingest.services.whatif import save_edit as publish
 from whyclip.store import Library, LibraryInfo, Store, WhyclipError
 
 
@@ -215,22 +217,19 @@ def whatif_session(home: str | None, db: str | None, library: str, version: int,
 
 
 @st.cache_data(show_spinner="Embedding the new descriptor ...", max_entries=256)
-def prompt_vectors(home: str | None, db: str | None, model: str, prompts: tuple[str, ...]) -> dict:
-    """``{prompt: (unit vector, norm)}`` through the embedding cache (only new prompts are embedded)."""
-    from whyclip.ingest.embedding import embed_prompts
-
-    vectors, norms = embed_prompts(_store(home, db), _encoder(model), list(prompts))
-    return {p: (v, float(n)) for p, v, n in zip(prompts, vectors, norms)}
+def prompt_vectors(home: str | None, db: str | None, model: str, library: str, version: int, prompts: tuple[str, ...]) -> dict:
+    """``{prompt: (unit vector, norm)}`` of a what-if's added prompts, through the embedding
+    cache (only new prompts are embedded) and the same service as ``whyclip whatif``."""
+    lib = _library(home, db, library, version)
+    return added_vectors(_store(home, db), lib, _encoder(model), prompts)[0]
 
 
 def save_edit(home: str | None, db: str | None, model: str | None, lib: Library, edit, note: str):
     """Publish ``edit`` of ``lib`` as the next version (the store's atomic publish), then
     forget the cached store listings so every page sees it."""
-    from whyclip.ingest.services.whatif import added_vectors, save_edit as publish
-
     store = Store.open(home, db, create=True)
     try:
-        vectors, truncated = ({}, {}) if not edit.new_prompts else added_vectors(store, _encoder(model), edit)[:2]
+        vectors, truncated = ({}, {}) if not edit.new_prompts else added_vectors(store, lib, _encoder(model), edit.new_prompts)[:2]
         return publish(store, lib, edit, vectors, truncated, note)
     finally:
         store.engine.dispose()

@@ -44,7 +44,7 @@ def render(s: cached.Settings, run, aggregate: str) -> None:
         vectors = {}
         if edit.new_prompts:
             model = cached.encoder_or_stop(s, lib)
-            vectors = cached.prompt_vectors(s.home, s.db, model, tuple(edit.new_prompts))
+            vectors = cached.prompt_vectors(s.home, s.db, model, lib.info.name, lib.info.version, tuple(edit.new_prompts))
         a = session.answer(edit, vectors)
     except WhyclipError as exc:
         st.error(str(exc))
