@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.ingest.services.fudd import rerank_results, stored_pair_texts
+from whyclip.ingest.services.fudd import rerank_results
+from whyclip.store import stored_pair_texts
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
 from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, write_pairs
 from whyclip.store.db.runs import rank_results

@@ -51,6 +51,7 @@ _EXPORTS = {
     "whyclip.store.db.runs": ("BASELINE", "CONTROL", "FUDD", "MethodResults", "RunData", "RunInfo", "TOP", "WORDS",
                               "check_new_name", "find_run", "list_runs", "load_run", "rank_results", "save_run",
                               "unused_name"),
+    "whyclip.store.method.fudd": ("PairTexts", "rerank_with_pairs", "stored_pair_texts"),
     "whyclip.store.method.templates": ("DEFAULT_BASELINE", "DEFAULT_TEMPLATE", "Template", "baseline_prompt",
                                        "check_baseline"),
     "whyclip.store.names": ("normalise",),

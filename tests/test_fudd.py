@@ -356,7 +356,9 @@ def test_the_pair_tables_arrive_by_migration_and_leave_by_downgrade(tmp_path):
 def test_rerank_results_moves_the_chosen_class_to_the_front_as_a_plain_loop_does():
     """Seeded random top lists of odd sizes against a plain loop: the chosen class first,
     the others in order, the true rank its new place (else unchanged)."""
-    from whyclip.ingest.services.fudd import PairTexts, rerank, rerank_results
+    from whyclip.ingest.services.fudd import rerank_results
+    from whyclip.store import PairTexts
+    from whyclip.store import rerank_with_pairs as rerank
     from whyclip.store.db.runs import rank_results
 
     rng = np.random.default_rng(5)

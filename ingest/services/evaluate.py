@@ -35,13 +35,14 @@ from whyclip.store import (
     rank_results,
     save_run,
     score_classes,
+    stored_pair_texts,
     unused_name,
 )
 
 from whyclip.ingest.services.control_libraries import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
 from whyclip.ingest.datasets import Dataset, match_labels, unmatched_error
 from whyclip.ingest.embedding import embed_image_files_cached
-from whyclip.ingest.services.fudd import rerank_results, stored_pair_texts
+from whyclip.ingest.services.fudd import rerank_results
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.vocabulary import SOURCE as VOCABULARY
 

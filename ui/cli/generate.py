@@ -23,9 +23,9 @@ from whyclip.ingest.generate.generation import (
 from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
 from whyclip.ingest.generate.llm_prompts import load_prompt
 from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
-from whyclip.ingest.services.fudd import pair_texts, rerank
+from whyclip.ingest.services.fudd import pair_texts
 from whyclip.ingest.services.pair_ingest import PairsFile, pairs_from_images, plan_pairs, read_pairs_file, store_pairs
-from whyclip.store import InputError, find_run, load_run
+from whyclip.store import InputError, find_run, load_run, rerank_with_pairs
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.progress import progress_bar
 
@@ -291,7 +291,7 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
     lib.check_encoder(encoder.info.id)
     method = run.results[where["aggregate"]]
     before = method.predicted
-    after = rerank(run.vectors, method.top, pair_texts(store, lib, pairs, encoder), top_k)
+    after = rerank_with_pairs(run.vectors, method.top, pair_texts(store, lib, pairs, encoder), top_k)
     n = len(run.labels)
     names = lib.class_names
     changed = [{"image": run.paths[i], "true": names[run.labels[i]], "before": names[before[i]], "after": names[after[i]]}
