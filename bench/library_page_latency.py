@@ -65,13 +65,13 @@ def main() -> None:
     store = Store.open(home, create=False)
     info = store.library("big")
     rows = [
-        ("count descriptor rows", lambda: browse.count_descriptor_rows(store, info)),
-        ("count rows matching 'spotted'", lambda: browse.count_descriptor_rows(store, info, "spotted")),
-        ("first page (50 rows)", lambda: browse.descriptors_page(store, info, "", "label order", 0, 50)),
-        ("page 10,000", lambda: browse.descriptors_page(store, info, "", "label order", 500_000, 50)),
-        ("search page 'striped round'", lambda: browse.descriptors_page(store, info, "striped round", "label order", 0, 50)),
-        ("count shared descriptors", lambda: browse.count_shared_descriptors(store, info)),
-        ("shared descriptors page", lambda: browse.shared_descriptors_page(store, info, 0, 50)),
+        ("count descriptor rows", lambda: browse.count_descriptor_rows(store.engine, info)),
+        ("count rows matching 'spotted'", lambda: browse.count_descriptor_rows(store.engine, info, "spotted")),
+        ("first page (50 rows)", lambda: browse.descriptors_page(store.engine, info, "", "label order", 0, 50)),
+        ("page 10,000", lambda: browse.descriptors_page(store.engine, info, "", "label order", 500_000, 50)),
+        ("search page 'striped round'", lambda: browse.descriptors_page(store.engine, info, "striped round", "label order", 0, 50)),
+        ("count shared descriptors", lambda: browse.count_shared_descriptors(store.engine, info)),
+        ("shared descriptors page", lambda: browse.shared_descriptors_page(store.engine, info, 0, 50)),
     ]
     print(f"{info.n_descriptors:,} descriptors, {info.n_classes:,} classes\n| query | median ms |\n|---|---:|")
     for name, fn in rows:

@@ -46,7 +46,7 @@ def planted(tmp_path, concepts, library, images):
     ingest_library(store, library, "lib", enc, template="paper")
     lib = store.load("lib")
     run_eval(store, lib, read_dataset(write_dataset(tmp_path / "data", images)), enc, name="r")
-    return store, lib, load_run(store, find_run(store, "lib", "r"))
+    return store, lib, load_run(store.engine, find_run(store.engine, "lib", "r"))
 
 
 def test_descriptors_that_add_nothing_beyond_the_name(tmp_path):
@@ -102,7 +102,7 @@ def test_a_run_stored_before_the_new_controls_still_audits(tmp_path):
         details = dict(run.info.details)
         details.pop("controls")
         s.execute(update(EvalRunRow).where(EvalRunRow.id == run.info.id).values(details=json.dumps(details)))
-    old = load_run(store, find_run(store, "lib", "r"))
+    old = load_run(store.engine, find_run(store.engine, "lib", "r"))
     c = audit(old, lib, AuditSettings())["controls"]
     for key in ("name_description", "swap", "random_words"):
         assert "before whyclip stored this control" in c[key]["note"]

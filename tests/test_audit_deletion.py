@@ -37,7 +37,7 @@ def test_random_masks_drop_exactly_k(k):
 def test_deletion_matches_per_image_loops(world, agg, k):  # noqa: F811
     store, enc, lib, data = world
     run_eval(store, lib, read_dataset(data), enc, name="r1")
-    run = load_run(store, find_run(store, "planted"))
+    run = load_run(store.engine, find_run(store.engine, "planted"))
     draws = 600
     d = audit(run, lib, AuditSettings(aggregate=agg, delete_k=k, random_draws=draws))["controls"]["deletion"]
     r = run.results[agg]

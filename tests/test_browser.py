@@ -165,7 +165,7 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         # the what-if: untick the first class's first descriptor; the answer updates in place
         lib = Store.open(home, create=False).load("demo")
         first = lib.class_texts(0)[0][0]
-        session = WhatIf(load_run(Store.open(home, create=False), find_run(Store.open(home, create=False), "demo", "drawn")), lib)
+        session = WhatIf(load_run(Store.open(home, create=False).engine, find_run(Store.open(home, create=False).engine, "demo", "drawn")), lib)
         want = session.answer(plan_edit(lib, [(lib.class_names[0], first)]))
         heading = wait.until(lambda d: d.find_element(By.XPATH, "//*[contains(text(), \"What-if: edit a class's descriptors\")]"))
         driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)

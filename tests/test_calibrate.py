@@ -192,7 +192,7 @@ def plant_run(store: Store, name: str = "planted", n: int = 400, t_true: float =
     y = sample_labels(z / t_true, rng)
     results = {a: rank_results(lib.scores(x, a), y) for a in AGGREGATES}
     results[BASELINE] = rank_results(x @ np.asarray(lib.matrices.baseline).T, y)
-    save_run(store, library_id=lib.info.id, library_name=lib.info.name, name=name, dataset="planted", encoder_key="fake",
+    save_run(store.engine, library_id=lib.info.id, library_name=lib.info.name, name=name, dataset="planted", encoder_key="fake",
              paths=[f"img{i}.png" for i in range(n)], shas=["0" * 64] * n, labels=y, vectors=x, results=results,
              details={})  # fmt: skip
     return lib, x, y, z
@@ -264,8 +264,8 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     from whyclip.store.db.calibrations import latest_calibration, list_calibrations
 
     lib = store.load("zoo")
-    assert len(list_calibrations(store, lib.info.id)) == 2  # the older one is kept
-    latest = latest_calibration(store, lib.info.id, "mean")
+    assert len(list_calibrations(store.engine, lib.info.id)) == 2  # the older one is kept
+    latest = latest_calibration(store.engine, lib.info.id, "mean")
     assert latest.id == b["calibration_id"] and np.allclose(latest.biases, b["biases"])
     (tmp_path / "x.png").write_bytes(planted_png(["stripes"]))
     out = CliRunner().invoke(cli, ["--home", str(home), "explain", str(tmp_path / "x.png"), "--library", "zoo", "--json",
@@ -316,7 +316,7 @@ def test_too_few_images_through_the_cli_and_dry_run_stores_nothing(zoo):
     assert r.returncode == 0 and "stored as" not in r.stdout and "ECE (15 bins)" in r.stdout
     from whyclip.store.db.calibrations import list_calibrations
 
-    assert list_calibrations(store) == []
+    assert list_calibrations(store.engine) == []
 
 
 def test_audit_reports_carry_the_calibration(zoo, tmp_path):
@@ -362,7 +362,7 @@ def test_deleting_the_library_deletes_its_calibrations(zoo):
     assert done.exit_code == 0, done.output
     from whyclip.store.db.calibrations import list_calibrations
 
-    assert list_calibrations(store) == []
+    assert list_calibrations(store.engine) == []
 
 
 def test_calibrations_on_sqlite_and_postgresql(tmp_path, db_url, monkeypatch):
@@ -380,11 +380,11 @@ def test_calibrations_on_sqlite_and_postgresql(tmp_path, db_url, monkeypatch):
     report = json.loads(done.stdout)
     from whyclip.store.db.calibrations import latest_calibration
 
-    latest = latest_calibration(store, store.load("zoo").info.id)
+    latest = latest_calibration(store.engine, store.load("zoo").info.id)
     assert latest.id == report["calibration_id"] and latest.biases.tolist() == report["biases"]
     assert latest.created_at.tzinfo is not None and latest.report["ece_after"] == report["ece_after"]
     (tmp_path / "x.png").write_bytes(planted_png(["fur"]))
     out = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", "--json")
     assert out.exit_code == 0 and json.loads(out.stdout)["calibration"]["calibration_id"] == latest.id
     assert run("delete", "zoo", "--with-runs", "--yes").exit_code == 0
-    assert latest_calibration(store, latest.library_id) is None
+    assert latest_calibration(store.engine, latest.library_id) is None

@@ -128,9 +128,9 @@ def test_the_answer_cache_keeps_the_first_answer_and_an_older_store_gains_it(sto
 
     now = dt.datetime.now(dt.timezone.utc)
     first = answer_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {"temperature": 0.0}, "- a", "list", now)
-    answer_cache.save(store, [first])
-    answer_cache.save(store, [answer_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {}, "- b", "list", now)])
-    assert answer_cache.lookup(store, ["k" * 64, "z" * 64])["k" * 64].answer == "- a"
+    answer_cache.save(store.engine, [first])
+    answer_cache.save(store.engine, [answer_cache.CachedAnswer("k" * 64, "http://x/v1", "m", "q", {}, "- b", "list", now)])
+    assert answer_cache.lookup(store.engine, ["k" * 64, "z" * 64])["k" * 64].answer == "- a"
     from alembic import command
 
     from whyclip.store.db.engine import begin_write

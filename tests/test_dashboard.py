@@ -175,7 +175,7 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     at.switch_page("audit_page.py").run()
     assert not at.exception and "No evaluation runs" in at.info[0].value
     report = run_eval(store, store.load("planted"), read_dataset(write_dataset(tmp_path / "data")), enc, name="r1")
-    expected = audit(load_run(store, report.run), store.load("planted"), AuditSettings())
+    expected = audit(load_run(store.engine, report.run), store.load("planted"), AuditSettings())
     at.run()
     assert not at.exception
     rw = expected["controls"]["random_words"]

@@ -72,7 +72,7 @@ def test_planted_accuracies_confusions_and_drivers(world):
     store, enc, lib, data = world
     report = run_eval(store, lib, read_dataset(data), enc, name="r1")
     assert report.run.n_images == 9 and report.skipped == [] and report.n_embedded == 9
-    run = load_run(store, find_run(store, "planted", "r1"))
+    run = load_run(store.engine, find_run(store.engine, "planted", "r1"))
     out = audit(run, lib, AuditSettings(delete_k=1, near_threshold=0.9))
     acc = {a["method"]: a for a in out["accuracy"]}
     assert acc["mean"]["top1"] == pytest.approx(6 / 9)
@@ -98,7 +98,7 @@ def test_planted_accuracies_confusions_and_drivers(world):
 def test_planted_hygiene(world):
     store, enc, lib, data = world
     run_eval(store, lib, read_dataset(data), enc, name="r1")
-    run = load_run(store, find_run(store, "planted"))
+    run = load_run(store.engine, find_run(store.engine, "planted"))
     out = audit(run, lib, AuditSettings(near_threshold=0.9, min_n=2))
     h = out["hygiene"]
     assert [(s["text"], s["classes"]) for s in h["shared_texts"]] == [("smooth surface", 2)]
@@ -118,7 +118,7 @@ def test_stored_results_match_an_independent_oracle(world):
     from the fake encoder's own vectors (descriptors, baseline, and the random-word control)."""
     store, enc, lib, data = world
     run_eval(store, lib, read_dataset(data), enc, name="r1")
-    run = load_run(store, find_run(store, "planted", "r1"))
+    run = load_run(store.engine, find_run(store.engine, "planted", "r1"))
     names = list(LIBRARY)
     images, _ = enc.embed_images([read_image(p) for p in run.paths])
     assert np.allclose(images, run.vectors, atol=1e-6)
@@ -158,7 +158,7 @@ def test_stored_results_match_an_independent_oracle(world):
 def test_deletion_control_matches_a_recomputation(world, agg):
     store, enc, lib, data = world
     run_eval(store, lib, read_dataset(data), enc, name="r1")
-    run = load_run(store, find_run(store, "planted"))
+    run = load_run(store.engine, find_run(store.engine, "planted"))
     d = audit(run, lib, AuditSettings(aggregate=agg, delete_k=1, random_draws=3))["controls"]["deletion"]
     assert d["images"] == 9 and d["skipped"] == 0  # every predicted class has more than 1 descriptor
     # The predicted class rescored without its most similar descriptor, one image at a time.
@@ -205,7 +205,7 @@ def test_labels_match_loosely_and_unmatched_ones_refuse_or_skip(world, tmp_path)
     data = write_dataset(tmp_path / "d2", images, rename={"tree frog": "Tree_Frog"})
     with pytest.raises(InputError, match=r"1 label\(s\) match no class .*'cat' \(1 images.*--skip-unmatched"):
         run_eval(store, lib, read_dataset(data), enc)
-    assert list_runs(store, "planted") == []  # refused before anything was stored
+    assert list_runs(store.engine, "planted") == []  # refused before anything was stored
     report = run_eval(store, lib, read_dataset(data), enc, skip_unmatched=True)
     assert report.run.n_images == 9 and report.unmatched == {"cat": 1}
 
@@ -217,7 +217,7 @@ def test_an_unreadable_image_is_reported_and_skipped(world):
     report = run_eval(store, lib, read_dataset(data), enc)
     assert report.run.n_images == 8
     assert len(report.skipped) == 1 and "b2.png" in report.skipped[0] and "truncated" in report.skipped[0]
-    run = load_run(store, report.run)
+    run = load_run(store.engine, report.run)
     assert run.info.details["skipped"] == report.skipped and not any("b2.png" in p for p in run.paths)
 
 

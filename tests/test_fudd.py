@@ -77,14 +77,14 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
                             "the colour of a tree frog", "the colour of a banana", "a tree frog outline", "a banana outline"])
     from whyclip.store.db import answer_cache
 
-    assert set(answer_cache.lookup(store, [p.request_sha256 for p in pairs])) == {p.request_sha256 for p in pairs}
+    assert set(answer_cache.lookup(store.engine, [p.request_sha256 for p in pairs])) == {p.request_sha256 for p in pairs}
 
     report = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r2", "--method", "fudd",
                                "--fudd-top-k", "4", "--json").stdout)  # fmt: skip
     acc = {a["method"]: a for a in report["accuracy"]}
     assert acc["mean"]["top1"] == pytest.approx(6 / 9) and acc["fudd"]["top1"] == 1.0 and acc["baseline"]["top1"] == 1.0
     assert acc["fudd"]["ci95"] == acc["baseline"]["ci95"]  # the same statistics: 9 of 9, Wilson
-    run = load_run(store, find_run(store, "planted", "r2"))
+    run = load_run(store.engine, find_run(store.engine, "planted", "r2"))
     names = [p.rsplit("/", 1)[-1] for p in run.paths]
     mean, fudd = run.results["mean"].predicted, run.results["fudd"].predicted
     assert {n: NAMES[c] for n, c in zip(names, fudd)} == {f: folder for folder, files in IMAGES.items() for f, _ in files}

@@ -151,7 +151,7 @@ def _libraries_table(store) -> str:
 def _save_images(store, loaded, images, name="run"):
     from whyclip.store.db.runs import save_run
 
-    return save_run(store, library_id=loaded.info.id, library_name=loaded.info.name, name=name, dataset="synthetic",
+    return save_run(store.engine, library_id=loaded.info.id, library_name=loaded.info.name, name=name, dataset="synthetic",
                     encoder_key="synthetic", paths=[f"{i}.png" for i in range(len(images))],
                     shas=[f"{i:064x}" for i in range(len(images))], labels=np.zeros(len(images), np.int64),
                     vectors=images, results={}, details={})  # fmt: skip

@@ -143,23 +143,23 @@ def test_browse_pages_search_sort_and_share_counts(store):
     lib = {"b cat": ["fur", "100% whiskers", "long_tail"], "a dog": ["fur", "long tail"], "c fish": [], "d rat": ["fur", "long tail"]}
     ingest_library(store, lib, "pets", FakeEncoder())
     info = store.library("pets")
-    rows = browse.descriptors_page(store, info)
+    rows = browse.descriptors_page(store.engine, info)
     assert [(r["class"], r["descriptor"], r["classes sharing it"]) for r in rows] == [
         ("b cat", "fur", 3), ("b cat", "100% whiskers", 1), ("b cat", "long_tail", 1),
         ("a dog", "fur", 3), ("a dog", "long tail", 2), ("d rat", "fur", 3), ("d rat", "long tail", 2)]
-    assert [r["descriptor"] for r in browse.descriptors_page(store, info, offset=5, limit=5)] == ["fur", "long tail"]
-    assert browse.count_descriptor_rows(store, info) == 7
+    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, offset=5, limit=5)] == ["fur", "long tail"]
+    assert browse.count_descriptor_rows(store.engine, info) == 7
     # LIKE wildcards in a search are literal characters
-    assert [r["descriptor"] for r in browse.descriptors_page(store, info, "100%")] == ["100% whiskers"]
-    assert [r["descriptor"] for r in browse.descriptors_page(store, info, "long_")] == ["long_tail"]
-    assert browse.count_descriptor_rows(store, info, "LONG") == 3
-    assert [r["descriptor"] for r in browse.descriptors_page(store, info, order="descriptor (A-Z)")][:2] == ["100% whiskers", "fur"]
-    classes = browse.classes_page(store, info, order="fewest descriptors")
+    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, "100%")] == ["100% whiskers"]
+    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, "long_")] == ["long_tail"]
+    assert browse.count_descriptor_rows(store.engine, info, "LONG") == 3
+    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, order="descriptor (A-Z)")][:2] == ["100% whiskers", "fur"]
+    classes = browse.classes_page(store.engine, info, order="fewest descriptors")
     assert [(c["class"], c["descriptors"]) for c in classes] == [("c fish", 0), ("a dog", 2), ("d rat", 2), ("b cat", 3)]
-    assert [c["class"] for c in browse.classes_page(store, info, order="class name")] == ["a dog", "b cat", "c fish", "d rat"]
-    shared = browse.shared_descriptors_page(store, info)
+    assert [c["class"] for c in browse.classes_page(store.engine, info, order="class name")] == ["a dog", "b cat", "c fish", "d rat"]
+    shared = browse.shared_descriptors_page(store.engine, info)
     assert [(r["descriptor"], r["classes"], r["in"]) for r in shared] == [("fur", 3, "b cat, a dog, d rat"), ("long tail", 2, "a dog, d rat")]
-    assert browse.count_shared_descriptors(store, info) == 2
+    assert browse.count_shared_descriptors(store.engine, info) == 2
 
 
 def _clustered(n_classes: int, per_class: int, dim: int = 32, seed: int = 0) -> tuple[dict, FakeEncoder]:
@@ -337,11 +337,11 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     loaded = store.load("p")
     want_baselines = [baseline_prompt(baseline, c) for c in lib]
     assert loaded.baseline_prompts == want_baselines
-    assert [r["baseline prompt"] for r in browse.classes_page(store, loaded.info)] == want_baselines
+    assert [r["baseline prompt"] for r in browse.classes_page(store.engine, loaded.info)] == want_baselines
     build = Template(template).build
     expected = {(c, d): build(c, d) for c, ds in lib.items() for d in ds}
     assert {("tree_frog", t): p for t, p in loaded.class_texts(0)} | {("cat", t): p for t, p in loaded.class_texts(1)} == expected
-    rows = browse.descriptors_page(store, loaded.info)
+    rows = browse.descriptors_page(store.engine, loaded.info)
     assert {(r["class"], r["descriptor"]): r["prompt"] for r in rows} == expected
     (exp,) = loaded.explain(loaded.vectors[:1], retrieve=6)
     assert all(h.prompt == expected[(h.class_name, h.descriptor)] for h in exp.retrieved)
@@ -355,7 +355,7 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     assert loaded.info.prompt_rule == (f"{template}/1" if template in ("paper", "bare") else "format/1")
     for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):
         want = sorted(d for (c, d), p in expected.items() if term.lower() in p.lower())
-        assert sorted(r["descriptor"] for r in browse.descriptors_page(store, loaded.info, term)) == want, term
+        assert sorted(r["descriptor"] for r in browse.descriptors_page(store.engine, loaded.info, term)) == want, term
 
 
 def test_a_version_beyond_any_integer_column_is_one_line_not_an_overflow(store):

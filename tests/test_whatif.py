@@ -44,7 +44,7 @@ def world(tmp_path):
     lib = store.load("planted")
     data = write_dataset(tmp_path / "data")
     run_eval(store, lib, read_dataset(data), enc, name="r1")
-    return store, enc, lib, data, load_run(store, find_run(store, "planted", "r1"))
+    return store, enc, lib, data, load_run(store.engine, find_run(store.engine, "planted", "r1"))
 
 
 def edited_file(drops, adds) -> dict:
@@ -59,7 +59,7 @@ def oracle(store, enc, data, drops, adds, name) -> RunData:
     """Re-ingest the edited file as a new library and re-run eval on the same images."""
     ingest_library(store, edited_file(drops, adds), name, enc, template="bare")
     run_eval(store, store.load(name), read_dataset(data), enc, name="oracle")
-    return load_run(store, find_run(store, name, "oracle"))
+    return load_run(store.engine, find_run(store.engine, name, "oracle"))
 
 
 def file_name(path: str) -> str:
@@ -255,7 +255,7 @@ def test_saving_an_edit_publishes_a_new_version_and_leaves_the_old_one(world, tm
     assert "what-if edit of planted v1" in saved.source
     v1 = store.load("planted", 1)
     assert store.library("planted", 1).note == "" and np.array_equal(np.array(v1.vectors), v1_vectors)
-    assert WhatIf(load_run(store, find_run(store, "planted", "r1")), v1).answer(edit, vectors) == before
+    assert WhatIf(load_run(store.engine, find_run(store.engine, "planted", "r1")), v1).answer(edit, vectors) == before
     v2 = store.load("planted", 2)
     got = {v2.class_names[c]: [t for t, _ in v2.class_texts(c)] for c in range(4)}
     assert got == edited_file(drops, adds)

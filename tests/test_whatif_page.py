@@ -40,7 +40,7 @@ def planted(store, tmp_path, monkeypatch):
 def expected(store, enc, drops, adds) -> dict:
     lib = store.load("planted", 1)
     edit = plan_edit(lib, drops, adds)
-    return WhatIf(load_run(store, find_run(store, "planted", "r1")), lib).answer(edit, added_vectors(store, lib, enc, edit.new_prompts)[0])
+    return WhatIf(load_run(store.engine, find_run(store.engine, "planted", "r1")), lib).answer(edit, added_vectors(store, lib, enc, edit.new_prompts)[0])
 
 
 def flips_shown(at: AppTest, key_column: str = "image") -> list[list[str]]:

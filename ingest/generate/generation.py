@@ -122,7 +122,7 @@ def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
     """Answer ``requests`` from the cache, sending the rest ``concurrency`` at a time; each
     answer is stored as it arrives. Returns request -> (answer, mode, cached, request key)."""
     keys = {req: request_key(client.base_url, client.model, req) for req in requests}
-    hits = answer_cache.lookup(store, list(keys.values()))
+    hits = answer_cache.lookup(store.engine, list(keys.values()))
     got = {}
     for req in requests:
         if (hit := hits.get(keys[req])) is not None:
@@ -146,7 +146,7 @@ def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
                     raise fut.exception()
                 req = futures[fut]
                 answer, mode = fut.result()
-                answer_cache.save(store, [answer_cache.CachedAnswer(
+                answer_cache.save(store.engine, [answer_cache.CachedAnswer(
                     keys[req], public_url(client.base_url), client.model, req.prompt, req.parameters, answer, mode,
                     dt.datetime.now(dt.timezone.utc))])  # fmt: skip
                 got[req] = (answer, mode, False, keys[req])

@@ -101,10 +101,10 @@ def plan_eval(store: Store, lib: Library, dataset: Dataset, *, name: str | None 
     if not mapping:
         raise InputError(f"no label of {dataset.source} matches a class of library {lib.info.name!r}")
     if name is not None:
-        check_new_name(store, lib.info.name, name)
+        check_new_name(store.engine, lib.info.name, name)
     items = [(p, mapping[label]) for p, label in dataset.items if label in mapping]
     return EvalPlan(dataset, items, {u: counts[u] for u in unmatched},
-                    name or unused_name(store, lib.info.name, Path(dataset.source).stem or "run"), pairs, fudd_top_k)  # fmt: skip
+                    name or unused_name(store.engine, lib.info.name, Path(dataset.source).stem or "run"), pairs, fudd_top_k)  # fmt: skip
 
 
 def run_eval(
@@ -145,7 +145,7 @@ def run_eval(
                                  "content_sha256": [p.content_sha256 for p in plan.pairs]}}  # fmt: skip
     paths = [str(items[i][0]) for i in kept]
     run = save_run(
-        store, library_id=lib.info.id, library_name=lib.info.name,
+        store.engine, library_id=lib.info.id, library_name=lib.info.name,
         name=plan.name,
         dataset=dataset.source, encoder_key=encoder.cache_key, paths=paths, shas=shas,
         labels=y, vectors=vectors, results=results,

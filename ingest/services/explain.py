@@ -127,7 +127,7 @@ def plan_explain(store: Store, library: str, version: int | None = None, options
     for name in options.compare or ():
         lib.class_position(name)  # an unknown class fails here, naming close ones
     aggregate = options.aggregate or lib.info.aggregate
-    cal = calibration_for(store, lib.info.id, lib.info.name, lib.info.version, aggregate) if options.calibrated else None
+    cal = calibration_for(store.engine, lib.info.id, lib.info.name, lib.info.version, aggregate) if options.calibrated else None
     return ExplainPlan(store, lib, options, cal, limits)
 
 

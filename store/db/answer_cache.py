@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.schema import LLMAnswerRow
-from whyclip.store.catalogue import Store
+from sqlalchemy.engine import Engine
 
 LOOKUP_BATCH = 500
 
@@ -37,11 +37,11 @@ class CachedAnswer:
     created_at: dt.datetime
 
 
-def lookup(store: Store, keys: Sequence[str]) -> dict[str, CachedAnswer]:
+def lookup(engine: Engine, keys: Sequence[str]) -> dict[str, CachedAnswer]:
     """The cached answers of those of ``keys`` that have one."""
     keys = list(dict.fromkeys(keys))
     found: dict[str, CachedAnswer] = {}
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         for start in range(0, len(keys), LOOKUP_BATCH):
             rows = s.scalars(select(LLMAnswerRow).where(LLMAnswerRow.request_sha256.in_(keys[start : start + LOOKUP_BATCH])))
             for r in rows:
@@ -52,7 +52,7 @@ def lookup(store: Store, keys: Sequence[str]) -> dict[str, CachedAnswer]:
     return found
 
 
-def save(store: Store, answers: Sequence[CachedAnswer]) -> None:
+def save(engine: Engine, answers: Sequence[CachedAnswer]) -> None:
     """Store answers in one transaction; a key already there (another process) is left as it is."""
     rows = list({
         a.request_sha256: {"request_sha256": a.request_sha256, "base_url": a.base_url, "model": a.model,
@@ -62,14 +62,14 @@ def save(store: Store, answers: Sequence[CachedAnswer]) -> None:
     }.values())  # fmt: skip
     if not rows:
         return
-    module = {"sqlite": sqlite, "postgresql": postgresql}.get(store.engine.dialect.name)
+    module = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
     if module is not None:
-        with Session(store.engine) as s, s.begin():
+        with Session(engine) as s, s.begin():
             s.execute(module.insert(LLMAnswerRow).on_conflict_do_nothing(index_elements=["request_sha256"]), rows)
         return
     for row in rows:  # other databases: one row at a time, a duplicate key skipped
         try:
-            with Session(store.engine) as s, s.begin():
+            with Session(engine) as s, s.begin():
                 s.execute(insert(LLMAnswerRow), [row])
         except IntegrityError:
             pass

@@ -5,9 +5,10 @@ into memory and a page costs milliseconds."""
 from __future__ import annotations
 
 from sqlalchemy import Select, func, or_, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from whyclip.store.catalogue import LibraryInfo, Store
+from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
@@ -55,51 +56,51 @@ def _shared_texts(info: LibraryInfo) -> Select:
     return select(SharedTextRow.text, SharedTextRow.classes).where(SharedTextRow.library_id == info.id)
 
 
-def _count(store: Store, q: Select) -> int:
-    with Session(store.engine) as s:
+def _count(engine: Engine, q: Select) -> int:
+    with Session(engine) as s:
         return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
 
 
-def count_descriptor_rows(store: Store, info: LibraryInfo, search: str = "") -> int:
+def count_descriptor_rows(engine: Engine, info: LibraryInfo, search: str = "") -> int:
     if not search.strip():
         return info.n_descriptors
-    return _count(store, _descriptor_rows(info, search))
+    return _count(engine, _descriptor_rows(info, search))
 
 
-def count_classes(store: Store, info: LibraryInfo, search: str = "") -> int:
+def count_classes(engine: Engine, info: LibraryInfo, search: str = "") -> int:
     if not search.strip():
         return info.n_classes
-    return _count(store, _class_rows(info, search))
+    return _count(engine, _class_rows(info, search))
 
 
-def count_shared_descriptors(store: Store, info: LibraryInfo) -> int:
-    return _count(store, _shared_texts(info))
+def count_shared_descriptors(engine: Engine, info: LibraryInfo) -> int:
+    return _count(engine, _shared_texts(info))
 
 
-def descriptors_page(store: Store, info: LibraryInfo, search: str = "", order: str = "label order",
+def descriptors_page(engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order",
                      offset: int = 0, limit: int = 50) -> list[dict]:  # fmt: skip
     """One page of (class, descriptor, prompt) rows with how many classes share each text.
     Classes without descriptors are listed by :func:`classes_page`."""
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         rows = s.execute(_descriptor_rows(info, search, order).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
     return [{"class": r.name, "label": r.position, "descriptor": r.text,
              "prompt": r.prompt,
              "classes sharing it": r.shared, "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
 
 
-def classes_page(store: Store, info: LibraryInfo, search: str = "", order: str = "label order",
+def classes_page(engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order",
                  offset: int = 0, limit: int = 50) -> list[dict]:  # fmt: skip
     """One page of classes with their descriptor counts and baseline prompts."""
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         rows = s.execute(_class_rows(info, search).order_by(*CLASS_ORDERS[order]).offset(offset).limit(limit)).all()
     return [{"label": r.position, "class": r.name, "descriptors": r.n_descriptors,
              "baseline prompt": r.baseline_prompt}
             for r in rows]  # fmt: skip
 
 
-def shared_descriptors_page(store: Store, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:
+def shared_descriptors_page(engine: Engine, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:
     """Descriptor texts several classes share (they cannot tell those classes apart), most shared first."""
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         rows = s.execute(
             select(SharedTextRow.text, SharedTextRow.classes, SharedTextRow.examples)
             .where(SharedTextRow.library_id == info.id)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.schema import CalibrationRow, EvalRunRow, LibraryRow
-from whyclip.store.catalogue import Store
+from sqlalchemy.engine import Engine
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, StoreError
 
@@ -53,10 +53,10 @@ def _info(row: CalibrationRow, library: LibraryRow, run_name: str) -> Calibratio
                            row.seed, row.fit_fraction, row.temperature, biases, json.loads(row.report), row.created_at)  # fmt: skip
 
 
-def save_calibration(store: Store, *, library_id: int, run_id: int, aggregate: str, report: dict) -> CalibrationInfo:
+def save_calibration(engine: Engine, *, library_id: int, run_id: int, aggregate: str, report: dict) -> CalibrationInfo:
     """Store a fitted calibration (``report`` from :func:`.calibration.calibrate`) in one
     write transaction; the run must still exist and belong to the library version."""
-    with write_session(store.engine, "store the calibration") as s:
+    with write_session(engine, "store the calibration") as s:
         run = s.get(EvalRunRow, run_id)
         if run is None or run.library_id != library_id:
             raise StoreError(f"run {run_id} of this library version was deleted meanwhile: nothing was stored")
@@ -72,9 +72,9 @@ def save_calibration(store: Store, *, library_id: int, run_id: int, aggregate: s
     return out
 
 
-def list_calibrations(store: Store, library_id: int | None = None) -> list[CalibrationInfo]:
+def list_calibrations(engine: Engine, library_id: int | None = None) -> list[CalibrationInfo]:
     """Every calibration (of one library version, or all), oldest first."""
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         q = (select(CalibrationRow, LibraryRow, EvalRunRow.name)
              .join(LibraryRow, LibraryRow.id == CalibrationRow.library_id)
              .join(EvalRunRow, EvalRunRow.id == CalibrationRow.run_id))  # fmt: skip
@@ -83,18 +83,18 @@ def list_calibrations(store: Store, library_id: int | None = None) -> list[Calib
         return [_info(r, lib, name) for r, lib, name in s.execute(q.order_by(CalibrationRow.id)).all()]
 
 
-def latest_calibration(store: Store, library_id: int, aggregate: str | None = None) -> CalibrationInfo | None:
+def latest_calibration(engine: Engine, library_id: int, aggregate: str | None = None) -> CalibrationInfo | None:
     """The newest calibration of a library version (for ``aggregate``, when given)."""
-    found = [c for c in list_calibrations(store, library_id) if aggregate is None or c.aggregate == aggregate]
+    found = [c for c in list_calibrations(engine, library_id) if aggregate is None or c.aggregate == aggregate]
     return found[-1] if found else None
 
 
-def calibration_for(store: Store, library_id: int, name: str, version: int, aggregate: str) -> CalibrationInfo:
+def calibration_for(engine: Engine, library_id: int, name: str, version: int, aggregate: str) -> CalibrationInfo:
     """The calibration ``explain --calibrated`` uses, or a one-line error saying how to make one."""
-    cal = latest_calibration(store, library_id, aggregate)
+    cal = latest_calibration(engine, library_id, aggregate)
     if cal is not None:
         return cal
-    other = sorted({c.aggregate for c in list_calibrations(store, library_id)})
+    other = sorted({c.aggregate for c in list_calibrations(engine, library_id)})
     if other:
         raise InputError(f"library {name!r} v{version} is calibrated for the {', '.join(other)} aggregate, not {aggregate}: "
                          f"run 'whyclip calibrate --library {name} --aggregate {aggregate}', or explain with that aggregate")  # fmt: skip

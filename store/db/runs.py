@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from whyclip.store.errors import InputError, StoreError
-from whyclip.store.catalogue import Store
+from sqlalchemy.engine import Engine
 from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
 from whyclip.store.method import AGGREGATES
 
@@ -95,18 +95,18 @@ def _info(row: EvalRunRow, version: int) -> RunInfo:
                    row.encoder_key, row.n_images, json.loads(row.details or "{}"))  # fmt: skip
 
 
-def list_runs(store: Store, library: str | None = None) -> list[RunInfo]:
+def list_runs(engine: Engine, library: str | None = None) -> list[RunInfo]:
     """Every run (of one library name, or all), oldest first."""
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         q = select(EvalRunRow, LibraryRow.version).join(LibraryRow, LibraryRow.id == EvalRunRow.library_id)
         if library is not None:
             q = q.where(EvalRunRow.library_name == library)
         return [_info(r, v) for r, v in s.execute(q.order_by(EvalRunRow.id)).all()]
 
 
-def unused_name(store: Store, library: str, stem: str) -> str:
+def unused_name(engine: Engine, library: str, stem: str) -> str:
     """``stem``, or ``stem-2``, ``stem-3``... whichever no run of ``library`` has yet."""
-    taken = {r.name for r in list_runs(store, library)}
+    taken = {r.name for r in list_runs(engine, library)}
     if stem not in taken:
         return stem
     n = 2
@@ -115,14 +115,14 @@ def unused_name(store: Store, library: str, stem: str) -> str:
     return f"{stem}-{n}"
 
 
-def check_new_name(store: Store, library: str, name: str) -> None:
-    if any(r.name == name for r in list_runs(store, library)):
+def check_new_name(engine: Engine, library: str, name: str) -> None:
+    if any(r.name == name for r in list_runs(engine, library)):
         raise InputError(f"library {library!r} already has a run {name!r}: choose another --name")
 
 
-def find_run(store: Store, library: str, name: str | None = None) -> RunInfo:
+def find_run(engine: Engine, library: str, name: str | None = None) -> RunInfo:
     """The run ``name`` of ``library`` (default: its newest), or a one-line error."""
-    runs = list_runs(store, library)
+    runs = list_runs(engine, library)
     if not runs:
         raise InputError(f"library {library!r} has no evaluation runs yet: run 'whyclip eval DATASET --library {library}' first")
     if name is None:
@@ -135,16 +135,16 @@ def find_run(store: Store, library: str, name: str | None = None) -> RunInfo:
 
 
 def save_run(
-    store: Store, *, library_id: int, library_name: str, name: str, dataset: str, encoder_key: str,
+    engine: Engine, *, library_id: int, library_name: str, name: str, dataset: str, encoder_key: str,
     paths: list[str], shas: list[str], labels: np.ndarray, vectors: np.ndarray,
     results: dict[str, MethodResults], details: dict,
 ) -> RunInfo:  # fmt: skip
     """Write a whole run in one transaction: readers see all of it or none."""
-    check_new_name(store, library_name, name)
+    check_new_name(engine, library_name, name)
     unknown = set(results) - set(METHODS)
     if unknown:
         raise StoreError(f"unknown scoring methods {sorted(unknown)}")
-    with Session(store.engine) as s, s.begin():
+    with Session(engine) as s, s.begin():
         row = EvalRunRow(library_id=library_id, library_name=library_name, name=name,
                          created_at=dt.datetime.now(dt.timezone.utc), dataset=dataset, encoder_key=encoder_key,
                          n_images=len(paths), details=json.dumps(details))  # fmt: skip
@@ -164,13 +164,13 @@ def save_run(
             ])  # fmt: skip
         run_id = row.id
         version = s.scalar(select(LibraryRow.version).where(LibraryRow.id == library_id))
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         return _info(s.get(EvalRunRow, run_id), int(version))
 
 
-def load_run(store: Store, info: RunInfo) -> RunData:
+def load_run(engine: Engine, info: RunInfo) -> RunData:
     """A stored run's images, vectors and results."""
-    with Session(store.engine) as s:
+    with Session(engine) as s:
         images = s.execute(
             select(EvalImageRow.path, EvalImageRow.label, EvalImageRow.vector)
             .where(EvalImageRow.run_id == info.id)

@@ -104,14 +104,14 @@ def calibrate(ctx, library, run_name, aggregate, per_class_bias, seed, fit_fract
         raise click.UsageError(f"--plot {plot_path}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
     # it stores the calibration: migrates, creates nothing (--dry-run reads only)
     store = open_store(ctx, create=False, migrate=not dry_run)
-    info = find_run(store, library, run_name)
+    info = find_run(store.engine, library, run_name)
     lib = store.load(library, info.library_version)
-    run = load_run(store, info)
+    run = load_run(store.engine, info)
     with progress_bar("scoring the run", unit="image") as bar:
         report = calibrate_run(run, lib, aggregate, per_class_bias=per_class_bias, fraction=fit_fraction, seed=seed,
                                progress=bar if info.n_images > 4096 else None)  # fmt: skip
     if not dry_run:
-        saved = save_calibration(store, library_id=lib.info.id, run_id=info.id, aggregate=report["aggregate"], report=report)
+        saved = save_calibration(store.engine, library_id=lib.info.id, run_id=info.id, aggregate=report["aggregate"], report=report)
         report = {**report, "calibration_id": saved.id, "created_at": saved.created_at.isoformat()}
     report["stored"] = not dry_run
     if html_path:

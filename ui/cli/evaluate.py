@@ -104,7 +104,7 @@ def runs(ctx, library, as_json):
     """List evaluation runs (made by 'whyclip eval')."""
 
     try:
-        found = list_runs(open_store(ctx, create=False), library)
+        found = list_runs(open_store(ctx, create=False).engine, library)
     except NoStore:
         found = []
     if as_json:
@@ -142,12 +142,12 @@ def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold,
     """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
 
     store = open_store(ctx, create=False)
-    info = find_run(store, library, run_name)
+    info = find_run(store.engine, library, run_name)
     lib = store.load(library, info.library_version)
     settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near_threshold,
                              flat_ratio=flat_ratio, pairs=pairs, min_n=min_n)  # fmt: skip
-    calibration = latest_calibration(store, lib.info.id, aggregate or lib.info.aggregate)
-    result = make_audit(load_run(store, info), lib, settings, calibration)
+    calibration = latest_calibration(store.engine, lib.info.id, aggregate or lib.info.aggregate)
+    result = make_audit(load_run(store.engine, info), lib, settings, calibration)
     if out is None and fmt in ("text", "json"):
         click.echo(to_text(result) if fmt == "text" else json.dumps(result, indent=2, ensure_ascii=False))
         return

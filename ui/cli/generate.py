@@ -217,8 +217,8 @@ def generate_pairs_cmd(ctx, library, run_name, images, top_k, margin, lib_versio
         none_found = (f"no image of {images} is ambiguous between two of its top {top_k} classes within {margin} S: "
                       "raise --margin or --top-k")  # fmt: skip
     else:
-        info = find_run(store, library, run_name)
-        run = load_run(store, info)
+        info = find_run(store.engine, library, run_name)
+        run = load_run(store.engine, info)
         if aggregate not in run.results:
             raise InputError(f"run {info.name!r} has no method {aggregate!r}: choose from {', '.join(sorted(run.results))}")
         lib = store.load(library, info.library_version)
@@ -285,7 +285,7 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
         raise InputError(f"{pairs_file}: its pairs come from images, not a run: store them ('whyclip ingest-pairs') and "
                          "run 'whyclip eval DATASET --library NAME --method fudd'")  # fmt: skip
     store = open_store(ctx, create=False)
-    run = load_run(store, find_run(store, where["library"], where["name"]))
+    run = load_run(store.engine, find_run(store.engine, where["library"], where["name"]))
     lib = store.load(where["library"], where["version"])
     encoder = ingest.load_encoder(model or lib.info.encoder_name, device)
     lib.check_encoder(encoder.info.id)

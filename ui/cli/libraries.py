@@ -102,7 +102,7 @@ def libraries(ctx, as_json, every_version):
     try:
         store = open_store(ctx, create=False)
         infos = store.libraries(every_version=every_version)
-        calibrations = {c.library_id: c for c in list_calibrations(store)}  # the newest of each version wins
+        calibrations = {c.library_id: c for c in list_calibrations(store.engine)}  # the newest of each version wins
     except NoStore:
         infos, calibrations = [], {}
     if as_json:

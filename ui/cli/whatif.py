@@ -94,12 +94,12 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
         raise click.UsageError("nothing to edit: give --drop CLASS:DESCRIPTOR, --add CLASS:TEXT or --edits FILE")
     writes = bool(adds or add_pairs or save_as_version)  # the embedding cache, a new version
     store = open_store(ctx, create=False, migrate=writes)
-    info = find_run(store, library, run_name)
+    info = find_run(store.engine, library, run_name)
     lib = store.load(library, info.library_version)
     drop_pairs += [split_pair(lib, d, "--drop") for d in drops]
     add_pairs += [split_pair(lib, d, "--add") for d in adds]
     edit = plan_edit(lib, drop_pairs, add_pairs)  # every name checked before a model loads
-    session = WhatIf(load_run(store, info), lib, aggregate)
+    session = WhatIf(load_run(store.engine, info), lib, aggregate)
     vectors, truncated, warnings = {}, {}, []
     if edit.new_prompts:
         encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)

@@ -21,7 +21,7 @@ from whyclip.ui.render.audit_report import pct
 s = cached.settings()
 store = cached.store_or_stop(s)
 info = cached.pick_library(store, s, key="audit_library")
-runs = list_runs(store, info.name)[::-1]
+runs = list_runs(store.engine, info.name)[::-1]
 st.title(f"Audit of {info.name}")
 if not runs:
     st.info(f"No evaluation runs for library {info.name!r} yet: run `whyclip eval DATASET --library {info.name}` "

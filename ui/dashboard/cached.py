@@ -81,7 +81,7 @@ def calibration(s: Settings, lib: Library, aggregate: str):
     """The version's newest calibration for ``aggregate``, or None (one query, not cached)."""
     from whyclip.store import latest_calibration
 
-    return latest_calibration(_store(s.home, s.db), lib.info.id, aggregate)
+    return latest_calibration(_store(s.home, s.db).engine, lib.info.id, aggregate)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -92,10 +92,10 @@ def count_rows(home: str | None, db: str | None, kind: str, name: str, version: 
     store = _store(home, db)
     info = store.library(name, version)
     if kind == "descriptors":
-        return browse.count_descriptor_rows(store, info, search)
+        return browse.count_descriptor_rows(store.engine, info, search)
     if kind == "classes":
-        return browse.count_classes(store, info, search)
-    return browse.count_shared_descriptors(store, info)
+        return browse.count_classes(store.engine, info, search)
+    return browse.count_shared_descriptors(store.engine, info)
 
 
 def encoder(model: str):
@@ -184,17 +184,17 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
     from whyclip.store import AuditSettings, audit as make_audit, latest_calibration, list_runs, load_run
 
     store = _store(home, db)
-    (info,) = [r for r in list_runs(store, library) if r.id == run_id]
+    (info,) = [r for r in list_runs(store.engine, library) if r.id == run_id]
     settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near, flat_ratio=flat, min_n=min_n)
     lib = _library(home, db, library, version)
-    return make_audit(load_run(store, info), lib, settings, latest_calibration(store, lib.info.id, aggregate))
+    return make_audit(load_run(store.engine, info), lib, settings, latest_calibration(store.engine, lib.info.id, aggregate))
 
 
 def calibration_id(home: str | None, db: str | None, library_id: int, aggregate: str) -> int | None:
     """The id of the version's newest calibration for ``aggregate`` (not cached: one query)."""
     from whyclip.store import latest_calibration
 
-    cal = latest_calibration(_store(home, db), library_id, aggregate)
+    cal = latest_calibration(_store(home, db).engine, library_id, aggregate)
     return None if cal is None else cal.id
 
 
@@ -212,8 +212,8 @@ def whatif_session(home: str | None, db: str | None, library: str, version: int,
     from whyclip.store import WhatIf, list_runs, load_run
 
     store = _store(home, db)
-    (info,) = [r for r in list_runs(store, library) if r.id == run_id]
-    return WhatIf(load_run(store, info), _library(home, db, library, version), aggregate)
+    (info,) = [r for r in list_runs(store.engine, library) if r.id == run_id]
+    return WhatIf(load_run(store.engine, info), _library(home, db, library, version), aggregate)
 
 
 @st.cache_data(show_spinner="Embedding the new descriptor ...", max_entries=256)

@@ -56,17 +56,17 @@ if view == "Descriptors":
     order = st.selectbox("Sort by", list(browse.DESCRIPTOR_ORDERS), key="d_order")
     offset = pager(cached.count_rows(s.home, s.db, "descriptors", info.name, info.version, search), "d_page")
     st.caption("Orange rows: descriptor texts shared by several classes (they cannot tell them apart).")
-    table(browse.descriptors_page(store, info, search, order, offset, PAGE))
+    table(browse.descriptors_page(store.engine, info, search, order, offset, PAGE))
 elif view == "Classes":
     st.caption("Red rows: classes without descriptors (scored by their baseline prompt).")
     search = st.text_input("Search classes", key="c_search")
     order = st.selectbox("Sort by", list(browse.CLASS_ORDERS), key="c_order")
     total = cached.count_rows(s.home, s.db, "classes", info.name, info.version, search)
-    table(browse.classes_page(store, info, search, order, pager(total, "c_page"), PAGE))
+    table(browse.classes_page(store.engine, info, search, order, pager(total, "c_page"), PAGE))
 else:
     total = cached.count_rows(s.home, s.db, "shared", info.name, info.version)
     if total == 0:
         st.info("No descriptor text is shared by two classes.")
     else:
         st.caption("A descriptor that several classes share cannot tell them apart.")
-        st.dataframe(pd.DataFrame(browse.shared_descriptors_page(store, info, pager(total, "s_page"), PAGE)), hide_index=True)
+        st.dataframe(pd.DataFrame(browse.shared_descriptors_page(store.engine, info, pager(total, "s_page"), PAGE)), hide_index=True)

@@ -52,8 +52,8 @@ async def library_versions(res: ResourcesDep, name: str) -> JSONResponse:
 
 def _page(res: Resources, name: str, version: int | None, count, page, search: str, order: str, offset: int, limit: int) -> dict:
     info = res.store.library(name, version)
-    items = page(res.store, info, search, order, offset, limit)
-    return {"library": info.name, "version": info.version, "total": count(res.store, info, search),
+    items = page(res.store.engine, info, search, order, offset, limit)
+    return {"library": info.name, "version": info.version, "total": count(res.store.engine, info, search),
             "offset": offset, "limit": limit, "items": [_snake(r) for r in items]}  # fmt: skip
 
 
