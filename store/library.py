@@ -49,7 +49,7 @@ _HIT_ROWS = (
 class Library:
     """A loaded library version: exact scoring and explanations for image vectors. It needs
     the database (for class and descriptor rows) and the version's vector files, nothing
-    else: :meth:`whyclip.store.Store.load` opens one."""
+    else: :meth:`whyclip.store.catalogue.Store.load` opens one."""
 
     def __init__(self, engine: Engine, info: LibraryInfo, files: IndexFiles):
         self.engine = engine

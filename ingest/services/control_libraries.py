@@ -6,7 +6,7 @@ Every control's prompts go through the embedding cache, so each is embedded once
   drawn from all words of the library's descriptors (the vocabulary kept, nothing
   class-specific).
 * **random words** (``words<j>:``, ``WORD_DRAWS`` seeded draws): every descriptor replaced
-  by as many words from a general English vocabulary (:mod:`.vocabulary`), as WaffleCLIP
+  by as many words from a general English vocabulary (:mod:`whyclip.ingest.vocabulary`), as WaffleCLIP
   (Roth et al., ICCV 2023) does.
 * **swap** (``swap:``): every class gets another class's descriptors under a seeded
   permutation with no fixed point, keeping its own name in the prompt.

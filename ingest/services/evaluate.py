@@ -1,8 +1,8 @@
 """``whyclip eval``: score a labelled image set with a library, every way at once, and store
 the run (:mod:`whyclip.store.analysis`) for audits.
 
-Datasets are read and matched by :mod:`.datasets`, images embedded through the cache by
-:mod:`.embedding`, the control library built by :mod:`.controls`; this module plans the
+Datasets are read and matched by :mod:`whyclip.ingest.datasets`, images embedded through the cache by
+:mod:`whyclip.ingest.embedding`, the control library built by :mod:`.control_libraries`; this module plans the
 run, scores it every way and hands it to the store.
 """
 

@@ -54,7 +54,7 @@ def _info(row: CalibrationRow, library: LibraryRow, run_name: str) -> Calibratio
 
 
 def save_calibration(engine: Engine, *, library_id: int, run_id: int, aggregate: str, report: dict) -> CalibrationInfo:
-    """Store a fitted calibration (``report`` from :func:`.calibration.calibrate`) in one
+    """Store a fitted calibration (``report`` from :func:`whyclip.store.analysis.calibration.calibrate`) in one
     write transaction; the run must still exist and belong to the library version."""
     with write_session(engine, "store the calibration") as s:
         run = s.get(EvalRunRow, run_id)
