@@ -23,7 +23,7 @@ from whyclip.ingest.services.fudd import rerank_results
 from whyclip.store import stored_pair_texts
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
 from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, write_pairs
-from whyclip.store.db.runs import rank_results
+from whyclip.store.analysis.run_records import rank_results
 
 
 def unit(rng, n, d):

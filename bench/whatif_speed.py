@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
-from whyclip.store.db.runs import RunData, RunInfo
+from whyclip.store.analysis.run_records import RunData, RunInfo
 from whyclip.store.analysis.whatif import WhatIf, plan_edit
 
 

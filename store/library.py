@@ -30,7 +30,7 @@ from whyclip.store.db.pair_descriptors import StoredPair, load_pairs
 from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
-from whyclip.store.db.schema import ClassRow, DescriptorRow
+from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 from whyclip.store.method import AGGREGATES, build_class_matrices, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
 
 
@@ -134,6 +134,27 @@ class Library:
                 f"(class {self.class_names[position]!r} has {len(rows)} of its {hi - lo} descriptor rows): load it again"
             )
         return tuple((r[0], r[1]) for r in rows)
+
+    def shared_texts(self, min_classes: int = 2) -> list[dict]:
+        """Descriptor texts that ``min_classes`` or more classes share, most shared first,
+        with how many classes and a few of them (kept at ingest)."""
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(SharedTextRow.text, SharedTextRow.classes, SharedTextRow.examples)
+                .where(SharedTextRow.library_id == self.info.id, SharedTextRow.classes >= min_classes)
+                .order_by(SharedTextRow.classes.desc(), SharedTextRow.text)
+            ).all()
+        return [{"text": t, "classes": n, "examples": ex} for t, n, ex in rows]
+
+    def truncated_flags(self) -> list[bool]:
+        """Whether each descriptor's prompt was cut at CLIP's token limit when embedded, in
+        position order (one query)."""
+        if int(self.matrices.offsets[-1]) == 0:
+            return []
+        with Session(self.engine) as s:
+            rows = s.execute(select(DescriptorRow.id, DescriptorRow.truncated).where(DescriptorRow.library_id == self.info.id)).all()
+        flags = dict(rows)
+        return [bool(flags.get(int(k), False)) for k in self.ids]
 
     def descriptor_texts(self) -> list[str]:
         """Every descriptor text of the version, in position order, in one query."""

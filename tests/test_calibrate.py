@@ -23,7 +23,8 @@ from whyclip.ingest import ingest_library
 from whyclip.store import Store
 from whyclip.store.errors import InputError
 from whyclip.store.analysis import calibration as cal
-from whyclip.store.db.runs import BASELINE, rank_results, save_run
+from whyclip.store.db.runs import save_run
+from whyclip.store.analysis.run_records import BASELINE, rank_results
 from whyclip.store.method import AGGREGATES, calibrated_softmax
 from whyclip.ui.cli.main import cli
 

@@ -359,7 +359,7 @@ def test_rerank_results_moves_the_chosen_class_to_the_front_as_a_plain_loop_does
     from whyclip.ingest.services.fudd import rerank_results
     from whyclip.store import PairTexts
     from whyclip.store import rerank_with_pairs as rerank
-    from whyclip.store.db.runs import rank_results
+    from whyclip.store.analysis.run_records import rank_results
 
     rng = np.random.default_rng(5)
     n, c, d = 17, 7, 9

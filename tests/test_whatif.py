@@ -30,7 +30,8 @@ from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.services.whatif import added_vectors, save_edit
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
 from whyclip.store.errors import InputError
-from whyclip.store.db.runs import RunData, RunInfo, find_run, load_run
+from whyclip.store.db.runs import find_run, load_run
+from whyclip.store.analysis.run_records import RunData, RunInfo
 from whyclip.store.analysis.whatif import KEEP, WhatIf, plan_edit, read_edits, split_pair
 from whyclip.store.method import AGGREGATES
 from whyclip.ui.cli.main import cli

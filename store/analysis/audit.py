@@ -23,20 +23,21 @@ class's score, DESIGN.md):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from whyclip.store.library import Library
 from whyclip.store.analysis import controls
 from whyclip.store.analysis.calibration import audit_section
 from whyclip.store.analysis.stats import mcnemar_exact, verdict, wilson
-from whyclip.store.db.runs import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
-from whyclip.store.db.schema import SharedTextRow
+from whyclip.store.analysis.run_records import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
 from whyclip.store.method import AGGREGATES, descriptor_weights
+
+if TYPE_CHECKING:  # a loaded version is passed in; nothing here reads the database itself
+    from whyclip.store.library import Library
 
 NEAR_MAX = 50_000  # descriptors; the near-duplicate check compares every pair
 FLAT_SAMPLE = 2_000  # images used for each descriptor's similarity spread
@@ -197,16 +198,6 @@ def _row_texts(lib: Library) -> list[str]:
     return [t for c in range(len(lib.class_names)) for t, _ in lib.class_texts(c)]
 
 
-def shared_texts(lib: Library, min_classes: int = 2) -> list[dict]:
-    with Session(lib.engine) as s:
-        rows = s.execute(
-            select(SharedTextRow.text, SharedTextRow.classes, SharedTextRow.examples)
-            .where(SharedTextRow.library_id == lib.info.id, SharedTextRow.classes >= min_classes)
-            .order_by(SharedTextRow.classes.desc(), SharedTextRow.text)
-        ).all()
-    return [{"text": t, "classes": n, "examples": ex} for t, n, ex in rows]
-
-
 def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[list[dict], str | None]:
     """Pairs of prompts of *different* classes and different texts whose vectors have a
     cosine of at least ``threshold`` (the same text in several classes is listed as shared)."""
@@ -348,7 +339,7 @@ def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, cal
         "confusions": confusions(run, lib, agg, s),
         "drivers": drivers(run, lib, agg),
         "hygiene": {
-            "shared_texts": shared_texts(lib),
+            "shared_texts": lib.shared_texts(),
             "near_identical": near,
             "flat": flat,
             "flat_stats": flat_stats,

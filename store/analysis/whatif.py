@@ -21,20 +21,24 @@ only the edited classes and comparing them with each image's best unedited class
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import difflib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from whyclip.store.errors import InputError
-from whyclip.store.library import Library
 from whyclip.store.names import loose_matches
 from whyclip.store.method.prompts import RULE_VERSION, build_prompt
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft
 from whyclip.store.analysis.stats import accuracy_figure, mcnemar_exact, verdict, wilson
-from whyclip.store.db.runs import RunData
+from whyclip.store.analysis.run_records import RunData
 from whyclip.store.method import AGGREGATES
 from whyclip.store.method.aggregates import class_sums
+
+if TYPE_CHECKING:  # a loaded version is passed in; nothing here reads the database itself
+    from whyclip.store.library import Library
 
 KEEP = 8  # best classes kept per image: an edit of fewer classes never needs a full row again
 BLOCK = 256  # images scored at a time when the run is first scored
@@ -346,21 +350,6 @@ def what_if(run: RunData, lib: Library, edit: Edit, vectors: dict[str, tuple[np.
     return WhatIf(run, lib, aggregate).answer(edit, vectors)
 
 
-def _truncated(lib: Library) -> list[bool]:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from whyclip.store.db.schema import DescriptorRow
-
-    n = int(lib.matrices.offsets[-1])
-    if n == 0:
-        return []
-    with Session(lib.engine) as s:
-        rows = s.execute(select(DescriptorRow.id, DescriptorRow.truncated).where(DescriptorRow.library_id == lib.info.id)).all()
-    flags = dict(rows)
-    return [bool(flags.get(int(k), False)) for k in lib.ids]
-
-
 def edited_draft(lib: Library, edit: Edit, vectors: dict[str, tuple[np.ndarray, float]] | None = None,
                  truncated: dict[str, bool] | None = None, note: str = "") -> LibraryDraft:  # fmt: skip
     """The edited library as a draft of the next version of its name: every class in its
@@ -370,7 +359,7 @@ def edited_draft(lib: Library, edit: Edit, vectors: dict[str, tuple[np.ndarray, 
     vectors, truncated = vectors or {}, truncated or {}
     info, dim = lib.info, lib.info.dim
     by_class = {e.position: e for e in edit.classes}
-    flags = _truncated(lib)
+    flags = lib.truncated_flags()
     offsets = lib.matrices.offsets
     rows: dict[str, int] = {}
     vecs, norms, classes = [], [], []
