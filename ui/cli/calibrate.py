@@ -99,7 +99,6 @@ def calibrate(ctx, library, run_name, aggregate, per_class_bias, seed, fit_fract
     every figure is measured on the other. The calibration is stored with the library
     version (the newest one is used) for 'whyclip explain --calibrated'.
     """
-
     if plot_path and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
         raise click.UsageError(f"--plot {plot_path}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
     # it stores the calibration: migrates, creates nothing (--dry-run reads only)

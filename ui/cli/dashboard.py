@@ -21,7 +21,6 @@ from whyclip.ui.cli.context import open_store
 @click.pass_context
 def ui(ctx, library, port, images, model):
     """Start the dashboard (Streamlit) on http://127.0.0.1:PORT."""
-
     if library is not None:
         open_store(ctx, create=False).library(library)  # an unknown name fails here, in one line
     env = dict(os.environ)

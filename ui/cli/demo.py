@@ -18,7 +18,6 @@ from whyclip.ui.demo.run import run_demo
 @click.pass_context
 def demo(ctx, model, device, precision):
     """Ingest the bundled demo library and explain a few drawn sample images."""
-
     run_demo(lambda: open_store(ctx, create=True), model, device, echo=click.echo, precision=precision)
 
 
@@ -33,7 +32,6 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
 
     For plumbing and speed checks only: its explanations mean nothing.
     """
-
     try:
         path = make_test_model(directory, full_size=full_size, vocab=vocab, seed=seed)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

@@ -58,7 +58,6 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     version has pair descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top
     classes with them, and its accuracy is reported beside the others.
     """
-
     store = open_store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
     if {"fudd", "no-fudd"} <= set(methods):
@@ -102,7 +101,6 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
 @click.pass_context
 def runs(ctx, library, as_json):
     """List evaluation runs (made by 'whyclip eval')."""
-
     try:
         found = list_runs(open_store(ctx, create=False).engine, library)
     except NoStore:
@@ -140,7 +138,6 @@ def runs(ctx, library, as_json):
 @click.pass_context
 def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs, min_n):
     """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
-
     store = open_store(ctx, create=False)
     info = find_run(store.engine, library, run_name)
     lib = store.load(library, info.library_version)

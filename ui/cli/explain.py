@@ -46,7 +46,6 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     (one line: the file and why) and skipped, the others are explained, and the exit
     status is then 1.
     """
-
     if server:
         from whyclip.ui.cli.remote import explain_remote
 

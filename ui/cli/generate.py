@@ -95,7 +95,6 @@ def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, te
     (.json/.jsonl/.csv), whose empty classes are filled (all classes with --more). Every answer
     is cached in the store, so a rerun sends no request.
     """
-
     out_path = check_output(out)
     clean = _settings(keep, drop, max_words, shared_min)
     prompt = load_prompt(prompt_name)
@@ -133,7 +132,6 @@ def generate(ctx, classes, out, base_url, model, prompt_name, n, concurrency, te
 @cleaning_options
 def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path, as_json):
     """Clean an existing library FILE and report every line dropped or flagged, and why."""
-
     out_path = check_output(out) if out else None
     settings = _settings(keep, drop, max_words, shared_min)
     prompt = load_prompt(prompt_name)
@@ -198,7 +196,6 @@ def generate_pairs_cmd(ctx, library, run_name, images, top_k, margin, lib_versio
     """Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that
     a set of images is ambiguous between (FuDD's differential descriptions); write them to a
     pairs file with provenance (--out) and/or store them with the library version (--store)."""
-
     if not out and not store_them:
         raise click.UsageError("say where the pairs go: --out PAIRS.json, --store, or both")
     if images and run_name:
@@ -258,7 +255,6 @@ def ingest_pairs_cmd(ctx, pairs_file, library, lib_version, replace, model, devi
     """Store a PAIRS file (from 'whyclip generate-pairs') with a library version as
     contrastive pair descriptors: each side's descriptions rendered with the library's
     template, embedded through the cache, kept apart from the classes' own descriptors."""
-
     pf = read_pairs_file(pairs_file)
     store = open_store(ctx, create=False, migrate=True)
     lib = store.load(library, lib_version)
@@ -278,7 +274,6 @@ def ingest_pairs_cmd(ctx, pairs_file, library, lib_version, replace, model, devi
 def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
     """Re-rank the images of the run a PAIRS file came from with its differential
     descriptions (FuDD) and report top-1 accuracy beside the run's own method."""
-
     pf = read_pairs_file(pairs_file)
     where, pairs = pf.data.get("run"), pf.pairs
     if not isinstance(where, dict):
@@ -318,7 +313,6 @@ def eval_pairs_cmd(ctx, pairs_file, top_k, model, device, as_json):
 def pairs_cmd(ctx, library, lib_version, as_json):
     """List the contrastive pair descriptors (FuDD) stored with a library version: each pair,
     its features as A's look | B's look, and where they came from."""
-
     lib = open_store(ctx, create=False).load(library, lib_version)
     stored = lib.stored_pairs()
     names = lib.class_names

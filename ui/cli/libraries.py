@@ -44,7 +44,6 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
     after the --library prefix when several FILES are given. Every file is read and checked
     before the model loads; each library is then published whole, one after the other.
     """
-
     names = _library_names(files, library)
     for name in names:
         check_library_name(name)
@@ -98,7 +97,6 @@ def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
 @click.pass_context
 def libraries(ctx, as_json, every_version):
     """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
-
     try:
         store = open_store(ctx, create=False)
         infos = store.libraries(every_version=every_version)

@@ -43,7 +43,6 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
     Cached vectors stay, so ingesting the same file again embeds nothing. A version with
     evaluation runs is refused unless --with-runs is given.
     """
-
     store = open_store(ctx, create=False)
     infos = [i for i in store.libraries(every_version=True) if i.name == name
              and (lib_version is None or i.version == lib_version)]  # fmt: skip
@@ -68,7 +67,6 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
 def gc_cmd(ctx, with_cache, dry_run):
     """Remove index folders no library version owns (left by a killed ingest or a failed
     removal), and with --cache unused cached vectors; report what was freed."""
-
     freed = collect_garbage(open_store(ctx, create=False), cache=with_cache, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     line = f"{verb} {len(freed.folders)} index folder(s) ({_size(freed.folder_bytes)})"
@@ -90,7 +88,6 @@ def gc_cmd(ctx, with_cache, dry_run):
 def export_cmd(ctx, name, lib_version, out, force):
     """Write a library version as a descriptor file plus a metadata sidecar (settings,
     encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back."""
-
     meta = export_library(open_store(ctx, create=False), name, lib_version, out, force=force)
     click.echo(f"wrote library {meta['name']} v{meta['version']} to {out} ({meta['n_classes']} classes, "
                f"{meta['n_descriptors']} descriptors) and {sidecar_path(out)}")  # fmt: skip
@@ -99,7 +96,6 @@ def export_cmd(ctx, name, lib_version, out, force):
 def settings_from_sidecar(file: str, template: str | None, baseline: str | None) -> tuple[str, str, dict | None]:
     """The template and baseline for ``ingest FILE``: as given, else from an export
     sidecar beside FILE (said on stderr), else the defaults."""
-
     meta = read_sidecar(file) if template is None or baseline is None else None
     if meta is not None:
         taken = []
@@ -115,7 +111,6 @@ def settings_from_sidecar(file: str, template: str | None, baseline: str | None)
 
 def warn_changed_prompts(meta: dict | None, classes) -> None:
     """Say when the prompts about to be embedded differ from those an export recorded."""
-
     changed = sidecar_prompt_changes(meta, classes) if meta else 0
     if changed:
         click.echo(f"warning: {changed} prompt(s) differ from those the export recorded (another template or "

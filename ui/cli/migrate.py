@@ -17,7 +17,6 @@ def _steps(pending) -> str:
 @click.pass_context
 def migrate(ctx: click.Context, dry_run: bool) -> None:
     """Bring the store's database up to the schema this whyclip uses (all or nothing)."""
-
     home, db = ctx.obj["home"], ctx.obj["db"]
     if dry_run:
         st = read_schema_state(home, db)

@@ -86,7 +86,6 @@ def whatif(ctx, library, run_name, drops, adds, edits_file, aggregate, save_as_v
     with 95% intervals, and McNemar's exact paired p-value. A class left with no descriptor
     is scored by its baseline prompt (as an empty class of a library file is).
     """
-
     if note is not None and not save_as_version:
         raise click.UsageError("--note goes with --save-as-version")
     drop_pairs, add_pairs = _edits_file(edits_file) if edits_file else ([], [])

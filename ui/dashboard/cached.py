@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,21 @@ from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.services.explain import open_encoder
 from whyclip.ingest.services.whatif import added_vectors
 from whyclip.ingest.services.whatif import save_edit as publish
-from whyclip.store import Library, LibraryInfo, Store, WhyclipError
+from whyclip.store import (
+    AuditSettings,
+    Library,
+    LibraryInfo,
+    Store,
+    WhatIf,
+    WhyclipError,
+    browse,
+    latest_calibration,
+    list_runs,
+    load_run,
+)
+from whyclip.store import audit as make_audit
+from whyclip.ui.demo.samples import draw_samples
+from whyclip.ui.render.audit_report import to_html
 
 
 @dataclass(frozen=True)
@@ -79,16 +94,12 @@ def name_split(s: Settings, lib: Library, model: str):
 
 def calibration(s: Settings, lib: Library, aggregate: str):
     """The version's newest calibration for ``aggregate``, or None (one query, not cached)."""
-    from whyclip.store import latest_calibration
-
     return latest_calibration(_store(s.home, s.db).engine, lib.info.id, aggregate)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def count_rows(home: str | None, db: str | None, kind: str, name: str, version: int, search: str = "") -> int:
     """Row counts for the library page; a library version never changes, so they cache."""
-    from whyclip.store import browse
-
     store = _store(home, db)
     info = store.library(name, version)
     if kind == "descriptors":
@@ -168,10 +179,6 @@ def sample_images(s: Settings) -> dict[str, Path]:
 def _samples() -> list[Path]:
     """The drawn samples, in one fixed folder per user: redrawn (identically) by each
     server, never left behind as a new temporary folder per start."""
-    import tempfile
-
-    from whyclip.ui.demo.samples import draw_samples
-
     user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
     return draw_samples(Path(tempfile.gettempdir()) / f"whyclip-samples-{user}")
 
@@ -181,8 +188,6 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
           delete_k: int, near: float, flat: float, min_n: int = 10, calibration_id: int | None = None) -> dict:  # fmt: skip
     """``whyclip audit``'s data for a stored run (runs never change, so it caches; a new
     calibration of the version has a new ``calibration_id``, which is part of the key)."""
-    from whyclip.store import AuditSettings, audit as make_audit, latest_calibration, list_runs, load_run
-
     store = _store(home, db)
     (info,) = [r for r in list_runs(store.engine, library) if r.id == run_id]
     settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near, flat_ratio=flat, min_n=min_n)
@@ -192,15 +197,12 @@ def audit(home: str | None, db: str | None, library: str, version: int, run_id: 
 
 def calibration_id(home: str | None, db: str | None, library_id: int, aggregate: str) -> int | None:
     """The id of the version's newest calibration for ``aggregate`` (not cached: one query)."""
-    from whyclip.store import latest_calibration
-
     cal = latest_calibration(_store(home, db).engine, library_id, aggregate)
     return None if cal is None else cal.id
 
 
 @st.cache_data(show_spinner="Rendering the report ...", max_entries=4)
 def audit_html(report: dict) -> str:
-    from whyclip.ui.render.audit_report import to_html
 
     return to_html(report)
 
@@ -209,8 +211,6 @@ def audit_html(report: dict) -> str:
 def whatif_session(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str):
     """A run scored once by its library version (:class:`~whyclip.store.analysis.whatif.WhatIf`):
     each toggle then rescores only the edited class. Never mutated."""
-    from whyclip.store import WhatIf, list_runs, load_run
-
     store = _store(home, db)
     (info,) = [r for r in list_runs(store.engine, library) if r.id == run_id]
     return WhatIf(load_run(store.engine, info), _library(home, db, library, version), aggregate)

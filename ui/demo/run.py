@@ -6,11 +6,13 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+from whyclip import ingest
+from whyclip.ingest import ingest_library
+from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids
 from whyclip.ingest.services.explain import ExplainOptions, ImageFailure, plan_explain
-from whyclip.store import LibraryNotFound, ModelLoadError, Store, WhyclipError
-
-from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
+from whyclip.store import LibraryNotFound, ModelLoadError, Store, StoreVerdicts, WhyclipError
 from whyclip.ui.cli.progress import progress_bar
+from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 
 DEMO_LIBRARY = Path(__file__).with_name("library.json")
 DEMO_NAME = "demo"
@@ -25,17 +27,13 @@ Next:
 
 def run_demo(open_store: Callable[[], Store], model: str | None, device: str | None,
              echo: Callable[[str], None] = print, precision: str = "auto") -> None:  # fmt: skip
-    from whyclip.ingest import ingest_library, load_encoder
-
     try:
-        encoder = load_encoder(model, device, precision)
+        encoder = ingest.load_encoder(model, device, precision)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc} (the demo runs on any local model: whyclip demo --model DIR)") from None
     store = open_store()  # only once a model is loaded is anything written
-    from whyclip.store import StoreVerdicts
-
     encoder.verdicts = StoreVerdicts(store)
-    lib = _demo_library(store, encoder, ingest_library)
+    lib = _demo_library(store, encoder)
     paths = draw_samples(store.home / "demo-images")
     plan = plan_explain(store, DEMO_NAME, lib.info.version, ExplainOptions(top=3, retrieve=5), load=lambda _n, _v: lib)
     for n, exp in enumerate(plan.with_encoder(encoder, split=False).explain_files(paths)):  # no eval: no split
@@ -48,10 +46,8 @@ def run_demo(open_store: Callable[[], Store], model: str | None, device: str | N
     echo(NEXT_STEPS.format(first=paths[0], home=store.home))
 
 
-def _demo_library(store: Store, encoder, ingest_library):
+def _demo_library(store: Store, encoder):
     """Reuse the demo library when it was built from this file with this encoder."""
-    from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids
-
     sha = hashlib.sha256(DEMO_LIBRARY.read_bytes()).hexdigest()
     adopt_legacy_ids(store, encoder)
     try:
