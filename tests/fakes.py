@@ -18,6 +18,16 @@ from PIL import Image, PngImagePlugin
 
 from whyclip.store import EncoderInfo
 
+#: the frogs library the API, surface and regression tests share: concepts the fake encoder
+#: plants, and a library with a class that has no descriptors (it falls back to its name)
+FROG_CONCEPTS = ["protruding eyes", "bright green colour", "brown or olive skin", "yellow peel"]
+FROG_LIBRARY = {
+    "tree frog": ["sticky toe pads", "protruding eyes", "bright green colour"],
+    "tailed frog": ["brown or olive skin", "a short tail-like extension"],
+    "banana": ["yellow peel", "a long curved shape"],
+    "plain class": [],
+}
+
 
 def _hash_vector(text: str, dim: int) -> np.ndarray:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")

@@ -10,19 +10,13 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from fakes import install_fake, planted_png
+from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
-CONCEPTS = ["protruding eyes", "bright green colour", "brown or olive skin", "yellow peel"]
-LIBRARY = {
-    "tree frog": ["sticky toe pads", "protruding eyes", "bright green colour"],
-    "tailed frog": ["brown or olive skin", "a short tail-like extension"],
-    "banana": ["yellow peel", "a long curved shape"],
-    "plain class": [],
-}
+CONCEPTS, LIBRARY = FROG_CONCEPTS, FROG_LIBRARY
 KEY = "s3cret-key-for-tests"
 FROG = planted_png(["protruding eyes", "bright green colour"])
 BANANA = planted_png(["yellow peel"], colour=(240, 220, 40))

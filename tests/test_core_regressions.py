@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from fakes import FakeEncoder, planted_png
+from fakes import FROG_CONCEPTS, FROG_LIBRARY, FakeEncoder, planted_png
 from test_eval import CONCEPTS as EVAL_CONCEPTS
 from test_eval import LIBRARY as EVAL_LIBRARY
 from test_eval import write_dataset
@@ -34,13 +34,7 @@ from whyclip.ui.cli.main import cli
 
 # -- 1. delete during explain --------------------------------------------------------------
 
-CONCEPTS = ["protruding eyes", "bright green colour", "brown or olive skin", "yellow peel"]
-LIBRARY = {
-    "tree frog": ["sticky toe pads", "protruding eyes", "bright green colour"],
-    "tailed frog": ["brown or olive skin", "a short tail-like extension"],
-    "banana": ["yellow peel", "a long curved shape"],
-    "plain class": [],
-}
+CONCEPTS, LIBRARY = FROG_CONCEPTS, FROG_LIBRARY
 FROG = planted_png(["protruding eyes", "bright green colour"])
 KEY = "s3cret-key-for-tests"
 

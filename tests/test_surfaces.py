@@ -16,17 +16,11 @@ from streamlit.testing.v1 import AppTest
 
 import whyclip
 from conftest import ROOT
-from fakes import install_fake, planted_png
+from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.cli.main import cli
 
-CONCEPTS = ["protruding eyes", "bright green colour", "brown or olive skin", "yellow peel"]
-LIBRARY = {
-    "tree frog": ["sticky toe pads", "protruding eyes", "bright green colour"],
-    "tailed frog": ["brown or olive skin", "a short tail-like extension"],
-    "banana": ["yellow peel", "a long curved shape"],
-    "plain class": [],
-}
+CONCEPTS, LIBRARY = FROG_CONCEPTS, FROG_LIBRARY
 FROG = planted_png(["protruding eyes", "bright green colour", "yellow peel"], size=32)
 PROVENANCE = ("whyclip_version", "encoder_id", "precision")  # what the CLI and the service add to to_dict()
 

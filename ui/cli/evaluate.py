@@ -29,6 +29,7 @@ from whyclip.store.choices import AGGREGATES
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
 from whyclip.ui.cli.progress import progress_bar
+from whyclip.ui.render.table import table_lines
 from whyclip.ui.render.audit_report import accuracy_lines, confusion_lines, per_class_lines, to_text, write_report
 
 
@@ -114,9 +115,7 @@ def runs(ctx, library, as_json):
     head = ("library", "version", "run", "images", "skipped", "dataset", "created")
     rows = [(r.library_name, r.library_version, r.name, r.n_images, len(r.details.get("skipped", [])), r.dataset,
              r.created_at.strftime("%Y-%m-%d %H:%M")) for r in found]  # fmt: skip
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    for r in (head, *rows):
-        click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+    click.echo("\n".join(table_lines(head, rows)))
 
 
 @click.command()

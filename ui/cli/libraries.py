@@ -16,6 +16,7 @@ from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.lifecycle import settings_from_sidecar, warn_changed_prompts
 from whyclip.ui.cli.options import DEFAULT_MODEL_HELP, PRECISION
 from whyclip.ui.cli.progress import progress_bar
+from whyclip.ui.render.table import table_lines
 
 
 @click.command("ingest")
@@ -117,9 +118,7 @@ def libraries(ctx, as_json, every_version):
              f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
              i.created_at.strftime("%Y-%m-%d %H:%M"),
              i.note if len(i.note) <= 60 else i.note[:57] + "...") for i in infos]  # fmt: skip
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    for r in (head, *rows):
-        click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+    click.echo("\n".join(table_lines(head, rows)))
 
 
 def _index_cell(i) -> str:

@@ -15,17 +15,13 @@ import numpy as np
 from whyclip.store import WORDS, method_label
 
 from whyclip.ui.render.audit_plots import plots
+from whyclip.ui.render.table import table_lines
 
 TEXT_ROWS = 10
 
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _table(head: tuple, rows: list[tuple]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    return ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in (head, *rows)]
 
 
 def ci(interval: list[float] | None) -> str:
@@ -47,7 +43,7 @@ def accuracy_lines(acc: list[dict]) -> list[str]:
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         rows.append((f"random words ({agg}, {len(values)} draws)", f"{pct(float(np.mean(values)))} ± {100 * sd:.1f}", "-", "-",
                      acc[0]["n"]))  # fmt: skip
-    return _table(("scored by", "top-1", "95% interval", "top-5", "images"), rows)
+    return table_lines(("scored by", "top-1", "95% interval", "top-5", "images"), rows)
 
 
 CONTROL_ORDER = ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words", "fudd")
@@ -88,7 +84,7 @@ def confusion_lines(pairs: list[dict], limit: int = TEXT_ROWS) -> list[str]:
 
 def per_class_lines(classes: list[dict], limit: int = TEXT_ROWS) -> list[str]:
     worst = sorted(classes, key=lambda c: (c["top1"] - c["baseline_top1"], c["top1"], c["class"]))[:limit]
-    return _table(("class", "images", "descriptors", "95% interval", "baseline", "p (McNemar)", "flagged"),
+    return table_lines(("class", "images", "descriptors", "95% interval", "baseline", "p (McNemar)", "flagged"),
                   [(c["class"], c["n"], pct(c["top1"]), ci(c.get("ci95")), pct(c["baseline_top1"]), pvalue(c.get("p_value")),
                     "yes" if c.get("flagged") else "") for c in worst])  # fmt: skip
 
@@ -137,7 +133,7 @@ def to_text(a: dict) -> str:
     out += ["most confused (predicted for true)", *confusion_lines(a["confusions"]), ""]
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]][:TEXT_ROWS]
     out += ["descriptors that decide predictions (times top contributor: correct / wrong; mean margin vs runner-up)"]
-    out += _table(("class", "descriptor", "correct", "wrong", "margin"),
+    out += table_lines(("class", "descriptor", "correct", "wrong", "margin"),
                   [(r["class"], r["text"], r["top_correct"], r["top_wrong"], f"{r['mean_margin']:+.4f}") for r in drivers])  # fmt: skip
     h = a["hygiene"]
     out += ["", "hygiene",
