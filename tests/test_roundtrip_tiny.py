@@ -167,3 +167,25 @@ def test_demo_without_a_model_fails_clearly_and_writes_nothing(tmp_path):
     assert r.returncode == 1
     assert "--model" in r.stderr and "Traceback" not in r.stderr
     assert not home.exists()
+
+
+def test_native_bf16_is_asked_of_onednn_else_read_from_the_cpu_flags(monkeypatch):
+    """oneDNN's own check where torch has it; where a build lacks that internal op, the CPU's
+    flags (Linux) answer instead of an AttributeError."""
+    import types
+    from pathlib import Path
+
+    import torch
+
+    from whyclip.ingest.encoder import precision
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    monkeypatch.setattr(torch, "ops", types.SimpleNamespace())  # a build without oneDNN's internal op
+    precision.cpu_has_native_bf16.cache_clear()
+    try:
+        from_flags = precision.cpu_has_native_bf16()
+    finally:
+        monkeypatch.undo()
+        precision.cpu_has_native_bf16.cache_clear()
+    assert from_flags == (torch.backends.mkldnn.is_available() and bool(flags & {"avx512_bf16", "amx_bf16"}))
