@@ -265,7 +265,11 @@ class Library:
         k = min(k, self.info.n_descriptors)
         if k <= 0:
             return [[] for _ in range(len(images))]
-        sims, positions = self.files.searcher.search(np.ascontiguousarray(np.atleast_2d(images), dtype=np.float32), k)
+        try:
+            sims, positions = self.files.searcher.search(np.ascontiguousarray(np.atleast_2d(images), dtype=np.float32), k)
+        except LibraryNotFound:  # an index read on first search, gone with its deleted version
+            raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use "
+                                  "(its retrieval index is gone): load it again") from None  # fmt: skip
         if self.files.descriptor_ids is not None:
             keys = self.files.descriptor_ids[np.maximum(positions, 0)]
         else:

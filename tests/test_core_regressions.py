@@ -181,3 +181,25 @@ def test_gc_cache_keeps_the_name_description_split(tmp_path):
     after = explain()
     assert "coefficients" in (after.name_description or {}), f"{gc.stdout.strip()}; then: {after.name_description}"
     assert [c.name_share for c in after.classes] == pytest.approx([c.name_share for c in before.classes])
+
+
+def test_a_deleted_version_whose_approximate_index_was_not_read_yet(tmp_path, monkeypatch):
+    """A PQ index is read on first search: a version deleted between its load and that first
+    search must end in LibraryNotFound too, not a FileNotFoundError (a 500 over HTTP)."""
+    from bench.synthetic import clip_shaped, library_draft
+    from whyclip.store.vectors import recall_tuning
+
+    calls = iter(range(10**6))  # the index is timed faster than the scan (else tuning keeps the scan)
+    monkeypatch.setattr(recall_tuning, "median_ms", lambda fn, q: 0.1 if next(calls) % 2 == 0 else 1.0)
+
+    clip = clip_shaped(40, per_class=10, dim=64, seed=3)
+    store = Store.open(tmp_path / "home")
+    draft = library_draft(clip, "synthetic")
+    draft.index_factory = "PQ32x4fs+rerank"
+    store.write_library(draft)
+    lib = store.load("synthetic")
+    assert lib.files.searcher.index is None  # not read yet
+    delete_versions(store, "synthetic", 1)
+    images, _ = clip.images(1, seed=2)
+    with pytest.raises(LibraryNotFound, match="deleted"):
+        lib.explain(images, ["x"], retrieve=5)

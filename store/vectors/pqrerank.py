@@ -34,7 +34,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from whyclip.store.errors import StoreError
+from whyclip.store.errors import LibraryNotFound, StoreError
 from whyclip.store.vectors.search import faiss_search, faiss_threads, sort_hits
 
 PATTERN = re.compile(r"^PQ(\d+)x4fs\+rerank$")
@@ -101,7 +101,11 @@ class PQRerank:
             with self._lock:
                 if self._shards is None:
                     if self.index is None:
-                        data = self.path.read_bytes()
+                        try:
+                            data = self.path.read_bytes()
+                        except FileNotFoundError:  # the version was deleted after this reader loaded it
+                            raise LibraryNotFound("a library version was deleted while in use (its retrieval index is "
+                                                  "gone): load it again") from None  # fmt: skip
                         if self.digest and file_digest(data) != self.digest:
                             raise StoreError(f"the retrieval index {self.path} differs from the one built: re-ingest the library")
                         self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
