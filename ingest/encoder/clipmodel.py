@@ -122,9 +122,21 @@ class TransformersClip:
                         model = load_vision_tower(self.folder)
                     else:
                         from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+                        from transformers.utils import logging as transformers_logging
 
                         cls = CLIPTextModelWithProjection if modality == "text" else CLIPVisionModelWithProjection
-                        model = cls.from_pretrained(self.folder, dtype=torch.float32)
+                        # one tower of a whole CLIP: the other tower's weights are "unexpected" by
+                        # design, and transformers would print a load report of them (and a
+                        # progress bar of a local read) to every user of the Python API
+                        verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+                        transformers_logging.set_verbosity_error()
+                        transformers_logging.disable_progress_bar()
+                        try:
+                            model = cls.from_pretrained(self.folder, dtype=torch.float32)
+                        finally:
+                            transformers_logging.set_verbosity(verbosity)
+                            if bars:
+                                transformers_logging.enable_progress_bar()
                 except Exception as exc:  # missing or corrupt weights
                     from whyclip.store import ModelLoadError
 
