@@ -143,6 +143,20 @@ def test_api_explain_of_a_version_deleted_mid_request(service):
     assert_clean_error(r)
 
 
+def test_api_retrieve_of_a_version_deleted_mid_request(service):
+    """The same for library-wide retrieval: 404 JSON, not a 500."""
+    client, enc = service
+
+    def post():
+        return client.post("/v1/retrieve", files=[("image", ("frog.png", FROG, "image/png"))], data={"library": "frogs"})
+
+    assert post().status_code == 200
+    enc.armed = True
+    r = post()
+    assert not enc.armed, "the version was not deleted during the request"
+    assert_clean_error(r)
+
+
 def read_image_bytes(data: bytes):
     import io
 

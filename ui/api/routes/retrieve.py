@@ -9,6 +9,9 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.store import LibraryNotFound
+
 from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.schemas import RetrieveOut
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
@@ -37,14 +40,18 @@ async def retrieve(
         raise ApiError(413, f"text: {len(text)} characters, over the limit of {MAX_TEXT}")
     lib = await run_in_threadpool(res.library, library, version)
     encoder = await run_in_threadpool(lambda: res.encoder)
-    lib.check_encoder(encoder.info.id)
+    check_library_encoder(lib, encoder)  # the one rule every surface applies: an old id of this model is accepted
     if image is not None:
         names, vectors = await embed_uploads(res, [image], {})
         query = {"kind": "image", "image": names[0]}
     else:
         vectors = (await run_in_threadpool(encoder.embed_texts, [text]))[0]
         query = {"kind": "text", "text": text}
-    hits = (await run_in_threadpool(lib.retrieve, vectors, k))[0]
+    try:
+        hits = (await run_in_threadpool(lib.retrieve, vectors, k))[0]
+    except LibraryNotFound:  # deleted while this request ran: never serve it again
+        res.forget(lib.info.id)
+        raise
     i = lib.info
     r = lib.retrieval
     exact = r["exact"]
