@@ -72,13 +72,14 @@ def installed_layout(target: Path) -> Path:
 
 
 def run_in(layout: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(layout)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(layout), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(args, cwd=layout, env=env, capture_output=True, text=True, timeout=300)
 
 
 def lint_imports(layout: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("lint-imports")
-    return run_in(layout, str(exe), str(ROOT / "pyproject.toml"), "--no-cache")
+    """``lint-imports`` with the project's contracts, run by this interpreter."""
+    command = "from importlinter.cli import lint_imports_command; lint_imports_command(prog_name='lint-imports')"
+    return run_in(layout, sys.executable, "-c", command, str(ROOT / "pyproject.toml"), "--no-cache")
 
 
 def cycles(layout: Path) -> dict:
