@@ -32,6 +32,7 @@ from whyclip.store import EncoderInfo, ModelLoadError
 
 from whyclip.ingest.encoder.loading import clip_folder_of, first_line, load_sentence_transformer, looks_like_path
 from whyclip.ingest.encoder.precision import platform_signature, resolve_precision, torch_dtype
+from whyclip.ingest.images import PIXEL_RULES
 from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
 from whyclip.ingest.encoder.textpath import PrefixTextPath, unsupported_reason
 
@@ -146,8 +147,6 @@ class ClipEncoder:
     @property
     def image_cache_key(self) -> str:
         """Identifies the image vectors: weights, precision and the pixel rules."""
-        from whyclip.ingest.images import PIXEL_RULES
-
         return f"{self.id}/{self.precisions['image']}/image/{PIXEL_RULES}"
 
     @property

@@ -11,6 +11,9 @@ advisory lock instead, so writers that allocate versions and keys queue the same
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,9 +44,6 @@ def _wal(dbapi_conn, cur) -> None:
     answers "database is locked" at once, without its busy handler, while another
     connection holds a lock (two processes opening a fresh store): so check first (a WAL
     database needs no switch) and retry the switch until the busy timeout."""
-    import sqlite3
-    import time
-
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     delay = 0.005
     while True:
