@@ -173,3 +173,20 @@ def test_every_surface_inherits_the_pixel_bound_of_one_call(workspace, tmp_path,
         assert r.status_code == 413 and "3,072 pixels together" in r.json()["error"], r.text
         ok = client.post("/v1/explain", files=files[:2], data={"library": "frogs"})
         assert ok.status_code == 200, ok.text
+
+
+def test_a_workspace_loads_each_model_once_however_it_is_spelled(tiny_model, tmp_path, monkeypatch):
+    """ingest with a relative folder, explain with the library's (absolute) model name: one load."""
+    from whyclip import ingest
+
+    loads = []
+    real = ingest.load_encoder
+    monkeypatch.setattr(ingest, "load_encoder", lambda model, *a, **k: loads.append(model) or real(model, *a, **k))
+    monkeypatch.chdir(tiny_model.parent)
+    with whyclip.open(home=tmp_path / "home") as wc:
+        wc.ingest({"tree frog": ["protruding eyes"], "cat": ["whiskers"], "owl": ["feathers"]}, library="a",
+                  model=tiny_model.name)  # fmt: skip
+        image = tmp_path / "frog.png"
+        image.write_bytes(FROG)
+        (exp,) = wc.explain([image], library="a")
+    assert exp.library == "a" and len(loads) == 1, loads

@@ -30,7 +30,14 @@ import numpy as np
 
 from whyclip.store import EncoderInfo, ModelLoadError
 
-from whyclip.ingest.encoder.loading import clip_folder_of, first_line, load_sentence_transformer, looks_like_path
+from whyclip.ingest.encoder.loading import (
+    DEFAULT_MODEL,
+    clip_folder_of,
+    first_line,
+    load_sentence_transformer,
+    looks_like_path,
+    model_name,
+)
 from whyclip.ingest.encoder.precision import platform_signature, resolve_precision, torch_dtype
 from whyclip.ingest.images import PIXEL_RULES
 from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
@@ -38,7 +45,6 @@ from whyclip.ingest.encoder.textpath import PrefixTextPath, unsupported_reason
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "clip-ViT-B-32"
 CLIP_MAX_TOKENS = 77
 TEST_MODEL_MARKER = "whyclip_test_model.json"  # written by `whyclip make-test-model`
 CHUNK = 1024  # prompts handed to sentence-transformers at once (progress granularity)
@@ -104,7 +110,7 @@ class ClipEncoder:
         if self.backend == "sentence-transformers":
             self._st.max_seq_length = self.max_tokens  # truncate, never crash, on long prompts
         self.dim = int(config.projection_dim)
-        self.name = str(Path(model).expanduser().resolve()) if looks_like_path(model) else model
+        self.name = model_name(model)
         t = time.perf_counter()
         if self._tensors is not None and "logit_scale" in self._tensors:
             from whyclip.ingest.encoder.fingerprint import file_fingerprint, read_tensor

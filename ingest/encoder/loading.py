@@ -15,6 +15,15 @@ from whyclip.store import ModelLoadError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MODEL = "clip-ViT-B-32"
+
+
+def model_name(model: str | None) -> str:
+    """The name an encoder is known by: the default model, a hub name as given, or a local
+    folder's absolute path (so two spellings of one folder load it once)."""
+    model = model or DEFAULT_MODEL
+    return str(Path(model).expanduser().resolve()) if looks_like_path(model) else model
+
 
 def looks_like_path(model: str) -> bool:
     return model.startswith((".", "~", "/")) or os.sep in model or Path(model).exists()

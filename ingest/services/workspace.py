@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from whyclip.ingest.datasets import read_dataset
+from whyclip.ingest.encoder.loading import model_name
 from whyclip.ingest.images import expand_image_paths
 from whyclip.ingest.readers import ParsedLibrary
 from whyclip.ingest.services.evaluate import EvalReport, plan_eval, run_eval
@@ -53,7 +54,7 @@ class Workspace:
     def encoder(self, model: str | None = None):
         """The encoder for ``model`` (a sentence-transformers name or a local folder; default
         clip-ViT-B-32), loaded once per workspace."""
-        key = model or ""
+        key = model_name(model)
         with self._lock:
             if key not in self._encoders:
                 self._encoders[key] = open_encoder(self.store, model, self.device, self.precision)
