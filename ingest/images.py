@@ -50,6 +50,18 @@ def check_image(path: str | Path) -> None:
     _decode(p, str(p), header_only=True)
 
 
+def header_pixels(path: str | Path) -> int:
+    """The pixels a file's header declares, 0 where it cannot be read (decoding says why):
+    what a batch will hold once decoded, known before decoding it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size[0] * im.size[1]
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
+
+
 def read_image_bytes(name: str, data: bytes) -> Image.Image:
     """Decode an uploaded image, with the same checks as :func:`read_image`."""
     if not data:

@@ -121,3 +121,16 @@ def shared_file(name: str) -> Path:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def fresh_streamlit_caches():
+    """Streamlit's resource and data caches emptied before and after a test (pages cache
+    the store, the encoder and image vectors across runs)."""
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()

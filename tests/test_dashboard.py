@@ -26,13 +26,8 @@ LIBRARY = {
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    enc = install_fake(monkeypatch, CONCEPTS)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield enc
-    st.cache_resource.clear()
-    st.cache_data.clear()
+def fake(monkeypatch, fresh_streamlit_caches):
+    return install_fake(monkeypatch, CONCEPTS)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from chat_server import ChatServer
@@ -22,13 +21,8 @@ KEY_ENV = "WHYCLIP_TEST_PAGE_KEY"
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    enc = install_fake(monkeypatch, ["stripes", "claws"])
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield enc
-    st.cache_resource.clear()
-    st.cache_data.clear()
+def fake(monkeypatch, fresh_streamlit_caches):
+    return install_fake(monkeypatch, ["stripes", "claws"])
 
 
 def open_page(server: ChatServer) -> AppTest:

@@ -169,23 +169,25 @@ def test_demo_without_a_model_fails_clearly_and_writes_nothing(tmp_path):
     assert not home.exists()
 
 
-def test_native_bf16_is_asked_of_onednn_else_read_from_the_cpu_flags(monkeypatch):
-    """oneDNN's own check where torch has it; where a build lacks that internal op, the CPU's
-    flags (Linux) answer instead of an AttributeError."""
+@pytest.mark.parametrize(("flags", "native"), [("fpu avx512f avx512_bf16 sse2", True), ("fpu amx_bf16 amx_tile", True),
+                                              ("fpu avx512f avx512bw avx2", False), ("", False)])  # fmt: skip
+def test_without_onednns_check_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path, flags, native):
+    """Where a torch build lacks oneDNN's internal bf16 check, the CPU's flags answer (no
+    AttributeError): only the bf16 instructions count, not AVX-512 alone."""
     import types
-    from pathlib import Path
 
     import torch
 
     from whyclip.ingest.encoder import precision
 
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(precision, "Path", lambda _: cpuinfo)
     monkeypatch.setattr(torch, "ops", types.SimpleNamespace())  # a build without oneDNN's internal op
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     precision.cpu_has_native_bf16.cache_clear()
     try:
-        from_flags = precision.cpu_has_native_bf16()
+        assert precision.cpu_has_native_bf16() is native
     finally:
         monkeypatch.undo()
         precision.cpu_has_native_bf16.cache_clear()
-    assert from_flags == (torch.backends.mkldnn.is_available() and bool(flags & {"avx512_bf16", "amx_bf16"}))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import streamlit as st
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
@@ -26,13 +25,8 @@ PROVENANCE = ("whyclip_version", "encoder_id", "precision")  # what the CLI and 
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    enc = install_fake(monkeypatch, CONCEPTS)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield enc
-    st.cache_resource.clear()
-    st.cache_data.clear()
+def fake(monkeypatch, fresh_streamlit_caches):
+    return install_fake(monkeypatch, CONCEPTS)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import numpy as np
 
 from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
-from whyclip.ingest.images import prefetched, read_image
+from whyclip.ingest.images import header_pixels, prefetched, read_image
 from whyclip.store import (
     AGGREGATES,
     Explanation,
@@ -192,23 +192,13 @@ def batches_of(paths: Sequence[str | Path], limits: ExplainLimits = DEFAULT_LIMI
     out: list[list] = [[]]
     pixels = 0
     for path in paths:
-        size = _header_pixels(path)
+        size = header_pixels(path)
         if out[-1] and (len(out[-1]) >= IMAGE_BATCH or pixels + size > limits.max_batch_pixels):
             out.append([])
             pixels = 0
         out[-1].append(path)
         pixels += size
     return out if out[0] else []
-
-
-def _header_pixels(path) -> int:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size[0] * im.size[1]
-    except Exception:  # noqa: BLE001 - unreadable files are reported when decoded
-        return 0
 
 
 def check_pixels(pictures: Sequence, limits: ExplainLimits = DEFAULT_LIMITS) -> None:
