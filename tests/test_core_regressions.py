@@ -82,6 +82,22 @@ def test_a_version_deleted_after_load_gives_library_not_found(frogs, retrieve, w
         lib.explain(x, ["frog"], retrieve=retrieve)
 
 
+def test_a_version_deleted_by_another_process(frogs):
+    """The same with a real second process: 'whyclip delete' in a subprocess, between this
+    process loading the version and explaining with it."""
+    import subprocess
+    import sys
+
+    store, enc, home = frogs
+    lib = store.load("frogs")
+    x = enc.embed_images([read_image_bytes(FROG)])[0]
+    done = subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), "delete", "frogs", "--yes"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(LibraryNotFound, match="deleted"):
+        lib.explain(x, ["frog"], retrieve=3)
+
+
 def test_cli_explain_of_a_version_deleted_mid_run_is_one_line(frogs, tmp_path, monkeypatch):
     """whyclip explain loads the version, then embeds the image (the version is deleted
     meanwhile), then explains: one 'Error:' line on stderr, exit 1, no traceback."""

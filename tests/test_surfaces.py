@@ -7,6 +7,7 @@ is compared too."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -184,3 +185,56 @@ def test_a_workspace_loads_each_model_once_however_it_is_spelled(tiny_model, tmp
         image.write_bytes(FROG)
         (exp,) = wc.explain([image], library="a")
     assert exp.library == "a" and len(loads) == 1, loads
+
+
+def _approx(record: dict, tol: float = 1e-5):
+    """``record`` with every float compared to ``tol`` (texts, ranks and keys exactly)."""
+    if isinstance(record, dict):
+        return {k: _approx(v, tol) for k, v in record.items()}
+    if isinstance(record, list):
+        return [_approx(v, tol) for v in record]
+    return pytest.approx(record, abs=tol) if isinstance(record, float) else record
+
+
+def test_the_tiny_clip_explains_a_users_odd_images_alike_everywhere(tiny_model, tmp_path, monkeypatch):
+    """Through the real model path (the image tower, its preprocessing, batching): a palette
+    PNG with transparency and a tall EXIF-rotated JPEG give the same explanations from the
+    CLI, the HTTP service and the Python API (fp32 everywhere, so only rounding may differ)."""
+    from PIL import Image
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    palette = Image.new("P", (37, 23))
+    palette.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    palette.putdata([(x * 7 + y * 3) % 256 for y in range(23) for x in range(37)])
+    palette.info["transparency"] = 0
+    palette.save(odd / "palette.png", transparency=0)
+    tall = Image.new("RGB", (30, 90), (200, 40, 40))
+    tall.paste((20, 160, 60), (0, 0, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: a viewer turns it a quarter
+    tall.save(odd / "tall.jpg", exif=exif, quality=90)
+    with whyclip.open(home=tmp_path / "home", precision="fp32") as wc:
+        wc.ingest({"tree frog": ["protruding eyes", "bright green colour"], "banana": ["yellow peel"],
+                   "stop sign": ["red octagon", "white letters"]}, library="odd", model=str(tiny_model))  # fmt: skip
+        api = {Path(e.image).name: e.to_dict() for e in wc.explain(odd, library="odd", top=3, retrieve=4)}
+    assert set(api) == {"palette.png", "tall.jpg"}
+    assert api["palette.png"]["classes"] != api["tall.jpg"]["classes"]  # two images, two answers
+
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "explain", str(odd), "--library", "odd", "--top", "3",
+                                      "--retrieve", "4", "--precision", "fp32", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from_cli = {Path(r["image"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+
+    monkeypatch.setenv("WHYCLIP_API_KEYS", "k" * 20)
+    settings = ServiceSettings(home=str(tmp_path / "home"), model=str(tiny_model), precision="fp32")
+    with TestClient(create_app(settings)) as client:
+        files = [("image", (p.name, p.read_bytes(), "image/png" if p.suffix == ".png" else "image/jpeg"))
+                 for p in sorted(odd.iterdir())]  # fmt: skip
+        r = client.post("/v1/explain", files=files, data={"library": "odd", "top": "3", "retrieve": "4"})
+    assert r.status_code == 200, r.text
+    from_http = {e["image"]: e for e in r.json()["explanations"]}
+
+    for name in api:
+        assert comparable(from_cli[name]) == _approx(comparable(api[name]))
+        assert comparable(from_http[name]) == _approx(comparable(api[name]))
