@@ -59,8 +59,11 @@ def main() -> None:
     over = [p - e for p, e in zip(page, encode)]
     print(f"library {args.library}: {args.runs} new images, each a full rerun of the Explain page")
     print("| measure | median ms | max ms |\n|---|---:|---:|")
-    for name, xs in (("page rerun, new image", page), ("image encode (in the page)", encode),
-                     ("page rerun minus encode", over)):
+    for name, xs in (
+        ("page rerun, new image", page),
+        ("image encode (in the page)", encode),
+        ("page rerun minus encode", over),
+    ):
         print(f"| {name} | {statistics.median(xs):.0f} | {max(xs):.0f} |")
 
 

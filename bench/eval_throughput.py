@@ -38,8 +38,25 @@ def make_dataset(folder: Path, classes: list[str], n: int, seed: int) -> None:
 
 def run_eval(home: str, data: Path, library: str, name: str) -> tuple[float, dict]:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", home, "eval", str(data), "-l", library,
-                        "--name", name, "--json"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "whyclip.ui.cli.main",
+            "--home",
+            home,
+            "eval",
+            str(data),
+            "-l",
+            library,
+            "--name",
+            name,
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if r.returncode != 0:
         raise SystemExit(r.stderr.strip().splitlines()[-1])
@@ -51,7 +68,9 @@ def main() -> None:
     ap.add_argument("--library", required=True)
     ap.add_argument("--home", required=True)
     ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=int(time.time()), help="pictures differ per seed (the image cache would hit)")
+    ap.add_argument(
+        "--seed", type=int, default=int(time.time()), help="pictures differ per seed (the image cache would hit)"
+    )
     args = ap.parse_args()
     from whyclip.store import Store
 
@@ -63,14 +82,20 @@ def main() -> None:
         rows = []
         for label in ("first run (embeds every image)", "rerun (images from the cache)"):
             wall, out = run_eval(args.home, data, args.library, f"bench-{stamp}-{len(rows)}")
-            rows.append((label, out["run"]["n_images"], wall, out["images_per_second"], out["embedded"], out["timings"]))
-    print(f"whyclip eval, {args.images} JPEG images 500x375, library {args.library} ({len(lib.class_names)} classes, "
-          f"{lib.info.n_descriptors} descriptors), model {lib.info.encoder_name}\n")  # fmt: skip
+            rows.append(
+                (label, out["run"]["n_images"], wall, out["images_per_second"], out["embedded"], out["timings"])
+            )
+    print(
+        f"whyclip eval, {args.images} JPEG images 500x375, library {args.library} ({len(lib.class_names)} classes, "
+        f"{lib.info.n_descriptors} descriptors), model {lib.info.encoder_name}\n"
+    )
     print("| run | images | embedded | images s | images/s | control s | scoring s | process wall s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, n, wall, rate, embedded, tm in rows:
-        print(f"| {label} | {n} | {embedded} | {tm['images']:.1f} | {rate:.1f} | {tm['control']:.1f} | "
-              f"{tm['scoring']:.1f} | {wall:.1f} |")
+        print(
+            f"| {label} | {n} | {embedded} | {tm['images']:.1f} | {rate:.1f} | {tm['control']:.1f} | "
+            f"{tm['scoring']:.1f} | {wall:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -67,14 +67,21 @@ def main() -> None:
         subprocess.run(cli, check=True, capture_output=True)
         cli_wall = time.perf_counter() - t
     i = lib.info
-    print(f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, dim {i.dim}; "
-          f"model {args.model} on {enc.device}, {enc.precision} (checked: {enc.checked}); {args.runs} runs")
+    print(
+        f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, dim {i.dim}; "
+        f"model {args.model} on {enc.device}, {enc.precision} (checked: {enc.checked}); {args.runs} runs"
+    )
     print("| step | p50 ms | p95 ms |\n|---|---:|---:|")
-    for name, xs in (("image encode (1 image)", encode), ("explain (scores, evidence, contrast, top-10)", explain),
-                     ("image to full explanation", total)):
+    for name, xs in (
+        ("image encode (1 image)", encode),
+        ("explain (scores, evidence, contrast, top-10)", explain),
+        ("image to full explanation", total),
+    ):
         print(f"| {name} | {pct(xs, 50):.1f} | {pct(xs, 95):.1f} |")
-    print(f"\nlibrary load {load_lib * 1000:.0f} ms, model load {load_model:.2f} s, "
-          f"`whyclip explain` process wall time {cli_wall:.2f} s (median encode {statistics.median(encode) * 1000:.1f} ms)")
+    print(
+        f"\nlibrary load {load_lib * 1000:.0f} ms, model load {load_model:.2f} s, "
+        f"`whyclip explain` process wall time {cli_wall:.2f} s (median encode {statistics.median(encode) * 1000:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def build(home: str, n_classes: int, per_class: int, dim: int = 16) -> None:
     vectors = rng.standard_normal((len(prompts), dim)).astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1)
     enc = EncoderInfo("synthetic", "synthetic", dim, 100.0)
-    Store.open(home).write_library(LibraryDraft("big", enc, "paper", "a photo of a {class}.", classes, prompts,
-                                                vectors / norms[:, None], norms))  # fmt: skip
+    Store.open(home).write_library(
+        LibraryDraft("big", enc, "paper", "a photo of a {class}.", classes, prompts, vectors / norms[:, None], norms)
+    )
 
 
 def timed(fn, runs: int = 5) -> float:
@@ -69,7 +70,10 @@ def main() -> None:
         ("count rows matching 'spotted'", lambda: browse.count_descriptor_rows(store.engine, info, "spotted")),
         ("first page (50 rows)", lambda: browse.descriptors_page(store.engine, info, "", "label order", 0, 50)),
         ("page 10,000", lambda: browse.descriptors_page(store.engine, info, "", "label order", 500_000, 50)),
-        ("search page 'striped round'", lambda: browse.descriptors_page(store.engine, info, "striped round", "label order", 0, 50)),
+        (
+            "search page 'striped round'",
+            lambda: browse.descriptors_page(store.engine, info, "striped round", "label order", 0, 50),
+        ),
         ("count shared descriptors", lambda: browse.count_shared_descriptors(store.engine, info)),
         ("shared descriptors page", lambda: browse.shared_descriptors_page(store.engine, info, 0, 50)),
     ]

@@ -52,14 +52,29 @@ def main() -> None:
         classes.append(DraftClass(f"class {c}", f"a photo of a class {c}.", texts, texts, [False] * len(texts)))
     vectors = unit(rng, len(rows), a.dim)
     for name in ("none", "pairs"):
-        store.write_library(LibraryDraft(name, enc, "bare", "a photo of a {class}.", classes, rows, vectors,
-                                         np.ones(len(rows), np.float32)))  # fmt: skip
+        store.write_library(
+            LibraryDraft(
+                name, enc, "bare", "a photo of a {class}.", classes, rows, vectors, np.ones(len(rows), np.float32)
+            )
+        )
     lib_pairs = store.load("pairs")
     drafts = []
     for i in range(min(a.pairs, a.classes - 1)):
-        desc = [PairDescription(k, pos, "f", f"look {k} of {pos}", f"look {k} of {pos}") for k in range(3) for pos in (i, i + 1)]
-        drafts.append(PairDraft(i, i + 1, (f"class {i}", f"class {i + 1}"), desc, unit(rng, len(desc), a.dim),
-                                np.ones(len(desc), np.float32)))  # fmt: skip
+        desc = [
+            PairDescription(k, pos, "f", f"look {k} of {pos}", f"look {k} of {pos}")
+            for k in range(3)
+            for pos in (i, i + 1)
+        ]
+        drafts.append(
+            PairDraft(
+                i,
+                i + 1,
+                (f"class {i}", f"class {i + 1}"),
+                desc,
+                unit(rng, len(desc), a.dim),
+                np.ones(len(desc), np.float32),
+            )
+        )
     write_pairs(store.engine, lib_pairs.info.id, "bench-enc", drafts)
     libs = {"none": store.load("none"), "pairs": store.load("pairs")}
     images = unit(rng, a.images, a.dim)
@@ -70,9 +85,11 @@ def main() -> None:
             lib.explain(images, top=5, compare=("class 0", "class 1"), retrieve=10)
             times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"explain {a.images} images, {a.classes} classes x {a.descriptors} descriptors, dim {a.dim}, "
-          f"median of {a.repeats}: no pairs {med['none'] * 1000:.1f} ms, {a.pairs} stored pairs "
-          f"{med['pairs'] * 1000:.1f} ms (ratio {med['pairs'] / med['none']:.2f})")  # fmt: skip
+    print(
+        f"explain {a.images} images, {a.classes} classes x {a.descriptors} descriptors, dim {a.dim}, "
+        f"median of {a.repeats}: no pairs {med['none'] * 1000:.1f} ms, {a.pairs} stored pairs "
+        f"{med['pairs'] * 1000:.1f} ms (ratio {med['pairs'] / med['none']:.2f})"
+    )
     n = 10_000
     run_images = unit(rng, n, a.dim)
     labels = rng.integers(0, a.classes, n)

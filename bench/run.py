@@ -74,12 +74,16 @@ def seven_files() -> list[Path]:
 
 
 def synthetic_library(n: int, per_class: int = 10) -> dict[str, list[str]]:
-    words = ("red green blue brown long short round flat striped spotted shiny small large curved pointed "
-             "furry smooth rough wooden metal glass feathers scales wings legs tail eyes ears beak").split()  # fmt: skip
+    words = (
+        "red green blue brown long short round flat striped spotted shiny small large curved pointed "
+        "furry smooth rough wooden metal glass feathers scales wings legs tail eyes ears beak"
+    ).split()
     rng = np.random.default_rng(0)
     lib: dict[str, list[str]] = {}
     for c in range(n // per_class):
-        lib[f"thing {c}"] = [" ".join(rng.choice(words, size=int(rng.integers(2, 6)))) + f" {c}-{j}" for j in range(per_class)]
+        lib[f"thing {c}"] = [
+            " ".join(rng.choice(words, size=int(rng.integers(2, 6)))) + f" {c}-{j}" for j in range(per_class)
+        ]
     return lib
 
 
@@ -125,18 +129,32 @@ def bench_ingest(model: str, sources: dict[str, list], results: dict) -> None:
         cosines = np.sum(np.stack([vectors[p] for p in prompts]) * ref, axis=1)
         n = len(prompts)
         row = {
-            "library": label, "prompts": n, "whyclip_s": ours, "whyclip_per_s": n / ours,
-            "no_prefix_s": no_prefix, "no_prefix_per_s": n / no_prefix, "prefix_gain": no_prefix / ours,
-            "plain_s": base, "plain_per_s": n / base, "speedup": base / ours, "precision": encoder.precision,
-            "checked_cosine": encoder.checked.get("text"), "min_cosine_vs_plain": float(cosines.min()),
+            "library": label,
+            "prompts": n,
+            "whyclip_s": ours,
+            "whyclip_per_s": n / ours,
+            "no_prefix_s": no_prefix,
+            "no_prefix_per_s": n / no_prefix,
+            "prefix_gain": no_prefix / ours,
+            "plain_s": base,
+            "plain_per_s": n / base,
+            "speedup": base / ours,
+            "precision": encoder.precision,
+            "checked_cosine": encoder.checked.get("text"),
+            "min_cosine_vs_plain": float(cosines.min()),
             "mean_cosine_vs_plain": float(cosines.mean()),
-        }  # fmt: skip
+        }
         if after is not None:
             row["tokens_plain"] = after.plain_tokens - before.plain_tokens
-            row["tokens_computed"] = (after.shared_tokens + after.own_tokens) - (before.shared_tokens + before.own_tokens)
+            row["tokens_computed"] = (after.shared_tokens + after.own_tokens) - (
+                before.shared_tokens + before.own_tokens
+            )
         results["ingest"].append(row)
-        print(f"ingest {label}: whyclip {n / ours:.0f}/s (no prefix sharing {n / no_prefix:.0f}/s) vs plain "
-              f"{n / base:.0f}/s ({base / ours:.2f}x), min cosine vs plain {cosines.min():.5f}", file=sys.stderr)  # fmt: skip
+        print(
+            f"ingest {label}: whyclip {n / ours:.0f}/s (no prefix sharing {n / no_prefix:.0f}/s) vs plain "
+            f"{n / base:.0f}/s ({base / ours:.2f}x), min cosine vs plain {cosines.min():.5f}",
+            file=sys.stderr,
+        )
 
 
 # -- query ----------------------------------------------------------------------------------
@@ -152,7 +170,9 @@ def clustered_library(n_desc: int, per_class: int = 10, dim: int = 512, seed: in
     n_classes = n_desc // per_class
     centres = rng.standard_normal((n_classes, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    vectors = np.repeat(centres, per_class, axis=0) + 0.6 * rng.standard_normal((n_desc, dim)).astype(np.float32) / np.sqrt(dim)
+    vectors = np.repeat(centres, per_class, axis=0) + 0.6 * rng.standard_normal((n_desc, dim)).astype(
+        np.float32
+    ) / np.sqrt(dim)
     base = centres + 0.3 * rng.standard_normal((n_classes, dim)).astype(np.float32) / np.sqrt(dim)
     raw = np.concatenate([vectors, base])
     del vectors
@@ -164,8 +184,11 @@ def clustered_library(n_desc: int, per_class: int = 10, dim: int = 512, seed: in
         for j, p in enumerate(prompts):
             rows[p] = c * per_class + j
         rows[f"a photo of a c{c}."] = n_desc + c
-        classes.append(DraftClass(f"c{c}", f"a photo of a c{c}.", [f"d{j}" for j in range(per_class)], prompts,
-                                  [False] * per_class))  # fmt: skip
+        classes.append(
+            DraftClass(
+                f"c{c}", f"a photo of a c{c}.", [f"d{j}" for j in range(per_class)], prompts, [False] * per_class
+            )
+        )
     enc = EncoderInfo("synthetic-512", "synthetic", dim, 100.0)
     draft = LibraryDraft("synthetic", enc, "paper", "a photo of a {class}.", classes, rows, raw, norms)
     return draft, centres
@@ -238,8 +261,9 @@ HNSW_UP_TO = 200_000  # descriptors: building the graph at 1M takes over 20 minu
 CLASS_IVF_UP_TO = 200_000  # its probe calibration at 1M (100k classes) takes longer than the rest of the run
 
 
-def bench_query_indexes(generator: str, size: int, lib, queries: np.ndarray, results: dict,
-                        candidates: list[str] = CANDIDATES) -> None:  # fmt: skip
+def bench_query_indexes(
+    generator: str, size: int, lib, queries: np.ndarray, results: dict, candidates: list[str] = CANDIDATES
+) -> None:
     """Every candidate index over the library's own vectors, built and calibrated as
     ``whyclip ingest --index`` does (on proxy image queries), then measured on the bench
     queries: recall@10 against the exact scan, one-query p50 / p99, build time, bytes."""
@@ -250,9 +274,20 @@ def bench_query_indexes(generator: str, size: int, lib, queries: np.ndarray, res
     vectors, matrices = lib.vectors, lib.matrices
     _, want = exact_search(vectors, queries[3:], 10)
     exact_t = timed(lambda q: exact_search(vectors, q[None], 10), queries)
-    results["query_indexes"].append({"generator": generator, "descriptors": size, "index": "exact scan (numpy, chunked)",
-                                     "recall_at_10": 1.0, "p50_ms": pct(exact_t, 50), "p99_ms": pct(exact_t, 99),
-                                     "build_s": 0.0, "index_bytes": 0, "predicted_recall": 1.0, "knob": "-"})  # fmt: skip
+    results["query_indexes"].append(
+        {
+            "generator": generator,
+            "descriptors": size,
+            "index": "exact scan (numpy, chunked)",
+            "recall_at_10": 1.0,
+            "p50_ms": pct(exact_t, 50),
+            "p99_ms": pct(exact_t, 99),
+            "build_s": 0.0,
+            "index_bytes": 0,
+            "predicted_recall": 1.0,
+            "knob": "-",
+        }
+    )
     proxy = proxy_queries(vectors, matrices.offsets)
     for factory in candidates:
         if (factory == "HNSW32" and size > HNSW_UP_TO) or (factory == "ClassIVF" and size > CLASS_IVF_UP_TO):
@@ -272,15 +307,27 @@ def bench_query_indexes(generator: str, size: int, lib, queries: np.ndarray, res
         elif factory == "ClassIVF":
             size_bytes = searcher.codes.nbytes
         knob = next((f"{k} {params[k]}" for k in ("depth", "nprobe", "efSearch", "probe") if k in params), "-")
-        results["query_indexes"].append({
-            "generator": generator, "descriptors": size, "index": factory, "knob": knob,
-            "recall_at_10": recall(got, want), "predicted_recall": params.get("recall_at_10"),
-            "p50_ms": pct(one, 50), "p99_ms": pct(one, 99), "build_s": build, "index_bytes": size_bytes,
-            "exact_fallback": params.get("exact_fallback"), "warning": params.get("warning"),
-        })  # fmt: skip
-        print(f"query {generator} {size}: {factory} {knob}: recall {recall(got, want):.3f} "
-              f"(proxy said {params.get('recall_at_10')}), p50 {pct(one, 50):.2f} ms vs exact {pct(exact_t, 50):.2f} ms",
-              file=sys.stderr)  # fmt: skip
+        results["query_indexes"].append(
+            {
+                "generator": generator,
+                "descriptors": size,
+                "index": factory,
+                "knob": knob,
+                "recall_at_10": recall(got, want),
+                "predicted_recall": params.get("recall_at_10"),
+                "p50_ms": pct(one, 50),
+                "p99_ms": pct(one, 99),
+                "build_s": build,
+                "index_bytes": size_bytes,
+                "exact_fallback": params.get("exact_fallback"),
+                "warning": params.get("warning"),
+            }
+        )
+        print(
+            f"query {generator} {size}: {factory} {knob}: recall {recall(got, want):.3f} "
+            f"(proxy said {params.get('recall_at_10')}), p50 {pct(one, 50):.2f} ms vs exact {pct(exact_t, 50):.2f} ms",
+            file=sys.stderr,
+        )
         del built, searcher
 
 
@@ -319,27 +366,45 @@ def bench_query(generator: str, size: int, runs: int, results: dict, candidates:
         query_rss = query_process_rss(home, queries[:20])
         on_disk = folder_bytes(Path(home))
         r = lib.retrieval
-        results["query"].append({
-            "generator": generator, "queries": kind, "descriptors": size, "classes": info.n_classes,
-            "build_s": build, "load_s": load,
-            "explain_p50_ms": pct(ours, 50), "explain_p95_ms": pct(ours, 95),
-            "explain_no_retrieval_p50_ms": pct(no_hits, 50),
-            "scores_p50_ms": pct(scores_only, 50), "scores_p95_ms": pct(scores_only, 95),
-            "straightforward_p50_ms": pct(plain, 50), "straightforward_p95_ms": pct(plain, 95),
-            "scores_speedup": statistics.median(plain) / statistics.median(scores_only),
-            "top5_agreement": agree / len(queries), "max_abs_score_diff": worst,
-            "retrieval_p50_ms": pct(retrieval, 50), "retrieval_p95_ms": pct(retrieval, 95),
-            "index": r["index"] + (" -> exact scan" if r["exact"] and info.index_factory != "Flat" else ""),
-            "index_params": info.index_params, "recall_at_10": r["recall_at_10"],
-            "calibrated_on": r["calibrated_on"] or "-", "bench_queries_recall_at_10": bench_recall,
-            "bytes_per_descriptor_on_disk": on_disk / size, "query_process_rss_mb": query_rss,
-            "query_process_rss_bytes_per_descriptor": query_rss * 2**20 / size,
-        })  # fmt: skip
-        print(f"query {generator} {size}: explain p50 {pct(ours, 50):.1f} ms ({pct(no_hits, 50):.1f} without "
-              f"retrieval), retrieval {pct(retrieval, 50):.2f} ms, recall {bench_recall:.3f} ({r['index']})", file=sys.stderr)  # fmt: skip
+        results["query"].append(
+            {
+                "generator": generator,
+                "queries": kind,
+                "descriptors": size,
+                "classes": info.n_classes,
+                "build_s": build,
+                "load_s": load,
+                "explain_p50_ms": pct(ours, 50),
+                "explain_p95_ms": pct(ours, 95),
+                "explain_no_retrieval_p50_ms": pct(no_hits, 50),
+                "scores_p50_ms": pct(scores_only, 50),
+                "scores_p95_ms": pct(scores_only, 95),
+                "straightforward_p50_ms": pct(plain, 50),
+                "straightforward_p95_ms": pct(plain, 95),
+                "scores_speedup": statistics.median(plain) / statistics.median(scores_only),
+                "top5_agreement": agree / len(queries),
+                "max_abs_score_diff": worst,
+                "retrieval_p50_ms": pct(retrieval, 50),
+                "retrieval_p95_ms": pct(retrieval, 95),
+                "index": r["index"] + (" -> exact scan" if r["exact"] and info.index_factory != "Flat" else ""),
+                "index_params": info.index_params,
+                "recall_at_10": r["recall_at_10"],
+                "calibrated_on": r["calibrated_on"] or "-",
+                "bench_queries_recall_at_10": bench_recall,
+                "bytes_per_descriptor_on_disk": on_disk / size,
+                "query_process_rss_mb": query_rss,
+                "query_process_rss_bytes_per_descriptor": query_rss * 2**20 / size,
+            }
+        )
+        print(
+            f"query {generator} {size}: explain p50 {pct(ours, 50):.1f} ms ({pct(no_hits, 50):.1f} without "
+            f"retrieval), retrieval {pct(retrieval, 50):.2f} ms, recall {bench_recall:.3f} ({r['index']})",
+            file=sys.stderr,
+        )
         del in_ram
         if candidates:
             bench_query_indexes(generator, size, lib, queries, results, candidates)
+
 
 # -- images ---------------------------------------------------------------------------------
 
@@ -360,10 +425,16 @@ def bench_images(model: str, runs: int, results: dict) -> None:
                 t = time.perf_counter()
                 enc.embed_images(pictures[:batch])
                 times.append(time.perf_counter() - t)
-            results["images"].append({
-                "precision": enc.precision, "batch": batch, "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
-                "per_image_ms": pct(times, 50) / batch, "checked_cosine": enc.checked.get("image"),
-            })  # fmt: skip
+            results["images"].append(
+                {
+                    "precision": enc.precision,
+                    "batch": batch,
+                    "p50_ms": pct(times, 50),
+                    "p95_ms": pct(times, 95),
+                    "per_image_ms": pct(times, 50) / batch,
+                    "checked_cosine": enc.checked.get("image"),
+                }
+            )
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -379,10 +450,12 @@ def query_tables(results: dict) -> list[str]:
     out = []
     if results["query"]:
         out.append("\n## Query (one image vector; ms; both generators side by side)\n")
-        out.append("| data (queries) | descriptors | classes | full explanation p50 / p95 | same without retrieval p50 "
-                   "| exact scores p50 | straightforward numpy p50 | scores speedup | top-5 agree | max abs diff "
-                   "| top-10 retrieval p50 / p95 | index | recall@10 stored (calibrated on) | recall@10 on these queries "
-                   "| build s | load s | bytes/descriptor on disk | query process RSS MB |")  # fmt: skip
+        out.append(
+            "| data (queries) | descriptors | classes | full explanation p50 / p95 | same without retrieval p50 "
+            "| exact scores p50 | straightforward numpy p50 | scores speedup | top-5 agree | max abs diff "
+            "| top-10 retrieval p50 / p95 | index | recall@10 stored (calibrated on) | recall@10 on these queries "
+            "| build s | load s | bytes/descriptor on disk | query process RSS MB |"
+        )
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|")
         for r in results["query"]:
             out.append(
@@ -395,17 +468,27 @@ def query_tables(results: dict) -> list[str]:
                 f"{r['load_s']:.2f} | {r['bytes_per_descriptor_on_disk']:.0f} | {r['query_process_rss_mb']:.0f} |"
             )
     if results.get("query_indexes"):
-        out.append("\n## Retrieval index candidates (one query, top 10; the PQ codes in shards, one thread a core, other FAISS indexes on one thread; recall@10 against the exact scan)\n")
-        out.append("Each built and calibrated as `whyclip ingest --index` does, on proxy image queries; \"proxy said\" "
-                   "is the recall the calibration predicted, \"these queries\" the recall measured on the bench's.\n")
-        out.append("| data | descriptors | index | calibrated knob | recall@10, these queries | proxy said | p50 ms | p99 ms "
-                   "| build s | index bytes | calibration's verdict |")  # fmt: skip
+        out.append(
+            "\n## Retrieval index candidates (one query, top 10; the PQ codes in shards, one thread a core, other FAISS indexes on one thread; recall@10 against the exact scan)\n"
+        )
+        out.append(
+            'Each built and calibrated as `whyclip ingest --index` does, on proxy image queries; "proxy said" '
+            'is the recall the calibration predicted, "these queries" the recall measured on the bench\'s.\n'
+        )
+        out.append(
+            "| data | descriptors | index | calibrated knob | recall@10, these queries | proxy said | p50 ms | p99 ms "
+            "| build s | index bytes | calibration's verdict |"
+        )
         out.append("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
         for r in results["query_indexes"]:
             said = f"{r['predicted_recall']:.3f}" if r.get("predicted_recall") is not None else "-"
-            verdict = r.get("exact_fallback") or r.get("warning") or ("exact" if r["index"].startswith("exact") else "used")
-            out.append(f"| {r['generator']} | {r['descriptors']:,} | {r['index']} | {r['knob']} | {r['recall_at_10']:.3f} | "
-                       f"{said} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | {r['index_bytes']:,} | {verdict} |")
+            verdict = (
+                r.get("exact_fallback") or r.get("warning") or ("exact" if r["index"].startswith("exact") else "used")
+            )
+            out.append(
+                f"| {r['generator']} | {r['descriptors']:,} | {r['index']} | {r['knob']} | {r['recall_at_10']:.3f} | "
+                f"{said} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | {r['index_bytes']:,} | {verdict} |"
+            )
     return out
 
 
@@ -422,39 +505,91 @@ def targets(results: dict) -> list[str]:
             continue
         n = f"{r['descriptors']:,}"
         inside = r["explain_p50_ms"] - r["explain_no_retrieval_p50_ms"]
-        one = next((x for x in results["query_indexes"] if x["generator"] == r["generator"] and x["descriptors"] == r["descriptors"]
-                    and r["index"].startswith(x["index"])), None)  # fmt: skip
+        one = next(
+            (
+                x
+                for x in results["query_indexes"]
+                if x["generator"] == r["generator"]
+                and x["descriptors"] == r["descriptors"]
+                and r["index"].startswith(x["index"])
+            ),
+            None,
+        )
         big = r["descriptors"] >= 1_000_000
-        rows.append(_row(f"{n}: recall@10 >= 0.95, image-cone queries", f"{r['bench_queries_recall_at_10']:.3f} "
-                         f"(stored {r['recall_at_10']:.3f}, {r['calibrated_on']})", r["bench_queries_recall_at_10"] >= 0.95))  # fmt: skip
+        rows.append(
+            _row(
+                f"{n}: recall@10 >= 0.95, image-cone queries",
+                f"{r['bench_queries_recall_at_10']:.3f} (stored {r['recall_at_10']:.3f}, {r['calibrated_on']})",
+                r["bench_queries_recall_at_10"] >= 0.95,
+            )
+        )
         q = one["p50_ms"] if one else r["retrieval_p50_ms"]
-        exact = next((x["p50_ms"] for x in results["query_indexes"] if x["descriptors"] == r["descriptors"]
-                      and x["generator"] == r["generator"] and x["index"].startswith("exact")), None)  # fmt: skip
-        rows.append(_row(f"{n}: one query p50" + (" <= 10 ms" if big else ""), f"{q:.2f} ms ({r['index']}"
-                         + (f"; exact scan {exact:.1f} ms" if exact else "") + ")", q <= 10 if big else None))  # fmt: skip
-        rows.append(_row(f"{n}: top-10 inside a full explanation p50" + (" <= 15 ms" if big else ""),
-                         f"{inside:.1f} ms ({r['explain_p50_ms']:.1f} with, {r['explain_no_retrieval_p50_ms']:.1f} without)",
-                         inside <= 15 if big else None))  # fmt: skip
+        exact = next(
+            (
+                x["p50_ms"]
+                for x in results["query_indexes"]
+                if x["descriptors"] == r["descriptors"]
+                and x["generator"] == r["generator"]
+                and x["index"].startswith("exact")
+            ),
+            None,
+        )
+        rows.append(
+            _row(
+                f"{n}: one query p50" + (" <= 10 ms" if big else ""),
+                f"{q:.2f} ms ({r['index']}" + (f"; exact scan {exact:.1f} ms" if exact else "") + ")",
+                q <= 10 if big else None,
+            )
+        )
+        rows.append(
+            _row(
+                f"{n}: top-10 inside a full explanation p50" + (" <= 15 ms" if big else ""),
+                f"{inside:.1f} ms ({r['explain_p50_ms']:.1f} with, {r['explain_no_retrieval_p50_ms']:.1f} without)",
+                inside <= 15 if big else None,
+            )
+        )
     c = results.get("cold_start")
     if c:
-        rows.append(_row("cold one-image explain <= 1.0x the bare floor", f"{c['explain_over_floor']:.2f}x wall "
-                         f"({c['explain_median_s']:.2f} s vs {c['floor_median_s']:.2f} s), {c['explain_cpu_over_floor']:.2f}x CPU",
-                         c["explain_over_floor"] <= 1.0))  # fmt: skip
+        rows.append(
+            _row(
+                "cold one-image explain <= 1.0x the bare floor",
+                f"{c['explain_over_floor']:.2f}x wall "
+                f"({c['explain_median_s']:.2f} s vs {c['floor_median_s']:.2f} s), {c['explain_cpu_over_floor']:.2f}x CPU",
+                c["explain_over_floor"] <= 1.0,
+            )
+        )
         rows.append(_row("`whyclip --help` <= 0.3 s", f"{c['help_median_s']:.2f} s", c["help_median_s"] <= 0.3))
     g = results.get("ingest_processes")
     if g:
         seven = len(g["files"]) == 7
-        rows.append(_row(f"ingest of {'the seven files' if seven else ', '.join(g['files'])} >= 3x plain encode, whole processes",
-                         f"{g['speedup']:.2f}x wall ({g['whyclip_median_s']:.1f} s vs {g['plain_median_s']:.1f} s), "
-                         f"{g['cpu_speedup']:.2f}x CPU", g["speedup"] >= 3))  # fmt: skip
+        rows.append(
+            _row(
+                f"ingest of {'the seven files' if seven else ', '.join(g['files'])} >= 3x plain encode, whole processes",
+                f"{g['speedup']:.2f}x wall ({g['whyclip_median_s']:.1f} s vs {g['plain_median_s']:.1f} s), "
+                f"{g['cpu_speedup']:.2f}x CPU",
+                g["speedup"] >= 3,
+            )
+        )
         if seven:
-            rows.append(_row("the seven files in <= 20 s", f"{g['whyclip_median_s']:.1f} s", g["whyclip_median_s"] <= 20))
+            rows.append(
+                _row("the seven files in <= 20 s", f"{g['whyclip_median_s']:.1f} s", g["whyclip_median_s"] <= 20)
+            )
     m = results.get("image_pace")
     if m:
-        rows.append(_row("eval's image path within 1.2x of the bare batch-32 encode", f"{m['cached_path_over_bare']:.2f}x",
-                         m["cached_path_over_bare"] <= 1.2))  # fmt: skip
-        rows.append(_row("batch explain within 1.2x of the bare batch-32 encode", f"{m['batch_explain_over_bare']:.2f}x",
-                         m["batch_explain_over_bare"] <= 1.2))  # fmt: skip
+        rows.append(
+            _row(
+                "eval's image path within 1.2x of the bare batch-32 encode",
+                f"{m['cached_path_over_bare']:.2f}x",
+                m["cached_path_over_bare"] <= 1.2,
+            )
+        )
+        rows.append(
+            _row(
+                "batch explain within 1.2x of the bare batch-32 encode",
+                f"{m['batch_explain_over_bare']:.2f}x",
+                m["batch_explain_over_bare"] <= 1.2,
+            )
+        )
     if not rows:
         return []
     return ["## Targets (issue 13), this run\n", "| target | measured | met |", "|---|---|---|", *rows, ""]
@@ -464,22 +599,28 @@ def markdown(results: dict) -> str:
     out = [f"# whyclip benchmarks\n\n{results['machine']}\n", *targets(results)]
     if results["ingest"]:
         out.append("## Ingest (prompts/s; whyclip = `whyclip ingest` path, fresh cache)\n")
-        out.append("| library | prompts | whyclip /s | same, no prefix sharing /s | plain ST fp32 /s | speedup vs plain "
-                   "| prefix-sharing gain | tokens computed / plain | precision | cosine vs plain fp32, every prompt: min (mean) |")  # fmt: skip
+        out.append(
+            "| library | prompts | whyclip /s | same, no prefix sharing /s | plain ST fp32 /s | speedup vs plain "
+            "| prefix-sharing gain | tokens computed / plain | precision | cosine vs plain fp32, every prompt: min (mean) |"
+        )
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for r in results["ingest"]:
             tokens = f"{r['tokens_computed']:,} / {r['tokens_plain']:,}" if "tokens_plain" in r else "-"
-            out.append(f"| {r['library']} | {r['prompts']:,} | {r['whyclip_per_s']:.0f} ({r['whyclip_s']:.1f} s) | "
-                       f"{r['no_prefix_per_s']:.0f} ({r['no_prefix_s']:.1f} s) | {r['plain_per_s']:.0f} ({r['plain_s']:.1f} s) | "
-                       f"{r['speedup']:.2f}x | {r['prefix_gain']:.2f}x | {tokens} | {r['precision']} | "
-                       f"{r['min_cosine_vs_plain']:.5f} ({r['mean_cosine_vs_plain']:.6f}) |")  # fmt: skip
+            out.append(
+                f"| {r['library']} | {r['prompts']:,} | {r['whyclip_per_s']:.0f} ({r['whyclip_s']:.1f} s) | "
+                f"{r['no_prefix_per_s']:.0f} ({r['no_prefix_s']:.1f} s) | {r['plain_per_s']:.0f} ({r['plain_s']:.1f} s) | "
+                f"{r['speedup']:.2f}x | {r['prefix_gain']:.2f}x | {tokens} | {r['precision']} | "
+                f"{r['min_cosine_vs_plain']:.5f} ({r['mean_cosine_vs_plain']:.6f}) |"
+            )
     out.extend(query_tables(results))
     if results["images"]:
         out.append("\n## Image encoding (ms)\n")
         out.append("| precision | batch | p50 | p95 | per image | min cosine vs fp32 |\n|---|---:|---:|---:|---:|---|")
         for r in results["images"]:
             cos = f"{r['checked_cosine']:.5f}" if r["checked_cosine"] else "-"
-            out.append(f"| {r['precision']} | {r['batch']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['per_image_ms']:.1f} | {cos} |")
+            out.append(
+                f"| {r['precision']} | {r['batch']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['per_image_ms']:.1f} | {cos} |"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -504,21 +645,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="full-size random-weight ViT-B/32 folder (needed for ingest and images)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--sizes", default="10000,100000", help="query benchmark library sizes (add 1000000 for the 1M rows: 6 GB, tens of minutes)")
-    ap.add_argument("--generators", default="clusters,clip-shaped", help="query data: clusters (the old), clip-shaped, or both")
-    ap.add_argument("--candidates", default=";".join(CANDIDATES),
-                    help="query section: the candidate indexes to measure, separated by ';' ('' for none)")
-    ap.add_argument("--synthetic-ingest", type=int, default=100_000, help="descriptors in the synthetic ingest library (0: skip)")
+    ap.add_argument(
+        "--sizes",
+        default="10000,100000",
+        help="query benchmark library sizes (add 1000000 for the 1M rows: 6 GB, tens of minutes)",
+    )
+    ap.add_argument(
+        "--generators", default="clusters,clip-shaped", help="query data: clusters (the old), clip-shaped, or both"
+    )
+    ap.add_argument(
+        "--candidates",
+        default=";".join(CANDIDATES),
+        help="query section: the candidate indexes to measure, separated by ';' ('' for none)",
+    )
+    ap.add_argument(
+        "--synthetic-ingest", type=int, default=100_000, help="descriptors in the synthetic ingest library (0: skip)"
+    )
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: ingest, query, images, cold, ingest-processes, image-pace")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved runs of each whole process (cold start; ingest: half)")
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated sections to skip: ingest, query, images, cold, ingest-processes, image-pace",
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="interleaved runs of each whole process (cold start; ingest: half)"
+    )
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     from importlib.metadata import version
 
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
-                                f"torch {version('torch')}, faiss {version('faiss-cpu')}, numpy {np.__version__}",
-                     "ingest": [], "query": [], "query_indexes": [], "images": []}  # fmt: skip
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+        f"torch {version('torch')}, faiss {version('faiss-cpu')}, numpy {np.__version__}",
+        "ingest": [],
+        "query": [],
+        "query_indexes": [],
+        "images": [],
+    }
     # The query section runs first, before torch is imported: torch's OpenMP threads slow
     # numpy's BLAS in the same process, which would flatter whyclip against the baseline.
     if "query" not in skip:

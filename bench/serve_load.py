@@ -45,7 +45,20 @@ def free_port() -> int:
 def serve(home: str, model: str, bound_s: float):
     port = free_port()
     env = {**os.environ, "WHYCLIP_API_KEYS": KEY, "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "whyclip.ui.cli.main", "--home", home, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model]
+    cmd = [
+        sys.executable,
+        "-m",
+        "whyclip.ui.cli.main",
+        "--home",
+        home,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        model,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers={"X-API-Key": KEY})
     try:
@@ -70,11 +83,15 @@ def serve(home: str, model: str, bound_s: float):
 
 
 def library(classes: int, per_class: int, tag: str) -> bytes:
-    return json.dumps({f"class {c}": [f"{tag} descriptor {d} of class {c}" for d in range(per_class)] for c in range(classes)}).encode()
+    return json.dumps(
+        {f"class {c}": [f"{tag} descriptor {d} of class {c}" for d in range(per_class)] for c in range(classes)}
+    ).encode()
 
 
 def submit(client, data: bytes, commit_every: int = 256) -> str:
-    r = client.post("/v1/libraries", files={"file": ("lib.json", data)}, data={"name": "load", "commit_every": str(commit_every)})
+    r = client.post(
+        "/v1/libraries", files={"file": ("lib.json", data)}, data={"name": "load", "commit_every": str(commit_every)}
+    )
     r.raise_for_status()
     return r.json()["id"]
 
@@ -115,7 +132,9 @@ def mixed(e: dict) -> bool:
     """An answer mixing versions: a descriptor (or retrieved hit) whose text belongs to
     another version than the one the answer names (v1 and v2 texts differ by their tag)."""
     tag = f"v{e['version']} "
-    texts = [d["descriptor"] for c in e["classes"] for d in c["descriptors"]] + [r["descriptor"] for r in e["retrieved"]]
+    texts = [d["descriptor"] for c in e["classes"] for d in c["descriptors"]] + [
+        r["descriptor"] for r in e["retrieved"]
+    ]
     return any(not t.startswith(tag) for t in texts)
 
 
@@ -136,8 +155,11 @@ def load(base_url: str, pictures: list[bytes], clients: int, requests: int, max_
                     return
                 t = time.perf_counter()
                 try:
-                    r = c.post("/v1/explain", files={"image": (f"{n}.png", pictures[n % len(pictures)])},
-                               data={"library": "load", "retrieve": "10"})  # fmt: skip
+                    r = c.post(
+                        "/v1/explain",
+                        files={"image": (f"{n}.png", pictures[n % len(pictures)])},
+                        data={"library": "load", "retrieve": "10"},
+                    )
                     ok = r.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -163,11 +185,15 @@ def load(base_url: str, pictures: list[bytes], clients: int, requests: int, max_
     for t in threads:
         t.join()
     lat = np.array(stats["latency"]) * 1000
-    out = {"requests": len(lat), "errors": stats["errors"], "mixed_version_answers": stats["mixed"],
-           "versions_seen": sorted(stats["versions"]),
-           "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-           "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-           "explanations_per_s": stats["done"] / ((stats["end"] or time.perf_counter()) - started)}  # fmt: skip
+    out = {
+        "requests": len(lat),
+        "errors": stats["errors"],
+        "mixed_version_answers": stats["mixed"],
+        "versions_seen": sorted(stats["versions"]),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "explanations_per_s": stats["done"] / ((stats["end"] or time.perf_counter()) - started),
+    }
     if extra is not None:
         out.update(extra)
     return out
@@ -199,7 +225,11 @@ def main() -> None:
     ap.add_argument("--ceiling-rounds", type=int, default=5, help="batch-32 encodes timed for the ceiling")
     args = ap.parse_args()
     pictures = images(8)
-    result: dict = {"clients": args.clients, "model": args.model, "ceiling_images_per_s": ceiling(args.model, pictures, args.ceiling_rounds)}
+    result: dict = {
+        "clients": args.clients,
+        "model": args.model,
+        "ceiling_images_per_s": ceiling(args.model, pictures, args.ceiling_rounds),
+    }
     with tempfile.TemporaryDirectory() as home, ExitStack() as stack:
         _, a = stack.enter_context(serve(home, args.model, 300))
         assert wait(a, submit(a, library(args.classes, 5, "v1")), 600)["state"] == "done"
@@ -226,13 +256,16 @@ def main() -> None:
                 out["killed_at"] = p["progress"]
             with serve(home, args.model, 300) as (_, b):
                 done = wait(b, submit(b, v2), 900)
-                out["resubmitted"] = {k: done["result"][k] for k in ("version", "n_embedded", "n_reused")} if done["result"] else done
+                out["resubmitted"] = (
+                    {k: done["result"][k] for k in ("version", "n_embedded", "n_reused")} if done["result"] else done
+                )
             return out
 
         # Faults: the same load while replica B ingests v2, is SIGKILLed and resubmitted
         # (B's ingest shares the two cores, so this phase's throughput is not the target's).
-        result["under_ingest"] = load(str(a.base_url), pictures, args.clients, args.requests, args.max_seconds,
-                                      ingest_killed_and_resubmitted)  # fmt: skip
+        result["under_ingest"] = load(
+            str(a.base_url), pictures, args.clients, args.requests, args.max_seconds, ingest_killed_and_resubmitted
+        )
     s = result["steady"]
     result["targets"] = {
         "ratio_to_ceiling>=0.7": s["ratio_to_ceiling"] >= 0.7,

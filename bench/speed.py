@@ -116,13 +116,21 @@ def bench_cold_start(model: str, repeats: int, results: dict) -> None:
                 times[name].append(_timed(args, f"cold:{name}"))
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu = {k: statistics.median(CPU[f"cold:{k}"]) for k in commands}
-    row = {"repeats": repeats, **{f"{k}_median_s": v for k, v in med.items()},
-           **{f"{k}_cpu_median_s": v for k, v in cpu.items()}, "explain_cpu_over_floor": cpu["explain"] / cpu["floor"],
-           **{f"{k}_all_s": v for k, v in times.items()}, "explain_over_floor": med["explain"] / med["floor"]}  # fmt: skip
+    row = {
+        "repeats": repeats,
+        **{f"{k}_median_s": v for k, v in med.items()},
+        **{f"{k}_cpu_median_s": v for k, v in cpu.items()},
+        "explain_cpu_over_floor": cpu["explain"] / cpu["floor"],
+        **{f"{k}_all_s": v for k, v in times.items()},
+        "explain_over_floor": med["explain"] / med["floor"],
+    }
     results["cold_start"] = row
-    print(f"cold start: explain {med['explain']:.2f}s vs floor {med['floor']:.2f}s ({row['explain_over_floor']:.2f}x; "
-          f"CPU {cpu['explain']:.2f}s vs {cpu['floor']:.2f}s, {row['explain_cpu_over_floor']:.2f}x); --help {med['help']:.2f}s "
-          f"(CPU {cpu['help']:.2f}s)", file=sys.stderr)  # fmt: skip
+    print(
+        f"cold start: explain {med['explain']:.2f}s vs floor {med['floor']:.2f}s ({row['explain_over_floor']:.2f}x; "
+        f"CPU {cpu['explain']:.2f}s vs {cpu['floor']:.2f}s, {row['explain_cpu_over_floor']:.2f}x); --help {med['help']:.2f}s "
+        f"(CPU {cpu['help']:.2f}s)",
+        file=sys.stderr,
+    )
 
 
 def seven_files() -> list[Path]:
@@ -157,13 +165,24 @@ def bench_ingest_processes(model: str, repeats: int, results: dict, only: list[s
             times["whyclip"].append(_timed(_cli(home, "ingest", *map(str, files), "--model", model), "ingest:whyclip"))
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu = {k: statistics.median(CPU[f"ingest:{k}"]) for k in times}
-    results["ingest_processes"] = {"files": [f.stem for f in files], "prompts": len(prompts), "repeats": repeats, "plain_median_s": med["plain"],
-                                   "whyclip_median_s": med["whyclip"], "speedup": med["plain"] / med["whyclip"],
-                                   "plain_all_s": times["plain"], "whyclip_all_s": times["whyclip"],
-                                   "plain_cpu_median_s": cpu["plain"], "whyclip_cpu_median_s": cpu["whyclip"],
-                                   "cpu_speedup": cpu["plain"] / cpu["whyclip"]}  # fmt: skip
-    print(f"ingest, seven files, whole processes: whyclip {med['whyclip']:.1f}s vs plain encode {med['plain']:.1f}s "
-          f"({med['plain'] / med['whyclip']:.2f}x)", file=sys.stderr)  # fmt: skip
+    results["ingest_processes"] = {
+        "files": [f.stem for f in files],
+        "prompts": len(prompts),
+        "repeats": repeats,
+        "plain_median_s": med["plain"],
+        "whyclip_median_s": med["whyclip"],
+        "speedup": med["plain"] / med["whyclip"],
+        "plain_all_s": times["plain"],
+        "whyclip_all_s": times["whyclip"],
+        "plain_cpu_median_s": cpu["plain"],
+        "whyclip_cpu_median_s": cpu["whyclip"],
+        "cpu_speedup": cpu["plain"] / cpu["whyclip"],
+    }
+    print(
+        f"ingest, seven files, whole processes: whyclip {med['whyclip']:.1f}s vs plain encode {med['plain']:.1f}s "
+        f"({med['plain'] / med['whyclip']:.2f}x)",
+        file=sys.stderr,
+    )
 
 
 def bench_image_pace(model: str, n_images: int, results: dict) -> None:
@@ -203,38 +222,57 @@ def bench_image_pace(model: str, n_images: int, results: dict) -> None:
         one = _timed(_cli(home, "explain", str(files[0]), "--library", "lib", "--model", model, "--json"))
         many = _timed(_cli(home, "explain", *map(str, files), "--library", "lib", "--model", model, "--json"))
         explain_rate = (n_images - 1) / max(many - one, 1e-9)  # the process start-up taken out
-    row = {"images": n_images, "bare_batch32_per_s": bare, "cached_path_per_s": cached_path,
-           "batch_explain_per_s": explain_rate, "cached_path_over_bare": bare / cached_path,
-           "batch_explain_over_bare": bare / explain_rate, "precision": enc.precisions["image"]}  # fmt: skip
+    row = {
+        "images": n_images,
+        "bare_batch32_per_s": bare,
+        "cached_path_per_s": cached_path,
+        "batch_explain_per_s": explain_rate,
+        "cached_path_over_bare": bare / cached_path,
+        "batch_explain_over_bare": bare / explain_rate,
+        "precision": enc.precisions["image"],
+    }
     results["image_pace"] = row
-    print(f"images: bare batch-32 encode {bare:.1f}/s, eval's path {cached_path:.1f}/s ({bare / cached_path:.2f}x), "
-          f"batch explain {explain_rate:.1f}/s ({bare / explain_rate:.2f}x)", file=sys.stderr)  # fmt: skip
+    print(
+        f"images: bare batch-32 encode {bare:.1f}/s, eval's path {cached_path:.1f}/s ({bare / cached_path:.2f}x), "
+        f"batch explain {explain_rate:.1f}/s ({bare / explain_rate:.2f}x)",
+        file=sys.stderr,
+    )
 
 
 def markdown(results: dict) -> list[str]:
     out = []
     if "cold_start" in results:
         r = results["cold_start"]
-        out += ["\n## Cold start (whole processes, medians of interleaved runs)\n",
-                "| process | wall median s | ratio to the floor | CPU median s | CPU ratio |", "|---|---:|---:|---:|---:|",
-                f"| bare floor: import torch + transformers, load the CLIP folder, embed one image | {r['floor_median_s']:.2f} | 1.00x | {r['floor_cpu_median_s']:.2f} | 1.00x |",
-                f"| `whyclip explain IMAGE --library L --json` | {r['explain_median_s']:.2f} | {r['explain_over_floor']:.2f}x | {r['explain_cpu_median_s']:.2f} | {r['explain_cpu_over_floor']:.2f}x |",
-                f"| `whyclip --help` | {r['help_median_s']:.2f} | - | {r['help_cpu_median_s']:.2f} | - |", f"\n{r['repeats']} runs each."]  # fmt: skip
+        out += [
+            "\n## Cold start (whole processes, medians of interleaved runs)\n",
+            "| process | wall median s | ratio to the floor | CPU median s | CPU ratio |",
+            "|---|---:|---:|---:|---:|",
+            f"| bare floor: import torch + transformers, load the CLIP folder, embed one image | {r['floor_median_s']:.2f} | 1.00x | {r['floor_cpu_median_s']:.2f} | 1.00x |",
+            f"| `whyclip explain IMAGE --library L --json` | {r['explain_median_s']:.2f} | {r['explain_over_floor']:.2f}x | {r['explain_cpu_median_s']:.2f} | {r['explain_cpu_over_floor']:.2f}x |",
+            f"| `whyclip --help` | {r['help_median_s']:.2f} | - | {r['help_cpu_median_s']:.2f} | - |",
+            f"\n{r['repeats']} runs each.",
+        ]
     if "ingest_processes" in results:
         r = results["ingest_processes"]
-        out += [f"\n## Ingest, the paper's files ({', '.join(r['files'])}; whole processes, model load included)\n",
-                "| process | prompts | wall median s | speedup | CPU median s | CPU speedup |", "|---|---:|---:|---:|---:|---:|",
-                f"| plain fp32 `SentenceTransformer.encode` | {r['prompts']:,} | {r['plain_median_s']:.1f} | 1.00x | {r['plain_cpu_median_s']:.1f} | 1.00x |",
-                f"| one `whyclip ingest` of all the files (fresh store) | {r['prompts']:,} | {r['whyclip_median_s']:.1f} | {r['speedup']:.2f}x | {r['whyclip_cpu_median_s']:.1f} | {r['cpu_speedup']:.2f}x |",
-                f"\n{r['repeats']} runs each."]  # fmt: skip
+        out += [
+            f"\n## Ingest, the paper's files ({', '.join(r['files'])}; whole processes, model load included)\n",
+            "| process | prompts | wall median s | speedup | CPU median s | CPU speedup |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| plain fp32 `SentenceTransformer.encode` | {r['prompts']:,} | {r['plain_median_s']:.1f} | 1.00x | {r['plain_cpu_median_s']:.1f} | 1.00x |",
+            f"| one `whyclip ingest` of all the files (fresh store) | {r['prompts']:,} | {r['whyclip_median_s']:.1f} | {r['speedup']:.2f}x | {r['whyclip_cpu_median_s']:.1f} | {r['cpu_speedup']:.2f}x |",
+            f"\n{r['repeats']} runs each.",
+        ]
     if "image_pace" in results:
         r = results["image_pace"]
-        out += ["\n## Images at the encoder's pace (images/s)\n",
-                "| path | images/s | bare encode / path |", "|---|---:|---:|",
-                f"| bare batch-32 encode of preprocessed pixels | {r['bare_batch32_per_s']:.1f} | 1.00x |",
-                f"| eval's image path (read, decode and preprocess ahead, encode, cache) | {r['cached_path_per_s']:.1f} | {r['cached_path_over_bare']:.2f}x |",
-                f"| batch `whyclip explain` ({r['images']} images, start-up taken out) | {r['batch_explain_per_s']:.1f} | {r['batch_explain_over_bare']:.2f}x |",
-                f"\n{r['images']} JPEG images 500x375, {r['precision']}."]  # fmt: skip
+        out += [
+            "\n## Images at the encoder's pace (images/s)\n",
+            "| path | images/s | bare encode / path |",
+            "|---|---:|---:|",
+            f"| bare batch-32 encode of preprocessed pixels | {r['bare_batch32_per_s']:.1f} | 1.00x |",
+            f"| eval's image path (read, decode and preprocess ahead, encode, cache) | {r['cached_path_per_s']:.1f} | {r['cached_path_over_bare']:.2f}x |",
+            f"| batch `whyclip explain` ({r['images']} images, start-up taken out) | {r['batch_explain_per_s']:.1f} | {r['batch_explain_over_bare']:.2f}x |",
+            f"\n{r['images']} JPEG images 500x375, {r['precision']}.",
+        ]
     return out
 
 
@@ -253,7 +291,9 @@ def main() -> None:
     if "cold" not in skip:
         bench_cold_start(args.model, args.repeats, results)
     if "ingest" not in skip:
-        bench_ingest_processes(args.model, max(1, args.repeats // 2), results, list(filter(None, args.files.split(","))))
+        bench_ingest_processes(
+            args.model, max(1, args.repeats // 2), results, list(filter(None, args.files.split(",")))
+        )
     if "images" not in skip:
         bench_image_pace(args.model, args.images, results)
     print("\n".join(markdown(results)))

@@ -90,7 +90,9 @@ class ClipShaped:
         rng = np.random.default_rng([self.seed, seed, 11])
         picks = rng.integers(0, self.n_classes, n)
         means = np.stack([self.vectors[self.offsets[c] : self.offsets[c + 1]].mean(axis=0) for c in picks])
-        return _unit(_unit(means) + noise * rng.standard_normal(means.shape).astype(np.float32) / np.sqrt(means.shape[1]))
+        return _unit(
+            _unit(means) + noise * rng.standard_normal(means.shape).astype(np.float32) / np.sqrt(means.shape[1])
+        )
 
 
 def _orthogonal(x: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -98,8 +100,15 @@ def _orthogonal(x: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return x - (x @ basis.T) @ basis
 
 
-def clip_shaped(n_classes: int, per_class: int = 10, dim: int = 512, n_superclasses: int | None = None,
-                n_concepts: int | None = None, seed: int = 0, out: np.ndarray | None = None) -> ClipShaped:  # fmt: skip
+def clip_shaped(
+    n_classes: int,
+    per_class: int = 10,
+    dim: int = 512,
+    n_superclasses: int | None = None,
+    n_concepts: int | None = None,
+    seed: int = 0,
+    out: np.ndarray | None = None,
+) -> ClipShaped:
     """A CLIP-shaped library (see the module docstring). Superclasses default to one per
     20 classes, concepts to ``2 * per_class`` per 10 classes (so each concept recurs in a
     few classes on average, the popular ones in very many). ``out`` may be a preallocated
@@ -126,8 +135,12 @@ def clip_shaped(n_classes: int, per_class: int = 10, dim: int = 512, n_superclas
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         cls = flat_class[lo:hi]
-        meaning = (0.35 * supers[superclass[cls]] + 0.55 * own[cls] + 0.6 * concept_vecs[flat_concept[lo:hi]]
-                   + 0.45 * parts(hi - lo))  # fmt: skip
+        meaning = (
+            0.35 * supers[superclass[cls]]
+            + 0.55 * own[cls]
+            + 0.6 * concept_vecs[flat_concept[lo:hi]]
+            + 0.45 * parts(hi - lo)
+        )
         vectors[lo:hi] = _unit(ALPHA_T * c_t + np.sqrt(1 - ALPHA_T**2) * _unit(meaning))
     offsets = np.arange(0, n + 1, per_class, dtype=np.int64)
     return ClipShaped(vectors, offsets, concepts, superclass, seed, (c_t, c_i, basis), (supers, own, concept_vecs))
@@ -146,9 +159,13 @@ def statistics(lib: ClipShaped, n: int = 2000, seed: int = 5) -> dict[str, float
         return float((g.sum() - np.trace(g)) / (len(x) * (len(x) - 1)))
 
     per = lib.concepts.shape[1]
-    own = np.array([float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean()) for v, c in zip(images, classes)])
+    own = np.array(
+        [float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean()) for v, c in zip(images, classes)]
+    )
     others = (classes + rng.integers(1, lib.n_classes, len(classes))) % lib.n_classes
-    other = np.array([float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean()) for v, c in zip(images, others)])
+    other = np.array(
+        [float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean()) for v, c in zip(images, others)]
+    )
     return {
         "text_pairwise_cosine": pairwise(texts),
         "image_pairwise_cosine": pairwise(images),
@@ -172,14 +189,25 @@ def library_draft(lib: ClipShaped, name: str = "synthetic"):
 
     per = lib.concepts.shape[1]
     n_desc, dim = lib.vectors.shape
-    base = np.stack([_unit(lib.vectors[lib.offsets[c] : lib.offsets[c + 1]].mean(axis=0)) for c in range(lib.n_classes)])
+    base = np.stack(
+        [_unit(lib.vectors[lib.offsets[c] : lib.offsets[c + 1]].mean(axis=0)) for c in range(lib.n_classes)]
+    )
     classes, rows = [], {}
     for c in range(lib.n_classes):
         prompts = [f"c{c}, which has d{j} (concept {lib.concepts[c, j]})" for j in range(per)]
         rows.update({p: c * per + j for j, p in enumerate(prompts)})
         rows[f"a photo of a c{c}."] = n_desc + c
-        classes.append(DraftClass(f"c{c}", f"a photo of a c{c}.", [f"d{j} (concept {lib.concepts[c, j]})" for j in range(per)],
-                                  prompts, [False] * per))  # fmt: skip
+        classes.append(
+            DraftClass(
+                f"c{c}",
+                f"a photo of a c{c}.",
+                [f"d{j} (concept {lib.concepts[c, j]})" for j in range(per)],
+                prompts,
+                [False] * per,
+            )
+        )
     enc = EncoderInfo(f"synthetic-{dim}", "synthetic", dim, 100.0)
     vectors = np.concatenate([lib.vectors, base])
-    return LibraryDraft(name, enc, "paper", "a photo of a {class}.", classes, rows, vectors, np.ones(len(vectors), np.float32))
+    return LibraryDraft(
+        name, enc, "paper", "a photo of a {class}.", classes, rows, vectors, np.ones(len(vectors), np.float32)
+    )

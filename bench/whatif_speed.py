@@ -44,25 +44,43 @@ def main() -> None:
     vectors = unit(rng, len(prompts), a.dim)
     with tempfile.TemporaryDirectory() as home:
         store = Store.open(home)
-        draft = LibraryDraft("bench", EncoderInfo("rand", "rand", a.dim, 100.0), "{descriptor}", "a photo of a {class}.",
-                             [DraftClass(f"c{c}", f"a photo of a c{c}.", ts, list(ts), [False] * len(ts)) for c, ts in enumerate(texts)],
-                             {p: i for i, p in enumerate(prompts)}, vectors, np.ones(len(prompts), np.float32), index_factory="Flat")  # fmt: skip
+        draft = LibraryDraft(
+            "bench",
+            EncoderInfo("rand", "rand", a.dim, 100.0),
+            "{descriptor}",
+            "a photo of a {class}.",
+            [DraftClass(f"c{c}", f"a photo of a c{c}.", ts, list(ts), [False] * len(ts)) for c, ts in enumerate(texts)],
+            {p: i for i, p in enumerate(prompts)},
+            vectors,
+            np.ones(len(prompts), np.float32),
+            index_factory="Flat",
+        )
         info = store.write_library(draft)
         lib = store.load("bench")
         x = unit(rng, a.images, a.dim)
         labels = rng.integers(0, a.classes, a.images)
-        run = RunData(RunInfo(0, "bench", "bench", info.version, info.id, info.created_at, "synthetic", "rand", a.images),
-                      [f"img{i}" for i in range(a.images)], labels, x, {})  # fmt: skip
+        run = RunData(
+            RunInfo(0, "bench", "bench", info.version, info.id, info.created_at, "synthetic", "rand", a.images),
+            [f"img{i}" for i in range(a.images)],
+            labels,
+            x,
+            {},
+        )
         t = time.perf_counter()
         session = WhatIf(run, lib, a.aggregate)
-        print(f"{a.images} images, {a.classes} classes x {a.per_class} descriptors, dim {a.dim}, {a.aggregate}: "
-              f"scoring the run once {time.perf_counter() - t:.3f}s")  # fmt: skip
+        print(
+            f"{a.images} images, {a.classes} classes x {a.per_class} descriptors, dim {a.dim}, {a.aggregate}: "
+            f"scoring the run once {time.perf_counter() - t:.3f}s"
+        )
         new = unit(rng, 1, a.dim)[0]
         edits = {
             "drop 1 descriptor of 1 class": (plan_edit(lib, [("c7", "c7 d3")]), {}),
             "add 1 descriptor to 1 class": (plan_edit(lib, [], [("c7", "new one")]), {"new one": (new, 1.0)}),
-            "drop 1 descriptor in each of 10 classes": (plan_edit(lib, [(f"c{c}", f"c{c} d0") for c in range(0, 1000, 100)][: a.classes]), {}),
-        }  # fmt: skip
+            "drop 1 descriptor in each of 10 classes": (
+                plan_edit(lib, [(f"c{c}", f"c{c} d0") for c in range(0, 1000, 100)][: a.classes]),
+                {},
+            ),
+        }
 
         def full(edit) -> np.ndarray:  # every class rescored from scratch: what the what-if avoids
             scores = np.empty((a.images, a.classes), np.float32)

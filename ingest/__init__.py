@@ -46,7 +46,18 @@ def make_test_model(directory, **kwargs):
 
 
 __all__ = [
-    "DEFAULT_BASELINE", "DEFAULT_TEMPLATE", "IngestReport", "ParsedLibrary", "Template",
-    "embed_image_files", "expand_image_paths", "ingest_library", "load_encoder", "make_test_model", "paper_prompt",
-    "read_image", "read_images", "read_library",
-]  # fmt: skip
+    "DEFAULT_BASELINE",
+    "DEFAULT_TEMPLATE",
+    "IngestReport",
+    "ParsedLibrary",
+    "Template",
+    "embed_image_files",
+    "expand_image_paths",
+    "ingest_library",
+    "load_encoder",
+    "make_test_model",
+    "paper_prompt",
+    "read_image",
+    "read_images",
+    "read_library",
+]

@@ -36,8 +36,12 @@ def read_dataset(path: str | Path) -> Dataset:
         classes = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not classes:
             raise InputError(f"{p}: no class subfolders: a dataset is {layout}")
-        items = [(f, d.name) for d in classes for f in sorted(d.rglob("*"))
-                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
+        items = [
+            (f, d.name)
+            for d in classes
+            for f in sorted(d.rglob("*"))
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+        ]
         if not items:
             raise InputError(f"{p}: its class subfolders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return Dataset(str(p), items)
@@ -82,7 +86,7 @@ def unmatched_error(unmatched: list[str], counts: dict[str, int], class_names: l
         close = difflib.get_close_matches(label, class_names, n=1)
         listed.append(f"{label!r} ({counts[label]} images{f', closest class {close[0]!r}' if close else ''})")
     more = f" and {len(unmatched) - MAX_LISTED} more" if len(unmatched) > MAX_LISTED else ""
-    return InputError(f"{len(unmatched)} label(s) match no class of library {library!r}: {'; '.join(listed)}{more}; "
-                      "rename them to the library's class names, or pass --skip-unmatched to leave their images out")  # fmt: skip
-
-
+    return InputError(
+        f"{len(unmatched)} label(s) match no class of library {library!r}: {'; '.join(listed)}{more}; "
+        "rename them to the library's class names, or pass --skip-unmatched to leave their images out"
+    )

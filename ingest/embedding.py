@@ -120,7 +120,9 @@ def embed_image_files_cached(
                     return embed_image_files_cached(store, encoder, files, progress)
             if len(pictures):
                 vecs, norms = encoder.embed_images(pictures)
-                embedding_cache.save_hashes(store.engine, cache_key(encoder, "image"), [hashes[i] for i in todo], vecs, norms)
+                embedding_cache.save_hashes(
+                    store.engine, cache_key(encoder, "image"), [hashes[i] for i in todo], vecs, norms
+                )
                 found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms)})
                 embedded += len(pictures)
             for i in batch:

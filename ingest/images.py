@@ -85,8 +85,10 @@ def _decode(source, label: str, header_only: bool = False) -> Image.Image | None
         ) from None
     except UnidentifiedImageError:
         if _has_image_signature(source):
-            raise InputError(f"{label}: truncated or corrupt image (it starts like one, but cannot be read): "
-                             "re-export or re-download it") from None  # fmt: skip
+            raise InputError(
+                f"{label}: truncated or corrupt image (it starts like one, but cannot be read): "
+                "re-export or re-download it"
+            ) from None
         raise InputError(f"{label}: not an image (no format Pillow reads): use a JPEG, PNG or WebP file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{label}: truncated or corrupt image ({exc}): re-export or re-download it") from None

@@ -28,7 +28,13 @@ from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreErro
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
 from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
-from whyclip.store.vectors.files import build_retrieval, choose_factory, read_index_files, retune_recall, write_index_files
+from whyclip.store.vectors.files import (
+    build_retrieval,
+    choose_factory,
+    read_index_files,
+    retune_recall,
+    write_index_files,
+)
 from whyclip.store.method.prompts import rule_name
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
@@ -42,16 +48,32 @@ MAX_VERSION = 2**31 - 1  # library versions are 32-bit integers in every databas
 
 def _info(row: LibraryRow, n_empty: int, n_pairs: int = 0) -> LibraryInfo:
     return LibraryInfo(
-        id=row.id, name=row.name, version=row.version, created_at=row.created_at,
-        encoder_id=row.encoder_id, encoder_name=row.encoder_name, dim=row.dim,
-        logit_scale=row.logit_scale, template=row.template, baseline_template=row.baseline_template,
-        aggregate=row.aggregate, n_classes=row.n_classes, n_descriptors=row.n_descriptors,
-        n_prompts=row.n_prompts, n_empty_classes=n_empty, source=row.source,
-        source_sha256=row.source_sha256, index_key=row.index_key, index_factory=row.index_factory,
-        recall_at_10=row.recall_at_10, index_params=json.loads(row.index_params or "{}"),
-        first_descriptor_id=row.first_descriptor_id, prompt_rule=row.prompt_rule or "", n_pairs=n_pairs,
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        created_at=row.created_at,
+        encoder_id=row.encoder_id,
+        encoder_name=row.encoder_name,
+        dim=row.dim,
+        logit_scale=row.logit_scale,
+        template=row.template,
+        baseline_template=row.baseline_template,
+        aggregate=row.aggregate,
+        n_classes=row.n_classes,
+        n_descriptors=row.n_descriptors,
+        n_prompts=row.n_prompts,
+        n_empty_classes=n_empty,
+        source=row.source,
+        source_sha256=row.source_sha256,
+        index_key=row.index_key,
+        index_factory=row.index_factory,
+        recall_at_10=row.recall_at_10,
+        index_params=json.loads(row.index_params or "{}"),
+        first_descriptor_id=row.first_descriptor_id,
+        prompt_rule=row.prompt_rule or "",
+        n_pairs=n_pairs,
         note=row.note or "",
-    )  # fmt: skip
+    )
 
 
 def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
@@ -78,7 +100,9 @@ def _check_sqlite(engine: Engine) -> None:
 
 
 def _newer(where: str, exc: migrations.NewerStore) -> StoreError:
-    return StoreError(f"the whyclip database at {where} was written by a newer whyclip (revision {exc.revision}): upgrade whyclip")
+    return StoreError(
+        f"the whyclip database at {where} was written by a newer whyclip (revision {exc.revision}): upgrade whyclip"
+    )
 
 
 def _store_id(conn) -> str:
@@ -163,8 +187,14 @@ class Store:
         self.migration = migration  # where the schema stood before this open migrated it (write opens)
 
     @classmethod
-    def open(cls, home: str | Path | None = None, db_url: str | None = None, *, create: bool = True,
-             migrate: bool | None = None) -> Store:
+    def open(
+        cls,
+        home: str | Path | None = None,
+        db_url: str | None = None,
+        *,
+        create: bool = True,
+        migrate: bool | None = None,
+    ) -> Store:
         """Open the store. Write commands pass ``create`` (the default): the database is
         created or migrated as needed. Read commands pass ``create=False``: a missing or
         out-of-date store is refused in one line, so a typo'd home leaves nothing behind and
@@ -217,8 +247,10 @@ class Store:
 
     def library(self, name: str, version: int | None = None) -> LibraryInfo:
         if version is not None and not 1 <= version <= MAX_VERSION:  # the database could not even compare it
-            raise LibraryNotFound(f"no library {name!r} version {version}: versions are numbered 1, 2, ... "
-                                  "(see 'whyclip libraries --all')")  # fmt: skip
+            raise LibraryNotFound(
+                f"no library {name!r} version {version}: versions are numbered 1, 2, ... "
+                "(see 'whyclip libraries --all')"
+            )
         with Session(self.engine) as s:
             q = select(LibraryRow).where(LibraryRow.name == name, LibraryRow.status == schema.READY)
             if version is not None:
@@ -242,8 +274,12 @@ class Store:
     def load(self, name: str, version: int | None = None, *, encoder_id: str | None = None) -> Library:
         """Load a library for querying; with ``encoder_id``, refuse a different encoder."""
         info = self.library(name, version)
-        expected = {"store_id": self.store_id, "library_id": info.id, "index_key": info.index_key,
-                    "n_descriptors": info.n_descriptors}  # fmt: skip
+        expected = {
+            "store_id": self.store_id,
+            "library_id": info.id,
+            "index_key": info.index_key,
+            "n_descriptors": info.n_descriptors,
+        }
         lib = Library(self.engine, info, read_index_files(self.index_folder(info), expected, info.index_params or None))
         if encoder_id is not None:
             lib.check_encoder(encoder_id)
@@ -278,9 +314,16 @@ class Store:
             queries = proxy_queries(vectors, offsets)
         built = build_retrieval(vectors, matrices, factory, queries)
         recall_at_10 = built.recall_at_10
-        manifest = {"store_id": self.store_id, "index_key": key, "name": draft.name, "n_descriptors": n_descriptors,
-                    "dim": d, "encoder_id": draft.encoder.id, "index_factory": built.factory,
-                    "index_params": built.params}  # fmt: skip
+        manifest = {
+            "store_id": self.store_id,
+            "index_key": key,
+            "name": draft.name,
+            "n_descriptors": n_descriptors,
+            "dim": d,
+            "encoder_id": draft.encoder.id,
+            "index_factory": built.factory,
+            "index_params": built.params,
+        }
         write_index_files(folder, built, vectors, matrices, norms, manifest)
         try:
             del vectors, matrices, built  # a million-descriptor draft: free before the rows
@@ -289,7 +332,9 @@ class Store:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         self._checkpoint()
-        log.info("wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), n_descriptors)
+        log.info(
+            "wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), n_descriptors
+        )
         with Session(self.engine) as s:
             return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
 
@@ -335,8 +380,13 @@ class Store:
                 raise LibraryNotFound(f"library {name!r} version {info.version} was deleted while being re-tuned")
             row.index_params = json.dumps(params)
             row.recall_at_10 = 1.0 if exact else float(params.get("recall_at_10", row.recall_at_10))
-        log.info("re-tuned %s v%d on %s: %s", name, info.version, queries.label,
-                 "exact scan" if exact else f"recall@10 {params.get('recall_at_10'):.3f}")  # fmt: skip
+        log.info(
+            "re-tuned %s v%d on %s: %s",
+            name,
+            info.version,
+            queries.label,
+            "exact scan" if exact else f"recall@10 {params.get('recall_at_10'):.3f}",
+        )
         return self.library(info.name, info.version)
 
     def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float) -> tuple[int, int]:
@@ -350,36 +400,69 @@ class Store:
             version = next_version(s, draft.name)
             first = next_descriptor_key(s)
             row = LibraryRow(
-                name=draft.name, version=version, status=schema.READY,
-                created_at=dt.datetime.now(dt.timezone.utc), encoder_id=draft.encoder.id,
-                encoder_name=draft.encoder.name, dim=draft.encoder.dim, logit_scale=float(draft.encoder.logit_scale),
-                template=draft.template, baseline_template=draft.baseline_template,
+                name=draft.name,
+                version=version,
+                status=schema.READY,
+                created_at=dt.datetime.now(dt.timezone.utc),
+                encoder_id=draft.encoder.id,
+                encoder_name=draft.encoder.name,
+                dim=draft.encoder.dim,
+                logit_scale=float(draft.encoder.logit_scale),
+                template=draft.template,
+                baseline_template=draft.baseline_template,
                 prompt_rule=rule_name(draft.template),
-                aggregate=draft.aggregate, n_classes=len(draft.classes), n_descriptors=n_descriptors,
-                n_prompts=len(draft.prompt_rows), source=draft.source, source_sha256=draft.source_sha256,
-                index_key=key, recall_at_10=recall_at_10, first_descriptor_id=first, note=draft.note or None, **index,
-            )  # fmt: skip
+                aggregate=draft.aggregate,
+                n_classes=len(draft.classes),
+                n_descriptors=n_descriptors,
+                n_prompts=len(draft.prompt_rows),
+                source=draft.source,
+                source_sha256=draft.source_sha256,
+                index_key=key,
+                recall_at_10=recall_at_10,
+                first_descriptor_id=first,
+                note=draft.note or None,
+                **index,
+            )
             s.add(row)
             s.flush()
-            class_ids = s.scalars(
-                insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
-                [
-                    {"library_id": row.id, "position": i, "name": c.name, "n_descriptors": len(c.prompts),
-                     "baseline_prompt": c.baseline_prompt}
-                    for i, c in enumerate(draft.classes)
-                ],
-            ).all() if draft.classes else []  # fmt: skip
+            class_ids = (
+                s.scalars(
+                    insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "library_id": row.id,
+                            "position": i,
+                            "name": c.name,
+                            "n_descriptors": len(c.prompts),
+                            "baseline_prompt": c.baseline_prompt,
+                        }
+                        for i, c in enumerate(draft.classes)
+                    ],
+                ).all()
+                if draft.classes
+                else []
+            )
             shared = _shared_texts(draft.classes)
             params = [
-                {"library_id": row.id, "class_id": cid, "position": j, "text": text, "truncated": bool(trunc),
-                 "prompt": prompt, "shared": len(shared[text])}
+                {
+                    "library_id": row.id,
+                    "class_id": cid,
+                    "position": j,
+                    "text": text,
+                    "truncated": bool(trunc),
+                    "prompt": prompt,
+                    "shared": len(shared[text]),
+                }
                 for cid, c in zip(class_ids, draft.classes)
                 for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
-            ]  # fmt: skip
+            ]
             for n, param in enumerate(params):
                 param["id"] = first + n
-            multi = [{"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
-                     for t, names in shared.items() if len(names) > 1]  # fmt: skip
+            multi = [
+                {"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
+                for t, names in shared.items()
+                if len(names) > 1
+            ]
             if multi:
                 s.execute(insert(SharedTextRow), multi)
             if params:

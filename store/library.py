@@ -31,13 +31,22 @@ from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
-from whyclip.store.method import AGGREGATES, build_class_matrices, calibrated_softmax, descriptor_weights, score_classes, softmax, top_k
-
+from whyclip.store.method import (
+    AGGREGATES,
+    build_class_matrices,
+    calibrated_softmax,
+    descriptor_weights,
+    score_classes,
+    softmax,
+    top_k,
+)
 
 
 SPLIT_MAX = 200_000  # descriptors: above, explain does not read every bare vector for the split
-BARE_NOTE = ("name vs description not shown: this library's bare-descriptor prompts are not in the embedding cache "
-             "for this model; run 'whyclip eval DATASET --library {name}' once (it embeds them), then explain again")  # fmt: skip
+BARE_NOTE = (
+    "name vs description not shown: this library's bare-descriptor prompts are not in the embedding cache "
+    "for this model; run 'whyclip eval DATASET --library {name}' once (it embeds them), then explain again"
+)
 
 _HIT_ROWS = (
     select(DescriptorRow.id, ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
@@ -110,7 +119,9 @@ class Library:
             return found[0]
         if found:
             listed = ", ".join(repr(self.class_names[i]) for i in found)
-            raise InputError(f"class {name!r} is ambiguous in library {self.info.name!r}: it could be {listed}; give the exact name")
+            raise InputError(
+                f"class {name!r} is ambiguous in library {self.info.name!r}: it could be {listed}; give the exact name"
+            )
         close = difflib.get_close_matches(name, self.class_names, n=3)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise InputError(f"library {self.info.name!r} has no class {name!r}{hint}")
@@ -127,7 +138,9 @@ class Library:
         if hi == lo:
             return ()
         with Session(self.engine) as s:
-            rows = s.execute(select(DescriptorRow.text, DescriptorRow.prompt).where(self._keys(lo, hi)).order_by(DescriptorRow.id)).all()
+            rows = s.execute(
+                select(DescriptorRow.text, DescriptorRow.prompt).where(self._keys(lo, hi)).order_by(DescriptorRow.id)
+            ).all()
         if len(rows) != hi - lo:  # the version was deleted while this reader had it loaded
             raise LibraryNotFound(
                 f"library {self.info.name!r} version {self.info.version} was deleted while in use "
@@ -152,7 +165,9 @@ class Library:
         if int(self.matrices.offsets[-1]) == 0:
             return []
         with Session(self.engine) as s:
-            rows = s.execute(select(DescriptorRow.id, DescriptorRow.truncated).where(DescriptorRow.library_id == self.info.id)).all()
+            rows = s.execute(
+                select(DescriptorRow.id, DescriptorRow.truncated).where(DescriptorRow.library_id == self.info.id)
+            ).all()
         flags = dict(rows)
         return [bool(flags.get(int(k), False)) for k in self.ids]
 
@@ -164,7 +179,9 @@ class Library:
         with Session(self.engine) as s:
             texts = s.scalars(select(DescriptorRow.text).where(self._keys(0, n)).order_by(DescriptorRow.id)).all()
         if len(texts) != n:
-            raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use: load it again")
+            raise LibraryNotFound(
+                f"library {self.info.name!r} version {self.info.version} was deleted while in use: load it again"
+            )
         return list(texts)
 
     def bare_scorer(self, encoder_key: str):
@@ -175,8 +192,10 @@ class Library:
         if len(self.class_names) < 3:
             return "name vs description not shown: the split is fitted over an image's classes and needs at least 3"
         if self.info.n_descriptors > SPLIT_MAX:
-            return (f"name vs description not shown: {self.info.n_descriptors:,} descriptors is over {SPLIT_MAX:,} (it "
-                    "reads every bare-descriptor vector from the cache); the audit has the run's split per class")  # fmt: skip
+            return (
+                f"name vs description not shown: {self.info.n_descriptors:,} descriptors is over {SPLIT_MAX:,} (it "
+                "reads every bare-descriptor vector from the cache); the audit has the run's split per class"
+            )
         texts = self.descriptor_texts()
         found = embedding_cache.lookup(self.engine, encoder_key, list(dict.fromkeys(texts)))
         if any(t not in found for t in texts):
@@ -222,10 +241,15 @@ class Library:
                 row["contribution"] += sign * d.weight * (d.similarity - mu / total)
         na, nb = self.class_names[a], self.class_names[b]
         out = [
-            ContrastRow(text, r["a"], r["b"], r["contribution"],
-                        na if r["contribution"] > 1e-12 else nb if r["contribution"] < -1e-12 else "-")
+            ContrastRow(
+                text,
+                r["a"],
+                r["b"],
+                r["contribution"],
+                na if r["contribution"] > 1e-12 else nb if r["contribution"] < -1e-12 else "-",
+            )
             for text, r in rows.items()
-        ]  # fmt: skip
+        ]
         out.sort(key=lambda r: -r.contribution)
         return Contrast(na, nb, float(scores[a]), float(scores[b]), out)
 
@@ -245,8 +269,18 @@ class Library:
                 continue
             da, db = pair.descriptions[rows[a]], pair.descriptions[rows[b]]
             sa, sb = float(sims[rows[a]]), float(sims[rows[b]])
-            features.append(PairFeatureScore(da.attribute or db.attribute, da.text, db.text, da.prompt, db.prompt, sa, sb,
-                                             na if sa > sb else nb if sb > sa else "-"))  # fmt: skip
+            features.append(
+                PairFeatureScore(
+                    da.attribute or db.attribute,
+                    da.text,
+                    db.text,
+                    da.prompt,
+                    db.prompt,
+                    sa,
+                    sb,
+                    na if sa > sb else nb if sb > sa else "-",
+                )
+            )
         mean_a = float(np.mean([f.similarity_a for f in features])) if features else 0.0
         mean_b = float(np.mean([f.similarity_b for f in features])) if features else 0.0
         favours = na if mean_a > mean_b else nb if mean_b > mean_a else "-"
@@ -266,10 +300,14 @@ class Library:
         if k <= 0:
             return [[] for _ in range(len(images))]
         try:
-            sims, positions = self.files.searcher.search(np.ascontiguousarray(np.atleast_2d(images), dtype=np.float32), k)
+            sims, positions = self.files.searcher.search(
+                np.ascontiguousarray(np.atleast_2d(images), dtype=np.float32), k
+            )
         except LibraryNotFound:  # an index read on first search, gone with its deleted version
-            raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use "
-                                  "(its retrieval index is gone): load it again") from None  # fmt: skip
+            raise LibraryNotFound(
+                f"library {self.info.name!r} version {self.info.version} was deleted while in use "
+                "(its retrieval index is gone): load it again"
+            ) from None
         if self.files.descriptor_ids is not None:
             keys = self.files.descriptor_ids[np.maximum(positions, 0)]
         else:
@@ -279,13 +317,14 @@ class Library:
         with self.engine.connect() as c:  # one prepared statement: built per call through a Session it took 2 ms
             meta = {r[0]: r[1:] for r in c.execute(_HIT_ROWS, {"ids": wanted})}
         if len(meta) != len(wanted):  # the version was deleted while this reader had it loaded
-            raise LibraryNotFound(f"library {self.info.name!r} version {self.info.version} was deleted while in use "
-                                  f"({len(wanted) - len(meta)} of the {len(wanted)} descriptors found have no rows): load it again")  # fmt: skip
+            raise LibraryNotFound(
+                f"library {self.info.name!r} version {self.info.version} was deleted while in use "
+                f"({len(wanted) - len(meta)} of the {len(wanted)} descriptors found have no rows): load it again"
+            )
         return [
-            [Retrieved(*meta[int(i)], float(sim), int(i))
-             for sim, i in zip(srow, irow) if i >= 0]
+            [Retrieved(*meta[int(i)], float(sim), int(i)) for sim, i in zip(srow, irow) if i >= 0]
             for srow, irow in zip(sims, ids)
-        ]  # fmt: skip
+        ]
 
     def explain(
         self,
@@ -313,14 +352,24 @@ class Library:
         if agg not in AGGREGATES:
             raise InputError(f"unknown aggregate {agg!r}: choose one of {', '.join(AGGREGATES)}")
         if calibration is not None and calibration.aggregate != agg:
-            raise InputError(f"the calibration of library {self.info.name!r} is for the {calibration.aggregate} aggregate, "
-                             f"not {agg}: explain with --aggregate {calibration.aggregate}, or calibrate for {agg}")  # fmt: skip
-        if calibration is not None and calibration.biases is not None and len(calibration.biases) != len(self.class_names):
-            raise InputError(f"the calibration has {len(calibration.biases)} class biases, library {self.info.name!r} "
-                             f"v{self.info.version} has {len(self.class_names)} classes: run 'whyclip calibrate' again")  # fmt: skip
+            raise InputError(
+                f"the calibration of library {self.info.name!r} is for the {calibration.aggregate} aggregate, "
+                f"not {agg}: explain with --aggregate {calibration.aggregate}, or calibrate for {agg}"
+            )
+        if (
+            calibration is not None
+            and calibration.biases is not None
+            and len(calibration.biases) != len(self.class_names)
+        ):
+            raise InputError(
+                f"the calibration has {len(calibration.biases)} class biases, library {self.info.name!r} "
+                f"v{self.info.version} has {len(self.class_names)} classes: run 'whyclip calibrate' again"
+            )
         images = np.atleast_2d(np.asarray(images, dtype=np.float32))
         if images.shape[1] != self.info.dim:
-            raise EncoderMismatch(f"image vectors have dimension {images.shape[1]}, library {self.info.name!r} has {self.info.dim}")
+            raise EncoderMismatch(
+                f"image vectors have dimension {images.shape[1]}, library {self.info.name!r} has {self.info.dim}"
+            )
         pair = (self.class_position(compare[0]), self.class_position(compare[1])) if compare else None
         names = names or [f"image {i}" for i in range(len(images))]
         scale = self.info.logit_scale
@@ -336,25 +385,39 @@ class Library:
             keys = scores.astype(np.float64) * (scale / calibration.temperature) + calibration.biases
         rankings = [top_k(keys[i], max(top, 2)) for i in range(len(images))]
         contrasted = {tuple(sorted(pair)) if pair else tuple(sorted(int(c) for c in r[:2])) for r in rankings}
-        stored = {(p.class_a, p.class_b): p for p in self.stored_pairs({ab for ab in contrasted if len(ab) == 2 and ab[0] != ab[1]})}
+        stored = {
+            (p.class_a, p.class_b): p
+            for p in self.stored_pairs({ab for ab in contrasted if len(ab) == 2 and ab[0] != ab[1]})
+        }
         out = []
         for i, image in enumerate(images):
             raw = softmax(scores[i], scale)
-            probs = raw if calibration is None else calibrated_softmax(scores[i], scale, calibration.temperature, calibration.biases)
+            probs = (
+                raw
+                if calibration is None
+                else calibrated_softmax(scores[i], scale, calibration.temperature, calibration.biases)
+            )
             bprobs = softmax(base_scores[i], scale)
             ranking = rankings[i]
             order = ranking[:top]
             split = None if bare is None else image_split(scores[i], base_scores[i], bare[i])
             evidence = [self._evidence(image, int(c), agg) for c in order]
             classes = [
-                ClassScore(self.class_names[c], float(scores[i, c]), float(probs[c]), rank + 1,
-                           ev[:max_descriptors], float(base_scores[i, c]), float(bprobs[c]),
-                           None if calibration is None else float(raw[c]),
-                           None if split is None else float(split["name_share"][c]),
-                           None if split is None else float(split["description_share"][c]),
-                           len(ev) - len(ev[:max_descriptors]))
+                ClassScore(
+                    self.class_names[c],
+                    float(scores[i, c]),
+                    float(probs[c]),
+                    rank + 1,
+                    ev[:max_descriptors],
+                    float(base_scores[i, c]),
+                    float(bprobs[c]),
+                    None if calibration is None else float(raw[c]),
+                    None if split is None else float(split["name_share"][c]),
+                    None if split is None else float(split["description_share"][c]),
+                    len(ev) - len(ev[:max_descriptors]),
+                )
                 for rank, (c, ev) in enumerate(zip(order, evidence))
-            ]  # fmt: skip
+            ]
             if split is not None:
                 nd = {"coefficients": {"name": split["a"], "description": split["b"]}, "explained": split["explained"]}
             else:
@@ -367,8 +430,21 @@ class Library:
             if found is not None and a != b:
                 contrast = dataclasses.replace(contrast, pair_descriptors=self.pair_evidence(image, a, b, found))
             out.append(
-                Explanation(names[i], self.info.name, self.info.version, self.info.encoder_name, agg, scale,
-                            len(self.class_names), classes, baseline, contrast, hits[i],
-                            None if calibration is None else calibration.block(), nd, self.retrieval)
-            )  # fmt: skip
+                Explanation(
+                    names[i],
+                    self.info.name,
+                    self.info.version,
+                    self.info.encoder_name,
+                    agg,
+                    scale,
+                    len(self.class_names),
+                    classes,
+                    baseline,
+                    contrast,
+                    hits[i],
+                    None if calibration is None else calibration.block(),
+                    nd,
+                    self.retrieval,
+                )
+            )
         return out

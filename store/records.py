@@ -64,9 +64,13 @@ class LibraryInfo:
         an approximate index answers exactly (``note``)."""
         p = self.index_params
         exact = self.index_factory == "Flat" or "exact_fallback" in p
-        return {"exact": exact, "index": "Flat" if self.index_factory == "Flat" else self.index_label,
-                "recall_at_10": 1.0 if exact else float(self.recall_at_10),
-                "calibrated_on": p.get("calibrated_on"), "note": p.get("exact_fallback") or p.get("warning")}  # fmt: skip
+        return {
+            "exact": exact,
+            "index": "Flat" if self.index_factory == "Flat" else self.index_label,
+            "recall_at_10": 1.0 if exact else float(self.recall_at_10),
+            "calibrated_on": p.get("calibrated_on"),
+            "note": p.get("exact_fallback") or p.get("warning"),
+        }
 
     def retrieval_summary(self) -> str:
         """One line, e.g. "PQ256x4fs+rerank150, recall@10 0.97 on 240 eval images"."""

@@ -13,14 +13,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PAIR_IN_QUESTION = re.compile(r"tell an? (.+?) apart from an? (.+?) in a photo\?")
 CLASS_IN_QUESTION = re.compile(r"distinguishing an? (.+?) in a photo\?")
-EXAMPLE_COPY = "- a very small bird\n- a long, needle-thin bill\n- a striped tail"  # two of the default prompt's examples
+EXAMPLE_COPY = (
+    "- a very small bird\n- a long, needle-thin bill\n- a striped tail"  # two of the default prompt's examples
+)
 
 ANSWERS = {
     "zebra": "- black and white stripes\n- a horse-like body\n- a short upright mane",
     "martini": "1. a cone-shaped glass.\n2) a thin stem\n3. an olive on a pick.",
     "lobster": "* a red shell\n* two large claws\n* long antennae",
     "giraffe": "Sure! Here are some useful visual features:\n\n- a very long neck\n- a coat of brown patches\n\n"
-               "These features help you recognise a giraffe.",
+    "These features help you recognise a giraffe.",
     "copycat": EXAMPLE_COPY,
 }
 SLEEP_SECONDS = 1.0  # past the tests' client timeout (0.5 s)
@@ -90,7 +92,9 @@ class ChatServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with server._lock:
-                    server.requests.append({"path": self.path, "body": body, "authorization": self.headers.get("Authorization")})
+                    server.requests.append(
+                        {"path": self.path, "body": body, "authorization": self.headers.get("Authorization")}
+                    )
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 if self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -103,7 +107,9 @@ class ChatServer:
                 found = CLASS_IN_QUESTION.findall(content)
                 name = found[-1] if found else "?"
                 if "response_format" in body and server.refuse_structured:
-                    return self._send(400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}})
+                    return self._send(
+                        400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}}
+                    )
                 step = server._step(name)
                 with server._lock:
                     server.in_flight += 1
@@ -118,24 +124,36 @@ class ChatServer:
                 if step == "429":
                     return self._send(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "10"})
                 if step == "500":  # a careless server that echoes the request's key in its error
-                    return self._send(500, {"error": {"message": f"internal error for {self.headers.get('Authorization')}"}},
-                                      {"retry-after-ms": "10"})  # fmt: skip
+                    return self._send(
+                        500,
+                        {"error": {"message": f"internal error for {self.headers.get('Authorization')}"}},
+                        {"retry-after-ms": "10"},
+                    )
                 if step in ("sleep", "pause"):
                     time.sleep(SLEEP_SECONDS if step == "sleep" else 0.3)
                 if step == "pair":
                     a, b = name.split(" / ")
-                    text = (f"Here are the differences:\n- colour: the colour of a {a}. | the colour of a {b}\n"
-                            f"- shape: a {a} outline | a {b} outline\n- a line without a pair")
+                    text = (
+                        f"Here are the differences:\n- colour: the colour of a {a}. | the colour of a {b}\n"
+                        f"- shape: a {a} outline | a {b} outline\n- a line without a pair"
+                    )
                 else:
                     text = "" if step == "empty" else server.answer_for(name)
                 if "response_format" in body and step != "empty":
                     lines = [line.lstrip("-*0123456789.) ") for line in text.splitlines() if line.strip()]
                     text = json.dumps({"descriptors": lines})
-                self._send(200, {
-                    "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": int(time.time()),
-                    "model": body.get("model", "m"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })  # fmt: skip
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{len(server.requests)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", "m"),
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
         return Handler

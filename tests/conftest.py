@@ -116,7 +116,9 @@ def other_database(request):
 def shared_file(name: str) -> Path:
     path = SHARED_DESCRIPTORS / name
     if not path.is_file():
-        pytest.skip(f"{path} is absent: the paper's descriptor files live in ../shared beside a development checkout, not in a plain clone")
+        pytest.skip(
+            f"{path} is absent: the paper's descriptor files live in ../shared beside a development checkout, not in a plain clone"
+        )
     return path
 
 

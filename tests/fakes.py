@@ -44,7 +44,9 @@ class FakeEncoder:
         self.info = EncoderInfo(id=f"fake-{dim}-{tag}", name=f"fake:{tag}", dim=dim, logit_scale=logit_scale)
         self.cache_key = self.info.id
         self.embedded: list[str] = []
-        self.image_batches: list[int] = []  # sizes of embed_images calls  # every text embedded, in call order (tests count work)
+        self.image_batches: list[
+            int
+        ] = []  # sizes of embed_images calls  # every text embedded, in call order (tests count work)
 
     def _raw(self, text: str, concepts: list[str] | dict[str, float]) -> np.ndarray:
         weights = concepts if isinstance(concepts, dict) else dict.fromkeys(concepts, 1.0)

@@ -59,14 +59,25 @@ def test_explain_answers_what_the_cli_prints(client, home):
     (home / "frog.png").write_bytes(FROG)
     (home / "banana.png").write_bytes(BANANA)
     paths = [str(home / "frog.png"), str(home / "banana.png")]
-    for options, args in (({}, []), ({"top": "3", "aggregate": "max", "retrieve": "4", "compare": ["banana", "tree frog"]},
-                                      ["--top", "3", "--aggregate", "max", "--retrieve", "4", "--compare", "banana", "tree frog"])):  # fmt: skip
+    for options, args in (
+        ({}, []),
+        (
+            {"top": "3", "aggregate": "max", "retrieve": "4", "compare": ["banana", "tree frog"]},
+            ["--top", "3", "--aggregate", "max", "--retrieve", "4", "--compare", "banana", "tree frog"],
+        ),
+    ):
         expected = cli_json(["explain", *paths, "--library", "frogs", "--json", *args])
         r = explain(client, [(paths[0], FROG), (paths[1], BANANA)], **options)
         assert r.status_code == 200, r.text
         assert r.json()["explanations"] == expected
     assert expected[0]["contrast"]["a"] == "banana" and expected[0]["classes"][0]["class"] == "tree frog"
-    assert expected[0]["retrieval"] == {"exact": True, "index": "Flat", "recall_at_10": 1.0, "calibrated_on": None, "note": None}
+    assert expected[0]["retrieval"] == {
+        "exact": True,
+        "index": "Flat",
+        "recall_at_10": 1.0,
+        "calibrated_on": None,
+        "note": None,
+    }
 
 
 def test_explain_serves_a_new_version_without_restart(client, home):
@@ -85,7 +96,9 @@ def test_retrieve_by_image_and_text(client):
     body = r.json()
     assert {h["descriptor"] for h in body["retrieved"]} == {"protruding eyes", "bright green colour"}
     assert body["index"]["exact"] is True and body["index"]["factory"] == "Flat"
-    r = client.post("/v1/retrieve", data={"library": "frogs", "text": "yellow peel", "k": "1"}, files={"none": ("", b"")})
+    r = client.post(
+        "/v1/retrieve", data={"library": "frogs", "text": "yellow peel", "k": "1"}, files={"none": ("", b"")}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["retrieved"][0]["descriptor"] == "yellow peel" and r.json()["query"]["kind"] == "text"
 
@@ -117,13 +130,20 @@ def wait_for(client, job_id, key=KEY, timeout=60):
 
 def test_upload_runs_an_ingest_job_then_delete(client, fake):
     new = {"banana": ["yellow peel"], "dog": ["floppy ears"]}  # banana's prompts are cached from frogs
-    r = client.post("/v1/libraries", headers={"Authorization": f"Bearer {KEY}"},
-                    files={"file": ("pets.json", json.dumps(new).encode(), "application/json")}, data={"name": "pets"})  # fmt: skip
+    r = client.post(
+        "/v1/libraries",
+        headers={"Authorization": f"Bearer {KEY}"},
+        files={"file": ("pets.json", json.dumps(new).encode(), "application/json")},
+        data={"name": "pets"},
+    )
     assert r.status_code == 202, r.text
     job = wait_for(client, r.json()["id"])
     assert job["state"] == "done", job
     assert job["result"]["version"] == 1
-    assert (job["result"]["n_reused"], job["result"]["n_embedded"]) == (2, 2)  # the dog's descriptor and baseline prompts
+    assert (job["result"]["n_reused"], job["result"]["n_embedded"]) == (
+        2,
+        2,
+    )  # the dog's descriptor and baseline prompts
     assert job["progress"]["done"] == job["progress"]["total"] == job["result"]["n_prompts"]
     assert {i["name"] for i in client.get("/v1/libraries").json()} == {"frogs", "pets"}
     r = client.delete("/v1/libraries/pets", headers={"X-API-Key": KEY})
@@ -205,7 +225,10 @@ def test_explain_calibrated_answers_what_the_cli_prints(client, home):
     r = explain(client, [(path, FROG)], calibrated="true")
     assert r.status_code == 200, r.text
     assert r.json()["explanations"] == expected
-    assert expected[0]["calibration"]["per_class_bias"] and expected[0]["classes"][0]["uncalibrated_probability"] is not None
+    assert (
+        expected[0]["calibration"]["per_class_bias"]
+        and expected[0]["classes"][0]["uncalibrated_probability"] is not None
+    )
     plain = explain(client, [(path, FROG)]).json()["explanations"][0]
     assert plain["calibration"] is None and plain["classes"][0]["uncalibrated_probability"] is None
 

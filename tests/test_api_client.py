@@ -26,7 +26,9 @@ def run(args):
     return CliRunner().invoke(cli, args)
 
 
-@pytest.mark.parametrize("extra", [[], ["--json"], ["--json", "--top", "2", "--aggregate", "centroid", "--compare", "banana", "tree frog"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["--json"], ["--json", "--top", "2", "--aggregate", "centroid", "--compare", "banana", "tree frog"]]
+)
 def test_server_output_is_the_local_output(served, home, extra):  # noqa: F811
     (home / "frog.png").write_bytes(FROG)
     (home / "banana.png").write_bytes(BANANA)
@@ -64,6 +66,8 @@ def test_server_calibrated_output_is_the_local_output(served, home):  # noqa: F8
     assert run(["calibrate", "--library", "frogs"]).exit_code == 0
     for extra in ([], ["--json"]):
         local = run(["explain", str(home / "frog.png"), "--library", "frogs", "--calibrated", *extra])
-        remote = run(["explain", str(home / "frog.png"), "--library", "frogs", "--calibrated", "--server", served, *extra])
+        remote = run(
+            ["explain", str(home / "frog.png"), "--library", "frogs", "--calibrated", "--server", served, *extra]
+        )
         assert local.exit_code == remote.exit_code == 0, remote.output
         assert remote.stdout == local.stdout and "calibrat" in local.stdout

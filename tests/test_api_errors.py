@@ -44,7 +44,9 @@ def test_explain_bad_input(client):
     problem(explain(client, [("f.png", FROG)], top="many"), 422, "top")
     problem(client.post("/v1/explain", data={"library": "frogs"}), 422, "image", "missing")
     problem(client.post("/v1/explain", files={"image": ("f.png", FROG)}), 422, "library", "missing")
-    problem(client.post("/v1/explain", content=b'{"library": "frogs"}', headers={"content-type": "application/json"}), 422)
+    problem(
+        client.post("/v1/explain", content=b'{"library": "frogs"}', headers={"content-type": "application/json"}), 422
+    )
     problem(client.post("/v1/explain", content=b"library=frogs", headers={"content-type": "text/plain"}), 422)
 
 
@@ -73,8 +75,14 @@ def test_retrieve_bad_input(client):
     both = client.post("/v1/retrieve", data={"library": "frogs", "text": "peel"}, files={"image": ("f.png", FROG)})
     problem(both, 422, "exactly one query")
     problem(client.post("/v1/retrieve", data={"library": "nope", "text": "peel"}, files={"x": ("", b"")}), 404, "nope")
-    problem(client.post("/v1/retrieve", data={"library": "frogs", "text": "peel", "k": "0"}, files={"x": ("", b"")}), 422, "k")
-    problem(client.post("/v1/retrieve", data={"library": "frogs"}, files={"image": ("x.png", b"junk")}), 422, "not an image")
+    problem(
+        client.post("/v1/retrieve", data={"library": "frogs", "text": "peel", "k": "0"}, files={"x": ("", b"")}),
+        422,
+        "k",
+    )
+    problem(
+        client.post("/v1/retrieve", data={"library": "frogs"}, files={"image": ("x.png", b"junk")}), 422, "not an image"
+    )
 
 
 def test_library_reads_bad_input(client):

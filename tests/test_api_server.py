@@ -37,8 +37,12 @@ def serving(home, model, db_url=None):
     port = free_port()
     env = {**os.environ, "WHYCLIP_API_KEYS": KEY}
     args = [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home)] + (["--db", db_url] if db_url else [])
-    proc = subprocess.Popen([*args, "serve", "--port", str(port), "--model", str(model)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [*args, "serve", "--port", str(port), "--model", str(model)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"X-API-Key": KEY})
         deadline = time.monotonic() + START_S
@@ -60,11 +64,15 @@ def serving(home, model, db_url=None):
 
 
 def big_library(n_classes: int = 200, per_class: int = 30) -> bytes:
-    return json.dumps({f"class {c}": [f"descriptor {d} of class {c}" for d in range(per_class)] for c in range(n_classes)}).encode()
+    return json.dumps(
+        {f"class {c}": [f"descriptor {d} of class {c}" for d in range(per_class)] for c in range(n_classes)}
+    ).encode()
 
 
 def submit(client, data: bytes, name: str = "big", commit_every: int = 400) -> str:
-    r = client.post("/v1/libraries", files={"file": ("big.json", data)}, data={"name": name, "commit_every": str(commit_every)})
+    r = client.post(
+        "/v1/libraries", files={"file": ("big.json", data)}, data={"name": name, "commit_every": str(commit_every)}
+    )
     assert r.status_code == 202, r.text
     return r.json()["id"]
 

@@ -26,17 +26,26 @@ from whyclip.store.analysis.audit import AuditSettings, audit
 from whyclip.store.db.runs import find_run, load_run
 
 NAME_CONCEPTS = ["frog", "banana", "zebra", "sunflower"]
-NAME_LIBRARY = {c: ["nice look", "common sight", "pleasant shape"] for c in ("tree frog", "banana", "zebra", "sunflower")}
+NAME_LIBRARY = {
+    c: ["nice look", "common sight", "pleasant shape"] for c in ("tree frog", "banana", "zebra", "sunflower")
+}
 NAME_IMAGES = {  # four images show their class; two also show another class more strongly (wrong every way)
-    cls: [(f"{k}{j}.png", concept) for j in range(4)] + [(f"{k}x{j}.png", f"{concept}|{NAME_CONCEPTS[(k + 1) % 4]}*2") for j in range(2)]
+    cls: [(f"{k}{j}.png", concept) for j in range(4)]
+    + [(f"{k}x{j}.png", f"{concept}|{NAME_CONCEPTS[(k + 1) % 4]}*2") for j in range(2)]
     for k, (cls, concept) in enumerate(zip(NAME_LIBRARY, NAME_CONCEPTS))
-}  # fmt: skip
+}
 
 DESC_CONCEPTS = ["webbed", "feathers", "octagon", "stripes", "petals", "whiskers", "hooves", "antlers"]
-DESC_LIBRARY = {"alpha": ["webbed feet", "feathers on top"], "bravo": ["octagon outline", "stripes all over"],
-                "charlie": ["petals around", "long whiskers"], "delta": ["small hooves", "tall antlers"]}  # fmt: skip
-DESC_IMAGES = {cls: [(f"{cls}{j}.png", f"{DESC_CONCEPTS[2 * k]}|{DESC_CONCEPTS[2 * k + 1]}") for j in range(6)]
-               for k, cls in enumerate(DESC_LIBRARY)}  # fmt: skip
+DESC_LIBRARY = {
+    "alpha": ["webbed feet", "feathers on top"],
+    "bravo": ["octagon outline", "stripes all over"],
+    "charlie": ["petals around", "long whiskers"],
+    "delta": ["small hooves", "tall antlers"],
+}
+DESC_IMAGES = {
+    cls: [(f"{cls}{j}.png", f"{DESC_CONCEPTS[2 * k]}|{DESC_CONCEPTS[2 * k + 1]}") for j in range(6)]
+    for k, cls in enumerate(DESC_LIBRARY)
+}
 
 
 def planted(tmp_path, concepts, library, images):
@@ -75,7 +84,9 @@ def test_descriptors_that_carry_the_decision(tmp_path):
     assert nd["description_share"] > 0.8 and nd["significant"] and nd["p_value"] < 1e-3
     assert nd["decisions_changed"] == pytest.approx(1 - {r["method"]: r["top1"] for r in a["accuracy"]}["baseline"])
     assert c["swap"]["accuracy"] == 0.0 and c["swap"]["p_value"] == pytest.approx(2 * 0.5**24)
-    assert "the descriptors carry the decision" in c["swap"]["verdict"] and "not significant" not in c["swap"]["verdict"]
+    assert (
+        "the descriptors carry the decision" in c["swap"]["verdict"] and "not significant" not in c["swap"]["verdict"]
+    )
     rw = c["random_words"]
     assert rw["accuracy_mean"] < 0.6 and rw["p_value"] < 0.01 and "the descriptors beat random words" in rw["verdict"]
     assert rw["ci95"][0] <= rw["accuracy_mean"] <= rw["ci95"][1]
@@ -90,15 +101,22 @@ def test_swap_is_a_derangement_and_random_words_come_from_the_vocabulary(tmp_pat
     draws = [random_word_descriptors(lib, j) for j in range(5)]
     assert len({json.dumps(d) for d in draws}) == 5  # five different draws
     for d in draws:
-        assert [[len(t.split()) for t in ts] for ts in d] == [[len(t.split()) for t in v] for v in DESC_LIBRARY.values()]
+        assert [[len(t.split()) for t in ts] for ts in d] == [
+            [len(t.split()) for t in v] for v in DESC_LIBRARY.values()
+        ]
         assert {w for ts in d for t in ts for w in t.split()} <= vocab
 
 
 def test_a_run_stored_before_the_new_controls_still_audits(tmp_path):
     store, lib, run = planted(tmp_path, DESC_CONCEPTS, DESC_LIBRARY, DESC_IMAGES)
     with Session(store.engine) as s, s.begin():
-        s.execute(delete(EvalResultRow).where(EvalResultRow.method.like("words%") | EvalResultRow.method.like("swap:%")
-                                              | EvalResultRow.method.like("bare:%")))  # fmt: skip
+        s.execute(
+            delete(EvalResultRow).where(
+                EvalResultRow.method.like("words%")
+                | EvalResultRow.method.like("swap:%")
+                | EvalResultRow.method.like("bare:%")
+            )
+        )
         details = dict(run.info.details)
         details.pop("controls")
         s.execute(update(EvalRunRow).where(EvalRunRow.id == run.info.id).values(details=json.dumps(details)))

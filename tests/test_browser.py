@@ -50,11 +50,23 @@ def served(tiny_model, tmp_path):
     lib = ROOT / "ui" / "demo" / "library.json"
     env = {**os.environ, "WHYCLIP_HOME": str(home)}
     cli = [sys.executable, "-m", "whyclip.ui.cli.main"]
-    subprocess.run([*cli, "ingest", str(lib), "-l", "demo", "-m", str(tiny_model)], check=True, env=env, cwd=ROOT,
-                   capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [*cli, "ingest", str(lib), "-l", "demo", "-m", str(tiny_model)],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
     port = free_port()
-    server = subprocess.Popen([*cli, "ui", "--port", str(port), "--library", "demo"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    server = subprocess.Popen(
+        [*cli, "ui", "--port", str(port), "--library", "demo"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -65,7 +77,9 @@ def served(tiny_model, tmp_path):
                         break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"whyclip ui did not start: {server.stderr.read1().decode() if server.stderr else ''}") from None
+                    raise RuntimeError(
+                        f"whyclip ui did not start: {server.stderr.read1().decode() if server.stderr else ''}"
+                    ) from None
                 time.sleep(0.5)
         yield url, home, tiny_model
     finally:
@@ -93,9 +107,18 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,2400", f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,2400",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -103,8 +126,12 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
         wait = WebDriverWait(driver, 90, poll_frequency=0.5)
         upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[type='file']"))
         upload.send_keys(str(frog))
-        wait.until(lambda d: "my_frog.png" in d.find_element(By.TAG_NAME, "body").text
-                   and f"Predicted: {expected_class}" in d.find_element(By.TAG_NAME, "body").text)  # fmt: skip
+        wait.until(
+            lambda d: (
+                "my_frog.png" in d.find_element(By.TAG_NAME, "body").text
+                and f"Predicted: {expected_class}" in d.find_element(By.TAG_NAME, "body").text
+            )
+        )
         wait.until(lambda d: expected_descriptor in d.find_element(By.TAG_NAME, "body").text)
         time.sleep(1.5)  # let the charts draw before the screenshot
         SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -133,12 +160,37 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
     for path in draw_samples(tmp_path / "drawn"):
         (data / SAMPLE_CLASSES[path.name]).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, data / SAMPLE_CLASSES[path.name] / path.name)
-    subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), "eval", str(data), "-l", "demo", "--name", "drawn"],
-                   check=True, cwd=ROOT, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "whyclip.ui.cli.main",
+            "--home",
+            str(home),
+            "eval",
+            str(data),
+            "-l",
+            "demo",
+            "--name",
+            "drawn",
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--window-size=1400,3000", f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--window-size=1400,3000",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -165,12 +217,21 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         # the what-if: untick the first class's first descriptor; the answer updates in place
         lib = Store.open(home, create=False).load("demo")
         first = lib.class_texts(0)[0][0]
-        session = WhatIf(load_run(Store.open(home, create=False).engine, find_run(Store.open(home, create=False).engine, "demo", "drawn")), lib)
+        session = WhatIf(
+            load_run(
+                Store.open(home, create=False).engine, find_run(Store.open(home, create=False).engine, "demo", "drawn")
+            ),
+            lib,
+        )
         want = session.answer(plan_edit(lib, [(lib.class_names[0], first)]))
-        heading = wait.until(lambda d: d.find_element(By.XPATH, "//*[contains(text(), \"What-if: edit a class's descriptors\")]"))
+        heading = wait.until(
+            lambda d: d.find_element(By.XPATH, '//*[contains(text(), "What-if: edit a class\'s descriptors")]')
+        )
         driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
         try:
-            box = wait.until(lambda d: d.find_element(By.XPATH, f"//*[@data-testid='stCheckbox'][.//*[text()={first!r}]]//label"))
+            box = wait.until(
+                lambda d: d.find_element(By.XPATH, f"//*[@data-testid='stCheckbox'][.//*[text()={first!r}]]//label")
+            )
         except Exception:
             (tmp_path / "page.html").write_text(driver.page_source)
             print(f"page source: {tmp_path / 'page.html'}")
@@ -180,8 +241,10 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         body = driver.find_element(By.TAG_NAME, "body").text
         assert "top-1 before" in body and "top-1 after" in body and "Save as new version" in body
         time.sleep(1.0)
-        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});",
-                              driver.find_element(By.XPATH, "//*[contains(text(), \"What-if: edit a class's descriptors\")]"))  # fmt: skip
+        driver.execute_script(
+            "arguments[0].scrollIntoView({block: 'start'});",
+            driver.find_element(By.XPATH, '//*[contains(text(), "What-if: edit a class\'s descriptors")]'),
+        )
         time.sleep(0.5)
         driver.save_screenshot(str(WHATIF_SCREENSHOT))
         print(f"what-if screenshot: {WHATIF_SCREENSHOT}")

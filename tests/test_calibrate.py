@@ -29,8 +29,13 @@ from whyclip.store.method import AGGREGATES, calibrated_softmax
 from whyclip.ui.cli.main import cli
 
 CONCEPTS = ["green", "stripes", "wings", "fur"]  # as tests/run_cli.py's fake encoder
-LIBRARY = {"frog": ["green skin", "big eyes"], "zebra": ["black stripes", "hooves"], "moth": ["dusty wings", "antennae"],
-           "cat": ["soft fur", "whiskers"], "rock": ["grey", "hard"]}  # fmt: skip
+LIBRARY = {
+    "frog": ["green skin", "big eyes"],
+    "zebra": ["black stripes", "hooves"],
+    "moth": ["dusty wings", "antennae"],
+    "cat": ["soft fur", "whiskers"],
+    "rock": ["grey", "hard"],
+}
 
 
 def sample_labels(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -182,7 +187,9 @@ def test_too_few_images_is_one_line():
 # -- through the store and the command line -------------------------------------------------
 
 
-def plant_run(store: Store, name: str = "planted", n: int = 400, t_true: float = 4.0, seed: int = 0, library: str = "zoo"):
+def plant_run(
+    store: Store, name: str = "planted", n: int = 400, t_true: float = 4.0, seed: int = 0, library: str = "zoo"
+):
     """A run stored through the normal write path: seeded random image vectors, scored by
     the library; labels sampled from softmax(logits / t_true) (the library over-confident)."""
     lib = store.load(library)
@@ -193,9 +200,20 @@ def plant_run(store: Store, name: str = "planted", n: int = 400, t_true: float =
     y = sample_labels(z / t_true, rng)
     results = {a: rank_results(lib.scores(x, a), y) for a in AGGREGATES}
     results[BASELINE] = rank_results(x @ np.asarray(lib.matrices.baseline).T, y)
-    save_run(store.engine, library_id=lib.info.id, library_name=lib.info.name, name=name, dataset="planted", encoder_key="fake",
-             paths=[f"img{i}.png" for i in range(n)], shas=["0" * 64] * n, labels=y, vectors=x, results=results,
-             details={})  # fmt: skip
+    save_run(
+        store.engine,
+        library_id=lib.info.id,
+        library_name=lib.info.name,
+        name=name,
+        dataset="planted",
+        encoder_key="fake",
+        paths=[f"img{i}.png" for i in range(n)],
+        shas=["0" * 64] * n,
+        labels=y,
+        vectors=x,
+        results=results,
+        details={},
+    )
     return lib, x, y, z
 
 
@@ -208,19 +226,44 @@ def zoo(tmp_path):
 
 
 def fresh(*args, home) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tests" / "run_cli.py"), "fake", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "run_cli.py"), "fake", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_calibrate_in_a_fresh_process_stores_what_explain_calibrated_uses(zoo, tmp_path):
     home, store = zoo
     lib, _, y, z = plant_run(store)
-    r = fresh("calibrate", "--library", "zoo", "--run", "planted", "--json", "--plot", str(tmp_path / "rel.png"),
-              "--html", str(tmp_path / "rel.html"), home=home)  # fmt: skip
+    r = fresh(
+        "calibrate",
+        "--library",
+        "zoo",
+        "--run",
+        "planted",
+        "--json",
+        "--plot",
+        str(tmp_path / "rel.png"),
+        "--html",
+        str(tmp_path / "rel.html"),
+        home=home,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    for key in ("ece_before", "ece_after", "nll_before", "nll_after", "accuracy_before", "accuracy_after",
-                "accuracy_before_ci95", "accuracy_after_ci95", "temperature", "bins"):  # fmt: skip
+    for key in (
+        "ece_before",
+        "ece_after",
+        "nll_before",
+        "nll_after",
+        "accuracy_before",
+        "accuracy_after",
+        "accuracy_before_ci95",
+        "accuracy_after_ci95",
+        "temperature",
+        "bins",
+    ):
         assert key in report, key
     assert report["temperature"] == pytest.approx(4.0, rel=0.25) and report["ece_after"] < report["ece_before"]
     assert report["stored"] and report["run"] == "planted" and len(report["bins"]) == 15
@@ -257,8 +300,9 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     install_fake(monkeypatch, CONCEPTS)
     plant_run(store)
     first = CliRunner().invoke(cli, ["--home", str(home), "calibrate", "--library", "zoo", "--json"])
-    second = CliRunner().invoke(cli, ["--home", str(home), "calibrate", "--library", "zoo", "--per-class-bias", "--seed", "3",
-                                      "--json"])  # fmt: skip
+    second = CliRunner().invoke(
+        cli, ["--home", str(home), "calibrate", "--library", "zoo", "--per-class-bias", "--seed", "3", "--json"]
+    )
     assert first.exit_code == 0 and second.exit_code == 0, second.output
     b = json.loads(second.stdout)
     assert b["per_class_bias"] and len(b["biases"]) == len(LIBRARY) and b["seed"] == 3
@@ -269,8 +313,9 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     latest = latest_calibration(store.engine, lib.info.id, "mean")
     assert latest.id == b["calibration_id"] and np.allclose(latest.biases, b["biases"])
     (tmp_path / "x.png").write_bytes(planted_png(["stripes"]))
-    out = CliRunner().invoke(cli, ["--home", str(home), "explain", str(tmp_path / "x.png"), "--library", "zoo", "--json",
-                                   "--calibrated"])  # fmt: skip
+    out = CliRunner().invoke(
+        cli, ["--home", str(home), "explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", "--calibrated"]
+    )
     q = json.loads(out.stdout)
     names = list(LIBRARY)
     scores = np.array([next(c["score"] for c in q["classes"] if c["class"] == n) for n in names])
@@ -281,12 +326,15 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     assert probs == sorted(probs, reverse=True)  # with biases, the calibrated logits order the classes
 
 
-@pytest.mark.parametrize("args, message", [
-    (["calibrate", "--library", "zoo", "--run", "nope"], "has no run 'nope'"),
-    (["calibrate", "--library", "nowhere"], "no evaluation runs yet"),
-    (["calibrate", "--library", "zoo", "--fit-fraction", "1.5"], "--fit-fraction"),
-    (["calibrate", "--library", "zoo", "--plot", "x.txt"], "must end in .png"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["calibrate", "--library", "zoo", "--run", "nope"], "has no run 'nope'"),
+        (["calibrate", "--library", "nowhere"], "no evaluation runs yet"),
+        (["calibrate", "--library", "zoo", "--fit-fraction", "1.5"], "--fit-fraction"),
+        (["calibrate", "--library", "zoo", "--plot", "x.txt"], "must end in .png"),
+    ],
+)
 def test_bad_calibrate_input_is_one_line(zoo, args, message):
     home, store = zoo
     plant_run(store)
@@ -331,7 +379,11 @@ def test_audit_reports_carry_the_calibration(zoo, tmp_path):
     assert run("calibrate", "--library", "zoo", "--run", "first").exit_code == 0
     fitted = json.loads(run("audit", "--library", "zoo", "--run", "first", "--format", "json").stdout)["calibration"]
     stored = json.loads(run("calibrate", "--library", "zoo", "--run", "first", "--json", "--dry-run").stdout)
-    assert fitted["calibrated"] and fitted["ece_after"] == pytest.approx(stored["ece_after"]) and "held-out" in fitted["measured_on"]
+    assert (
+        fitted["calibrated"]
+        and fitted["ece_after"] == pytest.approx(stored["ece_after"])
+        and "held-out" in fitted["measured_on"]
+    )
     # another run of the same version: the stored calibration applied to all of its images
     _, _, y2, z2 = plant_run(store, name="second", seed=9)
     other = json.loads(run("audit", "--library", "zoo", "--run", "second", "--format", "json").stdout)["calibration"]

@@ -17,7 +17,14 @@ from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
-CONCEPTS = ["protruding eyes", "bright green colour", "tree frog", "tailed frog", "brown or olive skin", "sticky toe pads"]
+CONCEPTS = [
+    "protruding eyes",
+    "bright green colour",
+    "tree frog",
+    "tailed frog",
+    "brown or olive skin",
+    "sticky toe pads",
+]
 LIBRARY = {
     "tree frog": ["sticky toe pads", "protruding eyes", "wet and hairless nose", "bright green colour"],
     "tailed frog": ["brown or olive skin", "a short tail-like extension", "flattened head"],
@@ -137,7 +144,13 @@ def test_libraries_lists_versions_and_metadata(setup, monkeypatch):
     assert len(infos) == 1
     i = infos[0]
     assert (i["name"], i["version"], i["template"], i["n_classes"], i["n_descriptors"], i["n_empty_classes"]) == (
-        "frogs", 2, "bare", 4, 9, 1)
+        "frogs",
+        2,
+        "bare",
+        4,
+        9,
+        1,
+    )
     assert i["encoder_id"] == "fake-32-v1" and i["dim"] == 32
     table = runner.invoke(cli, ["libraries"]).stdout
     assert re.search(r"frogs\s+2\s+4\s+9\s+1\s+0\s+32\s+bare\s+Flat\s+1.000", table)  # ... empty, pairs, dim
@@ -146,7 +159,10 @@ def test_libraries_lists_versions_and_metadata(setup, monkeypatch):
     calls = iter(range(10**6))
     monkeypatch.setattr(calibration, "median_ms", lambda fn, q: 0.1 if next(calls) % 2 == 0 else 1.0)
     runner.invoke(cli, ["ingest", str(tmp_path / "frogs.json"), "--library", "frogs", "--index", "ClassIVF"])
-    assert re.search(r"frogs\s+3\s+.*ClassIVF \(probe 3\)\s+1.000\s+400 proxy image queries", runner.invoke(cli, ["libraries"]).stdout)
+    assert re.search(
+        r"frogs\s+3\s+.*ClassIVF \(probe 3\)\s+1.000\s+400 proxy image queries",
+        runner.invoke(cli, ["libraries"]).stdout,
+    )
     assert json.loads(runner.invoke(cli, ["libraries", "--json"]).stdout)[0]["index_params"]["probe"] == 3
 
 
@@ -173,17 +189,30 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "not an image": (["explain", str(tmp_path / "not-image.png"), "-l", "frogs"], "not an image"),
         "truncated image": (["explain", str(tmp_path / "truncated.png"), "-l", "frogs"], "truncated or corrupt"),
         "unknown library": (["explain", str(good), "-l", "toads"], "no library 'toads'"),
-        "unknown class": (["explain", str(good), "-l", "frogs", "--compare", "tree frog", "tree frgo"], "no class 'tree frgo' (did you mean 'tree frog'"),
+        "unknown class": (
+            ["explain", str(good), "-l", "frogs", "--compare", "tree frog", "tree frgo"],
+            "no class 'tree frgo' (did you mean 'tree frog'",
+        ),
         "bad aggregate": (["explain", str(good), "-l", "frogs", "-a", "median"], "median"),
         "truncated library": (["ingest", str(tmp_path / "trunc.json"), "-l", "x"], "looks truncated"),
         "not an object": (["ingest", str(tmp_path / "list.json"), "-l", "x"], "top level must be an object"),
         "missing library file": (["ingest", str(tmp_path / "absent.json"), "-l", "x"], "no such file"),
         "bad template": (["ingest", str(tmp_path / "frogs.json"), "-l", "x", "-t", "{colour}"], "template"),
-    }  # fmt: skip
+    }
 
 
-CASES = ["missing image", "not an image", "truncated image", "unknown library", "unknown class", "bad aggregate",
-         "truncated library", "not an object", "missing library file", "bad template"]  # fmt: skip
+CASES = [
+    "missing image",
+    "not an image",
+    "truncated image",
+    "unknown library",
+    "unknown class",
+    "bad aggregate",
+    "truncated library",
+    "not an object",
+    "missing library file",
+    "bad template",
+]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -45,9 +45,11 @@ def test_every_command_in_the_cli_package_is_in_the_table():
 
 
 def test_help_loads_no_command_module():
-    code = ("import json, sys; from whyclip.ui.cli.main import cli\n"
-            "try:\n    cli(['--help'], prog_name='whyclip')\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('whyclip.ui.cli.') and m != 'whyclip.ui.cli.main')))")  # fmt: skip
+    code = (
+        "import json, sys; from whyclip.ui.cli.main import cli\n"
+        "try:\n    cli(['--help'], prog_name='whyclip')\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('whyclip.ui.cli.') and m != 'whyclip.ui.cli.main')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "explain" in out.stdout and "make-test-model" in out.stdout
@@ -55,8 +57,9 @@ def test_help_loads_no_command_module():
 
 
 def test_an_unknown_command_is_one_line():
-    out = subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "explian"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "whyclip.ui.cli.main", "explian"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("Error: No such command 'explian'")

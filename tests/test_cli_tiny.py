@@ -28,9 +28,11 @@ LIBRARY = {
     "sunflower": ["yellow petals", "dark seed head"],
 }
 LONG = "a descriptor that goes on " + "and on " * 40  # over CLIP's 77 tokens: a warning
-USER_FILES = {"store.py": 'raise ImportError("user store.py imported")\n',
-              "ingest.py": 'raise ImportError("user ingest.py imported")\n',
-              "ui/__init__.py": 'raise ImportError("user ui/ imported")\n'}  # fmt: skip
+USER_FILES = {
+    "store.py": 'raise ImportError("user store.py imported")\n',
+    "ingest.py": 'raise ImportError("user ingest.py imported")\n',
+    "ui/__init__.py": 'raise ImportError("user ui/ imported")\n',
+}
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -58,8 +60,9 @@ def world(tiny_model, tmp_path_factory):
         (cwd / name).write_text(text)
     (cwd / "lib.json").write_text(json.dumps({**LIBRARY, "banana": [*LIBRARY["banana"], LONG]}))
     home = cwd / "home"
-    r = whyclip("ingest", "lib.json", "--library", "lib", "--model", str(tiny_model), "--precision", "fp32",
-                home=home, cwd=cwd)  # fmt: skip
+    r = whyclip(
+        "ingest", "lib.json", "--library", "lib", "--model", str(tiny_model), "--precision", "fp32", home=home, cwd=cwd
+    )
     assert r.returncode == 0, r.stderr
     assert "4 classes, 11 descriptors, 15 prompts (15 embedded, 0 from the cache)" in r.stdout
     return home, cwd, r
@@ -73,19 +76,35 @@ def test_ingest_then_explain_in_fresh_processes_scores_as_numpy_does(world, tiny
     home, cwd, _ = world
     rng = np.random.default_rng(3)
     image = png(cwd / "photo.png", Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)))
-    r = whyclip("explain", "photo.png", "--library", "lib", "--json", "--top", "4", "--retrieve", "3",
-                "--precision", "fp32", home=home, cwd=cwd)  # fmt: skip
+    r = whyclip(
+        "explain",
+        "photo.png",
+        "--library",
+        "lib",
+        "--json",
+        "--top",
+        "4",
+        "--retrieve",
+        "3",
+        "--precision",
+        "fp32",
+        home=home,
+        cwd=cwd,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     lib = Store.open(home, create=False).load("lib")
     assert (out["whyclip_version"], out["encoder_id"], out["precision"]) == (
-        importlib.metadata.version("whyclip"), lib.info.encoder_id, "fp32")
+        importlib.metadata.version("whyclip"),
+        lib.info.encoder_id,
+        "fp32",
+    )
     # the oracle: the encoder's image vector, the stored prompt vectors, numpy
     encoder = load_encoder(str(tiny_model), precision="fp32")
     x = encoder.embed_images([read_image(image)])[0][0].astype(np.float64)
     assert encoder.info.id == lib.info.encoder_id
     offsets, vectors = lib.matrices.offsets, np.asarray(lib.vectors, dtype=np.float64)
-    sims = {name: vectors[offsets[c]:offsets[c + 1]] @ x for c, name in enumerate(lib.class_names)}
+    sims = {name: vectors[offsets[c] : offsets[c + 1]] @ x for c, name in enumerate(lib.class_names)}
     scores = {name: s.mean() for name, s in sims.items()}
     logits = np.array([scores[n] for n in lib.class_names]) * lib.info.logit_scale
     probs = dict(zip(lib.class_names, np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()))
@@ -128,8 +147,12 @@ def test_exif_rotated_and_transparent_images_score_as_their_upright_pixels_on_wh
     for names in (["rotated.jpg", "upright.png"], ["rgba.png", "white.png"], ["as-stored.png", "black.png"]):
         r = whyclip("explain", *names, "--library", "lib", "--json", "--precision", "fp32", home=home, cwd=cwd)
         assert r.returncode == 0, r.stderr
-        got.update({Path(o["image"]).name: [(c["class"], c["score"]) for c in o["classes"]]
-                    for o in map(json.loads, r.stdout.splitlines())})  # fmt: skip
+        got.update(
+            {
+                Path(o["image"]).name: [(c["class"], c["score"]) for c in o["classes"]]
+                for o in map(json.loads, r.stdout.splitlines())
+            }
+        )
     assert got["rotated.jpg"] == got["upright.png"] and got["rotated.jpg"] != got["as-stored.png"]
     assert got["rgba.png"] == got["white.png"] and got["rgba.png"] != got["black.png"]
 
@@ -141,13 +164,18 @@ def test_a_batch_with_unreadable_files_explains_the_rest(world):
     full = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(full, format="PNG")
     (cwd / "cut.png").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
-    r = whyclip("explain", "notes.png", "good.png", "cut.png", "missing.png", "--library", "lib", "--json",
-                home=home, cwd=cwd)  # fmt: skip
+    r = whyclip(
+        "explain", "notes.png", "good.png", "cut.png", "missing.png", "--library", "lib", "--json", home=home, cwd=cwd
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert [Path(json.loads(line)["image"]).name for line in r.stdout.splitlines()] == ["good.png"]
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 3
-    for name, reason in (("notes.png", "not an image"), ("cut.png", "truncated or corrupt"), ("missing.png", "no such image file")):
+    for name, reason in (
+        ("notes.png", "not an image"),
+        ("cut.png", "truncated or corrupt"),
+        ("missing.png", "no such image file"),
+    ):
         assert [e for e in errors if name in e and reason in e], (name, r.stderr)
     none = whyclip("explain", "notes.png", "missing.png", "--library", "lib", home=home, cwd=cwd)
     assert none.returncode == 1 and none.stdout == "" and "Traceback" not in none.stderr
@@ -157,8 +185,11 @@ def test_a_batch_with_unreadable_files_explains_the_rest(world):
 def test_user_modules_in_the_working_directory_do_not_matter(world):
     home, cwd, _ = world
     script = Path(sys.executable).with_name("whyclip")
-    for args in ([str(script), "--help"], [sys.executable, "-m", "whyclip.ui.cli.main", "--help"],
-                 [sys.executable, "-c", "from whyclip.ingest import load_encoder; import whyclip.store, whyclip.ui.cli.main"]):  # fmt: skip
+    for args in (
+        [str(script), "--help"],
+        [sys.executable, "-m", "whyclip.ui.cli.main", "--help"],
+        [sys.executable, "-c", "from whyclip.ingest import load_encoder; import whyclip.store, whyclip.ui.cli.main"],
+    ):
         r = run(args, cwd)
         assert r.returncode == 0 and "user " not in r.stderr, (args, r.stderr)
     assert "whyclip: explainable" in run([str(script), "--help"], cwd).stdout
@@ -167,12 +198,14 @@ def test_user_modules_in_the_working_directory_do_not_matter(world):
 def test_the_test_model_builder_stays_out_of_other_commands(world):
     home, cwd, _ = world
     png(cwd / "plain.png", Image.new("RGB", (20, 20), (200, 200, 0)))
-    check = ("import atexit, sys\n"
-             "atexit.register(lambda: print('loaded:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr))\n"
-             "import whyclip.ui.cli.main\n"
-             "print('after import:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr)\n"
-             "sys.argv = ['whyclip', '--home', sys.argv[1], 'explain', 'plain.png', '--library', 'lib']\n"
-             "whyclip.ui.cli.main.main()\n")  # fmt: skip
+    check = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('loaded:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr))\n"
+        "import whyclip.ui.cli.main\n"
+        "print('after import:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr)\n"
+        "sys.argv = ['whyclip', '--home', sys.argv[1], 'explain', 'plain.png', '--library', 'lib']\n"
+        "whyclip.ui.cli.main.main()\n"
+    )
     r = run([sys.executable, "-c", check, str(home)], cwd)
     assert r.returncode == 0, r.stderr
     assert "after import: False" in r.stderr and "loaded: False" in r.stderr

@@ -66,8 +66,11 @@ def frogs(tmp_path):
     return store, enc, home
 
 
-@pytest.mark.parametrize(("retrieve", "warm"), [(10, False), (10, True), (0, False)],
-                         ids=["retrieve10-cold", "retrieve10-warm", "retrieve0-cold"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("retrieve", "warm"),
+    [(10, False), (10, True), (0, False)],
+    ids=["retrieve10-cold", "retrieve10-warm", "retrieve0-cold"],
+)
 def test_a_version_deleted_after_load_gives_library_not_found(frogs, retrieve, warm):
     """Store.load (what the CLI and the service's Resources.library do), delete the version
     through the lifecycle, then explain: LibraryNotFound. ``warm``: the loaded Library had
@@ -91,8 +94,12 @@ def test_a_version_deleted_by_another_process(frogs):
     store, enc, home = frogs
     lib = store.load("frogs")
     x = enc.embed_images([read_image_bytes(FROG)])[0]
-    done = subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), "delete", "frogs", "--yes"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), "delete", "frogs", "--yes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     with pytest.raises(LibraryNotFound, match="deleted"):
         lib.explain(x, ["frog"], retrieve=3)
@@ -108,7 +115,9 @@ def test_cli_explain_of_a_version_deleted_mid_run_is_one_line(frogs, tmp_path, m
     image = tmp_path / "frog.png"
     image.write_bytes(FROG)
     enc.armed = True
-    result = CliRunner().invoke(cli, ["--home", str(home), "explain", str(image), "--library", "frogs", "--retrieve", "10"])
+    result = CliRunner().invoke(
+        cli, ["--home", str(home), "explain", str(image), "--library", "frogs", "--retrieve", "10"]
+    )
     assert not enc.armed, "the version was not deleted during the run"
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 1
@@ -129,8 +138,11 @@ def service(frogs, monkeypatch):
 
 
 def post_explain(client, retrieve=10):
-    return client.post("/v1/explain", files=[("image", ("frog.png", FROG, "image/png"))],
-                       data={"library": "frogs", "retrieve": str(retrieve)})  # fmt: skip
+    return client.post(
+        "/v1/explain",
+        files=[("image", ("frog.png", FROG, "image/png"))],
+        data={"library": "frogs", "retrieve": str(retrieve)},
+    )
 
 
 def assert_clean_error(r):
@@ -164,7 +176,9 @@ def test_api_retrieve_of_a_version_deleted_mid_request(service):
     client, enc = service
 
     def post():
-        return client.post("/v1/retrieve", files=[("image", ("frog.png", FROG, "image/png"))], data={"library": "frogs"})
+        return client.post(
+            "/v1/retrieve", files=[("image", ("frog.png", FROG, "image/png"))], data={"library": "frogs"}
+        )
 
     assert post().status_code == 200
     enc.armed = True
@@ -206,7 +220,9 @@ def test_gc_cache_keeps_the_name_description_split(tmp_path):
 
     before = explain()
     assert all(c.name_share is not None for c in before.classes) and before.name_description["coefficients"]
-    gc = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "gc", "--cache"])  # collect_garbage(store, cache=True)
+    gc = CliRunner().invoke(
+        cli, ["--home", str(tmp_path / "home"), "gc", "--cache"]
+    )  # collect_garbage(store, cache=True)
     assert gc.exit_code == 0, gc.output
     after = explain()
     assert "coefficients" in (after.name_description or {}), f"{gc.stdout.strip()}; then: {after.name_description}"

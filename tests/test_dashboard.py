@@ -174,16 +174,26 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     at.run()
     assert not at.exception
     rw = expected["controls"]["random_words"]
-    assert [m.value for m in at.metric][:4] == ["66.7%", "100.0%", f"{100 * rw['accuracy_mean']:.1f}% ± {100 * rw['accuracy_sd']:.1f}", "100.0%"]
+    assert [m.value for m in at.metric][:4] == [
+        "66.7%",
+        "100.0%",
+        f"{100 * rw['accuracy_mean']:.1f}% ± {100 * rw['accuracy_sd']:.1f}",
+        "100.0%",
+    ]
     # no calibration stored: the library's own probabilities, with their reliability diagram
-    assert [m.value for m in at.metric][4:6] == [f"{expected['calibration']['ece_before']:.3f}", f"{expected['calibration']['nll_before']:.3f}"]
+    assert [m.value for m in at.metric][4:6] == [
+        f"{expected['calibration']['ece_before']:.3f}",
+        f"{expected['calibration']['nll_before']:.3f}",
+    ]
     assert any("whyclip calibrate --library planted" in i.value for i in at.info)
     assert "Calibration" in [h.value for h in at.subheader] and reliability_charts(at) == 1
     shown = [x.value for x in (*at.success, *at.warning)]
     for key in ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words"):
         assert any(expected["controls"][key]["verdict"] in v for v in shown), key
     assert [e.label for e in at.expander if "predicted" in e.label] == [
-        "2 x predicted banana for sunflower", "1 x predicted tree frog for banana"]  # fmt: skip
+        "2 x predicted banana for sunflower",
+        "1 x predicted tree frog for banana",
+    ]
     drivers = next(d.value for d in at.dataframe if "top_correct" in d.value.columns)
     shown = [r for r in expected["drivers"] if r["top_correct"] + r["top_wrong"]]
     assert list(drivers["text"]) == [r["text"] for r in shown]
@@ -218,14 +228,19 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
 
     frog = png(["protruding eyes", "bright green colour"])
     (tmp_path / "frog.png").write_bytes(frog)
-    expected = json.loads(CliRunner().invoke(cli, ["explain", str(tmp_path / "frog.png"), "--library", "frogs", "--json",
-                                                   "--calibrated"]).stdout)  # fmt: skip
+    expected = json.loads(
+        CliRunner()
+        .invoke(cli, ["explain", str(tmp_path / "frog.png"), "--library", "frogs", "--json", "--calibrated"])
+        .stdout
+    )
     at = run_explain([("frog.png", frog)])
     at.toggle(key="explain_calibrated").set_value(True).run()
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["probability"]) == pytest.approx([c["probability"] for c in expected["classes"]], abs=1e-9)
-    assert list(table["uncalibrated probability"]) == pytest.approx([c["uncalibrated_probability"] for c in expected["classes"]])
+    assert list(table["uncalibrated probability"]) == pytest.approx(
+        [c["uncalibrated_probability"] for c in expected["classes"]]
+    )
     assert any("Probabilities calibrated" in c.value for c in at.caption)
 
 
@@ -247,7 +262,9 @@ def test_contrast_view_shows_stored_pair_descriptors(frogs, fake):
     assert "tree frog vs tailed frog, by their pair descriptors (FuDD)" in [h.value for h in at.subheader]
     table = next(d.value for d in at.dataframe if "feature" in d.value.columns)
     picture = ingest.images.read_image_bytes("frog.png", data)
-    (exp,) = frogs.load("frogs").explain(fake.embed_images([picture])[0], ["frog.png"], compare=("tree frog", "tailed frog"))
+    (exp,) = frogs.load("frogs").explain(
+        fake.embed_images([picture])[0], ["frog.png"], compare=("tree frog", "tailed frog")
+    )
     f = exp.contrast.pair_descriptors.features[0]
     assert list(table["S (tree frog)"]) == pytest.approx([f.similarity_a * 100], abs=1e-4)
     assert list(table["favours"]) == ["tree frog"]

@@ -1,4 +1,5 @@
 """Checks for the demo descriptor library and the drawn sample images."""
+
 from __future__ import annotations
 
 import json

@@ -79,8 +79,12 @@ def test_planted_accuracies_confusions_and_drivers(world):
     assert acc["baseline"]["top1"] == 1.0
     assert acc["mean"]["top5"] == 1.0  # four classes: the true one is always in the top 5
     per = {c["class"]: (c["n"], c["top1"], c["baseline_top1"]) for c in out["per_class"]}
-    assert per == {"tree frog": (2, 1.0, 1.0), "banana": (3, pytest.approx(2 / 3), 1.0),
-                   "stop sign": (2, 1.0, 1.0), "sunflower": (2, 0.0, 1.0)}  # fmt: skip
+    assert per == {
+        "tree frog": (2, 1.0, 1.0),
+        "banana": (3, pytest.approx(2 / 3), 1.0),
+        "stop sign": (2, 1.0, 1.0),
+        "sunflower": (2, 0.0, 1.0),
+    }
     pairs = [(c["predicted"], c["true"], c["count"]) for c in out["confusions"]]
     assert pairs == [("banana", "sunflower", 2), ("tree frog", "banana", 1)]
     assert out["confusions"][0]["towards_predicted"][0]["text"] == "yellow peel"
@@ -103,11 +107,16 @@ def test_planted_hygiene(world):
     h = out["hygiene"]
     assert [(s["text"], s["classes"]) for s in h["shared_texts"]] == [("smooth surface", 2)]
     assert [(p["class_a"], p["text_a"], p["class_b"], p["text_b"]) for p in h["near_identical"]] == [
-        ("banana", "curved shape", "stop sign", "curved edge")]  # fmt: skip
+        ("banana", "curved shape", "stop sign", "curved edge")
+    ]
     assert h["near_identical"][0]["cosine"] > 0.99
     assert sorted((f["class"], f["text"]) for f in h["flat"]) == [
-        ("banana", "smooth surface"), ("stop sign", "smooth surface"), ("sunflower", "dark seeds"),
-        ("sunflower", "round head"), ("tree frog", "webbed feet")]  # fmt: skip
+        ("banana", "smooth surface"),
+        ("stop sign", "smooth surface"),
+        ("sunflower", "dark seeds"),
+        ("sunflower", "round head"),
+        ("tree frog", "webbed feet"),
+    ]
     assert [c["class"] for c in h["worse_than_baseline"]] == ["banana", "sunflower"]
     assert [c["class"] for c in audit(run, lib, AuditSettings(min_n=3))["hygiene"]["worse_than_baseline"]] == ["banana"]
     assert audit(run, lib)["hygiene"]["worse_than_baseline"] == []  # no class has the default 10 images
@@ -139,7 +148,9 @@ def test_stored_results_match_an_independent_oracle(world):
 
     control = dict(zip(names, control_descriptors(lib)))
     assert [len(v) for v in control.values()] == [len(v) for v in LIBRARY.values()]
-    assert [[len(t.split()) for t in v] for v in control.values()] == [[len(t.split()) for t in v] for v in LIBRARY.values()]
+    assert [[len(t.split()) for t in v] for v in control.values()] == [
+        [len(t.split()) for t in v] for v in LIBRARY.values()
+    ]
     words = {w for v in LIBRARY.values() for t in v for w in t.split()}
     assert {w for v in control.values() for t in v for w in t.split()} <= words
     base_vecs, _ = enc.embed_texts([f"a photo of a {n}." for n in names])
@@ -200,7 +211,9 @@ def test_a_second_library_and_a_rerun_embed_no_image_again(world, tmp_path):
 def test_labels_match_loosely_and_unmatched_ones_refuse_or_skip(world, tmp_path):
     store, enc, lib, _ = world
     assert match_labels(["Tree_Frog", "STOP  sign", "banana", "cat"], list(LIBRARY)) == (
-        {"Tree_Frog": 0, "STOP  sign": 2, "banana": 1}, ["cat"])  # fmt: skip
+        {"Tree_Frog": 0, "STOP  sign": 2, "banana": 1},
+        ["cat"],
+    )
     images = dict(IMAGES, cat=[("c1.png", "frog")])
     data = write_dataset(tmp_path / "d2", images, rename={"tree frog": "Tree_Frog"})
     with pytest.raises(InputError, match=r"1 label\(s\) match no class .*'cat' \(1 images.*--skip-unmatched"):
@@ -231,13 +244,16 @@ def test_a_csv_dataset(world, tmp_path):
     assert run_eval(store, lib, ds, enc).run.n_images == 9
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing", "no such dataset"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "no class subfolders"),
-    (lambda p: (p / "e2" / "cls").mkdir(parents=True) or p / "e2", "hold no images"),
-    (lambda p: (p / "x.txt").write_text("a") and p / "x.txt", "not a folder or a .csv"),
-    (lambda p: (p / "bad.csv").write_text("a.png,cat,extra\n") and p / "bad.csv", "line 1: expected two fields"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "no such dataset"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no class subfolders"),
+        (lambda p: (p / "e2" / "cls").mkdir(parents=True) or p / "e2", "hold no images"),
+        (lambda p: (p / "x.txt").write_text("a") and p / "x.txt", "not a folder or a .csv"),
+        (lambda p: (p / "bad.csv").write_text("a.png,cat,extra\n") and p / "bad.csv", "line 1: expected two fields"),
+    ],
+)
 def test_bad_datasets_are_refused_with_one_line(tmp_path, make, message):
     with pytest.raises(InputError, match=message) as err:
         read_dataset(make(tmp_path))

@@ -24,8 +24,13 @@ pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on P
 
 
 def whyclip(*args: str, home) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 class Cells(HTMLParser):
@@ -64,7 +69,9 @@ class Cells(HTMLParser):
 @pytest.mark.slow
 def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     home = tmp_path / "home"
-    r = whyclip("ingest", str(ROOT / "ui" / "demo" / "library.json"), "--library", "demo", "--model", str(tiny_model), home=home)
+    r = whyclip(
+        "ingest", str(ROOT / "ui" / "demo" / "library.json"), "--library", "demo", "--model", str(tiny_model), home=home
+    )
     assert r.returncode == 0, r.stderr
     data = tmp_path / "samples"
     for path in draw_samples(tmp_path / "drawn"):
@@ -86,8 +93,12 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     report = json.loads(r.stdout)
     assert report["run"]["name"] == "drawn" and report["aggregate"] == "mean"
     aggs = ("mean", "centroid", "max")
-    assert {a["method"] for a in report["accuracy"]} == {*aggs, "baseline", *(f"{p}:{g}" for p in ("control", "bare", "swap")
-                                                         for g in aggs), *(f"words{j}:{g}" for j in range(5) for g in aggs)}  # fmt: skip
+    assert {a["method"] for a in report["accuracy"]} == {
+        *aggs,
+        "baseline",
+        *(f"{p}:{g}" for p in ("control", "bare", "swap") for g in aggs),
+        *(f"words{j}:{g}" for j in range(5) for g in aggs),
+    }
     assert all(a["ci95"][0] <= a["top1"] <= a["ci95"][1] for a in report["accuracy"])
     rw = report["controls"]["random_words"]
     assert rw["draws"] == 5 and {"accuracy_mean", "accuracy_sd", "ci95", "p_value"} <= set(rw)
@@ -103,7 +114,8 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     assert page.external == [] and page.svgs >= 2  # self-contained: plots inline, nothing fetched
     assert page.methods == [a["method"] for a in report["accuracy"]]
     assert [[float(x) for x in row] for row in page.tables["accuracy"] if row] == [
-        [a["top1"], a["top5"], a["n"]] for a in report["accuracy"]]  # fmt: skip
+        [a["top1"], a["top5"], a["n"]] for a in report["accuracy"]
+    ]
     d = report["controls"]["deletion"]
     if d.get("images"):
         rows = [row for row in page.tables["deletion"] if row]
@@ -111,7 +123,8 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
         assert [float(x) for x in rows[1]] == [d["score_drop_random"], d["accuracy_random_removed"]]
     drivers = [x for x in report["drivers"] if x["top_correct"] + x["top_wrong"]]
     assert [[float(v) for v in row] for row in page.tables["drivers"] if row] == [
-        [x["predicted"], x["top_correct"], x["top_wrong"], x["mean_margin"]] for x in drivers]  # fmt: skip
+        [x["predicted"], x["top_correct"], x["top_wrong"], x["mean_margin"]] for x in drivers
+    ]
 
     folder = tmp_path / "tables"
     r = whyclip("audit", "-l", "demo", "--format", "csv", "--out", str(folder), home=home)

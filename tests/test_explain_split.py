@@ -59,7 +59,9 @@ def explain_one(store, enc, library: str, data):
 def test_before_eval_the_split_is_one_line_saying_why(evaluated):
     store, enc, data, _ = evaluated
     _, _, exp = explain_one(store, enc, "paper", data)
-    assert "not in the embedding cache" in exp.name_description["note"] and "whyclip eval" in exp.name_description["note"]
+    assert (
+        "not in the embedding cache" in exp.name_description["note"] and "whyclip eval" in exp.name_description["note"]
+    )
     assert all(c.name_share is None for c in exp.classes)
     text = exp.to_text()
     assert text.count("name vs description") == 1 and "\n" not in exp.name_description["note"]
@@ -108,7 +110,9 @@ def test_the_cli_prints_one_line_per_class_and_the_json_carries_it(tmp_path, mon
     assert run("eval", str(data), "--library", "planted").exit_code == 0
     after = run("explain", str(image), "--library", "planted", "--top", "3")
     assert after.stdout.count("name vs description: the class name alone gives") == 3
-    (record,) = [json.loads(line) for line in run("explain", str(image), "--library", "planted", "--json").stdout.splitlines()]
+    (record,) = [
+        json.loads(line) for line in run("explain", str(image), "--library", "planted", "--json").stdout.splitlines()
+    ]
     assert all(c["name_share"] + c["description_share"] == pytest.approx(1.0) for c in record["classes"])
 
 

@@ -55,8 +55,25 @@ def served(world, monkeypatch):  # noqa: F811
 
 
 def generate_and_store(store, server, out, *extra):
-    return invoke(store.home, "generate-pairs", "--library", "planted", "--pairs-from-run", "r1", "--pairs", "5",
-                  "--out", str(out), "--model", "m", "--api-key-env", "PAIRS_KEY", "--base-url", server.base_url, *extra)  # fmt: skip
+    return invoke(
+        store.home,
+        "generate-pairs",
+        "--library",
+        "planted",
+        "--pairs-from-run",
+        "r1",
+        "--pairs",
+        "5",
+        "--out",
+        str(out),
+        "--model",
+        "m",
+        "--api-key-env",
+        "PAIRS_KEY",
+        "--base-url",
+        server.base_url,
+        *extra,
+    )
 
 
 def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
@@ -70,24 +87,55 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     # stored apart, with provenance linking the LLM's answer in the cache
     with Session(store.engine) as s:
         pairs = s.scalars(select(ClassPairRow).order_by(ClassPairRow.class_a)).all()
-        assert [(NAMES[p.class_a], NAMES[p.class_b]) for p in pairs] == [("tree frog", "banana"), ("banana", "sunflower")]
+        assert [(NAMES[p.class_a], NAMES[p.class_b]) for p in pairs] == [
+            ("tree frog", "banana"),
+            ("banana", "sunflower"),
+        ]
         assert all(p.model == "m" and len(p.request_sha256) == 64 and "tell a" in p.question for p in pairs)
         texts = sorted(s.scalars(select(PairDescriptorRow.prompt)).all())
-    assert texts == sorted(["the colour of a banana", "the colour of a sunflower", "a banana outline", "a sunflower outline",
-                            "the colour of a tree frog", "the colour of a banana", "a tree frog outline", "a banana outline"])
+    assert texts == sorted(
+        [
+            "the colour of a banana",
+            "the colour of a sunflower",
+            "a banana outline",
+            "a sunflower outline",
+            "the colour of a tree frog",
+            "the colour of a banana",
+            "a tree frog outline",
+            "a banana outline",
+        ]
+    )
     from whyclip.store.db import answer_cache
 
-    assert set(answer_cache.lookup(store.engine, [p.request_sha256 for p in pairs])) == {p.request_sha256 for p in pairs}
+    assert set(answer_cache.lookup(store.engine, [p.request_sha256 for p in pairs])) == {
+        p.request_sha256 for p in pairs
+    }
 
-    report = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r2", "--method", "fudd",
-                               "--fudd-top-k", "4", "--json").stdout)  # fmt: skip
+    report = json.loads(
+        invoke(
+            store.home,
+            "eval",
+            str(data),
+            "--library",
+            "planted",
+            "--name",
+            "r2",
+            "--method",
+            "fudd",
+            "--fudd-top-k",
+            "4",
+            "--json",
+        ).stdout
+    )
     acc = {a["method"]: a for a in report["accuracy"]}
     assert acc["mean"]["top1"] == pytest.approx(6 / 9) and acc["fudd"]["top1"] == 1.0 and acc["baseline"]["top1"] == 1.0
     assert acc["fudd"]["ci95"] == acc["baseline"]["ci95"]  # the same statistics: 9 of 9, Wilson
     run = load_run(store.engine, find_run(store.engine, "planted", "r2"))
     names = [p.rsplit("/", 1)[-1] for p in run.paths]
     mean, fudd = run.results["mean"].predicted, run.results["fudd"].predicted
-    assert {n: NAMES[c] for n, c in zip(names, fudd)} == {f: folder for folder, files in IMAGES.items() for f, _ in files}
+    assert {n: NAMES[c] for n, c in zip(names, fudd)} == {
+        f: folder for folder, files in IMAGES.items() for f, _ in files
+    }
     changed = sorted(n for n, a, b in zip(names, mean, fudd) if a != b)
     assert changed == ["b3.png", "u1.png", "u2.png"]  # every other prediction is the mean's
     assert np.array_equal(run.results["fudd"].true_rank, np.ones(9))
@@ -100,33 +148,71 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     assert f["p_value"] == pytest.approx(binomtest(0, 3, 0.5).pvalue)
     assert f["vs_baseline"]["p_value"] == 1.0 and not f["significant"]
     text = invoke(store.home, "audit", "--library", "planted", "--run", "r2").stdout
-    assert "FuDD pair descriptors (top-4 of mean re-ranked)" in text and "FuDD 100.0% vs descriptors (mean) 66.7%" in text
+    assert (
+        "FuDD pair descriptors (top-4 of mean re-ranked)" in text and "FuDD 100.0% vs descriptors (mean) 66.7%" in text
+    )
 
     page = tmp_path / "audit.html"
     invoke(store.home, "audit", "--library", "planted", "--run", "r2", "--format", "html", "--out", str(page))
     html = page.read_text()
-    assert 'data-control="fudd"' in html and "FuDD 100.0% vs descriptors (mean) 66.7%" in html and 'data-method="fudd"' in html
-    invoke(store.home, "audit", "--library", "planted", "--run", "r2", "--format", "csv", "--out", str(tmp_path / "csv"))
-    assert "\nfudd,FuDD pair descriptors (top-4 of mean re-ranked),9,1.0," in (tmp_path / "csv" / "accuracy.csv").read_text()
+    assert (
+        'data-control="fudd"' in html
+        and "FuDD 100.0% vs descriptors (mean) 66.7%" in html
+        and 'data-method="fudd"' in html
+    )
+    invoke(
+        store.home, "audit", "--library", "planted", "--run", "r2", "--format", "csv", "--out", str(tmp_path / "csv")
+    )
+    assert (
+        "\nfudd,FuDD pair descriptors (top-4 of mean re-ranked),9,1.0,"
+        in (tmp_path / "csv" / "accuracy.csv").read_text()
+    )
 
     # a control that can fail: under the mean the true class of those images ranks 4th
-    top3 = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r3", "--method", "fudd",
-                             "--fudd-top-k", "3", "--json").stdout)  # fmt: skip
+    top3 = json.loads(
+        invoke(
+            store.home,
+            "eval",
+            str(data),
+            "--library",
+            "planted",
+            "--name",
+            "r3",
+            "--method",
+            "fudd",
+            "--fudd-top-k",
+            "3",
+            "--json",
+        ).stdout
+    )
     assert {a["method"]: a["top1"] for a in top3["accuracy"]}["fudd"] == pytest.approx(6 / 9)
     assert top3["fudd"]["fixed"] == 0
-    off = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r4", "--method", "no-fudd",
-                            "--json").stdout)  # fmt: skip
+    off = json.loads(
+        invoke(
+            store.home, "eval", str(data), "--library", "planted", "--name", "r4", "--method", "no-fudd", "--json"
+        ).stdout
+    )
     assert "fudd" not in {a["method"] for a in off["accuracy"]}
     auto = json.loads(invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r5", "--json").stdout)
     assert "fudd" in {a["method"] for a in auto["accuracy"]}  # the version has pairs: FuDD by default
 
     listing = invoke(store.home, "pairs", "--library", "planted").stdout.splitlines()
     assert listing[0].startswith("tree frog / banana  (LLM m, generated ") and listing[1:3] == [
-        "  colour: the colour of a tree frog | the colour of a banana", "  shape: a tree frog outline | a banana outline"]
+        "  colour: the colour of a tree frog | the colour of a banana",
+        "  shape: a tree frog outline | a banana outline",
+    ]
     listed = json.loads(invoke(store.home, "pairs", "--library", "planted", "--json").stdout)
-    assert [(p["a"], p["b"], len(p["features"])) for p in listed["pairs"]] == [("tree frog", "banana", 2), ("banana", "sunflower", 2)]
-    assert listed["pairs"][1]["features"][0] == {"attribute": "colour", "a": "the colour of a banana", "prompt_a": "the colour of a banana",
-                                                 "b": "the colour of a sunflower", "prompt_b": "the colour of a sunflower"}
+    assert [(p["a"], p["b"], len(p["features"])) for p in listed["pairs"]] == [
+        ("tree frog", "banana", 2),
+        ("banana", "sunflower", 2),
+    ]
+    assert listed["pairs"][1]["features"][0] == {
+        "attribute": "colour",
+        "a": "the colour of a banana",
+        "prompt_a": "the colour of a banana",
+        "b": "the colour of a sunflower",
+        "prompt_b": "the colour of a sunflower",
+    }
 
     # storing the same file again changes nothing; other descriptions need --replace
     again = invoke(store.home, "ingest-pairs", str(out), "--library", "planted")
@@ -134,7 +220,9 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     edited = json.loads(out.read_text())
     edited["pairs"][0]["features"] = edited["pairs"][0]["features"][:1]
     (tmp_path / "edited.json").write_text(json.dumps(edited))
-    refused = CliRunner().invoke(cli, ["--home", str(store.home), "ingest-pairs", str(tmp_path / "edited.json"), "--library", "planted"])
+    refused = CliRunner().invoke(
+        cli, ["--home", str(store.home), "ingest-pairs", str(tmp_path / "edited.json"), "--library", "planted"]
+    )
     assert refused.exit_code == 1 and "pass --replace" in refused.stderr
     with Session(store.engine) as s:
         assert s.scalar(select(func.count()).select_from(PairDescriptorRow)) == 8  # nothing changed
@@ -164,11 +252,21 @@ def test_stored_pairs_leave_class_scores_explanations_and_retrieval_alone(served
     images = [str(data / folder / f) for folder, files in IMAGES.items() for f, _ in files]
     vectors, _ = enc.embed_images([read_image(p) for p in images])
     lib = store.load("planted")
-    before = (lib.scores(vectors), lib.scores(vectors, "max"), lib.scores(vectors, "centroid"), lib.retrieve(vectors, 20))
+    before = (
+        lib.scores(vectors),
+        lib.scores(vectors, "max"),
+        lib.scores(vectors, "centroid"),
+        lib.retrieve(vectors, 20),
+    )
     plain = [e.to_dict() for e in lib.explain(vectors, images, top=4)]
     generate_and_store(store, server, tmp_path / "pairs.json", "--store")
     lib = store.load("planted")
-    after = (lib.scores(vectors), lib.scores(vectors, "max"), lib.scores(vectors, "centroid"), lib.retrieve(vectors, 20))
+    after = (
+        lib.scores(vectors),
+        lib.scores(vectors, "max"),
+        lib.scores(vectors, "centroid"),
+        lib.retrieve(vectors, 20),
+    )
     for x, y in zip(before[:3], after[:3]):
         assert np.array_equal(x, y)
     assert before[3] == after[3]
@@ -194,7 +292,8 @@ def test_explain_compare_shows_the_pair_descriptors_and_http_answers_the_same(se
     assert (pd["a"], pd["b"], pd["favours"]) == ("banana", "sunflower", "sunflower")
     assert [(f["attribute"], f["a"], f["b"], f["favours"]) for f in pd["features"]] == [
         ("colour", "the colour of a banana", "the colour of a sunflower", "sunflower"),
-        ("shape", "a banana outline", "a sunflower outline", "sunflower")]  # fmt: skip
+        ("shape", "a banana outline", "a sunflower outline", "sunflower"),
+    ]
     image_vec = enc.embed_images([read_image(image)])[0][0]
     oracle = enc.embed_texts([f["prompt_" + side] for f in pd["features"] for side in "ab"])[0] @ image_vec
     got = [f["similarity_" + side] for f in pd["features"] for side in "ab"]
@@ -207,8 +306,11 @@ def test_explain_compare_shows_the_pair_descriptors_and_http_answers_the_same(se
     text = invoke(store.home, *args).stdout
     assert "banana vs sunflower, by their pair descriptors (FuDD" in text and "favours sunflower" in text
     # no stored pair for tree frog / stop sign: no block
-    other = json.loads(invoke(store.home, "explain", str(image), "--library", "planted", "--compare", "tree frog", "stop sign",
-                              "--json").stdout)  # fmt: skip
+    other = json.loads(
+        invoke(
+            store.home, "explain", str(image), "--library", "planted", "--compare", "tree frog", "stop sign", "--json"
+        ).stdout
+    )
     assert other["contrast"]["pair_descriptors"] is None
 
     from fastapi.testclient import TestClient
@@ -217,8 +319,11 @@ def test_explain_compare_shows_the_pair_descriptors_and_http_answers_the_same(se
 
     monkeypatch.setenv("WHYCLIP_HOME", str(store.home))
     with TestClient(create_app(ServiceSettings())) as client:
-        r = client.post("/v1/explain", files=[("image", (str(image), image.read_bytes(), "image/png"))],
-                        data={"library": "planted", "compare": ["banana", "sunflower"]})  # fmt: skip
+        r = client.post(
+            "/v1/explain",
+            files=[("image", (str(image), image.read_bytes(), "image/png"))],
+            data={"library": "planted", "compare": ["banana", "sunflower"]},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["explanations"] == [record]
         versions = client.get("/v1/libraries/planted").json()["versions"]
@@ -226,9 +331,13 @@ def test_explain_compare_shows_the_pair_descriptors_and_http_answers_the_same(se
 
 
 def test_ambiguous_pairs_count_close_pairs_within_the_top_k():
-    scores = np.array([[10.0, 9.5, 1.0, 0.0],  # 0/1 within 1
-                       [9.0, 9.8, 9.7, 0.0],  # 1/2, 0/1, 0/2 within 1
-                       [0.0, 0.0, 5.0, 9.0]])  # nothing close
+    scores = np.array(
+        [
+            [10.0, 9.5, 1.0, 0.0],  # 0/1 within 1
+            [9.0, 9.8, 9.7, 0.0],  # 1/2, 0/1, 0/2 within 1
+            [0.0, 0.0, 5.0, 9.0],
+        ]
+    )  # nothing close
     assert ambiguous_pairs(scores, list("abcd"), 3, 1.0, 5) == [("a", "b", 2), ("a", "c", 1), ("b", "c", 1)]
     assert ambiguous_pairs(scores, list("abcd"), 2, 1.0, 5) == [("a", "b", 1), ("b", "c", 1)]
     assert ambiguous_pairs(scores, list("abcd"), 3, 0.0, 5) == []
@@ -247,7 +356,9 @@ def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, mon
     folder = tmp_path / "unlabelled"
     (folder / "sub").mkdir(parents=True)
     for j in range(5):
-        (folder / f"mix{j}.png").write_bytes(planted_png(["banana", "sunflower", f"yellow*{1 + j / 10}"], colour=(j, 1, 2)))
+        (folder / f"mix{j}.png").write_bytes(
+            planted_png(["banana", "sunflower", f"yellow*{1 + j / 10}"], colour=(j, 1, 2))
+        )
     (folder / "sub" / "fs.png").write_bytes(planted_png(["frog", "stop"], colour=(9, 9, 9)))
     for j, c in enumerate(["frog", "banana", "stop", "sunflower"]):
         (folder / f"clear{j}.png").write_bytes(planted_png([c], colour=(50, j, 50)))
@@ -255,9 +366,27 @@ def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, mon
     monkeypatch.setenv("PAIRS_KEY", key)
     out = tmp_path / "amb.json"
     with ChatServer(key) as server:
-        result = invoke(store.home, "generate-pairs", "--library", "planted", "--pairs-from-images", str(folder), "--top-k", "3",
-                        "--pairs", "1", "--out", str(out), "--model", "m", "--api-key-env", "PAIRS_KEY",
-                        "--base-url", server.base_url, "--store")  # fmt: skip
+        result = invoke(
+            store.home,
+            "generate-pairs",
+            "--library",
+            "planted",
+            "--pairs-from-images",
+            str(folder),
+            "--top-k",
+            "3",
+            "--pairs",
+            "1",
+            "--out",
+            str(out),
+            "--model",
+            "m",
+            "--api-key-env",
+            "PAIRS_KEY",
+            "--base-url",
+            server.base_url,
+            "--store",
+        )
         asked = [r["body"]["messages"][-1]["content"] for r in server.requests]
     assert len(asked) == 1 and "tell a banana apart from a sunflower" in asked[0]
     pairs = json.loads(out.read_text())
@@ -267,9 +396,24 @@ def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, mon
     assert store.library("planted").n_pairs == 1
     # with two pairs, the frog / stop sign image gives the second
     with ChatServer(key) as server:
-        again = invoke(store.home, "generate-pairs", "--library", "planted", "--pairs-from-images", str(folder), "--pairs", "2",
-                       "--out", str(tmp_path / "amb2.json"), "--model", "m", "--api-key-env", "PAIRS_KEY",
-                       "--base-url", server.base_url)  # fmt: skip
+        again = invoke(
+            store.home,
+            "generate-pairs",
+            "--library",
+            "planted",
+            "--pairs-from-images",
+            str(folder),
+            "--pairs",
+            "2",
+            "--out",
+            str(tmp_path / "amb2.json"),
+            "--model",
+            "m",
+            "--api-key-env",
+            "PAIRS_KEY",
+            "--base-url",
+            server.base_url,
+        )
     assert "tree frog / stop sign (1 ambiguous images)" in again.stdout
 
 
@@ -277,8 +421,13 @@ def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, mon
 
 
 def run(home, *args):
-    done = subprocess.run([sys.executable, RUNNER, "fake", "--home", str(home), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, RUNNER, "fake", "--home", str(home), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return done
 
 
@@ -304,16 +453,24 @@ def test_bad_pairs_input_is_one_line_and_stores_nothing(tmp_path):
         return str(path)
 
     feature = [{"attribute": "skin", "a": "green skin", "b": "feathers"}]
-    unknown = pairs_file("unknown.json", [{"a": "frog", "b": "owl", "features": feature},
-                                          {"a": "frog", "b": "zebra", "features": feature}])  # fmt: skip
+    unknown = pairs_file(
+        "unknown.json",
+        [{"a": "frog", "b": "owl", "features": feature}, {"a": "frog", "b": "zebra", "features": feature}],
+    )
     one_line_error(run(home, "ingest-pairs", unknown, "--library", "animals"), "'zebra'", "library they were made for")
     self_pair = pairs_file("self.json", [{"a": "owl", "b": "owl", "features": feature}])
     one_line_error(run(home, "ingest-pairs", self_pair, "--library", "animals"), "names one class twice")
     (tmp_path / "notpairs.json").write_text(json.dumps({"frog": ["green"]}))
-    one_line_error(run(home, "ingest-pairs", str(tmp_path / "notpairs.json"), "--library", "animals"), "not a pairs file",
-                   "whyclip generate-pairs")  # fmt: skip
-    one_line_error(run(home, "eval", str(tmp_path / "d"), "--library", "animals", "--method", "fudd"),
-                   "has no pair descriptors", "whyclip ingest-pairs")  # fmt: skip
+    one_line_error(
+        run(home, "ingest-pairs", str(tmp_path / "notpairs.json"), "--library", "animals"),
+        "not a pairs file",
+        "whyclip generate-pairs",
+    )
+    one_line_error(
+        run(home, "eval", str(tmp_path / "d"), "--library", "animals", "--method", "fudd"),
+        "has no pair descriptors",
+        "whyclip ingest-pairs",
+    )
     listed = json.loads(run(home, "libraries", "--json").stdout)
     assert [i["n_pairs"] for i in listed] == [0]  # nothing half-written
     assert json.loads(run(home, "runs", "--json").stdout) == []
@@ -366,8 +523,10 @@ def test_rerank_results_moves_the_chosen_class_to_the_front_as_a_plain_loop_does
     vectors = rng.standard_normal((n, d)).astype(np.float32)
     labels = rng.integers(0, c, n)
     base = rank_results(rng.standard_normal((n, c)), labels)
-    texts = PairTexts({(a, b): [k] for k, (a, b) in enumerate([(0, 1), (1, 0), (2, 3), (3, 2), (4, 5), (5, 4)])},
-                      rng.standard_normal((6, d)).astype(np.float32))  # fmt: skip
+    texts = PairTexts(
+        {(a, b): [k] for k, (a, b) in enumerate([(0, 1), (1, 0), (2, 3), (3, 2), (4, 5), (5, 4)])},
+        rng.standard_normal((6, d)).astype(np.float32),
+    )
     got = rerank_results(base, vectors, labels, texts, 4)
     chosen = rerank(vectors, base.top, texts, 4)
     assert (chosen != base.predicted).any()  # the oracle is not the identity
@@ -391,8 +550,12 @@ def test_pairs_are_written_read_and_deleted_on_sqlite_and_postgresql(tmp_path, d
     lib = store.load("a")
     rng = np.random.default_rng(3)
     vecs = rng.standard_normal((4, 32)).astype(np.float32)
-    desc = [PairDescription(0, 2, "coat", "fur", "cat, which has fur"), PairDescription(0, 0, "coat", "skin", "frog, which has skin"),
-            PairDescription(1, 2, "", "whiskers", "cat, which has whiskers"), PairDescription(1, 0, "", "none", "frog, which has none")]
+    desc = [
+        PairDescription(0, 2, "coat", "fur", "cat, which has fur"),
+        PairDescription(0, 0, "coat", "skin", "frog, which has skin"),
+        PairDescription(1, 2, "", "whiskers", "cat, which has whiskers"),
+        PairDescription(1, 0, "", "none", "frog, which has none"),
+    ]
     draft = PairDraft(2, 0, ("cat", "frog"), desc, vecs, np.ones(4, np.float32), model="m")
     written = write_pairs(store.engine, lib.info.id, enc.cache_key, [draft])
     assert written.added == [("frog", "cat")]

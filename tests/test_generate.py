@@ -24,8 +24,21 @@ def key(monkeypatch) -> str:
 
 
 def run_generate(server: ChatServer, classes: Path, out: Path, *extra: str):
-    args = ["generate", str(classes), "--out", str(out), "--base-url", server.base_url, "--model", "tiny-llm",
-            "--api-key-env", KEY_ENV, "--timeout", "0.5", *extra]  # fmt: skip
+    args = [
+        "generate",
+        str(classes),
+        "--out",
+        str(out),
+        "--base-url",
+        server.base_url,
+        "--model",
+        "tiny-llm",
+        "--api-key-env",
+        KEY_ENV,
+        "--timeout",
+        "0.5",
+        *extra,
+    ]
     return CliRunner().invoke(cli, args)
 
 
@@ -37,7 +50,9 @@ def write_classes(tmp_path: Path, *names: str) -> Path:
 
 def assert_key_nowhere(key: str, tmp_path: Path, *outputs: str) -> None:
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert any(p.name.startswith("whyclip") and p.suffix == ".db" for p in files), "the store's database was not written"
+    assert any(p.name.startswith("whyclip") and p.suffix == ".db" for p in files), (
+        "the store's database was not written"
+    )
     for p in files:
         assert key.encode() not in p.read_bytes(), f"the key is in {p}"
     for text in outputs:
@@ -60,15 +75,22 @@ def test_answers_are_parsed_cleaned_cached_and_never_hold_the_key(tmp_path, key)
             "giraffe": ["a very long neck", "a coat of brown patches"],
             "copycat": ["a striped tail"],  # two lines copied from the prompt's examples dropped
         }
-        assert server.requests[0]["body"]["messages"] == [{"role": "user", "content": server.requests[0]["body"]["messages"][0]["content"]}]
+        assert server.requests[0]["body"]["messages"] == [
+            {"role": "user", "content": server.requests[0]["body"]["messages"][0]["content"]}
+        ]
         side = json.loads((tmp_path / "lib.json.provenance.json").read_text())
-        assert side["model"] == "tiny-llm" and side["base_url"] == server.base_url and side["prompt"]["name"] == "default"
+        assert (
+            side["model"] == "tiny-llm" and side["base_url"] == server.base_url and side["prompt"]["name"] == "default"
+        )
         assert side["answers"]["giraffe"][0]["answer"].startswith("Sure! Here are")
         assert side["parameters"]["temperature"] == 0.0 and side["requests"] == {"sent": 5, "cached": 0}
         counts = side["cleaning"]["counts"]
         assert counts["copied"] == 2 and counts["prose"] == 2 and counts["duplicate"] == 0
         dropped = {(f["class_name"], f["descriptor"]) for f in side["cleaning"]["findings"] if f["action"] == "dropped"}
-        assert ("copycat", "a very small bird") in dropped and ("giraffe", "These features help you recognise a giraffe.") in dropped
+        assert ("copycat", "a very small bird") in dropped and (
+            "giraffe",
+            "These features help you recognise a giraffe.",
+        ) in dropped
         assert "dropped (copied): 'copycat': 'a very small bird'" in first.stdout
 
         out.unlink()
@@ -88,7 +110,9 @@ def test_429_500_timeout_and_an_empty_answer_are_retried(tmp_path, key):
         result = run_generate(server, classes, out, "--retries", "2")
         assert result.exit_code == 0, result.stderr
         assert dict(server.per_class) == {"busy": 2, "flaky": 2, "slow": 2, "shy": 2}
-        assert json.loads(out.read_text()) == {name: [f"a {name} shape", f"the colour of a {name}"] for name in behaviour}
+        assert json.loads(out.read_text()) == {
+            name: [f"a {name} shape", f"the colour of a {name}"] for name in behaviour
+        }
         shy = json.loads((tmp_path / "lib.json.provenance.json").read_text())["answers"]["shy"]
         assert [(a["attempt"], a["temperature"], a["answer"] == "") for a in shy] == [(0, 0.0, True), (1, 0.4, False)]
         n = len(server.requests)
@@ -100,7 +124,9 @@ def test_429_500_timeout_and_an_empty_answer_are_retried(tmp_path, key):
 def test_requests_in_flight_never_exceed_the_concurrency(tmp_path, key):
     names = [f"class{i}" for i in range(6)]
     with ChatServer(key, {n: ["pause"] for n in names}) as server:
-        result = run_generate(server, write_classes(tmp_path, *names), tmp_path / "lib.json", "--concurrency", "2", "--timeout", "5")
+        result = run_generate(
+            server, write_classes(tmp_path, *names), tmp_path / "lib.json", "--concurrency", "2", "--timeout", "5"
+        )
         assert result.exit_code == 0, result.stderr
         assert len(server.requests) == 6 and server.max_in_flight == 2
 
@@ -111,10 +137,14 @@ def test_a_class_that_stays_empty_is_reported_after_the_retries(tmp_path, key):
         result = run_generate(server, write_classes(tmp_path, "mute", "zebra"), out, "--empty-retries", "2", "--json")
         assert result.exit_code == 0, result.stderr
         assert server.per_class["mute"] == 3
-        temperatures = [r["body"]["temperature"] for r in server.requests if "a mute in" in r["body"]["messages"][0]["content"]]
+        temperatures = [
+            r["body"]["temperature"] for r in server.requests if "a mute in" in r["body"]["messages"][0]["content"]
+        ]
         assert temperatures == [0.0, 0.4, 0.8]
     report = json.loads(result.stdout)
-    assert report["empty_classes"] == [{"class": "mute", "reason": "the model answered nothing (3 tries, temperature up to 0.8)"}]
+    assert report["empty_classes"] == [
+        {"class": "mute", "reason": "the model answered nothing (3 tries, temperature up to 0.8)"}
+    ]
     assert json.loads(out.read_text())["mute"] == []
 
 
@@ -136,16 +166,30 @@ def test_structured_answers_and_a_server_that_refuses_response_format(tmp_path, 
         ok = run_generate(server, classes, tmp_path / "a.json", "--structured", "--concurrency", "1")
         assert ok.exit_code == 0, ok.stderr
         assert all(r["body"]["response_format"]["type"] == "json_schema" for r in server.requests)
-        assert json.loads((tmp_path / "a.json").read_text())["lobster"] == ["a red shell", "two large claws", "long antennae"]
-        modes = {a["mode"] for v in json.loads((tmp_path / "a.json.provenance.json").read_text())["answers"].values() for a in v}
+        assert json.loads((tmp_path / "a.json").read_text())["lobster"] == [
+            "a red shell",
+            "two large claws",
+            "long antennae",
+        ]
+        modes = {
+            a["mode"]
+            for v in json.loads((tmp_path / "a.json.provenance.json").read_text())["answers"].values()
+            for a in v
+        }
         assert modes == {"structured"}
     with ChatServer(key, refuse_structured=True) as server:
-        refused = run_generate(server, classes, tmp_path / "b.json", "--structured", "--concurrency", "1", "--model", "other")
+        refused = run_generate(
+            server, classes, tmp_path / "b.json", "--structured", "--concurrency", "1", "--model", "other"
+        )
         assert refused.exit_code == 0, refused.stderr
         assert "refused response_format" in refused.stderr and "parsed as lists" in refused.stderr
         with_format = [r for r in server.requests if "response_format" in r["body"]]
         assert len(with_format) == 1 and len(server.requests) == 3  # refused once, then both asked plainly
-        assert json.loads((tmp_path / "b.json").read_text())["zebra"] == ["black and white stripes", "a horse-like body", "a short upright mane"]
+        assert json.loads((tmp_path / "b.json").read_text())["zebra"] == [
+            "black and white stripes",
+            "a horse-like body",
+            "a short upright mane",
+        ]
         again = run_generate(server, classes, tmp_path / "b.json", "--structured", "--model", "other")
         assert again.exit_code == 0 and len(server.requests) == 3  # the fallback answers are cached too
 
@@ -157,14 +201,23 @@ def test_a_library_gets_its_empty_classes_filled_and_more_with_more(tmp_path, ke
     with ChatServer(key) as server:
         assert run_generate(server, lib, out).exit_code == 0
         assert [r["body"]["messages"][0]["content"].count("a lobster in a photo?") for r in server.requests] == [1]
-        assert json.loads(out.read_text()) == {"zebra": ["stripes"], "lobster": ["a red shell", "two large claws", "long antennae"]}
+        assert json.loads(out.read_text()) == {
+            "zebra": ["stripes"],
+            "lobster": ["a red shell", "two large claws", "long antennae"],
+        }
         more = run_generate(server, out, tmp_path / "more.json", "--more")
         assert more.exit_code == 0, more.stderr
         assert len(server.requests) == 3
-        asked = server.requests[1]["body"]["messages"][0]["content"] + server.requests[2]["body"]["messages"][0]["content"]
+        asked = (
+            server.requests[1]["body"]["messages"][0]["content"] + server.requests[2]["body"]["messages"][0]["content"]
+        )
         assert "Already listed for a zebra, not to be repeated: stripes." in asked
         # lobster's new answer repeats its lines: the duplicates are dropped and reported
-        assert json.loads((tmp_path / "more.json").read_text())["lobster"] == ["a red shell", "two large claws", "long antennae"]
+        assert json.loads((tmp_path / "more.json").read_text())["lobster"] == [
+            "a red shell",
+            "two large claws",
+            "long antennae",
+        ]
         assert "dropped (duplicate): 'lobster': 'a red shell'" in more.stdout
         names = tmp_path / "names.txt"
         names.write_text("zebra\n")
@@ -174,23 +227,45 @@ def test_a_library_gets_its_empty_classes_filled_and_more_with_more(tmp_path, ke
 
 def test_a_prompt_file_with_its_own_examples(tmp_path, key):
     prompt = tmp_path / "prompt.txt"
-    prompt.write_text("Q: What are useful features for distinguishing a kiwi in a photo?\n- a very small bird\n- a striped tail\n\n"
-                      "Q: What are useful features for distinguishing a {class} in a photo?\n-")
+    prompt.write_text(
+        "Q: What are useful features for distinguishing a kiwi in a photo?\n- a very small bird\n- a striped tail\n\n"
+        "Q: What are useful features for distinguishing a {class} in a photo?\n-"
+    )
     with ChatServer(key) as server:
-        result = run_generate(server, write_classes(tmp_path, "copycat"), tmp_path / "lib.json", "--prompt", str(prompt))
+        result = run_generate(
+            server, write_classes(tmp_path, "copycat"), tmp_path / "lib.json", "--prompt", str(prompt)
+        )
         assert result.exit_code == 0, result.stderr
         assert server.requests[0]["body"]["messages"][0]["content"].endswith("distinguishing a copycat in a photo?\n-")
     assert json.loads((tmp_path / "lib.json").read_text()) == {"copycat": ["a long, needle-thin bill"]}
     (tmp_path / "bad.txt").write_text("no placeholder here")
-    bad = CliRunner().invoke(cli, ["generate", str(tmp_path / "classes.txt"), "--out", str(tmp_path / "x.json"),
-                                   "--prompt", str(tmp_path / "bad.txt")])  # fmt: skip
+    bad = CliRunner().invoke(
+        cli,
+        [
+            "generate",
+            str(tmp_path / "classes.txt"),
+            "--out",
+            str(tmp_path / "x.json"),
+            "--prompt",
+            str(tmp_path / "bad.txt"),
+        ],
+    )
     assert bad.exit_code == 1 and "has no {class} placeholder" in bad.stderr
 
 
 def test_no_key_for_a_hosted_server_is_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    result = CliRunner().invoke(cli, ["generate", str(write_classes(tmp_path, "zebra")), "--out", str(tmp_path / "x.json"),
-                                      "--base-url", "https://llm.example.invalid/v1"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "generate",
+            str(write_classes(tmp_path, "zebra")),
+            "--out",
+            str(tmp_path / "x.json"),
+            "--base-url",
+            "https://llm.example.invalid/v1",
+        ],
+    )
     assert result.exit_code == 1 and "set the environment variable OPENAI_API_KEY" in result.stderr
 
 
@@ -206,13 +281,34 @@ def test_generate_then_ingest_in_fresh_processes(tmp_path, key, tiny_model):
     env = dict(os.environ)
     classes = write_classes(tmp_path, "zebra", "lobster", "copycat")
     with ChatServer(key) as server:
-        gen = subprocess.run([*whyclip, "generate", str(classes), "--base-url", server.base_url, "--model", "M",
-                              "--out", str(tmp_path / "lib.json"), "--api-key-env", KEY_ENV],
-                             capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        gen = subprocess.run(
+            [
+                *whyclip,
+                "generate",
+                str(classes),
+                "--base-url",
+                server.base_url,
+                "--model",
+                "M",
+                "--out",
+                str(tmp_path / "lib.json"),
+                "--api-key-env",
+                KEY_ENV,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert gen.returncode == 0, gen.stderr
         assert len(server.requests) == 3
-    ing = subprocess.run([*whyclip, "ingest", str(tmp_path / "lib.json"), "--library", "mine", "--model", str(tiny_model)],
-                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    ing = subprocess.run(
+        [*whyclip, "ingest", str(tmp_path / "lib.json"), "--library", "mine", "--model", str(tiny_model)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert ing.returncode == 0, ing.stderr
     assert "library mine v1: 3 classes, 7 descriptors" in ing.stdout
     assert_key_nowhere(key, tmp_path, gen.stdout, gen.stderr, ing.stdout, ing.stderr)

@@ -33,15 +33,22 @@ LEGACY = "clip-32-0123456789abcdef"  # an id in the old format, of no model's ma
 
 
 def whyclip(*args: str, home, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def keys(store: Store) -> dict[str, set[str]]:
     with Session(store.engine) as s:
-        return {"libraries": set(s.scalars(select(LibraryRow.encoder_id))),
-                "cache": set(s.scalars(select(EmbeddingRow.encoder_key))),
-                "runs": set(s.scalars(select(EvalRunRow.encoder_key)))}  # fmt: skip
+        return {
+            "libraries": set(s.scalars(select(LibraryRow.encoder_id))),
+            "cache": set(s.scalars(select(EmbeddingRow.encoder_key))),
+            "runs": set(s.scalars(select(EvalRunRow.encoder_key))),
+        }
 
 
 class Reversed(FakeEncoder):
@@ -90,8 +97,11 @@ def legacy_world(tmp_path):
     ingest_library(store, LIBRARY, "planted", enc, template="bare")
     run_eval(store, store.load("planted"), read_dataset(write_dataset(tmp_path / "data")), enc, name="r1")
     rename_encoder_id(store.engine, enc.info.id, LEGACY)
-    assert keys(store) == {"libraries": {LEGACY}, "cache": {f"{LEGACY}/fp32", f"{LEGACY}/fp32/image/{PIXEL_RULES}"},
-                           "runs": {f"{LEGACY}/fp32"}}  # fmt: skip
+    assert keys(store) == {
+        "libraries": {LEGACY},
+        "cache": {f"{LEGACY}/fp32", f"{LEGACY}/fp32/image/{PIXEL_RULES}"},
+        "runs": {f"{LEGACY}/fp32"},
+    }
     return store, enc
 
 
@@ -113,8 +123,11 @@ def test_a_write_renames_every_row_of_the_old_id_once(legacy_world):
         s.add(EmbeddingRow(encoder_key=enc.cache_key, text_sha256=sha, vector=kept_vector, norm=7.0))
         s.commit()
     check_library_encoder(store.load("planted"), enc, store)
-    assert keys(store) == {"libraries": {enc.info.id}, "cache": {enc.cache_key, f"{enc.cache_key}/image/{PIXEL_RULES}"},
-                           "runs": {enc.cache_key}}  # fmt: skip
+    assert keys(store) == {
+        "libraries": {enc.info.id},
+        "cache": {enc.cache_key, f"{enc.cache_key}/image/{PIXEL_RULES}"},
+        "runs": {enc.cache_key},
+    }
     with Session(store.engine) as s:
         assert s.query(EmbeddingRow).count() == n_rows
         kept = s.scalars(select(EmbeddingRow).where(EmbeddingRow.text_sha256 == sha)).one()
@@ -182,4 +195,6 @@ def test_a_store_under_old_ids_works_with_a_moved_model(moved_model, recorded):
     r = whyclip("ingest", str(library), "--library", "lib", "--model", str(moved), home=home)
     assert r.returncode == 0, r.stderr
     assert "(0 embedded, 5 from the cache)" in r.stdout
-    assert keys(store)["libraries"] == {encoder.id} and all(k.startswith(encoder.id + "/") for k in keys(store)["cache"])
+    assert keys(store)["libraries"] == {encoder.id} and all(
+        k.startswith(encoder.id + "/") for k in keys(store)["cache"]
+    )

@@ -114,8 +114,13 @@ def test_no_import_cycle_even_inside_functions(tmp_path):
         ("store/library.py", "def _f():\n    import whyclip.ingest.images", "Layers"),
         ("store/analysis/stats.py", "def _f():\n    from sqlalchemy import select", "are pure"),
     ],
-    ids=["ui-imports-store-internals", "store-imports-torch", "ingest-imports-streamlit", "store-imports-ingest",
-         "analysis-imports-the-database"],
+    ids=[
+        "ui-imports-store-internals",
+        "store-imports-torch",
+        "ingest-imports-streamlit",
+        "store-imports-ingest",
+        "analysis-imports-the-database",
+    ],
 )
 def test_each_contract_fails_on_a_planted_violation(tmp_path, module, line, contract):
     layout = installed_layout(tmp_path)

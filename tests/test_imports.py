@@ -9,9 +9,22 @@ import sys
 
 from conftest import ROOT
 
-HEAVY = ("sqlalchemy", "faiss", "torch", "transformers", "sentence_transformers", "fastapi", "uvicorn", "openai",
-         "streamlit", "alembic", "numpy", "whyclip.ingest.encoder.testmodel",
-         "tqdm", "importlib.metadata")  # fmt: skip  (numpy: 0.1 s of --help; tqdm 15 ms, importlib.metadata 40 ms)
+HEAVY = (
+    "sqlalchemy",
+    "faiss",
+    "torch",
+    "transformers",
+    "sentence_transformers",
+    "fastapi",
+    "uvicorn",
+    "openai",
+    "streamlit",
+    "alembic",
+    "numpy",
+    "whyclip.ingest.encoder.testmodel",
+    "tqdm",
+    "importlib.metadata",
+)  # (numpy: 0.1 s of --help; tqdm 15 ms, importlib.metadata 40 ms)
 
 
 def test_the_cli_module_imports_nothing_heavy():
@@ -30,8 +43,10 @@ def test_pure_scoring_loads_numpy_alone():
 
 def test_import_whyclip_loads_nothing_heavy():
     """``import whyclip`` (the Python API) names everything and loads it on first use."""
-    code = (f"import json, sys; import whyclip; names = sorted(whyclip.__all__); "
-            f"print(json.dumps([names, [m for m in {list(HEAVY)!r} if m in sys.modules]]))")  # fmt: skip
+    code = (
+        f"import json, sys; import whyclip; names = sorted(whyclip.__all__); "
+        f"print(json.dumps([names, [m for m in {list(HEAVY)!r} if m in sys.modules]]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     names, loaded = json.loads(out.stdout)

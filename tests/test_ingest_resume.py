@@ -86,8 +86,23 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     path = tmp_path / "big.json"
     path.write_text(json.dumps(lib))
     home = tmp_path / "home"
-    cmd = [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), "ingest", str(path), "-l", "big",
-           "-m", str(tiny_model), "--commit-every", "300", "--precision", "fp32"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "whyclip.ui.cli.main",
+        "--home",
+        str(home),
+        "ingest",
+        str(path),
+        "-l",
+        "big",
+        "-m",
+        str(tiny_model),
+        "--commit-every",
+        "300",
+        "--precision",
+        "fp32",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:

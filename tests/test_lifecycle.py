@@ -29,8 +29,13 @@ B = {"frog": ["green skin"], "cat": ["fur", "whiskers"]}
 
 def run(home, *args, ok=True, db=None):
     extra = ["--db", db] if db else []
-    done = subprocess.run([sys.executable, RUNNER, "fake", "--home", str(home), *extra, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, RUNNER, "fake", "--home", str(home), *extra, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     if ok:
         assert done.returncode == 0, done.stderr
@@ -72,7 +77,9 @@ def test_delete_a_version_keeps_the_cache_and_never_reuses_its_number(home, tmp_
     folder = store.index_folder(v1)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     done = run(home, "delete", "a", "--version", "1", "--yes", db=db_url)
-    assert done.stdout.strip() == (f"deleted library a v1: 1 index folder(s), {size / 1024:.1f} KB freed; cached vectors kept")
+    assert done.stdout.strip() == (
+        f"deleted library a v1: 1 index folder(s), {size / 1024:.1f} KB freed; cached vectors kept"
+    )
     assert not folder.exists() and store.index_folder(v2).is_dir()
     with Session(store.engine) as s:
         assert s.scalar(select(func.count()).where(DescriptorRow.library_id == v1.id)) == 0
@@ -91,7 +98,10 @@ def test_delete_a_version_keeps_the_cache_and_never_reuses_its_number(home, tmp_
 
 def test_delete_refusals_are_one_line(home, db_url):
     unknown = run(home, "delete", "a", "--version", "9", "--yes", ok=False, db=db_url)
-    assert (unknown.returncode, unknown.stderr) == (1, "Error: no library 'a' version 9 to delete: its versions are 1, 2\n")
+    assert (unknown.returncode, unknown.stderr) == (
+        1,
+        "Error: no library 'a' version 9 to delete: its versions are 1, 2\n",
+    )
     nobody = run(home, "delete", "zzz", "--yes", ok=False, db=db_url)
     assert nobody.stderr == "Error: no library 'zzz' to delete: see 'whyclip libraries --all'\n"
     unasked = run(home, "delete", "a", ok=False, db=db_url)
@@ -106,15 +116,20 @@ def test_delete_refuses_a_version_with_runs_unless_told(home, tmp_path, db_url):
         (data / cls / "1.png").write_bytes(planted_png([concept]))
     run(home, "eval", str(data), "-l", "a", "--name", "check", db=db_url)
     refused = run(home, "delete", "a", "--yes", ok=False, db=db_url)
-    assert refused.stderr == ("Error: library 'a' has 1 evaluation run(s) ('check'): pass --with-runs to delete them "
-                              "too, or keep the version\n")  # fmt: skip
+    assert refused.stderr == (
+        "Error: library 'a' has 1 evaluation run(s) ('check'): pass --with-runs to delete them "
+        "too, or keep the version\n"
+    )
     store = Store.open(home, db_url)
     assert len(store.libraries(every_version=True)) == 3
     done = run(home, "delete", "a", "--yes", "--with-runs", db=db_url)
     assert done.stdout.startswith("deleted library a v1, v2: 2 index folder(s), ")
     assert "1 evaluation run(s) deleted with it" in done.stdout
     with Session(store.engine) as s:
-        assert (s.scalar(select(func.count()).select_from(EvalRunRow)), s.scalar(select(func.count()).select_from(EvalImageRow))) == (0, 0)
+        assert (
+            s.scalar(select(func.count()).select_from(EvalRunRow)),
+            s.scalar(select(func.count()).select_from(EvalImageRow)),
+        ) == (0, 0)
 
 
 def _age(folder, seconds):
@@ -146,8 +161,9 @@ def test_gc_removes_unowned_old_folders_and_unused_cache_rows(home, db_url):
     before = embedding_cache.count(store.engine)
     dim = 32
     freed = run(home, "gc", "--cache", db=db_url)
-    assert freed.stdout.strip() == (f"removed 0 index folder(s) (0 bytes) and {len(unused)} cache row(s) "
-                                    f"({len(unused) * dim * 4} bytes of vectors)")  # fmt: skip
+    assert freed.stdout.strip() == (
+        f"removed 0 index folder(s) (0 bytes) and {len(unused)} cache row(s) ({len(unused) * dim * 4} bytes of vectors)"
+    )
     assert len(unused) == 3
     assert embedding_cache.count(store.engine) == before - len(unused) == len(prompts_of(A) | prompts_of(A2))
     left = embedding_cache.lookup(store.engine, "fake-32-v1", sorted(prompts_of(A) | prompts_of(A2) | prompts_of(B)))
@@ -172,10 +188,20 @@ def test_export_then_ingest_gives_the_same_prompts_and_vectors(tmp_path, suffix,
     done = run(home, "export", "src", "--out", str(out), db=db_url)
     assert done.stdout.strip() == f"wrote library src v1 to {out} (3 classes, 3 descriptors) and {out}.meta.json"
     meta = json.loads((tmp_path / f"exported{suffix}.meta.json").read_text())
-    assert (meta["name"], meta["version"], meta["template"], meta["baseline_template"]) == ("src", 1, template, baseline)
-    assert meta["classes"][0] == {"name": "tree frog", "baseline_prompt": "an image of the tree frog", "descriptors": [
-        {"text": "green, sticky toes", "prompt": "tree frog looks like green, sticky toes"},
-        {"text": ' "quoted" eyes', "prompt": 'tree frog looks like  "quoted" eyes'}]}  # fmt: skip
+    assert (meta["name"], meta["version"], meta["template"], meta["baseline_template"]) == (
+        "src",
+        1,
+        template,
+        baseline,
+    )
+    assert meta["classes"][0] == {
+        "name": "tree frog",
+        "baseline_prompt": "an image of the tree frog",
+        "descriptors": [
+            {"text": "green, sticky toes", "prompt": "tree frog looks like green, sticky toes"},
+            {"text": ' "quoted" eyes', "prompt": 'tree frog looks like  "quoted" eyes'},
+        ],
+    }
     again = run(home, "ingest", str(out), "-l", "copy", db=db_url)
     assert f"using template {template!r} and baseline {baseline!r} from {out}.meta.json" in again.stderr
     assert "(0 embedded, 6 from the cache)" in again.stdout  # 3 descriptor and 3 baseline prompts

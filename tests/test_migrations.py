@@ -47,16 +47,25 @@ def legacy_store(home: Path, version: int) -> Path:
         command.upgrade(migrations.alembic_config(conn), migrations.LEGACY[version])
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("INSERT INTO meta VALUES ('schema_version', :v)"), {"v": str(version)})
-        conn.execute(text(
-            "INSERT INTO libraries (id, name, version, status, created_at, encoder_id, encoder_name, dim, logit_scale,"
-            " template, baseline_template, aggregate, n_classes, n_descriptors, n_prompts, source, source_sha256,"
-            " index_key, index_factory, recall_at_10) VALUES (1, 'old', 1, 'ready', '2025-01-02 03:04:05.000000',"
-            " 'e', 'e', 32, 100.0, 'paper', 'a photo of a {class}.', 'mean', 2, 2, 4, '', '', 'k', 'Flat', 1.0)"))
-        conn.execute(text("INSERT INTO classes VALUES (1, 1, 0, 'tree_frog', '', 2), (2, 1, 1, 'cat', 'kept as is', 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO libraries (id, name, version, status, created_at, encoder_id, encoder_name, dim, logit_scale,"
+                " template, baseline_template, aggregate, n_classes, n_descriptors, n_prompts, source, source_sha256,"
+                " index_key, index_factory, recall_at_10) VALUES (1, 'old', 1, 'ready', '2025-01-02 03:04:05.000000',"
+                " 'e', 'e', 32, 100.0, 'paper', 'a photo of a {class}.', 'mean', 2, 2, 4, '', '', 'k', 'Flat', 1.0)"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO classes VALUES (1, 1, 0, 'tree_frog', '', 2), (2, 1, 1, 'cat', 'kept as is', 0)")
+        )
         norm = ("norm, ", "0.5, ") if version < 3 else ("", "")
-        conn.execute(text(f"INSERT INTO descriptors (id, library_id, class_id, position, text, prompt, {norm[0]}truncated,"
-                          f" shared) VALUES (1, 1, 1, 0, 'antennae', '', {norm[1]}0, 1),"
-                          f" (2, 1, 1, 1, 'canopy', 'stored prompt', {norm[1]}0, 1)"))
+        conn.execute(
+            text(
+                f"INSERT INTO descriptors (id, library_id, class_id, position, text, prompt, {norm[0]}truncated,"
+                f" shared) VALUES (1, 1, 1, 0, 'antennae', '', {norm[1]}0, 1),"
+                f" (2, 1, 1, 1, 'canopy', 'stored prompt', {norm[1]}0, 1)"
+            )
+        )
     engine.dispose()
     return db
 
@@ -94,9 +103,13 @@ def test_a_legacy_store_is_refused_by_reads_then_stamped_and_upgraded(tmp_path, 
     matches_models(tmp_path)
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT prompt FROM descriptors ORDER BY id")).scalars().all() == [
-            Template("paper").build("tree_frog", "antennae"), "stored prompt"]
+            Template("paper").build("tree_frog", "antennae"),
+            "stored prompt",
+        ]
         assert conn.execute(text("SELECT baseline_prompt FROM classes ORDER BY id")).scalars().all() == [
-            baseline_prompt("a photo of a {class}.", "tree_frog"), "kept as is"]
+            baseline_prompt("a photo of a {class}.", "tree_frog"),
+            "kept as is",
+        ]
     info = store.library("old")
     assert info.prompt_rule == "paper/1"
     assert info.created_at == dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -109,19 +122,31 @@ def test_a_store_written_before_alembic_migrates_through_the_cli(tmp_path):
     assert run.exit_code == 1 and "run 'whyclip migrate'" in run.output and run.output.count("\n") == 1
     dry = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate", "--dry-run"])
     head = migrations._script().get_current_head()
-    assert dry.exit_code == 0 and f"current revision 0003, target {head}" in dry.output and "would apply 0004" in dry.output
+    assert (
+        dry.exit_code == 0
+        and f"current revision 0003, target {head}" in dry.output
+        and "would apply 0004" in dry.output
+    )
     assert db.read_bytes() == before
     done = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate"])
     assert done.exit_code == 0 and f"migrated from revision 0003 to {head}: applied 0004" in done.output
     matches_models(tmp_path)
     store = Store.open(tmp_path, create=False)
-    builds = {"paper": Template("paper").build, "waffle": Template("A photo of a {class}, {which}.").build,
-              "repr": Template("{descriptor!r} of {class}").build}  # fmt: skip
+    builds = {
+        "paper": Template("paper").build,
+        "waffle": Template("A photo of a {class}, {which}.").build,
+        "repr": Template("{descriptor!r} of {class}").build,
+    }
     for name, build in builds.items():
         info = store.library(name)
         with store.engine.connect() as conn:
-            got = conn.execute(text("SELECT c.name, d.text, d.prompt FROM descriptors d JOIN classes c ON c.id = d.class_id"
-                                    " WHERE d.library_id = :i"), {"i": info.id}).all()  # fmt: skip
+            got = conn.execute(
+                text(
+                    "SELECT c.name, d.text, d.prompt FROM descriptors d JOIN classes c ON c.id = d.class_id"
+                    " WHERE d.library_id = :i"
+                ),
+                {"i": info.id},
+            ).all()
         assert got and all(p == build(c, d) for c, d, p in got), name
         assert info.prompt_rule == ("paper/1" if name == "paper" else "format/1")
         assert info.created_at.tzinfo == dt.timezone.utc
@@ -140,13 +165,20 @@ def test_a_migration_failing_half_way_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.setitem(prompts.RULES, 1, replace(prompts.RULES[1], prompt=boom))
     run = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate"])
     assert run.exit_code == 1
-    assert run.output == f"Error: migrating the whyclip database at sqlite:///{db} failed and changed nothing: rule exploded\n"
+    assert (
+        run.output
+        == f"Error: migrating the whyclip database at sqlite:///{db} failed and changed nothing: rule exploded\n"
+    )
     assert rows(db) == want
 
 
-@pytest.mark.parametrize(("sql", "shown"), [("CREATE TABLE alembic_version (version_num VARCHAR(32)); "
-                                             "INSERT INTO alembic_version VALUES ('9999')", "9999"),
-                                            ("UPDATE meta SET value = '7' WHERE key = 'schema_version'", "schema 7")])
+@pytest.mark.parametrize(
+    ("sql", "shown"),
+    [
+        ("CREATE TABLE alembic_version (version_num VARCHAR(32)); INSERT INTO alembic_version VALUES ('9999')", "9999"),
+        ("UPDATE meta SET value = '7' WHERE key = 'schema_version'", "schema 7"),
+    ],
+)
 def test_a_store_from_a_newer_whyclip_is_refused(tmp_path, sql, shown):
     db = schema3_store(tmp_path)
     with sqlite3.connect(db) as con:

@@ -21,7 +21,13 @@ def lib(store):
 
 
 def test_compare_names_match_loosely_and_exactly_first(lib):
-    assert [lib.class_position(n) for n in ("tree frog", "Tree_Frog", "  TREE   frog ", "Red_Fox", "red fox")] == [0, 0, 0, 1, 2]
+    assert [lib.class_position(n) for n in ("tree frog", "Tree_Frog", "  TREE   frog ", "Red_Fox", "red fox")] == [
+        0,
+        0,
+        0,
+        1,
+        2,
+    ]
     image = np.eye(32, dtype=np.float32)[:1]
     contrast = lib.explain(image, compare=("TREE_FROG", "Banana"))[0].contrast
     assert (contrast.a, contrast.b) == ("tree frog", "banana")
@@ -36,4 +42,7 @@ def test_an_ambiguous_or_unknown_name_is_one_clear_error(lib):
 
 def test_eval_labels_use_the_same_rule():
     assert normalise(" Tree__frog ") == "tree frog"
-    assert match_labels(["Tree_Frog", "RED FOX", "banana"], list(CLASSES)) == ({"Tree_Frog": 0, "banana": 3}, ["RED FOX"])
+    assert match_labels(["Tree_Frog", "RED FOX", "banana"], list(CLASSES)) == (
+        {"Tree_Frog": 0, "banana": 3},
+        ["RED FOX"],
+    )

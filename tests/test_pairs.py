@@ -25,9 +25,13 @@ def test_confused_pairs_count_both_directions_most_first():
 
 
 def test_pair_answers_are_parsed():
-    answer = "Sure:\n- bill: a slim bill. | a heavy bill\n* a grey back | a black back\n- no pair here\n1. tail: | a wedge"
-    assert parse_pair_answer(answer) == [PairFeature("bill", "a slim bill", "a heavy bill"),
-                                         PairFeature("", "a grey back", "a black back")]  # fmt: skip
+    answer = (
+        "Sure:\n- bill: a slim bill. | a heavy bill\n* a grey back | a black back\n- no pair here\n1. tail: | a wedge"
+    )
+    assert parse_pair_answer(answer) == [
+        PairFeature("bill", "a slim bill", "a heavy bill"),
+        PairFeature("", "a grey back", "a black back"),
+    ]
 
 
 def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):  # noqa: F811
@@ -36,14 +40,32 @@ def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):  # noq
     key = "sk-test-" + secrets.token_hex(16)
     monkeypatch.setenv("PAIRS_KEY", key)
     out = tmp_path / "pairs.json"
-    args = ["--home", str(store.home), "generate-pairs", "--library", "planted", "--pairs-from-run", "r1", "--pairs", "5",
-            "--out", str(out), "--model", "m", "--api-key-env", "PAIRS_KEY"]  # fmt: skip
+    args = [
+        "--home",
+        str(store.home),
+        "generate-pairs",
+        "--library",
+        "planted",
+        "--pairs-from-run",
+        "r1",
+        "--pairs",
+        "5",
+        "--out",
+        str(out),
+        "--model",
+        "m",
+        "--api-key-env",
+        "PAIRS_KEY",
+    ]
     with ChatServer(key) as server:
         result = CliRunner().invoke(cli, [*args, "--base-url", server.base_url])
         assert result.exit_code == 0, result.stderr
         assert len(server.requests) == 2
         pairs = json.loads(out.read_text())
-        assert [(p["a"], p["b"], p["confusions"]) for p in pairs["pairs"]] == [("banana", "sunflower", 2), ("tree frog", "banana", 1)]
+        assert [(p["a"], p["b"], p["confusions"]) for p in pairs["pairs"]] == [
+            ("banana", "sunflower", 2),
+            ("tree frog", "banana", 1),
+        ]
         assert pairs["pairs"][0]["features"] == [
             {"attribute": "colour", "a": "the colour of a banana", "b": "the colour of a sunflower"},
             {"attribute": "shape", "a": "a banana outline", "b": "a sunflower outline"},
@@ -65,6 +87,9 @@ def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):  # noq
     report = json.loads(scored.stdout)
     assert report["accuracy"] == {"mean": 6 / 9, "fudd": 1.0} and (report["fixed"], report["broken"]) == (3, 0)
     assert sorted((c["true"], c["before"], c["after"]) for c in report["changed"]) == [
-        ("banana", "tree frog", "banana"), ("sunflower", "banana", "sunflower"), ("sunflower", "banana", "sunflower")]
+        ("banana", "tree frog", "banana"),
+        ("sunflower", "banana", "sunflower"),
+        ("sunflower", "banana", "sunflower"),
+    ]
     top3 = CliRunner().invoke(cli, ["--home", str(store.home), "eval-pairs", str(out), "--top-k", "3", "--json"])
     assert json.loads(top3.stdout)["accuracy"]["fudd"] == 6 / 9 and json.loads(top3.stdout)["fixed"] == 0

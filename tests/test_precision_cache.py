@@ -63,11 +63,16 @@ def test_an_ingest_that_falls_back_caches_fp32_vectors_under_the_fp32_key(store)
     enc = FallingBack()
     report = ingest_library(store, {"frog": ["green skin"], "owl": ["wings"]}, "animals", enc)
     assert report.n_embedded == 4 and enc.precision == "fp32"
-    assert (embedding_cache.count(store.engine, "fake-32-v1/fp32"), embedding_cache.count(store.engine, "fake-32-v1/bf16")) == (4, 0)
+    assert (
+        embedding_cache.count(store.engine, "fake-32-v1/fp32"),
+        embedding_cache.count(store.engine, "fake-32-v1/bf16"),
+    ) == (4, 0)
     again = ingest_library(store, {"frog": ["green skin"], "owl": ["wings"]}, "animals", FallingBack())
     assert (again.n_embedded, again.n_reused) == (0, 4)
     np.testing.assert_array_equal(store.load("animals", 1).vectors, store.load("animals", 2).vectors)
-    assert (store.load("animals").vectors[0] == FakeEncoder(["green"]).embed_texts(["frog, which has green skin"])[0][0]).all()
+    assert (
+        store.load("animals").vectors[0] == FakeEncoder(["green"]).embed_texts(["frog, which has green skin"])[0][0]
+    ).all()
 
 
 def test_images_cached_in_bf16_are_not_mixed_with_fp32_after_a_later_fallback(store, tmp_path):

@@ -27,7 +27,12 @@ def test_json_keeps_key_order_and_empty_classes(tmp_path):
 
 
 def test_jsonl_and_csv_group_by_first_appearance(tmp_path):
-    lines = [{"class": "b", "descriptor": "x"}, {"class": "a", "descriptor": "y"}, {"class": "b", "descriptor": "z"}, {"class": "c"}]
+    lines = [
+        {"class": "b", "descriptor": "x"},
+        {"class": "a", "descriptor": "y"},
+        {"class": "b", "descriptor": "z"},
+        {"class": "c"},
+    ]
     p = write(tmp_path, "lib.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n\n")
     assert read_library(p).classes == [("b", ["x", "z"]), ("a", ["y"]), ("c", [])]
     c = write(tmp_path, "lib.csv", 'class,descriptor\nb,x\na,"y, with comma"\nb,z\nc,\n')

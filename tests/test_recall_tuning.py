@@ -97,8 +97,13 @@ def test_large_libraries_get_pq_codes_reranked_exactly_with_image_recall(tmp_pat
     for aggregate in ("mean", "centroid", "max"):  # class scores stay exact whatever the index
         np.testing.assert_allclose(approx.scores(images, aggregate), exact.scores(images, aggregate), atol=1e-6)
     (exp,) = approx.explain(images[:1])
-    assert exp.retrieval == {"exact": False, "index": f"PQ{DIM // 2}x4fs+rerank{params['depth']}",
-                             "recall_at_10": info.recall_at_10, "calibrated_on": "400 proxy image queries", "note": None}
+    assert exp.retrieval == {
+        "exact": False,
+        "index": f"PQ{DIM // 2}x4fs+rerank{params['depth']}",
+        "recall_at_10": info.recall_at_10,
+        "calibrated_on": "400 proxy image queries",
+        "note": None,
+    }
     assert "approximate, PQ32x4fs+rerank" in exp.to_text() and exp.to_dict()["retrieval"] == exp.retrieval
     assert type(exp).from_dict(exp.to_dict()) == exp
 
@@ -151,10 +156,20 @@ def _libraries_table(store) -> str:
 def _save_images(store, loaded, images, name="run"):
     from whyclip.store.db.runs import save_run
 
-    return save_run(store.engine, library_id=loaded.info.id, library_name=loaded.info.name, name=name, dataset="synthetic",
-                    encoder_key="synthetic", paths=[f"{i}.png" for i in range(len(images))],
-                    shas=[f"{i:064x}" for i in range(len(images))], labels=np.zeros(len(images), np.int64),
-                    vectors=images, results={}, details={})  # fmt: skip
+    return save_run(
+        store.engine,
+        library_id=loaded.info.id,
+        library_name=loaded.info.name,
+        name=name,
+        dataset="synthetic",
+        encoder_key="synthetic",
+        paths=[f"{i}.png" for i in range(len(images))],
+        shas=[f"{i:064x}" for i in range(len(images))],
+        labels=np.zeros(len(images), np.int64),
+        vectors=images,
+        results={},
+        details={},
+    )
 
 
 def test_eval_images_replace_the_proxy_and_are_reported(tmp_path, monkeypatch, clip, index_faster):
@@ -243,7 +258,9 @@ def test_shards_answer_as_the_whole_index_does(clip, monkeypatch, workers):
         for row, (srow, prow) in enumerate(zip(s, p)):
             sims_of.update({(row, int(q) + lo): float(v) for v, q in zip(srow, prow)})
     for row in range(len(images)):
-        np.testing.assert_allclose(sorted((sims_of[(row, int(p))] for p in got[row]), reverse=True), whole_sims[row], rtol=1e-6)
+        np.testing.assert_allclose(
+            sorted((sims_of[(row, int(p))] for p in got[row]), reverse=True), whole_sims[row], rtol=1e-6
+        )
     assert len({int(p) for row in got for p in row}) > 300  # not one list repeated
     # the exact re-rank of those candidates is the whole index's
     want = pqrerank.rerank(vectors, images, whole, 10)[1]

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.slow
 
 def whyclip(*args: str, home) -> subprocess.CompletedProcess:
     """The CLI in a fresh Python process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +88,9 @@ def test_vectors_unit_norm_and_faiss_ids_map_to_their_rows(pets_store, tiny_mode
     tolerance = 1e-4 if encoder.precision == "fp32" else 3e-3
     np.testing.assert_allclose(norms, lib.files.norms[::25], rtol=tolerance)
     assert prompts[0].startswith("Abyssinian, which")
-    assert prompts[0] == Template("paper").build(classes[rows[int(lib.ids[0])].class_id].name, rows[int(lib.ids[0])].text)
+    assert prompts[0] == Template("paper").build(
+        classes[rows[int(lib.ids[0])].class_id].name, rows[int(lib.ids[0])].text
+    )
     assert lib.info.prompt_rule == "paper/1"
 
 
@@ -169,8 +176,15 @@ def test_demo_without_a_model_fails_clearly_and_writes_nothing(tmp_path):
     assert not home.exists()
 
 
-@pytest.mark.parametrize(("flags", "native"), [("fpu avx512f avx512_bf16 sse2", True), ("fpu amx_bf16 amx_tile", True),
-                                              ("fpu avx512f avx512bw avx2", False), ("", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu avx512f avx512_bf16 sse2", True),
+        ("fpu amx_bf16 amx_tile", True),
+        ("fpu avx512f avx512bw avx2", False),
+        ("", False),
+    ],
+)
 def test_without_onednns_check_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path, flags, native):
     """Where a torch build lacks oneDNN's internal bf16 check, the CPU's flags answer (no
     AttributeError): only the bf16 instructions count, not AVX-512 alone."""

@@ -20,8 +20,14 @@ from PIL import Image
 
 from conftest import ROOT
 
-PROMPTS = ["tree frog, which has bright green skin", "tree frog, which has big round eyes", "banana, which is yellow",
-           "a photo of a banana.", "stop sign, which has a red octagon", "a photo of a stop sign."]  # fmt: skip
+PROMPTS = [
+    "tree frog, which has bright green skin",
+    "tree frog, which has big round eyes",
+    "banana, which is yellow",
+    "a photo of a banana.",
+    "stop sign, which has a red octagon",
+    "a photo of a stop sign.",
+]
 
 
 def picture(i: int, size=(90, 70)) -> Image.Image:
@@ -50,7 +56,13 @@ def test_the_text_check_runs_once_then_the_store_verdict_stands_for_it(store, ti
     v1, _ = first.embed_texts(PROMPTS)
     assert first.checks_run == 1  # the fp32 prefix path against the plain path
     (row,) = book.all()
-    assert (row["encoder_id"], row["modality"], row["precision"], row["path"], row["passed"]) == (first.id, "text", "fp32", "prefix", True)
+    assert (row["encoder_id"], row["modality"], row["precision"], row["path"], row["passed"]) == (
+        first.id,
+        "text",
+        "fp32",
+        "prefix",
+        True,
+    )
     assert row["cosine"] == pytest.approx(first.checked["text"]) and "torch" in row["platform"]
 
     again = load_encoder(str(tiny_model), precision="fp32", verdicts=book)
@@ -148,7 +160,9 @@ def test_a_sentence_transformers_clip_folder_loads_without_sentence_transformers
 
     SentenceTransformer(str(tiny_model), device="cpu").save(str(tmp_path / "st"))  # modules.json, one CLIP module
     (tmp_path / "two").mkdir()
-    (tmp_path / "two" / "modules.json").write_text(json.dumps([{"idx": 0, "path": "", "type": "x"}, {"idx": 1, "path": "1", "type": "y"}]))
+    (tmp_path / "two" / "modules.json").write_text(
+        json.dumps([{"idx": 0, "path": "", "type": "x"}, {"idx": 1, "path": "1", "type": "y"}])
+    )
     enc, ref = load_encoder(str(tmp_path / "st"), precision="fp32"), load_encoder(str(tiny_model), precision="fp32")
     assert enc.backend == "transformers" and enc.id == ref.id
     np.testing.assert_array_equal(enc.embed_images([picture(3)])[0], ref.embed_images([picture(3)])[0])
@@ -178,8 +192,21 @@ def _ingested_home(tiny_model, tmp_path) -> Path:
     home = tmp_path / "home"
     lib = tmp_path / "lib.json"
     lib.write_text(json.dumps({"tree frog": ["bright green skin"], "banana": ["yellow curved peel"]}))
-    r = CliRunner().invoke(cli, ["--home", str(home), "ingest", str(lib), "--library", "lib", "--model", str(tiny_model),
-                                 "--precision", "fp32"])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "--home",
+            str(home),
+            "ingest",
+            str(lib),
+            "--library",
+            "lib",
+            "--model",
+            str(tiny_model),
+            "--precision",
+            "fp32",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return home
 
@@ -218,8 +245,10 @@ def test_one_ingest_of_several_files_makes_the_libraries_separate_ingests_make(t
     from whyclip.ui.cli.main import cli
 
     files = []
-    for name, lib in (("birds", {"owl": ["big round eyes", "brown feathers"], "crow": ["black feathers"]}),
-                      ("fruit", {"banana": ["yellow curved peel"], "cherry": ["small red fruit", "long stem"]})):  # fmt: skip
+    for name, lib in (
+        ("birds", {"owl": ["big round eyes", "brown feathers"], "crow": ["black feathers"]}),
+        ("fruit", {"banana": ["yellow curved peel"], "cherry": ["small red fruit", "long stem"]}),
+    ):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(lib))
         files.append(path)
@@ -230,7 +259,9 @@ def test_one_ingest_of_several_files_makes_the_libraries_separate_ingests_make(t
     assert "library paper-birds v1" in r.output and "library paper-fruit v1" in r.output
     apart = tmp_path / "apart"
     for path in files:
-        r = CliRunner().invoke(cli, ["--home", str(apart), "ingest", str(path), "--library", "paper-" + path.stem, *model])
+        r = CliRunner().invoke(
+            cli, ["--home", str(apart), "ingest", str(path), "--library", "paper-" + path.stem, *model]
+        )
         assert r.exit_code == 0, r.output
     a, b = Store.open(together, create=False), Store.open(apart, create=False)
     for name in ("paper-birds", "paper-fruit"):
@@ -257,7 +288,9 @@ def test_multi_file_ingest_names_and_refusals(tiny_model, tmp_path):
     r = runner.invoke(cli, ["--home", str(home), "ingest", str(good), str(bad), "--model", str(tiny_model)])
     assert r.exit_code == 1 and "broken.json" in r.output and "Traceback" not in r.output
     assert not (home / "whyclip.db").exists()  # a bad file: nothing written for any of them
-    r = runner.invoke(cli, ["--home", str(home), "ingest", str(good), "--model", str(tiny_model), "--precision", "fp32"])
+    r = runner.invoke(
+        cli, ["--home", str(home), "ingest", str(good), "--model", str(tiny_model), "--precision", "fp32"]
+    )
     assert r.exit_code == 0 and "library owls v1" in r.output  # one file, no --library: its stem
     assert [i.name for i in Store.open(home, create=False).libraries()] == ["owls"]
 

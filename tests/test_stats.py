@@ -23,7 +23,9 @@ def random_pairs(seed, n, p1, p2):
     return rng.random(n) < p1, rng.random(n) < p2
 
 
-@pytest.mark.parametrize("seed, n, p1, p2", [(0, 30, 0.6, 0.4), (1, 200, 0.7, 0.68), (2, 12, 0.5, 0.9), (3, 500, 0.3, 0.2)])
+@pytest.mark.parametrize(
+    "seed, n, p1, p2", [(0, 30, 0.6, 0.4), (1, 200, 0.7, 0.68), (2, 12, 0.5, 0.9), (3, 500, 0.3, 0.2)]
+)
 def test_mcnemar_exact_is_scipys_binomial_test_on_the_discordant_pairs(seed, n, p1, p2):
     a, b = random_pairs(seed, n, p1, p2)
     t = mcnemar_exact(a, b)
@@ -47,7 +49,9 @@ def test_compare_says_not_significant():
     strong = compare("random words", np.ones(20, bool), np.zeros(20, bool))
     assert strong["p_value"] == pytest.approx(2 * 0.5**20) and strong["significant"]
     assert "not significant" not in strong["statement"]
-    assert strong["ci95"] == pytest.approx(wilson(0, 20)) and strong["descriptors_ci95"] == pytest.approx(wilson(20, 20))
+    assert strong["ci95"] == pytest.approx(wilson(0, 20)) and strong["descriptors_ci95"] == pytest.approx(
+        wilson(20, 20)
+    )
     assert accuracy_figure(np.ones(20, bool))["ci95"] == pytest.approx(wilson(20, 20))
 
 

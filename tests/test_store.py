@@ -55,7 +55,10 @@ def test_a_failure_writing_rows_after_the_files_leaves_nothing(store, monkeypatc
     enc = FakeEncoder()
     ingest_library(store, LIB, "frogs", enc)
     with Session(store.engine) as s:
-        before = (s.scalar(select(func.count()).select_from(ClassRow)), s.scalar(select(func.count()).select_from(DescriptorRow)))
+        before = (
+            s.scalar(select(func.count()).select_from(ClassRow)),
+            s.scalar(select(func.count()).select_from(DescriptorRow)),
+        )
 
     def crash(classes):
         raise RuntimeError("database went away")
@@ -67,7 +70,10 @@ def test_a_failure_writing_rows_after_the_files_leaves_nothing(store, monkeypatc
     folders = list((store.home / "indexes" / store.store_id).iterdir())
     assert [f.name for f in folders] == [store.library("frogs").index_key]
     with Session(store.engine) as s:
-        after = (s.scalar(select(func.count()).select_from(ClassRow)), s.scalar(select(func.count()).select_from(DescriptorRow)))
+        after = (
+            s.scalar(select(func.count()).select_from(ClassRow)),
+            s.scalar(select(func.count()).select_from(DescriptorRow)),
+        )
     assert after == before
 
 
@@ -140,25 +146,55 @@ def test_each_distinct_prompt_is_embedded_once(store):
 def test_browse_pages_search_sort_and_share_counts(store):
     from whyclip.store.db import browse
 
-    lib = {"b cat": ["fur", "100% whiskers", "long_tail"], "a dog": ["fur", "long tail"], "c fish": [], "d rat": ["fur", "long tail"]}
+    lib = {
+        "b cat": ["fur", "100% whiskers", "long_tail"],
+        "a dog": ["fur", "long tail"],
+        "c fish": [],
+        "d rat": ["fur", "long tail"],
+    }
     ingest_library(store, lib, "pets", FakeEncoder())
     info = store.library("pets")
     rows = browse.descriptors_page(store.engine, info)
     assert [(r["class"], r["descriptor"], r["classes sharing it"]) for r in rows] == [
-        ("b cat", "fur", 3), ("b cat", "100% whiskers", 1), ("b cat", "long_tail", 1),
-        ("a dog", "fur", 3), ("a dog", "long tail", 2), ("d rat", "fur", 3), ("d rat", "long tail", 2)]
-    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, offset=5, limit=5)] == ["fur", "long tail"]
+        ("b cat", "fur", 3),
+        ("b cat", "100% whiskers", 1),
+        ("b cat", "long_tail", 1),
+        ("a dog", "fur", 3),
+        ("a dog", "long tail", 2),
+        ("d rat", "fur", 3),
+        ("d rat", "long tail", 2),
+    ]
+    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, offset=5, limit=5)] == [
+        "fur",
+        "long tail",
+    ]
     assert browse.count_descriptor_rows(store.engine, info) == 7
     # LIKE wildcards in a search are literal characters
     assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, "100%")] == ["100% whiskers"]
     assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, "long_")] == ["long_tail"]
     assert browse.count_descriptor_rows(store.engine, info, "LONG") == 3
-    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, order="descriptor (A-Z)")][:2] == ["100% whiskers", "fur"]
+    assert [r["descriptor"] for r in browse.descriptors_page(store.engine, info, order="descriptor (A-Z)")][:2] == [
+        "100% whiskers",
+        "fur",
+    ]
     classes = browse.classes_page(store.engine, info, order="fewest descriptors")
-    assert [(c["class"], c["descriptors"]) for c in classes] == [("c fish", 0), ("a dog", 2), ("d rat", 2), ("b cat", 3)]
-    assert [c["class"] for c in browse.classes_page(store.engine, info, order="class name")] == ["a dog", "b cat", "c fish", "d rat"]
+    assert [(c["class"], c["descriptors"]) for c in classes] == [
+        ("c fish", 0),
+        ("a dog", 2),
+        ("d rat", 2),
+        ("b cat", 3),
+    ]
+    assert [c["class"] for c in browse.classes_page(store.engine, info, order="class name")] == [
+        "a dog",
+        "b cat",
+        "c fish",
+        "d rat",
+    ]
     shared = browse.shared_descriptors_page(store.engine, info)
-    assert [(r["descriptor"], r["classes"], r["in"]) for r in shared] == [("fur", 3, "b cat, a dog, d rat"), ("long tail", 2, "a dog, d rat")]
+    assert [(r["descriptor"], r["classes"], r["in"]) for r in shared] == [
+        ("fur", 3, "b cat, a dog, d rat"),
+        ("long tail", 2, "a dog, d rat"),
+    ]
     assert browse.count_shared_descriptors(store.engine, info) == 2
 
 
@@ -318,10 +354,16 @@ def test_index_files_of_the_first_layout_are_still_read(store):
     np.testing.assert_allclose([h["similarity"] for h in hits], [h["similarity"] for h in want_hits], atol=1e-6)
 
 
-@pytest.mark.parametrize(("template", "baseline"), [("paper", "a photo of a {class}."), ("bare", "{class}"),
-                                                    ("{{x}} {class}: {descriptor}", "{{a}} {class}"),
-                                                    ("{descriptor!r} of {class:>12}", "{class!r}"),
-                                                    ("A photo of a {class}, {which}.", "A photo of a {class}.")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("template", "baseline"),
+    [
+        ("paper", "a photo of a {class}."),
+        ("bare", "{class}"),
+        ("{{x}} {class}: {descriptor}", "{{a}} {class}"),
+        ("{descriptor!r} of {class:>12}", "{class!r}"),
+        ("A photo of a {class}, {which}.", "A photo of a {class}."),
+    ],
+)
 def test_prompts_rendered_from_the_template_read_back_as_built(store, template, baseline):
     """Prompts are stored exactly as embedded, with the rule that built them; every reader
     (evidence, retrieval, browsing and its search) sees the prompt the encoder embedded."""
@@ -332,7 +374,10 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     from whyclip.store.db import browse
     from whyclip.store.db.schema import ClassRow, DescriptorRow
 
-    lib = {"tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"], "cat": ["whiskers"]}
+    lib = {
+        "tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"],
+        "cat": ["whiskers"],
+    }
     ingest_library(store, lib, "p", FakeEncoder(), template=template, baseline=baseline)
     loaded = store.load("p")
     want_baselines = [baseline_prompt(baseline, c) for c in lib]
@@ -340,17 +385,22 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     assert [r["baseline prompt"] for r in browse.classes_page(store.engine, loaded.info)] == want_baselines
     build = Template(template).build
     expected = {(c, d): build(c, d) for c, ds in lib.items() for d in ds}
-    assert {("tree_frog", t): p for t, p in loaded.class_texts(0)} | {("cat", t): p for t, p in loaded.class_texts(1)} == expected
+    assert {("tree_frog", t): p for t, p in loaded.class_texts(0)} | {
+        ("cat", t): p for t, p in loaded.class_texts(1)
+    } == expected
     rows = browse.descriptors_page(store.engine, loaded.info)
     assert {(r["class"], r["descriptor"]): r["prompt"] for r in rows} == expected
     (exp,) = loaded.explain(loaded.vectors[:1], retrieve=6)
     assert all(h.prompt == expected[(h.class_name, h.descriptor)] for h in exp.retrieved)
     with Session(store.engine) as s:
-        stored = s.execute(select(ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
-                           .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
-                           .where(DescriptorRow.library_id == loaded.info.id)).all()  # fmt: skip
-        baselines = s.scalars(select(ClassRow.baseline_prompt).where(ClassRow.library_id == loaded.info.id)
-                              .order_by(ClassRow.position)).all()  # fmt: skip
+        stored = s.execute(
+            select(ClassRow.name, DescriptorRow.text, DescriptorRow.prompt)
+            .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
+            .where(DescriptorRow.library_id == loaded.info.id)
+        ).all()
+        baselines = s.scalars(
+            select(ClassRow.baseline_prompt).where(ClassRow.library_id == loaded.info.id).order_by(ClassRow.position)
+        ).all()
     assert {(c, d): p for c, d, p in stored} == expected and baselines == want_baselines
     assert loaded.info.prompt_rule == (f"{template}/1" if template in ("paper", "bare") else "format/1")
     for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):

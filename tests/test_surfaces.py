@@ -49,14 +49,19 @@ def test_cli_http_and_python_api_give_the_same_explanation(workspace, tmp_path, 
     image.write_bytes(FROG)
     (api,) = workspace.explain([image], library="frogs", top=4, retrieve=6)
 
-    result = CliRunner().invoke(cli, ["explain", str(image), "--library", "frogs", "--top", "4", "--retrieve", "6", "--json"])
+    result = CliRunner().invoke(
+        cli, ["explain", str(image), "--library", "frogs", "--top", "4", "--retrieve", "6", "--json"]
+    )
     assert result.exit_code == 0, result.output
     (from_cli,) = [json.loads(line) for line in result.stdout.splitlines()]
 
     monkeypatch.setenv("WHYCLIP_API_KEYS", "k" * 20)
     with TestClient(create_app(ServiceSettings())) as client:
-        r = client.post("/v1/explain", files=[("image", ("frog.png", FROG, "image/png"))],
-                        data={"library": "frogs", "top": "4", "retrieve": "6"})  # fmt: skip
+        r = client.post(
+            "/v1/explain",
+            files=[("image", ("frog.png", FROG, "image/png"))],
+            data={"library": "frogs", "top": "4", "retrieve": "6"},
+        )
     assert r.status_code == 200, r.text
     (from_http,) = r.json()["explanations"]
 
@@ -179,8 +184,11 @@ def test_a_workspace_loads_each_model_once_however_it_is_spelled(tiny_model, tmp
     monkeypatch.setattr(ingest, "load_encoder", lambda model, *a, **k: loads.append(model) or real(model, *a, **k))
     monkeypatch.chdir(tiny_model.parent)
     with whyclip.open(home=tmp_path / "home") as wc:
-        wc.ingest({"tree frog": ["protruding eyes"], "cat": ["whiskers"], "owl": ["feathers"]}, library="a",
-                  model=tiny_model.name)  # fmt: skip
+        wc.ingest(
+            {"tree frog": ["protruding eyes"], "cat": ["whiskers"], "owl": ["feathers"]},
+            library="a",
+            model=tiny_model.name,
+        )
         image = tmp_path / "frog.png"
         image.write_bytes(FROG)
         (exp,) = wc.explain([image], library="a")
@@ -215,22 +223,47 @@ def test_the_tiny_clip_explains_a_users_odd_images_alike_everywhere(tiny_model, 
     exif[0x0112] = 6  # rotated: a viewer turns it a quarter
     tall.save(odd / "tall.jpg", exif=exif, quality=90)
     with whyclip.open(home=tmp_path / "home", precision="fp32") as wc:
-        wc.ingest({"tree frog": ["protruding eyes", "bright green colour"], "banana": ["yellow peel"],
-                   "stop sign": ["red octagon", "white letters"]}, library="odd", model=str(tiny_model))  # fmt: skip
+        wc.ingest(
+            {
+                "tree frog": ["protruding eyes", "bright green colour"],
+                "banana": ["yellow peel"],
+                "stop sign": ["red octagon", "white letters"],
+            },
+            library="odd",
+            model=str(tiny_model),
+        )
         api = {Path(e.image).name: e.to_dict() for e in wc.explain(odd, library="odd", top=3, retrieve=4)}
     assert set(api) == {"palette.png", "tall.jpg"}
     assert api["palette.png"]["classes"] != api["tall.jpg"]["classes"]  # two images, two answers
 
-    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "explain", str(odd), "--library", "odd", "--top", "3",
-                                      "--retrieve", "4", "--precision", "fp32", "--json"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--home",
+            str(tmp_path / "home"),
+            "explain",
+            str(odd),
+            "--library",
+            "odd",
+            "--top",
+            "3",
+            "--retrieve",
+            "4",
+            "--precision",
+            "fp32",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     from_cli = {Path(r["image"]).name: r for r in map(json.loads, result.stdout.splitlines())}
 
     monkeypatch.setenv("WHYCLIP_API_KEYS", "k" * 20)
     settings = ServiceSettings(home=str(tmp_path / "home"), model=str(tiny_model), precision="fp32")
     with TestClient(create_app(settings)) as client:
-        files = [("image", (p.name, p.read_bytes(), "image/png" if p.suffix == ".png" else "image/jpeg"))
-                 for p in sorted(odd.iterdir())]  # fmt: skip
+        files = [
+            ("image", (p.name, p.read_bytes(), "image/png" if p.suffix == ".png" else "image/jpeg"))
+            for p in sorted(odd.iterdir())
+        ]
         r = client.post("/v1/explain", files=files, data={"library": "odd", "top": "3", "retrieve": "4"})
     assert r.status_code == 200, r.text
     from_http = {e["image"]: e for e in r.json()["explanations"]}

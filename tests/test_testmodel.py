@@ -19,7 +19,13 @@ if str(ROOT) not in sys.path:  # running pytest from outside the repository
 
 from whyclip.ingest.encoder import testmodel  # noqa: E402
 from whyclip.ingest.encoder.testmodel import (  # noqa: E402
-    CHECK_IDS, CHECK_TEXT, META_FILE, clip_config, corpus_word_counts, load_clip_merges, make_test_model,
+    CHECK_IDS,
+    CHECK_TEXT,
+    META_FILE,
+    clip_config,
+    corpus_word_counts,
+    load_clip_merges,
+    make_test_model,
     train_bpe,
 )
 
@@ -33,17 +39,19 @@ _VOCAB_ENV = os.environ.get("WHYCLIP_CLIP_VOCAB")
 needs_real_vocab = pytest.mark.skipif(
     not (_VOCAB_ENV and Path(_VOCAB_ENV).exists()),
     reason="real-vocabulary tests need CLIP's BPE file: `pip download --no-deps clip-anytorch -d DIR` "
-           "and set WHYCLIP_CLIP_VOCAB=DIR/clip_anytorch-*.whl",
+    "and set WHYCLIP_CLIP_VOCAB=DIR/clip_anytorch-*.whl",
 )
 
 
 def _load(path: Path):
     from sentence_transformers import SentenceTransformer
+
     return SentenceTransformer(str(path), device="cpu")
 
 
 def _image(seed: int = 0, size: tuple[int, int] = (48, 64)):
     from PIL import Image
+
     pixels = np.random.RandomState(seed).randint(0, 256, (*size, 3), dtype=np.uint8)
     return Image.fromarray(pixels)
 
@@ -61,8 +69,15 @@ def tiny_st(tiny: Path):
 @pytest.mark.slow
 def test_tiny_folder_layout(tiny: Path) -> None:
     names = {p.name for p in tiny.iterdir()}
-    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
-            "tokenizer_config.json", META_FILE} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        META_FILE,
+    } <= names
     assert not [p for p in tiny.parent.iterdir() if ".partial-" in p.name]
     meta = json.loads((tiny / META_FILE).read_text())
     assert meta["kind"] == "tiny" and meta["seed"] == 0 and "random weights" in meta["note"]
@@ -105,10 +120,12 @@ def test_same_seed_gives_identical_files_and_embeddings(tiny: Path, tiny_st, tmp
     for path in sorted(tiny.iterdir()):
         assert (again / path.name).read_bytes() == path.read_bytes(), path.name
     other = _load(again)
-    np.testing.assert_array_equal(tiny_st.encode(PROMPTS, show_progress_bar=False),
-                                  other.encode(PROMPTS, show_progress_bar=False))
-    np.testing.assert_array_equal(tiny_st.encode([_image()], show_progress_bar=False),
-                                  other.encode([_image()], show_progress_bar=False))
+    np.testing.assert_array_equal(
+        tiny_st.encode(PROMPTS, show_progress_bar=False), other.encode(PROMPTS, show_progress_bar=False)
+    )
+    np.testing.assert_array_equal(
+        tiny_st.encode([_image()], show_progress_bar=False), other.encode([_image()], show_progress_bar=False)
+    )
     seed1 = make_test_model(tmp_path / "seed1", seed=1)
     assert (seed1 / "model.safetensors").read_bytes() != (tiny / "model.safetensors").read_bytes()
     assert (seed1 / "vocab.json").read_bytes() == (tiny / "vocab.json").read_bytes()

@@ -34,14 +34,17 @@ def _images() -> list[Image.Image]:
     return out
 
 
-@pytest.mark.parametrize("settings", [
-    None,  # the folder's own
-    {"size": {"shortest_edge": 64}, "crop_size": {"height": 48, "width": 56}},
-    {"size": 100, "crop_size": 96, "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.2, 0.3, 0.4]},
-    {"do_center_crop": False, "size": {"shortest_edge": 32}},
-    {"do_normalize": False, "do_rescale": False},
-    {"crop_size": {"height": 300, "width": 300}},  # larger than the resized image: zero padding
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "settings",
+    [
+        None,  # the folder's own
+        {"size": {"shortest_edge": 64}, "crop_size": {"height": 48, "width": 56}},
+        {"size": 100, "crop_size": 96, "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.2, 0.3, 0.4]},
+        {"do_center_crop": False, "size": {"shortest_edge": 32}},
+        {"do_normalize": False, "do_rescale": False},
+        {"crop_size": {"height": 300, "width": 300}},  # larger than the resized image: zero padding
+    ],
+)
 def test_pixels_are_the_image_processors_bit_for_bit(tiny_model, tmp_path, settings):
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -53,8 +56,13 @@ def test_pixels_are_the_image_processors_bit_for_bit(tiny_model, tmp_path, setti
         saved["image_processor"].update(settings)
         (folder / "processor_config.json").write_text(json.dumps(saved))
     assert vision.unsupported_reason(folder) is None
-    oracle = CLIPImageProcessorPil(**{k: v for k, v in json.loads((folder / "processor_config.json").read_text())["image_processor"].items()
-                                      if k != "image_processor_type"})  # fmt: skip
+    oracle = CLIPImageProcessorPil(
+        **{
+            k: v
+            for k, v in json.loads((folder / "processor_config.json").read_text())["image_processor"].items()
+            if k != "image_processor_type"
+        }
+    )
     ours = vision.image_processor(folder)
     for image in _images():
         want = oracle(images=image, return_tensors="pt")["pixel_values"]
@@ -69,7 +77,9 @@ def test_the_tower_computes_transformers_embeddings(tiny_model):
     oracle = CLIPVisionModelWithProjection.from_pretrained(tiny_model, dtype=torch.float32).eval()
     ours = vision.load_vision_tower(tiny_model)
     assert {n for n, _ in ours.named_parameters()} == {n for n, _ in oracle.named_parameters()}
-    pixels = torch.randn(5, 3, oracle.config.image_size, oracle.config.image_size, generator=torch.Generator().manual_seed(1))
+    pixels = torch.randn(
+        5, 3, oracle.config.image_size, oracle.config.image_size, generator=torch.Generator().manual_seed(1)
+    )
     with torch.inference_mode():
         want = oracle(pixel_values=pixels).image_embeds
         got = ours(pixels).image_embeds
@@ -90,19 +100,39 @@ def test_gelu_towers_too(tiny_model, tmp_path):
     config["vision_config"]["hidden_act"] = "gelu"
     (folder / "config.json").write_text(json.dumps(config))
     oracle = CLIPVisionModelWithProjection.from_pretrained(folder, dtype=torch.float32).eval()
-    pixels = torch.randn(2, 3, oracle.config.image_size, oracle.config.image_size, generator=torch.Generator().manual_seed(2))
+    pixels = torch.randn(
+        2, 3, oracle.config.image_size, oracle.config.image_size, generator=torch.Generator().manual_seed(2)
+    )
     with torch.inference_mode():
-        torch.testing.assert_close(vision.load_vision_tower(folder)(pixels).image_embeds, oracle(pixel_values=pixels).image_embeds,
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            vision.load_vision_tower(folder)(pixels).image_embeds,
+            oracle(pixel_values=pixels).image_embeds,
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda f: _edit(f / "config.json", lambda c: c["vision_config"].update(hidden_act="relu")), "activation 'relu'"),
-    (lambda f: _edit(f / "processor_config.json", lambda c: c["image_processor"].update(do_pad=True)), "do_pad"),
-    (lambda f: _edit(f / "processor_config.json", lambda c: c["image_processor"].update(size={"height": 9, "width": 9})), "size"),
-    (lambda f: (f / "model.safetensors").unlink(), "not safetensors"),
-    (lambda f: _edit(f / "config.json", lambda c: c["vision_config"].update(use_rotary=True)), "vision config keys ['use_rotary']"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (
+            lambda f: _edit(f / "config.json", lambda c: c["vision_config"].update(hidden_act="relu")),
+            "activation 'relu'",
+        ),
+        (lambda f: _edit(f / "processor_config.json", lambda c: c["image_processor"].update(do_pad=True)), "do_pad"),
+        (
+            lambda f: _edit(
+                f / "processor_config.json", lambda c: c["image_processor"].update(size={"height": 9, "width": 9})
+            ),
+            "size",
+        ),
+        (lambda f: (f / "model.safetensors").unlink(), "not safetensors"),
+        (
+            lambda f: _edit(f / "config.json", lambda c: c["vision_config"].update(use_rotary=True)),
+            "vision config keys ['use_rotary']",
+        ),
+    ],
+)
 def test_folders_it_does_not_know_go_to_transformers(tiny_model, tmp_path, change, reason):
     from whyclip.ingest.encoder.clipmodel import TransformersClip
 
@@ -118,7 +148,9 @@ def test_folders_it_does_not_know_go_to_transformers(tiny_model, tmp_path, chang
 
 def test_torchvision_sends_the_folder_to_transformers(tiny_model, monkeypatch):
     real = vision.importlib.util.find_spec
-    monkeypatch.setattr(vision.importlib.util, "find_spec", lambda name, *a: object() if name == "torchvision" else real(name, *a))
+    monkeypatch.setattr(
+        vision.importlib.util, "find_spec", lambda name, *a: object() if name == "torchvision" else real(name, *a)
+    )
     assert "torchvision" in vision.unsupported_reason(tiny_model)
 
 
@@ -139,7 +171,9 @@ def test_encoder_embeds_images_as_transformers_does(tiny_model):
     images = _images()[:4]
     got, _ = enc.embed_images(images)
     oracle = CLIPVisionModelWithProjection.from_pretrained(tiny_model, dtype=torch.float32).eval()
-    pixels = CLIPImageProcessor.from_pretrained(tiny_model)(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    pixels = CLIPImageProcessor.from_pretrained(tiny_model)(
+        images=[im.convert("RGB") for im in images], return_tensors="pt"
+    )["pixel_values"]
     with torch.inference_mode():
         want = oracle(pixel_values=pixels).image_embeds.numpy()
     want /= np.linalg.norm(want, axis=1, keepdims=True)

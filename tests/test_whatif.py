@@ -68,11 +68,25 @@ def file_name(path: str) -> str:
 
 
 PLANTED = {  # edit -> (wrong->right, right->wrong) under the mean, known from the world's design
-    "yellow moves from banana to sunflower": ([("banana", "yellow peel")], [("sunflower", "yellow petals")], {"u1.png", "u2.png"}, set()),
-    "stop sign loses what its images show": ([("stop sign", "red colour"), ("stop sign", "octagon shape"), ("stop sign", "curved edge")],
-                                             [], set(), {"s1.png", "s2.png"}),
-    "sunflower loses every descriptor": ([("sunflower", "dark seeds"), ("sunflower", "round head")], [], {"u1.png", "u2.png"}, set()),
-}  # fmt: skip
+    "yellow moves from banana to sunflower": (
+        [("banana", "yellow peel")],
+        [("sunflower", "yellow petals")],
+        {"u1.png", "u2.png"},
+        set(),
+    ),
+    "stop sign loses what its images show": (
+        [("stop sign", "red colour"), ("stop sign", "octagon shape"), ("stop sign", "curved edge")],
+        [],
+        set(),
+        {"s1.png", "s2.png"},
+    ),
+    "sunflower loses every descriptor": (
+        [("sunflower", "dark seeds"), ("sunflower", "round head")],
+        [],
+        {"u1.png", "u2.png"},
+        set(),
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(PLANTED))
@@ -88,7 +102,10 @@ def test_planted_edits_flip_exactly_the_planted_predictions_and_match_a_reingest
     assert answer["accuracy_after"]["accuracy"] == pytest.approx((6 + len(to_right) - len(to_wrong)) / 9)
     assert (answer["notes"] != []) == (case == "sunflower loses every descriptor")
     if answer["notes"]:
-        assert "'sunflower' has no descriptor left" in answer["notes"][0] and "a photo of a sunflower." in answer["notes"][0]
+        assert (
+            "'sunflower' has no descriptor left" in answer["notes"][0]
+            and "a photo of a sunflower." in answer["notes"][0]
+        )
     o = oracle(store, enc, data, drops, adds, "oracle")
     at = {p: i for i, p in enumerate(o.paths)}
     order = [at[p] for p in run.paths]
@@ -112,7 +129,10 @@ def test_planted_edits_flip_exactly_the_planted_predictions_and_match_a_reingest
 def test_an_edit_that_changes_nothing_flips_nothing(world):
     store, enc, lib, data, run = world
     session = WhatIf(run, lib)
-    for edit in (plan_edit(lib), plan_edit(lib, [("tree frog", "big eyes")], [("tree frog", "big eyes")])):  # nothing; out and back in
+    for edit in (
+        plan_edit(lib),
+        plan_edit(lib, [("tree frog", "big eyes")], [("tree frog", "big eyes")]),
+    ):  # nothing; out and back in
         vectors, _, _ = added_vectors(store, lib, enc, edit.new_prompts)
         a = session.answer(edit, vectors)
         assert a["flips"] == {"right_to_wrong": [], "wrong_to_right": []} and a["changed_between_wrong"] == 0
@@ -126,7 +146,9 @@ def test_bad_edits_are_one_line_with_the_fix(world):
     store, enc, lib, data, run = world
     with pytest.raises(InputError, match=r"no class 'tree frgo' \(did you mean 'tree frog'\?\)"):
         plan_edit(lib, [("tree frgo", "big eyes")])
-    with pytest.raises(InputError, match=r"class 'tree frog' has no descriptor 'big eye' to drop \(did you mean 'big eyes'"):
+    with pytest.raises(
+        InputError, match=r"class 'tree frog' has no descriptor 'big eye' to drop \(did you mean 'big eyes'"
+    ):
         plan_edit(lib, [("Tree_Frog", "big eye")])  # the class matched loosely, the descriptor not
     with pytest.raises(InputError, match=r"class 'banana' already has the descriptor 'yellow peel'"):
         plan_edit(lib, [], [("banana", "yellow peel")])
@@ -138,7 +160,9 @@ def test_bad_edits_are_one_line_with_the_fix(world):
     with pytest.raises(InputError, match=r"edits file is a JSON object"):
         read_edits(["banana"])
     assert read_edits({"drop": [["banana", "yellow peel"]], "add": [{"class": "banana", "text": "x"}]}) == (
-        [("banana", "yellow peel")], [("banana", "x")])  # fmt: skip
+        [("banana", "yellow peel")],
+        [("banana", "x")],
+    )
     edit = plan_edit(lib, [], [("banana", "green tip")])
     with pytest.raises(InputError, match="no vector for the added prompt 'green tip'"):
         WhatIf(run, lib).answer(edit, {})
@@ -174,10 +198,19 @@ def random_world(store, rng, n_classes=17, dim=7, n_images=300):
         rows = {p: i for i, p in enumerate(table)}
         raw = np.array(list(table.values()))
         norms = np.linalg.norm(raw, axis=1)
-        return LibraryDraft("rand", info, "{descriptor}", "a photo of a {class}.",
-                            [DraftClass(f"c{c}", f"a photo of a c{c}.", ts, list(ts), [False] * len(ts))
-                             for c, ts in enumerate(classes)], rows, (raw / norms[:, None]).astype(np.float32),
-                            norms.astype(np.float32))  # fmt: skip
+        return LibraryDraft(
+            "rand",
+            info,
+            "{descriptor}",
+            "a photo of a {class}.",
+            [
+                DraftClass(f"c{c}", f"a photo of a c{c}.", ts, list(ts), [False] * len(ts))
+                for c, ts in enumerate(classes)
+            ],
+            rows,
+            (raw / norms[:, None]).astype(np.float32),
+            norms.astype(np.float32),
+        )
 
     return texts, prompts, draft
 
@@ -215,7 +248,9 @@ def test_a_random_world_matches_the_store_scoring_the_edited_library(tmp_path, m
             extra[t] = rng.standard_normal(7)
     edit = plan_edit(lib, drops, adds)
     edited = [e.position for e in edit.classes]
-    assert KEEP < len(edited) and np.isin(session.top, edited).all(axis=1).sum() >= 10  # images whose full row is needed
+    assert (
+        KEEP < len(edited) and np.isin(session.top, edited).all(axis=1).sum() >= 10
+    )  # images whose full row is needed
     # the added prompts' vectors as the encoder would give them (unit vector, raw norm)
     vectors = {p: ((v / np.linalg.norm(v)).astype(np.float32), float(np.linalg.norm(v))) for p, v in extra.items()}
     after = session.rescore(edit, vectors)
@@ -252,7 +287,11 @@ def test_saving_an_edit_publishes_a_new_version_and_leaves_the_old_one(world, tm
     before = WhatIf(run, lib).answer(edit, vectors)
     v1_vectors = np.array(lib.vectors).copy()
     saved = save_edit(store, lib, edit, vectors, truncated, note="yellow belongs to sunflowers")
-    assert saved.version == 2 and saved.note == "yellow belongs to sunflowers" and saved.n_descriptors == lib.info.n_descriptors
+    assert (
+        saved.version == 2
+        and saved.note == "yellow belongs to sunflowers"
+        and saved.n_descriptors == lib.info.n_descriptors
+    )
     assert "what-if edit of planted v1" in saved.source
     v1 = store.load("planted", 1)
     assert store.library("planted", 1).note == "" and np.array_equal(np.array(v1.vectors), v1_vectors)
@@ -261,22 +300,36 @@ def test_saving_an_edit_publishes_a_new_version_and_leaves_the_old_one(world, tm
     got = {v2.class_names[c]: [t for t, _ in v2.class_texts(c)] for c in range(4)}
     assert got == edited_file(drops, adds)
     # the kept descriptors' vectors are v1's, copied; eval on v2 gives what the what-if said
-    old = {(v1.class_names[c], t): v1.vectors[int(v1.matrices.offsets[c]) + j] for c in range(4) for j, (t, _) in enumerate(v1.class_texts(c))}
+    old = {
+        (v1.class_names[c], t): v1.vectors[int(v1.matrices.offsets[c]) + j]
+        for c in range(4)
+        for j, (t, _) in enumerate(v1.class_texts(c))
+    }
     for c in range(4):
         for j, (t, _) in enumerate(v2.class_texts(c)):
             if (v2.class_names[c], t) in old:
                 assert np.array_equal(v2.vectors[int(v2.matrices.offsets[c]) + j], old[(v2.class_names[c], t)])
     report = run_eval(store, v2, read_dataset(data), enc, name="after")
-    assert float(np.mean(report.data.results["mean"].true_rank == 1)) == pytest.approx(before["accuracy_after"]["accuracy"])
+    assert float(np.mean(report.data.results["mean"].true_rank == 1)) == pytest.approx(
+        before["accuracy_after"]["accuracy"]
+    )
 
 
 # -- the command line -------------------------------------------------------------------------------
 
 RUN_CLI = [sys.executable, str(ROOT / "tests" / "run_cli.py"), "fake"]
-CLI_LIBRARY = {"frog": ["green skin", "webbed feet"], "zebra": ["stripes", "hooves"], "bird": ["wings", "a beak"],
-               "cat": ["fur", "whiskers"]}  # fmt: skip
-CLI_IMAGES = {"frog": [("f1.png", "green")], "zebra": [("z1.png", "stripes")], "bird": [("b1.png", "wings"), ("b2.png", "wings|green*2")],
-              "cat": [("c1.png", "fur"), ("c2.png", "fur|stripes*2")]}  # fmt: skip
+CLI_LIBRARY = {
+    "frog": ["green skin", "webbed feet"],
+    "zebra": ["stripes", "hooves"],
+    "bird": ["wings", "a beak"],
+    "cat": ["fur", "whiskers"],
+}
+CLI_IMAGES = {
+    "frog": [("f1.png", "green")],
+    "zebra": [("z1.png", "stripes")],
+    "bird": [("b1.png", "wings"), ("b2.png", "wings|green*2")],
+    "cat": [("c1.png", "fur"), ("c2.png", "fur|stripes*2")],
+}
 
 
 def whyclip(*args, home):
@@ -297,7 +350,16 @@ def test_the_command_in_fresh_processes(tmp_path):
     data = write_dataset(tmp_path / "data", CLI_IMAGES)
     assert whyclip("eval", str(data), "-l", "animals", "--name", "r", home=home).returncode == 0
     # b2 (wings, green*2) is a frog and c2 (fur, stripes*2) a zebra; a green bird and striped cat fix both
-    edits = ["--drop", "frog:green skin", "--add", "bird:green feathers", "--drop", "zebra:stripes", "--add", "cat:tabby stripes"]
+    edits = [
+        "--drop",
+        "frog:green skin",
+        "--add",
+        "bird:green feathers",
+        "--drop",
+        "zebra:stripes",
+        "--add",
+        "cat:tabby stripes",
+    ]
     r = whyclip("whatif", "-l", "animals", "--run", "r", *edits, "--json", home=home)
     assert r.returncode == 0, r.stderr
     a = json.loads(r.stdout)
@@ -307,7 +369,10 @@ def test_the_command_in_fresh_processes(tmp_path):
     assert a["accuracy_after"]["accuracy"] == pytest.approx((6 - len(right_wrong)) / 6)
     b, c = len(right_wrong), 2
     assert a["p_value"] == pytest.approx(binomtest(min(b, c), b + c, 0.5).pvalue)
-    assert a["edit"]["drop"] == [{"class": "frog", "descriptor": "green skin"}, {"class": "zebra", "descriptor": "stripes"}]
+    assert a["edit"]["drop"] == [
+        {"class": "frog", "descriptor": "green skin"},
+        {"class": "zebra", "descriptor": "stripes"},
+    ]
     assert [d["text"] for d in a["edit"]["add"]] == ["green feathers", "tabby stripes"]
     edits_file = tmp_path / "edits.json"
     edits_file.write_text(json.dumps(a["edit"]), encoding="utf-8")  # --json's echo is an edits file
@@ -316,21 +381,38 @@ def test_the_command_in_fresh_processes(tmp_path):
     text = whyclip("whatif", "-l", "animals", *edits, home=home)
     assert text.returncode == 0 and "wrong -> right (2)" in text.stdout and "not significant" in text.stdout
     assert "top-1 before 66.7% [" in text.stdout
-    one_line(whyclip("whatif", "-l", "animals", "--drop", "frgo:green skin", home=home), "no class 'frgo' (did you mean 'frog'?)")
+    one_line(
+        whyclip("whatif", "-l", "animals", "--drop", "frgo:green skin", home=home),
+        "no class 'frgo' (did you mean 'frog'?)",
+    )
     one_line(whyclip("whatif", "-l", "animals", "--drop", "frog:green", home=home), "has no descriptor 'green' to drop")
     one_line(whyclip("whatif", "-l", "animals", "--drop", "frog", home=home), "has no colon")
     one_line(whyclip("whatif", "-l", "animals", home=home), "nothing to edit")
-    one_line(whyclip("whatif", "-l", "animals", "--drop", "frog:fur", "--note", "x", home=home), "--note goes with --save-as-version")
-    one_line(whyclip("whatif", "-l", "animals", "--run", "nope", "--drop", "frog:green skin", home=home), "has no run 'nope'")
-    one_line(whyclip("whatif", "-l", "animals", "--edits", str(tmp_path / "none.json"), home=home), "no such edits file")
+    one_line(
+        whyclip("whatif", "-l", "animals", "--drop", "frog:fur", "--note", "x", home=home),
+        "--note goes with --save-as-version",
+    )
+    one_line(
+        whyclip("whatif", "-l", "animals", "--run", "nope", "--drop", "frog:green skin", home=home), "has no run 'nope'"
+    )
+    one_line(
+        whyclip("whatif", "-l", "animals", "--edits", str(tmp_path / "none.json"), home=home), "no such edits file"
+    )
     (tmp_path / "bad.json").write_text("[1]", encoding="utf-8")
-    one_line(whyclip("whatif", "-l", "animals", "--edits", str(tmp_path / "bad.json"), home=home), "edits file is a JSON object")
-    saved = whyclip("whatif", "-l", "animals", *edits, "--save-as-version", "--note", "colours where they belong", home=home)
+    one_line(
+        whyclip("whatif", "-l", "animals", "--edits", str(tmp_path / "bad.json"), home=home),
+        "edits file is a JSON object",
+    )
+    saved = whyclip(
+        "whatif", "-l", "animals", *edits, "--save-as-version", "--note", "colours where they belong", home=home
+    )
     assert saved.returncode == 0 and "saved as library animals v2" in saved.stdout and "v1 is unchanged" in saved.stdout
     listed = json.loads(whyclip("libraries", "--all", "--json", home=home).stdout)
     assert [(i["version"], i["note"]) for i in listed] == [(1, ""), (2, "colours where they belong")]
     assert "colours where they belong" in whyclip("libraries", home=home).stdout
-    assert json.loads(whyclip("whatif", "-l", "animals", "--run", "r", *edits, "--json", home=home).stdout) == a  # v1 as it was
+    assert (
+        json.loads(whyclip("whatif", "-l", "animals", "--run", "r", *edits, "--json", home=home).stdout) == a
+    )  # v1 as it was
 
 
 def test_add_embeds_only_the_new_prompts(tmp_path, monkeypatch):
@@ -341,7 +423,17 @@ def test_add_embeds_only_the_new_prompts(tmp_path, monkeypatch):
     assert runner.invoke(cli, ["ingest", str(lib), "-l", "planted", "-t", "bare"]).exit_code == 0
     assert runner.invoke(cli, ["eval", str(write_dataset(tmp_path / "data")), "-l", "planted"]).exit_code == 0
     enc.embedded.clear()
-    args = ["whatif", "-l", "planted", "--add", "sunflower:yellow petals", "--add", "banana:big eyes", "--drop", "banana:yellow peel"]
+    args = [
+        "whatif",
+        "-l",
+        "planted",
+        "--add",
+        "sunflower:yellow petals",
+        "--add",
+        "banana:big eyes",
+        "--drop",
+        "banana:yellow peel",
+    ]
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert enc.embedded == ["yellow petals"]  # "big eyes" is a tree frog prompt already: cached

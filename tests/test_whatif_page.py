@@ -40,7 +40,9 @@ def planted(store, tmp_path, monkeypatch):
 def expected(store, enc, drops, adds) -> dict:
     lib = store.load("planted", 1)
     edit = plan_edit(lib, drops, adds)
-    return WhatIf(load_run(store.engine, find_run(store.engine, "planted", "r1")), lib).answer(edit, added_vectors(store, lib, enc, edit.new_prompts)[0])
+    return WhatIf(load_run(store.engine, find_run(store.engine, "planted", "r1")), lib).answer(
+        edit, added_vectors(store, lib, enc, edit.new_prompts)[0]
+    )
 
 
 def flips_shown(at: AppTest, key_column: str = "image") -> list[list[str]]:
@@ -60,7 +62,10 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
     assert not at.exception
     want = expected(store, enc, [("banana", "yellow peel")], [])
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"]) and metrics["McNemar p"] == f"{want['p_value']:.3g}"
+    assert (
+        metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"])
+        and metrics["McNemar p"] == f"{want['p_value']:.3g}"
+    )
     at.selectbox(key="whatif_class").set_value(3).run()  # sunflower: the banana toggle is gone with its widgets
     at.checkbox(key="whatif_keep_3_0").uncheck().run()
     at.checkbox(key="whatif_keep_3_1").uncheck().run()  # no descriptor left: the baseline prompt
@@ -74,9 +79,14 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
     assert not at.exception
     want = expected(store, enc, gone, [("sunflower", "yellow petals")])
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"]) and metrics["McNemar p"] == f"{want['p_value']:.3g}"
+    assert (
+        metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"])
+        and metrics["McNemar p"] == f"{want['p_value']:.3g}"
+    )
     shown = flips_shown(at)
-    assert shown == [[f["path"] for f in want["flips"][k]] for k in ("wrong_to_right", "right_to_wrong") if want["flips"][k]]
+    assert shown == [
+        [f["path"] for f in want["flips"][k]] for k in ("wrong_to_right", "right_to_wrong") if want["flips"][k]
+    ]
     assert want["statement"] in " ".join(m.value for m in at.markdown)
     assert enc.embedded.count("yellow petals") == 1
     at.text_input(key="whatif_note").input("sunflowers are yellow").run()

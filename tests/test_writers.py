@@ -86,26 +86,43 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
     Store.open(home, db_url)  # the schema first: creating it concurrently is the migrations' business
     image = tmp_path / "frog.png"
     image.write_bytes(planted_png(["green"]))
-    complete = {stem: {"n_descriptors": sum(map(len, f["content"].values())), "n_classes": len(f["content"])}
-                for stem, f in files.items()}  # fmt: skip
+    complete = {
+        stem: {"n_descriptors": sum(map(len, f["content"].values())), "n_classes": len(f["content"])}
+        for stem, f in files.items()
+    }
     for round_ in range(ROUNDS):
         writers = [
-            subprocess.Popen(whyclip("fake", home, "ingest", str(f["path"]), "--library", f["library"], db=db_url), cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                whyclip("fake", home, "ingest", str(f["path"]), "--library", f["library"], db=db_url),
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for f in files.values()
-        ]  # fmt: skip
+        ]
         reads = 0
         while reads == 0 or any(w.poll() is None for w in writers):
-            listed = subprocess.run(whyclip("fake", home, "libraries", "--json", "--all", db=db_url), cwd=ROOT,
-                                    capture_output=True, text=True, timeout=120)  # fmt: skip
+            listed = subprocess.run(
+                whyclip("fake", home, "libraries", "--json", "--all", db=db_url),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
             for entry in json.loads(listed.stdout):  # only complete versions are ever listed
                 counts = (entry["n_descriptors"], entry["n_classes"])
                 stems = [s for s in files if files[s]["library"] == entry["name"]]
                 assert counts in [tuple(complete[s].values()) for s in stems], entry
             if any(e["name"] == "a" for e in json.loads(listed.stdout)):
-                shown = subprocess.run(whyclip("fake", home, "explain", str(image), "-l", "a", "--json", db=db_url), cwd=ROOT,
-                                       capture_output=True, text=True, timeout=120)  # fmt: skip
+                shown = subprocess.run(
+                    whyclip("fake", home, "explain", str(image), "-l", "a", "--json", db=db_url),
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
                 assert json.loads(shown.stdout.splitlines()[0])["library"] == "a"
             reads += 1
@@ -171,6 +188,10 @@ def test_a_writer_locked_out_past_the_busy_timeout_fails_in_one_line(tmp_path, m
     )
     assert embedding_cache.count(store.engine) == 0
     embedding_cache.save(store.engine, "enc", ["a prompt"], np.ones((1, 4), np.float32), np.ones(1, np.float32))
-    embedding_cache.save(store.engine, "enc", ["a prompt"], np.zeros((1, 4), np.float32), np.ones(1, np.float32))  # already there
+    embedding_cache.save(
+        store.engine, "enc", ["a prompt"], np.zeros((1, 4), np.float32), np.ones(1, np.float32)
+    )  # already there
     assert embedding_cache.count(store.engine) == 1
-    assert embedding_cache.lookup(store.engine, "enc", ["a prompt"])["a prompt"][0].tolist() == [1.0] * 4  # the first stays
+    assert (
+        embedding_cache.lookup(store.engine, "enc", ["a prompt"])["a prompt"][0].tolist() == [1.0] * 4
+    )  # the first stays

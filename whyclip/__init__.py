@@ -24,21 +24,45 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
     from whyclip.ingest.services.explain import ExplainLimits, ExplainOptions, ImageFailure
     from whyclip.ingest.services.workspace import Workspace
-    from whyclip.store import (EncoderMismatch, Explanation, InputError, LibraryInfo, LibraryNotFound,
-                               ModelLoadError, NoStore, StoreError, WhyclipError)  # fmt: skip
+    from whyclip.store import (
+        EncoderMismatch,
+        Explanation,
+        InputError,
+        LibraryInfo,
+        LibraryNotFound,
+        ModelLoadError,
+        NoStore,
+        StoreError,
+        WhyclipError,
+    )
 
 _EXPORTS = {
     "whyclip.ingest.services.workspace": ("Workspace",),
     "whyclip.ingest.services.explain": ("ExplainLimits", "ExplainOptions", "ImageFailure"),
-    "whyclip.store": ("EncoderMismatch", "Explanation", "InputError", "LibraryInfo", "LibraryNotFound", "ModelLoadError",
-                      "NoStore", "StoreError", "WhyclipError"),
-}  # fmt: skip
+    "whyclip.store": (
+        "EncoderMismatch",
+        "Explanation",
+        "InputError",
+        "LibraryInfo",
+        "LibraryNotFound",
+        "ModelLoadError",
+        "NoStore",
+        "StoreError",
+        "WhyclipError",
+    ),
+}
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted([*_WHERE, "open"])
 
 
-def open(home=None, db: str | None = None, *, device: str | None = None, precision: str = "auto",  # noqa: A001
-         create: bool = True) -> Workspace:  # fmt: skip
+def open(
+    home=None,
+    db: str | None = None,
+    *,
+    device: str | None = None,
+    precision: str = "auto",  # noqa: A001
+    create: bool = True,
+) -> Workspace:
     """Open the whyclip store in ``home`` (default: $WHYCLIP_HOME, else the per-user data
     directory) with its metadata in ``db`` (an SQLAlchemy URL; default: $WHYCLIP_DB, else
     SQLite in ``home``). ``create=False`` refuses a store that does not exist yet.

@@ -74,8 +74,15 @@ class ClipEncoder:
     A verdict is remembered in ``verdicts`` (the store's, :mod:`whyclip.store.db.precision_verdicts`)
     and later processes take it from there instead of checking again."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
-                 precision: str = "auto", share_prefixes: bool = True, verdicts=None):  # fmt: skip
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str | None = None,
+        batch_size: int = 64,
+        precision: str = "auto",
+        share_prefixes: bool = True,
+        verdicts=None,
+    ):
         self.model_spec = model
         self.batch_size = batch_size
         self.verdicts = verdicts  # get(key) / put(key, passed, cosine); None: check in every process
@@ -135,7 +142,10 @@ class ClipEncoder:
         if self.device == "cpu":
             _quiet_blas()
         if looks_like_path(model) and (Path(self.name) / TEST_MODEL_MARKER).is_file():
-            log.warning("%s is a random-weight test model: fine for plumbing and speed checks, its explanations mean nothing", self.name)
+            log.warning(
+                "%s is a random-weight test model: fine for plumbing and speed checks, its explanations mean nothing",
+                self.name,
+            )
 
     # -- what this encoder is ------------------------------------------------------------
 
@@ -183,7 +193,9 @@ class ClipEncoder:
                 try:
                     self._full = CLIPModel.from_pretrained(self._st.folder, dtype=torch_dtype("fp32")).eval()
                 except Exception as exc:
-                    raise ModelLoadError(f"cannot load the CLIP model in {self._st.folder}: {first_line(exc)}") from None
+                    raise ModelLoadError(
+                        f"cannot load the CLIP model in {self._st.folder}: {first_line(exc)}"
+                    ) from None
             return self._full
 
     @property
@@ -221,7 +233,9 @@ class ClipEncoder:
                 started = time.perf_counter()
                 if len(self._ids) + len(new) > MAX_CACHED_IDS:
                     self._ids.clear()
-                ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
+                ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)[
+                    "input_ids"
+                ]
                 self._ids.update(zip(new, map(tuple, ids)))
                 self._add_seconds("tokenize", started)
             return [self._ids[t] for t in texts]
@@ -234,9 +248,14 @@ class ClipEncoder:
         parts = [f"{k} {v:.2f}s" for k, v in self.seconds.items()]
         if self._text is not None:
             st = self._text.stats
-            parts.append(f"shared-prefix pass {st.shared_s:.2f}s, suffix pass {st.own_s:.2f}s; tokens computed "
-                         f"{st.shared_tokens + st.own_tokens:,} of {st.plain_tokens:,} ({st.shared_tokens:,} in shared prefixes)")  # fmt: skip
-        return f"encoder ({self.precision}, {self.backend}, towers {', '.join(sorted(self.loaded_towers))}): " + ", ".join(parts)
+            parts.append(
+                f"shared-prefix pass {st.shared_s:.2f}s, suffix pass {st.own_s:.2f}s; tokens computed "
+                f"{st.shared_tokens + st.own_tokens:,} of {st.plain_tokens:,} ({st.shared_tokens:,} in shared prefixes)"
+            )
+        return (
+            f"encoder ({self.precision}, {self.backend}, towers {', '.join(sorted(self.loaded_towers))}): "
+            + ", ".join(parts)
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, start and end tokens included (CLIP's limit is 77)."""
@@ -260,8 +279,9 @@ class ClipEncoder:
 
     def _encode(self, items: list, batch_size: int, model=None, modality: str = "text") -> np.ndarray:
         model = model or self._plain_model(modality)
-        return model.encode(items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False,
-                            show_progress_bar=False).astype(np.float32)  # fmt: skip
+        return model.encode(
+            items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False, show_progress_bar=False
+        ).astype(np.float32)
 
     def _text_path(self):
         """The prefix-sharing path at the text precision, built on first use (None: the
@@ -288,8 +308,13 @@ class ClipEncoder:
         ids = self.token_ids(texts)
         long = [i for i, x in enumerate(ids) if len(x) > self.max_tokens]
         if long:
-            cut = self.tokenizer([texts[i] for i in long], add_special_tokens=True, truncation="longest_first",
-                                 max_length=self.max_tokens, return_attention_mask=False)["input_ids"]  # fmt: skip
+            cut = self.tokenizer(
+                [texts[i] for i in long],
+                add_special_tokens=True,
+                truncation="longest_first",
+                max_length=self.max_tokens,
+                return_attention_mask=False,
+            )["input_ids"]
             ids = list(ids)
             for i, x in zip(long, cut):
                 ids[i] = tuple(x)
@@ -320,8 +345,14 @@ class ClipEncoder:
         the model's own forward), the check's rule (sample size and cosine floors) and the
         platform, whose kernels make the rounding (torch and transformers versions, the
         backend, the device: CPU instruction set or GPU model)."""
-        return {"encoder_id": self.id, "modality": modality, "precision": precision, "path": path,
-                "rule": CHECK_RULE, "platform": platform_signature(self.device, self.backend)}  # fmt: skip
+        return {
+            "encoder_id": self.id,
+            "modality": modality,
+            "precision": precision,
+            "path": path,
+            "rule": CHECK_RULE,
+            "platform": platform_signature(self.device, self.backend),
+        }
 
     def _verdict(self, modality: str, path: str, floor: float, compute: Callable[[], float]) -> tuple[bool, float]:
         """(passed, lowest cosine): from ``verdicts`` when they hold this check, else computed
@@ -329,7 +360,13 @@ class ClipEncoder:
         key = self.verdict_key(modality, self.precisions[modality], path)
         known = self.verdicts.get(key) if self.verdicts is not None else None
         if known is not None:
-            log.info("%s %s vectors (%s path): the store's verdict, lowest cosine %.6f", key["precision"], modality, path, known[1])
+            log.info(
+                "%s %s vectors (%s path): the store's verdict, lowest cosine %.6f",
+                key["precision"],
+                modality,
+                path,
+                known[1],
+            )
             return known
         self.checks_run += 1
         cosine = compute()
@@ -370,8 +407,13 @@ class ClipEncoder:
         self.checked[modality] = cosine
         log.info("%s %s vectors vs fp32 on %d samples: lowest cosine %.6f", precision, modality, len(sample), cosine)
         if not passed:
-            log.warning("%s %s vectors differ from fp32 (cosine %.5f < %s): falling back to fp32",
-                        precision, modality, cosine, MIN_COSINE)  # fmt: skip
+            log.warning(
+                "%s %s vectors differ from fp32 (cosine %.5f < %s): falling back to fp32",
+                precision,
+                modality,
+                cosine,
+                MIN_COSINE,
+            )
             self.precisions[modality] = "fp32"
             if self._fast is not None and self.backend == "transformers":
                 self._fast.drop(modality)
@@ -400,17 +442,31 @@ class ClipEncoder:
             floor = PREFIX_MIN_COSINE if precision == "fp32" else MIN_COSINE
             passed, cosine = self._verdict("text", "prefix", floor, compute)
             self.checked["text"] = cosine
-            log.info("%s prefix-path text vectors vs plain fp32 on %d samples: lowest cosine %.6f", precision, len(sample), cosine)
+            log.info(
+                "%s prefix-path text vectors vs plain fp32 on %d samples: lowest cosine %.6f",
+                precision,
+                len(sample),
+                cosine,
+            )
             if passed:
                 if precision != "fp32" and self.backend == "transformers":
                     self._st.drop("text")  # the fp32 reference is not needed any more
                 return
             self._text = None
             if precision != "fp32":
-                log.warning("%s text vectors differ from fp32 (cosine %.5f < %s): falling back to fp32", precision, cosine, floor)
+                log.warning(
+                    "%s text vectors differ from fp32 (cosine %.5f < %s): falling back to fp32",
+                    precision,
+                    cosine,
+                    floor,
+                )
                 self.precisions["text"] = "fp32"
             else:
-                log.warning("prefix-path text vectors differ from the plain path (cosine %.6f < %s): using the plain path", cosine, floor)
+                log.warning(
+                    "prefix-path text vectors differ from the plain path (cosine %.6f < %s): using the plain path",
+                    cosine,
+                    floor,
+                )
                 self._share = False
 
     # -- embedding -----------------------------------------------------------------------
@@ -485,10 +541,16 @@ def _quiet_blas() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def load_encoder(model: str | None = None, device: str | None = None, precision: str = "auto",
-                 share_prefixes: bool = True, verdicts=None) -> ClipEncoder:  # fmt: skip
+def load_encoder(
+    model: str | None = None,
+    device: str | None = None,
+    precision: str = "auto",
+    share_prefixes: bool = True,
+    verdicts=None,
+) -> ClipEncoder:
     """Load a CLIP encoder by sentence-transformers name or local folder (``share_prefixes``
     False: texts always take the plain path, for comparisons; ``verdicts``: where precision
     verdicts are remembered, such as :class:`whyclip.store.db.precision_verdicts.StoreVerdicts`)."""
-    return ClipEncoder(model or DEFAULT_MODEL, device=device, precision=precision, share_prefixes=share_prefixes,
-                       verdicts=verdicts)  # fmt: skip
+    return ClipEncoder(
+        model or DEFAULT_MODEL, device=device, precision=precision, share_prefixes=share_prefixes, verdicts=verdicts
+    )

@@ -29,8 +29,12 @@ import torch
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 77
-ST_CLIP_MODULES = ("sentence_transformers.models.CLIPModel", "sentence_transformers.sentence_transformer.modules.CLIPModel",
-                   "sentence_transformers.base.modules.transformer.Transformer", "sentence_transformers.models.Transformer")  # fmt: skip
+ST_CLIP_MODULES = (
+    "sentence_transformers.models.CLIPModel",
+    "sentence_transformers.sentence_transformer.modules.CLIPModel",
+    "sentence_transformers.base.modules.transformer.Transformer",
+    "sentence_transformers.models.Transformer",
+)
 
 
 def clip_folder(folder: Path) -> Path | None:
@@ -65,10 +69,14 @@ class TransformersClip:
         self.config = CLIPConfig.from_pretrained(self.folder)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        self.towers: dict[str, torch.nn.Module] = {}  # "text" / "image" -> CLIP*ModelWithProjection (image: or .vision's)
+        self.towers: dict[
+            str, torch.nn.Module
+        ] = {}  # "text" / "image" -> CLIP*ModelWithProjection (image: or .vision's)
         self._tokenizer = self._image_processor = None
         self._lock = threading.RLock()  # towers
-        self._processor_lock = threading.Lock()  # tokenizer and image processor (a decode thread needs one while a tower loads)
+        self._processor_lock = (
+            threading.Lock()
+        )  # tokenizer and image processor (a decode thread needs one while a tower loads)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -128,7 +136,10 @@ class TransformersClip:
                         # one tower of a whole CLIP: the other tower's weights are "unexpected" by
                         # design, and transformers would print a load report of them (and a
                         # progress bar of a local read) to every user of the Python API
-                        verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+                        verbosity, bars = (
+                            transformers_logging.get_verbosity(),
+                            transformers_logging.is_progress_bar_enabled(),
+                        )
                         transformers_logging.set_verbosity_error()
                         transformers_logging.disable_progress_bar()
                         try:
@@ -169,8 +180,14 @@ class TransformersClip:
 
     # -- encoding ------------------------------------------------------------------------
 
-    def encode(self, items: list, batch_size: int = 32, convert_to_numpy: bool = True, normalize_embeddings: bool = False,
-               show_progress_bar: bool = False) -> np.ndarray:  # fmt: skip
+    def encode(
+        self,
+        items: list,
+        batch_size: int = 32,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = False,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
         """Raw projections (N, dim) float32 of texts or PIL images, as sentence-transformers
         computes them (longest first, in batches, back in the given order)."""
         if not items:
@@ -190,7 +207,9 @@ class TransformersClip:
         tower = self.tower("text")
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
         with torch.inference_mode():
-            out = tower(input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device))
+            out = tower(
+                input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device)
+            )
         return out.text_embeds.float().cpu().numpy()
 
     def pixels(self, images: list) -> torch.Tensor:

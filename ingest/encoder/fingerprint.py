@@ -32,8 +32,16 @@ _LEGACY = re.compile(r"^clip-\d+-[0-9a-f]{16}$")
 # or shapes, which are hashed; the keys below are those that change the vectors without
 # changing any shape (activation, norm epsilon, the end token the text tower pools at).
 TOP_KEYS = ("model_type", "projection_dim")
-TOWER_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
-              "hidden_act", "layer_norm_eps", "projection_dim")  # fmt: skip
+TOWER_KEYS = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "hidden_act",
+    "layer_norm_eps",
+    "projection_dim",
+)
 TEXT_KEYS = ("max_position_embeddings", "vocab_size", "eos_token_id")
 VISION_KEYS = ("image_size", "patch_size", "num_channels")
 
@@ -128,7 +136,9 @@ def safetensors_tensors(folder) -> dict[str, tuple[str, str, tuple[int, ...], in
 
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    )
     out = {}
     for name in files:
         path = folder / name
@@ -151,7 +161,9 @@ def safetensors_tensors(folder) -> dict[str, tuple[str, str, tuple[int, ...], in
 def read_tensor(spec) -> np.ndarray:
     """One tensor of :func:`safetensors_tensors` as float32 (memory-mapped, then copied)."""
     path, dtype, shape, start, end = spec
-    flat = np.memmap(path, dtype=_NUMPY[dtype], mode="r", offset=start, shape=((end - start) // np.dtype(_NUMPY[dtype]).itemsize,))
+    flat = np.memmap(
+        path, dtype=_NUMPY[dtype], mode="r", offset=start, shape=((end - start) // np.dtype(_NUMPY[dtype]).itemsize,)
+    )
     return _as_float32(np.asarray(flat), dtype).reshape(shape)
 
 

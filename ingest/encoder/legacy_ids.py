@@ -54,7 +54,12 @@ def same_vectors(lib: Library, encoder, sample: int = SAMPLE) -> bool:
         return False
     fresh, _ = encoder.embed_texts(prompts)
     cosine = float(np.min(np.sum(fresh * stored, axis=1)))
-    log.info("library %s: %d prompts re-embedded, lowest cosine with the stored vectors %.6f", lib.info.name, len(prompts), cosine)
+    log.info(
+        "library %s: %d prompts re-embedded, lowest cosine with the stored vectors %.6f",
+        lib.info.name,
+        len(prompts),
+        cosine,
+    )
     return cosine >= MIN_COSINE
 
 
@@ -79,8 +84,12 @@ def check_library_encoder(lib: Library, encoder, store: Store | None = None) -> 
     if store is not None:
         encoder_ids.rename_encoder_id(store.engine, old, new)
     else:
-        log.info("library %s: encoder id %s is this encoder's old id (%s); 'whyclip ingest' or 'eval' records the new one",
-                 lib.info.name, old, new)  # fmt: skip
+        log.info(
+            "library %s: encoder id %s is this encoder's old id (%s); 'whyclip ingest' or 'eval' records the new one",
+            lib.info.name,
+            old,
+            new,
+        )
     lib.use_encoder_id(new)
 
 
@@ -90,8 +99,11 @@ def adopt_legacy_ids(store: Store, encoder) -> list[str]:
     renamed. Cache rows of an id no library has can only match a candidate."""
     dim = encoder.info.dim
     by_id = encoder_ids.library_encoders(store.engine)
-    legacy = sorted(i for i in set(by_id) | encoder_ids.cache_encoder_ids(store.engine)
-                    if is_legacy_id(i) and i.startswith(f"clip-{dim}-"))  # fmt: skip
+    legacy = sorted(
+        i
+        for i in set(by_id) | encoder_ids.cache_encoder_ids(store.engine)
+        if is_legacy_id(i) and i.startswith(f"clip-{dim}-")
+    )
     if not legacy:
         return []
     candidates = _candidates(encoder, [n for i in legacy for n in by_id.get(i, [])])

@@ -43,7 +43,7 @@ def clip_folder_of(model: str) -> Path | None:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover
         return None
-    for repo in ([model] if "/" in model else [f"sentence-transformers/{model}", model]):
+    for repo in [model] if "/" in model else [f"sentence-transformers/{model}", model]:
         try:
             folder = Path(snapshot_download(repo, local_files_only=True))
         except Exception:
@@ -78,7 +78,9 @@ def load_sentence_transformer(model: str, device: str | None):
     module = st[0]
     clip = getattr(module, "auto_model", None) or getattr(module, "model", None)
     if clip is None or not hasattr(clip, "get_text_features") or not hasattr(clip, "logit_scale"):
-        raise ModelLoadError(f"{model!r} is not a CLIP model (no text/image towers and logit scale): pass --model PATH to a CLIP folder")
+        raise ModelLoadError(
+            f"{model!r} is not a CLIP model (no text/image towers and logit scale): pass --model PATH to a CLIP folder"
+        )
     return st
 
 
@@ -111,7 +113,9 @@ def load_by_name(factory, model: str, device: str | None):
         "random-weight one for plumbing checks), or connect to the internet once to download it"
     )
     if not hub_reachable():
-        raise ModelLoadError(f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub cannot be reached (no network?): {offline_hint}")
+        raise ModelLoadError(
+            f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub cannot be reached (no network?): {offline_hint}"
+        )
     try:
         return factory(model, device=device)
     except Exception as exc:

@@ -32,8 +32,9 @@ CHECK_TEXT = "a photo of a tree frog."
 CHECK_IDS = [49406, 320, 1125, 539, 320, 2677, 11438, 269, 49407]
 NOTE = "random weights: for plumbing and speed checks, explanations mean nothing"
 META_FILE = "whyclip_test_model.json"
-HOW_TO_GET = (f"CLIP's {BPE_FILE} not found; get it with `pip download --no-deps clip-anytorch -d DIR` "
-              "and pass `--vocab DIR`")
+HOW_TO_GET = (
+    f"CLIP's {BPE_FILE} not found; get it with `pip download --no-deps clip-anytorch -d DIR` and pass `--vocab DIR`"
+)
 
 # Built-in corpus: weight -> words; a weight acts as the word's frequency in BPE training.
 _CORPUS: dict[int, str] = {
@@ -97,6 +98,7 @@ number numbers text word words symbol arrow""",
 def _b2u() -> dict[int, str]:
     """CLIP's byte -> printable unicode map (its order is CLIP's byte-alphabet order)."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
+
     return bytes_to_unicode()
 
 
@@ -129,8 +131,7 @@ def _merge_word(syms: list[str], pair: tuple[str, str]) -> list[str]:
     return out
 
 
-def train_bpe(word_counts: dict[str, int], num_merges: int = 4000,
-              min_count: int = 2) -> list[tuple[str, str]]:
+def train_bpe(word_counts: dict[str, int], num_merges: int = 4000, min_count: int = 2) -> list[tuple[str, str]]:
     """Learn up to ``num_merges`` CLIP-style BPE merges (a word's last symbol carries ``</w>``).
 
     Stops once the most frequent pair occurs fewer than ``min_count`` times. Ties break on
@@ -221,7 +222,7 @@ def load_clip_merges(vocab: str | Path | None = None) -> list[tuple[str, str]]:
                     text = _bpe_text_from(Path(loc) / BPE_FILE)
     if text is None:
         raise FileNotFoundError(HOW_TO_GET)
-    merges = [tuple(line.split()) for line in text.split("\n")[1:CLIP_NUM_MERGES + 1]]
+    merges = [tuple(line.split()) for line in text.split("\n")[1 : CLIP_NUM_MERGES + 1]]
     if len(merges) != CLIP_NUM_MERGES or any(len(m) != 2 for m in merges):
         raise ValueError(f"not CLIP's BPE file: expected {CLIP_NUM_MERGES} merge lines")
     return merges  # type: ignore[return-value]
@@ -230,11 +231,11 @@ def load_clip_merges(vocab: str | Path | None = None) -> list[tuple[str, str]]:
 def build_tokenizer(merges: list[tuple[str, str]], workdir: Path) -> CLIPTokenizer:
     """Write vocab.json/merges.txt into ``workdir``; return a ``CLIPTokenizer`` (max length 77)."""
     from transformers import CLIPTokenizer
+
     (workdir / "vocab.json").write_text(json.dumps(clip_vocab(merges), ensure_ascii=False), "utf-8")
     merges_txt = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
     (workdir / "merges.txt").write_text(merges_txt, "utf-8")
-    return CLIPTokenizer(vocab=str(workdir / "vocab.json"), merges=str(workdir / "merges.txt"),
-                         model_max_length=77)
+    return CLIPTokenizer(vocab=str(workdir / "vocab.json"), merges=str(workdir / "merges.txt"), model_max_length=77)
 
 
 def clip_config(full_size: bool, vocab_size: int) -> CLIPConfig:
@@ -243,18 +244,32 @@ def clip_config(full_size: bool, vocab_size: int) -> CLIPConfig:
     The special tokens are the last two ids (bos, eos; eos also pads), as in CLIP's vocabulary.
     """
     from transformers import CLIPConfig
-    special = {"vocab_size": vocab_size, "bos_token_id": vocab_size - 2,
-               "eos_token_id": vocab_size - 1, "pad_token_id": vocab_size - 1}
+
+    special = {
+        "vocab_size": vocab_size,
+        "bos_token_id": vocab_size - 2,
+        "eos_token_id": vocab_size - 1,
+        "pad_token_id": vocab_size - 1,
+    }
     if full_size:
         return CLIPConfig(projection_dim=512, text_config=special)
-    tower = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64, "projection_dim": 32}
-    return CLIPConfig(projection_dim=32, text_config={**tower, **special, "max_position_embeddings": 77},
-                      vision_config={**tower, "image_size": 32, "patch_size": 8})
+    tower = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "projection_dim": 32,
+    }
+    return CLIPConfig(
+        projection_dim=32,
+        text_config={**tower, **special, "max_position_embeddings": 77},
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+    )
 
 
-def make_test_model(directory: str | Path, *, full_size: bool = False,
-                    vocab: str | Path | None = None, seed: int = 0) -> Path:
+def make_test_model(
+    directory: str | Path, *, full_size: bool = False, vocab: str | Path | None = None, seed: int = 0
+) -> Path:
     """Write a random-weight CLIP model folder into ``directory`` and return its path.
 
     Tiny by default, with a learned BPE unless ``vocab`` is given; ``full_size`` builds
@@ -267,8 +282,9 @@ def make_test_model(directory: str | Path, *, full_size: bool = False,
 
     directory = Path(directory).expanduser().absolute()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise FileExistsError(f"{directory} already exists and is not an empty folder; "
-                              "pick a new path or remove it first")
+        raise FileExistsError(
+            f"{directory} already exists and is not an empty folder; pick a new path or remove it first"
+        )
     real = full_size or vocab is not None
     merges = load_clip_merges(vocab) if real else train_bpe(corpus_word_counts())
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -280,15 +296,21 @@ def make_test_model(directory: str | Path, *, full_size: bool = False,
             raise ValueError(f"the converted CLIP vocabulary tokenizes {CHECK_TEXT!r} wrongly")
         config = clip_config(full_size, len(tokenizer))
         side = config.vision_config.image_size
-        processor = CLIPProcessor(tokenizer=tokenizer, image_processor=CLIPImageProcessor(
-            size={"shortest_edge": side}, crop_size={"height": side, "width": side}))
+        processor = CLIPProcessor(
+            tokenizer=tokenizer,
+            image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = CLIPModel(config).eval()
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        meta = {"kind": "full-size" if full_size else "tiny", "seed": seed,
-                "tokenizer": "clip-bpe" if real else "learned-bpe", "note": NOTE}
+        meta = {
+            "kind": "full-size" if full_size else "tiny",
+            "seed": seed,
+            "tokenizer": "clip-bpe" if real else "learned-bpe",
+            "note": NOTE,
+        }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", "utf-8")
         if directory.exists():
             directory.rmdir()  # empty, checked above
@@ -296,6 +318,11 @@ def make_test_model(directory: str | Path, *, full_size: bool = False,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("wrote a %s random-weight CLIP (%d parameters, vocabulary %d) to %s", meta["kind"],
-                sum(p.numel() for p in model.parameters()), len(tokenizer), directory)
+    logger.info(
+        "wrote a %s random-weight CLIP (%d parameters, vocabulary %d) to %s",
+        meta["kind"],
+        sum(p.numel() for p in model.parameters()),
+        len(tokenizer),
+        directory,
+    )
     return directory

@@ -32,13 +32,19 @@ def unsupported_reason(clip) -> str | None:
         from transformers.models.clip.modeling_clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
     except ImportError as exc:  # pragma: no cover - transformers without CLIP
         return f"transformers has no CLIP ({exc})"
-    if type(clip) not in (CLIPModel, CLIPTextModelWithProjection) or type(getattr(clip, "text_model", None)) is not CLIPTextModel:
+    if (
+        type(clip) not in (CLIPModel, CLIPTextModelWithProjection)
+        or type(getattr(clip, "text_model", None)) is not CLIPTextModel
+    ):
         return f"{type(clip).__name__} is not transformers' CLIPModel or CLIPTextModelWithProjection"
     text = clip.text_model
     if not all(hasattr(x, n) for x, n in ((text, "embeddings"), (text, "encoder"), (text.encoder, "layers"))):
         return "unexpected CLIP text tower layout (no embeddings or encoder layers)"
-    needed = [(text.embeddings, ("token_embedding", "position_embedding")), (text, ("final_layer_norm", "eos_token_id")),
-              (clip, ("text_projection",))]  # fmt: skip
+    needed = [
+        (text.embeddings, ("token_embedding", "position_embedding")),
+        (text, ("final_layer_norm", "eos_token_id")),
+        (clip, ("text_projection",)),
+    ]
     for layer in text.encoder.layers:
         needed += [(layer, ("self_attn", "layer_norm1", "layer_norm2", "mlp"))]
         if hasattr(layer, "self_attn"):
@@ -86,10 +92,12 @@ class PrefixTextPath:
         self.stats = PassStats()
         # q, k and v in one product per layer (one larger matrix product instead of three)
         self._qkv = [
-            (torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
-             torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).detach())
+            (
+                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
+                torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).detach(),
+            )
             for a in (layer.self_attn for layer in self.layers)
-        ]  # fmt: skip
+        ]
         self._quick_gelu = getattr(text_model.config, "hidden_act", None) == "quick_gelu"
 
     @classmethod
@@ -165,8 +173,9 @@ class PrefixTextPath:
             batches += [group[k : k + per] for k in range(0, len(group), per)]
         return batches
 
-    def _forward(self, plan: TreePlan, batch: list[int], above: _Level | None, pooled: torch.Tensor,
-                 keep: bool) -> _Level | None:  # fmt: skip
+    def _forward(
+        self, plan: TreePlan, batch: list[int], above: _Level | None, pooled: torch.Tensor, keep: bool
+    ) -> _Level | None:
         nodes = [plan.nodes[i] for i in batch]
         rows, width, dev = len(nodes), max(len(n.tokens) for n in nodes), self.device
         lengths = torch.tensor([len(n.tokens) for n in nodes])
@@ -183,7 +192,10 @@ class PrefixTextPath:
         if above is not None and any(n.start for n in nodes):
             parents = torch.tensor([above.row[n.parent] for n in nodes])
             past, past_valid = above.gather(parents)
-            mask = torch.cat([past_valid[:, None, :].expand(rows, width, past_valid.shape[1]), causal.expand(rows, width, width)], dim=2)
+            mask = torch.cat(
+                [past_valid[:, None, :].expand(rows, width, past_valid.shape[1]), causal.expand(rows, width, width)],
+                dim=2,
+            )
         else:
             mask = causal.expand(rows, width, width)
         mask = mask[:, None].to(dev)  # (rows, 1, queries, keys): may query i attend key j?

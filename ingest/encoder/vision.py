@@ -37,15 +37,48 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BICUBIC = 3
 # processor settings this module computes; any other key that changes pixels sends the folder to transformers
-PROCESSOR_KEYS = {"do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-                  "do_normalize", "image_mean", "image_std", "do_convert_rgb"}  # fmt: skip
+PROCESSOR_KEYS = {
+    "do_resize",
+    "size",
+    "resample",
+    "do_center_crop",
+    "crop_size",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "do_convert_rgb",
+}
 PROCESSOR_IGNORED = {"image_processor_type", "processor_class", "feature_extractor_type", "default_to_square"}
 PROCESSOR_TYPES = {"CLIPImageProcessor", "CLIPImageProcessorPil", "CLIPFeatureExtractor", None}
-VISION_KEYS = {"hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "image_size",
-               "patch_size", "num_channels", "layer_norm_eps", "hidden_act", "projection_dim"}  # fmt: skip
+VISION_KEYS = {
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "layer_norm_eps",
+    "hidden_act",
+    "projection_dim",
+}
 # vision config keys that do not change an inference forward pass
-VISION_INERT = {"model_type", "attention_dropout", "dropout", "initializer_factor", "initializer_range", "transformers_version",
-                "dtype", "torch_dtype", "_name_or_path", "architectures", "id2label", "label2id"}  # fmt: skip
+VISION_INERT = {
+    "model_type",
+    "attention_dropout",
+    "dropout",
+    "initializer_factor",
+    "initializer_range",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "_name_or_path",
+    "architectures",
+    "id2label",
+    "label2id",
+}
 
 
 # -- the folder ------------------------------------------------------------------------------
@@ -222,13 +255,24 @@ def image_processor(folder: Path) -> ImageProcessor:
 
 def _names(layers: int) -> list[str]:
     """The checkpoint keys of the image tower."""
-    out = ["vision_model.embeddings.class_embedding", "vision_model.embeddings.patch_embedding.weight",
-           "vision_model.embeddings.position_embedding.weight", "visual_projection.weight"]  # fmt: skip
+    out = [
+        "vision_model.embeddings.class_embedding",
+        "vision_model.embeddings.patch_embedding.weight",
+        "vision_model.embeddings.position_embedding.weight",
+        "visual_projection.weight",
+    ]
     for norm in ("pre_layrnorm", "post_layernorm"):
         out += [f"vision_model.{norm}.weight", f"vision_model.{norm}.bias"]
     for i in range(layers):
         p = f"vision_model.encoder.layers.{i}."
-        for lin in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"):
+        for lin in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.out_proj",
+            "mlp.fc1",
+            "mlp.fc2",
+        ):
             out += [f"{p}{lin}.weight", f"{p}{lin}.bias"]
         for norm in ("layer_norm1", "layer_norm2"):
             out += [f"{p}{norm}.weight", f"{p}{norm}.bias"]
@@ -243,7 +287,10 @@ class _Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = (p(x).view(b, t, self.heads, d // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            p(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+            for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         out = F.scaled_dot_product_attention(q, k, v, scale=(d // self.heads) ** -0.5)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
@@ -301,11 +348,21 @@ class _Encoder(nn.Module):
 class _VisionModel(nn.Module):
     def __init__(self, c: dict):
         super().__init__()
-        dim, eps, act = int(c.get("hidden_size", 768)), float(c.get("layer_norm_eps", 1e-5)), ACTIVATIONS[c.get("hidden_act", "quick_gelu")]
-        self.embeddings = _Embeddings(dim, int(c.get("num_channels", 3)), int(c.get("patch_size", 32)), int(c.get("image_size", 224)))
+        dim, eps, act = (
+            int(c.get("hidden_size", 768)),
+            float(c.get("layer_norm_eps", 1e-5)),
+            ACTIVATIONS[c.get("hidden_act", "quick_gelu")],
+        )
+        self.embeddings = _Embeddings(
+            dim, int(c.get("num_channels", 3)), int(c.get("patch_size", 32)), int(c.get("image_size", 224))
+        )
         self.pre_layrnorm = nn.LayerNorm(dim, eps=eps)  # sic: the checkpoint's name
-        self.encoder = _Encoder([_Layer(dim, int(c.get("num_attention_heads", 12)), int(c.get("intermediate_size", 3072)), eps, act)
-                                 for _ in range(int(c.get("num_hidden_layers", 12)))])  # fmt: skip
+        self.encoder = _Encoder(
+            [
+                _Layer(dim, int(c.get("num_attention_heads", 12)), int(c.get("intermediate_size", 3072)), eps, act)
+                for _ in range(int(c.get("num_hidden_layers", 12)))
+            ]
+        )
         self.post_layernorm = nn.LayerNorm(dim, eps=eps)
 
 
@@ -321,7 +378,9 @@ class VisionTower(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
         self.vision_model = _VisionModel(config)
-        self.visual_projection = nn.Linear(int(config.get("hidden_size", 768)), int(config["projection_dim"]), bias=False)
+        self.visual_projection = nn.Linear(
+            int(config.get("hidden_size", 768)), int(config["projection_dim"]), bias=False
+        )
 
     def forward(self, pixel_values: torch.Tensor) -> ImageOutput:
         v = self.vision_model

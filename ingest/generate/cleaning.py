@@ -24,27 +24,81 @@ from dataclasses import asdict, dataclass, field
 from whyclip.store import InputError
 
 DROPPED, FLAGGED = "dropped", "flagged"
-DEFAULT_ACTIONS = {"copied": DROPPED, "duplicate": DROPPED, "class-name": FLAGGED, "long": FLAGGED,
-                   "not-visual": FLAGGED, "shared": FLAGGED}  # fmt: skip
+DEFAULT_ACTIONS = {
+    "copied": DROPPED,
+    "duplicate": DROPPED,
+    "class-name": FLAGGED,
+    "long": FLAGGED,
+    "not-visual": FLAGGED,
+    "shared": FLAGGED,
+}
 STEPS = tuple(DEFAULT_ACTIONS)
 # The "not visual" rule: a line is flagged when it contains one of these (whole words, any case).
 NOT_VISUAL = {
-    "conservation status": ["endangered", "threatened", "extinct", "extinction", "conservation", "iucn",
-                            "protected species", "least concern"],
+    "conservation status": [
+        "endangered",
+        "threatened",
+        "extinct",
+        "extinction",
+        "conservation",
+        "iucn",
+        "protected species",
+        "least concern",
+    ],
     "population": ["population", "populations", "remaining in the wild"],
-    "geography": ["native to", "endemic to", "indigenous to", "originated in", "originates from", "found only in",
-                  "found throughout", "distributed across", "distributed throughout"],
-    "behaviour over time": ["migrates", "migrate", "migratory", "migration", "hibernates", "hibernation", "lifespan",
-                            "life span", "lives up to", "years old", "breeding season", "mating season", "nocturnal",
-                            "lays eggs"],
+    "geography": [
+        "native to",
+        "endemic to",
+        "indigenous to",
+        "originated in",
+        "originates from",
+        "found only in",
+        "found throughout",
+        "distributed across",
+        "distributed throughout",
+    ],
+    "behaviour over time": [
+        "migrates",
+        "migrate",
+        "migratory",
+        "migration",
+        "hibernates",
+        "hibernation",
+        "lifespan",
+        "life span",
+        "lives up to",
+        "years old",
+        "breeding season",
+        "mating season",
+        "nocturnal",
+        "lays eggs",
+    ],
     "price": ["price", "priced", "cost", "costs", "expensive", "cheap", "inexpensive", "affordable", "dollars"],
-    "other senses": ["smell", "smells", "scent", "odor", "odour", "taste", "tastes", "flavor", "flavour", "sound",
-                     "sounds", "noise", "noisy"],
-}  # fmt: skip
+    "other senses": [
+        "smell",
+        "smells",
+        "scent",
+        "odor",
+        "odour",
+        "taste",
+        "tastes",
+        "flavor",
+        "flavour",
+        "sound",
+        "sounds",
+        "noise",
+        "noisy",
+    ],
+}
 # "sound" as a visible part ("a sound hole", "a sound system") is not a sound.
 _EXCEPT = {"sound": r"(?!\s+(?:hole|holes|system|board|box|bar)\b)"}
-_NOT_VISUAL_RE = [(topic, re.compile(r"(?<!\w)(" + "|".join(re.escape(w) + r"(?!\w)" + _EXCEPT.get(w, "") for w in words) + ")",
-                                     re.I)) for topic, words in NOT_VISUAL.items()]  # fmt: skip
+_NOT_VISUAL_RE = [
+    (
+        topic,
+        re.compile(r"(?<!\w)(" + "|".join(re.escape(w) + r"(?!\w)" + _EXCEPT.get(w, "") for w in words) + ")", re.I),
+    )
+    for topic, words in NOT_VISUAL.items()
+]
 _PRICE_SIGN = re.compile(r"[$€£]\s?\d")
 
 
@@ -97,8 +151,10 @@ class CleaningReport:
 
     def to_text(self) -> str:
         actions = self.settings["actions"]
-        out = [f"cleaning: {self.n_classes} classes, {self.n_lines_in} descriptor lines in, {self.n_lines_out} kept, "
-               f"{len(self.empty_classes)} empty classes"]  # fmt: skip
+        out = [
+            f"cleaning: {self.n_classes} classes, {self.n_lines_in} descriptor lines in, {self.n_lines_out} kept, "
+            f"{len(self.empty_classes)} empty classes"
+        ]
         for step in (*STEPS, "prose"):
             out.append(f"  {step:<11} {actions.get(step, DROPPED):<8} {self.count(step):>6}")
         for f in self.findings:
@@ -128,9 +184,13 @@ def _class_name_pattern(name: str) -> re.Pattern:
     return re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", re.I)
 
 
-def clean_classes(classes: list[tuple[str, list[str]]], examples: list[str], settings: CleanSettings | None = None,
-                  prose: dict[str, list[str]] | None = None, empty_reasons: dict[str, str] | None = None,
-                  ) -> tuple[list[tuple[str, list[str]]], CleaningReport]:  # fmt: skip
+def clean_classes(
+    classes: list[tuple[str, list[str]]],
+    examples: list[str],
+    settings: CleanSettings | None = None,
+    prose: dict[str, list[str]] | None = None,
+    empty_reasons: dict[str, str] | None = None,
+) -> tuple[list[tuple[str, list[str]]], CleaningReport]:
     """The cleaned classes (label order kept) and the report. ``prose``: lines the parser
     dropped, by class; ``empty_reasons``: why a class came in empty (default: in the input)."""
     settings = settings or CleanSettings()
@@ -165,7 +225,9 @@ def clean_classes(classes: list[tuple[str, list[str]]], examples: list[str], set
             if not any(actions[step] == DROPPED for step, _ in caught):
                 kept.append(text)
         if not kept:
-            why = (empty_reasons or {}).get(name) or ("no descriptors in the input" if not descs else "every line dropped by cleaning")
+            why = (empty_reasons or {}).get(name) or (
+                "no descriptors in the input" if not descs else "every line dropped by cleaning"
+            )
             report.empty_classes.append({"class": name, "reason": why})
         report.n_lines_out += len(kept)
         out.append((name, kept))

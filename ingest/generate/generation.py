@@ -67,9 +67,14 @@ def question(settings: GenerateSettings, name: str, existing: list[str]) -> str:
     return text
 
 
-def generate_library(store: Store, classes: ClassList, client: ChatClient, settings: GenerateSettings,
-                     clean: CleanSettings | None = None, progress: Callable[[int, int], None] | None = None,
-                     ) -> GenerateResult:  # fmt: skip
+def generate_library(
+    store: Store,
+    classes: ClassList,
+    client: ChatClient,
+    settings: GenerateSettings,
+    clean: CleanSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerateResult:
     """Generate descriptors for the classes that need them (all, the empty ones of a library,
     or with ``more`` all of a library's) and clean the whole library."""
     existing = classes.library or {}
@@ -77,28 +82,61 @@ def generate_library(store: Store, classes: ClassList, client: ChatClient, setti
     answers: dict[str, list[dict]] = {c: [] for c in targets}
     items: dict[str, list[str]] = {c: [] for c in targets}
     prose: dict[str, list[str]] = {c: [] for c in targets}
-    pending = [ChatRequest(c, question(settings, c, existing.get(c, [])), settings.temperature, settings.max_tokens,
-                           settings.structured, sample=s) for c in targets for s in range(settings.n)]  # fmt: skip
+    pending = [
+        ChatRequest(
+            c,
+            question(settings, c, existing.get(c, [])),
+            settings.temperature,
+            settings.max_tokens,
+            settings.structured,
+            sample=s,
+        )
+        for c in targets
+        for s in range(settings.n)
+    ]
     counts = {"sent": 0, "cached": 0, "done": 0, "total": len(pending)}
     while pending:
         got = ask_round(store, client, pending, counts, settings.concurrency, progress)
         retry = []
         for req in pending:
             answer, mode, cached, key = got[req]
-            parsed = parse_answer(answer, structured=mode == "structured", continues_bullet=settings.prompt.opens_a_bullet)
+            parsed = parse_answer(
+                answer, structured=mode == "structured", continues_bullet=settings.prompt.opens_a_bullet
+            )
             items[req.class_name] += parsed.items
             prose[req.class_name] += parsed.prose
-            answers[req.class_name].append({"sample": req.sample, "attempt": req.attempt, "temperature": req.temperature,
-                                            "request_sha256": key, "mode": mode, "cached": cached, "answer": answer})  # fmt: skip
+            answers[req.class_name].append(
+                {
+                    "sample": req.sample,
+                    "attempt": req.attempt,
+                    "temperature": req.temperature,
+                    "request_sha256": key,
+                    "mode": mode,
+                    "cached": cached,
+                    "answer": answer,
+                }
+            )
             if not parsed.items and req.attempt < settings.empty_retries:
                 attempt = req.attempt + 1
-                retry.append(ChatRequest(req.class_name, req.prompt, settings.retry_temperature(attempt), req.max_tokens,
-                                         req.structured, req.sample, attempt))  # fmt: skip
+                retry.append(
+                    ChatRequest(
+                        req.class_name,
+                        req.prompt,
+                        settings.retry_temperature(attempt),
+                        req.max_tokens,
+                        req.structured,
+                        req.sample,
+                        attempt,
+                    )
+                )
         counts["total"] += len(retry)
         pending = retry
     tries = 1 + settings.empty_retries
-    empty_reasons = {c: f"the model answered nothing ({tries} tries, temperature up to {settings.retry_temperature(settings.empty_retries)})"
-                     for c in targets if not items[c]}  # fmt: skip
+    empty_reasons = {
+        c: f"the model answered nothing ({tries} tries, temperature up to {settings.retry_temperature(settings.empty_retries)})"
+        for c in targets
+        if not items[c]
+    }
     merged = [(c, existing.get(c, []) + items.get(c, [])) for c in classes.names]
     cleaned, report = clean_classes(merged, settings.prompt.examples, clean, prose, empty_reasons)
     provenance = {
@@ -107,14 +145,20 @@ def generate_library(store: Store, classes: ClassList, client: ChatClient, setti
         "base_url": public_url(client.base_url),
         "model": settings.model,
         "prompt": {"name": settings.prompt.name, "sha256": settings.prompt.sha256, "text": settings.prompt.text},
-        "parameters": {"n": settings.n, "temperature": settings.temperature, "max_tokens": settings.max_tokens,
-                       "structured": settings.structured, "more": settings.more, "empty_retries": settings.empty_retries,
-                       "retry_temperature_step": settings.retry_temperature_step},
+        "parameters": {
+            "n": settings.n,
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "structured": settings.structured,
+            "more": settings.more,
+            "empty_retries": settings.empty_retries,
+            "retry_temperature_step": settings.retry_temperature_step,
+        },
         "structured_refused": client.structured_refused,
         "requests": {"sent": counts["sent"], "cached": counts["cached"]},
         "answers": answers,
         "cleaning": report.to_json(),
-    }  # fmt: skip
+    }
     return GenerateResult(cleaned, report, provenance, counts["sent"], counts["cached"], targets)
 
 
@@ -146,9 +190,21 @@ def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
                     raise fut.exception()
                 req = futures[fut]
                 answer, mode = fut.result()
-                answer_cache.save(store.engine, [answer_cache.CachedAnswer(
-                    keys[req], public_url(client.base_url), client.model, req.prompt, req.parameters, answer, mode,
-                    dt.datetime.now(dt.timezone.utc))])  # fmt: skip
+                answer_cache.save(
+                    store.engine,
+                    [
+                        answer_cache.CachedAnswer(
+                            keys[req],
+                            public_url(client.base_url),
+                            client.model,
+                            req.prompt,
+                            req.parameters,
+                            answer,
+                            mode,
+                            dt.datetime.now(dt.timezone.utc),
+                        )
+                    ],
+                )
                 got[req] = (answer, mode, False, keys[req])
                 counts["sent"] += 1
                 counts["done"] += 1

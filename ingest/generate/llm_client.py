@@ -60,8 +60,13 @@ class ChatRequest:
 
     @property
     def parameters(self) -> dict:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "structured": self.structured,
-                "sample": self.sample, "attempt": self.attempt}  # fmt: skip
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "structured": self.structured,
+            "sample": self.sample,
+            "attempt": self.attempt,
+        }
 
 
 def public_url(url: str) -> str:
@@ -73,8 +78,12 @@ def public_url(url: str) -> str:
 
 def request_key(base_url: str, model: str, request: ChatRequest) -> str:
     """sha256 of everything that decides the answer: base URL, model, the message, the parameters."""
-    payload = {"base_url": public_url(base_url), "model": model, "messages": [{"role": "user", "content": request.prompt}],
-               "parameters": request.parameters}  # fmt: skip
+    payload = {
+        "base_url": public_url(base_url),
+        "model": model,
+        "messages": [{"role": "user", "content": request.prompt}],
+        "parameters": request.parameters,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -114,17 +123,22 @@ class ChatClient:
                 with self._lock:
                     if self.structured_refused is None:
                         self.structured_refused = self.mask(_describe(exc))
-                        log.warning("the server refused response_format (%s): falling back to list parsing",
-                                    self.structured_refused)  # fmt: skip
+                        log.warning(
+                            "the server refused response_format (%s): falling back to list parsing",
+                            self.structured_refused,
+                        )
         return self._create(request, None), "list-fallback" if request.structured else "list"
 
     def _create(self, request: ChatRequest, response_format: dict | None) -> str:
         extra = {"response_format": response_format} if response_format else {}
         try:
             resp = self._client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": request.prompt}],
-                temperature=request.temperature, max_tokens=request.max_tokens, **extra,
-            )  # fmt: skip
+                model=self.model,
+                messages=[{"role": "user", "content": request.prompt}],
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                **extra,
+            )
         except openai.BadRequestError as exc:
             if response_format:
                 raise

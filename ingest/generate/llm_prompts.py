@@ -85,5 +85,7 @@ def load_prompt(value: str | None) -> Prompt:
     except UnicodeDecodeError:
         raise InputError(f"{path}: the prompt is not valid UTF-8: save it as UTF-8") from None
     if PLACEHOLDER not in text:
-        raise InputError(f"{path}: the prompt has no {PLACEHOLDER} placeholder: write {PLACEHOLDER} where the class name goes")
+        raise InputError(
+            f"{path}: the prompt has no {PLACEHOLDER} placeholder: write {PLACEHOLDER} where the class name goes"
+        )
     return Prompt(str(path), text)

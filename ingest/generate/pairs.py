@@ -37,7 +37,9 @@ class PairFeature:
     b: str
 
 
-def confused_pairs(labels: np.ndarray, predicted: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, str, int]]:
+def confused_pairs(
+    labels: np.ndarray, predicted: np.ndarray, class_names: list[str], k: int
+) -> list[tuple[str, str, int]]:
     """The ``k`` unordered class pairs with the most images of one predicted as the other
     (both directions counted), most first, ties in label order; names in label order."""
     counts: Counter = Counter()
@@ -67,10 +69,18 @@ def parse_pair_answer(answer: str) -> list[PairFeature]:
     return out
 
 
-def generate_pairs(store: Store, client: ChatClient, pairs: list[tuple[str, str, int]], *, model: str,
-                   temperature: float = 0.0, max_tokens: int = 400, concurrency: int = 4,
-                   progress: Callable[[int, int], None] | None = None,
-                   none_found: str = "the run confuses no pair of classes: there is nothing to tell apart") -> dict:  # fmt: skip
+def generate_pairs(
+    store: Store,
+    client: ChatClient,
+    pairs: list[tuple[str, str, int]],
+    *,
+    model: str,
+    temperature: float = 0.0,
+    max_tokens: int = 400,
+    concurrency: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+    none_found: str = "the run confuses no pair of classes: there is nothing to tell apart",
+) -> dict:
     """Ask for each pair's differential features; returns the pairs file's content (with provenance)."""
     if not pairs:
         raise InputError(none_found)
@@ -81,20 +91,32 @@ def generate_pairs(store: Store, client: ChatClient, pairs: list[tuple[str, str,
     for (a, b, n), req in zip(pairs, requests):
         answer, mode, cached, key = got[req]
         features = parse_pair_answer(answer)
-        out.append({"a": a, "b": b, "confusions": n, "features": [vars(f) for f in features],
-                    "answer": answer, "request_sha256": key, "cached": cached})  # fmt: skip
+        out.append(
+            {
+                "a": a,
+                "b": b,
+                "confusions": n,
+                "features": [vars(f) for f in features],
+                "answer": answer,
+                "request_sha256": key,
+                "cached": cached,
+            }
+        )
     return {
         "generated_by": "whyclip generate-pairs",
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "base_url": public_url(client.base_url), "model": model,
-        "prompt": PAIR_PROMPT, "parameters": {"temperature": temperature, "max_tokens": max_tokens},
+        "base_url": public_url(client.base_url),
+        "model": model,
+        "prompt": PAIR_PROMPT,
+        "parameters": {"temperature": temperature, "max_tokens": max_tokens},
         "requests": {"sent": counts["sent"], "cached": counts["cached"]},
         "pairs": out,
-    }  # fmt: skip
+    }
 
 
-def ambiguous_pairs(scores: np.ndarray, class_names: list[str], top_k: int, margin: float,
-                    k: int) -> list[tuple[str, str, int]]:  # fmt: skip
+def ambiguous_pairs(
+    scores: np.ndarray, class_names: list[str], top_k: int, margin: float, k: int
+) -> list[tuple[str, str, int]]:
     """The ``k`` unordered class pairs most images are ambiguous between: an image's
     ambiguous classes (``scores`` rows are its class scores under the baseline) are those of
     its ``top_k`` that score within ``margin`` of its best; every pair of them counts once

@@ -73,7 +73,9 @@ def control_scorer(store: Store, lib: Library, encoder, seed: int = CONTROL_SEED
     """The shuffled-descriptor-words library's class matrices, and its prompt vectors."""
     template = Template(lib.info.template)
     descs = control_descriptors(lib, seed)
-    return _scorer(store, lib, encoder, [[template.build(lib.class_names[c], d) for d in ds] for c, ds in enumerate(descs)])
+    return _scorer(
+        store, lib, encoder, [[template.build(lib.class_names[c], d) for d in ds] for c, ds in enumerate(descs)]
+    )
 
 
 def extra_control_scorers(store: Store, lib: Library, encoder, seed: int = CONTROL_SEED) -> dict:
@@ -83,8 +85,12 @@ def extra_control_scorers(store: Store, lib: Library, encoder, seed: int = CONTR
     names, texts = lib.class_names, _texts(lib)
     out = {"bare:": _scorer(store, lib, encoder, texts)}
     perm = swap_permutation(len(names), seed)
-    out["swap:"] = _scorer(store, lib, encoder, [[template.build(names[c], d) for d in texts[perm[c]]] for c in range(len(names))])
+    out["swap:"] = _scorer(
+        store, lib, encoder, [[template.build(names[c], d) for d in texts[perm[c]]] for c in range(len(names))]
+    )
     for j in range(WORD_DRAWS):
         descs = random_word_descriptors(lib, j, seed)
-        out[f"words{j}:"] = _scorer(store, lib, encoder, [[template.build(names[c], d) for d in ds] for c, ds in enumerate(descs)])
+        out[f"words{j}:"] = _scorer(
+            store, lib, encoder, [[template.build(names[c], d) for d in ds] for c, ds in enumerate(descs)]
+        )
     return out

@@ -39,7 +39,13 @@ from whyclip.store import (
     unused_name,
 )
 
-from whyclip.ingest.services.control_libraries import CONTROL_SEED, WORD_DRAWS, control_scorer, extra_control_scorers, swap_permutation
+from whyclip.ingest.services.control_libraries import (
+    CONTROL_SEED,
+    WORD_DRAWS,
+    control_scorer,
+    extra_control_scorers,
+    swap_permutation,
+)
 from whyclip.ingest.datasets import Dataset, match_labels, unmatched_error
 from whyclip.ingest.embedding import embed_image_files_cached
 from whyclip.ingest.services.fudd import rerank_results
@@ -80,18 +86,30 @@ class EvalPlan:
     fudd_top_k: int = TOP
 
 
-def plan_eval(store: Store, lib: Library, dataset: Dataset, *, name: str | None = None,
-              skip_unmatched: bool = False, fudd: bool | None = None, fudd_top_k: int = TOP) -> EvalPlan:  # fmt: skip
+def plan_eval(
+    store: Store,
+    lib: Library,
+    dataset: Dataset,
+    *,
+    name: str | None = None,
+    skip_unmatched: bool = False,
+    fudd: bool | None = None,
+    fudd_top_k: int = TOP,
+) -> EvalPlan:
     """Match labels and choose the run name; raises :class:`InputError` before any work
     (and before a model loads). ``fudd``: True requires the version's pair descriptors
     (FuDD), None uses them when there are some, False leaves FuDD out."""
     if not 2 <= fudd_top_k <= TOP:
-        raise InputError(f"FuDD re-ranks between 2 and {TOP} top classes per image (a run keeps {TOP}): got {fudd_top_k}")
+        raise InputError(
+            f"FuDD re-ranks between 2 and {TOP} top classes per image (a run keeps {TOP}): got {fudd_top_k}"
+        )
     pairs = load_pairs(store.engine, lib.info.id, lib.info.dim) if fudd is not False else []
     if fudd and not pairs:
-        raise InputError(f"library {lib.info.name!r} v{lib.info.version} has no pair descriptors for --method fudd: store some "
-                         f"with 'whyclip generate-pairs --library {lib.info.name} --store ...' or 'whyclip ingest-pairs PAIRS "
-                         f"--library {lib.info.name}'")  # fmt: skip
+        raise InputError(
+            f"library {lib.info.name!r} v{lib.info.version} has no pair descriptors for --method fudd: store some "
+            f"with 'whyclip generate-pairs --library {lib.info.name} --store ...' or 'whyclip ingest-pairs PAIRS "
+            f"--library {lib.info.name}'"
+        )
     counts: dict[str, int] = {}
     for _, label in dataset.items:
         counts[label] = counts.get(label, 0) + 1
@@ -103,8 +121,14 @@ def plan_eval(store: Store, lib: Library, dataset: Dataset, *, name: str | None 
     if name is not None:
         check_new_name(store.engine, lib.info.name, name)
     items = [(p, mapping[label]) for p, label in dataset.items if label in mapping]
-    return EvalPlan(dataset, items, {u: counts[u] for u in unmatched},
-                    name or unused_name(store.engine, lib.info.name, Path(dataset.source).stem or "run"), pairs, fudd_top_k)  # fmt: skip
+    return EvalPlan(
+        dataset,
+        items,
+        {u: counts[u] for u in unmatched},
+        name or unused_name(store.engine, lib.info.name, Path(dataset.source).stem or "run"),
+        pairs,
+        fudd_top_k,
+    )
 
 
 def run_eval(
@@ -121,8 +145,11 @@ def run_eval(
     """Embed the dataset's images, score them every way and store the run."""
     started = time.perf_counter()
     check_library_encoder(lib, encoder, store)  # an old id of this encoder is renamed
-    plan = dataset if isinstance(dataset, EvalPlan) else plan_eval(store, lib, dataset, name=name,
-                                                                      skip_unmatched=skip_unmatched)  # fmt: skip
+    plan = (
+        dataset
+        if isinstance(dataset, EvalPlan)
+        else plan_eval(store, lib, dataset, name=name, skip_unmatched=skip_unmatched)
+    )
     dataset, items = plan.dataset, plan.items
     timings = {}
     t = time.perf_counter()
@@ -139,29 +166,54 @@ def run_eval(
     results, splits = _score_all(lib, controls, vectors, y)
     details_fudd = {}
     if plan.pairs:
-        results[FUDD] = rerank_results(results[lib.info.aggregate], vectors, y, stored_pair_texts(plan.pairs), plan.fudd_top_k)
-        details_fudd = {"fudd": {"base": lib.info.aggregate, "top_k": plan.fudd_top_k, "pairs": len(plan.pairs),
-                                 "descriptions": sum(len(p.descriptions) for p in plan.pairs),
-                                 "content_sha256": [p.content_sha256 for p in plan.pairs]}}  # fmt: skip
+        results[FUDD] = rerank_results(
+            results[lib.info.aggregate], vectors, y, stored_pair_texts(plan.pairs), plan.fudd_top_k
+        )
+        details_fudd = {
+            "fudd": {
+                "base": lib.info.aggregate,
+                "top_k": plan.fudd_top_k,
+                "pairs": len(plan.pairs),
+                "descriptions": sum(len(p.descriptions) for p in plan.pairs),
+                "content_sha256": [p.content_sha256 for p in plan.pairs],
+            }
+        }
     paths = [str(items[i][0]) for i in kept]
     run = save_run(
-        store.engine, library_id=lib.info.id, library_name=lib.info.name,
+        store.engine,
+        library_id=lib.info.id,
+        library_name=lib.info.name,
         name=plan.name,
-        dataset=dataset.source, encoder_key=encoder.cache_key, paths=paths, shas=shas,
-        labels=y, vectors=vectors, results=results,
-        details={"skipped": skipped, "unmatched": plan.unmatched, "control_seed": control_seed,
-                 "library_version": lib.info.version,
-                 "controls": {"version": 1, "word_draws": WORD_DRAWS, "vocabulary": VOCABULARY,
-                              "swap_permutation": swap_permutation(len(lib.class_names), control_seed).tolist(),
-                              "name_description": splits}, **details_fudd},
-    )  # fmt: skip
+        dataset=dataset.source,
+        encoder_key=encoder.cache_key,
+        paths=paths,
+        shas=shas,
+        labels=y,
+        vectors=vectors,
+        results=results,
+        details={
+            "skipped": skipped,
+            "unmatched": plan.unmatched,
+            "control_seed": control_seed,
+            "library_version": lib.info.version,
+            "controls": {
+                "version": 1,
+                "word_draws": WORD_DRAWS,
+                "vocabulary": VOCABULARY,
+                "swap_permutation": swap_permutation(len(lib.class_names), control_seed).tolist(),
+                "name_description": splits,
+            },
+            **details_fudd,
+        },
+    )
     timings["scoring"] = time.perf_counter() - t
     t = time.perf_counter()
     store.retune_recall(lib.info.name, lib.info.version)  # the library-wide retrieval, on these images
     timings["recalibrate"] = time.perf_counter() - t  # the key eval --json has always printed
     data = RunData(run, paths, y, vectors, results)
-    return EvalReport(run, data, skipped, plan.unmatched, embedded, len(kept) - embedded,
-                      time.perf_counter() - started, timings)  # fmt: skip
+    return EvalReport(
+        run, data, skipped, plan.unmatched, embedded, len(kept) - embedded, time.perf_counter() - started, timings
+    )
 
 
 def _score_all(lib: Library, controls: dict, vectors: np.ndarray, y: np.ndarray) -> tuple[dict, dict]:
@@ -180,6 +232,10 @@ def _score_all(lib: Library, controls: dict, vectors: np.ndarray, y: np.ndarray)
             splits[a].add(scored[a], scored[BASELINE], scored["bare:" + a], yb)
         for method, s in scored.items():
             parts.setdefault(method, []).append(rank_results(s, yb))
-    results = {m: MethodResults(*(np.concatenate([getattr(p, f) for p in ps]) for f in ("top", "top_scores", "true_score", "true_rank")))
-               for m, ps in parts.items()}  # fmt: skip
+    results = {
+        m: MethodResults(
+            *(np.concatenate([getattr(p, f) for p in ps]) for f in ("top", "top_scores", "true_score", "true_rank"))
+        )
+        for m, ps in parts.items()
+    }
     return results, {a: acc.result() for a, acc in splits.items()}

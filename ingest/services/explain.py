@@ -117,9 +117,15 @@ class ExplainPlan:
         return Explainer(self, encoder, name_split)
 
 
-def plan_explain(store: Store, library: str, version: int | None = None, options: ExplainOptions = ExplainOptions(),
-                 *, load: Callable[[str, int | None], Library] | None = None,
-                 limits: ExplainLimits = DEFAULT_LIMITS) -> ExplainPlan:  # fmt: skip
+def plan_explain(
+    store: Store,
+    library: str,
+    version: int | None = None,
+    options: ExplainOptions = ExplainOptions(),
+    *,
+    load: Callable[[str, int | None], Library] | None = None,
+    limits: ExplainLimits = DEFAULT_LIMITS,
+) -> ExplainPlan:
     """Resolve ``library`` (newest, or ``version``) and check ``options`` against it.
     ``load`` gives a loaded version (a surface's cache); by default the store loads it."""
     check_options(options, limits)
@@ -127,7 +133,11 @@ def plan_explain(store: Store, library: str, version: int | None = None, options
     for name in options.compare or ():
         lib.class_position(name)  # an unknown class fails here, naming close ones
     aggregate = options.aggregate or lib.info.aggregate
-    cal = calibration_for(store.engine, lib.info.id, lib.info.name, lib.info.version, aggregate) if options.calibrated else None
+    cal = (
+        calibration_for(store.engine, lib.info.id, lib.info.name, lib.info.version, aggregate)
+        if options.calibrated
+        else None
+    )
     return ExplainPlan(store, lib, options, cal, limits)
 
 
@@ -145,10 +155,16 @@ class Explainer:
         """Explain unit image vectors (rows of ``vectors``), named ``names``."""
         o = self.plan.options
         return self.library.explain(
-            vectors, list(names) if names is not None else None, aggregate=o.aggregate, top=o.top,
-            compare=tuple(o.compare) if o.compare else None, retrieve=o.retrieve, calibration=self.plan.calibration,
-            name_split=self.name_split, max_descriptors=self.plan.limits.max_descriptors_listed,
-        )  # fmt: skip
+            vectors,
+            list(names) if names is not None else None,
+            aggregate=o.aggregate,
+            top=o.top,
+            compare=tuple(o.compare) if o.compare else None,
+            retrieve=o.retrieve,
+            calibration=self.plan.calibration,
+            name_split=self.name_split,
+            max_descriptors=self.plan.limits.max_descriptors_listed,
+        )
 
     def explain_pictures(self, pictures: Sequence, names: Sequence[str] | None = None) -> list[Explanation]:
         """Explain decoded pictures (PIL images); their pixels together stay within the limit."""
@@ -209,5 +225,7 @@ def check_pixels(pictures: Sequence, limits: ExplainLimits = DEFAULT_LIMITS) -> 
 def check_pixel_total(total: int, n_images: int, limits: ExplainLimits = DEFAULT_LIMITS) -> None:
     """Refuse ``n_images`` images of ``total`` decoded pixels together over the bound of one call."""
     if total > limits.max_batch_pixels:
-        raise InputError(f"{n_images} images of {total:,} pixels together are over the limit of "
-                         f"{limits.max_batch_pixels:,} for one call: explain them in smaller groups or downscale them")  # fmt: skip
+        raise InputError(
+            f"{n_images} images of {total:,} pixels together are over the limit of "
+            f"{limits.max_batch_pixels:,} for one call: explain them in smaller groups or downscale them"
+        )

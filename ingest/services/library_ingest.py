@@ -47,7 +47,9 @@ class TextEncoder(Protocol):
 
     def count_tokens(self, texts: list[str]) -> list[int]: ...
 
-    def embed_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def embed_texts(
+        self, texts: list[str], progress: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass
@@ -77,10 +79,15 @@ def check_ingest_options(name: str, template: str = DEFAULT_TEMPLATE, baseline: 
 
 def build_prompts(parsed: ParsedLibrary, template: Template, baseline: str) -> list[DraftClass]:
     return [
-        DraftClass(name=cls, baseline_prompt=baseline_prompt(baseline, cls), descriptors=list(descs),
-                   prompts=[template.build(cls, d) for d in descs], truncated=[False] * len(descs))
+        DraftClass(
+            name=cls,
+            baseline_prompt=baseline_prompt(baseline, cls),
+            descriptors=list(descs),
+            prompts=[template.build(cls, d) for d in descs],
+            truncated=[False] * len(descs),
+        )
         for cls, descs in parsed.classes
-    ]  # fmt: skip
+    ]
 
 
 def check_token_limit(classes: list[DraftClass], encoder: TextEncoder, strict: bool) -> list[str]:
@@ -95,7 +102,9 @@ def check_token_limit(classes: list[DraftClass], encoder: TextEncoder, strict: b
     more = f" and {len(too_long) - MAX_LISTED} more" if len(too_long) > MAX_LISTED else ""
     limit = encoder.max_tokens
     if strict:
-        raise InputError(f"{len(too_long)} prompt(s) exceed CLIP's {limit}-token limit: {listed}{more}; shorten them or drop --strict")
+        raise InputError(
+            f"{len(too_long)} prompt(s) exceed CLIP's {limit}-token limit: {listed}{more}; shorten them or drop --strict"
+        )
     return [f"{len(too_long)} prompt(s) exceed CLIP's {limit}-token limit and were truncated: {listed}{more}"]
 
 
@@ -115,7 +124,9 @@ class IngestPlan:
     @property
     def prompts(self) -> list[str]:
         """Every distinct prompt (descriptor prompts, then baseline prompts), each once."""
-        return list(dict.fromkeys([p for c in self.classes for p in c.prompts] + [c.baseline_prompt for c in self.classes]))
+        return list(
+            dict.fromkeys([p for c in self.classes for p in c.prompts] + [c.baseline_prompt for c in self.classes])
+        )
 
 
 def plan_ingest(
@@ -153,7 +164,9 @@ def plan_ingest(
     warnings += check_token_limit(classes, encoder, strict)
     for w in warnings:  # now, before any progress bar starts
         log.warning(w)
-    source_path = str(Path(parsed.source).resolve()) if parsed.source and Path(parsed.source).exists() else parsed.source
+    source_path = (
+        str(Path(parsed.source).resolve()) if parsed.source and Path(parsed.source).exists() else parsed.source
+    )
     return IngestPlan(name, tmpl.spec, baseline, classes, source_path, sha, warnings, index_factory)
 
 
@@ -200,16 +213,35 @@ def run_ingest(
     vectors = np.stack([found[p][0] for p in distinct]).astype(np.float32).reshape(len(distinct), -1)
     norms = np.array([found[p][1] for p in distinct], dtype=np.float32)
     draft = LibraryDraft(
-        name=plan.name, encoder=encoder.info, template=plan.template, baseline_template=plan.baseline,
-        classes=plan.classes, prompt_rows={p: i for i, p in enumerate(distinct)}, vectors=vectors,
-        norms=norms, source=plan.source, source_sha256=plan.source_sha256, index_factory=plan.index_factory,
-    )  # fmt: skip
+        name=plan.name,
+        encoder=encoder.info,
+        template=plan.template,
+        baseline_template=plan.baseline,
+        classes=plan.classes,
+        prompt_rows={p: i for i, p in enumerate(distinct)},
+        vectors=vectors,
+        norms=norms,
+        source=plan.source,
+        source_sha256=plan.source_sha256,
+        index_factory=plan.index_factory,
+    )
     info = store.write_library(draft)
     describe = getattr(encoder, "describe_work", None)
-    log.info("embedded %d prompts in %.2fs (cache writes %.2fs), wrote the library in %.2fs%s", len(missing),
-             embedded - started, saving, time.perf_counter() - embedded, f"; {describe()}" if describe else "")  # fmt: skip
-    return IngestReport(info=info, warnings=plan.warnings, n_embedded=len(missing), n_reused=n_reused,
-                        seconds=time.perf_counter() - started)  # fmt: skip
+    log.info(
+        "embedded %d prompts in %.2fs (cache writes %.2fs), wrote the library in %.2fs%s",
+        len(missing),
+        embedded - started,
+        saving,
+        time.perf_counter() - embedded,
+        f"; {describe()}" if describe else "",
+    )
+    return IngestReport(
+        info=info,
+        warnings=plan.warnings,
+        n_embedded=len(missing),
+        n_reused=n_reused,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def ingest_library(
@@ -227,6 +259,7 @@ def ingest_library(
 ) -> IngestReport:
     """Read ``source`` (a file, a ``{"class": [...]}`` dict or a parsed library), embed every
     distinct prompt not yet in the cache once, and publish the next version of ``name``."""
-    plan = plan_ingest(source, name, encoder, template=template, baseline=baseline, strict=strict,
-                       index_factory=index_factory)  # fmt: skip
+    plan = plan_ingest(
+        source, name, encoder, template=template, baseline=baseline, strict=strict, index_factory=index_factory
+    )
     return run_ingest(store, plan, encoder, progress, commit_every)

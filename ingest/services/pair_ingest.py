@@ -41,13 +41,22 @@ def read_pairs_file(path: str | Path) -> PairsFile:
         raise InputError(f"{p}: not a pairs file (not JSON: {exc}): {fix}") from None
     pairs = data.get("pairs") if isinstance(data, dict) else None
     if not isinstance(pairs, list):
-        raise InputError(f"{p}: not a pairs file (no \"pairs\" list): {fix}")
+        raise InputError(f'{p}: not a pairs file (no "pairs" list): {fix}')
     for n, pair in enumerate(pairs, start=1):
-        ok = (isinstance(pair, dict) and isinstance(pair.get("a"), str) and isinstance(pair.get("b"), str)
-              and isinstance(pair.get("features"), list)
-              and all(isinstance(f, dict) and isinstance(f.get("a"), str) and isinstance(f.get("b"), str) for f in pair["features"]))  # fmt: skip
+        ok = (
+            isinstance(pair, dict)
+            and isinstance(pair.get("a"), str)
+            and isinstance(pair.get("b"), str)
+            and isinstance(pair.get("features"), list)
+            and all(
+                isinstance(f, dict) and isinstance(f.get("a"), str) and isinstance(f.get("b"), str)
+                for f in pair["features"]
+            )
+        )
         if not ok:
-            raise InputError(f"{p}: pair {n} is not {{\"a\": class, \"b\": class, \"features\": [{{\"a\": ..., \"b\": ...}}]}}: {fix}")
+            raise InputError(
+                f'{p}: pair {n} is not {{"a": class, "b": class, "features": [{{"a": ..., "b": ...}}]}}: {fix}'
+            )
     return PairsFile(str(p), data, pairs)
 
 
@@ -70,14 +79,20 @@ def plan_pairs(lib: Library, pf: PairsFile) -> tuple[list[tuple[int, int, dict]]
             try:
                 positions.append(lib.class_position(name))
             except InputError as exc:
-                raise InputError(f"{pf.path}: pair {pair['a']!r} / {pair['b']!r}: {exc}; store the pairs into the library "
-                                 "they were made for, or edit the file") from None  # fmt: skip
+                raise InputError(
+                    f"{pf.path}: pair {pair['a']!r} / {pair['b']!r}: {exc}; store the pairs into the library "
+                    "they were made for, or edit the file"
+                ) from None
         a, b = positions
         if a == b:
-            raise InputError(f"{pf.path}: pair {pair['a']!r} / {pair['b']!r} names one class twice: a pair needs two classes")
+            raise InputError(
+                f"{pf.path}: pair {pair['a']!r} / {pair['b']!r} names one class twice: a pair needs two classes"
+            )
         key = (min(a, b), max(a, b))
         if key in seen:
-            raise InputError(f"{pf.path}: the pair {lib.class_names[key[0]]!r} / {lib.class_names[key[1]]!r} appears twice: keep one")
+            raise InputError(
+                f"{pf.path}: the pair {lib.class_names[key[0]]!r} / {lib.class_names[key[1]]!r} appears twice: keep one"
+            )
         seen[key] = True
         if not pair["features"]:
             warnings.append(f"pair {pair['a']!r} / {pair['b']!r} has no features (the answer gave none): left out")
@@ -86,7 +101,9 @@ def plan_pairs(lib: Library, pf: PairsFile) -> tuple[list[tuple[int, int, dict]]
     return planned, warnings
 
 
-def store_pairs(store: Store, lib: Library, pf: PairsFile, encoder, *, replace: bool = False) -> tuple[PairsWritten, list[str], int]:
+def store_pairs(
+    store: Store, lib: Library, pf: PairsFile, encoder, *, replace: bool = False
+) -> tuple[PairsWritten, list[str], int]:
     """Embed and store a pairs file's pairs into ``lib``'s version. Returns what was
     written, the warnings, and the number of descriptions embedded or found in the cache."""
     planned, warnings = plan_pairs(lib, pf)
@@ -102,20 +119,33 @@ def store_pairs(store: Store, lib: Library, pf: PairsFile, encoder, *, replace: 
         descriptions = []
         for k, f in enumerate(pair["features"]):
             for pos, text in ((a, f["a"]), (b, f["b"])):
-                descriptions.append(PairDescription(k, pos, str(f.get("attribute", "")), text,
-                                                    template.build(lib.class_names[pos], text)))  # fmt: skip
+                descriptions.append(
+                    PairDescription(
+                        k, pos, str(f.get("attribute", "")), text, template.build(lib.class_names[pos], text)
+                    )
+                )
         drafts.append((a, b, pair, descriptions))
         prompts += [d.prompt for d in descriptions]
     vectors, norms = embed_prompts(store, encoder, prompts)
     out, row = [], 0
     for a, b, pair, descriptions in drafts:
         n = len(descriptions)
-        out.append(PairDraft(
-            a, b, (lib.class_names[a], lib.class_names[b]), descriptions, vectors[row : row + n], norms[row : row + n],
-            source={**source, "confusions": pair.get("confusions")}, base_url=str(data.get("base_url", "")),
-            model=str(data.get("model", "")), question=render_pair(pair["a"], pair["b"], question_template),
-            request_sha256=str(pair.get("request_sha256", "")), generated_at=_generated_at(data),
-        ))  # fmt: skip
+        out.append(
+            PairDraft(
+                a,
+                b,
+                (lib.class_names[a], lib.class_names[b]),
+                descriptions,
+                vectors[row : row + n],
+                norms[row : row + n],
+                source={**source, "confusions": pair.get("confusions")},
+                base_url=str(data.get("base_url", "")),
+                model=str(data.get("model", "")),
+                question=render_pair(pair["a"], pair["b"], question_template),
+                request_sha256=str(pair.get("request_sha256", "")),
+                generated_at=_generated_at(data),
+            )
+        )
         row += n
     written = write_pairs(store.engine, lib.info.id, encoder.cache_key, out, replace=replace)
     return written, warnings, len(prompts)
@@ -143,8 +173,9 @@ def image_files(path: str | Path) -> list[Path]:
     return out
 
 
-def pairs_from_images(store: Store, lib: Library, encoder, path: str | Path, *, top_k: int, margin: float, k: int,
-                      progress=None) -> tuple[list[tuple[str, str, int]], dict]:  # fmt: skip
+def pairs_from_images(
+    store: Store, lib: Library, encoder, path: str | Path, *, top_k: int, margin: float, k: int, progress=None
+) -> tuple[list[tuple[str, str, int]], dict]:
     """The ``k`` class pairs the images at ``path`` are most often ambiguous between under
     the baseline (class-name prompts): pairs within an image's ``top_k`` whose scores differ
     by at most ``margin`` (in S, similarity times the logit scale). Returns the pairs and
@@ -156,6 +187,13 @@ def pairs_from_images(store: Store, lib: Library, encoder, path: str | Path, *, 
     scale = lib.info.logit_scale
     scores = vectors @ np.asarray(lib.matrices.baseline).T * scale
     pairs = ambiguous_pairs(scores, lib.class_names, top_k, margin, k)
-    return pairs, {"source": str(path), "n_images": len(kept), "skipped": len(skipped), "top_k": top_k, "margin": margin,
-                   "scored_by": "baseline (class-name prompt)", "library": lib.info.name, "version": lib.info.version}  # fmt: skip
-
+    return pairs, {
+        "source": str(path),
+        "n_images": len(kept),
+        "skipped": len(skipped),
+        "top_k": top_k,
+        "margin": margin,
+        "scored_by": "baseline (class-name prompt)",
+        "library": lib.info.name,
+        "version": lib.info.version,
+    }

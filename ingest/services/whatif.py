@@ -26,14 +26,17 @@ def added_vectors(store: Store, lib: Library, encoder, prompts: Sequence[str]) -
     vectors, norms = embed_prompts(store, encoder, prompts)
     limit = encoder.max_tokens
     long = {p: n > limit for p, n in zip(prompts, encoder.count_tokens(prompts))}
-    warnings = [f"the added prompt {p!r} exceeds CLIP's {limit}-token limit and is truncated" for p, t in long.items() if t]
+    warnings = [
+        f"the added prompt {p!r} exceeds CLIP's {limit}-token limit and is truncated" for p, t in long.items() if t
+    ]
     for w in warnings:
         log.warning(w)
     return {p: (v, float(n)) for p, v, n in zip(prompts, vectors, norms)}, long, warnings
 
 
-def save_edit(store: Store, lib: Library, edit: Edit, vectors: dict, truncated: dict | None = None,
-              note: str = "") -> LibraryInfo:  # fmt: skip
+def save_edit(
+    store: Store, lib: Library, edit: Edit, vectors: dict, truncated: dict | None = None, note: str = ""
+) -> LibraryInfo:
     """Publish ``lib`` with ``edit`` applied as the next version of its name, with ``note``,
     through the store's atomic publish (the version appears whole or not at all; the edited
     version and its runs are untouched)."""

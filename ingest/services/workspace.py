@@ -42,8 +42,14 @@ class Workspace:
     """A store (its data directory and database) and the CLIP encoders loaded for it, each
     loaded once, on first use. Safe to share between threads."""
 
-    def __init__(self, store: Store, *, device: str | None = None, precision: str = "auto",
-                 limits: ExplainLimits = DEFAULT_LIMITS):  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        *,
+        device: str | None = None,
+        precision: str = "auto",
+        limits: ExplainLimits = DEFAULT_LIMITS,
+    ):
         self.store = store
         self.device = device
         self.precision = precision
@@ -70,30 +76,60 @@ class Workspace:
         """What a library version is made of (newest by default)."""
         return self.store.library(name, version)
 
-    def ingest(self, source: str | Path | Mapping[str, Sequence[str]] | ParsedLibrary, library: str, *,
-               model: str | None = None, template: str = DEFAULT_TEMPLATE, baseline: str = DEFAULT_BASELINE,
-               strict: bool = False, index: str | None = None,
-               progress: Callable[[int, int], None] | None = None) -> IngestReport:  # fmt: skip
+    def ingest(
+        self,
+        source: str | Path | Mapping[str, Sequence[str]] | ParsedLibrary,
+        library: str,
+        *,
+        model: str | None = None,
+        template: str = DEFAULT_TEMPLATE,
+        baseline: str = DEFAULT_BASELINE,
+        strict: bool = False,
+        index: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> IngestReport:
         """Embed a descriptor library (a .json, .jsonl or .csv file, or ``{class: [descriptors]}``)
         into the next version of ``library``; each distinct prompt is embedded once."""
         check_ingest_options(library, template, baseline)  # before a model loads
         encoder = self.encoder(model)
-        plan = plan_ingest(dict(source) if isinstance(source, Mapping) else source, library, encoder, template=template,
-                           baseline=baseline, strict=strict, index_factory=index)  # fmt: skip
+        plan = plan_ingest(
+            dict(source) if isinstance(source, Mapping) else source,
+            library,
+            encoder,
+            template=template,
+            baseline=baseline,
+            strict=strict,
+            index_factory=index,
+        )
         return run_ingest(self.store, plan, encoder, progress)
 
     # -- explanations ---------------------------------------------------------------------
 
-    def explain(self, images, library: str, *, version: int | None = None, top: int = 5,
-                aggregate: str | None = None, compare: tuple[str, str] | None = None, retrieve: int = 10,
-                calibrated: bool = False, model: str | None = None, names: Sequence[str] | None = None,
-                ) -> list[Explanation]:  # fmt: skip
+    def explain(
+        self,
+        images,
+        library: str,
+        *,
+        version: int | None = None,
+        top: int = 5,
+        aggregate: str | None = None,
+        compare: tuple[str, str] | None = None,
+        retrieve: int = 10,
+        calibrated: bool = False,
+        model: str | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Explanation]:
         """Explain ``images`` with ``library``: image files or folders (paths), decoded
         pictures (PIL images) or unit image vectors (a 2-D array), as ``whyclip explain`` does.
         An unreadable file raises :class:`InputError` naming it (use :meth:`explain_files`
         to go on past such files)."""
-        options = ExplainOptions(top=top, aggregate=aggregate, compare=tuple(compare) if compare else None,
-                                 retrieve=retrieve, calibrated=calibrated)  # fmt: skip
+        options = ExplainOptions(
+            top=top,
+            aggregate=aggregate,
+            compare=tuple(compare) if compare else None,
+            retrieve=retrieve,
+            calibrated=calibrated,
+        )
         plan = plan_explain(self.store, library, version, options, limits=self.limits)
         explainer = plan.with_encoder(self.encoder(model or plan.library.info.encoder_name))
         if isinstance(images, np.ndarray):
@@ -102,7 +138,9 @@ class Workspace:
         if items and all(hasattr(x, "size") and not isinstance(x, (str, Path)) for x in items):
             return explainer.explain_pictures(items, names)
         if not all(isinstance(x, (str, Path)) for x in items):
-            raise InputError("images: give paths (files or folders), PIL images or a 2-D array of image vectors, not a mix")
+            raise InputError(
+                "images: give paths (files or folders), PIL images or a 2-D array of image vectors, not a mix"
+            )
         out = []
         for result in explainer.explain_files(expand_image_paths(items)):
             if isinstance(result, ImageFailure):
@@ -110,9 +148,16 @@ class Workspace:
             out.append(result)
         return out
 
-    def explain_files(self, paths: Sequence[str | Path], library: str, *, version: int | None = None,
-                      model: str | None = None, progress: Callable[[int, int], None] | None = None,
-                      **options) -> list[Explanation | ImageFailure]:  # fmt: skip
+    def explain_files(
+        self,
+        paths: Sequence[str | Path],
+        library: str,
+        *,
+        version: int | None = None,
+        model: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **options,
+    ) -> list[Explanation | ImageFailure]:
         """Explain image files and folders, in order, going on past unreadable ones: each is an
         :class:`ImageFailure` (the file and why) in its place."""
         plan = plan_explain(self.store, library, version, ExplainOptions(**options), limits=self.limits)
@@ -121,9 +166,18 @@ class Workspace:
 
     # -- evaluation -----------------------------------------------------------------------
 
-    def eval(self, dataset: str | Path, library: str, *, version: int | None = None, name: str | None = None,
-             skip_unmatched: bool = False, fudd: bool | None = None, model: str | None = None,
-             progress: Callable[[int, int], None] | None = None) -> EvalReport:  # fmt: skip
+    def eval(
+        self,
+        dataset: str | Path,
+        library: str,
+        *,
+        version: int | None = None,
+        name: str | None = None,
+        skip_unmatched: bool = False,
+        fudd: bool | None = None,
+        model: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> EvalReport:
         """Score a labelled image set (a folder of class folders, or a path,label CSV) with a
         library and store the run for audits, as ``whyclip eval`` does."""
         lib = self.store.load(library, version)
@@ -142,8 +196,14 @@ class Workspace:
         self.close()
 
 
-def open_workspace(home: str | Path | None = None, db: str | None = None, *, device: str | None = None,
-                   precision: str = "auto", create: bool = True) -> Workspace:  # fmt: skip
+def open_workspace(
+    home: str | Path | None = None,
+    db: str | None = None,
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+    create: bool = True,
+) -> Workspace:
     """Open (or, with ``create``, create) the store in ``home`` (default: the per-user data
     directory, or $WHYCLIP_HOME) with metadata in ``db`` (an SQLAlchemy URL; default SQLite in
     ``home``, or $WHYCLIP_DB)."""

@@ -64,12 +64,15 @@ def method_label(method: str, details: dict | None = None) -> str:
         f = (details or {}).get("fudd", {})
         return f"FuDD pair descriptors (top-{f['top_k']} of {f['base']} re-ranked)" if f else "FuDD pair descriptors"
     agg = method.rsplit(":", 1)[-1]
-    for prefix, label in ((CONTROL, "shuffled descriptor words"), (BARE, "descriptors without the class name"),
-                          (SWAP, "swapped descriptors")):  # fmt: skip
+    for prefix, label in (
+        (CONTROL, "shuffled descriptor words"),
+        (BARE, "descriptors without the class name"),
+        (SWAP, "swapped descriptors"),
+    ):
         if method.startswith(prefix):
             return f"{label} ({agg})"
     if method.startswith(WORDS):
-        return f"random words, draw {method[len(WORDS):].split(':')[0]} ({agg})"
+        return f"random words, draw {method[len(WORDS) :].split(':')[0]} ({agg})"
     return f"descriptors ({method})"
 
 
@@ -78,7 +81,7 @@ def _order(method: str) -> tuple:
     kinds = ("", BASELINE, FUDD, CONTROL, BARE, SWAP, WORDS)
     kind = next((i for i, k in enumerate(kinds[1:], 1) if method.startswith(k)), 0)
     agg = method.rsplit(":", 1)[-1]
-    draw = int(method[len(WORDS):].split(":")[0]) if kinds[kind] == WORDS else 0
+    draw = int(method[len(WORDS) :].split(":")[0]) if kinds[kind] == WORDS else 0
     return kind, draw, AGGREGATES.index(agg) if agg in AGGREGATES else 0, method
 
 
@@ -92,8 +95,17 @@ def accuracy(run: RunData) -> list[dict]:
         if n == 0:
             continue
         k1, k5 = int(np.sum(r.true_rank == 1)), int(np.sum(r.true_rank <= 5))
-        out.append({"method": method, "label": method_label(method, run.info.details), "n": n, "top1": k1 / n, "top5": k5 / n,
-                    "ci95": wilson(k1, n), "top5_ci95": wilson(k5, n)})  # fmt: skip
+        out.append(
+            {
+                "method": method,
+                "label": method_label(method, run.info.details),
+                "n": n,
+                "top1": k1 / n,
+                "top5": k5 / n,
+                "ci95": wilson(k1, n),
+                "top5_ci95": wilson(k5, n),
+            }
+        )
     return out
 
 
@@ -107,9 +119,17 @@ def per_class(run: RunData, lib: Library, agg: str, min_n: int = 10) -> list[dic
         n = int(mask.sum())
         mine, base = run.results[agg].true_rank[mask] == 1, run.results[BASELINE].true_rank[mask] == 1
         p = mcnemar_exact(mine, base)["p_value"]
-        row = {"class": lib.class_names[c], "n": n, "top1": float(mine.mean()), "ci95": wilson(int(mine.sum()), n),
-               "baseline_top1": float(base.mean()), "baseline_ci95": wilson(int(base.sum()), n), "p_value": p,
-               "significant": verdict(p) == "significant", "flagged": bool(n >= min_n and mine.mean() < base.mean())}  # fmt: skip
+        row = {
+            "class": lib.class_names[c],
+            "n": n,
+            "top1": float(mine.mean()),
+            "ci95": wilson(int(mine.sum()), n),
+            "baseline_top1": float(base.mean()),
+            "baseline_ci95": wilson(int(base.sum()), n),
+            "p_value": p,
+            "significant": verdict(p) == "significant",
+            "flagged": bool(n >= min_n and mine.mean() < base.mean()),
+        }
         if CONTROL + agg in run.results:
             row["control_top1"] = float(np.mean(run.results[CONTROL + agg].true_rank[mask] == 1))
         out.append(row)
@@ -147,11 +167,19 @@ def confusions(run: RunData, lib: Library, agg: str, s: AuditSettings) -> list[d
                 sums[r.descriptor] += r.contribution
                 owner[r.descriptor] = "both" if r.a is not None and r.b is not None else na if r.a is not None else nb
         rows = sorted(((t, v / n) for t, v in sums.items()), key=lambda tv: -tv[1])
-        out.append({
-            "predicted": na, "true": nb, "count": n,
-            "towards_predicted": [{"text": t, "class": owner[t], "contribution": v} for t, v in rows if v > 0][: s.evidence],
-            "towards_true": [{"text": t, "class": owner[t], "contribution": v} for t, v in reversed(rows) if v < 0][: s.evidence],
-        })  # fmt: skip
+        out.append(
+            {
+                "predicted": na,
+                "true": nb,
+                "count": n,
+                "towards_predicted": [{"text": t, "class": owner[t], "contribution": v} for t, v in rows if v > 0][
+                    : s.evidence
+                ],
+                "towards_true": [{"text": t, "class": owner[t], "contribution": v} for t, v in reversed(rows) if v < 0][
+                    : s.evidence
+                ],
+            }
+        )
     return out
 
 
@@ -183,9 +211,16 @@ def drivers(run: RunData, lib: Library, agg: str) -> list[dict]:
         lo, hi = offsets[c], offsets[c + 1]
         for j, (text, _prompt) in enumerate(lib.class_texts(int(c))):
             d = lo + j
-            out.append({"class": lib.class_names[c], "text": text, "predicted": int(n_pred[d]),
-                        "top_correct": int(top_ok[d]), "top_wrong": int(top_bad[d]),
-                        "mean_margin": float(margin[d] / n_pred[d]) if n_pred[d] else 0.0})  # fmt: skip
+            out.append(
+                {
+                    "class": lib.class_names[c],
+                    "text": text,
+                    "predicted": int(n_pred[d]),
+                    "top_correct": int(top_ok[d]),
+                    "top_wrong": int(top_bad[d]),
+                    "mean_margin": float(margin[d] / n_pred[d]) if n_pred[d] else 0.0,
+                }
+            )
     out.sort(key=lambda r: (-(r["top_correct"] + r["top_wrong"]), -r["mean_margin"], r["class"], r["text"]))
     return out
 
@@ -203,7 +238,10 @@ def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[li
     cosine of at least ``threshold`` (the same text in several classes is listed as shared)."""
     n = int(lib.matrices.offsets[-1])
     if n > NEAR_MAX:
-        return [], f"near-identical prompts not checked: {n:,} descriptors is over {NEAR_MAX:,} (every pair is compared)"
+        return (
+            [],
+            f"near-identical prompts not checked: {n:,} descriptors is over {NEAR_MAX:,} (every pair is compared)",
+        )
     vec = np.asarray(lib.vectors, dtype=np.float32)
     cls = _row_classes(lib)
     out = []
@@ -214,8 +252,15 @@ def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[li
             gi = start + int(i)
             if j <= gi or cls[gi] == cls[j] or texts[gi] == texts[j]:
                 continue
-            out.append({"class_a": lib.class_names[cls[gi]], "text_a": texts[gi], "class_b": lib.class_names[cls[j]],
-                        "text_b": texts[j], "cosine": float(block[i, j])})  # fmt: skip
+            out.append(
+                {
+                    "class_a": lib.class_names[cls[gi]],
+                    "text_a": texts[gi],
+                    "class_b": lib.class_names[cls[j]],
+                    "text_b": texts[j],
+                    "cosine": float(block[i, j]),
+                }
+            )
     out.sort(key=lambda r: (-r["cosine"], r["class_a"], r["text_a"]))
     return out, None
 
@@ -237,8 +282,10 @@ def flat_descriptors(run: RunData, lib: Library, ratio: float, texts: list[str],
     median = float(np.median(std))
     cls = _row_classes(lib)
     flat = np.flatnonzero(std < ratio * median)
-    rows = [{"class": lib.class_names[cls[d]], "text": texts[d], "std": float(std[d]), "mean": float(mean[d])}
-            for d in flat[np.argsort(std[flat], kind="stable")]]  # fmt: skip
+    rows = [
+        {"class": lib.class_names[cls[d]], "text": texts[d], "std": float(std[d]), "mean": float(mean[d])}
+        for d in flat[np.argsort(std[flat], kind="stable")]
+    ]
     return rows, {"median_std": median, "threshold": ratio * median, "images": len(images)}
 
 
@@ -281,8 +328,12 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
         return {"k": k, "images": 0, "skipped": len(pred), "note": "the library has a single class"}
     used = np.flatnonzero(np.diff(offsets)[pred] > k)
     if not len(used):
-        return {"k": k, "images": 0, "skipped": len(pred),
-                "note": f"no predicted class has more than {k} descriptors: lower --delete-k"}  # fmt: skip
+        return {
+            "k": k,
+            "images": 0,
+            "skipped": len(pred),
+            "note": f"no predicted class has more than {k} descriptors: lower --delete-k",
+        }
     drop_top = np.empty(len(used))
     drop_rand = np.empty(len(used))
     ok_top = np.empty(len(used), bool)
@@ -307,13 +358,20 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
     p = mcnemar_exact(before, ok_top)["p_value"]
     return {
         "measures": f"how much the explanation's top {k} descriptors carry",
-        "k": k, "draws": draws, "images": len(used), "skipped": len(pred) - len(used),
-        "accuracy_before": float(np.mean(before)), "accuracy_before_ci95": wilson(int(before.sum()), len(used)),
-        "accuracy_top_removed": float(np.mean(ok_top)), "ci95": wilson(int(ok_top.sum()), len(used)),
+        "k": k,
+        "draws": draws,
+        "images": len(used),
+        "skipped": len(pred) - len(used),
+        "accuracy_before": float(np.mean(before)),
+        "accuracy_before_ci95": wilson(int(before.sum()), len(used)),
+        "accuracy_top_removed": float(np.mean(ok_top)),
+        "ci95": wilson(int(ok_top.sum()), len(used)),
         "accuracy_random_removed": float(np.mean(ok_rand)),
-        "score_drop_top": float(np.mean(drop_top)), "score_drop_random": float(np.mean(drop_rand)),
-        "p_value": p, "significant": verdict(p) == "significant",
-    }  # fmt: skip
+        "score_drop_top": float(np.mean(drop_top)),
+        "score_drop_random": float(np.mean(drop_rand)),
+        "p_value": p,
+        "significant": verdict(p) == "significant",
+    }
 
 
 def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, calibration=None) -> dict:
@@ -330,8 +388,13 @@ def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, cal
     notes = [near_note] if near_note else []
     return {
         "run": run.info.to_dict(),
-        "library": {"name": lib.info.name, "version": lib.info.version, "classes": len(lib.class_names),
-                    "descriptors": int(lib.matrices.offsets[-1]), "encoder": lib.info.encoder_name},
+        "library": {
+            "name": lib.info.name,
+            "version": lib.info.version,
+            "classes": len(lib.class_names),
+            "descriptors": int(lib.matrices.offsets[-1]),
+            "encoder": lib.info.encoder_name,
+        },
         "aggregate": agg,
         "settings": dict(vars(s), aggregate=agg),
         "accuracy": acc,

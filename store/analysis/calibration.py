@@ -90,8 +90,15 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BI
     for b in range(n_bins):
         m = which == b
         k = int(m.sum())
-        out.append({"lower": b / n_bins, "upper": (b + 1) / n_bins, "count": k,
-                    "confidence": float(conf[m].mean()) if k else 0.0, "accuracy": float(correct[m].mean()) if k else 0.0})  # fmt: skip
+        out.append(
+            {
+                "lower": b / n_bins,
+                "upper": (b + 1) / n_bins,
+                "count": k,
+                "confidence": float(conf[m].mean()) if k else 0.0,
+                "accuracy": float(correct[m].mean()) if k else 0.0,
+            }
+        )
     return out
 
 
@@ -142,8 +149,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> Fit:
     return Fit(float(np.exp(-log_beta)), None, bool(edge))
 
 
-def fit_temperature_and_biases(logits: np.ndarray, labels: np.ndarray, n_classes: int,
-                               prior_sd: float = BIAS_PRIOR_SD) -> Fit:  # fmt: skip
+def fit_temperature_and_biases(
+    logits: np.ndarray, labels: np.ndarray, n_classes: int, prior_sd: float = BIAS_PRIOR_SD
+) -> Fit:
     """Temperature and per-class biases, jointly (L-BFGS-B on the convex penalised NLL);
     classes without an image in ``labels`` keep bias 0."""
     z = np.asarray(logits, dtype=np.float64)
@@ -177,13 +185,18 @@ def fit_temperature_and_biases(logits: np.ndarray, labels: np.ndarray, n_classes
     return Fit(1.0 / beta, biases, bool(edge))
 
 
-
 def _side(probs: np.ndarray, labels: np.ndarray, logits: np.ndarray, t: float, b, seed: int) -> dict:
     bins = reliability_bins(probs, labels)
     correct = probs.argmax(axis=1) == labels
     k, n = int(correct.sum()), len(labels)
-    return {"ece": ece_from_bins(bins), "ece_ci95": _ece_ci(probs, labels, seed), "nll": nll(logits, labels, t, b),
-            "accuracy": k / n, "ci95": wilson(k, n), "bins": bins}  # fmt: skip
+    return {
+        "ece": ece_from_bins(bins),
+        "ece_ci95": _ece_ci(probs, labels, seed),
+        "nll": nll(logits, labels, t, b),
+        "accuracy": k / n,
+        "ci95": wilson(k, n),
+        "bins": bins,
+    }
 
 
 def _ece_ci(probs: np.ndarray, labels: np.ndarray, seed: int, reps: int = 1000) -> list[float]:
@@ -201,8 +214,15 @@ def _ece_ci(probs: np.ndarray, labels: np.ndarray, seed: int, reps: int = 1000) 
     return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
 
 
-def calibrate(logits: np.ndarray, labels: np.ndarray, n_classes: int, *, per_class_bias: bool = False,
-              fraction: float = FIT_FRACTION, seed: int = 0) -> dict:  # fmt: skip
+def calibrate(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    per_class_bias: bool = False,
+    fraction: float = FIT_FRACTION,
+    seed: int = 0,
+) -> dict:
     """Fit on a seeded split of ``(logits, labels)`` and measure on the held-out part.
 
     Returns plain data: the fit (``temperature``, ``biases`` as a list or None), the split
@@ -211,78 +231,129 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, n_classes: int, *, per_cla
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
     if n < MIN_FIT + MIN_HELD_OUT:
-        raise InputError(f"calibration needs at least {MIN_FIT + MIN_HELD_OUT} images ({MIN_FIT} to fit, {MIN_HELD_OUT} "
-                         f"to check on), this run has {n}: evaluate a larger labelled set with 'whyclip eval'")  # fmt: skip
+        raise InputError(
+            f"calibration needs at least {MIN_FIT + MIN_HELD_OUT} images ({MIN_FIT} to fit, {MIN_HELD_OUT} "
+            f"to check on), this run has {n}: evaluate a larger labelled set with 'whyclip eval'"
+        )
     fit_idx, held_idx = split(labels, fraction, seed)
     if len(fit_idx) < MIN_FIT or len(held_idx) < MIN_HELD_OUT:
-        raise InputError(f"a fit fraction of {fraction} leaves {len(fit_idx)} images to fit and {len(held_idx)} to check on "
-                         f"(at least {MIN_FIT} and {MIN_HELD_OUT} needed): choose a --fit-fraction nearer 0.5")  # fmt: skip
+        raise InputError(
+            f"a fit fraction of {fraction} leaves {len(fit_idx)} images to fit and {len(held_idx)} to check on "
+            f"(at least {MIN_FIT} and {MIN_HELD_OUT} needed): choose a --fit-fraction nearer 0.5"
+        )
     zf, yf = logits[fit_idx], labels[fit_idx]
     fit = fit_temperature_and_biases(zf, yf, n_classes) if per_class_bias else fit_temperature(zf, yf)
     figures = measure(logits[held_idx], labels[held_idx], fit.temperature, fit.biases, seed)
     notes = []
     if np.all(zf.argmax(axis=1) == yf):
-        notes.append(f"every image of the fit split is predicted right, so its NLL only falls as the temperature "
-                     f"falls: {fit.temperature:.3g} is where it stops changing measurably; a set with some errors "
-                     "fits a more telling temperature")  # fmt: skip
+        notes.append(
+            f"every image of the fit split is predicted right, so its NLL only falls as the temperature "
+            f"falls: {fit.temperature:.3g} is where it stops changing measurably; a set with some errors "
+            "fits a more telling temperature"
+        )
     elif fit.at_bound:
         notes.append(f"the temperature reached the end of its search range ({fit.temperature:.3g})")
     missing = n_classes - len(np.unique(yf))
     if per_class_bias and missing:
         notes.append(f"{missing} of {n_classes} classes have no image in the fit split: their bias is 0")
     return {
-        "temperature": fit.temperature, "per_class_bias": per_class_bias,
+        "temperature": fit.temperature,
+        "per_class_bias": per_class_bias,
         "biases": None if fit.biases is None else [float(b) for b in fit.biases],
-        "seed": seed, "fit_fraction": fraction, "n_fit": len(fit_idx), "n_held_out": len(held_idx),
-        "calibrated": True, "measured_on": f"the held-out part of the run ({len(held_idx)} images)", **figures, "notes": notes,
-    }  # fmt: skip
+        "seed": seed,
+        "fit_fraction": fraction,
+        "n_fit": len(fit_idx),
+        "n_held_out": len(held_idx),
+        "calibrated": True,
+        "measured_on": f"the held-out part of the run ({len(held_idx)} images)",
+        **figures,
+        "notes": notes,
+    }
 
 
-def measure(logits: np.ndarray, labels: np.ndarray, temperature: float, biases: np.ndarray | None = None,
-            seed: int = 0) -> dict:  # fmt: skip
+def measure(
+    logits: np.ndarray, labels: np.ndarray, temperature: float, biases: np.ndarray | None = None, seed: int = 0
+) -> dict:
     """ECE (with a bootstrap interval), NLL and accuracy (Wilson interval) of ``labels``
     under the library's probabilities (before) and under ``temperature`` and ``biases``
     (after), with the reliability ``bins`` of both."""
     labels = np.asarray(labels, dtype=np.int64)
     before = _side(probabilities(logits), labels, logits, 1.0, None, seed)
     after = _side(probabilities(logits, temperature, biases), labels, logits, temperature, biases, seed)
-    bins = [{"lower": x["lower"], "upper": x["upper"],
-             "before": {k: x[k] for k in ("count", "confidence", "accuracy")},
-             "after": {k: y[k] for k in ("count", "confidence", "accuracy")}}
-            for x, y in zip(before["bins"], after["bins"])]  # fmt: skip
+    bins = [
+        {
+            "lower": x["lower"],
+            "upper": x["upper"],
+            "before": {k: x[k] for k in ("count", "confidence", "accuracy")},
+            "after": {k: y[k] for k in ("count", "confidence", "accuracy")},
+        }
+        for x, y in zip(before["bins"], after["bins"])
+    ]
     return {
-        "n": len(labels), "n_bins": ECE_BINS,
-        "ece_before": before["ece"], "ece_after": after["ece"],
-        "ece_before_ci95": before["ece_ci95"], "ece_after_ci95": after["ece_ci95"],
-        "nll_before": before["nll"], "nll_after": after["nll"],
-        "accuracy_before": before["accuracy"], "accuracy_before_ci95": before["ci95"],
-        "accuracy_after": after["accuracy"], "accuracy_after_ci95": after["ci95"],
+        "n": len(labels),
+        "n_bins": ECE_BINS,
+        "ece_before": before["ece"],
+        "ece_after": after["ece"],
+        "ece_before_ci95": before["ece_ci95"],
+        "ece_after_ci95": after["ece_ci95"],
+        "nll_before": before["nll"],
+        "nll_after": after["nll"],
+        "accuracy_before": before["accuracy"],
+        "accuracy_before_ci95": before["ci95"],
+        "accuracy_after": after["accuracy"],
+        "accuracy_after_ci95": after["ci95"],
         "bins": bins,
-    }  # fmt: skip
+    }
 
 
 def run_logits(run, lib, aggregate: str, progress=None) -> np.ndarray:
     """(N, C) logits of every image of a stored run under the library version it was made
     with, rescored from the run's image vectors (a run keeps only its top classes)."""
     if lib.info.id != run.info.library_id:
-        raise InputError(f"run {run.info.name!r} was made with library version {run.info.library_version}, "
-                         f"not {lib.info.version}: load that version")  # fmt: skip
+        raise InputError(
+            f"run {run.info.name!r} was made with library version {run.info.library_version}, "
+            f"not {lib.info.version}: load that version"
+        )
     parts = []
     for s in range(0, len(run.vectors), SCORE_BLOCK):
-        parts.append(np.asarray(lib.scores(run.vectors[s : s + SCORE_BLOCK], aggregate), np.float64) * lib.info.logit_scale)
+        parts.append(
+            np.asarray(lib.scores(run.vectors[s : s + SCORE_BLOCK], aggregate), np.float64) * lib.info.logit_scale
+        )
         if progress:
             progress(min(s + SCORE_BLOCK, len(run.vectors)), len(run.vectors))
     return np.concatenate(parts) if parts else np.zeros((0, len(lib.class_names)))
 
 
-def calibrate_run(run, lib, aggregate: str | None = None, *, per_class_bias: bool = False,
-                  fraction: float = FIT_FRACTION, seed: int = 0, progress=None) -> dict:  # fmt: skip
+def calibrate_run(
+    run,
+    lib,
+    aggregate: str | None = None,
+    *,
+    per_class_bias: bool = False,
+    fraction: float = FIT_FRACTION,
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """:func:`calibrate` on a stored run, with what it was fitted on named in the result."""
     agg = aggregate or lib.info.aggregate
-    report = calibrate(run_logits(run, lib, agg, progress), run.labels, len(lib.class_names), per_class_bias=per_class_bias,
-                       fraction=fraction, seed=seed)  # fmt: skip
-    return {"library": lib.info.name, "version": lib.info.version, "run": run.info.name, "run_id": run.info.id,
-            "aggregate": agg, "logit_scale": lib.info.logit_scale, "classes": len(lib.class_names), **report}  # fmt: skip
+    report = calibrate(
+        run_logits(run, lib, agg, progress),
+        run.labels,
+        len(lib.class_names),
+        per_class_bias=per_class_bias,
+        fraction=fraction,
+        seed=seed,
+    )
+    return {
+        "library": lib.info.name,
+        "version": lib.info.version,
+        "run": run.info.name,
+        "run_id": run.info.id,
+        "aggregate": agg,
+        "logit_scale": lib.info.logit_scale,
+        "classes": len(lib.class_names),
+        **report,
+    }
 
 
 def audit_section(run, lib, aggregate: str, cal=None) -> dict:
@@ -294,16 +365,35 @@ def audit_section(run, lib, aggregate: str, cal=None) -> dict:
     if len(run.labels) == 0:
         return {"calibrated": False, "note": "the run has no images"}
     if cal is not None and cal.aggregate == aggregate:
-        head = {"calibrated": True, "calibration_id": cal.id, "fitted_on": cal.run_name, "temperature": cal.temperature,
-                "per_class_bias": cal.biases is not None, "created_at": cal.created_at.isoformat()}  # fmt: skip
+        head = {
+            "calibrated": True,
+            "calibration_id": cal.id,
+            "fitted_on": cal.run_name,
+            "temperature": cal.temperature,
+            "per_class_bias": cal.biases is not None,
+            "created_at": cal.created_at.isoformat(),
+        }
         if cal.run_id == run.info.id:
             report = {k: v for k, v in cal.report.items() if k != "biases"}
-            return {**report, **head, "measured_on": f"the held-out part of this run ({cal.report['n_held_out']} images)"}
-        return {**head, **measure(logits, run.labels, cal.temperature, cal.biases, 0),
-                "measured_on": f"every image of this run ({len(run.labels)}; the calibration was fitted on run {cal.run_name!r})"}  # fmt: skip
+            return {
+                **report,
+                **head,
+                "measured_on": f"the held-out part of this run ({cal.report['n_held_out']} images)",
+            }
+        return {
+            **head,
+            **measure(logits, run.labels, cal.temperature, cal.biases, 0),
+            "measured_on": f"every image of this run ({len(run.labels)}; the calibration was fitted on run {cal.run_name!r})",
+        }
     m = measure(logits, run.labels, 1.0)
-    note = (f"no calibration of {lib.info.name} v{lib.info.version} ({aggregate}) is stored: these are the library's own "
-            f"probabilities; 'whyclip calibrate --library {lib.info.name} --run {run.info.name}' fits one")  # fmt: skip
-    return {"calibrated": False, "note": note, "measured_on": f"every image of this run ({len(run.labels)})",
-            **{k: v for k, v in m.items() if not k.endswith(("_after", "_after_ci95"))},
-            "bins": [{k: v for k, v in b.items() if k != "after"} for b in m["bins"]]}  # fmt: skip
+    note = (
+        f"no calibration of {lib.info.name} v{lib.info.version} ({aggregate}) is stored: these are the library's own "
+        f"probabilities; 'whyclip calibrate --library {lib.info.name} --run {run.info.name}' fits one"
+    )
+    return {
+        "calibrated": False,
+        "note": note,
+        "measured_on": f"every image of this run ({len(run.labels)})",
+        **{k: v for k, v in m.items() if not k.endswith(("_after", "_after_ci95"))},
+        "bins": [{k: v for k, v in b.items() if k != "after"} for b in m["bins"]],
+    }

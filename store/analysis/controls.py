@@ -12,8 +12,10 @@ from whyclip.store.analysis.name_split import bootstrap_share, shares
 from whyclip.store.analysis.stats import bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, verdict, wilson
 from whyclip.store.analysis.run_records import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
 
-NO_FUDD = ("this run has no FuDD re-ranking: store pair descriptors with 'whyclip ingest-pairs PAIRS --library NAME', "
-           "then run 'whyclip eval' again")
+NO_FUDD = (
+    "this run has no FuDD re-ranking: store pair descriptors with 'whyclip ingest-pairs PAIRS --library NAME', "
+    "then run 'whyclip eval' again"
+)
 OLD_RUN = "this run was made before whyclip stored this control: run 'whyclip eval' again to get it"
 
 
@@ -24,8 +26,11 @@ def correct(run: RunData, method: str) -> np.ndarray | None:
 
 def baseline(run: RunData, agg: str) -> dict:
     c = compare("the class name alone", correct(run, agg), correct(run, BASELINE))
-    c["verdict"] = c["statement"] + (": the descriptors change accuracy" if c["significant"] else
-                                     ": no evidence that the descriptors do better or worse than the name")  # fmt: skip
+    c["verdict"] = c["statement"] + (
+        ": the descriptors change accuracy"
+        if c["significant"]
+        else ": no evidence that the descriptors do better or worse than the name"
+    )
     return c
 
 
@@ -35,8 +40,11 @@ def swap(run: RunData, agg: str) -> dict:
         return {"note": OLD_RUN}
     c = compare("swapped descriptors", correct(run, agg), other)
     c["permutation"] = run.info.details.get("controls", {}).get("swap_permutation")
-    c["verdict"] = c["statement"] + (": the descriptors carry the decision" if c["significant"] and c["difference"] > 0 else
-                                     ": the descriptors do not carry the decision (another class's do as well)")  # fmt: skip
+    c["verdict"] = c["statement"] + (
+        ": the descriptors carry the decision"
+        if c["significant"] and c["difference"] > 0
+        else ": the descriptors do not carry the decision (another class's do as well)"
+    )
     return c
 
 
@@ -45,8 +53,11 @@ def shuffled_words(run: RunData, agg: str) -> dict:
     if other is None:
         return {"note": "this run has no shuffled-descriptor-words control"}
     c = compare("shuffled descriptor words", correct(run, agg), other)
-    c["verdict"] = c["statement"] + (": what the descriptors say matters" if c["significant"] and c["difference"] > 0 else
-                                     ": the descriptors do not beat their own words shuffled")  # fmt: skip
+    c["verdict"] = c["statement"] + (
+        ": what the descriptors say matters"
+        if c["significant"] and c["difference"] > 0
+        else ": the descriptors do not beat their own words shuffled"
+    )
     return c
 
 
@@ -54,7 +65,9 @@ def random_words(run: RunData, agg: str, seed: int = 0) -> dict:
     """Random words from a general vocabulary, ``draws`` seeded draws: their mean accuracy
     and sd over the draws, an interval for the mean (bootstrap over images) and a paired
     bootstrap test of the descriptors against the per-image mean over the draws."""
-    draws = sorted(int(m[len(WORDS):].split(":")[0]) for m in run.results if m.startswith(WORDS) and m.endswith(":" + agg))
+    draws = sorted(
+        int(m[len(WORDS) :].split(":")[0]) for m in run.results if m.startswith(WORDS) and m.endswith(":" + agg)
+    )
     if not draws:
         return {"note": OLD_RUN}
     mine = correct(run, agg)
@@ -65,16 +78,31 @@ def random_words(run: RunData, agg: str, seed: int = 0) -> dict:
     sig = verdict(test["p_value"])
     mean, sd = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
     ok = sig == "significant" and test["difference"] > 0
-    sentence = (f"descriptors {100 * mine.mean():.1f}% vs random words {100 * mean:.1f}% ± {100 * sd:.1f} "
-                f"({len(draws)} draws; paired bootstrap p = {test['p_value']:.3g}, {sig})"
-                + (": the descriptors beat random words" if ok else
-                   ": the descriptors do not beat random words, so a gain over the class name may not come from what they say"))  # fmt: skip
-    return {"draws": len(draws), "accuracy_mean": mean, "accuracy_sd": sd, "accuracy_per_draw": acc.tolist(),
-            "ci95": bootstrap_ci(per_image, seed), "descriptors_accuracy": float(mine.mean()),
-            "descriptors_ci95": wilson(int(mine.sum()), len(mine)), "difference": test["difference"],
-            "difference_ci95": test["ci95"], "p_value": test["p_value"], "significant": sig == "significant",
-            "per_draw_p_values": [mcnemar_exact(mine, d)["p_value"] for d in per_draw],
-            "vocabulary": run.info.details.get("controls", {}).get("vocabulary"), "verdict": sentence}  # fmt: skip
+    sentence = (
+        f"descriptors {100 * mine.mean():.1f}% vs random words {100 * mean:.1f}% ± {100 * sd:.1f} "
+        f"({len(draws)} draws; paired bootstrap p = {test['p_value']:.3g}, {sig})"
+        + (
+            ": the descriptors beat random words"
+            if ok
+            else ": the descriptors do not beat random words, so a gain over the class name may not come from what they say"
+        )
+    )
+    return {
+        "draws": len(draws),
+        "accuracy_mean": mean,
+        "accuracy_sd": sd,
+        "accuracy_per_draw": acc.tolist(),
+        "ci95": bootstrap_ci(per_image, seed),
+        "descriptors_accuracy": float(mine.mean()),
+        "descriptors_ci95": wilson(int(mine.sum()), len(mine)),
+        "difference": test["difference"],
+        "difference_ci95": test["ci95"],
+        "p_value": test["p_value"],
+        "significant": sig == "significant",
+        "per_draw_p_values": [mcnemar_exact(mine, d)["p_value"] for d in per_draw],
+        "vocabulary": run.info.details.get("controls", {}).get("vocabulary"),
+        "verdict": sentence,
+    }
 
 
 def name_description(run: RunData, agg: str, class_names: list[str], seed: int = 0) -> dict:
@@ -94,19 +122,43 @@ def name_description(run: RunData, agg: str, class_names: list[str], seed: int =
     for c in np.unique(run.labels):
         mask = run.labels == c
         ns, ds = shares(split, mask)
-        per_class.append({"class": class_names[c], "n": int(mask.sum()), "name_share": ns, "description_share": ds,
-                          "decisions_changed": float(changed[mask].mean())})  # fmt: skip
+        per_class.append(
+            {
+                "class": class_names[c],
+                "n": int(mask.sum()),
+                "name_share": ns,
+                "description_share": ds,
+                "decisions_changed": float(changed[mask].mean()),
+            }
+        )
     adds = sig == "significant"
-    sentence = (f"the class name alone gives {100 * name_share:.0f}% of the true class's score and the descriptor content "
-                f"{100 * desc_share:.0f}%; the descriptors change {100 * changed.mean():.1f}% of decisions relative to the name "
-                f"alone ({test['only_first']} wrong to right, {test['only_second']} right to wrong; McNemar p = "
-                f"{test['p_value']:.3g}, {sig})"
-                + (": the descriptors change the outcome" if adds else ": the descriptors add nothing measurable beyond the name"))  # fmt: skip
-    return {"name_share": name_share, "description_share": desc_share, "ci95": bootstrap_share(split, seed),
-            "explained": split["explained"], "coefficients": {"name": split["a"], "description": split["b"]},
-            "decisions_changed": float(changed.mean()), "decisions_changed_ci95": wilson(int(changed.sum()), len(changed)),
-            "wrong_to_right": test["only_first"], "right_to_wrong": test["only_second"], "p_value": test["p_value"],
-            "significant": adds, "per_class": per_class, "bare_descriptors": _bare(run, agg), "verdict": sentence}  # fmt: skip
+    sentence = (
+        f"the class name alone gives {100 * name_share:.0f}% of the true class's score and the descriptor content "
+        f"{100 * desc_share:.0f}%; the descriptors change {100 * changed.mean():.1f}% of decisions relative to the name "
+        f"alone ({test['only_first']} wrong to right, {test['only_second']} right to wrong; McNemar p = "
+        f"{test['p_value']:.3g}, {sig})"
+        + (
+            ": the descriptors change the outcome"
+            if adds
+            else ": the descriptors add nothing measurable beyond the name"
+        )
+    )
+    return {
+        "name_share": name_share,
+        "description_share": desc_share,
+        "ci95": bootstrap_share(split, seed),
+        "explained": split["explained"],
+        "coefficients": {"name": split["a"], "description": split["b"]},
+        "decisions_changed": float(changed.mean()),
+        "decisions_changed_ci95": wilson(int(changed.sum()), len(changed)),
+        "wrong_to_right": test["only_first"],
+        "right_to_wrong": test["only_second"],
+        "p_value": test["p_value"],
+        "significant": adds,
+        "per_class": per_class,
+        "bare_descriptors": _bare(run, agg),
+        "verdict": sentence,
+    }
 
 
 def _bare(run: RunData, agg: str) -> dict | None:
@@ -117,10 +169,16 @@ def _bare(run: RunData, agg: str) -> dict | None:
 def _paired(name: str, mine: np.ndarray, other: np.ndarray) -> dict:
     test = mcnemar_exact(mine, other)
     acc = float(other.mean()) if len(other) else 0.0
-    return {"against": name, "accuracy": acc, "ci95": wilson(int(other.sum()), len(other)),
-            "difference": float(mine.mean()) - acc if len(mine) else 0.0, "only_fudd": test["only_first"],
-            "only_other": test["only_second"], "p_value": test["p_value"],
-            "significant": verdict(test["p_value"]) == "significant"}  # fmt: skip
+    return {
+        "against": name,
+        "accuracy": acc,
+        "ci95": wilson(int(other.sum()), len(other)),
+        "difference": float(mine.mean()) - acc if len(mine) else 0.0,
+        "only_fudd": test["only_first"],
+        "only_other": test["only_second"],
+        "p_value": test["p_value"],
+        "significant": verdict(test["p_value"]) == "significant",
+    }
 
 
 def fudd_summary(run: RunData, agg: str) -> dict:
@@ -135,10 +193,23 @@ def fudd_summary(run: RunData, agg: str) -> dict:
     descriptors, name = correct(run, base), correct(run, BASELINE)
     vs_desc, vs_name = _paired(f"descriptors ({base})", mine, descriptors), _paired("the class name alone", mine, name)
     sig = verdict(vs_desc["p_value"])
-    sentence = (f"FuDD {100 * mine.mean():.1f}% vs descriptors ({base}) {100 * descriptors.mean():.1f}% top-1 "
-                f"({vs_desc['only_fudd']} fixed, {vs_desc['only_other']} broken; McNemar p = {vs_desc['p_value']:.3g}, {sig}) "
-                f"and vs the class name {100 * name.mean():.1f}% (p = {vs_name['p_value']:.3g}, {verdict(vs_name['p_value'])})")  # fmt: skip
-    return {"accuracy": float(mine.mean()), "ci95": wilson(int(mine.sum()), len(mine)), "n": len(mine),
-            "base": base, "top_k": info.get("top_k"), "pairs": info.get("pairs"),
-            "fixed": vs_desc["only_fudd"], "broken": vs_desc["only_other"], "p_value": vs_desc["p_value"],
-            "significant": sig == "significant", "vs_descriptors": vs_desc, "vs_baseline": vs_name, "verdict": sentence}  # fmt: skip
+    sentence = (
+        f"FuDD {100 * mine.mean():.1f}% vs descriptors ({base}) {100 * descriptors.mean():.1f}% top-1 "
+        f"({vs_desc['only_fudd']} fixed, {vs_desc['only_other']} broken; McNemar p = {vs_desc['p_value']:.3g}, {sig}) "
+        f"and vs the class name {100 * name.mean():.1f}% (p = {vs_name['p_value']:.3g}, {verdict(vs_name['p_value'])})"
+    )
+    return {
+        "accuracy": float(mine.mean()),
+        "ci95": wilson(int(mine.sum()), len(mine)),
+        "n": len(mine),
+        "base": base,
+        "top_k": info.get("top_k"),
+        "pairs": info.get("pairs"),
+        "fixed": vs_desc["only_fudd"],
+        "broken": vs_desc["only_other"],
+        "p_value": vs_desc["p_value"],
+        "significant": sig == "significant",
+        "vs_descriptors": vs_desc,
+        "vs_baseline": vs_name,
+        "verdict": sentence,
+    }

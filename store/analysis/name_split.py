@@ -30,7 +30,10 @@ class SplitAccumulator:
         self.desc: list[np.ndarray] = []
 
     def add(self, full: np.ndarray, name: np.ndarray, bare: np.ndarray, labels: np.ndarray) -> None:
-        s, n, b = (np.asarray(x, np.float64) - np.asarray(x, np.float64).mean(axis=1, keepdims=True) for x in (full, name, bare))
+        s, n, b = (
+            np.asarray(x, np.float64) - np.asarray(x, np.float64).mean(axis=1, keepdims=True)
+            for x in (full, name, bare)
+        )
         self.gram += [[(n * n).sum(), (n * b).sum()], [(n * b).sum(), (b * b).sum()]]
         self.rhs += [(s * n).sum(), (s * b).sum()]
         self.total += (s * s).sum()
@@ -44,8 +47,13 @@ class SplitAccumulator:
         explained = 1 - resid / self.total if self.total > 0 else 0.0
         name = np.concatenate(self.name) if self.name else np.zeros(0)
         desc = np.concatenate(self.desc) if self.desc else np.zeros(0)
-        return {"a": float(coef[0]), "b": float(coef[1]), "explained": float(explained),
-                "name": [float(f"{x:.6g}") for x in name], "description": [float(f"{x:.6g}") for x in desc]}  # fmt: skip
+        return {
+            "a": float(coef[0]),
+            "b": float(coef[1]),
+            "explained": float(explained),
+            "name": [float(f"{x:.6g}") for x in name],
+            "description": [float(f"{x:.6g}") for x in desc],
+        }
 
 
 def shares(split: dict, mask: np.ndarray | None = None) -> tuple[float, float]:
@@ -86,6 +94,10 @@ def image_split(full: np.ndarray, name: np.ndarray, bare: np.ndarray) -> dict:
     name_part, desc_part = np.abs(coef[0] * n), np.abs(coef[1] * b)
     den = name_part + desc_part
     safe = np.where(den > 0, den, 1.0)
-    return {"a": float(coef[0]), "b": float(coef[1]), "explained": float(explained),
-            "name_share": np.where(den > 0, name_part / safe, 0.0), "description_share": np.where(den > 0, desc_part / safe, 0.0)}  # fmt: skip
-
+    return {
+        "a": float(coef[0]),
+        "b": float(coef[1]),
+        "explained": float(explained),
+        "name_share": np.where(den > 0, name_part / safe, 0.0),
+        "description_share": np.where(den > 0, desc_part / safe, 0.0),
+    }

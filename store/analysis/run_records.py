@@ -18,8 +18,13 @@ BARE, SWAP = "bare:", "swap:"  # + aggregate: descriptors without the class name
 WORDS = "words"  # + draw + ":" + aggregate: random words from a general vocabulary
 WORD_DRAWS_MAX = 100
 FUDD = "fudd"  # the descriptors' top classes re-ranked with the version's pair descriptors (FuDD)
-METHODS = (*AGGREGATES, BASELINE, FUDD, *(p + a for p in (CONTROL, BARE, SWAP) for a in AGGREGATES),
-           *(f"{WORDS}{j}:{a}" for j in range(WORD_DRAWS_MAX) for a in AGGREGATES))  # fmt: skip
+METHODS = (
+    *AGGREGATES,
+    BASELINE,
+    FUDD,
+    *(p + a for p in (CONTROL, BARE, SWAP) for a in AGGREGATES),
+    *(f"{WORDS}{j}:{a}" for j in range(WORD_DRAWS_MAX) for a in AGGREGATES),
+)
 TOP = 5  # classes kept per image and method
 
 
@@ -77,5 +82,9 @@ def rank_results(scores: np.ndarray, labels: np.ndarray, k: int = TOP) -> Method
     true = scores[rows, labels]
     above = (scores > true[:, None]).sum(axis=1)
     tied_before = ((scores == true[:, None]) & (np.arange(c)[None, :] < labels[:, None])).sum(axis=1)
-    return MethodResults(order.astype(np.int64), np.take_along_axis(scores, order, axis=1), true,
-                         (1 + above + tied_before).astype(np.int64))  # fmt: skip
+    return MethodResults(
+        order.astype(np.int64),
+        np.take_along_axis(scores, order, axis=1),
+        true,
+        (1 + above + tied_before).astype(np.int64),
+    )

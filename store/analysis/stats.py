@@ -74,9 +74,11 @@ def paired_bootstrap(first: np.ndarray, second: np.ndarray, seed: int = 0, reps:
     idx = np.random.default_rng(seed).integers(0, len(diff), size=(reps, len(diff)))
     means = diff[idx].mean(axis=1)
     tail = min(np.mean(means <= 0), np.mean(means >= 0))
-    return {"difference": float(diff.mean()),
-            "ci95": [float(np.quantile(means, ALPHA / 2)), float(np.quantile(means, 1 - ALPHA / 2))],
-            "p_value": float(min(1.0, max(2 * tail, 1 / reps)))}  # fmt: skip
+    return {
+        "difference": float(diff.mean()),
+        "ci95": [float(np.quantile(means, ALPHA / 2)), float(np.quantile(means, 1 - ALPHA / 2))],
+        "p_value": float(min(1.0, max(2 * tail, 1 / reps))),
+    }
 
 
 def compare(name: str, descriptors: np.ndarray, other: np.ndarray) -> dict:
@@ -87,9 +89,21 @@ def compare(name: str, descriptors: np.ndarray, other: np.ndarray) -> dict:
     test = mcnemar_exact(descriptors, other)
     diff = a["accuracy"] - b["accuracy"]
     sig = verdict(test["p_value"])
-    sentence = (f"descriptors {100 * a['accuracy']:.1f}% vs {name} {100 * b['accuracy']:.1f}% top-1 "
-                f"({100 * diff:+.1f} points, McNemar p = {test['p_value']:.3g}, {sig})")  # fmt: skip
-    return {"against": name, "accuracy": b["accuracy"], "ci95": b["ci95"], "descriptors_accuracy": a["accuracy"],
-            "descriptors_ci95": a["ci95"], "difference": diff, "n": a["n"], "only_descriptors": test["only_first"],
-            "only_other": test["only_second"], "p_value": test["p_value"], "significant": sig == "significant",
-            "statement": sentence}  # fmt: skip
+    sentence = (
+        f"descriptors {100 * a['accuracy']:.1f}% vs {name} {100 * b['accuracy']:.1f}% top-1 "
+        f"({100 * diff:+.1f} points, McNemar p = {test['p_value']:.3g}, {sig})"
+    )
+    return {
+        "against": name,
+        "accuracy": b["accuracy"],
+        "ci95": b["ci95"],
+        "descriptors_accuracy": a["accuracy"],
+        "descriptors_ci95": a["ci95"],
+        "difference": diff,
+        "n": a["n"],
+        "only_descriptors": test["only_first"],
+        "only_other": test["only_second"],
+        "p_value": test["p_value"],
+        "significant": sig == "significant",
+        "statement": sentence,
+    }

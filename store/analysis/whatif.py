@@ -74,8 +74,10 @@ class Edit:
     def echo(self) -> dict:
         """The edit as ``--edits FILE`` takes it (and ``--json`` prints it)."""
         prompts = {(c.name, t): p for c in self.classes for t, p in c.added}
-        return {"drop": [{"class": c, "descriptor": d} for c, d in self.drops],
-                "add": [{"class": c, "text": t, "prompt": prompts[(c, t)]} for c, t in self.adds]}  # fmt: skip
+        return {
+            "drop": [{"class": c, "descriptor": d} for c, d in self.drops],
+            "add": [{"class": c, "text": t, "prompt": prompts[(c, t)]} for c, t in self.adds],
+        }
 
 
 def _rule_version(lib: Library) -> int:
@@ -95,7 +97,9 @@ def split_pair(lib: Library, value: str, what: str) -> tuple[str, str]:
     found = [(value[:i], value[i + 1 :]) for i in cuts if loose_matches(value[:i], lib.class_names)]
     if len(found) > 1:
         listed = ", ".join(repr(c) for c, _ in found)
-        raise InputError(f"{what} {value!r} could split after any of the classes {listed}: use --edits FILE (JSON) instead")
+        raise InputError(
+            f"{what} {value!r} could split after any of the classes {listed}: use --edits FILE (JSON) instead"
+        )
     if not found:
         lib.class_position(value[: cuts[0]])  # raises, naming close matches
     return found[0]
@@ -115,9 +119,16 @@ def plan_edit(lib: Library, drops: list[tuple[str, str]] = (), adds: list[tuple[
         name = lib.class_names[c]
         if text not in texts:
             close = difflib.get_close_matches(text, texts, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(repr(t) for t in close)}?" if close else \
-                f"its descriptors: {', '.join(repr(t) for t in texts[:6])}{' ...' if len(texts) > 6 else ''}" if texts else "it has none"  # fmt: skip
-            raise InputError(f"class {name!r} has no descriptor {text!r} to drop ({hint}); see the dashboard's Library page or 'whyclip export'")
+            hint = (
+                f"did you mean {', '.join(repr(t) for t in close)}?"
+                if close
+                else f"its descriptors: {', '.join(repr(t) for t in texts[:6])}{' ...' if len(texts) > 6 else ''}"
+                if texts
+                else "it has none"
+            )
+            raise InputError(
+                f"class {name!r} has no descriptor {text!r} to drop ({hint}); see the dashboard's Library page or 'whyclip export'"
+            )
         mask = keep.setdefault(c, [True] * len(texts))
         for j, t in enumerate(texts):
             if t == text:
@@ -149,8 +160,10 @@ def read_edits(data) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Drops and adds from an ``--edits`` document: ``{"drop": [...], "add": [...]}``, each
     item ``{"class": C, "descriptor": D}`` / ``{"class": C, "text": T}`` or ``[C, D]``."""
     if not isinstance(data, dict) or set(data) - {"drop", "add"}:
-        raise InputError('an edits file is a JSON object {"drop": [...], "add": [...]}, e.g. '
-                         '{"drop": [{"class": "banana", "descriptor": "yellow peel"}], "add": [["banana", "a green tip"]]}')  # fmt: skip
+        raise InputError(
+            'an edits file is a JSON object {"drop": [...], "add": [...]}, e.g. '
+            '{"drop": [{"class": "banana", "descriptor": "yellow peel"}], "add": [["banana", "a green tip"]]}'
+        )
     out = []
     for key, field_name in (("drop", "descriptor"), ("add", "text")):
         items = data.get(key, [])
@@ -161,16 +174,22 @@ def read_edits(data) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
             elif isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
                 pairs.append((item[0], item[1]))
             else:
-                raise InputError(f'every "{key}" item of an edits file is {{"class": ..., "{field_name}": ...}} or '
-                                 f'["class", "{field_name}"], not {item!r}')  # fmt: skip
+                raise InputError(
+                    f'every "{key}" item of an edits file is {{"class": ..., "{field_name}": ...}} or '
+                    f'["class", "{field_name}"], not {item!r}'
+                )
         out.append(pairs)
     return out[0], out[1]
 
 
-def _added_vectors(edit: ClassEdit, vectors: dict[str, tuple[np.ndarray, float]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+def _added_vectors(
+    edit: ClassEdit, vectors: dict[str, tuple[np.ndarray, float]], dim: int
+) -> tuple[np.ndarray, np.ndarray]:
     missing = [p for _, p in edit.added if p not in vectors]
     if missing:
-        raise InputError(f"no vector for the added prompt {missing[0]!r}: embed it first (whyclip whatif --add embeds it)")
+        raise InputError(
+            f"no vector for the added prompt {missing[0]!r}: embed it first (whyclip whatif --add embeds it)"
+        )
     vecs = np.array([vectors[p][0] for _, p in edit.added], dtype=np.float32).reshape(len(edit.added), dim)
     return vecs, np.array([vectors[p][1] for _, p in edit.added], dtype=np.float32)
 
@@ -225,8 +244,11 @@ class WhatIf:
         self.top = np.take_along_axis(part, order, axis=1)
         self.top_scores = np.take_along_axis(part_scores, order, axis=1)
         rows = np.arange(n)
-        self.before = Rescored(self.top[:, 0].copy(), self.top_scores[:, 0].astype(np.float64),
-                               self.scores[rows, self.labels].astype(np.float64))  # fmt: skip
+        self.before = Rescored(
+            self.top[:, 0].copy(),
+            self.top_scores[:, 0].astype(np.float64),
+            self.scores[rows, self.labels].astype(np.float64),
+        )
 
     # -- the edited classes' scores ----------------------------------------------------
 
@@ -310,48 +332,87 @@ class WhatIf:
         sig = verdict(test["p_value"])
 
         def flip(i: int) -> dict:
-            return {"path": self.run.paths[i], "true": names[y[i]],
-                    "before": names[self.before.predicted[i]], "before_score": float(self.before.score[i]),
-                    "after": names[after.predicted[i]], "after_score": float(after.score[i]),
-                    "true_score_before": float(self.before.true_score[i]), "true_score_after": float(after.true_score[i])}  # fmt: skip
+            return {
+                "path": self.run.paths[i],
+                "true": names[y[i]],
+                "before": names[self.before.predicted[i]],
+                "before_score": float(self.before.score[i]),
+                "after": names[after.predicted[i]],
+                "after_score": float(after.score[i]),
+                "true_score_before": float(self.before.true_score[i]),
+                "true_score_after": float(after.true_score[i]),
+            }
 
         right_wrong = [flip(i) for i in np.flatnonzero(ok_before & ~ok_after)]
         wrong_right = [flip(i) for i in np.flatnonzero(~ok_before & ok_after)]
         moved = int(np.sum(~ok_before & ~ok_after & (self.before.predicted != after.predicted)))
         diff = b["accuracy"] - a["accuracy"]
-        statement = (f"top-1 {100 * a['accuracy']:.1f}% before, {100 * b['accuracy']:.1f}% after ({100 * diff:+.1f} points; "
-                     f"{len(wrong_right)} wrong->right, {len(right_wrong)} right->wrong; McNemar p = {test['p_value']:.3g}, {sig})")  # fmt: skip
+        statement = (
+            f"top-1 {100 * a['accuracy']:.1f}% before, {100 * b['accuracy']:.1f}% after ({100 * diff:+.1f} points; "
+            f"{len(wrong_right)} wrong->right, {len(right_wrong)} right->wrong; McNemar p = {test['p_value']:.3g}, {sig})"
+        )
         classes = []
         for e in edit.classes:
             mask = y == e.position
             k = int(mask.sum())
-            classes.append({"class": e.name, "descriptors_before": len(e.keep), "descriptors_after": e.n_after,
-                            "dropped": len(e.keep) - sum(e.keep), "added": len(e.added), "images": k,
-                            "accuracy_before": float(ok_before[mask].mean()) if k else None,
-                            "accuracy_after": float(ok_after[mask].mean()) if k else None,
-                            "ci95_before": wilson(int(ok_before[mask].sum()), k),
-                            "ci95_after": wilson(int(ok_after[mask].sum()), k), "fallback": e.n_after == 0})  # fmt: skip
-        notes = [f"class {c!r} has no descriptor left: it is scored by its baseline prompt "
-                 f"{lib.baseline_prompts[names.index(c)]!r}, as an empty class of a library file is" for c in after.fallback]  # fmt: skip
+            classes.append(
+                {
+                    "class": e.name,
+                    "descriptors_before": len(e.keep),
+                    "descriptors_after": e.n_after,
+                    "dropped": len(e.keep) - sum(e.keep),
+                    "added": len(e.added),
+                    "images": k,
+                    "accuracy_before": float(ok_before[mask].mean()) if k else None,
+                    "accuracy_after": float(ok_after[mask].mean()) if k else None,
+                    "ci95_before": wilson(int(ok_before[mask].sum()), k),
+                    "ci95_after": wilson(int(ok_after[mask].sum()), k),
+                    "fallback": e.n_after == 0,
+                }
+            )
+        notes = [
+            f"class {c!r} has no descriptor left: it is scored by its baseline prompt "
+            f"{lib.baseline_prompts[names.index(c)]!r}, as an empty class of a library file is"
+            for c in after.fallback
+        ]
         return {
             "run": {"name": self.run.info.name, "id": self.run.info.id, "dataset": self.run.info.dataset},
             "library": {"name": lib.info.name, "version": lib.info.version, "classes": len(names)},
-            "aggregate": self.aggregate, "n": len(y), "edit": edit.echo(),
-            "accuracy_before": a, "accuracy_after": b, "difference": diff,
-            "p_value": test["p_value"], "significant": sig == "significant", "verdict": sig, "statement": statement,
+            "aggregate": self.aggregate,
+            "n": len(y),
+            "edit": edit.echo(),
+            "accuracy_before": a,
+            "accuracy_after": b,
+            "difference": diff,
+            "p_value": test["p_value"],
+            "significant": sig == "significant",
+            "verdict": sig,
+            "statement": statement,
             "flips": {"right_to_wrong": right_wrong, "wrong_to_right": wrong_right},
-            "changed_between_wrong": moved, "classes": classes, "notes": notes,
-        }  # fmt: skip
+            "changed_between_wrong": moved,
+            "classes": classes,
+            "notes": notes,
+        }
 
 
-def what_if(run: RunData, lib: Library, edit: Edit, vectors: dict[str, tuple[np.ndarray, float]] | None = None,
-            aggregate: str | None = None) -> dict:  # fmt: skip
+def what_if(
+    run: RunData,
+    lib: Library,
+    edit: Edit,
+    vectors: dict[str, tuple[np.ndarray, float]] | None = None,
+    aggregate: str | None = None,
+) -> dict:
     """One what-if answer (build a :class:`WhatIf` once to answer many edits)."""
     return WhatIf(run, lib, aggregate).answer(edit, vectors)
 
 
-def edited_draft(lib: Library, edit: Edit, vectors: dict[str, tuple[np.ndarray, float]] | None = None,
-                 truncated: dict[str, bool] | None = None, note: str = "") -> LibraryDraft:  # fmt: skip
+def edited_draft(
+    lib: Library,
+    edit: Edit,
+    vectors: dict[str, tuple[np.ndarray, float]] | None = None,
+    truncated: dict[str, bool] | None = None,
+    note: str = "",
+) -> LibraryDraft:
     """The edited library as a draft of the next version of its name: every class in its
     place, kept descriptors with their stored prompts and vectors (copied, not re-embedded),
     added ones after them with ``vectors``; template, baseline, aggregate and encoder as
@@ -390,10 +451,17 @@ def edited_draft(lib: Library, edit: Edit, vectors: dict[str, tuple[np.ndarray, 
         put(prompt, lib.matrices.baseline[c], 1.0)
     parts = [f"drop {c}: {d}" for c, d in edit.drops] + [f"add {c}: {t}" for c, t in edit.adds]
     return LibraryDraft(
-        name=info.name, encoder=EncoderInfo(info.encoder_id, info.encoder_name, dim, info.logit_scale),
-        template=info.template, baseline_template=info.baseline_template, classes=classes, prompt_rows=rows,
+        name=info.name,
+        encoder=EncoderInfo(info.encoder_id, info.encoder_name, dim, info.logit_scale),
+        template=info.template,
+        baseline_template=info.baseline_template,
+        classes=classes,
+        prompt_rows=rows,
         vectors=np.stack(vecs).reshape(len(vecs), dim) if vecs else np.zeros((0, dim), np.float32),
-        norms=np.array(norms, dtype=np.float32), source=f"what-if edit of {info.name} v{info.version}: " + "; ".join(parts),
-        source_sha256="", aggregate=info.aggregate,
-        index_factory=info.index_factory or None, note=note,
-    )  # fmt: skip
+        norms=np.array(norms, dtype=np.float32),
+        source=f"what-if edit of {info.name} v{info.version}: " + "; ".join(parts),
+        source_sha256="",
+        aggregate=info.aggregate,
+        index_factory=info.index_factory or None,
+        note=note,
+    )

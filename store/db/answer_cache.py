@@ -43,23 +43,40 @@ def lookup(engine: Engine, keys: Sequence[str]) -> dict[str, CachedAnswer]:
     found: dict[str, CachedAnswer] = {}
     with Session(engine) as s:
         for start in range(0, len(keys), LOOKUP_BATCH):
-            rows = s.scalars(select(LLMAnswerRow).where(LLMAnswerRow.request_sha256.in_(keys[start : start + LOOKUP_BATCH])))
+            rows = s.scalars(
+                select(LLMAnswerRow).where(LLMAnswerRow.request_sha256.in_(keys[start : start + LOOKUP_BATCH]))
+            )
             for r in rows:
                 found[r.request_sha256] = CachedAnswer(
-                    r.request_sha256, r.base_url, r.model, r.prompt, json.loads(r.parameters), r.answer, r.mode,
+                    r.request_sha256,
+                    r.base_url,
+                    r.model,
+                    r.prompt,
+                    json.loads(r.parameters),
+                    r.answer,
+                    r.mode,
                     r.created_at,
-                )  # fmt: skip
+                )
     return found
 
 
 def save(engine: Engine, answers: Sequence[CachedAnswer]) -> None:
     """Store answers in one transaction; a key already there (another process) is left as it is."""
-    rows = list({
-        a.request_sha256: {"request_sha256": a.request_sha256, "base_url": a.base_url, "model": a.model,
-                           "prompt": a.prompt, "parameters": json.dumps(a.parameters, sort_keys=True),
-                           "answer": a.answer, "mode": a.mode, "created_at": a.created_at}
-        for a in answers
-    }.values())  # fmt: skip
+    rows = list(
+        {
+            a.request_sha256: {
+                "request_sha256": a.request_sha256,
+                "base_url": a.base_url,
+                "model": a.model,
+                "prompt": a.prompt,
+                "parameters": json.dumps(a.parameters, sort_keys=True),
+                "answer": a.answer,
+                "mode": a.mode,
+                "created_at": a.created_at,
+            }
+            for a in answers
+        }.values()
+    )
     if not rows:
         return
     module = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)

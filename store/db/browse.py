@@ -31,17 +31,24 @@ def _like(column, term: str):
 
 
 def _descriptor_rows(info: LibraryInfo, search: str, order: str = "label order") -> Select:
-    q = (
-        select(ClassRow.name, ClassRow.position, DescriptorRow.text, DescriptorRow.prompt, DescriptorRow.shared,
-               DescriptorRow.truncated)
-        .join(ClassRow, ClassRow.id == DescriptorRow.class_id)
-    )  # fmt: skip
+    q = select(
+        ClassRow.name,
+        ClassRow.position,
+        DescriptorRow.text,
+        DescriptorRow.prompt,
+        DescriptorRow.shared,
+        DescriptorRow.truncated,
+    ).join(ClassRow, ClassRow.id == DescriptorRow.class_id)
     if info.first_descriptor_id is None or order != "label order":  # (library, text) serves A-Z order
         q = q.where(DescriptorRow.library_id == info.id)
     else:  # the version's key range alone (SQLite would prefer the (library, text) index): walks the key
-        q = q.where(DescriptorRow.id.between(info.first_descriptor_id, info.first_descriptor_id + info.n_descriptors - 1))
+        q = q.where(
+            DescriptorRow.id.between(info.first_descriptor_id, info.first_descriptor_id + info.n_descriptors - 1)
+        )
     if search.strip():
-        q = q.where(or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(DescriptorRow.prompt, search)))
+        q = q.where(
+            or_(_like(ClassRow.name, search), _like(DescriptorRow.text, search), _like(DescriptorRow.prompt, search))
+        )
     return q
 
 
@@ -77,25 +84,38 @@ def count_shared_descriptors(engine: Engine, info: LibraryInfo) -> int:
     return _count(engine, _shared_texts(info))
 
 
-def descriptors_page(engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order",
-                     offset: int = 0, limit: int = 50) -> list[dict]:  # fmt: skip
+def descriptors_page(
+    engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order", offset: int = 0, limit: int = 50
+) -> list[dict]:
     """One page of (class, descriptor, prompt) rows with how many classes share each text.
     Classes without descriptors are listed by :func:`classes_page`."""
     with Session(engine) as s:
-        rows = s.execute(_descriptor_rows(info, search, order).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)).all()
-    return [{"class": r.name, "label": r.position, "descriptor": r.text,
-             "prompt": r.prompt,
-             "classes sharing it": r.shared, "truncated": bool(r.truncated)} for r in rows]  # fmt: skip
+        rows = s.execute(
+            _descriptor_rows(info, search, order).order_by(*DESCRIPTOR_ORDERS[order]).offset(offset).limit(limit)
+        ).all()
+    return [
+        {
+            "class": r.name,
+            "label": r.position,
+            "descriptor": r.text,
+            "prompt": r.prompt,
+            "classes sharing it": r.shared,
+            "truncated": bool(r.truncated),
+        }
+        for r in rows
+    ]
 
 
-def classes_page(engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order",
-                 offset: int = 0, limit: int = 50) -> list[dict]:  # fmt: skip
+def classes_page(
+    engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order", offset: int = 0, limit: int = 50
+) -> list[dict]:
     """One page of classes with their descriptor counts and baseline prompts."""
     with Session(engine) as s:
         rows = s.execute(_class_rows(info, search).order_by(*CLASS_ORDERS[order]).offset(offset).limit(limit)).all()
-    return [{"label": r.position, "class": r.name, "descriptors": r.n_descriptors,
-             "baseline prompt": r.baseline_prompt}
-            for r in rows]  # fmt: skip
+    return [
+        {"label": r.position, "class": r.name, "descriptors": r.n_descriptors, "baseline prompt": r.baseline_prompt}
+        for r in rows
+    ]
 
 
 def shared_descriptors_page(engine: Engine, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:
@@ -104,7 +124,10 @@ def shared_descriptors_page(engine: Engine, info: LibraryInfo, offset: int = 0, 
         rows = s.execute(
             select(SharedTextRow.text, SharedTextRow.classes, SharedTextRow.examples)
             .where(SharedTextRow.library_id == info.id)
-            .order_by(SharedTextRow.classes.desc(), SharedTextRow.text).offset(offset).limit(limit)
-        ).all()  # fmt: skip
-    return [{"descriptor": r.text, "classes": r.classes, "in": r.examples + (" ..." if r.classes > 8 else "")}
-            for r in rows]  # fmt: skip
+            .order_by(SharedTextRow.classes.desc(), SharedTextRow.text)
+            .offset(offset)
+            .limit(limit)
+        ).all()
+    return [
+        {"descriptor": r.text, "classes": r.classes, "in": r.examples + (" ..." if r.classes > 8 else "")} for r in rows
+    ]

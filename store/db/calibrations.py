@@ -36,21 +36,45 @@ class CalibrationInfo:
 
     def block(self) -> dict:
         """What an explanation says about the calibration it used."""
-        return {"temperature": self.temperature, "per_class_bias": self.biases is not None, "aggregate": self.aggregate,
-                "run": self.run_name, "run_id": self.run_id, "calibration_id": self.id, "seed": self.seed,
-                "fit_fraction": self.fit_fraction, "created_at": self.created_at.isoformat(),
-                "ece_before": self.report.get("ece_before"), "ece_after": self.report.get("ece_after")}  # fmt: skip
+        return {
+            "temperature": self.temperature,
+            "per_class_bias": self.biases is not None,
+            "aggregate": self.aggregate,
+            "run": self.run_name,
+            "run_id": self.run_id,
+            "calibration_id": self.id,
+            "seed": self.seed,
+            "fit_fraction": self.fit_fraction,
+            "created_at": self.created_at.isoformat(),
+            "ece_before": self.report.get("ece_before"),
+            "ece_after": self.report.get("ece_after"),
+        }
 
     def summary(self) -> str:
         bias = " and per-class biases" if self.biases is not None else ""
-        return (f"temperature {self.temperature:.3g}{bias} ({self.aggregate}) fitted on run {self.run_name!r}, "
-                f"held-out ECE {self.report.get('ece_before', 0):.3f} -> {self.report.get('ece_after', 0):.3f}")  # fmt: skip
+        return (
+            f"temperature {self.temperature:.3g}{bias} ({self.aggregate}) fitted on run {self.run_name!r}, "
+            f"held-out ECE {self.report.get('ece_before', 0):.3f} -> {self.report.get('ece_after', 0):.3f}"
+        )
 
 
 def _info(row: CalibrationRow, library: LibraryRow, run_name: str) -> CalibrationInfo:
     biases = None if row.biases is None else np.asarray(json.loads(row.biases), dtype=np.float64)
-    return CalibrationInfo(row.id, row.library_id, library.name, library.version, row.run_id, run_name, row.aggregate,
-                           row.seed, row.fit_fraction, row.temperature, biases, json.loads(row.report), row.created_at)  # fmt: skip
+    return CalibrationInfo(
+        row.id,
+        row.library_id,
+        library.name,
+        library.version,
+        row.run_id,
+        run_name,
+        row.aggregate,
+        row.seed,
+        row.fit_fraction,
+        row.temperature,
+        biases,
+        json.loads(row.report),
+        row.created_at,
+    )
 
 
 def save_calibration(engine: Engine, *, library_id: int, run_id: int, aggregate: str, report: dict) -> CalibrationInfo:
@@ -60,12 +84,21 @@ def save_calibration(engine: Engine, *, library_id: int, run_id: int, aggregate:
         run = s.get(EvalRunRow, run_id)
         if run is None or run.library_id != library_id:
             raise StoreError(f"run {run_id} of this library version was deleted meanwhile: nothing was stored")
-        row = CalibrationRow(library_id=library_id, run_id=run_id, aggregate=aggregate, seed=int(report["seed"]),
-                             fit_fraction=float(report["fit_fraction"]), temperature=float(report["temperature"]),
-                             biases=None if report["biases"] is None else json.dumps(report["biases"]),
-                             ece_before=report["ece_before"], ece_after=report["ece_after"], nll_before=report["nll_before"],
-                             nll_after=report["nll_after"], report=json.dumps(report),
-                             created_at=dt.datetime.now(dt.timezone.utc))  # fmt: skip
+        row = CalibrationRow(
+            library_id=library_id,
+            run_id=run_id,
+            aggregate=aggregate,
+            seed=int(report["seed"]),
+            fit_fraction=float(report["fit_fraction"]),
+            temperature=float(report["temperature"]),
+            biases=None if report["biases"] is None else json.dumps(report["biases"]),
+            ece_before=report["ece_before"],
+            ece_after=report["ece_after"],
+            nll_before=report["nll_before"],
+            nll_after=report["nll_after"],
+            report=json.dumps(report),
+            created_at=dt.datetime.now(dt.timezone.utc),
+        )
         s.add(row)
         s.flush()
         out = _info(row, s.get(LibraryRow, library_id), run.name)
@@ -75,9 +108,11 @@ def save_calibration(engine: Engine, *, library_id: int, run_id: int, aggregate:
 def list_calibrations(engine: Engine, library_id: int | None = None) -> list[CalibrationInfo]:
     """Every calibration (of one library version, or all), oldest first."""
     with Session(engine) as s:
-        q = (select(CalibrationRow, LibraryRow, EvalRunRow.name)
-             .join(LibraryRow, LibraryRow.id == CalibrationRow.library_id)
-             .join(EvalRunRow, EvalRunRow.id == CalibrationRow.run_id))  # fmt: skip
+        q = (
+            select(CalibrationRow, LibraryRow, EvalRunRow.name)
+            .join(LibraryRow, LibraryRow.id == CalibrationRow.library_id)
+            .join(EvalRunRow, EvalRunRow.id == CalibrationRow.run_id)
+        )
         if library_id is not None:
             q = q.where(CalibrationRow.library_id == library_id)
         return [_info(r, lib, name) for r, lib, name in s.execute(q.order_by(CalibrationRow.id)).all()]
@@ -96,7 +131,11 @@ def calibration_for(engine: Engine, library_id: int, name: str, version: int, ag
         return cal
     other = sorted({c.aggregate for c in list_calibrations(engine, library_id)})
     if other:
-        raise InputError(f"library {name!r} v{version} is calibrated for the {', '.join(other)} aggregate, not {aggregate}: "
-                         f"run 'whyclip calibrate --library {name} --aggregate {aggregate}', or explain with that aggregate")  # fmt: skip
-    raise InputError(f"library {name!r} v{version} has no calibration: run 'whyclip calibrate --library {name}' "
-                     "(it needs a run made by 'whyclip eval') before 'explain --calibrated'")  # fmt: skip
+        raise InputError(
+            f"library {name!r} v{version} is calibrated for the {', '.join(other)} aggregate, not {aggregate}: "
+            f"run 'whyclip calibrate --library {name} --aggregate {aggregate}', or explain with that aggregate"
+        )
+    raise InputError(
+        f"library {name!r} v{version} has no calibration: run 'whyclip calibrate --library {name}' "
+        "(it needs a run made by 'whyclip eval') before 'explain --calibrated'"
+    )

@@ -40,7 +40,8 @@ def lookup_hashes(engine: Engine, encoder_key: str, shas: Sequence[str]) -> dict
         for start in range(0, len(shas), LOOKUP_BATCH):
             rows = s.execute(
                 select(EmbeddingRow.text_sha256, EmbeddingRow.vector, EmbeddingRow.norm).where(
-                    EmbeddingRow.encoder_key == encoder_key, EmbeddingRow.text_sha256.in_(shas[start : start + LOOKUP_BATCH])
+                    EmbeddingRow.encoder_key == encoder_key,
+                    EmbeddingRow.text_sha256.in_(shas[start : start + LOOKUP_BATCH]),
                 )
             )
             for sha, blob, norm in rows:
@@ -56,11 +57,17 @@ def save(engine: Engine, encoder_key: str, texts: Sequence[str], vectors: np.nda
 def save_hashes(engine: Engine, encoder_key: str, shas: Sequence[str], vectors: np.ndarray, norms: np.ndarray) -> None:
     """Store vectors by content hash (duplicates within the batch once, rows already cached
     kept as they are), committed on return."""
-    rows = list({
-        sha: {"encoder_key": encoder_key, "text_sha256": sha, "vector": np.asarray(v, dtype="<f4").tobytes(),
-              "norm": float(n)}
-        for sha, v, n in zip(shas, vectors, norms)
-    }.values())  # fmt: skip
+    rows = list(
+        {
+            sha: {
+                "encoder_key": encoder_key,
+                "text_sha256": sha,
+                "vector": np.asarray(v, dtype="<f4").tobytes(),
+                "norm": float(n),
+            }
+            for sha, v, n in zip(shas, vectors, norms)
+        }.values()
+    )
     if rows:
         statement = insert_or_ignore(engine, EmbeddingRow, ["encoder_key", "text_sha256"])
         with write_session(engine, f"save {len(rows)} vectors to the embedding cache") as s:
@@ -73,4 +80,3 @@ def count(engine: Engine, encoder_key: str | None = None) -> int:
         if encoder_key is not None:
             q = q.where(EmbeddingRow.encoder_key == encoder_key)
         return int(s.scalar(q) or 0)
-

@@ -69,8 +69,11 @@ def cache_encoder_ids(engine: Engine) -> set[str]:
 def libraries_with_encoder(engine: Engine, encoder_id: str) -> list[tuple[str, int]]:
     """(name, version) of the ready library versions built with ``encoder_id``, newest first."""
     with Session(engine) as s:
-        q = (select(LibraryRow.name, LibraryRow.version)
-             .where(LibraryRow.encoder_id == encoder_id, LibraryRow.status == READY).order_by(LibraryRow.id.desc()))  # fmt: skip
+        q = (
+            select(LibraryRow.name, LibraryRow.version)
+            .where(LibraryRow.encoder_id == encoder_id, LibraryRow.status == READY)
+            .order_by(LibraryRow.id.desc())
+        )
         return [(name, int(version)) for name, version in s.execute(q)]
 
 
@@ -84,21 +87,40 @@ def rename_encoder_id(engine: Engine, old: str, new: str) -> Renamed:
         return Renamed()
     done = Renamed()
     with write_session(engine, f"rename encoder id {old} to {new}") as s:
-        done.libraries = s.execute(update(LibraryRow).where(LibraryRow.encoder_id == old).values(encoder_id=new)).rowcount
+        done.libraries = s.execute(
+            update(LibraryRow).where(LibraryRow.encoder_id == old).values(encoder_id=new)
+        ).rowcount
         other = aliased(EmbeddingRow)
-        clash = exists().where(and_(other.encoder_key == _renamed(EmbeddingRow.encoder_key, old, new),
-                                    other.text_sha256 == EmbeddingRow.text_sha256))  # fmt: skip
+        clash = exists().where(
+            and_(
+                other.encoder_key == _renamed(EmbeddingRow.encoder_key, old, new),
+                other.text_sha256 == EmbeddingRow.text_sha256,
+            )
+        )
         done.duplicates = s.execute(
-            delete(EmbeddingRow).where(_of(EmbeddingRow.encoder_key, old), clash).execution_options(synchronize_session=False)
+            delete(EmbeddingRow)
+            .where(_of(EmbeddingRow.encoder_key, old), clash)
+            .execution_options(synchronize_session=False)
         ).rowcount
         done.embeddings = s.execute(
-            update(EmbeddingRow).where(_of(EmbeddingRow.encoder_key, old))
-            .values(encoder_key=_renamed(EmbeddingRow.encoder_key, old, new)).execution_options(synchronize_session=False)
-        ).rowcount  # fmt: skip
+            update(EmbeddingRow)
+            .where(_of(EmbeddingRow.encoder_key, old))
+            .values(encoder_key=_renamed(EmbeddingRow.encoder_key, old, new))
+            .execution_options(synchronize_session=False)
+        ).rowcount
         done.eval_runs = s.execute(
-            update(EvalRunRow).where(_of(EvalRunRow.encoder_key, old))
-            .values(encoder_key=_renamed(EvalRunRow.encoder_key, old, new)).execution_options(synchronize_session=False)
-        ).rowcount  # fmt: skip
-    log.info("encoder id %s is now %s: %d libraries, %d cached vectors (%d already there), %d eval runs",
-             old, new, done.libraries, done.embeddings, done.duplicates, done.eval_runs)  # fmt: skip
+            update(EvalRunRow)
+            .where(_of(EvalRunRow.encoder_key, old))
+            .values(encoder_key=_renamed(EvalRunRow.encoder_key, old, new))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    log.info(
+        "encoder id %s is now %s: %d libraries, %d cached vectors (%d already there), %d eval runs",
+        old,
+        new,
+        done.libraries,
+        done.embeddings,
+        done.duplicates,
+        done.eval_runs,
+    )
     return done

@@ -141,8 +141,9 @@ class Freed:
     dry_run: bool = False
 
 
-def collect_garbage(store: Store, *, cache: bool = False, dry_run: bool = False,
-                    min_age_s: float = GC_MIN_AGE_S) -> Freed:  # fmt: skip
+def collect_garbage(
+    store: Store, *, cache: bool = False, dry_run: bool = False, min_age_s: float = GC_MIN_AGE_S
+) -> Freed:
     """Remove index folders no version owns (older than ``min_age_s``) and, with ``cache``,
     cache rows nothing uses; with ``dry_run`` only say what would go. Holds the write lock
     throughout, so no version is published or deleted meanwhile."""
@@ -207,7 +208,9 @@ def _unused_cache_rows(store: Store, s, delete_them: bool) -> tuple[int, int]:
         n, size = n + len(doomed), size + sum(int(b or 0) for _, b in doomed)
         if delete_them:
             for start in range(0, len(doomed), CHUNK):
-                s.execute(delete(EmbeddingRow).where(EmbeddingRow.id.in_([i for i, _ in doomed[start : start + CHUNK]])))
+                s.execute(
+                    delete(EmbeddingRow).where(EmbeddingRow.id.in_([i for i, _ in doomed[start : start + CHUNK]]))
+                )
     return n, size
 
 
@@ -261,16 +264,30 @@ def export_library(store: Store, name: str, version: int | None, out: str | Path
     classes = [(c, [t for t, _ in ts]) for c, ts in zip(lib.class_names, texts)]
     body = library_text(classes, out.suffix.lower())
     meta = {
-        "whyclip_export": 1, "library_file": out.name, "name": info.name, "version": info.version,
-        "template": info.template, "baseline_template": info.baseline_template, "aggregate": info.aggregate,
-        "encoder_id": info.encoder_id, "encoder_name": info.encoder_name, "dim": info.dim,
-        "logit_scale": info.logit_scale, "n_classes": info.n_classes, "n_descriptors": info.n_descriptors,
-        "n_prompts": info.n_prompts, "index_factory": info.index_factory, "source": info.source,
-        "source_sha256": info.source_sha256, "created_at": info.created_at.isoformat(),
+        "whyclip_export": 1,
+        "library_file": out.name,
+        "name": info.name,
+        "version": info.version,
+        "template": info.template,
+        "baseline_template": info.baseline_template,
+        "aggregate": info.aggregate,
+        "encoder_id": info.encoder_id,
+        "encoder_name": info.encoder_name,
+        "dim": info.dim,
+        "logit_scale": info.logit_scale,
+        "n_classes": info.n_classes,
+        "n_descriptors": info.n_descriptors,
+        "n_prompts": info.n_prompts,
+        "index_factory": info.index_factory,
+        "source": info.source,
+        "source_sha256": info.source_sha256,
+        "created_at": info.created_at.isoformat(),
         "whyclip_version": _whyclip_version(),
-        "classes": [{"name": c, "baseline_prompt": b, "descriptors": [{"text": t, "prompt": p} for t, p in ts]}
-                    for c, b, ts in zip(lib.class_names, lib.baseline_prompts, texts)],
-    }  # fmt: skip
+        "classes": [
+            {"name": c, "baseline_prompt": b, "descriptors": [{"text": t, "prompt": p} for t, p in ts]}
+            for c, b, ts in zip(lib.class_names, lib.baseline_prompts, texts)
+        ],
+    }
     _write_atomically(out, body)
     _write_atomically(sidecar, json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
     return meta

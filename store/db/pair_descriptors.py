@@ -80,10 +80,16 @@ class StoredPair:
         return [i for i, d in enumerate(self.descriptions) if d.class_position == position]
 
     def provenance(self) -> dict:
-        return {"model": self.model, "base_url": self.base_url, "question": self.question,
-                "request_sha256": self.request_sha256, "source": self.source,
-                "generated_at": self.generated_at.isoformat() if self.generated_at else None,
-                "stored_at": self.stored_at.isoformat(), "content_sha256": self.content_sha256}  # fmt: skip
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "question": self.question,
+            "request_sha256": self.request_sha256,
+            "source": self.source,
+            "generated_at": self.generated_at.isoformat() if self.generated_at else None,
+            "stored_at": self.stored_at.isoformat(),
+            "content_sha256": self.content_sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -98,25 +104,36 @@ def content_sha256(draft: PairDraft, encoder_key: str) -> str:
     prompts, and the encoder that embedded them (never a path or an order of processing)."""
     (na, a), (nb, b) = sorted([(draft.names[0], draft.class_a), (draft.names[1], draft.class_b)], key=lambda t: t[1])
     sides = {a: na, b: nb}
-    body = {"classes": [na, nb], "encoder": encoder_key,
-            "descriptions": [[d.feature, sides[d.class_position], d.attribute, d.text, d.prompt] for d in draft.descriptions]}  # fmt: skip
+    body = {
+        "classes": [na, nb],
+        "encoder": encoder_key,
+        "descriptions": [
+            [d.feature, sides[d.class_position], d.attribute, d.text, d.prompt] for d in draft.descriptions
+        ],
+    }
     return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _check_version(s: Session, library_id: int) -> None:
     if s.get(LibraryRow, library_id) is None:
-        raise LibraryNotFound("the library version was deleted meanwhile: nothing was stored; store the pairs into a current version")
+        raise LibraryNotFound(
+            "the library version was deleted meanwhile: nothing was stored; store the pairs into a current version"
+        )
 
 
-def write_pairs(engine: Engine, library_id: int, encoder_key: str, drafts: list[PairDraft], *,
-                replace: bool = False) -> PairsWritten:  # fmt: skip
+def write_pairs(
+    engine: Engine, library_id: int, encoder_key: str, drafts: list[PairDraft], *, replace: bool = False
+) -> PairsWritten:
     """Store ``drafts`` into a version in one transaction. A pair stored with the same
     content is left as it is; one stored with other descriptions is refused (naming it)
     unless ``replace``, and then replaced whole. Nothing is written when anything is refused."""
     out = PairsWritten()
     with write_session(engine, "store pair descriptors") as s:
         _check_version(s, library_id)
-        existing = {(r.class_a, r.class_b): r for r in s.scalars(select(ClassPairRow).where(ClassPairRow.library_id == library_id))}
+        existing = {
+            (r.class_a, r.class_b): r
+            for r in s.scalars(select(ClassPairRow).where(ClassPairRow.library_id == library_id))
+        }
         now = dt.datetime.now(dt.timezone.utc)
         for d in drafts:
             a, b = sorted((d.class_a, d.class_b))
@@ -127,8 +144,10 @@ def write_pairs(engine: Engine, library_id: int, encoder_key: str, drafts: list[
                 out.unchanged.append(names)
                 continue
             if old is not None and not replace:
-                raise InputError(f"library version already has other pair descriptors for {names[0]!r} / {names[1]!r}: "
-                                 "pass --replace to replace them, or leave that pair out; nothing was stored")  # fmt: skip
+                raise InputError(
+                    f"library version already has other pair descriptors for {names[0]!r} / {names[1]!r}: "
+                    "pass --replace to replace them, or leave that pair out; nothing was stored"
+                )
             if old is not None:
                 s.execute(delete(PairDescriptorRow).where(PairDescriptorRow.pair_id == old.id))
                 s.execute(delete(ClassPairRow).where(ClassPairRow.id == old.id))
@@ -136,23 +155,47 @@ def write_pairs(engine: Engine, library_id: int, encoder_key: str, drafts: list[
                 out.replaced.append(names)
             else:
                 out.added.append(names)
-            row = ClassPairRow(library_id=library_id, class_a=a, class_b=b, content_sha256=sha, source=json.dumps(d.source),
-                               base_url=d.base_url, model=d.model, question=d.question, request_sha256=d.request_sha256,
-                               generated_at=d.generated_at, stored_at=now, encoder_key=encoder_key)  # fmt: skip
+            row = ClassPairRow(
+                library_id=library_id,
+                class_a=a,
+                class_b=b,
+                content_sha256=sha,
+                source=json.dumps(d.source),
+                base_url=d.base_url,
+                model=d.model,
+                question=d.question,
+                request_sha256=d.request_sha256,
+                generated_at=d.generated_at,
+                stored_at=now,
+                encoder_key=encoder_key,
+            )
             s.add(row)
             s.flush()
             existing[(a, b)] = row
             if d.descriptions:
-                s.execute(insert(PairDescriptorRow), [
-                    {"pair_id": row.id, "feature": x.feature, "class_position": x.class_position, "attribute": x.attribute,
-                     "text": x.text, "prompt": x.prompt, "vector": np.asarray(v, dtype="<f4").tobytes(), "norm": float(n)}
-                    for x, v, n in zip(d.descriptions, d.vectors, d.norms)
-                ])  # fmt: skip
+                s.execute(
+                    insert(PairDescriptorRow),
+                    [
+                        {
+                            "pair_id": row.id,
+                            "feature": x.feature,
+                            "class_position": x.class_position,
+                            "attribute": x.attribute,
+                            "text": x.text,
+                            "prompt": x.prompt,
+                            "vector": np.asarray(v, dtype="<f4").tobytes(),
+                            "norm": float(n),
+                        }
+                        for x, v, n in zip(d.descriptions, d.vectors, d.norms)
+                    ],
+                )
     return out
 
 
 def count_pairs(s: Session, library_id: int) -> int:
-    return int(s.scalar(select(func.count()).select_from(ClassPairRow).where(ClassPairRow.library_id == library_id)) or 0)
+    return int(
+        s.scalar(select(func.count()).select_from(ClassPairRow).where(ClassPairRow.library_id == library_id)) or 0
+    )
 
 
 def load_pairs(engine: Engine, library_id: int, dim: int, only: set[tuple[int, int]] | None = None) -> list[StoredPair]:
@@ -165,24 +208,46 @@ def load_pairs(engine: Engine, library_id: int, dim: int, only: set[tuple[int, i
         if only is not None:
             q = q.where(tuple_(ClassPairRow.class_a, ClassPairRow.class_b).in_(sorted(only)))
         pairs = s.scalars(q.order_by(ClassPairRow.class_a, ClassPairRow.class_b)).all()
-        rows = s.execute(
-            select(PairDescriptorRow).where(PairDescriptorRow.pair_id.in_([p.id for p in pairs]))
-            .order_by(PairDescriptorRow.pair_id, PairDescriptorRow.feature, PairDescriptorRow.id)
-        ).scalars().all() if pairs else []  # fmt: skip
+        rows = (
+            s.execute(
+                select(PairDescriptorRow)
+                .where(PairDescriptorRow.pair_id.in_([p.id for p in pairs]))
+                .order_by(PairDescriptorRow.pair_id, PairDescriptorRow.feature, PairDescriptorRow.id)
+            )
+            .scalars()
+            .all()
+            if pairs
+            else []
+        )
         by_pair: dict[int, list[PairDescriptorRow]] = {}
         for r in rows:
             by_pair.setdefault(r.pair_id, []).append(r)
         out = []
         for p in pairs:
             mine = by_pair.get(p.id, [])
-            vectors = (np.stack([np.frombuffer(r.vector, dtype="<f4") for r in mine]).astype(np.float32)
-                       if mine else np.zeros((0, dim), np.float32))  # fmt: skip
-            out.append(StoredPair(
-                p.id, p.class_a, p.class_b, p.content_sha256,
-                [PairDescription(r.feature, r.class_position, r.attribute, r.text, r.prompt) for r in mine], vectors,
-                json.loads(p.source or "{}"), p.base_url, p.model, p.question, p.request_sha256, p.generated_at,
-                p.stored_at, p.encoder_key,
-            ))  # fmt: skip
+            vectors = (
+                np.stack([np.frombuffer(r.vector, dtype="<f4") for r in mine]).astype(np.float32)
+                if mine
+                else np.zeros((0, dim), np.float32)
+            )
+            out.append(
+                StoredPair(
+                    p.id,
+                    p.class_a,
+                    p.class_b,
+                    p.content_sha256,
+                    [PairDescription(r.feature, r.class_position, r.attribute, r.text, r.prompt) for r in mine],
+                    vectors,
+                    json.loads(p.source or "{}"),
+                    p.base_url,
+                    p.model,
+                    p.question,
+                    p.request_sha256,
+                    p.generated_at,
+                    p.stored_at,
+                    p.encoder_key,
+                )
+            )
         return out
 
 

@@ -47,8 +47,13 @@ class StoreVerdicts:
             return (bool(row.passed), float(row.cosine)) if row is not None else None
 
     def put(self, key: dict[str, str], passed: bool, cosine: float) -> None:
-        row = {"key_sha256": key_sha256(key), **{f: key[f] for f in FIELDS}, "passed": bool(passed), "cosine": float(cosine),
-               "created_at": dt.datetime.now(dt.timezone.utc)}  # fmt: skip
+        row = {
+            "key_sha256": key_sha256(key),
+            **{f: key[f] for f in FIELDS},
+            "passed": bool(passed),
+            "cosine": float(cosine),
+            "created_at": dt.datetime.now(dt.timezone.utc),
+        }
         try:
             with write_session(self.store.engine, "save a precision verdict") as s:
                 s.execute(insert_or_ignore(self.store.engine, PrecisionVerdictRow, ["key_sha256"]), [row])

@@ -22,9 +22,20 @@ from whyclip.store.analysis.run_records import METHODS, MethodResults, RunData, 
 from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
 from whyclip.store.errors import InputError, StoreError
 
+
 def _info(row: EvalRunRow, version: int) -> RunInfo:
-    return RunInfo(row.id, row.name, row.library_name, version, row.library_id, row.created_at, row.dataset,
-                   row.encoder_key, row.n_images, json.loads(row.details or "{}"))  # fmt: skip
+    return RunInfo(
+        row.id,
+        row.name,
+        row.library_name,
+        version,
+        row.library_id,
+        row.created_at,
+        row.dataset,
+        row.encoder_key,
+        row.n_images,
+        json.loads(row.details or "{}"),
+    )
 
 
 def list_runs(engine: Engine, library: str | None = None) -> list[RunInfo]:
@@ -56,7 +67,9 @@ def find_run(engine: Engine, library: str, name: str | None = None) -> RunInfo:
     """The run ``name`` of ``library`` (default: its newest), or a one-line error."""
     runs = list_runs(engine, library)
     if not runs:
-        raise InputError(f"library {library!r} has no evaluation runs yet: run 'whyclip eval DATASET --library {library}' first")
+        raise InputError(
+            f"library {library!r} has no evaluation runs yet: run 'whyclip eval DATASET --library {library}' first"
+        )
     if name is None:
         return runs[-1]
     for r in runs:
@@ -67,33 +80,67 @@ def find_run(engine: Engine, library: str, name: str | None = None) -> RunInfo:
 
 
 def save_run(
-    engine: Engine, *, library_id: int, library_name: str, name: str, dataset: str, encoder_key: str,
-    paths: list[str], shas: list[str], labels: np.ndarray, vectors: np.ndarray,
-    results: dict[str, MethodResults], details: dict,
-) -> RunInfo:  # fmt: skip
+    engine: Engine,
+    *,
+    library_id: int,
+    library_name: str,
+    name: str,
+    dataset: str,
+    encoder_key: str,
+    paths: list[str],
+    shas: list[str],
+    labels: np.ndarray,
+    vectors: np.ndarray,
+    results: dict[str, MethodResults],
+    details: dict,
+) -> RunInfo:
     """Write a whole run in one transaction: readers see all of it or none."""
     check_new_name(engine, library_name, name)
     unknown = set(results) - set(METHODS)
     if unknown:
         raise StoreError(f"unknown scoring methods {sorted(unknown)}")
     with Session(engine) as s, s.begin():
-        row = EvalRunRow(library_id=library_id, library_name=library_name, name=name,
-                         created_at=dt.datetime.now(dt.timezone.utc), dataset=dataset, encoder_key=encoder_key,
-                         n_images=len(paths), details=json.dumps(details))  # fmt: skip
+        row = EvalRunRow(
+            library_id=library_id,
+            library_name=library_name,
+            name=name,
+            created_at=dt.datetime.now(dt.timezone.utc),
+            dataset=dataset,
+            encoder_key=encoder_key,
+            n_images=len(paths),
+            details=json.dumps(details),
+        )
         s.add(row)
         s.flush()
-        s.execute(insert(EvalImageRow), [
-            {"run_id": row.id, "position": i, "path": p, "sha256": h, "label": int(y),
-             "vector": np.asarray(v, dtype="<f4").tobytes()}
-            for i, (p, h, y, v) in enumerate(zip(paths, shas, labels, vectors))
-        ])  # fmt: skip
+        s.execute(
+            insert(EvalImageRow),
+            [
+                {
+                    "run_id": row.id,
+                    "position": i,
+                    "path": p,
+                    "sha256": h,
+                    "label": int(y),
+                    "vector": np.asarray(v, dtype="<f4").tobytes(),
+                }
+                for i, (p, h, y, v) in enumerate(zip(paths, shas, labels, vectors))
+            ],
+        )
         for method, r in results.items():
-            s.execute(insert(EvalResultRow), [
-                {"run_id": row.id, "position": i, "method": method,
-                 "top": json.dumps([[int(c), float(x)] for c, x in zip(r.top[i], r.top_scores[i])]),
-                 "true_score": float(r.true_score[i]), "true_rank": int(r.true_rank[i])}
-                for i in range(len(paths))
-            ])  # fmt: skip
+            s.execute(
+                insert(EvalResultRow),
+                [
+                    {
+                        "run_id": row.id,
+                        "position": i,
+                        "method": method,
+                        "top": json.dumps([[int(c), float(x)] for c, x in zip(r.top[i], r.top_scores[i])]),
+                        "true_score": float(r.true_score[i]),
+                        "true_rank": int(r.true_rank[i]),
+                    }
+                    for i in range(len(paths))
+                ],
+            )
         run_id = row.id
         version = s.scalar(select(LibraryRow.version).where(LibraryRow.id == library_id))
     with Session(engine) as s:
@@ -114,7 +161,11 @@ def load_run(engine: Engine, info: RunInfo) -> RunData:
             .order_by(EvalResultRow.method, EvalResultRow.position)
         ).all()
     n = len(images)
-    vectors = np.stack([np.frombuffer(v, dtype="<f4") for _, _, v in images]).astype(np.float32) if n else np.zeros((0, 0), np.float32)
+    vectors = (
+        np.stack([np.frombuffer(v, dtype="<f4") for _, _, v in images]).astype(np.float32)
+        if n
+        else np.zeros((0, 0), np.float32)
+    )
     grouped: dict[str, list] = {}
     for method, top, true_score, true_rank in rows:
         grouped.setdefault(method, []).append((json.loads(top), true_score, true_rank))
@@ -127,5 +178,6 @@ def load_run(engine: Engine, info: RunInfo) -> RunData:
             np.array([x for _, x, _ in items], dtype=np.float64),
             np.array([r for _, _, r in items], dtype=np.int64),
         )
-    return RunData(info, [p for p, _, _ in images], np.array([y for _, y, _ in images], dtype=np.int64), vectors, results)
-
+    return RunData(
+        info, [p for p, _, _ in images], np.array([y for _, y, _ in images], dtype=np.int64), vectors, results
+    )

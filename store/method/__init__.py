@@ -16,10 +16,31 @@ from whyclip.store.method.aggregates import (
     softmax,
     top_k,
 )
-from whyclip.store.method.explanation import BaselineScore, ClassScore, Contrast, ContrastRow, DescriptorScore, Explanation, Retrieved
+from whyclip.store.method.explanation import (
+    BaselineScore,
+    ClassScore,
+    Contrast,
+    ContrastRow,
+    DescriptorScore,
+    Explanation,
+    Retrieved,
+)
 
 __all__ = [
-    "AGGREGATES", "BaselineScore", "ClassMatrices", "ClassScore", "Contrast", "ContrastRow", "DescriptorScore",
-    "Explanation", "Retrieved", "build_class_matrices", "calibrated_softmax", "class_sums", "descriptor_weights", "score_classes",
-    "softmax", "top_k",
-]  # fmt: skip
+    "AGGREGATES",
+    "BaselineScore",
+    "ClassMatrices",
+    "ClassScore",
+    "Contrast",
+    "ContrastRow",
+    "DescriptorScore",
+    "Explanation",
+    "Retrieved",
+    "build_class_matrices",
+    "calibrated_softmax",
+    "class_sums",
+    "descriptor_weights",
+    "score_classes",
+    "softmax",
+    "top_k",
+]

@@ -26,8 +26,16 @@ class ClassMatrices:
     offsets:  (C + 1,) descriptor row offsets
     """
 
-    def __init__(self, mean: np.ndarray, centroid: np.ndarray | None, baseline: np.ndarray, offsets: np.ndarray,
-                 *, vectors: np.ndarray | None = None, norms: np.ndarray | None = None):  # fmt: skip
+    def __init__(
+        self,
+        mean: np.ndarray,
+        centroid: np.ndarray | None,
+        baseline: np.ndarray,
+        offsets: np.ndarray,
+        *,
+        vectors: np.ndarray | None = None,
+        norms: np.ndarray | None = None,
+    ):
         self.mean = mean
         self.baseline = baseline
         self.offsets = offsets
@@ -45,7 +53,11 @@ class ClassMatrices:
 
 
 def class_sums(
-    vectors: np.ndarray, offsets: np.ndarray, baseline: np.ndarray, *, norms: np.ndarray | None = None,
+    vectors: np.ndarray,
+    offsets: np.ndarray,
+    baseline: np.ndarray,
+    *,
+    norms: np.ndarray | None = None,
     normalise: bool = False,
 ) -> np.ndarray:
     """Per class, the float64 sum of its rows of ``vectors`` (times ``norms`` when given),
@@ -135,8 +147,9 @@ def softmax(scores: np.ndarray, logit_scale: float) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def calibrated_softmax(scores: np.ndarray, logit_scale: float, temperature: float,
-                       biases: np.ndarray | None = None) -> np.ndarray:
+def calibrated_softmax(
+    scores: np.ndarray, logit_scale: float, temperature: float, biases: np.ndarray | None = None
+) -> np.ndarray:
     """``softmax(logit_scale * scores / temperature + biases)`` along the last axis: the
     probabilities of a stored calibration (``whyclip calibrate``)."""
     z = np.asarray(scores, dtype=np.float64) * (logit_scale / temperature)
@@ -147,9 +160,7 @@ def calibrated_softmax(scores: np.ndarray, logit_scale: float, temperature: floa
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def descriptor_weights(
-    aggregate: str, similarities: np.ndarray, unit: np.ndarray, norms: np.ndarray
-) -> np.ndarray:
+def descriptor_weights(aggregate: str, similarities: np.ndarray, unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """Weights ``w`` with ``score = sum_d w_d s_d`` for one class's descriptors.
 
     mean: ``1/n``; centroid: ``norm_d / ||sum_e norm_e t_e||``; max: 1 on the best

@@ -151,21 +151,63 @@ class Explanation:
     def from_dict(cls, d: dict) -> Explanation:
         """The inverse of :meth:`to_dict` (a served answer printed as text); extra keys,
         such as the provenance the command line adds, are ignored."""
-        classes = [ClassScore(c["class"], c["score"], c["probability"], c["rank"],
-                              [DescriptorScore(**x) for x in c["descriptors"]], c["baseline_score"],
-                              c["baseline_probability"], c.get("uncalibrated_probability"), c.get("name_share"),
-                              c.get("description_share"), c.get("descriptors_not_listed", 0)) for c in d["classes"]]  # fmt: skip
+        classes = [
+            ClassScore(
+                c["class"],
+                c["score"],
+                c["probability"],
+                c["rank"],
+                [DescriptorScore(**x) for x in c["descriptors"]],
+                c["baseline_score"],
+                c["baseline_probability"],
+                c.get("uncalibrated_probability"),
+                c.get("name_share"),
+                c.get("description_share"),
+                c.get("descriptors_not_listed", 0),
+            )
+            for c in d["classes"]
+        ]
         baseline = [BaselineScore(b["class"], b["score"], b["probability"]) for b in d["baseline"]]
         c = d["contrast"]
         pd = c.get("pair_descriptors") if c else None
-        pair = PairDescriptors(pd["a"], pd["b"], [PairFeatureScore(**f) for f in pd["features"]], pd["mean_a"], pd["mean_b"],
-                               pd["favours"], pd.get("provenance", {})) if pd else None  # fmt: skip
-        contrast = Contrast(c["a"], c["b"], c["score_a"], c["score_b"], [ContrastRow(**r) for r in c["rows"]], pair) if c else None
-        retrieved = [Retrieved(r["class"], r["descriptor"], r["prompt"], r["similarity"], r["descriptor_id"])
-                     for r in d["retrieved"]]  # fmt: skip
-        return cls(d["image"], d["library"], d["version"], d["encoder"], d["aggregate"], d["logit_scale"],
-                   d["n_classes"], classes, baseline, contrast, retrieved, d.get("calibration"),
-                   d.get("name_description"), d.get("retrieval"))  # fmt: skip
+        pair = (
+            PairDescriptors(
+                pd["a"],
+                pd["b"],
+                [PairFeatureScore(**f) for f in pd["features"]],
+                pd["mean_a"],
+                pd["mean_b"],
+                pd["favours"],
+                pd.get("provenance", {}),
+            )
+            if pd
+            else None
+        )
+        contrast = (
+            Contrast(c["a"], c["b"], c["score_a"], c["score_b"], [ContrastRow(**r) for r in c["rows"]], pair)
+            if c
+            else None
+        )
+        retrieved = [
+            Retrieved(r["class"], r["descriptor"], r["prompt"], r["similarity"], r["descriptor_id"])
+            for r in d["retrieved"]
+        ]
+        return cls(
+            d["image"],
+            d["library"],
+            d["version"],
+            d["encoder"],
+            d["aggregate"],
+            d["logit_scale"],
+            d["n_classes"],
+            classes,
+            baseline,
+            contrast,
+            retrieved,
+            d.get("calibration"),
+            d.get("name_description"),
+            d.get("retrieval"),
+        )
 
     def to_text(self, max_descriptors: int | None = None, max_rows: int | None = None) -> str:
         """A plain-text rendering, as ``whyclip explain`` prints it. ``p`` is the softmax
@@ -180,8 +222,10 @@ class Explanation:
         if self.calibration:
             c = self.calibration
             bias = " and per-class biases" if c.get("per_class_bias") else ""
-            lines.append(f"  probabilities calibrated: temperature {c['temperature']:.3g}{bias}, fitted on run {c['run']!r} "
-                         f"(held-out ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f})")
+            lines.append(
+                f"  probabilities calibrated: temperature {c['temperature']:.3g}{bias}, fitted on run {c['run']!r} "
+                f"(held-out ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f})"
+            )
         nd = self.name_description
         if nd and nd.get("note"):
             lines.append(f"  {nd['note']}")
@@ -196,10 +240,14 @@ class Explanation:
                 f"   baseline p {c.baseline_probability:.2f}"
             )
             if c.name_share is not None:
-                lines.append(f"        name vs description: the class name alone gives {100 * c.name_share:.0f}% of this score, "
-                             f"the descriptor content {100 * c.description_share:.0f}%")
+                lines.append(
+                    f"        name vs description: the class name alone gives {100 * c.name_share:.0f}% of this score, "
+                    f"the descriptor content {100 * c.description_share:.0f}%"
+                )
             shown = c.descriptors if max_descriptors is None else c.descriptors[:max_descriptors]
-            labels = [f'"{d.prompt}" (no descriptors: baseline prompt)' if d.fallback else f'"{d.descriptor}"' for d in shown]
+            labels = [
+                f'"{d.prompt}" (no descriptors: baseline prompt)' if d.fallback else f'"{d.descriptor}"' for d in shown
+            ]
             lw = max((len(x) for x in labels), default=0)
             for d, label in zip(shown, labels):
                 lines.append(f"        S({label}){' ' * (lw - len(label))} = {d.scaled:6.2f}")
@@ -229,7 +277,7 @@ def _contrast_lines(c: Contrast, s: float, max_rows: int | None) -> list[str]:
     rows = c.rows
     if max_rows is not None and len(rows) > max_rows:  # the strongest on each side
         k = max_rows // 2
-        rows = rows[:k] + rows[len(rows) - (max_rows - k):]
+        rows = rows[:k] + rows[len(rows) - (max_rows - k) :]
     lines = [
         f"  {c.a} vs {c.b}, descriptor by descriptor: S under each class, and each descriptor's "
         f"contribution to the score difference {(c.score_a - c.score_b) * s:+.2f}"
@@ -238,7 +286,9 @@ def _contrast_lines(c: Contrast, s: float, max_rows: int | None) -> list[str]:
     aw, bw = max(len(c.a), 6), max(len(c.b), 6)
     lines.append(f"    {'descriptor':<{dw}}  {c.a:>{aw}}  {c.b:>{bw}}  contrib  favours")
     for r in rows:
-        lines.append(f"    {r.descriptor:<{dw}}  {fmt(r.a):>{aw}}  {fmt(r.b):>{bw}}  {r.contribution * s:+7.2f}  {r.favours}")
+        lines.append(
+            f"    {r.descriptor:<{dw}}  {fmt(r.a):>{aw}}  {fmt(r.b):>{bw}}  {r.contribution * s:+7.2f}  {r.favours}"
+        )
     if len(rows) < len(c.rows):
         lines.append(f"    ... {len(c.rows) - len(rows)} more rows with smaller contributions")
     if c.pair_descriptors is not None:
@@ -248,10 +298,14 @@ def _contrast_lines(c: Contrast, s: float, max_rows: int | None) -> list[str]:
 
 def _pair_lines(p: PairDescriptors, s: float) -> list[str]:
     """The pair's contrastive descriptors: each feature as a's look | b's look, S of each."""
-    lines = [f"  {p.a} vs {p.b}, by their pair descriptors (FuDD; S of each side's description; mean "
-             f"{p.mean_a * s:.2f} vs {p.mean_b * s:.2f}: favours {p.favours})"]
+    lines = [
+        f"  {p.a} vs {p.b}, by their pair descriptors (FuDD; S of each side's description; mean "
+        f"{p.mean_a * s:.2f} vs {p.mean_b * s:.2f}: favours {p.favours})"
+    ]
     aw = max([len(f.a) for f in p.features] + [len(p.a)])
     lines.append(f"    {p.a:<{aw}}  {'S':>6}  |  {p.b} (S)")
     for f in p.features:
-        lines.append(f"    {f.a:<{aw}}  {f.similarity_a * s:6.2f}  |  {f.b} ({f.similarity_b * s:.2f})  favours {f.favours}")
+        lines.append(
+            f"    {f.a:<{aw}}  {f.similarity_a * s:6.2f}  |  {f.b} ({f.similarity_b * s:.2f})  favours {f.favours}"
+        )
     return lines

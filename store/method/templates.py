@@ -14,8 +14,17 @@ from whyclip.store.method.prompts import build_baseline, build_prompt, descripto
 
 DEFAULT_TEMPLATE = "paper"
 DEFAULT_BASELINE = "a photo of a {class}."
-__all__ = ["DEFAULT_BASELINE", "DEFAULT_TEMPLATE", "NAMED", "Template", "baseline_prompt", "check_baseline",
-           "descriptor_sentence", "paper_prompt", "wordify"]
+__all__ = [
+    "DEFAULT_BASELINE",
+    "DEFAULT_TEMPLATE",
+    "NAMED",
+    "Template",
+    "baseline_prompt",
+    "check_baseline",
+    "descriptor_sentence",
+    "paper_prompt",
+    "wordify",
+]
 NAMED = {"bare": "{descriptor}", "paper": "{class}, which is/has {descriptor} (the paper's rule)"}
 
 
@@ -23,7 +32,9 @@ def _fields(fmt: str) -> set[str]:
     try:
         return {name for _, name, _, _ in string.Formatter().parse(fmt) if name is not None}
     except ValueError as exc:
-        raise InputError(f"template {fmt!r} is not a valid format string ({exc}): use {{class}} and {{descriptor}}") from None
+        raise InputError(
+            f"template {fmt!r} is not a valid format string ({exc}): use {{class}} and {{descriptor}}"
+        ) from None
 
 
 class Template:
@@ -49,7 +60,9 @@ class Template:
 def check_baseline(fmt: str) -> str:
     fields = _fields(fmt)
     if fields != {"class"}:
-        raise InputError(f"baseline prompt {fmt!r} must contain {{class}} and no other field (e.g. {DEFAULT_BASELINE!r})")
+        raise InputError(
+            f"baseline prompt {fmt!r} must contain {{class}} and no other field (e.g. {DEFAULT_BASELINE!r})"
+        )
     return fmt
 
 

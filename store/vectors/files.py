@@ -127,7 +127,9 @@ def check_factory(factory: str, dim: int) -> faiss.Index | None:
     if is_pq_rerank(factory):
         m = pqrerank.sub_quantizers(factory, dim)
         if m < 1 or dim % m:
-            raise InputError(f"index {factory!r}: the dimension {dim} is not a multiple of {m}: use e.g. {pqrerank.DEFAULT!r}")
+            raise InputError(
+                f"index {factory!r}: the dimension {dim} is not a multiple of {m}: use e.g. {pqrerank.DEFAULT!r}"
+            )
         return None
     try:
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -177,10 +179,16 @@ def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, 
             return Built("Flat", FlatScan(vectors))
         q = queries.vectors
         ivf.probe, calibrated = tune_probe(ivf, q[0::2])
-        params = {"probe": ivf.probe, "calibration_recall": calibrated, "recall_target": RECALL_TARGET,
-                  "code_bits": int(ivf.codes.shape[1] * 8), "codes_sha256": codes_digest(ivf.codes),
-                  "calibrated_on": queries.label, "query_source": queries.source,
-                  "recall_at_10": recall(ivf.search(q[1::2], 10)[1], exact_search(vectors, q[1::2], 10)[1])}  # fmt: skip
+        params = {
+            "probe": ivf.probe,
+            "calibration_recall": calibrated,
+            "recall_target": RECALL_TARGET,
+            "code_bits": int(ivf.codes.shape[1] * 8),
+            "codes_sha256": codes_digest(ivf.codes),
+            "calibrated_on": queries.label,
+            "query_source": queries.source,
+            "recall_at_10": recall(ivf.search(q[1::2], 10)[1], exact_search(vectors, q[1::2], 10)[1]),
+        }
         params.update(not_faster(lambda x: ivf.search(x, 10), vectors, q))
         return Built(factory, ivf, params)
     index = build_faiss_index(vectors, factory)
@@ -213,8 +221,13 @@ def retune_recall(files: IndexFiles, factory: str, queries: Queries) -> dict | N
         q = queries.vectors
         probe, calibrated = tune_probe(files.searcher, q[0::2])
         got = recall(files.searcher.search(q[1::2], 10, probe)[1], exact_search(files.vectors, q[1::2], 10)[1])
-        params.update(probe=probe, calibration_recall=calibrated, calibrated_on=queries.label,
-                      query_source=queries.source, recall_at_10=got)  # fmt: skip
+        params.update(
+            probe=probe,
+            calibration_recall=calibrated,
+            calibrated_on=queries.label,
+            query_source=queries.source,
+            recall_at_10=got,
+        )
         params.pop("exact_fallback", None)
         params.update(not_faster(lambda x: files.searcher.search(x, 10, probe), files.vectors, q))
         return params
@@ -235,8 +248,9 @@ def codes_digest(codes: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(codes).tobytes()).hexdigest()[:16]
 
 
-def write_index_files(folder: Path, built: Built, vectors: np.ndarray, matrices: ClassMatrices, norms: np.ndarray,
-                      manifest: dict) -> None:  # fmt: skip
+def write_index_files(
+    folder: Path, built: Built, vectors: np.ndarray, matrices: ClassMatrices, norms: np.ndarray, manifest: dict
+) -> None:
     """Write every file into a temporary sibling, then rename it into place."""
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
@@ -281,7 +295,9 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
             )
     layout = manifest.get("layout", 1)
     if layout > LAYOUT:
-        raise StoreError(f"index files at {folder} have layout {layout}, newer than this whyclip reads: upgrade whyclip")
+        raise StoreError(
+            f"index files at {folder} have layout {layout}, newer than this whyclip reads: upgrade whyclip"
+        )
     vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
     norms = np.load(folder / "descriptor_norms.npy", mmap_mode="r")
     baseline = np.load(folder / "class_baseline.npy", mmap_mode="r")
@@ -297,7 +313,9 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
         if len(ids) > 1 and not np.all(np.diff(ids) > 0):
             raise StoreError(f"the index at {folder} is not in descriptor order: re-ingest the library")
         return IndexFiles(FaissSearch(index, ids), matrices, norms, vectors, {}, ids)
-    matrices = ClassMatrices(class_sums(vectors, offsets, baseline), None, baseline, offsets, vectors=vectors, norms=norms)
+    matrices = ClassMatrices(
+        class_sums(vectors, offsets, baseline), None, baseline, offsets, vectors=vectors, norms=norms
+    )
     params = dict(manifest.get("index_params") or {}) if params is None else dict(params)
     partial = IndexFiles(FlatScan(vectors), matrices, norms, vectors, params, None, folder)
     if factory == "Flat":
@@ -314,8 +332,13 @@ def approximate_searcher(files: IndexFiles, factory: str) -> ClassIVF | FaissSea
     params, folder, vectors = files.params, files.folder, files.vectors
     if is_pq_rerank(factory):
         centre = np.load(folder / "pq_centre.npy")
-        return PQRerank(vectors, centre, int(params.get("depth", 1000)), path=folder / pqrerank.PQ_FILE,
-                        digest=params.get("pq_sha256"))  # fmt: skip
+        return PQRerank(
+            vectors,
+            centre,
+            int(params.get("depth", 1000)),
+            path=folder / pqrerank.PQ_FILE,
+            digest=params.get("pq_sha256"),
+        )
     if factory == "ClassIVF":  # its codes are derived from the class means, like at build time
         searcher = build_class_ivf(vectors, files.matrices.offsets, files.matrices.mean)
         searcher.probe = int(params["probe"])

@@ -61,7 +61,9 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(cores(), thread_name_prefix="whyclip-pq", initializer=faiss.omp_set_num_threads, initargs=(1,))
+            _POOL = ThreadPoolExecutor(
+                cores(), thread_name_prefix="whyclip-pq", initializer=faiss.omp_set_num_threads, initargs=(1,)
+            )
         return _POOL
 
 
@@ -104,10 +106,14 @@ class PQRerank:
                         try:
                             data = self.path.read_bytes()
                         except FileNotFoundError:  # the version was deleted after this reader loaded it
-                            raise LibraryNotFound("a library version was deleted while in use (its retrieval index is "
-                                                  "gone): load it again") from None  # fmt: skip
+                            raise LibraryNotFound(
+                                "a library version was deleted while in use (its retrieval index is "
+                                "gone): load it again"
+                            ) from None
                         if self.digest and file_digest(data) != self.digest:
-                            raise StoreError(f"the retrieval index {self.path} differs from the one built: re-ingest the library")
+                            raise StoreError(
+                                f"the retrieval index {self.path} differs from the one built: re-ingest the library"
+                            )
                         self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
                     self._shards = split(self.index)
                     if len(self._shards) > 1:

@@ -59,8 +59,13 @@ class Queries:
     label: str  # e.g. "240 eval images" or "400 proxy image queries"
 
 
-def proxy_queries(vectors: np.ndarray, offsets: np.ndarray, n: int = PROXY_QUERIES, seed: int = 0,
-                  cosine: float | tuple[float, float] = PROXY_COSINE) -> Queries:  # fmt: skip
+def proxy_queries(
+    vectors: np.ndarray,
+    offsets: np.ndarray,
+    n: int = PROXY_QUERIES,
+    seed: int = 0,
+    cosine: float | tuple[float, float] = PROXY_COSINE,
+) -> Queries:
     """Image-like queries built from the library alone (see the module docstring)."""
     rng = np.random.default_rng(seed)
     sizes = np.diff(offsets)
@@ -109,8 +114,14 @@ def median_ms(fn, queries: np.ndarray) -> float:
     return float(np.median(times) * 1000)
 
 
-def tune_depth(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET,
-                    exact_ms: float | None = None) -> dict:  # fmt: skip
+def tune_depth(
+    searcher,
+    vectors: np.ndarray,
+    queries: Queries,
+    k: int = 10,
+    target: float = RECALL_TARGET,
+    exact_ms: float | None = None,
+) -> dict:
     """The re-rank depth of a :class:`~whyclip.store.vectors.pqrerank.PQRerank`, or the
     reason to answer exactly instead (``exact_fallback``)."""
 
@@ -129,8 +140,12 @@ def tune_depth(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, tar
         if got >= target + MARGIN:
             chosen = d
             break
-    params = {"recall_target": target, "calibrated_on": queries.label, "query_source": queries.source,
-              "recall_by_depth": {str(d): r for d, r in curve.items()}}  # fmt: skip
+    params = {
+        "recall_target": target,
+        "calibrated_on": queries.label,
+        "query_source": queries.source,
+        "recall_by_depth": {str(d): r for d, r in curve.items()},
+    }
     depth = chosen or depths[-1]
     params["depth"] = depth
     params["recall_at_10"] = recall(rerank(vectors, held, held_cand[:, :depth], k)[1], held_exact)
@@ -138,7 +153,9 @@ def tune_depth(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, tar
     exact_ms = exact_ms if exact_ms is not None else median_ms(lambda x: exact_search(vectors, x, k), q)
     params.update(approx_ms=round(approx_ms, 3), exact_ms=round(exact_ms, 3))
     if chosen is None:
-        params["exact_fallback"] = f"recall@{k} {max(curve.values()):.3f} < {target} at every re-rank depth up to {depth}"
+        params["exact_fallback"] = (
+            f"recall@{k} {max(curve.values()):.3f} < {target} at every re-rank depth up to {depth}"
+        )
     elif approx_ms >= exact_ms:
         params["exact_fallback"] = f"not faster than the exact scan ({approx_ms:.2f} ms vs {exact_ms:.2f} ms a query)"
     return params
@@ -188,7 +205,9 @@ def tune_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, tar
     if approx_ms >= exact_ms:
         params["exact_fallback"] = f"not faster than the exact scan ({approx_ms:.2f} ms vs {exact_ms:.2f} ms a query)"
     elif params["recall_at_10"] < target:
-        params["warning"] = (f"recall@{k} {params['recall_at_10']:.3f} on {queries.label} is below {target}"
-                             + (f" even at {found[0]} {params[found[0]]}" if found else "")
-                             + ": its library-wide hits miss many of the exact ones; consider the default index")  # fmt: skip
+        params["warning"] = (
+            f"recall@{k} {params['recall_at_10']:.3f} on {queries.label} is below {target}"
+            + (f" even at {found[0]} {params[found[0]]}" if found else "")
+            + ": its library-wide hits miss many of the exact ones; consider the default index"
+        )
     return params

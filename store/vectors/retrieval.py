@@ -95,7 +95,9 @@ def encode(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
     large matrix never has a full-size temporary."""
     out = np.empty((len(vectors), (vectors.shape[1] + 7) // 8), dtype=np.uint8)
     for lo in range(0, len(vectors), SCAN_CHUNK):
-        out[lo : lo + SCAN_CHUNK] = np.packbits(np.asarray(vectors[lo : lo + SCAN_CHUNK], dtype=np.float32) > centre, axis=1)
+        out[lo : lo + SCAN_CHUNK] = np.packbits(
+            np.asarray(vectors[lo : lo + SCAN_CHUNK], dtype=np.float32) > centre, axis=1
+        )
     return out
 
 

@@ -40,9 +40,13 @@ def create_app(settings: ServiceSettings | None = None, *, warm: bool = True) ->
         yield
         res.close()
 
-    app = FastAPI(title="whyclip", version="1", lifespan=lifespan,
-                  description="Explainable zero-shot image classification: each class is scored by its visual "
-                              "descriptors, and the ranked descriptor similarities are the explanation.")  # fmt: skip
+    app = FastAPI(
+        title="whyclip",
+        version="1",
+        lifespan=lifespan,
+        description="Explainable zero-shot image classification: each class is scored by its visual "
+        "descriptors, and the ranked descriptor similarities are the explanation.",
+    )
     app.state.resources = res
     install_handlers(app)
     for module in (explain, retrieve, libraries, jobs, health):

@@ -97,7 +97,9 @@ class MicroBatcher:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            batch = [item for item in batch if item.future.set_running_or_notify_cancel()]  # a timed-out request: skipped
+            batch = [
+                item for item in batch if item.future.set_running_or_notify_cancel()
+            ]  # a timed-out request: skipped
             if not batch:
                 continue
             images = [im for item in batch for im in item.images]

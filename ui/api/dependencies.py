@@ -25,6 +25,8 @@ SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed befo
 class _Note(NamedTuple):
     at: float
     text: str
+
+
 from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.job_board import JobBoard
 from whyclip.ui.api.settings import ServiceSettings, load_keys
@@ -69,8 +71,12 @@ class Resources:
     def explain_limits(self) -> ExplainLimits:
         """The explanation service's bounds, as this server's settings set them."""
         lim = self.settings.limits
-        return ExplainLimits(max_top=lim.max_top, max_retrieve=lim.max_retrieve,
-                             max_descriptors_listed=lim.max_descriptors_listed, max_batch_pixels=lim.max_request_pixels)  # fmt: skip
+        return ExplainLimits(
+            max_top=lim.max_top,
+            max_retrieve=lim.max_retrieve,
+            max_descriptors_listed=lim.max_descriptors_listed,
+            max_batch_pixels=lim.max_request_pixels,
+        )
 
     @property
     def ready(self) -> bool:
@@ -163,12 +169,17 @@ def _presented_key(x_api_key: str | None, authorization: str | None) -> str | No
 def _check_key(res: Resources, x_api_key: str | None, authorization: str | None) -> None:
     """Constant-time comparison with every accepted key; the key is never logged or echoed."""
     if not res.keys:
-        raise ApiError(403, "this server accepts no API keys, so it refuses this request: start it with "
-                            "WHYCLIP_API_KEYS or --key-file")  # fmt: skip
+        raise ApiError(
+            403,
+            "this server accepts no API keys, so it refuses this request: start it with WHYCLIP_API_KEYS or --key-file",
+        )
     given = _presented_key(x_api_key, authorization)
     if given is None:
-        raise ApiError(401, "an API key is needed: send it as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
-                       {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ApiError(
+            401,
+            "an API key is needed: send it as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
+            {"WWW-Authenticate": "Bearer"},
+        )
     presented = given.encode()
     ok = False
     for key in res.keys:  # every key compared, whatever matches

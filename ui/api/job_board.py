@@ -74,15 +74,28 @@ class JobBoard:
             return None
         if record["state"] in ("queued", "running") and record["host"] == HOST and not _alive(record["pid"]):
             record["state"] = "interrupted"
-            record["error"] = ("the server stopped before this job finished; nothing was published: "
-                               "submit the file again (prompts already embedded come from the cache)")  # fmt: skip
+            record["error"] = (
+                "the server stopped before this job finished; nothing was published: "
+                "submit the file again (prompts already embedded come from the cache)"
+            )
         return record
 
     def submit(self, job_id: str, library: str, run) -> dict:
         """Start ``run(progress) -> result dict`` in the background; returns the job record."""
-        record = {"id": job_id, "kind": "ingest", "library": library, "state": "queued", "created_at": _now(),
-                  "started_at": None, "finished_at": None, "progress": {"done": 0, "total": 0},
-                  "result": None, "error": None, "host": HOST, "pid": os.getpid()}  # fmt: skip
+        record = {
+            "id": job_id,
+            "kind": "ingest",
+            "library": library,
+            "state": "queued",
+            "created_at": _now(),
+            "started_at": None,
+            "finished_at": None,
+            "progress": {"done": 0, "total": 0},
+            "result": None,
+            "error": None,
+            "host": HOST,
+            "pid": os.getpid(),
+        }
         self._write(record)
         self._pool.submit(self._run, dict(record), run)
         return record

@@ -18,8 +18,13 @@ class _TooLarge(Exception):
 
 async def _send_error(send, status: int, message: str) -> None:
     body = json.dumps({"error": message, "status": status}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -62,4 +67,8 @@ class LimitsMiddleware:
                 await _send_error(send, 413, too_big)
         except asyncio.TimeoutError:
             if not started:
-                await _send_error(send, 504, f"request took longer than {self.limits.request_seconds:g} s: send fewer images, or retry")
+                await _send_error(
+                    send,
+                    504,
+                    f"request took longer than {self.limits.request_seconds:g} s: send fewer images, or retry",
+                )

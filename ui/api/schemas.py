@@ -28,8 +28,12 @@ class ClassScoreOut(Open):
     descriptors: list[DescriptorScoreOut]
     baseline_score: float
     baseline_probability: float
-    uncalibrated_probability: float | None = Field(None, description="The library's own probability, when `probability` is calibrated")
-    name_share: float | None = Field(None, description="Share of this score the class-name prompt alone gives, for this image")
+    uncalibrated_probability: float | None = Field(
+        None, description="The library's own probability, when `probability` is calibrated"
+    )
+    name_share: float | None = Field(
+        None, description="Share of this score the class-name prompt alone gives, for this image"
+    )
     description_share: float | None = Field(None, description="Share the descriptor content adds")
 
 
@@ -89,7 +93,9 @@ class RetrievalOut(Open):
     exact: bool = Field(description="True when every descriptor was scored (the exact scan)")
     index: str = Field(description="The index and its calibrated knob, e.g. PQ256x4fs+rerank150")
     recall_at_10: float = Field(description="Recall@10 against exact search (1.0 when exact)")
-    calibrated_on: str | None = Field(description="The image-like queries the recall was measured on, e.g. '240 eval images'")
+    calibrated_on: str | None = Field(
+        description="The image-like queries the recall was measured on, e.g. '240 eval images'"
+    )
     note: str | None = Field(description="Why an approximate index answers exactly, or a low-recall warning")
 
 
@@ -108,20 +114,28 @@ class ExplanationOut(Open):
     contrast: ContrastOut | None
     retrieved: list[RetrievedOut]
     calibration: dict | None = Field(None, description="The stored calibration the probabilities use (calibrated=true)")
-    name_description: dict | None = Field(None, description="The per-image name/description fit, or a note why there is none")
+    name_description: dict | None = Field(
+        None, description="The per-image name/description fit, or a note why there is none"
+    )
     retrieval: RetrievalOut | None = None
 
 
 class ExplainOut(Open):
-    explanations: list[ExplanationOut] = Field(description="One per image, in upload order: the objects of `whyclip explain --json`")
-    seconds: dict[str, float] = Field(description="Where the time went (decode, encode, explain): not part of the explanation")
+    explanations: list[ExplanationOut] = Field(
+        description="One per image, in upload order: the objects of `whyclip explain --json`"
+    )
+    seconds: dict[str, float] = Field(
+        description="Where the time went (decode, encode, explain): not part of the explanation"
+    )
 
 
 class IndexOut(Open):
     factory: str
     params: dict
     exact: bool = Field(description="True when the index is an exact scan")
-    recall_at_10: float = Field(description="Recall@10 against exact search, measured on image-like queries (eval images, else a proxy)")
+    recall_at_10: float = Field(
+        description="Recall@10 against exact search, measured on image-like queries (eval images, else a proxy)"
+    )
     calibrated_on: str | None = Field(default=None, description="Those queries, e.g. '240 eval images'")
 
 
@@ -150,7 +164,9 @@ class LibraryOut(Open):
     n_descriptors: int
     n_prompts: int
     n_empty_classes: int
-    n_pairs: int = Field(0, description="Class pairs with contrastive pair descriptors (FuDD), kept apart from the classes' own")
+    n_pairs: int = Field(
+        0, description="Class pairs with contrastive pair descriptors (FuDD), kept apart from the classes' own"
+    )
     index_factory: str
     recall_at_10: float
     retrieval: RetrievalOut | None = None

@@ -55,12 +55,17 @@ def header_pixels(name: str, data: bytes, max_pixels: int) -> int:
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
     except Image.DecompressionBombError:
-        raise ApiError(413, f"{name}: far too many pixels for a safe image (a decompression bomb?): downscale it first") from None
+        raise ApiError(
+            413, f"{name}: far too many pixels for a safe image (a decompression bomb?): downscale it first"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         width = height = 0  # read_image_bytes names the problem
     if width * height > max_pixels:
-        raise ApiError(413, f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
-                            f"{max_pixels:,} (a decompression bomb?): downscale it first")  # fmt: skip
+        raise ApiError(
+            413,
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (a decompression bomb?): downscale it first",
+        )
     return width * height
 
 

@@ -15,8 +15,12 @@ from whyclip.ui.cli.context import open_store
 @click.command()
 @click.option("--library", "-l", default=None, help="Library to open first [default: the first one].")
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port on 127.0.0.1.")
-@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
-              help="A folder of images to pick from in the dashboard.")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A folder of images to pick from in the dashboard.",
+)
 @click.option("--model", "-m", default=None, help="CLIP model [default: the one each library was built with].")
 @click.pass_context
 def ui(ctx, library, port, images, model):
@@ -24,13 +28,32 @@ def ui(ctx, library, port, images, model):
     if library is not None:
         open_store(ctx, create=False).library(library)  # an unknown name fails here, in one line
     env = dict(os.environ)
-    settings = {"WHYCLIP_HOME": ctx.obj["home"], "WHYCLIP_DB": ctx.obj["db"], "WHYCLIP_UI_LIBRARY": library,
-                "WHYCLIP_UI_IMAGES": images and str(Path(images).resolve()), "WHYCLIP_UI_MODEL": model}  # fmt: skip
+    settings = {
+        "WHYCLIP_HOME": ctx.obj["home"],
+        "WHYCLIP_DB": ctx.obj["db"],
+        "WHYCLIP_UI_LIBRARY": library,
+        "WHYCLIP_UI_IMAGES": images and str(Path(images).resolve()),
+        "WHYCLIP_UI_MODEL": model,
+    }
     env.update({k: v for k, v in settings.items() if v})
     app = Path(__file__).parents[1] / "dashboard" / "streamlit_app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
-               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--client.toolbarMode", "minimal"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]
     click.echo(f"whyclip dashboard on http://127.0.0.1:{port} (Ctrl+C to stop)", err=True)
     sys.stderr.flush()
     if os.name == "posix":  # become the server, so that signals (Ctrl+C, kill) reach it directly

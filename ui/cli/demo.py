@@ -23,9 +23,15 @@ def demo(ctx, model, device, precision):
 
 @click.command("make-test-model")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--full-size", is_flag=True, help="ViT-B/32's architecture (same compute as the real model) instead of a tiny one.")
-@click.option("--vocab", type=click.Path(exists=True), default=None,
-              help="CLIP's bpe_simple_vocab_16e6.txt.gz, a clip-anytorch wheel, or a folder holding either (needed for --full-size).")
+@click.option(
+    "--full-size", is_flag=True, help="ViT-B/32's architecture (same compute as the real model) instead of a tiny one."
+)
+@click.option(
+    "--vocab",
+    type=click.Path(exists=True),
+    default=None,
+    help="CLIP's bpe_simple_vocab_16e6.txt.gz, a clip-anytorch wheel, or a folder holding either (needed for --full-size).",
+)
 @click.option("--seed", default=0, show_default=True, help="Random seed for the weights.")
 def make_test_model_cmd(directory, full_size, vocab, seed):
     """Write a random-weight CLIP model folder, built offline, loadable with --model DIRECTORY.
@@ -36,4 +42,6 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
         path = make_test_model(directory, full_size=full_size, vocab=vocab, seed=seed)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}")
+    click.echo(
+        f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}"
+    )

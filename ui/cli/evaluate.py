@@ -38,18 +38,32 @@ from whyclip.ui.render.audit_report import accuracy_lines, confusion_lines, per_
 @click.option("--library", "-l", required=True, help="Library to evaluate.")
 @click.option("--version", "lib_version", type=int, default=None, help="Library version [default: newest].")
 @click.option("--name", default=None, help="Name of the run [default: the dataset's name, numbered if taken].")
-@click.option("--skip-unmatched", is_flag=True, help="Leave out images whose label matches no class, instead of refusing.")
+@click.option(
+    "--skip-unmatched", is_flag=True, help="Leave out images whose label matches no class, instead of refusing."
+)
 @click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
-@click.option("--method", "methods", multiple=True, type=click.Choice(["fudd", "no-fudd"]),
-              help="fudd: also re-rank with the version's pair descriptors (FuDD), refusing a version without any; "
-                   "no-fudd: leave FuDD out [default: FuDD whenever the version has pair descriptors].")
-@click.option("--fudd-top-k", default=5, show_default=True, type=click.IntRange(2, 5),
-              help="FuDD re-ranks each image's top classes under the library's aggregate: how many.")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    type=click.Choice(["fudd", "no-fudd"]),
+    help="fudd: also re-rank with the version's pair descriptors (FuDD), refusing a version without any; "
+    "no-fudd: leave FuDD out [default: FuDD whenever the version has pair descriptors].",
+)
+@click.option(
+    "--fudd-top-k",
+    default=5,
+    show_default=True,
+    type=click.IntRange(2, 5),
+    help="FuDD re-ranks each image's top classes under the library's aggregate: how many.",
+)
 @PRECISION
 @click.pass_context
-def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, device, as_json, methods, fudd_top_k, precision):
+def eval_cmd(
+    ctx, dataset, library, lib_version, name, skip_unmatched, model, device, as_json, methods, fudd_top_k, precision
+):
     """Score a labelled DATASET with a library and store the run for 'whyclip audit'.
 
     DATASET is a folder with one subfolder of images per class (ImageFolder) or a CSV of
@@ -64,8 +78,9 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     if {"fudd", "no-fudd"} <= set(methods):
         raise click.UsageError("--method fudd and --method no-fudd contradict each other: give one")
     fudd = True if "fudd" in methods else False if "no-fudd" in methods else None
-    plan = plan_eval(store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd,
-                     fudd_top_k=fudd_top_k)  # before the model loads  # fmt: skip
+    plan = plan_eval(
+        store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd, fudd_top_k=fudd_top_k
+    )  # before the model loads
     encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, plan, encoder, progress=bar)
@@ -76,21 +91,43 @@ def eval_cmd(ctx, dataset, library, lib_version, name, skip_unmatched, model, de
     fudd_summary = summarise_fudd(run, agg) if FUDD in run.results else None
     rate = report.images_per_second
     if as_json:
-        click.echo(json.dumps({"run": report.run.to_dict(), "images_per_second": rate, "embedded": report.n_embedded,
-                               "cached": report.n_cached, "seconds": report.seconds, "timings": report.timings,
-                               "accuracy": acc, "per_class": classes, "confusions": pairs,
-                               **({"fudd": fudd_summary} if fudd_summary else {})}, indent=2, ensure_ascii=False))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "run": report.run.to_dict(),
+                    "images_per_second": rate,
+                    "embedded": report.n_embedded,
+                    "cached": report.n_cached,
+                    "seconds": report.seconds,
+                    "timings": report.timings,
+                    "accuracy": acc,
+                    "per_class": classes,
+                    "confusions": pairs,
+                    **({"fudd": fudd_summary} if fudd_summary else {}),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         r, tm = report.run, report.timings
-        lines = [f"run {r.name!r} of library {library} v{lib.info.version}: {r.n_images} images "
-                 f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
-                 f"in {report.seconds:.1f}s: images {tm['images']:.1f}s ({rate:.1f} images/s), random-word control "
-                 f"{tm['control']:.1f}s, scoring {tm['scoring']:.1f}s", "", *accuracy_lines(acc), "",
-                 *([f"FuDD ({fudd_summary['pairs']} stored pairs): {fudd_summary['verdict']}", ""] if fudd_summary else []),
-                 f"classes with the largest loss against the baseline ({agg}; every class: --json, or the audit)",
-                 *per_class_lines(classes), "",
-                 "most confused (predicted for true)", *confusion_lines(pairs, 5), "",
-                 f"details: whyclip audit --library {library} --run {r.name} [--format html]"]  # fmt: skip
+        lines = [
+            f"run {r.name!r} of library {library} v{lib.info.version}: {r.n_images} images "
+            f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
+            f"in {report.seconds:.1f}s: images {tm['images']:.1f}s ({rate:.1f} images/s), random-word control "
+            f"{tm['control']:.1f}s, scoring {tm['scoring']:.1f}s",
+            "",
+            *accuracy_lines(acc),
+            "",
+            *([f"FuDD ({fudd_summary['pairs']} stored pairs): {fudd_summary['verdict']}", ""] if fudd_summary else []),
+            f"classes with the largest loss against the baseline ({agg}; every class: --json, or the audit)",
+            *per_class_lines(classes),
+            "",
+            "most confused (predicted for true)",
+            *confusion_lines(pairs, 5),
+            "",
+            f"details: whyclip audit --library {library} --run {r.name} [--format html]",
+        ]
         click.echo("\n".join(lines))
     if report.skipped:
         ctx.exit(1)
@@ -113,35 +150,92 @@ def runs(ctx, library, as_json):
         click.echo("no evaluation runs yet: make one with 'whyclip eval DATASET --library NAME'", err=True)
         return
     head = ("library", "version", "run", "images", "skipped", "dataset", "created")
-    rows = [(r.library_name, r.library_version, r.name, r.n_images, len(r.details.get("skipped", [])), r.dataset,
-             r.created_at.strftime("%Y-%m-%d %H:%M")) for r in found]  # fmt: skip
+    rows = [
+        (
+            r.library_name,
+            r.library_version,
+            r.name,
+            r.n_images,
+            len(r.details.get("skipped", [])),
+            r.dataset,
+            r.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+        for r in found
+    ]
     click.echo("\n".join(table_lines(head, rows)))
 
 
 @click.command()
 @click.option("--library", "-l", required=True, help="Library whose run to audit.")
 @click.option("--run", "run_name", default=None, help="Run name (see 'whyclip runs') [default: the newest].")
-@click.option("--format", "fmt", type=click.Choice(["text", "html", "csv", "json"]), default="text", show_default=True,
-              help="text and json print to stdout; html writes one self-contained page; csv a folder of tables.")
-@click.option("--out", "-o", type=click.Path(), default=None,
-              help="Where to write [default: stdout for text/json, LIBRARY-RUN-audit.html or LIBRARY-RUN-audit/ for html/csv].")
-@click.option("--aggregate", "-a", type=click.Choice(AGGREGATES), default=None, help="Aggregate to audit [default: the library's].")
-@click.option("--delete-k", default=3, show_default=True, type=click.IntRange(1), help="Descriptors removed by the deletion control.")
-@click.option("--near", "near_threshold", default=0.95, show_default=True, type=click.FloatRange(-1, 1),
-              help="Cosine above which prompts of different classes count as near-identical.")
-@click.option("--flat-ratio", default=0.25, show_default=True, type=click.FloatRange(0),
-              help="A descriptor is flat when its similarity's spread is below this times the median spread.")
-@click.option("--pairs", default=10, show_default=True, type=click.IntRange(1), help="Confused pairs to list with evidence.")
-@click.option("--min-n", default=10, show_default=True, type=click.IntRange(1),
-              help="Images a class needs before it is flagged as doing worse than its class name.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "html", "csv", "json"]),
+    default="text",
+    show_default=True,
+    help="text and json print to stdout; html writes one self-contained page; csv a folder of tables.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(),
+    default=None,
+    help="Where to write [default: stdout for text/json, LIBRARY-RUN-audit.html or LIBRARY-RUN-audit/ for html/csv].",
+)
+@click.option(
+    "--aggregate",
+    "-a",
+    type=click.Choice(AGGREGATES),
+    default=None,
+    help="Aggregate to audit [default: the library's].",
+)
+@click.option(
+    "--delete-k",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Descriptors removed by the deletion control.",
+)
+@click.option(
+    "--near",
+    "near_threshold",
+    default=0.95,
+    show_default=True,
+    type=click.FloatRange(-1, 1),
+    help="Cosine above which prompts of different classes count as near-identical.",
+)
+@click.option(
+    "--flat-ratio",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="A descriptor is flat when its similarity's spread is below this times the median spread.",
+)
+@click.option(
+    "--pairs", default=10, show_default=True, type=click.IntRange(1), help="Confused pairs to list with evidence."
+)
+@click.option(
+    "--min-n",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images a class needs before it is flagged as doing worse than its class name.",
+)
 @click.pass_context
 def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold, flat_ratio, pairs, min_n):
     """Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."""
     store = open_store(ctx, create=False)
     info = find_run(store.engine, library, run_name)
     lib = store.load(library, info.library_version)
-    settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near_threshold,
-                             flat_ratio=flat_ratio, pairs=pairs, min_n=min_n)  # fmt: skip
+    settings = AuditSettings(
+        aggregate=aggregate,
+        delete_k=delete_k,
+        near_threshold=near_threshold,
+        flat_ratio=flat_ratio,
+        pairs=pairs,
+        min_n=min_n,
+    )
     calibration = latest_calibration(store.engine, lib.info.id, aggregate or lib.info.aggregate)
     result = make_audit(load_run(store.engine, info), lib, settings, calibration)
     if out is None and fmt in ("text", "json"):
@@ -149,7 +243,9 @@ def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold,
         return
     if fmt == "text":
         raise click.UsageError("--out is for html, csv and json; text goes to stdout")
-    default = f"{_safe(library)}-{_safe(info.name)}-audit" + (".html" if fmt == "html" else ".json" if fmt == "json" else "")
+    default = f"{_safe(library)}-{_safe(info.name)}-audit" + (
+        ".html" if fmt == "html" else ".json" if fmt == "json" else ""
+    )
     target = Path(out or default)
     if fmt == "csv" and target.exists() and not target.is_dir():
         raise click.ClickException(f"{target} is a file; csv writes a folder of tables: give --out a folder")

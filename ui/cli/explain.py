@@ -23,23 +23,62 @@ from whyclip.ui.render.explanation_json import explanation_json
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--library", "-l", required=True, help="Library to explain with.")
 @click.option("--version", "lib_version", type=int, default=None, help="Library version [default: newest].")
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Classes to show, with all their descriptors.")
-@click.option("--aggregate", "-a", type=click.Choice(AGGREGATES), default=None,
-              help="How descriptor similarities make a class score [default: the library's, mean].")
-@click.option("--compare", nargs=2, default=None, metavar="A B", help="Contrast these two classes [default: the top two].")
-@click.option("--retrieve", default=10, show_default=True, type=click.IntRange(0), help="Library-wide best descriptors to list.")
+@click.option(
+    "--top", default=5, show_default=True, type=click.IntRange(1), help="Classes to show, with all their descriptors."
+)
+@click.option(
+    "--aggregate",
+    "-a",
+    type=click.Choice(AGGREGATES),
+    default=None,
+    help="How descriptor similarities make a class score [default: the library's, mean].",
+)
+@click.option(
+    "--compare", nargs=2, default=None, metavar="A B", help="Contrast these two classes [default: the top two]."
+)
+@click.option(
+    "--retrieve", default=10, show_default=True, type=click.IntRange(0), help="Library-wide best descriptors to list."
+)
 @click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one per line (schema in README).")
 @PRECISION
-@click.option("--server", default=None, metavar="URL", envvar="WHYCLIP_SERVER",
-              help="Ask a running 'whyclip serve' at URL instead of loading the model here [env WHYCLIP_SERVER].")
-@click.option("--api-key", default=None, envvar="WHYCLIP_API_KEY", help="API key for --server, if it needs one [env WHYCLIP_API_KEY].")
-@click.option("--calibrated", is_flag=True,
-              help="Probabilities from the library version's stored calibration (made by 'whyclip calibrate').")
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    envvar="WHYCLIP_SERVER",
+    help="Ask a running 'whyclip serve' at URL instead of loading the model here [env WHYCLIP_SERVER].",
+)
+@click.option(
+    "--api-key",
+    default=None,
+    envvar="WHYCLIP_API_KEY",
+    help="API key for --server, if it needs one [env WHYCLIP_API_KEY].",
+)
+@click.option(
+    "--calibrated",
+    is_flag=True,
+    help="Probabilities from the library version's stored calibration (made by 'whyclip calibrate').",
+)
 @click.pass_context
-def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve, model, device, as_json, precision,
-            server, api_key, calibrated):  # fmt: skip
+def explain(
+    ctx,
+    images,
+    library,
+    lib_version,
+    top,
+    aggregate,
+    compare,
+    retrieve,
+    model,
+    device,
+    as_json,
+    precision,
+    server,
+    api_key,
+    calibrated,
+):
     """Explain why each IMAGE (file or folder of images) gets its classes.
 
     Images are encoded and scored in batches. An unreadable image is reported on stderr
@@ -49,13 +88,24 @@ def explain(ctx, images, library, lib_version, top, aggregate, compare, retrieve
     if server:
         from whyclip.ui.cli.remote import explain_remote
 
-        form = {"library": library, "top": top, "retrieve": retrieve, **({"version": lib_version} if lib_version else {}),
-                **({"aggregate": aggregate} if aggregate else {}), **({"compare": list(compare)} if compare else {}),
-                **({"calibrated": "true"} if calibrated else {})}  # fmt: skip
+        form = {
+            "library": library,
+            "top": top,
+            "retrieve": retrieve,
+            **({"version": lib_version} if lib_version else {}),
+            **({"aggregate": aggregate} if aggregate else {}),
+            **({"compare": list(compare)} if compare else {}),
+            **({"calibrated": "true"} if calibrated else {}),
+        }
         return explain_remote(ctx, server, api_key, expand_image_paths(images), form, as_json)
     store = open_store(ctx, create=False)
-    options = ExplainOptions(top=top, aggregate=aggregate, compare=tuple(compare) if compare else None, retrieve=retrieve,
-                             calibrated=calibrated)  # fmt: skip
+    options = ExplainOptions(
+        top=top,
+        aggregate=aggregate,
+        compare=tuple(compare) if compare else None,
+        retrieve=retrieve,
+        calibrated=calibrated,
+    )
     plan = plan_explain(store, library, lib_version, options)
     paths, failed = _readable(expand_image_paths(images), check_image)  # headers, before the model loads
     encoder = open_encoder(store, model or plan.library.info.encoder_name, device, precision)

@@ -21,20 +21,42 @@ from whyclip.ui.render.table import table_lines
 
 @click.command("ingest")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--library", "-l", default=None,
-              help="Library name for one FILE [default: its file name without the suffix]; with several FILES, a prefix put before each file's name.")
+@click.option(
+    "--library",
+    "-l",
+    default=None,
+    help="Library name for one FILE [default: its file name without the suffix]; with several FILES, a prefix put before each file's name.",
+)
 @click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
-@click.option("--template", "-t", default=None,
-              help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule) [default: paper, or the template in FILE.meta.json beside an exported FILE].")
-@click.option("--baseline", "-b", default=None,
-              help="Class-name prompt for the baseline [default: 'a photo of a {class}.', or the one in FILE.meta.json beside an exported FILE].")
+@click.option(
+    "--template",
+    "-t",
+    default=None,
+    help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule) [default: paper, or the template in FILE.meta.json beside an exported FILE].",
+)
+@click.option(
+    "--baseline",
+    "-b",
+    default=None,
+    help="Class-name prompt for the baseline [default: 'a photo of a {class}.', or the one in FILE.meta.json beside an exported FILE].",
+)
 @click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
 @PRECISION
-@click.option("--commit-every", default=1024, show_default=True, type=click.IntRange(1),
-              help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.")
-@click.option("--index", "index_factory", default=None, metavar="FACTORY",
-              help="Library-wide retrieval index: Flat (exact), PQ256x4fs+rerank (PQ codes re-ranked exactly), ClassIVF, or any FAISS factory string; approximate ones are calibrated on image-like queries [default: Flat up to 50,000 descriptors, PQ256x4fs+rerank above].")
+@click.option(
+    "--commit-every",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Prompts embedded and committed at a time: an interrupted ingest resumes from the last commit.",
+)
+@click.option(
+    "--index",
+    "index_factory",
+    default=None,
+    metavar="FACTORY",
+    help="Library-wide retrieval index: Flat (exact), PQ256x4fs+rerank (PQ codes re-ranked exactly), ClassIVF, or any FAISS factory string; approximate ones are calibrated on image-like queries [default: Flat up to 50,000 descriptors, PQ256x4fs+rerank above].",
+)
 @click.pass_context
 def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
     """Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one
@@ -56,7 +78,9 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
     encoder = ingest.load_encoder(model, device, precision)
     plans = []
     for name, t, b, sidecar, parsed in inputs:
-        plans.append(plan_ingest(parsed, name, encoder, template=t, baseline=b, strict=strict, index_factory=index_factory))
+        plans.append(
+            plan_ingest(parsed, name, encoder, template=t, baseline=b, strict=strict, index_factory=index_factory)
+        )
         warn_changed_prompts(sidecar, plans[-1].classes)
     store = open_store(ctx, create=True)  # only now is anything written
     encoder.verdicts = StoreVerdicts(store)
@@ -70,7 +94,6 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
             f"({report.n_embedded} embedded, {report.n_reused} from the cache) in {report.seconds:.1f}s "
             f"({i.encoder_name}, dim {i.dim}, {_text_precision(encoder)})"
         )
-
 
 
 def _text_precision(encoder) -> str:
@@ -87,7 +110,9 @@ def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
     seen: dict[str, str] = {}
     for file, name in zip(files, names):
         if name in seen:
-            raise click.UsageError(f"{seen[name]} and {file} would both make library {name!r}: ingest them separately with --library")
+            raise click.UsageError(
+                f"{seen[name]} and {file} would both make library {name!r}: ingest them separately with --library"
+            )
         seen[name] = file
     return names
 
@@ -105,25 +130,69 @@ def libraries(ctx, as_json, every_version):
     except NoStore:
         infos, calibrations = [], {}
     if as_json:
-        click.echo(json.dumps([{**_info_dict(i), "calibration": calibrations[i.id].block() if i.id in calibrations else None}
-                               for i in infos], indent=2, default=str))  # fmt: skip
+        click.echo(
+            json.dumps(
+                [
+                    {**_info_dict(i), "calibration": calibrations[i.id].block() if i.id in calibrations else None}
+                    for i in infos
+                ],
+                indent=2,
+                default=str,
+            )
+        )
         return
     if not infos:
-        click.echo("no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True)
+        click.echo(
+            "no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True
+        )
         return
-    head = ("library", "version", "classes", "descriptors", "empty", "pairs", "dim", "template", "index", "recall@10",
-            "recall measured on", "encoder", "calibrated", "created", "note")  # fmt: skip
-    rows = [(i.name, i.version, i.n_classes, i.n_descriptors, i.n_empty_classes, i.n_pairs, i.dim, i.template,
-             _index_cell(i), f"{i.retrieval['recall_at_10']:.3f}", i.retrieval["calibrated_on"] or "-", i.encoder_name,
-             f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
-             i.created_at.strftime("%Y-%m-%d %H:%M"),
-             i.note if len(i.note) <= 60 else i.note[:57] + "...") for i in infos]  # fmt: skip
+    head = (
+        "library",
+        "version",
+        "classes",
+        "descriptors",
+        "empty",
+        "pairs",
+        "dim",
+        "template",
+        "index",
+        "recall@10",
+        "recall measured on",
+        "encoder",
+        "calibrated",
+        "created",
+        "note",
+    )
+    rows = [
+        (
+            i.name,
+            i.version,
+            i.n_classes,
+            i.n_descriptors,
+            i.n_empty_classes,
+            i.n_pairs,
+            i.dim,
+            i.template,
+            _index_cell(i),
+            f"{i.retrieval['recall_at_10']:.3f}",
+            i.retrieval["calibrated_on"] or "-",
+            i.encoder_name,
+            f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
+            i.created_at.strftime("%Y-%m-%d %H:%M"),
+            i.note if len(i.note) <= 60 else i.note[:57] + "...",
+        )
+        for i in infos
+    ]
     click.echo("\n".join(table_lines(head, rows)))
 
 
 def _index_cell(i) -> str:
     """The index, its calibrated knob, and "exact scan" where calibration fell back to it."""
-    label = i.index_label.replace(" probe ", " (probe ").replace(" nprobe ", " (nprobe ").replace(" efSearch ", " (efSearch ")
+    label = (
+        i.index_label.replace(" probe ", " (probe ")
+        .replace(" nprobe ", " (nprobe ")
+        .replace(" efSearch ", " (efSearch ")
+    )
     label += ")" if label != i.index_label else ""
     return label + (" -> exact scan" if i.retrieval["exact"] and i.index_factory != "Flat" else "")
 

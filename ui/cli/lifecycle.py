@@ -1,6 +1,6 @@
 """The lifecycle commands of the ``whyclip`` command line: ``delete``, ``gc`` and ``export``
 (the work is in :mod:`whyclip.store.db.lifecycle`), and how ``ingest`` takes its template
-and baseline from an export's sidecar. """
+and baseline from an export's sidecar."""
 
 from __future__ import annotations
 
@@ -32,8 +32,13 @@ def _size(n: int) -> str:
 
 @click.command("delete")
 @click.argument("name")
-@click.option("--version", "lib_version", type=click.IntRange(1), default=None,
-              help="Delete only this version [default: every version of NAME].")
+@click.option(
+    "--version",
+    "lib_version",
+    type=click.IntRange(1),
+    default=None,
+    help="Delete only this version [default: every version of NAME].",
+)
 @click.option("--with-runs", is_flag=True, help="Also delete the evaluation runs made with the version(s).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
@@ -44,8 +49,11 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
     evaluation runs is refused unless --with-runs is given.
     """
     store = open_store(ctx, create=False)
-    infos = [i for i in store.libraries(every_version=True) if i.name == name
-             and (lib_version is None or i.version == lib_version)]  # fmt: skip
+    infos = [
+        i
+        for i in store.libraries(every_version=True)
+        if i.name == name and (lib_version is None or i.version == lib_version)
+    ]
     if infos and not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("not asking on a non-interactive input: pass --yes to delete")
@@ -53,15 +61,21 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
         click.confirm(f"delete library {name} {listed}?", abort=True, err=True)
     done = delete_versions(store, name, lib_version, with_runs=with_runs)
     runs = f"; {len(done.runs)} evaluation run(s) deleted with it" if done.runs else ""
-    click.echo(f"deleted library {done.name} {', '.join(f'v{v}' for v in done.versions)}: {done.folders} index "
-               f"folder(s), {_size(done.bytes)} freed{runs}; cached vectors kept")  # fmt: skip
+    click.echo(
+        f"deleted library {done.name} {', '.join(f'v{v}' for v in done.versions)}: {done.folders} index "
+        f"folder(s), {_size(done.bytes)} freed{runs}; cached vectors kept"
+    )
     for folder in done.left:
         click.echo(f"warning: could not remove {folder}: 'whyclip gc' removes it later", err=True)
 
 
 @click.command("gc")
-@click.option("--cache", "with_cache", is_flag=True,
-              help="Also remove embedding-cache rows that no library version and no evaluation run uses.")
+@click.option(
+    "--cache",
+    "with_cache",
+    is_flag=True,
+    help="Also remove embedding-cache rows that no library version and no evaluation run uses.",
+)
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.pass_context
 def gc_cmd(ctx, with_cache, dry_run):
@@ -74,23 +88,35 @@ def gc_cmd(ctx, with_cache, dry_run):
         line += f" and {freed.cache_rows} cache row(s) ({_size(freed.cache_bytes)} of vectors)"
     click.echo(line)
     if freed.young:
-        click.echo(f"left {len(freed.young)} unowned index folder(s) younger than {GC_MIN_AGE_S // 60} minutes "
-                   "(an ingest may still be publishing them): run gc again later", err=True)  # fmt: skip
+        click.echo(
+            f"left {len(freed.young)} unowned index folder(s) younger than {GC_MIN_AGE_S // 60} minutes "
+            "(an ingest may still be publishing them): run gc again later",
+            err=True,
+        )
 
 
 @click.command("export")
 @click.argument("name")
-@click.option("--version", "lib_version", type=click.IntRange(1), default=None, help="Library version [default: newest].")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Library file to write: .json (the paper's format), .jsonl or .csv; FILE.meta.json is written beside it.")
+@click.option(
+    "--version", "lib_version", type=click.IntRange(1), default=None, help="Library version [default: newest]."
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Library file to write: .json (the paper's format), .jsonl or .csv; FILE.meta.json is written beside it.",
+)
 @click.option("--force", is_flag=True, help="Overwrite FILE and its sidecar if they exist.")
 @click.pass_context
 def export_cmd(ctx, name, lib_version, out, force):
     """Write a library version as a descriptor file plus a metadata sidecar (settings,
     encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back."""
     meta = export_library(open_store(ctx, create=False), name, lib_version, out, force=force)
-    click.echo(f"wrote library {meta['name']} v{meta['version']} to {out} ({meta['n_classes']} classes, "
-               f"{meta['n_descriptors']} descriptors) and {sidecar_path(out)}")  # fmt: skip
+    click.echo(
+        f"wrote library {meta['name']} v{meta['version']} to {out} ({meta['n_classes']} classes, "
+        f"{meta['n_descriptors']} descriptors) and {sidecar_path(out)}"
+    )
 
 
 def settings_from_sidecar(file: str, template: str | None, baseline: str | None) -> tuple[str, str, dict | None]:
@@ -113,6 +139,8 @@ def warn_changed_prompts(meta: dict | None, classes) -> None:
     """Say when the prompts about to be embedded differ from those an export recorded."""
     changed = sidecar_prompt_changes(meta, classes) if meta else 0
     if changed:
-        click.echo(f"warning: {changed} prompt(s) differ from those the export recorded (another template or "
-                   "prompt rule): the vectors will differ from the exported version's", err=True)  # fmt: skip
-
+        click.echo(
+            f"warning: {changed} prompt(s) differ from those the export recorded (another template or "
+            "prompt rule): the vectors will differ from the exported version's",
+            err=True,
+        )

@@ -24,51 +24,87 @@ log = logging.getLogger("whyclip")
 #: it as click would, without importing the module; tests/test_cli_lazy.py checks each
 #: against the command's own help)
 COMMANDS = {
-    "audit": ("whyclip.ui.cli.evaluate:audit",
-        "Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene."),
-    "calibrate": ("whyclip.ui.cli.calibrate:calibrate",
-        "Fit a temperature (LeVine et al., 2023) on a run; report held-out ECE, NLL and accuracy before and after."),
-    "clean": ("whyclip.ui.cli.generate:clean",
-        "Clean an existing library FILE and report every line dropped or flagged, and why."),
-    "delete": ("whyclip.ui.cli.lifecycle:delete_cmd",
-        "Delete library NAME (every version, or --version N): its rows and index files."),
-    "demo": ("whyclip.ui.cli.demo:demo",
-        "Ingest the bundled demo library and explain a few drawn sample images."),
-    "eval": ("whyclip.ui.cli.evaluate:eval_cmd",
-        "Score a labelled DATASET with a library and store the run for 'whyclip audit'."),
-    "eval-pairs": ("whyclip.ui.cli.generate:eval_pairs_cmd",
-        "Re-rank the images of the run a PAIRS file came from with its differential descriptions (FuDD) and report top-1 accuracy beside the run's own method."),
-    "explain": ("whyclip.ui.cli.explain:explain",
-        "Explain why each IMAGE (file or folder of images) gets its classes."),
-    "export": ("whyclip.ui.cli.lifecycle:export_cmd",
-        "Write a library version as a descriptor file plus a metadata sidecar (settings, encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back."),
-    "gc": ("whyclip.ui.cli.lifecycle:gc_cmd",
-        "Remove index folders no library version owns (left by a killed ingest or a failed removal), and with --cache unused cached vectors; report what was freed."),
-    "generate": ("whyclip.ui.cli.generate:generate",
-        "Generate descriptors for CLASSES with an LLM and write a cleaned library."),
-    "generate-pairs": ("whyclip.ui.cli.generate:generate_pairs_cmd",
-        "Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that a set of images is ambiguous between (FuDD's differential descriptions); write them to a pairs file with provenance (--out) and/or store them with the library version (--store)."),
-    "ingest": ("whyclip.ui.cli.libraries:ingest_cmd",
-        "Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one library per file."),
-    "ingest-pairs": ("whyclip.ui.cli.generate:ingest_pairs_cmd",
-        "Store a PAIRS file (from 'whyclip generate-pairs') with a library version as contrastive pair descriptors: each side's descriptions rendered with the library's template, embedded through the cache, kept apart from the classes' own descriptors."),
-    "libraries": ("whyclip.ui.cli.libraries:libraries",
-        "List libraries (newest version of each, or --all) with encoder, dimension, template and counts."),
-    "make-test-model": ("whyclip.ui.cli.demo:make_test_model_cmd",
-        "Write a random-weight CLIP model folder, built offline, loadable with --model DIRECTORY."),
-    "migrate": ("whyclip.ui.cli.migrate:migrate",
-        "Bring the store's database up to the schema this whyclip uses (all or nothing)."),
-    "pairs": ("whyclip.ui.cli.generate:pairs_cmd",
-        "List the contrastive pair descriptors (FuDD) stored with a library version: each pair, its features as A's look | B's look, and where they came from."),
-    "runs": ("whyclip.ui.cli.evaluate:runs",
-        "List evaluation runs (made by 'whyclip eval')."),
-    "serve": ("whyclip.ui.cli.serve:serve",
-        "Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; docs at /docs."),
-    "ui": ("whyclip.ui.cli.dashboard:ui",
-        "Start the dashboard (Streamlit) on http://127.0.0.1:PORT."),
-    "whatif": ("whyclip.ui.cli.whatif:whatif",
-        "What an edit of a library's descriptors would do to a stored run, exactly."),
+    "audit": (
+        "whyclip.ui.cli.evaluate:audit",
+        "Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene.",
+    ),
+    "calibrate": (
+        "whyclip.ui.cli.calibrate:calibrate",
+        "Fit a temperature (LeVine et al., 2023) on a run; report held-out ECE, NLL and accuracy before and after.",
+    ),
+    "clean": (
+        "whyclip.ui.cli.generate:clean",
+        "Clean an existing library FILE and report every line dropped or flagged, and why.",
+    ),
+    "delete": (
+        "whyclip.ui.cli.lifecycle:delete_cmd",
+        "Delete library NAME (every version, or --version N): its rows and index files.",
+    ),
+    "demo": ("whyclip.ui.cli.demo:demo", "Ingest the bundled demo library and explain a few drawn sample images."),
+    "eval": (
+        "whyclip.ui.cli.evaluate:eval_cmd",
+        "Score a labelled DATASET with a library and store the run for 'whyclip audit'.",
+    ),
+    "eval-pairs": (
+        "whyclip.ui.cli.generate:eval_pairs_cmd",
+        "Re-rank the images of the run a PAIRS file came from with its differential descriptions (FuDD) and report top-1 accuracy beside the run's own method.",
+    ),
+    "explain": (
+        "whyclip.ui.cli.explain:explain",
+        "Explain why each IMAGE (file or folder of images) gets its classes.",
+    ),
+    "export": (
+        "whyclip.ui.cli.lifecycle:export_cmd",
+        "Write a library version as a descriptor file plus a metadata sidecar (settings, encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back.",
+    ),
+    "gc": (
+        "whyclip.ui.cli.lifecycle:gc_cmd",
+        "Remove index folders no library version owns (left by a killed ingest or a failed removal), and with --cache unused cached vectors; report what was freed.",
+    ),
+    "generate": (
+        "whyclip.ui.cli.generate:generate",
+        "Generate descriptors for CLASSES with an LLM and write a cleaned library.",
+    ),
+    "generate-pairs": (
+        "whyclip.ui.cli.generate:generate_pairs_cmd",
+        "Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that a set of images is ambiguous between (FuDD's differential descriptions); write them to a pairs file with provenance (--out) and/or store them with the library version (--store).",
+    ),
+    "ingest": (
+        "whyclip.ui.cli.libraries:ingest_cmd",
+        "Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one library per file.",
+    ),
+    "ingest-pairs": (
+        "whyclip.ui.cli.generate:ingest_pairs_cmd",
+        "Store a PAIRS file (from 'whyclip generate-pairs') with a library version as contrastive pair descriptors: each side's descriptions rendered with the library's template, embedded through the cache, kept apart from the classes' own descriptors.",
+    ),
+    "libraries": (
+        "whyclip.ui.cli.libraries:libraries",
+        "List libraries (newest version of each, or --all) with encoder, dimension, template and counts.",
+    ),
+    "make-test-model": (
+        "whyclip.ui.cli.demo:make_test_model_cmd",
+        "Write a random-weight CLIP model folder, built offline, loadable with --model DIRECTORY.",
+    ),
+    "migrate": (
+        "whyclip.ui.cli.migrate:migrate",
+        "Bring the store's database up to the schema this whyclip uses (all or nothing).",
+    ),
+    "pairs": (
+        "whyclip.ui.cli.generate:pairs_cmd",
+        "List the contrastive pair descriptors (FuDD) stored with a library version: each pair, its features as A's look | B's look, and where they came from.",
+    ),
+    "runs": ("whyclip.ui.cli.evaluate:runs", "List evaluation runs (made by 'whyclip eval')."),
+    "serve": (
+        "whyclip.ui.cli.serve:serve",
+        "Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; docs at /docs.",
+    ),
+    "ui": ("whyclip.ui.cli.dashboard:ui", "Start the dashboard (Streamlit) on http://127.0.0.1:PORT."),
+    "whatif": (
+        "whyclip.ui.cli.whatif:whatif",
+        "What an edit of a library's descriptors would do to a stored run, exactly.",
+    ),
 }
+
 
 class WhyclipGroup(click.Group):
     """Commands load from :data:`COMMANDS` on first use. Bad input gives one line on stderr
@@ -89,7 +125,9 @@ class WhyclipGroup(click.Group):
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(len(name) for name in names)
         with formatter.section("Commands"):
-            formatter.write_dl([(name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)) for name in names])
+            formatter.write_dl(
+                [(name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)) for name in names]
+            )
 
     def invoke(self, ctx: click.Context):
         try:
@@ -134,9 +172,15 @@ def _configure_logging(verbose: bool) -> None:
 
 
 @click.group(cls=WhyclipGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(file_okay=False), envvar="WHYCLIP_HOME",
-              help="Data directory for the database and index files [env WHYCLIP_HOME; default: per-user data dir].")
-@click.option("--db", envvar="WHYCLIP_DB", help="SQLAlchemy URL for the metadata [env WHYCLIP_DB; default: SQLite in --home].")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    envvar="WHYCLIP_HOME",
+    help="Data directory for the database and index files [env WHYCLIP_HOME; default: per-user data dir].",
+)
+@click.option(
+    "--db", envvar="WHYCLIP_DB", help="SQLAlchemy URL for the metadata [env WHYCLIP_DB; default: SQLite in --home]."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
 @click.version_option(package_name="whyclip")
 @click.pass_context

@@ -13,7 +13,9 @@ def _steps(pending) -> str:
 
 
 @click.command()
-@click.option("--dry-run", is_flag=True, help="Show the current and target revisions and what would be applied; change nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Show the current and target revisions and what would be applied; change nothing."
+)
 @click.pass_context
 def migrate(ctx: click.Context, dry_run: bool) -> None:
     """Bring the store's database up to the schema this whyclip uses (all or nothing)."""
@@ -27,4 +29,6 @@ def migrate(ctx: click.Context, dry_run: bool) -> None:
     if before.up_to_date:
         click.echo(f"up to date at revision {before.head}: nothing applied")
     else:
-        click.echo(f"migrated from revision {before.current or 'none'} to {before.head}: applied {_steps(before.pending)}")
+        click.echo(
+            f"migrated from revision {before.current or 'none'} to {before.head}: applied {_steps(before.pending)}"
+        )

@@ -6,7 +6,10 @@ from __future__ import annotations
 import click
 
 PRECISION = click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
     help="Numeric precision: auto = bf16 on CPUs that support it, fp16 on GPUs, each checked against fp32 on a sample.",
 )
 

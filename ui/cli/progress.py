@@ -6,7 +6,6 @@ import sys
 from contextlib import contextmanager
 
 
-
 @contextmanager
 def progress_bar(desc: str, unit: str = "it"):
     """Yield a ``callback(done, total)`` that draws a tqdm bar on stderr."""

@@ -33,7 +33,9 @@ def _post(client, url: str, files: list, form: dict) -> list[dict]:
     return r.json()["explanations"]
 
 
-def explain_remote(ctx: click.Context, url: str, api_key: str | None, paths: list[Path], form: dict, as_json: bool) -> None:
+def explain_remote(
+    ctx: click.Context, url: str, api_key: str | None, paths: list[Path], form: dict, as_json: bool
+) -> None:
     """Explain ``paths`` through the service at ``url``; exit 1 if any image was unreadable."""
     import httpx
 
@@ -54,7 +56,11 @@ def explain_remote(ctx: click.Context, url: str, api_key: str | None, paths: lis
             if not files:
                 continue
             for d in _post(client, url, files, form):
-                click.echo(json.dumps(d, ensure_ascii=False) if as_json else ("\n" if shown else "") + Explanation.from_dict(d).to_text())
+                click.echo(
+                    json.dumps(d, ensure_ascii=False)
+                    if as_json
+                    else ("\n" if shown else "") + Explanation.from_dict(d).to_text()
+                )
                 shown += 1
     if failed:
         ctx.exit(1)

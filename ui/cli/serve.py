@@ -12,26 +12,89 @@ from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceS
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
 @click.option("--model", "-m", default=None, help="CLIP model, loaded once per process [default: clip-ViT-B-32].")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="Numeric precision of the encoder (auto: checked against fp32 on a sample).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes, each with its own model.")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help=f"File of API keys, one a line (also: ${KEYS_ENV}, comma-separated). Writes need a key.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="Numeric precision of the encoder (auto: checked against fp32 on a sample).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes, each with its own model.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help=f"File of API keys, one a line (also: ${KEYS_ENV}, comma-separated). Writes need a key.",
+)
 @click.option("--keys-for-reads", is_flag=True, help="Reads (explain, retrieve, listings, jobs) need an API key too.")
 @click.option("--max-body-mb", default=64, show_default=True, type=click.IntRange(1), help="Largest request body.")
 @click.option("--max-images", default=32, show_default=True, type=click.IntRange(1), help="Images per explain request.")
-@click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(1), help="Pixels of one image (decompression bombs).")
-@click.option("--max-library-mb", default=32, show_default=True, type=click.IntRange(1), help="Largest uploaded library file.")
-@click.option("--request-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1), help="Seconds a request may take (then 504).")
-@click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0), help="How long an image waits for others to share its encode.")
-@click.option("--queue", "queue_images", default=256, show_default=True, type=click.IntRange(1),
-              help="Images waiting to be encoded before requests get 503 with Retry-After.")
+@click.option(
+    "--max-pixels",
+    default=40_000_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Pixels of one image (decompression bombs).",
+)
+@click.option(
+    "--max-library-mb", default=32, show_default=True, type=click.IntRange(1), help="Largest uploaded library file."
+)
+@click.option(
+    "--request-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a request may take (then 504).",
+)
+@click.option(
+    "--batch-wait-ms",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="How long an image waits for others to share its encode.",
+)
+@click.option(
+    "--queue",
+    "queue_images",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images waiting to be encoded before requests get 503 with Retry-After.",
+)
 @click.pass_context
-def serve(ctx, host, port, model, device, precision, workers, key_file, keys_for_reads, max_body_mb, max_images,
-          max_pixels, max_library_mb, request_timeout, batch_wait_ms, queue_images):  # fmt: skip
+def serve(
+    ctx,
+    host,
+    port,
+    model,
+    device,
+    precision,
+    workers,
+    key_file,
+    keys_for_reads,
+    max_body_mb,
+    max_images,
+    max_pixels,
+    max_library_mb,
+    request_timeout,
+    batch_wait_ms,
+    queue_images,
+):
     """Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; docs at /docs.
 
     The model is loaded once per worker process; concurrent requests' images are encoded
@@ -39,16 +102,40 @@ def serve(ctx, host, port, model, device, precision, workers, key_file, keys_for
     """
     import uvicorn
 
-    limits = Limits(max_body_bytes=max_body_mb * MB, max_images=max_images, max_image_pixels=max_pixels,
-                    max_library_bytes=max_library_mb * MB, request_seconds=request_timeout)  # fmt: skip
-    settings = ServiceSettings(home=ctx.obj["home"], db=ctx.obj["db"], model=model, device=device, precision=precision,
-                               key_file=key_file and os.path.abspath(key_file), keys_for_reads=keys_for_reads,
-                               limits=limits, batch_wait_ms=batch_wait_ms, queue_images=queue_images)  # fmt: skip
+    limits = Limits(
+        max_body_bytes=max_body_mb * MB,
+        max_images=max_images,
+        max_image_pixels=max_pixels,
+        max_library_bytes=max_library_mb * MB,
+        request_seconds=request_timeout,
+    )
+    settings = ServiceSettings(
+        home=ctx.obj["home"],
+        db=ctx.obj["db"],
+        model=model,
+        device=device,
+        precision=precision,
+        key_file=key_file and os.path.abspath(key_file),
+        keys_for_reads=keys_for_reads,
+        limits=limits,
+        batch_wait_ms=batch_wait_ms,
+        queue_images=queue_images,
+    )
     keys = load_keys(settings)
     if keys_for_reads and not keys:
         raise click.UsageError(f"--keys-for-reads needs API keys: set {KEYS_ENV} or give --key-file")
     os.environ[SETTINGS_ENV] = settings.to_env()  # worker processes read it (never the keys)
-    click.echo(f"whyclip service on http://{host}:{port} (docs at /docs; {len(keys)} API key(s); Ctrl+C to stop)", err=True)
+    click.echo(
+        f"whyclip service on http://{host}:{port} (docs at /docs; {len(keys)} API key(s); Ctrl+C to stop)", err=True
+    )
     sys.stderr.flush()
-    uvicorn.run("whyclip.ui.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)  # fmt: skip
+    uvicorn.run(
+        "whyclip.ui.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -13,37 +13,70 @@ def accuracy_with_intervals(a: dict) -> None:
     random words: mean ± sd over the draws)."""
     agg = a["aggregate"]
     by = {r["method"]: r for r in a["accuracy"]}
-    rows = [{"scored by": name, "top-1": by[m]["top1"], "low": by[m]["ci95"][0], "high": by[m]["ci95"][1]}
-            for name, m in (("descriptors", agg), ("class name", "baseline"), ("bare descriptors", "bare:" + agg),
-                            ("swapped", "swap:" + agg), ("shuffled words", "control:" + agg)) if m in by]  # fmt: skip
+    rows = [
+        {"scored by": name, "top-1": by[m]["top1"], "low": by[m]["ci95"][0], "high": by[m]["ci95"][1]}
+        for name, m in (
+            ("descriptors", agg),
+            ("class name", "baseline"),
+            ("bare descriptors", "bare:" + agg),
+            ("swapped", "swap:" + agg),
+            ("shuffled words", "control:" + agg),
+        )
+        if m in by
+    ]
     rw = a["controls"].get("random_words", {})
     if "accuracy_mean" in rw:
         m, sd = rw["accuracy_mean"], rw["accuracy_sd"]
-        rows.append({"scored by": f"random words ({rw['draws']} draws)", "top-1": m, "low": max(0.0, m - sd), "high": min(1.0, m + sd)})
+        rows.append(
+            {
+                "scored by": f"random words ({rw['draws']} draws)",
+                "top-1": m,
+                "low": max(0.0, m - sd),
+                "high": min(1.0, m + sd),
+            }
+        )
     data = pd.DataFrame(rows)
     order = list(data["scored by"])
     base = alt.Chart(data).encode(x=alt.X("scored by:N", sort=order, title=None, axis=alt.Axis(labelAngle=0)))
     bars = base.mark_bar().encode(
         y=alt.Y("top-1:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=f"top-1 ({agg})"),
         color=alt.Color("scored by:N", sort=order, legend=None),
-        tooltip=["scored by", alt.Tooltip("top-1:Q", format=".1%"), alt.Tooltip("low:Q", format=".1%"),
-                 alt.Tooltip("high:Q", format=".1%")],
-    )  # fmt: skip
+        tooltip=[
+            "scored by",
+            alt.Tooltip("top-1:Q", format=".1%"),
+            alt.Tooltip("low:Q", format=".1%"),
+            alt.Tooltip("high:Q", format=".1%"),
+        ],
+    )
     whiskers = base.mark_errorbar(ticks=True).encode(y="low:Q", y2="high:Q")
     st.altair_chart((bars + whiskers).properties(height=240), use_container_width=True)
     st.caption("Bars: 95% intervals (Wilson); random words: ± sd over the draws.")
 
 
 def name_description(per_class: list[dict]) -> None:
-    rows = [{"class": f"{r['class']} (n={r['n']})", "part": part, "share": r[key]}
-            for r in per_class for part, key in (("class name", "name_share"), ("descriptor content", "description_share"))]  # fmt: skip
-    chart = alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
-        y=alt.Y("class:N", title=None, sort=None),
-        x=alt.X("share:Q", stack="zero", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]),
-                title="share of the true class's score"),
-        color=alt.Color("part:N", sort=["class name", "descriptor content"], legend=alt.Legend(orient="bottom", title=None)),
-        tooltip=["class", "part", alt.Tooltip("share:Q", format=".1%")],
-    )  # fmt: skip
+    rows = [
+        {"class": f"{r['class']} (n={r['n']})", "part": part, "share": r[key]}
+        for r in per_class
+        for part, key in (("class name", "name_share"), ("descriptor content", "description_share"))
+    ]
+    chart = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar()
+        .encode(
+            y=alt.Y("class:N", title=None, sort=None),
+            x=alt.X(
+                "share:Q",
+                stack="zero",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
+                title="share of the true class's score",
+            ),
+            color=alt.Color(
+                "part:N", sort=["class name", "descriptor content"], legend=alt.Legend(orient="bottom", title=None)
+            ),
+            tooltip=["class", "part", alt.Tooltip("share:Q", format=".1%")],
+        )
+    )
     st.altair_chart(chart.properties(height=alt.Step(16)), use_container_width=True)
 
 
@@ -52,14 +85,27 @@ def reliability(cal: dict) -> None:
     calibration; the point size follows the bin's image count; the diagonal is perfect."""
     sides = ("before", "after") if cal.get("calibrated") else ("before",)
     names = {"before": "before" if cal.get("calibrated") else "library's probabilities", "after": "after"}
-    rows = [{"when": names[when], "confidence": b[when]["confidence"], "accuracy": b[when]["accuracy"], "images": b[when]["count"]}
-            for when in sides for b in cal["bins"] if b[when]["count"]]  # fmt: skip
-    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="#9aa5b1").encode(x="x:Q", y="y:Q")
+    rows = [
+        {
+            "when": names[when],
+            "confidence": b[when]["confidence"],
+            "accuracy": b[when]["accuracy"],
+            "images": b[when]["count"],
+        }
+        for when in sides
+        for b in cal["bins"]
+        if b[when]["count"]
+    ]
+    diagonal = (
+        alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+        .mark_line(strokeDash=[4, 4], color="#9aa5b1")
+        .encode(x="x:Q", y="y:Q")
+    )
     base = alt.Chart(pd.DataFrame(rows)).encode(
         x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence (top-1 probability)"),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("when:N", sort=[names[w] for w in sides], legend=alt.Legend(orient="bottom", title=None)),
         tooltip=["when", alt.Tooltip("confidence:Q", format=".2f"), alt.Tooltip("accuracy:Q", format=".2f"), "images"],
-    )  # fmt: skip
+    )
     chart = diagonal + base.mark_line() + base.mark_circle().encode(size=alt.Size("images:Q", legend=None))
     st.altair_chart(chart.properties(height=300, title="reliability diagram"), use_container_width=True)

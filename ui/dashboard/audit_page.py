@@ -24,8 +24,10 @@ info = cached.pick_library(store, s, key="audit_library")
 runs = list_runs(store.engine, info.name)[::-1]
 st.title(f"Audit of {info.name}")
 if not runs:
-    st.info(f"No evaluation runs for library {info.name!r} yet: run `whyclip eval DATASET --library {info.name}` "
-            "(DATASET: a folder with one subfolder of images per class, or a CSV of path,label), then reload.")  # fmt: skip
+    st.info(
+        f"No evaluation runs for library {info.name!r} yet: run `whyclip eval DATASET --library {info.name}` "
+        "(DATASET: a folder with one subfolder of images per class, or a CSV of path,label), then reload."
+    )
     st.stop()
 labels = [f"{r.name} (v{r.library_version}, {r.n_images} images, {r.created_at:%Y-%m-%d %H:%M})" for r in runs]
 run = runs[st.sidebar.selectbox("Run", range(len(runs)), format_func=labels.__getitem__, key="audit_run")]
@@ -37,21 +39,39 @@ with st.sidebar.expander("Audit settings"):
     min_n = st.number_input("Flag classes from this many images", 1, 1000, 10, key="audit_min_n")
 try:
     cal_id = cached.calibration_id(s.home, s.db, run.library_id, aggregate)
-    a = cached.audit(s.home, s.db, run.library_name, run.library_version, run.id, aggregate, int(delete_k), near, flat,
-                        int(min_n), cal_id)  # fmt: skip
+    a = cached.audit(
+        s.home,
+        s.db,
+        run.library_name,
+        run.library_version,
+        run.id,
+        aggregate,
+        int(delete_k),
+        near,
+        flat,
+        int(min_n),
+        cal_id,
+    )
 except Exception as exc:  # a library version removed under the run, a damaged index
     st.error(f"cannot audit run {run.name!r}: {exc}")
     st.stop()
 
-st.caption(f"Run **{run.name}**: {run.n_images} images from `{run.dataset}`, library v{run.library_version}, "
-           f"aggregate **{a['aggregate']}**. Skipped files: {len(run.details.get('skipped', []))}.")  # fmt: skip
+st.caption(
+    f"Run **{run.name}**: {run.n_images} images from `{run.dataset}`, library v{run.library_version}, "
+    f"aggregate **{a['aggregate']}**. Skipped files: {len(run.details.get('skipped', []))}."
+)
 by = {r["method"]: r for r in a["accuracy"]}
 cols = st.columns(4)
 cols[0].metric("descriptors, top-1", pct(by[a["aggregate"]]["top1"]))
-cols[1].metric("class name only", pct(by["baseline"]["top1"]),
-               delta=f"{100 * (by[a['aggregate']]['top1'] - by['baseline']['top1']):+.1f} pts by descriptors")  # fmt: skip
+cols[1].metric(
+    "class name only",
+    pct(by["baseline"]["top1"]),
+    delta=f"{100 * (by[a['aggregate']]['top1'] - by['baseline']['top1']):+.1f} pts by descriptors",
+)
 rw = a["controls"]["random_words"]
-cols[2].metric("random words", f"{pct(rw['accuracy_mean'])} ± {100 * rw['accuracy_sd']:.1f}" if "accuracy_mean" in rw else "-")
+cols[2].metric(
+    "random words", f"{pct(rw['accuracy_mean'])} ± {100 * rw['accuracy_sd']:.1f}" if "accuracy_mean" in rw else "-"
+)
 cols[3].metric("descriptors, top-5", pct(by[a["aggregate"]]["top5"]))
 charts.accuracy_with_intervals(a)
 
@@ -61,12 +81,19 @@ if cal.get("bins"):
     cols = st.columns(3)
     if cal["calibrated"]:
         cols[0].metric("ECE before", f"{cal['ece_before']:.3f}")
-        cols[1].metric("ECE after", f"{cal['ece_after']:.3f}", delta=f"{cal['ece_after'] - cal['ece_before']:+.3f}",
-                       delta_color="inverse")  # fmt: skip
+        cols[1].metric(
+            "ECE after",
+            f"{cal['ece_after']:.3f}",
+            delta=f"{cal['ece_after'] - cal['ece_before']:+.3f}",
+            delta_color="inverse",
+        )
         cols[2].metric("temperature", f"{cal['temperature']:.3g}")
-        st.caption(f"Fitted on run {cal['fitted_on']!r}" + (" with per-class biases" if cal["per_class_bias"] else "")
-                   + f"; measured on {cal['measured_on']}. NLL {cal['nll_before']:.3f} -> {cal['nll_after']:.3f}; "
-                   f"{cal['n_bins']} equal-width confidence bins.")  # fmt: skip
+        st.caption(
+            f"Fitted on run {cal['fitted_on']!r}"
+            + (" with per-class biases" if cal["per_class_bias"] else "")
+            + f"; measured on {cal['measured_on']}. NLL {cal['nll_before']:.3f} -> {cal['nll_after']:.3f}; "
+            f"{cal['n_bins']} equal-width confidence bins."
+        )
     else:
         cols[0].metric("ECE", f"{cal['ece_before']:.3f}")
         cols[1].metric("NLL", f"{cal['nll_before']:.3f}")
@@ -76,10 +103,18 @@ else:
     st.info(f"Calibration: {cal.get('note')}")
 
 st.subheader("Controls")
-st.caption("Each compares the descriptors with another way of scoring the same images (McNemar's exact test; random "
-           "words: a paired bootstrap). p >= 0.05 is not significant.")  # fmt: skip
-TITLES = {"baseline": "Class name alone", "name_description": "Name vs description", "swap": "Swapped descriptors",
-          "random_words": "Random-word control", "shuffled_descriptor_words": "Shuffled descriptor words", "fudd": "FuDD pair descriptors"}  # fmt: skip
+st.caption(
+    "Each compares the descriptors with another way of scoring the same images (McNemar's exact test; random "
+    "words: a paired bootstrap). p >= 0.05 is not significant."
+)
+TITLES = {
+    "baseline": "Class name alone",
+    "name_description": "Name vs description",
+    "swap": "Swapped descriptors",
+    "random_words": "Random-word control",
+    "shuffled_descriptor_words": "Shuffled descriptor words",
+    "fudd": "FuDD pair descriptors",
+}
 for key, title in TITLES.items():
     c = a["controls"].get(key, {"note": "not in this audit"})
     if "note" in c:
@@ -93,16 +128,33 @@ if nd.get("per_class"):
 st.markdown("**Deletion: how much the explanation's top descriptors carry**")
 d = a["controls"]["deletion"]
 if d.get("images"):
-    st.dataframe(pd.DataFrame([
-        {"removed from the predicted class": f"its top {d['k']} descriptors (the explanation)",
-         "mean score drop": d["score_drop_top"], "accuracy after": pct(d["accuracy_top_removed"])},
-        {"removed from the predicted class": f"{d['k']} random descriptors ({d['draws']} draws)",
-         "mean score drop": d["score_drop_random"], "accuracy after": pct(d["accuracy_random_removed"])},
-        {"removed from the predicted class": "nothing", "mean score drop": 0.0, "accuracy after": pct(d["accuracy_before"])},
-    ]), hide_index=True)  # fmt: skip
-    st.caption(f"{d['images']} images; {d['skipped']} skipped (their predicted class has {d['k']} descriptors or fewer). "
-               "How much the explanation's top descriptors carry; a measurement, not a pass/fail test (for mean and max, "
-               "removing the most similar descriptors always costs at least as much as removing any others).")  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "removed from the predicted class": f"its top {d['k']} descriptors (the explanation)",
+                    "mean score drop": d["score_drop_top"],
+                    "accuracy after": pct(d["accuracy_top_removed"]),
+                },
+                {
+                    "removed from the predicted class": f"{d['k']} random descriptors ({d['draws']} draws)",
+                    "mean score drop": d["score_drop_random"],
+                    "accuracy after": pct(d["accuracy_random_removed"]),
+                },
+                {
+                    "removed from the predicted class": "nothing",
+                    "mean score drop": 0.0,
+                    "accuracy after": pct(d["accuracy_before"]),
+                },
+            ]
+        ),
+        hide_index=True,
+    )
+    st.caption(
+        f"{d['images']} images; {d['skipped']} skipped (their predicted class has {d['k']} descriptors or fewer). "
+        "How much the explanation's top descriptors carry; a measurement, not a pass/fail test (for mean and max, "
+        "removing the most similar descriptors always costs at least as much as removing any others)."
+    )
 else:
     st.info(f"Deletion control: {d.get('note')}")
 
@@ -118,14 +170,25 @@ for p in a["confusions"]:
         right.dataframe(pd.DataFrame(p["towards_true"], columns=["text", "class", "contribution"]), hide_index=True)
 
 st.subheader("Descriptors that drive predictions")
-drivers = pd.DataFrame([r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]],
-                       columns=["class", "text", "predicted", "top_correct", "top_wrong", "mean_margin"])  # fmt: skip
-st.caption("How often each descriptor was its predicted class's top contributor, in correct and wrong predictions, "
-           "and its mean share of the margin over the runner-up class.")  # fmt: skip
-st.dataframe(drivers, hide_index=True, column_config={
-    "text": "descriptor", "predicted": "class predicted", "top_correct": "top contributor, correct",
-    "top_wrong": "top contributor, wrong", "mean_margin": st.column_config.NumberColumn("mean margin", format="%+.4f"),
-})  # fmt: skip
+drivers = pd.DataFrame(
+    [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]],
+    columns=["class", "text", "predicted", "top_correct", "top_wrong", "mean_margin"],
+)
+st.caption(
+    "How often each descriptor was its predicted class's top contributor, in correct and wrong predictions, "
+    "and its mean share of the margin over the runner-up class."
+)
+st.dataframe(
+    drivers,
+    hide_index=True,
+    column_config={
+        "text": "descriptor",
+        "predicted": "class predicted",
+        "top_correct": "top contributor, correct",
+        "top_wrong": "top contributor, wrong",
+        "mean_margin": st.column_config.NumberColumn("mean margin", format="%+.4f"),
+    },
+)
 
 st.subheader("Classes")
 PERCENT = ("top1", "baseline_top1", "control_top1")
@@ -134,13 +197,21 @@ worse = classes["flagged"]
 classes[[c for c in PERCENT if c in classes]] *= 100
 classes["ci95"] = classes["ci95"].map(lambda v: f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]")
 classes = classes.drop(columns=["baseline_ci95", "significant"])
-st.dataframe(classes.style.apply(lambda r: ["background-color: #fdecea" if worse[r.name] else ""] * len(r), axis=1),
-             hide_index=True, column_config={
-    "n": "images", **{c: st.column_config.NumberColumn(label, format="%.1f%%") for c, label in
-                      zip(PERCENT, ("descriptors top-1", "class name top-1", "random words top-1"))},
-})  # fmt: skip
-st.caption(f"Red rows: the descriptors do worse than the class name alone, on at least {int(min_n)} images "
-           "(p_value: McNemar against the class name).")  # fmt: skip
+st.dataframe(
+    classes.style.apply(lambda r: ["background-color: #fdecea" if worse[r.name] else ""] * len(r), axis=1),
+    hide_index=True,
+    column_config={
+        "n": "images",
+        **{
+            c: st.column_config.NumberColumn(label, format="%.1f%%")
+            for c, label in zip(PERCENT, ("descriptors top-1", "class name top-1", "random words top-1"))
+        },
+    },
+)
+st.caption(
+    f"Red rows: the descriptors do worse than the class name alone, on at least {int(min_n)} images "
+    "(p_value: McNemar against the class name)."
+)
 
 whatif_section.render(s, run, a["aggregate"])
 
@@ -148,8 +219,14 @@ st.subheader("Descriptor hygiene")
 h = a["hygiene"]
 for note in h["notes"]:
     st.caption(note)
-tabs = st.tabs([f"Shared texts ({len(h['shared_texts'])})", f"Near-identical ({len(h['near_identical'])})",
-                f"Flat ({len(h['flat'])})", f"Worse than baseline ({len(h['worse_than_baseline'])})"])  # fmt: skip
+tabs = st.tabs(
+    [
+        f"Shared texts ({len(h['shared_texts'])})",
+        f"Near-identical ({len(h['near_identical'])})",
+        f"Flat ({len(h['flat'])})",
+        f"Worse than baseline ({len(h['worse_than_baseline'])})",
+    ]
+)
 for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than_baseline")):
     with tab:
         if h[key]:
@@ -158,6 +235,9 @@ for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than
             st.write("None found.")
 
 left, right = st.columns(2)
-left.download_button("Download the HTML report", cached.audit_html(a), file_name=f"{info.name}-{run.name}-audit.html", mime="text/html")
-right.download_button("Download JSON", json.dumps(a, indent=2), file_name=f"{info.name}-{run.name}-audit.json",
-                      mime="application/json")  # fmt: skip
+left.download_button(
+    "Download the HTML report", cached.audit_html(a), file_name=f"{info.name}-{run.name}-audit.html", mime="text/html"
+)
+right.download_button(
+    "Download JSON", json.dumps(a, indent=2), file_name=f"{info.name}-{run.name}-audit.json", mime="application/json"
+)

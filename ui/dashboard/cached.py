@@ -45,8 +45,13 @@ class Settings:
 
 def settings() -> Settings:
     env = os.environ.get
-    return Settings(env("WHYCLIP_HOME"), env("WHYCLIP_DB"), env("WHYCLIP_UI_LIBRARY"), env("WHYCLIP_UI_IMAGES"),
-                    env("WHYCLIP_UI_MODEL"))  # fmt: skip
+    return Settings(
+        env("WHYCLIP_HOME"),
+        env("WHYCLIP_DB"),
+        env("WHYCLIP_UI_LIBRARY"),
+        env("WHYCLIP_UI_IMAGES"),
+        env("WHYCLIP_UI_MODEL"),
+    )
 
 
 @st.cache_resource(show_spinner=False)
@@ -184,15 +189,28 @@ def _samples() -> list[Path]:
 
 
 @st.cache_data(show_spinner="Auditing the run ...", max_entries=16)
-def audit(home: str | None, db: str | None, library: str, version: int, run_id: int, aggregate: str,
-          delete_k: int, near: float, flat: float, min_n: int = 10, calibration_id: int | None = None) -> dict:  # fmt: skip
+def audit(
+    home: str | None,
+    db: str | None,
+    library: str,
+    version: int,
+    run_id: int,
+    aggregate: str,
+    delete_k: int,
+    near: float,
+    flat: float,
+    min_n: int = 10,
+    calibration_id: int | None = None,
+) -> dict:
     """``whyclip audit``'s data for a stored run (runs never change, so it caches; a new
     calibration of the version has a new ``calibration_id``, which is part of the key)."""
     store = _store(home, db)
     (info,) = [r for r in list_runs(store.engine, library) if r.id == run_id]
     settings = AuditSettings(aggregate=aggregate, delete_k=delete_k, near_threshold=near, flat_ratio=flat, min_n=min_n)
     lib = _library(home, db, library, version)
-    return make_audit(load_run(store.engine, info), lib, settings, latest_calibration(store.engine, lib.info.id, aggregate))
+    return make_audit(
+        load_run(store.engine, info), lib, settings, latest_calibration(store.engine, lib.info.id, aggregate)
+    )
 
 
 def calibration_id(home: str | None, db: str | None, library_id: int, aggregate: str) -> int | None:
@@ -217,7 +235,9 @@ def whatif_session(home: str | None, db: str | None, library: str, version: int,
 
 
 @st.cache_data(show_spinner="Embedding the new descriptor ...", max_entries=256)
-def prompt_vectors(home: str | None, db: str | None, model: str, library: str, version: int, prompts: tuple[str, ...]) -> dict:
+def prompt_vectors(
+    home: str | None, db: str | None, model: str, library: str, version: int, prompts: tuple[str, ...]
+) -> dict:
     """``{prompt: (unit vector, norm)}`` of a what-if's added prompts, through the embedding
     cache (only new prompts are embedded) and the same service as ``whyclip whatif``."""
     lib = _library(home, db, library, version)
@@ -229,7 +249,9 @@ def save_edit(home: str | None, db: str | None, model: str | None, lib: Library,
     forget the cached store listings so every page sees it."""
     store = Store.open(home, db, create=True)
     try:
-        vectors, truncated = ({}, {}) if not edit.new_prompts else added_vectors(store, lib, _encoder(model), edit.new_prompts)[:2]
+        vectors, truncated = (
+            ({}, {}) if not edit.new_prompts else added_vectors(store, lib, _encoder(model), edit.new_prompts)[:2]
+        )
         return publish(store, lib, edit, vectors, truncated, note)
     finally:
         store.engine.dispose()

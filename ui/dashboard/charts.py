@@ -14,8 +14,13 @@ DESCRIPTORS, BASELINE = "by descriptors", "class name only (baseline)"
 def classes_table(exp: Explanation) -> pd.DataFrame:
     rows = []
     for c in exp.classes:
-        row = {"class": c.name, "probability": c.probability, "S (score x scale)": c.score * exp.logit_scale,
-               "score": c.score, "baseline probability": c.baseline_probability}  # fmt: skip
+        row = {
+            "class": c.name,
+            "probability": c.probability,
+            "S (score x scale)": c.score * exp.logit_scale,
+            "score": c.score,
+            "baseline probability": c.baseline_probability,
+        }
         if c.uncalibrated_probability is not None:
             row["uncalibrated probability"] = c.uncalibrated_probability
         if c.name_share is not None:
@@ -30,14 +35,19 @@ def name_description_lines(exp: Explanation) -> list[str]:
     nd = exp.name_description or {}
     if nd.get("note"):
         return [nd["note"]]
-    return [f"**{c.name}**: class name alone {100 * c.name_share:.0f}% · descriptor content {100 * c.description_share:.0f}%"
-            for c in exp.classes if c.name_share is not None]  # fmt: skip
+    return [
+        f"**{c.name}**: class name alone {100 * c.name_share:.0f}% · descriptor content {100 * c.description_share:.0f}%"
+        for c in exp.classes
+        if c.name_share is not None
+    ]
 
 
 def probability_chart(exp: Explanation) -> alt.Chart:
     """Top classes: probability by descriptors beside probability by class name alone."""
     rows = [{"class": c.name, "rank": c.rank, "how": DESCRIPTORS, "probability": c.probability} for c in exp.classes]
-    rows += [{"class": c.name, "rank": c.rank, "how": BASELINE, "probability": c.baseline_probability} for c in exp.classes]
+    rows += [
+        {"class": c.name, "rank": c.rank, "how": BASELINE, "probability": c.baseline_probability} for c in exp.classes
+    ]
     order = [c.name for c in exp.classes]
     return (
         alt.Chart(pd.DataFrame(rows))
@@ -55,9 +65,17 @@ def probability_chart(exp: Explanation) -> alt.Chart:
 
 def descriptor_table(c: ClassScore) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"descriptor": d.prompt if d.fallback else d.descriptor, "S": d.scaled, "similarity": d.similarity,
-          "weight": d.weight, "prompt": d.prompt} for d in c.descriptors]
-    )  # fmt: skip
+        [
+            {
+                "descriptor": d.prompt if d.fallback else d.descriptor,
+                "S": d.scaled,
+                "similarity": d.similarity,
+                "weight": d.weight,
+                "prompt": d.prompt,
+            }
+            for d in c.descriptors
+        ]
+    )
 
 
 def descriptor_chart(c: ClassScore, scale: float) -> alt.LayerChart:
@@ -81,18 +99,34 @@ def descriptor_chart(c: ClassScore, scale: float) -> alt.LayerChart:
 
 def contrast_table(c: Contrast, scale: float) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"descriptor": r.descriptor, f"S under {c.a}": None if r.a is None else r.a * scale,
-          f"S under {c.b}": None if r.b is None else r.b * scale, "contribution": r.contribution * scale,
-          "favours": r.favours} for r in c.rows]
-    )  # fmt: skip
+        [
+            {
+                "descriptor": r.descriptor,
+                f"S under {c.a}": None if r.a is None else r.a * scale,
+                f"S under {c.b}": None if r.b is None else r.b * scale,
+                "contribution": r.contribution * scale,
+                "favours": r.favours,
+            }
+            for r in c.rows
+        ]
+    )
 
 
 def pair_table(p, scale: float) -> pd.DataFrame:
     """A pair's contrastive descriptors (FuDD): each feature as a's look and b's look, S of each."""
     return pd.DataFrame(
-        [{"feature": f.attribute, f"{p.a}: description": f.a, f"S ({p.a})": f.similarity_a * scale,
-          f"{p.b}: description": f.b, f"S ({p.b})": f.similarity_b * scale, "favours": f.favours} for f in p.features]
-    )  # fmt: skip
+        [
+            {
+                "feature": f.attribute,
+                f"{p.a}: description": f.a,
+                f"S ({p.a})": f.similarity_a * scale,
+                f"{p.b}: description": f.b,
+                f"S ({p.b})": f.similarity_b * scale,
+                "favours": f.favours,
+            }
+            for f in p.features
+        ]
+    )
 
 
 def contrast_chart(c: Contrast, scale: float) -> alt.Chart:
@@ -104,8 +138,11 @@ def contrast_chart(c: Contrast, scale: float) -> alt.Chart:
         .encode(
             y=alt.Y("descriptor:N", sort=list(data["descriptor"]), title=None, axis=alt.Axis(labelLimit=320)),
             x=alt.X("contribution:Q", title=f"contribution to S({c.a}) - S({c.b})"),
-            color=alt.Color("favours:N", scale=alt.Scale(domain=[c.a, c.b, "-"], range=["#2e7d32", "#1565c0", "#9e9e9e"]),
-                            legend=alt.Legend(orient="bottom")),
+            color=alt.Color(
+                "favours:N",
+                scale=alt.Scale(domain=[c.a, c.b, "-"], range=["#2e7d32", "#1565c0", "#9e9e9e"]),
+                legend=alt.Legend(orient="bottom"),
+            ),
             tooltip=list(data.columns),
         )
         .properties(height=alt.Step(20))
@@ -114,6 +151,13 @@ def contrast_chart(c: Contrast, scale: float) -> alt.Chart:
 
 def retrieved_table(exp: Explanation) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"class": r.class_name, "descriptor": r.descriptor, "S": r.similarity * exp.logit_scale,
-          "similarity": r.similarity} for r in exp.retrieved]
-    )  # fmt: skip
+        [
+            {
+                "class": r.class_name,
+                "descriptor": r.descriptor,
+                "S": r.similarity * exp.logit_scale,
+                "similarity": r.similarity,
+            }
+            for r in exp.retrieved
+        ]
+    )

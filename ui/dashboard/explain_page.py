@@ -19,14 +19,25 @@ from whyclip.ui.dashboard import cached
 s = cached.settings()
 store = cached.store_or_stop(s)
 info = cached.pick_library(store, s, key="explain_library")
-aggregate = st.sidebar.radio("Aggregate", AGGREGATES, index=AGGREGATES.index(info.aggregate), horizontal=True,
-                             help="mean: the paper's rule; centroid: cosine with the mean raw embedding; max: best descriptor")  # fmt: skip
+aggregate = st.sidebar.radio(
+    "Aggregate",
+    AGGREGATES,
+    index=AGGREGATES.index(info.aggregate),
+    horizontal=True,
+    help="mean: the paper's rule; centroid: cosine with the mean raw embedding; max: best descriptor",
+)
 top = st.sidebar.slider("Top classes", 2, 20, 5)
 lib = cached.library(s, info)
 stored = cached.calibration(s, lib, aggregate)
-calibrated = st.sidebar.toggle("Calibrated probabilities", value=False, disabled=stored is None, key="explain_calibrated",
-                               help=stored.summary() if stored else
-                               f"No calibration of this version ({aggregate}) yet: run `whyclip calibrate --library {info.name}`")  # fmt: skip
+calibrated = st.sidebar.toggle(
+    "Calibrated probabilities",
+    value=False,
+    disabled=stored is None,
+    key="explain_calibrated",
+    help=stored.summary()
+    if stored
+    else f"No calibration of this version ({aggregate}) yet: run `whyclip calibrate --library {info.name}`",
+)
 if info.n_descriptors == 0:
     st.info(f"Library {info.name!r} has no descriptors: every class is scored by its class-name prompt alone.")
 
@@ -69,9 +80,13 @@ def show(name: str, data: bytes) -> None:
     left, right = st.columns([1, 2])
     left.image(data, caption=name, width="stretch")
     right.subheader(f"Predicted: {best.name}")
-    right.markdown(f"probability **{best.probability:.2f}** · score S = **{best.score * scale:.2f}** · "
-                   f"class name alone predicts **{exp.baseline[0].name}** ({exp.baseline[0].probability:.2f})")  # fmt: skip
-    strongest = ", ".join(f"**{d.prompt if d.fallback else d.descriptor}** ({d.scaled:.2f})" for d in best.descriptors[:3])
+    right.markdown(
+        f"probability **{best.probability:.2f}** · score S = **{best.score * scale:.2f}** · "
+        f"class name alone predicts **{exp.baseline[0].name}** ({exp.baseline[0].probability:.2f})"
+    )
+    strongest = ", ".join(
+        f"**{d.prompt if d.fallback else d.descriptor}** ({d.scaled:.2f})" for d in best.descriptors[:3]
+    )
     right.markdown(f"strongest descriptors: {strongest}")
     if exp.calibration:
         right.caption(f"Probabilities calibrated: {stored.summary()}.")
@@ -100,23 +115,34 @@ def show(name: str, data: bytes) -> None:
         pair = exp.contrast.pair_descriptors
         if pair is not None:
             st.subheader(f"{a} vs {b}, by their pair descriptors (FuDD)")
-            st.caption(f"Descriptions written to tell these two apart, stored apart from the classes' own lists: mean S "
-                       f"{pair.mean_a * scale:.2f} for {pair.a}, {pair.mean_b * scale:.2f} for {pair.b}; they favour "
-                       f"**{pair.favours}** (LLM {pair.provenance.get('model') or '?'}).")  # fmt: skip
+            st.caption(
+                f"Descriptions written to tell these two apart, stored apart from the classes' own lists: mean S "
+                f"{pair.mean_a * scale:.2f} for {pair.a}, {pair.mean_b * scale:.2f} for {pair.b}; they favour "
+                f"**{pair.favours}** (LLM {pair.provenance.get('model') or '?'})."
+            )
             st.dataframe(charts.pair_table(pair, scale), hide_index=True)
 
     st.subheader("Best-matching descriptors in the whole library")
     r = exp.retrieval or {}
     if r and not r.get("exact", True):
-        st.caption(f"approximate (recall {r['recall_at_10']:.2f}): {r['index']}, recall@10 against exact search "
-                   f"measured on {r.get('calibrated_on') or 'image-like queries'}")  # fmt: skip
+        st.caption(
+            f"approximate (recall {r['recall_at_10']:.2f}): {r['index']}, recall@10 against exact search "
+            f"measured on {r.get('calibrated_on') or 'image-like queries'}"
+        )
     else:
         st.caption("exact: every descriptor was scored")
     st.dataframe(charts.retrieved_table(exp), hide_index=True)
-    st.download_button("Download this explanation (JSON)", json.dumps(exp.to_dict(), indent=2),
-                       file_name=f"{Path(name).stem}.whyclip.json", mime="application/json", key=f"{key}-dl")  # fmt: skip
-    st.caption(f"image encoded in {(encoded - started) * 1000:.0f} ms, explained in "
-               f"{(explained - encoded) * 1000:.0f} ms ({info.n_classes} classes, {info.n_descriptors} descriptors)")  # fmt: skip
+    st.download_button(
+        "Download this explanation (JSON)",
+        json.dumps(exp.to_dict(), indent=2),
+        file_name=f"{Path(name).stem}.whyclip.json",
+        mime="application/json",
+        key=f"{key}-dl",
+    )
+    st.caption(
+        f"image encoded in {(encoded - started) * 1000:.0f} ms, explained in "
+        f"{(explained - encoded) * 1000:.0f} ms ({info.n_classes} classes, {info.n_descriptors} descriptors)"
+    )
 
 
 tabs = st.tabs([name for name, _ in images]) if len(images) > 1 else [st.container()]

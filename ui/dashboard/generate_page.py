@@ -24,17 +24,28 @@ RESULT = "generate_result"
 s = cached.settings()
 
 st.title("Generate descriptors")
-st.caption("Each class's descriptors come from an LLM on any OpenAI-compatible chat-completions server "
-           "(Ollama, vLLM, llama.cpp's server, or a hosted API), are cleaned, reviewed here, then ingested.")  # fmt: skip
+st.caption(
+    "Each class's descriptors come from an LLM on any OpenAI-compatible chat-completions server "
+    "(Ollama, vLLM, llama.cpp's server, or a hosted API), are cleaned, reviewed here, then ingested."
+)
 
 left, right = st.columns(2)
-pasted = left.text_area("Class names, one a line", key="generate_names", height=180, placeholder="tree frog\ntailed frog")
-upload = left.file_uploader("... or a file (.txt one a line, .json list, .csv first column)", type=["txt", "json", "csv"],
-                            key="generate_upload")  # fmt: skip
-base_url = right.text_input("Server (base URL)", value=os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL), key="generate_url")
+pasted = left.text_area(
+    "Class names, one a line", key="generate_names", height=180, placeholder="tree frog\ntailed frog"
+)
+upload = left.file_uploader(
+    "... or a file (.txt one a line, .json list, .csv first column)", type=["txt", "json", "csv"], key="generate_upload"
+)
+base_url = right.text_input(
+    "Server (base URL)", value=os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL), key="generate_url"
+)
 model = right.text_input("Model", value="gpt-4o-mini", key="generate_model")
-key_env = right.text_input("Environment variable holding the API key", value="OPENAI_API_KEY", key="generate_key_env",
-                           help="Local servers accept any key; none is needed for localhost.")  # fmt: skip
+key_env = right.text_input(
+    "Environment variable holding the API key",
+    value="OPENAI_API_KEY",
+    key="generate_key_env",
+    help="Local servers accept any key; none is needed for localhost.",
+)
 prompt_name = right.selectbox("Prompt", list(BUILTIN), key="generate_prompt")
 temperature = right.slider("Temperature", 0.0, 2.0, 0.0, 0.1, key="generate_temperature")
 
@@ -73,8 +84,9 @@ if st.button("Generate", type="primary", key="generate_go"):
         def progress(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"asking the LLM: {done} of {total} answers")
 
-        result = generate_library(writable_store(s.home, s.db), ClassList(names), client, settings, CleanSettings(),
-                                  progress=progress)  # fmt: skip
+        result = generate_library(
+            writable_store(s.home, s.db), ClassList(names), client, settings, CleanSettings(), progress=progress
+        )
         bar.progress(1.0, text=f"{result.n_sent} requests sent, {result.n_cached} answers from the cache")
         st.session_state[RESULT] = result
     except WhyclipError as exc:
@@ -100,14 +112,22 @@ if len(findings):
 else:
     st.success("Nothing was dropped or flagged.")
 if report.get("empty_classes"):
-    st.warning("No descriptors for: " + ", ".join(f"{e['class']} ({e['reason']})" for e in report["empty_classes"]) +
-               ". They fall back to their class-name prompt unless you add some below.")  # fmt: skip
+    st.warning(
+        "No descriptors for: "
+        + ", ".join(f"{e['class']} ({e['reason']})" for e in report["empty_classes"])
+        + ". They fall back to their class-name prompt unless you add some below."
+    )
 
 st.subheader("Review and edit")
 rows = [{"class": c, "descriptor": d} for c, lines in result.classes for d in lines]
 rows += [{"class": c, "descriptor": ""} for c, lines in result.classes if not lines]
-edited = st.data_editor(pd.DataFrame(rows, columns=["class", "descriptor"]), num_rows="dynamic", hide_index=True,
-                        key="generate_table", width="stretch")  # fmt: skip
+edited = st.data_editor(
+    pd.DataFrame(rows, columns=["class", "descriptor"]),
+    num_rows="dynamic",
+    hide_index=True,
+    key="generate_table",
+    width="stretch",
+)
 
 name = st.text_input("Library name", key="generate_library_name")
 ingest_model = st.text_input("CLIP model for the ingest", value=s.model or "clip-ViT-B-32", key="generate_clip")
@@ -127,8 +147,10 @@ if st.button("Ingest", key="generate_ingest"):
         with st.spinner("Embedding the prompts ..."):
             report_ = ingest.ingest_library(store, library, name.strip(), cached.encoder(ingest_model))
         info = report_.info
-        st.success(f"library {info.name} v{info.version}: {info.n_classes} classes, {info.n_descriptors} descriptors "
-                   f"({report_.n_embedded} embedded, {report_.n_reused} from the cache). Open it on the Explain page.")  # fmt: skip
+        st.success(
+            f"library {info.name} v{info.version}: {info.n_classes} classes, {info.n_descriptors} descriptors "
+            f"({report_.n_embedded} embedded, {report_.n_reused} from the cache). Open it on the Explain page."
+        )
         cached.clear_store_caches()
     except WhyclipError as exc:
         st.error(str(exc))

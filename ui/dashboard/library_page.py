@@ -15,16 +15,35 @@ info = cached.pick_library(store, s, key="library_library")
 
 st.title(f"Library {info.name}")
 cols = st.columns(5)
-for col, (label, value) in zip(cols, [("version", info.version), ("classes", info.n_classes),
-                                      ("descriptors", info.n_descriptors), ("distinct prompts", info.n_prompts),
-                                      ("classes without descriptors", info.n_empty_classes)]):  # fmt: skip
+for col, (label, value) in zip(
+    cols,
+    [
+        ("version", info.version),
+        ("classes", info.n_classes),
+        ("descriptors", info.n_descriptors),
+        ("distinct prompts", info.n_prompts),
+        ("classes without descriptors", info.n_empty_classes),
+    ],
+):
     col.metric(label, f"{value:,}")
-st.dataframe(pd.DataFrame([
-    ("encoder", info.encoder_name), ("encoder id", info.encoder_id), ("dimension", info.dim),
-    ("logit scale", f"{info.logit_scale:.2f}"), ("template", info.template), ("baseline prompt", info.baseline_template),
-    ("default aggregate", info.aggregate), ("created", info.created_at.strftime("%Y-%m-%d %H:%M")), ("source", info.source),
-    ("note", info.note or "-"),
-], columns=["field", "value"]).astype(str), hide_index=True)  # fmt: skip
+st.dataframe(
+    pd.DataFrame(
+        [
+            ("encoder", info.encoder_name),
+            ("encoder id", info.encoder_id),
+            ("dimension", info.dim),
+            ("logit scale", f"{info.logit_scale:.2f}"),
+            ("template", info.template),
+            ("baseline prompt", info.baseline_template),
+            ("default aggregate", info.aggregate),
+            ("created", info.created_at.strftime("%Y-%m-%d %H:%M")),
+            ("source", info.source),
+            ("note", info.note or "-"),
+        ],
+        columns=["field", "value"],
+    ).astype(str),
+    hide_index=True,
+)
 if info.n_descriptors == 0:
     st.info("This library has no descriptors: every class is scored by its class-name prompt alone.")
 
@@ -49,8 +68,10 @@ def table(rows: list[dict]) -> None:
 
 
 # One view at a time (not tabs, which would run every view's queries on each rerun).
-view = st.segmented_control("View", ["Descriptors", "Classes", "Shared descriptors"], default="Descriptors",
-                            key="view") or "Descriptors"  # fmt: skip
+view = (
+    st.segmented_control("View", ["Descriptors", "Classes", "Shared descriptors"], default="Descriptors", key="view")
+    or "Descriptors"
+)
 if view == "Descriptors":
     search = st.text_input("Search classes, descriptors and prompts", key="d_search")
     order = st.selectbox("Sort by", list(browse.DESCRIPTOR_ORDERS), key="d_order")
@@ -69,4 +90,7 @@ else:
         st.info("No descriptor text is shared by two classes.")
     else:
         st.caption("A descriptor that several classes share cannot tell them apart.")
-        st.dataframe(pd.DataFrame(browse.shared_descriptors_page(store.engine, info, pager(total, "s_page"), PAGE)), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(browse.shared_descriptors_page(store.engine, info, pager(total, "s_page"), PAGE)),
+            hide_index=True,
+        )

@@ -11,8 +11,14 @@ from whyclip.store import WhyclipError, plan_edit
 from whyclip.ui.dashboard import cached
 from whyclip.ui.render.audit_report import pct
 
-FLIP_COLUMNS = {"path": "image", "true": "true class", "before": "before", "before_score": "score before",
-                "after": "after", "after_score": "score after"}  # fmt: skip
+FLIP_COLUMNS = {
+    "path": "image",
+    "true": "true class",
+    "before": "before",
+    "before_score": "score before",
+    "after": "after",
+    "after_score": "score after",
+}
 
 
 def _interval(fig: dict) -> str:
@@ -21,9 +27,11 @@ def _interval(fig: dict) -> str:
 
 def render(s: cached.Settings, run, aggregate: str) -> None:
     st.subheader("What-if: edit a class's descriptors")
-    st.caption("Untick descriptors or add one: the run's predictions are recomputed exactly from its stored image "
-               "vectors (only the edited class is rescored), as re-ingesting the edited library and re-running eval "
-               "would give them. The same as `whyclip whatif`.")  # fmt: skip
+    st.caption(
+        "Untick descriptors or add one: the run's predictions are recomputed exactly from its stored image "
+        "vectors (only the edited class is rescored), as re-ingesting the edited library and re-running eval "
+        "would give them. The same as `whyclip whatif`."
+    )
     lib = cached.library(s, cached.store_or_stop(s).library(run.library_name, run.library_version))
     try:
         session = cached.whatif_session(s.home, s.db, run.library_name, run.library_version, run.id, aggregate)
@@ -37,14 +45,18 @@ def render(s: cached.Settings, run, aggregate: str) -> None:
     kept = [cols[j % 3].checkbox(t, value=True, key=f"whatif_keep_{c}_{j}") for j, t in enumerate(texts)]
     if not texts:
         st.caption(f"{names[c]} has no descriptors: it is scored by its baseline prompt.")
-    added = st.text_input(f"Add a descriptor to {names[c]}", key=f"whatif_add_{c}", placeholder="e.g. a white-tipped tail")
+    added = st.text_input(
+        f"Add a descriptor to {names[c]}", key=f"whatif_add_{c}", placeholder="e.g. a white-tipped tail"
+    )
     drops = [(names[c], t) for t, k in zip(texts, kept) if not k]
     try:
         edit = plan_edit(lib, drops, [(names[c], added)] if added.strip() else [])
         vectors = {}
         if edit.new_prompts:
             model = cached.encoder_or_stop(s, lib)
-            vectors = cached.prompt_vectors(s.home, s.db, model, lib.info.name, lib.info.version, tuple(edit.new_prompts))
+            vectors = cached.prompt_vectors(
+                s.home, s.db, model, lib.info.name, lib.info.version, tuple(edit.new_prompts)
+            )
         a = session.answer(edit, vectors)
     except WhyclipError as exc:
         st.error(str(exc))
@@ -52,7 +64,12 @@ def render(s: cached.Settings, run, aggregate: str) -> None:
     before, after = a["accuracy_before"], a["accuracy_after"]
     m = st.columns(3)
     m[0].metric("top-1 before", pct(before["accuracy"]), help=f"95% interval {_interval(before)}")
-    m[1].metric("top-1 after", pct(after["accuracy"]), delta=f"{100 * a['difference']:+.1f} pts" if a["difference"] else None, help=f"95% interval {_interval(after)}")
+    m[1].metric(
+        "top-1 after",
+        pct(after["accuracy"]),
+        delta=f"{100 * a['difference']:+.1f} pts" if a["difference"] else None,
+        help=f"95% interval {_interval(after)}",
+    )
     m[2].metric("McNemar p", f"{a['p_value']:.3g}", help="exact paired test on the images that flip")
     st.markdown(f"**{a['statement']}**; 95% intervals: before {_interval(before)}, after {_interval(after)}.")
     for note in a["notes"]:
@@ -66,13 +83,19 @@ def render(s: cached.Settings, run, aggregate: str) -> None:
         else:
             col.caption("none")
     note = st.text_input("Note for the new version", key="whatif_note", placeholder="why this edit")
-    if st.button("Save as new version", key="whatif_save", disabled=not edit.classes,
-                 help=f"publish {lib.info.name} with this edit as its next version; v{lib.info.version} stays as it is"):  # fmt: skip
+    if st.button(
+        "Save as new version",
+        key="whatif_save",
+        disabled=not edit.classes,
+        help=f"publish {lib.info.name} with this edit as its next version; v{lib.info.version} stays as it is",
+    ):
         try:
             saved = cached.save_edit(s.home, s.db, s.model or lib.info.encoder_name, lib, edit, note)
         except WhyclipError as exc:
             st.error(str(exc))
             return
-        st.success(f"Saved as {saved.name} v{saved.version}" + (f" with the note {saved.note!r}" if saved.note else "")
-                   + f"; v{lib.info.version} and its runs are unchanged.")  # fmt: skip
-
+        st.success(
+            f"Saved as {saved.name} v{saved.version}"
+            + (f" with the note {saved.note!r}" if saved.note else "")
+            + f"; v{lib.info.version} and its runs are unchanged."
+        )

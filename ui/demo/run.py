@@ -25,8 +25,13 @@ Next:
   whyclip libraries                                         what is in the store ({home})"""
 
 
-def run_demo(open_store: Callable[[], Store], model: str | None, device: str | None,
-             echo: Callable[[str], None] = print, precision: str = "auto") -> None:  # fmt: skip
+def run_demo(
+    open_store: Callable[[], Store],
+    model: str | None,
+    device: str | None,
+    echo: Callable[[str], None] = print,
+    precision: str = "auto",
+) -> None:
     try:
         encoder = ingest.load_encoder(model, device, precision)
     except ModelLoadError as exc:

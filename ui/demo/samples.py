@@ -5,6 +5,7 @@ scaled down, so the output is smooth, needs no downloads and is byte-for-byte
 identical on every call.  File names are the class (from ``library.json``)
 that each image depicts; see :data:`SAMPLE_CLASSES`.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,20 +43,22 @@ class _Pen:
     def w(self, width: float) -> int:
         return max(1, round(width * self.s)) if width else 0
 
-    def ellipse(self, box: Sequence[float], fill: Color | None, outline: Color | None = None,
-                width: float = 0.0) -> None:
+    def ellipse(
+        self, box: Sequence[float], fill: Color | None, outline: Color | None = None, width: float = 0.0
+    ) -> None:
         self.draw.ellipse(self.xy([box[:2], box[2:]]), fill, outline, self.w(width))
 
-    def circle(self, cx: float, cy: float, r: float, fill: Color | None,
-               outline: Color | None = None, width: float = 0.0) -> None:
+    def circle(
+        self, cx: float, cy: float, r: float, fill: Color | None, outline: Color | None = None, width: float = 0.0
+    ) -> None:
         self.ellipse((cx - r, cy - r, cx + r, cy + r), fill, outline, width)
 
-    def poly(self, points: Sequence[Point], fill: Color | None, outline: Color | None = None,
-             width: float = 0.0) -> None:
+    def poly(
+        self, points: Sequence[Point], fill: Color | None, outline: Color | None = None, width: float = 0.0
+    ) -> None:
         self.draw.polygon(self.xy(points), fill=fill, outline=outline, width=self.w(width))
 
-    def line(self, points: Sequence[Point], fill: Color, width: float,
-             edge: Color | None = None) -> None:
+    def line(self, points: Sequence[Point], fill: Color, width: float, edge: Color | None = None) -> None:
         if edge is not None:
             self.line(points, edge, width + 0.012)
         self.draw.line(self.xy(points), fill=fill, width=self.w(width), joint="curve")
@@ -66,12 +69,12 @@ class _Pen:
 def _gradient(size: int, top: Color, bottom: Color) -> Image.Image:
     """A square image shading vertically from ``top`` to ``bottom``."""
     mask = Image.linear_gradient("L").resize((size, size), Image.Resampling.BILINEAR)
-    return Image.composite(Image.new("RGB", mask.size, bottom),
-                           Image.new("RGB", mask.size, top), mask)
+    return Image.composite(Image.new("RGB", mask.size, bottom), Image.new("RGB", mask.size, top), mask)
 
 
-def _lens(x: float, y: float, length: float, width: float, angle: float, n: int = 24,
-          bulge: float = 0.7) -> list[Point]:
+def _lens(
+    x: float, y: float, length: float, width: float, angle: float, n: int = 24, bulge: float = 0.7
+) -> list[Point]:
     """Leaf/petal outline starting at (x, y) and pointing ``angle`` degrees."""
     half = [(i / n * length, width / 2 * math.sin(math.pi * i / n) ** bulge) for i in range(n + 1)]
     pts = half + [(px, -py) for px, py in reversed(half)]
@@ -82,8 +85,7 @@ def _lens(x: float, y: float, length: float, width: float, angle: float, n: int 
 def _tree_frog(p: _Pen) -> None:
     green, dark, cream, pad = (70, 200, 55), (25, 110, 30), (240, 238, 190), (255, 140, 30)
     p.line([(-0.05, 0.86), (0.5, 0.8), (1.05, 0.7)], (110, 70, 35), 0.07)
-    for x, y, a in ((0.1, 0.85, 200), (0.85, 0.72, -40), (0.93, 0.71, 30),
-                    (-0.03, 0.02, 28), (1.03, 0.04, 150)):
+    for x, y, a in ((0.1, 0.85, 200), (0.85, 0.72, -40), (0.93, 0.71, 30), (-0.03, 0.02, 28), (1.03, 0.04, 150)):
         p.poly(_lens(x, y, 0.22, 0.1, a), (35, 130, 50), (20, 80, 30), 0.004)
     for s in (-1, 1):  # folded hind legs and feet
         p.ellipse((0.5 + s * 0.3 - 0.12, 0.56, 0.5 + s * 0.3 + 0.12, 0.8), green, dark, 0.008)
@@ -111,14 +113,23 @@ def _tree_frog(p: _Pen) -> None:
 def _banana(p: _Pen) -> None:
     yellow, edge, brown = (250, 215, 50), (170, 120, 20), (95, 60, 25)
     p.ellipse((0.15, 0.72, 0.85, 0.8), (190, 195, 205))
-    arc = lambda t, r=0.5: (0.5 + r * math.cos(math.radians(30 + 120 * t)),  # noqa: E731
-                            0.15 + r * math.sin(math.radians(30 + 120 * t)))
+    arc = lambda t, r=0.5: (
+        0.5 + r * math.cos(math.radians(30 + 120 * t)),  # noqa: E731
+        0.15 + r * math.sin(math.radians(30 + 120 * t)),
+    )
     n = 40
     thick = [0.09 * math.sin(math.pi * i / n) ** 0.5 + 0.01 for i in range(n + 1)]
-    p.poly([arc(i / n, 0.5 + thick[i]) for i in range(n + 1)]
-           + [arc(i / n, 0.5 - thick[i]) for i in range(n, -1, -1)], yellow, edge, 0.008)
-    p.poly([arc(i / n, 0.5 - 0.2 * thick[i]) for i in range(n + 1)]
-           + [arc(i / n, 0.5 - 0.8 * thick[i]) for i in range(n, -1, -1)], (255, 240, 140))
+    p.poly(
+        [arc(i / n, 0.5 + thick[i]) for i in range(n + 1)] + [arc(i / n, 0.5 - thick[i]) for i in range(n, -1, -1)],
+        yellow,
+        edge,
+        0.008,
+    )
+    p.poly(
+        [arc(i / n, 0.5 - 0.2 * thick[i]) for i in range(n + 1)]
+        + [arc(i / n, 0.5 - 0.8 * thick[i]) for i in range(n, -1, -1)],
+        (255, 240, 140),
+    )
     p.line([arc(i / n, 0.5 + 0.35 * thick[i]) for i in range(4, n - 3)], (225, 180, 40), 0.006)
     p.line([arc(1.0), arc(1.09)], (120, 130, 40), 0.035)
     p.circle(*arc(1.1), 0.02, brown)
@@ -143,8 +154,15 @@ def _text(p: _Pen, text: str, cx: float, cy: float, width: float, fill: Color) -
     left, top, right, bottom = p.draw.textbbox((0, 0), text, font=font)
     if isinstance(font, ImageFont.FreeTypeFont):
         font = _font(max(1, round(100 * target / (right - left))))
-        p.draw.text((cx * p.s, cy * p.s), text, font=font, fill=fill, anchor="mm",
-                    stroke_width=max(1, round(font.size / 22)), stroke_fill=fill)
+        p.draw.text(
+            (cx * p.s, cy * p.s),
+            text,
+            font=font,
+            fill=fill,
+            anchor="mm",
+            stroke_width=max(1, round(font.size / 22)),
+            stroke_fill=fill,
+        )
         return
     mask = Image.new("L", (right - left + 2, bottom - top + 2))  # bitmap font: draw small, scale up
     ImageDraw.Draw(mask).text((1 - left, 1 - top), text, font=font, fill=255)
@@ -154,8 +172,13 @@ def _text(p: _Pen, text: str, cx: float, cy: float, width: float, fill: Color) -
 
 def _stop_sign(p: _Pen) -> None:
     p.line([(0.5, 0.5), (0.5, 1.05)], (150, 150, 155), 0.05, (90, 90, 95))
-    octagon = lambda r: [(0.5 + r * math.cos(math.radians(22.5 + 45 * k)),  # noqa: E731
-                          0.42 + r * math.sin(math.radians(22.5 + 45 * k))) for k in range(8)]
+    octagon = lambda r: [
+        (
+            0.5 + r * math.cos(math.radians(22.5 + 45 * k)),  # noqa: E731
+            0.42 + r * math.sin(math.radians(22.5 + 45 * k)),
+        )
+        for k in range(8)
+    ]
     p.poly(octagon(0.36), (250, 250, 250), (120, 120, 120), 0.004)
     p.poly(octagon(0.33), (200, 20, 30))
     _text(p, "STOP", 0.5, 0.42, 0.46, (255, 255, 255))
@@ -202,8 +225,9 @@ def _ladybug(p: _Pen) -> None:
 
 def _traffic_light(p: _Pen) -> None:
     p.line([(0.5, 0.7), (0.5, 1.05)], (70, 75, 80), 0.06)
-    p.draw.rounded_rectangle(p.xy([(0.33, 0.06), (0.67, 0.82)]), radius=p.w(0.05),
-                             fill=(35, 38, 40), outline=(15, 15, 15), width=p.w(0.006))
+    p.draw.rounded_rectangle(
+        p.xy([(0.33, 0.06), (0.67, 0.82)]), radius=p.w(0.05), fill=(35, 38, 40), outline=(15, 15, 15), width=p.w(0.006)
+    )
     lamps = (((255, 45, 35), 0.19), ((120, 85, 20), 0.44), ((25, 80, 40), 0.69))
     for lit, (colour, y) in enumerate(lamps):
         p.draw.chord(p.xy([(0.37, y - 0.125), (0.63, y + 0.09)]), 180, 360, fill=(22, 22, 24))

@@ -18,7 +18,7 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _accuracy(a: dict, plt) -> str:
@@ -26,14 +26,25 @@ def _accuracy(a: dict, plt) -> str:
     for the random-word draws, their sd)."""
     agg = a["aggregate"]
     by = {r["method"]: r for r in a["accuracy"]}
-    bars = [(name, by[m]["top1"], by[m]["ci95"], colour) for name, m, colour in (
-        ("descriptors", agg, BLUE), ("class name", "baseline", GREY), ("no name\n(bare)", "bare:" + agg, GREEN),
-        ("swapped", "swap:" + agg, PURPLE), ("shuffled\nwords", "control:" + agg, ORANGE), ("FuDD\npairs", "fudd", "#1f4e5f"))
-        if m in by]  # fmt: skip
+    bars = [
+        (name, by[m]["top1"], by[m]["ci95"], colour)
+        for name, m, colour in (
+            ("descriptors", agg, BLUE),
+            ("class name", "baseline", GREY),
+            ("no name\n(bare)", "bare:" + agg, GREEN),
+            ("swapped", "swap:" + agg, PURPLE),
+            ("shuffled\nwords", "control:" + agg, ORANGE),
+            ("FuDD\npairs", "fudd", "#1f4e5f"),
+        )
+        if m in by
+    ]
     rw = a["controls"].get("random_words", {})
     if "accuracy_mean" in rw:
         m, sd = rw["accuracy_mean"], rw["accuracy_sd"]
-        bars.insert(-1 if len(bars) > 1 else len(bars), (f"random words\n({rw['draws']} draws)", m, [max(0, m - sd), min(1, m + sd)], RED))
+        bars.insert(
+            -1 if len(bars) > 1 else len(bars),
+            (f"random words\n({rw['draws']} draws)", m, [max(0, m - sd), min(1, m + sd)], RED),
+        )
     fig, ax = plt.subplots(figsize=(6.4, 2.8))
     x = np.arange(len(bars))
     vals = np.array([100 * b[1] for b in bars])

@@ -34,15 +34,26 @@ def pvalue(p: float | None) -> str:
 
 def accuracy_lines(acc: list[dict]) -> list[str]:
     """One row per way of scoring; the random-word draws as one row per aggregate (mean ± sd)."""
-    rows = [(a["label"], pct(a["top1"]), ci(a.get("ci95")), pct(a["top5"]), a["n"]) for a in acc if not a["method"].startswith(WORDS)]
+    rows = [
+        (a["label"], pct(a["top1"]), ci(a.get("ci95")), pct(a["top5"]), a["n"])
+        for a in acc
+        if not a["method"].startswith(WORDS)
+    ]
     draws: dict[str, list[float]] = {}
     for a in acc:
         if a["method"].startswith(WORDS):
             draws.setdefault(a["method"].rsplit(":", 1)[-1], []).append(a["top1"])
     for agg, values in draws.items():
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        rows.append((f"random words ({agg}, {len(values)} draws)", f"{pct(float(np.mean(values)))} ± {100 * sd:.1f}", "-", "-",
-                     acc[0]["n"]))  # fmt: skip
+        rows.append(
+            (
+                f"random words ({agg}, {len(values)} draws)",
+                f"{pct(float(np.mean(values)))} ± {100 * sd:.1f}",
+                "-",
+                "-",
+                acc[0]["n"],
+            )
+        )
     return table_lines(("scored by", "top-1", "95% interval", "top-5", "images"), rows)
 
 
@@ -50,9 +61,14 @@ CONTROL_ORDER = ("baseline", "name_description", "swap", "random_words", "shuffl
 
 
 def control_lines(controls: dict) -> list[str]:
-    titles = {"baseline": "class name alone", "name_description": "name vs description", "swap": "swapped descriptors",
-              "random_words": "random-word control", "shuffled_descriptor_words": "shuffled descriptor words",
-              "fudd": "FuDD pair descriptors"}  # fmt: skip
+    titles = {
+        "baseline": "class name alone",
+        "name_description": "name vs description",
+        "swap": "swapped descriptors",
+        "random_words": "random-word control",
+        "shuffled_descriptor_words": "shuffled descriptor words",
+        "fudd": "FuDD pair descriptors",
+    }
     out = []
     for key in CONTROL_ORDER:
         c = controls.get(key)
@@ -65,8 +81,11 @@ def name_description_lines(nd: dict, limit: int = TEXT_ROWS) -> list[str]:
     """One line per class: how much of its score the name gives and the descriptors add."""
     if "per_class" not in nd:
         return []
-    return [f"  {r['class']} (n={r['n']}): name {100 * r['name_share']:.0f}%, description {100 * r['description_share']:.0f}%, "
-            f"descriptors change {100 * r['decisions_changed']:.0f}% of its decisions" for r in nd["per_class"][:limit]]  # fmt: skip
+    return [
+        f"  {r['class']} (n={r['n']}): name {100 * r['name_share']:.0f}%, description {100 * r['description_share']:.0f}%, "
+        f"descriptors change {100 * r['decisions_changed']:.0f}% of its decisions"
+        for r in nd["per_class"][:limit]
+    ]
 
 
 def confusion_lines(pairs: list[dict], limit: int = TEXT_ROWS) -> list[str]:
@@ -84,24 +103,46 @@ def confusion_lines(pairs: list[dict], limit: int = TEXT_ROWS) -> list[str]:
 
 def per_class_lines(classes: list[dict], limit: int = TEXT_ROWS) -> list[str]:
     worst = sorted(classes, key=lambda c: (c["top1"] - c["baseline_top1"], c["top1"], c["class"]))[:limit]
-    return table_lines(("class", "images", "descriptors", "95% interval", "baseline", "p (McNemar)", "flagged"),
-                  [(c["class"], c["n"], pct(c["top1"]), ci(c.get("ci95")), pct(c["baseline_top1"]), pvalue(c.get("p_value")),
-                    "yes" if c.get("flagged") else "") for c in worst])  # fmt: skip
+    return table_lines(
+        ("class", "images", "descriptors", "95% interval", "baseline", "p (McNemar)", "flagged"),
+        [
+            (
+                c["class"],
+                c["n"],
+                pct(c["top1"]),
+                ci(c.get("ci95")),
+                pct(c["baseline_top1"]),
+                pvalue(c.get("p_value")),
+                "yes" if c.get("flagged") else "",
+            )
+            for c in worst
+        ],
+    )
 
 
 def calibration_lines(cal: dict) -> list[str]:
     """ECE, NLL and accuracy before (and after) calibration, and where they were measured."""
     if not cal or "bins" not in cal:
         return [f"calibration: {cal.get('note', '-')}"] if cal else []
+
     def figure(side: str) -> str:
-        return (f"ECE {cal['ece_' + side]:.3f} {_plain_ci(cal['ece_' + side + '_ci95'])}, NLL {cal['nll_' + side]:.3f}, "
-                f"top-1 {pct(cal['accuracy_' + side])} {ci(cal['accuracy_' + side + '_ci95'])}")
+        return (
+            f"ECE {cal['ece_' + side]:.3f} {_plain_ci(cal['ece_' + side + '_ci95'])}, NLL {cal['nll_' + side]:.3f}, "
+            f"top-1 {pct(cal['accuracy_' + side])} {ci(cal['accuracy_' + side + '_ci95'])}"
+        )
+
     if not cal.get("calibrated"):
-        return [f"calibration ({cal['n_bins']}-bin ECE, on {cal['measured_on']}): {figure('before')}", f"  {cal['note']}"]
+        return [
+            f"calibration ({cal['n_bins']}-bin ECE, on {cal['measured_on']}): {figure('before')}",
+            f"  {cal['note']}",
+        ]
     bias = " and per-class biases" if cal.get("per_class_bias") else ""
     fitted = cal.get("fitted_on") or cal.get("run")
-    return [f"calibration: temperature {cal['temperature']:.3g}{bias}, fitted on run {fitted!r}; measured on {cal['measured_on']}",
-            f"  before: {figure('before')}", f"  after:  {figure('after')}"]  # fmt: skip
+    return [
+        f"calibration: temperature {cal['temperature']:.3g}{bias}, fitted on run {fitted!r}; measured on {cal['measured_on']}",
+        f"  before: {figure('before')}",
+        f"  after:  {figure('after')}",
+    ]
 
 
 def _plain_ci(interval: list[float] | None) -> str:
@@ -111,8 +152,11 @@ def _plain_ci(interval: list[float] | None) -> str:
 def to_text(a: dict) -> str:
     run, lib = a["run"], a["library"]
     agg = a["aggregate"]
-    out = [f"audit of run {run['name']!r}: library {lib['name']} v{lib['version']} ({lib['classes']} classes, "
-           f"{lib['descriptors']} descriptors), {run['n_images']} images from {run['dataset']}; aggregate {agg}", ""]  # fmt: skip
+    out = [
+        f"audit of run {run['name']!r}: library {lib['name']} v{lib['version']} ({lib['classes']} classes, "
+        f"{lib['descriptors']} descriptors), {run['n_images']} images from {run['dataset']}; aggregate {agg}",
+        "",
+    ]
     out += ["accuracy (top-1 with its Wilson 95% interval)", *accuracy_lines(a["accuracy"]), ""]
     out += [*calibration_lines(a.get("calibration")), ""]
     out += ["controls (paired over the same images)", *control_lines(a["controls"])]
@@ -128,22 +172,35 @@ def to_text(a: dict) -> str:
         )
     else:
         out.append(f"deletion: {d.get('note')}")
-    out += ["", f"classes with the largest loss against the baseline (flagged from {a['settings']['min_n']} images)",
-            *per_class_lines(a["per_class"]), ""]
+    out += [
+        "",
+        f"classes with the largest loss against the baseline (flagged from {a['settings']['min_n']} images)",
+        *per_class_lines(a["per_class"]),
+        "",
+    ]
     out += ["most confused (predicted for true)", *confusion_lines(a["confusions"]), ""]
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]][:TEXT_ROWS]
     out += ["descriptors that decide predictions (times top contributor: correct / wrong; mean margin vs runner-up)"]
-    out += table_lines(("class", "descriptor", "correct", "wrong", "margin"),
-                  [(r["class"], r["text"], r["top_correct"], r["top_wrong"], f"{r['mean_margin']:+.4f}") for r in drivers])  # fmt: skip
+    out += table_lines(
+        ("class", "descriptor", "correct", "wrong", "margin"),
+        [(r["class"], r["text"], r["top_correct"], r["top_wrong"], f"{r['mean_margin']:+.4f}") for r in drivers],
+    )
     h = a["hygiene"]
-    out += ["", "hygiene",
-            f"  {len(h['shared_texts'])} texts shared by several classes"
-            + (f" (most: {h['shared_texts'][0]['text']!r} in {h['shared_texts'][0]['classes']})" if h["shared_texts"] else ""),
-            f"  {len(h['near_identical'])} near-identical prompt pairs across classes (cosine >= {a['settings']['near_threshold']})",
-            f"  {len(h['flat'])} flat descriptors (similarity barely varies over the images)",
-            f"  {len(h['worse_than_baseline'])} classes with at least {a['settings']['min_n']} images where the descriptors do worse "
-            "than the class name",
-            *(f"  note: {n}" for n in h["notes"])]  # fmt: skip
+    out += [
+        "",
+        "hygiene",
+        f"  {len(h['shared_texts'])} texts shared by several classes"
+        + (
+            f" (most: {h['shared_texts'][0]['text']!r} in {h['shared_texts'][0]['classes']})"
+            if h["shared_texts"]
+            else ""
+        ),
+        f"  {len(h['near_identical'])} near-identical prompt pairs across classes (cosine >= {a['settings']['near_threshold']})",
+        f"  {len(h['flat'])} flat descriptors (similarity barely varies over the images)",
+        f"  {len(h['worse_than_baseline'])} classes with at least {a['settings']['min_n']} images where the descriptors do worse "
+        "than the class name",
+        *(f"  note: {n}" for n in h["notes"]),
+    ]
     return "\n".join(out)
 
 
@@ -155,8 +212,9 @@ def to_html(a: dict) -> str:
     (with its full value in ``data-value``)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
-                             undefined=jinja2.StrictUndefined)  # fmt: skip
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     env.filters["pct"] = pct
     template = env.get_template("audit_report.html")
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]]
@@ -170,22 +228,54 @@ CSV_TABLES = {
     "per_class": lambda a: a["per_class"],
     "drivers": lambda a: a["drivers"],
     "confusions": lambda a: [
-        {"predicted": p["predicted"], "true": p["true"], "count": p["count"], "side": side, "class": r["class"],
-         "text": r["text"], "contribution": r["contribution"]}
-        for p in a["confusions"] for side in ("towards_predicted", "towards_true") for r in p[side]
-    ],  # fmt: skip
+        {
+            "predicted": p["predicted"],
+            "true": p["true"],
+            "count": p["count"],
+            "side": side,
+            "class": r["class"],
+            "text": r["text"],
+            "contribution": r["contribution"],
+        }
+        for p in a["confusions"]
+        for side in ("towards_predicted", "towards_true")
+        for r in p[side]
+    ],
     "shared_texts": lambda a: a["hygiene"]["shared_texts"],
     "near_identical": lambda a: a["hygiene"]["near_identical"],
     "flat": lambda a: a["hygiene"]["flat"],
     "worse_than_baseline": lambda a: a["hygiene"]["worse_than_baseline"],
-    "controls": lambda a: [{"control": k, **{f: x for f, x in v.items() if f not in ("per_class", "bare_descriptors", "vs_descriptors", "vs_baseline")}}
-                           for k, v in a["controls"].items()],
+    "controls": lambda a: [
+        {
+            "control": k,
+            **{
+                f: x
+                for f, x in v.items()
+                if f not in ("per_class", "bare_descriptors", "vs_descriptors", "vs_baseline")
+            },
+        }
+        for k, v in a["controls"].items()
+    ],
     "name_description": lambda a: a["controls"]["name_description"].get("per_class", []),
-    "calibration": lambda a: [{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in a["calibration"].items()
-                               if k not in ("bins", "biases")}] if a.get("calibration") else [],
-    "reliability": lambda a: [{"lower": b["lower"], "upper": b["upper"],
-                               **{f"{side}_{k}": v for side in ("before", "after") if side in b for k, v in b[side].items()}}
-                              for b in a.get("calibration", {}).get("bins", [])],
+    "calibration": lambda a: (
+        [
+            {
+                k: (json.dumps(v) if isinstance(v, list) else v)
+                for k, v in a["calibration"].items()
+                if k not in ("bins", "biases")
+            }
+        ]
+        if a.get("calibration")
+        else []
+    ),
+    "reliability": lambda a: [
+        {
+            "lower": b["lower"],
+            "upper": b["upper"],
+            **{f"{side}_{k}": v for side in ("before", "after") if side in b for k, v in b[side].items()},
+        }
+        for b in a.get("calibration", {}).get("bins", [])
+    ],
 }
 
 

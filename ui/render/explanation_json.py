@@ -5,7 +5,6 @@ numeric precision)."""
 from __future__ import annotations
 
 
-
 def whyclip_version() -> str:
     """The installed whyclip's version (``unknown`` when run from a tree that is not installed)."""
     from importlib.metadata import PackageNotFoundError, version  # 40 ms: not on the path of --help
@@ -18,5 +17,9 @@ def whyclip_version() -> str:
 
 def explanation_json(exp, encoder) -> dict:
     """One image's explanation as ``whyclip explain --json`` prints it."""
-    return {**exp.to_dict(), "whyclip_version": whyclip_version(), "encoder_id": encoder.info.id,
-            "precision": getattr(encoder, "precision", "fp32")}  # fmt: skip
+    return {
+        **exp.to_dict(),
+        "whyclip_version": whyclip_version(),
+        "encoder_id": encoder.info.id,
+        "precision": getattr(encoder, "precision", "fp32"),
+    }

@@ -34,7 +34,9 @@ async def embed_uploads(res: Resources, uploads: list[UploadFile], seconds: dict
     try:
         vectors = await batcher.embed(pictures)
     except QueueFull as exc:
-        raise ApiError(503, f"the server is busy ({exc}): retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}) from None
+        raise ApiError(
+            503, f"the server is busy ({exc}): retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}
+        ) from None
     seconds["encode"] = time.perf_counter() - t
     return [name for name, _ in files], vectors
 

@@ -33,20 +33,30 @@ async def explain(
     aggregate: Annotated[str | None, Form(description="mean, centroid, max or topk [default: the library's]")] = None,
     compare: Annotated[list[str] | None, Form(description="Two class names to contrast [default: the top two]")] = None,
     retrieve: Annotated[int, Form(ge=0, le=1000, description="Library-wide best descriptors to list")] = 10,
-    calibrated: Annotated[bool, Form(description="Probabilities from the library version's stored calibration (whyclip calibrate)")] = False,
+    calibrated: Annotated[
+        bool, Form(description="Probabilities from the library version's stored calibration (whyclip calibrate)")
+    ] = False,
 ) -> JSONResponse:
     """Explain each uploaded image, exactly as ``whyclip explain --json`` does."""
     check_multipart(request.headers.get("content-type"))
     check_aggregate(aggregate)
     if compare is not None and len(compare) != 2:
         raise ApiError(422, f"bad request: compare: give exactly two class names (got {len(compare)})")
-    options = ExplainOptions(top=top, aggregate=aggregate, compare=tuple(compare) if compare else None,
-                             retrieve=retrieve, calibrated=calibrated)  # fmt: skip
+    options = ExplainOptions(
+        top=top,
+        aggregate=aggregate,
+        compare=tuple(compare) if compare else None,
+        retrieve=retrieve,
+        calibrated=calibrated,
+    )
     # the version is resolved and checked (unknown classes: 422) before any image is encoded
-    plan = await run_in_threadpool(plan_explain, res.store, library, version, options, load=res.library,
-                                   limits=res.explain_limits)
+    plan = await run_in_threadpool(
+        plan_explain, res.store, library, version, options, load=res.library, limits=res.explain_limits
+    )
     encoder = await run_in_threadpool(lambda: res.encoder)
-    explainer = await run_in_threadpool(lambda: plan.with_encoder(encoder, res.name_split(plan.library, encoder.cache_key)))
+    explainer = await run_in_threadpool(
+        lambda: plan.with_encoder(encoder, res.name_split(plan.library, encoder.cache_key))
+    )
     seconds: dict[str, float] = {}
     names, vectors = await embed_uploads(res, image, seconds)
     t = time.perf_counter()

@@ -46,9 +46,17 @@ def start_ingest(res: Resources, filename: str, data: bytes, name: str, options:
     def run(progress) -> dict:
         report = run_ingest(store, plan, encoder, progress=progress, commit_every=commit_every)
         i = report.info
-        return {"library": i.name, "version": i.version, "n_classes": i.n_classes, "n_descriptors": i.n_descriptors,
-                "n_prompts": i.n_prompts, "n_embedded": report.n_embedded, "n_reused": report.n_reused,
-                "seconds": report.seconds, "warnings": report.warnings}  # fmt: skip
+        return {
+            "library": i.name,
+            "version": i.version,
+            "n_classes": i.n_classes,
+            "n_descriptors": i.n_descriptors,
+            "n_prompts": i.n_prompts,
+            "n_embedded": report.n_embedded,
+            "n_reused": report.n_reused,
+            "seconds": report.seconds,
+            "warnings": report.warnings,
+        }
 
     return public(board.submit(job_id, plan.name, run))
 

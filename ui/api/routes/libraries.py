@@ -43,39 +43,80 @@ async def list_libraries(res: ResourcesDep) -> JSONResponse:
     return JSONResponse([info_dict(i) for i in infos])
 
 
-@router.get("/v1/libraries/{name}", dependencies=reads, response_model=None, responses={200: {"model": LibraryVersionsOut}})
+@router.get(
+    "/v1/libraries/{name}", dependencies=reads, response_model=None, responses={200: {"model": LibraryVersionsOut}}
+)
 async def library_versions(res: ResourcesDep, name: str) -> JSONResponse:
     """A library's metadata, every ready version (newest first)."""
     infos = await run_in_threadpool(library_admin.library_versions, res.store, name)
     return JSONResponse({"name": name, "versions": [info_dict(i) for i in infos]})
 
 
-def _page(res: Resources, name: str, version: int | None, count, page, search: str, order: str, offset: int, limit: int) -> dict:
+def _page(
+    res: Resources, name: str, version: int | None, count, page, search: str, order: str, offset: int, limit: int
+) -> dict:
     info = res.store.library(name, version)
     items = page(res.store.engine, info, search, order, offset, limit)
-    return {"library": info.name, "version": info.version, "total": count(res.store.engine, info, search),
-            "offset": offset, "limit": limit, "items": [_snake(r) for r in items]}  # fmt: skip
+    return {
+        "library": info.name,
+        "version": info.version,
+        "total": count(res.store.engine, info, search),
+        "offset": offset,
+        "limit": limit,
+        "items": [_snake(r) for r in items],
+    }
 
 
-@router.get("/v1/libraries/{name}/classes", dependencies=reads, response_model=None, responses={200: {"model": PageOut}})
-async def library_classes(res: ResourcesDep, name: str, version: Version = None, search: Search = "",
-                          order: ClassOrder = "label_order", offset: Offset = 0, limit: Limit = 50) -> JSONResponse:  # fmt: skip
+@router.get(
+    "/v1/libraries/{name}/classes", dependencies=reads, response_model=None, responses={200: {"model": PageOut}}
+)
+async def library_classes(
+    res: ResourcesDep,
+    name: str,
+    version: Version = None,
+    search: Search = "",
+    order: ClassOrder = "label_order",
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> JSONResponse:
     """One page of a version's classes, searchable by name."""
-    body = await run_in_threadpool(_page, res, name, version, browse.count_classes, browse.classes_page, search,
-                                   CLASS_ORDER[order], offset, limit)  # fmt: skip
+    body = await run_in_threadpool(
+        _page, res, name, version, browse.count_classes, browse.classes_page, search, CLASS_ORDER[order], offset, limit
+    )
     return JSONResponse(body)
 
 
-@router.get("/v1/libraries/{name}/descriptors", dependencies=reads, response_model=None, responses={200: {"model": PageOut}})
-async def library_descriptors(res: ResourcesDep, name: str, version: Version = None, search: Search = "",
-                              order: DescriptorOrder = "label_order", offset: Offset = 0, limit: Limit = 50) -> JSONResponse:  # fmt: skip
+@router.get(
+    "/v1/libraries/{name}/descriptors", dependencies=reads, response_model=None, responses={200: {"model": PageOut}}
+)
+async def library_descriptors(
+    res: ResourcesDep,
+    name: str,
+    version: Version = None,
+    search: Search = "",
+    order: DescriptorOrder = "label_order",
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> JSONResponse:
     """One page of a version's descriptors with their prompts, searchable."""
-    body = await run_in_threadpool(_page, res, name, version, browse.count_descriptor_rows, browse.descriptors_page,
-                                   search, DESCRIPTOR_ORDER[order], offset, limit)  # fmt: skip
+    body = await run_in_threadpool(
+        _page,
+        res,
+        name,
+        version,
+        browse.count_descriptor_rows,
+        browse.descriptors_page,
+        search,
+        DESCRIPTOR_ORDER[order],
+        offset,
+        limit,
+    )
     return JSONResponse(body)
 
 
-@router.post("/v1/libraries", dependencies=writes, status_code=202, response_model=None, responses={202: {"model": JobOut}})
+@router.post(
+    "/v1/libraries", dependencies=writes, status_code=202, response_model=None, responses={202: {"model": JobOut}}
+)
 async def upload_library(
     request: Request,
     res: ResourcesDep,
@@ -84,8 +125,13 @@ async def upload_library(
     template: Annotated[str, Form(description="Prompt template: paper, bare or a format string")] = "paper",
     baseline: Annotated[str, Form(description="Class-name prompt for the baseline")] = "a photo of a {class}.",
     strict: Annotated[bool, Form(description="Refuse prompts over CLIP's 77-token limit")] = False,
-    commit_every: Annotated[int, Form(ge=1, le=1_000_000, description="Prompts embedded and committed at a time")] = 1024,
-    index: Annotated[str | None, Form(max_length=200, description="Retrieval index factory [default: Flat, PQ256x4fs+rerank above 50,000]")] = None,
+    commit_every: Annotated[
+        int, Form(ge=1, le=1_000_000, description="Prompts embedded and committed at a time")
+    ] = 1024,
+    index: Annotated[
+        str | None,
+        Form(max_length=200, description="Retrieval index factory [default: Flat, PQ256x4fs+rerank above 50,000]"),
+    ] = None,
 ) -> JSONResponse:
     """Validate the file, then ingest it in the background: 202 with the job (poll /v1/jobs/{id})."""
     check_multipart(request.headers.get("content-type"))
@@ -96,12 +142,12 @@ async def upload_library(
 
 
 @router.delete("/v1/libraries/{name}", dependencies=writes, response_model=None, responses={200: {"model": DeletedOut}})
-async def delete_library(res: ResourcesDep, name: str, version: Version = None, with_runs: bool = False) -> JSONResponse:
+async def delete_library(
+    res: ResourcesDep, name: str, version: Version = None, with_runs: bool = False
+) -> JSONResponse:
     """Delete one version, or without ``version`` every version; cached prompt vectors stay.
     A version with evaluation runs is refused (422) unless ``with_runs=true``."""
     doomed = await run_in_threadpool(library_admin.delete_library, res.store, name, version, with_runs)
     for info in doomed:
         res.forget(info.id)
     return JSONResponse({"library": name, "deleted_versions": [i.version for i in doomed]})
-
-

@@ -28,7 +28,9 @@ async def retrieve(
     res: ResourcesDep,
     library: Annotated[str, Form(description="Library to search")],
     image: Annotated[UploadFile | None, File(description="An image query (or send text)")] = None,
-    text: Annotated[str | None, Form(description="A text query, embedded by the text encoder (or send an image)")] = None,
+    text: Annotated[
+        str | None, Form(description="A text query, embedded by the text encoder (or send an image)")
+    ] = None,
     k: Annotated[int, Form(ge=1, le=1000, description="Descriptors to return")] = 10,
     version: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="Library version [default: newest]")] = None,
 ) -> JSONResponse:
@@ -55,13 +57,33 @@ async def retrieve(
     i = lib.info
     r = lib.retrieval
     exact = r["exact"]
-    note = ("exact: every descriptor was scored" + (f" ({i.index_factory}: {r['note']})" if r["note"] else "") if exact else
-            f"approximate ({r['index']}): recall@10 {r['recall_at_10']:.3f} against exact search, measured on "
-            f"{r['calibrated_on'] or 'image-like queries'}" + ("; text queries may differ" if text else ""))  # fmt: skip
-    body = {"library": i.name, "version": i.version, "query": query,
-            "retrieved": [{"class": h.class_name, "descriptor": h.descriptor, "prompt": h.prompt,
-                           "similarity": h.similarity, "descriptor_id": h.descriptor_id} for h in hits],
-            "index": {"factory": i.index_factory, "params": i.index_params, "exact": exact, "recall_at_10": r["recall_at_10"],
-                      "calibrated_on": r["calibrated_on"]},
-            "note": note}  # fmt: skip
+    note = (
+        "exact: every descriptor was scored" + (f" ({i.index_factory}: {r['note']})" if r["note"] else "")
+        if exact
+        else f"approximate ({r['index']}): recall@10 {r['recall_at_10']:.3f} against exact search, measured on "
+        f"{r['calibrated_on'] or 'image-like queries'}" + ("; text queries may differ" if text else "")
+    )
+    body = {
+        "library": i.name,
+        "version": i.version,
+        "query": query,
+        "retrieved": [
+            {
+                "class": h.class_name,
+                "descriptor": h.descriptor,
+                "prompt": h.prompt,
+                "similarity": h.similarity,
+                "descriptor_id": h.descriptor_id,
+            }
+            for h in hits
+        ],
+        "index": {
+            "factory": i.index_factory,
+            "params": i.index_params,
+            "exact": exact,
+            "recall_at_10": r["recall_at_10"],
+            "calibrated_on": r["calibrated_on"],
+        },
+        "note": note,
+    }
     return JSONResponse(body)

@@ -20,11 +20,18 @@ depends_on = None
 RULE = 1  # the rules every whyclip before this revision built prompts with
 BATCH = 10_000
 
-libraries = sa.table("libraries", sa.column("id"), sa.column("template"), sa.column("baseline_template"),
-                     sa.column("prompt_rule"))  # fmt: skip
+libraries = sa.table(
+    "libraries", sa.column("id"), sa.column("template"), sa.column("baseline_template"), sa.column("prompt_rule")
+)
 classes = sa.table("classes", sa.column("id"), sa.column("library_id"), sa.column("name"), sa.column("baseline_prompt"))
-descriptors = sa.table("descriptors", sa.column("id"), sa.column("library_id"), sa.column("class_id"),
-                       sa.column("text"), sa.column("prompt"))  # fmt: skip
+descriptors = sa.table(
+    "descriptors",
+    sa.column("id"),
+    sa.column("library_id"),
+    sa.column("class_id"),
+    sa.column("text"),
+    sa.column("prompt"),
+)
 
 
 def _update(conn, table, column: str, values: list[dict]) -> None:
@@ -38,17 +45,29 @@ def upgrade() -> None:
         batch.add_column(sa.Column("prompt_rule", sa.String(32), nullable=True))
     conn = op.get_bind()
     rules = RULES[RULE]
-    for lib_id, template, baseline in conn.execute(sa.select(libraries.c.id, libraries.c.template, libraries.c.baseline_template)):
+    for lib_id, template, baseline in conn.execute(
+        sa.select(libraries.c.id, libraries.c.template, libraries.c.baseline_template)
+    ):
         empty_baselines = conn.execute(
-            sa.select(classes.c.id, classes.c.name).where(classes.c.library_id == lib_id, classes.c.baseline_prompt == "")
+            sa.select(classes.c.id, classes.c.name).where(
+                classes.c.library_id == lib_id, classes.c.baseline_prompt == ""
+            )
         ).all()
-        _update(conn, classes, "baseline_prompt",
-                [{"row_id": i, "filled": rules.baseline(baseline, name)} for i, name in empty_baselines])  # fmt: skip
+        _update(
+            conn,
+            classes,
+            "baseline_prompt",
+            [{"row_id": i, "filled": rules.baseline(baseline, name)} for i, name in empty_baselines],
+        )
         empty_prompts = conn.execute(
             sa.select(descriptors.c.id, classes.c.name, descriptors.c.text)
             .join(classes, classes.c.id == descriptors.c.class_id)
             .where(descriptors.c.library_id == lib_id, descriptors.c.prompt == "")
         ).all()
-        _update(conn, descriptors, "prompt",
-                [{"row_id": i, "filled": rules.prompt(template, name, text)} for i, name, text in empty_prompts])  # fmt: skip
+        _update(
+            conn,
+            descriptors,
+            "prompt",
+            [{"row_id": i, "filled": rules.prompt(template, name, text)} for i, name, text in empty_prompts],
+        )
         conn.execute(libraries.update().where(libraries.c.id == lib_id).values(prompt_rule=rule_name(template, RULE)))
