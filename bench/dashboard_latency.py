@@ -52,11 +52,11 @@ def main() -> None:
         elapsed = time.perf_counter() - t
         assert not at.exception, at.exception
         caption = next(c.value for c in at.caption if c.value.startswith("image encoded in"))
-        enc_ms, exp_ms = map(int, re.findall(r"(\d+) ms", caption)[:2])
+        enc_ms, _exp_ms = map(int, re.findall(r"(\d+) ms", caption)[:2])
         if seed:  # the first upload warms the upload path
             page.append(elapsed * 1000)
             encode.append(enc_ms)
-    over = [p - e for p, e in zip(page, encode)]
+    over = [p - e for p, e in zip(page, encode, strict=True)]
     print(f"library {args.library}: {args.runs} new images, each a full rerun of the Explain page")
     print("| measure | median ms | max ms |\n|---|---:|---:|")
     for name, xs in (

@@ -60,7 +60,7 @@ def main() -> None:
             t2 = time.perf_counter()
             encode.append(t1 - t0)
             explain.append(t2 - t1)
-        total = [a + b for a, b in zip(encode, explain)]
+        total = [a + b for a, b in zip(encode, explain, strict=True)]
         cli = [sys.executable, "-m", "whyclip.ui.cli.main"] + (["--home", args.home] if args.home else [])
         cli += ["explain", str(path), "--library", args.library, "--model", args.model, "--json"]
         t = time.perf_counter()

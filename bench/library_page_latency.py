@@ -17,7 +17,22 @@ from pathlib import Path
 import numpy as np
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "dashboard" / "streamlit_app.py")
-WORDS = "red green blue long short round flat striped spotted shiny small large curved pointed".split()
+WORDS = [
+    "red",
+    "green",
+    "blue",
+    "long",
+    "short",
+    "round",
+    "flat",
+    "striped",
+    "spotted",
+    "shiny",
+    "small",
+    "large",
+    "curved",
+    "pointed",
+]
 
 
 def build(home: str, n_classes: int, per_class: int, dim: int = 16) -> None:
@@ -28,7 +43,7 @@ def build(home: str, n_classes: int, per_class: int, dim: int = 16) -> None:
     for c in range(n_classes):
         descs = [f"{WORDS[(c + j) % len(WORDS)]} {WORDS[(c * 7 + j) % len(WORDS)]} part {j}" for j in range(per_class)]
         ps = [f"class {c}, which has {d}" for d in descs]
-        for p in ps + [f"a photo of a class {c}."]:
+        for p in [*ps, f"a photo of a class {c}."]:
             prompts[p] = len(prompts)
         classes.append(DraftClass(f"class {c}", f"a photo of a class {c}.", descs, ps, [False] * per_class))
     vectors = rng.standard_normal((len(prompts), dim)).astype(np.float32)
@@ -56,8 +71,8 @@ def main() -> None:
     args = ap.parse_args()
     home = args.home or tempfile.mkdtemp(prefix="whyclip-big-")
     os.environ["WHYCLIP_HOME"] = home
-    from whyclip.store.db import browse
     from whyclip.store import Store
+    from whyclip.store.db import browse
 
     t = time.perf_counter()
     if not (Path(home) / "whyclip.db").exists():

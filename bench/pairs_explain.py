@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from whyclip.ingest.services.fudd import rerank_results
-from whyclip.store import stored_pair_texts
-from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
-from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, write_pairs
+from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store, stored_pair_texts
 from whyclip.store.analysis.run_records import rank_results
+from whyclip.store.db.pair_descriptors import PairDescription, PairDraft, write_pairs
 
 
 def unit(rng, n, d):

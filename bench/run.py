@@ -74,10 +74,37 @@ def seven_files() -> list[Path]:
 
 
 def synthetic_library(n: int, per_class: int = 10) -> dict[str, list[str]]:
-    words = (
-        "red green blue brown long short round flat striped spotted shiny small large curved pointed "
-        "furry smooth rough wooden metal glass feathers scales wings legs tail eyes ears beak"
-    ).split()
+    words = [
+        "red",
+        "green",
+        "blue",
+        "brown",
+        "long",
+        "short",
+        "round",
+        "flat",
+        "striped",
+        "spotted",
+        "shiny",
+        "small",
+        "large",
+        "curved",
+        "pointed",
+        "furry",
+        "smooth",
+        "rough",
+        "wooden",
+        "metal",
+        "glass",
+        "feathers",
+        "scales",
+        "wings",
+        "legs",
+        "tail",
+        "eyes",
+        "ears",
+        "beak",
+    ]
     rng = np.random.default_rng(0)
     lib: dict[str, list[str]] = {}
     for c in range(n // per_class):
@@ -91,8 +118,8 @@ def timed_ingest(encoder, libraries: list) -> tuple[float, dict[str, np.ndarray]
     """Seconds to ingest ``libraries`` into a fresh store (fresh cache), their vectors by
     prompt, and every prompt in ingest order."""
     from whyclip.ingest.services.library_ingest import plan_ingest, run_ingest
-    from whyclip.store.db import embedding_cache
     from whyclip.store import Store
+    from whyclip.store.db import embedding_cache
 
     with tempfile.TemporaryDirectory() as home:
         store = Store.open(home)
@@ -267,8 +294,8 @@ def bench_query_indexes(
     """Every candidate index over the library's own vectors, built and calibrated as
     ``whyclip ingest --index`` does (on proxy image queries), then measured on the bench
     queries: recall@10 against the exact scan, one-query p50 / p99, build time, bytes."""
-    from whyclip.store.vectors.recall_tuning import proxy_queries, recall
     from whyclip.store.vectors.files import build_retrieval
+    from whyclip.store.vectors.recall_tuning import proxy_queries, recall
     from whyclip.store.vectors.search import exact_search
 
     vectors, matrices = lib.vectors, lib.matrices

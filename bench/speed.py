@@ -147,9 +147,9 @@ def bench_ingest_processes(model: str, repeats: int, results: dict, only: list[s
         return
     if only:
         files = [f for f in files if f.stem.removeprefix("descriptors_") in only]
+    from whyclip.ingest.readers import read_library
     from whyclip.ingest.services.library_ingest import build_prompts
     from whyclip.store.method.templates import DEFAULT_BASELINE, Template
-    from whyclip.ingest.readers import read_library
 
     prompts: list[str] = []
     for f in files:

@@ -160,11 +160,17 @@ def statistics(lib: ClipShaped, n: int = 2000, seed: int = 5) -> dict[str, float
 
     per = lib.concepts.shape[1]
     own = np.array(
-        [float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean()) for v, c in zip(images, classes)]
+        [
+            float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean())
+            for v, c in zip(images, classes, strict=True)
+        ]
     )
     others = (classes + rng.integers(1, lib.n_classes, len(classes))) % lib.n_classes
     other = np.array(
-        [float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean()) for v, c in zip(images, others)]
+        [
+            float((lib.vectors[lib.offsets[c] : lib.offsets[c] + per] @ v).mean())
+            for v, c in zip(images, others, strict=True)
+        ]
     )
     return {
         "text_pairwise_cosine": pairwise(texts),

@@ -13,9 +13,8 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from whyclip.store import InputError, normalise
-
 from whyclip.ingest.images import IMAGE_SUFFIXES
+from whyclip.store import InputError, normalise
 
 MAX_LISTED = 10
 

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.store import Store, WhyclipError, embedding_cache
-
 from whyclip.ingest.images import PIXEL_RULES, read_image_bytes
+from whyclip.store import Store, WhyclipError, embedding_cache
 
 log = logging.getLogger(__name__)
 BATCH = 32  # images read, encoded and cached at a time
@@ -54,7 +53,7 @@ def embed_prompts(store: Store, encoder, prompts: list[str]) -> tuple[np.ndarray
     if missing:
         vectors, norms = encoder.embed_texts(missing)
         embedding_cache.save(store.engine, encoder.cache_key, missing, vectors, norms)
-        found.update({t: (v, float(n)) for t, v, n in zip(missing, vectors, norms)})
+        found.update({t: (v, float(n)) for t, v, n in zip(missing, vectors, norms, strict=True)})
     dim = encoder.info.dim
     vecs = np.array([found[p][0] for p in prompts], dtype=np.float32).reshape(len(prompts), dim)
     return vecs, np.array([found[p][1] for p in prompts], dtype=np.float32)
@@ -123,7 +122,7 @@ def embed_image_files_cached(
                 embedding_cache.save_hashes(
                     store.engine, cache_key(encoder, "image"), [hashes[i] for i in todo], vecs, norms
                 )
-                found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms)})
+                found.update({hashes[i]: (v, float(n)) for i, v, n in zip(todo, vecs, norms, strict=True)})
                 embedded += len(pictures)
             for i in batch:
                 if i in hashes and hashes[i] in found:

@@ -121,7 +121,7 @@ def _read_csv(p: Path, text: str) -> list[tuple[str, str | None, str]]:
         if not any(cell.strip() for cell in row):
             continue
         if len(row) < 2:
-            row = row + [""]
+            row = [*row, ""]
         entries.append((row[0], row[1] if row[1].strip() else None, f"line {n}"))
     return entries
 

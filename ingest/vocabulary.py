@@ -17,8 +17,32 @@ from pathlib import Path
 
 WORDS_FILE = Path(__file__).with_name("general_words.txt")
 EXCLUDED = frozenset(
-    "shit fuck fucking fucked sex damn ass bitch dick porn rape bullshit naked pussy cock nude "
-    "sexy sexual whore slut penis boobs nigga motherfucker".split()
+    [
+        "shit",
+        "fuck",
+        "fucking",
+        "fucked",
+        "sex",
+        "damn",
+        "ass",
+        "bitch",
+        "dick",
+        "porn",
+        "rape",
+        "bullshit",
+        "naked",
+        "pussy",
+        "cock",
+        "nude",
+        "sexy",
+        "sexual",
+        "whore",
+        "slut",
+        "penis",
+        "boobs",
+        "nigga",
+        "motherfucker",
+    ]
 )
 SOURCE = "wordfreq 3.1.1 top English words (CC BY-SA 4.0), stop words and profanity removed"
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import shutil
@@ -14,20 +15,21 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import hashlib
-
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.db import migrations, schema
 from whyclip.store.db.engine import begin_write, make_engine
-from whyclip.store.db.writes import write_session
 from whyclip.store.db.pair_descriptors import count_pairs
+from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
+from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
-from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
+from whyclip.store.method import AGGREGATES, build_class_matrices
+from whyclip.store.method.prompts import rule_name
+from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from whyclip.store.vectors.files import (
     build_retrieval,
     choose_factory,
@@ -35,10 +37,7 @@ from whyclip.store.vectors.files import (
     retune_recall,
     write_index_files,
 )
-from whyclip.store.method.prompts import rule_name
-from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
-from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
-from whyclip.store.method import AGGREGATES, build_class_matrices
+from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
 
 __all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
 
@@ -453,8 +452,8 @@ class Store:
                     "prompt": prompt,
                     "shared": len(shared[text]),
                 }
-                for cid, c in zip(class_ids, draft.classes)
-                for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated))
+                for cid, c in zip(class_ids, draft.classes, strict=True)
+                for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated, strict=True))
             ]
             for n, param in enumerate(params):
                 param["id"] = first + n

@@ -13,7 +13,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.analysis.name_split import image_split
+from whyclip.store.db import embedding_cache
+from whyclip.store.db.pair_descriptors import StoredPair, load_pairs
+from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 from whyclip.store.errors import EncoderMismatch, InputError, LibraryNotFound, StoreError
+from whyclip.store.method import (
+    AGGREGATES,
+    build_class_matrices,
+    calibrated_softmax,
+    descriptor_weights,
+    score_classes,
+    softmax,
+    top_k,
+)
 from whyclip.store.method.explanation import (
     BaselineScore,
     ClassScore,
@@ -25,22 +37,9 @@ from whyclip.store.method.explanation import (
     PairFeatureScore,
     Retrieved,
 )
-from whyclip.store.db import embedding_cache
-from whyclip.store.db.pair_descriptors import StoredPair, load_pairs
-from whyclip.store.vectors.files import IndexFiles
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
-from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
-from whyclip.store.method import (
-    AGGREGATES,
-    build_class_matrices,
-    calibrated_softmax,
-    descriptor_weights,
-    score_classes,
-    softmax,
-    top_k,
-)
-
+from whyclip.store.vectors.files import IndexFiles
 
 SPLIT_MAX = 200_000  # descriptors: above, explain does not read every bare vector for the split
 BARE_NOTE = (
@@ -218,7 +217,7 @@ class Library:
         texts = self.class_texts(position)
         out = [
             DescriptorScore(t, p, float(sim), float(sim) * scale, float(w))
-            for (t, p), sim, w in zip(texts, sims, weights)
+            for (t, p), sim, w in zip(texts, sims, weights, strict=True)
         ]
         return sorted(out, key=lambda d: -d.similarity)
 
@@ -322,8 +321,8 @@ class Library:
                 f"({len(wanted) - len(meta)} of the {len(wanted)} descriptors found have no rows): load it again"
             )
         return [
-            [Retrieved(*meta[int(i)], float(sim), int(i)) for sim, i in zip(srow, irow) if i >= 0]
-            for srow, irow in zip(sims, ids)
+            [Retrieved(*meta[int(i)], float(sim), int(i)) for sim, i in zip(srow, irow, strict=True) if i >= 0]
+            for srow, irow in zip(sims, ids, strict=True)
         ]
 
     def explain(
@@ -416,7 +415,7 @@ class Library:
                     None if split is None else float(split["description_share"][c]),
                     len(ev) - len(ev[:max_descriptors]),
                 )
-                for rank, (c, ev) in enumerate(zip(order, evidence))
+                for rank, (c, ev) in enumerate(zip(order, evidence, strict=True))
             ]
             if split is not None:
                 nd = {"coefficients": {"name": split["a"], "description": split["b"]}, "explained": split["explained"]}

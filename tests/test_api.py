@@ -8,9 +8,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from fastapi.testclient import TestClient
 
-from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.cli.main import cli
 
@@ -70,7 +70,8 @@ def test_explain_answers_what_the_cli_prints(client, home):
         r = explain(client, [(paths[0], FROG), (paths[1], BANANA)], **options)
         assert r.status_code == 200, r.text
         assert r.json()["explanations"] == expected
-    assert expected[0]["contrast"]["a"] == "banana" and expected[0]["classes"][0]["class"] == "tree frog"
+    assert expected[0]["contrast"]["a"] == "banana"
+    assert expected[0]["classes"][0]["class"] == "tree frog"
     assert expected[0]["retrieval"] == {
         "exact": True,
         "index": "Flat",
@@ -95,12 +96,14 @@ def test_retrieve_by_image_and_text(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert {h["descriptor"] for h in body["retrieved"]} == {"protruding eyes", "bright green colour"}
-    assert body["index"]["exact"] is True and body["index"]["factory"] == "Flat"
+    assert body["index"]["exact"] is True
+    assert body["index"]["factory"] == "Flat"
     r = client.post(
         "/v1/retrieve", data={"library": "frogs", "text": "yellow peel", "k": "1"}, files={"none": ("", b"")}
     )
     assert r.status_code == 200, r.text
-    assert r.json()["retrieved"][0]["descriptor"] == "yellow peel" and r.json()["query"]["kind"] == "text"
+    assert r.json()["retrieved"][0]["descriptor"] == "yellow peel"
+    assert r.json()["query"]["kind"] == "text"
 
 
 def test_libraries_versions_and_pages(client):
@@ -109,7 +112,8 @@ def test_libraries_versions_and_pages(client):
     versions = client.get("/v1/libraries/frogs").json()["versions"]
     assert [v["version"] for v in versions] == [1]
     page = client.get("/v1/libraries/frogs/classes", params={"limit": 2}).json()
-    assert page["total"] == 4 and [c["class"] for c in page["items"]] == ["tree frog", "tailed frog"]
+    assert page["total"] == 4
+    assert [c["class"] for c in page["items"]] == ["tree frog", "tailed frog"]
     found = client.get("/v1/libraries/frogs/descriptors", params={"search": "FROG", "limit": 50}).json()
     assert found["total"] == 5  # every descriptor of the two frogs: the class name matches
     assert {d["class"] for d in found["items"]} == {"tree frog", "tailed frog"}
@@ -147,7 +151,8 @@ def test_upload_runs_an_ingest_job_then_delete(client, fake):
     assert job["progress"]["done"] == job["progress"]["total"] == job["result"]["n_prompts"]
     assert {i["name"] for i in client.get("/v1/libraries").json()} == {"frogs", "pets"}
     r = client.delete("/v1/libraries/pets", headers={"X-API-Key": KEY})
-    assert r.status_code == 200 and r.json()["deleted_versions"] == [1]
+    assert r.status_code == 200
+    assert r.json()["deleted_versions"] == [1]
     assert {i["name"] for i in client.get("/v1/libraries").json()} == {"frogs"}
     assert client.get("/v1/libraries/pets").status_code == 404
 
@@ -211,11 +216,13 @@ def test_explain_calibrated_answers_what_the_cli_prints(client, home):
     """calibrated=true: the same probabilities and calibration block as ``explain --calibrated``;
     without a stored calibration, a 422 that names the fix."""
     from test_calibrate import plant_run
+
     from whyclip.store import Store
 
     (home / "frog.png").write_bytes(FROG)
     r = explain(client, [("frog.png", FROG)], calibrated="true")
-    assert r.status_code == 422 and "whyclip calibrate --library frogs" in r.json()["error"]
+    assert r.status_code == 422
+    assert "whyclip calibrate --library frogs" in r.json()["error"]
     store = Store.open(home / "home")
     plant_run(store, library="frogs", n=300, t_true=3.0)
     done = CliRunner().invoke(cli, ["calibrate", "--library", "frogs", "--per-class-bias"])
@@ -225,12 +232,11 @@ def test_explain_calibrated_answers_what_the_cli_prints(client, home):
     r = explain(client, [(path, FROG)], calibrated="true")
     assert r.status_code == 200, r.text
     assert r.json()["explanations"] == expected
-    assert (
-        expected[0]["calibration"]["per_class_bias"]
-        and expected[0]["classes"][0]["uncalibrated_probability"] is not None
-    )
+    assert expected[0]["calibration"]["per_class_bias"]
+    assert expected[0]["classes"][0]["uncalibrated_probability"] is not None
     plain = explain(client, [(path, FROG)]).json()["explanations"][0]
-    assert plain["calibration"] is None and plain["classes"][0]["uncalibrated_probability"] is None
+    assert plain["calibration"] is None
+    assert plain["classes"][0]["uncalibrated_probability"] is None
 
 
 def test_a_missing_name_split_is_looked_up_again_only_after_a_while(home, monkeypatch):
@@ -246,9 +252,12 @@ def test_a_missing_name_split_is_looked_up_again_only_after_a_while(home, monkey
     try:
         lib = res.library("frogs")
         first = res.name_split(lib, res.encoder.cache_key)
-        assert isinstance(first, str) and "whyclip eval" in first
-        assert res.name_split(lib, res.encoder.cache_key) == first and len(calls) == 1
+        assert isinstance(first, str)
+        assert "whyclip eval" in first
+        assert res.name_split(lib, res.encoder.cache_key) == first
+        assert len(calls) == 1
         monkeypatch.setattr(resources_module, "SPLIT_NOTE_TTL_S", 0.0)
-        assert res.name_split(lib, res.encoder.cache_key) == first and len(calls) == 2
+        assert res.name_split(lib, res.encoder.cache_key) == first
+        assert len(calls) == 2
     finally:
         res.close()

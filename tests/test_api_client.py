@@ -8,8 +8,8 @@ from contextlib import nullcontext
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from test_api import BANANA, FROG, client, fake, home  # noqa: F401 - fixtures
+
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
@@ -37,28 +37,34 @@ def test_server_output_is_the_local_output(served, home, extra):  # noqa: F811
     local = run(["explain", *good, "--library", "frogs", *extra])
     remote = run(["explain", *good, "--library", "frogs", "--server", served, *extra])
     assert local.exit_code == remote.exit_code == 0
-    assert remote.stdout == local.stdout and "frog.png" in local.stdout
+    assert remote.stdout == local.stdout
+    assert "frog.png" in local.stdout
     # an unreadable image is reported and skipped, as the local command's help says
     mixed = run(["explain", good[0], str(home / "bad.png"), good[1], "--library", "frogs", "--server", served, *extra])
-    assert mixed.exit_code == 1 and mixed.stdout == local.stdout
+    assert mixed.exit_code == 1
+    assert mixed.stdout == local.stdout
     assert mixed.stderr.strip().endswith("bad.png: not an image (no format Pillow reads): use a JPEG, PNG or WebP file")
 
 
 def test_server_refusal_is_one_line(served, home):  # noqa: F811
     (home / "frog.png").write_bytes(FROG)
     r = run(["explain", str(home / "frog.png"), "--library", "nope", "--server", served])
-    assert r.exit_code == 1 and "Traceback" not in r.output
-    assert r.stderr.count("\n") == 1 and "refused the request: no library 'nope'" in r.stderr
+    assert r.exit_code == 1
+    assert "Traceback" not in r.output
+    assert r.stderr.count("\n") == 1
+    assert "refused the request: no library 'nope'" in r.stderr
 
 
 def test_unreachable_server(home, tmp_path):  # noqa: F811
     (tmp_path / "f.png").write_bytes(FROG)
     r = run(["explain", str(tmp_path / "f.png"), "--library", "frogs", "--server", "http://127.0.0.1:9"])
-    assert r.exit_code == 1 and "cannot reach the whyclip service" in r.stderr
+    assert r.exit_code == 1
+    assert "cannot reach the whyclip service" in r.stderr
 
 
 def test_server_calibrated_output_is_the_local_output(served, home):  # noqa: F811
     from test_calibrate import plant_run
+
     from whyclip.store import Store
 
     (home / "frog.png").write_bytes(FROG)
@@ -70,4 +76,5 @@ def test_server_calibrated_output_is_the_local_output(served, home):  # noqa: F8
             ["explain", str(home / "frog.png"), "--library", "frogs", "--calibrated", "--server", served, *extra]
         )
         assert local.exit_code == remote.exit_code == 0, remote.output
-        assert remote.stdout == local.stdout and "calibrat" in local.stdout
+        assert remote.stdout == local.stdout
+        assert "calibrat" in local.stdout

@@ -4,13 +4,12 @@ nothing written; and the API key check (never echoed)."""
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-
 from test_api import BANANA, FROG, KEY, client, explain, fake, home  # noqa: F401 - fixtures
+
 from whyclip.ui.api import Limits, ServiceSettings, create_app
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
@@ -19,7 +18,8 @@ pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on P
 def problem(r, status: int, *words: str) -> str:
     assert r.status_code == status, (r.status_code, r.text)
     body = r.json()
-    assert body["status"] == status and isinstance(body["error"], str)
+    assert body["status"] == status
+    assert isinstance(body["error"], str)
     for w in words:
         assert w.lower() in body["error"].lower(), body["error"]
     return body["error"]

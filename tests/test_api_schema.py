@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from test_api import KEY, fake, home  # noqa: F401 - fixtures
+
 from whyclip.ui.api import ServiceSettings, create_app
-
-
 from whyclip.ui.api.dependencies import Resources
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from test_api import BANANA, FROG
+
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.slow
@@ -110,10 +110,12 @@ def test_sigkill_mid_ingest_leaves_nothing_half_visible_and_resumes(tmp_path, ti
     assert libraries(home) == []  # nothing half-visible
     with serving(home, tiny_model) as (_, client):
         old = client.get(f"/v1/jobs/{job_id}").json()
-        assert old["state"] == "interrupted" and "submit the file again" in old["error"]
+        assert old["state"] == "interrupted"
+        assert "submit the file again" in old["error"]
         job = wait_done(client, submit(client, data))
     assert job["state"] == "done", job
-    assert job["result"]["n_reused"] >= 800 and job["result"]["n_embedded"] == total - job["result"]["n_reused"]
+    assert job["result"]["n_reused"] >= 800
+    assert job["result"]["n_embedded"] == total - job["result"]["n_reused"]
     (info,) = libraries(home)
     assert (info["name"], info["version"], info["n_descriptors"]) == ("big", 1, 6000)
 
@@ -129,7 +131,8 @@ def test_two_replicas_share_one_store(tmp_path, tiny_model, db_url):
         files = [("image", ("frog.png", FROG)), ("image", ("banana.png", BANANA))]
         from_a = a.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"]
         from_b = b.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"]
-        assert from_a == from_b and [e["version"] for e in from_b] == [1, 1]
+        assert from_a == from_b
+        assert [e["version"] for e in from_b] == [1, 1]
         newer = json.dumps({"tree frog": ["protruding eyes"], "banana": ["yellow peel", "curved"]}).encode()
         assert wait_done(b, submit(b, newer, "frogs"))["state"] == "done"
         assert a.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"][0]["version"] == 2

@@ -10,20 +10,20 @@ import json
 
 import numpy as np
 import pytest
+from fakes import FakeEncoder
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
-
-from fakes import FakeEncoder
 from test_eval import write_dataset
+
 from whyclip.ingest import ingest_library
-from whyclip.ingest.services.control_libraries import random_word_descriptors, swap_permutation
 from whyclip.ingest.datasets import read_dataset
+from whyclip.ingest.services.control_libraries import random_word_descriptors, swap_permutation
 from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.vocabulary import general_words
 from whyclip.store import Store
-from whyclip.store.db.schema import EvalResultRow, EvalRunRow
 from whyclip.store.analysis.audit import AuditSettings, audit
 from whyclip.store.db.runs import find_run, load_run
+from whyclip.store.db.schema import EvalResultRow, EvalRunRow
 
 NAME_CONCEPTS = ["frog", "banana", "zebra", "sunflower"]
 NAME_LIBRARY = {
@@ -32,7 +32,7 @@ NAME_LIBRARY = {
 NAME_IMAGES = {  # four images show their class; two also show another class more strongly (wrong every way)
     cls: [(f"{k}{j}.png", concept) for j in range(4)]
     + [(f"{k}x{j}.png", f"{concept}|{NAME_CONCEPTS[(k + 1) % 4]}*2") for j in range(2)]
-    for k, (cls, concept) in enumerate(zip(NAME_LIBRARY, NAME_CONCEPTS))
+    for k, (cls, concept) in enumerate(zip(NAME_LIBRARY, NAME_CONCEPTS, strict=True))
 }
 
 DESC_CONCEPTS = ["webbed", "feathers", "octagon", "stripes", "petals", "whiskers", "hooves", "antlers"]
@@ -59,44 +59,60 @@ def planted(tmp_path, concepts, library, images):
 
 
 def test_descriptors_that_add_nothing_beyond_the_name(tmp_path):
-    store, lib, run = planted(tmp_path, NAME_CONCEPTS, NAME_LIBRARY, NAME_IMAGES)
+    _store, lib, run = planted(tmp_path, NAME_CONCEPTS, NAME_LIBRARY, NAME_IMAGES)
     c = audit(run, lib, AuditSettings())["controls"]
     nd = c["name_description"]
-    assert nd["name_share"] > 0.9 and nd["description_share"] < 0.1
+    assert nd["name_share"] > 0.9
+    assert nd["description_share"] < 0.1
     assert nd["name_share"] + nd["description_share"] == pytest.approx(1)
-    assert nd["decisions_changed"] == 0 and nd["p_value"] == 1.0 and not nd["significant"]
-    assert "not significant" in nd["verdict"] and "add nothing" in nd["verdict"]
+    assert nd["decisions_changed"] == 0
+    assert nd["p_value"] == 1.0
+    assert not nd["significant"]
+    assert "not significant" in nd["verdict"]
+    assert "add nothing" in nd["verdict"]
     assert all(r["name_share"] > 0.9 and r["n"] == 6 for r in nd["per_class"])
-    assert c["swap"]["accuracy"] == pytest.approx(16 / 24) and c["swap"]["p_value"] == 1.0
-    assert "not significant" in c["swap"]["verdict"] and "do not carry the decision" in c["swap"]["verdict"]
+    assert c["swap"]["accuracy"] == pytest.approx(16 / 24)
+    assert c["swap"]["p_value"] == 1.0
+    assert "not significant" in c["swap"]["verdict"]
+    assert "do not carry the decision" in c["swap"]["verdict"]
     rw = c["random_words"]
-    assert rw["draws"] == 5 and rw["accuracy_mean"] == pytest.approx(16 / 24) and rw["accuracy_sd"] == 0
-    assert rw["p_value"] == 1.0 and "not significant" in rw["verdict"] and "do not beat random words" in rw["verdict"]
-    assert c["baseline"]["p_value"] == 1.0 and "not significant" in c["baseline"]["verdict"]
+    assert rw["draws"] == 5
+    assert rw["accuracy_mean"] == pytest.approx(16 / 24)
+    assert rw["accuracy_sd"] == 0
+    assert rw["p_value"] == 1.0
+    assert "not significant" in rw["verdict"]
+    assert "do not beat random words" in rw["verdict"]
+    assert c["baseline"]["p_value"] == 1.0
+    assert "not significant" in c["baseline"]["verdict"]
 
 
 def test_descriptors_that_carry_the_decision(tmp_path):
-    store, lib, run = planted(tmp_path, DESC_CONCEPTS, DESC_LIBRARY, DESC_IMAGES)
+    _store, lib, run = planted(tmp_path, DESC_CONCEPTS, DESC_LIBRARY, DESC_IMAGES)
     a = audit(run, lib, AuditSettings())
     c = a["controls"]
     assert {r["method"]: r["top1"] for r in a["accuracy"]}["mean"] == 1.0
     nd = c["name_description"]
-    assert nd["description_share"] > 0.8 and nd["significant"] and nd["p_value"] < 1e-3
+    assert nd["description_share"] > 0.8
+    assert nd["significant"]
+    assert nd["p_value"] < 1e-3
     assert nd["decisions_changed"] == pytest.approx(1 - {r["method"]: r["top1"] for r in a["accuracy"]}["baseline"])
-    assert c["swap"]["accuracy"] == 0.0 and c["swap"]["p_value"] == pytest.approx(2 * 0.5**24)
-    assert (
-        "the descriptors carry the decision" in c["swap"]["verdict"] and "not significant" not in c["swap"]["verdict"]
-    )
+    assert c["swap"]["accuracy"] == 0.0
+    assert c["swap"]["p_value"] == pytest.approx(2 * 0.5**24)
+    assert "the descriptors carry the decision" in c["swap"]["verdict"]
+    assert "not significant" not in c["swap"]["verdict"]
     rw = c["random_words"]
-    assert rw["accuracy_mean"] < 0.6 and rw["p_value"] < 0.01 and "the descriptors beat random words" in rw["verdict"]
+    assert rw["accuracy_mean"] < 0.6
+    assert rw["p_value"] < 0.01
+    assert "the descriptors beat random words" in rw["verdict"]
     assert rw["ci95"][0] <= rw["accuracy_mean"] <= rw["ci95"][1]
 
 
 def test_swap_is_a_derangement_and_random_words_come_from_the_vocabulary(tmp_path):
     for n in (2, 3, 7, 50):
         perm = swap_permutation(n, 0)
-        assert sorted(perm) == list(range(n)) and not np.any(perm == np.arange(n))
-    store, lib, run = planted(tmp_path, DESC_CONCEPTS, DESC_LIBRARY, DESC_IMAGES)
+        assert sorted(perm) == list(range(n))
+        assert not np.any(perm == np.arange(n))
+    _store, lib, _run = planted(tmp_path, DESC_CONCEPTS, DESC_LIBRARY, DESC_IMAGES)
     vocab = set(general_words())
     draws = [random_word_descriptors(lib, j) for j in range(5)]
     assert len({json.dumps(d) for d in draws}) == 5  # five different draws
@@ -124,4 +140,5 @@ def test_a_run_stored_before_the_new_controls_still_audits(tmp_path):
     c = audit(old, lib, AuditSettings())["controls"]
     for key in ("name_description", "swap", "random_words"):
         assert "before whyclip stored this control" in c[key]["note"]
-    assert "p_value" in c["shuffled_descriptor_words"] and "p_value" in c["baseline"]
+    assert "p_value" in c["shuffled_descriptor_words"]
+    assert "p_value" in c["baseline"]

@@ -8,8 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
-
 from test_eval import world  # noqa: F401 - the planted world fixture
+
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
 from whyclip.store.analysis.audit import AuditSettings, audit, random_keep_masks
@@ -28,7 +28,8 @@ def rescore(agg, unit, norms, x, keep):
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_random_masks_drop_exactly_k(k):
     masks = random_keep_masks(np.random.default_rng(1), 400, 3, 5, k)
-    assert masks.shape == (400, 3, 5) and np.all((~masks).sum(axis=2) == k)
+    assert masks.shape == (400, 3, 5)
+    assert np.all((~masks).sum(axis=2) == k)
     assert np.allclose((~masks).mean(axis=(0, 1)), k / 5, atol=0.05)  # every descriptor equally likely
 
 
@@ -57,7 +58,8 @@ def test_deletion_matches_per_image_loops(world, agg, k):  # noqa: F811
         news = [rescore(agg, unit, norms, x, np.array([j for j in range(hi - lo) if j not in s])) for s in subsets]
         rand_drops.append(np.mean([r.top_scores[i, 0] - v for v in news]))
         rand_ok.append(np.mean([(a if v > rival_score else rival) == run.labels[i] for v in news]))
-    assert d["images"] == used > 0 and d["skipped"] == 9 - used
+    assert d["images"] == used > 0
+    assert d["skipped"] == 9 - used
     assert d["score_drop_top"] == pytest.approx(np.mean(top_drops), abs=1e-6)
     assert d["accuracy_top_removed"] == pytest.approx(np.mean(top_ok))
     assert d["score_drop_random"] == pytest.approx(np.mean(rand_drops), abs=0.01)

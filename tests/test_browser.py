@@ -11,12 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -151,11 +149,11 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     from whyclip.store import Store
-    from whyclip.store.db.runs import find_run, load_run
     from whyclip.store.analysis.whatif import WhatIf, plan_edit
+    from whyclip.store.db.runs import find_run, load_run
     from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 
-    url, home, model = served
+    url, home, _model = served
     data = tmp_path / "samples"
     for path in draw_samples(tmp_path / "drawn"):
         (data / SAMPLE_CLASSES[path.name]).mkdir(parents=True, exist_ok=True)
@@ -199,7 +197,8 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         wait.until(lambda d: "Random-word control" in d.find_element(By.TAG_NAME, "body").text)
         wait.until(lambda d: "Descriptor hygiene" in d.find_element(By.TAG_NAME, "body").text)
         body = driver.find_element(By.TAG_NAME, "body").text
-        assert "Audit of demo" in body and "Run drawn: 6 images" in body.replace("**", "")
+        assert "Audit of demo" in body
+        assert "Run drawn: 6 images" in body.replace("**", "")
         time.sleep(1.5)
         SCREENSHOT.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT.with_name("audit.png")))
@@ -209,7 +208,8 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         heading = driver.find_element(By.XPATH, "//h3[contains(., 'Calibration')] | //h2[contains(., 'Calibration')]")
         driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
         body = driver.find_element(By.TAG_NAME, "body").text
-        assert "ECE" in body and "whyclip calibrate --library demo" in body
+        assert "ECE" in body
+        assert "whyclip calibrate --library demo" in body
         time.sleep(1.0)
         driver.save_screenshot(str(CALIBRATION_SCREENSHOT))
         print(f"calibration screenshot: {CALIBRATION_SCREENSHOT}")
@@ -239,7 +239,9 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         box.click()
         wait.until(lambda d: want["statement"] in d.find_element(By.TAG_NAME, "body").text)
         body = driver.find_element(By.TAG_NAME, "body").text
-        assert "top-1 before" in body and "top-1 after" in body and "Save as new version" in body
+        assert "top-1 before" in body
+        assert "top-1 after" in body
+        assert "Save as new version" in body
         time.sleep(1.0)
         driver.execute_script(
             "arguments[0].scrollIntoView({block: 'start'});",

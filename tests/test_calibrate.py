@@ -16,15 +16,15 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import ROOT
 from fakes import FakeEncoder, install_fake, planted_png
+
 from whyclip.ingest import ingest_library
 from whyclip.store import Store
-from whyclip.store.errors import InputError
 from whyclip.store.analysis import calibration as cal
-from whyclip.store.db.runs import save_run
 from whyclip.store.analysis.run_records import BASELINE, rank_results
+from whyclip.store.db.runs import save_run
+from whyclip.store.errors import InputError
 from whyclip.store.method import AGGREGATES, calibrated_softmax
 from whyclip.ui.cli.main import cli
 
@@ -60,7 +60,7 @@ def ece_loop(probs, labels, bins=15):
     total = [0] * bins
     conf_sum = [0.0] * bins
     hits = [0] * bins
-    for p, y in zip(probs, labels):
+    for p, y in zip(probs, labels, strict=True):
         top = max(range(len(p)), key=lambda j: p[j])
         conf = p[top]
         b = 0
@@ -75,7 +75,7 @@ def ece_loop(probs, labels, bins=15):
 
 def nll_loop(logits, labels, t=1.0, b=None):
     out = 0.0
-    for z, y in zip(logits, labels):
+    for z, y in zip(logits, labels, strict=True):
         u = [z[j] / t + (0 if b is None else b[j]) for j in range(len(z))]
         m = max(u)
         out += -(u[y] - m - math.log(sum(math.exp(v - m) for v in u)))
@@ -92,14 +92,19 @@ def test_ece_and_nll_match_plain_loops():
     assert cal.nll(z, y, 1.5, b) == pytest.approx(nll_loop(z, y, 1.5, b), rel=1e-10)
     assert np.allclose(cal.probabilities(z, 1.5, b), calibrated_softmax(z / 100, 100, 1.5, b))
     bins = cal.reliability_bins(cal.probabilities(z), y)
-    assert len(bins) == 15 and sum(x["count"] for x in bins) == 300
+    assert len(bins) == 15
+    assert sum(x["count"] for x in bins) == 300
 
 
 def test_a_confidence_on_a_bin_edge_falls_in_the_lower_bin():
     probs = np.array([[0.4, 0.4, 0.2], [0.2, 0.2, 0.6], [1.0, 0.0, 0.0], [0.5, 0.5 - 1e-9, 1e-9]])
     bins = cal.reliability_bins(probs, np.array([2, 2, 0, 0]))
     counts = [b["count"] for b in bins]  # 0.4 = 6/15 in (5/15, 6/15]; 0.6 = 9/15 in (8/15, 9/15]; 0.5 in (7/15, 8/15]
-    assert counts[5] == 1 and counts[8] == 1 and counts[14] == 1 and counts[7] == 1 and sum(counts) == 4
+    assert counts[5] == 1
+    assert counts[8] == 1
+    assert counts[14] == 1
+    assert counts[7] == 1
+    assert sum(counts) == 4
     assert cal.ece(probs, np.array([2, 2, 0, 0])) == pytest.approx(ece_loop(probs, [2, 2, 0, 0]), abs=1e-15)
 
 
@@ -107,10 +112,13 @@ def test_the_fit_recovers_an_over_confident_temperature_and_lowers_held_out_ece(
     z, y = planted(t_true=3.0)
     r = cal.calibrate(z, y, 12, seed=0)
     assert r["temperature"] == pytest.approx(3.0, rel=0.1)
-    assert r["ece_before"] > 0.1 and r["ece_after"] < r["ece_before"] - 0.08 and r["ece_after"] < 0.05
+    assert r["ece_before"] > 0.1
+    assert r["ece_after"] < r["ece_before"] - 0.08
+    assert r["ece_after"] < 0.05
     assert r["nll_after"] < r["nll_before"] - 0.2
     assert r["accuracy_after"] == r["accuracy_before"]  # a temperature changes no decision
-    assert r["n_fit"] + r["n_held_out"] == 2000 and abs(r["n_fit"] - 1000) < 30
+    assert r["n_fit"] + r["n_held_out"] == 2000
+    assert abs(r["n_fit"] - 1000) < 30
     # the held-out figures are those of the stated temperature on the held-out images
     _, held = cal.split(y, 0.5, 0)
     assert r["ece_after"] == pytest.approx(ece_loop(cal.probabilities(z[held], r["temperature"]), y[held]), abs=1e-12)
@@ -124,14 +132,16 @@ def test_the_fit_recovers_an_over_confident_temperature_and_lowers_held_out_ece(
 def test_an_under_confident_model_is_sharpened():
     z, y = planted(t_true=0.4)
     r = cal.calibrate(z, y, 12)
-    assert r["temperature"] == pytest.approx(0.4, rel=0.1) and r["ece_after"] < r["ece_before"]
+    assert r["temperature"] == pytest.approx(0.4, rel=0.1)
+    assert r["ece_after"] < r["ece_before"]
 
 
 def test_a_calibrated_model_changes_little():
     z, y = planted(t_true=1.0, seed=5)
     r = cal.calibrate(z, y, 12, seed=2)
     assert r["temperature"] == pytest.approx(1.0, abs=0.1)
-    assert abs(r["nll_after"] - r["nll_before"]) < 0.01 and abs(r["ece_after"] - r["ece_before"]) < 0.02
+    assert abs(r["nll_after"] - r["nll_before"]) < 0.01
+    assert abs(r["ece_after"] - r["ece_before"]) < 0.02
 
 
 def test_per_class_biases_recover_planted_biases():
@@ -151,7 +161,9 @@ def test_a_class_absent_from_the_fit_split_keeps_bias_zero():
     z, y = planted(n=400, c=7, seed=4)
     y = np.where(y >= 5, 4, y)
     r = cal.calibrate(z, y, 7, per_class_bias=True)  # classes 5 and 6 have no image at all
-    assert r["biases"][6] == 0.0 and r["biases"][5] == 0.0 and any(b != 0 for b in r["biases"][:5])
+    assert r["biases"][6] == 0.0
+    assert r["biases"][5] == 0.0
+    assert any(b != 0 for b in r["biases"][:5])
     assert any("no image in the fit split" in n for n in r["notes"])
 
 
@@ -159,15 +171,18 @@ def test_an_all_correct_run_says_so():
     z = np.random.default_rng(0).normal(size=(60, 4))
     z[np.arange(60), np.arange(60) % 4] += 30  # the true class always far ahead
     r = cal.calibrate(z, np.arange(60) % 4, 4)
-    assert r["accuracy_before"] == 1.0 and r["ece_after"] <= r["ece_before"] + 1e-9
-    assert r["temperature"] < 1 and any("every image of the fit split is predicted right" in n for n in r["notes"])
+    assert r["accuracy_before"] == 1.0
+    assert r["ece_after"] <= r["ece_before"] + 1e-9
+    assert r["temperature"] < 1
+    assert any("every image of the fit split is predicted right" in n for n in r["notes"])
 
 
 def test_the_split_is_seeded_stratified_and_disjoint():
     y = np.repeat(np.arange(5), [40, 20, 3, 1, 16])
     fit, held = cal.split(y, 0.5, seed=1)
     assert np.array_equal(np.sort(np.concatenate([fit, held])), np.arange(len(y)))
-    assert np.array_equal(fit, cal.split(y, 0.5, seed=1)[0]) and not np.array_equal(fit, cal.split(y, 0.5, seed=2)[0])
+    assert np.array_equal(fit, cal.split(y, 0.5, seed=1)[0])
+    assert not np.array_equal(fit, cal.split(y, 0.5, seed=2)[0])
     for c, n in enumerate([40, 20, 3, 1, 16]):
         assert abs(np.sum(y[fit] == c) - n / 2) <= 1
     fit, held = cal.split(y, 0.25, seed=0)
@@ -236,7 +251,7 @@ def fresh(*args, home) -> subprocess.CompletedProcess:
 
 def test_calibrate_in_a_fresh_process_stores_what_explain_calibrated_uses(zoo, tmp_path):
     home, store = zoo
-    lib, _, y, z = plant_run(store)
+    _lib, _, y, z = plant_run(store)
     r = fresh(
         "calibrate",
         "--library",
@@ -265,25 +280,32 @@ def test_calibrate_in_a_fresh_process_stores_what_explain_calibrated_uses(zoo, t
         "bins",
     ):
         assert key in report, key
-    assert report["temperature"] == pytest.approx(4.0, rel=0.25) and report["ece_after"] < report["ece_before"]
-    assert report["stored"] and report["run"] == "planted" and len(report["bins"]) == 15
+    assert report["temperature"] == pytest.approx(4.0, rel=0.25)
+    assert report["ece_after"] < report["ece_before"]
+    assert report["stored"]
+    assert report["run"] == "planted"
+    assert len(report["bins"]) == 15
     assert set(report["bins"][0]) == {"lower", "upper", "before", "after"}
     assert (tmp_path / "rel.png").read_bytes()[:4] == b"\x89PNG"
     page = (tmp_path / "rel.html").read_text()
-    assert "<svg" in page and "http" not in page.split("<svg", 1)[0].replace("http://www.w3.org", "")
+    assert "<svg" in page
+    assert "http" not in page.split("<svg", 1)[0].replace("http://www.w3.org", "")
     # the same fit in-process (independent of the command): the figures agree
     again = cal.calibrate(z, y, len(LIBRARY))
     assert again["temperature"] == pytest.approx(report["temperature"], rel=1e-6)
     text = fresh("libraries", home=home)
-    assert text.returncode == 0 and f"T {report['temperature']:.3g} (mean)" in text.stdout
+    assert text.returncode == 0
+    assert f"T {report['temperature']:.3g} (mean)" in text.stdout
     # explain --calibrated: the probabilities are the stored temperature's softmax over all classes
     (tmp_path / "x.png").write_bytes(planted_png(["green", "fur"]))
     plain = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", home=home)
     done = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", "--calibrated", home=home)
     assert plain.returncode == 0 and done.returncode == 0, done.stderr
     p, q = json.loads(plain.stdout), json.loads(done.stdout)
-    assert p["calibration"] is None and q["calibration"]["temperature"] == report["temperature"]
-    assert q["calibration"]["run"] == "planted" and q["calibration"]["per_class_bias"] is False
+    assert p["calibration"] is None
+    assert q["calibration"]["temperature"] == report["temperature"]
+    assert q["calibration"]["run"] == "planted"
+    assert q["calibration"]["per_class_bias"] is False
     scores = np.array([c["score"] for c in q["classes"]])
     all_scores = np.array([c["score"] for c in p["classes"]])
     assert np.allclose(scores, all_scores)
@@ -292,7 +314,8 @@ def test_calibrate_in_a_fresh_process_stores_what_explain_calibrated_uses(zoo, t
     assert np.allclose([c["probability"] for c in q["classes"]], expect, atol=1e-9)
     assert [c["uncalibrated_probability"] for c in q["classes"]] == [c["probability"] for c in p["classes"]]
     text = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", home=home)
-    assert "probabilities calibrated: temperature" in text.stdout and "(uncalibrated " in text.stdout
+    assert "probabilities calibrated: temperature" in text.stdout
+    assert "(uncalibrated " in text.stdout
 
 
 def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monkeypatch):
@@ -305,13 +328,16 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     )
     assert first.exit_code == 0 and second.exit_code == 0, second.output
     b = json.loads(second.stdout)
-    assert b["per_class_bias"] and len(b["biases"]) == len(LIBRARY) and b["seed"] == 3
+    assert b["per_class_bias"]
+    assert len(b["biases"]) == len(LIBRARY)
+    assert b["seed"] == 3
     from whyclip.store.db.calibrations import latest_calibration, list_calibrations
 
     lib = store.load("zoo")
     assert len(list_calibrations(store.engine, lib.info.id)) == 2  # the older one is kept
     latest = latest_calibration(store.engine, lib.info.id, "mean")
-    assert latest.id == b["calibration_id"] and np.allclose(latest.biases, b["biases"])
+    assert latest.id == b["calibration_id"]
+    assert np.allclose(latest.biases, b["biases"])
     (tmp_path / "x.png").write_bytes(planted_png(["stripes"]))
     out = CliRunner().invoke(
         cli, ["--home", str(home), "explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", "--calibrated"]
@@ -321,13 +347,14 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     scores = np.array([next(c["score"] for c in q["classes"] if c["class"] == n) for n in names])
     expect = calibrated_softmax(scores, q["logit_scale"], b["temperature"], np.array(b["biases"]))
     got = [next(c["probability"] for c in q["classes"] if c["class"] == n) for n in names]
-    assert np.allclose(got, expect, atol=1e-9) and q["calibration"]["per_class_bias"] is True
+    assert np.allclose(got, expect, atol=1e-9)
+    assert q["calibration"]["per_class_bias"] is True
     probs = [c["probability"] for c in q["classes"]]
     assert probs == sorted(probs, reverse=True)  # with biases, the calibrated logits order the classes
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    ("args", "message"),
     [
         (["calibrate", "--library", "zoo", "--run", "nope"], "has no run 'nope'"),
         (["calibrate", "--library", "nowhere"], "no evaluation runs yet"),
@@ -339,7 +366,9 @@ def test_bad_calibrate_input_is_one_line(zoo, args, message):
     home, store = zoo
     plant_run(store)
     r = fresh(*args, home=home)
-    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
@@ -347,22 +376,29 @@ def test_explain_calibrated_without_a_calibration_is_one_line(zoo, tmp_path):
     home, store = zoo
     (tmp_path / "x.png").write_bytes(planted_png(["green"]))
     r = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", home=home)
-    assert r.returncode == 1 and "has no calibration: run 'whyclip calibrate --library zoo'" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 1
+    assert "has no calibration: run 'whyclip calibrate --library zoo'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
     plant_run(store)
     assert CliRunner().invoke(cli, ["--home", str(home), "calibrate", "--library", "zoo"]).exit_code == 0
     r = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", "--aggregate", "max", home=home)
-    assert r.returncode == 1 and "calibrated for the mean aggregate, not max" in r.stderr
+    assert r.returncode == 1
+    assert "calibrated for the mean aggregate, not max" in r.stderr
 
 
 def test_too_few_images_through_the_cli_and_dry_run_stores_nothing(zoo):
     home, store = zoo
     plant_run(store, n=12)
     r = fresh("calibrate", "--library", "zoo", home=home)
-    assert r.returncode == 1 and "at least 20 images" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 1
+    assert "at least 20 images" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     plant_run(store, name="big", n=200)
     r = fresh("calibrate", "--library", "zoo", "--dry-run", home=home)
-    assert r.returncode == 0 and "stored as" not in r.stdout and "ECE (15 bins)" in r.stdout
+    assert r.returncode == 0
+    assert "stored as" not in r.stdout
+    assert "ECE (15 bins)" in r.stdout
     from whyclip.store.db.calibrations import list_calibrations
 
     assert list_calibrations(store.engine) == []
@@ -370,32 +406,37 @@ def test_too_few_images_through_the_cli_and_dry_run_stores_nothing(zoo):
 
 def test_audit_reports_carry_the_calibration(zoo, tmp_path):
     home, store = zoo
-    lib, _, y, z = plant_run(store, name="first")
+    _lib, _, y, z = plant_run(store, name="first")
     run = lambda *a: CliRunner().invoke(cli, ["--home", str(home), *a])  # noqa: E731
     before = json.loads(run("audit", "--library", "zoo", "--run", "first", "--format", "json").stdout)["calibration"]
-    assert before["calibrated"] is False and "whyclip calibrate --library zoo --run first" in before["note"]
+    assert before["calibrated"] is False
+    assert "whyclip calibrate --library zoo --run first" in before["note"]
     assert before["ece_before"] == pytest.approx(ece_loop(cal.probabilities(z), y), abs=1e-9)  # every image, T = 1
-    assert before["nll_before"] == pytest.approx(nll_loop(z, y), rel=1e-9) and "ece_after" not in before
+    assert before["nll_before"] == pytest.approx(nll_loop(z, y), rel=1e-9)
+    assert "ece_after" not in before
     assert run("calibrate", "--library", "zoo", "--run", "first").exit_code == 0
     fitted = json.loads(run("audit", "--library", "zoo", "--run", "first", "--format", "json").stdout)["calibration"]
     stored = json.loads(run("calibrate", "--library", "zoo", "--run", "first", "--json", "--dry-run").stdout)
-    assert (
-        fitted["calibrated"]
-        and fitted["ece_after"] == pytest.approx(stored["ece_after"])
-        and "held-out" in fitted["measured_on"]
-    )
+    assert fitted["calibrated"]
+    assert fitted["ece_after"] == pytest.approx(stored["ece_after"])
+    assert "held-out" in fitted["measured_on"]
     # another run of the same version: the stored calibration applied to all of its images
     _, _, y2, z2 = plant_run(store, name="second", seed=9)
     other = json.loads(run("audit", "--library", "zoo", "--run", "second", "--format", "json").stdout)["calibration"]
-    assert other["fitted_on"] == "first" and "every image of this run (400" in other["measured_on"]
+    assert other["fitted_on"] == "first"
+    assert "every image of this run (400" in other["measured_on"]
     assert other["ece_after"] == pytest.approx(ece_loop(cal.probabilities(z2, fitted["temperature"]), y2), abs=1e-9)
     assert other["ece_after"] < other["ece_before"]
     text = run("audit", "--library", "zoo", "--run", "second").stdout
-    assert "calibration: temperature" in text and "before: ECE" in text and "after:  ECE" in text
+    assert "calibration: temperature" in text
+    assert "before: ECE" in text
+    assert "after:  ECE" in text
     out = tmp_path / "a.html"
     assert run("audit", "--library", "zoo", "--run", "second", "--format", "html", "--out", str(out)).exit_code == 0
     page = out.read_text()
-    assert 'id="calibration"' in page and page.count("<svg") >= 2 and "reliability" in page.lower()
+    assert 'id="calibration"' in page
+    assert page.count("<svg") >= 2
+    assert "reliability" in page.lower()
     folder = tmp_path / "csv"
     assert run("audit", "--library", "zoo", "--run", "second", "--format", "csv", "--out", str(folder)).exit_code == 0
     import csv
@@ -403,7 +444,8 @@ def test_audit_reports_carry_the_calibration(zoo, tmp_path):
     (row,) = list(csv.DictReader((folder / "calibration.csv").open()))
     assert float(row["ece_after"]) == pytest.approx(other["ece_after"])
     bins = list(csv.DictReader((folder / "reliability.csv").open()))
-    assert len(bins) == 15 and sum(int(b["after_count"]) for b in bins) == 400
+    assert len(bins) == 15
+    assert sum(int(b["after_count"]) for b in bins) == 400
 
 
 def test_deleting_the_library_deletes_its_calibrations(zoo):
@@ -434,10 +476,13 @@ def test_calibrations_on_sqlite_and_postgresql(tmp_path, db_url, monkeypatch):
     from whyclip.store.db.calibrations import latest_calibration
 
     latest = latest_calibration(store.engine, store.load("zoo").info.id)
-    assert latest.id == report["calibration_id"] and latest.biases.tolist() == report["biases"]
-    assert latest.created_at.tzinfo is not None and latest.report["ece_after"] == report["ece_after"]
+    assert latest.id == report["calibration_id"]
+    assert latest.biases.tolist() == report["biases"]
+    assert latest.created_at.tzinfo is not None
+    assert latest.report["ece_after"] == report["ece_after"]
     (tmp_path / "x.png").write_bytes(planted_png(["fur"]))
     out = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", "--json")
-    assert out.exit_code == 0 and json.loads(out.stdout)["calibration"]["calibration_id"] == latest.id
+    assert out.exit_code == 0
+    assert json.loads(out.stdout)["calibration"]["calibration_id"] == latest.id
     assert run("delete", "zoo", "--with-runs", "--yes").exit_code == 0
     assert latest_calibration(store.engine, latest.library_id) is None

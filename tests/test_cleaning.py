@@ -8,18 +8,18 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import shared_file
+
 from whyclip.ingest.generate.classes import read_classes
 from whyclip.ingest.generate.cleaning import CleanSettings, clean_classes, not_visual_reason
-from whyclip.ingest.generate.parsing import parse_answer, parse_list
 from whyclip.ingest.generate.llm_prompts import BUILTIN, example_lines, load_prompt
+from whyclip.ingest.generate.parsing import parse_answer, parse_list
 from whyclip.store.errors import InputError
 from whyclip.ui.cli.main import cli
 
 
 @pytest.mark.parametrize(
-    "answer, items, prose",
+    ("answer", "items", "prose"),
     [
         ("- green skin.\n- big eyes", ["green skin", "big eyes"], []),
         ("* green skin\n* big eyes.", ["green skin", "big eyes"], []),
@@ -58,7 +58,9 @@ def test_the_default_prompt_asks_the_seed_question_with_its_own_examples():
         "Q: What are useful features for distinguishing a tree frog in a photo?\n"
         "A: There are several useful visual features to tell there is a tree frog in a photo:\n-"
     )
-    assert len(prompt.examples) == 10 and prompt.examples[0] == "a very small bird" and prompt.opens_a_bullet
+    assert len(prompt.examples) == 10
+    assert prompt.examples[0] == "a very small bird"
+    assert prompt.opens_a_bullet
     assert not any(w in BUILTIN["default"] for w in ("lemur", "television"))  # not the paper's examples
     assert example_lines("- a {class} shape\n- a tail\nno") == ["a tail"]
 
@@ -104,14 +106,15 @@ def test_every_step_reports_what_it_caught_and_keep_and_drop_change_the_action()
     kept, report2 = clean_classes(
         classes, ["a very small bird"], CleanSettings.with_overrides(keep=["copied"], drop=["shared"], shared_min=3)
     )
-    assert "a very small bird" in kept[0][1] and "smooth" not in kept[0][1]
+    assert "a very small bird" in kept[0][1]
+    assert "smooth" not in kept[0][1]
     assert report2.empty_classes[0] == {"class": "dog", "reason": "every line dropped by cleaning"}
     with pytest.raises(InputError, match="both --keep and --drop"):
         CleanSettings.with_overrides(keep=["long"], drop=["long"])
 
 
 @pytest.mark.parametrize(
-    "text, rule",
+    ("text", "rule"),
     [
         ("threatened species", "'threatened' (conservation status)"),
         ("population of less than 10,000 birds", "'population' (population)"),
@@ -131,7 +134,9 @@ def test_the_not_visual_rule(text, rule):
 def test_classes_from_text_json_csv_and_a_library(tmp_path):
     (tmp_path / "a.txt").write_text("tree frog\n\n cat \ntree frog\n")
     got = read_classes(tmp_path / "a.txt")
-    assert got.names == ["tree frog", "cat"] and got.library is None and "listed twice" in got.warnings[0]
+    assert got.names == ["tree frog", "cat"]
+    assert got.library is None
+    assert "listed twice" in got.warnings[0]
     (tmp_path / "b.json").write_text('["tree frog", "cat"]')
     assert read_classes(tmp_path / "b.json").names == ["tree frog", "cat"]
     (tmp_path / "c.csv").write_text("class,count\ntree frog,3\ncat,1\n")
@@ -151,8 +156,7 @@ def test_the_answer_cache_keeps_the_first_answer_and_an_older_store_gains_it(sto
     from sqlalchemy import inspect, text
 
     from whyclip.store import Store
-    from whyclip.store.db import migrations
-    from whyclip.store.db import answer_cache
+    from whyclip.store.db import answer_cache, migrations
     from whyclip.store.errors import StoreError
 
     now = dt.datetime.now(dt.timezone.utc)
@@ -176,10 +180,8 @@ def test_the_answer_cache_keeps_the_first_answer_and_an_older_store_gains_it(sto
         Store.open(store.home, create=False)
     reopened = Store.open(store.home)
     with reopened.engine.connect() as conn:
-        assert (
-            migrations.current_revision(conn) == migrations.state(conn).head
-            and "llm_answers" in inspect(conn).get_table_names()
-        )
+        assert migrations.current_revision(conn) == migrations.state(conn).head
+        assert "llm_answers" in inspect(conn).get_table_names()
 
 
 def test_clean_writes_a_cleaned_copy_and_the_report(tmp_path):
@@ -191,7 +193,8 @@ def test_clean_writes_a_cleaned_copy_and_the_report(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "clean.json").read_text()) == {"frog": ["green"], "cat": []}
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["counts"]["duplicate"] == 1 and report["counts"]["copied"] == 1
+    assert report["counts"]["duplicate"] == 1
+    assert report["counts"]["copied"] == 1
     assert "empty: 'cat': no descriptors in the input" in result.stdout
 
 
@@ -204,7 +207,8 @@ def test_clean_finds_the_papers_copied_lines_and_empty_classes():
     )
     report = json.loads(imagenet.stdout)
     copied = [f for f in report["findings"] if f["step"] == "copied"]
-    assert len(copied) == 270 and len({f["class_name"] for f in copied}) == 114  # SOURCE.md's count
+    assert len(copied) == 270
+    assert len({f["class_name"] for f in copied}) == 114
     # SOURCE.md says 14 primate classes; counted here it is 16 (14 apes and monkeys, and 2 lemurs)
     assert sum(f["descriptor"] == "four-limbed primate" for f in copied) == 16
     food = json.loads(runner.invoke(cli, ["clean", str(shared_file("descriptors_food101.json")), "--json"]).stdout)
@@ -216,4 +220,5 @@ def test_clean_finds_the_papers_copied_lines_and_empty_classes():
         "oysters",
     ]
     places = json.loads(runner.invoke(cli, ["clean", str(shared_file("descriptors_places365.json")), "--json"]).stdout)
-    assert [e["class"] for e in places["empty_classes"]] == ["corn_field"] and places["counts"]["duplicate"] == 3
+    assert [e["class"] for e in places["empty_classes"]] == ["corn_field"]
+    assert places["counts"]["duplicate"] == 3

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fakes import install_fake, planted_png
 from PIL import Image
 
-from fakes import install_fake, planted_png
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
@@ -65,7 +65,8 @@ def test_planted_descriptors_explain_the_prediction(setup):
     runner, frog, _ = setup
     (out,) = run_json(runner, ["explain", str(frog), "--library", "frogs", "--json"])
     top = out["classes"][0]
-    assert top["class"] == "tree frog" and out["predicted"] == "tree frog"
+    assert top["class"] == "tree frog"
+    assert out["predicted"] == "tree frog"
     assert {d["descriptor"] for d in top["descriptors"][:2]} == {"protruding eyes", "bright green colour"}
     assert top["descriptors"][0]["prompt"].startswith("tree frog, which has ")
     # score is the mean of the listed raw similarities; probabilities come from the logit scale
@@ -90,23 +91,27 @@ def test_compare_names_the_planted_descriptors(setup):
     assert {r["descriptor"] for r in rows[-2:]} == {"protruding eyes", "bright green colour"}
     assert all(r["favours"] == "tree frog" for r in rows[-2:])
     text = runner.invoke(cli, ["explain", str(frog), "-l", "frogs", "--compare", "tailed frog", "tree frog"]).stdout
-    assert "tailed frog vs tree frog" in text and 'S("protruding eyes")' in text
+    assert "tailed frog vs tree frog" in text
+    assert 'S("protruding eyes")' in text
 
 
 @pytest.mark.parametrize("aggregate", ["mean", "centroid", "max"])
 def test_every_aggregate_and_empty_class_fallback(setup, aggregate):
     runner, frog, _ = setup
     (out,) = run_json(runner, ["explain", str(frog), "-l", "frogs", "-a", aggregate, "--top", "4", "--json"])
-    assert out["aggregate"] == aggregate and out["classes"][0]["class"] == "tree frog"
+    assert out["aggregate"] == aggregate
+    assert out["classes"][0]["class"] == "tree frog"
     plain = next(c for c in out["classes"] if c["class"] == "plain class")
-    assert plain["descriptors"][0]["fallback"] and plain["descriptors"][0]["prompt"] == "a photo of a plain class."
+    assert plain["descriptors"][0]["fallback"]
+    assert plain["descriptors"][0]["prompt"] == "a photo of a plain class."
 
 
 def test_top_one_still_contrasts_the_top_two(setup):
     runner, frog, _ = setup
     (out,) = run_json(runner, ["explain", str(frog), "-l", "frogs", "--top", "1", "--json"])
     assert len(out["classes"]) == 1
-    assert out["contrast"]["a"] == "tree frog" and out["contrast"]["b"] != "tree frog"
+    assert out["contrast"]["a"] == "tree frog"
+    assert out["contrast"]["b"] != "tree frog"
 
 
 def test_json_stdout_is_clean_and_one_object_per_image(setup):
@@ -118,7 +123,7 @@ def test_json_stdout_is_clean_and_one_object_per_image(setup):
 
 
 def test_a_folder_is_explained_in_batches_and_a_bad_image_is_skipped(setup, fake):
-    runner, frog, tmp_path = setup
+    runner, _frog, tmp_path = setup
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(40):
@@ -131,7 +136,9 @@ def test_a_folder_is_explained_in_batches_and_a_bad_image_is_skipped(setup, fake
     assert [Path(o["image"]).name for o in outs] == [f"img{i:02d}.png" for i in range(40) if i != 17]
     assert all(o["predicted"] == ("tailed frog" if int(Path(o["image"]).stem[3:]) % 2 else "tree frog") for o in outs)
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1 and "img17.png" in errors[0] and "truncated" in errors[0]
+    assert len(errors) == 1
+    assert "img17.png" in errors[0]
+    assert "truncated" in errors[0]
     assert fake.image_batches == [31, 8]  # 32 per batch, less the skipped one
 
 
@@ -151,7 +158,8 @@ def test_libraries_lists_versions_and_metadata(setup, monkeypatch):
         9,
         1,
     )
-    assert i["encoder_id"] == "fake-32-v1" and i["dim"] == 32
+    assert i["encoder_id"] == "fake-32-v1"
+    assert i["dim"] == 32
     table = runner.invoke(cli, ["libraries"]).stdout
     assert re.search(r"frogs\s+2\s+4\s+9\s+1\s+0\s+32\s+bare\s+Flat\s+1.000", table)  # ... empty, pairs, dim
     # the class inverted file by name, with its calibrated probe shown (its timing made to
@@ -233,7 +241,8 @@ def test_bad_input_one_line_nonzero_nothing_written(setup, case):
 def test_explain_on_an_empty_store_writes_nothing(tmp_path, fake):
     home = tmp_path / "fresh"
     result = CliRunner().invoke(cli, ["--home", str(home), "explain", "x.png", "-l", "frogs"])
-    assert result.exit_code == 1 and "no whyclip data" in result.stderr
+    assert result.exit_code == 1
+    assert "no whyclip data" in result.stderr
     assert not home.exists()
 
 
@@ -243,7 +252,9 @@ def test_token_limit_truncates_with_warning_or_refuses_when_strict(tmp_path, fak
     lib.write_text(json.dumps({"frog": [long, "green"]}))
     runner = CliRunner()
     strict = runner.invoke(cli, ["ingest", str(lib), "-l", "long", "--strict"])
-    assert strict.exit_code == 1 and "exceed CLIP's 77-token limit" in strict.stderr
+    assert strict.exit_code == 1
+    assert "exceed CLIP's 77-token limit" in strict.stderr
     assert not (tmp_path / "home").exists()
     ok = runner.invoke(cli, ["ingest", str(lib), "-l", "long"])
-    assert ok.exit_code == 0 and "were truncated" in ok.stderr
+    assert ok.exit_code == 0
+    assert "were truncated" in ok.stderr

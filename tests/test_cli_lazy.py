@@ -11,9 +11,9 @@ import sys
 
 import click
 import pytest
+from conftest import ROOT
 
 import whyclip.ui.cli
-from conftest import ROOT
 from whyclip.ui.cli.main import COMMANDS, cli
 
 
@@ -52,7 +52,8 @@ def test_help_loads_no_command_module():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "explain" in out.stdout and "make-test-model" in out.stdout
+    assert "explain" in out.stdout
+    assert "make-test-model" in out.stdout
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 

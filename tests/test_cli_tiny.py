@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
-
 pytestmark = pytest.mark.slow
 
 LIBRARY = {
@@ -107,7 +105,7 @@ def test_ingest_then_explain_in_fresh_processes_scores_as_numpy_does(world, tiny
     sims = {name: vectors[offsets[c] : offsets[c + 1]] @ x for c, name in enumerate(lib.class_names)}
     scores = {name: s.mean() for name, s in sims.items()}
     logits = np.array([scores[n] for n in lib.class_names]) * lib.info.logit_scale
-    probs = dict(zip(lib.class_names, np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()))
+    probs = dict(zip(lib.class_names, np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum(), strict=True))
     assert [c["class"] for c in out["classes"]] == sorted(scores, key=lambda n: -scores[n])
     for c in out["classes"]:
         assert c["score"] == pytest.approx(scores[c["class"]], abs=1e-5)
@@ -153,8 +151,10 @@ def test_exif_rotated_and_transparent_images_score_as_their_upright_pixels_on_wh
                 for o in map(json.loads, r.stdout.splitlines())
             }
         )
-    assert got["rotated.jpg"] == got["upright.png"] and got["rotated.jpg"] != got["as-stored.png"]
-    assert got["rgba.png"] == got["white.png"] and got["rgba.png"] != got["black.png"]
+    assert got["rotated.jpg"] == got["upright.png"]
+    assert got["rotated.jpg"] != got["as-stored.png"]
+    assert got["rgba.png"] == got["white.png"]
+    assert got["rgba.png"] != got["black.png"]
 
 
 def test_a_batch_with_unreadable_files_explains_the_rest(world):
@@ -167,7 +167,8 @@ def test_a_batch_with_unreadable_files_explains_the_rest(world):
     r = whyclip(
         "explain", "notes.png", "good.png", "cut.png", "missing.png", "--library", "lib", "--json", home=home, cwd=cwd
     )
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
     assert [Path(json.loads(line)["image"]).name for line in r.stdout.splitlines()] == ["good.png"]
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 3
@@ -178,12 +179,16 @@ def test_a_batch_with_unreadable_files_explains_the_rest(world):
     ):
         assert [e for e in errors if name in e and reason in e], (name, r.stderr)
     none = whyclip("explain", "notes.png", "missing.png", "--library", "lib", home=home, cwd=cwd)
-    assert none.returncode == 1 and none.stdout == "" and "Traceback" not in none.stderr
-    assert len(none.stderr.strip().splitlines()) == 1 and "notes.png" in none.stderr and "missing.png" in none.stderr
+    assert none.returncode == 1
+    assert none.stdout == ""
+    assert "Traceback" not in none.stderr
+    assert len(none.stderr.strip().splitlines()) == 1
+    assert "notes.png" in none.stderr
+    assert "missing.png" in none.stderr
 
 
 def test_user_modules_in_the_working_directory_do_not_matter(world):
-    home, cwd, _ = world
+    _home, cwd, _ = world
     script = Path(sys.executable).with_name("whyclip")
     for args in (
         [str(script), "--help"],
@@ -208,4 +213,5 @@ def test_the_test_model_builder_stays_out_of_other_commands(world):
     )
     r = run([sys.executable, "-c", check, str(home)], cwd)
     assert r.returncode == 0, r.stderr
-    assert "after import: False" in r.stderr and "loaded: False" in r.stderr
+    assert "after import: False" in r.stderr
+    assert "loaded: False" in r.stderr

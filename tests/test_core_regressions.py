@@ -17,12 +17,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
-
 from fakes import FROG_CONCEPTS, FROG_LIBRARY, FakeEncoder, planted_png
+from fastapi.testclient import TestClient
 from test_eval import CONCEPTS as EVAL_CONCEPTS
 from test_eval import LIBRARY as EVAL_LIBRARY
 from test_eval import write_dataset
+
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
@@ -147,7 +147,8 @@ def post_explain(client, retrieve=10):
 
 def assert_clean_error(r):
     assert r.status_code in (404, 409), f"{r.status_code}: {r.text}"
-    assert r.headers["content-type"].startswith("application/json") and "error" in json.dumps(r.json())
+    assert r.headers["content-type"].startswith("application/json")
+    assert "error" in json.dumps(r.json())
 
 
 def test_api_explain_after_another_process_deleted_the_cached_version(frogs, service):
@@ -219,7 +220,8 @@ def test_gc_cache_keeps_the_name_description_split(tmp_path):
         return exp
 
     before = explain()
-    assert all(c.name_share is not None for c in before.classes) and before.name_description["coefficients"]
+    assert all(c.name_share is not None for c in before.classes)
+    assert before.name_description["coefficients"]
     gc = CliRunner().invoke(
         cli, ["--home", str(tmp_path / "home"), "gc", "--cache"]
     )  # collect_garbage(store, cache=True)

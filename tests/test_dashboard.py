@@ -8,11 +8,11 @@ import zlib
 
 import pytest
 import streamlit as st
+from conftest import ROOT
+from fakes import install_fake, planted_png
 from streamlit.testing.v1 import AppTest
 
 from whyclip import ingest
-from conftest import ROOT
-from fakes import install_fake, planted_png
 from whyclip.ingest import ingest_library
 
 APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")
@@ -63,7 +63,7 @@ def test_explain_page_renders_what_the_store_returns(frogs, fake):
     lib = frogs.load("frogs")
     picture = ingest.images.read_image_bytes("frog.png", png(["protruding eyes", "bright green colour"]))
     (exp,) = lib.explain(fake.embed_images([picture])[0], ["frog.png"], top=5)
-    assert [h.value for h in at.subheader][0] == "Predicted: tree frog"
+    assert next(h.value for h in at.subheader) == "Predicted: tree frog"
     tables = [d.value for d in at.dataframe]
     classes = tables[0]
     assert list(classes["class"]) == [c.name for c in exp.classes]
@@ -112,13 +112,15 @@ def test_bad_images_give_an_error_and_the_app_keeps_working(frogs, name):
 def test_no_store_and_no_library_say_what_to_do(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("WHYCLIP_HOME", str(tmp_path / "nothing-here"))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception and "whyclip demo" in at.info[0].value
+    assert not at.exception
+    assert "whyclip demo" in at.info[0].value
     from whyclip.store import Store
 
     Store.open(tmp_path / "nothing-here")  # a store with no library
     st.cache_resource.clear()
     at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception and "No libraries yet" in at.info[0].value
+    assert not at.exception
+    assert "No libraries yet" in at.info[0].value
 
 
 def test_a_library_without_descriptors_still_explains(store, fake):
@@ -143,11 +145,13 @@ def test_library_page_metadata_search_and_highlights(frogs):
     assert list(at.dataframe[1].value["class"]) == ["tree frog", "tailed frog"]
     at.button_group(key="view").set_value("Classes").run()
     classes = at.dataframe[1].value
-    assert list(classes["class"]) == list(LIBRARY) and list(classes["descriptors"]) == [4, 3, 2, 0]
+    assert list(classes["class"]) == list(LIBRARY)
+    assert list(classes["descriptors"]) == [4, 3, 2, 0]
     at.button_group(key="view").set_value("Shared descriptors").run()
     assert not at.exception
     shared = at.dataframe[1].value
-    assert list(shared["descriptor"]) == ["protruding eyes"] and list(shared["classes"]) == [2]
+    assert list(shared["descriptor"]) == ["protruding eyes"]
+    assert list(shared["classes"]) == [2]
 
 
 def reliability_charts(at: AppTest) -> int:
@@ -156,19 +160,22 @@ def reliability_charts(at: AppTest) -> int:
 
 def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     """The Audit page renders exactly what ``whyclip audit`` computes for the planted run."""
+    from fakes import FakeEncoder
+    from test_eval import CONCEPTS as PLANTED
+    from test_eval import LIBRARY as PLANTED_LIBRARY
+    from test_eval import write_dataset
+
     from whyclip.ingest.datasets import read_dataset
     from whyclip.ingest.services.evaluate import run_eval
     from whyclip.store.analysis.audit import AuditSettings, audit
     from whyclip.store.db.runs import load_run
-    from test_eval import CONCEPTS as PLANTED, LIBRARY as PLANTED_LIBRARY, write_dataset
-
-    from fakes import FakeEncoder
 
     enc = FakeEncoder(PLANTED, noise=0.01)
     ingest_library(store, PLANTED_LIBRARY, "planted", enc, template="bare")
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("audit_page.py").run()
-    assert not at.exception and "No evaluation runs" in at.info[0].value
+    assert not at.exception
+    assert "No evaluation runs" in at.info[0].value
     report = run_eval(store, store.load("planted"), read_dataset(write_dataset(tmp_path / "data")), enc, name="r1")
     expected = audit(load_run(store.engine, report.run), store.load("planted"), AuditSettings())
     at.run()
@@ -186,7 +193,8 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
         f"{expected['calibration']['nll_before']:.3f}",
     ]
     assert any("whyclip calibrate --library planted" in i.value for i in at.info)
-    assert "Calibration" in [h.value for h in at.subheader] and reliability_charts(at) == 1
+    assert "Calibration" in [h.value for h in at.subheader]
+    assert reliability_charts(at) == 1
     shown = [x.value for x in (*at.success, *at.warning)]
     for key in ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words"):
         assert any(expected["controls"][key]["verdict"] in v for v in shown), key
@@ -199,7 +207,8 @@ def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     assert list(drivers["text"]) == [r["text"] for r in shown]
     assert list(drivers["top_correct"]) == [r["top_correct"] for r in shown]
     at.selectbox(key="audit_agg").set_value("max").run()
-    assert not at.exception and at.metric[0].value == f"{100 * expected['accuracy'][2]['top1']:.1f}%"
+    assert not at.exception
+    assert at.metric[0].value == f"{100 * expected['accuracy'][2]['top1']:.1f}%"
 
 
 def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path, monkeypatch):
@@ -209,8 +218,8 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
     import json
 
     from click.testing import CliRunner
-
     from test_calibrate import plant_run
+
     from whyclip.ui.cli.main import cli
 
     ingest_library(store, LIBRARY, "frogs", fake)
@@ -222,7 +231,8 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
     at.switch_page("audit_page.py").run()
     assert not at.exception
     values = {m.label: m.value for m in at.metric}
-    assert values["ECE before"] == f"{report['ece_before']:.3f}" and values["ECE after"] == f"{report['ece_after']:.3f}"
+    assert values["ECE before"] == f"{report['ece_before']:.3f}"
+    assert values["ECE after"] == f"{report['ece_after']:.3f}"
     assert values["temperature"] == f"{report['temperature']:.3g}"
     assert reliability_charts(at) == 1
 

@@ -30,8 +30,10 @@ def test_library_shape(library: dict) -> None:
     assert isinstance(library, dict)
     assert 20 <= len(library) <= 25
     for name, descriptors in library.items():
-        assert isinstance(name, str) and name.strip()
-        assert isinstance(descriptors, list) and descriptors
+        assert isinstance(name, str)
+        assert name.strip()
+        assert isinstance(descriptors, list)
+        assert descriptors
         assert all(isinstance(d, str) and d.strip() for d in descriptors)
         assert len(set(descriptors)) == len(descriptors), name
 
@@ -61,7 +63,8 @@ def test_draw_samples(tmp_path: Path, demo_images: ModuleType, size: int) -> Non
     for name in ("tree_frog.png", "banana.png", "stop_sign.png"):
         assert name in demo_images.SAMPLE_CLASSES
     for path in paths:
-        assert path.is_file() and path.suffix == ".png"
+        assert path.is_file()
+        assert path.suffix == ".png"
         with Image.open(path) as image:
             assert image.format == "PNG"
             assert image.size == (size, size)
@@ -72,7 +75,7 @@ def test_draw_samples_deterministic(tmp_path: Path, demo_images: ModuleType) -> 
     first = demo_images.draw_samples(str(tmp_path / "one"))
     second = demo_images.draw_samples(tmp_path / "two")
     assert [p.name for p in first] == [p.name for p in second]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes()
 
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from whyclip.ui.cli.main import COMMANDS, cli
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -21,7 +21,8 @@ def test_every_command_has_help_and_is_in_the_readme(name):
     assert (command.help or "").strip(), f"{name} has no help text"
     assert f"whyclip {name}" in README, f"README does not document 'whyclip {name}'"
     result = CliRunner().invoke(cli, [name, "--help"])
-    assert result.exit_code == 0 and "Usage:" in result.output
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
     for param in command.params:
         if param.param_type_name == "option":
             assert param.help, f"option {param.name} of {name} has no help"
@@ -29,8 +30,10 @@ def test_every_command_has_help_and_is_in_the_readme(name):
 
 def test_readme_setup_commands_are_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "python -m pytest -q" in README and "python -m pytest -q" in ci
-    assert "pip install torch==2.13.0" in README and "pip install -q torch==2.13.0" in ci
+    assert "python -m pytest -q" in README
+    assert "python -m pytest -q" in ci
+    assert "pip install torch==2.13.0" in README
+    assert "pip install -q torch==2.13.0" in ci
 
 
 @pytest.mark.slow

@@ -23,16 +23,16 @@ import csv
 
 import numpy as np
 import pytest
-
 from fakes import FakeEncoder, planted_png
+
 from whyclip.ingest import ingest_library, read_image
-from whyclip.ingest.services.control_libraries import control_descriptors
 from whyclip.ingest.datasets import match_labels, read_dataset
+from whyclip.ingest.services.control_libraries import control_descriptors
 from whyclip.ingest.services.evaluate import run_eval
 from whyclip.store import Store
 from whyclip.store.analysis.audit import AuditSettings, audit
-from whyclip.store.errors import InputError
 from whyclip.store.db.runs import find_run, list_runs, load_run
+from whyclip.store.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
@@ -71,7 +71,9 @@ def world(tmp_path):
 def test_planted_accuracies_confusions_and_drivers(world):
     store, enc, lib, data = world
     report = run_eval(store, lib, read_dataset(data), enc, name="r1")
-    assert report.run.n_images == 9 and report.skipped == [] and report.n_embedded == 9
+    assert report.run.n_images == 9
+    assert report.skipped == []
+    assert report.n_embedded == 9
     run = load_run(store.engine, find_run(store.engine, "planted", "r1"))
     out = audit(run, lib, AuditSettings(delete_k=1, near_threshold=0.9))
     acc = {a["method"]: a for a in out["accuracy"]}
@@ -146,7 +148,7 @@ def test_stored_results_match_an_independent_oracle(world):
                 out[:, c] = images @ (raw / np.linalg.norm(raw))
         return out
 
-    control = dict(zip(names, control_descriptors(lib)))
+    control = dict(zip(names, control_descriptors(lib), strict=True))
     assert [len(v) for v in control.values()] == [len(v) for v in LIBRARY.values()]
     assert [[len(t.split()) for t in v] for v in control.values()] == [
         [len(t.split()) for t in v] for v in LIBRARY.values()
@@ -171,7 +173,8 @@ def test_deletion_control_matches_a_recomputation(world, agg):
     run_eval(store, lib, read_dataset(data), enc, name="r1")
     run = load_run(store.engine, find_run(store.engine, "planted"))
     d = audit(run, lib, AuditSettings(aggregate=agg, delete_k=1, random_draws=3))["controls"]["deletion"]
-    assert d["images"] == 9 and d["skipped"] == 0  # every predicted class has more than 1 descriptor
+    assert d["images"] == 9
+    assert d["skipped"] == 0
     # The predicted class rescored without its most similar descriptor, one image at a time.
     r = run.results[agg]
     drops, kept = [], 0
@@ -202,8 +205,11 @@ def test_a_second_library_and_a_rerun_embed_no_image_again(world, tmp_path):
     before = sum(enc.image_batches)
     second = run_eval(store, store.load("other"), read_dataset(data), enc)
     again = run_eval(store, lib, read_dataset(data), enc)
-    assert sum(enc.image_batches) == before and second.n_cached == 9 and again.n_embedded == 0
-    assert again.run.name == "data" and run_eval(store, lib, read_dataset(data), enc).run.name == "data-2"
+    assert sum(enc.image_batches) == before
+    assert second.n_cached == 9
+    assert again.n_embedded == 0
+    assert again.run.name == "data"
+    assert run_eval(store, lib, read_dataset(data), enc).run.name == "data-2"
     with pytest.raises(InputError, match="already has a run 'r1'"):
         run_eval(store, lib, read_dataset(data), enc, name="r1")
 
@@ -220,7 +226,8 @@ def test_labels_match_loosely_and_unmatched_ones_refuse_or_skip(world, tmp_path)
         run_eval(store, lib, read_dataset(data), enc)
     assert list_runs(store.engine, "planted") == []  # refused before anything was stored
     report = run_eval(store, lib, read_dataset(data), enc, skip_unmatched=True)
-    assert report.run.n_images == 9 and report.unmatched == {"cat": 1}
+    assert report.run.n_images == 9
+    assert report.unmatched == {"cat": 1}
 
 
 def test_an_unreadable_image_is_reported_and_skipped(world):
@@ -229,9 +236,12 @@ def test_an_unreadable_image_is_reported_and_skipped(world):
     (data / "banana" / "notes.txt").write_text("not an image, not listed")
     report = run_eval(store, lib, read_dataset(data), enc)
     assert report.run.n_images == 8
-    assert len(report.skipped) == 1 and "b2.png" in report.skipped[0] and "truncated" in report.skipped[0]
+    assert len(report.skipped) == 1
+    assert "b2.png" in report.skipped[0]
+    assert "truncated" in report.skipped[0]
     run = load_run(store.engine, report.run)
-    assert run.info.details["skipped"] == report.skipped and not any("b2.png" in p for p in run.paths)
+    assert run.info.details["skipped"] == report.skipped
+    assert not any("b2.png" in p for p in run.paths)
 
 
 def test_a_csv_dataset(world, tmp_path):
@@ -240,12 +250,13 @@ def test_a_csv_dataset(world, tmp_path):
     with open(tmp_path / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     ds = read_dataset(tmp_path / "labels.csv")
-    assert len(ds.items) == 9 and ds.items[0][0] == (data / "tree frog" / "f1.png").resolve()
+    assert len(ds.items) == 9
+    assert ds.items[0][0] == (data / "tree frog" / "f1.png").resolve()
     assert run_eval(store, lib, ds, enc).run.n_images == 9
 
 
 @pytest.mark.parametrize(
-    "make, message",
+    ("make", "message"),
     [
         (lambda p: p / "missing", "no such dataset"),
         (lambda p: (p / "empty").mkdir() or p / "empty", "no class subfolders"),

@@ -13,10 +13,10 @@ from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import ROOT
 from fakes import install_fake
 from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
+
 from whyclip.ui.cli.main import cli
 from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 
@@ -80,18 +80,24 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     (data / "banana" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # sorts between the others
     r = whyclip("eval", str(data), "--library", "demo", "--name", "drawn", home=home)
     assert r.returncode == 1, r.stderr  # an image was skipped
-    assert "broken.png" in r.stderr and "truncated or corrupt" in r.stderr
-    assert "run 'drawn' of library demo v1: 6 images" in r.stdout and "images/s" in r.stdout
-    assert "baseline (class name)" in r.stdout and "random words (mean, 5 draws)" in r.stdout
+    assert "broken.png" in r.stderr
+    assert "truncated or corrupt" in r.stderr
+    assert "run 'drawn' of library demo v1: 6 images" in r.stdout
+    assert "images/s" in r.stdout
+    assert "baseline (class name)" in r.stdout
+    assert "random words (mean, 5 draws)" in r.stdout
     assert "shuffled descriptor words (mean)" in r.stdout
     r = whyclip("runs", "--json", home=home)
     (run,) = json.loads(r.stdout)
-    assert run["name"] == "drawn" and run["n_images"] == 6 and len(run["details"]["skipped"]) == 1
+    assert run["name"] == "drawn"
+    assert run["n_images"] == 6
+    assert len(run["details"]["skipped"]) == 1
 
     r = whyclip("audit", "--library", "demo", "--format", "json", home=home)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["run"]["name"] == "drawn" and report["aggregate"] == "mean"
+    assert report["run"]["name"] == "drawn"
+    assert report["aggregate"] == "mean"
     aggs = ("mean", "centroid", "max")
     assert {a["method"] for a in report["accuracy"]} == {
         *aggs,
@@ -101,7 +107,8 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     }
     assert all(a["ci95"][0] <= a["top1"] <= a["ci95"][1] for a in report["accuracy"])
     rw = report["controls"]["random_words"]
-    assert rw["draws"] == 5 and {"accuracy_mean", "accuracy_sd", "ci95", "p_value"} <= set(rw)
+    assert rw["draws"] == 5
+    assert {"accuracy_mean", "accuracy_sd", "ci95", "p_value"} <= set(rw)
     assert {"name_share", "description_share", "ci95", "p_value"} <= set(report["controls"]["name_description"])
     assert sum(c["n"] for c in report["per_class"]) == 6
     assert sum(d["top_correct"] + d["top_wrong"] for d in report["drivers"]) == 6
@@ -111,7 +118,8 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     assert r.returncode == 0 and out.is_file(), r.stderr
     page = Cells()
     page.feed(out.read_text(encoding="utf-8"))
-    assert page.external == [] and page.svgs >= 2  # self-contained: plots inline, nothing fetched
+    assert page.external == []
+    assert page.svgs >= 2
     assert page.methods == [a["method"] for a in report["accuracy"]]
     assert [[float(x) for x in row] for row in page.tables["accuracy"] if row] == [
         [a["top1"], a["top5"], a["n"]] for a in report["accuracy"]
@@ -134,7 +142,9 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     assert [(x["method"], float(x["top1"])) for x in rows] == [(a["method"], a["top1"]) for a in report["accuracy"]]
 
     r = whyclip("audit", "-l", "demo", home=home)  # text
-    assert r.returncode == 0 and "random-word control" in r.stdout and "hygiene" in r.stdout
+    assert r.returncode == 0
+    assert "random-word control" in r.stdout
+    assert "hygiene" in r.stdout
 
 
 @pytest.fixture
@@ -149,7 +159,8 @@ def fake_cli(tmp_path, monkeypatch):
 
 
 def one_line_error(result, message: str) -> None:
-    assert result.exit_code != 0 and result.stdout == ""
+    assert result.exit_code != 0
+    assert result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
 
@@ -160,10 +171,13 @@ def test_eval_prints_accuracy_and_the_audit_formats(fake_cli, tmp_path, monkeypa
     result = runner.invoke(cli, ["eval", str(data), "-l", "planted", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["run"]["name"] == "data" and out["run"]["n_images"] == 9
-    assert out["confusions"][0]["predicted"] == "banana" and out["confusions"][0]["true"] == "sunflower"
+    assert out["run"]["name"] == "data"
+    assert out["run"]["n_images"] == 9
+    assert out["confusions"][0]["predicted"] == "banana"
+    assert out["confusions"][0]["true"] == "sunflower"
     result = runner.invoke(cli, ["audit", "-l", "planted", "--format", "html"], catch_exceptions=False)
-    assert result.exit_code == 0 and (tmp_path / "planted-data-audit.html").is_file()
+    assert result.exit_code == 0
+    assert (tmp_path / "planted-data-audit.html").is_file()
     assert "wrote planted-data-audit.html" in result.stderr
 
 
@@ -179,4 +193,5 @@ def test_eval_bad_input_is_one_line(fake_cli, tmp_path):
     one_line_error(runner.invoke(cli, ["eval", str(data), "-l", "planted", "--name", "a"]), "already has a run 'a'")
     one_line_error(runner.invoke(cli, ["audit", "-l", "planted", "--run", "b"]), "has no run 'b'")
     result = runner.invoke(cli, ["eval", str(wrong), "-l", "planted", "--skip-unmatched"])
-    assert result.exit_code == 0 and "9 images" in result.stdout
+    assert result.exit_code == 0
+    assert "9 images" in result.stdout

@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from fakes import FakeEncoder, install_fake, planted_png
-from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
+from test_eval import CONCEPTS, LIBRARY, write_dataset
+
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
@@ -59,12 +59,12 @@ def explain_one(store, enc, library: str, data):
 def test_before_eval_the_split_is_one_line_saying_why(evaluated):
     store, enc, data, _ = evaluated
     _, _, exp = explain_one(store, enc, "paper", data)
-    assert (
-        "not in the embedding cache" in exp.name_description["note"] and "whyclip eval" in exp.name_description["note"]
-    )
+    assert "not in the embedding cache" in exp.name_description["note"]
+    assert "whyclip eval" in exp.name_description["note"]
     assert all(c.name_share is None for c in exp.classes)
     text = exp.to_text()
-    assert text.count("name vs description") == 1 and "\n" not in exp.name_description["note"]
+    assert text.count("name vs description") == 1
+    assert "\n" not in exp.name_description["note"]
 
 
 def test_after_eval_each_shown_class_has_its_split_as_the_definition_says(evaluated):
@@ -81,7 +81,8 @@ def test_after_eval_each_shown_class_has_its_split_as_the_definition_says(evalua
     text = exp.to_text()
     assert text.count("name vs description: the class name alone gives") == len(exp.classes)
     d = exp.to_dict()
-    assert d["classes"][0]["name_share"] == exp.classes[0].name_share and d["name_description"]["coefficients"]
+    assert d["classes"][0]["name_share"] == exp.classes[0].name_share
+    assert d["name_description"]["coefficients"]
     assert type(exp).from_dict(d) == exp
 
 
@@ -105,7 +106,8 @@ def test_the_cli_prints_one_line_per_class_and_the_json_carries_it(tmp_path, mon
     image = tmp_path / "frog.png"
     image.write_bytes(planted_png(["frog", "green", "eyes"]))
     before = run("explain", str(image), "--library", "planted", "--top", "3")
-    assert before.exit_code == 0 and before.stdout.count("name vs description") == 1
+    assert before.exit_code == 0
+    assert before.stdout.count("name vs description") == 1
     data = write_dataset(tmp_path / "data")
     assert run("eval", str(data), "--library", "planted").exit_code == 0
     after = run("explain", str(image), "--library", "planted", "--top", "3")
@@ -123,4 +125,5 @@ def test_a_large_library_says_why_in_one_line(evaluated, monkeypatch):
     run_eval(store, store.load("paper"), read_dataset(data), enc, name="r")
     monkeypatch.setattr(library_module, "SPLIT_MAX", 5)
     _, _, exp = explain_one(store, enc, "paper", data)
-    assert "12 descriptors is over 5" in exp.name_description["note"] and exp.classes[0].name_share is None
+    assert "12 descriptors is over 5" in exp.name_description["note"]
+    assert exp.classes[0].name_share is None

@@ -13,20 +13,20 @@ import sys
 
 import numpy as np
 import pytest
+from chat_server import ChatServer
 from click.testing import CliRunner
+from conftest import ROOT
+from fakes import FakeEncoder, planted_png
 from scipy.stats import binomtest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-
-from chat_server import ChatServer
-from conftest import ROOT
-from fakes import FakeEncoder, planted_png
 from test_eval import CONCEPTS, IMAGES, LIBRARY, world  # noqa: F401  (the planted world)
+
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.generate.pairs import ambiguous_pairs
 from whyclip.store import Store
-from whyclip.store.db.schema import ClassPairRow, PairDescriptorRow
 from whyclip.store.db.runs import find_run, load_run
+from whyclip.store.db.schema import ClassPairRow, PairDescriptorRow
 from whyclip.ui.cli.main import cli
 
 RUNNER = str(ROOT / "tests" / "run_cli.py")
@@ -45,7 +45,7 @@ def served(world, monkeypatch):  # noqa: F811
     chat server whose key the CLI reads from PAIRS_KEY."""
     from whyclip import ingest
 
-    store, enc, lib, data = world
+    store, enc, _lib, data = world
     monkeypatch.setattr(ingest, "load_encoder", lambda *a, **k: enc)
     invoke(store.home, "eval", str(data), "--library", "planted", "--name", "r1")
     key = "sk-test-" + secrets.token_hex(16)
@@ -80,7 +80,8 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     store, enc, data, server = served
     out = tmp_path / "pairs.json"
     stored = generate_and_store(store, server, out, "--store")
-    assert len(server.requests) == 2 and "2 added" in stored.stderr
+    assert len(server.requests) == 2
+    assert "2 added" in stored.stderr
     libs = json.loads(invoke(store.home, "libraries", "--json").stdout)
     assert [(i["name"], i["n_pairs"], i["n_descriptors"]) for i in libs] == [("planted", 2, 12)]
 
@@ -128,38 +129,39 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
         ).stdout
     )
     acc = {a["method"]: a for a in report["accuracy"]}
-    assert acc["mean"]["top1"] == pytest.approx(6 / 9) and acc["fudd"]["top1"] == 1.0 and acc["baseline"]["top1"] == 1.0
+    assert acc["mean"]["top1"] == pytest.approx(6 / 9)
+    assert acc["fudd"]["top1"] == 1.0
+    assert acc["baseline"]["top1"] == 1.0
     assert acc["fudd"]["ci95"] == acc["baseline"]["ci95"]  # the same statistics: 9 of 9, Wilson
     run = load_run(store.engine, find_run(store.engine, "planted", "r2"))
     names = [p.rsplit("/", 1)[-1] for p in run.paths]
     mean, fudd = run.results["mean"].predicted, run.results["fudd"].predicted
-    assert {n: NAMES[c] for n, c in zip(names, fudd)} == {
+    assert {n: NAMES[c] for n, c in zip(names, fudd, strict=True)} == {
         f: folder for folder, files in IMAGES.items() for f, _ in files
     }
-    changed = sorted(n for n, a, b in zip(names, mean, fudd) if a != b)
+    changed = sorted(n for n, a, b in zip(names, mean, fudd, strict=True) if a != b)
     assert changed == ["b3.png", "u1.png", "u2.png"]  # every other prediction is the mean's
     assert np.array_equal(run.results["fudd"].true_rank, np.ones(9))
-    assert run.info.details["fudd"]["pairs"] == 2 and run.info.details["fudd"]["top_k"] == 4
+    assert run.info.details["fudd"]["pairs"] == 2
+    assert run.info.details["fudd"]["top_k"] == 4
 
     # the audit's statistics: McNemar against the descriptors (3 fixed, 0 broken) and the name
     audit = json.loads(invoke(store.home, "audit", "--library", "planted", "--run", "r2", "--format", "json").stdout)
     f = audit["controls"]["fudd"]
     assert (f["fixed"], f["broken"], f["top_k"], f["pairs"]) == (3, 0, 4, 2)
     assert f["p_value"] == pytest.approx(binomtest(0, 3, 0.5).pvalue)
-    assert f["vs_baseline"]["p_value"] == 1.0 and not f["significant"]
+    assert f["vs_baseline"]["p_value"] == 1.0
+    assert not f["significant"]
     text = invoke(store.home, "audit", "--library", "planted", "--run", "r2").stdout
-    assert (
-        "FuDD pair descriptors (top-4 of mean re-ranked)" in text and "FuDD 100.0% vs descriptors (mean) 66.7%" in text
-    )
+    assert "FuDD pair descriptors (top-4 of mean re-ranked)" in text
+    assert "FuDD 100.0% vs descriptors (mean) 66.7%" in text
 
     page = tmp_path / "audit.html"
     invoke(store.home, "audit", "--library", "planted", "--run", "r2", "--format", "html", "--out", str(page))
     html = page.read_text()
-    assert (
-        'data-control="fudd"' in html
-        and "FuDD 100.0% vs descriptors (mean) 66.7%" in html
-        and 'data-method="fudd"' in html
-    )
+    assert 'data-control="fudd"' in html
+    assert "FuDD 100.0% vs descriptors (mean) 66.7%" in html
+    assert 'data-method="fudd"' in html
     invoke(
         store.home, "audit", "--library", "planted", "--run", "r2", "--format", "csv", "--out", str(tmp_path / "csv")
     )
@@ -197,7 +199,8 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     assert "fudd" in {a["method"] for a in auto["accuracy"]}  # the version has pairs: FuDD by default
 
     listing = invoke(store.home, "pairs", "--library", "planted").stdout.splitlines()
-    assert listing[0].startswith("tree frog / banana  (LLM m, generated ") and listing[1:3] == [
+    assert listing[0].startswith("tree frog / banana  (LLM m, generated ")
+    assert listing[1:3] == [
         "  colour: the colour of a tree frog | the colour of a banana",
         "  shape: a tree frog outline | a banana outline",
     ]
@@ -223,11 +226,13 @@ def test_fudd_round_trip_fixes_the_planted_confusions(served, tmp_path):
     refused = CliRunner().invoke(
         cli, ["--home", str(store.home), "ingest-pairs", str(tmp_path / "edited.json"), "--library", "planted"]
     )
-    assert refused.exit_code == 1 and "pass --replace" in refused.stderr
+    assert refused.exit_code == 1
+    assert "pass --replace" in refused.stderr
     with Session(store.engine) as s:
         assert s.scalar(select(func.count()).select_from(PairDescriptorRow)) == 8  # nothing changed
     replaced = invoke(store.home, "ingest-pairs", str(tmp_path / "edited.json"), "--library", "planted", "--replace")
-    assert "1 replaced" in replaced.stderr and "1 already stored" in replaced.stderr
+    assert "1 replaced" in replaced.stderr
+    assert "1 already stored" in replaced.stderr
     with Session(store.engine) as s:
         assert s.scalar(select(func.count()).select_from(PairDescriptorRow)) == 6
 
@@ -267,13 +272,15 @@ def test_stored_pairs_leave_class_scores_explanations_and_retrieval_alone(served
         lib.scores(vectors, "centroid"),
         lib.retrieve(vectors, 20),
     )
-    for x, y in zip(before[:3], after[:3]):
+    for x, y in zip(before[:3], after[:3], strict=True):
         assert np.array_equal(x, y)
     assert before[3] == after[3]
     now = [e.to_dict() for e in lib.explain(vectors, images, top=4)]
-    for p, n in zip(plain, now):
-        assert p["classes"] == n["classes"] and p["retrieved"] == n["retrieved"]
-    assert lib.info.n_descriptors == 12 and [len(lib.class_texts(c)) for c in range(4)] == [3, 3, 4, 2]
+    for p, n in zip(plain, now, strict=True):
+        assert p["classes"] == n["classes"]
+        assert p["retrieved"] == n["retrieved"]
+    assert lib.info.n_descriptors == 12
+    assert [len(lib.class_texts(c)) for c in range(4)] == [3, 3, 4, 2]
     # the control: the same descriptions mixed into the classes' own lists would move the scores
     mixed = {c: list(d) for c, d in LIBRARY.items()}
     mixed["banana"] += ["the colour of a banana", "a banana outline"]
@@ -298,13 +305,16 @@ def test_explain_compare_shows_the_pair_descriptors_and_http_answers_the_same(se
     oracle = enc.embed_texts([f["prompt_" + side] for f in pd["features"] for side in "ab"])[0] @ image_vec
     got = [f["similarity_" + side] for f in pd["features"] for side in "ab"]
     assert got == pytest.approx(oracle.tolist(), abs=1e-6)
-    assert pd["mean_a"] == pytest.approx(np.mean(got[0::2]), abs=1e-6) and pd["mean_b"] > pd["mean_a"]
-    assert pd["provenance"]["model"] == "m" and len(pd["provenance"]["request_sha256"]) == 64
+    assert pd["mean_a"] == pytest.approx(np.mean(got[0::2]), abs=1e-6)
+    assert pd["mean_b"] > pd["mean_a"]
+    assert pd["provenance"]["model"] == "m"
+    assert len(pd["provenance"]["request_sha256"]) == 64
     # the descriptors' own contrast still has only the classes' own descriptors
     own = {t for c in ("banana", "sunflower") for t in LIBRARY[c]}
     assert {r["descriptor"] for r in record["contrast"]["rows"]} == own
     text = invoke(store.home, *args).stdout
-    assert "banana vs sunflower, by their pair descriptors (FuDD" in text and "favours sunflower" in text
+    assert "banana vs sunflower, by their pair descriptors (FuDD" in text
+    assert "favours sunflower" in text
     # no stored pair for tree frog / stop sign: no block
     other = json.loads(
         invoke(
@@ -351,7 +361,7 @@ def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, mon
     sunflower."""
     from whyclip import ingest
 
-    store, enc, lib, data = world
+    store, enc, _lib, _data = world
     monkeypatch.setattr(ingest, "load_encoder", lambda *a, **k: enc)
     folder = tmp_path / "unlabelled"
     (folder / "sub").mkdir(parents=True)
@@ -388,10 +398,13 @@ def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, mon
             "--store",
         )
         asked = [r["body"]["messages"][-1]["content"] for r in server.requests]
-    assert len(asked) == 1 and "tell a banana apart from a sunflower" in asked[0]
+    assert len(asked) == 1
+    assert "tell a banana apart from a sunflower" in asked[0]
     pairs = json.loads(out.read_text())
     assert [(p["a"], p["b"], p["confusions"]) for p in pairs["pairs"]] == [("banana", "sunflower", 5)]
-    assert pairs["images"]["n_images"] == 10 and pairs["images"]["top_k"] == 3 and "run" not in pairs
+    assert pairs["images"]["n_images"] == 10
+    assert pairs["images"]["top_k"] == 3
+    assert "run" not in pairs
     assert "1 added" in result.stderr
     assert store.library("planted").n_pairs == 1
     # with two pairs, the frog / stop sign image gives the second
@@ -499,7 +512,8 @@ def test_the_pair_tables_arrive_by_migration_and_leave_by_downgrade(tmp_path):
         command.downgrade(migrations.alembic_config(conn), before)
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
-        assert not {"class_pairs", "pair_descriptors"} & tables and "libraries" in tables
+        assert not {"class_pairs", "pair_descriptors"} & tables
+        assert "libraries" in tables
         assert conn.execute(text("SELECT count(*) FROM descriptors")).scalar() == 2
     engine.dispose()
     reopened = Store.open(tmp_path / "home")  # a write open migrates
@@ -561,8 +575,10 @@ def test_pairs_are_written_read_and_deleted_on_sqlite_and_postgresql(tmp_path, d
     assert written.added == [("frog", "cat")]
     assert write_pairs(store.engine, lib.info.id, enc.cache_key, [draft]).unchanged == [("frog", "cat")]
     (got,) = load_pairs(store.engine, lib.info.id, 32, {(0, 2)})
-    assert (got.class_a, got.class_b, got.model) == (0, 2, "m") and got.descriptions == desc
-    assert np.array_equal(got.vectors, vecs) and got.side(2) == [0, 2]
+    assert (got.class_a, got.class_b, got.model) == (0, 2, "m")
+    assert got.descriptions == desc
+    assert np.array_equal(got.vectors, vecs)
+    assert got.side(2) == [0, 2]
     assert load_pairs(store.engine, lib.info.id, 32, {(0, 1)}) == []
     assert store.library("a").n_pairs == 1
     delete_versions(store, "a", 1)

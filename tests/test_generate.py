@@ -8,9 +8,9 @@ import secrets
 from pathlib import Path
 
 import pytest
+from chat_server import ChatServer
 from click.testing import CliRunner
 
-from chat_server import ChatServer
 from whyclip.ui.cli.main import cli
 
 KEY_ENV = "WHYCLIP_TEST_LLM_KEY"
@@ -79,15 +79,19 @@ def test_answers_are_parsed_cleaned_cached_and_never_hold_the_key(tmp_path, key)
             {"role": "user", "content": server.requests[0]["body"]["messages"][0]["content"]}
         ]
         side = json.loads((tmp_path / "lib.json.provenance.json").read_text())
-        assert (
-            side["model"] == "tiny-llm" and side["base_url"] == server.base_url and side["prompt"]["name"] == "default"
-        )
+        assert side["model"] == "tiny-llm"
+        assert side["base_url"] == server.base_url
+        assert side["prompt"]["name"] == "default"
         assert side["answers"]["giraffe"][0]["answer"].startswith("Sure! Here are")
-        assert side["parameters"]["temperature"] == 0.0 and side["requests"] == {"sent": 5, "cached": 0}
+        assert side["parameters"]["temperature"] == 0.0
+        assert side["requests"] == {"sent": 5, "cached": 0}
         counts = side["cleaning"]["counts"]
-        assert counts["copied"] == 2 and counts["prose"] == 2 and counts["duplicate"] == 0
+        assert counts["copied"] == 2
+        assert counts["prose"] == 2
+        assert counts["duplicate"] == 0
         dropped = {(f["class_name"], f["descriptor"]) for f in side["cleaning"]["findings"] if f["action"] == "dropped"}
-        assert ("copycat", "a very small bird") in dropped and (
+        assert ("copycat", "a very small bird") in dropped
+        assert (
             "giraffe",
             "These features help you recognise a giraffe.",
         ) in dropped
@@ -128,7 +132,8 @@ def test_requests_in_flight_never_exceed_the_concurrency(tmp_path, key):
             server, write_classes(tmp_path, *names), tmp_path / "lib.json", "--concurrency", "2", "--timeout", "5"
         )
         assert result.exit_code == 0, result.stderr
-        assert len(server.requests) == 6 and server.max_in_flight == 2
+        assert len(server.requests) == 6
+        assert server.max_in_flight == 2
 
 
 def test_a_class_that_stays_empty_is_reported_after_the_retries(tmp_path, key):
@@ -156,7 +161,8 @@ def test_a_server_error_is_one_line_with_the_key_masked(tmp_path, key):
     assert result.exit_code == 1
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and lines[0].startswith("Error: class 'broken': the server answered 500"), result.stderr
-    assert "Bearer ***" in lines[0] and key not in result.stderr + result.stdout
+    assert "Bearer ***" in lines[0]
+    assert key not in result.stderr + result.stdout
     assert not out.exists()
 
 
@@ -182,16 +188,19 @@ def test_structured_answers_and_a_server_that_refuses_response_format(tmp_path, 
             server, classes, tmp_path / "b.json", "--structured", "--concurrency", "1", "--model", "other"
         )
         assert refused.exit_code == 0, refused.stderr
-        assert "refused response_format" in refused.stderr and "parsed as lists" in refused.stderr
+        assert "refused response_format" in refused.stderr
+        assert "parsed as lists" in refused.stderr
         with_format = [r for r in server.requests if "response_format" in r["body"]]
-        assert len(with_format) == 1 and len(server.requests) == 3  # refused once, then both asked plainly
+        assert len(with_format) == 1
+        assert len(server.requests) == 3
         assert json.loads((tmp_path / "b.json").read_text())["zebra"] == [
             "black and white stripes",
             "a horse-like body",
             "a short upright mane",
         ]
         again = run_generate(server, classes, tmp_path / "b.json", "--structured", "--model", "other")
-        assert again.exit_code == 0 and len(server.requests) == 3  # the fallback answers are cached too
+        assert again.exit_code == 0
+        assert len(server.requests) == 3
 
 
 def test_a_library_gets_its_empty_classes_filled_and_more_with_more(tmp_path, key):
@@ -222,7 +231,8 @@ def test_a_library_gets_its_empty_classes_filled_and_more_with_more(tmp_path, ke
         names = tmp_path / "names.txt"
         names.write_text("zebra\n")
         refused = run_generate(server, names, tmp_path / "x.json", "--more")
-        assert refused.exit_code == 1 and "--more adds descriptors to a library" in refused.stderr
+        assert refused.exit_code == 1
+        assert "--more adds descriptors to a library" in refused.stderr
 
 
 def test_a_prompt_file_with_its_own_examples(tmp_path, key):
@@ -250,7 +260,8 @@ def test_a_prompt_file_with_its_own_examples(tmp_path, key):
             str(tmp_path / "bad.txt"),
         ],
     )
-    assert bad.exit_code == 1 and "has no {class} placeholder" in bad.stderr
+    assert bad.exit_code == 1
+    assert "has no {class} placeholder" in bad.stderr
 
 
 def test_no_key_for_a_hosted_server_is_one_line(tmp_path, monkeypatch):
@@ -266,7 +277,8 @@ def test_no_key_for_a_hosted_server_is_one_line(tmp_path, monkeypatch):
             "https://llm.example.invalid/v1",
         ],
     )
-    assert result.exit_code == 1 and "set the environment variable OPENAI_API_KEY" in result.stderr
+    assert result.exit_code == 1
+    assert "set the environment variable OPENAI_API_KEY" in result.stderr
 
 
 @pytest.mark.slow

@@ -8,11 +8,10 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from chat_server import ChatServer
 from conftest import ROOT
 from fakes import install_fake
+from streamlit.testing.v1 import AppTest
 
 from whyclip.store import Store
 
@@ -61,7 +60,8 @@ def test_generate_review_and_ingest(tmp_path, monkeypatch, fake):
 
         again = open_page(server)  # a new session asks the same: every answer from the cache
         again.button(key="generate_go").click().run()
-        assert len(server.requests) == 6 and not again.exception
+        assert len(server.requests) == 6
+        assert not again.exception
 
 
 def test_no_names_and_no_key_say_what_to_do(monkeypatch, fake):

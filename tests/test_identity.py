@@ -11,19 +11,19 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
+from fakes import FakeEncoder
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from conftest import ROOT
-from fakes import FakeEncoder
 from test_eval import CONCEPTS, LIBRARY, write_dataset
+
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.encoder.fingerprint import is_legacy_id
 from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids, check_library_encoder
 from whyclip.ingest.images import PIXEL_RULES
+from whyclip.ingest.services.evaluate import run_eval
 from whyclip.store import Store
 from whyclip.store.db.encoder_ids import rename_encoder_id
 from whyclip.store.db.schema import EmbeddingRow, EvalRunRow, LibraryRow
@@ -73,13 +73,17 @@ def test_the_id_follows_the_weights_not_the_folder_or_the_config_bookkeeping(tin
     config["_name_or_path"], config["transformers_version"] = "/some/old/place", "4.0.0"
     (copy / "config.json").write_text(json.dumps(config))
     moved = load_encoder(str(copy), precision="fp32")
-    assert moved.id == first.id and moved.name != first.name
-    assert first.id.startswith("clip-32-w2-") and not is_legacy_id(first.id)
+    assert moved.id == first.id
+    assert moved.name != first.name
+    assert first.id.startswith("clip-32-w2-")
+    assert not is_legacy_id(first.id)
     other = load_encoder(str(make_test_model(tmp_path / "seed1", seed=1)), precision="fp32")
-    assert other.id != first.id and other.id.startswith("clip-32-w2-")
+    assert other.id != first.id
+    assert other.id.startswith("clip-32-w2-")
     # the old ids depended on the folder: recognisable, and reproducible from a path
     legacy = first.legacy_ids()
-    assert legacy and all(is_legacy_id(i) for i in legacy)
+    assert legacy
+    assert all(is_legacy_id(i) for i in legacy)
     assert first.legacy_ids(["/a"]) - legacy != set()  # another path, another old id
     assert moved.legacy_ids([str(tiny_model)]) >= {first.legacy_fingerprint(str(tiny_model))}
 
@@ -134,7 +138,9 @@ def test_a_write_renames_every_row_of_the_old_id_once(legacy_world):
         assert (kept.vector, kept.norm) == (kept_vector, 7.0)
     before = len(enc.embedded)
     report = ingest_library(store, LIBRARY, "planted", enc, template="bare")  # nothing left to embed
-    assert report.n_embedded == 0 and report.n_reused == 15 and len(enc.embedded) == before
+    assert report.n_embedded == 0
+    assert report.n_reused == 15
+    assert len(enc.embedded) == before
 
 
 def test_an_ingest_adopts_only_the_old_ids_of_its_own_encoder(legacy_world):
@@ -142,7 +148,8 @@ def test_an_ingest_adopts_only_the_old_ids_of_its_own_encoder(legacy_world):
     assert adopt_legacy_ids(store, Reversed(CONCEPTS, noise=0.01)) == []
     assert keys(store)["libraries"] == {LEGACY}
     assert adopt_legacy_ids(store, enc) == [LEGACY]
-    assert keys(store)["libraries"] == {enc.info.id} and not any(LEGACY in k for k in keys(store)["cache"])
+    assert keys(store)["libraries"] == {enc.info.id}
+    assert not any(LEGACY in k for k in keys(store)["cache"])
 
 
 # -- through the command line, with the tiny CLIP, in fresh processes ----------------------------
@@ -187,7 +194,8 @@ def test_a_store_under_old_ids_works_with_a_moved_model(moved_model, recorded):
     store = Store.open(home, create=False)
     encoder = load_encoder(str(moved), precision="fp32")
     old = encoder.legacy_fingerprint(str(original) if recorded == "as-ingested" else "/gone/with/old/transformers")
-    assert is_legacy_id(old) and (old in encoder.legacy_ids([str(original)])) == (recorded == "as-ingested")
+    assert is_legacy_id(old)
+    assert (old in encoder.legacy_ids([str(original)])) == (recorded == "as-ingested")
     rename_encoder_id(store.engine, encoder.id, old)
     r = whyclip("explain", str(image), "--library", "lib", "--model", str(moved), "--json", home=home)
     assert r.returncode == 0, r.stderr
@@ -195,6 +203,5 @@ def test_a_store_under_old_ids_works_with_a_moved_model(moved_model, recorded):
     r = whyclip("ingest", str(library), "--library", "lib", "--model", str(moved), home=home)
     assert r.returncode == 0, r.stderr
     assert "(0 embedded, 5 from the cache)" in r.stdout
-    assert keys(store)["libraries"] == {encoder.id} and all(
-        k.startswith(encoder.id + "/") for k in keys(store)["cache"]
-    )
+    assert keys(store)["libraries"] == {encoder.id}
+    assert all(k.startswith(encoder.id + "/") for k in keys(store)["cache"])

@@ -37,7 +37,7 @@ def orientation(tag: int) -> bytes:
     return exif.tobytes()
 
 
-@pytest.mark.parametrize("tag, turn", [(6, -1), (8, 1), (3, 2)])
+@pytest.mark.parametrize(("tag", "turn"), [(6, -1), (8, 1), (3, 2)])
 def test_exif_orientation_turns_the_pixels_upright(tag, turn):
     stored = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
     got = pixels(encoded(Image.fromarray(stored), exif=orientation(tag)))
@@ -56,7 +56,8 @@ def test_transparency_is_composited_onto_white():
     rgba[0, 0, 3], rgba[0, 1, 3] = 0, 255
     got = pixels(encoded(Image.fromarray(rgba, "RGBA")))
     np.testing.assert_array_equal(got, on_white(rgba[..., :3].astype(np.float64), rgba[..., 3]))
-    assert tuple(got[0, 0]) == (255, 255, 255) and tuple(got[0, 1]) == tuple(rgba[0, 1, :3])
+    assert tuple(got[0, 0]) == (255, 255, 255)
+    assert tuple(got[0, 1]) == tuple(rgba[0, 1, :3])
     la = rng.integers(0, 256, (4, 4, 2), dtype=np.uint8)
     gray = np.repeat(la[..., :1].astype(np.float64), 3, axis=2)
     np.testing.assert_array_equal(pixels(encoded(Image.fromarray(la, "LA"))), on_white(gray, la[..., 1]))

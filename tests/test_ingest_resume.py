@@ -13,12 +13,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT
 from fakes import FakeEncoder
+
 from whyclip.ingest import ingest_library
-from whyclip.store.db import embedding_cache
 from whyclip.store import Store
+from whyclip.store.db import embedding_cache
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
@@ -74,7 +74,8 @@ def test_cache_is_per_encoder(store):
     ingest_library(store, synthetic(3, 2), "a", FakeEncoder(tag="one"))
     other = FakeEncoder(tag="two")
     report = ingest_library(store, synthetic(3, 2), "b", other)
-    assert report.n_reused == 0 and report.n_embedded == 9
+    assert report.n_reused == 0
+    assert report.n_embedded == 9
     assert embedding_cache.count(store.engine, "fake-32-one") == embedding_cache.count(store.engine, "fake-32-two") == 9
 
 

@@ -11,15 +11,15 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import ROOT
+from fakes import planted_png
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conftest import ROOT
-from fakes import planted_png
-from whyclip.store.method.templates import Template
 from whyclip.store import Store
 from whyclip.store.db import embedding_cache
 from whyclip.store.db.schema import DescriptorRow, EvalImageRow, EvalRunRow
+from whyclip.store.method.templates import Template
 
 RUNNER = str(ROOT / "tests" / "run_cli.py")
 A = {"frog": ["green skin", "wide mouth"], "owl": ["wings", "big round eyes"]}
@@ -80,7 +80,8 @@ def test_delete_a_version_keeps_the_cache_and_never_reuses_its_number(home, tmp_
     assert done.stdout.strip() == (
         f"deleted library a v1: 1 index folder(s), {size / 1024:.1f} KB freed; cached vectors kept"
     )
-    assert not folder.exists() and store.index_folder(v2).is_dir()
+    assert not folder.exists()
+    assert store.index_folder(v2).is_dir()
     with Session(store.engine) as s:
         assert s.scalar(select(func.count()).where(DescriptorRow.library_id == v1.id)) == 0
     assert [(i.name, i.version) for i in store.libraries(every_version=True)] == [("a", 2), ("b", 1)]
@@ -89,7 +90,8 @@ def test_delete_a_version_keeps_the_cache_and_never_reuses_its_number(home, tmp_
     top_key = max(i.first_descriptor_id + i.n_descriptors - 1 for i in store.libraries(every_version=True))
     run(home, "delete", "a", "--version", "2", "--yes", db=db_url)
     again = run(home, "ingest", write(tmp_path / "a2.json", A2), "-l", "a", db=db_url)
-    assert again.stdout.startswith("library a v3: ") and "(0 embedded, 7 from the cache)" in again.stdout
+    assert again.stdout.startswith("library a v3: ")
+    assert "(0 embedded, 7 from the cache)" in again.stdout
     assert store.library("a").first_descriptor_id == top_key + 1
     assert [(i.name, i.version) for i in store.libraries(every_version=True)] == [("a", 3), ("b", 1)]
     run(home, "delete", "a", "--yes", db=db_url)
@@ -105,7 +107,8 @@ def test_delete_refusals_are_one_line(home, db_url):
     nobody = run(home, "delete", "zzz", "--yes", ok=False, db=db_url)
     assert nobody.stderr == "Error: no library 'zzz' to delete: see 'whyclip libraries --all'\n"
     unasked = run(home, "delete", "a", ok=False, db=db_url)
-    assert unasked.returncode == 2 and "pass --yes to delete" in unasked.stderr
+    assert unasked.returncode == 2
+    assert "pass --yes to delete" in unasked.stderr
     assert len(Store.open(home, db_url).libraries(every_version=True)) == 3
 
 
@@ -151,10 +154,11 @@ def test_gc_removes_unowned_old_folders_and_unused_cache_rows(home, db_url):
     dry = run(home, "gc", "--dry-run", "--cache", db=db_url)
     assert dry.stdout.strip() == "would remove 2 index folder(s) (1010 bytes) and 0 cache row(s) (0 bytes of vectors)"
     assert "left 1 unowned index folder(s) younger than 15 minutes" in dry.stderr
-    assert orphan.is_dir() and stale.is_dir()
+    assert orphan.is_dir()
+    assert stale.is_dir()
     done = run(home, "gc", db=db_url)
     assert done.stdout.strip() == "removed 2 index folder(s) (1010 bytes)"
-    assert sorted(p.name for p in root.iterdir()) == sorted(owned + [young.name])
+    assert sorted(p.name for p in root.iterdir()) == sorted([*owned, young.name])
     # cache: deleting b leaves its prompts that no version of a uses
     run(home, "delete", "b", "--yes", db=db_url)
     unused = prompts_of(B) - prompts_of(A) - prompts_of(A2)

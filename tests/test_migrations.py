@@ -15,12 +15,12 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from whyclip.store.method.templates import Template, baseline_prompt
 from whyclip.store import Store, StoreError
-from whyclip.store.method import prompts
 from whyclip.store.db import migrations
 from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.schema import Base
+from whyclip.store.method import prompts
+from whyclip.store.method.templates import Template, baseline_prompt
 from whyclip.ui.cli.main import cli
 
 FIXTURE = Path(__file__).parent / "data" / "store_schema3.sql"  # a store written by the whyclip before Alembic
@@ -97,7 +97,8 @@ def test_a_legacy_store_is_refused_by_reads_then_stamped_and_upgraded(tmp_path, 
     before = db.read_bytes()
     with pytest.raises(StoreError, match=rf"older whyclip \(revision 000{version}, .*run 'whyclip migrate'") as err:
         Store.open(tmp_path, create=False)
-    assert "\n" not in str(err.value) and db.read_bytes() == before
+    assert "\n" not in str(err.value)
+    assert db.read_bytes() == before
     store = Store.open(tmp_path)  # a write command migrates
     assert store.migration.current == f"000{version}"
     matches_models(tmp_path)
@@ -119,17 +120,18 @@ def test_a_store_written_before_alembic_migrates_through_the_cli(tmp_path):
     db = schema3_store(tmp_path)
     before = db.read_bytes()
     run = CliRunner().invoke(cli, ["--home", str(tmp_path), "libraries"])
-    assert run.exit_code == 1 and "run 'whyclip migrate'" in run.output and run.output.count("\n") == 1
+    assert run.exit_code == 1
+    assert "run 'whyclip migrate'" in run.output
+    assert run.output.count("\n") == 1
     dry = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate", "--dry-run"])
     head = migrations._script().get_current_head()
-    assert (
-        dry.exit_code == 0
-        and f"current revision 0003, target {head}" in dry.output
-        and "would apply 0004" in dry.output
-    )
+    assert dry.exit_code == 0
+    assert f"current revision 0003, target {head}" in dry.output
+    assert "would apply 0004" in dry.output
     assert db.read_bytes() == before
     done = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate"])
-    assert done.exit_code == 0 and f"migrated from revision 0003 to {head}: applied 0004" in done.output
+    assert done.exit_code == 0
+    assert f"migrated from revision 0003 to {head}: applied 0004" in done.output
     matches_models(tmp_path)
     store = Store.open(tmp_path, create=False)
     builds = {
@@ -151,7 +153,8 @@ def test_a_store_written_before_alembic_migrates_through_the_cli(tmp_path):
         assert info.prompt_rule == ("paper/1" if name == "paper" else "format/1")
         assert info.created_at.tzinfo == dt.timezone.utc
     again = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate"])
-    assert again.exit_code == 0 and "nothing applied" in again.output
+    assert again.exit_code == 0
+    assert "nothing applied" in again.output
 
 
 def test_a_migration_failing_half_way_changes_nothing(tmp_path, monkeypatch):
@@ -207,7 +210,7 @@ def test_two_openers_racing_on_a_fresh_database_both_see_the_finished_schema(tmp
         barrier.wait()
         try:
             found.append(Store.open(tmp_path).store_id)
-        except Exception as exc:  # noqa: BLE001 - the test reports it
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=open_it) for _ in range(2)]
@@ -215,16 +218,20 @@ def test_two_openers_racing_on_a_fresh_database_both_see_the_finished_schema(tmp
         t.start()
     for t in threads:
         t.join()
-    assert errors == [] and len(found) == 2 and found[0] == found[1]
+    assert errors == []
+    assert len(found) == 2
+    assert found[0] == found[1]
     matches_models(tmp_path)
 
 
 def test_times_read_back_aware_in_utc(tmp_path):
     from fakes import FakeEncoder
+
     from whyclip.ingest import ingest_library
 
     store = Store.open(tmp_path)
     start = dt.datetime.now(dt.timezone.utc)
     ingest_library(store, {"frog": ["green"]}, "t", FakeEncoder(["green"]))
     got = store.library("t").created_at
-    assert got.tzinfo == dt.timezone.utc and start <= got <= dt.datetime.now(dt.timezone.utc)
+    assert got.tzinfo == dt.timezone.utc
+    assert start <= got <= dt.datetime.now(dt.timezone.utc)

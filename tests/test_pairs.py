@@ -7,13 +7,13 @@ import json
 import secrets
 
 import numpy as np
-from click.testing import CliRunner
-
 from chat_server import ChatServer
+from click.testing import CliRunner
 from test_eval import world  # noqa: F401  (the planted world: sunflower -> banana twice, banana -> tree frog once)
+
 from whyclip.ingest.datasets import read_dataset
-from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.generate.pairs import PairFeature, confused_pairs, parse_pair_answer
+from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ui.cli.main import cli
 
 
@@ -72,7 +72,8 @@ def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):  # noq
         ]
         assert pairs["run"] == {"library": "planted", "version": 1, "name": "r1", "aggregate": "mean"}
         again = CliRunner().invoke(cli, [*args, "--base-url", server.base_url])
-        assert again.exit_code == 0 and len(server.requests) == 2  # from the cache
+        assert again.exit_code == 0
+        assert len(server.requests) == 2
         assert "0 requests sent, 2 from the cache" in again.stderr
     assert key not in out.read_text() + result.stdout + result.stderr
 
@@ -85,11 +86,13 @@ def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):  # noq
     scored = CliRunner().invoke(cli, ["--home", str(store.home), "eval-pairs", str(out), "--top-k", "4", "--json"])
     assert scored.exit_code == 0, scored.stderr
     report = json.loads(scored.stdout)
-    assert report["accuracy"] == {"mean": 6 / 9, "fudd": 1.0} and (report["fixed"], report["broken"]) == (3, 0)
+    assert report["accuracy"] == {"mean": 6 / 9, "fudd": 1.0}
+    assert (report["fixed"], report["broken"]) == (3, 0)
     assert sorted((c["true"], c["before"], c["after"]) for c in report["changed"]) == [
         ("banana", "tree frog", "banana"),
         ("sunflower", "banana", "sunflower"),
         ("sunflower", "banana", "sunflower"),
     ]
     top3 = CliRunner().invoke(cli, ["--home", str(store.home), "eval-pairs", str(out), "--top-k", "3", "--json"])
-    assert json.loads(top3.stdout)["accuracy"]["fudd"] == 6 / 9 and json.loads(top3.stdout)["fixed"] == 0
+    assert json.loads(top3.stdout)["accuracy"]["fudd"] == 6 / 9
+    assert json.loads(top3.stdout)["fixed"] == 0

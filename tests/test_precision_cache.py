@@ -5,8 +5,8 @@ ingest, for eval images and for the control prompts (which embed through the cac
 from __future__ import annotations
 
 import numpy as np
-
 from fakes import FakeEncoder, planted_png
+
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.embedding import embed_image_files_cached, embed_prompts
 from whyclip.ingest.images import PIXEL_RULES
@@ -54,7 +54,8 @@ def test_prompts_found_under_fp32_after_the_fallback_are_used_and_nothing_is_emb
     embedding_cache.save(store.engine, "fake-32-v1/fp32", PROMPTS, vectors, norms)  # an earlier run that fell back
     enc = FallingBack()
     got, _ = embed_prompts(store, enc, PROMPTS)
-    assert enc.embedded == [] and enc.checks == ["text"]
+    assert enc.embedded == []
+    assert enc.checks == ["text"]
     np.testing.assert_array_equal(got, vectors)
     assert embedding_cache.count(store.engine, "fake-32-v1/bf16") == 0
 
@@ -62,7 +63,8 @@ def test_prompts_found_under_fp32_after_the_fallback_are_used_and_nothing_is_emb
 def test_an_ingest_that_falls_back_caches_fp32_vectors_under_the_fp32_key(store):
     enc = FallingBack()
     report = ingest_library(store, {"frog": ["green skin"], "owl": ["wings"]}, "animals", enc)
-    assert report.n_embedded == 4 and enc.precision == "fp32"
+    assert report.n_embedded == 4
+    assert enc.precision == "fp32"
     assert (
         embedding_cache.count(store.engine, "fake-32-v1/fp32"),
         embedding_cache.count(store.engine, "fake-32-v1/bf16"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from whyclip.store.method.templates import Template, baseline_prompt, check_baseline
 from whyclip.store.errors import InputError
+from whyclip.store.method.templates import Template, baseline_prompt, check_baseline
 
 # (class, descriptor, the prompt the paper's code builds), written out by hand.
 PAPER_CASES = [
@@ -27,7 +27,7 @@ PAPER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("cls,descriptor,expected", PAPER_CASES)
+@pytest.mark.parametrize(("cls", "descriptor", "expected"), PAPER_CASES)
 def test_paper_template_exact_strings(cls, descriptor, expected):
     assert Template("paper").build(cls, descriptor) == expected
 

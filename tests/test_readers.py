@@ -43,7 +43,8 @@ def test_duplicate_and_empty_descriptors_are_dropped_with_a_warning(tmp_path):
     p = write(tmp_path, "lib.json", json.dumps({"bazaar": ["stalls", "stalls", " ", "crowds"]}))
     parsed = read_library(p)
     assert parsed.classes == [("bazaar", ["stalls", "crowds"])]
-    assert len(parsed.warnings) == 2 and "duplicate descriptor 'stalls'" in parsed.warnings[0]
+    assert len(parsed.warnings) == 2
+    assert "duplicate descriptor 'stalls'" in parsed.warnings[0]
 
 
 BAD = [
@@ -64,13 +65,15 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("name,content,message", BAD)
+@pytest.mark.parametrize(("name", "content", "message"), BAD)
 def test_bad_files_name_file_place_and_problem(tmp_path, name, content, message):
     p = write(tmp_path, name, content)
     with pytest.raises(InputError) as err:
         read_library(p)
     text = str(err.value)
-    assert message in text and str(p) in text and "\n" not in text
+    assert message in text
+    assert str(p) in text
+    assert "\n" not in text
 
 
 def test_truncated_json_says_so(tmp_path):
@@ -100,6 +103,7 @@ def test_the_papers_seven_files_read_with_their_published_counts():
     # SOURCE.md: 1,760 classes and 10,183 descriptors, 3 of them repeats within "bazaar-indoor"
     assert classes == 1760
     assert descriptors == 10183 - 3
-    assert len(warnings) == 3 and all("bazaar-indoor" in w for w in warnings)
+    assert len(warnings) == 3
+    assert all("bazaar-indoor" in w for w in warnings)
     imagenet = dict(read_library(shared_file("descriptors_imagenet.json")).classes)
     assert list(imagenet)[:2] == ["tench", "goldfish"]

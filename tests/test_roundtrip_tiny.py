@@ -10,11 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, shared_file
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conftest import ROOT, shared_file
 from whyclip.store.method.templates import Template
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,9 @@ def test_explain_from_a_new_process(pets_store):
     r = whyclip("explain", str(image), "--library", "pets", "--json", "--top", "3", home=home)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["library"] == "pets" and len(out["classes"]) == 3 and len(out["retrieved"]) == 10
+    assert out["library"] == "pets"
+    assert len(out["classes"]) == 3
+    assert len(out["retrieved"]) == 10
     pets = json.loads(shared_file("descriptors_pets.json").read_text())
     for c in out["classes"]:
         assert {d["descriptor"] for d in c["descriptors"]} == set(pets[c["class"]])
@@ -101,7 +103,8 @@ def test_a_library_refuses_another_encoder(pets_store, tmp_path):
     other = make_test_model(tmp_path / "other", seed=1)
     r = whyclip("explain", str(image), "--library", "pets", "--model", str(other), home=home)
     assert r.returncode == 1
-    assert "was built with encoder" in r.stderr and "Traceback" not in r.stderr
+    assert "was built with encoder" in r.stderr
+    assert "Traceback" not in r.stderr
     assert r.stdout == ""
 
 
@@ -111,9 +114,10 @@ def test_encoder_restores_order_after_length_sorting(tiny_model):
     enc = load_encoder(str(tiny_model), precision="fp32")
     texts = ["a", "tree frog, which has bright green colour and very long sticky toes", "dog", "a photo of a cat."]
     batch, norms = enc.embed_texts(texts)
-    assert batch.dtype == np.float32 and batch.shape == (4, enc.dim)
+    assert batch.dtype == np.float32
+    assert batch.shape == (4, enc.dim)
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-6)
-    for text, vec, norm in zip(texts, batch, norms):
+    for text, vec, norm in zip(texts, batch, norms, strict=True):
         alone, alone_norm = enc.embed_texts([text])
         assert float(alone[0] @ vec) > 0.9999
         assert alone_norm[0] == pytest.approx(norm, rel=1e-4)
@@ -131,15 +135,18 @@ def test_low_precision_is_checked_against_fp32_and_falls_back(tiny_model, monkey
     if low.precision != "bf16":
         pytest.skip("this CPU has no native bf16")
     vectors, _ = low.embed_texts(texts)
-    assert low.checked["text"] >= 0.999 and low.precision == "bf16"
+    assert low.checked["text"] >= 0.999
+    assert low.precision == "bf16"
     assert np.min(np.sum(ref * vectors, axis=1)) >= 0.999
-    assert low.cache_key.endswith("/bf16") and low.cache_key != fp32.cache_key
+    assert low.cache_key.endswith("/bf16")
+    assert low.cache_key != fp32.cache_key
     monkeypatch.setattr(encoder_module, "MIN_COSINE", 1.5)  # nothing can pass: must fall back
     strict = encoder_module.load_encoder(str(tiny_model), precision="bf16")
     with caplog.at_level("WARNING"):
         vectors, _ = strict.embed_texts(texts)
     # precision is settled per modality: only the text tower ran, and it fell back
-    assert strict.precisions["text"] == "fp32" and "falling back to fp32" in caplog.text
+    assert strict.precisions["text"] == "fp32"
+    assert "falling back to fp32" in caplog.text
     np.testing.assert_allclose(vectors, ref, atol=1e-5)
 
 
@@ -161,7 +168,8 @@ def test_demo_runs_on_the_tiny_model(tiny_model, tmp_path):
     r = whyclip("demo", "--model", str(tiny_model), home=home)
     assert r.returncode == 0, r.stderr
     assert "tree frog vs" in r.stdout or "vs tree frog" in r.stdout
-    assert "S(" in r.stdout and "whyclip explain" in r.stdout
+    assert "S(" in r.stdout
+    assert "whyclip explain" in r.stdout
     again = whyclip("demo", "--model", str(tiny_model), home=home)  # reuses the library
     assert again.returncode == 0
     libs = json.loads(whyclip("libraries", "--json", home=home).stdout)
@@ -172,7 +180,8 @@ def test_demo_without_a_model_fails_clearly_and_writes_nothing(tmp_path):
     home = tmp_path / "nothing"
     r = whyclip("demo", home=home)
     assert r.returncode == 1
-    assert "--model" in r.stderr and "Traceback" not in r.stderr
+    assert "--model" in r.stderr
+    assert "Traceback" not in r.stderr
     assert not home.exists()
 
 

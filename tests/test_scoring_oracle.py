@@ -94,7 +94,7 @@ def test_explanation_matches_the_loop(oracle, aggregate):
 
 @pytest.mark.parametrize("aggregate", ["mean", "centroid", "max"])
 def test_contrast_rows_add_up_to_the_score_difference(oracle, aggregate):
-    lib, draft, raw, images = oracle
+    lib, _draft, _raw, images = oracle
     for a, b in [("class 3", "class 9"), ("class 5", "class 12"), ("class 11", "class 30")]:
         (exp,) = lib.explain(images[2:3], aggregate=aggregate, compare=(a, b))
         c = exp.contrast
@@ -106,10 +106,10 @@ def test_contrast_rows_add_up_to_the_score_difference(oracle, aggregate):
 
 def test_retrieval_is_exact_top_10(oracle):
     lib, draft, raw, images = oracle
-    texts = [(c.name, d, p) for c in draft.classes for d, p in zip(c.descriptors, c.prompts)]
+    texts = [(c.name, d, p) for c in draft.classes for d, p in zip(c.descriptors, c.prompts, strict=True)]
     units = np.array([raw[draft.prompt_rows[p]] / np.linalg.norm(raw[draft.prompt_rows[p]]) for _, _, p in texts])
     hits = lib.retrieve(images, 10)
-    for img, got in zip(images, hits):
+    for img, got in zip(images, hits, strict=True):
         sims = units @ img
         best = np.argsort(-sims)[:10]
         assert [(r.class_name, r.descriptor) for r in got] == [texts[i][:2] for i in best]
@@ -117,10 +117,11 @@ def test_retrieval_is_exact_top_10(oracle):
 
 
 def test_empty_class_falls_back_to_its_baseline_and_says_so(oracle):
-    lib, draft, raw, images = oracle
+    lib, _draft, _raw, images = oracle
     (exp,) = lib.explain(images[:1], top=N_CLASSES)
     empty = next(c for c in exp.classes if c.name == "class 5")
-    assert len(empty.descriptors) == 1 and empty.descriptors[0].fallback
+    assert len(empty.descriptors) == 1
+    assert empty.descriptors[0].fallback
     assert empty.descriptors[0].prompt == "a photo of a class 5."
     assert lib.info.n_empty_classes == 2
 

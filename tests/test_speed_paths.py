@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 PROMPTS = [
     "tree frog, which has bright green skin",
@@ -63,22 +62,26 @@ def test_the_text_check_runs_once_then_the_store_verdict_stands_for_it(store, ti
         "prefix",
         True,
     )
-    assert row["cosine"] == pytest.approx(first.checked["text"]) and "torch" in row["platform"]
+    assert row["cosine"] == pytest.approx(first.checked["text"])
+    assert "torch" in row["platform"]
 
     again = load_encoder(str(tiny_model), precision="fp32", verdicts=book)
     v2, _ = again.embed_texts(PROMPTS)
-    assert again.checks_run == 0 and again.checked["text"] == pytest.approx(row["cosine"])
+    assert again.checks_run == 0
+    assert again.checked["text"] == pytest.approx(row["cosine"])
     assert again._text is not None  # the verdict said the prefix path is good: it is used
     np.testing.assert_allclose(v1, v2, atol=1e-6)
 
     other = load_encoder(str(make_test_model(tmp_path / "seed1", seed=1)), precision="fp32", verdicts=book)
     other.embed_texts(PROMPTS)
-    assert other.id != first.id and other.checks_run == 1  # other weights: checked again
+    assert other.id != first.id
+    assert other.checks_run == 1
 
     assert book.forget(first.id) == 1  # the control: without its verdict, the check runs again
     control = load_encoder(str(tiny_model), precision="fp32", verdicts=book)
     control.embed_texts(PROMPTS)
-    assert control.checks_run == 1 and len(book.all()) == 2
+    assert control.checks_run == 1
+    assert len(book.all()) == 2
 
 
 def test_a_failed_verdict_is_remembered_and_the_next_process_takes_the_fallback_at_once(store, tiny_model, monkeypatch):
@@ -90,11 +93,14 @@ def test_a_failed_verdict_is_remembered_and_the_next_process_takes_the_fallback_
     monkeypatch.setattr(encoder_module, "PREFIX_MIN_COSINE", 1.5)  # no cosine passes: the prefix path fails
     first = load_encoder(str(tiny_model), precision="fp32", verdicts=book)
     first.embed_texts(PROMPTS)
-    assert first.checks_run == 1 and first._text is None
+    assert first.checks_run == 1
+    assert first._text is None
     monkeypatch.setattr(encoder_module, "PREFIX_MIN_COSINE", 0.9999)  # the verdict, not the floor, decides now
     second = load_encoder(str(tiny_model), precision="fp32", verdicts=book)
     second.embed_texts(PROMPTS)
-    assert second.checks_run == 0 and second._text is None and book.all()[0]["passed"] is False
+    assert second.checks_run == 0
+    assert second._text is None
+    assert book.all()[0]["passed"] is False
 
 
 def test_a_stored_image_verdict_converts_the_image_tower_once_and_keeps_no_fp32_copy(store, tiny_model, monkeypatch):
@@ -108,17 +114,20 @@ def test_a_stored_image_verdict_converts_the_image_tower_once_and_keeps_no_fp32_
     images = [picture(i) for i in range(3)]
     first = load_encoder(str(tiny_model), verdicts=book)
     a, _ = first.embed_images(images)
-    assert first.checks_run == 1 and first.precisions["image"] == "bf16"
+    assert first.checks_run == 1
+    assert first.precisions["image"] == "bf16"
     assert "image" not in first._st.towers  # the fp32 reference tower is dropped after the check
     second = load_encoder(str(tiny_model), verdicts=book)
     b, _ = second.embed_images(images)
-    assert second.checks_run == 0 and second._st.towers == {}  # fp32 never loaded
+    assert second.checks_run == 0
+    assert second._st.towers == {}
     assert next(second._fast.towers["image"].parameters()).dtype == torch.bfloat16
     assert second.loaded_towers == {"image"}
     np.testing.assert_array_equal(a, b)
     monkeypatch.undo()
     ref, _ = load_encoder(str(tiny_model), precision="fp32").embed_images(images)
-    assert float(np.min(np.sum(ref * b, axis=1))) > 0.99 and not np.array_equal(ref, b)  # bf16 vectors, close to fp32
+    assert float(np.min(np.sum(ref * b, axis=1))) > 0.99
+    assert not np.array_equal(ref, b)
 
 
 def test_the_verdict_key_names_weights_precision_path_rule_and_platform(tiny_model):
@@ -147,7 +156,8 @@ def test_images_load_only_the_image_tower_and_give_sentence_transformers_vectors
     vectors, norms = enc.embed_images(images)
     assert enc.loaded_towers == {"image"}
     tower = enc._st.towers["image"]
-    assert type(tower).__name__ == "VisionTower" and not hasattr(tower, "text_model")  # ingest/encoder/vision.py
+    assert type(tower).__name__ == "VisionTower"
+    assert not hasattr(tower, "text_model")
     assert not any(name.startswith("text") for name, _ in tower.named_parameters())
     ref = SentenceTransformer(str(tiny_model), device="cpu").encode(images)  # the path whyclip took before
     np.testing.assert_allclose(vectors * norms[:, None], ref, rtol=1e-5, atol=1e-6)
@@ -164,7 +174,8 @@ def test_a_sentence_transformers_clip_folder_loads_without_sentence_transformers
         json.dumps([{"idx": 0, "path": "", "type": "x"}, {"idx": 1, "path": "1", "type": "y"}])
     )
     enc, ref = load_encoder(str(tmp_path / "st"), precision="fp32"), load_encoder(str(tiny_model), precision="fp32")
-    assert enc.backend == "transformers" and enc.id == ref.id
+    assert enc.backend == "transformers"
+    assert enc.id == ref.id
     np.testing.assert_array_equal(enc.embed_images([picture(3)])[0], ref.embed_images([picture(3)])[0])
     from whyclip.ingest.encoder.clipmodel import clip_folder
 
@@ -256,7 +267,8 @@ def test_one_ingest_of_several_files_makes_the_libraries_separate_ingests_make(t
     together = tmp_path / "together"
     r = CliRunner().invoke(cli, ["--home", str(together), "ingest", *map(str, files), *model, "--library", "paper-"])
     assert r.exit_code == 0, r.output
-    assert "library paper-birds v1" in r.output and "library paper-fruit v1" in r.output
+    assert "library paper-birds v1" in r.output
+    assert "library paper-fruit v1" in r.output
     apart = tmp_path / "apart"
     for path in files:
         r = CliRunner().invoke(
@@ -266,7 +278,8 @@ def test_one_ingest_of_several_files_makes_the_libraries_separate_ingests_make(t
     a, b = Store.open(together, create=False), Store.open(apart, create=False)
     for name in ("paper-birds", "paper-fruit"):
         x, y = a.load(name), b.load(name)
-        assert x.class_names == y.class_names and x.info.encoder_id == y.info.encoder_id
+        assert x.class_names == y.class_names
+        assert x.info.encoder_id == y.info.encoder_id
         np.testing.assert_allclose(np.asarray(x.vectors), np.asarray(y.vectors), atol=1e-6)
 
 
@@ -284,14 +297,18 @@ def test_multi_file_ingest_names_and_refusals(tiny_model, tmp_path):
     home = tmp_path / "home"
     runner = CliRunner()
     r = runner.invoke(cli, ["--home", str(home), "ingest", str(good), str(same), "--model", str(tiny_model)])
-    assert r.exit_code == 2 and "would both make library 'owls'" in r.output
+    assert r.exit_code == 2
+    assert "would both make library 'owls'" in r.output
     r = runner.invoke(cli, ["--home", str(home), "ingest", str(good), str(bad), "--model", str(tiny_model)])
-    assert r.exit_code == 1 and "broken.json" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1
+    assert "broken.json" in r.output
+    assert "Traceback" not in r.output
     assert not (home / "whyclip.db").exists()  # a bad file: nothing written for any of them
     r = runner.invoke(
         cli, ["--home", str(home), "ingest", str(good), "--model", str(tiny_model), "--precision", "fp32"]
     )
-    assert r.exit_code == 0 and "library owls v1" in r.output  # one file, no --library: its stem
+    assert r.exit_code == 0
+    assert "library owls v1" in r.output
     assert [i.name for i in Store.open(home, create=False).libraries()] == ["owls"]
 
 
@@ -314,14 +331,18 @@ def test_images_decoded_ahead_give_the_same_vectors_in_order_and_still_report_ba
             picture(i).save(path)
         files.append(path)
     enc = load_encoder(str(tiny_model), precision="fp32")
-    kept, shas, vectors, skipped, embedded = embedding.embed_image_files_cached(store, enc, files)
+    kept, _shas, vectors, skipped, embedded = embedding.embed_image_files_cached(store, enc, files)
     good = [i for i in range(70) if i not in (5, 40)]
-    assert kept == good and embedded == 68
-    assert len(skipped) == 2 and "005.png" in skipped[0] and "040.png" in skipped[1]
+    assert kept == good
+    assert embedded == 68
+    assert len(skipped) == 2
+    assert "005.png" in skipped[0]
+    assert "040.png" in skipped[1]
     ref, _ = load_encoder(str(tiny_model), precision="fp32").embed_images([read_image(files[i]) for i in good])
     np.testing.assert_allclose(vectors, ref, atol=1e-6)
     again = embedding.embed_image_files_cached(store, enc, files)  # every vector from the cache now
-    assert again[0] == good and again[4] == 0
+    assert again[0] == good
+    assert again[4] == 0
     np.testing.assert_array_equal(again[2], vectors)
 
 
@@ -413,7 +434,8 @@ def test_a_fallback_in_one_modality_leaves_the_other_alone(tiny_model, monkeypat
     monkeypatch.setattr(encoder_module, "MIN_COSINE", 1.5)  # images cannot pass
     enc.embed_images([picture(0), picture(1)])
     assert enc.precisions == {"text": "bf16", "image": "fp32"}
-    assert enc.cache_key == text_key and "/fp32/image/" in enc.image_cache_key
+    assert enc.cache_key == text_key
+    assert "/fp32/image/" in enc.image_cache_key
     assert enc.precision == "text bf16, images fp32"
 
 
@@ -424,6 +446,7 @@ def test_serve_settles_precision_on_one_shared_encoder(tmp_path, tiny_model):
 
     res = Resources(ServiceSettings(home=str(tmp_path / "home"), model=str(tiny_model), precision="fp32"))
     enc = res.encoder
-    assert enc is res.encoder and enc.verdicts is not None
+    assert enc is res.encoder
+    assert enc.verdicts is not None
     enc.embed_texts(PROMPTS)
     assert len(enc.verdicts.all()) == 1

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import FakeEncoder
 
 import whyclip.store.catalogue as library_module
-from fakes import FakeEncoder
 from whyclip.ingest import ingest_library
 from whyclip.store import EncoderMismatch, LibraryNotFound, Store, StoreError
 
@@ -21,9 +21,11 @@ def test_reingest_makes_a_new_version_and_keeps_the_old(store):
     enc = FakeEncoder()
     ingest_library(store, LIB, "frogs", enc)
     ingest_library(store, {**LIB, "toad": ["warts"]}, "frogs", enc, template="bare")
-    assert store.library("frogs").version == 2 and store.library("frogs").n_classes == 4
+    assert store.library("frogs").version == 2
+    assert store.library("frogs").n_classes == 4
     old = store.load("frogs", 1)
-    assert old.info.template == "paper" and old.class_names == ["tree frog", "tailed frog", "empty"]
+    assert old.info.template == "paper"
+    assert old.class_names == ["tree frog", "tailed frog", "empty"]
     assert [i.version for i in store.libraries()] == [2]
 
 
@@ -94,7 +96,8 @@ def test_index_files_are_built_before_the_database_is_written(store, monkeypatch
 
     monkeypatch.setattr(library_module, "build_retrieval", build_and_write_elsewhere)
     ingest_library(store, LIB, "frogs", FakeEncoder())
-    assert seen == [True] and store.library("frogs").version == 1
+    assert seen == [True]
+    assert store.library("frogs").version == 1
 
 
 def test_two_databases_in_one_home_never_share_index_files(tmp_path):
@@ -140,7 +143,9 @@ def test_each_distinct_prompt_is_embedded_once(store):
     report = ingest_library(store, lib, "shared", enc, template="bare")
     # bare prompts: "red" is shared by a and b; plus three baseline prompts
     assert sorted(enc.embedded) == sorted(["red", "blue", "a photo of a a.", "a photo of a b.", "a photo of a c."])
-    assert report.n_embedded == 5 and report.info.n_descriptors == 3 and report.info.n_prompts == 5
+    assert report.n_embedded == 5
+    assert report.info.n_descriptors == 3
+    assert report.info.n_prompts == 5
 
 
 def test_browse_pages_search_sort_and_share_counts(store):
@@ -210,8 +215,8 @@ def test_a_class_ivf_by_name_has_measured_recall_and_exact_scores(tmp_path, monk
     test_retrieval_calibration.py for that one) is still built when asked for by name."""
     import numpy as np
 
-    import whyclip.store.vectors.recall_tuning as calibration
     import whyclip.store.vectors.files as index_module
+    import whyclip.store.vectors.recall_tuning as calibration
 
     calls = iter(range(10**6))  # its timing says it beats the exact scan (at 800 descriptors it would not)
     monkeypatch.setattr(calibration, "median_ms", lambda fn, q: 0.1 if next(calls) % 2 == 0 else 1.0)
@@ -222,14 +227,19 @@ def test_a_class_ivf_by_name_has_measured_recall_and_exact_scores(tmp_path, monk
     exact_store = Store.open(tmp_path / "b", other_database())
     ingest_library(exact_store, lib, "big", enc, index_factory="Flat")
     approx, exact = approx_store.load("big"), exact_store.load("big")
-    assert approx.info.index_factory == "ClassIVF" and exact.info.index_factory == "Flat"
-    assert 0.9 <= approx.info.recall_at_10 <= 1.0 and exact.info.recall_at_10 == 1.0
+    assert approx.info.index_factory == "ClassIVF"
+    assert exact.info.index_factory == "Flat"
+    assert 0.9 <= approx.info.recall_at_10 <= 1.0
+    assert exact.info.recall_at_10 == 1.0
     assert approx.info.index_params["calibrated_on"] == "400 proxy image queries"
     # the chosen parameters are persisted in the row and the manifest, and used when loaded
     params = approx.info.index_params
-    assert params["probe"] >= 8 and params["calibration_recall"] >= 0.95 and params["recall_target"] == 0.95
+    assert params["probe"] >= 8
+    assert params["calibration_recall"] >= 0.95
+    assert params["recall_target"] == 0.95
     manifest = json.loads((approx_store.index_folder(approx.info) / "manifest.json").read_text())
-    assert manifest["index_params"] == params and manifest["layout"] == 2
+    assert manifest["index_params"] == params
+    assert manifest["layout"] == 2
     assert approx.files.searcher.probe == params["probe"]
     assert index_module.codes_digest(approx.files.searcher.codes) == params["codes_sha256"]  # derived again on load
     # one copy of the vectors and nothing derivable: no FAISS file, class means, centroids or codes
@@ -246,9 +256,9 @@ def test_class_ivf_search_against_brute_force():
     """Seeded random data of odd sizes, compared with a brute-force numpy reference."""
     import numpy as np
 
+    from whyclip.store.method import class_sums
     from whyclip.store.vectors.retrieval import build_class_ivf
     from whyclip.store.vectors.search import exact_search
-    from whyclip.store.method import class_sums
 
     rng = np.random.default_rng(5)
     counts = rng.integers(0, 9, size=17)
@@ -260,14 +270,15 @@ def test_class_ivf_search_against_brute_force():
     queries = rng.standard_normal((5, 7)).astype(np.float32)
     ivf.probe = len(ivf.codes)  # probing every class is exact
     sims, positions = ivf.search(queries, 6)
-    ref_sims, ref_positions = exact_search(vectors, queries, 6)
+    ref_sims, _ref_positions = exact_search(vectors, queries, 6)
     np.testing.assert_allclose(sims, ref_sims, atol=1e-6)
     np.testing.assert_allclose(sims, np.take_along_axis(queries @ vectors.T, positions, axis=1), atol=1e-6)
     brute = np.sort(queries @ vectors.T, axis=1)[:, ::-1][:, :6]
     np.testing.assert_allclose(ref_sims, brute, atol=1e-6)
     ivf.probe = 1  # too few candidates in one class: it probes more until it has k
     _, few = ivf.search(queries, 6)
-    assert (few >= 0).all() and all(len(set(r)) == 6 for r in few.tolist())
+    assert (few >= 0).all()
+    assert all(len(set(r)) == 6 for r in few.tolist())
 
 
 @pytest.mark.parametrize("factory", ["HNSW32", "IVF4,Flat", "IDMap,Flat", "Flat"])
@@ -279,7 +290,8 @@ def test_faiss_factory_strings_still_work_with_positions_as_ids(store, factory):
     loaded = store.load("f")
     assert loaded.info.index_factory == factory
     (exp,) = loaded.explain(loaded.vectors[13:14], top=3)
-    assert exp.retrieved[0].class_name == "class 1" and exp.retrieved[0].descriptor == "concept001 part 3"
+    assert exp.retrieved[0].class_name == "class 1"
+    assert exp.retrieved[0].descriptor == "concept001 part 3"
     assert exp.retrieved[0].descriptor_id == int(loaded.ids[13])
     assert (store.index_folder(loaded.info) / "descriptors.faiss").is_file() == (factory != "Flat")
     assert np.all(np.diff(loaded.ids) == 1)
@@ -291,11 +303,13 @@ def test_a_compressed_index_keeps_exact_vectors_beside_it(store):
     lib, enc = _clustered(30, 10)
     ingest_library(store, lib, "sq", enc, index_factory="SQ8")
     loaded = store.load("sq")
-    assert loaded.info.index_factory == "SQ8" and 0 < loaded.info.recall_at_10 <= 1
+    assert loaded.info.index_factory == "SQ8"
+    assert 0 < loaded.info.recall_at_10 <= 1
     assert (store.index_folder(loaded.info) / "vectors.npy").is_file()
     np.testing.assert_allclose(np.linalg.norm(loaded.vectors, axis=1), 1.0, atol=1e-5)
     (exp,) = loaded.explain(loaded.vectors[:1], top=3)
-    assert exp.classes[0].name == "class 0" and len(exp.retrieved) == 10
+    assert exp.classes[0].name == "class 0"
+    assert len(exp.retrieved) == 10
 
 
 def test_a_bad_index_factory_is_refused_before_anything_is_written(store):
@@ -345,7 +359,8 @@ def test_index_files_of_the_first_layout_are_still_read(store):
     with Session(store.engine) as s, s.begin():
         s.execute(update(LibraryRow).values(first_descriptor_id=None, index_params=None))
     old = store.load("old")
-    assert old.files.descriptor_ids is not None and old.info.first_descriptor_id is None
+    assert old.files.descriptor_ids is not None
+    assert old.info.first_descriptor_id is None
     (got,) = old.explain(image, top=3)
     got, want = got.to_dict(), want.to_dict()
     hits, want_hits = got.pop("retrieved"), want.pop("retrieved")
@@ -370,9 +385,9 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from whyclip.store.method.templates import Template, baseline_prompt
     from whyclip.store.db import browse
     from whyclip.store.db.schema import ClassRow, DescriptorRow
+    from whyclip.store.method.templates import Template, baseline_prompt
 
     lib = {
         "tree_frog": ["antennae", "canopy", "used for jumping", "has webbed feet", "brown_tail"],
@@ -401,7 +416,8 @@ def test_prompts_rendered_from_the_template_read_back_as_built(store, template, 
         baselines = s.scalars(
             select(ClassRow.baseline_prompt).where(ClassRow.library_id == loaded.info.id).order_by(ClassRow.position)
         ).all()
-    assert {(c, d): p for c, d, p in stored} == expected and baselines == want_baselines
+    assert {(c, d): p for c, d, p in stored} == expected
+    assert baselines == want_baselines
     assert loaded.info.prompt_rule == (f"{template}/1" if template in ("paper", "bare") else "format/1")
     for term in ("which is used", "tree frog, which", "tree frog: can", "{x}", "'canopy' of"):
         want = sorted(d for (c, d), p in expected.items() if term.lower() in p.lower())

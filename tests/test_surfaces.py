@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
+from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
 import whyclip
-from conftest import ROOT
-from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.cli.main import cli
 
@@ -35,7 +35,8 @@ def workspace(tmp_path, fake):
     """Library 'frogs' ingested through the Python API into $WHYCLIP_HOME (the conftest's)."""
     with whyclip.open() as wc:
         report = wc.ingest(LIBRARY, library="frogs")
-        assert report.info.version == 1 and report.info.n_classes == 4
+        assert report.info.version == 1
+        assert report.info.n_classes == 4
         yield wc
 
 
@@ -65,11 +66,14 @@ def test_cli_http_and_python_api_give_the_same_explanation(workspace, tmp_path, 
     assert r.status_code == 200, r.text
     (from_http,) = r.json()["explanations"]
 
-    assert api.predicted == "tree frog" and len(api.classes) == 4 and len(api.retrieved) == 6
+    assert api.predicted == "tree frog"
+    assert len(api.classes) == 4
+    assert len(api.retrieved) == 6
     assert comparable(from_cli) == comparable(api.to_dict())
     assert comparable(from_http) == comparable(api.to_dict())
     assert {k: from_cli[k] for k in PROVENANCE} == {k: from_http[k] for k in PROVENANCE}
-    assert from_cli["image"] == str(image) and from_http["image"] == "frog.png"
+    assert from_cli["image"] == str(image)
+    assert from_http["image"] == "frog.png"
 
 
 def test_the_python_api_takes_paths_pictures_and_vectors_alike(workspace, tmp_path, fake):
@@ -94,8 +98,10 @@ def test_the_python_api_says_what_is_wrong_in_one_line(workspace, tmp_path):
     good = tmp_path / "frog.png"
     good.write_bytes(FROG)
     results = workspace.explain_files([bad, good], library="frogs")
-    assert isinstance(results[0], whyclip.ImageFailure) and "notes.png" in results[0].error
-    assert isinstance(results[1], whyclip.Explanation) and results[1].predicted == "tree frog"
+    assert isinstance(results[0], whyclip.ImageFailure)
+    assert "notes.png" in results[0].error
+    assert isinstance(results[1], whyclip.Explanation)
+    assert results[1].predicted == "tree frog"
     with pytest.raises(whyclip.LibraryNotFound, match="nope"):
         workspace.explain([bad], library="nope")
     with pytest.raises(whyclip.InputError, match="no class 'frogg'"):
@@ -137,7 +143,8 @@ def test_descriptors_listed_per_class_are_bounded_and_counted(workspace, tmp_pat
     (cut,) = bounded_ws.explain([image], library="many", top=3)
     frog_full = next(c for c in full.classes if c.name == "tree frog")
     frog_cut = next(c for c in cut.classes if c.name == "tree frog")
-    assert frog_cut.descriptors == frog_full.descriptors[:4] and frog_cut.descriptors_not_listed == 27
+    assert frog_cut.descriptors == frog_full.descriptors[:4]
+    assert frog_cut.descriptors_not_listed == 27
     assert frog_cut.score == frog_full.score
     assert "descriptors_not_listed" not in json.dumps(full.to_dict())
     d = cut.to_dict()

@@ -80,21 +80,27 @@ def test_tiny_folder_layout(tiny: Path) -> None:
     } <= names
     assert not [p for p in tiny.parent.iterdir() if ".partial-" in p.name]
     meta = json.loads((tiny / META_FILE).read_text())
-    assert meta["kind"] == "tiny" and meta["seed"] == 0 and "random weights" in meta["note"]
+    assert meta["kind"] == "tiny"
+    assert meta["seed"] == 0
+    assert "random weights" in meta["note"]
     assert json.loads((tiny / "tokenizer_config.json").read_text())["model_max_length"] == 77
     assert (tiny / "merges.txt").read_text().startswith("#version: 0.2\n")
     config = json.loads((tiny / "config.json").read_text())
     assert config["projection_dim"] == 32
-    assert config["vision_config"]["image_size"] == 32 and config["vision_config"]["patch_size"] == 8
+    assert config["vision_config"]["image_size"] == 32
+    assert config["vision_config"]["patch_size"] == 8
 
 
 @pytest.mark.slow
 def test_tiny_encodes_text_and_images(tiny_st) -> None:
     text = tiny_st.encode(PROMPTS, show_progress_bar=False)
     images = tiny_st.encode([_image(0), _image(1, (100, 30))], show_progress_bar=False)
-    assert text.shape == (len(PROMPTS), 32) and images.shape == (2, 32)
-    assert np.all(np.linalg.norm(text, axis=1) > 0) and np.all(np.linalg.norm(images, axis=1) > 0)
-    assert np.all(np.isfinite(text)) and np.all(np.isfinite(images))
+    assert text.shape == (len(PROMPTS), 32)
+    assert images.shape == (2, 32)
+    assert np.all(np.linalg.norm(text, axis=1) > 0)
+    assert np.all(np.linalg.norm(images, axis=1) > 0)
+    assert np.all(np.isfinite(text))
+    assert np.all(np.isfinite(images))
 
 
 @pytest.mark.slow
@@ -111,7 +117,8 @@ def test_long_text_is_truncated_to_77_tokens(tiny_st) -> None:
     words = " ".join(["green", "frog", "stripes", "which", "has"] * 60)  # 300 words
     assert tiny_st.preprocess([words])["input_ids"].shape[1] == 77
     emb = tiny_st.encode([words], show_progress_bar=False)
-    assert emb.shape == (1, 32) and np.all(np.isfinite(emb))
+    assert emb.shape == (1, 32)
+    assert np.all(np.isfinite(emb))
 
 
 @pytest.mark.slow
@@ -167,8 +174,10 @@ def test_bpe_trainer_is_deterministic_and_clip_shaped() -> None:
     vocab = testmodel.clip_vocab(merges)
     ids = sorted(vocab.values())
     assert ids == list(range(len(vocab)))
-    assert vocab["!"] == 0 and vocab["!</w>"] == 256
-    assert vocab["<|startoftext|>"] == len(vocab) - 2 and vocab["<|endoftext|>"] == len(vocab) - 1
+    assert vocab["!"] == 0
+    assert vocab["!</w>"] == 256
+    assert vocab["<|startoftext|>"] == len(vocab) - 2
+    assert vocab["<|endoftext|>"] == len(vocab) - 1
     for word in ("which", "has", "photo", "of", "green", "colour", "stripes", "beak"):
         assert word + "</w>" in vocab, word
 
@@ -176,13 +185,15 @@ def test_bpe_trainer_is_deterministic_and_clip_shaped() -> None:
 def test_clip_config_full_size_is_vit_b32() -> None:
     config = clip_config(True, 49408)
     text, vision = config.text_config, config.vision_config
-    assert config.projection_dim == 512 and text.projection_dim == 512
+    assert config.projection_dim == 512
+    assert text.projection_dim == 512
     assert (text.vocab_size, text.hidden_size, text.num_hidden_layers, text.num_attention_heads) == (49408, 512, 12, 8)
     assert (text.bos_token_id, text.eos_token_id, text.max_position_embeddings) == (49406, 49407, 77)
     assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads) == (768, 12, 12)
     assert (vision.image_size, vision.patch_size) == (224, 32)
     tiny = clip_config(False, 1000)
-    assert tiny.projection_dim == 32 and tiny.text_config.eos_token_id == 999
+    assert tiny.projection_dim == 32
+    assert tiny.text_config.eos_token_id == 999
 
 
 def test_missing_vocabulary_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,6 +248,7 @@ def test_real_vocabulary_tokenizes_like_clip(tmp_path: Path) -> None:
     assert len(model.tokenizer) == 49408
     assert json.loads((path / "config.json").read_text())["text_config"]["vocab_size"] == 49408
     emb = model.encode(PROMPTS, show_progress_bar=False)
-    assert emb.shape == (len(PROMPTS), 32) and np.all(np.linalg.norm(emb, axis=1) > 0)
+    assert emb.shape == (len(PROMPTS), 32)
+    assert np.all(np.linalg.norm(emb, axis=1) > 0)
     ids = model.tokenizer("tree frog, which has bright green colour")["input_ids"]
     assert len(ids) == 10

@@ -63,7 +63,8 @@ def test_plan_tree_computes_each_distinct_prefix_once(seed):
     for idx, node in enumerate(plan.nodes):
         for i in node.ends:
             assert _walk(plan, idx) == seqs[i]
-        assert node.tokens and node.start == (plan.nodes[node.parent].end if node.parent >= 0 else 0)
+        assert node.tokens
+        assert node.start == (plan.nodes[node.parent].end if node.parent >= 0 else 0)
     depth = {i: d for d, level in enumerate(plan.levels) for i in level}
     assert all(depth[i] == (depth[n.parent] + 1 if n.parent >= 0 else 0) for i, n in enumerate(plan.nodes))
     distinct_prefixes = {s[:k] for s in seqs for k in range(1, len(s) + 1)}
@@ -89,7 +90,8 @@ def test_prefix_path_matches_the_plain_path_fp32(tiny_model):
 
     enc = load_encoder(str(tiny_model), precision="fp32")
     counts = enc.count_tokens(PROMPTS)
-    assert max(counts) > enc.max_tokens and counts[PROMPTS.index("dog")] < counts[0]
+    assert max(counts) > enc.max_tokens
+    assert counts[PROMPTS.index("dog")] < counts[0]
     vectors, norms = enc.embed_texts(PROMPTS)
     assert enc._text is not None  # the prefix path, built on first use
     ref, ref_norms = _plain(enc, PROMPTS)
@@ -97,7 +99,8 @@ def test_prefix_path_matches_the_plain_path_fp32(tiny_model):
     np.testing.assert_allclose(norms, ref_norms, rtol=1e-4)
     assert enc.checked["text"] >= 0.9999
     stats = enc._text.stats
-    assert stats.shared_tokens > 0 and stats.shared_tokens + stats.own_tokens < stats.plain_tokens
+    assert stats.shared_tokens > 0
+    assert stats.shared_tokens + stats.own_tokens < stats.plain_tokens
     np.testing.assert_array_equal(vectors[5], vectors[6])  # duplicates: one vector
     assert float(vectors[-1] @ vectors[-2]) > 0.99999  # the same once truncated
 
@@ -173,6 +176,7 @@ def test_a_wrong_prefix_path_is_caught_by_the_check(tiny_model, monkeypatch, cap
     enc = encoder_module.load_encoder(str(tiny_model), precision="fp32")
     with caplog.at_level("WARNING"):
         vectors, _ = enc.embed_texts(PROMPTS[:6])
-    assert enc._text is None and "using the plain path" in caplog.text
+    assert enc._text is None
+    assert "using the plain path" in caplog.text
     ref, _ = _plain(enc, PROMPTS[:6])
     assert np.min(np.sum(vectors * ref, axis=1)) >= 0.9999

@@ -113,7 +113,7 @@ def test_gelu_towers_too(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change, reason",
+    ("change", "reason"),
     [
         (
             lambda f: _edit(f / "config.json", lambda c: c["vision_config"].update(hidden_act="relu")),

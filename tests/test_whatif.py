@@ -19,20 +19,20 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from scipy.stats import binomtest
-
 from conftest import ROOT
 from fakes import FakeEncoder, install_fake
+from scipy.stats import binomtest
 from test_eval import CONCEPTS, LIBRARY, write_dataset
+
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.services.whatif import added_vectors, save_edit
 from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
-from whyclip.store.errors import InputError
-from whyclip.store.db.runs import find_run, load_run
 from whyclip.store.analysis.run_records import RunData, RunInfo
 from whyclip.store.analysis.whatif import KEEP, WhatIf, plan_edit, read_edits, split_pair
+from whyclip.store.db.runs import find_run, load_run
+from whyclip.store.errors import InputError
 from whyclip.store.method import AGGREGATES
 from whyclip.ui.cli.main import cli
 
@@ -102,10 +102,8 @@ def test_planted_edits_flip_exactly_the_planted_predictions_and_match_a_reingest
     assert answer["accuracy_after"]["accuracy"] == pytest.approx((6 + len(to_right) - len(to_wrong)) / 9)
     assert (answer["notes"] != []) == (case == "sunflower loses every descriptor")
     if answer["notes"]:
-        assert (
-            "'sunflower' has no descriptor left" in answer["notes"][0]
-            and "a photo of a sunflower." in answer["notes"][0]
-        )
+        assert "'sunflower' has no descriptor left" in answer["notes"][0]
+        assert "a photo of a sunflower." in answer["notes"][0]
     o = oracle(store, enc, data, drops, adds, "oracle")
     at = {p: i for i, p in enumerate(o.paths)}
     order = [at[p] for p in run.paths]
@@ -123,11 +121,12 @@ def test_planted_edits_flip_exactly_the_planted_predictions_and_match_a_reingest
         np.testing.assert_allclose(session.before.score, stored.top_scores[:, 0], atol=1e-6)
         changed = set(np.flatnonzero(stored.predicted != truth.predicted[order]))
         flipped = {run.paths.index(f["path"]) for k in ("wrong_to_right", "right_to_wrong") for f in got["flips"][k]}
-        assert flipped <= changed and len(changed - flipped) == got["changed_between_wrong"]
+        assert flipped <= changed
+        assert len(changed - flipped) == got["changed_between_wrong"]
 
 
 def test_an_edit_that_changes_nothing_flips_nothing(world):
-    store, enc, lib, data, run = world
+    store, enc, lib, _data, run = world
     session = WhatIf(run, lib)
     for edit in (
         plan_edit(lib),
@@ -135,15 +134,18 @@ def test_an_edit_that_changes_nothing_flips_nothing(world):
     ):  # nothing; out and back in
         vectors, _, _ = added_vectors(store, lib, enc, edit.new_prompts)
         a = session.answer(edit, vectors)
-        assert a["flips"] == {"right_to_wrong": [], "wrong_to_right": []} and a["changed_between_wrong"] == 0
-        assert a["p_value"] == 1.0 and a["verdict"] == "not significant" and a["difference"] == 0
+        assert a["flips"] == {"right_to_wrong": [], "wrong_to_right": []}
+        assert a["changed_between_wrong"] == 0
+        assert a["p_value"] == 1.0
+        assert a["verdict"] == "not significant"
+        assert a["difference"] == 0
         assert a["accuracy_before"] == a["accuracy_after"]
         np.testing.assert_allclose(session.rescore(edit, vectors).score, session.before.score, atol=1e-6)
     assert enc.embedded.count("big eyes") == 1  # the re-added prompt came from the cache
 
 
 def test_bad_edits_are_one_line_with_the_fix(world):
-    store, enc, lib, data, run = world
+    _store, _enc, lib, _data, run = world
     with pytest.raises(InputError, match=r"no class 'tree frgo' \(did you mean 'tree frog'\?\)"):
         plan_edit(lib, [("tree frgo", "big eyes")])
     with pytest.raises(
@@ -169,7 +171,7 @@ def test_bad_edits_are_one_line_with_the_fix(world):
 
 
 def test_a_run_of_another_version_or_without_vectors_is_refused(world):
-    store, enc, lib, data, run = world
+    store, enc, lib, _data, run = world
     ingest_library(store, edited_file([("banana", "yellow peel")], []), "planted", enc, template="bare")
     v2 = store.load("planted")
     with pytest.raises(InputError, match=r"run 'r1' was made with library 'planted' v1, not v2"):
@@ -224,7 +226,8 @@ def test_a_random_world_matches_the_store_scoring_the_edited_library(tmp_path, m
     rng = np.random.default_rng(5)
     store = Store.open(tmp_path / "home")
     texts, prompts, draft = random_world(store, rng)
-    assert sorted(prompts)[:1] and all(t in prompts for ts in texts for t in ts)
+    assert sorted(prompts)[:1]
+    assert all(t in prompts for ts in texts for t in ts)
     base = store.write_library(draft(texts, {}))
     lib = store.load("rand", base.version)
     x = rng.standard_normal((300, 7)).astype(np.float32)
@@ -248,9 +251,8 @@ def test_a_random_world_matches_the_store_scoring_the_edited_library(tmp_path, m
             extra[t] = rng.standard_normal(7)
     edit = plan_edit(lib, drops, adds)
     edited = [e.position for e in edit.classes]
-    assert (
-        KEEP < len(edited) and np.isin(session.top, edited).all(axis=1).sum() >= 10
-    )  # images whose full row is needed
+    assert len(edited) > KEEP
+    assert np.isin(session.top, edited).all(axis=1).sum() >= 10
     # the added prompts' vectors as the encoder would give them (unit vector, raw norm)
     vectors = {p: ((v / np.linalg.norm(v)).astype(np.float32), float(np.linalg.norm(v))) for p, v in extra.items()}
     after = session.rescore(edit, vectors)
@@ -287,14 +289,13 @@ def test_saving_an_edit_publishes_a_new_version_and_leaves_the_old_one(world, tm
     before = WhatIf(run, lib).answer(edit, vectors)
     v1_vectors = np.array(lib.vectors).copy()
     saved = save_edit(store, lib, edit, vectors, truncated, note="yellow belongs to sunflowers")
-    assert (
-        saved.version == 2
-        and saved.note == "yellow belongs to sunflowers"
-        and saved.n_descriptors == lib.info.n_descriptors
-    )
+    assert saved.version == 2
+    assert saved.note == "yellow belongs to sunflowers"
+    assert saved.n_descriptors == lib.info.n_descriptors
     assert "what-if edit of planted v1" in saved.source
     v1 = store.load("planted", 1)
-    assert store.library("planted", 1).note == "" and np.array_equal(np.array(v1.vectors), v1_vectors)
+    assert store.library("planted", 1).note == ""
+    assert np.array_equal(np.array(v1.vectors), v1_vectors)
     assert WhatIf(load_run(store.engine, find_run(store.engine, "planted", "r1")), v1).answer(edit, vectors) == before
     v2 = store.load("planted", 2)
     got = {v2.class_names[c]: [t for t, _ in v2.class_texts(c)] for c in range(4)}
@@ -363,7 +364,8 @@ def test_the_command_in_fresh_processes(tmp_path):
     r = whyclip("whatif", "-l", "animals", "--run", "r", *edits, "--json", home=home)
     assert r.returncode == 0, r.stderr
     a = json.loads(r.stdout)
-    assert a["accuracy_before"]["accuracy"] == pytest.approx(4 / 6) and len(a["accuracy_before"]["ci95"]) == 2
+    assert a["accuracy_before"]["accuracy"] == pytest.approx(4 / 6)
+    assert len(a["accuracy_before"]["ci95"]) == 2
     assert {file_name(f["path"]) for f in a["flips"]["wrong_to_right"]} == {"b2.png", "c2.png"}
     right_wrong = {file_name(f["path"]) for f in a["flips"]["right_to_wrong"]}
     assert a["accuracy_after"]["accuracy"] == pytest.approx((6 - len(right_wrong)) / 6)
@@ -377,9 +379,12 @@ def test_the_command_in_fresh_processes(tmp_path):
     edits_file = tmp_path / "edits.json"
     edits_file.write_text(json.dumps(a["edit"]), encoding="utf-8")  # --json's echo is an edits file
     again = json.loads(whyclip("whatif", "-l", "animals", "--edits", str(edits_file), "--json", home=home).stdout)
-    assert again["flips"] == a["flips"] and again["p_value"] == a["p_value"]
+    assert again["flips"] == a["flips"]
+    assert again["p_value"] == a["p_value"]
     text = whyclip("whatif", "-l", "animals", *edits, home=home)
-    assert text.returncode == 0 and "wrong -> right (2)" in text.stdout and "not significant" in text.stdout
+    assert text.returncode == 0
+    assert "wrong -> right (2)" in text.stdout
+    assert "not significant" in text.stdout
     assert "top-1 before 66.7% [" in text.stdout
     one_line(
         whyclip("whatif", "-l", "animals", "--drop", "frgo:green skin", home=home),
@@ -406,7 +411,9 @@ def test_the_command_in_fresh_processes(tmp_path):
     saved = whyclip(
         "whatif", "-l", "animals", *edits, "--save-as-version", "--note", "colours where they belong", home=home
     )
-    assert saved.returncode == 0 and "saved as library animals v2" in saved.stdout and "v1 is unchanged" in saved.stdout
+    assert saved.returncode == 0
+    assert "saved as library animals v2" in saved.stdout
+    assert "v1 is unchanged" in saved.stdout
     listed = json.loads(whyclip("libraries", "--all", "--json", home=home).stdout)
     assert [(i["version"], i["note"]) for i in listed] == [(1, ""), (2, "colours where they belong")]
     assert "colours where they belong" in whyclip("libraries", home=home).stdout
@@ -437,11 +444,14 @@ def test_add_embeds_only_the_new_prompts(tmp_path, monkeypatch):
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert enc.embedded == ["yellow petals"]  # "big eyes" is a tree frog prompt already: cached
-    assert runner.invoke(cli, args).exit_code == 0 and enc.embedded == ["yellow petals"]  # now cached too
+    assert runner.invoke(cli, args).exit_code == 0
+    assert enc.embedded == ["yellow petals"]
     assert runner.invoke(cli, ["whatif", "-l", "planted", "--drop", "banana:yellow peel"]).exit_code == 0
-    assert enc.embedded == ["yellow petals"] and enc.image_batches == [9]  # and no image embedded again
+    assert enc.embedded == ["yellow petals"]
+    assert enc.image_batches == [9]
 
 
 def test_whatif_is_in_the_readme():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "whyclip whatif --library" in readme and "--save-as-version" in readme
+    assert "whyclip whatif --library" in readme
+    assert "--save-as-version" in readme

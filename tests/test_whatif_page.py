@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
-
 from conftest import ROOT
 from fakes import FakeEncoder
+from streamlit.testing.v1 import AppTest
 from test_eval import CONCEPTS, LIBRARY, write_dataset
+
 from whyclip import ingest
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
 from whyclip.ingest.services.whatif import added_vectors
-from whyclip.store.db.runs import find_run, load_run
 from whyclip.store.analysis.whatif import WhatIf, plan_edit
+from whyclip.store.db.runs import find_run, load_run
 from whyclip.ui.render.audit_report import pct
 
 APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")
@@ -56,16 +56,15 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
     assert not at.exception
     assert "What-if: edit a class's descriptors" in [h.value for h in at.subheader]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["top-1 before"] == metrics["top-1 after"] == "66.7%" and metrics["McNemar p"] == "1"
+    assert metrics["top-1 before"] == metrics["top-1 after"] == "66.7%"
+    assert metrics["McNemar p"] == "1"
     at.selectbox(key="whatif_class").set_value(1).run()  # banana
     at.checkbox(key="whatif_keep_1_0").uncheck().run()  # yellow peel
     assert not at.exception
     want = expected(store, enc, [("banana", "yellow peel")], [])
     metrics = {m.label: m.value for m in at.metric}
-    assert (
-        metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"])
-        and metrics["McNemar p"] == f"{want['p_value']:.3g}"
-    )
+    assert metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"])
+    assert metrics["McNemar p"] == f"{want['p_value']:.3g}"
     at.selectbox(key="whatif_class").set_value(3).run()  # sunflower: the banana toggle is gone with its widgets
     at.checkbox(key="whatif_keep_3_0").uncheck().run()
     at.checkbox(key="whatif_keep_3_1").uncheck().run()  # no descriptor left: the baseline prompt
@@ -79,10 +78,8 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
     assert not at.exception
     want = expected(store, enc, gone, [("sunflower", "yellow petals")])
     metrics = {m.label: m.value for m in at.metric}
-    assert (
-        metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"])
-        and metrics["McNemar p"] == f"{want['p_value']:.3g}"
-    )
+    assert metrics["top-1 after"] == pct(want["accuracy_after"]["accuracy"])
+    assert metrics["McNemar p"] == f"{want['p_value']:.3g}"
     shown = flips_shown(at)
     assert shown == [
         [f["path"] for f in want["flips"][k]] for k in ("wrong_to_right", "right_to_wrong") if want["flips"][k]
@@ -94,13 +91,15 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
     assert not at.exception
     assert any("Saved as planted v2 with the note 'sunflowers are yellow'" in x.value for x in at.success)
     v2 = store.library("planted", 2)
-    assert v2.note == "sunflowers are yellow" and v2.n_descriptors == store.library("planted", 1).n_descriptors - 1
+    assert v2.note == "sunflowers are yellow"
+    assert v2.n_descriptors == store.library("planted", 1).n_descriptors - 1
     assert store.library("planted", 1).note == ""
     assert expected(store, enc, gone, [("sunflower", "yellow petals")]) == want  # the run's version answers as before
     lib2 = store.load("planted", 2)
     assert [t for t, _ in lib2.class_texts(3)] == ["yellow petals"]
     at.run()
-    assert not at.exception and enc.embedded.count("yellow petals") == 1  # saving embedded nothing again
+    assert not at.exception
+    assert enc.embedded.count("yellow petals") == 1
 
 
 def test_a_bad_addition_is_an_error_and_the_page_goes_on(planted):

@@ -60,7 +60,7 @@ def open(
     db: str | None = None,
     *,
     device: str | None = None,
-    precision: str = "auto",  # noqa: A001
+    precision: str = "auto",
     create: bool = True,
 ) -> Workspace:
     """Open the whyclip store in ``home`` (default: $WHYCLIP_HOME, else the per-user data

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.store import EncoderInfo, ModelLoadError
-
+from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
 from whyclip.ingest.encoder.loading import (
     DEFAULT_MODEL,
     clip_folder_of,
@@ -39,9 +38,9 @@ from whyclip.ingest.encoder.loading import (
     model_name,
 )
 from whyclip.ingest.encoder.precision import platform_signature, resolve_precision, torch_dtype
-from whyclip.ingest.images import PIXEL_RULES
-from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
 from whyclip.ingest.encoder.textpath import PrefixTextPath, unsupported_reason
+from whyclip.ingest.images import PIXEL_RULES
+from whyclip.store import EncoderInfo, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +235,7 @@ class ClipEncoder:
                 ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)[
                     "input_ids"
                 ]
-                self._ids.update(zip(new, map(tuple, ids)))
+                self._ids.update(zip(new, map(tuple, ids), strict=True))
                 self._add_seconds("tokenize", started)
             return [self._ids[t] for t in texts]
 
@@ -316,7 +315,7 @@ class ClipEncoder:
                 return_attention_mask=False,
             )["input_ids"]
             ids = list(ids)
-            for i, x in zip(long, cut):
+            for i, x in zip(long, cut, strict=True):
                 ids[i] = tuple(x)
         return ids
 
@@ -331,7 +330,7 @@ class ClipEncoder:
         for start in range(0, len(seqs), CHUNK):
             part = seqs[start : start + CHUNK]
             out = self._text.embed(part)
-            for x, vec in zip(part, out):
+            for x, vec in zip(part, out, strict=True):
                 raw[rows[x]] = vec
             if progress:
                 progress(sum(len(rows[x]) for x in part))

@@ -21,9 +21,8 @@ import logging
 
 import numpy as np
 
-from whyclip.store import Library, Store, WhyclipError, encoder_ids
-
 from whyclip.ingest.encoder.fingerprint import is_legacy_id
+from whyclip.store import Library, Store, WhyclipError, encoder_ids
 
 log = logging.getLogger(__name__)
 SAMPLE = 8  # prompts re-embedded to compare a library's stored vectors with this encoder's

@@ -19,6 +19,7 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+import itertools
 
 if TYPE_CHECKING:
     from transformers import CLIPConfig, CLIPTokenizer
@@ -145,7 +146,7 @@ def train_bpe(word_counts: dict[str, int], num_merges: int = 4000, min_count: in
     counts: dict[tuple[str, str], int] = {}
     where: dict[tuple[str, str], set[int]] = {}
     for i, syms in enumerate(words):
-        for pair in zip(syms, syms[1:]):
+        for pair in itertools.pairwise(syms):
             counts[pair] = counts.get(pair, 0) + freqs[i]
             where.setdefault(pair, set()).add(i)
     heap = [(-c, p) for p, c in counts.items()]
@@ -161,10 +162,10 @@ def train_bpe(word_counts: dict[str, int], num_merges: int = 4000, min_count: in
         changed: set[tuple[str, str]] = set()
         for i in sorted(where.pop(pair, ())):
             old, new = words[i], _merge_word(words[i], pair)
-            for p in zip(old, old[1:]):
+            for p in itertools.pairwise(old):
                 counts[p] -= freqs[i]
                 changed.add(p)
-            for p in zip(new, new[1:]):
+            for p in itertools.pairwise(new):
                 counts[p] = counts.get(p, 0) + freqs[i]
                 where.setdefault(p, set()).add(i)
                 changed.add(p)

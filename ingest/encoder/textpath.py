@@ -220,7 +220,7 @@ class PrefixTextPath:
         if not keep:
             return None
         valid = own_valid if past_valid is None else torch.cat([past_valid, own_valid], dim=1)
-        return _Level(torch.stack(kept), valid, dict(zip(batch, range(rows))))
+        return _Level(torch.stack(kept), valid, dict(zip(batch, range(rows), strict=True)))
 
     def _mlp(self, layer, h: torch.Tensor) -> torch.Tensor:
         """``layer.mlp``; CLIP's quick GELU computed in place."""

@@ -239,7 +239,7 @@ def _centre_crop(x: np.ndarray, ch: int, cw: int) -> np.ndarray:
     if top >= 0 and left >= 0 and top + ch <= h and left + cw <= w:
         return x[..., top : top + ch, left : left + cw]
     nh, nw = max(ch, h), max(cw, w)
-    padded = np.zeros(x.shape[:-2] + (nh, nw), dtype=x.dtype)
+    padded = np.zeros((*x.shape[:-2], nh, nw), dtype=x.dtype)
     tp, lp = math.ceil((nh - h) / 2), math.ceil((nw - w) / 2)
     padded[..., tp : tp + h, lp : lp + w] = x
     top, left = top + tp, left + lp

@@ -96,4 +96,4 @@ def _unique(p: Path, names: list[str]) -> ClassList:
 
 
 def _from_library(classes: list[tuple[str, list[str]]]) -> ClassList:
-    return ClassList([name for name, _ in classes], {name: lines for name, lines in classes})
+    return ClassList([name for name, _ in classes], dict(classes))

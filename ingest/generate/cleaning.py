@@ -117,7 +117,7 @@ class CleanSettings:
         both = set(keep) & set(drop)
         if both:
             raise InputError(f"step {sorted(both)[0]!r} is given to both --keep and --drop: give it to one")
-        actions = dict(DEFAULT_ACTIONS) | {s: FLAGGED for s in keep} | {s: DROPPED for s in drop}
+        actions = dict(DEFAULT_ACTIONS) | dict.fromkeys(keep, FLAGGED) | dict.fromkeys(drop, DROPPED)
         return cls(actions=actions, max_words=max_words, shared_min=shared_min)
 
 

@@ -19,13 +19,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whyclip.store import InputError, Store, answer_cache
-
 from whyclip.ingest.generate.classes import ClassList
 from whyclip.ingest.generate.cleaning import CleaningReport, CleanSettings, clean_classes
 from whyclip.ingest.generate.llm_client import ChatClient, ChatRequest, public_url, request_key
-from whyclip.ingest.generate.parsing import parse_answer
 from whyclip.ingest.generate.llm_prompts import Prompt
+from whyclip.ingest.generate.parsing import parse_answer
+from whyclip.store import InputError, Store, answer_cache
 
 log = logging.getLogger(__name__)
 MAX_TEMPERATURE = 2.0
@@ -243,7 +242,7 @@ def write_json_atomic(path: Path, data) -> None:
 
 def write_outputs(out: Path, result: GenerateResult) -> Path:
     """The library (``{"class": [...]}`` in label order) and its provenance sidecar."""
-    write_json_atomic(out, {name: lines for name, lines in result.classes})
+    write_json_atomic(out, dict(result.classes))
     side = provenance_path(out)
     write_json_atomic(side, result.provenance)
     return side

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whyclip.store import InputError, Store
-
-from whyclip.ingest.generate.llm_client import ChatClient, ChatRequest, public_url
 from whyclip.ingest.generate.generation import ask_round
+from whyclip.ingest.generate.llm_client import ChatClient, ChatRequest, public_url
 from whyclip.ingest.generate.parsing import BULLET, tidy
+from whyclip.store import InputError, Store
 
 # The question and its one example (crocodile / alligator) are written for this project.
 PAIR_PROMPT = """\
@@ -43,7 +42,7 @@ def confused_pairs(
     """The ``k`` unordered class pairs with the most images of one predicted as the other
     (both directions counted), most first, ties in label order; names in label order."""
     counts: Counter = Counter()
-    for y, p in zip(labels.tolist(), predicted.tolist()):
+    for y, p in zip(labels.tolist(), predicted.tolist(), strict=True):
         if y != p:
             counts[(min(y, p), max(y, p))] += 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
@@ -88,8 +87,8 @@ def generate_pairs(
     counts = {"sent": 0, "cached": 0, "done": 0, "total": len(requests)}
     got = ask_round(store, client, requests, counts, concurrency, progress)
     out = []
-    for (a, b, n), req in zip(pairs, requests):
-        answer, mode, cached, key = got[req]
+    for (a, b, n), req in zip(pairs, requests, strict=True):
+        answer, _mode, cached, key = got[req]
         features = parse_pair_answer(answer)
         out.append(
             {
@@ -126,7 +125,7 @@ def ambiguous_pairs(
     top_k = min(top_k, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
     counts: Counter = Counter()
-    for row, top in zip(scores, order):
+    for row, top in zip(scores, order, strict=True):
         close = [int(c) for c in top if row[top[0]] - row[c] <= margin]
         for i in range(len(close)):
             for j in range(i + 1, len(close)):

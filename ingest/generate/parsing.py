@@ -52,7 +52,7 @@ def parse_list(answer: str, continues_bullet: bool = True) -> ParsedAnswer:
             elif item := tidy(line):
                 out.items.append(item)
         return out
-    for i, (line, m) in enumerate(zip(lines, bulleted)):
+    for i, (line, m) in enumerate(zip(lines, bulleted, strict=True)):
         if m:
             item = tidy(m.group(1))
             if item:

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from whyclip.store import Library, Store, Template, build_class_matrices
-
 from whyclip.ingest.embedding import embed_prompts
 from whyclip.ingest.vocabulary import general_words
+from whyclip.store import Library, Store, Template, build_class_matrices
 
 CONTROL_SEED = 0
 WORD_DRAWS = 5

@@ -16,11 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
+from whyclip.ingest.datasets import Dataset, match_labels, unmatched_error
+from whyclip.ingest.embedding import embed_image_files_cached
+from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.ingest.services.control_libraries import (
+    CONTROL_SEED,
+    WORD_DRAWS,
+    control_scorer,
+    extra_control_scorers,
+    swap_permutation,
+)
+from whyclip.ingest.services.fudd import rerank_results
+from whyclip.ingest.vocabulary import SOURCE as VOCABULARY
 from whyclip.store import (
     AGGREGATES,
     BASELINE,
     CONTROL,
     FUDD,
+    TOP,
     InputError,
     Library,
     MethodResults,
@@ -29,7 +42,6 @@ from whyclip.store import (
     SplitAccumulator,
     Store,
     StoredPair,
-    TOP,
     check_new_name,
     load_pairs,
     rank_results,
@@ -38,19 +50,6 @@ from whyclip.store import (
     stored_pair_texts,
     unused_name,
 )
-
-from whyclip.ingest.services.control_libraries import (
-    CONTROL_SEED,
-    WORD_DRAWS,
-    control_scorer,
-    extra_control_scorers,
-    swap_permutation,
-)
-from whyclip.ingest.datasets import Dataset, match_labels, unmatched_error
-from whyclip.ingest.embedding import embed_image_files_cached
-from whyclip.ingest.services.fudd import rerank_results
-from whyclip.ingest.encoder.legacy_ids import check_library_encoder
-from whyclip.ingest.vocabulary import SOURCE as VOCABULARY
 
 log = logging.getLogger(__name__)
 SCORE_BLOCK = 256  # images scored at a time (bounds the (images x classes) matrices)

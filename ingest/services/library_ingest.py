@@ -13,6 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
+from whyclip.ingest.embedding import settle_precision
+from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids
+from whyclip.ingest.readers import ParsedLibrary, parse_mapping, read_library
 from whyclip.store import (
     DEFAULT_BASELINE,
     DEFAULT_TEMPLATE,
@@ -28,10 +31,6 @@ from whyclip.store import (
     check_factory,
     embedding_cache,
 )
-
-from whyclip.ingest.embedding import settle_precision
-from whyclip.ingest.encoder.legacy_ids import adopt_legacy_ids
-from whyclip.ingest.readers import ParsedLibrary, parse_mapping, read_library
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 5
@@ -93,7 +92,7 @@ def build_prompts(parsed: ParsedLibrary, template: Template, baseline: str) -> l
 def check_token_limit(classes: list[DraftClass], encoder: TextEncoder, strict: bool) -> list[str]:
     """Mark prompts over the encoder's token limit; warn (they are truncated) or, strict, refuse."""
     prompts = sorted({p for c in classes for p in c.prompts} | {c.baseline_prompt for c in classes})
-    too_long = {p: n for p, n in zip(prompts, encoder.count_tokens(prompts)) if n > encoder.max_tokens}
+    too_long = {p: n for p, n in zip(prompts, encoder.count_tokens(prompts), strict=True) if n > encoder.max_tokens}
     if not too_long:
         return []
     for c in classes:
@@ -206,7 +205,7 @@ def run_ingest(
         t = time.perf_counter()
         embedding_cache.save(store.engine, encoder.cache_key, batch, vectors, norms)
         saving += time.perf_counter() - t
-        found.update({t: (v, float(n)) for t, v, n in zip(batch, vectors, norms)})
+        found.update({t: (v, float(n)) for t, v, n in zip(batch, vectors, norms, strict=True)})
         if progress:
             progress(n_reused + start + len(batch), len(distinct))
     embedded = time.perf_counter()

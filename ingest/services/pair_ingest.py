@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from whyclip.ingest.embedding import embed_image_files_cached, embed_prompts
+from whyclip.ingest.generate.pairs import PAIR_PROMPT, ambiguous_pairs, render_pair
 from whyclip.ingest.images import IMAGE_SUFFIXES
 from whyclip.store import InputError, Library, PairDescription, PairDraft, PairsWritten, Store, Template, write_pairs
-
-from whyclip.ingest.generate.pairs import PAIR_PROMPT, ambiguous_pairs, render_pair
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from whyclip.store import Edit, Library, LibraryInfo, Store, edited_draft
-
 from whyclip.ingest.embedding import embed_prompts
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.store import Edit, Library, LibraryInfo, Store, edited_draft
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +24,13 @@ def added_vectors(store: Store, lib: Library, encoder, prompts: Sequence[str]) -
     check_library_encoder(lib, encoder, store)
     vectors, norms = embed_prompts(store, encoder, prompts)
     limit = encoder.max_tokens
-    long = {p: n > limit for p, n in zip(prompts, encoder.count_tokens(prompts))}
+    long = {p: n > limit for p, n in zip(prompts, encoder.count_tokens(prompts), strict=True)}
     warnings = [
         f"the added prompt {p!r} exceeds CLIP's {limit}-token limit and is truncated" for p, t in long.items() if t
     ]
     for w in warnings:
         log.warning(w)
-    return {p: (v, float(n)) for p, v, n in zip(prompts, vectors, norms)}, long, warnings
+    return {p: (v, float(n)) for p, v, n in zip(prompts, vectors, norms, strict=True)}, long, warnings
 
 
 def save_edit(

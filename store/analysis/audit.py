@@ -23,17 +23,16 @@ class's score, DESIGN.md):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from whyclip.store.analysis import controls
 from whyclip.store.analysis.calibration import audit_section
-from whyclip.store.analysis.stats import mcnemar_exact, verdict, wilson
 from whyclip.store.analysis.run_records import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
+from whyclip.store.analysis.stats import mcnemar_exact, verdict, wilson
 from whyclip.store.method import AGGREGATES, descriptor_weights
 
 if TYPE_CHECKING:  # a loaded version is passed in; nothing here reads the database itself
@@ -248,7 +247,7 @@ def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[li
     rows = max(1, min(BLOCK, (1 << 24) // max(n, 1)))  # at most 16M similarities (64 MB) at a time
     for start in range(0, n, rows):
         block = vec[start : start + rows] @ vec.T
-        for i, j in zip(*np.nonzero(block >= threshold)):
+        for i, j in zip(*np.nonzero(block >= threshold), strict=True):
             gi = start + int(i)
             if j <= gi or cls[gi] == cls[j] or texts[gi] == texts[j]:
                 continue

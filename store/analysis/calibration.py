@@ -32,9 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from whyclip.store.errors import InputError
-
 from whyclip.store.analysis.stats import wilson
+from whyclip.store.errors import InputError
 
 ECE_BINS = 15
 BETA_BOUNDS = (1e-3, 1e3)  # 1 / T: temperatures from 0.001 to 1000
@@ -287,7 +286,7 @@ def measure(
             "before": {k: x[k] for k in ("count", "confidence", "accuracy")},
             "after": {k: y[k] for k in ("count", "confidence", "accuracy")},
         }
-        for x, y in zip(before["bins"], after["bins"])
+        for x, y in zip(before["bins"], after["bins"], strict=True)
     ]
     return {
         "n": len(labels),

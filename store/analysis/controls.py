@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from whyclip.store.analysis.name_split import bootstrap_share, shares
-from whyclip.store.analysis.stats import bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, verdict, wilson
 from whyclip.store.analysis.run_records import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
+from whyclip.store.analysis.stats import bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, verdict, wilson
 
 NO_FUDD = (
     "this run has no FuDD re-ranking: store pair descriptors with 'whyclip ingest-pairs PAIRS --library NAME', "

@@ -21,21 +21,20 @@ only the edited classes and comparing them with each image's best unedited class
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import difflib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from whyclip.store.errors import InputError
-from whyclip.store.names import loose_matches
-from whyclip.store.method.prompts import RULE_VERSION, build_prompt
-from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft
-from whyclip.store.analysis.stats import accuracy_figure, mcnemar_exact, verdict, wilson
 from whyclip.store.analysis.run_records import RunData
+from whyclip.store.analysis.stats import accuracy_figure, mcnemar_exact, verdict, wilson
+from whyclip.store.errors import InputError
 from whyclip.store.method import AGGREGATES
 from whyclip.store.method.aggregates import class_sums
+from whyclip.store.method.prompts import RULE_VERSION, build_prompt
+from whyclip.store.names import loose_matches
+from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft
 
 if TYPE_CHECKING:  # a loaded version is passed in; nothing here reads the database itself
     from whyclip.store.library import Library
@@ -437,13 +436,13 @@ def edited_draft(
         e = by_class.get(c)
         keep = e.keep if e else (True,) * len(texts)
         descriptors, prompts, trunc = [], [], []
-        for j, ((text, prompt), kept) in enumerate(zip(texts, keep)):
+        for j, ((text, prompt), kept) in enumerate(zip(texts, keep, strict=True)):
             if kept:
                 descriptors.append(text), prompts.append(prompt), trunc.append(flags[lo + j] if flags else False)
                 put(prompt, lib.vectors[lo + j], lib.files.norms[lo + j])
         if e and e.added:
             extra, extra_norms = _added_vectors(e, vectors, dim)
-            for (text, prompt), v, nm in zip(e.added, extra, extra_norms):
+            for (text, prompt), v, nm in zip(e.added, extra, extra_norms, strict=True):
                 descriptors.append(text), prompts.append(prompt), trunc.append(bool(truncated.get(prompt, False)))
                 put(prompt, v, nm)
         classes.append(DraftClass(name, lib.baseline_prompts[c], descriptors, prompts, trunc))

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.schema import LLMAnswerRow
-from sqlalchemy.engine import Engine
 
 LOOKUP_BATCH = 500
 

@@ -8,8 +8,8 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from whyclip.store.records import LibraryInfo
 from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
+from whyclip.store.records import LibraryInfo
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
 DESCRIPTOR_ORDERS = {

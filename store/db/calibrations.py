@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.schema import CalibrationRow, EvalRunRow, LibraryRow
-from sqlalchemy.engine import Engine
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, StoreError
 

@@ -65,7 +65,7 @@ def save_hashes(engine: Engine, encoder_key: str, shas: Sequence[str], vectors: 
                 "vector": np.asarray(v, dtype="<f4").tobytes(),
                 "norm": float(n),
             }
-            for sha, v, n in zip(shas, vectors, norms)
+            for sha, v, n in zip(shas, vectors, norms, strict=True)
         }.values()
     )
     if rows:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
+from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, version_mark_key
 from whyclip.store.db.pair_descriptors import delete_pairs_of
 from whyclip.store.db.schema import (
     CalibrationRow,
@@ -41,7 +42,6 @@ from whyclip.store.db.schema import (
     Meta,
     SharedTextRow,
 )
-from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, version_mark_key
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, LibraryNotFound, StoreError
 
@@ -261,7 +261,7 @@ def export_library(store: Store, name: str, version: int | None, out: str | Path
     lib = store.load(name, version)
     info = lib.info
     texts = [lib.class_texts(c) for c in range(len(lib.class_names))]
-    classes = [(c, [t for t, _ in ts]) for c, ts in zip(lib.class_names, texts)]
+    classes = [(c, [t for t, _ in ts]) for c, ts in zip(lib.class_names, texts, strict=True)]
     body = library_text(classes, out.suffix.lower())
     meta = {
         "whyclip_export": 1,
@@ -285,7 +285,7 @@ def export_library(store: Store, name: str, version: int | None, out: str | Path
         "whyclip_version": _whyclip_version(),
         "classes": [
             {"name": c, "baseline_prompt": b, "descriptors": [{"text": t, "prompt": p} for t, p in ts]}
-            for c, b, ts in zip(lib.class_names, lib.baseline_prompts, texts)
+            for c, b, ts in zip(lib.class_names, lib.baseline_prompts, texts, strict=True)
         ],
     }
     _write_atomically(out, body)
@@ -317,5 +317,7 @@ def sidecar_prompt_changes(meta: dict, classes) -> int:
     from the exported ones, for the same class and descriptor."""
     exported = {(c["name"], d["text"]): d["prompt"] for c in meta.get("classes", []) for d in c["descriptors"]}
     baselines = {c["name"]: c["baseline_prompt"] for c in meta.get("classes", [])}
-    changed = sum(exported.get((c.name, t), p) != p for c in classes for t, p in zip(c.descriptors, c.prompts))
+    changed = sum(
+        exported.get((c.name, t), p) != p for c in classes for t, p in zip(c.descriptors, c.prompts, strict=True)
+    )
     return changed + sum(baselines.get(c.name, c.baseline_prompt) != c.baseline_prompt for c in classes)

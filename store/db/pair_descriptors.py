@@ -186,7 +186,7 @@ def write_pairs(
                             "vector": np.asarray(v, dtype="<f4").tobytes(),
                             "norm": float(n),
                         }
-                        for x, v, n in zip(d.descriptions, d.vectors, d.norms)
+                        for x, v, n in zip(d.descriptions, d.vectors, d.norms, strict=True)
                     ],
                 )
     return out

@@ -14,9 +14,8 @@ import json
 
 import numpy as np
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
-
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from whyclip.store.analysis.run_records import METHODS, MethodResults, RunData, RunInfo
 from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
@@ -123,7 +122,7 @@ def save_run(
                     "label": int(y),
                     "vector": np.asarray(v, dtype="<f4").tobytes(),
                 }
-                for i, (p, h, y, v) in enumerate(zip(paths, shas, labels, vectors))
+                for i, (p, h, y, v) in enumerate(zip(paths, shas, labels, vectors, strict=True))
             ],
         )
         for method, r in results.items():
@@ -134,7 +133,7 @@ def save_run(
                         "run_id": row.id,
                         "position": i,
                         "method": method,
-                        "top": json.dumps([[int(c), float(x)] for c, x in zip(r.top[i], r.top_scores[i])]),
+                        "top": json.dumps([[int(c), float(x)] for c, x in zip(r.top[i], r.top_scores[i], strict=True)]),
                         "true_score": float(r.true_score[i]),
                         "true_rank": int(r.true_rank[i]),
                     }

@@ -15,16 +15,16 @@ import datetime as dt
 
 from sqlalchemy import (
     Boolean,
-    LargeBinary,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
-    UniqueConstraint,
     TypeDecorator,
+    UniqueConstraint,
     inspect,
 )
 from sqlalchemy.engine import Connection

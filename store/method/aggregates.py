@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from whyclip.store.choices import AGGREGATES  # noqa: E402,F401 - defined numpy-free for the CLI
-
+from whyclip.store.choices import AGGREGATES
 
 CHUNK_ROWS = 1 << 15  # descriptor rows summed at a time (float64: 128 MB at dim 512)
 

@@ -249,7 +249,7 @@ class Explanation:
                 f'"{d.prompt}" (no descriptors: baseline prompt)' if d.fallback else f'"{d.descriptor}"' for d in shown
             ]
             lw = max((len(x) for x in labels), default=0)
-            for d, label in zip(shown, labels):
+            for d, label in zip(shown, labels, strict=True):
                 lines.append(f"        S({label}){' ' * (lw - len(label))} = {d.scaled:6.2f}")
             if len(shown) < len(c.descriptors) + c.descriptors_not_listed:
                 lines.append(f"        ... {len(c.descriptors) + c.descriptors_not_listed - len(shown)} more")

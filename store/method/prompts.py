@@ -15,8 +15,8 @@ name prepended and ", " between): the tests pin its exact strings, quirks includ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 NAMED = ("paper", "bare")  # templates with a name; anything else is a format string
 

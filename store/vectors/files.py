@@ -42,28 +42,27 @@ import faiss
 import numpy as np
 
 from whyclip.store.errors import InputError, StoreError
-from whyclip.store.vectors import pqrerank
-from whyclip.store.vectors import recall_tuning
+from whyclip.store.method import ClassMatrices, class_sums
+from whyclip.store.vectors import pqrerank, recall_tuning
+from whyclip.store.vectors.pqrerank import PQRerank, build_pq, file_digest, is_pq_rerank, serialize
 from whyclip.store.vectors.recall_tuning import (
     RECALL_TARGET,
     Queries,
-    tune_depth,
-    tune_faiss,
     knob,
     recall,
     set_knob,
+    tune_depth,
+    tune_faiss,
 )
-from whyclip.store.vectors.pqrerank import PQRerank, build_pq, file_digest, is_pq_rerank, serialize
-from whyclip.store.vectors.search import faiss_threads
 from whyclip.store.vectors.retrieval import (
     ClassIVF,
     FaissSearch,
     FlatScan,
     build_class_ivf,
-    tune_probe,
     exact_search,
+    tune_probe,
 )
-from whyclip.store.method import ClassMatrices, class_sums
+from whyclip.store.vectors.search import faiss_threads
 
 log = logging.getLogger(__name__)
 
@@ -318,9 +317,7 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
     )
     params = dict(manifest.get("index_params") or {}) if params is None else dict(params)
     partial = IndexFiles(FlatScan(vectors), matrices, norms, vectors, params, None, folder)
-    if factory == "Flat":
-        searcher = FlatScan(vectors)
-    elif "exact_fallback" in params:  # tuning said the index cannot beat the exact scan
+    if factory == "Flat" or "exact_fallback" in params:
         searcher = FlatScan(vectors)
     else:
         searcher = approximate_searcher(partial, factory)

@@ -36,6 +36,7 @@ import numpy as np
 
 from whyclip.store.errors import LibraryNotFound, StoreError
 from whyclip.store.vectors.search import faiss_search, faiss_threads, sort_hits
+import itertools
 
 PATTERN = re.compile(r"^PQ(\d+)x4fs\+rerank$")
 DEFAULT = "PQ256x4fs+rerank"
@@ -129,7 +130,9 @@ class PQRerank:
         # each shard on a pool thread, FAISS on one OpenMP thread there (it releases the GIL)
         found = list(_pool().map(lambda shard: shard[1].search(queries, min(depth, shard[1].ntotal)), shards))
         sims = np.concatenate([f[0] for f in found], axis=1)
-        positions = np.concatenate([np.where(f[1] >= 0, f[1] + lo, -1) for f, (lo, _) in zip(found, shards)], axis=1)
+        positions = np.concatenate(
+            [np.where(f[1] >= 0, f[1] + lo, -1) for f, (lo, _) in zip(found, shards, strict=True)], axis=1
+        )
         sims = np.where(positions >= 0, sims, -np.inf)
         order = np.lexsort((positions, -sims), axis=1)[:, :depth]
         return np.take_along_axis(positions, order, axis=1)
@@ -145,7 +148,7 @@ def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: 
 
     sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
     positions = np.full((len(queries), k), -1, dtype=np.int64)
-    for i, (q, row) in enumerate(zip(queries, candidates)):
+    for i, (q, row) in enumerate(zip(queries, candidates, strict=True)):
         c = np.sort(row[row >= 0])
         if not len(c):
             continue
@@ -169,7 +172,7 @@ def split(index: faiss.IndexPQFastScan, rows: int | None = None) -> list[tuple[i
     codes = faiss.AlignedTable_to_array(index.codes)
     cuts = [round(blocks * i / parts) for i in range(parts + 1)]
     out = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         shard = faiss.IndexPQFastScan(index.d, index.M, index.nbits, index.metric_type, index.bbs)
         shard.pq = index.pq
         shard.is_trained = True

@@ -99,7 +99,7 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     """The share of the exact top-k positions that were found (-1: nothing found)."""
     if exact.size == 0:
         return 1.0
-    hits = sum(len(set(e.tolist()) & set(f.tolist())) for e, f in zip(exact, found))
+    hits = sum(len(set(e.tolist()) & set(f.tolist())) for e, f in zip(exact, found, strict=True))
     return hits / exact.size
 
 

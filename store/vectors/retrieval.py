@@ -79,7 +79,7 @@ class ClassIVF:
             if probe >= len(self.codes) or sizes[classes].sum(axis=1).min() >= k:
                 break
             probe = min(len(self.codes), probe * 2)  # too few candidates: probe more classes
-        for i, (q, row) in enumerate(zip(queries, classes)):
+        for i, (q, row) in enumerate(zip(queries, classes, strict=True)):
             row = np.sort(row)
             lo, n = self.offsets[row], sizes[row]
             candidates = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())

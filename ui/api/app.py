@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from whyclip.ui.api.dependencies import Resources
 from whyclip.ui.api.error_responses import install_handlers
 from whyclip.ui.api.limits import LimitsMiddleware
-from whyclip.ui.api.dependencies import Resources
 from whyclip.ui.api.routes import explain, health, jobs, libraries, retrieve
 from whyclip.ui.api.settings import ServiceSettings
 

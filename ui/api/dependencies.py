@@ -12,11 +12,9 @@ from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Header, Request
 
-from whyclip.ingest.services.explain import ExplainLimits
-
 from whyclip import ingest
+from whyclip.ingest.services.explain import ExplainLimits
 from whyclip.store import Library, Store
-
 from whyclip.ui.api.batcher import MicroBatcher
 
 SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed before a new look

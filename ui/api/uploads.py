@@ -13,7 +13,6 @@ from PIL import Image, UnidentifiedImageError
 from whyclip.ingest.images import read_image_bytes
 from whyclip.ingest.services.explain import ExplainLimits, check_pixel_total
 from whyclip.store import InputError
-
 from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.settings import Limits
 

@@ -29,8 +29,8 @@ from whyclip.store.choices import AGGREGATES
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
 from whyclip.ui.cli.progress import progress_bar
-from whyclip.ui.render.table import table_lines
 from whyclip.ui.render.audit_report import accuracy_lines, confusion_lines, per_class_lines, to_text, write_report
+from whyclip.ui.render.table import table_lines
 
 
 @click.command("eval")

@@ -263,7 +263,7 @@ def clean(file, prompt_name, out, keep, drop, max_words, shared_min, report_path
     prompt = load_prompt(prompt_name)
     cleaned, report = clean_classes(read_raw_library(file), prompt.examples, settings)
     if out_path is not None:
-        write_json_atomic(out_path, {name: lines for name, lines in cleaned})
+        write_json_atomic(out_path, dict(cleaned))
     _emit_report(report, report_path, as_json)
 
 

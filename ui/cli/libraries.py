@@ -71,7 +71,7 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
     for name in names:
         check_library_name(name)
     inputs = []
-    for file, name in zip(files, names):  # every file fails here, before a model loads
+    for file, name in zip(files, names, strict=True):  # every file fails here, before a model loads
         t, b, sidecar = settings_from_sidecar(file, template, baseline)
         check_ingest_options(name, t, b)
         inputs.append((name, t, b, sidecar, read_library(file)))
@@ -108,7 +108,7 @@ def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
         return [library]
     names = [(library or "") + Path(f).stem for f in files]
     seen: dict[str, str] = {}
-    for file, name in zip(files, names):
+    for file, name in zip(files, names, strict=True):
         if name in seen:
             raise click.UsageError(
                 f"{seen[name]} and {file} would both make library {name!r}: ingest them separately with --library"

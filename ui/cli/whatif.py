@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from whyclip.store import InputError, WhatIf, find_run, load_run, plan_edit, read_edits, split_pair
-from whyclip.store.choices import AGGREGATES
 from whyclip.ingest.services.explain import open_encoder
 from whyclip.ingest.services.whatif import added_vectors, save_edit
+from whyclip.store import InputError, WhatIf, find_run, load_run, plan_edit, read_edits, split_pair
+from whyclip.store.choices import AGGREGATES
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
 

@@ -14,8 +14,7 @@ import streamlit as st
 
 from whyclip.store import AGGREGATES, list_runs
 from whyclip.ui.dashboard import audit_charts as charts
-from whyclip.ui.dashboard import whatif_section
-from whyclip.ui.dashboard import cached
+from whyclip.ui.dashboard import cached, whatif_section
 from whyclip.ui.render.audit_report import pct
 
 s = cached.settings()
@@ -204,7 +203,7 @@ st.dataframe(
         "n": "images",
         **{
             c: st.column_config.NumberColumn(label, format="%.1f%%")
-            for c, label in zip(PERCENT, ("descriptors top-1", "class name top-1", "random words top-1"))
+            for c, label in zip(PERCENT, ("descriptors top-1", "class name top-1", "random words top-1"), strict=True)
         },
     },
 )
@@ -227,7 +226,7 @@ tabs = st.tabs(
         f"Worse than baseline ({len(h['worse_than_baseline'])})",
     ]
 )
-for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than_baseline")):
+for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than_baseline"), strict=True):
     with tab:
         if h[key]:
             st.dataframe(pd.DataFrame(h[key]), hide_index=True)

@@ -13,8 +13,7 @@ import streamlit as st
 
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
 from whyclip.store import AGGREGATES, WhyclipError
-from whyclip.ui.dashboard import charts
-from whyclip.ui.dashboard import cached
+from whyclip.ui.dashboard import cached, charts
 
 s = cached.settings()
 store = cached.store_or_stop(s)
@@ -146,6 +145,6 @@ def show(name: str, data: bytes) -> None:
 
 
 tabs = st.tabs([name for name, _ in images]) if len(images) > 1 else [st.container()]
-for tab, (name, data) in zip(tabs, images):
+for tab, (name, data) in zip(tabs, images, strict=True):
     with tab:
         show(name, data)

@@ -14,8 +14,8 @@ import streamlit as st
 
 from whyclip import ingest
 from whyclip.ingest.generate.cleaning import CleanSettings
-from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
 from whyclip.ingest.generate.generation import GenerateSettings, generate_library
+from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
 from whyclip.ingest.generate.llm_prompts import BUILTIN, load_prompt
 from whyclip.store import Store, WhyclipError
 from whyclip.ui.dashboard import cached
@@ -136,7 +136,7 @@ if st.button("Ingest", key="generate_ingest"):
         st.info("Give the library a name first.")
         st.stop()
     library: dict[str, list[str]] = {}
-    for cls, desc in zip(edited["class"].fillna(""), edited["descriptor"].fillna("")):
+    for cls, desc in zip(edited["class"].fillna(""), edited["descriptor"].fillna(""), strict=True):
         cls, desc = str(cls).strip(), str(desc).strip()
         if cls:
             library.setdefault(cls, [])

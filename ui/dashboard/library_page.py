@@ -24,6 +24,7 @@ for col, (label, value) in zip(
         ("distinct prompts", info.n_prompts),
         ("classes without descriptors", info.n_empty_classes),
     ],
+    strict=True,
 ):
     col.metric(label, f"{value:,}")
 st.dataframe(

@@ -48,7 +48,7 @@ def render(s: cached.Settings, run, aggregate: str) -> None:
     added = st.text_input(
         f"Add a descriptor to {names[c]}", key=f"whatif_add_{c}", placeholder="e.g. a white-tipped tail"
     )
-    drops = [(names[c], t) for t, k in zip(texts, kept) if not k]
+    drops = [(names[c], t) for t, k in zip(texts, kept, strict=True) if not k]
     try:
         edit = plan_edit(lib, drops, [(names[c], added)] if added.strip() else [])
         vectors = {}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -114,7 +114,7 @@ def _banana(p: _Pen) -> None:
     yellow, edge, brown = (250, 215, 50), (170, 120, 20), (95, 60, 25)
     p.ellipse((0.15, 0.72, 0.85, 0.8), (190, 195, 205))
     arc = lambda t, r=0.5: (
-        0.5 + r * math.cos(math.radians(30 + 120 * t)),  # noqa: E731
+        0.5 + r * math.cos(math.radians(30 + 120 * t)),
         0.15 + r * math.sin(math.radians(30 + 120 * t)),
     )
     n = 40
@@ -174,7 +174,7 @@ def _stop_sign(p: _Pen) -> None:
     p.line([(0.5, 0.5), (0.5, 1.05)], (150, 150, 155), 0.05, (90, 90, 95))
     octagon = lambda r: [
         (
-            0.5 + r * math.cos(math.radians(22.5 + 45 * k)),  # noqa: E731
+            0.5 + r * math.cos(math.radians(22.5 + 45 * k)),
             0.42 + r * math.sin(math.radians(22.5 + 45 * k)),
         )
         for k in range(8)

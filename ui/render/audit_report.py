@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from whyclip.store import WORDS, method_label
-
 from whyclip.ui.render.audit_plots import plots
 from whyclip.ui.render.table import table_lines
 

@@ -96,7 +96,7 @@ def state(conn: Connection) -> State:
     script = _script()
     current = current_revision(conn)
     head = script.get_current_head()
-    pending = [s for s in script.iterate_revisions(head, current or "base")]  # newest first
+    pending = list(script.iterate_revisions(head, current or "base"))  # newest first
     steps = tuple((s.revision, (s.doc or "").strip().splitlines()[0] if s.doc else "") for s in reversed(pending))
     return State(current, head, steps)
 

@@ -8,10 +8,9 @@ from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.store import AGGREGATES, LibraryInfo
-
 from whyclip.ui.api.batcher import QueueFull
-from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.dependencies import Resources
+from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.uploads import decode_images, read_image_uploads
 
 RETRY_AFTER_S = 1

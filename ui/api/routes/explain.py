@@ -11,13 +11,12 @@ from starlette.concurrency import run_in_threadpool
 
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
 from whyclip.store import LibraryNotFound
-
-from whyclip.ui.render.explanation_json import explanation_json
-from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.schemas import ExplainOut
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
-from whyclip.ui.api.uploads import check_multipart
+from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
+from whyclip.ui.api.schemas import ExplainOut
+from whyclip.ui.api.uploads import check_multipart
+from whyclip.ui.render.explanation_json import explanation_json
 
 router = APIRouter(tags=["explain"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from whyclip.ui.api.schemas import HealthOut
 from whyclip.ui.api.dependencies import ResourcesDep
+from whyclip.ui.api.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 

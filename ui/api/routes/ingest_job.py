@@ -7,12 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from whyclip.ingest.readers import FORMATS, read_library
 from whyclip.ingest.services.library_ingest import check_ingest_options, plan_ingest, run_ingest
 from whyclip.store import InputError
-from whyclip.ingest.readers import FORMATS, read_library
-
-from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.dependencies import Resources
+from whyclip.ui.api.error_responses import ApiError
 
 
 def _plan(res: Resources, path: Path, filename: str, name: str, options: dict):

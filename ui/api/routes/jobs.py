@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.schemas import JobOut
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
+from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.routes.ingest_job import public
+from whyclip.ui.api.schemas import JobOut
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 

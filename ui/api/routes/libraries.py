@@ -9,14 +9,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.store import browse
-
 from whyclip.ui.api import library_admin
-from whyclip.ui.api.error_responses import ERROR_RESPONSES
-from whyclip.ui.api.schemas import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
 from whyclip.ui.api.dependencies import Resources, ResourcesDep, read_access, write_access
-from whyclip.ui.api.uploads import check_multipart, read_upload
+from whyclip.ui.api.error_responses import ERROR_RESPONSES
 from whyclip.ui.api.routes.common import info_dict
 from whyclip.ui.api.routes.ingest_job import start_ingest
+from whyclip.ui.api.schemas import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
+from whyclip.ui.api.uploads import check_multipart, read_upload
 
 router = APIRouter(tags=["libraries"], responses=ERROR_RESPONSES)
 reads = [Depends(read_access)]

@@ -11,12 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.store import LibraryNotFound
-
-from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.schemas import RetrieveOut
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
-from whyclip.ui.api.uploads import check_multipart
+from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.routes.common import embed_uploads
+from whyclip.ui.api.schemas import RetrieveOut
+from whyclip.ui.api.uploads import check_multipart
 
 router = APIRouter(tags=["retrieve"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 MAX_TEXT = 1000
