@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DESCRIPTORS = ROOT.parent / "shared" / "data" / "descriptors"
-sys.path.insert(0, str(Path(__file__).parent))
+# fixtures defined beside the builders they use (the planted eval world, the frogs service)
+pytest_plugins = ["tests.helpers.planted", "tests.helpers.service"]
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +36,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pg_server():
     """A PostgreSQL server URL for the session (see tests/pg.py), or a skip saying why not."""
-    import pg
+    from tests.helpers import pg
 
     url, why, cluster = pg.start_server()
     try:
@@ -57,7 +55,7 @@ def db_url(request):
     if request.param == "sqlite":
         yield None
         return
-    import pg
+    from tests.helpers import pg
 
     server = request.getfixturevalue("pg_server")
     url, name = pg.create_database(server)
@@ -76,7 +74,7 @@ def database(request, _isolated_home, monkeypatch):
     if request.param == "sqlite":
         yield None
         return
-    import pg
+    from tests.helpers import pg
 
     server = request.getfixturevalue("pg_server")
     url, name = pg.create_database(server)
@@ -97,7 +95,7 @@ def other_database(request):
     if not url:
         yield lambda: None
         return
-    import pg
+    from tests.helpers import pg
 
     server = request.getfixturevalue("pg_server")
 
@@ -111,15 +109,6 @@ def other_database(request):
     finally:
         for name in made:
             pg.drop_database(server, name)
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED_DESCRIPTORS / name
-    if not path.is_file():
-        pytest.skip(
-            f"{path} is absent: the paper's descriptor files live in ../shared beside a development checkout, not in a plain clone"
-        )
-    return path
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -136,3 +125,31 @@ def fresh_streamlit_caches():
     yield
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+# -- the two tiers --------------------------------------------------------------------------
+# `python -m pytest` runs the fast tier: everything in process, the tiny model and the fake
+# encoder, on SQLite. `--slow` adds the slow tier: fresh processes, the browser, the
+# PostgreSQL matrix, kill tests and schemathesis' full run (`--slow -m slow`: that tier alone).
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        help="also run the slow tier (fresh processes, browser, PostgreSQL, kill tests, full schemathesis)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params is not None and "postgresql" in (params.params.get("database"), params.params.get("db_url")):
+            item.add_marker(pytest.mark.postgres)
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("--slow"):
+        return
+    fast = [item for item in items if item.get_closest_marker("slow") is None]
+    if len(fast) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("slow")])
+        items[:] = fast

@@ -8,45 +8,13 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from fastapi.testclient import TestClient
 
+from tests.helpers.service import BANANA, FROG, KEY, LIBRARY, explain
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
-
-CONCEPTS, LIBRARY = FROG_CONCEPTS, FROG_LIBRARY
-KEY = "s3cret-key-for-tests"
-FROG = planted_png(["protruding eyes", "bright green colour"])
-BANANA = planted_png(["yellow peel"], colour=(240, 220, 40))
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    return install_fake(monkeypatch, CONCEPTS)
-
-
-@pytest.fixture
-def home(tmp_path, fake, monkeypatch):
-    """A store with library 'frogs' v1, ingested by the CLI."""
-    lib = tmp_path / "frogs.json"
-    lib.write_text(json.dumps(LIBRARY), encoding="utf-8")
-    result = CliRunner().invoke(cli, ["ingest", str(lib), "--library", "frogs"])
-    assert result.exit_code == 0, result.output
-    monkeypatch.setenv("WHYCLIP_API_KEYS", KEY)
-    return tmp_path
-
-
-@pytest.fixture
-def client(home):
-    with TestClient(create_app(ServiceSettings())) as c:
-        yield c
-
-
-def explain(client, images, **form):
-    files = [("image", (name, data, "image/png")) for name, data in images]
-    return client.post("/v1/explain", files=files, data={"library": "frogs", **form})
 
 
 def cli_json(args):
@@ -215,8 +183,7 @@ def explain_alone(home, data):
 def test_explain_calibrated_answers_what_the_cli_prints(client, home):
     """calibrated=true: the same probabilities and calibration block as ``explain --calibrated``;
     without a stored calibration, a 422 that names the fix."""
-    from test_calibrate import plant_run
-
+    from tests.helpers.calibration_runs import plant_run
     from whyclip.store import Store
 
     (home / "frog.png").write_bytes(FROG)

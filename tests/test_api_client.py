@@ -8,15 +8,15 @@ from contextlib import nullcontext
 import httpx
 import pytest
 from click.testing import CliRunner
-from test_api import BANANA, FROG, client, fake, home  # noqa: F401 - fixtures
 
+from tests.helpers.service import BANANA, FROG
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 
 @pytest.fixture
-def served(client, monkeypatch):  # noqa: F811
+def served(client, monkeypatch):
     """httpx clients made by --server talk to the in-process app."""
     monkeypatch.setattr(httpx, "Client", lambda **kwargs: nullcontext(client))
     return "http://testserver"
@@ -29,7 +29,7 @@ def run(args):
 @pytest.mark.parametrize(
     "extra", [[], ["--json"], ["--json", "--top", "2", "--aggregate", "centroid", "--compare", "banana", "tree frog"]]
 )
-def test_server_output_is_the_local_output(served, home, extra):  # noqa: F811
+def test_server_output_is_the_local_output(served, home, extra):
     (home / "frog.png").write_bytes(FROG)
     (home / "banana.png").write_bytes(BANANA)
     (home / "bad.png").write_bytes(b"not an image")
@@ -46,7 +46,7 @@ def test_server_output_is_the_local_output(served, home, extra):  # noqa: F811
     assert mixed.stderr.strip().endswith("bad.png: not an image (no format Pillow reads): use a JPEG, PNG or WebP file")
 
 
-def test_server_refusal_is_one_line(served, home):  # noqa: F811
+def test_server_refusal_is_one_line(served, home):
     (home / "frog.png").write_bytes(FROG)
     r = run(["explain", str(home / "frog.png"), "--library", "nope", "--server", served])
     assert r.exit_code == 1
@@ -55,16 +55,15 @@ def test_server_refusal_is_one_line(served, home):  # noqa: F811
     assert "refused the request: no library 'nope'" in r.stderr
 
 
-def test_unreachable_server(home, tmp_path):  # noqa: F811
+def test_unreachable_server(home, tmp_path):
     (tmp_path / "f.png").write_bytes(FROG)
     r = run(["explain", str(tmp_path / "f.png"), "--library", "frogs", "--server", "http://127.0.0.1:9"])
     assert r.exit_code == 1
     assert "cannot reach the whyclip service" in r.stderr
 
 
-def test_server_calibrated_output_is_the_local_output(served, home):  # noqa: F811
-    from test_calibrate import plant_run
-
+def test_server_calibrated_output_is_the_local_output(served, home):
+    from tests.helpers.calibration_runs import plant_run
     from whyclip.store import Store
 
     (home / "frog.png").write_bytes(FROG)

@@ -8,8 +8,8 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_api import BANANA, FROG, KEY, client, explain, fake, home  # noqa: F401 - fixtures
 
+from tests.helpers.service import FROG, KEY, explain
 from whyclip.ui.api import Limits, ServiceSettings, create_app
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
@@ -50,7 +50,7 @@ def test_explain_bad_input(client):
     problem(client.post("/v1/explain", content=b"library=frogs", headers={"content-type": "text/plain"}), 422)
 
 
-def test_limits(home):  # noqa: F811
+def test_limits(home):
     limits = Limits(max_body_bytes=200_000, max_images=2, max_image_pixels=100 * 100, max_image_bytes=150_000)
     with TestClient(create_app(ServiceSettings(limits=limits))) as c:
         problem(explain(c, [("big.png", png(101, 100))]), 413, "big.png", "10,100 pixels", "bomb")
@@ -100,7 +100,7 @@ def upload(client, name="pets", filename="pets.json", data=b'{"cat": ["whiskers"
     return client.post("/v1/libraries", headers=headers, files={"file": (filename, data)}, data={"name": name, **form})
 
 
-def test_upload_bad_input_writes_nothing(client, home):  # noqa: F811
+def test_upload_bad_input_writes_nothing(client, home):
     problem(upload(client, data=b"{not json"), 422, "pets.json")
     problem(upload(client, filename="pets.txt"), 415, "pets.txt", ".json")
     problem(upload(client, data=b""), 422, "empty")
@@ -126,7 +126,7 @@ def test_keys(client):
     assert client.get("/v1/libraries").status_code == 200  # reads need no key by default
 
 
-def test_keys_for_reads_and_key_file(home, tmp_path, monkeypatch):  # noqa: F811
+def test_keys_for_reads_and_key_file(home, tmp_path, monkeypatch):
     monkeypatch.delenv("WHYCLIP_API_KEYS")
     key_file = tmp_path / "keys.txt"
     key_file.write_text("# service keys\nfile-key-1\n\nfile-key-2\n")
@@ -137,13 +137,13 @@ def test_keys_for_reads_and_key_file(home, tmp_path, monkeypatch):  # noqa: F811
         assert c.get("/healthz").status_code == 200  # health stays open
 
 
-def test_no_keys_configured_refuses_writes(home, monkeypatch):  # noqa: F811
+def test_no_keys_configured_refuses_writes(home, monkeypatch):
     monkeypatch.delenv("WHYCLIP_API_KEYS")
     with TestClient(create_app(ServiceSettings())) as c:
         problem(upload(c, key="anything"), 403, "accepts no api keys")
 
 
-def test_full_queue_answers_503_with_retry_after(home, fake):  # noqa: F811
+def test_full_queue_answers_503_with_retry_after(home, fake):
     import threading
 
     entered, gate = threading.Event(), threading.Event()
@@ -173,7 +173,7 @@ def test_full_queue_answers_503_with_retry_after(home, fake):  # noqa: F811
     assert sorted(x.status_code for x in results) == [200, 200]
 
 
-def test_request_time_and_library_size_limits(home, fake):  # noqa: F811
+def test_request_time_and_library_size_limits(home, fake):
     import threading
 
     gate = threading.Event()

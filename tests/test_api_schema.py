@@ -8,8 +8,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
-from test_api import KEY, fake, home  # noqa: F401 - fixtures
 
+from tests.helpers.service import KEY
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.api.dependencies import Resources
 
@@ -20,7 +20,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"X-API-Ke
 
 
 @pytest.fixture(autouse=True)
-def fresh_resources(home):  # noqa: F811
+def fresh_resources(home):
     """Each operation's examples run against a fresh store with library 'frogs' and the fake encoder."""
     APP.state.resources = Resources(ServiceSettings())
     APP.state.resources.batcher  # the model loaded: /readyz is ready (503 before is by design)

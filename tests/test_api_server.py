@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from click.testing import CliRunner
-from test_api import BANANA, FROG
 
+from tests.helpers.service import BANANA, FROG
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.slow

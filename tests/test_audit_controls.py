@@ -10,11 +10,11 @@ import json
 
 import numpy as np
 import pytest
-from fakes import FakeEncoder
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
-from test_eval import write_dataset
 
+from tests.helpers.fakes import FakeEncoder
+from tests.helpers.planted import write_dataset
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.control_libraries import random_word_descriptors, swap_permutation

@@ -8,7 +8,6 @@ import itertools
 
 import numpy as np
 import pytest
-from test_eval import world  # noqa: F401 - the planted world fixture
 
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
@@ -35,7 +34,7 @@ def test_random_masks_drop_exactly_k(k):
 
 @pytest.mark.parametrize("agg", ["mean", "centroid", "max"])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_deletion_matches_per_image_loops(world, agg, k):  # noqa: F811
+def test_deletion_matches_per_image_loops(world, agg, k):
     store, enc, lib, data = world
     run_eval(store, lib, read_dataset(data), enc, name="r1")
     run = load_run(store.engine, find_run(store.engine, "planted"))

@@ -13,8 +13,9 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ROOT
 from PIL import Image
+
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
-from fakes import FakeEncoder, install_fake, planted_png
 
+from tests.helpers.calibration_runs import plant_run, sample_labels
+from tests.helpers.cli import FRESH_FAKE, invoke_fake
+from tests.helpers.cli import fresh as fresh_process
+from tests.helpers.fakes import FakeEncoder, install_fake, planted_png
 from whyclip.ingest import ingest_library
 from whyclip.store import Store
 from whyclip.store.analysis import calibration as cal
-from whyclip.store.analysis.run_records import BASELINE, rank_results
-from whyclip.store.db.runs import save_run
 from whyclip.store.errors import InputError
-from whyclip.store.method import AGGREGATES, calibrated_softmax
+from whyclip.store.method import calibrated_softmax
 from whyclip.ui.cli.main import cli
 
-CONCEPTS = ["green", "stripes", "wings", "fur"]  # as tests/run_cli.py's fake encoder
+CONCEPTS = ["green", "stripes", "wings", "fur"]  # as the CLI helpers' fake encoder (tests.helpers.cli)
 LIBRARY = {
     "frog": ["green skin", "big eyes"],
     "zebra": ["black stripes", "hooves"],
@@ -36,13 +34,6 @@ LIBRARY = {
     "cat": ["soft fur", "whiskers"],
     "rock": ["grey", "hard"],
 }
-
-
-def sample_labels(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    u = rng.random(len(z))[:, None]
-    return (p.cumsum(axis=1) < u).sum(axis=1).clip(max=z.shape[1] - 1)
 
 
 def planted(n: int = 2000, c: int = 12, t_true: float = 3.0, spread: float = 2.0, seed: int = 0, bias=None):
@@ -202,36 +193,6 @@ def test_too_few_images_is_one_line():
 # -- through the store and the command line -------------------------------------------------
 
 
-def plant_run(
-    store: Store, name: str = "planted", n: int = 400, t_true: float = 4.0, seed: int = 0, library: str = "zoo"
-):
-    """A run stored through the normal write path: seeded random image vectors, scored by
-    the library; labels sampled from softmax(logits / t_true) (the library over-confident)."""
-    lib = store.load(library)
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, lib.info.dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    z = lib.scores(x, lib.info.aggregate).astype(np.float64) * lib.info.logit_scale
-    y = sample_labels(z / t_true, rng)
-    results = {a: rank_results(lib.scores(x, a), y) for a in AGGREGATES}
-    results[BASELINE] = rank_results(x @ np.asarray(lib.matrices.baseline).T, y)
-    save_run(
-        store.engine,
-        library_id=lib.info.id,
-        library_name=lib.info.name,
-        name=name,
-        dataset="planted",
-        encoder_key="fake",
-        paths=[f"img{i}.png" for i in range(n)],
-        shas=["0" * 64] * n,
-        labels=y,
-        vectors=x,
-        results=results,
-        details={},
-    )
-    return lib, x, y, z
-
-
 @pytest.fixture
 def zoo(tmp_path):
     home = tmp_path / "home"
@@ -240,19 +201,16 @@ def zoo(tmp_path):
     return home, store
 
 
-def fresh(*args, home) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "run_cli.py"), "fake", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def fresh(*args, home):
+    """The command in a new process: what one process stores, the next one reads."""
+    return fresh_process(FRESH_FAKE, "--home", home, *args)
 
 
-def test_calibrate_in_a_fresh_process_stores_what_explain_calibrated_uses(zoo, tmp_path):
+@pytest.mark.parametrize("run", [invoke_fake, pytest.param(fresh, marks=pytest.mark.slow)], ids=["in-process", "fresh"])
+def test_calibrate_stores_what_explain_calibrated_uses(zoo, tmp_path, run):
     home, store = zoo
     _lib, _, y, z = plant_run(store)
-    r = fresh(
+    r = run(
         "calibrate",
         "--library",
         "zoo",
@@ -293,13 +251,13 @@ def test_calibrate_in_a_fresh_process_stores_what_explain_calibrated_uses(zoo, t
     # the same fit in-process (independent of the command): the figures agree
     again = cal.calibrate(z, y, len(LIBRARY))
     assert again["temperature"] == pytest.approx(report["temperature"], rel=1e-6)
-    text = fresh("libraries", home=home)
+    text = run("libraries", home=home)
     assert text.returncode == 0
     assert f"T {report['temperature']:.3g} (mean)" in text.stdout
     # explain --calibrated: the probabilities are the stored temperature's softmax over all classes
     (tmp_path / "x.png").write_bytes(planted_png(["green", "fur"]))
-    plain = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", home=home)
-    done = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", "--calibrated", home=home)
+    plain = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", home=home)
+    done = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", "--calibrated", home=home)
     assert plain.returncode == 0 and done.returncode == 0, done.stderr
     p, q = json.loads(plain.stdout), json.loads(done.stdout)
     assert p["calibration"] is None
@@ -313,7 +271,7 @@ def test_calibrate_in_a_fresh_process_stores_what_explain_calibrated_uses(zoo, t
     expect = calibrated_softmax(all_scores, p["logit_scale"], report["temperature"])  # top 5 of 5: every class
     assert np.allclose([c["probability"] for c in q["classes"]], expect, atol=1e-9)
     assert [c["uncalibrated_probability"] for c in q["classes"]] == [c["probability"] for c in p["classes"]]
-    text = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", home=home)
+    text = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", home=home)
     assert "probabilities calibrated: temperature" in text.stdout
     assert "(uncalibrated " in text.stdout
 
@@ -365,7 +323,7 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
 def test_bad_calibrate_input_is_one_line(zoo, args, message):
     home, store = zoo
     plant_run(store)
-    r = fresh(*args, home=home)
+    r = invoke_fake(*args, home=home)
     assert r.returncode != 0
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -375,14 +333,16 @@ def test_bad_calibrate_input_is_one_line(zoo, args, message):
 def test_explain_calibrated_without_a_calibration_is_one_line(zoo, tmp_path):
     home, store = zoo
     (tmp_path / "x.png").write_bytes(planted_png(["green"]))
-    r = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", home=home)
+    r = invoke_fake("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", home=home)
     assert r.returncode == 1
     assert "has no calibration: run 'whyclip calibrate --library zoo'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert "Traceback" not in r.stderr
     plant_run(store)
     assert CliRunner().invoke(cli, ["--home", str(home), "calibrate", "--library", "zoo"]).exit_code == 0
-    r = fresh("explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", "--aggregate", "max", home=home)
+    r = invoke_fake(
+        "explain", str(tmp_path / "x.png"), "--library", "zoo", "--calibrated", "--aggregate", "max", home=home
+    )
     assert r.returncode == 1
     assert "calibrated for the mean aggregate, not max" in r.stderr
 
@@ -390,12 +350,12 @@ def test_explain_calibrated_without_a_calibration_is_one_line(zoo, tmp_path):
 def test_too_few_images_through_the_cli_and_dry_run_stores_nothing(zoo):
     home, store = zoo
     plant_run(store, n=12)
-    r = fresh("calibrate", "--library", "zoo", home=home)
+    r = invoke_fake("calibrate", "--library", "zoo", home=home)
     assert r.returncode == 1
     assert "at least 20 images" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     plant_run(store, name="big", n=200)
-    r = fresh("calibrate", "--library", "zoo", "--dry-run", home=home)
+    r = invoke_fake("calibrate", "--library", "zoo", "--dry-run", home=home)
     assert r.returncode == 0
     assert "stored as" not in r.stdout
     assert "ECE (15 bins)" in r.stdout

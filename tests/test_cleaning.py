@@ -8,8 +8,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import shared_file
 
+from tests.helpers import shared_file
 from whyclip.ingest.generate.classes import read_classes
 from whyclip.ingest.generate.cleaning import CleanSettings, clean_classes, not_visual_reason
 from whyclip.ingest.generate.llm_prompts import BUILTIN, example_lines, load_prompt

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fakes import install_fake, planted_png
 from PIL import Image
 
+from tests.helpers.fakes import install_fake, planted_png
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL

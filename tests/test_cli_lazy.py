@@ -11,9 +11,10 @@ import sys
 
 import click
 import pytest
-from conftest import ROOT
 
 import whyclip.ui.cli
+from tests.helpers import ROOT
+from tests.helpers.cli import invoke
 from whyclip.ui.cli.main import COMMANDS, cli
 
 
@@ -44,6 +45,7 @@ def test_every_command_in_the_cli_package_is_in_the_table():
     assert found == listed
 
 
+@pytest.mark.slow  # a fresh process
 def test_help_loads_no_command_module():
     code = (
         "import json, sys; from whyclip.ui.cli.main import cli\n"
@@ -58,9 +60,7 @@ def test_help_loads_no_command_module():
 
 
 def test_an_unknown_command_is_one_line():
-    out = subprocess.run(
-        [sys.executable, "-m", "whyclip.ui.cli.main", "explian"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    out = invoke("explian")
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("Error: No such command 'explian'")

@@ -17,12 +17,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from fakes import FROG_CONCEPTS, FROG_LIBRARY, FakeEncoder, planted_png
 from fastapi.testclient import TestClient
-from test_eval import CONCEPTS as EVAL_CONCEPTS
-from test_eval import LIBRARY as EVAL_LIBRARY
-from test_eval import write_dataset
 
+from tests.helpers.fakes import FROG_CONCEPTS, FROG_LIBRARY, FakeEncoder, planted_png
+from tests.helpers.planted import CONCEPTS as EVAL_CONCEPTS
+from tests.helpers.planted import LIBRARY as EVAL_LIBRARY
+from tests.helpers.planted import write_dataset
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
@@ -85,6 +85,7 @@ def test_a_version_deleted_after_load_gives_library_not_found(frogs, retrieve, w
         lib.explain(x, ["frog"], retrieve=retrieve)
 
 
+@pytest.mark.slow  # a fresh process
 def test_a_version_deleted_by_another_process(frogs):
     """The same with a real second process: 'whyclip delete' in a subprocess, between this
     process loading the version and explaining with it."""

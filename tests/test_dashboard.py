@@ -8,10 +8,10 @@ import zlib
 
 import pytest
 import streamlit as st
-from conftest import ROOT
-from fakes import install_fake, planted_png
 from streamlit.testing.v1 import AppTest
 
+from tests.helpers import ROOT
+from tests.helpers.fakes import install_fake, planted_png
 from whyclip import ingest
 from whyclip.ingest import ingest_library
 
@@ -160,11 +160,10 @@ def reliability_charts(at: AppTest) -> int:
 
 def test_audit_page_shows_a_stored_run(store, fake, tmp_path):
     """The Audit page renders exactly what ``whyclip audit`` computes for the planted run."""
-    from fakes import FakeEncoder
-    from test_eval import CONCEPTS as PLANTED
-    from test_eval import LIBRARY as PLANTED_LIBRARY
-    from test_eval import write_dataset
-
+    from tests.helpers.fakes import FakeEncoder
+    from tests.helpers.planted import CONCEPTS as PLANTED
+    from tests.helpers.planted import LIBRARY as PLANTED_LIBRARY
+    from tests.helpers.planted import write_dataset
     from whyclip.ingest.datasets import read_dataset
     from whyclip.ingest.services.evaluate import run_eval
     from whyclip.store.analysis.audit import AuditSettings, audit
@@ -218,8 +217,8 @@ def test_audit_and_explain_pages_show_a_stored_calibration(store, fake, tmp_path
     import json
 
     from click.testing import CliRunner
-    from test_calibrate import plant_run
 
+    from tests.helpers.calibration_runs import plant_run
     from whyclip.ui.cli.main import cli
 
     ingest_library(store, LIBRARY, "frogs", fake)

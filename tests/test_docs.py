@@ -7,9 +7,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
 from PIL import Image
 
+from tests.helpers import ROOT
 from whyclip.ui.cli.main import COMMANDS, cli
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")

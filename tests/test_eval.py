@@ -23,49 +23,17 @@ import csv
 
 import numpy as np
 import pytest
-from fakes import FakeEncoder, planted_png
 
+from tests.helpers.planted import IMAGES, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.datasets import match_labels, read_dataset
 from whyclip.ingest.services.control_libraries import control_descriptors
 from whyclip.ingest.services.evaluate import run_eval
-from whyclip.store import Store
 from whyclip.store.analysis.audit import AuditSettings, audit
 from whyclip.store.db.runs import find_run, list_runs, load_run
 from whyclip.store.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
-
-CONCEPTS = ["frog", "banana", "stop", "sunflower", "green", "eyes", "yellow", "curved", "red", "octagon"]
-LIBRARY = {
-    "tree frog": ["green skin", "big eyes", "webbed feet"],
-    "banana": ["yellow peel", "curved shape", "smooth surface"],
-    "stop sign": ["red colour", "octagon shape", "smooth surface", "curved edge"],
-    "sunflower": ["dark seeds", "round head"],
-}
-IMAGES = {  # folder -> [(file, concepts)]
-    "tree frog": [("f1.png", "frog|green*2|eyes"), ("f2.png", "frog|green*2|eyes")],
-    "banana": [("b1.png", "banana|curved*2|yellow"), ("b2.png", "banana|curved*2|yellow"), ("b3.png", "banana|eyes*2")],
-    "stop sign": [("s1.png", "stop|red*2|octagon"), ("s2.png", "stop|red*2|octagon")],
-    "sunflower": [("u1.png", "sunflower|yellow*2"), ("u2.png", "sunflower|yellow*2")],
-}
-
-
-def write_dataset(root, images=IMAGES, rename=None):
-    for k, (folder, files) in enumerate(images.items()):
-        d = root / (rename or {}).get(folder, folder)
-        d.mkdir(parents=True, exist_ok=True)
-        for j, (name, concepts) in enumerate(files):
-            (d / name).write_bytes(planted_png(concepts.split("|"), colour=(10 * k, 20 * j, 99)))
-    return root
-
-
-@pytest.fixture
-def world(tmp_path):
-    store = Store.open(tmp_path / "home")
-    enc = FakeEncoder(CONCEPTS, noise=0.01)
-    ingest_library(store, LIBRARY, "planted", enc, template="bare")
-    return store, enc, store.load("planted"), write_dataset(tmp_path / "data")
 
 
 def test_planted_accuracies_confusions_and_drivers(world):

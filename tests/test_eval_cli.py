@@ -7,30 +7,23 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
-from fakes import install_fake
-from test_eval import CONCEPTS, IMAGES, LIBRARY, write_dataset
 
+from tests.helpers import ROOT
+from tests.helpers.cli import invoke
+from tests.helpers.fakes import install_fake
+from tests.helpers.planted import CONCEPTS, IMAGES, LIBRARY, write_dataset
 from whyclip.ui.cli.main import cli
 from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
 
 
-def whyclip(*args: str, home) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def whyclip(*args: str, home):
+    return invoke(*args, home=home)
 
 
 class Cells(HTMLParser):
@@ -66,7 +59,6 @@ class Cells(HTMLParser):
             self._table = None
 
 
-@pytest.mark.slow
 def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
     home = tmp_path / "home"
     r = whyclip(

@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fakes import FakeEncoder, install_fake, planted_png
-from test_eval import CONCEPTS, LIBRARY, write_dataset
 
+from tests.helpers.fakes import FakeEncoder, install_fake, planted_png
+from tests.helpers.planted import CONCEPTS, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval

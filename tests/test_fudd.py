@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from chat_server import ChatServer
 from click.testing import CliRunner
-from conftest import ROOT
-from fakes import FakeEncoder, planted_png
 from scipy.stats import binomtest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from test_eval import CONCEPTS, IMAGES, LIBRARY, world  # noqa: F401  (the planted world)
 
+from tests.helpers.chat_server import ChatServer
+from tests.helpers.cli import invoke_fake
+from tests.helpers.fakes import FakeEncoder, planted_png
+from tests.helpers.planted import CONCEPTS, IMAGES, LIBRARY, world  # noqa: F401  (the planted world)
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.generate.pairs import ambiguous_pairs
 from whyclip.store import Store
@@ -29,7 +27,6 @@ from whyclip.store.db.runs import find_run, load_run
 from whyclip.store.db.schema import ClassPairRow, PairDescriptorRow
 from whyclip.ui.cli.main import cli
 
-RUNNER = str(ROOT / "tests" / "run_cli.py")
 NAMES = list(LIBRARY)
 
 
@@ -430,18 +427,11 @@ def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, mon
     assert "tree frog / stop sign (1 ambiguous images)" in again.stdout
 
 
-# -- bad input, each in a fresh process (tests/run_cli.py: the fake encoder) -------------------
+# -- bad input, through the command line (the fake encoder) ---------------------------------
 
 
 def run(home, *args):
-    done = subprocess.run(
-        [sys.executable, RUNNER, "fake", "--home", str(home), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    return done
+    return invoke_fake(*args, home=home)
 
 
 def one_line_error(done, *needles):

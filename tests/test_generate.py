@@ -8,9 +8,9 @@ import secrets
 from pathlib import Path
 
 import pytest
-from chat_server import ChatServer
 from click.testing import CliRunner
 
+from tests.helpers.chat_server import ChatServer
 from whyclip.ui.cli.main import cli
 
 KEY_ENV = "WHYCLIP_TEST_LLM_KEY"

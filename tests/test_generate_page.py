@@ -8,11 +8,11 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from chat_server import ChatServer
-from conftest import ROOT
-from fakes import install_fake
 from streamlit.testing.v1 import AppTest
 
+from tests.helpers import ROOT
+from tests.helpers.chat_server import ChatServer
+from tests.helpers.fakes import install_fake
 from whyclip.store import Store
 
 APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from fakes import FakeEncoder
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from test_eval import CONCEPTS, LIBRARY, write_dataset
 
+from tests.helpers.cli import invoke
+from tests.helpers.fakes import FakeEncoder
+from tests.helpers.planted import CONCEPTS, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.encoder.fingerprint import is_legacy_id
@@ -32,14 +30,8 @@ from whyclip.store.errors import EncoderMismatch
 LEGACY = "clip-32-0123456789abcdef"  # an id in the old format, of no model's making
 
 
-def whyclip(*args: str, home, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def whyclip(*args: str, home):
+    return invoke(*args, home=home)
 
 
 def keys(store: Store) -> dict[str, set[str]]:
@@ -62,7 +54,6 @@ class Reversed(FakeEncoder):
 # -- the id -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_the_id_follows_the_weights_not_the_folder_or_the_config_bookkeeping(tiny_model, tmp_path):
     from whyclip.ingest.encoder.clip_encoder import load_encoder
     from whyclip.ingest.encoder.testmodel import make_test_model
@@ -171,7 +162,6 @@ def moved_model(tiny_model, tmp_path):
     return home, library, original, moved, image
 
 
-@pytest.mark.slow
 def test_a_moved_model_folder_keeps_its_libraries_and_cache(moved_model):
     home, library, _, moved, image = moved_model
     r = whyclip("explain", str(image), "--library", "lib", "--model", str(moved), "--json", home=home)
@@ -182,7 +172,6 @@ def test_a_moved_model_folder_keeps_its_libraries_and_cache(moved_model):
     assert "(0 embedded, 5 from the cache)" in r.stdout  # 3 descriptor prompts, 2 baseline prompts
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("recorded", ["as-ingested", "unreproducible"])
 def test_a_store_under_old_ids_works_with_a_moved_model(moved_model, recorded):
     """``as-ingested``: the old id of the original folder (a candidate reproduces it);

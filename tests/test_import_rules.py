@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from tests.helpers import ROOT
 
 pytest.importorskip("importlinter", reason="import-linter is in the test extra: pip install -e '.[test]'")
 

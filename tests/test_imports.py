@@ -7,7 +7,11 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # each check is a fresh interpreter
 
 HEAVY = (
     "sqlalchemy",

@@ -13,9 +13,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
-from fakes import FakeEncoder
 
+from tests.helpers import ROOT
+from tests.helpers.fakes import FakeEncoder
 from whyclip.ingest import ingest_library
 from whyclip.store import Store
 from whyclip.store.db import embedding_cache

@@ -1,41 +1,38 @@
-"""delete, gc, libraries --all and export, through the command line in fresh processes
-(the fake encoder; see run_cli.py), checked against the database and the files."""
+"""delete, gc, libraries --all and export, through the command line in process (the fake
+encoder), checked against the database and the files."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from fakes import planted_png
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tests.helpers.cli import invoke
+from tests.helpers.fakes import install_fake, planted_png
 from whyclip.store import Store
 from whyclip.store.db import embedding_cache
 from whyclip.store.db.schema import DescriptorRow, EvalImageRow, EvalRunRow
 from whyclip.store.method.templates import Template
 
-RUNNER = str(ROOT / "tests" / "run_cli.py")
+CONCEPTS = ["green", "stripes", "wings", "fur"]
 A = {"frog": ["green skin", "wide mouth"], "owl": ["wings", "big round eyes"]}
 A2 = {"frog": ["green skin", "a long tongue"], "owl": ["wings", "big round eyes"], "mole": []}
 B = {"frog": ["green skin"], "cat": ["fur", "whiskers"]}
 
 
+@pytest.fixture(autouse=True)
+def fake(monkeypatch):
+    return install_fake(monkeypatch, CONCEPTS)
+
+
 def run(home, *args, ok=True, db=None):
     extra = ["--db", db] if db else []
-    done = subprocess.run(
-        [sys.executable, RUNNER, "fake", "--home", str(home), *extra, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = invoke(*extra, *args, home=home)
     assert "Traceback" not in done.stderr, done.stderr
     if ok:
         assert done.returncode == 0, done.stderr

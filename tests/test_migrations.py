@@ -225,8 +225,7 @@ def test_two_openers_racing_on_a_fresh_database_both_see_the_finished_schema(tmp
 
 
 def test_times_read_back_aware_in_utc(tmp_path):
-    from fakes import FakeEncoder
-
+    from tests.helpers.fakes import FakeEncoder
     from whyclip.ingest import ingest_library
 
     store = Store.open(tmp_path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fakes import FakeEncoder
 
+from tests.helpers.fakes import FakeEncoder
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import match_labels
 from whyclip.store.errors import InputError

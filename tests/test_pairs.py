@@ -7,10 +7,9 @@ import json
 import secrets
 
 import numpy as np
-from chat_server import ChatServer
 from click.testing import CliRunner
-from test_eval import world  # noqa: F401  (the planted world: sunflower -> banana twice, banana -> tree frog once)
 
+from tests.helpers.chat_server import ChatServer
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.generate.pairs import PairFeature, confused_pairs, parse_pair_answer
 from whyclip.ingest.services.evaluate import run_eval
@@ -34,7 +33,7 @@ def test_pair_answers_are_parsed():
     ]
 
 
-def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):  # noqa: F811
+def test_generate_pairs_from_a_planted_run(world, tmp_path, monkeypatch):
     store, enc, lib, data = world
     run_eval(store, lib, read_dataset(data), enc, name="r1")
     key = "sk-test-" + secrets.token_hex(16)

@@ -5,8 +5,8 @@ ingest, for eval images and for the control prompts (which embed through the cac
 from __future__ import annotations
 
 import numpy as np
-from fakes import FakeEncoder, planted_png
 
+from tests.helpers.fakes import FakeEncoder, planted_png
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.embedding import embed_image_files_cached, embed_prompts
 from whyclip.ingest.images import PIXEL_RULES

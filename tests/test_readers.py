@@ -91,7 +91,7 @@ SEVEN = ["cub", "dtd", "eurosat", "food101", "imagenet", "pets", "places365"]
 
 
 def test_the_papers_seven_files_read_with_their_published_counts():
-    from conftest import shared_file
+    from tests.helpers import shared_file
 
     classes = descriptors = 0
     warnings = []

@@ -1,34 +1,31 @@
 """End to end with a tiny random-weight CLIP, loaded through the same path as a real
-model: ingest the paper's pets descriptors, explain from a new process, check the
+model: ingest the paper's pets descriptors, explain from a new process (slow tier), check the
 stored vectors and ids, and refuse a different encoder."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, shared_file
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.helpers import shared_file
+from tests.helpers.cli import fresh, invoke
 from whyclip.store.method.templates import Template
 
-pytestmark = pytest.mark.slow
+
+def whyclip(*args: str, home):
+    """The CLI in this process (the model loads as for a user; nothing is faked)."""
+    return invoke(*args, home=home)
 
 
-def whyclip(*args: str, home) -> subprocess.CompletedProcess:
+def whyclip_fresh(*args: str, home):
     """The CLI in a fresh Python process, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return fresh([sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home)], *args)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +40,10 @@ def pets_store(tiny_model, tmp_path_factory):
     return home, image
 
 
+@pytest.mark.slow  # a fresh process: what ingest stored is all it has
 def test_explain_from_a_new_process(pets_store):
     home, image = pets_store
-    r = whyclip("explain", str(image), "--library", "pets", "--json", "--top", "3", home=home)
+    r = whyclip_fresh("explain", str(image), "--library", "pets", "--json", "--top", "3", home=home)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["library"] == "pets"

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
 from PIL import Image
+
+from tests.helpers import ROOT
 
 PROMPTS = [
     "tree frog, which has bright green skin",
@@ -222,6 +223,7 @@ def _ingested_home(tiny_model, tmp_path) -> Path:
     return home
 
 
+@pytest.mark.slow  # a fresh process
 def test_explain_in_a_fresh_process_imports_no_sentence_transformers_and_loads_no_text_tower(tiny_model, tmp_path):
     home = _ingested_home(tiny_model, tmp_path)
     picture(0).save(tmp_path / "a.png")

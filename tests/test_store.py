@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FakeEncoder
 
 import whyclip.store.catalogue as library_module
+from tests.helpers.fakes import FakeEncoder
 from whyclip.ingest import ingest_library
 from whyclip.store import EncoderMismatch, LibraryNotFound, Store, StoreError
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
-from fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
 import whyclip
+from tests.helpers import ROOT
+from tests.helpers.fakes import FROG_CONCEPTS, FROG_LIBRARY, install_fake, planted_png
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.cli.main import cli
 

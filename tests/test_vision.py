@@ -180,6 +180,7 @@ def test_encoder_embeds_images_as_transformers_does(tiny_model):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.slow  # a fresh process
 def test_a_cold_explain_imports_no_transformers_model(tiny_model, tmp_path):
     """A fresh process embedding an image loads neither transformers' CLIP modelling code nor
     its image processors (seconds of start-up)."""

@@ -13,17 +13,16 @@ of its arithmetic shortcuts:
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
-from fakes import FakeEncoder, install_fake
 from scipy.stats import binomtest
-from test_eval import CONCEPTS, LIBRARY, write_dataset
 
+from tests.helpers import ROOT
+from tests.helpers.cli import FRESH_FAKE, fresh, invoke_fake
+from tests.helpers.fakes import FakeEncoder, install_fake
+from tests.helpers.planted import CONCEPTS, LIBRARY, write_dataset
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.services.evaluate import run_eval
@@ -318,7 +317,6 @@ def test_saving_an_edit_publishes_a_new_version_and_leaves_the_old_one(world, tm
 
 # -- the command line -------------------------------------------------------------------------------
 
-RUN_CLI = [sys.executable, str(ROOT / "tests" / "run_cli.py"), "fake"]
 CLI_LIBRARY = {
     "frog": ["green skin", "webbed feet"],
     "zebra": ["stripes", "hooves"],
@@ -333,8 +331,8 @@ CLI_IMAGES = {
 }
 
 
-def whyclip(*args, home):
-    return subprocess.run([*RUN_CLI, "--home", str(home), *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+def in_fresh_processes(*args, home):
+    return fresh(FRESH_FAKE, "--home", home, *args, timeout=120)
 
 
 def one_line(r, message: str) -> None:
@@ -343,7 +341,12 @@ def one_line(r, message: str) -> None:
     assert len(lines) == 1 and message in lines[0], r.stderr
 
 
-def test_the_command_in_fresh_processes(tmp_path):
+@pytest.mark.parametrize(
+    "whyclip",
+    [invoke_fake, pytest.param(in_fresh_processes, marks=pytest.mark.slow)],
+    ids=["in-process", "fresh-processes"],
+)
+def test_the_command(tmp_path, whyclip):
     home = tmp_path / "home"
     lib = tmp_path / "animals.json"
     lib.write_text(json.dumps(CLI_LIBRARY), encoding="utf-8")
@@ -451,7 +454,8 @@ def test_add_embeds_only_the_new_prompts(tmp_path, monkeypatch):
     assert enc.image_batches == [9]
 
 
-def test_whatif_is_in_the_readme():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "whyclip whatif --library" in readme
-    assert "--save-as-version" in readme
+def test_whatif_is_documented():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages if page.is_file())
+    assert "whyclip whatif --library" in text
+    assert "--save-as-version" in text

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import streamlit as st
-from conftest import ROOT
-from fakes import FakeEncoder
 from streamlit.testing.v1 import AppTest
-from test_eval import CONCEPTS, LIBRARY, write_dataset
 
+from tests.helpers import ROOT
+from tests.helpers.fakes import FakeEncoder
+from tests.helpers.planted import CONCEPTS, LIBRARY, write_dataset
 from whyclip import ingest
 from whyclip.ingest import ingest_library
 from whyclip.ingest.datasets import read_dataset

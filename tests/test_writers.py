@@ -4,31 +4,31 @@ readers running meanwhile; and a re-ingest after a bf16 -> fp32 precision fallba
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from fakes import FakeEncoder, planted_png
-from run_cli import CONCEPTS
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.helpers import ROOT
+from tests.helpers.cli import FRESH_FAKE, FRESH_FALLBACK
+from tests.helpers.fakes import FakeEncoder, planted_png
+from tests.helpers.run_cli import CONCEPTS
 from whyclip.store import Store
 from whyclip.store.db import embedding_cache
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EmbeddingRow
 from whyclip.store.method.templates import Template
-import itertools
 
-RUNNER = str(ROOT / "tests" / "run_cli.py")
 ROUNDS = 3
 
 
 def whyclip(mode: str, home, *args: str, db: str | None = None) -> list[str]:
-    return [sys.executable, RUNNER, mode, "--home", str(home), *(["--db", db] if db else []), *args]
+    runner = FRESH_FAKE if mode == "fake" else FRESH_FALLBACK
+    return [*runner, "--home", str(home), *(["--db", db] if db else []), *args]
 
 
 def libraries_for(tmp_path) -> dict[str, dict]:
@@ -81,6 +81,7 @@ def check_versions(store: Store, files: dict[str, dict], expected_versions: dict
     assert all(hi <= lo for (_, hi), (lo, _) in itertools.pairwise(ranges)), ranges
 
 
+@pytest.mark.slow  # real processes at once
 def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
     files = libraries_for(tmp_path)
     home = tmp_path / "home"
@@ -145,6 +146,7 @@ def _cpu_has_bf16() -> bool:
     return cpu_has_native_bf16()
 
 
+@pytest.mark.slow  # a fresh process per ingest: nothing but the store carries the verdict
 def test_reingest_after_a_precision_fallback_reuses_the_fp32_cache(tiny_model, tmp_path):
     if not _cpu_has_bf16():
         pytest.skip("this CPU has no native bf16, so an encoder never starts in bf16 to fall back from")

@@ -1,7 +1,8 @@
 """Run the whyclip command line in a fresh process with a test hook, for tests that need
-several real processes at once: ``python tests/run_cli.py MODE whyclip-args...``.
+several real processes at once: ``python -m tests.helpers.run_cli MODE whyclip-args...`` from
+the repository root (see :data:`tests.helpers.cli.FRESH_FAKE`).
 
-- ``fake``: every model loads as the deterministic fake encoder of :mod:`fakes` (fast, exact).
+- ``fake``: every model loads as the deterministic fake encoder of :mod:`tests.helpers.fakes` (fast, exact).
 - ``fallback``: real models load, but every lower-precision check fails (its floors are set
   above 1), so a bf16 encoder falls back to fp32 on its first texts, mid-ingest.
 """
@@ -9,9 +10,6 @@ several real processes at once: ``python tests/run_cli.py MODE whyclip-args...``
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONCEPTS = ["green", "stripes", "wings", "fur"]
 
@@ -19,8 +17,7 @@ CONCEPTS = ["green", "stripes", "wings", "fur"]
 def main() -> None:
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "fake":
-        from fakes import FakeEncoder
-
+        from tests.helpers.fakes import FakeEncoder
         from whyclip import ingest
 
         ingest.load_encoder = lambda *a, **k: FakeEncoder(CONCEPTS)
