@@ -23,12 +23,22 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"X-API-Ke
 def fresh_resources(home):
     """Each operation's examples run against a fresh store with library 'frogs' and the fake encoder."""
     APP.state.resources = Resources(ServiceSettings())
-    APP.state.resources.batcher  # the model loaded: /readyz is ready (503 before is by design)
+    _ = APP.state.resources.batcher  # the model loaded: /readyz is ready (503 before is by design)
     yield
     APP.state.resources.close()
+
+
+CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
 
 
 @schema.parametrize()
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_answers_match_the_schema(case):
-    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance, status_code_conformance])
+    case.call_and_validate(checks=CHECKS)
+
+
+@pytest.mark.slow  # schemathesis' full run: ten times the examples of the fast tier's
+@schema.parametrize()
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors_and_answers_match_the_schema_full_run(case):
+    case.call_and_validate(checks=CHECKS)
