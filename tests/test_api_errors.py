@@ -182,7 +182,7 @@ def test_request_time_and_library_size_limits(home, fake):
     limits = Limits(request_seconds=0.5, max_library_bytes=100)
     try:
         with TestClient(create_app(ServiceSettings(limits=limits))) as c:
-            c.app.state.resources.batcher
+            _ = c.app.state.resources.batcher  # the model loaded before the timed request
             problem(explain(c, [("slow.png", FROG)]), 504, "longer than 0.5 s")  # the encoder is held for 10 s
             gate.set()
             problem(upload(c, data=b'{"cat": ["' + b"w" * 200 + b'"]}'), 413, "pets.json", "100 bytes")

@@ -258,7 +258,8 @@ def test_calibrate_stores_what_explain_calibrated_uses(zoo, tmp_path, run):
     (tmp_path / "x.png").write_bytes(planted_png(["green", "fur"]))
     plain = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", home=home)
     done = run("explain", str(tmp_path / "x.png"), "--library", "zoo", "--json", "--calibrated", home=home)
-    assert plain.returncode == 0 and done.returncode == 0, done.stderr
+    assert plain.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr
     p, q = json.loads(plain.stdout), json.loads(done.stdout)
     assert p["calibration"] is None
     assert q["calibration"]["temperature"] == report["temperature"]
@@ -284,7 +285,8 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     second = CliRunner().invoke(
         cli, ["--home", str(home), "calibrate", "--library", "zoo", "--per-class-bias", "--seed", "3", "--json"]
     )
-    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert first.exit_code == 0, second.output
+    assert second.exit_code == 0, second.output
     b = json.loads(second.stdout)
     assert b["per_class_bias"]
     assert len(b["biases"]) == len(LIBRARY)

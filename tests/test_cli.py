@@ -233,7 +233,8 @@ def test_bad_input_one_line_nonzero_nothing_written(setup, case):
     assert result.exit_code != 0
     assert result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0], result.stderr
     assert "Traceback" not in result.output
     assert snapshot(home) == before
 

@@ -50,7 +50,8 @@ def test_help_loads_no_command_module():
     code = (
         "import json, sys; from whyclip.ui.cli.main import cli\n"
         "try:\n    cli(['--help'], prog_name='whyclip')\nexcept SystemExit:\n    pass\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('whyclip.ui.cli.') and m != 'whyclip.ui.cli.main')))"
+        "loaded = [m for m in sys.modules if m.startswith('whyclip.ui.cli.') and m != 'whyclip.ui.cli.main']\n"
+        "print(json.dumps(sorted(loaded)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -196,7 +196,8 @@ def test_user_modules_in_the_working_directory_do_not_matter(world):
         [sys.executable, "-c", "from whyclip.ingest import load_encoder; import whyclip.store, whyclip.ui.cli.main"],
     ):
         r = run(args, cwd)
-        assert r.returncode == 0 and "user " not in r.stderr, (args, r.stderr)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "user " not in r.stderr, (args, r.stderr)
     assert "whyclip: explainable" in run([str(script), "--help"], cwd).stdout
 
 
@@ -205,7 +206,8 @@ def test_the_test_model_builder_stays_out_of_other_commands(world):
     png(cwd / "plain.png", Image.new("RGB", (20, 20), (200, 200, 0)))
     check = (
         "import atexit, sys\n"
-        "atexit.register(lambda: print('loaded:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr))\n"
+        "TM = 'whyclip.ingest.encoder.testmodel'\n"
+        "atexit.register(lambda: print('loaded:', TM in sys.modules, file=sys.stderr))\n"
         "import whyclip.ui.cli.main\n"
         "print('after import:', 'whyclip.ingest.encoder.testmodel' in sys.modules, file=sys.stderr)\n"
         "sys.argv = ['whyclip', '--home', sys.argv[1], 'explain', 'plain.png', '--library', 'lib']\n"

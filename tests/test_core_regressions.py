@@ -123,7 +123,9 @@ def test_cli_explain_of_a_version_deleted_mid_run_is_one_line(frogs, tmp_path, m
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "deleted" in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), result.stderr
+    assert "deleted" in lines[0], result.stderr
 
 
 @pytest.fixture

@@ -107,7 +107,8 @@ def test_eval_and_audit_end_to_end_on_the_tiny_clip(tiny_model, tmp_path):
 
     out = tmp_path / "report.html"
     r = whyclip("audit", "--library", "demo", "--run", "drawn", "--format", "html", "--out", str(out), home=home)
-    assert r.returncode == 0 and out.is_file(), r.stderr
+    assert r.returncode == 0, r.stderr
+    assert out.is_file(), r.stderr
     page = Cells()
     page.feed(out.read_text(encoding="utf-8"))
     assert page.external == []
@@ -154,7 +155,8 @@ def one_line_error(result, message: str) -> None:
     assert result.exit_code != 0
     assert result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0], result.stderr
 
 
 def test_eval_prints_accuracy_and_the_audit_formats(fake_cli, tmp_path, monkeypatch):

@@ -435,9 +435,11 @@ def run(home, *args):
 
 
 def one_line_error(done, *needles):
-    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
     lines = [x for x in done.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: "), done.stderr
     for n in needles:
         assert n in lines[0], lines[0]
 

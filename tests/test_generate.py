@@ -160,7 +160,8 @@ def test_a_server_error_is_one_line_with_the_key_masked(tmp_path, key):
         assert server.per_class["broken"] == 2
     assert result.exit_code == 1
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("Error")]
-    assert len(lines) == 1 and lines[0].startswith("Error: class 'broken': the server answered 500"), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: class 'broken': the server answered 500"), result.stderr
     assert "Bearer ***" in lines[0]
     assert key not in result.stderr + result.stdout
     assert not out.exists()

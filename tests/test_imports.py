@@ -32,14 +32,20 @@ HEAVY = (
 
 
 def test_the_cli_module_imports_nothing_heavy():
-    code = f"import json, sys; import whyclip.ui.cli.main; print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
+    code = (
+        "import json, sys; import whyclip.ui.cli.main; "
+        f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
 
 
 def test_pure_scoring_loads_numpy_alone():
-    code = "import json, sys; import whyclip.store.method; print(json.dumps(sorted(m for m in ('sqlalchemy', 'faiss', 'torch') if m in sys.modules)))"
+    code = (
+        "import json, sys; import whyclip.store.method; "
+        "print(json.dumps(sorted(m for m in ('sqlalchemy', 'faiss', 'torch') if m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []

@@ -49,8 +49,9 @@ def legacy_store(home: Path, version: int) -> Path:
         conn.execute(text("INSERT INTO meta VALUES ('schema_version', :v)"), {"v": str(version)})
         conn.execute(
             text(
-                "INSERT INTO libraries (id, name, version, status, created_at, encoder_id, encoder_name, dim, logit_scale,"
-                " template, baseline_template, aggregate, n_classes, n_descriptors, n_prompts, source, source_sha256,"
+                "INSERT INTO libraries (id, name, version, status, created_at, encoder_id, encoder_name, dim,"
+                " logit_scale, template, baseline_template, aggregate, n_classes, n_descriptors, n_prompts, source,"
+                " source_sha256,"
                 " index_key, index_factory, recall_at_10) VALUES (1, 'old', 1, 'ready', '2025-01-02 03:04:05.000000',"
                 " 'e', 'e', 32, 100.0, 'paper', 'a photo of a {class}.', 'mean', 2, 2, 4, '', '', 'k', 'Flat', 1.0)"
             )
@@ -149,7 +150,8 @@ def test_a_store_written_before_alembic_migrates_through_the_cli(tmp_path):
                 ),
                 {"i": info.id},
             ).all()
-        assert got and all(p == build(c, d) for c, d, p in got), name
+        assert got, name
+        assert all(p == build(c, d) for c, d, p in got), name
         assert info.prompt_rule == ("paper/1" if name == "paper" else "format/1")
         assert info.created_at.tzinfo == dt.timezone.utc
     again = CliRunner().invoke(cli, ["--home", str(tmp_path), "migrate"])

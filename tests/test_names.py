@@ -36,7 +36,7 @@ def test_compare_names_match_loosely_and_exactly_first(lib):
 def test_an_ambiguous_or_unknown_name_is_one_clear_error(lib):
     with pytest.raises(InputError, match=r"'RED FOX' is ambiguous .*'Red_Fox', 'red fox'"):
         lib.class_position("RED FOX")
-    with pytest.raises(InputError, match="has no class 'bananas'.*did you mean 'banana'"):
+    with pytest.raises(InputError, match=r"has no class 'bananas'.*did you mean 'banana'"):
         lib.class_position("bananas")
 
 

@@ -7,6 +7,7 @@ settle its precision once per modality."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -239,9 +240,12 @@ def spy(self, images, progress=None):
     return out
 enc_module.ClipEncoder.embed_images = spy
 try:
-    cli.main(["--home", {str(home)!r}, "explain", {str(tmp_path / "a.png")!r}, "--library", "lib", "--json"], standalone_mode=False)
+    args = ["--home", {str(home)!r}, "explain", {str(tmp_path / "a.png")!r}, "--library", "lib", "--json"]
+    cli.main(args, standalone_mode=False)
 finally:
-    print(json.dumps({{"st": "sentence_transformers" in sys.modules, "sklearn": "sklearn" in sys.modules, "towers": seen}}), file=sys.stderr)
+    loaded = {{m: m in sys.modules for m in ("sentence_transformers", "sklearn")}}
+    answer = {{"st": loaded["sentence_transformers"], "sklearn": loaded["sklearn"], "towers": seen}}
+    print(json.dumps(answer), file=sys.stderr)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -378,10 +382,8 @@ def test_two_threads_sharing_an_encoder_settle_each_modality_once(store, tiny_mo
     entered = threading.Barrier(2, timeout=60)
 
     def slow_verdict(self, modality, path, floor, compute):
-        try:  # both threads inside check_precision at once, were there no lock
+        with contextlib.suppress(threading.BrokenBarrierError):  # both threads inside at once, were there no lock
             entered.wait(timeout=2)
-        except threading.BrokenBarrierError:
-            pass
         return real(self, modality, path, floor, compute)
 
     monkeypatch.setattr(ClipEncoder, "_verdict", slow_verdict)
@@ -421,7 +423,7 @@ def test_two_threads_sharing_an_encoder_settle_each_modality_once(store, tiny_mo
         for vecs in results[modality][1:]:
             np.testing.assert_array_equal(vecs, first)  # one precision throughout
     settled = {m: embedding.cache_key(enc, m) for m in ("text", "image")}
-    for modality, before, after in results["keys"][2:]:
+    for modality, _before, after in results["keys"][2:]:
         assert after == settled[modality]
 
 

@@ -37,7 +37,7 @@ def test_a_failed_write_leaves_nothing_visible_or_on_disk(store, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(library_module, "write_index_files", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         ingest_library(store, {**LIB, "toad": ["warts"]}, "frogs", enc)
     assert store.library("frogs").version == 1
     folders = list((store.home / "indexes" / store.store_id).iterdir())

@@ -67,7 +67,8 @@ def test_pixels_are_the_image_processors_bit_for_bit(tiny_model, tmp_path, setti
     for image in _images():
         want = oracle(images=image, return_tensors="pt")["pixel_values"]
         got = ours(images=image, return_tensors="pt")["pixel_values"]
-        assert got.dtype == want.dtype and got.shape == want.shape, (image.size, image.mode)
+        assert got.dtype == want.dtype, (image.size, image.mode)
+        assert got.shape == want.shape, (image.size, image.mode)
         assert torch.equal(got, want), (image.size, image.mode)
 
 
@@ -192,8 +193,9 @@ def test_a_cold_explain_imports_no_transformers_model(tiny_model, tmp_path):
         "from whyclip.ingest.encoder.clip_encoder import ClipEncoder\n"
         f"enc = ClipEncoder({str(tiny_model)!r}, precision='fp32')\n"
         f"print(enc.embed_images([Image.open({str(image)!r})])[0].shape)\n"
-        "bad = sorted(m for m in sys.modules if m.startswith(('transformers.models.clip.modeling', 'transformers.image_processing',"
-        " 'transformers.modeling_utils', 'sentence_transformers')))\n"
+        "heavy = ('transformers.models.clip.modeling', 'transformers.image_processing',"
+        " 'transformers.modeling_utils', 'sentence_transformers')\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(heavy))\n"
         "print(bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()

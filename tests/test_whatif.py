@@ -337,8 +337,11 @@ def in_fresh_processes(*args, home):
 
 def one_line(r, message: str) -> None:
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode != 0 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
-    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert r.returncode != 0, r.stderr
+    assert r.stdout == "", r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert message in lines[0], r.stderr
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
         stem: {"n_descriptors": sum(map(len, f["content"].values())), "n_classes": len(f["content"])}
         for stem, f in files.items()
     }
-    for round_ in range(ROUNDS):
+    for _ in range(ROUNDS):
         writers = [
             subprocess.Popen(
                 whyclip("fake", home, "ingest", str(f["path"]), "--library", f["library"], db=db_url),
@@ -112,7 +112,8 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
                 text=True,
                 timeout=120,
             )
-            assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+            assert listed.returncode == 0, listed.stderr
+            assert "Traceback" not in listed.stderr, listed.stderr
             for entry in json.loads(listed.stdout):  # only complete versions are ever listed
                 counts = (entry["n_descriptors"], entry["n_classes"])
                 stems = [s for s in files if files[s]["library"] == entry["name"]]
@@ -125,7 +126,8 @@ def test_parallel_ingests_and_readers_publish_whole_versions(tmp_path, db_url):
                     text=True,
                     timeout=120,
                 )
-                assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+                assert shown.returncode == 0, shown.stderr
+                assert "Traceback" not in shown.stderr, shown.stderr
                 assert json.loads(shown.stdout.splitlines()[0])["library"] == "a"
             reads += 1
         for w in writers:
@@ -159,7 +161,8 @@ def test_reingest_after_a_precision_fallback_reuses_the_fp32_cache(tiny_model, t
     assert "falling back to fp32" in first.stderr
     assert "Traceback" not in first.stderr
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0 and "Traceback" not in second.stderr, second.stderr
+    assert second.returncode == 0, second.stderr
+    assert "Traceback" not in second.stderr, second.stderr
     assert "(0 embedded, 6 from the cache)" in second.stdout, second.stdout  # 3 descriptor + 3 baseline prompts
     assert second.stdout.rstrip().endswith(", fp32)")
     store = Store.open(home, create=False)

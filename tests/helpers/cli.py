@@ -64,5 +64,5 @@ def invoke_fake(*args: str | os.PathLike, home: Path | None = None, concepts=FAK
     from tests.helpers.fakes import FakeEncoder
     from whyclip import ingest
 
-    with mock.patch.object(ingest, "load_encoder", lambda *a, **k: FakeEncoder(concepts)):
+    with mock.patch.object(ingest, "load_encoder", side_effect=lambda *a, **k: FakeEncoder(concepts)):
         return invoke(*args, home=home)

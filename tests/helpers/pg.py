@@ -10,6 +10,7 @@ another way, by ``atexit``; ``pg_ctl stop -m immediate`` waits until it has exit
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import shutil
@@ -71,10 +72,8 @@ class Cluster:
     def stop(self) -> None:
         if self.running:
             self.running = False
-            try:
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):  # not started after all
                 self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60)
-            except (RuntimeError, subprocess.TimeoutExpired):
-                pass  # not started after all
         shutil.rmtree(self.root, ignore_errors=True)
 
 
