@@ -79,6 +79,39 @@ def test_cache_is_per_encoder(store):
     assert embedding_cache.count(store.engine, "fake-32-one") == embedding_cache.count(store.engine, "fake-32-two") == 9
 
 
+class DiesAfter(FakeEncoder):
+    """An encoder whose process dies (an uncatchable-looking interrupt) on its ``n``-th batch."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.calls, self.n = 0, n
+
+    def embed_texts(self, texts, progress=None):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt  # what Ctrl-C raises mid-ingest
+        return super().embed_texts(texts, progress)
+
+
+def test_an_interrupted_ingest_resumes_without_reembedding(store, other_database):
+    """In process (the fast tier's twin of the kill test below): an ingest interrupted on
+    its fourth batch publishes nothing; the rerun embeds only what was not committed."""
+    lib = synthetic(60, 9)  # 540 descriptors + 60 baseline prompts
+    with pytest.raises(KeyboardInterrupt):
+        ingest_library(store, lib, "big", DiesAfter(4), commit_every=100)
+    committed = embedding_cache.count(store.engine)
+    assert 100 <= committed < 600
+    assert store.libraries() == []  # nothing half-written is visible
+    enc = FakeEncoder()
+    report = ingest_library(store, lib, "big", enc, commit_every=100)
+    assert (report.n_embedded, report.n_reused) == (600 - committed, committed)
+    assert len(enc.embedded) == 600 - committed
+    # the resumed version's vectors are those of an uninterrupted ingest
+    whole = Store.open(store.home.parent / "whole", other_database())
+    ingest_library(whole, lib, "big", FakeEncoder())
+    assert (store.load("big").vectors == whole.load("big").vectors).all()
+
+
 @pytest.mark.slow
 def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     """SIGKILL a real ingest process after some batches are committed; no version is
