@@ -325,7 +325,7 @@ def bench_query_indexes(
         searcher, params = built.searcher, built.params
         # a PQ index that calibration sent to the exact scan is measured too: the reason it is not used
         got = searcher.search(queries[3:], 10)[1]
-        one = timed(lambda q: searcher.search(q[None], 10), queries)
+        one = timed(lambda q, searcher=searcher: searcher.search(q[None], 10), queries)
         size_bytes = sum(len(b) for b in built.blobs.values())
         if built.faiss_index is not None:
             import faiss
@@ -381,7 +381,7 @@ def bench_query(generator: str, size: int, runs: int, results: dict, candidates:
         no_hits = timed(lambda q: lib.explain(q[None], top=5, retrieve=0), queries)
         scores_only = timed(lambda q: lib.scores(q[None], "mean"), queries)
         retrieval = timed(lambda q: lib.retrieve(q[None], 10), queries)
-        plain = timed(lambda q: straightforward_scores(q, in_ram, offsets), queries)
+        plain = timed(lambda q, in_ram=in_ram: straightforward_scores(q, in_ram, offsets), queries)
         agree, worst = 0, 0.0
         for q in queries:
             (exp,) = lib.explain(q[None], top=5, retrieve=0)

@@ -154,12 +154,11 @@ def _locate(home: str | Path | None, db_url: str | None, create: bool) -> tuple[
     """The home folder and database URL; without ``create``, a missing SQLite file is refused."""
     home_path = resolve_home(home)
     url = resolve_db_url(home_path, db_url)
-    if url.startswith("sqlite") and not create:
-        if not Path(url.split("///", 1)[-1]).is_file():
-            raise NoStore(
-                f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
-                "first, or point --home / WHYCLIP_HOME at your data directory"
-            )
+    if url.startswith("sqlite") and not create and not Path(url.split("///", 1)[-1]).is_file():
+        raise NoStore(
+            f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
+            "first, or point --home / WHYCLIP_HOME at your data directory"
+        )
     if create:
         home_path.mkdir(parents=True, exist_ok=True)
     return home_path, url

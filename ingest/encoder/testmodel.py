@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -19,7 +20,6 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
-import itertools
 
 if TYPE_CHECKING:
     from transformers import CLIPConfig, CLIPTokenizer

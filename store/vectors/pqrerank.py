@@ -24,6 +24,7 @@ score, position), so the answer does not depend on the machine's core count.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import threading
@@ -36,7 +37,6 @@ import numpy as np
 
 from whyclip.store.errors import LibraryNotFound, StoreError
 from whyclip.store.vectors.search import faiss_search, faiss_threads, sort_hits
-import itertools
 
 PATTERN = re.compile(r"^PQ(\d+)x4fs\+rerank$")
 DEFAULT = "PQ256x4fs+rerank"

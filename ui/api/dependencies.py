@@ -16,6 +16,9 @@ from whyclip import ingest
 from whyclip.ingest.services.explain import ExplainLimits
 from whyclip.store import Library, Store
 from whyclip.ui.api.batcher import MicroBatcher
+from whyclip.ui.api.error_responses import ApiError
+from whyclip.ui.api.job_board import JobBoard
+from whyclip.ui.api.settings import ServiceSettings, load_keys
 
 SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed before a new look
 
@@ -24,10 +27,6 @@ class _Note(NamedTuple):
     at: float
     text: str
 
-
-from whyclip.ui.api.error_responses import ApiError
-from whyclip.ui.api.job_board import JobBoard
-from whyclip.ui.api.settings import ServiceSettings, load_keys
 
 LOADED_VERSIONS = 8  # library versions kept loaded (their vectors are memory-mapped)
 

@@ -113,10 +113,13 @@ def _tree_frog(p: _Pen) -> None:
 def _banana(p: _Pen) -> None:
     yellow, edge, brown = (250, 215, 50), (170, 120, 20), (95, 60, 25)
     p.ellipse((0.15, 0.72, 0.85, 0.8), (190, 195, 205))
-    arc = lambda t, r=0.5: (
-        0.5 + r * math.cos(math.radians(30 + 120 * t)),
-        0.15 + r * math.sin(math.radians(30 + 120 * t)),
-    )
+
+    def arc(t: float, r: float = 0.5) -> tuple[float, float]:
+        return (
+            0.5 + r * math.cos(math.radians(30 + 120 * t)),
+            0.15 + r * math.sin(math.radians(30 + 120 * t)),
+        )
+
     n = 40
     thick = [0.09 * math.sin(math.pi * i / n) ** 0.5 + 0.01 for i in range(n + 1)]
     p.poly(
@@ -172,13 +175,16 @@ def _text(p: _Pen, text: str, cx: float, cy: float, width: float, fill: Color) -
 
 def _stop_sign(p: _Pen) -> None:
     p.line([(0.5, 0.5), (0.5, 1.05)], (150, 150, 155), 0.05, (90, 90, 95))
-    octagon = lambda r: [
-        (
-            0.5 + r * math.cos(math.radians(22.5 + 45 * k)),
-            0.42 + r * math.sin(math.radians(22.5 + 45 * k)),
-        )
-        for k in range(8)
-    ]
+
+    def octagon(r: float) -> list[tuple[float, float]]:
+        return [
+            (
+                0.5 + r * math.cos(math.radians(22.5 + 45 * k)),
+                0.42 + r * math.sin(math.radians(22.5 + 45 * k)),
+            )
+            for k in range(8)
+        ]
+
     p.poly(octagon(0.36), (250, 250, 250), (120, 120, 120), 0.004)
     p.poly(octagon(0.33), (200, 20, 30))
     _text(p, "STOP", 0.5, 0.42, 0.46, (255, 255, 255))
