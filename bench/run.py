@@ -491,12 +491,14 @@ def query_tables(results: dict) -> list[str]:
                 f"{r['scores_p50_ms']:.2f} | {r['straightforward_p50_ms']:.2f} | {r['scores_speedup']:.1f}x | "
                 f"{r['top5_agreement']:.0%} | {r['max_abs_score_diff']:.1e} | "
                 f"{r['retrieval_p50_ms']:.2f} / {r['retrieval_p95_ms']:.2f} | {r['index']} | "
-                f"{r['recall_at_10']:.3f} ({r['calibrated_on']}) | {r['bench_queries_recall_at_10']:.3f} | {r['build_s']:.1f} | "
-                f"{r['load_s']:.2f} | {r['bytes_per_descriptor_on_disk']:.0f} | {r['query_process_rss_mb']:.0f} |"
+                f"{r['recall_at_10']:.3f} ({r['calibrated_on']}) | {r['bench_queries_recall_at_10']:.3f} | "
+                f"{r['build_s']:.1f} | {r['load_s']:.2f} | {r['bytes_per_descriptor_on_disk']:.0f} | "
+                f"{r['query_process_rss_mb']:.0f} |"
             )
     if results.get("query_indexes"):
         out.append(
-            "\n## Retrieval index candidates (one query, top 10; the PQ codes in shards, one thread a core, other FAISS indexes on one thread; recall@10 against the exact scan)\n"
+            "\n## Retrieval index candidates (one query, top 10; the PQ codes in shards, one thread a core, "
+            "other FAISS indexes on one thread; recall@10 against the exact scan)\n"
         )
         out.append(
             'Each built and calibrated as `whyclip ingest --index` does, on proxy image queries; "proxy said" '
@@ -514,7 +516,8 @@ def query_tables(results: dict) -> list[str]:
             )
             out.append(
                 f"| {r['generator']} | {r['descriptors']:,} | {r['index']} | {r['knob']} | {r['recall_at_10']:.3f} | "
-                f"{said} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | {r['index_bytes']:,} | {verdict} |"
+                f"{said} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | {r['index_bytes']:,} | "
+                f"{verdict} |"
             )
     return out
 
@@ -581,7 +584,8 @@ def targets(results: dict) -> list[str]:
             _row(
                 "cold one-image explain <= 1.0x the bare floor",
                 f"{c['explain_over_floor']:.2f}x wall "
-                f"({c['explain_median_s']:.2f} s vs {c['floor_median_s']:.2f} s), {c['explain_cpu_over_floor']:.2f}x CPU",
+                f"({c['explain_median_s']:.2f} s vs {c['floor_median_s']:.2f} s), "
+                f"{c['explain_cpu_over_floor']:.2f}x CPU",
                 c["explain_over_floor"] <= 1.0,
             )
         )
@@ -591,7 +595,8 @@ def targets(results: dict) -> list[str]:
         seven = len(g["files"]) == 7
         rows.append(
             _row(
-                f"ingest of {'the seven files' if seven else ', '.join(g['files'])} >= 3x plain encode, whole processes",
+                f"ingest of {'the seven files' if seven else ', '.join(g['files'])} >= 3x plain encode, whole "
+                "processes",
                 f"{g['speedup']:.2f}x wall ({g['whyclip_median_s']:.1f} s vs {g['plain_median_s']:.1f} s), "
                 f"{g['cpu_speedup']:.2f}x CPU",
                 g["speedup"] >= 3,
@@ -628,16 +633,17 @@ def markdown(results: dict) -> str:
         out.append("## Ingest (prompts/s; whyclip = `whyclip ingest` path, fresh cache)\n")
         out.append(
             "| library | prompts | whyclip /s | same, no prefix sharing /s | plain ST fp32 /s | speedup vs plain "
-            "| prefix-sharing gain | tokens computed / plain | precision | cosine vs plain fp32, every prompt: min (mean) |"
+            "| prefix-sharing gain | tokens computed / plain | precision | cosine vs plain fp32, every prompt: "
+            "min (mean) |"
         )
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for r in results["ingest"]:
             tokens = f"{r['tokens_computed']:,} / {r['tokens_plain']:,}" if "tokens_plain" in r else "-"
             out.append(
                 f"| {r['library']} | {r['prompts']:,} | {r['whyclip_per_s']:.0f} ({r['whyclip_s']:.1f} s) | "
-                f"{r['no_prefix_per_s']:.0f} ({r['no_prefix_s']:.1f} s) | {r['plain_per_s']:.0f} ({r['plain_s']:.1f} s) | "
-                f"{r['speedup']:.2f}x | {r['prefix_gain']:.2f}x | {tokens} | {r['precision']} | "
-                f"{r['min_cosine_vs_plain']:.5f} ({r['mean_cosine_vs_plain']:.6f}) |"
+                f"{r['no_prefix_per_s']:.0f} ({r['no_prefix_s']:.1f} s) | {r['plain_per_s']:.0f} "
+                f"({r['plain_s']:.1f} s) | {r['speedup']:.2f}x | {r['prefix_gain']:.2f}x | {tokens} | "
+                f"{r['precision']} | {r['min_cosine_vs_plain']:.5f} ({r['mean_cosine_vs_plain']:.6f}) |"
             )
     out.extend(query_tables(results))
     if results["images"]:
@@ -646,7 +652,8 @@ def markdown(results: dict) -> str:
         for r in results["images"]:
             cos = f"{r['checked_cosine']:.5f}" if r["checked_cosine"] else "-"
             out.append(
-                f"| {r['precision']} | {r['batch']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['per_image_ms']:.1f} | {cos} |"
+                f"| {r['precision']} | {r['batch']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+                f"{r['per_image_ms']:.1f} | {cos} |"
             )
     return "\n".join(out) + "\n"
 

@@ -143,7 +143,8 @@ class Library:
         if len(rows) != hi - lo:  # the version was deleted while this reader had it loaded
             raise LibraryNotFound(
                 f"library {self.info.name!r} version {self.info.version} was deleted while in use "
-                f"(class {self.class_names[position]!r} has {len(rows)} of its {hi - lo} descriptor rows): load it again"
+                f"(class {self.class_names[position]!r} has {len(rows)} of its {hi - lo} descriptor rows): "
+                "load it again"
             )
         return tuple((r[0], r[1]) for r in rows)
 

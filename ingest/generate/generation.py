@@ -132,7 +132,10 @@ def generate_library(
         pending = retry
     tries = 1 + settings.empty_retries
     empty_reasons = {
-        c: f"the model answered nothing ({tries} tries, temperature up to {settings.retry_temperature(settings.empty_retries)})"
+        c: (
+            f"the model answered nothing ({tries} tries, temperature up to "
+            f"{settings.retry_temperature(settings.empty_retries)})"
+        )
         for c in targets
         if not items[c]
     }

@@ -8,7 +8,8 @@ the true classes; it never changes a prediction. LeVine et al. (2023, "Enabling
 calibration in the zero-shot inference of large vision-language models") find that one
 temperature per CLIP model carries over across datasets and prompts. Optionally a bias per
 class is fitted jointly, ``softmax(z / T + b)``, with a mild L2 penalty (a standard normal
-prior on each bias, ``BIAS_PRIOR_SD``, which also makes them unique); it can change predictions. Classes with no image in the fit split keep bias 0.
+prior on each bias, ``BIAS_PRIOR_SD``, which also makes them unique); it can change
+predictions. Classes with no image in the fit split keep bias 0.
 
 Both fits are convex in ``beta = 1 / T`` (and ``b``): the NLL is a log-sum-exp of functions
 linear in the parameters minus one of them. The temperature alone is a bounded 1-D search
@@ -382,7 +383,9 @@ def audit_section(run, lib, aggregate: str, cal=None) -> dict:
         return {
             **head,
             **measure(logits, run.labels, cal.temperature, cal.biases, 0),
-            "measured_on": f"every image of this run ({len(run.labels)}; the calibration was fitted on run {cal.run_name!r})",
+            "measured_on": (
+                f"every image of this run ({len(run.labels)}; the calibration was fitted on run {cal.run_name!r})"
+            ),
         }
     m = measure(logits, run.labels, 1.0)
     note = (

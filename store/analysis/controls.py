@@ -84,7 +84,10 @@ def random_words(run: RunData, agg: str, seed: int = 0) -> dict:
         + (
             ": the descriptors beat random words"
             if ok
-            else ": the descriptors do not beat random words, so a gain over the class name may not come from what they say"
+            else (
+                ": the descriptors do not beat random words, so a gain over the class name may not come from "
+                "what they say"
+            )
         )
     )
     return {
@@ -134,8 +137,8 @@ def name_description(run: RunData, agg: str, class_names: list[str], seed: int =
     adds = sig == "significant"
     sentence = (
         f"the class name alone gives {100 * name_share:.0f}% of the true class's score and the descriptor content "
-        f"{100 * desc_share:.0f}%; the descriptors change {100 * changed.mean():.1f}% of decisions relative to the name "
-        f"alone ({test['only_first']} wrong to right, {test['only_second']} right to wrong; McNemar p = "
+        f"{100 * desc_share:.0f}%; the descriptors change {100 * changed.mean():.1f}% of decisions relative to "
+        f"the name alone ({test['only_first']} wrong to right, {test['only_second']} right to wrong; McNemar p = "
         f"{test['p_value']:.3g}, {sig})"
         + (
             ": the descriptors change the outcome"

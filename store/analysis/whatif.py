@@ -126,7 +126,8 @@ def plan_edit(lib: Library, drops: list[tuple[str, str]] = (), adds: list[tuple[
                 else "it has none"
             )
             raise InputError(
-                f"class {name!r} has no descriptor {text!r} to drop ({hint}); see the dashboard's Library page or 'whyclip export'"
+                f"class {name!r} has no descriptor {text!r} to drop ({hint}); see the dashboard's Library page "
+                "or 'whyclip export'"
             )
         mask = keep.setdefault(c, [True] * len(texts))
         for j, t in enumerate(texts):
@@ -217,7 +218,8 @@ class WhatIf:
             raise InputError(f"unknown aggregate {agg!r}: choose one of {', '.join(AGGREGATES)}")
         if run.info.library_id != lib.info.id:
             raise InputError(
-                f"run {run.info.name!r} was made with library {run.info.library_name!r} v{run.info.library_version}, not "
+                f"run {run.info.name!r} was made with library {run.info.library_name!r} "
+                f"v{run.info.library_version}, not "
                 f"v{lib.info.version}: a what-if edits the version the run scored (omit --version), or run "
                 f"'whyclip eval DATASET --library {lib.info.name} --version {lib.info.version}' first"
             )
@@ -348,7 +350,8 @@ class WhatIf:
         diff = b["accuracy"] - a["accuracy"]
         statement = (
             f"top-1 {100 * a['accuracy']:.1f}% before, {100 * b['accuracy']:.1f}% after ({100 * diff:+.1f} points; "
-            f"{len(wrong_right)} wrong->right, {len(right_wrong)} right->wrong; McNemar p = {test['p_value']:.3g}, {sig})"
+            f"{len(wrong_right)} wrong->right, {len(right_wrong)} right->wrong; McNemar p = "
+            f"{test['p_value']:.3g}, {sig})"
         )
         classes = []
         for e in edit.classes:

@@ -4,9 +4,9 @@
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
 *version*), ``classes`` and ``descriptors``, the embedding cache, evaluation runs
 (``eval_runs``, ``eval_images``, ``eval_results``), their ``calibrations``, the LLM answer cache
-(``llm_answers``) and the precision verdicts (``precision_verdicts``), at the end of the file. A version's descriptor keys are
-contiguous (``first_descriptor_id + position``), so a retrieval hit's row position maps to
-its key without a lookup. Library vectors live in index files, not in the database.
+(``llm_answers``) and the precision verdicts (``precision_verdicts``), at the end of the file.
+A version's descriptor keys are contiguous (``first_descriptor_id + position``), so a
+retrieval hit's row position maps to its key without a lookup. Library vectors live in index files, not in the database.
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ def write_error(exc: sa_exc.SQLAlchemyError, what: str) -> StoreError:
     reason = _first_line(exc)
     if "locked" in reason or "busy" in reason:
         return StoreError(
-            f"could not {what}: the database stayed locked by another whyclip writer for over {engines.BUSY_TIMEOUT_S}s "
-            "(a long ingest or gc); nothing was written: run the command again when it has finished"
+            f"could not {what}: the database stayed locked by another whyclip writer for over "
+            f"{engines.BUSY_TIMEOUT_S}s (a long ingest or gc); nothing was written: run the command again when "
+            "it has finished"
         )
     if isinstance(exc, sa_exc.IntegrityError):
         return StoreError(

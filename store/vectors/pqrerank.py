@@ -14,8 +14,8 @@ The re-rank depth is tuned (:mod:`whyclip.store.vectors.recall_tuning`) on image
 queries; the index file is read on first search, and checked against its digest.
 
 One query scans every code, on one core by FAISS (about 16 ms for 1M codes of 128 bytes
-here; two cores halve it, so the scan is bound by the core, not by memory). The codes are therefore searched as shards of
-:data:`SHARD_ROWS` descriptors, cut from the one stored index (no second file, no second
+here; two cores halve it, so the scan is bound by the core, not by memory). The codes are
+therefore searched as shards of :data:`SHARD_ROWS` descriptors, cut from the one stored index (no second file, no second
 copy), on up to one core each: 1M descriptors, 4 shards on 2 cores, 9 ms. The shard count
 follows from the library's size alone and the shards' candidates are merged by (approximate
 score, position), so the answer does not depend on the machine's core count.

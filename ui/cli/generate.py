@@ -41,14 +41,20 @@ def cleaning_options(f):
                 multiple=True,
                 type=click.Choice(STEPS),
                 metavar="STEP",
-                help=f"A cleaning step that only flags instead of dropping (repeatable): {', '.join(DROP_STEPS)} drop by default.",
+                help=(
+                    "A cleaning step that only flags instead of dropping (repeatable): "
+                    f"{', '.join(DROP_STEPS)} drop by default."
+                ),
             ),
             click.option(
                 "--drop",
                 multiple=True,
                 type=click.Choice(STEPS),
                 metavar="STEP",
-                help=f"A cleaning step that drops instead of flagging (repeatable): {', '.join(FLAG_STEPS)} only flag by default.",
+                help=(
+                    f"A cleaning step that drops instead of flagging (repeatable): {', '.join(FLAG_STEPS)} "
+                    "only flag by default."
+                ),
             ),
             click.option(
                 "--max-words",
@@ -136,7 +142,10 @@ def _emit_report(report, report_path, as_json) -> None:
 @click.option(
     "--structured",
     is_flag=True,
-    help="Ask for a JSON list through response_format (JSON schema); falls back to list parsing, saying so, where the server refuses.",
+    help=(
+        "Ask for a JSON list through response_format (JSON schema); falls back to list parsing, saying so, "
+        "where the server refuses."
+    ),
 )
 @click.option(
     "--api-key-env",
@@ -230,7 +239,8 @@ def generate(
     side = write_outputs(out_path, result)
     if client.structured_refused:
         click.echo(
-            f"warning: the server refused response_format ({client.structured_refused}): the answers were parsed as lists",
+            f"warning: the server refused response_format ({client.structured_refused}): the answers were "
+            "parsed as lists",
             err=True,
         )
     _emit_report(result.report, report_path, as_json)

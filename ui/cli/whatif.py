@@ -29,9 +29,11 @@ def whatif_text(a: dict, show: int) -> str:
         f"add {d['class']}: {d['text']!r}" for d in e["add"]
     ]
     lines = [
-        f"what-if on run {a['run']['name']!r} of library {lib['name']} v{lib['version']} ({a['n']} images, aggregate {a['aggregate']})",
+        f"what-if on run {a['run']['name']!r} of library {lib['name']} v{lib['version']} ({a['n']} images, "
+        f"aggregate {a['aggregate']})",
         "edit: " + ("; ".join(edits) or "nothing"),
-        f"top-1 before {_ci(a['accuracy_before'])}, after {_ci(a['accuracy_after'])} ({100 * a['difference']:+.1f} points; 95% Wilson intervals)",
+        f"top-1 before {_ci(a['accuracy_before'])}, after {_ci(a['accuracy_after'])} "
+        f"({100 * a['difference']:+.1f} points; 95% Wilson intervals)",
         f"McNemar exact p = {a['p_value']:.3g} ({a['verdict']}): {len(a['flips']['wrong_to_right'])} wrong->right, "
         f"{len(a['flips']['right_to_wrong'])} right->wrong, {a['changed_between_wrong']} changed between wrong classes",
     ]
@@ -44,14 +46,16 @@ def whatif_text(a: dict, show: int) -> str:
             )
         else:
             lines.append(
-                f"class {c['class']}: {c['descriptors_before']} -> {c['descriptors_after']} descriptors, no images in the run"
+                f"class {c['class']}: {c['descriptors_before']} -> {c['descriptors_after']} descriptors, no "
+                "images in the run"
             )
     for key, title in (("wrong_to_right", "wrong -> right"), ("right_to_wrong", "right -> wrong")):
         flips = a["flips"][key]
         lines += ["", f"{title} ({len(flips)})"]
         for f in flips[:show]:
             lines.append(
-                f"  {f['path']}  true {f['true']}: {f['before']} {f['before_score']:.4f} -> {f['after']} {f['after_score']:.4f}"
+                f"  {f['path']}  true {f['true']}: {f['before']} {f['before_score']:.4f} -> {f['after']} "
+                f"{f['after_score']:.4f}"
             )
         if len(flips) > show:
             lines.append(f"  ... and {len(flips) - show} more (--show N, or --json)")
@@ -87,7 +91,10 @@ def _edits_file(path: str):
     "edits_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help='A JSON file of edits: {"drop": [{"class": C, "descriptor": D}], "add": [{"class": C, "text": T}]} (what --json echoes).',
+    help=(
+        'A JSON file of edits: {"drop": [{"class": C, "descriptor": D}], "add": [{"class": C, "text": T}]} '
+        "(what --json echoes)."
+    ),
 )
 @click.option(
     "--aggregate",
