@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "2")  # the 2-core machine the targets are set for
 SHARED = ROOT.parent / "shared" / "data" / "descriptors"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/speed.py
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -289,13 +289,14 @@ CLASS_IVF_UP_TO = 200_000  # its probe calibration at 1M (100k classes) takes lo
 
 
 def bench_query_indexes(
-    generator: str, size: int, lib, queries: np.ndarray, results: dict, candidates: list[str] = CANDIDATES
+    generator: str, size: int, lib, queries: np.ndarray, results: dict, candidates: Sequence[str] = CANDIDATES
 ) -> None:
     """Every candidate index over the library's own vectors, built and calibrated as
     ``whyclip ingest --index`` does (on proxy image queries), then measured on the bench
     queries: recall@10 against the exact scan, one-query p50 / p99, build time, bytes."""
     from whyclip.store.vectors.files import build_retrieval
     from whyclip.store.vectors.recall_tuning import proxy_queries, recall
+    from whyclip.store.vectors.retrieval import ClassIVF
     from whyclip.store.vectors.search import exact_search
 
     vectors, matrices = lib.vectors, lib.matrices
@@ -331,7 +332,7 @@ def bench_query_indexes(
             import faiss
 
             size_bytes = len(faiss.serialize_index(built.faiss_index))
-        elif factory == "ClassIVF":
+        elif isinstance(searcher, ClassIVF):  # factory "ClassIVF"
             size_bytes = searcher.codes.nbytes
         knob = next((f"{k} {params[k]}" for k in ("depth", "nprobe", "efSearch", "probe") if k in params), "-")
         results["query_indexes"].append(
@@ -358,7 +359,7 @@ def bench_query_indexes(
         del built, searcher
 
 
-def bench_query(generator: str, size: int, runs: int, results: dict, candidates: list[str] = CANDIDATES) -> None:
+def bench_query(generator: str, size: int, runs: int, results: dict, candidates: Sequence[str] = CANDIDATES) -> None:
     """A library written as ``whyclip ingest`` writes it (default index), then one image
     vector -> full explanation against the straightforward numpy rule, and the candidates."""
     from whyclip.store import Store
@@ -665,7 +666,7 @@ def run_speed_sections(args, skip: set[str], results: dict) -> None:
     """Cold start, the seven files as whole processes, images at the encoder's pace."""
     if not args.model:
         return
-    import speed  # bench/speed.py, beside this file
+    from bench import speed
 
     if "cold" not in skip:
         speed.bench_cold_start(args.model, args.repeats, results)
@@ -735,7 +736,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
-    import speed
+    from bench import speed
 
     table = markdown(results) + "\n".join(speed.markdown(results)) + "\n"
     (out / "bench.md").write_text(table)

@@ -186,10 +186,11 @@ def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
         while not_done:
             finished, not_done = wait(not_done, return_when=FIRST_EXCEPTION)
             for fut in finished:
-                if fut.exception() is not None:
+                exc = fut.exception()
+                if exc is not None:
                     for other in not_done:
                         other.cancel()
-                    raise fut.exception()
+                    raise exc
                 req = futures[fut]
                 answer, mode = fut.result()
                 answer_cache.save(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -577,7 +578,7 @@ def pairs_cmd(ctx, library, lib_version, as_json):
     if as_json:
         out = []
         for p in stored:
-            features = {}
+            features: dict[int, dict[str, Any]] = {}
             for d in p.descriptions:
                 side = "a" if d.class_position == p.class_a else "b"
                 f = features.setdefault(d.feature, {"attribute": d.attribute})
@@ -606,6 +607,6 @@ def pairs_cmd(ctx, library, lib_version, as_json):
             f"{a} / {b}  (LLM {p.model or '?'}, generated {when}, stored {p.stored_at.strftime('%Y-%m-%d %H:%M')})"
         )
         for k in dict.fromkeys(d.feature for d in p.descriptions):
-            side = {d.class_position: d for d in p.descriptions if d.feature == k}
-            label = side[p.class_a].attribute or side[p.class_b].attribute
-            click.echo(f"  {label + ': ' if label else ''}{side[p.class_a].text} | {side[p.class_b].text}")
+            by_class = {d.class_position: d for d in p.descriptions if d.feature == k}
+            label = by_class[p.class_a].attribute or by_class[p.class_b].attribute
+            click.echo(f"  {label + ': ' if label else ''}{by_class[p.class_a].text} | {by_class[p.class_b].text}")

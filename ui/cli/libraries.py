@@ -113,7 +113,8 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
 
 def _text_precision(encoder) -> str:
     """The precision of the text vectors an ingest wrote (images, untouched by it, may differ)."""
-    return getattr(encoder, "precisions", {}).get("text") or getattr(encoder, "precision", "fp32")
+    text = getattr(encoder, "precisions", {}).get("text")
+    return str(text or getattr(encoder, "precision", "fp32"))
 
 
 def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from whyclip.store import InputError, WhatIf, find_run, load_run, plan_edit, rea
 from whyclip.store.choices import AGGREGATES
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _ci(fig: dict) -> str:
@@ -163,7 +167,9 @@ def whatif(
     add_pairs += [split_pair(lib, d, "--add") for d in adds]
     edit = plan_edit(lib, drop_pairs, add_pairs)  # every name checked before a model loads
     session = WhatIf(load_run(store.engine, info), lib, aggregate)
-    vectors, truncated, warnings = {}, {}, []
+    vectors: dict[str, tuple[np.ndarray, float]] = {}
+    truncated: dict[str, bool] = {}
+    warnings: list[str] = []
     if edit.new_prompts:
         encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
         vectors, truncated, warnings = added_vectors(store, lib, encoder, edit.new_prompts)

@@ -39,7 +39,7 @@ def name_description_lines(exp: Explanation) -> list[str]:
         f"**{c.name}**: class name alone {100 * c.name_share:.0f}% · descriptor content "
         f"{100 * c.description_share:.0f}%"
         for c in exp.classes
-        if c.name_share is not None
+        if c.name_share is not None and c.description_share is not None
     ]
 
 

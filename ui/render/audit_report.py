@@ -119,7 +119,7 @@ def per_class_lines(classes: list[dict], limit: int = TEXT_ROWS) -> list[str]:
     )
 
 
-def calibration_lines(cal: dict) -> list[str]:
+def calibration_lines(cal: dict | None) -> list[str]:
     """ECE, NLL and accuracy before (and after) calibration, and where they were measured."""
     if not cal or "bins" not in cal:
         return [f"calibration: {cal.get('note', '-')}"] if cal else []
