@@ -32,16 +32,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
 from whyclip.store.vectors.pqrerank import PQRerank, rerank
 from whyclip.store.vectors.search import exact_search
-
-if TYPE_CHECKING:  # retrieval imports this module
-    from whyclip.store.vectors.retrieval import FaissSearch
 
 RECALL_TARGET = 0.95
 MARGIN = 0.01  # the knob is set to reach target + margin on the fitting half, so the held-out half reaches the target
@@ -53,6 +50,15 @@ MAX_DEPTH_SHARE = 0.25  # re-ranking more than this share of the library is the 
 TIMED = 7  # one-query searches timed per method (their median is compared)
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 EF_SEARCHES = (16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+class FaissSearcher(Protocol):
+    """What :func:`tune_faiss` uses of :class:`whyclip.store.vectors.retrieval.FaissSearch`
+    (named by this protocol: retrieval imports this module)."""
+
+    index: faiss.Index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,7 @@ def set_knob(index: faiss.Index, name: str, value: int) -> None:
 
 
 def tune_faiss(
-    searcher: FaissSearch, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET
+    searcher: FaissSearcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET
 ) -> dict[str, Any]:
     """The smallest ``nprobe`` / ``efSearch`` of a user's FAISS index reaching ``target``
     on half the queries (its recall measured on the other half), or its recall alone for
