@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -79,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         make_dataset(data, lib.class_names[:50], args.images, args.seed)
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for label in ("first run (embeds every image)", "rerun (images from the cache)"):
             wall, out = run_eval(args.home, data, args.library, f"bench-{stamp}-{len(rows)}")
             rows.append(

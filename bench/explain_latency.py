@@ -80,7 +80,8 @@ def main() -> None:
         print(f"| {name} | {pct(xs, 50):.1f} | {pct(xs, 95):.1f} |")
     print(
         f"\nlibrary load {load_lib * 1000:.0f} ms, model load {load_model:.2f} s, "
-        f"`whyclip explain` process wall time {cli_wall:.2f} s (median encode {statistics.median(encode) * 1000:.1f} ms)"
+        f"`whyclip explain` process wall time {cli_wall:.2f} s (median encode "
+        f"{statistics.median(encode) * 1000:.1f} ms)"
     )
 
 

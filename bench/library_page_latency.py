@@ -39,7 +39,8 @@ def build(home: str, n_classes: int, per_class: int, dim: int = 16) -> None:
     from whyclip.store import DraftClass, EncoderInfo, LibraryDraft, Store
 
     rng = np.random.default_rng(0)
-    classes, prompts = [], {}
+    classes: list[DraftClass] = []
+    prompts: dict[str, int] = {}
     for c in range(n_classes):
         descs = [f"{WORDS[(c + j) % len(WORDS)]} {WORDS[(c * 7 + j) % len(WORDS)]} part {j}" for j in range(per_class)]
         ps = [f"class {c}, which has {d}" for d in descs]

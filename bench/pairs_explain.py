@@ -43,11 +43,12 @@ def main() -> None:
     home = Path(tempfile.mkdtemp()) / "home"
     store = Store.open(home)
     enc = EncoderInfo("bench-enc", "bench", a.dim, 100.0)
-    classes, rows = [], {}
+    classes: list[DraftClass] = []
+    rows: dict[str, int] = {}
     for c in range(a.classes):
         texts = [f"descriptor {j} of class {c}" for j in range(a.descriptors)]
-        for t in [*texts, f"a photo of a class {c}."]:
-            rows[t] = len(rows)
+        for prompt in [*texts, f"a photo of a class {c}."]:
+            rows[prompt] = len(rows)
         classes.append(DraftClass(f"class {c}", f"a photo of a class {c}.", texts, texts, [False] * len(texts)))
     vectors = unit(rng, len(rows), a.dim)
     for name in ("none", "pairs"):
@@ -77,7 +78,7 @@ def main() -> None:
     write_pairs(store.engine, lib_pairs.info.id, "bench-enc", drafts)
     libs = {"none": store.load("none"), "pairs": store.load("pairs")}
     images = unit(rng, a.images, a.dim)
-    times = {k: [] for k in libs}
+    times: dict[str, list[float]] = {k: [] for k in libs}
     for _ in range(a.repeats):  # interleaved, so the machine's load hits both alike
         for k, lib in libs.items():
             t = time.perf_counter()
@@ -94,8 +95,8 @@ def main() -> None:
     labels = rng.integers(0, a.classes, n)
     base = rank_results(libs["pairs"].scores(run_images), labels)
     t = time.perf_counter()
-    texts = stored_pair_texts(libs["pairs"].stored_pairs())
-    rerank_results(base, run_images, labels, texts, 5)
+    pair_texts = stored_pair_texts(libs["pairs"].stored_pairs())
+    rerank_results(base, run_images, labels, pair_texts, 5)
     print(f"FuDD re-ranking of {n} images' top 5 with {a.pairs} pairs: {time.perf_counter() - t:.2f} s")
 
 

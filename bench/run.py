@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "2")  # the 2-core machine the targets are set for
 SHARED = ROOT.parent / "shared" / "data" / "descriptors"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/speed.py
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -289,13 +289,14 @@ CLASS_IVF_UP_TO = 200_000  # its probe calibration at 1M (100k classes) takes lo
 
 
 def bench_query_indexes(
-    generator: str, size: int, lib, queries: np.ndarray, results: dict, candidates: list[str] = CANDIDATES
+    generator: str, size: int, lib, queries: np.ndarray, results: dict, candidates: Sequence[str] = CANDIDATES
 ) -> None:
     """Every candidate index over the library's own vectors, built and calibrated as
     ``whyclip ingest --index`` does (on proxy image queries), then measured on the bench
     queries: recall@10 against the exact scan, one-query p50 / p99, build time, bytes."""
     from whyclip.store.vectors.files import build_retrieval
     from whyclip.store.vectors.recall_tuning import proxy_queries, recall
+    from whyclip.store.vectors.retrieval import ClassIVF
     from whyclip.store.vectors.search import exact_search
 
     vectors, matrices = lib.vectors, lib.matrices
@@ -325,13 +326,13 @@ def bench_query_indexes(
         searcher, params = built.searcher, built.params
         # a PQ index that calibration sent to the exact scan is measured too: the reason it is not used
         got = searcher.search(queries[3:], 10)[1]
-        one = timed(lambda q: searcher.search(q[None], 10), queries)
+        one = timed(lambda q, searcher=searcher: searcher.search(q[None], 10), queries)
         size_bytes = sum(len(b) for b in built.blobs.values())
         if built.faiss_index is not None:
             import faiss
 
             size_bytes = len(faiss.serialize_index(built.faiss_index))
-        elif factory == "ClassIVF":
+        elif isinstance(searcher, ClassIVF):  # factory "ClassIVF"
             size_bytes = searcher.codes.nbytes
         knob = next((f"{k} {params[k]}" for k in ("depth", "nprobe", "efSearch", "probe") if k in params), "-")
         results["query_indexes"].append(
@@ -358,7 +359,7 @@ def bench_query_indexes(
         del built, searcher
 
 
-def bench_query(generator: str, size: int, runs: int, results: dict, candidates: list[str] = CANDIDATES) -> None:
+def bench_query(generator: str, size: int, runs: int, results: dict, candidates: Sequence[str] = CANDIDATES) -> None:
     """A library written as ``whyclip ingest`` writes it (default index), then one image
     vector -> full explanation against the straightforward numpy rule, and the candidates."""
     from whyclip.store import Store
@@ -381,7 +382,7 @@ def bench_query(generator: str, size: int, runs: int, results: dict, candidates:
         no_hits = timed(lambda q: lib.explain(q[None], top=5, retrieve=0), queries)
         scores_only = timed(lambda q: lib.scores(q[None], "mean"), queries)
         retrieval = timed(lambda q: lib.retrieve(q[None], 10), queries)
-        plain = timed(lambda q: straightforward_scores(q, in_ram, offsets), queries)
+        plain = timed(lambda q, in_ram=in_ram: straightforward_scores(q, in_ram, offsets), queries)
         agree, worst = 0, 0.0
         for q in queries:
             (exp,) = lib.explain(q[None], top=5, retrieve=0)
@@ -491,12 +492,14 @@ def query_tables(results: dict) -> list[str]:
                 f"{r['scores_p50_ms']:.2f} | {r['straightforward_p50_ms']:.2f} | {r['scores_speedup']:.1f}x | "
                 f"{r['top5_agreement']:.0%} | {r['max_abs_score_diff']:.1e} | "
                 f"{r['retrieval_p50_ms']:.2f} / {r['retrieval_p95_ms']:.2f} | {r['index']} | "
-                f"{r['recall_at_10']:.3f} ({r['calibrated_on']}) | {r['bench_queries_recall_at_10']:.3f} | {r['build_s']:.1f} | "
-                f"{r['load_s']:.2f} | {r['bytes_per_descriptor_on_disk']:.0f} | {r['query_process_rss_mb']:.0f} |"
+                f"{r['recall_at_10']:.3f} ({r['calibrated_on']}) | {r['bench_queries_recall_at_10']:.3f} | "
+                f"{r['build_s']:.1f} | {r['load_s']:.2f} | {r['bytes_per_descriptor_on_disk']:.0f} | "
+                f"{r['query_process_rss_mb']:.0f} |"
             )
     if results.get("query_indexes"):
         out.append(
-            "\n## Retrieval index candidates (one query, top 10; the PQ codes in shards, one thread a core, other FAISS indexes on one thread; recall@10 against the exact scan)\n"
+            "\n## Retrieval index candidates (one query, top 10; the PQ codes in shards, one thread a core, "
+            "other FAISS indexes on one thread; recall@10 against the exact scan)\n"
         )
         out.append(
             'Each built and calibrated as `whyclip ingest --index` does, on proxy image queries; "proxy said" '
@@ -514,7 +517,8 @@ def query_tables(results: dict) -> list[str]:
             )
             out.append(
                 f"| {r['generator']} | {r['descriptors']:,} | {r['index']} | {r['knob']} | {r['recall_at_10']:.3f} | "
-                f"{said} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | {r['index_bytes']:,} | {verdict} |"
+                f"{said} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | {r['index_bytes']:,} | "
+                f"{verdict} |"
             )
     return out
 
@@ -581,7 +585,8 @@ def targets(results: dict) -> list[str]:
             _row(
                 "cold one-image explain <= 1.0x the bare floor",
                 f"{c['explain_over_floor']:.2f}x wall "
-                f"({c['explain_median_s']:.2f} s vs {c['floor_median_s']:.2f} s), {c['explain_cpu_over_floor']:.2f}x CPU",
+                f"({c['explain_median_s']:.2f} s vs {c['floor_median_s']:.2f} s), "
+                f"{c['explain_cpu_over_floor']:.2f}x CPU",
                 c["explain_over_floor"] <= 1.0,
             )
         )
@@ -591,7 +596,8 @@ def targets(results: dict) -> list[str]:
         seven = len(g["files"]) == 7
         rows.append(
             _row(
-                f"ingest of {'the seven files' if seven else ', '.join(g['files'])} >= 3x plain encode, whole processes",
+                f"ingest of {'the seven files' if seven else ', '.join(g['files'])} >= 3x plain encode, whole "
+                "processes",
                 f"{g['speedup']:.2f}x wall ({g['whyclip_median_s']:.1f} s vs {g['plain_median_s']:.1f} s), "
                 f"{g['cpu_speedup']:.2f}x CPU",
                 g["speedup"] >= 3,
@@ -628,16 +634,17 @@ def markdown(results: dict) -> str:
         out.append("## Ingest (prompts/s; whyclip = `whyclip ingest` path, fresh cache)\n")
         out.append(
             "| library | prompts | whyclip /s | same, no prefix sharing /s | plain ST fp32 /s | speedup vs plain "
-            "| prefix-sharing gain | tokens computed / plain | precision | cosine vs plain fp32, every prompt: min (mean) |"
+            "| prefix-sharing gain | tokens computed / plain | precision | cosine vs plain fp32, every prompt: "
+            "min (mean) |"
         )
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for r in results["ingest"]:
             tokens = f"{r['tokens_computed']:,} / {r['tokens_plain']:,}" if "tokens_plain" in r else "-"
             out.append(
                 f"| {r['library']} | {r['prompts']:,} | {r['whyclip_per_s']:.0f} ({r['whyclip_s']:.1f} s) | "
-                f"{r['no_prefix_per_s']:.0f} ({r['no_prefix_s']:.1f} s) | {r['plain_per_s']:.0f} ({r['plain_s']:.1f} s) | "
-                f"{r['speedup']:.2f}x | {r['prefix_gain']:.2f}x | {tokens} | {r['precision']} | "
-                f"{r['min_cosine_vs_plain']:.5f} ({r['mean_cosine_vs_plain']:.6f}) |"
+                f"{r['no_prefix_per_s']:.0f} ({r['no_prefix_s']:.1f} s) | {r['plain_per_s']:.0f} "
+                f"({r['plain_s']:.1f} s) | {r['speedup']:.2f}x | {r['prefix_gain']:.2f}x | {tokens} | "
+                f"{r['precision']} | {r['min_cosine_vs_plain']:.5f} ({r['mean_cosine_vs_plain']:.6f}) |"
             )
     out.extend(query_tables(results))
     if results["images"]:
@@ -646,7 +653,8 @@ def markdown(results: dict) -> str:
         for r in results["images"]:
             cos = f"{r['checked_cosine']:.5f}" if r["checked_cosine"] else "-"
             out.append(
-                f"| {r['precision']} | {r['batch']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['per_image_ms']:.1f} | {cos} |"
+                f"| {r['precision']} | {r['batch']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+                f"{r['per_image_ms']:.1f} | {cos} |"
             )
     return "\n".join(out) + "\n"
 
@@ -658,7 +666,7 @@ def run_speed_sections(args, skip: set[str], results: dict) -> None:
     """Cold start, the seven files as whole processes, images at the encoder's pace."""
     if not args.model:
         return
-    import speed  # bench/speed.py, beside this file
+    from bench import speed
 
     if "cold" not in skip:
         speed.bench_cold_start(args.model, args.repeats, results)
@@ -728,7 +736,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
-    import speed
+    from bench import speed
 
     table = markdown(results) + "\n".join(speed.markdown(results)) + "\n"
     (out / "bench.md").write_text(table)

@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import httpx
 import numpy as np
@@ -143,7 +144,7 @@ def load(base_url: str, pictures: list[bytes], clients: int, requests: int, max_
     ``during`` (a function) runs in this thread meanwhile. Latency percentiles, answers/s over
     the clients' span, errors, mixed-version answers (by content, and a client seeing an older
     version after a newer one)."""
-    stats = {"latency": [], "errors": 0, "mixed": 0, "versions": set(), "done": 0, "end": None}
+    stats: dict[str, Any] = {"latency": [], "errors": 0, "mixed": 0, "versions": set(), "done": 0, "end": None}
     lock, stop_at = threading.Lock(), time.monotonic() + max_s
     counter = iter(range(requests))
 

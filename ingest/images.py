@@ -14,6 +14,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO, Literal, overload
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -69,7 +70,11 @@ def read_image_bytes(name: str, data: bytes) -> Image.Image:
     return _decode(io.BytesIO(data), name)
 
 
-def _decode(source, label: str, header_only: bool = False) -> Image.Image | None:
+@overload
+def _decode(source: Path | BinaryIO, label: str, header_only: Literal[False] = False) -> Image.Image: ...
+@overload
+def _decode(source: Path | BinaryIO, label: str, header_only: Literal[True]) -> None: ...
+def _decode(source: Path | BinaryIO, label: str, header_only: bool = False) -> Image.Image | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

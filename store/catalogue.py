@@ -13,10 +13,11 @@ import logging
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.db import migrations, schema
@@ -90,7 +91,9 @@ SQLITE_NEEDED = (3, 35)  # RETURNING (writes) and DROP COLUMN (migrations)
 def _check_sqlite(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
-    have = engine.dialect.dbapi.sqlite_version_info
+    dbapi = engine.dialect.dbapi
+    assert dbapi is not None  # a created engine has its driver module
+    have = dbapi.sqlite_version_info
     if tuple(have[:2]) < SQLITE_NEEDED:
         raise StoreError(
             f"whyclip needs SQLite {'.'.join(map(str, SQLITE_NEEDED))} or newer, and this Python has "
@@ -104,7 +107,7 @@ def _newer(where: str, exc: migrations.NewerStore) -> StoreError:
     )
 
 
-def _store_id(conn) -> str:
+def _store_id(conn: Connection) -> str:
     return conn.execute(select(Meta.value).where(Meta.key == "store_id")).scalar_one()
 
 
@@ -154,12 +157,11 @@ def _locate(home: str | Path | None, db_url: str | None, create: bool) -> tuple[
     """The home folder and database URL; without ``create``, a missing SQLite file is refused."""
     home_path = resolve_home(home)
     url = resolve_db_url(home_path, db_url)
-    if url.startswith("sqlite") and not create:
-        if not Path(url.split("///", 1)[-1]).is_file():
-            raise NoStore(
-                f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
-                "first, or point --home / WHYCLIP_HOME at your data directory"
-            )
+    if url.startswith("sqlite") and not create and not Path(url.split("///", 1)[-1]).is_file():
+        raise NoStore(
+            f"no whyclip data at {home_path} yet: run 'whyclip ingest FILE --library NAME' "
+            "first, or point --home / WHYCLIP_HOME at your data directory"
+        )
     if create:
         home_path.mkdir(parents=True, exist_ok=True)
     return home_path, url
@@ -335,7 +337,9 @@ class Store:
             "wrote library %s v%d (%d classes, %d descriptors)", draft.name, version, len(draft.classes), n_descriptors
         )
         with Session(self.engine) as s:
-            return _info(s.get(LibraryRow, library_id), int((counts == 0).sum()))
+            row = s.get(LibraryRow, library_id)
+            assert row is not None  # committed just above
+            return _info(row, int((counts == 0).sum()))
 
     def tuning_queries(self, name: str, encoder_id: str, dim: int, limit: int = 2000) -> Queries | None:
         """The image vectors stored by eval runs of any version of library ``name`` built
@@ -388,7 +392,9 @@ class Store:
         )
         return self.library(info.name, info.version)
 
-    def _insert_rows(self, draft: LibraryDraft, key: str, index: dict, recall_at_10: float) -> tuple[int, int]:
+    def _insert_rows(
+        self, draft: LibraryDraft, key: str, index: dict[str, Any], recall_at_10: float
+    ) -> tuple[int, int]:
         """Phase two: the version's rows, ready, in one transaction that holds the write
         lock from its first statement, so the version number and the descriptor keys read
         here are this writer's alone: keys are contiguous in label order, and a position
@@ -505,7 +511,7 @@ def next_descriptor_key(s: Session) -> int:
     return max(int(stored), int(mark or 0)) + 1
 
 
-def factory_row(manifest: dict) -> dict:
+def factory_row(manifest: dict[str, Any]) -> dict[str, Any]:
     """The library row's fields about its retrieval index."""
     params = manifest["index_params"]
     return {"index_factory": manifest["index_factory"], "index_params": json.dumps(params) if params else None}

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from whyclip.store.analysis.name_split import image_split
 from whyclip.store.db import embedding_cache
@@ -19,6 +22,7 @@ from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 from whyclip.store.errors import EncoderMismatch, InputError, LibraryNotFound, StoreError
 from whyclip.store.method import (
     AGGREGATES,
+    ClassMatrices,
     build_class_matrices,
     calibrated_softmax,
     descriptor_weights,
@@ -40,6 +44,9 @@ from whyclip.store.method.explanation import (
 from whyclip.store.names import loose_matches
 from whyclip.store.records import LibraryInfo
 from whyclip.store.vectors.files import IndexFiles
+
+if TYPE_CHECKING:
+    from whyclip.store.db.calibrations import CalibrationInfo
 
 SPLIT_MAX = 200_000  # descriptors: above, explain does not read every bare vector for the split
 BARE_NOTE = (
@@ -78,7 +85,7 @@ class Library:
         self._position = {n: i for i, n in enumerate(self.class_names)}
 
     @property
-    def matrices(self):
+    def matrices(self) -> ClassMatrices:
         return self.files.matrices
 
     @property
@@ -86,13 +93,19 @@ class Library:
         """The database key of each descriptor position (row of ``vectors``)."""
         if self.files.descriptor_ids is not None:
             return self.files.descriptor_ids
-        return self.info.first_descriptor_id + np.arange(self.info.n_descriptors, dtype=np.int64)
+        return self._first_id() + np.arange(self.info.n_descriptors, dtype=np.int64)
 
-    def _keys(self, lo: int, hi: int):
+    def _first_id(self) -> int:
+        """The first descriptor key of a version whose keys are contiguous (no stored ids)."""
+        first = self.info.first_descriptor_id
+        assert first is not None  # __init__ refused a version with neither stored ids nor a first key
+        return first
+
+    def _keys(self, lo: int, hi: int) -> ColumnElement[bool]:
         """A condition selecting the descriptors at positions lo..hi-1."""
         if self.files.descriptor_ids is not None:
             return DescriptorRow.id.in_(self.files.descriptor_ids[lo:hi].tolist())
-        first = self.info.first_descriptor_id
+        first = self._first_id()
         return DescriptorRow.id.between(first + lo, first + hi - 1)
 
     def check_encoder(self, encoder_id: str) -> None:
@@ -143,11 +156,12 @@ class Library:
         if len(rows) != hi - lo:  # the version was deleted while this reader had it loaded
             raise LibraryNotFound(
                 f"library {self.info.name!r} version {self.info.version} was deleted while in use "
-                f"(class {self.class_names[position]!r} has {len(rows)} of its {hi - lo} descriptor rows): load it again"
+                f"(class {self.class_names[position]!r} has {len(rows)} of its {hi - lo} descriptor rows): "
+                "load it again"
             )
         return tuple((r[0], r[1]) for r in rows)
 
-    def shared_texts(self, min_classes: int = 2) -> list[dict]:
+    def shared_texts(self, min_classes: int = 2) -> list[dict[str, Any]]:
         """Descriptor texts that ``min_classes`` or more classes share, most shared first,
         with how many classes and a few of them (kept at ingest)."""
         with Session(self.engine) as s:
@@ -183,7 +197,7 @@ class Library:
             )
         return list(texts)
 
-    def bare_scorer(self, encoder_key: str):
+    def bare_scorer(self, encoder_key: str) -> tuple[ClassMatrices, np.ndarray] | str:
         """``(ClassMatrices, vectors)`` of the version's descriptors without the class name (the
         ``bare:`` control ``whyclip eval`` embeds and caches), read from the embedding cache
         only (nothing is embedded or written), for the name/description split of
@@ -221,7 +235,9 @@ class Library:
         ]
         return sorted(out, key=lambda d: -d.similarity)
 
-    def contrast(self, image: np.ndarray, a: int, b: int, aggregate: str, scores: np.ndarray) -> Contrast:
+    def contrast(
+        self, image: np.ndarray, a: int, b: int, aggregate: str, scores: np.ndarray | Mapping[int, float]
+    ) -> Contrast:
         """Split ``score(a) - score(b)`` into per-descriptor contributions that add up exactly.
 
         With ``score = sum w_d s_d`` and ``mu`` the mean of the two scores, a descriptor of
@@ -229,7 +245,7 @@ class Library:
         of the same; a descriptor text both classes have gets one row with both parts.
         """
         mu = (float(scores[a]) + float(scores[b])) / 2
-        rows: dict[str, dict] = {}
+        rows: dict[str, dict[str, Any]] = {}
         for side, pos, sign in (("a", a, 1.0), ("b", b, -1.0)):
             ev = self._evidence(image, pos, aggregate)
             total = sum(d.weight for d in ev) or 1.0
@@ -286,7 +302,7 @@ class Library:
         return PairDescriptors(na, nb, features, mean_a, mean_b, favours, pair.provenance())
 
     @property
-    def retrieval(self) -> dict:
+    def retrieval(self) -> dict[str, Any]:
         """How :meth:`retrieve` answers (see :attr:`LibraryInfo.retrieval`)."""
         out = self.info.retrieval
         if self.files.searcher.exact and not out["exact"]:
@@ -334,8 +350,8 @@ class Library:
         top: int = 5,
         compare: tuple[str, str] | None = None,
         retrieve: int = 10,
-        calibration=None,
-        name_split=None,
+        calibration: CalibrationInfo | None = None,
+        name_split: tuple[ClassMatrices, np.ndarray] | str | None = None,
         max_descriptors: int | None = None,
     ) -> list[Explanation]:
         """Explain each unit image vector (rows of ``images``): exact scores for every class,
@@ -417,6 +433,7 @@ class Library:
                 )
                 for rank, (c, ev) in enumerate(zip(order, evidence, strict=True))
             ]
+            nd: dict[str, Any] | None
             if split is not None:
                 nd = {"coefficients": {"name": split["a"], "description": split["b"]}, "explained": split["explained"]}
             else:
@@ -424,10 +441,12 @@ class Library:
             border = top_k(base_scores[i], top)
             baseline = [BaselineScore(self.class_names[c], float(base_scores[i, c]), float(bprobs[c])) for c in border]
             a, b = pair if pair else (int(ranking[0]), int(ranking[1]) if len(ranking) > 1 else None)
-            contrast = self.contrast(image, a, b, agg, scores[i]) if b is not None else None
-            found = stored.get((min(a, b), max(a, b))) if b is not None else None
-            if found is not None and a != b:
-                contrast = dataclasses.replace(contrast, pair_descriptors=self.pair_evidence(image, a, b, found))
+            contrast = None
+            if b is not None:
+                contrast = self.contrast(image, a, b, agg, scores[i])
+                found = stored.get((min(a, b), max(a, b)))
+                if found is not None and a != b:
+                    contrast = dataclasses.replace(contrast, pair_descriptors=self.pair_evidence(image, a, b, found))
             out.append(
                 Explanation(
                     names[i],

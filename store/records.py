@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class LibraryInfo:
     index_key: str
     index_factory: str
     recall_at_10: float
-    index_params: dict = field(default_factory=dict)  # e.g. the calibrated re-rank depth
+    index_params: dict[str, Any] = field(default_factory=dict)  # e.g. the calibrated re-rank depth
     first_descriptor_id: int | None = None  # None: a version written before schema 2
     prompt_rule: str = ""  # the versioned rule that built its prompts, e.g. "paper/1"
     n_pairs: int = 0  # class pairs with contrastive (FuDD) pair descriptors, stored apart from the classes
@@ -58,7 +59,7 @@ class LibraryInfo:
         return self.index_factory
 
     @property
-    def retrieval(self) -> dict:
+    def retrieval(self) -> dict[str, Any]:
         """How the library-wide hits are found: exactly or not, by which index, its recall@10
         against exact search and the queries it was measured on (``calibrated_on``), and why
         an approximate index answers exactly (``note``)."""

@@ -52,7 +52,25 @@ _EXPORTS = {
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted([*_WHERE, "open"])
+# Spelled out, not computed, so linters and type checkers see the public names; the assert
+# below keeps the list equal to _EXPORTS.
+__all__ = [
+    "EncoderMismatch",
+    "ExplainLimits",
+    "ExplainOptions",
+    "Explanation",
+    "ImageFailure",
+    "InputError",
+    "LibraryInfo",
+    "LibraryNotFound",
+    "ModelLoadError",
+    "NoStore",
+    "StoreError",
+    "WhyclipError",
+    "Workspace",
+    "open",
+]
+assert sorted(__all__) == sorted([*_WHERE, "open"])
 
 
 def open(

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,6 +91,9 @@ class ClipEncoder:
         self._lock = threading.RLock()
         started = time.perf_counter()
         folder = clip_folder_of(model)
+        # The fp32 model: a TransformersClip or a SentenceTransformer, which share the API used
+        # here (encode, device, towers); ``backend`` says which, for the parts they do not share.
+        self._st: Any
         self._tensors = None
         self._full = None  # a whole transformers CLIPModel, loaded only when needed (legacy ids)
         if folder is not None:
@@ -133,9 +137,9 @@ class ClipEncoder:
         self.device = str(self._st.device)
         resolved = resolve_precision(precision, self.device)
         self.precisions = {"text": resolved, "image": resolved}  # each settled by its check
-        self._fast = None  # the low-precision sibling model, made on first use
+        self._fast: Any = None  # the low-precision sibling model (a copy of ``_st``), made on first use
         self._ids: dict[str, tuple[int, ...]] = {}  # text -> token ids, so each text is tokenized once
-        self._text = None  # the prefix-sharing text path, built on first use; None: not (yet) built
+        self._text: PrefixTextPath | None = None  # the prefix-sharing text path; None: not (yet) built
         self._share = share_prefixes  # False: the plain path (prefix sharing off, unsupported, or failed its check)
         self.checked: dict[str, float] = {}  # modality -> lowest cosine with fp32 on the check sample
         if self.device == "cpu":
@@ -327,9 +331,11 @@ class ClipEncoder:
             rows.setdefault(x, []).append(i)
         seqs = sorted(rows)
         raw = np.zeros((len(texts), self.dim), np.float32)
+        text_path = self._text
+        assert text_path is not None  # only called once _text_path() has built it
         for start in range(0, len(seqs), CHUNK):
             part = seqs[start : start + CHUNK]
-            out = self._text.embed(part)
+            out = text_path.embed(part)
             for x, vec in zip(part, out, strict=True):
                 raw[rows[x]] = vec
             if progress:
@@ -428,12 +434,14 @@ class ClipEncoder:
         return self._encode(list(sample), self.batch_size, model)
 
     def _check_text(self, sample: list[str]) -> None:
-        ref = []
+        ref: list[np.ndarray] = []
 
         def compute() -> float:
             if not ref:
                 ref.append(_unit(self._encode(sample, self.batch_size, self._st))[0])
-            got = _unit(self._text.embed(self._model_ids(sample)))[0]
+            text_path = self._text
+            assert text_path is not None  # compute runs inside the loop below, which built it
+            got = _unit(text_path.embed(self._model_ids(sample)))[0]
             return float(np.min(np.sum(ref[0] * got, axis=1)))
 
         while self._text_path() is not None:

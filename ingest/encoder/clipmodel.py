@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,16 +68,19 @@ class TransformersClip:
 
         self.folder = Path(folder)
         self.config = CLIPConfig.from_pretrained(self.folder)
+        if self.config.projection_dim is None:
+            raise ValueError(f"{self.folder}: its config.json gives no projection_dim")
+        self.dim: int = self.config.projection_dim
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        self.towers: dict[
-            str, torch.nn.Module
-        ] = {}  # "text" / "image" -> CLIP*ModelWithProjection (image: or .vision's)
-        self._tokenizer = self._image_processor = None
+        # "text" / "image" -> CLIP*ModelWithProjection (image: or .vision's)
+        self.towers: dict[str, torch.nn.Module] = {}
+        # transformers' Auto* classes (or .vision's image processor), each loaded on first use
+        self._tokenizer: Any = None
+        self._image_processor: Any = None
         self._lock = threading.RLock()  # towers
-        self._processor_lock = (
-            threading.Lock()
-        )  # tokenizer and image processor (a decode thread needs one while a tower loads)
+        # tokenizer and image processor (a decode thread needs one while a tower loads)
+        self._processor_lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------
 
@@ -123,6 +127,7 @@ class TransformersClip:
         ``CLIPVisionModelWithProjection``), loaded on first use."""
         with self._lock:
             if modality not in self.towers:
+                model: torch.nn.Module
                 try:
                     if modality == "image" and self.plain_vision_reason is None:
                         from whyclip.ingest.encoder.vision import load_vision_tower
@@ -153,9 +158,10 @@ class TransformersClip:
 
                     text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                     raise ModelLoadError(f"cannot load the CLIP model in {self.folder}: {text}") from None
+                tower: torch.nn.Module = model  # transformers' own annotation of .to() confuses type checkers
                 if self.dtype != torch.float32:
-                    model = model.to(self.dtype)  # the one conversion
-                self.towers[modality] = model.to(self.device).eval()
+                    tower = tower.to(self.dtype)  # the one conversion
+                self.towers[modality] = tower.to(self.device).eval()
                 log.info("loaded the %s tower of %s (%s)", modality, self.folder, self.dtype)
             return self.towers[modality]
 
@@ -191,10 +197,10 @@ class TransformersClip:
         """Raw projections (N, dim) float32 of texts or PIL images, as sentence-transformers
         computes them (longest first, in batches, back in the given order)."""
         if not items:
-            return np.zeros((0, int(self.config.projection_dim)), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         texts = isinstance(items[0], str)
         order = np.argsort([-len(x) for x in items], kind="stable") if texts else np.arange(len(items))
-        out = np.zeros((len(items), int(self.config.projection_dim)), np.float32)
+        out = np.zeros((len(items), self.dim), np.float32)
         for start in range(0, len(items), batch_size):
             idx = order[start : start + batch_size]
             part = [items[i] for i in idx]

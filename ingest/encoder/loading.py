@@ -114,7 +114,8 @@ def load_by_name(factory, model: str, device: str | None):
     )
     if not hub_reachable():
         raise ModelLoadError(
-            f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub cannot be reached (no network?): {offline_hint}"
+            f"cannot load CLIP model {model!r}: it is not in the local cache and the model hub cannot be "
+            f"reached (no network?): {offline_hint}"
         )
     try:
         return factory(model, device=device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -19,7 +20,6 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
-import itertools
 
 if TYPE_CHECKING:
     from transformers import CLIPConfig, CLIPTokenizer
@@ -279,7 +279,7 @@ def make_test_model(
     The folder is built beside ``directory`` and renamed into place when complete.
     """
     import torch
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
 
     directory = Path(directory).expanduser().absolute()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -296,7 +296,10 @@ def make_test_model(
         if real and tokenizer(CHECK_TEXT)["input_ids"] != CHECK_IDS:
             raise ValueError(f"the converted CLIP vocabulary tokenizes {CHECK_TEXT!r} wrongly")
         config = clip_config(full_size, len(tokenizer))
-        side = config.vision_config.image_size
+        vision = config.vision_config
+        assert isinstance(vision, CLIPVisionConfig)  # CLIPConfig turns the dict it is given into one
+        side = vision.image_size
+        assert isinstance(side, int)  # clip_config gives one number
         processor = CLIPProcessor(
             tokenizer=tokenizer,
             image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),

@@ -137,7 +137,11 @@ class PrefixTextPath:
             inner = [i for i in level if plan.nodes[i].has_children]
             leaves = [i for i in level if not plan.nodes[i].has_children]
             t = time.perf_counter()
-            kept = [self._forward(plan, batch, above, pooled, keep=True) for batch in self._batches(plan, inner)]
+            kept = [
+                made
+                for batch in self._batches(plan, inner)
+                if (made := self._forward(plan, batch, above, pooled, keep=True)) is not None  # always, kept
+            ]
             t2 = time.perf_counter()
             for batch in self._batches(plan, leaves):
                 self._forward(plan, batch, above, pooled, keep=False)

@@ -398,6 +398,8 @@ def load_vision_tower(folder: Path) -> VisionTower:
     folder = Path(folder)
     config = _vision_config(folder)
     files = _weight_files(folder)
+    if files is None:  # unsupported_reason says so first
+        raise ValueError(f"{folder}: the image tower's weights are not safetensors")
     with torch.device("meta"):
         tower = VisionTower(config)
     names = _names(int(config.get("num_hidden_layers", 12)))

@@ -132,7 +132,10 @@ def generate_library(
         pending = retry
     tries = 1 + settings.empty_retries
     empty_reasons = {
-        c: f"the model answered nothing ({tries} tries, temperature up to {settings.retry_temperature(settings.empty_retries)})"
+        c: (
+            f"the model answered nothing ({tries} tries, temperature up to "
+            f"{settings.retry_temperature(settings.empty_retries)})"
+        )
         for c in targets
         if not items[c]
     }
@@ -183,10 +186,11 @@ def ask_round(store, client, requests, counts, concurrency, progress) -> dict:
         while not_done:
             finished, not_done = wait(not_done, return_when=FIRST_EXCEPTION)
             for fut in finished:
-                if fut.exception() is not None:
+                exc = fut.exception()
+                if exc is not None:
                     for other in not_done:
                         other.cancel()
-                    raise fut.exception()
+                    raise exc
                 req = futures[fut]
                 answer, mode = fut.result()
                 answer_cache.save(

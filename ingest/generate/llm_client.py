@@ -17,9 +17,11 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from whyclip.store import InputError, WhyclipError
 
@@ -130,11 +132,12 @@ class ChatClient:
         return self._create(request, None), "list-fallback" if request.structured else "list"
 
     def _create(self, request: ChatRequest, response_format: dict | None) -> str:
-        extra = {"response_format": response_format} if response_format else {}
+        extra: dict[str, Any] = {"response_format": response_format} if response_format else {}
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": request.prompt}]
         try:
             resp = self._client.chat.completions.create(
                 model=self.model,
-                messages=[{"role": "user", "content": request.prompt}],
+                messages=messages,
                 temperature=request.temperature,
                 max_tokens=request.max_tokens,
                 **extra,

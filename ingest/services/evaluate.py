@@ -58,7 +58,7 @@ SCORE_BLOCK = 256  # images scored at a time (bounds the (images x classes) matr
 @dataclass
 class EvalReport:
     run: RunInfo
-    data: RunData | None = None  # the stored run, as audits read it back
+    data: RunData  # the stored run, as audits read it back
     skipped: list[str] = field(default_factory=list)  # "path: reason"
     unmatched: dict[str, int] = field(default_factory=dict)  # label -> images skipped
     n_embedded: int = 0

@@ -29,6 +29,7 @@ from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.images import header_pixels, prefetched, read_image
 from whyclip.store import (
     AGGREGATES,
+    CalibrationInfo,
     Explanation,
     InputError,
     Library,
@@ -50,7 +51,7 @@ class ExplainOptions:
 
     top: int = 5
     aggregate: str | None = None
-    compare: tuple[str, str] | None = None
+    compare: tuple[str, ...] | None = None  # two class names (plan_explain checks)
     retrieve: int = 10
     calibrated: bool = False
 
@@ -103,7 +104,7 @@ class ExplainPlan:
     store: Store
     library: Library
     options: ExplainOptions
-    calibration: object | None
+    calibration: CalibrationInfo | None
     limits: ExplainLimits
 
     def with_encoder(self, encoder, name_split=None, *, split: bool = True) -> Explainer:
@@ -159,7 +160,7 @@ class Explainer:
             list(names) if names is not None else None,
             aggregate=o.aggregate,
             top=o.top,
-            compare=tuple(o.compare) if o.compare else None,
+            compare=(o.compare[0], o.compare[1]) if o.compare else None,
             retrieve=o.retrieve,
             calibration=self.plan.calibration,
             name_split=self.name_split,

@@ -31,7 +31,8 @@ def pair_texts(store, lib, pairs: list[dict], encoder) -> PairTexts:
     """Embed every pair description, rendered with the library's template, through the cache."""
     position = {name: k for k, name in enumerate(lib.class_names)}
     template = Template(lib.info.template)
-    prompts, rows = [], {}
+    prompts: list[str] = []
+    rows: dict[tuple[int, int], list[int]] = {}
     for p in pairs:
         if p["a"] not in position or p["b"] not in position:
             missing = p["a"] if p["a"] not in position else p["b"]

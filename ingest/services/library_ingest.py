@@ -102,7 +102,8 @@ def check_token_limit(classes: list[DraftClass], encoder: TextEncoder, strict: b
     limit = encoder.max_tokens
     if strict:
         raise InputError(
-            f"{len(too_long)} prompt(s) exceed CLIP's {limit}-token limit: {listed}{more}; shorten them or drop --strict"
+            f"{len(too_long)} prompt(s) exceed CLIP's {limit}-token limit: {listed}{more}; shorten them or "
+            "drop --strict"
         )
     return [f"{len(too_long)} prompt(s) exceed CLIP's {limit}-token limit and were truncated: {listed}{more}"]
 

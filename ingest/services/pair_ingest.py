@@ -110,7 +110,8 @@ def store_pairs(
         raise InputError(f"{pf.path}: no pair with features to store" + (f" ({warnings[0]})" if warnings else ""))
     template = Template(lib.info.template)
     data = pf.data
-    question_template = data.get("prompt") if isinstance(data.get("prompt"), str) else PAIR_PROMPT
+    prompt = data.get("prompt")
+    question_template = prompt if isinstance(prompt, str) else PAIR_PROMPT
     source = {k: data[k] for k in ("run", "images") if k in data}
     source["file"] = Path(pf.path).name
     drafts, prompts = [], []

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
+
 from whyclip.ingest.embedding import embed_prompts
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.store import Edit, Library, LibraryInfo, Store, edited_draft
@@ -14,7 +16,9 @@ from whyclip.store import Edit, Library, LibraryInfo, Store, edited_draft
 log = logging.getLogger(__name__)
 
 
-def added_vectors(store: Store, lib: Library, encoder, prompts: Sequence[str]) -> tuple[dict, dict, list[str]]:
+def added_vectors(
+    store: Store, lib: Library, encoder, prompts: Sequence[str]
+) -> tuple[dict[str, tuple[np.ndarray, float]], dict[str, bool], list[str]]:
     """``{prompt: (unit vector, norm)}`` of an edit's added prompts (``Edit.new_prompts``),
     which of them exceed the encoder's token limit (CLIP truncates them, as ingest does), and
     warnings. The encoder must be the one that made ``lib`` (an old id of it is renamed)."""

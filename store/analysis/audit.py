@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from whyclip.store.analysis.stats import mcnemar_exact, verdict, wilson
 from whyclip.store.method import AGGREGATES, descriptor_weights
 
 if TYPE_CHECKING:  # a loaded version is passed in; nothing here reads the database itself
+    from whyclip.store.db.calibrations import CalibrationInfo
     from whyclip.store.library import Library
 
 NEAR_MAX = 50_000  # descriptors; the near-duplicate check compares every pair
@@ -56,7 +57,7 @@ class AuditSettings:
     seed: int = 0
 
 
-def method_label(method: str, details: dict | None = None) -> str:
+def method_label(method: str, details: dict[str, Any] | None = None) -> str:
     if method == BASELINE:
         return "baseline (class name)"
     if method == FUDD:
@@ -75,7 +76,7 @@ def method_label(method: str, details: dict | None = None) -> str:
     return f"descriptors ({method})"
 
 
-def _order(method: str) -> tuple:
+def _order(method: str) -> tuple[int, int, int, str]:
     """Aggregates, the baseline, FuDD, shuffled words, bare, swap, then the random-word draws."""
     kinds = ("", BASELINE, FUDD, CONTROL, BARE, SWAP, WORDS)
     kind = next((i for i, k in enumerate(kinds[1:], 1) if method.startswith(k)), 0)
@@ -84,7 +85,7 @@ def _order(method: str) -> tuple:
     return kind, draw, AGGREGATES.index(agg) if agg in AGGREGATES else 0, method
 
 
-def accuracy(run: RunData) -> list[dict]:
+def accuracy(run: RunData) -> list[dict[str, Any]]:
     """Top-1 and top-5 of every stored way of scoring, with the Wilson 95% interval of top-1
     (``ci95``) and of top-5 (``top5_ci95``)."""
     out = []
@@ -108,7 +109,7 @@ def accuracy(run: RunData) -> list[dict]:
     return out
 
 
-def per_class(run: RunData, lib: Library, agg: str, min_n: int = 10) -> list[dict]:
+def per_class(run: RunData, lib: Library, agg: str, min_n: int = 10) -> list[dict[str, Any]]:
     """Top-1 accuracy of every class that has images (descriptors, baseline, shuffled words),
     with its n, Wilson intervals and McNemar's p against the baseline; ``flagged`` when the
     descriptors do worse than the class name on at least ``min_n`` images."""
@@ -146,7 +147,7 @@ def _weights(lib: Library, agg: str, c: int, sims: np.ndarray, unit: np.ndarray)
     return descriptor_weights(agg, sims, unit, np.asarray(lib.files.norms[lo:hi]))
 
 
-def confusions(run: RunData, lib: Library, agg: str, s: AuditSettings) -> list[dict]:
+def confusions(run: RunData, lib: Library, agg: str, s: AuditSettings) -> list[dict[str, Any]]:
     """The most frequent (predicted, true) pairs, each with the descriptors that pulled
     towards the predicted class and those that supported the true one (mean contribution
     to ``score(predicted) - score(true)`` over the pair's images)."""
@@ -182,7 +183,7 @@ def confusions(run: RunData, lib: Library, agg: str, s: AuditSettings) -> list[d
     return out
 
 
-def drivers(run: RunData, lib: Library, agg: str) -> list[dict]:
+def drivers(run: RunData, lib: Library, agg: str) -> list[dict[str, Any]]:
     """Per descriptor of a predicted class: how often it was its class's top contributor
     (correct / wrong predictions) and its mean margin contribution against the runner-up."""
     res = run.results[agg]
@@ -232,7 +233,7 @@ def _row_texts(lib: Library) -> list[str]:
     return [t for c in range(len(lib.class_names)) for t, _ in lib.class_texts(c)]
 
 
-def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[list[dict], str | None]:
+def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[list[dict[str, Any]], str | None]:
     """Pairs of prompts of *different* classes and different texts whose vectors have a
     cosine of at least ``threshold`` (the same text in several classes is listed as shared)."""
     n = int(lib.matrices.offsets[-1])
@@ -264,7 +265,9 @@ def near_identical(lib: Library, threshold: float, texts: list[str]) -> tuple[li
     return out, None
 
 
-def flat_descriptors(run: RunData, lib: Library, ratio: float, texts: list[str], seed: int) -> tuple[list[dict], dict]:
+def flat_descriptors(
+    run: RunData, lib: Library, ratio: float, texts: list[str], seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Descriptors whose similarity barely varies over the run's images."""
     n = int(lib.matrices.offsets[-1])
     if len(run.vectors) < 2 or n == 0:
@@ -290,16 +293,23 @@ def flat_descriptors(run: RunData, lib: Library, ratio: float, texts: list[str],
 
 def _rescore(agg: str, sims: np.ndarray, keep: np.ndarray, unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """Class scores from only the kept descriptors: ``sims`` and ``keep`` are (..., n)."""
+    out: np.ndarray
     if agg == "mean":
-        return (sims * keep).sum(axis=-1) / keep.sum(axis=-1)
-    if agg == "max":
-        return np.where(keep, sims, -np.inf).max(axis=-1)
-    weighted = keep * norms.astype(np.float64)  # centroid: the normalised sum of the kept raw vectors
-    raw = weighted @ unit.astype(np.float64)
-    return (weighted * sims).sum(axis=-1) / np.linalg.norm(raw, axis=-1)
+        out = (sims * keep).sum(axis=-1) / keep.sum(axis=-1)
+    elif agg == "max":
+        out = np.where(keep, sims, -np.inf).max(axis=-1)
+    else:
+        weighted = keep * norms.astype(np.float64)  # centroid: the normalised sum of the kept raw vectors
+        raw = weighted @ unit.astype(np.float64)
+        out = (weighted * sims).sum(axis=-1) / np.linalg.norm(raw, axis=-1)
+    return out
 
 
-def _outcome(case: tuple, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# (aggregate, sims, unit, norms, predicted class a, rival, rival score, old score, true class) of one class's images
+_Case = tuple[str, np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _outcome(case: _Case, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Score drops of the predicted class ``a`` keeping only ``keep``, and whether the
     prediction (``a``, or its rival if ``a`` now scores lower) is then correct."""
     agg, sims, unit, norms, a, rival, rival_score, old, truth = case
@@ -315,7 +325,7 @@ def random_keep_masks(rng: np.random.Generator, draws: int, rows: int, n: int, k
     return ranks >= k
 
 
-def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int) -> dict:
+def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int) -> dict[str, Any]:
     """Remove the predicted class's top-``k`` descriptors (or ``k`` random ones, ``draws``
     times) and rescore it; every other class keeps its score, so the prediction either stays
     or moves to the runner-up. Images are handled a predicted class at a time."""
@@ -373,7 +383,9 @@ def deletion(run: RunData, lib: Library, agg: str, k: int, draws: int, seed: int
     }
 
 
-def audit(run: RunData, lib: Library, settings: AuditSettings | None = None, calibration=None) -> dict:
+def audit(
+    run: RunData, lib: Library, settings: AuditSettings | None = None, calibration: CalibrationInfo | None = None
+) -> dict[str, Any]:
     """Everything a report shows, as plain data (the JSON format of ``whyclip audit``).
     ``calibration``: the library version's stored calibration, if any
     (:func:`whyclip.store.db.calibrations.latest_calibration`)."""

@@ -8,7 +8,8 @@ the true classes; it never changes a prediction. LeVine et al. (2023, "Enabling
 calibration in the zero-shot inference of large vision-language models") find that one
 temperature per CLIP model carries over across datasets and prompts. Optionally a bias per
 class is fitted jointly, ``softmax(z / T + b)``, with a mild L2 penalty (a standard normal
-prior on each bias, ``BIAS_PRIOR_SD``, which also makes them unique); it can change predictions. Classes with no image in the fit split keep bias 0.
+prior on each bias, ``BIAS_PRIOR_SD``, which also makes them unique); it can change
+predictions. Classes with no image in the fit split keep bias 0.
 
 Both fits are convex in ``beta = 1 / T`` (and ``b``): the NLL is a log-sum-exp of functions
 linear in the parameters minus one of them. The temperature alone is a bounded 1-D search
@@ -27,13 +28,20 @@ every figure is measured on the held-out part, before and after:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
 from whyclip.store.analysis.stats import wilson
 from whyclip.store.errors import InputError
+
+if TYPE_CHECKING:  # a loaded version, a run and a stored calibration are passed in; nothing here reads them
+    from whyclip.store.analysis.run_records import RunData
+    from whyclip.store.db.calibrations import CalibrationInfo
+    from whyclip.store.library import Library
 
 ECE_BINS = 15
 BETA_BOUNDS = (1e-3, 1e3)  # 1 / T: temperatures from 0.001 to 1000
@@ -54,7 +62,7 @@ def logsumexp(u: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarr
     """``log(sum(exp(u)))`` along ``axis``, shifted by the maximum (plain numpy: scipy's
     general version measured 5x slower on a 10,000 x 1,000 block)."""
     m = u.max(axis=axis, keepdims=True)
-    out = np.log(np.exp(u - m).sum(axis=axis, keepdims=True)) + m
+    out: np.ndarray = np.log(np.exp(u - m).sum(axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
@@ -65,7 +73,8 @@ def calibrated_logits(logits: np.ndarray, temperature: float, biases: np.ndarray
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0, biases: np.ndarray | None = None) -> np.ndarray:
     z = calibrated_logits(logits, temperature, biases)
-    return np.exp(z - logsumexp(z, axis=-1, keepdims=True))
+    probs: np.ndarray = np.exp(z - logsumexp(z, axis=-1, keepdims=True))
+    return probs
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0, biases: np.ndarray | None = None) -> float:
@@ -79,7 +88,7 @@ def bin_of(conf: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
     return np.searchsorted(np.arange(1, n_bins) / n_bins, conf, side="left")
 
 
-def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> list[dict]:
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> list[dict[str, Any]]:
     """Per equal-width confidence bin: its bounds, image count, mean top-1 confidence and
     accuracy (both 0 for an empty bin)."""
     conf = probs.max(axis=1)
@@ -101,7 +110,7 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BI
     return out
 
 
-def ece_from_bins(bins: list[dict]) -> float:
+def ece_from_bins(bins: list[dict[str, Any]]) -> float:
     n = sum(b["count"] for b in bins)
     return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / n) if n else 0.0
 
@@ -124,7 +133,10 @@ def split(labels: np.ndarray, fraction: float = FIT_FRACTION, seed: int = 0) -> 
         k = int(np.floor(len(idx) * fraction + rng.random()))
         fit.append(idx[:k])
         held.append(idx[k:])
-    cat = lambda parts: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
     return cat(fit), cat(held)
 
 
@@ -184,7 +196,9 @@ def fit_temperature_and_biases(
     return Fit(1.0 / beta, biases, bool(edge))
 
 
-def _side(probs: np.ndarray, labels: np.ndarray, logits: np.ndarray, t: float, b, seed: int) -> dict:
+def _side(
+    probs: np.ndarray, labels: np.ndarray, logits: np.ndarray, t: float, b: np.ndarray | None, seed: int
+) -> dict[str, Any]:
     bins = reliability_bins(probs, labels)
     correct = probs.argmax(axis=1) == labels
     k, n = int(correct.sum()), len(labels)
@@ -221,7 +235,7 @@ def calibrate(
     per_class_bias: bool = False,
     fraction: float = FIT_FRACTION,
     seed: int = 0,
-) -> dict:
+) -> dict[str, Any]:
     """Fit on a seeded split of ``(logits, labels)`` and measure on the held-out part.
 
     Returns plain data: the fit (``temperature``, ``biases`` as a list or None), the split
@@ -272,7 +286,7 @@ def calibrate(
 
 def measure(
     logits: np.ndarray, labels: np.ndarray, temperature: float, biases: np.ndarray | None = None, seed: int = 0
-) -> dict:
+) -> dict[str, Any]:
     """ECE (with a bootstrap interval), NLL and accuracy (Wilson interval) of ``labels``
     under the library's probabilities (before) and under ``temperature`` and ``biases``
     (after), with the reliability ``bins`` of both."""
@@ -305,7 +319,9 @@ def measure(
     }
 
 
-def run_logits(run, lib, aggregate: str, progress=None) -> np.ndarray:
+def run_logits(
+    run: RunData, lib: Library, aggregate: str, progress: Callable[[int, int], None] | None = None
+) -> np.ndarray:
     """(N, C) logits of every image of a stored run under the library version it was made
     with, rescored from the run's image vectors (a run keeps only its top classes)."""
     if lib.info.id != run.info.library_id:
@@ -324,15 +340,15 @@ def run_logits(run, lib, aggregate: str, progress=None) -> np.ndarray:
 
 
 def calibrate_run(
-    run,
-    lib,
+    run: RunData,
+    lib: Library,
     aggregate: str | None = None,
     *,
     per_class_bias: bool = False,
     fraction: float = FIT_FRACTION,
     seed: int = 0,
-    progress=None,
-) -> dict:
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """:func:`calibrate` on a stored run, with what it was fitted on named in the result."""
     agg = aggregate or lib.info.aggregate
     report = calibrate(
@@ -355,7 +371,7 @@ def calibrate_run(
     }
 
 
-def audit_section(run, lib, aggregate: str, cal=None) -> dict:
+def audit_section(run: RunData, lib: Library, aggregate: str, cal: CalibrationInfo | None = None) -> dict[str, Any]:
     """The audit's calibration figures for a run. With a stored calibration of this library
     version and aggregate: its held-out figures when it was fitted on this run, else it is
     applied to every image of this run (all unseen by the fit). Without one: the library's
@@ -382,7 +398,9 @@ def audit_section(run, lib, aggregate: str, cal=None) -> dict:
         return {
             **head,
             **measure(logits, run.labels, cal.temperature, cal.biases, 0),
-            "measured_on": f"every image of this run ({len(run.labels)}; the calibration was fitted on run {cal.run_name!r})",
+            "measured_on": (
+                f"every image of this run ({len(run.labels)}; the calibration was fitted on run {cal.run_name!r})"
+            ),
         }
     m = measure(logits, run.labels, 1.0)
     note = (

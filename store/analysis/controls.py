@@ -6,6 +6,8 @@ descriptor words. Read from a stored run; a run made before a control existed sa
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from whyclip.store.analysis.name_split import bootstrap_share, shares
@@ -19,12 +21,18 @@ NO_FUDD = (
 OLD_RUN = "this run was made before whyclip stored this control: run 'whyclip eval' again to get it"
 
 
-def correct(run: RunData, method: str) -> np.ndarray | None:
-    r = run.results.get(method)
-    return None if r is None else r.true_rank == 1
+def correct(run: RunData, method: str) -> np.ndarray:
+    """Whether each image's true class came first under ``method``, which the run stored."""
+    ok: np.ndarray = run.results[method].true_rank == 1
+    return ok
 
 
-def baseline(run: RunData, agg: str) -> dict:
+def correct_if_stored(run: RunData, method: str) -> np.ndarray | None:
+    """:func:`correct`, or None for a control or re-ranking this run did not store."""
+    return correct(run, method) if method in run.results else None
+
+
+def baseline(run: RunData, agg: str) -> dict[str, Any]:
     c = compare("the class name alone", correct(run, agg), correct(run, BASELINE))
     c["verdict"] = c["statement"] + (
         ": the descriptors change accuracy"
@@ -34,8 +42,8 @@ def baseline(run: RunData, agg: str) -> dict:
     return c
 
 
-def swap(run: RunData, agg: str) -> dict:
-    other = correct(run, SWAP + agg)
+def swap(run: RunData, agg: str) -> dict[str, Any]:
+    other = correct_if_stored(run, SWAP + agg)
     if other is None:
         return {"note": OLD_RUN}
     c = compare("swapped descriptors", correct(run, agg), other)
@@ -48,8 +56,8 @@ def swap(run: RunData, agg: str) -> dict:
     return c
 
 
-def shuffled_words(run: RunData, agg: str) -> dict:
-    other = correct(run, CONTROL + agg)
+def shuffled_words(run: RunData, agg: str) -> dict[str, Any]:
+    other = correct_if_stored(run, CONTROL + agg)
     if other is None:
         return {"note": "this run has no shuffled-descriptor-words control"}
     c = compare("shuffled descriptor words", correct(run, agg), other)
@@ -61,7 +69,7 @@ def shuffled_words(run: RunData, agg: str) -> dict:
     return c
 
 
-def random_words(run: RunData, agg: str, seed: int = 0) -> dict:
+def random_words(run: RunData, agg: str, seed: int = 0) -> dict[str, Any]:
     """Random words from a general vocabulary, ``draws`` seeded draws: their mean accuracy
     and sd over the draws, an interval for the mean (bootstrap over images) and a paired
     bootstrap test of the descriptors against the per-image mean over the draws."""
@@ -84,7 +92,10 @@ def random_words(run: RunData, agg: str, seed: int = 0) -> dict:
         + (
             ": the descriptors beat random words"
             if ok
-            else ": the descriptors do not beat random words, so a gain over the class name may not come from what they say"
+            else (
+                ": the descriptors do not beat random words, so a gain over the class name may not come from "
+                "what they say"
+            )
         )
     )
     return {
@@ -105,7 +116,7 @@ def random_words(run: RunData, agg: str, seed: int = 0) -> dict:
     }
 
 
-def name_description(run: RunData, agg: str, class_names: list[str], seed: int = 0) -> dict:
+def name_description(run: RunData, agg: str, class_names: list[str], seed: int = 0) -> dict[str, Any]:
     """How much of the true class's score the name alone gives and how much the descriptor
     content adds (:mod:`.name_split`), and the share of decisions the descriptors change
     relative to the class name alone (McNemar on the same images)."""
@@ -134,8 +145,8 @@ def name_description(run: RunData, agg: str, class_names: list[str], seed: int =
     adds = sig == "significant"
     sentence = (
         f"the class name alone gives {100 * name_share:.0f}% of the true class's score and the descriptor content "
-        f"{100 * desc_share:.0f}%; the descriptors change {100 * changed.mean():.1f}% of decisions relative to the name "
-        f"alone ({test['only_first']} wrong to right, {test['only_second']} right to wrong; McNemar p = "
+        f"{100 * desc_share:.0f}%; the descriptors change {100 * changed.mean():.1f}% of decisions relative to "
+        f"the name alone ({test['only_first']} wrong to right, {test['only_second']} right to wrong; McNemar p = "
         f"{test['p_value']:.3g}, {sig})"
         + (
             ": the descriptors change the outcome"
@@ -161,12 +172,12 @@ def name_description(run: RunData, agg: str, class_names: list[str], seed: int =
     }
 
 
-def _bare(run: RunData, agg: str) -> dict | None:
-    other = correct(run, BARE + agg)
+def _bare(run: RunData, agg: str) -> dict[str, Any] | None:
+    other = correct_if_stored(run, BARE + agg)
     return None if other is None else compare("the descriptors without the class name", correct(run, agg), other)
 
 
-def _paired(name: str, mine: np.ndarray, other: np.ndarray) -> dict:
+def _paired(name: str, mine: np.ndarray, other: np.ndarray) -> dict[str, Any]:
     test = mcnemar_exact(mine, other)
     acc = float(other.mean()) if len(other) else 0.0
     return {
@@ -181,11 +192,11 @@ def _paired(name: str, mine: np.ndarray, other: np.ndarray) -> dict:
     }
 
 
-def fudd_summary(run: RunData, agg: str) -> dict:
+def fudd_summary(run: RunData, agg: str) -> dict[str, Any]:
     """FuDD's re-ranking with the version's pair descriptors against the class name alone
     and against the descriptors' own ranking (McNemar on the same images); images it fixed
     and broke relative to the ranking it re-ranked."""
-    mine = correct(run, FUDD)
+    mine = correct_if_stored(run, FUDD)
     if mine is None:
         return {"note": NO_FUDD}
     info = run.info.details.get("fudd", {})

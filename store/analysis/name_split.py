@@ -16,13 +16,15 @@ of ``S'`` the two parts account for at all).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
 class SplitAccumulator:
     """Fed blocks of (images x classes) scores; ``result()`` is the stored split."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.gram = np.zeros((2, 2))
         self.rhs = np.zeros(2)
         self.total = 0.0
@@ -41,7 +43,7 @@ class SplitAccumulator:
         self.name.append(np.abs(n[rows, labels]))
         self.desc.append(np.abs(b[rows, labels]))
 
-    def result(self) -> dict:
+    def result(self) -> dict[str, Any]:
         coef = np.linalg.lstsq(self.gram, self.rhs, rcond=None)[0] if self.gram.any() else np.zeros(2)
         resid = self.total - 2 * coef @ self.rhs + coef @ self.gram @ coef
         explained = 1 - resid / self.total if self.total > 0 else 0.0
@@ -56,7 +58,7 @@ class SplitAccumulator:
         }
 
 
-def shares(split: dict, mask: np.ndarray | None = None) -> tuple[float, float]:
+def shares(split: dict[str, Any], mask: np.ndarray | None = None) -> tuple[float, float]:
     """(name_share, description_share) over the images in ``mask`` (default: all)."""
     name = abs(split["a"]) * np.asarray(split["name"])
     desc = abs(split["b"]) * np.asarray(split["description"])
@@ -68,7 +70,7 @@ def shares(split: dict, mask: np.ndarray | None = None) -> tuple[float, float]:
     return float(name.sum() / total), float(desc.sum() / total)
 
 
-def bootstrap_share(split: dict, seed: int = 0, reps: int = 2000) -> list[float]:
+def bootstrap_share(split: dict[str, Any], seed: int = 0, reps: int = 2000) -> list[float]:
     """Percentile 95% interval of the run's ``name_share``, resampling images."""
     name = abs(split["a"]) * np.asarray(split["name"])
     desc = abs(split["b"]) * np.asarray(split["description"])
@@ -80,7 +82,7 @@ def bootstrap_share(split: dict, seed: int = 0, reps: int = 2000) -> list[float]
     return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
 
 
-def image_split(full: np.ndarray, name: np.ndarray, bare: np.ndarray) -> dict:
+def image_split(full: np.ndarray, name: np.ndarray, bare: np.ndarray) -> dict[str, Any]:
     """The same split for one image, over its classes: ``full``, ``name`` and ``bare`` are
     its (C,) scores; each is centred over the classes and ``S' ~ a N' + b B'`` is fitted by
     least squares over them. ``name_share`` and ``description_share`` are (C,) arrays:

@@ -14,6 +14,8 @@ the same images. numpy and scipy only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.stats import binom, norm
 
@@ -32,14 +34,14 @@ def wilson(k: int, n: int, z: float = Z95) -> list[float]:
     return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
-def accuracy_figure(correct: np.ndarray) -> dict:
+def accuracy_figure(correct: np.ndarray) -> dict[str, Any]:
     """Top-1 (or any) accuracy of a boolean per-image array, with its Wilson interval."""
     correct = np.asarray(correct, dtype=bool)
     k, n = int(correct.sum()), len(correct)
     return {"accuracy": k / n if n else 0.0, "n": n, "ci95": wilson(k, n)}
 
 
-def mcnemar_exact(first: np.ndarray, second: np.ndarray) -> dict:
+def mcnemar_exact(first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
     """McNemar's exact test of two boolean per-image correctness arrays (same images)."""
     first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
     if first.shape != second.shape:
@@ -64,7 +66,7 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, reps: int = BOOTSTRAP) -> li
     return [float(np.quantile(means, ALPHA / 2)), float(np.quantile(means, 1 - ALPHA / 2))]
 
 
-def paired_bootstrap(first: np.ndarray, second: np.ndarray, seed: int = 0, reps: int = BOOTSTRAP) -> dict:
+def paired_bootstrap(first: np.ndarray, second: np.ndarray, seed: int = 0, reps: int = BOOTSTRAP) -> dict[str, Any]:
     """Mean per-image difference ``first - second`` (same images), its percentile 95%
     interval and a two-sided bootstrap p-value (twice the smaller tail at 0, at least
     ``1/reps``; 1 when every image agrees)."""
@@ -81,7 +83,7 @@ def paired_bootstrap(first: np.ndarray, second: np.ndarray, seed: int = 0, reps:
     }
 
 
-def compare(name: str, descriptors: np.ndarray, other: np.ndarray) -> dict:
+def compare(name: str, descriptors: np.ndarray, other: np.ndarray) -> dict[str, Any]:
     """The library's descriptors against another way of scoring the same images, by
     McNemar's exact test. ``accuracy`` and ``ci95`` are the other way's (the section's own
     figure); a sentence says "not significant" when the difference is not."""

@@ -22,8 +22,9 @@ only the edited classes and comparing them with each image's best unedited class
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class Edit:
         """The prompts an answer needs vectors for: every added descriptor's, once."""
         return list(dict.fromkeys(p for c in self.classes for _, p in c.added))
 
-    def echo(self) -> dict:
+    def echo(self) -> dict[str, Any]:
         """The edit as ``--edits FILE`` takes it (and ``--json`` prints it)."""
         prompts = {(c.name, t): p for c in self.classes for t, p in c.added}
         return {
@@ -104,7 +105,7 @@ def split_pair(lib: Library, value: str, what: str) -> tuple[str, str]:
     return found[0]
 
 
-def plan_edit(lib: Library, drops: list[tuple[str, str]] = (), adds: list[tuple[str, str]] = ()) -> Edit:
+def plan_edit(lib: Library, drops: Sequence[tuple[str, str]] = (), adds: Sequence[tuple[str, str]] = ()) -> Edit:
     """Validate an edit against ``lib``: every class exists (exact, or ignoring case and
     underscores), every dropped descriptor is one of its class's, every added text is new
     to its class. Raises :class:`InputError` (one line, with close matches) otherwise."""
@@ -126,7 +127,8 @@ def plan_edit(lib: Library, drops: list[tuple[str, str]] = (), adds: list[tuple[
                 else "it has none"
             )
             raise InputError(
-                f"class {name!r} has no descriptor {text!r} to drop ({hint}); see the dashboard's Library page or 'whyclip export'"
+                f"class {name!r} has no descriptor {text!r} to drop ({hint}); see the dashboard's Library page "
+                "or 'whyclip export'"
             )
         mask = keep.setdefault(c, [True] * len(texts))
         for j, t in enumerate(texts):
@@ -155,7 +157,7 @@ def plan_edit(lib: Library, drops: list[tuple[str, str]] = (), adds: list[tuple[
     return Edit(tuple(out), tuple(echo_drops), tuple(echo_adds))
 
 
-def read_edits(data) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def read_edits(data: object) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Drops and adds from an ``--edits`` document: ``{"drop": [...], "add": [...]}``, each
     item ``{"class": C, "descriptor": D}`` / ``{"class": C, "text": T}`` or ``[C, D]``."""
     if not isinstance(data, dict) or set(data) - {"drop", "add"}:
@@ -217,7 +219,8 @@ class WhatIf:
             raise InputError(f"unknown aggregate {agg!r}: choose one of {', '.join(AGGREGATES)}")
         if run.info.library_id != lib.info.id:
             raise InputError(
-                f"run {run.info.name!r} was made with library {run.info.library_name!r} v{run.info.library_version}, not "
+                f"run {run.info.name!r} was made with library {run.info.library_name!r} "
+                f"v{run.info.library_version}, not "
                 f"v{lib.info.version}: a what-if edits the version the run scored (omit --version), or run "
                 f"'whyclip eval DATASET --library {lib.info.name} --version {lib.info.version}' first"
             )
@@ -251,7 +254,7 @@ class WhatIf:
 
     # -- the edited classes' scores ----------------------------------------------------
 
-    def _class_rows(self, edit: ClassEdit, vectors: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _class_rows(self, edit: ClassEdit, vectors: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """An edited class's unit rows and raw norms: kept descriptors in order, then added."""
         lib = self.lib
         keep = np.flatnonzero(np.array(edit.keep, dtype=bool)) + int(lib.matrices.offsets[edit.position])
@@ -272,10 +275,13 @@ class WhatIf:
         offsets = np.concatenate([[0], np.cumsum(counts)])
         unit = np.concatenate([u for u, _ in parts]) if counts.sum() else np.zeros((0, self.lib.info.dim), np.float32)
         norms = np.concatenate([n for _, n in parts]) if counts.sum() else np.zeros(0, np.float32)
+        out: np.ndarray
         if self.aggregate == "mean":
-            return (self.images @ class_sums(unit, offsets, baseline).T).astype(np.float64)
+            out = (self.images @ class_sums(unit, offsets, baseline).T).astype(np.float64)
+            return out
         if self.aggregate == "centroid":
-            return (self.images @ class_sums(unit, offsets, baseline, norms=norms, normalise=True).T).astype(np.float64)
+            out = (self.images @ class_sums(unit, offsets, baseline, norms=norms, normalise=True).T).astype(np.float64)
+            return out
         out = self.images @ baseline.T  # max; an empty class keeps its baseline score
         nonempty = np.flatnonzero(counts)
         if len(nonempty):
@@ -320,7 +326,7 @@ class WhatIf:
 
     # -- the answer ----------------------------------------------------------------------
 
-    def answer(self, edit: Edit, vectors: dict[str, tuple[np.ndarray, float]] | None = None) -> dict:
+    def answer(self, edit: Edit, vectors: dict[str, tuple[np.ndarray, float]] | None = None) -> dict[str, Any]:
         """The what-if: flips both ways, accuracy before and after with Wilson intervals,
         McNemar's exact paired p-value, per edited class, as plain data (``--json``)."""
         after = self.rescore(edit, vectors)
@@ -330,7 +336,7 @@ class WhatIf:
         a, b = accuracy_figure(ok_before), accuracy_figure(ok_after)
         sig = verdict(test["p_value"])
 
-        def flip(i: int) -> dict:
+        def flip(i: int) -> dict[str, Any]:
             return {
                 "path": self.run.paths[i],
                 "true": names[y[i]],
@@ -342,13 +348,14 @@ class WhatIf:
                 "true_score_after": float(after.true_score[i]),
             }
 
-        right_wrong = [flip(i) for i in np.flatnonzero(ok_before & ~ok_after)]
-        wrong_right = [flip(i) for i in np.flatnonzero(~ok_before & ok_after)]
+        right_wrong = [flip(int(i)) for i in np.flatnonzero(ok_before & ~ok_after)]
+        wrong_right = [flip(int(i)) for i in np.flatnonzero(~ok_before & ok_after)]
         moved = int(np.sum(~ok_before & ~ok_after & (self.before.predicted != after.predicted)))
         diff = b["accuracy"] - a["accuracy"]
         statement = (
             f"top-1 {100 * a['accuracy']:.1f}% before, {100 * b['accuracy']:.1f}% after ({100 * diff:+.1f} points; "
-            f"{len(wrong_right)} wrong->right, {len(right_wrong)} right->wrong; McNemar p = {test['p_value']:.3g}, {sig})"
+            f"{len(wrong_right)} wrong->right, {len(right_wrong)} right->wrong; McNemar p = "
+            f"{test['p_value']:.3g}, {sig})"
         )
         classes = []
         for e in edit.classes:
@@ -400,7 +407,7 @@ def what_if(
     edit: Edit,
     vectors: dict[str, tuple[np.ndarray, float]] | None = None,
     aggregate: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """One what-if answer (build a :class:`WhatIf` once to answer many edits)."""
     return WhatIf(run, lib, aggregate).answer(edit, vectors)
 
@@ -422,7 +429,9 @@ def edited_draft(
     flags = lib.truncated_flags()
     offsets = lib.matrices.offsets
     rows: dict[str, int] = {}
-    vecs, norms, classes = [], [], []
+    vecs: list[np.ndarray] = []
+    norms: list[float] = []
+    classes: list[DraftClass] = []
 
     def put(prompt: str, vector: np.ndarray, norm: float) -> None:
         if prompt not in rows:
@@ -438,12 +447,16 @@ def edited_draft(
         descriptors, prompts, trunc = [], [], []
         for j, ((text, prompt), kept) in enumerate(zip(texts, keep, strict=True)):
             if kept:
-                descriptors.append(text), prompts.append(prompt), trunc.append(flags[lo + j] if flags else False)
+                descriptors.append(text)
+                prompts.append(prompt)
+                trunc.append(flags[lo + j] if flags else False)
                 put(prompt, lib.vectors[lo + j], lib.files.norms[lo + j])
         if e and e.added:
             extra, extra_norms = _added_vectors(e, vectors, dim)
             for (text, prompt), v, nm in zip(e.added, extra, extra_norms, strict=True):
-                descriptors.append(text), prompts.append(prompt), trunc.append(bool(truncated.get(prompt, False)))
+                descriptors.append(text)
+                prompts.append(prompt)
+                trunc.append(bool(truncated.get(prompt, False)))
                 put(prompt, v, nm)
         classes.append(DraftClass(name, lib.baseline_prompts[c], descriptors, prompts, trunc))
     for c, prompt in enumerate(lib.baseline_prompts):  # a baseline row's norm is never stored: only its vector

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,7 +32,7 @@ class CachedAnswer:
     base_url: str
     model: str
     prompt: str
-    parameters: dict
+    parameters: dict[str, Any]
     answer: str
     mode: str
     created_at: dt.datetime

@@ -4,12 +4,18 @@ into memory and a page costs milliseconds."""
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, or_, select
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Select, SQLColumnExpression, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from whyclip.store.db.schema import ClassRow, DescriptorRow, SharedTextRow
 from whyclip.store.records import LibraryInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
 
 # Descriptor ids ascend in label order (class, then descriptor position): paging by id walks an index.
 DESCRIPTOR_ORDERS = {
@@ -25,12 +31,12 @@ CLASS_ORDERS = {
 }
 
 
-def _like(column, term: str):
+def _like(column: SQLColumnExpression[str], term: str) -> ColumnElement[bool]:
     escaped = term.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return column.ilike(f"%{escaped}%", escape="\\")
 
 
-def _descriptor_rows(info: LibraryInfo, search: str, order: str = "label order") -> Select:
+def _descriptor_rows(info: LibraryInfo, search: str, order: str = "label order") -> Select[Unpack[tuple[Any, ...]]]:
     q = select(
         ClassRow.name,
         ClassRow.position,
@@ -52,18 +58,18 @@ def _descriptor_rows(info: LibraryInfo, search: str, order: str = "label order")
     return q
 
 
-def _class_rows(info: LibraryInfo, search: str) -> Select:
+def _class_rows(info: LibraryInfo, search: str) -> Select[Unpack[tuple[Any, ...]]]:
     q = select(ClassRow.position, ClassRow.name, ClassRow.n_descriptors, ClassRow.baseline_prompt).where(
         ClassRow.library_id == info.id
     )
     return q.where(_like(ClassRow.name, search)) if search.strip() else q
 
 
-def _shared_texts(info: LibraryInfo) -> Select:
+def _shared_texts(info: LibraryInfo) -> Select[Unpack[tuple[Any, ...]]]:
     return select(SharedTextRow.text, SharedTextRow.classes).where(SharedTextRow.library_id == info.id)
 
 
-def _count(engine: Engine, q: Select) -> int:
+def _count(engine: Engine, q: Select[Unpack[tuple[Any, ...]]]) -> int:
     with Session(engine) as s:
         return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
 
@@ -86,7 +92,7 @@ def count_shared_descriptors(engine: Engine, info: LibraryInfo) -> int:
 
 def descriptors_page(
     engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order", offset: int = 0, limit: int = 50
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """One page of (class, descriptor, prompt) rows with how many classes share each text.
     Classes without descriptors are listed by :func:`classes_page`."""
     with Session(engine) as s:
@@ -108,7 +114,7 @@ def descriptors_page(
 
 def classes_page(
     engine: Engine, info: LibraryInfo, search: str = "", order: str = "label order", offset: int = 0, limit: int = 50
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """One page of classes with their descriptor counts and baseline prompts."""
     with Session(engine) as s:
         rows = s.execute(_class_rows(info, search).order_by(*CLASS_ORDERS[order]).offset(offset).limit(limit)).all()
@@ -118,7 +124,9 @@ def classes_page(
     ]
 
 
-def shared_descriptors_page(engine: Engine, info: LibraryInfo, offset: int = 0, limit: int = 50) -> list[dict]:
+def shared_descriptors_page(
+    engine: Engine, info: LibraryInfo, offset: int = 0, limit: int = 50
+) -> list[dict[str, Any]]:
     """Descriptor texts several classes share (they cannot tell those classes apart), most shared first."""
     with Session(engine) as s:
         rows = s.execute(

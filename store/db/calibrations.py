@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -31,10 +32,10 @@ class CalibrationInfo:
     fit_fraction: float
     temperature: float
     biases: np.ndarray | None  # (C,) by class position
-    report: dict
+    report: dict[str, Any]
     created_at: dt.datetime
 
-    def block(self) -> dict:
+    def block(self) -> dict[str, Any]:
         """What an explanation says about the calibration it used."""
         return {
             "temperature": self.temperature,
@@ -77,7 +78,9 @@ def _info(row: CalibrationRow, library: LibraryRow, run_name: str) -> Calibratio
     )
 
 
-def save_calibration(engine: Engine, *, library_id: int, run_id: int, aggregate: str, report: dict) -> CalibrationInfo:
+def save_calibration(
+    engine: Engine, *, library_id: int, run_id: int, aggregate: str, report: dict[str, Any]
+) -> CalibrationInfo:
     """Store a fitted calibration (``report`` from :func:`whyclip.store.analysis.calibration.calibrate`) in one
     write transaction; the run must still exist and belong to the library version."""
     with write_session(engine, "store the calibration") as s:
@@ -101,7 +104,9 @@ def save_calibration(engine: Engine, *, library_id: int, run_id: int, aggregate:
         )
         s.add(row)
         s.flush()
-        out = _info(row, s.get(LibraryRow, library_id), run.name)
+        library = s.get(LibraryRow, library_id)
+        assert library is not None  # the run, which belongs to it, was there
+        out = _info(row, library, run.name)
     return out
 
 

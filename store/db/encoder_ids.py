@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
+from sqlalchemy import SQLColumnExpression, and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from whyclip.store.db.schema import READY, EmbeddingRow, EvalRunRow, LibraryRow
-from whyclip.store.db.writes import write_session
+from whyclip.store.db.writes import rowcount, write_session
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,13 @@ class Renamed:
     eval_runs: int = 0
 
 
-def _of(column, encoder_id: str):
+def _of(column: SQLColumnExpression[str], encoder_id: str) -> ColumnElement[bool]:
     """Rows whose key is ``encoder_id`` or starts with ``encoder_id/``."""
     prefix = encoder_id + "/"
     return or_(column == encoder_id, func.substr(column, 1, len(prefix)) == prefix)
 
 
-def _renamed(column, old: str, new: str):
+def _renamed(column: SQLColumnExpression[str], old: str, new: str) -> ColumnElement[str]:
     """The key with its ``old`` id replaced by ``new`` (the ``/precision...`` tail kept)."""
     return literal(new) + func.substr(column, len(old) + 1)
 
@@ -87,9 +88,9 @@ def rename_encoder_id(engine: Engine, old: str, new: str) -> Renamed:
         return Renamed()
     done = Renamed()
     with write_session(engine, f"rename encoder id {old} to {new}") as s:
-        done.libraries = s.execute(
-            update(LibraryRow).where(LibraryRow.encoder_id == old).values(encoder_id=new)
-        ).rowcount
+        done.libraries = rowcount(
+            s.execute(update(LibraryRow).where(LibraryRow.encoder_id == old).values(encoder_id=new))
+        )
         other = aliased(EmbeddingRow)
         clash = exists().where(
             and_(
@@ -97,23 +98,29 @@ def rename_encoder_id(engine: Engine, old: str, new: str) -> Renamed:
                 other.text_sha256 == EmbeddingRow.text_sha256,
             )
         )
-        done.duplicates = s.execute(
-            delete(EmbeddingRow)
-            .where(_of(EmbeddingRow.encoder_key, old), clash)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        done.embeddings = s.execute(
-            update(EmbeddingRow)
-            .where(_of(EmbeddingRow.encoder_key, old))
-            .values(encoder_key=_renamed(EmbeddingRow.encoder_key, old, new))
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        done.eval_runs = s.execute(
-            update(EvalRunRow)
-            .where(_of(EvalRunRow.encoder_key, old))
-            .values(encoder_key=_renamed(EvalRunRow.encoder_key, old, new))
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        done.duplicates = rowcount(
+            s.execute(
+                delete(EmbeddingRow)
+                .where(_of(EmbeddingRow.encoder_key, old), clash)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        done.embeddings = rowcount(
+            s.execute(
+                update(EmbeddingRow)
+                .where(_of(EmbeddingRow.encoder_key, old))
+                .values(encoder_key=_renamed(EmbeddingRow.encoder_key, old, new))
+                .execution_options(synchronize_session=False)
+            )
+        )
+        done.eval_runs = rowcount(
+            s.execute(
+                update(EvalRunRow)
+                .where(_of(EvalRunRow.encoder_key, old))
+                .values(encoder_key=_renamed(EvalRunRow.encoder_key, old, new))
+                .execution_options(synchronize_session=False)
+            )
+        )
     log.info(
         "encoder id %s is now %s: %d libraries, %d cached vectors (%d already there), %d eval runs",
         old,

@@ -26,7 +26,7 @@ WRITE_LOCK_KEY = 0x77687963  # PostgreSQL advisory lock id for whyclip's writers
 _IMMEDIATE = "whyclip_write"
 
 
-def _sqlite_connect(dbapi_conn, _record) -> None:
+def _sqlite_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     dbapi_conn.isolation_level = None  # no implicit BEGIN/COMMIT by the driver
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
@@ -38,7 +38,7 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def _wal(dbapi_conn, cur) -> None:
+def _wal(dbapi_conn: sqlite3.Connection, cur: sqlite3.Cursor) -> None:
     """Switch the database to WAL once. The switch needs the file to itself, and SQLite
     answers "database is locked" at once, without its busy handler, while another
     connection holds a lock (two processes opening a fresh store): so check first (a WAL

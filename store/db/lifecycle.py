@@ -22,11 +22,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, version_mark_key
 from whyclip.store.db.pair_descriptors import delete_pairs_of
@@ -44,6 +47,7 @@ from whyclip.store.db.schema import (
 )
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, LibraryNotFound, StoreError
+from whyclip.store.records import DraftClass
 
 GC_MIN_AGE_S = 15 * 60  # an unowned index folder younger than this may be an ingest's, still publishing
 SIDECAR_SUFFIX = ".meta.json"
@@ -59,7 +63,7 @@ def _newest_mtime(path: Path) -> float:
     return max([path.stat().st_mtime] + [f.stat().st_mtime for f in path.rglob("*")])
 
 
-def _set_mark(s, key: str, value: int) -> None:
+def _set_mark(s: Session, key: str, value: int) -> None:
     """Raise the ``meta`` high-water mark ``key`` to ``value`` (never lower it)."""
     row = s.get(Meta, key)
     if row is None:
@@ -108,8 +112,8 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
             s.execute(delete(EvalRunRow).where(EvalRunRow.id.in_(run_ids)))
         top_key = s.scalar(select(func.max(DescriptorRow.id)).where(DescriptorRow.library_id.in_(ids)))
         delete_pairs_of(s, ids)  # contrastive pair descriptors (FuDD) go with their version
-        for table in (DescriptorRow, SharedTextRow, ClassRow):
-            s.execute(delete(table).where(table.library_id.in_(ids)))
+        for owned in (DescriptorRow, SharedTextRow, ClassRow):
+            s.execute(delete(owned).where(owned.library_id.in_(ids)))
         s.execute(delete(LibraryRow).where(LibraryRow.id.in_(ids)))
         _set_mark(s, version_mark_key(name), max(r.version for r in rows))
         if top_key is not None:
@@ -150,7 +154,9 @@ def collect_garbage(
     root = store.home / "indexes" / store.store_id
     with write_session(store.engine, "collect garbage") as s:
         owned = set(s.scalars(select(LibraryRow.index_key)).all())
-        gone, young, size = [], [], 0
+        gone: list[str] = []
+        young: list[str] = []
+        size = 0
         now = time.time()
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
             if folder.name in owned or not folder.is_dir():
@@ -162,8 +168,8 @@ def collect_garbage(
             gone.append(str(folder))
         rows, row_bytes = _unused_cache_rows(store, s, delete_them=not dry_run) if cache else (0, 0)
     if not dry_run:
-        for folder in gone:
-            shutil.rmtree(folder, ignore_errors=True)
+        for path in gone:
+            shutil.rmtree(path, ignore_errors=True)
     return Freed(gone, size, young, rows, row_bytes, dry_run)
 
 
@@ -191,7 +197,7 @@ def used_prompts(store: Store) -> dict[str, set[str]]:
     return used
 
 
-def _unused_cache_rows(store: Store, s, delete_them: bool) -> tuple[int, int]:
+def _unused_cache_rows(store: Store, s: Session, delete_them: bool) -> tuple[int, int]:
     """Count (and delete) cache rows no version's prompts and no run's images use. A row is
     kept when its key is a version's encoder id or begins with it and "/" (a precision),
     and its hash is one of that encoder's prompts; image rows when a run has the image."""
@@ -246,7 +252,9 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def export_library(store: Store, name: str, version: int | None, out: str | Path, *, force: bool = False) -> dict:
+def export_library(
+    store: Store, name: str, version: int | None, out: str | Path, *, force: bool = False
+) -> dict[str, Any]:
     """Write ``name`` (newest or ``version``) to ``out`` (.json, .jsonl or .csv) and its
     sidecar ``out + .meta.json``; return the sidecar's contents."""
     out = Path(out)
@@ -298,7 +306,7 @@ def sidecar_path(library_file: str | Path) -> Path:
     return p.with_name(p.name + SIDECAR_SUFFIX)
 
 
-def read_sidecar(library_file: str | Path) -> dict | None:
+def read_sidecar(library_file: str | Path) -> dict[str, Any] | None:
     """The export sidecar beside ``library_file``, or None when there is none."""
     path = sidecar_path(library_file)
     if not path.is_file():
@@ -312,12 +320,13 @@ def read_sidecar(library_file: str | Path) -> dict | None:
     return meta
 
 
-def sidecar_prompt_changes(meta: dict, classes) -> int:
+def sidecar_prompt_changes(meta: dict[str, Any], classes: Sequence[DraftClass]) -> int:
     """How many of the prompts ``classes`` (the plan's DraftClass list) would embed differ
     from the exported ones, for the same class and descriptor."""
     exported = {(c["name"], d["text"]): d["prompt"] for c in meta.get("classes", []) for d in c["descriptors"]}
     baselines = {c["name"]: c["baseline_prompt"] for c in meta.get("classes", [])}
-    changed = sum(
+    changed: int = sum(
         exported.get((c.name, t), p) != p for c in classes for t, p in zip(c.descriptors, c.prompts, strict=True)
     )
-    return changed + sum(baselines.get(c.name, c.baseline_prompt) != c.baseline_prompt for c in classes)
+    baselines_changed: int = sum(baselines.get(c.name, c.baseline_prompt) != c.baseline_prompt for c in classes)
+    return changed + baselines_changed

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, tuple_
@@ -48,7 +49,7 @@ class PairDraft:
     descriptions: list[PairDescription]
     vectors: np.ndarray
     norms: np.ndarray
-    source: dict = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
     base_url: str = ""
     model: str = ""
     question: str = ""
@@ -66,7 +67,7 @@ class StoredPair:
     content_sha256: str
     descriptions: list[PairDescription]
     vectors: np.ndarray  # (len(descriptions), dim) unit vectors
-    source: dict
+    source: dict[str, Any]
     base_url: str
     model: str
     question: str
@@ -79,7 +80,7 @@ class StoredPair:
         """Rows of the descriptions of class ``position``."""
         return [i for i, d in enumerate(self.descriptions) if d.class_position == position]
 
-    def provenance(self) -> dict:
+    def provenance(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "base_url": self.base_url,

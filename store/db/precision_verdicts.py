@@ -17,14 +17,18 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from whyclip.store.db.schema import PrecisionVerdictRow
-from whyclip.store.db.writes import insert_or_ignore, write_session
+from whyclip.store.db.writes import insert_or_ignore, rowcount, write_session
 from whyclip.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from whyclip.store.catalogue import Store
 
 log = logging.getLogger(__name__)
 FIELDS = ("encoder_id", "modality", "precision", "path", "rule", "platform")
@@ -38,7 +42,7 @@ class StoreVerdicts:
     """The verdict book an encoder reads and writes (``get``/``put``), over a store. A
     failed write is logged and forgotten: the check runs again next time, nothing is lost."""
 
-    def __init__(self, store):
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def get(self, key: dict[str, str]) -> tuple[bool, float] | None:
@@ -60,7 +64,7 @@ class StoreVerdicts:
         except (StoreError, sa_exc.SQLAlchemyError) as exc:
             log.warning("precision verdict not saved (the check runs again next time): %s", exc)
 
-    def all(self) -> list[dict]:
+    def all(self) -> list[dict[str, Any]]:
         with Session(self.store.engine) as s:
             rows = s.scalars(select(PrecisionVerdictRow).order_by(PrecisionVerdictRow.created_at)).all()
             return [{f: getattr(r, f) for f in (*FIELDS, "passed", "cosine")} for r in rows]
@@ -71,4 +75,4 @@ class StoreVerdicts:
             q = delete(PrecisionVerdictRow)
             if encoder_id is not None:
                 q = q.where(PrecisionVerdictRow.encoder_id == encoder_id)
-            return s.execute(q).rowcount
+            return rowcount(s.execute(q))

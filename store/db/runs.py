@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import numpy as np
 from sqlalchemy import insert, select
@@ -91,7 +92,7 @@ def save_run(
     labels: np.ndarray,
     vectors: np.ndarray,
     results: dict[str, MethodResults],
-    details: dict,
+    details: dict[str, Any],
 ) -> RunInfo:
     """Write a whole run in one transaction: readers see all of it or none."""
     check_new_name(engine, library_name, name)
@@ -141,9 +142,11 @@ def save_run(
                 ],
             )
         run_id = row.id
-        version = s.scalar(select(LibraryRow.version).where(LibraryRow.id == library_id))
+        version = s.execute(select(LibraryRow.version).where(LibraryRow.id == library_id)).scalar_one()
     with Session(engine) as s:
-        return _info(s.get(EvalRunRow, run_id), int(version))
+        saved = s.get(EvalRunRow, run_id)
+        assert saved is not None  # committed just above
+        return _info(saved, int(version))
 
 
 def load_run(engine: Engine, info: RunInfo) -> RunData:
@@ -165,7 +168,7 @@ def load_run(engine: Engine, info: RunInfo) -> RunData:
         if n
         else np.zeros((0, 0), np.float32)
     )
-    grouped: dict[str, list] = {}
+    grouped: dict[str, list[tuple[Any, float, int]]] = {}
     for method, top, true_score, true_rank in rows:
         grouped.setdefault(method, []).append((json.loads(top), true_score, true_rank))
     results = {}

@@ -4,9 +4,9 @@
 Tables: ``meta`` (store id, schema version), ``libraries`` (one row per library
 *version*), ``classes`` and ``descriptors``, the embedding cache, evaluation runs
 (``eval_runs``, ``eval_images``, ``eval_results``), their ``calibrations``, the LLM answer cache
-(``llm_answers``) and the precision verdicts (``precision_verdicts``), at the end of the file. A version's descriptor keys are
-contiguous (``first_descriptor_id + position``), so a retrieval hit's row position maps to
-its key without a lookup. Library vectors live in index files, not in the database.
+(``llm_answers``) and the precision verdicts (``precision_verdicts``), at the end of the file.
+A version's descriptor keys are contiguous (``first_descriptor_id + position``), so a
+retrieval hit's row position maps to its key without a lookup. Library vectors live in index files, not in the database.
 """
 
 from __future__ import annotations
@@ -27,28 +27,28 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 READY = "ready"
 BUILDING = "building"
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[dt.datetime]):
     """A timezone-aware datetime, stored in UTC. SQLite keeps no offset and gives naive
     datetimes back; every datetime read through this type is aware, in UTC."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: the store keeps timezone-aware times")
         return value.astimezone(dt.timezone.utc)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)

@@ -16,12 +16,13 @@ from contextlib import contextmanager
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Insert
 
 from whyclip.store.db import engine as engines
 from whyclip.store.db.engine import begin_write
+from whyclip.store.db.schema import Base
 from whyclip.store.errors import StoreError
 
 
@@ -35,8 +36,9 @@ def write_error(exc: sa_exc.SQLAlchemyError, what: str) -> StoreError:
     reason = _first_line(exc)
     if "locked" in reason or "busy" in reason:
         return StoreError(
-            f"could not {what}: the database stayed locked by another whyclip writer for over {engines.BUSY_TIMEOUT_S}s "
-            "(a long ingest or gc); nothing was written: run the command again when it has finished"
+            f"could not {what}: the database stayed locked by another whyclip writer for over "
+            f"{engines.BUSY_TIMEOUT_S}s (a long ingest or gc); nothing was written: run the command again when "
+            "it has finished"
         )
     if isinstance(exc, sa_exc.IntegrityError):
         return StoreError(
@@ -58,7 +60,7 @@ def write_session(engine: Engine, what: str) -> Iterator[Session]:
         raise write_error(exc, what) from None
 
 
-def insert_or_ignore(engine: Engine, table, index_elements: list[str]) -> Insert:
+def insert_or_ignore(engine: Engine, table: type[Base], index_elements: list[str]) -> Insert:
     """``INSERT ... ON CONFLICT (index_elements) DO NOTHING`` for SQLite and PostgreSQL:
     a row another writer inserted first is kept, and this insert is not an error."""
     dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
@@ -67,4 +69,12 @@ def insert_or_ignore(engine: Engine, table, index_elements: list[str]) -> Insert
             f"whyclip's cache needs SQLite or PostgreSQL, not {engine.dialect.name}: use a sqlite:/// or "
             "postgresql+psycopg:// URL"
         )
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    statement: Insert = dialect.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    return statement
+
+
+def rowcount(result: object) -> int:
+    """The rows an UPDATE or DELETE matched (``Session.execute`` is typed as giving a plain
+    ``Result``; for such a statement it is a ``CursorResult``)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount

@@ -5,8 +5,8 @@ scores (mean, centroid, max) and per-descriptor weights; :mod:`.explanation` hol
 frozen records an explanation is made of.
 """
 
+from whyclip.store.choices import AGGREGATES
 from whyclip.store.method.aggregates import (
-    AGGREGATES,
     ClassMatrices,
     build_class_matrices,
     calibrated_softmax,

@@ -110,10 +110,13 @@ def score_classes(
 ) -> np.ndarray:
     """Exact scores of every class, shape (B, C), for unit image vectors of shape (B, d)."""
     images = np.atleast_2d(images).astype(np.float32)
+    scores: np.ndarray
     if aggregate == "mean":
-        return images @ m.mean.T
+        scores = images @ m.mean.T
+        return scores
     if aggregate == "centroid":
-        return images @ m.centroid.T
+        scores = images @ m.centroid.T
+        return scores
     if aggregate == "max":
         if vectors is None:
             raise ValueError("the max aggregate needs the descriptor vectors")
@@ -143,7 +146,8 @@ def softmax(scores: np.ndarray, logit_scale: float) -> np.ndarray:
     z = np.asarray(scores, dtype=np.float64) * logit_scale
     z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def calibrated_softmax(
@@ -156,7 +160,8 @@ def calibrated_softmax(
         z = z + np.asarray(biases, dtype=np.float64)
     z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def descriptor_weights(aggregate: str, similarities: np.ndarray, unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
@@ -171,10 +176,13 @@ def descriptor_weights(aggregate: str, similarities: np.ndarray, unit: np.ndarra
         return np.zeros(0)
     if aggregate == "mean":
         return np.full(n, 1.0 / n)
+    weights: np.ndarray
     if aggregate == "centroid":
         raw_sum = (unit.astype(np.float64) * norms.astype(np.float64)[:, None]).sum(axis=0)
-        return norms.astype(np.float64) / np.linalg.norm(raw_sum)
+        weights = norms.astype(np.float64) / np.linalg.norm(raw_sum)
+        return weights
     if aggregate == "max":
         best = similarities == similarities.max()
-        return best / best.sum()
+        weights = best / best.sum()
+        return weights
     raise ValueError(f"unknown aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")

@@ -4,6 +4,7 @@ schema documented in README.md, and printable as text."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class PairDescriptors:
     mean_a: float
     mean_b: float
     favours: str
-    provenance: dict = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,15 @@ class Explanation:
     baseline: list[BaselineScore]
     contrast: Contrast | None
     retrieved: list[Retrieved]
-    calibration: dict | None = None  # the stored calibration the probabilities use (explain --calibrated)
-    name_description: dict | None = None  # the per-image fit behind name_share, or a note why there is none
-    retrieval: dict | None = None  # how ``retrieved`` was found: exact, index, recall_at_10, calibrated_on
+    calibration: dict[str, Any] | None = None  # the stored calibration the probabilities use (explain --calibrated)
+    name_description: dict[str, Any] | None = None  # the per-image fit behind name_share, or a note why there is none
+    retrieval: dict[str, Any] | None = None  # how ``retrieved`` was found: exact, index, recall_at_10, calibrated_on
 
     @property
     def predicted(self) -> str:
         return self.classes[0].name
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The ``--json`` object: see "JSON output" in README.md."""
         out = asdict(self)
         out["predicted"] = self.predicted
@@ -148,7 +149,7 @@ class Explanation:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> Explanation:
+    def from_dict(cls, d: dict[str, Any]) -> Explanation:
         """The inverse of :meth:`to_dict` (a served answer printed as text); extra keys,
         such as the provenance the command line adds, are ignored."""
         classes = [
@@ -220,11 +221,11 @@ class Explanation:
             f"similarities, logit scale {s:.2f}, {self.n_classes} classes)"
         ]
         if self.calibration:
-            c = self.calibration
-            bias = " and per-class biases" if c.get("per_class_bias") else ""
+            cal = self.calibration
+            bias = " and per-class biases" if cal.get("per_class_bias") else ""
             lines.append(
-                f"  probabilities calibrated: temperature {c['temperature']:.3g}{bias}, fitted on run {c['run']!r} "
-                f"(held-out ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f})"
+                f"  probabilities calibrated: temperature {cal['temperature']:.3g}{bias}, fitted on run "
+                f"{cal['run']!r} (held-out ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f})"
             )
         nd = self.name_description
         if nd and nd.get("note"):
@@ -239,7 +240,7 @@ class Explanation:
                 f"  {c.rank:>2}. {c.name:<{width}}  p {c.probability:.2f}{raw}   S {c.score * s:6.2f}"
                 f"   baseline p {c.baseline_probability:.2f}"
             )
-            if c.name_share is not None:
+            if c.name_share is not None and c.description_share is not None:
                 lines.append(
                     f"        name vs description: the class name alone gives {100 * c.name_share:.0f}% of this score, "
                     f"the descriptor content {100 * c.description_share:.0f}%"
@@ -262,7 +263,7 @@ class Explanation:
         return "\n".join(lines)
 
 
-def retrieval_note(r: dict | None) -> str:
+def retrieval_note(r: dict[str, Any] | None) -> str:
     """`` (approximate: recall@10 0.97 on 240 eval images)`` when the hits are not exact."""
     if not r or r.get("exact", True):
         return ""

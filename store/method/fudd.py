@@ -11,9 +11,14 @@ class is in no described pair among the candidates).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # stored pairs are passed in; nothing here reads the database
+    from whyclip.store.db.pair_descriptors import StoredPair
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ def rerank_with_pairs(vectors: np.ndarray, top: np.ndarray, texts: PairTexts, to
     """The predicted class position of each image (see the module docstring)."""
     sims = vectors @ texts.vectors.T if len(texts.vectors) else np.zeros((len(vectors), 0), np.float32)
     sums = {key: sims[:, rows].astype(np.float64).sum(axis=1) for key, rows in texts.rows.items() if rows}  # per image
-    predicted = top[:, 0].copy()
+    predicted: np.ndarray = top[:, 0].copy()
     for i in range(len(vectors)):
         candidates = [int(c) for c in top[i, :top_k]]
         scores = {}
@@ -41,7 +46,7 @@ def rerank_with_pairs(vectors: np.ndarray, top: np.ndarray, texts: PairTexts, to
     return predicted
 
 
-def stored_pair_texts(pairs) -> PairTexts:
+def stored_pair_texts(pairs: Iterable[StoredPair]) -> PairTexts:
     """The :class:`PairTexts` of a version's stored pairs (their vectors are in the store)."""
     rows: dict[tuple[int, int], list[int]] = {}
     blocks, n = [], 0

@@ -35,8 +35,10 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -59,10 +61,9 @@ from whyclip.store.vectors.retrieval import (
     FaissSearch,
     FlatScan,
     build_class_ivf,
-    exact_search,
     tune_probe,
 )
-from whyclip.store.vectors.search import faiss_threads
+from whyclip.store.vectors.search import exact_search, faiss_threads
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class IndexFiles:
     matrices: ClassMatrices
     norms: np.ndarray
     vectors: np.ndarray
-    params: dict
+    params: dict[str, Any]
     descriptor_ids: np.ndarray | None = None
     folder: Path | None = None
 
@@ -99,10 +100,10 @@ class Built:
 
     factory: str
     searcher: FlatScan | ClassIVF | FaissSearch | PQRerank
-    params: dict = field(default_factory=dict)
-    arrays: dict = field(default_factory=dict)  # file stem -> array
+    params: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> array
     faiss_index: faiss.Index | None = None
-    blobs: dict = field(default_factory=dict)  # file name -> bytes
+    blobs: dict[str, bytes] = field(default_factory=dict)  # file name -> bytes
 
     @property
     def recall_at_10(self) -> float:
@@ -142,6 +143,8 @@ def check_factory(factory: str, dim: int) -> faiss.Index | None:
 def build_faiss_index(vectors: np.ndarray, factory: str) -> faiss.Index:
     """An inner-product FAISS index from a factory string; its ids are row positions."""
     index = check_factory(factory, vectors.shape[1])
+    if index is None:  # 'Flat' and the PQ re-rank are not FAISS factory strings here
+        raise InputError(f"index {factory!r} is not built by FAISS's index factory")
     data = np.ascontiguousarray(vectors, dtype=np.float32)
     if not index.is_trained:
         if len(data) == 0:
@@ -159,19 +162,22 @@ def build_faiss_index(vectors: np.ndarray, factory: str) -> faiss.Index:
     return index
 
 
-def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, queries: Queries) -> Built:
+def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, queries: Queries | None) -> Built:
     """The retrieval index ``factory`` over ``vectors``, its parameters tuned on
-    ``queries`` (image-like; see :mod:`whyclip.store.vectors.recall_tuning`)."""
+    ``queries`` (image-like; see :mod:`whyclip.store.vectors.recall_tuning`; only 'Flat'
+    goes without)."""
     if factory == "Flat" or len(vectors) == 0:
         return Built("Flat", FlatScan(vectors))
+    if queries is None:
+        raise InputError(f"index {factory!r} is tuned on image-like queries, and none were given")
     if is_pq_rerank(factory):
-        index, centre = build_pq(vectors, factory)
-        blob = serialize(index)
-        searcher = PQRerank(vectors, centre, depth=10, index=index)
-        params = tune_depth(searcher, vectors, queries)
-        searcher.depth = params["depth"]
+        pq_index, centre = build_pq(vectors, factory)
+        blob = serialize(pq_index)
+        pq = PQRerank(vectors, centre, depth=10, index=pq_index)
+        params = tune_depth(pq, vectors, queries)
+        pq.depth = params["depth"]
         params["pq_sha256"] = file_digest(blob)
-        return Built(factory, searcher, params, {"pq_centre": centre}, blobs={pqrerank.PQ_FILE: blob})
+        return Built(factory, pq, params, {"pq_centre": centre}, blobs={pqrerank.PQ_FILE: blob})
     if factory == "ClassIVF":
         ivf = build_class_ivf(vectors, matrices.offsets, matrices.mean)
         if len(ivf.codes) == 0:
@@ -198,28 +204,27 @@ def build_retrieval(vectors: np.ndarray, matrices: ClassMatrices, factory: str, 
     return Built(factory, searcher, params, faiss_index=index)
 
 
-def retune_recall(files: IndexFiles, factory: str, queries: Queries) -> dict | None:
+def retune_recall(files: IndexFiles, factory: str, queries: Queries) -> dict[str, Any] | None:
     """New parameters for a loaded version's approximate index, tuned on ``queries``
     (e.g. after an eval stored image vectors); None when its retrieval is exact by build."""
     params = dict(files.params)
     if is_pq_rerank(factory):
-        searcher = approximate_searcher(files, factory)
         params = {k: v for k, v in params.items() if k != "exact_fallback"}
-        params.update(tune_depth(searcher, files.vectors, queries))
+        params.update(tune_depth(pq_searcher(files), files.vectors, queries))
         return params
     if factory not in OURS and files.descriptor_ids is None:
-        searcher = files.searcher if isinstance(files.searcher, FaissSearch) else approximate_searcher(files, factory)
+        searcher = files.searcher if isinstance(files.searcher, FaissSearch) else faiss_searcher(files)
         if searcher.exact:
             return None
-        files = IndexFiles(searcher, files.matrices, files.norms, files.vectors, files.params, None, files.folder)
         params.pop("warning", None)
         params.pop("exact_fallback", None)
-        params.update(tune_faiss(files.searcher, files.vectors, queries))
+        params.update(tune_faiss(searcher, files.vectors, queries))
         return params
     if isinstance(files.searcher, ClassIVF):
+        ivf = files.searcher
         q = queries.vectors
-        probe, calibrated = tune_probe(files.searcher, q[0::2])
-        got = recall(files.searcher.search(q[1::2], 10, probe)[1], exact_search(files.vectors, q[1::2], 10)[1])
+        probe, calibrated = tune_probe(ivf, q[0::2])
+        got = recall(ivf.search(q[1::2], 10, probe)[1], exact_search(files.vectors, q[1::2], 10)[1])
         params.update(
             probe=probe,
             calibration_recall=calibrated,
@@ -228,16 +233,16 @@ def retune_recall(files: IndexFiles, factory: str, queries: Queries) -> dict | N
             recall_at_10=got,
         )
         params.pop("exact_fallback", None)
-        params.update(not_faster(lambda x: files.searcher.search(x, 10, probe), files.vectors, q))
+        params.update(not_faster(lambda x: ivf.search(x, 10, probe), files.vectors, q))
         return params
     return None
 
 
-def not_faster(search, vectors: np.ndarray, queries: np.ndarray) -> dict:
+def not_faster(search: Callable[[np.ndarray], object], vectors: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
     """The two one-query timings, and ``exact_fallback`` when ``search`` is not faster."""
     approx_ms = recall_tuning.median_ms(search, queries)
     exact_ms = recall_tuning.median_ms(lambda x: exact_search(vectors, x, 10), queries)
-    out = {"approx_ms": round(approx_ms, 3), "exact_ms": round(exact_ms, 3)}
+    out: dict[str, Any] = {"approx_ms": round(approx_ms, 3), "exact_ms": round(exact_ms, 3)}
     if approx_ms >= exact_ms:
         out["exact_fallback"] = f"not faster than the exact scan ({approx_ms:.2f} ms vs {exact_ms:.2f} ms a query)"
     return out
@@ -248,7 +253,12 @@ def codes_digest(codes: np.ndarray) -> str:
 
 
 def write_index_files(
-    folder: Path, built: Built, vectors: np.ndarray, matrices: ClassMatrices, norms: np.ndarray, manifest: dict
+    folder: Path,
+    built: Built,
+    vectors: np.ndarray,
+    matrices: ClassMatrices,
+    norms: np.ndarray,
+    manifest: dict[str, Any],
 ) -> None:
     """Write every file into a temporary sibling, then rename it into place."""
     tmp = folder.with_name(folder.name + ".tmp")
@@ -273,7 +283,7 @@ def write_index_files(
         raise
 
 
-def read_index_files(folder: Path, expected: dict, params: dict | None = None) -> IndexFiles:
+def read_index_files(folder: Path, expected: dict[str, Any], params: dict[str, Any] | None = None) -> IndexFiles:
     """Load (memory-map) a version's files, refusing ones that belong to another database.
     ``expected`` holds ``store_id``, ``n_descriptors``, ``index_key`` and ``library_id``;
     a manifest is checked on the keys it has (layout 1 names the library id, 2 the key).
@@ -308,6 +318,8 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
         matrices = ClassMatrices(mean, centroid, baseline, offsets)
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if factory != "Flat" else 0
         index = faiss.read_index(str(folder / INDEX_FILE), flags)
+        if not isinstance(index, faiss.IndexIDMap):  # layout 1 kept the descriptor keys in an IDMap
+            raise StoreError(f"the index at {folder} has no descriptor keys: re-ingest the library")
         ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         if len(ids) > 1 and not np.all(np.diff(ids) > 0):
             raise StoreError(f"the index at {folder} is not in descriptor order: re-ingest the library")
@@ -317,6 +329,7 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
     )
     params = dict(manifest.get("index_params") or {}) if params is None else dict(params)
     partial = IndexFiles(FlatScan(vectors), matrices, norms, vectors, params, None, folder)
+    searcher: FlatScan | ClassIVF | FaissSearch | PQRerank
     if factory == "Flat" or "exact_fallback" in params:
         searcher = FlatScan(vectors)
     else:
@@ -326,24 +339,42 @@ def read_index_files(folder: Path, expected: dict, params: dict | None = None) -
 
 def approximate_searcher(files: IndexFiles, factory: str) -> ClassIVF | FaissSearch | PQRerank:
     """The approximate searcher of a version's files (the PQ index is read on first search)."""
-    params, folder, vectors = files.params, files.folder, files.vectors
     if is_pq_rerank(factory):
-        centre = np.load(folder / "pq_centre.npy")
-        return PQRerank(
-            vectors,
-            centre,
-            int(params.get("depth", 1000)),
-            path=folder / pqrerank.PQ_FILE,
-            digest=params.get("pq_sha256"),
-        )
+        return pq_searcher(files)
     if factory == "ClassIVF":  # its codes are derived from the class means, like at build time
-        searcher = build_class_ivf(vectors, files.matrices.offsets, files.matrices.mean)
-        searcher.probe = int(params["probe"])
-        if codes_digest(searcher.codes) != params.get("codes_sha256"):
-            log.warning("class codes of %s differ from those measured at build: its recall may differ slightly", folder)
-        return searcher
+        ivf = build_class_ivf(files.vectors, files.matrices.offsets, files.matrices.mean)
+        ivf.probe = int(files.params["probe"])
+        if codes_digest(ivf.codes) != files.params.get("codes_sha256"):
+            log.warning(
+                "class codes of %s differ from those measured at build: its recall may differ slightly", files.folder
+            )
+        return ivf
+    return faiss_searcher(files)
+
+
+def pq_searcher(files: IndexFiles) -> PQRerank:
+    """A version's PQ re-rank searcher; its index file is read on first search."""
+    folder = _version_folder(files)
+    return PQRerank(
+        files.vectors,
+        np.load(folder / "pq_centre.npy"),
+        int(files.params.get("depth", 1000)),
+        path=folder / pqrerank.PQ_FILE,
+        digest=files.params.get("pq_sha256"),
+    )
+
+
+def faiss_searcher(files: IndexFiles) -> FaissSearch:
+    """A version's own FAISS index (memory-mapped), with its tuned search knob set."""
+    folder = _version_folder(files)
     searcher = FaissSearch(faiss.read_index(str(folder / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY))
     found = knob(searcher.index)
-    if found is not None and found[0] in params:
-        set_knob(searcher.index, found[0], int(params[found[0]]))
+    if found is not None and found[0] in files.params:
+        set_knob(searcher.index, found[0], int(files.params[found[0]]))
     return searcher
+
+
+def _version_folder(files: IndexFiles) -> Path:
+    if files.folder is None:
+        raise StoreError("an approximate index is read from its library version's folder, and none was given")
+    return files.folder

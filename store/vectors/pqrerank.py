@@ -14,8 +14,8 @@ The re-rank depth is tuned (:mod:`whyclip.store.vectors.recall_tuning`) on image
 queries; the index file is read on first search, and checked against its digest.
 
 One query scans every code, on one core by FAISS (about 16 ms for 1M codes of 128 bytes
-here; two cores halve it, so the scan is bound by the core, not by memory). The codes are therefore searched as shards of
-:data:`SHARD_ROWS` descriptors, cut from the one stored index (no second file, no second
+here; two cores halve it, so the scan is bound by the core, not by memory). The codes are
+therefore searched as shards of :data:`SHARD_ROWS` descriptors, cut from the one stored index (no second file, no second
 copy), on up to one core each: 1M descriptors, 4 shards on 2 cores, 9 ms. The shard count
 follows from the library's size alone and the shards' candidates are merged by (approximate
 score, position), so the answer does not depend on the machine's core count.
@@ -24,6 +24,7 @@ score, position), so the answer does not depend on the machine's core count.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import threading
@@ -36,7 +37,6 @@ import numpy as np
 
 from whyclip.store.errors import LibraryNotFound, StoreError
 from whyclip.store.vectors.search import faiss_search, faiss_threads, sort_hits
-import itertools
 
 PATTERN = re.compile(r"^PQ(\d+)x4fs\+rerank$")
 DEFAULT = "PQ256x4fs+rerank"
@@ -79,7 +79,10 @@ def is_pq_rerank(factory: str) -> bool:
 
 def sub_quantizers(factory: str, dim: int) -> int:
     """The ``M`` of ``PQ<M>x4fs+rerank``."""
-    return int(PATTERN.match(factory).group(1))
+    found = PATTERN.match(factory)
+    if found is None:
+        raise StoreError(f"index {factory!r} is not a PQ re-rank index (PQ<M>x4fs+rerank)")
+    return int(found.group(1))
 
 
 @dataclass
@@ -90,20 +93,22 @@ class PQRerank:
     vectors: np.ndarray
     centre: np.ndarray
     depth: int
-    index: faiss.Index | None = None
+    index: faiss.IndexPQFastScan | None = None
     path: Path | None = None  # read on first search when ``index`` is None
     digest: str | None = None
-    _shards: list | None = field(default=None, repr=False)
+    _shards: list[tuple[int, faiss.IndexPQFastScan]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     exact = False
 
-    def shards(self) -> list[tuple[int, faiss.Index]]:
+    def shards(self) -> list[tuple[int, faiss.IndexPQFastScan]]:
         """``(first position, index)`` of each shard, the stored index read and cut on first use."""
         if self._shards is None:
             with self._lock:
                 if self._shards is None:
                     if self.index is None:
+                        if self.path is None:
+                            raise StoreError("a PQ re-rank searcher needs its index or the path of its file")
                         try:
                             data = self.path.read_bytes()
                         except FileNotFoundError:  # the version was deleted after this reader loaded it
@@ -115,7 +120,12 @@ class PQRerank:
                             raise StoreError(
                                 f"the retrieval index {self.path} differs from the one built: re-ingest the library"
                             )
-                        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+                        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+                        if not isinstance(index, faiss.IndexPQFastScan):
+                            raise StoreError(
+                                f"the retrieval index {self.path} is not a PQ fast-scan index: re-ingest the library"
+                            )
+                        self.index = index
                     self._shards = split(self.index)
                     if len(self._shards) > 1:
                         self.index = None  # the shards hold the codes now
@@ -159,7 +169,7 @@ def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: 
     return sort_hits(sims, positions)
 
 
-def split(index: faiss.IndexPQFastScan, rows: int | None = None) -> list[tuple[int, faiss.Index]]:
+def split(index: faiss.IndexPQFastScan, rows: int | None = None) -> list[tuple[int, faiss.IndexPQFastScan]]:
     """The index as ``ceil(ntotal / rows)`` shards of whole 32-code blocks, ``(first
     position, shard)``, each sharing the trained quantiser. A fast-scan index packs its
     codes in blocks of ``bbs`` vectors laid end to end, so a shard is a slice of the codes."""
@@ -167,8 +177,9 @@ def split(index: faiss.IndexPQFastScan, rows: int | None = None) -> list[tuple[i
     parts = max(1, -(-index.ntotal // rows))
     if parts == 1:
         return [(0, index)]
-    blocks = index.ntotal2 // index.bbs
-    stride = index.get_block_stride()
+    # faiss's bundled stubs omit IndexFastScan's ntotal2 and get_block_stride (both are in its SWIG API)
+    blocks = index.ntotal2 // index.bbs  # type: ignore[attr-defined]
+    stride = index.get_block_stride()  # type: ignore[attr-defined]
     codes = faiss.AlignedTable_to_array(index.codes)
     cuts = [round(blocks * i / parts) for i in range(parts + 1)]
     out = []
@@ -178,7 +189,7 @@ def split(index: faiss.IndexPQFastScan, rows: int | None = None) -> list[tuple[i
         shard.is_trained = True
         shard.implem, shard.qbs = index.implem, index.qbs
         shard.ntotal = min(index.ntotal, b * index.bbs) - a * index.bbs
-        shard.ntotal2 = (b - a) * index.bbs
+        shard.ntotal2 = (b - a) * index.bbs  # type: ignore[attr-defined]  # (see above)
         faiss.copy_array_to_AlignedTable(np.ascontiguousarray(codes[a * stride : b * stride]), shard.codes)
         out.append((a * index.bbs, shard))
     return out
@@ -188,7 +199,7 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def build_pq(vectors: np.ndarray, factory: str, seed: int = 0) -> tuple[faiss.Index, np.ndarray]:
+def build_pq(vectors: np.ndarray, factory: str, seed: int = 0) -> tuple[faiss.IndexPQFastScan, np.ndarray]:
     """A trained and filled PQ fast-scan index over ``vectors - centre``, and the centre.
     The quantiser is trained on a seeded sample of at most :data:`TRAIN_SAMPLE` rows."""
     n, dim = vectors.shape

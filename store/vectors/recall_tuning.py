@@ -30,12 +30,14 @@ The queries, best first:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
-from whyclip.store.vectors.pqrerank import rerank
+from whyclip.store.vectors.pqrerank import PQRerank, rerank
 from whyclip.store.vectors.search import exact_search
 
 RECALL_TARGET = 0.95
@@ -48,6 +50,15 @@ MAX_DEPTH_SHARE = 0.25  # re-ranking more than this share of the library is the 
 TIMED = 7  # one-query searches timed per method (their median is compared)
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 EF_SEARCHES = (16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+class FaissSearcher(Protocol):
+    """What :func:`tune_faiss` uses of :class:`whyclip.store.vectors.retrieval.FaissSearch`
+    (named by this protocol: retrieval imports this module)."""
+
+    index: faiss.Index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,7 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     return hits / exact.size
 
 
-def median_ms(fn, queries: np.ndarray) -> float:
+def median_ms(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
     """Median milliseconds of ``fn`` on one query at a time (after one warm-up)."""
     fn(queries[:1])
     times = []
@@ -115,13 +126,13 @@ def median_ms(fn, queries: np.ndarray) -> float:
 
 
 def tune_depth(
-    searcher,
+    searcher: PQRerank,
     vectors: np.ndarray,
     queries: Queries,
     k: int = 10,
     target: float = RECALL_TARGET,
     exact_ms: float | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The re-rank depth of a :class:`~whyclip.store.vectors.pqrerank.PQRerank`, or the
     reason to answer exactly instead (``exact_fallback``)."""
 
@@ -177,7 +188,9 @@ def set_knob(index: faiss.Index, name: str, value: int) -> None:
     faiss.ParameterSpace().set_index_parameter(index, name, value)
 
 
-def tune_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET) -> dict:
+def tune_faiss(
+    searcher: FaissSearcher, vectors: np.ndarray, queries: Queries, k: int = 10, target: float = RECALL_TARGET
+) -> dict[str, Any]:
     """The smallest ``nprobe`` / ``efSearch`` of a user's FAISS index reaching ``target``
     on half the queries (its recall measured on the other half), or its recall alone for
     an index with no such knob; ``exact_fallback`` when it is not faster than the exact
@@ -186,7 +199,7 @@ def tune_faiss(searcher, vectors: np.ndarray, queries: Queries, k: int = 10, tar
     q = queries.vectors
     fit, held = q[0::2], q[1::2]
     _, exact = exact_search(vectors, q, k)
-    params = {"recall_target": target, "calibrated_on": queries.label, "query_source": queries.source}
+    params: dict[str, Any] = {"recall_target": target, "calibrated_on": queries.label, "query_source": queries.source}
     found = knob(searcher.index)
     if found is not None:
         name, values = found

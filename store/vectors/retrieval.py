@@ -58,7 +58,7 @@ class ClassIVF:
 
     exact = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._coarse = faiss.IndexBinaryFlat(self.codes.shape[1] * 8)
         if len(self.codes):
             self._coarse.add(np.ascontiguousarray(self.codes))

@@ -22,8 +22,8 @@ def _warm(res: Resources) -> None:
     """Load the model and open the store in the background, so /healthz answers at once
     and /readyz turns ready when both are there."""
     try:
-        res.store
-        res.batcher
+        _ = res.store  # the properties open the store and load the model on first access
+        _ = res.batcher
         log.info("model loaded and store open: ready")
     except Exception as exc:  # /readyz keeps saying not ready; requests name the problem
         log.error("not ready: %s", exc)

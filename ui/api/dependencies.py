@@ -10,12 +10,16 @@ import time
 from collections import OrderedDict
 from typing import Annotated, NamedTuple
 
+import numpy as np
 from fastapi import Depends, Header, Request
 
 from whyclip import ingest
 from whyclip.ingest.services.explain import ExplainLimits
-from whyclip.store import Library, Store
+from whyclip.store import ClassMatrices, Library, Store
 from whyclip.ui.api.batcher import MicroBatcher
+from whyclip.ui.api.error_responses import ApiError
+from whyclip.ui.api.job_board import JobBoard
+from whyclip.ui.api.settings import ServiceSettings, load_keys
 
 SPLIT_NOTE_TTL_S = 30.0  # how long "no name/description split" is believed before a new look
 
@@ -24,10 +28,6 @@ class _Note(NamedTuple):
     at: float
     text: str
 
-
-from whyclip.ui.api.error_responses import ApiError
-from whyclip.ui.api.job_board import JobBoard
-from whyclip.ui.api.settings import ServiceSettings, load_keys
 
 LOADED_VERSIONS = 8  # library versions kept loaded (their vectors are memory-mapped)
 
@@ -42,7 +42,8 @@ class Resources:
         self._batcher: MicroBatcher | None = None
         self._jobs: JobBoard | None = None
         self._libraries: OrderedDict[int, Library] = OrderedDict()
-        self._splits: dict[tuple[int, str], tuple] = {}  # (library id, encoder key) -> bare-descriptor scorer
+        # (library id, encoder key) -> bare-descriptor scorer, or a note saying why there is none
+        self._splits: dict[tuple[int, str], tuple[ClassMatrices, np.ndarray] | _Note] = {}
 
     @property
     def store(self) -> Store:
@@ -114,7 +115,7 @@ class Resources:
                 self._splits = {k: v for k, v in self._splits.items() if k[0] != gone}
         return lib
 
-    def name_split(self, lib: Library, encoder_key: str):
+    def name_split(self, lib: Library, encoder_key: str) -> tuple[ClassMatrices, np.ndarray] | str:
         """The bare-descriptor scorer of ``lib`` for the name/description split (kept while
         the version is loaded), or the one-line note saying why there is none. A note is
         kept for ``SPLIT_NOTE_TTL_S`` and then looked up again (a later ``whyclip eval`` may
@@ -128,11 +129,11 @@ class Resources:
                 found = None
         if found is not None:
             return found.text if isinstance(found, _Note) else found
-        found = lib.bare_scorer(encoder_key)
+        scorer = lib.bare_scorer(encoder_key)
         with self._lock:
             if lib.info.id in self._libraries:
-                self._splits[key] = _Note(now, found) if isinstance(found, str) else found
-        return found
+                self._splits[key] = _Note(now, scorer) if isinstance(scorer, str) else scorer
+        return scorer
 
     def forget(self, library_id: int | None = None) -> None:
         with self._lock:

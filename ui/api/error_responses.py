@@ -7,6 +7,7 @@ and answered 500 without its message (which could carry paths or data)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +34,9 @@ class ErrorBody(BaseModel):
     status: int
 
 
-ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503, 504)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
+}
 
 
 class ApiError(Exception):

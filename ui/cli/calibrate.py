@@ -31,7 +31,8 @@ def calibration_text(r: dict, stored: bool) -> str:
         f"  temperature {r['temperature']:.4g}{bias} (logits: logit scale {r['logit_scale']:g} x score, divided by T)",
         "",
         f"  {'held out':<16}{'before':<28}after",
-        f"  {'ECE (15 bins)':<16}{r['ece_before']:.4f} {_ci3(r['ece_before_ci95']):<21}{r['ece_after']:.4f} {_ci3(r['ece_after_ci95'])}",
+        f"  {'ECE (15 bins)':<16}{r['ece_before']:.4f} {_ci3(r['ece_before_ci95']):<21}{r['ece_after']:.4f} "
+        f"{_ci3(r['ece_after_ci95'])}",
         f"  {'NLL':<16}{r['nll_before']:<28.4f}{r['nll_after']:.4f}",
         f"  {'top-1':<16}{pct(r['accuracy_before']) + ' ' + ci(r['accuracy_before_ci95']):<28}"
         f"{pct(r['accuracy_after'])} {ci(r['accuracy_after_ci95'])}",

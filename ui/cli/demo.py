@@ -30,7 +30,10 @@ def demo(ctx, model, device, precision):
     "--vocab",
     type=click.Path(exists=True),
     default=None,
-    help="CLIP's bpe_simple_vocab_16e6.txt.gz, a clip-anytorch wheel, or a folder holding either (needed for --full-size).",
+    help=(
+        "CLIP's bpe_simple_vocab_16e6.txt.gz, a clip-anytorch wheel, or a folder holding either (needed for "
+        "--full-size)."
+    ),
 )
 @click.option("--seed", default=0, show_default=True, help="Random seed for the weights.")
 def make_test_model_cmd(directory, full_size, vocab, seed):
@@ -43,5 +46,6 @@ def make_test_model_cmd(directory, full_size, vocab, seed):
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with --model {path}"
+        f"wrote a {'full-size ViT-B/32' if full_size else 'tiny'} random-weight CLIP to {path}; use it with "
+        f"--model {path}"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -41,14 +42,20 @@ def cleaning_options(f):
                 multiple=True,
                 type=click.Choice(STEPS),
                 metavar="STEP",
-                help=f"A cleaning step that only flags instead of dropping (repeatable): {', '.join(DROP_STEPS)} drop by default.",
+                help=(
+                    "A cleaning step that only flags instead of dropping (repeatable): "
+                    f"{', '.join(DROP_STEPS)} drop by default."
+                ),
             ),
             click.option(
                 "--drop",
                 multiple=True,
                 type=click.Choice(STEPS),
                 metavar="STEP",
-                help=f"A cleaning step that drops instead of flagging (repeatable): {', '.join(FLAG_STEPS)} only flag by default.",
+                help=(
+                    f"A cleaning step that drops instead of flagging (repeatable): {', '.join(FLAG_STEPS)} "
+                    "only flag by default."
+                ),
             ),
             click.option(
                 "--max-words",
@@ -136,7 +143,10 @@ def _emit_report(report, report_path, as_json) -> None:
 @click.option(
     "--structured",
     is_flag=True,
-    help="Ask for a JSON list through response_format (JSON schema); falls back to list parsing, saying so, where the server refuses.",
+    help=(
+        "Ask for a JSON list through response_format (JSON schema); falls back to list parsing, saying so, "
+        "where the server refuses."
+    ),
 )
 @click.option(
     "--api-key-env",
@@ -230,7 +240,8 @@ def generate(
     side = write_outputs(out_path, result)
     if client.structured_refused:
         click.echo(
-            f"warning: the server refused response_format ({client.structured_refused}): the answers were parsed as lists",
+            f"warning: the server refused response_format ({client.structured_refused}): the answers were "
+            "parsed as lists",
             err=True,
         )
     _emit_report(result.report, report_path, as_json)
@@ -567,7 +578,7 @@ def pairs_cmd(ctx, library, lib_version, as_json):
     if as_json:
         out = []
         for p in stored:
-            features = {}
+            features: dict[int, dict[str, Any]] = {}
             for d in p.descriptions:
                 side = "a" if d.class_position == p.class_a else "b"
                 f = features.setdefault(d.feature, {"attribute": d.attribute})
@@ -596,6 +607,6 @@ def pairs_cmd(ctx, library, lib_version, as_json):
             f"{a} / {b}  (LLM {p.model or '?'}, generated {when}, stored {p.stored_at.strftime('%Y-%m-%d %H:%M')})"
         )
         for k in dict.fromkeys(d.feature for d in p.descriptions):
-            side = {d.class_position: d for d in p.descriptions if d.feature == k}
-            label = side[p.class_a].attribute or side[p.class_b].attribute
-            click.echo(f"  {label + ': ' if label else ''}{side[p.class_a].text} | {side[p.class_b].text}")
+            by_class = {d.class_position: d for d in p.descriptions if d.feature == k}
+            label = by_class[p.class_a].attribute or by_class[p.class_b].attribute
+            click.echo(f"  {label + ': ' if label else ''}{by_class[p.class_a].text} | {by_class[p.class_b].text}")

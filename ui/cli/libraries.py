@@ -25,20 +25,30 @@ from whyclip.ui.render.table import table_lines
     "--library",
     "-l",
     default=None,
-    help="Library name for one FILE [default: its file name without the suffix]; with several FILES, a prefix put before each file's name.",
+    help=(
+        "Library name for one FILE [default: its file name without the suffix]; with several FILES, a prefix "
+        "put before each file's name."
+    ),
 )
 @click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
 @click.option(
     "--template",
     "-t",
     default=None,
-    help="Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and {descriptor} or {which} (the descriptor under the paper's rule) [default: paper, or the template in FILE.meta.json beside an exported FILE].",
+    help=(
+        "Prompt template: 'paper' (the published rule), 'bare', or a format string with {class} and "
+        "{descriptor} or {which} (the descriptor under the paper's rule) [default: paper, or the template in "
+        "FILE.meta.json beside an exported FILE]."
+    ),
 )
 @click.option(
     "--baseline",
     "-b",
     default=None,
-    help="Class-name prompt for the baseline [default: 'a photo of a {class}.', or the one in FILE.meta.json beside an exported FILE].",
+    help=(
+        "Class-name prompt for the baseline [default: 'a photo of a {class}.', or the one in FILE.meta.json "
+        "beside an exported FILE]."
+    ),
 )
 @click.option("--strict", is_flag=True, help="Refuse prompts over CLIP's 77-token limit instead of truncating them.")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
@@ -55,7 +65,11 @@ from whyclip.ui.render.table import table_lines
     "index_factory",
     default=None,
     metavar="FACTORY",
-    help="Library-wide retrieval index: Flat (exact), PQ256x4fs+rerank (PQ codes re-ranked exactly), ClassIVF, or any FAISS factory string; approximate ones are calibrated on image-like queries [default: Flat up to 50,000 descriptors, PQ256x4fs+rerank above].",
+    help=(
+        "Library-wide retrieval index: Flat (exact), PQ256x4fs+rerank (PQ codes re-ranked exactly), ClassIVF, "
+        "or any FAISS factory string; approximate ones are calibrated on image-like queries [default: Flat up "
+        "to 50,000 descriptors, PQ256x4fs+rerank above]."
+    ),
 )
 @click.pass_context
 def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
@@ -90,15 +104,17 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
             report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
         i = report.info
         click.echo(
-            f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, {i.n_prompts} prompts "
-            f"({report.n_embedded} embedded, {report.n_reused} from the cache) in {report.seconds:.1f}s "
+            f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
+            f"{i.n_prompts} prompts ({report.n_embedded} embedded, {report.n_reused} from the cache) in "
+            f"{report.seconds:.1f}s "
             f"({i.encoder_name}, dim {i.dim}, {_text_precision(encoder)})"
         )
 
 
 def _text_precision(encoder) -> str:
     """The precision of the text vectors an ingest wrote (images, untouched by it, may differ)."""
-    return getattr(encoder, "precisions", {}).get("text") or getattr(encoder, "precision", "fp32")
+    text = getattr(encoder, "precisions", {}).get("text")
+    return str(text or getattr(encoder, "precision", "fp32"))
 
 
 def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:

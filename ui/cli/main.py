@@ -47,7 +47,8 @@ COMMANDS = {
     ),
     "eval-pairs": (
         "whyclip.ui.cli.generate:eval_pairs_cmd",
-        "Re-rank the images of the run a PAIRS file came from with its differential descriptions (FuDD) and report top-1 accuracy beside the run's own method.",
+        "Re-rank the images of the run a PAIRS file came from with its differential descriptions (FuDD) and "
+        "report top-1 accuracy beside the run's own method.",
     ),
     "explain": (
         "whyclip.ui.cli.explain:explain",
@@ -55,11 +56,13 @@ COMMANDS = {
     ),
     "export": (
         "whyclip.ui.cli.lifecycle:export_cmd",
-        "Write a library version as a descriptor file plus a metadata sidecar (settings, encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back.",
+        "Write a library version as a descriptor file plus a metadata sidecar (settings, encoder and every "
+        "prompt exactly); 'whyclip ingest FILE' reads the sidecar back.",
     ),
     "gc": (
         "whyclip.ui.cli.lifecycle:gc_cmd",
-        "Remove index folders no library version owns (left by a killed ingest or a failed removal), and with --cache unused cached vectors; report what was freed.",
+        "Remove index folders no library version owns (left by a killed ingest or a failed removal), and with "
+        "--cache unused cached vectors; report what was freed.",
     ),
     "generate": (
         "whyclip.ui.cli.generate:generate",
@@ -67,7 +70,9 @@ COMMANDS = {
     ),
     "generate-pairs": (
         "whyclip.ui.cli.generate:generate_pairs_cmd",
-        "Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that a set of images is ambiguous between (FuDD's differential descriptions); write them to a pairs file with provenance (--out) and/or store them with the library version (--store).",
+        "Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that a set of images "
+        "is ambiguous between (FuDD's differential descriptions); write them to a pairs file with provenance "
+        "(--out) and/or store them with the library version (--store).",
     ),
     "ingest": (
         "whyclip.ui.cli.libraries:ingest_cmd",
@@ -75,7 +80,9 @@ COMMANDS = {
     ),
     "ingest-pairs": (
         "whyclip.ui.cli.generate:ingest_pairs_cmd",
-        "Store a PAIRS file (from 'whyclip generate-pairs') with a library version as contrastive pair descriptors: each side's descriptions rendered with the library's template, embedded through the cache, kept apart from the classes' own descriptors.",
+        "Store a PAIRS file (from 'whyclip generate-pairs') with a library version as contrastive pair "
+        "descriptors: each side's descriptions rendered with the library's template, embedded through the "
+        "cache, kept apart from the classes' own descriptors.",
     ),
     "libraries": (
         "whyclip.ui.cli.libraries:libraries",
@@ -91,7 +98,8 @@ COMMANDS = {
     ),
     "pairs": (
         "whyclip.ui.cli.generate:pairs_cmd",
-        "List the contrastive pair descriptors (FuDD) stored with a library version: each pair, its features as A's look | B's look, and where they came from.",
+        "List the contrastive pair descriptors (FuDD) stored with a library version: each pair, its features "
+        "as A's look | B's look, and where they came from.",
     ),
     "runs": ("whyclip.ui.cli.evaluate:runs", "List evaluation runs (made by 'whyclip eval')."),
     "serve": (

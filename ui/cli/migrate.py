@@ -26,6 +26,7 @@ def migrate(ctx: click.Context, dry_run: bool) -> None:
         click.echo(f"would apply {_steps(st.pending)}" if st.pending else "up to date: nothing to apply")
         return
     before = Store.open(home, db, create=False, migrate=True).migration
+    assert before is not None  # a migrating open records where the schema stood
     if before.up_to_date:
         click.echo(f"up to date at revision {before.head}: nothing applied")
     else:

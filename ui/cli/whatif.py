@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from whyclip.store import InputError, WhatIf, find_run, load_run, plan_edit, rea
 from whyclip.store.choices import AGGREGATES
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _ci(fig: dict) -> str:
@@ -29,9 +33,11 @@ def whatif_text(a: dict, show: int) -> str:
         f"add {d['class']}: {d['text']!r}" for d in e["add"]
     ]
     lines = [
-        f"what-if on run {a['run']['name']!r} of library {lib['name']} v{lib['version']} ({a['n']} images, aggregate {a['aggregate']})",
+        f"what-if on run {a['run']['name']!r} of library {lib['name']} v{lib['version']} ({a['n']} images, "
+        f"aggregate {a['aggregate']})",
         "edit: " + ("; ".join(edits) or "nothing"),
-        f"top-1 before {_ci(a['accuracy_before'])}, after {_ci(a['accuracy_after'])} ({100 * a['difference']:+.1f} points; 95% Wilson intervals)",
+        f"top-1 before {_ci(a['accuracy_before'])}, after {_ci(a['accuracy_after'])} "
+        f"({100 * a['difference']:+.1f} points; 95% Wilson intervals)",
         f"McNemar exact p = {a['p_value']:.3g} ({a['verdict']}): {len(a['flips']['wrong_to_right'])} wrong->right, "
         f"{len(a['flips']['right_to_wrong'])} right->wrong, {a['changed_between_wrong']} changed between wrong classes",
     ]
@@ -44,14 +50,16 @@ def whatif_text(a: dict, show: int) -> str:
             )
         else:
             lines.append(
-                f"class {c['class']}: {c['descriptors_before']} -> {c['descriptors_after']} descriptors, no images in the run"
+                f"class {c['class']}: {c['descriptors_before']} -> {c['descriptors_after']} descriptors, no "
+                "images in the run"
             )
     for key, title in (("wrong_to_right", "wrong -> right"), ("right_to_wrong", "right -> wrong")):
         flips = a["flips"][key]
         lines += ["", f"{title} ({len(flips)})"]
         for f in flips[:show]:
             lines.append(
-                f"  {f['path']}  true {f['true']}: {f['before']} {f['before_score']:.4f} -> {f['after']} {f['after_score']:.4f}"
+                f"  {f['path']}  true {f['true']}: {f['before']} {f['before_score']:.4f} -> {f['after']} "
+                f"{f['after_score']:.4f}"
             )
         if len(flips) > show:
             lines.append(f"  ... and {len(flips) - show} more (--show N, or --json)")
@@ -87,7 +95,10 @@ def _edits_file(path: str):
     "edits_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help='A JSON file of edits: {"drop": [{"class": C, "descriptor": D}], "add": [{"class": C, "text": T}]} (what --json echoes).',
+    help=(
+        'A JSON file of edits: {"drop": [{"class": C, "descriptor": D}], "add": [{"class": C, "text": T}]} '
+        "(what --json echoes)."
+    ),
 )
 @click.option(
     "--aggregate",
@@ -156,7 +167,9 @@ def whatif(
     add_pairs += [split_pair(lib, d, "--add") for d in adds]
     edit = plan_edit(lib, drop_pairs, add_pairs)  # every name checked before a model loads
     session = WhatIf(load_run(store.engine, info), lib, aggregate)
-    vectors, truncated, warnings = {}, {}, []
+    vectors: dict[str, tuple[np.ndarray, float]] = {}
+    truncated: dict[str, bool] = {}
+    warnings: list[str] = []
     if edit.new_prompts:
         encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
         vectors, truncated, warnings = added_vectors(store, lib, encoder, edit.new_prompts)

@@ -77,16 +77,16 @@ charts.accuracy_with_intervals(a)
 st.subheader("Calibration")
 cal = a["calibration"]
 if cal.get("bins"):
-    cols = st.columns(3)
+    cal_cols = st.columns(3)
     if cal["calibrated"]:
-        cols[0].metric("ECE before", f"{cal['ece_before']:.3f}")
-        cols[1].metric(
+        cal_cols[0].metric("ECE before", f"{cal['ece_before']:.3f}")
+        cal_cols[1].metric(
             "ECE after",
             f"{cal['ece_after']:.3f}",
             delta=f"{cal['ece_after'] - cal['ece_before']:+.3f}",
             delta_color="inverse",
         )
-        cols[2].metric("temperature", f"{cal['temperature']:.3g}")
+        cal_cols[2].metric("temperature", f"{cal['temperature']:.3g}")
         st.caption(
             f"Fitted on run {cal['fitted_on']!r}"
             + (" with per-class biases" if cal["per_class_bias"] else "")
@@ -94,8 +94,8 @@ if cal.get("bins"):
             f"{cal['n_bins']} equal-width confidence bins."
         )
     else:
-        cols[0].metric("ECE", f"{cal['ece_before']:.3f}")
-        cols[1].metric("NLL", f"{cal['nll_before']:.3f}")
+        cal_cols[0].metric("ECE", f"{cal['ece_before']:.3f}")
+        cal_cols[1].metric("NLL", f"{cal['nll_before']:.3f}")
         st.info(cal["note"])
     charts.reliability(cal)
 else:

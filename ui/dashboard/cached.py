@@ -244,7 +244,7 @@ def prompt_vectors(
     return added_vectors(_store(home, db), lib, _encoder(model), prompts)[0]
 
 
-def save_edit(home: str | None, db: str | None, model: str | None, lib: Library, edit, note: str):
+def save_edit(home: str | None, db: str | None, model: str, lib: Library, edit, note: str):
     """Publish ``edit`` of ``lib`` as the next version (the store's atomic publish), then
     forget the cached store listings so every page sees it."""
     store = Store.open(home, db, create=True)

@@ -36,9 +36,10 @@ def name_description_lines(exp: Explanation) -> list[str]:
     if nd.get("note"):
         return [nd["note"]]
     return [
-        f"**{c.name}**: class name alone {100 * c.name_share:.0f}% · descriptor content {100 * c.description_share:.0f}%"
+        f"**{c.name}**: class name alone {100 * c.name_share:.0f}% · descriptor content "
+        f"{100 * c.description_share:.0f}%"
         for c in exp.classes
-        if c.name_share is not None
+        if c.name_share is not None and c.description_share is not None
     ]
 
 

@@ -108,10 +108,12 @@ def show(name: str, data: bytes) -> None:
     if a == b:
         st.info("Pick two different classes to contrast them.")
     else:
+        contrast = exp.contrast
+        assert contrast is not None  # two different classes were compared
         st.caption("Each bar is a descriptor's share of the score difference; the shares add up to it exactly.")
-        st.altair_chart(charts.contrast_chart(exp.contrast, scale), width="stretch")
-        st.dataframe(charts.contrast_table(exp.contrast, scale), hide_index=True)
-        pair = exp.contrast.pair_descriptors
+        st.altair_chart(charts.contrast_chart(contrast, scale), width="stretch")
+        st.dataframe(charts.contrast_table(contrast, scale), hide_index=True)
+        pair = contrast.pair_descriptors
         if pair is not None:
             st.subheader(f"{a} vs {b}, by their pair descriptors (FuDD)")
             st.caption(

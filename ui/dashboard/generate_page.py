@@ -84,11 +84,11 @@ if st.button("Generate", type="primary", key="generate_go"):
         def progress(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"asking the LLM: {done} of {total} answers")
 
-        result = generate_library(
+        generated = generate_library(
             writable_store(s.home, s.db), ClassList(names), client, settings, CleanSettings(), progress=progress
         )
-        bar.progress(1.0, text=f"{result.n_sent} requests sent, {result.n_cached} answers from the cache")
-        st.session_state[RESULT] = result
+        bar.progress(1.0, text=f"{generated.n_sent} requests sent, {generated.n_cached} answers from the cache")
+        st.session_state[RESULT] = generated
     except WhyclipError as exc:
         st.error(str(exc))
         st.stop()

@@ -46,7 +46,7 @@ class _Pen:
     def ellipse(
         self, box: Sequence[float], fill: Color | None, outline: Color | None = None, width: float = 0.0
     ) -> None:
-        self.draw.ellipse(self.xy([box[:2], box[2:]]), fill, outline, self.w(width))
+        self.draw.ellipse(self.xy([(box[0], box[1]), (box[2], box[3])]), fill, outline, self.w(width))
 
     def circle(
         self, cx: float, cy: float, r: float, fill: Color | None, outline: Color | None = None, width: float = 0.0
@@ -113,10 +113,13 @@ def _tree_frog(p: _Pen) -> None:
 def _banana(p: _Pen) -> None:
     yellow, edge, brown = (250, 215, 50), (170, 120, 20), (95, 60, 25)
     p.ellipse((0.15, 0.72, 0.85, 0.8), (190, 195, 205))
-    arc = lambda t, r=0.5: (
-        0.5 + r * math.cos(math.radians(30 + 120 * t)),
-        0.15 + r * math.sin(math.radians(30 + 120 * t)),
-    )
+
+    def arc(t: float, r: float = 0.5) -> tuple[float, float]:
+        return (
+            0.5 + r * math.cos(math.radians(30 + 120 * t)),
+            0.15 + r * math.sin(math.radians(30 + 120 * t)),
+        )
+
     n = 40
     thick = [0.09 * math.sin(math.pi * i / n) ** 0.5 + 0.01 for i in range(n + 1)]
     p.poly(
@@ -154,6 +157,7 @@ def _text(p: _Pen, text: str, cx: float, cy: float, width: float, fill: Color) -
     left, top, right, bottom = p.draw.textbbox((0, 0), text, font=font)
     if isinstance(font, ImageFont.FreeTypeFont):
         font = _font(max(1, round(100 * target / (right - left))))
+        assert isinstance(font, ImageFont.FreeTypeFont)  # as at size 100: FreeType is there
         p.draw.text(
             (cx * p.s, cy * p.s),
             text,
@@ -164,7 +168,7 @@ def _text(p: _Pen, text: str, cx: float, cy: float, width: float, fill: Color) -
             stroke_fill=fill,
         )
         return
-    mask = Image.new("L", (right - left + 2, bottom - top + 2))  # bitmap font: draw small, scale up
+    mask = Image.new("L", (int(right - left + 2), int(bottom - top + 2)))  # bitmap font: draw small, scale up
     ImageDraw.Draw(mask).text((1 - left, 1 - top), text, font=font, fill=255)
     mask = mask.resize((round(target), round(target * mask.height / mask.width)))
     p.image.paste(fill, (round(cx * p.s - mask.width / 2), round(cy * p.s - mask.height / 2)), mask)
@@ -172,13 +176,16 @@ def _text(p: _Pen, text: str, cx: float, cy: float, width: float, fill: Color) -
 
 def _stop_sign(p: _Pen) -> None:
     p.line([(0.5, 0.5), (0.5, 1.05)], (150, 150, 155), 0.05, (90, 90, 95))
-    octagon = lambda r: [
-        (
-            0.5 + r * math.cos(math.radians(22.5 + 45 * k)),
-            0.42 + r * math.sin(math.radians(22.5 + 45 * k)),
-        )
-        for k in range(8)
-    ]
+
+    def octagon(r: float) -> list[tuple[float, float]]:
+        return [
+            (
+                0.5 + r * math.cos(math.radians(22.5 + 45 * k)),
+                0.42 + r * math.sin(math.radians(22.5 + 45 * k)),
+            )
+            for k in range(8)
+        ]
+
     p.poly(octagon(0.36), (250, 250, 250), (120, 120, 120), 0.004)
     p.poly(octagon(0.33), (200, 20, 30))
     _text(p, "STOP", 0.5, 0.42, 0.46, (255, 255, 255))
@@ -193,13 +200,13 @@ def _sunflower(p: _Pen) -> None:
         p.line([pts[0], pts[len(pts) // 4 - 1]], (30, 85, 25), 0.005)
     for layer, colour, offset in ((0, (235, 150, 20), 9.0), (1, (255, 205, 30), 0.0)):
         for k in range(20):
-            a = offset + 18 * k
-            x, y = cx + 0.09 * math.cos(math.radians(a)), cy + 0.09 * math.sin(math.radians(a))
-            p.poly(_lens(x, y, 0.2 - 0.02 * layer, 0.075, a), colour, (200, 120, 10), 0.003)
+            petal = offset + 18 * k
+            x, y = cx + 0.09 * math.cos(math.radians(petal)), cy + 0.09 * math.sin(math.radians(petal))
+            p.poly(_lens(x, y, 0.2 - 0.02 * layer, 0.075, petal), colour, (200, 120, 10), 0.003)
     p.circle(cx, cy, 0.125, (105, 60, 25), (70, 40, 15), 0.006)
     for i in range(1, 140):  # seeds on a golden-angle spiral
-        r, a = 0.0098 * math.sqrt(i), math.radians(137.508 * i)
-        p.circle(cx + r * math.cos(a), cy + r * math.sin(a), 0.0055, (60, 35, 15))
+        r, theta = 0.0098 * math.sqrt(i), math.radians(137.508 * i)
+        p.circle(cx + r * math.cos(theta), cy + r * math.sin(theta), 0.0055, (60, 35, 15))
 
 
 def _ladybug(p: _Pen) -> None:

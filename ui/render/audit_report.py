@@ -81,8 +81,8 @@ def name_description_lines(nd: dict, limit: int = TEXT_ROWS) -> list[str]:
     if "per_class" not in nd:
         return []
     return [
-        f"  {r['class']} (n={r['n']}): name {100 * r['name_share']:.0f}%, description {100 * r['description_share']:.0f}%, "
-        f"descriptors change {100 * r['decisions_changed']:.0f}% of its decisions"
+        f"  {r['class']} (n={r['n']}): name {100 * r['name_share']:.0f}%, description "
+        f"{100 * r['description_share']:.0f}%, descriptors change {100 * r['decisions_changed']:.0f}% of its decisions"
         for r in nd["per_class"][:limit]
     ]
 
@@ -119,7 +119,7 @@ def per_class_lines(classes: list[dict], limit: int = TEXT_ROWS) -> list[str]:
     )
 
 
-def calibration_lines(cal: dict) -> list[str]:
+def calibration_lines(cal: dict | None) -> list[str]:
     """ECE, NLL and accuracy before (and after) calibration, and where they were measured."""
     if not cal or "bins" not in cal:
         return [f"calibration: {cal.get('note', '-')}"] if cal else []
@@ -138,7 +138,8 @@ def calibration_lines(cal: dict) -> list[str]:
     bias = " and per-class biases" if cal.get("per_class_bias") else ""
     fitted = cal.get("fitted_on") or cal.get("run")
     return [
-        f"calibration: temperature {cal['temperature']:.3g}{bias}, fitted on run {fitted!r}; measured on {cal['measured_on']}",
+        f"calibration: temperature {cal['temperature']:.3g}{bias}, fitted on run {fitted!r}; measured on "
+        f"{cal['measured_on']}",
         f"  before: {figure('before')}",
         f"  after:  {figure('after')}",
     ]
@@ -163,10 +164,11 @@ def to_text(a: dict) -> str:
     d = a["controls"]["deletion"]
     if d.get("images"):
         out.append(
-            f"how much the explanation's top {d['k']} descriptors carry ({d['images']} images; a measurement, not a test): "
-            f"removing them from the predicted class drops its score by "
-            f"{d['score_drop_top']:.4f} and accuracy to {pct(d['accuracy_top_removed'])} {ci(d.get('ci95'))}; {d['k']} random ones: "
-            f"{d['score_drop_random']:.4f}, {pct(d['accuracy_random_removed'])} (before: {pct(d['accuracy_before'])}; "
+            f"how much the explanation's top {d['k']} descriptors carry ({d['images']} images; a measurement, "
+            "not a test): removing them from the predicted class drops its score by "
+            f"{d['score_drop_top']:.4f} and accuracy to {pct(d['accuracy_top_removed'])} {ci(d.get('ci95'))}; "
+            f"{d['k']} random ones: {d['score_drop_random']:.4f}, {pct(d['accuracy_random_removed'])} (before: "
+            f"{pct(d['accuracy_before'])}; "
             f"McNemar p against before = {pvalue(d.get('p_value'))})"
         )
     else:
@@ -194,10 +196,11 @@ def to_text(a: dict) -> str:
             if h["shared_texts"]
             else ""
         ),
-        f"  {len(h['near_identical'])} near-identical prompt pairs across classes (cosine >= {a['settings']['near_threshold']})",
+        f"  {len(h['near_identical'])} near-identical prompt pairs across classes (cosine >= "
+        f"{a['settings']['near_threshold']})",
         f"  {len(h['flat'])} flat descriptors (similarity barely varies over the images)",
-        f"  {len(h['worse_than_baseline'])} classes with at least {a['settings']['min_n']} images where the descriptors do worse "
-        "than the class name",
+        f"  {len(h['worse_than_baseline'])} classes with at least {a['settings']['min_n']} images where the "
+        "descriptors do worse than the class name",
         *(f"  note: {n}" for n in h["notes"]),
     ]
     return "\n".join(out)

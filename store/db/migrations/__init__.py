@@ -23,9 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:  # alembic is imported only when a migration is looked at
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 LEGACY = {1: "0001", 2: "0002", 3: "0003"}  # meta schema_version -> revision
 HERE = Path(__file__).parent
@@ -51,13 +56,13 @@ class State:
 
 
 @lru_cache(maxsize=1)
-def _script():
+def _script() -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(HERE), version_locations=[str(HERE / "versions")])
 
 
-def alembic_config(conn: Connection):
+def alembic_config(conn: Connection) -> Config:
     """Alembic's configuration for this package, bound to ``conn`` (no alembic.ini)."""
     from alembic.config import Config
 
@@ -73,6 +78,7 @@ def current_revision(conn: Connection) -> str | None:
     """The database's revision: Alembic's, or the one its legacy ``schema_version`` maps to;
     None for an empty database. Raises :class:`NewerStore` for one this code does not know."""
     found = inspect(conn)
+    rev: str | None
     if found.has_table("alembic_version"):
         rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     elif found.has_table("meta"):
@@ -96,6 +102,7 @@ def state(conn: Connection) -> State:
     script = _script()
     current = current_revision(conn)
     head = script.get_current_head()
+    assert head is not None  # the package ships its revisions
     pending = list(script.iterate_revisions(head, current or "base"))  # newest first
     steps = tuple((s.revision, (s.doc or "").strip().splitlines()[0] if s.doc else "") for s in reversed(pending))
     return State(current, head, steps)

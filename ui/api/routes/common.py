@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -21,7 +22,9 @@ def check_aggregate(aggregate: str | None) -> None:
         raise ApiError(422, f"bad request: aggregate: {aggregate!r} is not one of {', '.join(AGGREGATES)}")
 
 
-async def embed_uploads(res: Resources, uploads: list[UploadFile], seconds: dict) -> tuple[list[str], object]:
+async def embed_uploads(
+    res: Resources, uploads: list[UploadFile], seconds: dict[str, float]
+) -> tuple[list[str], np.ndarray]:
     """Read, decode (threads) and encode (the micro-batcher) uploaded images, in order."""
     files = await read_image_uploads(uploads, res.settings.limits)
     t = time.perf_counter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -27,8 +27,11 @@ Offset = Annotated[int, Query(ge=0, le=100_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 CLASS_ORDER = {k.replace(" ", "_"): k for k in browse.CLASS_ORDERS}
 DESCRIPTOR_ORDER = {k.replace(" (a-z)", "").replace(" ", "_"): k for k in browse.DESCRIPTOR_ORDERS}
-ClassOrder = Literal[tuple(CLASS_ORDER)]  # type: ignore[valid-type]
-DescriptorOrder = Literal[tuple(DESCRIPTOR_ORDER)]  # type: ignore[valid-type]
+# The same names spelled out, so that type checkers read them too
+ClassOrder = Literal["label_order", "class_name", "fewest_descriptors", "most_descriptors"]
+DescriptorOrder = Literal["label_order", "descriptor_(A-Z)", "most_shared_first"]
+assert list(get_args(ClassOrder)) == list(CLASS_ORDER), "ClassOrder lags the store's class orders"
+assert list(get_args(DescriptorOrder)) == list(DESCRIPTOR_ORDER), "DescriptorOrder lags the store's descriptor orders"
 
 
 def _snake(row: dict) -> dict:

@@ -7,8 +7,12 @@ Revision ID: 0004
 Revises: 0003
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import TableClause
 
 from whyclip.store.method.prompts import RULES, rule_name
 
@@ -34,7 +38,7 @@ descriptors = sa.table(
 )
 
 
-def _update(conn, table, column: str, values: list[dict]) -> None:
+def _update(conn: Connection, table: TableClause, column: str, values: list[dict[str, Any]]) -> None:
     stmt = table.update().where(table.c.id == sa.bindparam("row_id")).values({column: sa.bindparam("filled")})
     for start in range(0, len(values), BATCH):
         conn.execute(stmt, values[start : start + BATCH])
