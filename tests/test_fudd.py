@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from tests.helpers.chat_server import ChatServer
 from tests.helpers.cli import invoke_fake
 from tests.helpers.fakes import FakeEncoder, planted_png
-from tests.helpers.planted import CONCEPTS, IMAGES, LIBRARY, world  # noqa: F401  (the planted world)
+from tests.helpers.planted import IMAGES, LIBRARY
 from whyclip.ingest import ingest_library, read_image
 from whyclip.ingest.generate.pairs import ambiguous_pairs
 from whyclip.store import Store
@@ -37,7 +37,7 @@ def invoke(home, *args):
 
 
 @pytest.fixture
-def served(world, monkeypatch):  # noqa: F811
+def served(world, monkeypatch):
     """The planted world with run r1, the fake encoder behind ``ingest.load_encoder`` and a
     chat server whose key the CLI reads from PAIRS_KEY."""
     from whyclip import ingest
@@ -352,7 +352,7 @@ def test_ambiguous_pairs_count_close_pairs_within_the_top_k():
     assert ambiguous_pairs(far, list("abcd"), 4, 1.0, 5) == []
 
 
-def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, monkeypatch):  # noqa: F811
+def test_pairs_from_images_picks_the_planted_ambiguous_pair(world, tmp_path, monkeypatch):
     """Five images show a banana and a sunflower at once, one a frog and a stop sign; the
     others one thing. Under the baseline the first five are ambiguous between banana and
     sunflower."""

@@ -13,12 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # running pytest from outside the repository
-    sys.path.insert(0, str(ROOT))
-
-from whyclip.ingest.encoder import testmodel  # noqa: E402
-from whyclip.ingest.encoder.testmodel import (  # noqa: E402
+from whyclip.ingest.encoder import testmodel
+from whyclip.ingest.encoder.testmodel import (
     CHECK_IDS,
     CHECK_TEXT,
     META_FILE,
