@@ -88,6 +88,16 @@ def test_libraries_versions_and_pages(client):
     peel = client.get("/v1/libraries/frogs/descriptors", params={"search": "peel"}).json()["items"]
     assert [(d["class"], d["descriptor"]) for d in peel] == [("banana", "yellow peel")]
     assert peel[0]["prompt"] == "banana, which has yellow peel"
+    by_text = {  # A-Z order, under its name and under the spelling 0.1.0 took by mistake
+        order: [
+            d["descriptor"]
+            for d in client.get("/v1/libraries/frogs/descriptors", params={"order": order, "limit": 50}).json()["items"]
+        ]
+        for order in ("descriptor", "descriptor_(A-Z)")
+    }
+    everything = [d for ds in LIBRARY.values() for d in ds]
+    assert by_text["descriptor"] == sorted(everything)
+    assert by_text["descriptor_(A-Z)"] == by_text["descriptor"]
 
 
 def wait_for(client, job_id, key=KEY, timeout=60):

@@ -1,5 +1,5 @@
 """Explanations: small dataclasses, built from exact scores, serialisable to the JSON
-schema documented in README.md, and printable as text."""
+schema documented in docs/explanations.md, and printable as text."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ class Explanation:
         return self.classes[0].name
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` object: see "JSON output" in README.md."""
+        """The ``--json`` object: see docs/explanations.md."""
         out = asdict(self)
         out["predicted"] = self.predicted
         out["baseline_predicted"] = self.baseline[0].name if self.baseline else None

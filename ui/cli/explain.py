@@ -41,7 +41,9 @@ from whyclip.ui.render.explanation_json import explanation_json
 )
 @click.option("--model", "-m", default=None, help="CLIP model [default: the one the library was built with].")
 @click.option("--device", default=None, help="torch device (default: a GPU when there is one).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one per line (schema in README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per image, one per line (schema: docs/explanations.md)."
+)
 @PRECISION
 @click.option(
     "--server",

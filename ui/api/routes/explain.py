@@ -29,7 +29,7 @@ async def explain(
     library: Annotated[str, Form(description="Library to explain with")],
     version: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="Library version [default: newest]")] = None,
     top: Annotated[int, Form(ge=1, le=1000, description="Classes to show, with all their descriptors")] = 5,
-    aggregate: Annotated[str | None, Form(description="mean, centroid, max or topk [default: the library's]")] = None,
+    aggregate: Annotated[str | None, Form(description="mean, centroid or max [default: the library's]")] = None,
     compare: Annotated[list[str] | None, Form(description="Two class names to contrast [default: the top two]")] = None,
     retrieve: Annotated[int, Form(ge=0, le=1000, description="Library-wide best descriptors to list")] = 10,
     calibrated: Annotated[

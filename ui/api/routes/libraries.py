@@ -26,12 +26,15 @@ Search = Annotated[str, Query(max_length=200, description="Case-insensitive subs
 Offset = Annotated[int, Query(ge=0, le=100_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 CLASS_ORDER = {k.replace(" ", "_"): k for k in browse.CLASS_ORDERS}
-DESCRIPTOR_ORDER = {k.replace(" (a-z)", "").replace(" ", "_"): k for k in browse.DESCRIPTOR_ORDERS}
+DESCRIPTOR_ORDER = {k.lower().replace(" (a-z)", "").replace(" ", "_"): k for k in browse.DESCRIPTOR_ORDERS}
 # The same names spelled out, so that type checkers read them too
 ClassOrder = Literal["label_order", "class_name", "fewest_descriptors", "most_descriptors"]
-DescriptorOrder = Literal["label_order", "descriptor_(A-Z)", "most_shared_first"]
+DescriptorOrder = Literal["label_order", "descriptor", "most_shared_first"]
 assert list(get_args(ClassOrder)) == list(CLASS_ORDER), "ClassOrder lags the store's class orders"
 assert list(get_args(DescriptorOrder)) == list(DESCRIPTOR_ORDER), "DescriptorOrder lags the store's descriptor orders"
+# "descriptor_(A-Z)": what 0.1.0 accepted for A-Z order by mistake; still accepted, not documented
+LEGACY_DESCRIPTOR_ORDER = "descriptor_(A-Z)"
+DESCRIPTOR_ORDER[LEGACY_DESCRIPTOR_ORDER] = DESCRIPTOR_ORDER["descriptor"]
 
 
 def _snake(row: dict) -> dict:
@@ -96,7 +99,10 @@ async def library_descriptors(
     name: str,
     version: Version = None,
     search: Search = "",
-    order: DescriptorOrder = "label_order",
+    order: Annotated[
+        DescriptorOrder | Literal["descriptor_(A-Z)"],
+        Query(description="label_order, descriptor (A-Z) or most_shared_first"),
+    ] = "label_order",
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> JSONResponse:
