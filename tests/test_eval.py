@@ -1,21 +1,7 @@
-"""whyclip eval / audit on a planted world: a fake encoder whose vectors are known concepts,
-so accuracies, drivers, confusions and hygiene findings are known before the run.
-
-The library (bare template, so a prompt is its descriptor text) and what each image shows
-(``name*2`` = twice as strongly):
-
-  tree frog: green skin, big eyes, webbed feet        F1, F2: frog, green*2, eyes
-  banana:    yellow peel, curved shape, smooth surface B1, B2: banana, curved*2, yellow;  B3: banana, eyes*2
-  stop sign: red colour, octagon shape, smooth surface, curved edge     S1, S2: stop, red*2, octagon
-  sunflower: dark seeds, round head                    U1, U2: sunflower, yellow*2
-
-Baseline prompts ("a photo of a tree frog.") carry the class concept, which every image of
-its class shows, so the baseline gets all 9 right. Under the mean aggregate B3 goes to tree
-frog ("big eyes") and both sunflowers to banana ("yellow peel"): 6/9. "webbed feet",
-"smooth surface", "dark seeds" and "round head" match no concept any image shows (flat);
-"curved shape" and "curved edge" are the same concept in two classes (near-identical);
-"smooth surface" is in two classes (shared).
-"""
+"""whyclip eval / audit on the planted world of :mod:`tests.helpers.planted`: a fake encoder
+whose vectors are known concepts, so accuracies, drivers, confusions and hygiene findings
+are known before the run (the helper's docstring tables what each image shows and why the
+mean aggregate gets 6 of 9 right)."""
 
 from __future__ import annotations
 
