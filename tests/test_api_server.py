@@ -5,62 +5,17 @@ two replicas sharing one store give the same answers and see each other's versio
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers.server import serving
 from tests.helpers.service import BANANA, FROG
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.slow
-KEY = "replica-test-key"
-START_S = 120  # a bound on start-up, not a timing assertion
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(home, model, db_url=None):
-    """A ``whyclip serve`` subprocess on 127.0.0.1, ready; always killed afterwards."""
-    port = free_port()
-    env = {**os.environ, "WHYCLIP_API_KEYS": KEY}
-    args = [sys.executable, "-m", "whyclip.ui.cli.main", "--home", str(home)] + (["--db", db_url] if db_url else [])
-    proc = subprocess.Popen(
-        [*args, "serve", "--port", str(port), "--model", str(model)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"X-API-Key": KEY})
-        deadline = time.monotonic() + START_S
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.1)
-        yield proc, client
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        proc.stderr.close()
 
 
 def big_library(n_classes: int = 200, per_class: int = 30) -> bytes:
