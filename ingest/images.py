@@ -122,25 +122,60 @@ def rgb_pixels(im: Image.Image) -> Image.Image:
       0-255, clipped;
     - CMYK: ``round((255 - c) * (255 - k) / 255)`` per channel; palette and grayscale by
       their colours.
+
+    The arithmetic runs over bands of rows (:data:`STRIP_PIXELS` at a time) into one 8-bit
+    output, so its wide temporaries stay small however large the image (a 40-megapixel RGBA
+    image once needed about 2 GB of them).
     """
     mode = im.mode
     if mode in WIDE_INT_MODES:
-        gray = np.rint(np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257)
-        return _gray(gray)
+        return _gray(_by_strips(im, 1, lambda v: np.rint(np.clip(v.astype(np.float64), 0, 65535) / 257)))
     if mode == "F":
-        values = np.nan_to_num(np.asarray(im, dtype=np.float64))
-        scale = 255.0 if values.size and values.min() >= 0 and values.max() <= 1 else 1.0
-        return _gray(np.rint(np.clip(values * scale, 0, 255)))
+        lo, hi = _extrema(im)  # the scale depends on the whole image's range
+        scale = 255.0 if lo >= 0 and hi <= 1 else 1.0
+        return _gray(_by_strips(im, 1, lambda v: np.rint(np.clip(np.nan_to_num(v.astype(np.float64)) * scale, 0, 255))))
     if mode == "CMYK":
-        cmyk = np.asarray(im, dtype=np.uint32)
-        rgb = ((255 - cmyk[..., :3]) * (255 - cmyk[..., 3:]) + 127) // 255  # rounded: no product is k + 1/2
-        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+        return Image.fromarray(_by_strips(im, 3, _cmyk_to_rgb), "RGB")
     if mode in ALPHA_MODES or (mode in ("P", "L", "RGB", "1") and "transparency" in im.info):
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint32)
-        alpha = rgba[..., 3:]
-        rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
-        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+        return Image.fromarray(_by_strips(im.convert("RGBA"), 3, _over_white), "RGB")
     return im if mode == "RGB" else im.convert("RGB")
+
+
+STRIP_PIXELS = 1 << 20  # pixels of one band of rows converted at a time
+
+
+def _by_strips(im: Image.Image, channels: int, convert) -> np.ndarray:
+    """``convert(rows)`` (values 0-255) over bands of rows of ``im``, into one uint8 array."""
+    width, height = im.size
+    out = np.empty((height, width, channels) if channels > 1 else (height, width), np.uint8)
+    step = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, step):
+        rows = np.asarray(im.crop((0, top, width, min(height, top + step))))
+        out[top : top + len(rows)] = convert(rows)
+    return out
+
+
+def _extrema(im: Image.Image) -> tuple[float, float]:
+    """Smallest and largest sample of a float image, NaN read as 0 (band by band)."""
+    width, height = im.size
+    lo, hi = np.inf, -np.inf
+    step = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, step):
+        rows = np.nan_to_num(np.asarray(im.crop((0, top, width, min(height, top + step)))).astype(np.float64))
+        if rows.size:
+            lo, hi = min(lo, float(rows.min())), max(hi, float(rows.max()))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
+
+
+def _over_white(rgba: np.ndarray) -> np.ndarray:
+    wide = rgba.astype(np.uint32)
+    alpha = wide[..., 3:]
+    return (wide[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    wide = cmyk.astype(np.uint32)
+    return ((255 - wide[..., :3]) * (255 - wide[..., 3:]) + 127) // 255  # rounded: no product is k + 1/2
 
 
 def _upright(im: Image.Image, label: str) -> Image.Image:
@@ -153,7 +188,7 @@ def _upright(im: Image.Image, label: str) -> Image.Image:
 
 
 def _gray(values: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.repeat(values.astype(np.uint8)[..., None], 3, axis=2), "RGB")
+    return Image.merge("RGB", [Image.fromarray(values.astype(np.uint8, copy=False), "L")] * 3)
 
 
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
