@@ -39,6 +39,7 @@ from whyclip.ingest.encoder.loading import (
     model_name,
 )
 from whyclip.ingest.encoder.precision import platform_signature, resolve_precision, torch_dtype
+from whyclip.ingest.encoder.prepared import PreparedImages
 from whyclip.ingest.encoder.textpath import PrefixTextPath, unsupported_reason
 from whyclip.ingest.images import PIXEL_RULES
 from whyclip.store import EncoderInfo, ModelLoadError
@@ -503,7 +504,7 @@ class ClipEncoder:
     def prepare_images(self, images: Sequence):
         """What :meth:`embed_images` takes, made ahead (CPU work that may run in another
         thread while a batch encodes): RGB conversion and the image processor's pixels."""
-        pictures = [im.convert("RGB") for im in images]
+        pictures = [im if im.mode == "RGB" else im.convert("RGB") for im in images]  # no full-size copy
         if self.backend != "transformers" or not pictures:
             return pictures
         return PreparedImages(self._st.pixels(pictures), len(pictures))
@@ -527,16 +528,6 @@ class ClipEncoder:
         if progress:
             progress(n)
         return _unit(raw)
-
-
-class PreparedImages:
-    """Pixel values ready for the image tower (:meth:`ClipEncoder.prepare_images`)."""
-
-    def __init__(self, pixels, n: int):
-        self.pixels, self.n = pixels, n
-
-    def __len__(self) -> int:
-        return self.n
 
 
 def _quiet_blas() -> None:

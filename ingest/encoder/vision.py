@@ -206,7 +206,7 @@ class ImageProcessor:
             if "A" in image.getbands() or image.info.get("transparency") is not None:
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-            else:
+            elif image.mode != "RGB":  # (converting RGB to RGB copies the whole picture: same pixels)
                 image = image.convert("RGB")
         if self.shortest_edge is not None:
             w, h = image.size

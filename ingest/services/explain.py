@@ -26,6 +26,7 @@ import numpy as np
 
 from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.ingest.encoder.prepared import join_prepared, prepare_one
 from whyclip.ingest.images import header_pixels, prefetched, read_image
 from whyclip.store import (
     AGGREGATES,
@@ -179,17 +180,18 @@ class Explainer:
         preprocessed in a background thread while this one encodes. An unreadable image
         yields an :class:`ImageFailure` in its place and the others go on. ``progress(done,
         total)`` is called after each batch."""
-        prepare = getattr(self.encoder, "prepare_images", None)
 
         def decode(batch_paths):
-            batch, pictures, failures = [], [], []
+            # each picture is prepared (shrunk to the tower's input) as soon as it is decoded,
+            # so a batch never holds more than one full-size picture at a time
+            batch, parts, failures = [], [], []
             for path in batch_paths:
                 try:
-                    pictures.append(read_image(path))
+                    parts.append(prepare_one(self.encoder, read_image(path)))
                     batch.append(path)
                 except WhyclipError as exc:
                     failures.append(ImageFailure(str(path), str(exc)))
-            return batch, (prepare(pictures) if prepare and pictures else pictures), failures
+            return batch, join_prepared(parts), failures
 
         done = 0
         for batch, pictures, failures in prefetched(batches_of(paths, self.plan.limits), decode):

@@ -14,9 +14,11 @@ import numpy as np
 from fastapi import Depends, Header, Request
 
 from whyclip import ingest
+from whyclip.ingest.encoder.prepared import join_prepared
 from whyclip.ingest.services.explain import ExplainLimits
 from whyclip.store import ClassMatrices, Library, Store
 from whyclip.ui.api.batcher import MicroBatcher
+from whyclip.ui.api.decode_budget import PixelBudget
 from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.job_board import JobBoard
 from whyclip.ui.api.settings import ServiceSettings, load_keys
@@ -40,6 +42,7 @@ class Resources:
         self._store: Store | None = None
         self._encoder = None
         self._batcher: MicroBatcher | None = None
+        self.decode_budget = PixelBudget(settings.limits.decode_pixels)
         self._jobs: JobBoard | None = None
         self._libraries: OrderedDict[int, Library] = OrderedDict()
         # (library id, encoder key) -> bare-descriptor scorer, or a note saying why there is none
@@ -87,7 +90,11 @@ class Resources:
         with self._lock:
             if self._batcher is None:
                 s = self.settings
-                self._batcher = MicroBatcher(encoder.embed_images, s.max_batch, s.batch_wait_ms, s.queue_images)
+
+                def encode(parts):  # each request's images arrive prepared one at a time
+                    return encoder.embed_images(join_prepared(parts))
+
+                self._batcher = MicroBatcher(encode, s.max_batch, s.batch_wait_ms, s.queue_images)
             return self._batcher
 
     @property

@@ -31,7 +31,12 @@ class Limits:
     max_top: int = 1000  # these three and max_request_pixels are the explanation service's bounds
     max_retrieve: int = 1000
     max_descriptors_listed: int = 1000  # per shown class; the rest are counted
-    max_request_pixels: int = 32 * 4096 * 4096  # decoded pixels of all the images of one request
+    # decoded pixels of all the images of one request: ten 12-megapixel photos, or three
+    # images at the per-image limit (CLIP itself looks at 224 x 224)
+    max_request_pixels: int = 128 * 1024 * 1024
+    # full-size pixels decoded at once in the whole process, over every request in flight
+    # (each image is shrunk to the tower's input before its share is given back)
+    decode_pixels: int = 80_000_000
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ refused before its pixels are allocated); then decoded by the same code the CLI 
 from __future__ import annotations
 
 import io
+import time
 import warnings
 
 from fastapi import UploadFile
@@ -13,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from whyclip.ingest.images import read_image_bytes
 from whyclip.ingest.services.explain import ExplainLimits, check_pixel_total
 from whyclip.store import InputError
+from whyclip.ui.api.decode_budget import Busy, PixelBudget
 from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.settings import Limits
 
@@ -68,13 +70,34 @@ def header_pixels(name: str, data: bytes, max_pixels: int) -> int:
     return width * height
 
 
-def decode_images(files: list[tuple[str, bytes]], max_pixels: int, limits: ExplainLimits) -> list[Image.Image]:
+def decode_images(
+    files: list[tuple[str, bytes]],
+    max_pixels: int,
+    limits: ExplainLimits,
+    budget: PixelBudget,
+    deadline: float,
+    prepare=lambda picture: picture,
+) -> list:
     """Decode a request's images, after checking from their headers alone that each one and
     all of them together are within the limits (the explanation service's pixel bound per
-    call, :class:`~whyclip.ingest.services.explain.ExplainLimits`): a 413 before any decoding."""
-    total = sum(header_pixels(name, data, max_pixels) for name, data in files)
+    call, :class:`~whyclip.ingest.services.explain.ExplainLimits`): a 413 before any decoding.
+
+    One image at a time, under the process's decode ``budget``: each is decoded and
+    ``prepare``d (shrunk to what the encoder takes) before the next, so a request holds one
+    full-size picture at a time and all requests together hold at most the budget. A 503
+    where the budget stays spent until ``deadline`` (``time.monotonic()``)."""
+    sizes = [header_pixels(name, data, max_pixels) for name, data in files]
     try:
-        check_pixel_total(total, len(files), limits)
+        check_pixel_total(sum(sizes), len(files), limits)
     except InputError as exc:
         raise ApiError(413, str(exc)) from None
-    return [read_image_bytes(name, data) for name, data in files]
+    out = []
+    for (name, data), size in zip(files, sizes, strict=True):
+        try:
+            with budget.hold(size or max_pixels, deadline - time.monotonic()):  # an unreadable header: assume the worst
+                out.append(prepare(read_image_bytes(name, data)))
+        except Busy as exc:
+            raise ApiError(
+                503, f"the server is busy decoding images ({exc}): retry in 1 s", {"Retry-After": "1"}
+            ) from None
+    return out

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from whyclip.ingest.encoder.prepared import prepare_one
 from whyclip.store import AGGREGATES, LibraryInfo
 from whyclip.ui.api.batcher import QueueFull
 from whyclip.ui.api.dependencies import Resources
@@ -15,6 +16,7 @@ from whyclip.ui.api.error_responses import ApiError
 from whyclip.ui.api.uploads import decode_images, read_image_uploads
 
 RETRY_AFTER_S = 1
+BUDGET_WAIT_SHARE = 0.5  # of the request time limit, spent at most waiting for the decode budget
 
 
 def check_aggregate(aggregate: str | None) -> None:
@@ -28,11 +30,24 @@ async def embed_uploads(
     """Read, decode (threads) and encode (the micro-batcher) uploaded images, in order."""
     files = await read_image_uploads(uploads, res.settings.limits)
     t = time.perf_counter()
-    pixels = res.settings.limits.max_image_pixels
-    pictures = await run_in_threadpool(decode_images, files, pixels, res.explain_limits)
+    limits = res.settings.limits
+    batcher = await run_in_threadpool(lambda: res.batcher)  # loads the model on first use
+    encoder = res.encoder
+    pictures = await run_in_threadpool(
+        decode_images,
+        files,
+        limits.max_image_pixels,
+        res.explain_limits,
+        res.decode_budget,
+        # a request that cannot get its decode share in time hears "busy, retry" (503)
+        # before the request timeout would answer 504
+        time.monotonic() + BUDGET_WAIT_SHARE * limits.request_seconds,
+        lambda picture: prepare_one(encoder, picture),
+    )
+    names = [name for name, _ in files]
+    del files  # the encoded bytes are not needed any more
     seconds["decode"] = time.perf_counter() - t
     t = time.perf_counter()
-    batcher = await run_in_threadpool(lambda: res.batcher)  # loads the model on first use
     try:
         vectors = await batcher.embed(pictures)
     except QueueFull as exc:
@@ -40,7 +55,7 @@ async def embed_uploads(
             503, f"the server is busy ({exc}): retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}
         ) from None
     seconds["encode"] = time.perf_counter() - t
-    return [name for name, _ in files], vectors
+    return names, vectors
 
 
 def info_dict(info: LibraryInfo) -> dict:
