@@ -238,3 +238,20 @@ def test_a_missing_name_split_is_looked_up_again_only_after_a_while(home, monkey
         assert len(calls) == 2
     finally:
         res.close()
+
+
+def test_explain_lists_at_most_the_asked_descriptors_and_counts_the_rest(client, home):
+    """A shown class lists its best ``descriptors`` (default 50, at most the server's limit);
+    the rest are counted and the score, which uses them all, is the CLI's."""
+    (home / "frog.png").write_bytes(FROG)
+    full = cli_json(["explain", str(home / "frog.png"), "--library", "frogs", "--json", "--top", "4"])[0]
+    r = explain(client, [("frog.png", FROG)], top="4", descriptors="1")
+    assert r.status_code == 200, r.text
+    (got,) = r.json()["explanations"]
+    for want, cut in zip(full["classes"], got["classes"], strict=True):
+        assert cut["score"] == want["score"]
+        assert cut["descriptors"] == want["descriptors"][:1]
+        assert cut.get("descriptors_not_listed", 0) == max(0, len(want["descriptors"]) - 1)
+    too_many = explain(client, [("frog.png", FROG)], descriptors="1001")
+    assert too_many.status_code == 422
+    assert "descriptors must be between 1 and 1000" in too_many.json()["error"]

@@ -48,13 +48,15 @@ class ExplainOptions:
     """What an explanation shows: the ``top`` classes with their descriptors, the contrast of
     ``compare`` (default: the top two), ``retrieve`` library-wide best descriptors, the
     ``aggregate`` (default: the library's) and probabilities from the version's stored
-    calibration when ``calibrated``."""
+    calibration when ``calibrated``. A shown class lists its best ``descriptors`` (default:
+    the limit's ``max_descriptors_listed``) and counts the rest; its score uses them all."""
 
     top: int = 5
     aggregate: str | None = None
     compare: tuple[str, ...] | None = None  # two class names (plan_explain checks)
     retrieve: int = 10
     calibrated: bool = False
+    descriptors: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ def check_options(options: ExplainOptions, limits: ExplainLimits = DEFAULT_LIMIT
         raise InputError(f"top must be between 1 and {limits.max_top} (got {options.top})")
     if not 0 <= options.retrieve <= limits.max_retrieve:
         raise InputError(f"retrieve must be between 0 and {limits.max_retrieve} (got {options.retrieve})")
+    if options.descriptors is not None and not 1 <= options.descriptors <= limits.max_descriptors_listed:
+        raise InputError(
+            f"descriptors must be between 1 and {limits.max_descriptors_listed} (got {options.descriptors})"
+        )
     if options.compare is not None and len(options.compare) != 2:
         raise InputError(f"compare takes exactly two class names (got {len(options.compare)})")
 
@@ -165,7 +171,7 @@ class Explainer:
             retrieve=o.retrieve,
             calibration=self.plan.calibration,
             name_split=self.name_split,
-            max_descriptors=self.plan.limits.max_descriptors_listed,
+            max_descriptors=self.plan.options.descriptors or self.plan.limits.max_descriptors_listed,
         )
 
     def explain_pictures(self, pictures: Sequence, names: Sequence[str] | None = None) -> list[Explanation]:

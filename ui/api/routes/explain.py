@@ -18,6 +18,10 @@ from whyclip.ui.api.schemas import ExplainOut
 from whyclip.ui.api.uploads import check_multipart
 from whyclip.ui.render.explanation_json import explanation_json
 
+# descriptors listed per shown class unless a request asks for more (up to the server's
+# max_descriptors_listed): one image of a 100k-descriptor class once answered 15 MB
+DEFAULT_DESCRIPTORS = 50
+
 router = APIRouter(tags=["explain"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 
 
@@ -35,6 +39,15 @@ async def explain(
     calibrated: Annotated[
         bool, Form(description="Probabilities from the library version's stored calibration (whyclip calibrate)")
     ] = False,
+    descriptors: Annotated[
+        int,
+        Form(
+            ge=1,
+            description="Descriptors listed per shown class, best first; the rest are counted in "
+            "descriptors_not_listed (scores always use every descriptor). At most the server's "
+            "max_descriptors_listed (1,000 by default)",
+        ),
+    ] = DEFAULT_DESCRIPTORS,
 ) -> JSONResponse:
     """Explain each uploaded image, exactly as ``whyclip explain --json`` does."""
     check_multipart(request.headers.get("content-type"))
@@ -47,6 +60,7 @@ async def explain(
         compare=tuple(compare) if compare else None,
         retrieve=retrieve,
         calibrated=calibrated,
+        descriptors=descriptors,
     )
     # the version is resolved and checked (unknown classes: 422) before any image is encoded
     plan = await run_in_threadpool(
