@@ -85,6 +85,36 @@ def test_one_names_rule_at_every_surface(home, client, tmp_path):
             check_name(name)
 
 
+def test_the_dashboard_applies_the_same_rule(monkeypatch, fresh_streamlit_caches):
+    """Item 5: the Generate page refuses a hostile library name with the store's one line
+    (st.error), before any model loads, and stores nothing."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.helpers import ROOT
+    from tests.helpers.chat_server import ChatServer
+    from tests.helpers.fakes import install_fake
+
+    install_fake(monkeypatch, ["stripes"])
+    monkeypatch.setenv("WHYCLIP_TEST_NAMES_KEY", "sk-names")
+    with ChatServer("sk-names") as server:
+        at = AppTest.from_file(str(ROOT / "ui" / "dashboard" / "streamlit_app.py"), default_timeout=60).run()
+        at.switch_page("generate_page.py").run()
+        at.text_area(key="generate_names").input("zebra")
+        at.text_input(key="generate_url").input(server.base_url)
+        at.text_input(key="generate_model").input("tiny-llm")
+        at.text_input(key="generate_key_env").input("WHYCLIP_TEST_NAMES_KEY")
+        at.button(key="generate_go").click().run()
+        at.text_input(key="generate_library_name").input(HOSTILE["escape"])
+        at.text_input(key="generate_clip").input("fake")
+        at.button(key="generate_ingest").click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        "library name 'evil\\x1b]0;pwned\\x07' is not valid: it contains a control character (U+001B); use 1-200 "
+        "characters with no control characters, slashes or spaces at either end"
+    ]
+    assert not [m.value for m in at.success if "library" in m.value]
+
+
 def test_nul_never_reaches_the_database(client):
     """Item 5: a NUL in a path, a field or a search is a 422 or matches nothing, never a 500
     (PostgreSQL cannot hold NUL; SQLite's LIKE stops at it and matched every row)."""
