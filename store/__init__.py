@@ -112,7 +112,13 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.method.templates import Template as Template
     from whyclip.store.method.templates import baseline_prompt as baseline_prompt
     from whyclip.store.method.templates import check_baseline as check_baseline
+    from whyclip.store.names import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+    from whyclip.store.names import check_name as check_name
+    from whyclip.store.names import check_text as check_text
+    from whyclip.store.names import display_name as display_name
     from whyclip.store.names import normalise as normalise
+    from whyclip.store.names import shown as shown
+    from whyclip.store.names import shown_text as shown_text
     from whyclip.store.records import DraftClass as DraftClass
     from whyclip.store.records import EncoderInfo as EncoderInfo
     from whyclip.store.records import LibraryDraft as LibraryDraft
@@ -196,7 +202,15 @@ _EXPORTS = {
         "baseline_prompt",
         "check_baseline",
     ),
-    "whyclip.store.names": ("normalise",),
+    "whyclip.store.names": (
+        "MAX_NAME_LENGTH",
+        "check_name",
+        "check_text",
+        "display_name",
+        "normalise",
+        "shown",
+        "shown_text",
+    ),
     "whyclip.store.vectors.files": ("check_factory",),
 }
 # modules of the database layer whose functions are used together (``embedding_cache.lookup``)

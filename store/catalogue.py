@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
 from whyclip.store.method import AGGREGATES, build_class_matrices
 from whyclip.store.method.prompts import rule_name
+from whyclip.store.names import check_name, check_text, shown
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
 from whyclip.store.vectors.files import (
     build_retrieval,
@@ -43,6 +45,7 @@ from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_q
 __all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
 
 log = logging.getLogger(__name__)
+MAX_SUGGESTED = 3  # close names a LibraryNotFound suggests
 MAX_VERSION = 2**31 - 1  # library versions are 32-bit integers in every database whyclip supports
 
 
@@ -247,9 +250,10 @@ class Store:
             return [_info(r, self._n_empty(s, r.id), count_pairs(s, r.id)) for r in rows]
 
     def library(self, name: str, version: int | None = None) -> LibraryInfo:
+        check_text(name, "library name")
         if version is not None and not 1 <= version <= MAX_VERSION:  # the database could not even compare it
             raise LibraryNotFound(
-                f"no library {name!r} version {version}: versions are numbered 1, 2, ... "
+                f"no library '{shown(name)}' version {version}: versions are numbered 1, 2, ... "
                 "(see 'whyclip libraries --all')"
             )
         with Session(self.engine) as s:
@@ -258,11 +262,34 @@ class Store:
                 q = q.where(LibraryRow.version == version)
             row = s.scalars(q.order_by(LibraryRow.version.desc()).limit(1)).first()
             if row is None:
-                names = [i.name for i in self.libraries()]
-                hint = f"known libraries: {', '.join(names)}" if names else "the store has no libraries yet"
-                what = f"library {name!r}" + (f" version {version}" if version is not None else "")
-                raise LibraryNotFound(f"no {what}; {hint} (add one with 'whyclip ingest FILE --library NAME')")
+                raise self._not_found(s, name, version)
             return _info(row, self._n_empty(s, row.id), count_pairs(s, row.id))
+
+    def versions(self, name: str) -> list[LibraryInfo]:
+        """Every ready version of ``name``, newest first: the rows of that one name, whatever
+        the number of libraries (an unknown name: :class:`LibraryNotFound`)."""
+        check_text(name, "library name")
+        with Session(self.engine) as s:
+            q = select(LibraryRow).where(LibraryRow.name == name, LibraryRow.status == schema.READY)
+            rows = s.scalars(q.order_by(LibraryRow.version.desc())).all()
+            if not rows:
+                raise self._not_found(s, name, None)
+            return [_info(r, self._n_empty(s, r.id), count_pairs(s, r.id)) for r in rows]
+
+    @staticmethod
+    def _not_found(s: Session, name: str, version: int | None) -> LibraryNotFound:
+        """The error for an unknown name or version: at most three close names, never the list."""
+        what = f"library '{shown(name)}'" + (f" version {version}" if version is not None else "")
+        names = s.scalars(select(LibraryRow.name).where(LibraryRow.status == schema.READY).distinct()).all()
+        if version is not None and name in names:
+            hint = "see 'whyclip libraries --all' for its versions"
+        elif not names:
+            hint = "the store has no libraries yet (add one with 'whyclip ingest FILE --library NAME')"
+        else:
+            close = difflib.get_close_matches(name, names, n=MAX_SUGGESTED, cutoff=0.6)
+            listed = ", ".join("'" + shown(n) + "'" for n in close)
+            hint = f"did you mean {listed}?" if close else "see 'whyclip libraries'"
+        return LibraryNotFound(f"no {what}; {hint}")
 
     @staticmethod
     def _n_empty(s: Session, library_id: int) -> int:
@@ -293,6 +320,7 @@ class Store:
         first the index files (minutes at a million descriptors, no database lock held),
         then every row in one short transaction that makes the version ready. A failure in
         either leaves no version visible and no files behind."""
+        check_name(draft.name)
         d = draft.encoder.dim
         if draft.vectors.ndim != 2 or draft.vectors.shape[1] != d:
             raise StoreError(f"vectors have shape {draft.vectors.shape}, expected (*, {d})")

@@ -117,14 +117,14 @@ def plan_eval(
         raise unmatched_error(unmatched, counts, lib.class_names, lib.info.name)
     if not mapping:
         raise InputError(f"no label of {dataset.source} matches a class of library {lib.info.name!r}")
-    if name is not None:
-        check_new_name(store.engine, lib.info.name, name)
+    name = name if name is not None else unused_name(store.engine, lib.info.name, Path(dataset.source).stem or "run")
+    check_new_name(store.engine, lib.info.name, name)
     items = [(p, mapping[label]) for p, label in dataset.items if label in mapping]
     return EvalPlan(
         dataset,
         items,
         {u: counts[u] for u in unmatched},
-        name or unused_name(store.engine, lib.info.name, Path(dataset.source).stem or "run"),
+        name,
         pairs,
         fudd_top_k,
     )

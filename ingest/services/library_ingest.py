@@ -29,7 +29,10 @@ from whyclip.store import (
     baseline_prompt,
     check_baseline,
     check_factory,
+    check_name,
+    check_text,
     embedding_cache,
+    shown,
 )
 
 log = logging.getLogger(__name__)
@@ -61,19 +64,27 @@ class IngestReport:
 
 
 def check_library_name(name: str) -> str:
-    name = name.strip() if isinstance(name, str) else ""
-    if not name or len(name) > 200 or any(ch in name for ch in "\n\r\t/\\"):
-        raise InputError(f"library name {name!r} is not valid: use 1-200 characters without slashes or newlines")
-    return name
+    """The store's rule for the names it keeps (:func:`whyclip.store.check_name`)."""
+    return check_name(name, "library name")
 
 
 def check_ingest_options(name: str, template: str = DEFAULT_TEMPLATE, baseline: str = DEFAULT_BASELINE) -> str:
     """What an ingest checks before a model loads (every surface calls this first): the
     library name, the prompt template and the baseline prompt. Returns the name."""
     name = check_library_name(name)
+    check_text(template, "template")
+    check_text(baseline, "baseline prompt")
     Template(template)
     check_baseline(baseline)
     return name
+
+
+def check_texts(parsed: ParsedLibrary) -> None:
+    """No class name or descriptor with a NUL: the database could not store it."""
+    for cls, descs in parsed.classes:
+        check_text(cls, "class name")
+        if any("\x00" in d for d in descs):
+            check_text(next(d for d in descs if "\x00" in d), f"a descriptor of class '{shown(cls)}'")
 
 
 def build_prompts(parsed: ParsedLibrary, template: Template, baseline: str) -> list[DraftClass]:
@@ -155,6 +166,7 @@ def plan_ingest(
         parsed = read_library(source)
     if parsed.source and Path(parsed.source).is_file():
         sha = hashlib.sha256(Path(parsed.source).read_bytes()).hexdigest()
+    check_texts(parsed)
     classes = build_prompts(parsed, tmpl, baseline)
     warnings = list(parsed.warnings)
     empty = [c.name for c in classes if not c.prompts]

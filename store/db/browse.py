@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, SQLColumnExpression, func, or_, select
+from sqlalchemy import Select, SQLColumnExpression, false, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -32,6 +32,8 @@ CLASS_ORDERS = {
 
 
 def _like(column: SQLColumnExpression[str], term: str) -> ColumnElement[bool]:
+    if "\x00" in term:  # no stored text holds a NUL (and SQLite's LIKE would stop at it, matching all)
+        return false()
     escaped = term.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return column.ilike(f"%{escaped}%", escape="\\")
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 
-from whyclip.store.errors import StoreError
+from whyclip.store.errors import InputError, StoreError
 
 BUSY_TIMEOUT_S = 60  # how long a SQLite writer waits for another's lock before failing
 WRITE_LOCK_KEY = 0x77687963  # PostgreSQL advisory lock id for whyclip's writers ("whyc")
@@ -62,6 +62,25 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN")
 
 
+def _has_nul(parameters: object) -> bool:
+    """Whether any text among one statement's parameters (a mapping or a sequence, or a list
+    of them for an executemany) holds a NUL."""
+    rows = parameters if isinstance(parameters, list) else [parameters]
+    for row in rows:
+        values = row.values() if isinstance(row, dict) else row if isinstance(row, (list, tuple)) else ()
+        if any(type(v) is str and "\x00" in v for v in values):
+            return True
+    return False
+
+
+def _refuse_nul(_conn: Connection, _cursor: object, _statement: str, parameters: object, *_rest: object) -> None:
+    """No text with a NUL reaches the database: PostgreSQL refuses it (a driver error deep in a
+    request), and SQLite's text functions stop at it (``LIKE '%<NUL>%'`` matches every row).
+    The surfaces check names and searches first; this is the net under them."""
+    if _has_nul(parameters):
+        raise InputError("text with a NUL character (U+0000) cannot be stored or looked up: remove it")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; on SQLite with the transactional set-up described above."""
     try:
@@ -73,6 +92,7 @@ def make_engine(url: str) -> Engine:
             engine = create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # bad URL, missing driver
         raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+    event.listen(engine, "before_cursor_execute", _refuse_nul)
     return engine
 
 

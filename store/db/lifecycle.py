@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, version_mark_key
 from whyclip.store.db.pair_descriptors import delete_pairs_of
 from whyclip.store.db.schema import (
+    READY,
     CalibrationRow,
     ClassRow,
     DescriptorRow,
@@ -47,6 +48,7 @@ from whyclip.store.db.schema import (
 )
 from whyclip.store.db.writes import write_session
 from whyclip.store.errors import InputError, LibraryNotFound, StoreError
+from whyclip.store.names import check_text
 from whyclip.store.records import DraftClass
 
 GC_MIN_AGE_S = 15 * 60  # an unowned index folder younger than this may be an ingest's, still publishing
@@ -86,6 +88,7 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
     """Delete ``version`` of ``name`` (every version when None), rows first, in one
     transaction, then the index folders. Refuses, naming them, when evaluation runs use a
     version and ``with_runs`` is not set."""
+    check_text(name, "library name")
     what = f"library {name!r}" + (f" version {version}" if version is not None else "")
     with write_session(store.engine, f"delete {what}") as s:
         q = select(LibraryRow).where(LibraryRow.name == name)
@@ -93,7 +96,8 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
             q = q.where(LibraryRow.version == version)
         rows = s.scalars(q.order_by(LibraryRow.version)).all()
         if not rows:
-            known = sorted({i.version for i in store.libraries(every_version=True) if i.name == name})
+            ready = (LibraryRow.name == name) & (LibraryRow.status == READY)
+            known = sorted(s.scalars(select(LibraryRow.version).where(ready)).all())
             hint = f"its versions are {', '.join(map(str, known))}" if known else "see 'whyclip libraries --all'"
             raise LibraryNotFound(f"no {what} to delete: {hint}")
         ids = [r.id for r in rows]

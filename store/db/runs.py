@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from whyclip.store.analysis.run_records import METHODS, MethodResults, RunData, RunInfo
 from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
 from whyclip.store.errors import InputError, StoreError
+from whyclip.store.names import check_name, check_text, shown
 
 
 def _info(row: EvalRunRow, version: int) -> RunInfo:
@@ -59,12 +60,17 @@ def unused_name(engine: Engine, library: str, stem: str) -> str:
 
 
 def check_new_name(engine: Engine, library: str, name: str) -> None:
+    """A name a new run of ``library`` may take: the names rule, and not yet taken."""
+    check_name(name, "run name")
     if any(r.name == name for r in list_runs(engine, library)):
         raise InputError(f"library {library!r} already has a run {name!r}: choose another --name")
 
 
 def find_run(engine: Engine, library: str, name: str | None = None) -> RunInfo:
     """The run ``name`` of ``library`` (default: its newest), or a one-line error."""
+    check_text(library, "library name")
+    if name is not None:
+        check_text(name, "run name")
     runs = list_runs(engine, library)
     if not runs:
         raise InputError(
@@ -75,7 +81,7 @@ def find_run(engine: Engine, library: str, name: str | None = None) -> RunInfo:
     for r in runs:
         if r.name == name:
             return r
-    names = ", ".join(r.name for r in runs[-8:])
+    names = ", ".join(shown(r.name) for r in runs[-8:])
     raise InputError(f"library {library!r} has no run {name!r} (its runs: {names}); see 'whyclip runs'")
 
 

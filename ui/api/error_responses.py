@@ -2,11 +2,13 @@
 
 The project's own errors (:mod:`whyclip.store.errors`) map to 4xx in one handler; FastAPI's
 validation errors become a 422 that names each bad field; an unexpected exception is logged
-and answered 500 without its message (which could carry paths or data)."""
+with its traceback under a new request id, and answered 500 with that id but without its
+message (which could carry paths or data)."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from whyclip.store import EncoderMismatch, InputError, LibraryNotFound, ModelLoadError, NoStore, WhyclipError
 
 log = logging.getLogger(__name__)
+REQUEST_ID_HEADER = "X-Request-ID"  # on a 500, the id its traceback is logged under
 
 STATUS_OF = (  # first match wins: subclasses before their bases
     (NoStore, 404),
@@ -82,6 +85,11 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_req: Request, exc: Exception):
-        log.exception("unexpected error", exc_info=exc)
-        return error_response(500, "internal error (logged by the server)")
+    async def _unexpected(req: Request, exc: Exception):
+        request_id = uuid.uuid4().hex[:16]
+        log.error("unexpected error in %s %s, request id %s", req.method, req.url.path, request_id, exc_info=exc)
+        return error_response(
+            500,
+            f"internal error: the server logged it with request id {request_id}",
+            {REQUEST_ID_HEADER: request_id},
+        )

@@ -116,8 +116,8 @@ class JobBoard:
         except WhyclipError as exc:
             record.update(state="failed", error=str(exc))
         except Exception:
-            log.exception("ingest job %s failed", record["id"])
-            record.update(state="failed", error="internal error (logged by the server)")
+            log.exception("ingest job %s failed", record["id"])  # with its traceback
+            record.update(state="failed", error=f"internal error: the server logged it with job id {record['id']}")
         finally:
             record["finished_at"] = _now()
             self._write(record)

@@ -10,8 +10,7 @@ from whyclip.store import LibraryInfo, Store, delete_versions
 
 def library_versions(store: Store, name: str) -> list[LibraryInfo]:
     """Every ready version of ``name``, newest first (unknown name: :class:`LibraryNotFound`)."""
-    store.library(name)  # names the known libraries when ``name`` is not one
-    return sorted((i for i in store.libraries(every_version=True) if i.name == name), key=lambda i: -i.version)
+    return store.versions(name)
 
 
 def delete_library(store: Store, name: str, version: int | None = None, with_runs: bool = False) -> list[LibraryInfo]:

@@ -22,6 +22,7 @@ from whyclip.store import (
     list_runs,
     load_run,
     per_class,
+    shown_text,
 )
 from whyclip.store import audit as make_audit
 from whyclip.store import fudd_summary as summarise_fudd
@@ -128,7 +129,7 @@ def eval_cmd(
             "",
             f"details: whyclip audit --library {library} --run {r.name} [--format html]",
         ]
-        click.echo("\n".join(lines))
+        click.echo(shown_text("\n".join(lines)))
     if report.skipped:
         ctx.exit(1)
 
@@ -239,7 +240,7 @@ def audit(ctx, library, run_name, fmt, out, aggregate, delete_k, near_threshold,
     calibration = latest_calibration(store.engine, lib.info.id, aggregate or lib.info.aggregate)
     result = make_audit(load_run(store.engine, info), lib, settings, calibration)
     if out is None and fmt in ("text", "json"):
-        click.echo(to_text(result) if fmt == "text" else json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(shown_text(to_text(result)) if fmt == "text" else json.dumps(result, indent=2, ensure_ascii=False))
         return
     if fmt == "text":
         raise click.UsageError("--out is for html, csv and json; text goes to stdout")

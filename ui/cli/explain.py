@@ -11,7 +11,7 @@ import click
 from whyclip.ingest import expand_image_paths
 from whyclip.ingest.images import check_image
 from whyclip.ingest.services.explain import IMAGE_BATCH, ExplainOptions, ImageFailure, open_encoder, plan_explain
-from whyclip.store import WhyclipError
+from whyclip.store import WhyclipError, shown_text
 from whyclip.store.choices import AGGREGATES
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import PRECISION
@@ -121,7 +121,7 @@ def explain(
             elif as_json:
                 click.echo(json.dumps(explanation_json(result, encoder), ensure_ascii=False))
             else:
-                click.echo(("\n" if shown else "") + result.to_text())
+                click.echo(("\n" if shown else "") + shown_text(result.to_text()))
             shown += not isinstance(result, ImageFailure)
     if failed:
         ctx.exit(1)

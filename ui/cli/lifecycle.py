@@ -16,6 +16,7 @@ from whyclip.store import (
     delete_versions,
     export_library,
     read_sidecar,
+    shown,
     sidecar_path,
     sidecar_prompt_changes,
 )
@@ -58,11 +59,11 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
         if not sys.stdin.isatty():
             raise click.UsageError("not asking on a non-interactive input: pass --yes to delete")
         listed = ", ".join(f"v{i.version}" for i in infos)
-        click.confirm(f"delete library {name} {listed}?", abort=True, err=True)
+        click.confirm(f"delete library {shown(name)} {listed}?", abort=True, err=True)
     done = delete_versions(store, name, lib_version, with_runs=with_runs)
     runs = f"; {len(done.runs)} evaluation run(s) deleted with it" if done.runs else ""
     click.echo(
-        f"deleted library {done.name} {', '.join(f'v{v}' for v in done.versions)}: {done.folders} index "
+        f"deleted library {shown(done.name)} {', '.join(f'v{v}' for v in done.versions)}: {done.folders} index "
         f"folder(s), {_size(done.bytes)} freed{runs}; cached vectors kept"
     )
     for folder in done.left:

@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from whyclip.store import WhyclipError
+from whyclip.store import WhyclipError, shown_text
 
 log = logging.getLogger("whyclip")
 
@@ -141,7 +141,7 @@ class WhyclipGroup(click.Group):
         try:
             return super().invoke(ctx)
         except WhyclipError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(shown_text(str(exc))) from None  # a stored name never drives the terminal
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -162,8 +162,14 @@ class WhyclipGroup(click.Group):
 
 
 class _LowerLevelFormatter(logging.Formatter):
+    """``warning: ...`` on one line; an exception logged with the record (an unexpected error
+    in the service, a failed job) keeps its traceback below it."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        line = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from whyclip.store import Explanation, InputError, WhyclipError
+from whyclip.store import Explanation, InputError, WhyclipError, shown_text
 
 BATCH = 32
 TIMEOUT_S = 120
@@ -59,7 +59,7 @@ def explain_remote(
                 click.echo(
                     json.dumps(d, ensure_ascii=False)
                     if as_json
-                    else ("\n" if shown else "") + Explanation.from_dict(d).to_text()
+                    else ("\n" if shown else "") + shown_text(Explanation.from_dict(d).to_text())
                 )
                 shown += 1
     if failed:

@@ -17,7 +17,7 @@ from whyclip.ingest.generate.cleaning import CleanSettings
 from whyclip.ingest.generate.generation import GenerateSettings, generate_library
 from whyclip.ingest.generate.llm_client import DEFAULT_BASE_URL, ChatClient, resolve_api_key
 from whyclip.ingest.generate.llm_prompts import BUILTIN, load_prompt
-from whyclip.store import Store, WhyclipError
+from whyclip.store import Store, WhyclipError, check_name
 from whyclip.ui.dashboard import cached
 
 RESULT = "generate_result"
@@ -135,6 +135,11 @@ if st.button("Ingest", key="generate_ingest"):
     if not name.strip():
         st.info("Give the library a name first.")
         st.stop()
+    try:
+        check_name(name)  # the store's rule, as the command line and the service apply it
+    except WhyclipError as exc:
+        st.error(str(exc))
+        st.stop()
     library: dict[str, list[str]] = {}
     for cls, desc in zip(edited["class"].fillna(""), edited["descriptor"].fillna(""), strict=True):
         cls, desc = str(cls).strip(), str(desc).strip()
@@ -145,7 +150,7 @@ if st.button("Ingest", key="generate_ingest"):
     try:
         store = writable_store(s.home, s.db)
         with st.spinner("Embedding the prompts ..."):
-            report_ = ingest.ingest_library(store, library, name.strip(), cached.encoder(ingest_model))
+            report_ = ingest.ingest_library(store, library, name, cached.encoder(ingest_model))
         info = report_.info
         st.success(
             f"library {info.name} v{info.version}: {info.n_classes} classes, {info.n_descriptors} descriptors "

@@ -9,7 +9,7 @@ from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.ingest.encoder.prepared import prepare_one
-from whyclip.store import AGGREGATES, LibraryInfo
+from whyclip.store import AGGREGATES, LibraryInfo, display_name
 from whyclip.ui.api.batcher import QueueFull
 from whyclip.ui.api.dependencies import Resources
 from whyclip.ui.api.error_responses import ApiError
@@ -61,5 +61,7 @@ async def embed_uploads(
 def info_dict(info: LibraryInfo) -> dict:
     out = dict(vars(info))
     out["created_at"] = info.created_at.isoformat()
+    out["encoder_name"] = display_name(info.encoder_name)  # never the server's paths
+    out["source"] = display_name(info.source)
     out["retrieval"] = info.retrieval
     return out

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
-from whyclip.store import LibraryNotFound
+from whyclip.store import LibraryNotFound, display_name
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
@@ -79,4 +79,7 @@ async def explain(
         res.forget(plan.library.info.id)
         raise
     seconds["explain"] = time.perf_counter() - t
-    return JSONResponse({"explanations": [explanation_json(e, encoder) for e in results], "seconds": seconds})
+    answers = [explanation_json(e, encoder) for e in results]
+    for a in answers:  # a model folder by its last component, never the server's path
+        a["encoder"] = display_name(a["encoder"])
+    return JSONResponse({"explanations": answers, "seconds": seconds})

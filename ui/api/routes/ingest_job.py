@@ -54,7 +54,7 @@ def start_ingest(res: Resources, filename: str, data: bytes, name: str, options:
             "n_embedded": report.n_embedded,
             "n_reused": report.n_reused,
             "seconds": report.seconds,
-            "warnings": report.warnings,
+            "warnings": [w.replace(str(path), filename) for w in report.warnings],  # no server path
         }
 
     return public(board.submit(job_id, plan.name, run))
