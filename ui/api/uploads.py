@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 from PIL import Image, UnidentifiedImageError
 
 from whyclip.ingest.images import read_image_bytes
@@ -20,6 +20,12 @@ from whyclip.ui.api.settings import Limits
 def check_multipart(content_type: str | None) -> None:
     if not (content_type or "").lower().startswith("multipart/form-data"):
         raise ApiError(415, f"send a multipart/form-data body (got {content_type or 'no content type'!r})")
+
+
+def multipart_body(request: Request) -> None:
+    """A route dependency: a body that is not multipart/form-data is a 415, before its fields
+    are validated (which would blame each missing field with a 422)."""
+    check_multipart(request.headers.get("content-type"))
 
 
 async def read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
