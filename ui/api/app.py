@@ -23,6 +23,9 @@ def _warm(res: Resources) -> None:
     and /readyz turns ready when both are there."""
     try:
         _ = res.store  # the properties open the store and load the model on first access
+        removed = res.jobs.remove_interrupted_uploads()
+        if removed:
+            log.info("removed %d interrupted upload(s)", removed)
         _ = res.batcher
         log.info("model loaded and store open: ready")
     except Exception as exc:  # /readyz keeps saying not ready; requests name the problem
