@@ -1,5 +1,7 @@
 """The app factory: ``create_app(settings)`` builds the FastAPI application (OpenAPI at
-/openapi.json, docs at /docs); ``app_from_env`` is what each uvicorn worker process calls."""
+/openapi.json; interactive docs at /docs only when ``settings.docs``: Swagger UI loads from
+a CDN, which an offline browser cannot reach); ``app_from_env`` is what each uvicorn worker
+process calls."""
 
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ def create_app(settings: ServiceSettings | None = None, *, warm: bool = True) ->
         title="whyclip",
         version="1",
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
         description="Explainable zero-shot image classification: each class is scored by its visual "
         "descriptors, and the ranked descriptor similarities are the explanation.",
     )

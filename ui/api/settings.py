@@ -48,6 +48,7 @@ class ServiceSettings:
     batch_wait_ms: float = 5.0  # how long the first image of a batch waits for company
     queue_images: int = 256  # images waiting to be encoded; more: 503 with Retry-After
     ingest_workers: int = 1  # ingest jobs running at once in this process
+    docs: bool = False  # interactive docs at /docs (Swagger UI, loaded from a CDN by the browser)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

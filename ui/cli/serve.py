@@ -76,6 +76,7 @@ from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceS
     type=click.IntRange(1),
     help="Images waiting to be encoded before requests get 503 with Retry-After.",
 )
+@click.option("--docs", is_flag=True, help="Serve interactive docs at /docs (Swagger UI, loaded from a CDN).")
 @click.pass_context
 def serve(
     ctx,
@@ -94,8 +95,9 @@ def serve(
     request_timeout,
     batch_wait_ms,
     queue_images,
+    docs,
 ):
-    """Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; docs at /docs.
+    """Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; schema at /openapi.json.
 
     The model is loaded once per worker process; concurrent requests' images are encoded
     together. Writes (uploading, deleting libraries) need an API key.
@@ -120,13 +122,16 @@ def serve(
         limits=limits,
         batch_wait_ms=batch_wait_ms,
         queue_images=queue_images,
+        docs=docs,
     )
     keys = load_keys(settings)
     if keys_for_reads and not keys:
         raise click.UsageError(f"--keys-for-reads needs API keys: set {KEYS_ENV} or give --key-file")
     os.environ[SETTINGS_ENV] = settings.to_env()  # worker processes read it (never the keys)
     click.echo(
-        f"whyclip service on http://{host}:{port} (docs at /docs; {len(keys)} API key(s); Ctrl+C to stop)", err=True
+        f"whyclip service on http://{host}:{port} ({'docs at /docs, ' if docs else ''}{len(keys)} API key(s); "
+        "Ctrl+C to stop)",
+        err=True,
     )
     sys.stderr.flush()
     uvicorn.run(
