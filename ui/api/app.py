@@ -10,9 +10,11 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from whyclip.ui.api.dependencies import Resources
 from whyclip.ui.api.error_responses import install_handlers
+from whyclip.ui.api.gates import HostCheck, KeyGate
 from whyclip.ui.api.limits import LimitsMiddleware
 from whyclip.ui.api.routes import explain, health, jobs, libraries, retrieve
 from whyclip.ui.api.settings import ServiceSettings
@@ -56,9 +58,15 @@ def create_app(settings: ServiceSettings | None = None, *, warm: bool = True) ->
     )
     app.state.resources = res
     install_handlers(app)
-    for module in (explain, retrieve, libraries, jobs, health):
-        app.include_router(module.router)
+    routers = [module.router for module in (explain, retrieve, libraries, jobs, health)]
+    for router in routers:
+        app.include_router(router)
+    # outermost last: the Host, then the key (both before any body is read), then the limits
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
+    routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    app.add_middleware(KeyGate, resources=res, routes=routes)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed_hosts=settings.allowed_hosts)
     return app
 
 

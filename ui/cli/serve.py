@@ -9,6 +9,8 @@ import click
 
 from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceSettings, load_keys
 
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
@@ -76,6 +78,14 @@ from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceS
     type=click.IntRange(1),
     help="Images waiting to be encoded before requests get 503 with Retry-After.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    callback=lambda _ctx, _param, names: _check_host_names(names),
+    help="A Host name the server answers to, besides localhost names and the --host address (repeatable; "
+    "'*.example.com' for its subdomains, '*' for any). Others get 400.",
+)
 @click.option("--docs", is_flag=True, help="Serve interactive docs at /docs (Swagger UI, loaded from a CDN).")
 @click.pass_context
 def serve(
@@ -95,6 +105,7 @@ def serve(
     request_timeout,
     batch_wait_ms,
     queue_images,
+    allowed_hosts,
     docs,
 ):
     """Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; schema at /openapi.json.
@@ -122,6 +133,7 @@ def serve(
         limits=limits,
         batch_wait_ms=batch_wait_ms,
         queue_images=queue_images,
+        allowed_hosts=trusted_hosts(host, allowed_hosts),
         docs=docs,
     )
     keys = load_keys(settings)
@@ -144,3 +156,19 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+def _check_host_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        if not name.strip() or ("*" in name and name != "*" and not (name.startswith("*.") and "*" not in name[1:])):
+            raise click.BadParameter(f"{name!r}: give a host name, '*.example.com' or '*'")
+    return names
+
+
+def trusted_hosts(host: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The Host names the service answers to: the localhost names, the address it listens on
+    (unless every interface), and the ``--allowed-host`` names, each once."""
+    from whyclip.ui.api.gates import LOCAL_HOSTS, host_pattern
+
+    names = [*LOCAL_HOSTS, *([] if host in EVERY_INTERFACE else [host]), *extra]
+    return tuple(dict.fromkeys(host_pattern(n) for n in names))
