@@ -52,6 +52,7 @@ class ServiceSettings:
     # behind a proxy that checks them). ``whyclip serve`` always sets them.
     allowed_hosts: tuple[str, ...] | None = None
     docs: bool = False  # interactive docs at /docs (Swagger UI, loaded from a CDN by the browser)
+    header_seconds: float = 10.0  # a connection that has not sent a request's headers by then is closed
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

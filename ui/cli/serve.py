@@ -10,6 +10,7 @@ import click
 from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceSettings, load_keys
 
 EVERY_INTERFACE = ("0.0.0.0", "::", "")
+KEEP_ALIVE_S = 5  # a kept-alive connection silent this long is closed (uvicorn's timer)
 
 
 @click.command()
@@ -87,6 +88,13 @@ EVERY_INTERFACE = ("0.0.0.0", "::", "")
     "'*.example.com' for its subdomains, '*' for any). Others get 400.",
 )
 @click.option("--docs", is_flag=True, help="Serve interactive docs at /docs (Swagger UI, loaded from a CDN).")
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a connection may take to send a request's headers (then it is closed).",
+)
 @click.pass_context
 def serve(
     ctx,
@@ -107,6 +115,7 @@ def serve(
     queue_images,
     allowed_hosts,
     docs,
+    header_timeout,
 ):
     """Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; schema at /openapi.json.
 
@@ -114,6 +123,8 @@ def serve(
     together. Writes (uploading, deleting libraries) need an API key.
     """
     import uvicorn
+
+    from whyclip.ui.api.connections import HeaderTimeoutProtocol
 
     limits = Limits(
         max_body_bytes=max_body_mb * MB,
@@ -135,6 +146,7 @@ def serve(
         queue_images=queue_images,
         allowed_hosts=trusted_hosts(host, allowed_hosts),
         docs=docs,
+        header_seconds=header_timeout,
     )
     keys = load_keys(settings)
     if keys_for_reads and not keys:
@@ -155,6 +167,8 @@ def serve(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
+        http=HeaderTimeoutProtocol,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 
