@@ -43,12 +43,12 @@ def test_explain_bad_input(client):
     problem(explain(client, [("f.png", FROG)], aggregate="median"), 422, "aggregate", "median")
     problem(explain(client, [("f.png", FROG)], top="0"), 422, "top")
     problem(explain(client, [("f.png", FROG)], top="many"), 422, "top")
-    problem(client.post("/v1/explain", data={"library": "frogs"}), 422, "image", "missing")
+    problem(client.post("/v1/explain", files={"library": (None, "frogs")}), 422, "image", "missing")
     problem(client.post("/v1/explain", files={"image": ("f.png", FROG)}), 422, "library", "missing")
     problem(
-        client.post("/v1/explain", content=b'{"library": "frogs"}', headers={"content-type": "application/json"}), 422
+        client.post("/v1/explain", content=b'{"library": "frogs"}', headers={"content-type": "application/json"}), 415
     )
-    problem(client.post("/v1/explain", content=b"library=frogs", headers={"content-type": "text/plain"}), 422)
+    problem(client.post("/v1/explain", content=b"library=frogs", headers={"content-type": "text/plain"}), 415)
 
 
 def test_limits(home):

@@ -172,7 +172,7 @@ def _presented_key(x_api_key: str | None, authorization: str | None) -> str | No
     return None
 
 
-def _check_key(res: Resources, x_api_key: str | None, authorization: str | None) -> None:
+def check_key(res: Resources, x_api_key: str | None, authorization: str | None) -> None:
     """Constant-time comparison with every accepted key; the key is never logged or echoed."""
     if not res.keys:
         raise ApiError(
@@ -199,13 +199,13 @@ AuthHeader = Annotated[str | None, Header(alias="Authorization", include_in_sche
 
 
 def write_access(request: Request, x_api_key: KeyHeader = None, authorization: AuthHeader = None) -> None:
-    _check_key(get_resources(request), x_api_key, authorization)
+    check_key(get_resources(request), x_api_key, authorization)
 
 
 def read_access(request: Request, x_api_key: KeyHeader = None, authorization: AuthHeader = None) -> None:
     res = get_resources(request)
     if res.settings.keys_for_reads:
-        _check_key(res, x_api_key, authorization)
+        check_key(res, x_api_key, authorization)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

@@ -25,6 +25,9 @@ from whyclip.store import WhyclipError
 log = logging.getLogger(__name__)
 STATES = ("queued", "running", "done", "failed", "interrupted")
 HOST = socket.gethostname()
+# An upload folder with no job record yet may be one another replica is validating now (the
+# record is written when its request ends); past this age, no request can still be on it.
+UNCLAIMED_UPLOAD_S = 15 * 60
 
 
 def _now() -> str:
@@ -122,6 +125,31 @@ class JobBoard:
             record["finished_at"] = _now()
             self._write(record)
             shutil.rmtree(self.uploads / record["id"], ignore_errors=True)
+
+    def remove_interrupted_uploads(self) -> int:
+        """Remove the upload folders (``uploads/<id>/``) that no running job needs, as a
+        server starts: those whose job is over (done, failed, or interrupted: its process on
+        this host is gone), and those with no job record that are older than
+        ``UNCLAIMED_UPLOAD_S``. A job that another process or replica runs reads
+        ``queued`` or ``running`` and keeps its folder. Returns how many were removed."""
+        try:
+            folders = [p for p in self.uploads.iterdir() if p.is_dir()]
+        except OSError:
+            return 0
+        removed = 0
+        for folder in folders:
+            record = self.get(folder.name)
+            if record is not None:
+                doomed = record["state"] not in ("queued", "running")
+            else:
+                try:
+                    doomed = time.time() - folder.stat().st_mtime > UNCLAIMED_UPLOAD_S
+                except OSError:
+                    continue
+            if doomed:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += not folder.exists()
+        return removed
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -53,6 +53,11 @@ class ServiceSettings:
     batch_wait_ms: float = 5.0  # how long the first image of a batch waits for company
     queue_images: int = 256  # images waiting to be encoded; more: 503 with Retry-After
     ingest_workers: int = 1  # ingest jobs running at once in this process
+    # Host header names answered (port aside); None: any (the app factory in process, and
+    # behind a proxy that checks them). ``whyclip serve`` always sets them.
+    allowed_hosts: tuple[str, ...] | None = None
+    docs: bool = False  # interactive docs at /docs (Swagger UI, loaded from a CDN by the browser)
+    header_seconds: float = 10.0  # a connection that has not sent a request's headers by then is closed
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -61,6 +66,8 @@ class ServiceSettings:
     def from_env(cls) -> ServiceSettings:
         raw = json.loads(os.environ.get(SETTINGS_ENV) or "{}")
         limits = Limits(**raw.pop("limits", {}))
+        if raw.get("allowed_hosts") is not None:
+            raw["allowed_hosts"] = tuple(raw["allowed_hosts"])
         return cls(limits=limits, **raw)
 
 

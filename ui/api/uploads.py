@@ -8,7 +8,7 @@ import io
 import time
 import warnings
 
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 from PIL import Image, UnidentifiedImageError
 
 from whyclip.ingest.images import read_image_bytes
@@ -22,6 +22,12 @@ from whyclip.ui.api.settings import Limits
 def check_multipart(content_type: str | None) -> None:
     if not (content_type or "").lower().startswith("multipart/form-data"):
         raise ApiError(415, f"send a multipart/form-data body (got {content_type or 'no content type'!r})")
+
+
+def multipart_body(request: Request) -> None:
+    """A route dependency: a body that is not multipart/form-data is a 415, before its fields
+    are validated (which would blame each missing field with a 422)."""
+    check_multipart(request.headers.get("content-type"))
 
 
 async def read_upload(upload: UploadFile, limit: int, what: str) -> bytes:

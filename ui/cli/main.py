@@ -104,7 +104,7 @@ COMMANDS = {
     "runs": ("whyclip.ui.cli.evaluate:runs", "List evaluation runs (made by 'whyclip eval')."),
     "serve": (
         "whyclip.ui.cli.serve:serve",
-        "Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; docs at /docs.",
+        "Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; schema at /openapi.json.",
     ),
     "ui": ("whyclip.ui.cli.dashboard:ui", "Start the dashboard (Streamlit) on http://127.0.0.1:PORT."),
     "whatif": (

@@ -9,6 +9,9 @@ import click
 
 from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceSettings, load_keys
 
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
+KEEP_ALIVE_S = 5  # a kept-alive connection silent this long is closed (uvicorn's timer)
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
@@ -76,6 +79,22 @@ from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceS
     type=click.IntRange(1),
     help="Images waiting to be encoded before requests get 503 with Retry-After.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    callback=lambda _ctx, _param, names: _check_host_names(names),
+    help="A Host name the server answers to, besides localhost names and the --host address (repeatable; "
+    "'*.example.com' for its subdomains, '*' for any). Others get 400.",
+)
+@click.option("--docs", is_flag=True, help="Serve interactive docs at /docs (Swagger UI, loaded from a CDN).")
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a connection may take to send a request's headers (then it is closed).",
+)
 @click.pass_context
 def serve(
     ctx,
@@ -94,13 +113,18 @@ def serve(
     request_timeout,
     batch_wait_ms,
     queue_images,
+    allowed_hosts,
+    docs,
+    header_timeout,
 ):
-    """Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; docs at /docs.
+    """Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; schema at /openapi.json.
 
     The model is loaded once per worker process; concurrent requests' images are encoded
     together. Writes (uploading, deleting libraries) need an API key.
     """
     import uvicorn
+
+    from whyclip.ui.api.connections import HeaderTimeoutProtocol
 
     limits = Limits(
         max_body_bytes=max_body_mb * MB,
@@ -120,13 +144,18 @@ def serve(
         limits=limits,
         batch_wait_ms=batch_wait_ms,
         queue_images=queue_images,
+        allowed_hosts=trusted_hosts(host, allowed_hosts),
+        docs=docs,
+        header_seconds=header_timeout,
     )
     keys = load_keys(settings)
     if keys_for_reads and not keys:
         raise click.UsageError(f"--keys-for-reads needs API keys: set {KEYS_ENV} or give --key-file")
     os.environ[SETTINGS_ENV] = settings.to_env()  # worker processes read it (never the keys)
     click.echo(
-        f"whyclip service on http://{host}:{port} (docs at /docs; {len(keys)} API key(s); Ctrl+C to stop)", err=True
+        f"whyclip service on http://{host}:{port} ({'docs at /docs, ' if docs else ''}{len(keys)} API key(s); "
+        "Ctrl+C to stop)",
+        err=True,
     )
     sys.stderr.flush()
     uvicorn.run(
@@ -138,4 +167,22 @@ def serve(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
+        http=HeaderTimeoutProtocol,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
+
+
+def _check_host_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        if not name.strip() or ("*" in name and name != "*" and not (name.startswith("*.") and "*" not in name[1:])):
+            raise click.BadParameter(f"{name!r}: give a host name, '*.example.com' or '*'")
+    return names
+
+
+def trusted_hosts(host: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The Host names the service answers to: the localhost names, the address it listens on
+    (unless every interface), and the ``--allowed-host`` names, each once."""
+    from whyclip.ui.api.gates import LOCAL_HOSTS, host_pattern
+
+    names = [*LOCAL_HOSTS, *([] if host in EVERY_INTERFACE else [host]), *extra]
+    return tuple(dict.fromkeys(host_pattern(n) for n in names))

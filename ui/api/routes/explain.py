@@ -5,17 +5,21 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
+<<<<<<< HEAD
 from whyclip.store import LibraryNotFound, display_name
+=======
+from whyclip.store import AGGREGATES, LibraryNotFound
+>>>>>>> edge
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
 from whyclip.ui.api.schemas import ExplainOut
-from whyclip.ui.api.uploads import check_multipart
+from whyclip.ui.api.uploads import multipart_body
 from whyclip.ui.render.explanation_json import explanation_json
 
 # descriptors listed per shown class unless a request asks for more (up to the server's
@@ -25,15 +29,19 @@ DEFAULT_DESCRIPTORS = 50
 router = APIRouter(tags=["explain"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 
 
-@router.post("/v1/explain", response_model=None, responses={200: {"model": ExplainOut}})
+@router.post(
+    "/v1/explain", dependencies=[Depends(multipart_body)], response_model=None, responses={200: {"model": ExplainOut}}
+)
 async def explain(
-    request: Request,
     res: ResourcesDep,
     image: Annotated[list[UploadFile], File(description="One or more image files")],
     library: Annotated[str, Form(description="Library to explain with")],
     version: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="Library version [default: newest]")] = None,
     top: Annotated[int, Form(ge=1, le=1000, description="Classes to show, with all their descriptors")] = 5,
-    aggregate: Annotated[str | None, Form(description="mean, centroid or max [default: the library's]")] = None,
+    aggregate: Annotated[
+        str | None,
+        Form(description="mean, centroid or max [default: the library's]", json_schema_extra={"enum": [*AGGREGATES]}),
+    ] = None,
     compare: Annotated[list[str] | None, Form(description="Two class names to contrast [default: the top two]")] = None,
     retrieve: Annotated[int, Form(ge=0, le=1000, description="Library-wide best descriptors to list")] = 10,
     calibrated: Annotated[
@@ -50,7 +58,6 @@ async def explain(
     ] = DEFAULT_DESCRIPTORS,
 ) -> JSONResponse:
     """Explain each uploaded image, exactly as ``whyclip explain --json`` does."""
-    check_multipart(request.headers.get("content-type"))
     check_aggregate(aggregate)
     if compare is not None and len(compare) != 2:
         raise ApiError(422, f"bad request: compare: give exactly two class names (got {len(compare)})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -15,11 +15,12 @@ from whyclip.ui.api.error_responses import ERROR_RESPONSES
 from whyclip.ui.api.routes.common import info_dict
 from whyclip.ui.api.routes.ingest_job import start_ingest
 from whyclip.ui.api.schemas import DeletedOut, JobOut, LibraryOut, LibraryVersionsOut, PageOut
-from whyclip.ui.api.uploads import check_multipart, read_upload
+from whyclip.ui.api.uploads import multipart_body, read_upload
 
 router = APIRouter(tags=["libraries"], responses=ERROR_RESPONSES)
 reads = [Depends(read_access)]
 writes = [Depends(write_access)]
+multipart_writes = [*writes, Depends(multipart_body)]  # the key first, then the content type
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in every database whyclip supports
 Version = Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="Library version [default: newest]")]
 Search = Annotated[str, Query(max_length=200, description="Case-insensitive substring of class, descriptor or prompt")]
@@ -123,10 +124,13 @@ async def library_descriptors(
 
 
 @router.post(
-    "/v1/libraries", dependencies=writes, status_code=202, response_model=None, responses={202: {"model": JobOut}}
+    "/v1/libraries",
+    dependencies=multipart_writes,
+    status_code=202,
+    response_model=None,
+    responses={202: {"model": JobOut}},
 )
 async def upload_library(
-    request: Request,
     res: ResourcesDep,
     file: Annotated[UploadFile, File(description="A descriptor library: .json, .jsonl or .csv")],
     name: Annotated[str, Form(description="Library name (an existing name gets a new version)")],
@@ -142,7 +146,6 @@ async def upload_library(
     ] = None,
 ) -> JSONResponse:
     """Validate the file, then ingest it in the background: 202 with the job (poll /v1/jobs/{id})."""
-    check_multipart(request.headers.get("content-type"))
     data = await read_upload(file, res.settings.limits.max_library_bytes, "a library file")
     options = {"template": template, "baseline": baseline, "strict": strict, "index_factory": index}
     record = await run_in_threadpool(start_ingest, res, file.filename or "library", data, name, options, commit_every)

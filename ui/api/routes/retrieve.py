@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -15,15 +15,16 @@ from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.routes.common import embed_uploads
 from whyclip.ui.api.schemas import RetrieveOut
-from whyclip.ui.api.uploads import check_multipart
+from whyclip.ui.api.uploads import multipart_body
 
 router = APIRouter(tags=["retrieve"], dependencies=[Depends(read_access)], responses=ERROR_RESPONSES)
 MAX_TEXT = 1000
 
 
-@router.post("/v1/retrieve", response_model=None, responses={200: {"model": RetrieveOut}})
+@router.post(
+    "/v1/retrieve", dependencies=[Depends(multipart_body)], response_model=None, responses={200: {"model": RetrieveOut}}
+)
 async def retrieve(
-    request: Request,
     res: ResourcesDep,
     library: Annotated[str, Form(description="Library to search")],
     image: Annotated[UploadFile | None, File(description="An image query (or send text)")] = None,
@@ -34,7 +35,6 @@ async def retrieve(
     version: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="Library version [default: newest]")] = None,
 ) -> JSONResponse:
     """Which descriptors in the whole library match the query best (FAISS or the exact scan)."""
-    check_multipart(request.headers.get("content-type"))
     if (image is None) == (text is None or not text.strip()):
         raise ApiError(422, "bad request: send exactly one query: an 'image' file or a non-empty 'text'")
     if text is not None and len(text) > MAX_TEXT:
