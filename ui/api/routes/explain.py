@@ -10,11 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
-<<<<<<< HEAD
-from whyclip.store import LibraryNotFound, display_name
-=======
-from whyclip.store import AGGREGATES, LibraryNotFound
->>>>>>> edge
+from whyclip.store import AGGREGATES, LibraryNotFound, display_name
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
 from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
