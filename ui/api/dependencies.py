@@ -8,6 +8,7 @@ import hmac
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, NamedTuple
 
 import numpy as np
@@ -43,6 +44,10 @@ class Resources:
         self._encoder = None
         self._batcher: MicroBatcher | None = None
         self.decode_budget = PixelBudget(settings.limits.decode_pixels)
+        lim = settings.limits
+        self.decode_pool = ThreadPoolExecutor(
+            max(1, lim.decode_pixels // max(1, lim.max_image_pixels)), thread_name_prefix="whyclip-decode"
+        )
         self._jobs: JobBoard | None = None
         self._libraries: OrderedDict[int, Library] = OrderedDict()
         # (library id, encoder key) -> bare-descriptor scorer, or a note saying why there is none
@@ -152,6 +157,7 @@ class Resources:
                 self._splits = {k: v for k, v in self._splits.items() if k[0] != library_id}
 
     def close(self) -> None:
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
         if self._batcher is not None:
             self._batcher.close()
         if self._jobs is not None:

@@ -100,6 +100,8 @@ def decode_images(
     out = []
     for (name, data), size in zip(files, sizes, strict=True):
         try:
+            if time.monotonic() > deadline:  # queued for the decode threads past its share of time
+                raise Busy("every decode thread was taken for too long")
             with budget.hold(size or max_pixels, deadline - time.monotonic()):  # an unreadable header: assume the worst
                 out.append(prepare(read_image_bytes(name, data)))
         except Busy as exc:
