@@ -25,12 +25,13 @@ from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.pair_descriptors import count_pairs
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
 from whyclip.store.db.writes import write_session
-from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
+from whyclip.store.errors import InputError, LibraryDeleted, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
 from whyclip.store.method import AGGREGATES, build_class_matrices
 from whyclip.store.method.prompts import rule_name
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
+from whyclip.store.vectors.factory_bounds import check_factory_size
 from whyclip.store.vectors.files import (
     build_retrieval,
     choose_factory,
@@ -269,6 +270,13 @@ class Store:
         q = select(func.count()).where(ClassRow.library_id == library_id, ClassRow.n_descriptors == 0)
         return int(s.scalar(q) or 0)
 
+    def deletions(self, name: str) -> int:
+        """The deletion count of ``name``, for :attr:`LibraryDraft.deletions_seen`: read it
+        when an ingest is accepted, and the version it publishes never resurrects a library
+        deleted in between."""
+        with Session(self.engine) as s:
+            return deletion_count(s, name)
+
     def index_folder(self, info: LibraryInfo) -> Path:
         return self.home / "indexes" / self.store_id / info.index_key
 
@@ -308,6 +316,8 @@ class Store:
         norms = draft.norms[desc_rows].astype(np.float32)
         matrices = build_class_matrices(vectors, norms, offsets, draft.vectors[base_rows].reshape(-1, d))
         factory = choose_factory(n_descriptors, draft.index_factory, d)
+        if factory not in ("Flat", "ClassIVF"):  # before anything is allocated
+            check_factory_size(factory, n_descriptors, d)
         key = uuid.uuid4().hex
         folder = self.home / "indexes" / self.store_id / key
         queries = None if factory == "Flat" else self.tuning_queries(draft.name, draft.encoder.id, d)
@@ -402,6 +412,11 @@ class Store:
         the name of the rule that built them."""
         n_descriptors = sum(len(c.prompts) for c in draft.classes)
         with write_session(self.engine, f"publish library {draft.name!r}") as s:
+            if draft.deletions_seen is not None and deletion_count(s, draft.name) != draft.deletions_seen:
+                raise LibraryDeleted(
+                    f"library {draft.name!r} was deleted while this version was being built: nothing was "
+                    "published (submit the file again to create it anew)"
+                )
             version = next_version(s, draft.name)
             first = next_descriptor_key(s)
             row = LibraryRow(
@@ -498,6 +513,16 @@ def next_version(s: Session, name: str) -> int:
     stored = s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == name)) or 0
     mark = s.scalar(select(Meta.value).where(Meta.key == version_mark_key(name)))
     return max(int(stored), int(mark or 0)) + 1
+
+
+def deletion_mark_key(name: str) -> str:
+    """The ``meta`` key that counts the deletes that emptied library ``name``."""
+    return "emptied:" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:40]
+
+
+def deletion_count(s: Session, name: str) -> int:
+    """How many times a delete has removed the last version of ``name`` (0: never)."""
+    return int(s.scalar(select(Meta.value).where(Meta.key == deletion_mark_key(name))) or 0)
 
 
 TOP_DESCRIPTOR_KEY = "top_descriptor_id"  # meta: the highest descriptor key ever given

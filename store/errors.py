@@ -15,6 +15,10 @@ class LibraryNotFound(WhyclipError):
     """No ready library of that name (or version) in the store."""
 
 
+class LibraryDeleted(LibraryNotFound):
+    """A library was deleted while a new version of it was being built: nothing published."""
+
+
 class EncoderMismatch(WhyclipError):
     """A library is queried with vectors from a different encoder."""
 
