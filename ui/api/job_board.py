@@ -135,9 +135,9 @@ class JobBoard:
             log.exception("ingest job %s failed", record["id"])
             record.update(state="failed", error="internal error (logged by the server)")
         finally:
+            shutil.rmtree(self.uploads / record["id"], ignore_errors=True)  # gone before the job reads finished
             record["finished_at"] = _now()
             self._write(record)
-            shutil.rmtree(self.uploads / record["id"], ignore_errors=True)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
