@@ -9,6 +9,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from tests.helpers.service import KEY
 from whyclip.ingest.readers import parse_mapping
 from whyclip.ui.api.routes import ingest_job
@@ -78,6 +80,7 @@ def test_an_upload_answers_202_at_once_and_validates_in_the_job(client, monkeypa
     assert all(name.startswith("whyclip-ingest") for name in threads), threads
 
 
+@pytest.mark.usefixtures("database")  # and on PostgreSQL in the slow tier
 def test_a_retried_upload_publishes_no_duplicate_version(client, fake):
     """Item 4: the same file (by its sha256) under the same name and settings is a no-op that
     names the existing version; a changed setting is a new version."""
@@ -96,6 +99,7 @@ def test_a_retried_upload_publishes_no_duplicate_version(client, fake):
     assert "note" not in other["result"], other
 
 
+@pytest.mark.usefixtures("database")  # and on PostgreSQL in the slow tier
 def test_a_delete_during_a_running_job_is_not_undone_by_it(client, fake):
     """Item 4: a DELETE that empties a library while a job on it runs wins: the job publishes
     nothing and says why; the library stays deleted (before: the job published v2 and the
