@@ -84,6 +84,7 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.db.runs import load_run as load_run
     from whyclip.store.db.runs import save_run as save_run
     from whyclip.store.db.runs import unused_name as unused_name
+    from whyclip.store.errors import AlreadyPublished as AlreadyPublished
     from whyclip.store.errors import EncoderMismatch as EncoderMismatch
     from whyclip.store.errors import InputError as InputError
     from whyclip.store.errors import LibraryDeleted as LibraryDeleted
@@ -124,6 +125,7 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
 
 _EXPORTS = {
     "whyclip.store.errors": (
+        "AlreadyPublished",
         "EncoderMismatch",
         "InputError",
         "LibraryDeleted",

@@ -25,7 +25,7 @@ from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.pair_descriptors import count_pairs
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
 from whyclip.store.db.writes import write_session
-from whyclip.store.errors import InputError, LibraryDeleted, LibraryNotFound, NoStore, StoreError
+from whyclip.store.errors import AlreadyPublished, InputError, LibraryDeleted, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
 from whyclip.store.method import AGGREGATES, build_class_matrices
@@ -417,6 +417,8 @@ class Store:
                     f"library {draft.name!r} was deleted while this version was being built: nothing was "
                     "published (submit the file again to create it anew)"
                 )
+            if draft.unless_same_as_newest and draft.source_sha256:
+                _refuse_same_as_newest(s, draft, str(index["index_factory"]))
             version = next_version(s, draft.name)
             first = next_descriptor_key(s)
             row = LibraryRow(
@@ -499,6 +501,28 @@ class Store:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         except Exception as exc:  # a busy reader: the log is folded in later
             log.debug("WAL checkpoint skipped: %s", exc)
+
+
+def _refuse_same_as_newest(s: Session, draft: LibraryDraft, factory: str) -> None:
+    """Raise :class:`AlreadyPublished` when the newest ready version of the draft's name was
+    built from the same content (sha256) with the same settings. Called in the publishing
+    transaction, so two identical uploads at once publish one version."""
+    newest = s.scalars(
+        select(LibraryRow)
+        .where(LibraryRow.name == draft.name, LibraryRow.status == schema.READY)
+        .order_by(LibraryRow.version.desc())
+        .limit(1)
+    ).first()
+    if newest is None:
+        return
+    ours = (draft.source_sha256, draft.template, draft.baseline_template, draft.encoder.id, factory)
+    theirs = (newest.source_sha256, newest.template, newest.baseline_template, newest.encoder_id, newest.index_factory)
+    if ours == theirs:
+        raise AlreadyPublished(
+            f"library {draft.name!r} version {newest.version} was built from the same file with the same settings: "
+            "nothing was published",
+            newest.version,
+        )
 
 
 def version_mark_key(name: str) -> str:

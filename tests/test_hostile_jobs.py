@@ -10,9 +10,11 @@ import threading
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.helpers.service import KEY
 from whyclip.ingest.readers import parse_mapping
+from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.api.routes import ingest_job
 
 PETS = {"cat": ["whiskers", "a long tail"], "dog": ["floppy ears"]}
@@ -97,6 +99,31 @@ def test_a_retried_upload_publishes_no_duplicate_version(client, fake):
     assert other["state"] == "done", other
     assert other["result"]["version"] == 2, other
     assert "note" not in other["result"], other
+
+
+def test_two_identical_uploads_at_once_publish_one_version(home, fake):
+    """Item 4: a retry sent while the first upload's job still runs (two ingest threads here;
+    or two replicas): the store compares the content and settings in the publishing
+    transaction, so the second job publishes nothing and names the first's version."""
+    entered, gate = threading.Semaphore(0), threading.Event()
+    real = fake.embed_texts
+
+    def held(texts, progress=None):
+        entered.release()
+        assert gate.wait(30)
+        return real(texts, progress)
+
+    fake.embed_texts = held
+    with TestClient(create_app(ServiceSettings(ingest_workers=2))) as client:
+        ids = [upload(client).json()["id"] for _ in range(2)]
+        for _ in ids:  # both jobs are past their first check, embedding
+            assert entered.acquire(timeout=30)
+        gate.set()
+        jobs = [wait_for(client, i) for i in ids]
+        assert [j["state"] for j in jobs] == ["done", "done"], jobs
+        assert [j["result"]["version"] for j in jobs] == [1, 1], jobs
+        assert sum("note" in j["result"] for j in jobs) == 1, jobs
+        assert [v["version"] for v in client.get("/v1/libraries/pets").json()["versions"]] == [1]
 
 
 @pytest.mark.usefixtures("database")  # and on PostgreSQL in the slow tier

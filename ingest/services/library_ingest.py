@@ -124,6 +124,7 @@ class IngestPlan:
     warnings: list[str]
     index_factory: str | None = None
     deletions_seen: int | None = None  # see LibraryDraft.deletions_seen: set it when the work is accepted
+    unless_same_as_newest: bool = False  # see LibraryDraft.unless_same_as_newest
 
     @property
     def prompts(self) -> list[str]:
@@ -252,6 +253,7 @@ def run_ingest(
         source_sha256=plan.source_sha256,
         index_factory=plan.index_factory,
         deletions_seen=plan.deletions_seen,
+        unless_same_as_newest=plan.unless_same_as_newest,
     )
     info = store.write_library(draft)
     describe = getattr(encoder, "describe_work", None)

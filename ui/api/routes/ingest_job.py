@@ -24,7 +24,7 @@ from whyclip.ingest.services.library_ingest import (
     run_ingest,
     same_as_newest,
 )
-from whyclip.store import InputError, LibraryDeleted, LibraryInfo, check_factory
+from whyclip.store import AlreadyPublished, InputError, LibraryDeleted, LibraryInfo, check_factory
 from whyclip.ui.api.dependencies import Resources
 from whyclip.ui.api.error_responses import ApiError
 
@@ -46,6 +46,17 @@ def _summary(info: LibraryInfo) -> dict:
         "n_classes": info.n_classes,
         "n_descriptors": info.n_descriptors,
         "n_prompts": info.n_prompts,
+    }
+
+
+def _unchanged(same: LibraryInfo, plan: IngestPlan) -> dict:
+    return {
+        **_summary(same),
+        "n_embedded": 0,
+        "n_reused": 0,
+        "seconds": 0.0,
+        "warnings": plan.warnings,
+        "note": f"version {same.version} was built from the same file with the same settings: nothing was published",
     }
 
 
@@ -72,20 +83,15 @@ def start_ingest(res: Resources, filename: str, data: bytes, name: str, options:
             raise LibraryDeleted(f"library {name!r} was deleted after this upload was accepted: nothing was published")
         plan = _plan(res, path, filename, name, options)
         plan.source = f"upload:{filename}"
-        plan.deletions_seen = deletions_seen
-        same = same_as_newest(store, plan, encoder)
+        plan.deletions_seen, plan.unless_same_as_newest = deletions_seen, True
+        same = same_as_newest(store, plan, encoder)  # the usual case: nothing to embed
         if same is not None:
             progress(len(plan.prompts), len(plan.prompts))
-            return {
-                **_summary(same),
-                "n_embedded": 0,
-                "n_reused": 0,
-                "seconds": 0.0,
-                "warnings": plan.warnings,
-                "note": f"version {same.version} was built from the same file with the same settings: "
-                "nothing was published",
-            }
-        report = run_ingest(store, plan, encoder, progress=progress, commit_every=commit_every)
+            return _unchanged(same, plan)
+        try:  # the store checks again when publishing: an identical upload may have run meanwhile
+            report = run_ingest(store, plan, encoder, progress=progress, commit_every=commit_every)
+        except AlreadyPublished as exc:
+            return _unchanged(store.library(name, exc.version), plan)
         return {
             **_summary(report.info),
             "n_embedded": report.n_embedded,
