@@ -84,8 +84,10 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.db.runs import load_run as load_run
     from whyclip.store.db.runs import save_run as save_run
     from whyclip.store.db.runs import unused_name as unused_name
+    from whyclip.store.errors import AlreadyPublished as AlreadyPublished
     from whyclip.store.errors import EncoderMismatch as EncoderMismatch
     from whyclip.store.errors import InputError as InputError
+    from whyclip.store.errors import LibraryDeleted as LibraryDeleted
     from whyclip.store.errors import LibraryNotFound as LibraryNotFound
     from whyclip.store.errors import ModelLoadError as ModelLoadError
     from whyclip.store.errors import NoStore as NoStore
@@ -123,12 +125,16 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.records import EncoderInfo as EncoderInfo
     from whyclip.store.records import LibraryDraft as LibraryDraft
     from whyclip.store.records import LibraryInfo as LibraryInfo
+    from whyclip.store.vectors.factory_bounds import check_factory_size as check_factory_size
     from whyclip.store.vectors.files import check_factory as check_factory
+    from whyclip.store.vectors.files import choose_factory as choose_factory
 
 _EXPORTS = {
     "whyclip.store.errors": (
+        "AlreadyPublished",
         "EncoderMismatch",
         "InputError",
+        "LibraryDeleted",
         "LibraryNotFound",
         "ModelLoadError",
         "NoStore",
@@ -211,7 +217,8 @@ _EXPORTS = {
         "shown",
         "shown_text",
     ),
-    "whyclip.store.vectors.files": ("check_factory",),
+    "whyclip.store.vectors.factory_bounds": ("check_factory_size",),
+    "whyclip.store.vectors.files": ("check_factory", "choose_factory"),
 }
 # modules of the database layer whose functions are used together (``embedding_cache.lookup``)
 _MODULES = {

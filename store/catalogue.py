@@ -26,13 +26,14 @@ from whyclip.store.db.engine import begin_write, make_engine
 from whyclip.store.db.pair_descriptors import count_pairs
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
 from whyclip.store.db.writes import write_session
-from whyclip.store.errors import InputError, LibraryNotFound, NoStore, StoreError
+from whyclip.store.errors import AlreadyPublished, InputError, LibraryDeleted, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
 from whyclip.store.method import AGGREGATES, build_class_matrices
 from whyclip.store.method.prompts import rule_name
 from whyclip.store.names import check_name, check_text, shown
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
+from whyclip.store.vectors.factory_bounds import check_factory_size
 from whyclip.store.vectors.files import (
     build_retrieval,
     choose_factory,
@@ -296,6 +297,13 @@ class Store:
         q = select(func.count()).where(ClassRow.library_id == library_id, ClassRow.n_descriptors == 0)
         return int(s.scalar(q) or 0)
 
+    def deletions(self, name: str) -> int:
+        """The deletion count of ``name``, for :attr:`LibraryDraft.deletions_seen`: read it
+        when an ingest is accepted, and the version it publishes never resurrects a library
+        deleted in between."""
+        with Session(self.engine) as s:
+            return deletion_count(s, name)
+
     def index_folder(self, info: LibraryInfo) -> Path:
         return self.home / "indexes" / self.store_id / info.index_key
 
@@ -336,6 +344,8 @@ class Store:
         norms = draft.norms[desc_rows].astype(np.float32)
         matrices = build_class_matrices(vectors, norms, offsets, draft.vectors[base_rows].reshape(-1, d))
         factory = choose_factory(n_descriptors, draft.index_factory, d)
+        if factory not in ("Flat", "ClassIVF"):  # before anything is allocated
+            check_factory_size(factory, n_descriptors, d)
         key = uuid.uuid4().hex
         folder = self.home / "indexes" / self.store_id / key
         queries = None if factory == "Flat" else self.tuning_queries(draft.name, draft.encoder.id, d)
@@ -430,6 +440,13 @@ class Store:
         the name of the rule that built them."""
         n_descriptors = sum(len(c.prompts) for c in draft.classes)
         with write_session(self.engine, f"publish library {draft.name!r}") as s:
+            if draft.deletions_seen is not None and deletion_count(s, draft.name) != draft.deletions_seen:
+                raise LibraryDeleted(
+                    f"library {draft.name!r} was deleted while this version was being built: nothing was "
+                    "published (submit the file again to create it anew)"
+                )
+            if draft.unless_same_as_newest and draft.source_sha256:
+                _refuse_same_as_newest(s, draft, str(index["index_factory"]))
             version = next_version(s, draft.name)
             first = next_descriptor_key(s)
             row = LibraryRow(
@@ -514,6 +531,28 @@ class Store:
             log.debug("WAL checkpoint skipped: %s", exc)
 
 
+def _refuse_same_as_newest(s: Session, draft: LibraryDraft, factory: str) -> None:
+    """Raise :class:`AlreadyPublished` when the newest ready version of the draft's name was
+    built from the same content (sha256) with the same settings. Called in the publishing
+    transaction, so two identical uploads at once publish one version."""
+    newest = s.scalars(
+        select(LibraryRow)
+        .where(LibraryRow.name == draft.name, LibraryRow.status == schema.READY)
+        .order_by(LibraryRow.version.desc())
+        .limit(1)
+    ).first()
+    if newest is None:
+        return
+    ours = (draft.source_sha256, draft.template, draft.baseline_template, draft.encoder.id, factory)
+    theirs = (newest.source_sha256, newest.template, newest.baseline_template, newest.encoder_id, newest.index_factory)
+    if ours == theirs:
+        raise AlreadyPublished(
+            f"library {draft.name!r} version {newest.version} was built from the same file with the same settings: "
+            "nothing was published",
+            newest.version,
+        )
+
+
 def version_mark_key(name: str) -> str:
     """The ``meta`` key that remembers the highest version of ``name`` ever published, so a
     deleted version's number is never given to different content."""
@@ -526,6 +565,16 @@ def next_version(s: Session, name: str) -> int:
     stored = s.scalar(select(func.max(LibraryRow.version)).where(LibraryRow.name == name)) or 0
     mark = s.scalar(select(Meta.value).where(Meta.key == version_mark_key(name)))
     return max(int(stored), int(mark or 0)) + 1
+
+
+def deletion_mark_key(name: str) -> str:
+    """The ``meta`` key that counts the deletes that emptied library ``name``."""
+    return "emptied:" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:40]
+
+
+def deletion_count(s: Session, name: str) -> int:
+    """How many times a delete has removed the last version of ``name`` (0: never)."""
+    return int(s.scalar(select(Meta.value).where(Meta.key == deletion_mark_key(name))) or 0)
 
 
 TOP_DESCRIPTOR_KEY = "top_descriptor_id"  # meta: the highest descriptor key ever given

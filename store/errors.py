@@ -15,6 +15,19 @@ class LibraryNotFound(WhyclipError):
     """No ready library of that name (or version) in the store."""
 
 
+class LibraryDeleted(LibraryNotFound):
+    """A library was deleted while a new version of it was being built: nothing published."""
+
+
+class AlreadyPublished(WhyclipError):
+    """The library's newest version was built from the same content with the same settings:
+    nothing was published (``version`` names it)."""
+
+    def __init__(self, message: str, version: int):
+        super().__init__(message)
+        self.version = version
+
+
 class EncoderMismatch(WhyclipError):
     """A library is queried with vectors from a different encoder."""
 

@@ -110,3 +110,9 @@ class LibraryDraft:
     aggregate: str = "mean"
     index_factory: str | None = None  # retrieval index; None: Flat, or ClassIVF when large; or a FAISS factory
     note: str = ""  # stored with the version, shown by 'whyclip libraries'
+    # The library's deletion count (Store.deletions) when the work began: publishing refuses
+    # when a delete emptied the library since, so a deleted library never comes back by itself
+    deletions_seen: int | None = None
+    # Publish nothing (AlreadyPublished) when the newest version has the same source sha256,
+    # template, baseline, encoder and index: a retried upload makes no duplicate version
+    unless_same_as_newest: bool = False

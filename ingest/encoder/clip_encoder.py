@@ -233,16 +233,21 @@ class ClipEncoder:
         tokenized once: the ids are remembered for :meth:`count_tokens` and the text path."""
         with self._lock:  # threads share the remembered ids
             new = [t for t in dict.fromkeys(texts) if t not in self._ids]
-            if new:
-                started = time.perf_counter()
-                if len(self._ids) + len(new) > MAX_CACHED_IDS:
-                    self._ids.clear()
-                ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)[
-                    "input_ids"
-                ]
-                self._ids.update(zip(new, map(tuple, ids), strict=True))
-                self._add_seconds("tokenize", started)
-            return [self._ids[t] for t in texts]
+        if not new:
+            with self._lock:
+                return [self._ids[t] for t in texts]
+        # tokenized outside the lock: a large library's tokens take seconds, and the lock
+        # also guards what an image encode needs (another thread's explain must not wait)
+        started = time.perf_counter()
+        ids = self.tokenizer(new, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
+        fresh = dict(zip(new, map(tuple, ids), strict=True))
+        with self._lock:
+            known = {t: self._ids[t] for t in texts if t in self._ids}
+            if len(self._ids) + len(new) > MAX_CACHED_IDS:
+                self._ids.clear()
+            self._ids.update(fresh)
+            self._add_seconds("tokenize", started)
+            return [fresh[t] if t in fresh else known[t] for t in texts]
 
     def _add_seconds(self, stage: str, started: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
@@ -273,6 +278,8 @@ class ClipEncoder:
         precision = self.precisions[modality]
         if precision == "fp32":
             return self._st
+        if self._fast is not None:  # no lock once made: a text check holds it for seconds
+            return self._fast
         with self._lock:
             if self._fast is None:
                 if self.backend == "transformers":
@@ -391,6 +398,8 @@ class ClipEncoder:
             sample = sample.pixels[:CHECK_SAMPLE]
         if modality in self.checked or len(sample) == 0:
             return
+        if modality != "text" and self.precisions[modality] == "fp32":
+            return  # nothing to compare with fp32; and no lock, which a text check may hold for seconds
         with self._lock:
             if modality in self.checked:  # another thread settled it meanwhile
                 return

@@ -125,6 +125,9 @@ class TransformersClip:
     def tower(self, modality: str):
         """The text or image tower (``CLIPTextModelWithProjection``,
         ``CLIPVisionModelWithProjection``), loaded on first use."""
+        loaded = self.towers.get(modality)
+        if loaded is not None:  # no lock once loaded: loading the other tower holds it for seconds
+            return loaded
         with self._lock:
             if modality not in self.towers:
                 model: torch.nn.Module

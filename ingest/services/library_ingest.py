@@ -24,13 +24,16 @@ from whyclip.store import (
     InputError,
     LibraryDraft,
     LibraryInfo,
+    LibraryNotFound,
     Store,
     Template,
     baseline_prompt,
     check_baseline,
     check_factory,
+    check_factory_size,
     check_name,
     check_text,
+    choose_factory,
     embedding_cache,
     shown,
 )
@@ -131,6 +134,8 @@ class IngestPlan:
     source_sha256: str
     warnings: list[str]
     index_factory: str | None = None
+    deletions_seen: int | None = None  # see LibraryDraft.deletions_seen: set it when the work is accepted
+    unless_same_as_newest: bool = False  # see LibraryDraft.unless_same_as_newest
 
     @property
     def prompts(self) -> list[str]:
@@ -168,6 +173,8 @@ def plan_ingest(
         sha = hashlib.sha256(Path(parsed.source).read_bytes()).hexdigest()
     check_texts(parsed)
     classes = build_prompts(parsed, tmpl, baseline)
+    if index_factory is not None and index_factory not in ("Flat", "ClassIVF"):  # before anything is allocated
+        check_factory_size(index_factory, sum(len(c.prompts) for c in classes), encoder.info.dim)
     warnings = list(parsed.warnings)
     empty = [c.name for c in classes if not c.prompts]
     if empty:
@@ -180,6 +187,27 @@ def plan_ingest(
         str(Path(parsed.source).resolve()) if parsed.source and Path(parsed.source).exists() else parsed.source
     )
     return IngestPlan(name, tmpl.spec, baseline, classes, source_path, sha, warnings, index_factory)
+
+
+def same_as_newest(store: Store, plan: IngestPlan, encoder: TextEncoder) -> LibraryInfo | None:
+    """The newest version of ``plan``'s library when it was built from the same content
+    (the source file's sha256, never its path) with the same settings (template, baseline,
+    encoder and retrieval index), else None: publishing the plan would only duplicate it."""
+    if not plan.source_sha256:
+        return None
+    try:
+        newest = store.library(plan.name)
+    except LibraryNotFound:
+        return None
+    n_descriptors = sum(len(c.prompts) for c in plan.classes)
+    same = (
+        newest.source_sha256 == plan.source_sha256
+        and newest.template == plan.template
+        and newest.baseline_template == plan.baseline
+        and newest.encoder_id == encoder.info.id
+        and newest.index_factory == choose_factory(n_descriptors, plan.index_factory, encoder.info.dim)
+    )
+    return newest if same else None
 
 
 def run_ingest(
@@ -236,6 +264,8 @@ def run_ingest(
         source=plan.source,
         source_sha256=plan.source_sha256,
         index_factory=plan.index_factory,
+        deletions_seen=plan.deletions_seen,
+        unless_same_as_newest=plan.unless_same_as_newest,
     )
     info = store.write_library(draft)
     describe = getattr(encoder, "describe_work", None)

@@ -2,7 +2,9 @@
 
 - :func:`delete_versions` removes a version's rows (libraries, classes, descriptors, shared
   texts) in one locked transaction, then its index folder; the embedding cache keeps its
-  vectors, so re-ingesting embeds nothing. Evaluation runs of the version are refused
+  vectors, so re-ingesting embeds nothing. A delete that removes a library's last version
+  counts in its deletion mark, so an ingest accepted before it publishes nothing after it
+  (:attr:`~whyclip.store.records.LibraryDraft.deletions_seen`). Evaluation runs of the version are refused
   unless asked for: nothing is lost silently. Deleted version numbers and descriptor keys
   are remembered and never handed out again.
 - :func:`collect_garbage` removes index folders no version owns (a killed ingest's, or a
@@ -31,7 +33,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, version_mark_key
+from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, deletion_count, deletion_mark_key, version_mark_key
 from whyclip.store.db.pair_descriptors import delete_pairs_of
 from whyclip.store.db.schema import (
     READY,
@@ -120,6 +122,9 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
             s.execute(delete(owned).where(owned.library_id.in_(ids)))
         s.execute(delete(LibraryRow).where(LibraryRow.id.in_(ids)))
         _set_mark(s, version_mark_key(name), max(r.version for r in rows))
+        left_over = s.scalar(select(func.count()).where(LibraryRow.name == name))
+        if not left_over:  # the library is gone: a job that began before now must not publish it again
+            _set_mark(s, deletion_mark_key(name), deletion_count(s, name) + 1)
         if top_key is not None:
             _set_mark(s, TOP_DESCRIPTOR_KEY, int(top_key))
         keys = [r.index_key for r in rows]

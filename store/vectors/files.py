@@ -45,7 +45,7 @@ import numpy as np
 
 from whyclip.store.errors import InputError, StoreError
 from whyclip.store.method import ClassMatrices, class_sums
-from whyclip.store.vectors import pqrerank, recall_tuning
+from whyclip.store.vectors import factory_bounds, pqrerank, recall_tuning
 from whyclip.store.vectors.pqrerank import PQRerank, build_pq, file_digest, is_pq_rerank, serialize
 from whyclip.store.vectors.recall_tuning import (
     RECALL_TARGET,
@@ -121,9 +121,12 @@ def choose_factory(n_descriptors: int, factory: str | None, dim: int = 512) -> s
 
 def check_factory(factory: str, dim: int) -> faiss.Index | None:
     """An empty FAISS index for ``factory`` (None for whyclip's own), or
-    :class:`InputError` saying the string is not valid."""
+    :class:`InputError` saying the string is not valid. Its numbers are bounded first
+    (:func:`~whyclip.store.vectors.factory_bounds.check_factory_bounds`): FAISS allocates an
+    IVF's lists when it creates the index."""
     if factory in OURS:
         return None
+    factory_bounds.check_factory_bounds(factory)
     if is_pq_rerank(factory):
         m = pqrerank.sub_quantizers(factory, dim)
         if m < 1 or dim % m:

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -44,13 +45,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+INGEST_NICENESS = 10  # ingest threads yield the cores to requests (Linux: a nice value per thread)
+
+
+def _lower_priority() -> None:
+    """Run this ingest thread (and the threads it starts: torch's, the tokenizer's) at a
+    lower CPU priority, so that explains come first while a large library is ingested."""
+    if sys.platform.startswith("linux"):  # elsewhere the call would renice the whole process
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICENESS)
+        except OSError as exc:
+            log.debug("ingest thread priority unchanged: %s", exc)
+
+
 class JobBoard:
     """Job records under ``folder``, and the threads that run this process's jobs."""
 
     def __init__(self, folder: Path, workers: int = 1):
         self.folder = folder
         self.uploads = folder / "uploads"
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="whyclip-ingest")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="whyclip-ingest", initializer=_lower_priority
+        )
         self._lock = threading.Lock()
 
     def upload_path(self, job_id: str, filename: str) -> Path:
@@ -122,9 +138,9 @@ class JobBoard:
             log.exception("ingest job %s failed", record["id"])  # with its traceback
             record.update(state="failed", error=f"internal error: the server logged it with job id {record['id']}")
         finally:
+            shutil.rmtree(self.uploads / record["id"], ignore_errors=True)  # gone before the job reads finished
             record["finished_at"] = _now()
             self._write(record)
-            shutil.rmtree(self.uploads / record["id"], ignore_errors=True)
 
     def remove_interrupted_uploads(self) -> int:
         """Remove the upload folders (``uploads/<id>/``) that no running job needs, as a
