@@ -4,13 +4,12 @@ nothing written; and the API key check (never echoed)."""
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.helpers.service import FROG, KEY, explain
+from tests.helpers.service import FROG, KEY, explain, wait_for_job
 from whyclip.ui.api import Limits, ServiceSettings, create_app
 
 pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite and on PostgreSQL
@@ -121,14 +120,6 @@ def test_upload_bad_input_writes_nothing(client, home):
     assert str(home) not in job["error"]  # the server's paths stay private
     assert [i["name"] for i in client.get("/v1/libraries").json()] == ["frogs"]
     assert not any((home / "home" / "jobs" / "uploads").iterdir())
-
-
-def wait_for_job(client, job_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("queued", "running"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.05)
-    return job
 
 
 def test_keys(client):

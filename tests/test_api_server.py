@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers.server import serving
-from tests.helpers.service import BANANA, FROG
+from tests.helpers.service import BANANA, FROG, wait_for_job
 from whyclip.ui.cli.main import cli
 
 pytestmark = pytest.mark.slow
@@ -30,14 +30,6 @@ def submit(client, data: bytes, name: str = "big", commit_every: int = 400) -> s
     )
     assert r.status_code == 202, r.text
     return r.json()["id"]
-
-
-def wait_done(client, job_id: str, bound_s: float = 300) -> dict:
-    deadline = time.monotonic() + bound_s
-    while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("queued", "running"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
-    return job
 
 
 def libraries(home) -> list[dict]:
@@ -67,7 +59,7 @@ def test_sigkill_mid_ingest_leaves_nothing_half_visible_and_resumes(tmp_path, ti
         old = client.get(f"/v1/jobs/{job_id}").json()
         assert old["state"] == "interrupted"
         assert "submit the file again" in old["error"]
-        job = wait_done(client, submit(client, data))
+        job = wait_for_job(client, submit(client, data), timeout=300)
     assert job["state"] == "done", job
     assert job["result"]["n_reused"] >= 800
     assert job["result"]["n_embedded"] == total - job["result"]["n_reused"]
@@ -82,13 +74,13 @@ def test_two_replicas_share_one_store(tmp_path, tiny_model, db_url):
     home = tmp_path / "shared"
     lib = json.dumps({"tree frog": ["protruding eyes", "bright green colour"], "banana": ["yellow peel"]}).encode()
     with serving(home, tiny_model, db_url) as (_, a), serving(home, tiny_model, db_url) as (_, b):
-        assert wait_done(a, submit(a, lib, "frogs"))["state"] == "done"
+        assert wait_for_job(a, submit(a, lib, "frogs"), timeout=300)["state"] == "done"
         files = [("image", ("frog.png", FROG)), ("image", ("banana.png", BANANA))]
         from_a = a.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"]
         from_b = b.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"]
         assert from_a == from_b
         assert [e["version"] for e in from_b] == [1, 1]
         newer = json.dumps({"tree frog": ["protruding eyes"], "banana": ["yellow peel", "curved"]}).encode()
-        assert wait_done(b, submit(b, newer, "frogs"))["state"] == "done"
+        assert wait_for_job(b, submit(b, newer, "frogs"), timeout=300)["state"] == "done"
         assert a.post("/v1/explain", files=files, data={"library": "frogs"}).json()["explanations"][0]["version"] == 2
         assert [v["version"] for v in a.get("/v1/libraries/frogs").json()["versions"]] == [2, 1]

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.service import KEY
+from tests.helpers.service import KEY, wait_for_job
 from whyclip.ingest.readers import parse_mapping
 from whyclip.ui.api import ServiceSettings, create_app
 from whyclip.ui.api.routes import ingest_job
@@ -23,14 +22,6 @@ PETS = {"cat": ["whiskers", "a long tail"], "dog": ["floppy ears"]}
 def upload(client, data: bytes = json.dumps(PETS).encode(), name: str = "pets", **form):
     files = {"file": ("pets.json", data, "application/json")}
     return client.post("/v1/libraries", headers={"X-API-Key": KEY}, files=files, data={"name": name, **form})
-
-
-def wait_for(client, job_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("queued", "running"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.05)
-    return job
 
 
 class CountingStr(str):
@@ -74,7 +65,7 @@ def test_an_upload_answers_202_at_once_and_validates_in_the_job(client, monkeypa
     r = upload(client, data=b'{"cat": ["whiskers"], "cat": ["again"]}')
     assert r.status_code == 202, r.text
     assert r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
-    job = wait_for(client, r.json()["id"])
+    job = wait_for_job(client, r.json()["id"])
     assert job["state"] == "failed", job
     assert "pets.json" in job["error"], job
     assert "duplicate class" in job["error"], job
@@ -86,16 +77,16 @@ def test_an_upload_answers_202_at_once_and_validates_in_the_job(client, monkeypa
 def test_a_retried_upload_publishes_no_duplicate_version(client, fake):
     """Item 4: the same file (by its sha256) under the same name and settings is a no-op that
     names the existing version; a changed setting is a new version."""
-    first = wait_for(client, upload(client).json()["id"])
+    first = wait_for_job(client, upload(client).json()["id"])
     assert first["state"] == "done", first
     assert first["result"]["version"] == 1, first
-    retry = wait_for(client, upload(client).json()["id"])
+    retry = wait_for_job(client, upload(client).json()["id"])
     assert retry["state"] == "done", retry
     assert retry["result"]["version"] == 1
     assert retry["result"]["n_embedded"] == 0
     assert "nothing was published" in retry["result"]["note"]
     assert [v["version"] for v in client.get("/v1/libraries/pets").json()["versions"]] == [1]
-    other = wait_for(client, upload(client, template="bare").json()["id"])
+    other = wait_for_job(client, upload(client, template="bare").json()["id"])
     assert other["state"] == "done", other
     assert other["result"]["version"] == 2, other
     assert "note" not in other["result"], other
@@ -119,7 +110,7 @@ def test_two_identical_uploads_at_once_publish_one_version(home, fake):
         for _ in ids:  # both jobs are past their first check, embedding
             assert entered.acquire(timeout=30)
         gate.set()
-        jobs = [wait_for(client, i) for i in ids]
+        jobs = [wait_for_job(client, i) for i in ids]
         assert [j["state"] for j in jobs] == ["done", "done"], jobs
         assert [j["result"]["version"] for j in jobs] == [1, 1], jobs
         assert sum("note" in j["result"] for j in jobs) == 1, jobs
@@ -147,7 +138,7 @@ def test_a_delete_during_a_running_job_is_not_undone_by_it(client, fake):
     assert deleted.status_code == 200, deleted.text
     assert deleted.json()["deleted_versions"] == [1], deleted.text
     gate.set()
-    job = wait_for(client, r.json()["id"])
+    job = wait_for_job(client, r.json()["id"])
     assert job["state"] == "failed", job
     assert "deleted" in job["error"], job
     assert client.get("/v1/libraries/frogs").status_code == 404
@@ -165,7 +156,7 @@ def test_the_index_factory_string_cannot_decide_the_server_s_memory(client, home
     assert not list((home / "home" / "jobs").glob("*.json"))  # no job was started
     r = upload(client, index="IVF64,Flat")
     assert r.status_code == 202, r.text
-    job = wait_for(client, r.json()["id"])
+    job = wait_for_job(client, r.json()["id"])
     assert job["state"] == "failed", job
     assert "at least 64 descriptors" in job["error"], job
     assert "has 3" in job["error"], job

@@ -4,6 +4,7 @@ the key and an in-process client that the API test modules share."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -44,3 +45,12 @@ def client(home):
 def explain(client, images, **form):
     files = [("image", (name, data, "image/png")) for name, data in images]
     return client.post("/v1/explain", files=files, data={"library": "frogs", **form})
+
+
+def wait_for_job(client, job_id: str, timeout: float = 60) -> dict:
+    """An ingest job's record once it is no longer queued or running (a bound, not a timing)."""
+    deadline = time.monotonic() + timeout
+    while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return job
