@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.analysis.whatif import plan_edit as plan_edit
     from whyclip.store.analysis.whatif import read_edits as read_edits
     from whyclip.store.analysis.whatif import split_pair as split_pair
+    from whyclip.store.atomic import write_text_atomic as write_text_atomic
     from whyclip.store.catalogue import Store as Store
     from whyclip.store.catalogue import read_schema_state as read_schema_state
     from whyclip.store.db import answer_cache as answer_cache
@@ -142,6 +143,7 @@ _EXPORTS = {
         "WhyclipError",
     ),
     "whyclip.store.records": ("DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo"),
+    "whyclip.store.atomic": ("write_text_atomic",),
     "whyclip.store.catalogue": ("Store", "read_schema_state"),
     "whyclip.store.library": ("Library",),
     "whyclip.store.method": (

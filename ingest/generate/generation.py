@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from whyclip.ingest.generate.cleaning import CleaningReport, CleanSettings, clea
 from whyclip.ingest.generate.llm_client import ChatClient, ChatRequest, public_url, request_key
 from whyclip.ingest.generate.llm_prompts import Prompt
 from whyclip.ingest.generate.parsing import parse_answer
-from whyclip.store import InputError, Store, answer_cache
+from whyclip.store import InputError, Store, answer_cache, write_text_atomic
 
 log = logging.getLogger(__name__)
 MAX_TEMPERATURE = 2.0
@@ -233,15 +231,7 @@ def check_output(out: str | Path) -> Path:
 
 def write_json_atomic(path: Path, data) -> None:
     """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_outputs(out: Path, result: GenerateResult) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from whyclip.store.atomic import write_text_atomic
 from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, deletion_count, deletion_mark_key, version_mark_key
 from whyclip.store.db.pair_descriptors import delete_pairs_of
 from whyclip.store.db.schema import (
@@ -256,9 +256,7 @@ def _whyclip_version() -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)  # a temporary name of its own: two exports never share one
 
 
 def export_library(

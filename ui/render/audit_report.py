@@ -6,13 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from whyclip.store import WORDS, method_label
+from whyclip.store import WORDS, method_label, write_text_atomic
 from whyclip.ui.render.audit_plots import plots
 from whyclip.ui.render.table import table_lines
 
@@ -291,16 +289,9 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so a reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write through a temporary file in the same folder, so a reader never sees half
+    (:func:`whyclip.store.write_text_atomic`: the file gets the umask's mode)."""
+    write_text_atomic(path, text)
 
 
 def write_report(a: dict, fmt: str, out: Path) -> list[Path]:
