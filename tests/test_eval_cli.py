@@ -172,6 +172,10 @@ def test_eval_prints_accuracy_and_the_audit_formats(fake_cli, tmp_path, monkeypa
     result = runner.invoke(cli, ["audit", "-l", "planted", "--format", "html"], catch_exceptions=False)
     assert result.exit_code == 0
     assert (tmp_path / "planted-data-audit.html").is_file()
+    page = (tmp_path / "planted-data-audit.html").read_text(encoding="utf-8")
+    assert "DESIGN.md" not in page  # a file users do not have (issue 21, item 10)
+    assert "midpoint of the two classes' scores" in page
+    assert "Contrast of two classes" in page
     assert "wrote planted-data-audit.html" in result.stderr
 
 

@@ -4,7 +4,7 @@ the statistics in :mod:`.stats`). Pure numpy and scipy over the run's image vect
 library; no model.
 
 Definitions (``s_d`` an image's similarity to descriptor ``d``, ``w_d`` its weight in its
-class's score, DESIGN.md):
+class's score, docs/method.md):
 
 * **top contributor** of a predicted class: its descriptor with the largest ``s_d``.
 * **margin contribution** against class ``b``: the exact split of ``score(a) - score(b)``

@@ -2,7 +2,7 @@
 numpy and scipy only; no model (a run keeps its image vectors).
 
 A library's probabilities are ``softmax(z)`` with CLIP's logits ``z = logit_scale x score``
-(DESIGN.md). Temperature scaling (Guo et al., ICML 2017) replaces them with
+(docs/method.md). Temperature scaling (Guo et al., ICML 2017) replaces them with
 ``softmax(z / T)``: one number, fitted by minimising the negative log-likelihood (NLL) of
 the true classes; it never changes a prediction. LeVine et al. (2023, "Enabling
 calibration in the zero-shot inference of large vision-language models") find that one

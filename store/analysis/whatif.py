@@ -1,7 +1,7 @@
 """What-if edits of a library, answered exactly from a stored run: no model, no re-ingest.
 
 A class's score is an aggregate of the image's similarities to that class's descriptors
-(DESIGN.md), so dropping or adding descriptors of some classes changes those classes'
+(docs/method.md), so dropping or adding descriptors of some classes changes those classes'
 scores and no other. :class:`WhatIf` scores every image of a run once under one aggregate
 (and keeps each image's best few classes); an :class:`Edit` is then answered by rescoring
 only the edited classes and comparing them with each image's best unedited class.

@@ -1,6 +1,6 @@
 """Exact class scores by description: pure functions over numpy arrays.
 
-Notation (DESIGN.md): ``img`` is a unit image vector, ``t(c, d)`` unit prompt vectors,
+Notation (docs/method.md): ``img`` is a unit image vector, ``t(c, d)`` unit prompt vectors,
 ``s(c, d) = img . t(c, d)``. Descriptor rows are stored class-major: the descriptors of
 class ``i`` are rows ``offsets[i]:offsets[i + 1]``. A class with no descriptors falls
 back to its baseline prompt vector under every aggregate.
