@@ -5,6 +5,7 @@ stored vectors and ids, and refuse a different encoder."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import numpy as np
@@ -167,11 +168,27 @@ def test_demo_runs_on_the_tiny_model(tiny_model, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "tree frog vs" in r.stdout or "vs tree frog" in r.stdout
     assert "S(" in r.stdout
-    assert "whyclip explain" in r.stdout
+    assert " explain YOUR_IMAGE.jpg --library demo --model " in r.stdout
     again = whyclip("demo", "--model", str(tiny_model), home=home)  # reuses the library
     assert again.returncode == 0
     libs = json.loads(whyclip("libraries", "--json", home=home).stdout)
     assert [(i["name"], i["version"], i["n_classes"]) for i in libs] == [("demo", 1, 22)]
+
+
+def test_the_demo_hints_run_as_printed(tiny_model, tmp_path):
+    """The "Next:" commands carry the user's --home and --model (issue 21, item 15): the
+    second one, pasted as printed, explains a sample from that store with that model."""
+    home = tmp_path / "my home"  # a space: the hint must quote it
+    r = whyclip("demo", "--model", str(tiny_model), home=home)
+    assert r.returncode == 0, r.stderr
+    hints = r.stdout.split("Next:\n", 1)[1].splitlines()
+    assert all(h.strip().startswith(f"whyclip --home {shlex.quote(str(home))} ") for h in hints)
+    assert all(f"--model {tiny_model}" in h for h in hints[:3])
+    args = shlex.split(hints[1])
+    assert args[:3] == ["whyclip", "--home", str(home)]
+    done = invoke(*args[1:])  # the global options as printed
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["contrast"]["a"] in ("tree frog", "tailed frog")
 
 
 def test_demo_without_a_model_fails_clearly_and_writes_nothing(tmp_path):

@@ -3,6 +3,8 @@ make-test-model`` (a random-weight CLIP folder, built offline)."""
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from whyclip.ingest.encoder.testmodel import make_test_model
@@ -18,7 +20,9 @@ from whyclip.ui.demo.run import run_demo
 @click.pass_context
 def demo(ctx, model, device, precision):
     """Ingest the bundled demo library and explain a few drawn sample images."""
-    run_demo(lambda: open_store(ctx, create=True), model, device, echo=click.echo, precision=precision)
+    home = ctx.obj["home"]  # the hints repeat --home (never --db: its URL may hold a password)
+    whyclip = "whyclip" + (f" --home {shlex.quote(str(home))}" if home else "")
+    run_demo(lambda: open_store(ctx, create=True), model, device, echo=click.echo, precision=precision, whyclip=whyclip)
 
 
 @click.command("make-test-model")

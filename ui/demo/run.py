@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,12 +18,22 @@ from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 DEMO_LIBRARY = Path(__file__).with_name("library.json")
 DEMO_NAME = "demo"
 
-NEXT_STEPS = """\
-Next:
-  whyclip explain YOUR_IMAGE.jpg --library demo          explain your own image
-  whyclip explain {first} --library demo --compare "tree frog" "tailed frog" --json
-  whyclip ingest descriptors.json --library mine            your own descriptor library (.json/.jsonl/.csv)
-  whyclip libraries                                         what is in the store ({home})"""
+
+def next_steps(first: Path, home: Path, whyclip: str = "whyclip", model_flags: str = "") -> str:
+    """What to try next, as commands that run as they stand: ``whyclip`` carries the user's
+    global options (``--home``) and ``model_flags`` the model they chose."""
+    m = model_flags
+    steps = [
+        (f"{whyclip} explain YOUR_IMAGE.jpg --library demo{m}", "explain your own image"),
+        (
+            f'{whyclip} explain {shlex.quote(str(first))} --library demo{m} --compare "tree frog" "tailed frog" --json',
+            "",
+        ),
+        (f"{whyclip} ingest descriptors.json --library mine{m}", "your own descriptor library (.json/.jsonl/.csv)"),
+        (f"{whyclip} libraries", f"what is in the store ({home})"),
+    ]
+    width = max(len(c) for c, note in steps if note) + 2
+    return "Next:\n" + "\n".join(f"  {c:<{width}}{note}".rstrip() for c, note in steps)
 
 
 def run_demo(
@@ -31,7 +42,10 @@ def run_demo(
     device: str | None,
     echo: Callable[[str], None] = print,
     precision: str = "auto",
+    whyclip: str = "whyclip",
 ) -> None:
+    """``whyclip`` is the command as the user typed it, global options included, for the
+    hints at the end."""
     try:
         encoder = ingest.load_encoder(model, device, precision)
     except ModelLoadError as exc:
@@ -48,7 +62,12 @@ def run_demo(
         echo(("\n" if n else "") + f"[drawn sample of: {truth}]")
         echo(exp.to_text(max_descriptors=4, max_rows=6))
     echo("")
-    echo(NEXT_STEPS.format(first=paths[0], home=store.home))
+    model_flags = "".join(
+        f" {flag} {shlex.quote(value)}"
+        for flag, value in (("--model", model), ("--device", device), ("--precision", precision))
+        if value and not (flag == "--precision" and value == "auto")
+    )
+    echo(next_steps(paths[0], store.home, whyclip, model_flags))
 
 
 def _demo_library(store: Store, encoder):
