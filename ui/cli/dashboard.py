@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from whyclip.ui.cli.context import open_store
+from whyclip.ui.cli.options import check_port_free
 
 
 @click.command()
@@ -54,6 +55,7 @@ def ui(ctx, library, port, images, model):
         "--client.toolbarMode",
         "minimal",
     ]
+    check_port_free("127.0.0.1", port)
     click.echo(f"whyclip dashboard on http://127.0.0.1:{port} (Ctrl+C to stop)", err=True)
     sys.stderr.flush()
     if os.name == "posix":  # become the server, so that signals (Ctrl+C, kill) reach it directly

@@ -8,6 +8,7 @@ import sys
 import click
 
 from whyclip.ui.api.settings import KEYS_ENV, MB, SETTINGS_ENV, Limits, ServiceSettings, load_keys
+from whyclip.ui.cli.options import check_port_free
 
 EVERY_INTERFACE = ("0.0.0.0", "::", "")
 KEEP_ALIVE_S = 5  # a kept-alive connection silent this long is closed (uvicorn's timer)
@@ -151,6 +152,7 @@ def serve(
     keys = load_keys(settings)
     if keys_for_reads and not keys:
         raise click.UsageError(f"--keys-for-reads needs API keys: set {KEYS_ENV} or give --key-file")
+    check_port_free(host, port)
     os.environ[SETTINGS_ENV] = settings.to_env()  # worker processes read it (never the keys)
     click.echo(
         f"whyclip service on http://{host}:{port} ({'docs at /docs, ' if docs else ''}{len(keys)} API key(s); "
