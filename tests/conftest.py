@@ -115,16 +115,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture
-def fresh_streamlit_caches():
+def fresh_streamlit_caches(monkeypatch):
     """Streamlit's resource and data caches emptied before and after a test (pages cache
-    the store, the encoder and image vectors across runs)."""
+    the store, the encoder and image vectors across runs). Streamlit's deprecation warnings
+    fail the test: they name calls of the dashboard's own that a coming release removes
+    (Streamlit logs them rather than raising a Python warning)."""
     import streamlit as st
+    from streamlit import deprecation_util
 
+    deprecated: list[str] = []
+    monkeypatch.setattr(deprecation_util._LOGGER, "warning", lambda message, *a, **k: deprecated.append(message))
     st.cache_resource.clear()
     st.cache_data.clear()
     yield
     st.cache_resource.clear()
     st.cache_data.clear()
+    assert not deprecated, f"the dashboard calls what Streamlit deprecates: {sorted(set(deprecated))}"
 
 
 # -- the two tiers --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")
 
 
 @pytest.fixture
-def planted(store, tmp_path, monkeypatch):
+def planted(store, tmp_path, monkeypatch, fresh_streamlit_caches):
     enc = FakeEncoder(CONCEPTS, noise=0.01)
     monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)
     st.cache_resource.clear()

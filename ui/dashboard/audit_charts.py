@@ -49,7 +49,7 @@ def accuracy_with_intervals(a: dict) -> None:
         ],
     )
     whiskers = base.mark_errorbar(ticks=True).encode(y="low:Q", y2="high:Q")
-    st.altair_chart((bars + whiskers).properties(height=240), use_container_width=True)
+    st.altair_chart((bars + whiskers).properties(height=240), width="stretch")
     st.caption("Bars: 95% intervals (Wilson); random words: ± sd over the draws.")
 
 
@@ -77,7 +77,7 @@ def name_description(per_class: list[dict]) -> None:
             tooltip=["class", "part", alt.Tooltip("share:Q", format=".1%")],
         )
     )
-    st.altair_chart(chart.properties(height=alt.Step(16)), use_container_width=True)
+    st.altair_chart(chart.properties(height=alt.Step(16)), width="stretch")
 
 
 def reliability(cal: dict) -> None:
@@ -108,4 +108,4 @@ def reliability(cal: dict) -> None:
         tooltip=["when", alt.Tooltip("confidence:Q", format=".2f"), alt.Tooltip("accuracy:Q", format=".2f"), "images"],
     )
     chart = diagonal + base.mark_line() + base.mark_circle().encode(size=alt.Size("images:Q", legend=None))
-    st.altair_chart(chart.properties(height=300, title="reliability diagram"), use_container_width=True)
+    st.altair_chart(chart.properties(height=300, title="reliability diagram"), width="stretch")
