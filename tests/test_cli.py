@@ -259,3 +259,19 @@ def test_token_limit_truncates_with_warning_or_refuses_when_strict(tmp_path, fak
     ok = runner.invoke(cli, ["ingest", str(lib), "-l", "long"])
     assert ok.exit_code == 0
     assert "were truncated" in ok.stderr
+
+
+def test_why_the_split_is_missing_is_said_once_on_stderr(setup):
+    """Issue 21, item 13: the note that name vs description is not shown (no eval yet) goes
+    to stderr once per command, not above every explanation; JSON still carries it."""
+    runner, frog, tmp = setup
+    images = [str(frog)] + [str(planted_image(tmp / f"f{i}.png", ["sticky toe pads"])) for i in range(2)]
+    result = runner.invoke(cli, ["explain", *images, "--library", "frogs"])
+    assert result.exit_code == 0, result.output
+    assert "name vs description not shown" not in result.stdout
+    assert result.stdout.count("(library frogs v1,") == 3  # every explanation is printed
+    notes = [line for line in result.stderr.splitlines() if "name vs description not shown" in line]
+    assert len(notes) == 1
+    assert "whyclip eval DATASET --library frogs" in notes[0]
+    (first, *_) = run_json(runner, ["explain", *images, "--library", "frogs", "--json"])
+    assert "whyclip eval DATASET --library frogs" in first["name_description"]["note"]

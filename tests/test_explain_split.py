@@ -107,7 +107,8 @@ def test_the_cli_prints_one_line_per_class_and_the_json_carries_it(tmp_path, mon
     image.write_bytes(planted_png(["frog", "green", "eyes"]))
     before = run("explain", str(image), "--library", "planted", "--top", "3")
     assert before.exit_code == 0
-    assert before.stdout.count("name vs description") == 1
+    assert "name vs description" not in before.stdout  # said once, on stderr (issue 21, item 13)
+    assert before.stderr.count("name vs description not shown") == 1
     data = write_dataset(tmp_path / "data")
     assert run("eval", str(data), "--library", "planted").exit_code == 0
     after = run("explain", str(image), "--library", "planted", "--top", "3")

@@ -210,11 +210,18 @@ class Explanation:
             d.get("retrieval"),
         )
 
-    def to_text(self, max_descriptors: int | None = None, max_rows: int | None = None) -> str:
+    @property
+    def split_note(self) -> str | None:
+        """Why the name/description split is not shown for this image, if it is not."""
+        nd = self.name_description
+        return str(nd["note"]) if nd and nd.get("note") else None
+
+    def to_text(self, max_descriptors: int | None = None, max_rows: int | None = None, split_note: bool = True) -> str:
         """A plain-text rendering, as ``whyclip explain`` prints it. ``p`` is the softmax
         probability (calibrated with ``--calibrated``), ``S`` a similarity or score times
         the logit scale; under each class, how much of its score the class name alone gives
-        and how much the descriptor content adds, for this image."""
+        and how much the descriptor content adds, for this image. ``split_note=False`` leaves
+        out the line saying why that split is not shown (a command says it once instead)."""
         s = self.logit_scale
         lines = [
             f"{self.image}  (library {self.library} v{self.version}, {self.aggregate} of descriptor "
@@ -227,9 +234,9 @@ class Explanation:
                 f"  probabilities calibrated: temperature {cal['temperature']:.3g}{bias}, fitted on run "
                 f"{cal['run']!r} (held-out ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f})"
             )
-        nd = self.name_description
-        if nd and nd.get("note"):
-            lines.append(f"  {nd['note']}")
+        note = self.split_note
+        if note and split_note:
+            lines.append(f"  {note}")
         if self.baseline:
             top = self.baseline[0]
             lines.append(f"  baseline (class-name prompt only) predicts: {top.name}  p {top.probability:.2f}")

@@ -113,6 +113,7 @@ def explain(
     encoder = open_encoder(store, model or plan.library.info.encoder_name, device, precision)
     explainer = plan.with_encoder(encoder)
     shown = 0
+    said: set[str] = set()  # why the name/description split is missing: once per command, on stderr
     with progress_bar("explaining images", unit="image") as bar:
         for result in explainer.explain_files(paths, progress=bar if len(paths) > IMAGE_BATCH else None):
             if isinstance(result, ImageFailure):
@@ -121,7 +122,10 @@ def explain(
             elif as_json:
                 click.echo(json.dumps(explanation_json(result, encoder), ensure_ascii=False))
             else:
-                click.echo(("\n" if shown else "") + shown_text(result.to_text()))
+                if (note := result.split_note) and note not in said:
+                    said.add(note)
+                    click.echo(shown_text(note), err=True)
+                click.echo(("\n" if shown else "") + shown_text(result.to_text(split_note=False)))
             shown += not isinstance(result, ImageFailure)
     if failed:
         ctx.exit(1)
