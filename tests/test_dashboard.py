@@ -4,6 +4,7 @@ what is rendered equals what the store returns, and bad input never breaks the a
 from __future__ import annotations
 
 import struct
+import tempfile
 import zlib
 
 import pytest
@@ -79,6 +80,19 @@ def test_explain_page_renders_what_the_store_returns(frogs, fake):
     retrieved = tables[-1]
     assert list(retrieved["descriptor"]) == [r.descriptor for r in exp.retrieved]
     assert at.get("download_button")
+
+
+def test_samples_are_drawn_inside_the_data_directory(frogs, monkeypatch, tmp_path):
+    """Issue 21, item 19: the picker's drawn samples go where the demo draws them, in the
+    data directory's demo-images/, not into the system's temporary folder."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    drawn = sorted(p.name for p in (frogs.home / "demo-images").glob("*.png"))
+    assert "tree_frog.png" in drawn
+    assert list(system_tmp.iterdir()) == []
 
 
 def test_contrast_classes_are_selectable(frogs):

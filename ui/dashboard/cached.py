@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +172,8 @@ def image_vector(model: str, name: str, data: bytes) -> np.ndarray:
 
 def sample_images(s: Settings) -> dict[str, Path]:
     """The drawn demo samples plus, with WHYCLIP_UI_IMAGES, the images in that folder."""
-    out = {f"sample: {p.stem.replace('_', ' ')}": p for p in _samples()}
+    home = _store(s.home, s.db).home  # the data directory, where the demo draws the same samples
+    out = {f"sample: {p.stem.replace('_', ' ')}": p for p in _samples(str(home))}
     if s.images and Path(s.images).is_dir():
         files = sorted(p for p in Path(s.images).iterdir() if p.suffix.lower() in ingest.images.IMAGE_SUFFIXES)
         out.update({f"folder: {p.name}": p for p in files})
@@ -181,11 +181,10 @@ def sample_images(s: Settings) -> dict[str, Path]:
 
 
 @st.cache_resource(show_spinner=False)
-def _samples() -> list[Path]:
-    """The drawn samples, in one fixed folder per user: redrawn (identically) by each
-    server, never left behind as a new temporary folder per start."""
-    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return draw_samples(Path(tempfile.gettempdir()) / f"whyclip-samples-{user}")
+def _samples(home: str) -> list[Path]:
+    """The drawn samples, in the data directory's ``demo-images/`` (where ``whyclip demo``
+    draws the same ones): nothing is written outside ``--home``."""
+    return draw_samples(Path(home) / "demo-images")
 
 
 @st.cache_data(show_spinner="Auditing the run ...", max_entries=16)
