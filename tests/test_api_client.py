@@ -43,7 +43,15 @@ def test_server_output_is_the_local_output(served, home, extra):
     mixed = run(["explain", good[0], str(home / "bad.png"), good[1], "--library", "frogs", "--server", served, *extra])
     assert mixed.exit_code == 1
     assert mixed.stdout == local.stdout
-    assert mixed.stderr.strip().endswith("bad.png: not an image (no format Pillow reads): use a JPEG, PNG or WebP file")
+    lines = mixed.stderr.strip().splitlines()
+    bad = "bad.png: not an image (no format Pillow reads): use a JPEG, PNG or WebP file"
+    assert [line for line in lines if line.endswith(bad)] == [
+        f"Error: {home / 'bad.png'}: not an image (no format Pillow reads): use a JPEG, PNG or WebP file"
+    ]
+    # beside it, at most the one note the local command gives too (why name vs description is missing)
+    assert [line for line in lines if not line.endswith(bad)] == [
+        line for line in local.stderr.strip().splitlines() if "name vs description" in line
+    ]
 
 
 def test_server_refusal_is_one_line(served, home):

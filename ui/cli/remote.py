@@ -43,6 +43,7 @@ def explain_remote(
 
     headers = {"X-API-Key": api_key} if api_key else {}
     failed = shown = 0
+    said: set[str] = set()  # as the local command: why the split is missing, once, on stderr
     with httpx.Client(timeout=TIMEOUT_S, headers=headers) as client:
         for start in range(0, len(paths), BATCH):
             files = []
@@ -56,11 +57,14 @@ def explain_remote(
             if not files:
                 continue
             for d in _post(client, url, files, form):
-                click.echo(
-                    json.dumps(d, ensure_ascii=False)
-                    if as_json
-                    else ("\n" if shown else "") + shown_text(Explanation.from_dict(d).to_text())
-                )
+                if as_json:
+                    click.echo(json.dumps(d, ensure_ascii=False))
+                else:
+                    exp = Explanation.from_dict(d)
+                    if (note := exp.split_note) and note not in said:
+                        said.add(note)
+                        click.echo(shown_text(note), err=True)
+                    click.echo(("\n" if shown else "") + shown_text(exp.to_text(split_note=False)))
                 shown += 1
     if failed:
         ctx.exit(1)
