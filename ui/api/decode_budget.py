@@ -20,7 +20,6 @@ class PixelBudget:
         self.total = max(1, pixels)
         self._free = self.total
         self._cond = threading.Condition()
-        self.peak_in_use = 0  # for tests and /readyz-style introspection
 
     @property
     def in_use(self) -> int:
@@ -39,7 +38,6 @@ class PixelBudget:
                     raise Busy(f"{self.in_use:,} of {self.total:,} decode pixels in use")
                 self._cond.wait(left)
             self._free -= need
-            self.peak_in_use = max(self.peak_in_use, self.in_use)
         try:
             yield
         finally:
