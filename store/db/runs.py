@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from whyclip.store.analysis.run_records import METHODS, MethodResults, RunData, RunInfo
+from whyclip.store.db.library_lookup import check_library_known
 from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
 from whyclip.store.errors import InputError, StoreError
 from whyclip.store.names import check_name, check_text, shown
@@ -40,12 +41,17 @@ def _info(row: EvalRunRow, version: int) -> RunInfo:
 
 
 def list_runs(engine: Engine, library: str | None = None) -> list[RunInfo]:
-    """Every run (of one library name, or all), oldest first."""
+    """Every run (of one library name, or all), oldest first. A ``library`` the store does
+    not hold is :class:`~whyclip.store.errors.LibraryNotFound` ("did you mean ...?"), not
+    an empty list."""
     with Session(engine) as s:
         q = select(EvalRunRow, LibraryRow.version).join(LibraryRow, LibraryRow.id == EvalRunRow.library_id)
         if library is not None:
             q = q.where(EvalRunRow.library_name == library)
-        return [_info(r, v) for r, v in s.execute(q.order_by(EvalRunRow.id)).all()]
+        found = [_info(r, v) for r, v in s.execute(q.order_by(EvalRunRow.id)).all()]
+    if library is not None and not found:
+        check_library_known(engine, library)
+    return found
 
 
 def unused_name(engine: Engine, library: str, stem: str) -> str:

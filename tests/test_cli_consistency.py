@@ -1,0 +1,131 @@
+"""The command line says the same things the same way (issue 21, items 16 and 20): every
+command that takes ``--library`` answers a misspelt name with "did you mean", a missing
+version with the library's own versions; ``delete`` and ``export`` take the library as NAME
+or ``--library``; ``generate-pairs -a`` is a choice; ``libraries`` fits the terminal; the
+top-level help groups the commands; ``runs`` shows each run's accuracy. In process, with
+the fake encoder."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+
+from tests.helpers.cli import invoke
+from tests.helpers.fakes import install_fake, planted_png
+from tests.helpers.planted import CONCEPTS, LIBRARY, write_dataset
+from whyclip.ui.cli.main import COMMANDS, cli
+
+LIB = "planted"
+
+
+@pytest.fixture(autouse=True)
+def fake(monkeypatch):
+    return install_fake(monkeypatch, CONCEPTS)
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A store with two versions of ``planted`` and one evaluation run of its newest."""
+    h = tmp_path / "home"
+    lib = tmp_path / "planted.json"
+    lib.write_text(json.dumps(LIBRARY))
+    for _ in range(2):
+        assert invoke("ingest", lib, "-l", LIB, "-t", "bare", home=h).returncode == 0
+    done = invoke("eval", write_dataset(tmp_path / "data"), "-l", LIB, "--name", "first", home=h)
+    assert done.returncode == 0, done.stderr
+    return h
+
+
+def one_error_line(done) -> str:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    return line
+
+
+def library_commands() -> set[str]:
+    """Every command with a ``--library`` option (the group is lazy: each module loads here)."""
+    found = set()
+    for name in COMMANDS:
+        command = cli.get_command(click.Context(cli), name)
+        if any("--library" in p.opts for p in command.params if isinstance(p, click.Option)):
+            found.add(name)
+    return found
+
+
+def test_every_command_that_takes_a_library_says_did_you_mean(home, tmp_path):
+    image = tmp_path / "frog.png"
+    image.write_bytes(planted_png(["frog", "green"]))
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"pairs": []}))
+    rest = {  # what else each command needs, so that the library name is what fails
+        "audit": [],
+        "calibrate": [],
+        "delete": ["--yes"],
+        "eval": [tmp_path / "data"],
+        "explain": [image],
+        "export": ["--out", tmp_path / "out.csv"],
+        "generate-pairs": ["--out", tmp_path / "p.json"],
+        "ingest-pairs": [pairs],
+        "pairs": [],
+        "runs": [],
+        "ui": ["--port", "1"],
+        "whatif": ["--drop", "banana:yellow peel"],
+    }
+    # ingest names the library it makes: any new name is right there
+    assert library_commands() - {"ingest"} == set(rest)
+    for command, args in rest.items():
+        line = one_error_line(invoke(command, *args, "--library", "plantd", home=home))
+        doing = " to delete" if command == "delete" else ""
+        assert line == f"Error: no library 'plantd'{doing}; did you mean 'planted'?", command
+
+
+def test_a_missing_version_names_the_librarys_versions(home, tmp_path):
+    expected = "Error: no library 'planted' version 7; its versions are 1, 2"
+    for args in (
+        ["export", LIB, "--version", "7", "--out", tmp_path / "x.csv"],
+        ["explain", tmp_path / "data" / "banana" / "b1.png", "-l", LIB, "--version", "7"],
+        ["eval", tmp_path / "data", "-l", LIB, "--version", "7"],
+        ["pairs", "-l", LIB, "--version", "7"],
+    ):
+        assert one_error_line(invoke(*args, home=home)) == expected, args[0]
+    deleting = invoke("delete", LIB, "--version", "7", "--yes", home=home)
+    assert one_error_line(deleting) == "Error: no library 'planted' version 7 to delete; its versions are 1, 2"
+
+
+@pytest.mark.parametrize("command", ["export", "delete"])
+def test_export_and_delete_take_the_library_as_name_or_option(home, tmp_path, command):
+    def args(*where):
+        tail = ["--out", tmp_path / f"{len(where)}.csv"] if command == "export" else ["--version", "1", "--yes"]
+        return [command, *where, *tail]
+
+    both = one_error_line(invoke(*args("planted", "--library", "other"), home=home))
+    assert both == "Error: two libraries given, NAME 'planted' and --library 'other': give one (see " + (
+        f"'whyclip {command} --help')"
+    )
+    neither = one_error_line(invoke(*args(), home=home))
+    assert neither.startswith("Error: which library? give --library NAME (or NAME): the store holds 'planted'")
+    assert invoke(*args("planted", "-l", "planted"), home=home).returncode == 0  # the same name twice is one
+    if command == "export":
+        done = invoke(*args("--library", LIB), home=home)
+        assert done.returncode == 0, done.stderr
+        written = (tmp_path / "2.csv").read_text()
+        assert written == (tmp_path / "3.csv").read_text()  # NAME and --library write the same file
+        assert all(d in written for ds in LIBRARY.values() for d in ds)
+    else:
+        done = invoke(command, "--library", LIB, "--version", "2", "--yes", "--with-runs", home=home)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("deleted library planted v2:")
+        gone = invoke("libraries", "--json", home=home)
+        assert json.loads(gone.stdout) == []
+
+
+def test_generate_pairs_aggregate_is_a_choice(home, tmp_path):
+    done = invoke("generate-pairs", "-l", LIB, "-a", "meen", "--out", tmp_path / "p.json", home=home)
+    line = one_error_line(done)
+    assert done.returncode == 2
+    assert line.startswith("Error: Invalid value for '--aggregate' / '-a': 'meen' is not one of 'mean', 'centroid'")
+    assert "'baseline', 'fudd'" in line
+    assert not (tmp_path / "p.json").exists()
