@@ -129,3 +129,36 @@ def test_generate_pairs_aggregate_is_a_choice(home, tmp_path):
     assert line.startswith("Error: Invalid value for '--aggregate' / '-a': 'meen' is not one of 'mean', 'centroid'")
     assert "'baseline', 'fudd'" in line
     assert not (tmp_path / "p.json").exists()
+
+
+LONG = "a-library-name-long-enough-to-push-the-table-past-sixty-columns"
+
+
+@pytest.fixture
+def two_libraries(home, tmp_path):
+    lib = tmp_path / "long.json"
+    lib.write_text(json.dumps(LIBRARY))
+    assert invoke("ingest", lib, "-l", LONG, home=home).returncode == 0
+    return home
+
+
+def test_libraries_fits_the_terminal_and_wide_shows_everything(two_libraries, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    lines = invoke("libraries", home=two_libraries).stdout.splitlines()
+    assert max(map(len, lines)) <= 60
+    assert lines[0].split() == ["library", "version", "classes", "descriptors", "encoder", "created"]
+    # the other columns take 7 + 7 + 11 + 7 ("fake:v1") + 10 and 5 gaps of 2: 52, so the name gets 8
+    assert [line.split()[:4] for line in lines[1:]] == [[LONG[:5] + "...", "1", "4", "12"], [LIB, "2", "4", "12"]]
+
+    monkeypatch.setenv("COLUMNS", "300")
+    roomy = invoke("libraries", home=two_libraries).stdout.splitlines()
+    assert [line.split()[0] for line in roomy[1:]] == [LONG, LIB]  # nothing cut where there is room
+    assert "..." not in "".join(roomy)
+
+    monkeypatch.setenv("COLUMNS", "60")
+    wide = invoke("libraries", "--wide", home=two_libraries).stdout.splitlines()
+    assert wide[0].split()[:3] == ["library", "version", "classes"]
+    for column in ("pairs", "dim", "template", "index", "recall@10", "recall measured on", "calibrated", "note"):
+        assert column in wide[0]
+    assert [line.split()[0] for line in wide[1:]] == [LONG, LIB]
+    assert max(map(len, wide)) > 60
