@@ -8,6 +8,7 @@ the fake encoder."""
 from __future__ import annotations
 
 import json
+import re
 
 import click
 import pytest
@@ -162,3 +163,43 @@ def test_libraries_fits_the_terminal_and_wide_shows_everything(two_libraries, mo
         assert column in wide[0]
     assert [line.split()[0] for line in wide[1:]] == [LONG, LIB]
     assert max(map(len, wide)) > 60
+
+
+def test_top_level_help_groups_the_commands_with_whole_summaries(monkeypatch):
+    from whyclip.ui.cli.main import SECTIONS
+
+    listed = [name for _, entries in SECTIONS for name, _ in entries]
+    assert sorted(listed) == sorted(COMMANDS)  # every command in exactly one section
+    monkeypatch.setenv("COLUMNS", "80")
+    done = invoke("--help")
+    assert done.returncode == 0
+    text = done.stdout
+    titles = [title for title, _ in SECTIONS]
+    assert titles == ["Build a library", "Explain", "Evaluate and audit", "Manage the store", "Serve"]
+    where = [text.index(f"\n{title}:\n") for title in titles]
+    assert where == sorted(where)
+    for k, (title, entries) in enumerate(SECTIONS):
+        end = where[k + 1] if k + 1 < len(where) else len(text)
+        block = text[where[k] : end]
+        for name, summary in entries:
+            assert re.search(rf"^  {re.escape(name)} +{re.escape(summary)}$", block, re.M), (title, name)
+    assert max(map(len, text.splitlines())) <= 80
+    assert "..." not in text.split("\n\nBuild a library:")[1]  # no summary cut
+
+
+def test_the_cli_page_lists_the_commands_as_the_help_does():
+    """docs/cli.md's "Commands by task" table is SECTIONS, row for row."""
+    from tests.helpers import ROOT
+    from whyclip.ui.cli.main import SECTIONS
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    rows = [
+        (task.strip(), name, summary)
+        for task, name, summary in re.findall(r"^\|(.*?)\| `whyclip ([a-z-]+)` \| (.+?) \|$", page, re.M)
+    ]
+    expected, section = [], ""
+    for title, entries in SECTIONS:
+        for name, summary in entries:
+            expected.append((title if title != section else "", name, summary))
+            section = title
+    assert rows == expected
