@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -82,9 +83,11 @@ def eval_cmd(
     plan = plan_eval(
         store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd, fudd_top_k=fudd_top_k
     )  # before the model loads
+    started = time.perf_counter()
     encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
+    loaded_in = time.perf_counter() - started
     with progress_bar("embedding images", unit="image") as bar:
-        report = run_eval(store, lib, plan, encoder, progress=bar)
+        report = run_eval(store, lib, plan, encoder, progress=bar, loaded_in=loaded_in)
     run = report.data
     agg = lib.info.aggregate
     acc, classes = accuracy(run), per_class(run, lib, agg)
@@ -115,8 +118,10 @@ def eval_cmd(
         lines = [
             f"run {r.name!r} of library {library} v{lib.info.version}: {r.n_images} images "
             f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
-            f"in {report.seconds:.1f}s: images {tm['images']:.1f}s ({rate:.1f} images/s), random-word control "
-            f"{tm['control']:.1f}s, scoring {tm['scoring']:.1f}s",
+            f"in {report.seconds:.1f}s",
+            f"  model load {tm['model_load']:.1f}s, images {tm['images']:.1f}s ({rate:.1f} images/s), "
+            f"control libraries {tm['control']:.1f}s, scoring {tm['scoring']:.1f}s, "
+            f"retrieval tuning {tm['recalibrate']:.1f}s",
             "",
             *accuracy_lines(acc),
             "",
