@@ -203,3 +203,37 @@ def test_the_cli_page_lists_the_commands_as_the_help_does():
             expected.append((title if title != section else "", name, summary))
             section = title
     assert rows == expected
+
+
+@pytest.mark.usefixtures("database")  # the counting is SQL: on SQLite and on PostgreSQL
+def test_runs_shows_each_runs_accuracy_as_the_audit_counts_it(home):
+    audit = invoke("audit", "-l", LIB, "--format", "json", home=home)
+    acc = {a["method"]: a["top1"] for a in json.loads(audit.stdout)["accuracy"]}
+    listed = invoke("runs", home=home).stdout.splitlines()
+    head, row = (re.split(r"\s{2,}", line) for line in listed)
+    cells = dict(zip(head, row, strict=True))
+    assert cells["run"] == "first"
+    assert cells["top-1"] == f"{acc['mean']:.1%} mean"
+    assert cells["vs name"] == f"{100 * (acc['mean'] - acc['baseline']):+.1f} pts"
+    (stored,) = json.loads(invoke("runs", "--json", home=home).stdout)
+    assert stored["accuracy"] == {
+        "aggregate": "mean",
+        "top1": acc["mean"],
+        "baseline_top1": acc["baseline"],
+        "fudd_top1": None,
+    }
+
+
+def test_run_top1_on_the_planted_world(world):
+    """The planted world's known figures: 6 of 9 under the mean, all 9 by class name."""
+    from whyclip.ingest.datasets import read_dataset
+    from whyclip.ingest.services.evaluate import run_eval
+    from whyclip.store import list_runs, run_top1
+
+    store, enc, lib, data = world
+    run_eval(store, lib, read_dataset(data), enc, name="r1")
+    (info,) = list_runs(store.engine, "planted")
+    assert run_top1(store.engine, [info]) == {
+        info.id: {"aggregate": "mean", "top1": 6 / 9, "baseline_top1": 1.0, "fudd_top1": None}
+    }
+    assert run_top1(store.engine, []) == {}
