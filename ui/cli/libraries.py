@@ -197,7 +197,7 @@ def libraries(ctx, as_json, every_version, wide):
         }
         for i in infos
     }
-    head = WIDE_COLUMNS
+    head: tuple[str, ...] = WIDE_COLUMNS
     if not wide:  # the few columns that tell libraries apart; calibrated and note only when some row has one
         shown_any = {h for h in COMPACT_OPTIONAL if any(c[h] not in ("-", "") for c in cells.values())}
         head = tuple(h for h in COMPACT_COLUMNS if h not in COMPACT_OPTIONAL or h in shown_any)

@@ -22,7 +22,8 @@ def table_lines(
     cells cut with "..." until the lines fit ``width`` or every such column is at its minimum."""
     head, rows = tuple(shown(str(x)) for x in head), [tuple(shown(str(x)) for x in r) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-    keep = {i: cut[h] for i, h in enumerate(head) if h in (cut or {})}
+    cut = cut or {}
+    keep = {i: cut[h] for i, h in enumerate(head) if h in cut}
     if width is not None and keep:
         widths = _narrowed(widths, head, keep, width)
         rows = [tuple(_cut(x, widths[i], keep[i]) if i in keep else x for i, x in enumerate(r)) for r in rows]
