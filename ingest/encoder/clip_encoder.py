@@ -217,12 +217,13 @@ class ClipEncoder:
     def _clip_model(self):
         """A whole transformers ``CLIPModel`` (fp32), loaded on first use: only the legacy ids
         and checkpoints that are not safetensors need it."""
-        with self._lock, self._setting_up():
+        with self._lock:
             if self._full is None:
                 from transformers import CLIPModel
 
                 try:
-                    self._full = CLIPModel.from_pretrained(self._st.folder, dtype=torch_dtype("fp32")).eval()
+                    with self._setting_up():
+                        self._full = CLIPModel.from_pretrained(self._st.folder, dtype=torch_dtype("fp32")).eval()
                 except Exception as exc:
                     raise ModelLoadError(
                         f"cannot load the CLIP model in {self._st.folder}: {first_line(exc)}"
@@ -325,19 +326,20 @@ class ClipEncoder:
         """The prefix-sharing path at the text precision, built on first use (None: the
         plain path). A transformers model's path runs on its text tower at that precision
         (loaded and converted once); a sentence-transformers model's on a converted copy."""
-        with self._lock, self._setting_up():
+        with self._lock:
             if self._text is None and self._share:
-                t = time.perf_counter()
-                precision = self.precisions["text"]
-                own = self.backend == "transformers"
-                clip = self._plain_model("text").tower("text") if own else self._full
-                reason = unsupported_reason(clip)
-                if reason:
-                    log.info("texts take the plain path: %s", reason)
-                    self._share = False
-                    return None
-                self._text = PrefixTextPath.from_clip(clip, None if own else torch_dtype(precision))
-                self._add_seconds("text_copy", t)
+                with self._setting_up():
+                    t = time.perf_counter()
+                    precision = self.precisions["text"]
+                    own = self.backend == "transformers"
+                    clip = self._plain_model("text").tower("text") if own else self._full
+                    reason = unsupported_reason(clip)
+                    if reason:
+                        log.info("texts take the plain path: %s", reason)
+                        self._share = False
+                        return None
+                    self._text = PrefixTextPath.from_clip(clip, None if own else torch_dtype(precision))
+                    self._add_seconds("text_copy", t)
             return self._text
 
     def _model_ids(self, texts: list[str]) -> list[tuple[int, ...]]:
