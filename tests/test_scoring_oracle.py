@@ -156,7 +156,8 @@ def test_contrast_rows_name_their_class_and_follow_the_midpoint_rule(oracle, agg
             mid = (c.score_a + c.score_b) / 2
             for r in c.rows:
                 owner = mine.get(r.descriptor, b if r.descriptor.startswith("a photo of a class 30") else None)
-                assert r.of == owner and r.owner(a, b) == owner
+                assert r.of == owner
+                assert r.owner(a, b) == owner
                 other = b if owner == a else a
                 s = r.a if owner == a else r.b
                 threshold = mid / total_weight[owner]
@@ -165,7 +166,8 @@ def test_contrast_rows_name_their_class_and_follow_the_midpoint_rule(oracle, agg
                 else:
                     assert r.favours == (owner if s > threshold else other), (r, threshold)
             text = exp.to_text()
-            assert f"midpoint {mid * 100:.2f}" in text and "pulls toward" in text
+            assert f"midpoint {mid * 100:.2f}" in text
+            assert "pulls toward" in text
             for r in c.rows:  # descriptor, its class, S under a and b, contribution, the class it pulls toward
                 row = rf"^ +{re.escape(r.descriptor)} +{re.escape(r.of)} +[-0-9.]+ +[-0-9.]+ +[-+][0-9.]+  {r.favours}$"
                 assert re.search(row, text, re.M), (row, text)
@@ -174,19 +176,18 @@ def test_contrast_rows_name_their_class_and_follow_the_midpoint_rule(oracle, agg
 def test_a_descriptor_both_classes_have_is_one_row_of_both(store):
     enc = EncoderInfo(id="both", name="both", dim=3, logit_scale=10.0)
     raw = np.eye(3, dtype=np.float32)
-    prompts = {"a photo of a x, which has wings.": 0, "a photo of a y, which has wings.": 0}
     classes = [
         DraftClass("x", "a photo of a x.", ["wings", "beak"], ["x wings", "x beak"], [False, False]),
         DraftClass("y", "a photo of a y.", ["wings"], ["y wings"], [False]),
     ]
     rows = {"x wings": 0, "x beak": 1, "y wings": 0, "a photo of a x.": 2, "a photo of a y.": 2}
-    del prompts
     draft = LibraryDraft("both", enc, "paper", "a photo of a {class}.", classes, rows, raw, np.ones(3))
     store.write_library(draft)
     img = np.array([[0.8, 0.6, 0.0]], dtype=np.float32)
     (exp,) = store.load("both").explain(img, compare=("x", "y"))
     by_text = {r.descriptor: r for r in exp.contrast.rows}
-    assert by_text["wings"].of == "both" and by_text["beak"].of == "x"
+    assert by_text["wings"].of == "both"
+    assert by_text["beak"].of == "x"
     assert (by_text["wings"].a, by_text["wings"].b) == (pytest.approx(0.8), pytest.approx(0.8))
     # x = (0.8 + 0.6) / 2 = 0.7, y = 0.8: midpoint 0.75; "beak" 0.6 is below it, toward y
     assert by_text["beak"].favours == "y"
