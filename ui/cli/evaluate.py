@@ -125,7 +125,7 @@ def eval_cmd(
             *per_class_lines(classes),
             "",
             "most confused (predicted for true)",
-            *confusion_lines(pairs, 5),
+            *confusion_lines(pairs, lib.info.logit_scale, agg, 5),
             "",
             f"details: whyclip audit --library {library} --run {r.name} [--format html]",
         ]
