@@ -56,7 +56,7 @@ def whatif_text(a: dict, show: int) -> str:
     scale = lib["logit_scale"]
     for key, title in (("wrong_to_right", "wrong -> right"), ("right_to_wrong", "right -> wrong")):
         flips = a["flips"][key]
-        lines += ["", f"{title} ({len(flips)}): the predicted class and its S, before -> after"]
+        lines += ["", f"{title} ({len(flips)})" + (": the predicted class and its S, before -> after" if flips else "")]
         for f in flips[:show]:
             lines.append(
                 f"  {f['path']}  true {f['true']}: {f['before']} S {f['before_score'] * scale:.2f} -> {f['after']} "
