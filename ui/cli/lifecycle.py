@@ -75,7 +75,9 @@ def delete_cmd(ctx, name, lib_version, with_runs, yes):
     "--cache",
     "with_cache",
     is_flag=True,
-    help="Also remove embedding-cache rows that no library version and no evaluation run uses.",
+    help="Also remove embedding-cache rows that no library version and no evaluation run uses (kept: every "
+    "version's prompts and the bare descriptors explain's name vs description split reads; eval's control "
+    "prompts go, and the next eval embeds them again).",
 )
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.pass_context
@@ -88,12 +90,27 @@ def gc_cmd(ctx, with_cache, dry_run):
     if with_cache:
         line += f" and {freed.cache_rows} cache row(s) ({_size(freed.cache_bytes)} of vectors)"
     click.echo(line)
+    if with_cache:
+        click.echo(_kept_line(freed.kept))
     if freed.young:
         click.echo(
             f"left {len(freed.young)} unowned index folder(s) younger than {GC_MIN_AGE_S // 60} minutes "
             "(an ingest may still be publishing them): run gc again later",
             err=True,
         )
+
+
+def _kept_line(kept: dict[str, int]) -> str:
+    """What gc --cache keeps as in use, e.g. "kept 24 cache row(s) in use: 9 prompt(s) of
+    library versions, 6 bare descriptor(s) for explain's name vs description split, 9 image(s)
+    of evaluation runs"."""
+    words = {
+        "prompts": "prompt(s) of library versions",
+        "split": "bare descriptor(s) for explain's name vs description split",
+        "images": "image(s) of evaluation runs",
+    }
+    parts = [f"{n} {words[kind]}" for kind, n in kept.items() if n]
+    return f"kept {sum(kept.values())} cache row(s) in use" + (": " + ", ".join(parts) if parts else "")
 
 
 @click.command("export")
