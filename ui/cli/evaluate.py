@@ -68,11 +68,12 @@ def eval_cmd(
     """Score a labelled DATASET with a library and store the run for 'whyclip audit'.
 
     DATASET is a folder with one subfolder of images per class (ImageFolder) or a CSV of
-    path,label rows (a header row such as path,label or file,class is optional). Labels must match the library's classes (case, underscores and spaces
-    ignored). Every image is scored by each aggregate, by the class-name baseline and by a
-    random-word control library; an unreadable image is reported and skipped. When the
-    version has pair descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top
-    classes with them, and its accuracy is reported beside the others.
+    path,label rows (a header row such as path,label or file,class is optional). Labels
+    must match the library's classes (case, underscores and spaces ignored). Every image is
+    scored by each aggregate, by the class-name baseline and by a random-word control
+    library; an unreadable image is reported and skipped. When the version has pair
+    descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top classes with them,
+    and its accuracy is reported beside the others.
     """
     store = open_store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
