@@ -17,7 +17,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from whyclip.ingest.images import IMAGE_SUFFIXES
+from whyclip.ingest.images import IMAGE_SUFFIXES, list_images
 from whyclip.store import InputError, normalise
 
 MAX_LISTED = 10
@@ -42,6 +42,7 @@ EXPECTED_HEADER = (
 class Dataset:
     source: str
     items: list[tuple[Path, str]]  # (image file, label as written)
+    found: str = ""  # a folder's: "found 12 images in 3 folders under DIR" (list_images)
 
 
 def read_dataset(path: str | Path) -> Dataset:
@@ -51,18 +52,15 @@ def read_dataset(path: str | Path) -> Dataset:
     if not p.exists():
         raise InputError(f"{p}: no such dataset: give {layout}")
     if p.is_dir():
-        classes = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
+        if not any(d.is_dir() and not d.name.startswith(".") for d in p.iterdir()):
             raise InputError(f"{p}: no class subfolders: a dataset is {layout}")
-        items = [
-            (f, d.name)
-            for d in classes
-            for f in sorted(d.rglob("*"))
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        listing = list_images(p)  # the one rule: recursive, hidden skipped, sorted, bounded
+        items = [(f, f.relative_to(p).parts[0]) for f in listing.files if len(f.relative_to(p).parts) > 1]
+        if not listing.files:
+            raise InputError(listing.summary)
         if not items:
-            raise InputError(f"{p}: its class subfolders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return Dataset(str(p), items)
+            raise InputError(f"{p}: its images are not in class subfolders: a dataset is {layout}")
+        return Dataset(str(p), items, listing.summary)
     if p.suffix.lower() != ".csv":
         raise InputError(f"{p}: not a folder or a .csv file: a dataset is {layout}")
     with open(p, newline="", encoding="utf-8-sig") as f:

@@ -80,9 +80,11 @@ def eval_cmd(
     if {"fudd", "no-fudd"} <= set(methods):
         raise click.UsageError("--method fudd and --method no-fudd contradict each other: give one")
     fudd = True if "fudd" in methods else False if "no-fudd" in methods else None
-    plan = plan_eval(
-        store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd, fudd_top_k=fudd_top_k
-    )  # before the model loads
+    data = read_dataset(dataset)
+    plan = plan_eval(store, lib, data, name=name, skip_unmatched=skip_unmatched, fudd=fudd, fudd_top_k=fudd_top_k)
+    # (planned before the model loads)
+    if data.found:
+        click.echo(data.found, err=True)  # a folder's image count, once the plan holds (bad input: one line)
     encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
     with progress_bar("embedding images", unit="image") as bar:
         report = run_eval(store, lib, plan, encoder, progress=bar)
