@@ -73,7 +73,8 @@ def read_dataset(path: str | Path) -> Dataset:
         elif _looks_like_header(p.parent, rows):
             line, row = rows[0]
             raise InputError(
-                f"{p}, line {line}: found a header {','.join(row)!r} that names no path and label; {EXPECTED_HEADER}"
+                f"{p}, line {line}: found a header {','.join(row)!r} that is not a path and a label column; "
+                + EXPECTED_HEADER
             )
     order = "path,label" if path_at == 0 else "label,path"
     items = []

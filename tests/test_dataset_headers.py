@@ -76,8 +76,8 @@ def test_an_unrecognised_header_says_what_it_found_and_what_is_expected(tmp_path
     with pytest.raises(InputError) as err:
         read_dataset(path)
     assert str(err.value) == (
-        f"{path}, line 1: found a header 'img_id,species_name' that names no path and label; expected path,label "
-        "(or another common pair such as file,class, image,label, filename,class_name, image_path,label, "
+        f"{path}, line 1: found a header 'img_id,species_name' that is not a path and a label column; expected "
+        "path,label (or another common pair such as file,class, image,label, filename,class_name, image_path,label, "
         "in either order), or no header row"
     )
 
@@ -91,6 +91,14 @@ def test_eval_reads_a_file_class_header(tmp_path, monkeypatch):
     done = invoke("eval", _csv(tmp_path, ("file", "class")), "-l", "shapes", "--json", home=home)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["run"]["n_images"] == len(ROWS)
+
+
+def test_a_header_of_three_columns_says_so(tmp_path):
+    write_dataset(tmp_path / "data")
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label,split\n" + "".join(f"{file},{label},test\n" for file, label in ROWS))
+    with pytest.raises(InputError, match=r"found a header 'path,label,split' that is not a path and a label column"):
+        read_dataset(path)
 
 
 @pytest.mark.parametrize(
