@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "whyclip.ingest.images": ("embed_image_files", "expand_image_paths", "read_image", "read_images"),
+    "whyclip.ingest.images": ("embed_image_files", "expand_image_paths", "list_images", "read_image", "read_images"),
     "whyclip.ingest.services.library_ingest": ("IngestReport", "ingest_library"),
     "whyclip.store.method.templates": ("DEFAULT_BASELINE", "DEFAULT_TEMPLATE", "Template", "paper_prompt"),
     "whyclip.ingest.readers": ("ParsedLibrary", "read_library"),
@@ -54,6 +54,7 @@ __all__ = [
     "embed_image_files",
     "expand_image_paths",
     "ingest_library",
+    "list_images",
     "load_encoder",
     "make_test_model",
     "paper_prompt",

@@ -2,7 +2,11 @@
 library's classes.
 
 A dataset is a folder with one subfolder of images per class (the ImageFolder layout) or a
-CSV of ``path,label`` rows (paths relative to the CSV's folder). Labels are matched to the
+CSV of ``path,label`` rows (paths relative to the CSV's folder). The CSV's header row is
+optional; a common one (``path,label``, ``file,class``, ``image,label``,
+``filename,class_name``, ... in either order, :data:`PATH_HEADERS` and
+:data:`LABEL_HEADERS`) is recognised, and a first row that looks like a header but names no
+path and label column is refused, saying what it found. Labels are matched to the
 library's classes exactly, then ignoring case, underscores and repeated spaces.
 """
 
@@ -13,16 +17,32 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from whyclip.ingest.images import IMAGE_SUFFIXES
+from whyclip.ingest.images import IMAGE_SUFFIXES, list_images
 from whyclip.store import InputError, normalise
 
 MAX_LISTED = 10
+
+#: header names of a dataset CSV's path column and label column (compared lower-cased, with
+#: spaces and hyphens read as underscores)
+PATH_HEADERS = frozenset(
+    {"path", "paths", "file", "files", "filename", "file_name", "filepath", "file_path", "image", "images", "img"}
+    | {"image_path", "imagepath", "image_file", "image_filename", "image_name", "img_path", "img_file"}
+)
+LABEL_HEADERS = frozenset(
+    {"label", "labels", "class", "classes", "class_name", "classname", "class_label", "label_name"}
+    | {"category", "category_name", "target", "species"}
+)
+EXPECTED_HEADER = (
+    "expected path,label (or another common pair such as file,class, image,label, filename,class_name, "
+    "image_path,label, in either order), or no header row"
+)
 
 
 @dataclass
 class Dataset:
     source: str
     items: list[tuple[Path, str]]  # (image file, label as written)
+    found: str = ""  # a folder's: "found 12 images in 3 folders under DIR" (list_images)
 
 
 def read_dataset(path: str | Path) -> Dataset:
@@ -32,33 +52,66 @@ def read_dataset(path: str | Path) -> Dataset:
     if not p.exists():
         raise InputError(f"{p}: no such dataset: give {layout}")
     if p.is_dir():
-        classes = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
+        if not any(d.is_dir() and not d.name.startswith(".") for d in p.iterdir()):
             raise InputError(f"{p}: no class subfolders: a dataset is {layout}")
-        items = [
-            (f, d.name)
-            for d in classes
-            for f in sorted(d.rglob("*"))
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        listing = list_images(p)  # the one rule: recursive, hidden skipped, sorted, bounded
+        items = [(f, f.relative_to(p).parts[0]) for f in listing.files if len(f.relative_to(p).parts) > 1]
+        if not listing.files:
+            raise InputError(listing.summary)
         if not items:
-            raise InputError(f"{p}: its class subfolders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return Dataset(str(p), items)
+            raise InputError(f"{p}: its images are not in class subfolders: a dataset is {layout}")
+        return Dataset(str(p), items, listing.summary)
     if p.suffix.lower() != ".csv":
         raise InputError(f"{p}: not a folder or a .csv file: a dataset is {layout}")
-    items = []
     with open(p, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or all(not x.strip() for x in row):
-                continue
-            if line == 1 and [x.strip().lower() for x in row] == ["path", "label"]:
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise InputError(f"{p}, line {line}: expected two fields, path,label; got {row!r}")
-            items.append(((p.parent / row[0].strip()).resolve(), row[1].strip()))
+        rows = [(line, row) for line, row in enumerate(csv.reader(f), start=1) if any(x.strip() for x in row)]
+    path_at, label_at = 0, 1
+    if rows:
+        columns = header_columns(rows[0][1])
+        if columns is not None:
+            (path_at, label_at), rows = columns, rows[1:]
+        elif _looks_like_header(p.parent, rows):
+            line, row = rows[0]
+            raise InputError(
+                f"{p}, line {line}: found a header {','.join(row)!r} that is not a path and a label column; "
+                + EXPECTED_HEADER
+            )
+    order = "path,label" if path_at == 0 else "label,path"
+    items = []
+    for line, row in rows:
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise InputError(f"{p}, line {line}: expected two fields, {order}; got {row!r}")
+        items.append(((p.parent / row[path_at].strip()).resolve(), row[label_at].strip()))
     if not items:
-        raise InputError(f"{p}: no path,label rows")
+        raise InputError(f"{p}: no {order} rows")
     return Dataset(str(p), items)
+
+
+def header_columns(row: list[str]) -> tuple[int, int] | None:
+    """(path column, label column) when ``row`` is a recognised header (either order), else None."""
+    names = [x.strip().lower().replace(" ", "_").replace("-", "_") for x in row]
+    if len(names) != 2:
+        return None
+    if names[0] in PATH_HEADERS and names[1] in LABEL_HEADERS:
+        return 0, 1
+    if names[0] in LABEL_HEADERS and names[1] in PATH_HEADERS:
+        return 1, 0
+    return None
+
+
+def _looks_like_header(folder: Path, rows: list[tuple[int, list[str]]]) -> bool:
+    """An unrecognised first row is a header when its first field is no image (no image
+    suffix, no such file) while the rows after it have images there (or there are none)."""
+
+    def image_like(field: str) -> bool:
+        field = field.strip()
+        return bool(field) and (Path(field).suffix.lower() in IMAGE_SUFFIXES or (folder / field).is_file())
+
+    first = rows[0][1]
+    if not first or image_like(first[0]):
+        return False
+    rest = [row for _, row in rows[1:5] if row]
+    return not rest or any(image_like(row[0]) for row in rest)
 
 
 def match_labels(labels: list[str], class_names: list[str]) -> tuple[dict[str, int], list[str]]:

@@ -1,5 +1,6 @@
 """Read images for the encoder as a viewer shows them, turning every way a file can be bad
-into one clear line.
+into one clear line; and list the images of a folder, by one rule for every surface
+(:func:`list_images`).
 
 A decoded image is turned upright by its EXIF orientation, its first frame taken when it is
 animated, and converted to 8-bit RGB by :func:`to_rgb`: transparency composited onto white
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, overload
 
@@ -28,6 +31,68 @@ log = logging.getLogger(__name__)
 # reused for the same file. Bump it whenever a rule here changes the pixels of some file.
 PIXEL_RULES = "r2"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+#: files and folders one listing of a folder looks through at most (its memory and time are
+#: bounded by it): eval's dataset folders, explain's and generate-pairs' folders, the dashboard's
+MAX_LISTED_ENTRIES = 1_000_000
+
+
+@dataclass(frozen=True)
+class ImageListing:
+    """The images under a folder (:func:`list_images`): ``files`` sorted by path, and how
+    many folders hold them."""
+
+    root: Path
+    files: list[Path]
+    folders: int
+
+    @property
+    def summary(self) -> str:
+        """One line: "found 12 images in 3 folders under DIR", or, with none, what was looked for."""
+        if not self.files:
+            return no_images_message(self.root)
+        return f"found {_count(len(self.files), 'image')} in {_count(self.folders, 'folder')} under {self.root}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def no_images_message(root: str | Path) -> str:
+    return (
+        f"no images under {root} (looked recursively for {', '.join(sorted(IMAGE_SUFFIXES))}; "
+        "hidden files and folders skipped)"
+    )
+
+
+def list_images(root: str | Path, limit: int = MAX_LISTED_ENTRIES) -> ImageListing:
+    """The image files under folder ``root``, the one rule every surface uses (eval's
+    dataset folders, explain, generate-pairs' --pairs-from-images, the dashboard's
+    --images): recursive; names starting with "." (hidden files and folders) skipped;
+    an image is a file with a suffix in :data:`IMAGE_SUFFIXES` (any case); sorted by path;
+    symbolic links to folders not followed (no cycles). Looking through more than ``limit``
+    files and folders is refused (:class:`InputError`), so no tree can take unbounded memory
+    or time. No images is not an error here: :attr:`ImageListing.summary` says so."""
+    top = Path(root).expanduser()
+    if not top.is_dir():
+        raise InputError(f"{top}: no such folder")
+    files: list[Path] = []
+    folders: set[str] = set()
+    seen = 0
+    for folder, dirs, names in os.walk(top):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        seen += len(dirs) + len(names)
+        if seen > limit:
+            raise InputError(
+                f"{top}: more than {limit:,} files and folders under it, the most whyclip looks through in one "
+                "folder: give a subfolder"
+            )
+        for name in names:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                path = Path(folder) / name
+                if path.is_file():
+                    files.append(path)
+                    folders.add(folder)
+    return ImageListing(top, sorted(files), len(folders))
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -209,15 +274,19 @@ def read_images(paths: Sequence[str | Path]) -> list[Image.Image]:
     return [read_image(p) for p in paths]
 
 
-def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to the images directly inside them (sorted)."""
+def expand_image_paths(paths: Sequence[str | Path], report: Callable[[str], None] | None = None) -> list[Path]:
+    """Files as given, folders expanded to the images under them (:func:`list_images`:
+    recursive, sorted); a folder with none is an :class:`InputError`. ``report`` is given
+    each folder's count ("found 12 images in 3 folders under DIR")."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-            if not found:
-                raise InputError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.extend(found)
+            listing = list_images(p)
+            if not listing.files:
+                raise InputError(listing.summary)
+            if report is not None:
+                report(listing.summary)
+            out.extend(listing.files)
         else:
             out.append(p)
     return out

@@ -115,7 +115,15 @@ def _read_csv(p: Path, text: str) -> list[tuple[str, str | None, str]]:
     rows = csv.reader(io.StringIO(text, newline=""))
     header = next(rows, None)
     if header is None or [h.strip().lower() for h in header[:2]] != ["class", "descriptor"]:
-        raise InputError(f"{p}: line 1: the header must be 'class,descriptor'")
+        if header is None:
+            found = "an empty file"
+        elif not any(h.strip() for h in header):
+            found = "an empty line"
+        else:
+            found = repr(",".join(header)[:80])
+        raise InputError(
+            f"{p}: line 1: the header must be 'class,descriptor' (one class and one descriptor a row), found {found}"
+        )
     entries = []
     for n, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):

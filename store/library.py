@@ -262,6 +262,7 @@ class Library:
                 r["b"],
                 r["contribution"],
                 na if r["contribution"] > 1e-12 else nb if r["contribution"] < -1e-12 else "-",
+                "both" if r["a"] is not None and r["b"] is not None else na if r["a"] is not None else nb,
             )
             for text, r in rows.items()
         ]

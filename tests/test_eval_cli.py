@@ -174,9 +174,46 @@ def test_eval_prints_accuracy_and_the_audit_formats(fake_cli, tmp_path, monkeypa
     assert (tmp_path / "planted-data-audit.html").is_file()
     page = (tmp_path / "planted-data-audit.html").read_text(encoding="utf-8")
     assert "DESIGN.md" not in page  # a file users do not have (issue 21, item 10)
-    assert "midpoint of the two classes' scores" in page
+    assert "measured from the midpoint of S(predicted) and S(true)" in page
     assert "Contrast of two classes" in page
     assert "wrote planted-data-audit.html" in result.stderr
+
+
+def test_confusions_name_each_descriptors_class_and_read_in_s(fake_cli, tmp_path, monkeypatch):
+    """Eval's and the audit's confusions (text and HTML) say whose descriptor each one is and
+    which class it pulls toward, in S (x the logit scale); the JSON keeps raw values. The audit
+    text prints the per-class name/description lines under their own control, and the FuDD
+    hint names the real library and dataset (issue 21, items 4, 14, 18)."""
+    runner, data = fake_cli
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(cli, ["eval", str(data), "-l", "planted"]).exit_code == 0
+    report = json.loads(runner.invoke(cli, ["audit", "-l", "planted", "--format", "json"]).stdout)
+    scale = report["library"]["logit_scale"]
+    assert scale > 1  # the fake model's scale: a wrong unit would show
+    text = runner.invoke(cli, ["audit", "-l", "planted"]).stdout
+    eval_text = runner.invoke(cli, ["eval", str(data), "-l", "planted", "--name", "again"]).stdout
+    pair = report["confusions"][0]
+    for side, toward in (("towards_predicted", pair["predicted"]), ("towards_true", pair["true"])):
+        shown = ", ".join(f"{r['text']} [{r['class']}] {r['contribution'] * scale:+.2f}" for r in pair[side][:3])
+        assert f"pulls toward {toward}: {shown}" in text
+        assert f"pulls toward {toward}: {shown}" in eval_text
+    assert "supported" not in text
+    assert "measured from the midpoint of S(predicted) and S(true)" in text
+    lines = text.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith("name vs description:"))
+    per_class = report["controls"]["name_description"].get("per_class", [])
+    assert per_class
+    for k, row in enumerate(per_class[:10], start=1):
+        assert lines[at + k].startswith(f"  {row['class']} (n={row['n']}): name ")
+    fudd = next(x for x in lines if x.startswith("FuDD pair descriptors:"))
+    assert "--library planted'" in fudd
+    assert f"whyclip eval {data} --library planted" in fudd
+    assert "NAME" not in fudd
+    assert runner.invoke(cli, ["audit", "-l", "planted", "--run", "data", "--format", "html"]).exit_code == 0
+    page = (tmp_path / "planted-data-audit.html").read_text(encoding="utf-8")
+    r = pair["towards_predicted"][0]
+    assert f'data-value="{r["contribution"]}">{r["contribution"] * scale:+.2f}</td>' in page
+    assert f"pulls toward {pair['predicted']}</th><th>descriptor of</th>" in page
 
 
 def test_eval_bad_input_is_one_line(fake_cli, tmp_path):

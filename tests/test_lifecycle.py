@@ -149,7 +149,11 @@ def test_gc_removes_unowned_old_folders_and_unused_cache_rows(home, db_url):
     _age(orphan, 3600)
     _age(stale, 3600)
     dry = run(home, "gc", "--dry-run", "--cache", db=db_url)
-    assert dry.stdout.strip() == "would remove 2 index folder(s) (1010 bytes) and 0 cache row(s) (0 bytes of vectors)"
+    n_used = len(prompts_of(A) | prompts_of(A2) | prompts_of(B))
+    assert dry.stdout.splitlines() == [
+        "would remove 2 index folder(s) (1010 bytes) and 0 cache row(s) (0 bytes of vectors)",
+        f"kept {n_used} cache row(s) in use: {n_used} prompt(s) of library versions",
+    ]
     assert "left 1 unowned index folder(s) younger than 15 minutes" in dry.stderr
     assert orphan.is_dir()
     assert stale.is_dir()
@@ -162,7 +166,7 @@ def test_gc_removes_unowned_old_folders_and_unused_cache_rows(home, db_url):
     before = embedding_cache.count(store.engine)
     dim = 32
     freed = run(home, "gc", "--cache", db=db_url)
-    assert freed.stdout.strip() == (
+    assert freed.stdout.splitlines()[0] == (
         f"removed 0 index folder(s) (0 bytes) and {len(unused)} cache row(s) ({len(unused) * dim * 4} bytes of vectors)"
     )
     assert len(unused) == 3

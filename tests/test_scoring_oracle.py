@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,60 @@ def test_top_k_equals_a_stable_full_sort():
     for n, k in [(1, 1), (7, 3), (100, 10), (100, 100), (50, 80)]:
         scores = rng.integers(0, 6, n).astype(np.float32)  # many ties
         assert list(top_k(scores, k)) == list(np.argsort(-scores, kind="stable")[:k])
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "centroid", "max"])
+def test_contrast_rows_name_their_class_and_follow_the_midpoint_rule(oracle, aggregate):
+    """Each row says whose descriptor it is, and which class it pulls toward follows the
+    printed rule exactly: above the midpoint (divided by the class's total weight under
+    centroid) toward its own class, below it toward the other, 0 for weightless rows (max)."""
+    lib, draft, raw, images = oracle
+    mine = {d: c.name for c in draft.classes for d in c.descriptors}
+    total_weight = {}
+    for c in draft.classes:
+        vecs = raw[[draft.prompt_rows[p] for p in c.prompts or [c.baseline_prompt]]]
+        w = np.linalg.norm(vecs, axis=1).sum() / np.linalg.norm(vecs.sum(axis=0))
+        total_weight[c.name] = w if aggregate == "centroid" else 1.0
+    for img in images[:3]:
+        for a, b in [("class 3", "class 9"), ("class 11", "class 30")]:
+            (exp,) = lib.explain(img[None], aggregate=aggregate, compare=(a, b))
+            c = exp.contrast
+            mid = (c.score_a + c.score_b) / 2
+            for r in c.rows:
+                owner = mine.get(r.descriptor, b if r.descriptor.startswith("a photo of a class 30") else None)
+                assert r.of == owner
+                assert r.owner(a, b) == owner
+                other = b if owner == a else a
+                s = r.a if owner == a else r.b
+                threshold = mid / total_weight[owner]
+                if abs(r.contribution) < 1e-9:
+                    assert r.favours == "-"
+                else:
+                    assert r.favours == (owner if s > threshold else other), (r, threshold)
+            text = exp.to_text()
+            assert f"midpoint {mid * 100:.2f}" in text
+            assert "pulls toward" in text
+            for r in c.rows:  # descriptor, its class, S under a and b, contribution, the class it pulls toward
+                row = rf"^ +{re.escape(r.descriptor)} +{re.escape(r.of)} +[-0-9.]+ +[-0-9.]+ +[-+][0-9.]+  {r.favours}$"
+                assert re.search(row, text, re.M), (row, text)
+
+
+def test_a_descriptor_both_classes_have_is_one_row_of_both(store):
+    enc = EncoderInfo(id="both", name="both", dim=3, logit_scale=10.0)
+    raw = np.eye(3, dtype=np.float32)
+    classes = [
+        DraftClass("x", "a photo of a x.", ["wings", "beak"], ["x wings", "x beak"], [False, False]),
+        DraftClass("y", "a photo of a y.", ["wings"], ["y wings"], [False]),
+    ]
+    rows = {"x wings": 0, "x beak": 1, "y wings": 0, "a photo of a x.": 2, "a photo of a y.": 2}
+    draft = LibraryDraft("both", enc, "paper", "a photo of a {class}.", classes, rows, raw, np.ones(3))
+    store.write_library(draft)
+    img = np.array([[0.8, 0.6, 0.0]], dtype=np.float32)
+    (exp,) = store.load("both").explain(img, compare=("x", "y"))
+    by_text = {r.descriptor: r for r in exp.contrast.rows}
+    assert by_text["wings"].of == "both"
+    assert by_text["beak"].of == "x"
+    assert (by_text["wings"].a, by_text["wings"].b) == (pytest.approx(0.8), pytest.approx(0.8))
+    # x = (0.8 + 0.6) / 2 = 0.7, y = 0.8: midpoint 0.75; "beak" 0.6 is below it, toward y
+    assert by_text["beak"].favours == "y"
+    assert "  both  " in exp.to_text()

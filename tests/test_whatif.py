@@ -390,6 +390,15 @@ def test_the_command(tmp_path, whyclip):
     text = whyclip("whatif", "-l", "animals", *edits, home=home)
     assert text.returncode == 0
     assert "wrong -> right (2)" in text.stdout
+    scale = a["library"]["logit_scale"]  # the text shows S (score x the logit scale), the JSON raw scores
+    import whyclip as whyclip_api
+
+    assert scale == pytest.approx(whyclip_api.open(home=home).library("animals").logit_scale)
+    for f in a["flips"]["wrong_to_right"]:
+        assert (
+            f"true {f['true']}: {f['before']} S {f['before_score'] * scale:.2f} -> {f['after']} "
+            f"S {f['after_score'] * scale:.2f}"
+        ) in text.stdout
     assert "not significant" in text.stdout
     assert "top-1 before 66.7% [" in text.stdout
     one_line(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from whyclip.ingest.embedding import embed_image_files_cached, embed_prompts
 from whyclip.ingest.generate.pairs import PAIR_PROMPT, ambiguous_pairs, render_pair
-from whyclip.ingest.images import IMAGE_SUFFIXES
+from whyclip.ingest.images import list_images
 from whyclip.store import InputError, Library, PairDescription, PairDraft, PairsWritten, Store, Template, write_pairs
 
 
@@ -151,15 +152,18 @@ def store_pairs(
     return written, warnings, len(prompts)
 
 
-def image_files(path: str | Path) -> list[Path]:
-    """The images of a folder (recursively, sorted) or of a CSV's first column (relative to
-    the CSV's folder; a "path" header is skipped)."""
+def image_files(path: str | Path, report: Callable[[str], None] | None = None) -> list[Path]:
+    """The images of a folder (:func:`~whyclip.ingest.images.list_images`: recursively,
+    sorted; ``report`` is given its count) or of a CSV's first column (relative to the CSV's
+    folder; a "path" header is skipped)."""
     p = Path(path).expanduser()
     if p.is_dir():
-        found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise InputError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return found
+        listing = list_images(p)
+        if not listing.files:
+            raise InputError(listing.summary)
+        if report is not None:
+            report(listing.summary)
+        return listing.files
     if p.suffix.lower() != ".csv" or not p.is_file():
         raise InputError(f"{p}: give a folder of images or a CSV whose first column is an image path")
     out = []
@@ -174,13 +178,23 @@ def image_files(path: str | Path) -> list[Path]:
 
 
 def pairs_from_images(
-    store: Store, lib: Library, encoder, path: str | Path, *, top_k: int, margin: float, k: int, progress=None
+    store: Store,
+    lib: Library,
+    encoder,
+    path: str | Path,
+    *,
+    top_k: int,
+    margin: float,
+    k: int,
+    progress=None,
+    report: Callable[[str], None] | None = None,
 ) -> tuple[list[tuple[str, str, int]], dict]:
     """The ``k`` class pairs the images at ``path`` are most often ambiguous between under
     the baseline (class-name prompts): pairs within an image's ``top_k`` whose scores differ
     by at most ``margin`` (in S, similarity times the logit scale). Returns the pairs and
-    what the pairs file records about how they were chosen."""
-    files = image_files(path)
+    what the pairs file records about how they were chosen. ``report`` is given a folder's
+    image count."""
+    files = image_files(path, report)
     kept, _, vectors, skipped, _ = embed_image_files_cached(store, encoder, files, progress)
     if not kept:
         raise InputError(f"none of the {len(files)} images at {path} could be read: {skipped[0] if skipped else ''}")

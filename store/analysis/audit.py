@@ -405,6 +405,7 @@ def audit(
             "classes": len(lib.class_names),
             "descriptors": int(lib.matrices.offsets[-1]),
             "encoder": lib.info.encoder_name,
+            "logit_scale": lib.info.logit_scale,  # S = similarity x this: what the text and HTML show
         },
         "aggregate": agg,
         "settings": dict(vars(s), aggregate=agg),

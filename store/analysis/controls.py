@@ -6,6 +6,7 @@ descriptor words. Read from a stored run; a run made before a control existed sa
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,16 @@ from whyclip.store.analysis.name_split import bootstrap_share, shares
 from whyclip.store.analysis.run_records import BARE, BASELINE, CONTROL, FUDD, SWAP, WORDS, RunData
 from whyclip.store.analysis.stats import bootstrap_ci, compare, mcnemar_exact, paired_bootstrap, verdict, wilson
 
-NO_FUDD = (
-    "this run has no FuDD re-ranking: store pair descriptors with 'whyclip ingest-pairs PAIRS --library NAME', "
-    "then run 'whyclip eval' again"
-)
+
+def no_fudd(run: RunData) -> str:
+    """Why a run has no FuDD figures, with the commands that give it some (the real names)."""
+    lib, data = shlex.quote(run.info.library_name), shlex.quote(run.info.dataset)
+    return (
+        f"this run has no FuDD re-ranking: store pair descriptors with 'whyclip ingest-pairs PAIRS --library {lib}', "
+        f"then run 'whyclip eval {data} --library {lib}' again"
+    )
+
+
 OLD_RUN = "this run was made before whyclip stored this control: run 'whyclip eval' again to get it"
 
 
@@ -198,7 +205,7 @@ def fudd_summary(run: RunData, agg: str) -> dict[str, Any]:
     and broke relative to the ranking it re-ranked."""
     mine = correct_if_stored(run, FUDD)
     if mine is None:
-        return {"note": NO_FUDD}
+        return {"note": no_fudd(run)}
     info = run.info.details.get("fudd", {})
     base = info.get("base", agg)
     descriptors, name = correct(run, base), correct(run, BASELINE)

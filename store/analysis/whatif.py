@@ -383,7 +383,12 @@ class WhatIf:
         ]
         return {
             "run": {"name": self.run.info.name, "id": self.run.info.id, "dataset": self.run.info.dataset},
-            "library": {"name": lib.info.name, "version": lib.info.version, "classes": len(names)},
+            "library": {
+                "name": lib.info.name,
+                "version": lib.info.version,
+                "classes": len(names),
+                "logit_scale": lib.info.logit_scale,  # S = score x this: what people read
+            },
             "aggregate": self.aggregate,
             "n": len(y),
             "edit": edit.echo(),

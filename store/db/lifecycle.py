@@ -9,8 +9,8 @@
   are remembered and never handed out again.
 - :func:`collect_garbage` removes index folders no version owns (a killed ingest's, or a
   deleted version's whose removal failed) once they are older than an ingest could still
-  be writing, and, with ``cache``, embedding-cache rows that no version's prompts and no
-  evaluation run's images use.
+  be writing, and, with ``cache``, embedding-cache rows that no version's prompts, no
+  version's name/description split (its bare descriptors) and no evaluation run's images use.
 - :func:`export_library` writes a version as a library file plus a metadata sidecar
   (``FILE.meta.json``) holding its settings and its prompts exactly, from which
   ``whyclip ingest FILE`` takes the template and baseline back.
@@ -149,6 +149,11 @@ class Freed:
     cache_rows: int = 0
     cache_bytes: int = 0
     dry_run: bool = False
+    kept: dict[str, int] = field(default_factory=dict)  # with cache: rows kept as in use, by kind (KEPT_KINDS)
+
+
+#: the kinds of cache rows gc keeps, in the order it names them
+KEPT_KINDS = ("prompts", "split", "images")
 
 
 def collect_garbage(
@@ -172,20 +177,29 @@ def collect_garbage(
                 continue
             size += folder_bytes(folder)
             gone.append(str(folder))
-        rows, row_bytes = _unused_cache_rows(store, s, delete_them=not dry_run) if cache else (0, 0)
+        rows, row_bytes, kept = _unused_cache_rows(store, s, delete_them=not dry_run) if cache else (0, 0, {})
     if not dry_run:
         for path in gone:
             shutil.rmtree(path, ignore_errors=True)
-    return Freed(gone, size, young, rows, row_bytes, dry_run)
+    return Freed(gone, size, young, rows, row_bytes, dry_run, kept)
 
 
 def used_prompts(store: Store) -> dict[str, set[str]]:
     """Encoder id -> the sha256 of every prompt a ready version embeds (its descriptor
     prompts, baseline prompts and pair descriptors' prompts, as the Library gives them) or
     reads from the cache (its bare descriptors, for the name/description split)."""
+    prompts, split = _used_texts(store)
+    return {enc: prompts.get(enc, set()) | split.get(enc, set()) for enc in prompts.keys() | split.keys()}
+
+
+def _used_texts(store: Store) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(encoder id -> sha256 of the prompts ready versions embed, encoder id -> sha256 of
+    their bare descriptors, which ``whyclip eval`` caches and explain's name/description
+    split reads from the cache: :meth:`~whyclip.store.library.Library.bare_scorer`)."""
     from whyclip.store.db.embedding_cache import text_key
 
     used: dict[str, set[str]] = {}
+    split: dict[str, set[str]] = {}
     for info in store.libraries(every_version=True):
         try:
             lib = store.load(info.name, info.version)
@@ -196,34 +210,49 @@ def used_prompts(store: Store) -> dict[str, set[str]]:
             ) from None
         texts = [pair for c in range(len(lib.class_names)) for pair in lib.class_texts(c)]
         prompts = [p for _, p in texts] + lib.baseline_prompts
-        # the bare descriptors ('whyclip eval' caches them): explain's name/description split reads them
-        prompts += [t for t, _ in texts]
         prompts += [d.prompt for pair in lib.stored_pairs() for d in pair.descriptions]  # FuDD pair descriptors
         used.setdefault(info.encoder_id, set()).update(text_key(p) for p in prompts)
-    return used
+        split.setdefault(info.encoder_id, set()).update(text_key(t) for t, _ in texts)
+    return used, split
 
 
-def _unused_cache_rows(store: Store, s: Session, delete_them: bool) -> tuple[int, int]:
-    """Count (and delete) cache rows no version's prompts and no run's images use. A row is
-    kept when its key is a version's encoder id or begins with it and "/" (a precision),
-    and its hash is one of that encoder's prompts; image rows when a run has the image."""
-    used = used_prompts(store)
+def _unused_cache_rows(store: Store, s: Session, delete_them: bool) -> tuple[int, int, dict[str, int]]:
+    """Count (and delete) cache rows no version's prompts, no version's name/description
+    split and no run's images use; and count the rows kept, by kind (:data:`KEPT_KINDS`). A
+    text row is kept when its key is a version's encoder id or begins with it and "/" (a
+    precision), and its hash is one of that encoder's prompts or bare descriptors; an image
+    row when a run has the image. eval's control prompts (random words, swapped
+    descriptors) are none of these: they go, and the next eval embeds them again."""
+    used, split = _used_texts(store)
     images = set(s.scalars(select(EvalImageRow.sha256).distinct()).all())
     n, size = 0, 0
+    kept = dict.fromkeys(KEPT_KINDS, 0)
     for key in s.scalars(select(EmbeddingRow.encoder_key).distinct()).all():
-        keep = set(images) if key.endswith("/image") or "/image/" in key else set()  # image rows, any pixel rule
-        for encoder_id, shas in used.items():
-            if key == encoder_id or key.startswith(encoder_id + "/"):
-                keep |= shas
+        is_image = key.endswith("/image") or "/image/" in key  # image rows, any pixel rule
+        prompts: set[str] = set()
+        bare: set[str] = set()
+        for encoder_id in used.keys() | split.keys():
+            if not is_image and (key == encoder_id or key.startswith(encoder_id + "/")):
+                prompts |= used.get(encoder_id, set())
+                bare |= split.get(encoder_id, set())
         q = select(EmbeddingRow.id, EmbeddingRow.text_sha256, func.length(EmbeddingRow.vector))
-        doomed = [(i, b) for i, sha, b in s.execute(q.where(EmbeddingRow.encoder_key == key)) if sha not in keep]
+        doomed = []
+        for i, sha, b in s.execute(q.where(EmbeddingRow.encoder_key == key)):
+            if is_image and sha in images:
+                kept["images"] += 1
+            elif sha in prompts:
+                kept["prompts"] += 1
+            elif sha in bare:
+                kept["split"] += 1
+            else:
+                doomed.append((i, b))
         n, size = n + len(doomed), size + sum(int(b or 0) for _, b in doomed)
         if delete_them:
             for start in range(0, len(doomed), CHUNK):
                 s.execute(
                     delete(EmbeddingRow).where(EmbeddingRow.id.in_([i for i, _ in doomed[start : start + CHUNK]]))
                 )
-    return n, size
+    return n, size, kept
 
 
 # -- export ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from whyclip.store.method.explanation import (
     DescriptorScore,
     Explanation,
     Retrieved,
+    midpoint_rule,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "calibrated_softmax",
     "class_sums",
     "descriptor_weights",
+    "midpoint_rule",
     "score_classes",
     "softmax",
     "top_k",

@@ -50,8 +50,10 @@ class ContrastRow:
     """One descriptor text in the contrast of classes a and b.
 
     ``a`` / ``b`` are its similarities under each class (None where the class lacks it).
-    ``contribution`` is its share of ``score(a) - score(b)``; the rows add up to exactly
-    that difference. Positive favours a, negative favours b.
+    ``contribution`` is its share of ``score(a) - score(b)``, measured from the pair's
+    midpoint (see :func:`midpoint_rule`); the rows add up to exactly that difference.
+    ``favours`` is the class it pulls toward (positive: a, negative: b, ``-`` for none), and
+    ``of`` the class whose descriptor it is (a, b, or ``both`` for a text both classes have).
     """
 
     descriptor: str
@@ -59,6 +61,13 @@ class ContrastRow:
     b: float | None
     contribution: float
     favours: str
+    of: str = ""  # "" only in answers from before the field: derived from a / b then
+
+    def owner(self, a: str, b: str) -> str:
+        """Whose descriptor this is: ``a``, ``b`` or ``both``."""
+        if self.of:
+            return self.of
+        return "both" if self.a is not None and self.b is not None else a if self.a is not None else b
 
 
 @dataclass(frozen=True)
@@ -262,7 +271,7 @@ class Explanation:
             if len(shown) < len(c.descriptors) + c.descriptors_not_listed:
                 lines.append(f"        ... {len(c.descriptors) + c.descriptors_not_listed - len(shown)} more")
         if self.contrast:
-            lines.extend(_contrast_lines(self.contrast, s, max_rows))
+            lines.extend(_contrast_lines(self.contrast, s, max_rows, self.aggregate))
         if self.retrieved:
             lines.append(f"  best-matching descriptors in the whole library{retrieval_note(self.retrieval)}:")
             for r in self.retrieved:
@@ -278,7 +287,22 @@ def retrieval_note(r: dict[str, Any] | None) -> str:
     return f" (approximate, {r['index']}: recall@10 {r['recall_at_10']:.2f}{on})"
 
 
-def _contrast_lines(c: Contrast, s: float, max_rows: int | None) -> list[str]:
+def midpoint_rule(a: str, b: str, aggregate: str = "mean") -> str:
+    """The sentence that makes a contrast table read right: contributions are measured from
+    the midpoint of the two classes' scores, so a class's own descriptor that scores below
+    it pulls toward the other class (exact for each aggregate's weights)."""
+    rule = (
+        f"contributions are measured from the midpoint of S({a}) and S({b}): a descriptor that scores above it "
+        "pulls toward its own class, one below it toward the other"
+    )
+    if aggregate == "max":
+        return rule + "; under max only each class's best descriptor counts (the others add 0)"
+    if aggregate == "centroid":
+        return rule + " (under centroid, above the midpoint divided by its class's total descriptor weight)"
+    return rule
+
+
+def _contrast_lines(c: Contrast, s: float, max_rows: int | None, aggregate: str) -> list[str]:
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x * s:.2f}"
 
@@ -286,16 +310,24 @@ def _contrast_lines(c: Contrast, s: float, max_rows: int | None) -> list[str]:
     if max_rows is not None and len(rows) > max_rows:  # the strongest on each side
         k = max_rows // 2
         rows = rows[:k] + rows[len(rows) - (max_rows - k) :]
+    mid = (c.score_a + c.score_b) / 2 * s
     lines = [
-        f"  {c.a} vs {c.b}, descriptor by descriptor: S under each class, and each descriptor's "
-        f"contribution to the score difference {(c.score_a - c.score_b) * s:+.2f}"
+        f"  {c.a} vs {c.b}, descriptor by descriptor: each descriptor's class, its S under each class, and "
+        f"what it adds to S({c.a}) - S({c.b}) = {(c.score_a - c.score_b) * s:+.2f}",
+        f"  ({midpoint_rule(c.a, c.b, aggregate)}; midpoint {mid:.2f})",
     ]
+    owners = [r.owner(c.a, c.b) for r in rows]
     dw = max([len(r.descriptor) for r in rows] + [10])
-    aw, bw = max(len(c.a), 6), max(len(c.b), 6)
-    lines.append(f"    {'descriptor':<{dw}}  {c.a:>{aw}}  {c.b:>{bw}}  contrib  favours")
-    for r in rows:
+    ow = max([len(o) for o in owners] + [5])
+    aw, bw = max(len(c.a) + 3, 6), max(len(c.b) + 3, 6)
+    pw = max(len(c.a), len(c.b), 12)
+    lines.append(
+        f"    {'descriptor':<{dw}}  {'class':<{ow}}  {'S ' + c.a:>{aw}}  {'S ' + c.b:>{bw}}  contribution  pulls toward"
+    )
+    for r, o in zip(rows, owners, strict=True):
         lines.append(
-            f"    {r.descriptor:<{dw}}  {fmt(r.a):>{aw}}  {fmt(r.b):>{bw}}  {r.contribution * s:+7.2f}  {r.favours}"
+            f"    {r.descriptor:<{dw}}  {o:<{ow}}  {fmt(r.a):>{aw}}  {fmt(r.b):>{bw}}  {r.contribution * s:+12.2f}  "
+            f"{r.favours:<{pw}}".rstrip()
         )
     if len(rows) < len(c.rows):
         lines.append(f"    ... {len(c.rows) - len(rows)} more rows with smaller contributions")

@@ -48,7 +48,8 @@ class ContrastRowOut(Open):
     a: float | None
     b: float | None
     contribution: float
-    favours: str
+    favours: str = Field(description="the class this descriptor pulls toward (a, b, or '-')")
+    of: str = Field(description="the class whose descriptor this is (a, b, or 'both')")
 
 
 class PairFeatureOut(Open):

@@ -13,6 +13,18 @@ from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.options import check_port_free
 
 
+def _images_found(folder: str) -> str:
+    """--images' count ("found 12 images in 3 folders under DIR"), or why there are none to pick."""
+    from whyclip.ingest.images import list_images
+    from whyclip.store import InputError
+
+    try:
+        listing = list_images(folder)
+    except InputError as exc:
+        return f"warning: {exc}"
+    return listing.summary if listing.files else f"warning: {listing.summary}: the dashboard has none to pick from"
+
+
 @click.command()
 @click.option("--library", "-l", default=None, help="Library to open first [default: the first one].")
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port on 127.0.0.1.")
@@ -56,6 +68,8 @@ def ui(ctx, library, port, images, model):
         "minimal",
     ]
     check_port_free("127.0.0.1", port)
+    if images:
+        click.echo(_images_found(images), err=True)
     click.echo(f"whyclip dashboard on http://127.0.0.1:{port} (Ctrl+C to stop)", err=True)
     sys.stderr.flush()
     if os.name == "posix":  # become the server, so that signals (Ctrl+C, kill) reach it directly

@@ -70,20 +70,23 @@ def eval_cmd(
     """Score a labelled DATASET with a library and store the run for 'whyclip audit'.
 
     DATASET is a folder with one subfolder of images per class (ImageFolder) or a CSV of
-    path,label rows. Labels must match the library's classes (case, underscores and spaces
-    ignored). Every image is scored by each aggregate, by the class-name baseline and by a
-    random-word control library; an unreadable image is reported and skipped. When the
-    version has pair descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top
-    classes with them, and its accuracy is reported beside the others.
+    path,label rows (a header row such as path,label or file,class is optional). Labels
+    must match the library's classes (case, underscores and spaces ignored). Every image is
+    scored by each aggregate, by the class-name baseline and by a random-word control
+    library; an unreadable image is reported and skipped. When the version has pair
+    descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top classes with them,
+    and its accuracy is reported beside the others.
     """
     store = open_store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
     if {"fudd", "no-fudd"} <= set(methods):
         raise click.UsageError("--method fudd and --method no-fudd contradict each other: give one")
     fudd = True if "fudd" in methods else False if "no-fudd" in methods else None
-    plan = plan_eval(
-        store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd, fudd_top_k=fudd_top_k
-    )  # before the model loads
+    data = read_dataset(dataset)
+    plan = plan_eval(store, lib, data, name=name, skip_unmatched=skip_unmatched, fudd=fudd, fudd_top_k=fudd_top_k)
+    # (planned before the model loads)
+    if data.found:
+        click.echo(data.found, err=True)  # a folder's image count, once the plan holds (bad input: one line)
     started = time.perf_counter()
     encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
     loaded_in = time.perf_counter() - started
@@ -131,7 +134,7 @@ def eval_cmd(
             *per_class_lines(classes),
             "",
             "most confused (predicted for true)",
-            *confusion_lines(pairs, 5),
+            *confusion_lines(pairs, lib.info.logit_scale, agg, 5),
             "",
             f"details: whyclip audit --library {library} --run {r.name} [--format html]",
         ]

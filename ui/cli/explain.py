@@ -83,10 +83,12 @@ def explain(
 ):
     """Explain why each IMAGE (file or folder of images) gets its classes.
 
-    Images are encoded and scored in batches. An unreadable image is reported on stderr
-    (one line: the file and why) and skipped, the others are explained, and the exit
-    status is then 1.
+    A folder means every image under it, subfolders included (hidden ones skipped), in path
+    order; its count is said on stderr. Images are encoded and scored in batches. An
+    unreadable image is reported on stderr (one line: the file and why) and skipped, the
+    others are explained, and the exit status is then 1.
     """
+    found: list[str] = []  # each folder's image count ("found 12 images in 3 folders under DIR")
     if server:
         from whyclip.ui.cli.remote import explain_remote
 
@@ -99,7 +101,9 @@ def explain(
             **({"compare": list(compare)} if compare else {}),
             **({"calibrated": "true"} if calibrated else {}),
         }
-        return explain_remote(ctx, server, api_key, expand_image_paths(images), form, as_json)
+        paths = expand_image_paths(images, found.append)
+        _say(found)
+        return explain_remote(ctx, server, api_key, paths, form, as_json)
     store = open_store(ctx, create=False)
     options = ExplainOptions(
         top=top,
@@ -109,7 +113,8 @@ def explain(
         calibrated=calibrated,
     )
     plan = plan_explain(store, library, lib_version, options)
-    paths, failed = _readable(expand_image_paths(images), check_image)  # headers, before the model loads
+    listed = expand_image_paths(images, found.append)
+    paths, failed = _readable(listed, check_image, found)  # headers, before the model loads
     encoder = open_encoder(store, model or plan.library.info.encoder_name, device, precision)
     explainer = plan.with_encoder(encoder)
     shown = 0
@@ -131,9 +136,16 @@ def explain(
         ctx.exit(1)
 
 
-def _readable(paths: list[Path], check) -> tuple[list[Path], int]:
+def _say(lines: list[str]) -> None:
+    """Each folder's image count, on stderr (stdout stays the explanations)."""
+    for line in lines:
+        click.echo(line, err=True)
+
+
+def _readable(paths: list[Path], check, found: list[str]) -> tuple[list[Path], int]:
     """The paths whose headers pass ``check``; each one that fails is reported on stderr in
-    one line (name and reason). None readable: one line, exit 1, before any model loads."""
+    one line (name and reason), after the folders' counts (``found``). None readable: one
+    line, exit 1, before any model loads."""
     good, bad = [], []
     for path in paths:
         try:
@@ -144,6 +156,7 @@ def _readable(paths: list[Path], check) -> tuple[list[Path], int]:
     if not good:
         listed = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise click.ClickException(f"no readable image: {listed}" if len(bad) > 1 else bad[0])
+    _say(found)
     for line in bad:
         click.echo(f"Error: {line}", err=True)
     return good, len(bad)

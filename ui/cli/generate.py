@@ -443,9 +443,12 @@ def generate_pairs_cmd(
         lib = store.load(library, lib_version)
         encoder = _encoder_for(store, lib, clip_model, device)
         with progress_bar("embedding images", unit="image") as bar:
+            found: list[str] = []  # the folder's image count, said once the images are read
             pairs, chosen = pairs_from_images(
-                store, lib, encoder, images, top_k=top_k, margin=margin, k=n_pairs, progress=bar
+                store, lib, encoder, images, top_k=top_k, margin=margin, k=n_pairs, progress=bar, report=found.append
             )
+        for line in found:
+            click.echo(line, err=True)
         where = {"images": chosen}
         none_found = (
             f"no image of {images} is ambiguous between two of its top {top_k} classes within {margin} S: "

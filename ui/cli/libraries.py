@@ -9,12 +9,11 @@ from pathlib import Path
 
 import click
 
-from whyclip import ingest
 from whyclip.ingest import read_library
 from whyclip.ingest.services.library_ingest import check_ingest_options, check_library_name, plan_ingest, run_ingest
 from whyclip.store import NoStore, StoreVerdicts, list_calibrations
 from whyclip.ui.cli.context import open_store
-from whyclip.ui.cli.lifecycle import settings_from_sidecar, warn_changed_prompts
+from whyclip.ui.cli.lifecycle import load_ingest_encoder, settings_from_sidecar, warn_changed_prompts
 from whyclip.ui.cli.options import DEFAULT_MODEL_HELP, PRECISION
 from whyclip.ui.cli.progress import progress_bar
 from whyclip.ui.render.table import table_lines
@@ -90,7 +89,7 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
         t, b, sidecar = settings_from_sidecar(file, template, baseline)
         check_ingest_options(name, t, b)
         inputs.append((name, t, b, sidecar, read_library(file)))
-    encoder = ingest.load_encoder(model, device, precision)
+    encoder = load_ingest_encoder(ctx, files, model, device, precision)  # --model, else an export's
     plans = []
     for name, t, b, sidecar, parsed in inputs:
         plans.append(

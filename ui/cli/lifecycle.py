@@ -1,6 +1,6 @@
 """The lifecycle commands of the ``whyclip`` command line: ``delete``, ``gc`` and ``export``
-(the work is in :mod:`whyclip.store.db.lifecycle`), and how ``ingest`` takes its template
-and baseline from an export's sidecar."""
+(the work is in :mod:`whyclip.store.db.lifecycle`), and how ``ingest`` takes its template,
+baseline and model from an export's sidecar."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import sys
 
 import click
 
+from whyclip import ingest
 from whyclip.store import (
     DEFAULT_BASELINE,
     DEFAULT_TEMPLATE,
     GC_MIN_AGE_S,
+    InputError,
+    ModelLoadError,
+    WhyclipError,
     collect_garbage,
     delete_versions,
     export_library,
@@ -78,7 +82,9 @@ def delete_cmd(ctx, name, library, lib_version, with_runs, yes):
     "--cache",
     "with_cache",
     is_flag=True,
-    help="Also remove embedding-cache rows that no library version and no evaluation run uses.",
+    help="Also remove embedding-cache rows that no library version and no evaluation run uses (kept: every "
+    "version's prompts and the bare descriptors explain's name vs description split reads; eval's control "
+    "prompts go, and the next eval embeds them again).",
 )
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.pass_context
@@ -91,12 +97,27 @@ def gc_cmd(ctx, with_cache, dry_run):
     if with_cache:
         line += f" and {freed.cache_rows} cache row(s) ({_size(freed.cache_bytes)} of vectors)"
     click.echo(line)
+    if with_cache:
+        click.echo(_kept_line(freed.kept))
     if freed.young:
         click.echo(
             f"left {len(freed.young)} unowned index folder(s) younger than {GC_MIN_AGE_S // 60} minutes "
             "(an ingest may still be publishing them): run gc again later",
             err=True,
         )
+
+
+def _kept_line(kept: dict[str, int]) -> str:
+    """What gc --cache keeps as in use, e.g. "kept 24 cache row(s) in use: 9 prompt(s) of
+    library versions, 6 bare descriptor(s) for explain's name vs description split, 9 image(s)
+    of evaluation runs"."""
+    words = {
+        "prompts": "prompt(s) of library versions",
+        "split": "bare descriptor(s) for explain's name vs description split",
+        "images": "image(s) of evaluation runs",
+    }
+    parts = [f"{n} {words[kind]}" for kind, n in kept.items() if n]
+    return f"kept {sum(kept.values())} cache row(s) in use" + (": " + ", ".join(parts) if parts else "")
 
 
 @click.command("export")
@@ -141,6 +162,45 @@ def settings_from_sidecar(file: str, template: str | None, baseline: str | None)
             taken.append(f"baseline {baseline!r}")
         click.echo(f"using {' and '.join(taken)} from {sidecar_path(file)}", err=True)
     return template or DEFAULT_TEMPLATE, baseline or DEFAULT_BASELINE, meta
+
+
+def load_ingest_encoder(ctx, files, model: str | None, device: str | None, precision: str):
+    """The encoder ``ingest FILES`` embeds with: ``--model``, else the model the FILES' export
+    sidecars name (:mod:`whyclip.ingest.services.export_model`; said on stderr), else the
+    default. An explicit ``--model`` that is not the sidecar's model is said in one line."""
+    from whyclip.ingest.services.export_model import known_folders, other_model_note, sidecar_model
+
+    metas = []
+    for file in files:
+        try:
+            meta = read_sidecar(file)
+        except InputError:
+            continue  # an unreadable sidecar: settings_from_sidecar says so where it reads one
+        if meta is not None and meta.get("encoder_id"):
+            metas.append((sidecar_path(file), meta))
+    if model is not None or not metas:
+        encoder = ingest.load_encoder(model, device, precision)
+        for sidecar, meta in metas:
+            if note := other_model_note(encoder, meta, sidecar):
+                click.echo(note, err=True)
+        return encoder
+    named = {meta["encoder_id"]: sidecar for sidecar, meta in metas}
+    if len(named) > 1:
+        raise click.UsageError(
+            f"{' and '.join(str(s) for s in named.values())} name different models: ingest those files separately, "
+            "or pass --model"
+        )
+    sidecar, meta = metas[0]
+    try:
+        known = known_folders(open_store(ctx, create=False), meta["encoder_id"])
+    except WhyclipError:  # no store yet (or one to migrate): no folder known
+        known = []
+    chosen, said = sidecar_model(meta, sidecar, known)
+    click.echo(said, err=True)
+    try:
+        return ingest.load_encoder(chosen, device, precision)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc} (the model {sidecar} names; --model chooses another)") from None
 
 
 def warn_changed_prompts(meta: dict | None, classes) -> None:

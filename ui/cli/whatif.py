@@ -53,13 +53,14 @@ def whatif_text(a: dict, show: int) -> str:
                 f"class {c['class']}: {c['descriptors_before']} -> {c['descriptors_after']} descriptors, no "
                 "images in the run"
             )
+    scale = lib["logit_scale"]
     for key, title in (("wrong_to_right", "wrong -> right"), ("right_to_wrong", "right -> wrong")):
         flips = a["flips"][key]
-        lines += ["", f"{title} ({len(flips)})"]
+        lines += ["", f"{title} ({len(flips)})" + (": the predicted class and its S, before -> after" if flips else "")]
         for f in flips[:show]:
             lines.append(
-                f"  {f['path']}  true {f['true']}: {f['before']} {f['before_score']:.4f} -> {f['after']} "
-                f"{f['after_score']:.4f}"
+                f"  {f['path']}  true {f['true']}: {f['before']} S {f['before_score'] * scale:.2f} -> {f['after']} "
+                f"S {f['after_score'] * scale:.2f}"
             )
         if len(flips) > show:
             lines.append(f"  ... and {len(flips) - show} more (--show N, or --json)")

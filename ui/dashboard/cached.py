@@ -174,10 +174,30 @@ def sample_images(s: Settings) -> dict[str, Path]:
     """The drawn demo samples plus, with WHYCLIP_UI_IMAGES, the images in that folder."""
     home = _store(s.home, s.db).home  # the data directory, where the demo draws the same samples
     out = {f"sample: {p.stem.replace('_', ' ')}": p for p in _samples(str(home))}
-    if s.images and Path(s.images).is_dir():
-        files = sorted(p for p in Path(s.images).iterdir() if p.suffix.lower() in ingest.images.IMAGE_SUFFIXES)
-        out.update({f"folder: {p.name}": p for p in files})
+    listing = _folder_images(s.images) if s.images else None
+    if listing is not None and not isinstance(listing, str):
+        out.update({f"folder: {p.relative_to(listing.root).as_posix()}": p for p in listing.files})
     return out
+
+
+def folder_images_note(s: Settings) -> str | None:
+    """Why WHYCLIP_UI_IMAGES gives no images to pick (none under it, or too many), or None."""
+    if not s.images:
+        return None
+    listing = _folder_images(s.images)
+    if isinstance(listing, str):
+        return listing
+    return None if listing.files else listing.summary
+
+
+@st.cache_data(show_spinner=False, max_entries=4, ttl=60)
+def _folder_images(folder: str):
+    """The images under the folder (the one rule: :func:`whyclip.ingest.images.list_images`),
+    or a line saying why there are none; listed again after a minute."""
+    try:
+        return ingest.images.list_images(folder)
+    except WhyclipError as exc:
+        return str(exc)
 
 
 @st.cache_resource(show_spinner=False)

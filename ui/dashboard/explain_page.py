@@ -43,6 +43,8 @@ if info.n_descriptors == 0:
 st.title("Why did CLIP say that?")
 uploads = st.file_uploader("Upload images", type=None, accept_multiple_files=True)
 samples = cached.sample_images(s)
+if note := cached.folder_images_note(s):
+    st.warning(f"--images: {note}")
 picked = st.multiselect("... or pick samples", list(samples), default=[] if uploads else list(samples)[:1])
 images = [(u.name, u.getvalue()) for u in uploads or []] + [(n, samples[n].read_bytes()) for n in picked]
 if not images:

@@ -76,11 +76,12 @@ def _split(nd: dict, plt) -> str | None:
     return _svg(fig)
 
 
-def _deletion(d: dict, plt) -> str:
+def _deletion(d: dict, scale: float, plt) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.4))
-    bars = left.bar(["top", "random"], [d["score_drop_top"], d["score_drop_random"]], color=[BLUE, ORANGE])
-    left.bar_label(bars, fmt="%.4f", fontsize=8)
-    left.set_title(f"score drop, {d['k']} removed", fontsize=10)
+    drops = [d["score_drop_top"] * scale, d["score_drop_random"] * scale]
+    bars = left.bar(["top", "random"], drops, color=[BLUE, ORANGE])
+    left.bar_label(bars, fmt="%.2f", fontsize=8)
+    left.set_title(f"drop in S, {d['k']} removed", fontsize=10)
     vals = [100 * d[k] for k in ("accuracy_before", "accuracy_top_removed", "accuracy_random_removed")]
     names = ["before", f"top {d['k']}\nremoved", f"{d['k']} random\nremoved"]
     bars = right.bar(names, vals, color=[GREY, BLUE, ORANGE])
@@ -157,7 +158,7 @@ def plots(a: dict) -> dict[str, str]:
     if split:
         out["split"] = split
     if a["controls"]["deletion"].get("images"):
-        out["deletion"] = _deletion(a["controls"]["deletion"], plt)
+        out["deletion"] = _deletion(a["controls"]["deletion"], a["library"]["logit_scale"], plt)
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]][:15][::-1]
     if drivers:
         out["drivers"] = _drivers(drivers, plt)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whyclip.store import WORDS, method_label, write_text_atomic
+from whyclip.store import WORDS, method_label, midpoint_rule, write_text_atomic
 from whyclip.ui.render.audit_plots import plots
 from whyclip.ui.render.table import table_lines
 
@@ -57,7 +57,8 @@ def accuracy_lines(acc: list[dict]) -> list[str]:
 CONTROL_ORDER = ("baseline", "name_description", "swap", "random_words", "shuffled_descriptor_words", "fudd")
 
 
-def control_lines(controls: dict) -> list[str]:
+def control_lines(controls: dict, per_class: int = TEXT_ROWS) -> list[str]:
+    """One line per control, in a fixed order; under name vs description, its per-class lines."""
     titles = {
         "baseline": "class name alone",
         "name_description": "name vs description",
@@ -71,6 +72,8 @@ def control_lines(controls: dict) -> list[str]:
         c = controls.get(key)
         if c is not None:
             out.append(f"{titles[key]}: {c.get('verdict') or c.get('note')}")
+            if key == "name_description":
+                out += name_description_lines(c, per_class)
     return out
 
 
@@ -85,16 +88,23 @@ def name_description_lines(nd: dict, limit: int = TEXT_ROWS) -> list[str]:
     ]
 
 
-def confusion_lines(pairs: list[dict], limit: int = TEXT_ROWS) -> list[str]:
+def confusion_lines(pairs: list[dict], scale: float, aggregate: str, limit: int = TEXT_ROWS) -> list[str]:
+    """The most confused pairs, each with the descriptors that pull toward either class: each
+    descriptor's class and its mean contribution to S(predicted) - S(true), in S."""
     if not pairs:
         return ["no confusions: every image's top class is its true class"]
-    lines = []
+
+    def evidence(rows: list[dict]) -> str:
+        return ", ".join(f"{r['text']} [{r['class']}] {r['contribution'] * scale:+.2f}" for r in rows[:3]) or "-"
+
+    lines = [
+        "  each descriptor [its class] with its mean contribution to S(predicted) - S(true) over the pair's images; "
+        + midpoint_rule("predicted", "true", aggregate)
+    ]
     for p in pairs[:limit]:
         lines.append(f"{p['count']:>5}  predicted {p['predicted']!r} for {p['true']!r}")
-        pro = ", ".join(f"{r['text']} ({r['contribution']:+.4f})" for r in p["towards_predicted"][:3])
-        con = ", ".join(f"{r['text']} ({r['contribution']:+.4f})" for r in p["towards_true"][:3])
-        lines.append(f"       pulled towards {p['predicted']}: {pro or '-'}")
-        lines.append(f"       supported {p['true']}: {con or '-'}")
+        lines.append(f"       pulls toward {p['predicted']}: {evidence(p['towards_predicted'])}")
+        lines.append(f"       pulls toward {p['true']}: {evidence(p['towards_true'])}")
     return lines
 
 
@@ -158,15 +168,15 @@ def to_text(a: dict) -> str:
     out += ["accuracy (top-1 with its Wilson 95% interval)", *accuracy_lines(a["accuracy"]), ""]
     out += [*calibration_lines(a.get("calibration")), ""]
     out += ["controls (paired over the same images)", *control_lines(a["controls"])]
-    out += name_description_lines(a["controls"]["name_description"])
+    scale = lib["logit_scale"]
     d = a["controls"]["deletion"]
     if d.get("images"):
         out.append(
             f"how much the explanation's top {d['k']} descriptors carry ({d['images']} images; a measurement, "
-            "not a test): removing them from the predicted class drops its score by "
-            f"{d['score_drop_top']:.4f} and accuracy to {pct(d['accuracy_top_removed'])} {ci(d.get('ci95'))}; "
-            f"{d['k']} random ones: {d['score_drop_random']:.4f}, {pct(d['accuracy_random_removed'])} (before: "
-            f"{pct(d['accuracy_before'])}; "
+            "not a test): removing them from the predicted class drops its score by S "
+            f"{d['score_drop_top'] * scale:.2f} and accuracy to {pct(d['accuracy_top_removed'])} {ci(d.get('ci95'))}; "
+            f"{d['k']} random ones: S {d['score_drop_random'] * scale:.2f}, {pct(d['accuracy_random_removed'])} "
+            f"(before: {pct(d['accuracy_before'])}; "
             f"McNemar p against before = {pvalue(d.get('p_value'))})"
         )
     else:
@@ -177,12 +187,17 @@ def to_text(a: dict) -> str:
         *per_class_lines(a["per_class"]),
         "",
     ]
-    out += ["most confused (predicted for true)", *confusion_lines(a["confusions"]), ""]
+    out += ["most confused (predicted for true)", *confusion_lines(a["confusions"], scale, agg), ""]
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]][:TEXT_ROWS]
-    out += ["descriptors that decide predictions (times top contributor: correct / wrong; mean margin vs runner-up)"]
+    out += [
+        "descriptors that decide predictions (times top contributor: correct / wrong; mean margin vs runner-up, in S)"
+    ]
     out += table_lines(
-        ("class", "descriptor", "correct", "wrong", "margin"),
-        [(r["class"], r["text"], r["top_correct"], r["top_wrong"], f"{r['mean_margin']:+.4f}") for r in drivers],
+        ("class", "descriptor", "correct", "wrong", "margin (S)"),
+        [
+            (r["class"], r["text"], r["top_correct"], r["top_wrong"], f"{r['mean_margin'] * scale:+.2f}")
+            for r in drivers
+        ],
     )
     h = a["hygiene"]
     out += [
@@ -209,7 +224,7 @@ def to_text(a: dict) -> str:
 
 def to_html(a: dict) -> str:
     """One self-contained page: every plot inline SVG, every number also in a table cell
-    (with its full value in ``data-value``)."""
+    (with the JSON's full value in ``data-value``: raw similarities where the cell shows S)."""
     import jinja2
 
     env = jinja2.Environment(
@@ -218,7 +233,16 @@ def to_html(a: dict) -> str:
     env.filters["pct"] = pct
     template = env.get_template("audit_report.html")
     drivers = [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]]
-    return template.render(a=a, plots=plots(a), drivers=drivers, label=method_label, ci=ci, pvalue=pvalue)
+    return template.render(
+        a=a,
+        plots=plots(a),
+        drivers=drivers,
+        label=method_label,
+        ci=ci,
+        pvalue=pvalue,
+        scale=a["library"]["logit_scale"],
+        midpoint_rule=midpoint_rule,
+    )
 
 
 # -- CSV and files ---------------------------------------------------------------------------
