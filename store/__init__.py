@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.db.runs import find_run as find_run
     from whyclip.store.db.runs import list_runs as list_runs
     from whyclip.store.db.runs import load_run as load_run
+    from whyclip.store.db.runs import run_top1 as run_top1
     from whyclip.store.db.runs import save_run as save_run
     from whyclip.store.db.runs import unused_name as unused_name
     from whyclip.store.errors import AlreadyPublished as AlreadyPublished
@@ -203,7 +204,15 @@ _EXPORTS = {
         "WORDS",
         "rank_results",
     ),
-    "whyclip.store.db.runs": ("check_new_name", "find_run", "list_runs", "load_run", "save_run", "unused_name"),
+    "whyclip.store.db.runs": (
+        "check_new_name",
+        "find_run",
+        "list_runs",
+        "load_run",
+        "run_top1",
+        "save_run",
+        "unused_name",
+    ),
     "whyclip.store.method.fudd": ("PairTexts", "rerank_with_pairs", "stored_pair_texts"),
     "whyclip.store.method.templates": (
         "DEFAULT_BASELINE",

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from whyclip.store.db import migrations, schema
 from whyclip.store.db.engine import begin_write, make_engine
+from whyclip.store.db.library_lookup import library_not_found
 from whyclip.store.db.pair_descriptors import count_pairs
 from whyclip.store.db.schema import ClassRow, DescriptorRow, EvalImageRow, EvalRunRow, LibraryRow, Meta, SharedTextRow
 from whyclip.store.db.writes import write_session
@@ -46,7 +46,6 @@ from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_q
 __all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
 
 log = logging.getLogger(__name__)
-MAX_SUGGESTED = 3  # close names a LibraryNotFound suggests
 MAX_VERSION = 2**31 - 1  # library versions are 32-bit integers in every database whyclip supports
 
 
@@ -279,18 +278,8 @@ class Store:
 
     @staticmethod
     def _not_found(s: Session, name: str, version: int | None) -> LibraryNotFound:
-        """The error for an unknown name or version: at most three close names, never the list."""
-        what = f"library '{shown(name)}'" + (f" version {version}" if version is not None else "")
-        names = s.scalars(select(LibraryRow.name).where(LibraryRow.status == schema.READY).distinct()).all()
-        if version is not None and name in names:
-            hint = "see 'whyclip libraries --all' for its versions"
-        elif not names:
-            hint = "the store has no libraries yet (add one with 'whyclip ingest FILE --library NAME')"
-        else:
-            close = difflib.get_close_matches(name, names, n=MAX_SUGGESTED, cutoff=0.6)
-            listed = ", ".join("'" + shown(n) + "'" for n in close)
-            hint = f"did you mean {listed}?" if close else "see 'whyclip libraries'"
-        return LibraryNotFound(f"no {what}; {hint}")
+        """The error for an unknown name or version (:func:`library_not_found`)."""
+        return library_not_found(s, name, version)
 
     @staticmethod
     def _n_empty(s: Session, library_id: int) -> int:

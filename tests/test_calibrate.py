@@ -317,7 +317,7 @@ def test_per_class_bias_through_the_cli_and_the_latest_wins(zoo, tmp_path, monke
     ("args", "message"),
     [
         (["calibrate", "--library", "zoo", "--run", "nope"], "has no run 'nope'"),
-        (["calibrate", "--library", "nowhere"], "no evaluation runs yet"),
+        (["calibrate", "--library", "nowhere"], "no library 'nowhere'"),
         (["calibrate", "--library", "zoo", "--fit-fraction", "1.5"], "--fit-fraction"),
         (["calibrate", "--library", "zoo", "--plot", "x.txt"], "must end in .png"),
     ],

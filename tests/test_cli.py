@@ -160,7 +160,7 @@ def test_libraries_lists_versions_and_metadata(setup, monkeypatch):
     )
     assert i["encoder_id"] == "fake-32-v1"
     assert i["dim"] == 32
-    table = runner.invoke(cli, ["libraries"]).stdout
+    table = runner.invoke(cli, ["libraries", "--wide"]).stdout
     assert re.search(r"frogs\s+2\s+4\s+9\s+1\s+0\s+32\s+bare\s+Flat\s+1.000", table)  # ... empty, pairs, dim
     # the class inverted file by name, with its calibrated probe shown (its timing made to
     # beat the exact scan, which at 9 descriptors it would not: then it says "-> exact scan")
@@ -169,7 +169,7 @@ def test_libraries_lists_versions_and_metadata(setup, monkeypatch):
     runner.invoke(cli, ["ingest", str(tmp_path / "frogs.json"), "--library", "frogs", "--index", "ClassIVF"])
     assert re.search(
         r"frogs\s+3\s+.*ClassIVF \(probe 3\)\s+1.000\s+400 proxy image queries",
-        runner.invoke(cli, ["libraries"]).stdout,
+        runner.invoke(cli, ["libraries", "--wide"]).stdout,
     )
     assert json.loads(runner.invoke(cli, ["libraries", "--json"]).stdout)[0]["index_params"]["probe"] == 3
 

@@ -135,7 +135,7 @@ def test_stored_hostile_names_open_and_print_escaped(home):
     deletes it; every printed name is escaped, so no escape sequence reaches the terminal."""
     evil = HOSTILE["escape"] + HOSTILE["bidi"]
     set_frogs(name=evil)
-    listed = invoke("libraries")
+    listed = invoke("libraries", "--wide")  # the whole name: the default table may cut it
     assert listed.returncode == 0, listed.output
     assert "evil\\x1b]0;pwned\\x07txt\\u202egnp.exe" in listed.stdout
     image = home / "f.png"

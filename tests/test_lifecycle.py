@@ -99,10 +99,10 @@ def test_delete_refusals_are_one_line(home, db_url):
     unknown = run(home, "delete", "a", "--version", "9", "--yes", ok=False, db=db_url)
     assert (unknown.returncode, unknown.stderr) == (
         1,
-        "Error: no library 'a' version 9 to delete: its versions are 1, 2\n",
+        "Error: no library 'a' version 9 to delete; its versions are 1, 2\n",
     )
     nobody = run(home, "delete", "zzz", "--yes", ok=False, db=db_url)
-    assert nobody.stderr == "Error: no library 'zzz' to delete: see 'whyclip libraries --all'\n"
+    assert nobody.stderr == "Error: no library 'zzz' to delete; see 'whyclip libraries'\n"
     unasked = run(home, "delete", "a", ok=False, db=db_url)
     assert unasked.returncode == 2
     assert "pass --yes to delete" in unasked.stderr

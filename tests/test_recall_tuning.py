@@ -162,7 +162,7 @@ def _libraries_table(store) -> str:
 
     from whyclip.ui.cli.main import cli
 
-    return CliRunner().invoke(cli, ["--home", str(store.home), "libraries"]).stdout
+    return CliRunner().invoke(cli, ["--home", str(store.home), "libraries", "--wide"]).stdout
 
 
 def _save_images(store, loaded, images, name="run"):

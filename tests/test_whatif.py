@@ -431,7 +431,7 @@ def test_the_command(tmp_path, whyclip):
     assert "v1 is unchanged" in saved.stdout
     listed = json.loads(whyclip("libraries", "--all", "--json", home=home).stdout)
     assert [(i["version"], i["note"]) for i in listed] == [(1, ""), (2, "colours where they belong")]
-    assert "colours where they belong" in whyclip("libraries", home=home).stdout
+    assert "colours where they belong" in whyclip("libraries", "--wide", home=home).stdout
     assert (
         json.loads(whyclip("whatif", "-l", "animals", "--run", "r", *edits, "--json", home=home).stdout) == a
     )  # v1 as it was

@@ -23,7 +23,8 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ class ClipEncoder:
         self.checks_run = 0  # precision checks computed by this encoder (not taken from verdicts)
         self.seconds: dict[str, float] = {}  # where the time went: load, tokenize, check, embed
         self._lock = threading.RLock()
+        self._setup_s = 0.0  # loading after the constructor: towers, copies, checks (see load_seconds)
+        self._setup_depth = threading.local()
+        self._setup_lock = threading.Lock()
         started = time.perf_counter()
         folder = clip_folder_of(model)
         # The fp32 model: a TransformersClip or a SentenceTransformer, which share the API used
@@ -106,6 +110,7 @@ class ClipEncoder:
                 self._tensors = safetensors_tensors(folder)
             except Exception as exc:  # a corrupt config or weights header
                 raise ModelLoadError(f"cannot load the CLIP model in {folder}: {first_line(exc)}") from None
+            self._st.loading = self._setting_up  # its towers load on first use: that time is loading too
             config = self._st.config
             self.backend = "transformers"
         else:
@@ -160,6 +165,28 @@ class ClipEncoder:
         return t if t == i else f"text {t}, images {i}"
 
     @property
+    def load_seconds(self) -> float:
+        """Seconds this encoder has spent loading so far: its constructor, then the towers,
+        tokenizer and image processor loaded on first use, the lower-precision copy and the
+        one-time precision checks (a caller timing its own work subtracts this: see
+        ``whyclip eval``'s stages)."""
+        return self.seconds.get("load", 0.0) + self.seconds.get("fingerprint", 0.0) + self._setup_s
+
+    @contextmanager
+    def _setting_up(self) -> Iterator[None]:
+        """Count the time inside as loading (:attr:`load_seconds`); nested, once."""
+        depth = getattr(self._setup_depth, "n", 0)
+        self._setup_depth.n = depth + 1
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._setup_depth.n = depth
+            if depth == 0:
+                with self._setup_lock:
+                    self._setup_s += time.perf_counter() - started
+
+    @property
     def cache_key(self) -> str:
         """Identifies the text vectors this encoder makes: weights and numeric precision."""
         return f"{self.id}/{self.precisions['text']}"
@@ -195,7 +222,8 @@ class ClipEncoder:
                 from transformers import CLIPModel
 
                 try:
-                    self._full = CLIPModel.from_pretrained(self._st.folder, dtype=torch_dtype("fp32")).eval()
+                    with self._setting_up():
+                        self._full = CLIPModel.from_pretrained(self._st.folder, dtype=torch_dtype("fp32")).eval()
                 except Exception as exc:
                     raise ModelLoadError(
                         f"cannot load the CLIP model in {self._st.folder}: {first_line(exc)}"
@@ -280,7 +308,7 @@ class ClipEncoder:
             return self._st
         if self._fast is not None:  # no lock once made: a text check holds it for seconds
             return self._fast
-        with self._lock:
+        with self._lock, self._setting_up():
             if self._fast is None:
                 if self.backend == "transformers":
                     self._fast = self._st.copy_as(torch_dtype(precision))
@@ -300,17 +328,18 @@ class ClipEncoder:
         (loaded and converted once); a sentence-transformers model's on a converted copy."""
         with self._lock:
             if self._text is None and self._share:
-                t = time.perf_counter()
-                precision = self.precisions["text"]
-                own = self.backend == "transformers"
-                clip = self._plain_model("text").tower("text") if own else self._full
-                reason = unsupported_reason(clip)
-                if reason:
-                    log.info("texts take the plain path: %s", reason)
-                    self._share = False
-                    return None
-                self._text = PrefixTextPath.from_clip(clip, None if own else torch_dtype(precision))
-                self._add_seconds("text_copy", t)
+                with self._setting_up():
+                    t = time.perf_counter()
+                    precision = self.precisions["text"]
+                    own = self.backend == "transformers"
+                    clip = self._plain_model("text").tower("text") if own else self._full
+                    reason = unsupported_reason(clip)
+                    if reason:
+                        log.info("texts take the plain path: %s", reason)
+                        self._share = False
+                        return None
+                    self._text = PrefixTextPath.from_clip(clip, None if own else torch_dtype(precision))
+                    self._add_seconds("text_copy", t)
             return self._text
 
     def _model_ids(self, texts: list[str]) -> list[tuple[int, ...]]:
@@ -400,7 +429,7 @@ class ClipEncoder:
             return
         if modality != "text" and self.precisions[modality] == "fp32":
             return  # nothing to compare with fp32; and no lock, which a text check may hold for seconds
-        with self._lock:
+        with self._lock, self._setting_up():
             if modality in self.checked:  # another thread settled it meanwhile
                 return
             started = time.perf_counter()

@@ -18,10 +18,13 @@ already loaded (the others load straight into its dtype).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,8 @@ class TransformersClip:
         self._tokenizer: Any = None
         self._image_processor: Any = None
         self._lock = threading.RLock()  # towers
+        # what loading runs inside (the encoder's timer: its load_seconds counts towers loaded late)
+        self.loading: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
         # tokenizer and image processor (a decode thread needs one while a tower loads)
         self._processor_lock = threading.Lock()
 
@@ -92,7 +97,8 @@ class TransformersClip:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer
 
-                self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
+                with self.loading():
+                    self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
             return self._tokenizer
 
     @property
@@ -100,14 +106,15 @@ class TransformersClip:
         """The image processor of ``AutoProcessor`` (``AutoImageProcessor``, loaded alone)."""
         with self._processor_lock:
             if self._image_processor is None:
-                if self.plain_vision_reason is None:
-                    from whyclip.ingest.encoder.vision import image_processor
+                with self.loading():
+                    if self.plain_vision_reason is None:
+                        from whyclip.ingest.encoder.vision import image_processor
 
-                    self._image_processor = image_processor(self.folder)
-                else:
-                    from transformers import AutoImageProcessor
+                        self._image_processor = image_processor(self.folder)
+                    else:
+                        from transformers import AutoImageProcessor
 
-                    self._image_processor = AutoImageProcessor.from_pretrained(self.folder)
+                        self._image_processor = AutoImageProcessor.from_pretrained(self.folder)
             return self._image_processor
 
     @property
@@ -128,7 +135,7 @@ class TransformersClip:
         loaded = self.towers.get(modality)
         if loaded is not None:  # no lock once loaded: loading the other tower holds it for seconds
             return loaded
-        with self._lock:
+        with self._lock, self.loading():
             if modality not in self.towers:
                 model: torch.nn.Module
                 try:

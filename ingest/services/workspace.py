@@ -16,6 +16,7 @@ Each method returns the project's records (:class:`~whyclip.store.Explanation`,
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -182,8 +183,10 @@ class Workspace:
         library and store the run for audits, as ``whyclip eval`` does."""
         lib = self.store.load(library, version)
         plan = plan_eval(self.store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd)
-        encoder = self.encoder(model or lib.info.encoder_name)
-        return run_eval(self.store, lib, plan, encoder, progress=progress)
+        started = time.perf_counter()
+        encoder = self.encoder(model or lib.info.encoder_name)  # loaded here once per workspace
+        loaded_in = time.perf_counter() - started
+        return run_eval(self.store, lib, plan, encoder, progress=progress, loaded_in=loaded_in)
 
     def close(self) -> None:
         """Release the database connections (the encoders go with the workspace)."""

@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 
 from whyclip.store.atomic import write_text_atomic
 from whyclip.store.catalogue import TOP_DESCRIPTOR_KEY, Store, deletion_count, deletion_mark_key, version_mark_key
+from whyclip.store.db.library_lookup import library_not_found
 from whyclip.store.db.pair_descriptors import delete_pairs_of
 from whyclip.store.db.schema import (
-    READY,
     CalibrationRow,
     ClassRow,
     DescriptorRow,
@@ -49,7 +49,7 @@ from whyclip.store.db.schema import (
     SharedTextRow,
 )
 from whyclip.store.db.writes import write_session
-from whyclip.store.errors import InputError, LibraryNotFound, StoreError
+from whyclip.store.errors import InputError, StoreError
 from whyclip.store.names import check_text
 from whyclip.store.records import DraftClass
 
@@ -98,10 +98,7 @@ def delete_versions(store: Store, name: str, version: int | None = None, *, with
             q = q.where(LibraryRow.version == version)
         rows = s.scalars(q.order_by(LibraryRow.version)).all()
         if not rows:
-            ready = (LibraryRow.name == name) & (LibraryRow.status == READY)
-            known = sorted(s.scalars(select(LibraryRow.version).where(ready)).all())
-            hint = f"its versions are {', '.join(map(str, known))}" if known else "see 'whyclip libraries --all'"
-            raise LibraryNotFound(f"no {what} to delete: {hint}")
+            raise library_not_found(s, name, version, doing=" to delete")
         ids = [r.id for r in rows]
         runs = s.execute(select(EvalRunRow.id, EvalRunRow.name).where(EvalRunRow.library_id.in_(ids))).all()
         if runs and not with_runs:

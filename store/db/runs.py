@@ -14,11 +14,12 @@ import json
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from whyclip.store.analysis.run_records import METHODS, MethodResults, RunData, RunInfo
+from whyclip.store.analysis.run_records import BASELINE, FUDD, METHODS, MethodResults, RunData, RunInfo
+from whyclip.store.db.library_lookup import check_library_known
 from whyclip.store.db.schema import EvalImageRow, EvalResultRow, EvalRunRow, LibraryRow
 from whyclip.store.errors import InputError, StoreError
 from whyclip.store.names import check_name, check_text, shown
@@ -40,12 +41,52 @@ def _info(row: EvalRunRow, version: int) -> RunInfo:
 
 
 def list_runs(engine: Engine, library: str | None = None) -> list[RunInfo]:
-    """Every run (of one library name, or all), oldest first."""
+    """Every run (of one library name, or all), oldest first. A ``library`` the store does
+    not hold is :class:`~whyclip.store.errors.LibraryNotFound` ("did you mean ...?"), not
+    an empty list."""
     with Session(engine) as s:
         q = select(EvalRunRow, LibraryRow.version).join(LibraryRow, LibraryRow.id == EvalRunRow.library_id)
         if library is not None:
             q = q.where(EvalRunRow.library_name == library)
-        return [_info(r, v) for r, v in s.execute(q.order_by(EvalRunRow.id)).all()]
+        found = [_info(r, v) for r, v in s.execute(q.order_by(EvalRunRow.id)).all()]
+    if library is not None and not found:
+        check_library_known(engine, library)
+    return found
+
+
+def run_top1(engine: Engine, runs: list[RunInfo]) -> dict[int, dict[str, Any]]:
+    """Each run's top-1 accuracy, counted in the database (no run is loaded): under its
+    library version's aggregate (``aggregate``, ``top1``), by the class-name baseline
+    (``baseline_top1``) and by FuDD (``fudd_top1``, None when the run has no FuDD), as
+    ``whyclip audit`` counts them (the true class ranked first, over every image)."""
+    if not runs:
+        return {}
+    ids = [r.id for r in runs]
+    right = func.sum(case((EvalResultRow.true_rank == 1, 1), else_=0))
+    with Session(engine) as s:
+        aggregates = dict(
+            s.execute(
+                select(EvalRunRow.id, LibraryRow.aggregate)
+                .join(LibraryRow, LibraryRow.id == EvalRunRow.library_id)
+                .where(EvalRunRow.id.in_(ids))
+            ).all()
+        )
+        wanted = {*aggregates.values(), BASELINE, FUDD}
+        counts = s.execute(
+            select(EvalResultRow.run_id, EvalResultRow.method, func.count(), right)
+            .where(EvalResultRow.run_id.in_(ids), EvalResultRow.method.in_(sorted(wanted)))
+            .group_by(EvalResultRow.run_id, EvalResultRow.method)
+        ).all()
+    top1 = {(run_id, method): int(k) / n for run_id, method, n, k in counts if n}
+    return {
+        run_id: {
+            "aggregate": agg,
+            "top1": top1.get((run_id, agg)),
+            "baseline_top1": top1.get((run_id, BASELINE)),
+            "fudd_top1": top1.get((run_id, FUDD)),
+        }
+        for run_id, agg in aggregates.items()
+    }
 
 
 def unused_name(engine: Engine, library: str, stem: str) -> str:

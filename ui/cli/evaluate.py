@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from whyclip.store import (
     list_runs,
     load_run,
     per_class,
+    run_top1,
     shown_text,
 )
 from whyclip.store import audit as make_audit
@@ -85,9 +87,11 @@ def eval_cmd(
     # (planned before the model loads)
     if data.found:
         click.echo(data.found, err=True)  # a folder's image count, once the plan holds (bad input: one line)
+    started = time.perf_counter()
     encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
+    loaded_in = time.perf_counter() - started
     with progress_bar("embedding images", unit="image") as bar:
-        report = run_eval(store, lib, plan, encoder, progress=bar)
+        report = run_eval(store, lib, plan, encoder, progress=bar, loaded_in=loaded_in)
     run = report.data
     agg = lib.info.aggregate
     acc, classes = accuracy(run), per_class(run, lib, agg)
@@ -118,8 +122,10 @@ def eval_cmd(
         lines = [
             f"run {r.name!r} of library {library} v{lib.info.version}: {r.n_images} images "
             f"({report.n_embedded} embedded, {report.n_cached} from the cache, {len(report.skipped)} skipped) "
-            f"in {report.seconds:.1f}s: images {tm['images']:.1f}s ({rate:.1f} images/s), random-word control "
-            f"{tm['control']:.1f}s, scoring {tm['scoring']:.1f}s",
+            f"in {report.seconds:.1f}s",
+            f"  model load {tm['model_load']:.1f}s, images {tm['images']:.1f}s ({rate:.1f} images/s), "
+            f"control libraries {tm['control']:.1f}s, scoring {tm['scoring']:.1f}s, "
+            f"retrieval tuning {tm['recalibrate']:.1f}s",
             "",
             *accuracy_lines(acc),
             "",
@@ -142,18 +148,27 @@ def eval_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def runs(ctx, library, as_json):
-    """List evaluation runs (made by 'whyclip eval')."""
+    """List evaluation runs (made by 'whyclip eval').
+
+    Each run with its top-1 accuracy under its library version's aggregate, and how many
+    points the descriptors gain over the class names (the baseline); 'whyclip audit' has
+    the intervals and the tests.
+    """
     try:
-        found = list_runs(open_store(ctx, create=False).engine, library)
+        engine = open_store(ctx, create=False).engine
+        found = list_runs(engine, library)
+        top1 = run_top1(engine, found)
     except NoStore:
-        found = []
+        found, top1 = [], {}
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in found], indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps([{**r.to_dict(), "accuracy": top1.get(r.id)} for r in found], indent=2, ensure_ascii=False)
+        )
         return
     if not found:
         click.echo("no evaluation runs yet: make one with 'whyclip eval DATASET --library NAME'", err=True)
         return
-    head = ("library", "version", "run", "images", "skipped", "dataset", "created")
+    head = ("library", "version", "run", "images", "skipped", "top-1", "vs name", "dataset", "created")
     rows = [
         (
             r.library_name,
@@ -161,12 +176,21 @@ def runs(ctx, library, as_json):
             r.name,
             r.n_images,
             len(r.details.get("skipped", [])),
+            *_accuracy_cells(top1.get(r.id)),
             r.dataset,
             r.created_at.strftime("%Y-%m-%d %H:%M"),
         )
         for r in found
     ]
     click.echo("\n".join(table_lines(head, rows)))
+
+
+def _accuracy_cells(acc: dict | None) -> tuple[str, str]:
+    """ "71.4% mean" and "+14.3 pts" (the descriptors' gain over the class names), or "-"."""
+    if not acc or acc["top1"] is None:
+        return "-", "-"
+    gain = "-" if acc["baseline_top1"] is None else f"{100 * (acc['top1'] - acc['baseline_top1']):+.1f} pts"
+    return f"{acc['top1']:.1%} {acc['aggregate']}", gain
 
 
 @click.command()

@@ -26,7 +26,7 @@ from whyclip.ingest.generate.llm_prompts import load_prompt
 from whyclip.ingest.generate.pairs import confused_pairs, generate_pairs
 from whyclip.ingest.services.fudd import pair_texts
 from whyclip.ingest.services.pair_ingest import PairsFile, pairs_from_images, plan_pairs, read_pairs_file, store_pairs
-from whyclip.store import InputError, find_run, load_run, rerank_with_pairs
+from whyclip.store import AGGREGATES, BASELINE, FUDD, InputError, find_run, load_run, rerank_with_pairs
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.progress import progress_bar
 
@@ -351,7 +351,13 @@ def _encoder_for(store, lib, model, device):
     help="How many of the most confused pairs.",
 )
 @click.option(
-    "--aggregate", "-a", default="mean", show_default=True, help="The run's scoring method whose confusions count."
+    "--aggregate",
+    "-a",
+    default="mean",
+    show_default=True,
+    type=click.Choice([*AGGREGATES, BASELINE, FUDD]),
+    help="The run's scoring method whose confusions count: an aggregate of the descriptors, the class-name "
+    "baseline, or fudd (a run re-ranked with pair descriptors).",
 )
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="The pairs file to write (.json).")
 @click.option(

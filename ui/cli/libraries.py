@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
@@ -135,9 +136,19 @@ def _library_names(files: tuple[str, ...], library: str | None) -> list[str]:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--all", "every_version", is_flag=True, help="Every version of each library, not only the newest.")
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="Every column (pairs, dimension, template, index and its recall, empty classes, the time made), nothing "
+    "cut, whatever the terminal's width.",
+)
 @click.pass_context
-def libraries(ctx, as_json, every_version):
-    """List libraries (newest version of each, or --all) with encoder, dimension, template and counts."""
+def libraries(ctx, as_json, every_version, wide):
+    """List libraries (newest version of each, or --all) with encoder, dimension, template and counts.
+
+    The table fits the terminal: a few columns, long encoder paths and notes cut with
+    "..."; --wide shows every column in full, --json everything.
+    """
     try:
         store = open_store(ctx, create=False)
         infos = store.libraries(every_version=every_version)
@@ -161,44 +172,65 @@ def libraries(ctx, as_json, every_version):
             "no libraries yet: add one with 'whyclip ingest FILE --library NAME' (or run 'whyclip demo')", err=True
         )
         return
-    head = (
-        "library",
-        "version",
-        "classes",
-        "descriptors",
-        "empty",
-        "pairs",
-        "dim",
-        "template",
-        "index",
-        "recall@10",
-        "recall measured on",
-        "encoder",
-        "calibrated",
-        "created",
-        "note",
-    )
-    rows = [
-        (
-            i.name,
-            i.version,
-            i.n_classes,
-            i.n_descriptors,
-            i.n_empty_classes,
-            i.n_pairs,
-            i.dim,
-            i.template,
-            _index_cell(i),
-            f"{i.retrieval['recall_at_10']:.3f}",
-            i.retrieval["calibrated_on"] or "-",
-            i.encoder_name,
-            f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})" if i.id in calibrations else "-",
-            i.created_at.strftime("%Y-%m-%d %H:%M"),
-            i.note if len(i.note) <= 60 else i.note[:57] + "...",
-        )
+    cells = {
+        i.id: {
+            "library": i.name,
+            "version": i.version,
+            "classes": i.n_classes,
+            "descriptors": i.n_descriptors,
+            "empty": i.n_empty_classes,
+            "pairs": i.n_pairs,
+            "dim": i.dim,
+            "template": i.template,
+            "index": _index_cell(i),
+            "recall@10": f"{i.retrieval['recall_at_10']:.3f}",
+            "recall measured on": i.retrieval["calibrated_on"] or "-",
+            "encoder": i.encoder_name,
+            "calibrated": (
+                f"T {calibrations[i.id].temperature:.3g} ({calibrations[i.id].aggregate})"
+                if i.id in calibrations
+                else "-"
+            ),
+            "created": i.created_at.strftime("%Y-%m-%d %H:%M" if wide else "%Y-%m-%d"),
+            "note": i.note if not wide or len(i.note) <= 60 else i.note[:57] + "...",
+        }
         for i in infos
-    ]
-    click.echo("\n".join(table_lines(head, rows)))
+    }
+    head: tuple[str, ...] = WIDE_COLUMNS
+    if not wide:  # the few columns that tell libraries apart; calibrated and note only when some row has one
+        shown_any = {h for h in COMPACT_OPTIONAL if any(c[h] not in ("-", "") for c in cells.values())}
+        head = tuple(h for h in COMPACT_COLUMNS if h not in COMPACT_OPTIONAL or h in shown_any)
+    rows = [tuple(cells[i.id][h] for h in head) for i in infos]
+    if wide:
+        click.echo("\n".join(table_lines(head, rows)))
+    else:
+        width = shutil.get_terminal_size().columns
+        click.echo("\n".join(table_lines(head, rows, width=width, cut=COMPACT_CUT)))
+
+
+#: ``whyclip libraries --wide``: every column
+WIDE_COLUMNS = (
+    "library",
+    "version",
+    "classes",
+    "descriptors",
+    "empty",
+    "pairs",
+    "dim",
+    "template",
+    "index",
+    "recall@10",
+    "recall measured on",
+    "encoder",
+    "calibrated",
+    "created",
+    "note",
+)
+#: the default: what tells libraries apart, cut to the terminal's width (the end of a path,
+#: the start of the other texts)
+COMPACT_COLUMNS = ("library", "version", "classes", "descriptors", "encoder", "calibrated", "created", "note")
+COMPACT_OPTIONAL = ("calibrated", "note")
+COMPACT_CUT = {"note": "end", "encoder": "start", "calibrated": "end", "library": "end"}
 
 
 def _index_cell(i) -> str:

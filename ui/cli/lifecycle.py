@@ -25,6 +25,7 @@ from whyclip.store import (
     sidecar_prompt_changes,
 )
 from whyclip.ui.cli.context import open_store
+from whyclip.ui.cli.options import chosen_library, library_name_or_option
 
 
 def _size(n: float) -> str:
@@ -36,7 +37,7 @@ def _size(n: float) -> str:
 
 
 @click.command("delete")
-@click.argument("name")
+@library_name_or_option
 @click.option(
     "--version",
     "lib_version",
@@ -47,13 +48,15 @@ def _size(n: float) -> str:
 @click.option("--with-runs", is_flag=True, help="Also delete the evaluation runs made with the version(s).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def delete_cmd(ctx, name, lib_version, with_runs, yes):
+def delete_cmd(ctx, name, library, lib_version, with_runs, yes):
     """Delete library NAME (every version, or --version N): its rows and index files.
 
-    Cached vectors stay, so ingesting the same file again embeds nothing. A version with
-    evaluation runs is refused unless --with-runs is given.
+    NAME may be given as --library NAME, as the other commands take it. Cached vectors stay,
+    so ingesting the same file again embeds nothing. A version with evaluation runs is
+    refused unless --with-runs is given.
     """
     store = open_store(ctx, create=False)
+    name = chosen_library(store, name, library)
     infos = [
         i
         for i in store.libraries(every_version=True)
@@ -118,7 +121,7 @@ def _kept_line(kept: dict[str, int]) -> str:
 
 
 @click.command("export")
-@click.argument("name")
+@library_name_or_option
 @click.option(
     "--version", "lib_version", type=click.IntRange(1), default=None, help="Library version [default: newest]."
 )
@@ -131,10 +134,14 @@ def _kept_line(kept: dict[str, int]) -> str:
 )
 @click.option("--force", is_flag=True, help="Overwrite FILE and its sidecar if they exist.")
 @click.pass_context
-def export_cmd(ctx, name, lib_version, out, force):
+def export_cmd(ctx, name, library, lib_version, out, force):
     """Write a library version as a descriptor file plus a metadata sidecar (settings,
-    encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back."""
-    meta = export_library(open_store(ctx, create=False), name, lib_version, out, force=force)
+    encoder and every prompt exactly); 'whyclip ingest FILE' reads the sidecar back.
+
+    The library is NAME or --library NAME, as the other commands take it.
+    """
+    store = open_store(ctx, create=False)
+    meta = export_library(store, chosen_library(store, name, library), lib_version, out, force=force)
     click.echo(
         f"wrote library {meta['name']} v{meta['version']} to {out} ({meta['n_classes']} classes, "
         f"{meta['n_descriptors']} descriptors) and {sidecar_path(out)}"

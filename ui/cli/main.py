@@ -20,9 +20,9 @@ from whyclip.store import WhyclipError, shown_text
 
 log = logging.getLogger("whyclip")
 
-#: command -> (module:attribute, the first paragraph of its help: ``whyclip --help`` shortens
-#: it as click would, without importing the module; tests/test_cli_lazy.py checks each
-#: against the command's own help)
+#: command -> (module:attribute, the first paragraph of its help, kept beside the target so the
+#: table says what each command is without importing it; tests/test_cli_lazy.py checks each
+#: against the command's own help). ``whyclip --help`` lists them by :data:`SECTIONS`.
 COMMANDS = {
     "audit": (
         "whyclip.ui.cli.evaluate:audit",
@@ -114,6 +114,55 @@ COMMANDS = {
 }
 
 
+#: ``whyclip --help`` lists the commands in these sections, in this order, each with a summary
+#: short enough to stand whole on an 80-column line (tests/test_cli_consistency.py checks
+#: that every command is in exactly one section)
+SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "Build a library",
+        (
+            ("demo", "Ingest the demo library and explain drawn sample images"),
+            ("ingest", "Embed descriptor files (.json/.jsonl/.csv) as libraries"),
+            ("generate", "Write descriptors for a list of classes with an LLM"),
+            ("clean", "Clean a library file; report each line dropped and why"),
+            ("generate-pairs", "Ask an LLM what tells confused classes apart (FuDD)"),
+            ("ingest-pairs", "Store a pairs file with a library version"),
+            ("make-test-model", "Write a random-weight CLIP folder for trying things"),
+        ),
+    ),
+    ("Explain", (("explain", "Why each image gets its classes, descriptor by descriptor"),)),
+    (
+        "Evaluate and audit",
+        (
+            ("eval", "Score a labelled image folder or CSV and store the run"),
+            ("runs", "List the stored evaluation runs with their accuracy"),
+            ("audit", "Report on a run: accuracy, controls, drivers, hygiene"),
+            ("calibrate", "Fit a temperature on a run; ECE before and after"),
+            ("whatif", "What an edit of the descriptors would do to a run"),
+            ("eval-pairs", "Re-rank a run with a pairs file's descriptions (FuDD)"),
+        ),
+    ),
+    (
+        "Manage the store",
+        (
+            ("libraries", "List the libraries in the store"),
+            ("pairs", "List the pair descriptors stored with a library"),
+            ("export", "Write a library version to a file, with its settings"),
+            ("delete", "Delete a library, or one of its versions"),
+            ("gc", "Remove orphaned index folders (and unused cached vectors)"),
+            ("migrate", "Bring the database up to this whyclip's schema"),
+        ),
+    ),
+    (
+        "Serve",
+        (
+            ("serve", "Serve explanations over HTTP (a JSON API)"),
+            ("ui", "Start the dashboard in the browser"),
+        ),
+    ),
+)
+
+
 class WhyclipGroup(click.Group):
     """Commands load from :data:`COMMANDS` on first use. Bad input gives one line on stderr
     and a non-zero exit, never a traceback: the project's own errors exit 1, usage errors
@@ -129,13 +178,14 @@ class WhyclipGroup(click.Group):
         return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The command list as click writes it, from the table: no command module loads."""
-        names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(len(name) for name in names)
-        with formatter.section("Commands"):
-            formatter.write_dl(
-                [(name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)) for name in names]
-            )
+        """The commands by section, each with its one-line summary, from :data:`SECTIONS`:
+        no command module loads."""
+        width = max(len(name) for _, entries in SECTIONS for name, _ in entries)
+        for title, entries in SECTIONS:
+            with formatter.section(title):
+                formatter.write_dl([(name.ljust(width), summary) for name, summary in entries])
+        formatter.write_paragraph()
+        formatter.write_text("'whyclip COMMAND --help' says what a command does and takes.")
 
     def invoke(self, ctx: click.Context):
         try:

@@ -38,3 +38,26 @@ def check_port_free(host: str, port: int) -> None:
                     f"port {port} on {host} is already in use: stop what listens there, or choose another --port"
                 ) from None
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def library_name_or_option(f):
+    """The library as a positional NAME or as ``--library/-l`` (as every other command
+    takes it); :func:`chosen_library` settles which."""
+    f = click.option(
+        "--library", "-l", "library", default=None, help="The library (the same as NAME; give one of them)."
+    )(f)
+    return click.argument("name", required=False)(f)
+
+
+def chosen_library(store, name: str | None, library: str | None) -> str:
+    """The one library NAME and ``--library`` name: the same name twice is one, two names or
+    none is a one-line usage error (none lists the store's libraries)."""
+    if name is not None and library is not None and name != library:
+        raise click.UsageError(f"two libraries given, NAME {name!r} and --library {library!r}: give one")
+    chosen = name if name is not None else library
+    if chosen is None:
+        names = sorted({i.name for i in store.libraries()})
+        listed = ", ".join(repr(n) for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        held = f"the store holds {listed}" if names else "the store has no libraries yet"
+        raise click.UsageError(f"which library? give --library NAME (or NAME): {held}")
+    return chosen
