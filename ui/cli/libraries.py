@@ -14,7 +14,7 @@ from whyclip.ingest.services.library_ingest import check_ingest_options, check_l
 from whyclip.store import NoStore, StoreVerdicts, list_calibrations
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.lifecycle import load_ingest_encoder, settings_from_sidecar, warn_changed_prompts
-from whyclip.ui.cli.options import DEFAULT_MODEL_HELP, PRECISION
+from whyclip.ui.cli.options import PRECISION
 from whyclip.ui.cli.progress import progress_bar
 from whyclip.ui.render.table import table_lines
 
@@ -30,7 +30,13 @@ from whyclip.ui.render.table import table_lines
         "put before each file's name."
     ),
 )
-@click.option("--model", "-m", default=None, help=DEFAULT_MODEL_HELP)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="CLIP model: a sentence-transformers name or a local folder [default: the model an export's "
+    "sidecar names, else clip-ViT-B-32]",
+)
 @click.option(
     "--template",
     "-t",
