@@ -105,6 +105,7 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.method import Explanation as Explanation
     from whyclip.store.method import Retrieved as Retrieved
     from whyclip.store.method import build_class_matrices as build_class_matrices
+    from whyclip.store.method import midpoint_rule as midpoint_rule
     from whyclip.store.method import score_classes as score_classes
     from whyclip.store.method import softmax as softmax
     from whyclip.store.method.fudd import PairTexts as PairTexts
@@ -157,6 +158,7 @@ _EXPORTS = {
         "Explanation",
         "Retrieved",
         "build_class_matrices",
+        "midpoint_rule",
         "score_classes",
         "softmax",
     ),
