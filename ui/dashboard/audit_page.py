@@ -29,7 +29,8 @@ if not runs:
     )
     st.stop()
 labels = [f"{r.name} (v{r.library_version}, {r.n_images} images, {r.created_at:%Y-%m-%d %H:%M})" for r in runs]
-run = runs[st.sidebar.selectbox("Run", range(len(runs)), format_func=labels.__getitem__, key="audit_run")]
+# keyed by library: the same options (0, 1, ...) under another library kept the old run's label in the browser
+run = runs[st.sidebar.selectbox("Run", range(len(runs)), format_func=labels.__getitem__, key=f"audit_run:{info.name}")]
 with st.sidebar.expander("Audit settings"):
     aggregate = st.selectbox("Aggregate", AGGREGATES, index=AGGREGATES.index(info.aggregate), key="audit_agg")
     delete_k = st.number_input("Deletion: descriptors removed", 1, 20, 3, key="audit_k")
