@@ -39,7 +39,7 @@ with st.sidebar.expander("Audit settings"):
     min_n = st.number_input("Flag classes from this many images", 1, 1000, 10, key="audit_min_n")
 try:
     cal_id = cached.calibration_id(s.home, s.db, run.library_id, aggregate)
-    a = cached.audit(
+    audit_args = (
         s.home,
         s.db,
         run.library_name,
@@ -52,6 +52,7 @@ try:
         int(min_n),
         cal_id,
     )
+    a = cached.audit(*audit_args)
 except Exception as exc:  # a library version removed under the run, a damaged index
     st.error(f"cannot audit run {run.name!r}: {exc}")
     st.stop()
@@ -270,7 +271,10 @@ for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than
 
 left, right = st.columns(2)
 left.download_button(
-    "Download the HTML report", cached.audit_html(a), file_name=f"{info.name}-{run.name}-audit.html", mime="text/html"
+    "Download the HTML report",
+    cached.audit_html(audit_args),
+    file_name=f"{info.name}-{run.name}-audit.html",
+    mime="text/html",
 )
 right.download_button(
     "Download JSON", json.dumps(a, indent=2), file_name=f"{info.name}-{run.name}-audit.json", mime="application/json"
