@@ -5,6 +5,8 @@ new version with its note while the run's version stays as it was."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -49,6 +51,12 @@ def flips_shown(at: AppTest, key_column: str = "image") -> list[list[str]]:
     return [list(d.value[key_column]) for d in at.dataframe if key_column in d.value.columns]
 
 
+def shown_paths(store, flips: list[dict]) -> list[str]:
+    """The flips' images as the page names them: from the run's dataset folder."""
+    dataset = find_run(store.engine, "planted", "r1").dataset
+    return [os.path.relpath(f["path"], dataset) for f in flips]
+
+
 def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_version(planted):
     store, enc = planted
     at = AppTest.from_file(APP, default_timeout=60).run()
@@ -72,7 +80,12 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
     gone = [("sunflower", "dark seeds"), ("sunflower", "round head")]
     want = expected(store, enc, gone, [])
     assert [f["path"].rsplit("/", 1)[1] for f in want["flips"]["wrong_to_right"]] == ["u1.png", "u2.png"]
-    assert flips_shown(at) == [[f["path"] for f in want["flips"]["wrong_to_right"]]]  # right->wrong: none, no table
+    assert flips_shown(at) == [shown_paths(store, want["flips"]["wrong_to_right"])]  # right->wrong: none, no table
+    assert flips_shown(at) == [["sunflower/u1.png", "sunflower/u2.png"]]
+    (table,) = [d.value for d in at.dataframe if "image" in d.value.columns]
+    scale = store.library("planted", 1).logit_scale  # scores as S, as explain shows them (issue 21, item 14)
+    assert list(table.columns) == ["image", "true class", "before", "S before", "after", "S after"]
+    assert list(table["S after"]) == pytest.approx([f["after_score"] * scale for f in want["flips"]["wrong_to_right"]])
     assert any("'sunflower' has no descriptor left" in i.value for i in at.info)
     at.text_input(key="whatif_add_3").input("yellow petals").run()
     assert not at.exception
@@ -82,7 +95,7 @@ def test_toggling_and_adding_descriptors_shows_the_exact_what_if_and_saves_a_ver
     assert metrics["McNemar p"] == f"{want['p_value']:.3g}"
     shown = flips_shown(at)
     assert shown == [
-        [f["path"] for f in want["flips"][k]] for k in ("wrong_to_right", "right_to_wrong") if want["flips"][k]
+        shown_paths(store, want["flips"][k]) for k in ("wrong_to_right", "right_to_wrong") if want["flips"][k]
     ]
     assert want["statement"] in " ".join(m.value for m in at.markdown)
     assert enc.embedded.count("yellow petals") == 1

@@ -33,10 +33,11 @@ import numpy as np
 from whyclip.ingest.encoder.fingerprint import ID_VERSION, content_fingerprint, legacy_fingerprint
 from whyclip.ingest.encoder.loading import (
     DEFAULT_MODEL,
+    RANDOM_WEIGHTS,
     clip_folder_of,
     first_line,
+    is_test_model,
     load_sentence_transformer,
-    looks_like_path,
     model_name,
 )
 from whyclip.ingest.encoder.precision import platform_signature, resolve_precision, torch_dtype
@@ -48,7 +49,6 @@ from whyclip.store import EncoderInfo, ModelLoadError
 log = logging.getLogger(__name__)
 
 CLIP_MAX_TOKENS = 77
-TEST_MODEL_MARKER = "whyclip_test_model.json"  # written by `whyclip make-test-model`
 CHUNK = 1024  # prompts handed to sentence-transformers at once (progress granularity)
 
 CHECK_SAMPLE = 16  # vectors compared with fp32 before a lower precision is trusted
@@ -150,11 +150,8 @@ class ClipEncoder:
         self.checked: dict[str, float] = {}  # modality -> lowest cosine with fp32 on the check sample
         if self.device == "cpu":
             _quiet_blas()
-        if looks_like_path(model) and (Path(self.name) / TEST_MODEL_MARKER).is_file():
-            log.warning(
-                "%s is a random-weight test model: fine for plumbing and speed checks, its explanations mean nothing",
-                self.name,
-            )
+        if is_test_model(self.name):
+            log.warning("%s %s", self.name, RANDOM_WEIGHTS)
 
     # -- what this encoder is ------------------------------------------------------------
 

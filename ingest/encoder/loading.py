@@ -29,6 +29,16 @@ def looks_like_path(model: str) -> bool:
     return model.startswith((".", "~", "/")) or os.sep in model or Path(model).exists()
 
 
+TEST_MODEL_MARKER = "whyclip_test_model.json"  # written by `whyclip make-test-model`
+RANDOM_WEIGHTS = "is a random-weight test model: fine for plumbing and speed checks, its explanations mean nothing"
+
+
+def is_test_model(model: str | None) -> bool:
+    """Whether ``model`` is a random-weight test folder written by ``whyclip make-test-model``
+    (the one check behind the CLI's warning and the dashboard's banner)."""
+    return model is not None and looks_like_path(model) and (Path(model_name(model)) / TEST_MODEL_MARKER).is_file()
+
+
 def clip_folder_of(model: str) -> Path | None:
     """The transformers CLIP folder ``model`` names, loaded without sentence-transformers:
     a local CLIP folder (plain, or a sentence-transformers folder around one CLIP module),

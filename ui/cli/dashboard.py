@@ -26,7 +26,7 @@ def _images_found(folder: str) -> str:
 
 
 @click.command()
-@click.option("--library", "-l", default=None, help="Library to open first [default: the first one].")
+@click.option("--library", "-l", default=None, help="Library to open first [default: the one made most recently].")
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port on 127.0.0.1.")
 @click.option(
     "--images",

@@ -35,11 +35,20 @@ def accuracy_with_intervals(a: dict) -> None:
                 "high": min(1.0, m + sd),
             }
         )
+    st.altair_chart(accuracy_chart(rows, agg), width="stretch")
+    st.caption("Bars: 95% intervals (Wilson); random words: ± sd over the draws.")
+
+
+def accuracy_chart(rows: list[dict], agg: str) -> alt.LayerChart:
+    """Bars with their interval whiskers; one y-axis title for both layers."""
     data = pd.DataFrame(rows)
     order = list(data["scored by"])
-    base = alt.Chart(data).encode(x=alt.X("scored by:N", sort=order, title=None, axis=alt.Axis(labelAngle=0)))
+    title = f"top-1 accuracy ({agg})"
+    base = alt.Chart(data).encode(
+        x=alt.X("scored by:N", sort=order, title=None, axis=alt.Axis(labelAngle=0, labelLimit=240))
+    )
     bars = base.mark_bar().encode(
-        y=alt.Y("top-1:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=f"top-1 ({agg})"),
+        y=alt.Y("top-1:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=title),
         color=alt.Color("scored by:N", sort=order, legend=None),
         tooltip=[
             "scored by",
@@ -48,12 +57,18 @@ def accuracy_with_intervals(a: dict) -> None:
             alt.Tooltip("high:Q", format=".1%"),
         ],
     )
-    whiskers = base.mark_errorbar(ticks=True).encode(y="low:Q", y2="high:Q")
-    st.altair_chart((bars + whiskers).properties(height=240), width="stretch")
-    st.caption("Bars: 95% intervals (Wilson); random words: ± sd over the draws.")
+    whiskers = base.mark_errorbar(ticks=True).encode(y=alt.Y("low:Q", title=title), y2="high:Q")
+    return (bars + whiskers).properties(height=240)
+
+
+ROW = 22  # pixels per class in the name/description chart: every label shows
 
 
 def name_description(per_class: list[dict]) -> None:
+    st.altair_chart(name_description_chart(per_class), width="stretch")
+
+
+def name_description_chart(per_class: list[dict]) -> alt.Chart:
     rows = [
         {"class": f"{r['class']} (n={r['n']})", "part": part, "share": r[key]}
         for r in per_class
@@ -63,7 +78,7 @@ def name_description(per_class: list[dict]) -> None:
         alt.Chart(pd.DataFrame(rows))
         .mark_bar()
         .encode(
-            y=alt.Y("class:N", title=None, sort=None),
+            y=alt.Y("class:N", title=None, sort=None, axis=alt.Axis(labelLimit=420, labelOverlap=False)),
             x=alt.X(
                 "share:Q",
                 stack="zero",
@@ -77,10 +92,17 @@ def name_description(per_class: list[dict]) -> None:
             tooltip=["class", "part", alt.Tooltip("share:Q", format=".1%")],
         )
     )
-    st.altair_chart(chart.properties(height=alt.Step(16)), width="stretch")
+    return chart.properties(height=alt.Step(ROW))
+
+
+SIDE = 360  # the reliability diagram is square: both axes run 0-1
 
 
 def reliability(cal: dict) -> None:
+    st.altair_chart(reliability_chart(cal), width="content")
+
+
+def reliability_chart(cal: dict) -> alt.LayerChart:
     """Accuracy against mean top-1 confidence per equal-width bin, before (and after)
     calibration; the point size follows the bin's image count; the diagonal is perfect."""
     sides = ("before", "after") if cal.get("calibrated") else ("before",)
@@ -96,16 +118,18 @@ def reliability(cal: dict) -> None:
         for b in cal["bins"]
         if b[when]["count"]
     ]
+    x = alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence (top-1 probability)")
+    y = alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy (share correct)")
     diagonal = (
-        alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+        alt.Chart(pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]}))
         .mark_line(strokeDash=[4, 4], color="#9aa5b1")
-        .encode(x="x:Q", y="y:Q")
+        .encode(x=x, y=y)
     )
     base = alt.Chart(pd.DataFrame(rows)).encode(
-        x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence (top-1 probability)"),
-        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])),
+        x=x,
+        y=y,
         color=alt.Color("when:N", sort=[names[w] for w in sides], legend=alt.Legend(orient="bottom", title=None)),
         tooltip=["when", alt.Tooltip("confidence:Q", format=".2f"), alt.Tooltip("accuracy:Q", format=".2f"), "images"],
     )
     chart = diagonal + base.mark_line() + base.mark_circle().encode(size=alt.Size("images:Q", legend=None))
-    st.altair_chart(chart.properties(height=300, title="reliability diagram"), width="stretch")
+    return chart.properties(width=SIDE, height=SIDE, title="reliability diagram")

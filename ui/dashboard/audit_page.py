@@ -15,7 +15,7 @@ import streamlit as st
 from whyclip.store import AGGREGATES, list_runs
 from whyclip.ui.dashboard import audit_charts as charts
 from whyclip.ui.dashboard import cached, whatif_section
-from whyclip.ui.render.audit_report import pct
+from whyclip.ui.render.audit_report import pct, pvalue
 
 s = cached.settings()
 store = cached.store_or_stop(s)
@@ -29,7 +29,8 @@ if not runs:
     )
     st.stop()
 labels = [f"{r.name} (v{r.library_version}, {r.n_images} images, {r.created_at:%Y-%m-%d %H:%M})" for r in runs]
-run = runs[st.sidebar.selectbox("Run", range(len(runs)), format_func=labels.__getitem__, key="audit_run")]
+# keyed by library: the same options (0, 1, ...) under another library kept the old run's label in the browser
+run = runs[st.sidebar.selectbox("Run", range(len(runs)), format_func=labels.__getitem__, key=f"audit_run:{info.name}")]
 with st.sidebar.expander("Audit settings"):
     aggregate = st.selectbox("Aggregate", AGGREGATES, index=AGGREGATES.index(info.aggregate), key="audit_agg")
     delete_k = st.number_input("Deletion: descriptors removed", 1, 20, 3, key="audit_k")
@@ -38,7 +39,7 @@ with st.sidebar.expander("Audit settings"):
     min_n = st.number_input("Flag classes from this many images", 1, 1000, 10, key="audit_min_n")
 try:
     cal_id = cached.calibration_id(s.home, s.db, run.library_id, aggregate)
-    a = cached.audit(
+    audit_args = (
         s.home,
         s.db,
         run.library_name,
@@ -51,10 +52,14 @@ try:
         int(min_n),
         cal_id,
     )
+    a = cached.audit(*audit_args)
 except Exception as exc:  # a library version removed under the run, a damaged index
     st.error(f"cannot audit run {run.name!r}: {exc}")
     st.stop()
 
+run_info = store.library(run.library_name, run.library_version)
+cached.random_weight_banner(s.model or run_info.encoder_name)
+scale = run_info.logit_scale  # scores are shown as S = similarity x logit scale, as explain shows them
 st.caption(
     f"Run **{run.name}**: {run.n_images} images from `{run.dataset}`, library v{run.library_version}, "
     f"aggregate **{a['aggregate']}**. Skipped files: {len(run.details.get('skipped', []))}."
@@ -62,10 +67,13 @@ st.caption(
 by = {r["method"]: r for r in a["accuracy"]}
 cols = st.columns(4)
 cols[0].metric("descriptors, top-1", pct(by[a["aggregate"]]["top1"]))
+gain = round(100 * (by[a["aggregate"]]["top1"] - by["baseline"]["top1"]), 1)
 cols[1].metric(
     "class name only",
     pct(by["baseline"]["top1"]),
-    delta=f"{100 * (by[a['aggregate']]['top1'] - by['baseline']['top1']):+.1f} pts by descriptors",
+    delta=f"{gain:+.1f} pts by descriptors" if gain else "no difference by descriptors",
+    delta_color="normal" if gain else "off",
+    delta_arrow="auto" if gain else "off",
 )
 rw = a["controls"]["random_words"]
 cols[2].metric(
@@ -132,22 +140,23 @@ if d.get("images"):
             [
                 {
                     "removed from the predicted class": f"its top {d['k']} descriptors (the explanation)",
-                    "mean score drop": d["score_drop_top"],
+                    "mean S drop": d["score_drop_top"] * scale,
                     "accuracy after": pct(d["accuracy_top_removed"]),
                 },
                 {
                     "removed from the predicted class": f"{d['k']} random descriptors ({d['draws']} draws)",
-                    "mean score drop": d["score_drop_random"],
+                    "mean S drop": d["score_drop_random"] * scale,
                     "accuracy after": pct(d["accuracy_random_removed"]),
                 },
                 {
                     "removed from the predicted class": "nothing",
-                    "mean score drop": 0.0,
+                    "mean S drop": 0.0,
                     "accuracy after": pct(d["accuracy_before"]),
                 },
             ]
         ),
         hide_index=True,
+        column_config={"mean S drop": st.column_config.NumberColumn(format="%.2f")},
     )
     st.caption(
         f"{d['images']} images; {d['skipped']} skipped (their predicted class has {d['k']} descriptors or fewer). "
@@ -160,22 +169,42 @@ else:
 st.subheader("Most confused pairs")
 if not a["confusions"]:
     st.info("No confusions: every image's top class is its true class.")
+EVIDENCE = {
+    "text": st.column_config.TextColumn("descriptor"),
+    "class": st.column_config.TextColumn("its class"),
+    "contribution": st.column_config.NumberColumn(
+        "S", format="%+.2f", help="contribution to S(predicted) - S(true): similarity x logit scale"
+    ),
+}
 for p in a["confusions"]:
     with st.expander(f"{p['count']} x predicted {p['predicted']} for {p['true']}"):
-        left, right = st.columns(2)
-        left.markdown(f"**Pulled towards {p['predicted']}**")
-        left.dataframe(pd.DataFrame(p["towards_predicted"], columns=["text", "class", "contribution"]), hide_index=True)
-        right.markdown(f"**Supported {p['true']}**")
-        right.dataframe(pd.DataFrame(p["towards_true"], columns=["text", "class", "contribution"]), hide_index=True)
+        st.caption(
+            f"Each descriptor's contribution to S({p['predicted']}) - S({p['true']}) (similarity x logit scale), "
+            "measured from the midpoint of the two classes' scores, and the class it pulls toward."
+        )
+        evidence = pd.concat(
+            [
+                pd.DataFrame(p["towards_predicted"], columns=["text", "class", "contribution"]).assign(
+                    **{"pulls toward": p["predicted"]}
+                ),
+                pd.DataFrame(p["towards_true"], columns=["text", "class", "contribution"]).assign(
+                    **{"pulls toward": p["true"]}
+                ),
+            ],
+            ignore_index=True,
+        )
+        evidence["contribution"] *= scale
+        st.dataframe(evidence, hide_index=True, column_config=EVIDENCE)
 
 st.subheader("Descriptors that drive predictions")
 drivers = pd.DataFrame(
     [r for r in a["drivers"] if r["top_correct"] + r["top_wrong"]],
     columns=["class", "text", "predicted", "top_correct", "top_wrong", "mean_margin"],
 )
+drivers["mean_margin"] *= scale
 st.caption(
     "How often each descriptor was its predicted class's top contributor, in correct and wrong predictions, "
-    "and its mean share of the margin over the runner-up class."
+    "and its mean share of the margin over the runner-up class (as S: similarity x logit scale)."
 )
 st.dataframe(
     drivers,
@@ -185,7 +214,7 @@ st.dataframe(
         "predicted": "class predicted",
         "top_correct": "top contributor, correct",
         "top_wrong": "top contributor, wrong",
-        "mean_margin": st.column_config.NumberColumn("mean margin", format="%+.4f"),
+        "mean_margin": st.column_config.NumberColumn("mean margin (S)", format="%+.2f"),
     },
 )
 
@@ -194,13 +223,20 @@ PERCENT = ("top1", "baseline_top1", "control_top1")
 classes = pd.DataFrame(a["per_class"])
 worse = classes["flagged"]
 classes[[c for c in PERCENT if c in classes]] *= 100
-classes["ci95"] = classes["ci95"].map(lambda v: f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]")
+classes["ci95"] = classes["ci95"].map(lambda v: f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}] %")
+classes["p_value"] = classes["p_value"].map(pvalue)
 classes = classes.drop(columns=["baseline_ci95", "significant"])
 st.dataframe(
     classes.style.apply(lambda r: ["background-color: #fdecea" if worse[r.name] else ""] * len(r), axis=1),
     hide_index=True,
     column_config={
         "n": "images",
+        "ci95": st.column_config.TextColumn(
+            "95% interval (descriptors)", help="Wilson interval of the descriptors' top-1 on this class"
+        ),
+        "p_value": st.column_config.TextColumn(
+            "p (vs class name)", help="McNemar's exact test: descriptors against the class name alone"
+        ),
         **{
             c: st.column_config.NumberColumn(label, format="%.1f%%")
             for c, label in zip(PERCENT, ("descriptors top-1", "class name top-1", "random words top-1"), strict=True)
@@ -209,10 +245,10 @@ st.dataframe(
 )
 st.caption(
     f"Red rows: the descriptors do worse than the class name alone, on at least {int(min_n)} images "
-    "(p_value: McNemar against the class name)."
+    "(p: McNemar's exact test against the class name)."
 )
 
-whatif_section.render(s, run, a["aggregate"])
+whatif_section.render(s, run, a["aggregate"], scale)
 
 st.subheader("Descriptor hygiene")
 h = a["hygiene"]
@@ -235,7 +271,10 @@ for tab, key in zip(tabs, ("shared_texts", "near_identical", "flat", "worse_than
 
 left, right = st.columns(2)
 left.download_button(
-    "Download the HTML report", cached.audit_html(a), file_name=f"{info.name}-{run.name}-audit.html", mime="text/html"
+    "Download the HTML report",
+    cached.audit_html(audit_args),
+    file_name=f"{info.name}-{run.name}-audit.html",
+    mime="text/html",
 )
 right.download_button(
     "Download JSON", json.dumps(a, indent=2), file_name=f"{info.name}-{run.name}-audit.json", mime="application/json"

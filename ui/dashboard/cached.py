@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import streamlit as st
 
 from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
+from whyclip.ingest.encoder.loading import RANDOM_WEIGHTS, is_test_model
 from whyclip.ingest.services.explain import open_encoder
 from whyclip.ingest.services.whatif import added_vectors
 from whyclip.ingest.services.whatif import save_edit as publish
@@ -29,7 +31,7 @@ from whyclip.store import (
     load_run,
 )
 from whyclip.store import audit as make_audit
-from whyclip.ui.demo.samples import draw_samples
+from whyclip.ui.demo.samples import SAMPLE_CLASSES, draw_samples
 from whyclip.ui.render.audit_report import to_html
 
 
@@ -70,8 +72,12 @@ def _encoder(model: str):
     return open_encoder(_store(s.home, s.db), model)
 
 
+_encoding = threading.local()  # each script run has its thread: did this run encode the image?
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def _image_vector(model: str, digest: str, _data: bytes, _name: str) -> np.ndarray:
+    _encoding.fresh = True  # runs on a cache miss only
     picture = ingest.images.read_image_bytes(_name, _data)
     return _encoder(model).embed_images([picture])[0]
 
@@ -140,7 +146,8 @@ def pick_library(store: Store, s: Settings, key: str) -> LibraryInfo:
         st.info("No libraries yet: run `whyclip demo`, or `whyclip ingest FILE --library NAME`, then reload.")
         st.stop()
     names = [i.name for i in infos]
-    default = names.index(s.library) if s.library in names else 0
+    newest = max(range(len(infos)), key=lambda i: (infos[i].created_at, infos[i].id))  # the library just made
+    default = names.index(s.library) if s.library in names else newest
     name = st.sidebar.selectbox("Library", names, index=default, key=key)
     return infos[names.index(name)]
 
@@ -165,9 +172,34 @@ def encoder_or_stop(s: Settings, lib: Library) -> str:
     return model
 
 
-def image_vector(model: str, name: str, data: bytes) -> np.ndarray:
-    """The unit vector of an uploaded image (cached by content); raises InputError."""
-    return _image_vector(model, hashlib.sha256(data).hexdigest(), data, name)
+def random_weight_banner(model: str) -> None:
+    """A warning banner when ``model`` is a random-weight test model (the check behind the
+    CLI's warning): its predictions and explanations mean nothing."""
+    if is_test_model(model):
+        st.warning(f"The model `{model}` {RANDOM_WEIGHTS}.", icon=":material/warning:")
+
+
+def image_vector(model: str, name: str, data: bytes) -> tuple[np.ndarray, bool]:
+    """The unit vector of an uploaded image (cached by content), and whether this run encoded
+    it (False: it came from the cache); raises InputError."""
+    _encoding.fresh = False
+    vector = _image_vector(model, hashlib.sha256(data).hexdigest(), data, name)
+    return vector, _encoding.fresh
+
+
+def samples_for(s: Settings, class_names: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """The pickable images for a library: the drawn samples of its classes (a sample of
+    another class would only be misclassified) and every image of WHYCLIP_UI_IMAGES; and the
+    classes of the samples left out."""
+    classes = {n.casefold() for n in class_names}
+    shown, left_out = {}, []
+    for label, path in sample_images(s).items():
+        depicts = SAMPLE_CLASSES.get(path.name) if label.startswith("sample: ") else None
+        if depicts is not None and depicts.casefold() not in classes:
+            left_out.append(depicts)
+        else:
+            shown[label] = path
+    return shown, left_out
 
 
 def sample_images(s: Settings) -> dict[str, Path]:
@@ -239,9 +271,10 @@ def calibration_id(home: str | None, db: str | None, library_id: int, aggregate:
 
 
 @st.cache_data(show_spinner="Rendering the report ...", max_entries=4)
-def audit_html(report: dict) -> str:
-
-    return to_html(report)
+def audit_html(key: tuple) -> str:
+    """The HTML report of ``audit(*key)``, cached by the audit's own arguments: hashing the
+    audit's dict on every rerun took longer than the rest of the page (160 ms on a 2,000-image run)."""
+    return to_html(audit(*key))
 
 
 @st.cache_resource(show_spinner="Scoring the run for what-if edits ...", max_entries=4)

@@ -41,11 +41,17 @@ if info.n_descriptors == 0:
     st.info(f"Library {info.name!r} has no descriptors: every class is scored by its class-name prompt alone.")
 
 st.title("Why did CLIP say that?")
+cached.random_weight_banner(s.model or lib.info.encoder_name)
 uploads = st.file_uploader("Upload images", type=None, accept_multiple_files=True)
-samples = cached.sample_images(s)
+samples, left_out = cached.samples_for(s, lib.class_names)
 if note := cached.folder_images_note(s):
     st.warning(f"--images: {note}")
 picked = st.multiselect("... or pick samples", list(samples), default=[] if uploads else list(samples)[:1])
+if left_out:
+    st.caption(
+        f"The drawn samples of {', '.join(left_out)} are not offered: "
+        f"{'they are not classes' if len(left_out) > 1 else 'it is not a class'} of library {info.name!r}."
+    )
 images = [(u.name, u.getvalue()) for u in uploads or []] + [(n, samples[n].read_bytes()) for n in picked]
 if not images:
     st.info("Upload an image or pick a sample to explain it.")
@@ -53,11 +59,16 @@ if not images:
 model = cached.encoder_or_stop(s, lib)
 
 
+def table(data) -> None:
+    """A table with its numbers in the CLI's decimals (S: 2)."""
+    st.dataframe(data, hide_index=True, column_config=charts.number_formats(data))
+
+
 def show(name: str, data: bytes) -> None:
     key = hashlib.sha256(data).hexdigest()[:16]  # widgets follow the image, not its tab
     started = time.perf_counter()
     try:
-        vector = cached.image_vector(model, name, data)
+        vector, fresh = cached.image_vector(model, name, data)
     except WhyclipError as exc:
         st.error(str(exc))
         return
@@ -97,14 +108,15 @@ def show(name: str, data: bytes) -> None:
             st.markdown(f"- {line}")
     right.altair_chart(charts.probability_chart(exp), width="stretch")
     with right.expander("Scores of the top classes"):
-        st.dataframe(charts.classes_table(exp), hide_index=True)
+        table(charts.classes_table(exp))
 
     st.subheader(f"Why {best.name}: its descriptors, ranked")
     st.altair_chart(charts.descriptor_chart(best, scale), width="stretch")
+    st.caption(charts.descriptor_axis_note(best, scale))
     with st.expander("Descriptors of every top class"):
         for c in exp.classes:
             st.markdown(f"**{c.rank}. {c.name}** (S = {c.score * scale:.2f})")
-            st.dataframe(charts.descriptor_table(c), hide_index=True)
+            table(charts.descriptor_table(c))
 
     st.subheader(f"{a} vs {b}, descriptor by descriptor")
     if a == b:
@@ -112,9 +124,15 @@ def show(name: str, data: bytes) -> None:
     else:
         contrast = exp.contrast
         assert contrast is not None  # two different classes were compared
-        st.caption("Each bar is a descriptor's share of the score difference; the shares add up to it exactly.")
+        st.caption(charts.contrast_caption(contrast, scale, aggregate))
         st.altair_chart(charts.contrast_chart(contrast, scale), width="stretch")
-        st.dataframe(charts.contrast_table(contrast, scale), hide_index=True)
+        rows = charts.contrast_table(contrast, scale)
+        st.dataframe(
+            rows,
+            hide_index=True,
+            height=min(35 * (len(rows) + 1) + 3, 738),  # every row of a short contrast, no inner scroll
+            column_config={**charts.number_formats(rows), **charts.contrast_columns(contrast)},
+        )
         pair = contrast.pair_descriptors
         if pair is not None:
             st.subheader(f"{a} vs {b}, by their pair descriptors (FuDD)")
@@ -123,7 +141,7 @@ def show(name: str, data: bytes) -> None:
                 f"{pair.mean_a * scale:.2f} for {pair.a}, {pair.mean_b * scale:.2f} for {pair.b}; they favour "
                 f"**{pair.favours}** (LLM {pair.provenance.get('model') or '?'})."
             )
-            st.dataframe(charts.pair_table(pair, scale), hide_index=True)
+            table(charts.pair_table(pair, scale))
 
     st.subheader("Best-matching descriptors in the whole library")
     r = exp.retrieval or {}
@@ -134,7 +152,7 @@ def show(name: str, data: bytes) -> None:
         )
     else:
         st.caption("exact: every descriptor was scored")
-    st.dataframe(charts.retrieved_table(exp), hide_index=True)
+    table(charts.retrieved_table(exp))
     st.download_button(
         "Download this explanation (JSON)",
         json.dumps(exp.to_dict(), indent=2),
@@ -143,8 +161,9 @@ def show(name: str, data: bytes) -> None:
         key=f"{key}-dl",
     )
     st.caption(
-        f"image encoded in {(encoded - started) * 1000:.0f} ms, explained in "
-        f"{(explained - encoded) * 1000:.0f} ms ({info.n_classes} classes, {info.n_descriptors} descriptors)"
+        (f"image encoded in {(encoded - started) * 1000:.0f} ms, " if fresh else "image vector from the cache, ")
+        + f"explained in {(explained - encoded) * 1000:.0f} ms ({info.n_classes} classes, "
+        f"{info.n_descriptors} descriptors)"
     )
 
 

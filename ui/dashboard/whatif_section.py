@@ -1,8 +1,11 @@
 """The Audit page's what-if: tick a class's descriptors off, add one, and see at once what
 the run's predictions would be (exact, from the stored image vectors: only the edited class
-is rescored); save the edit as a new library version with a note."""
+is rescored); save the edit as a new library version with a note. It is a fragment: a tick
+reruns this section alone, not the audit above it."""
 
 from __future__ import annotations
+
+import os
 
 import pandas as pd
 import streamlit as st
@@ -15,17 +18,40 @@ FLIP_COLUMNS = {
     "path": "image",
     "true": "true class",
     "before": "before",
-    "before_score": "score before",
+    "before_score": "S before",
     "after": "after",
-    "after_score": "score after",
+    "after_score": "S after",
 }
+FLIP_CONFIG = {
+    "image": st.column_config.TextColumn(width="large", help="path from the run's dataset folder"),
+    "S before": st.column_config.NumberColumn(format="%.2f", help="the top class's score x logit scale"),
+    "S after": st.column_config.NumberColumn(format="%.2f", help="the top class's score x logit scale"),
+}
+
+
+def flip_table(flips: list[dict], dataset: str, scale: float) -> pd.DataFrame:
+    """The flips as shown: paths from the dataset folder, scores as S (x logit scale)."""
+    data = pd.DataFrame(flips)[list(FLIP_COLUMNS)].rename(columns=FLIP_COLUMNS)
+    data["image"] = [shorter(p, dataset) for p in data["image"]]
+    data[["S before", "S after"]] *= scale
+    return data
+
+
+def shorter(path: str, folder: str) -> str:
+    """``path`` from ``folder`` where it lies inside it, else as stored."""
+    try:
+        relative = os.path.relpath(path, folder)
+    except ValueError:  # another drive
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def _interval(fig: dict) -> str:
     return f"[{100 * fig['ci95'][0]:.1f}, {100 * fig['ci95'][1]:.1f}]"
 
 
-def render(s: cached.Settings, run, aggregate: str) -> None:
+@st.fragment
+def render(s: cached.Settings, run, aggregate: str, scale: float) -> None:
     st.subheader("What-if: edit a class's descriptors")
     st.caption(
         "Untick descriptors or add one: the run's predictions are recomputed exactly from its stored image "
@@ -74,14 +100,13 @@ def render(s: cached.Settings, run, aggregate: str) -> None:
     st.markdown(f"**{a['statement']}**; 95% intervals: before {_interval(before)}, after {_interval(after)}.")
     for note in a["notes"]:
         st.info(note)
-    left, right = st.columns(2)
-    for col, key, title in ((left, "wrong_to_right", "Wrong -> right"), (right, "right_to_wrong", "Right -> wrong")):
+    for key, title in (("wrong_to_right", "Wrong -> right"), ("right_to_wrong", "Right -> wrong")):
         flips = a["flips"][key]
-        col.markdown(f"**{title} ({len(flips)})**")
+        st.markdown(f"**{title} ({len(flips)})**")
         if flips:
-            col.dataframe(pd.DataFrame(flips)[list(FLIP_COLUMNS)].rename(columns=FLIP_COLUMNS), hide_index=True)
+            st.dataframe(flip_table(flips, run.dataset, scale), hide_index=True, column_config=FLIP_CONFIG)
         else:
-            col.caption("none")
+            st.caption("none")
     note = st.text_input("Note for the new version", key="whatif_note", placeholder="why this edit")
     if st.button(
         "Save as new version",
