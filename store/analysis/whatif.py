@@ -378,7 +378,7 @@ class WhatIf:
             )
         notes = [
             f"class {c!r} has no descriptor left: it is scored by its baseline prompt "
-            f"{lib.baseline_prompts[names.index(c)]!r}, as an empty class of a library file is"
+            f"{lib.baseline_prompts[names.index(c)]!r}, as a class with no descriptors in a library file is scored"
             for c in after.fallback
         ]
         return {
