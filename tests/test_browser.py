@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import ROOT
+from tests.helpers.screenshots import browser
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -88,8 +89,6 @@ def served(tiny_model, tmp_path):
 
 
 def test_upload_an_image_and_see_the_explanation(served, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -104,22 +103,7 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
     (exp,) = Store.open(home, create=False).load("demo").explain(enc.embed_images(read_images([frog]))[0])
     expected_class, expected_descriptor = exp.predicted, exp.classes[0].descriptors[0].descriptor
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,2400",
-        f"--user-data-dir={tmp_path / 'chrome'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = browser(tmp_path / "chrome")
     try:
         driver.get(url)
         wait = WebDriverWait(driver, 90, poll_frequency=0.5)
@@ -144,8 +128,6 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
 
 
 def test_the_audit_page_shows_a_run(served, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -178,20 +160,7 @@ def test_the_audit_page_shows_a_run(served, tmp_path):
         capture_output=True,
         timeout=300,
     )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--window-size=1400,3000",
-        f"--user-data-dir={tmp_path / 'chrome'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = browser(tmp_path / "chrome")
     try:
         driver.get(f"{url}/audit_page")
         wait = WebDriverWait(driver, 90, poll_frequency=0.5)
