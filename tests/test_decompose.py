@@ -119,3 +119,65 @@ def test_one_image_at_a_time(model):
     pixels = processor(_images()[:2])["pixel_values"]
     with pytest.raises(ValueError, match="one image"):
         decompose(tower, pixels)
+
+
+def _planted_tower(looks_at: int | None):
+    """A one-layer, one-head tower built by hand (d = 8, a 4 x 4 grid of 8-pixel patches):
+    a patch's red-minus-green goes to feature 0; the class token's query is a constant, its
+    keys are feature 0 (``looks_at`` None: it attends to red patches) or a position feature
+    of patch ``looks_at`` only (it attends there whatever the image shows); the value carries
+    feature 0 (the control: feature 1, which every patch has) into feature 7 of the class
+    token, which the identity projection outputs."""
+    from whyclip.ingest.encoder.vision import VisionTower
+
+    d = 8
+    config = {"hidden_size": d, "intermediate_size": d, "num_attention_heads": 1, "num_hidden_layers": 1}
+    config |= {"image_size": 32, "patch_size": 8, "projection_dim": d, "hidden_act": "quick_gelu"}
+    tower = VisionTower(config)
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.zero_()
+        for name, p in tower.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+        v = tower.vision_model
+        v.embeddings.class_embedding[:] = torch.tensor([0, 0, 0, 0, 0, 0, 1.0, -1.0])
+        v.embeddings.patch_embedding.weight[0, 0] = 1 / 64
+        v.embeddings.patch_embedding.weight[0, 1] = -1 / 64
+        pos = v.embeddings.position_embedding.weight
+        pos[:, 1], pos[:, 2] = 0.5, -0.5
+        if looks_at is not None:
+            pos[1 + looks_at, 3] = 3.0
+        attn = v.encoder.layers[0].self_attn
+        attn.q_proj.bias[0] = 30.0
+        attn.k_proj.weight[0, 0 if looks_at is None else 3] = 1.0
+        attn.v_proj.weight[0, 0 if looks_at is None else 1] = 1.0  # the control carries a feature every patch has
+        attn.out_proj.weight[7, 0] = 1.0
+        tower.visual_projection.weight[:] = torch.eye(d)
+    return tower.eval()
+
+
+def _red_at(patch: int) -> torch.Tensor:
+    pixels = torch.zeros(1, 3, 32, 32)
+    r, c = divmod(patch, 4)
+    pixels[0, 0, 8 * r : 8 * r + 8, 8 * c : 8 * c + 8] = 2.0
+    pixels[0, 1, 8 * r : 8 * r + 8, 8 * c : 8 * c + 8] = -1.5
+    return pixels
+
+
+@pytest.mark.parametrize("red", [0, 6, 13])
+def test_a_planted_model_lights_up_where_it_looks(red):
+    """The map peaks at the red patch when the model attends to red; the control, a model
+    that attends to patch 9 whatever the image shows, moves the peak to patch 9 (and away
+    from the red patch), because the map shows what the model used."""
+    text = np.eye(8)[7:8]  # the direction the attended value is written to
+    for looks_at, where in ((None, red), (9, 9)):
+        dec = decompose(_planted_tower(looks_at), _red_at(red))
+        maps, rest = dec.scores(text, 10.0)
+        peak = int(np.argmax(maps[0].reshape(-1)))
+        assert peak == where, (looks_at, maps[0])
+        others = np.delete(maps[0].reshape(-1), where)
+        assert maps[0].reshape(-1)[where] > 5 * np.abs(others).max()
+        np.testing.assert_allclose(
+            maps.sum() + rest, 10.0 * dec.embedding[7] / np.linalg.norm(dec.embedding), atol=1e-6
+        )
