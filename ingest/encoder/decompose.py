@@ -119,3 +119,70 @@ def decompose(tower: VisionTower, pixels: torch.Tensor, layers: int = LAST_LAYER
         grid=(side, (t - 1) // side),
         layers=layers,
     )
+
+
+@torch.no_grad()
+def occlusion(
+    tower: VisionTower,
+    pixels: torch.Tensor,
+    texts: np.ndarray,
+    logit_scale: float,
+    grid: int | None = None,
+    chunk: int = 16,
+) -> np.ndarray:
+    """The independent check: per descriptor (rows of unit ``texts``), how much its S falls
+    when each cell of a ``grid`` x ``grid`` grid is set to 0 (in normalised pixels: the
+    dataset's mean colour) and the image encoded again; (n, grid, grid). It needs nothing
+    from the model's insides; one batch of masked images serves every descriptor.
+    ``grid`` defaults to the patch grid (7 x 7 for ViT-B/32)."""
+    if pixels.shape[0] != 1:
+        raise ValueError(f"occlusion takes one image, got {pixels.shape[0]}")
+    h, w = pixels.shape[-2:]
+    if grid is None:
+        v = tower.vision_model.embeddings
+        grid = h // int(v.patch_embedding.kernel_size[0])
+    grid = max(1, min(int(grid), h, w))
+    rows = np.linspace(0, h, grid + 1).round().astype(int)
+    cols = np.linspace(0, w, grid + 1).round().astype(int)
+    masked = pixels.repeat(grid * grid, 1, 1, 1).to(torch.float32)
+    for r in range(grid):
+        for c in range(grid):
+            masked[r * grid + c, :, rows[r] : rows[r + 1], cols[c] : cols[c + 1]] = 0.0
+    texts = np.asarray(texts, dtype=np.float64)
+
+    def s_of(batch: torch.Tensor) -> np.ndarray:
+        e = tower(batch).image_embeds.to(torch.float64).numpy()
+        return logit_scale * (e / np.linalg.norm(e, axis=1, keepdims=True)) @ texts.T  # (b, n)
+
+    base = s_of(pixels.to(torch.float32))[0]
+    after = np.concatenate([s_of(masked[i : i + chunk]) for i in range(0, len(masked), chunk)])
+    return (base[None, :] - after).T.reshape(len(texts), grid, grid)
+
+
+def pooled(maps: np.ndarray, grid: int) -> np.ndarray:
+    """Maps (n, gh, gw) summed into a ``grid`` x ``grid`` grid of cells (as occlusion masks
+    them), so the two can be compared cell by cell."""
+    n, gh, gw = maps.shape
+    rows = np.linspace(0, gh, grid + 1).round().astype(int)
+    cols = np.linspace(0, gw, grid + 1).round().astype(int)
+    out = np.zeros((n, grid, grid))
+    for r in range(grid):
+        for c in range(grid):
+            out[:, r, c] = maps[:, rows[r] : rows[r + 1], cols[c] : cols[c + 1]].sum(axis=(1, 2))
+    return out
+
+
+def agreement(maps: np.ndarray, drops: np.ndarray) -> list[float | None]:
+    """Per descriptor: Spearman's rank correlation between its decomposition map (pooled to
+    the occlusion grid) and its occlusion drops; None where either is constant (no ranking)."""
+    from scipy.stats import spearmanr
+
+    grid = drops.shape[-1]
+    cells = pooled(maps, grid).reshape(len(maps), -1)
+    out: list[float | None] = []
+    for a, b in zip(cells, drops.reshape(len(drops), -1), strict=True):
+        if np.ptp(a) == 0 or np.ptp(b) == 0:
+            out.append(None)
+        else:
+            out.append(float(spearmanr(a, b).statistic))
+    return out
