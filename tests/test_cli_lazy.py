@@ -24,18 +24,15 @@ def load(target: str) -> click.Command:
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_the_table_says_what_each_command_says(name):
-    target, first_paragraph = COMMANDS[name]
-    command = load(target)
+def test_the_table_loads_each_command_under_its_name(name):
+    command = load(COMMANDS[name])
     assert command.name == name
-    for limit in (30, 45, 63, 200):  # the listing shortens it as click does
-        assert click.Command(name, help=first_paragraph).get_short_help_str(limit) == command.get_short_help_str(limit)
 
 
 def test_every_command_in_the_cli_package_is_in_the_table():
     """A command written in a module of whyclip.ui.cli but left out of the table would never
     be reachable: each one is listed, under its own name."""
-    listed = {COMMANDS[name][0] for name in COMMANDS}
+    listed = set(COMMANDS.values())
     found = set()
     for info in pkgutil.iter_modules(whyclip.ui.cli.__path__, "whyclip.ui.cli."):
         module = importlib.import_module(info.name)

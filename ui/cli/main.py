@@ -20,97 +20,31 @@ from whyclip.store import WhyclipError, shown_text
 
 log = logging.getLogger("whyclip")
 
-#: command -> (module:attribute, the first paragraph of its help, kept beside the target so the
-#: table says what each command is without importing it; tests/test_cli_lazy.py checks each
-#: against the command's own help). ``whyclip --help`` lists them by :data:`SECTIONS`.
+#: command -> module:attribute, imported on first use; ``whyclip --help`` lists them by
+#: :data:`SECTIONS` with their one-line summaries (no command module loads for it).
 COMMANDS = {
-    "audit": (
-        "whyclip.ui.cli.evaluate:audit",
-        "Accuracy with intervals, controls with paired tests, the descriptors that drive predictions, hygiene.",
-    ),
-    "calibrate": (
-        "whyclip.ui.cli.calibrate:calibrate",
-        "Fit a temperature (LeVine et al., 2023) on a run; report held-out ECE, NLL and accuracy before and after.",
-    ),
-    "clean": (
-        "whyclip.ui.cli.generate:clean",
-        "Clean an existing library FILE and report every line dropped or flagged, and why.",
-    ),
-    "delete": (
-        "whyclip.ui.cli.lifecycle:delete_cmd",
-        "Delete library NAME (every version, or --version N): its rows and index files.",
-    ),
-    "demo": ("whyclip.ui.cli.demo:demo", "Ingest the bundled demo library and explain a few drawn sample images."),
-    "eval": (
-        "whyclip.ui.cli.evaluate:eval_cmd",
-        "Score a labelled DATASET with a library and store the run for 'whyclip audit'.",
-    ),
-    "eval-pairs": (
-        "whyclip.ui.cli.generate:eval_pairs_cmd",
-        "Re-rank the images of the run a PAIRS file came from with its differential descriptions (FuDD) and "
-        "report top-1 accuracy beside the run's own method.",
-    ),
-    "explain": (
-        "whyclip.ui.cli.explain:explain",
-        "Explain why each IMAGE (file or folder of images) gets its classes.",
-    ),
-    "export": (
-        "whyclip.ui.cli.lifecycle:export_cmd",
-        "Write a library version as a descriptor file plus a metadata sidecar (settings, encoder and every "
-        "prompt exactly); 'whyclip ingest FILE' reads the sidecar back.",
-    ),
-    "gc": (
-        "whyclip.ui.cli.lifecycle:gc_cmd",
-        "Remove index folders no library version owns (left by a killed ingest or a failed removal), and with "
-        "--cache unused cached vectors; report what was freed.",
-    ),
-    "generate": (
-        "whyclip.ui.cli.generate:generate",
-        "Generate descriptors for CLASSES with an LLM and write a cleaned library.",
-    ),
-    "generate-pairs": (
-        "whyclip.ui.cli.generate:generate_pairs_cmd",
-        "Ask an LLM what tells apart the class pairs an evaluation run confuses most, or that a set of images "
-        "is ambiguous between (FuDD's differential descriptions); write them to a pairs file with provenance "
-        "(--out) and/or store them with the library version (--store).",
-    ),
-    "ingest": (
-        "whyclip.ui.cli.libraries:ingest_cmd",
-        "Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one library per file.",
-    ),
-    "ingest-pairs": (
-        "whyclip.ui.cli.generate:ingest_pairs_cmd",
-        "Store a PAIRS file (from 'whyclip generate-pairs') with a library version as contrastive pair "
-        "descriptors: each side's descriptions rendered with the library's template, embedded through the "
-        "cache, kept apart from the classes' own descriptors.",
-    ),
-    "libraries": (
-        "whyclip.ui.cli.libraries:libraries",
-        "List libraries (newest version of each, or --all) with encoder, dimension, template and counts.",
-    ),
-    "make-test-model": (
-        "whyclip.ui.cli.demo:make_test_model_cmd",
-        "Write a random-weight CLIP model folder, built offline, loadable with --model DIRECTORY.",
-    ),
-    "migrate": (
-        "whyclip.ui.cli.migrate:migrate",
-        "Bring the store's database up to the schema this whyclip uses (all or nothing).",
-    ),
-    "pairs": (
-        "whyclip.ui.cli.generate:pairs_cmd",
-        "List the contrastive pair descriptors (FuDD) stored with a library version: each pair, its features "
-        "as A's look | B's look, and where they came from.",
-    ),
-    "runs": ("whyclip.ui.cli.evaluate:runs", "List evaluation runs (made by 'whyclip eval')."),
-    "serve": (
-        "whyclip.ui.cli.serve:serve",
-        "Serve explanations over HTTP: POST /v1/explain, /v1/retrieve, /v1/libraries; schema at /openapi.json.",
-    ),
-    "ui": ("whyclip.ui.cli.dashboard:ui", "Start the dashboard (Streamlit) on http://127.0.0.1:PORT."),
-    "whatif": (
-        "whyclip.ui.cli.whatif:whatif",
-        "What an edit of a library's descriptors would do to a stored run, exactly.",
-    ),
+    "audit": "whyclip.ui.cli.evaluate:audit",
+    "calibrate": "whyclip.ui.cli.calibrate:calibrate",
+    "clean": "whyclip.ui.cli.generate:clean",
+    "delete": "whyclip.ui.cli.lifecycle:delete_cmd",
+    "demo": "whyclip.ui.cli.demo:demo",
+    "eval": "whyclip.ui.cli.evaluate:eval_cmd",
+    "eval-pairs": "whyclip.ui.cli.generate:eval_pairs_cmd",
+    "explain": "whyclip.ui.cli.explain:explain",
+    "export": "whyclip.ui.cli.lifecycle:export_cmd",
+    "gc": "whyclip.ui.cli.lifecycle:gc_cmd",
+    "generate": "whyclip.ui.cli.generate:generate",
+    "generate-pairs": "whyclip.ui.cli.generate:generate_pairs_cmd",
+    "ingest": "whyclip.ui.cli.libraries:ingest_cmd",
+    "ingest-pairs": "whyclip.ui.cli.generate:ingest_pairs_cmd",
+    "libraries": "whyclip.ui.cli.libraries:libraries",
+    "make-test-model": "whyclip.ui.cli.demo:make_test_model_cmd",
+    "migrate": "whyclip.ui.cli.migrate:migrate",
+    "pairs": "whyclip.ui.cli.generate:pairs_cmd",
+    "runs": "whyclip.ui.cli.evaluate:runs",
+    "serve": "whyclip.ui.cli.serve:serve",
+    "ui": "whyclip.ui.cli.dashboard:ui",
+    "whatif": "whyclip.ui.cli.whatif:whatif",
 }
 
 
@@ -174,7 +108,7 @@ class WhyclipGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        module, _, attribute = COMMANDS[name][0].partition(":")
+        module, _, attribute = COMMANDS[name].partition(":")
         return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
