@@ -165,7 +165,7 @@ def confusions(run: RunData, lib: Library, agg: str, s: AuditSettings) -> list[d
             scores = {a: float(res.top_scores[i, 0]), b: float(res.true_score[i])}  # contrast reads only these two
             for r in lib.contrast(run.vectors[i], a, b, agg, scores).rows:
                 sums[r.descriptor] += r.contribution
-                owner[r.descriptor] = "both" if r.a is not None and r.b is not None else na if r.a is not None else nb
+                owner[r.descriptor] = r.of
         rows = sorted(((t, v / n) for t, v in sums.items()), key=lambda tv: -tv[1])
         out.append(
             {
