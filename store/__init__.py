@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.analysis.whatif import plan_edit as plan_edit
     from whyclip.store.analysis.whatif import read_edits as read_edits
     from whyclip.store.analysis.whatif import split_pair as split_pair
+    from whyclip.store.atomic import new_mode as new_mode
     from whyclip.store.atomic import write_text_atomic as write_text_atomic
     from whyclip.store.catalogue import Store as Store
     from whyclip.store.catalogue import read_schema_state as read_schema_state
@@ -97,13 +98,16 @@ if TYPE_CHECKING:  # the same names for type checkers; at run time they load on 
     from whyclip.store.errors import WhyclipError as WhyclipError
     from whyclip.store.library import Library as Library
     from whyclip.store.method import AGGREGATES as AGGREGATES
+    from whyclip.store.method import MAP_KINDS as MAP_KINDS
     from whyclip.store.method import BaselineScore as BaselineScore
     from whyclip.store.method import ClassMatrices as ClassMatrices
     from whyclip.store.method import ClassScore as ClassScore
     from whyclip.store.method import Contrast as Contrast
     from whyclip.store.method import ContrastRow as ContrastRow
+    from whyclip.store.method import DescriptorMap as DescriptorMap
     from whyclip.store.method import DescriptorScore as DescriptorScore
     from whyclip.store.method import Explanation as Explanation
+    from whyclip.store.method import ImageMaps as ImageMaps
     from whyclip.store.method import Retrieved as Retrieved
     from whyclip.store.method import build_class_matrices as build_class_matrices
     from whyclip.store.method import midpoint_rule as midpoint_rule
@@ -145,7 +149,7 @@ _EXPORTS = {
         "WhyclipError",
     ),
     "whyclip.store.records": ("DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo"),
-    "whyclip.store.atomic": ("write_text_atomic",),
+    "whyclip.store.atomic": ("new_mode", "write_text_atomic"),
     "whyclip.store.catalogue": ("Store", "read_schema_state"),
     "whyclip.store.library": ("Library",),
     "whyclip.store.method": (
@@ -155,8 +159,11 @@ _EXPORTS = {
         "ClassScore",
         "Contrast",
         "ContrastRow",
+        "DescriptorMap",
         "DescriptorScore",
         "Explanation",
+        "ImageMaps",
+        "MAP_KINDS",
         "Retrieved",
         "build_class_matrices",
         "midpoint_rule",

@@ -22,6 +22,11 @@ def _umask() -> int:
     return mask
 
 
+def new_mode(folder: bool = False) -> int:
+    """The mode a new file (0666) or folder (0777) gets here: less the umask."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` whole, with the usual mode."""
     path = Path(path)

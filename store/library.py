@@ -161,6 +161,17 @@ class Library:
             )
         return tuple((r[0], r[1]) for r in rows)
 
+    def class_descriptors(self, name: str) -> tuple[list[tuple[str, str]], np.ndarray, bool]:
+        """Class ``name``'s (descriptor, prompt) pairs and their unit vectors (n, dim), in
+        stored order; for a class without descriptors, its baseline prompt (descriptor "")
+        and vector, with ``True`` (a fallback)."""
+        position = self.class_position(name)
+        lo, hi = int(self.matrices.offsets[position]), int(self.matrices.offsets[position + 1])
+        if hi == lo:
+            base = np.asarray(self.matrices.baseline[position], dtype=np.float32)[None]
+            return [("", self.baseline_prompts[position])], base, True
+        return list(self.class_texts(position)), np.asarray(self.vectors[lo:hi], dtype=np.float32), False
+
     def shared_texts(self, min_classes: int = 2) -> list[dict[str, Any]]:
         """Descriptor texts that ``min_classes`` or more classes share, most shared first,
         with how many classes and a few of them (kept at ingest)."""

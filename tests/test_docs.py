@@ -116,6 +116,7 @@ def test_every_key_of_an_explanation_is_documented():
         PairFeatureScore,
         Retrieved,
     )
+    from whyclip.store.method.maps import DescriptorMap, ImageMaps
     from whyclip.ui.render.explanation_json import explanation_json
 
     feature = PairFeatureScore("snout", "narrow", "broad", "p a", "p b", 0.2, 0.1, "a")
@@ -136,6 +137,16 @@ def test_every_key_of_an_explanation_is_documented():
         [BaselineScore("a", 0.2, 0.5)],
         contrast,
         [Retrieved("a", "d", "p", 0.3, 1)],
+        maps=ImageMaps(
+            "decomposition",
+            (1, 2),
+            4,
+            1,
+            True,
+            [DescriptorMap("a", "d", "p", 30.0, 29.0, [[0.5, 0.5]], [[1.0, 2.0]], [[0.7]], None)],
+            None,
+            (32, 64),
+        ),
     )
     answer = explanation_json(exp, SimpleNamespace(info=SimpleNamespace(id="clip-1"), precision="fp32"))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
     from whyclip.ingest.services.explain import ExplainLimits, ExplainOptions, ImageFailure
+    from whyclip.ingest.services.maps import MapOptions
     from whyclip.ingest.services.workspace import Workspace
     from whyclip.store import (
         EncoderMismatch,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
 _EXPORTS = {
     "whyclip.ingest.services.workspace": ("Workspace",),
     "whyclip.ingest.services.explain": ("ExplainLimits", "ExplainOptions", "ImageFailure"),
+    "whyclip.ingest.services.maps": ("MapOptions",),
     "whyclip.store": (
         "EncoderMismatch",
         "Explanation",
@@ -63,6 +65,7 @@ __all__ = [
     "InputError",
     "LibraryInfo",
     "LibraryNotFound",
+    "MapOptions",
     "ModelLoadError",
     "NoStore",
     "StoreError",

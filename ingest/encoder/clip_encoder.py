@@ -536,6 +536,23 @@ class ClipEncoder:
         self._add_seconds("plain pass", started)
         return _unit(raw)
 
+    def map_model(self):
+        """The image tower (fp32) and processor that maps of this encoder's images are made
+        with (:class:`whyclip.ingest.encoder.decompose.MapModel`), loaded on first use."""
+        from whyclip.ingest.encoder.decompose import MapModel
+
+        with self._lock:
+            if getattr(self, "_maps", None) is None:
+                with self._setting_up():
+                    if self.backend == "transformers":
+                        tower, processor = self._st.tower("image"), self._st.image_processor
+                    else:  # sentence-transformers' CLIP module holds a whole transformers CLIPModel
+                        module = self._st[0]
+                        tower = self._full
+                        processor = getattr(module.processor, "image_processor", module.processor)
+                    self._maps = MapModel(tower, processor)
+            return self._maps
+
     def prepare_images(self, images: Sequence):
         """What :meth:`embed_images` takes, made ahead (CPU work that may run in another
         thread while a batch encodes): RGB conversion and the image processor's pixels."""

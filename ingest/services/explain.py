@@ -18,6 +18,7 @@ half answer.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,12 @@ from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.encoder.prepared import join_prepared, prepare_one
 from whyclip.ingest.images import header_pixels, prefetched, read_image
+from whyclip.ingest.services.maps import MapOptions, check_map_options, image_maps, worst_case_maps
 from whyclip.store import (
     AGGREGATES,
     CalibrationInfo,
     Explanation,
+    ImageMaps,
     InputError,
     Library,
     Store,
@@ -49,7 +52,8 @@ class ExplainOptions:
     ``compare`` (default: the top two), ``retrieve`` library-wide best descriptors, the
     ``aggregate`` (default: the library's) and probabilities from the version's stored
     calibration when ``calibrated``. A shown class lists its best ``descriptors`` (default:
-    the limit's ``max_descriptors_listed``) and counts the rest; its score uses them all."""
+    the limit's ``max_descriptors_listed``) and counts the rest; its score uses them all.
+    ``maps``: where in the image, for every listed descriptor (None: no maps)."""
 
     top: int = 5
     aggregate: str | None = None
@@ -57,18 +61,22 @@ class ExplainOptions:
     retrieve: int = 10
     calibrated: bool = False
     descriptors: int | None = None
+    maps: MapOptions | None = None
 
 
 @dataclass(frozen=True)
 class ExplainLimits:
     """Bounds every surface inherits, checked before any work: classes shown, descriptors
-    retrieved, descriptors listed per shown class (the rest are counted, not listed) and the
-    decoded pixels held at once (a batch closes early rather than pass it)."""
+    retrieved, descriptors listed per shown class (the rest are counted, not listed), the
+    decoded pixels held at once (a batch closes early rather than pass it) and the maps one
+    image may get (each a small grid of numbers; the occlusion check costs the same for any
+    number of them)."""
 
     max_top: int = 1000
     max_retrieve: int = 1000
     max_descriptors_listed: int = 1000
     max_batch_pixels: int = 32 * 4096 * 4096  # 32 pictures of 16.8 Mpx; about 1.6 GB of RGB
+    max_maps: int = 256
 
 
 DEFAULT_LIMITS = ExplainLimits()
@@ -102,6 +110,8 @@ def check_options(options: ExplainOptions, limits: ExplainLimits = DEFAULT_LIMIT
         )
     if options.compare is not None and len(options.compare) != 2:
         raise InputError(f"compare takes exactly two class names (got {len(options.compare)})")
+    if options.maps is not None:
+        check_map_options(options.maps)
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,11 @@ class ExplainPlan:
         note saying why there is none) when a surface keeps it cached; else it is looked up,
         unless ``split`` is false (no name/description split, and no note about it)."""
         check_library_encoder(self.library, encoder)  # read only: an old id of this model is accepted
+        if self.options.maps is not None and not hasattr(encoder, "map_model"):
+            raise InputError(
+                f"maps need a CLIP image tower, and this encoder ({type(encoder).__name__}) has none: "
+                "explain without maps, or with a CLIP model"
+            )
         if name_split is None and split:
             name_split = self.library.bare_scorer(encoder.cache_key)
         return Explainer(self, encoder, name_split)
@@ -140,6 +155,15 @@ def plan_explain(
     lib = (load or store.load)(library, version)
     for name in options.compare or ():
         lib.class_position(name)  # an unknown class fails here, naming close ones
+    if options.maps is not None:
+        listed = options.descriptors or limits.max_descriptors_listed
+        most = worst_case_maps(lib, options.top, options.compare, listed)
+        if most > limits.max_maps:
+            raise InputError(
+                f"maps for up to {most:,} descriptors per image is over the limit of {limits.max_maps}: "
+                f"list fewer per class (descriptors {max(1, limits.max_maps // max(2, options.top + 2))}) "
+                "or show fewer classes (top)"
+            )
     aggregate = options.aggregate or lib.info.aggregate
     cal = (
         calibration_for(store.engine, lib.info.id, lib.info.name, lib.info.version, aggregate)
@@ -174,12 +198,35 @@ class Explainer:
             max_descriptors=self.plan.options.descriptors or self.plan.limits.max_descriptors_listed,
         )
 
+    def maps(self, picture, explanation: Explanation, options: MapOptions | None = None) -> ImageMaps:
+        """Where in ``picture`` (a PIL image, or its pixel values from the encoder's
+        :meth:`map_model`) each descriptor ``explanation`` lists is seen: the exact
+        decomposition maps, and the dense map and the occlusion check when ``options`` (default:
+        the plan's, else the exact maps alone) ask for them. See :mod:`.maps`."""
+        options = options or self.plan.options.maps or MapOptions()
+        check_map_options(options)
+        if not hasattr(self.encoder, "map_model"):
+            raise InputError(f"maps need a CLIP image tower, and this encoder ({type(self.encoder).__name__}) has none")
+        model = self.encoder.map_model()
+        pixels = picture if hasattr(picture, "shape") else model.pixels(picture)
+        listed = self.plan.options.descriptors or self.plan.limits.max_descriptors_listed
+        return image_maps(model, pixels, self.library, explanation, options, listed)
+
+    def _with_maps(self, explanations: list[Explanation], pixels: Sequence) -> list[Explanation]:
+        """The explanations with their maps when the options ask for them (``pixels``: each
+        image's pixel values or picture)."""
+        if self.plan.options.maps is None:
+            return explanations
+        return [dataclasses.replace(e, maps=self.maps(p, e)) for e, p in zip(explanations, pixels, strict=True)]
+
     def explain_pictures(self, pictures: Sequence, names: Sequence[str] | None = None) -> list[Explanation]:
-        """Explain decoded pictures (PIL images); their pixels together stay within the limit."""
+        """Explain decoded pictures (PIL images); their pixels together stay within the limit.
+        With maps in the options, each explanation carries them."""
         check_pixels(pictures, self.plan.limits)
         prepare = getattr(self.encoder, "prepare_images", None)
-        vectors, _ = self.encoder.embed_images(prepare(list(pictures)) if prepare and pictures else list(pictures))
-        return self.explain_vectors(vectors, names)
+        prepared = prepare(list(pictures)) if prepare and pictures else list(pictures)
+        vectors, _ = self.encoder.embed_images(prepared)
+        return self._with_maps(self.explain_vectors(vectors, names), _per_image(prepared, pictures))
 
     def explain_files(self, paths: Sequence[str | Path], progress=None) -> Iterator[Explanation | ImageFailure]:
         """Explain image files in order, in batches: the next batch is decoded and
@@ -204,10 +251,20 @@ class Explainer:
             yield from failures
             if len(batch):
                 vectors, _ = self.encoder.embed_images(pictures)
-                yield from self.explain_vectors(vectors, [str(p) for p in batch])
+                explained = self.explain_vectors(vectors, [str(p) for p in batch])
+                yield from self._with_maps(explained, _per_image(pictures, None))
             done += len(batch) + len(failures)
             if progress is not None:
                 progress(done, len(paths))
+
+
+def _per_image(prepared, pictures: Sequence | None) -> list:
+    """Each image of a prepared batch as maps take it: its pixel values (1, 3, H, W) where
+    the encoder prepares pixels, else its picture."""
+    pixels = getattr(prepared, "pixels", None)
+    if pixels is not None:
+        return [pixels[i : i + 1] for i in range(len(prepared))]
+    return list(pictures if pictures is not None else prepared)
 
 
 def batches_of(paths: Sequence[str | Path], limits: ExplainLimits = DEFAULT_LIMITS) -> list[list]:

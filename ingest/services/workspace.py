@@ -36,6 +36,7 @@ from whyclip.ingest.services.explain import (
     plan_explain,
 )
 from whyclip.ingest.services.library_ingest import IngestReport, check_ingest_options, plan_ingest, run_ingest
+from whyclip.ingest.services.maps import MapOptions
 from whyclip.store import DEFAULT_BASELINE, DEFAULT_TEMPLATE, Explanation, InputError, LibraryInfo, Store
 
 
@@ -119,21 +120,27 @@ class Workspace:
         calibrated: bool = False,
         model: str | None = None,
         names: Sequence[str] | None = None,
+        maps: bool | MapOptions = False,
     ) -> list[Explanation]:
         """Explain ``images`` with ``library``: image files or folders (paths), decoded
         pictures (PIL images) or unit image vectors (a 2-D array), as ``whyclip explain`` does.
         An unreadable file raises :class:`InputError` naming it (use :meth:`explain_files`
-        to go on past such files)."""
+        to go on past such files). ``maps`` (True, or :class:`MapOptions` for the dense map
+        and the occlusion check): each explanation's ``maps`` says where in the image each
+        listed descriptor is seen (pictures and files only: vectors have no pixels)."""
         options = ExplainOptions(
             top=top,
             aggregate=aggregate,
             compare=tuple(compare) if compare else None,
             retrieve=retrieve,
             calibrated=calibrated,
+            maps=(maps if isinstance(maps, MapOptions) else MapOptions()) if maps else None,
         )
         plan = plan_explain(self.store, library, version, options, limits=self.limits)
         explainer = plan.with_encoder(self.encoder(model or plan.library.info.encoder_name))
         if isinstance(images, np.ndarray):
+            if options.maps is not None:
+                raise InputError("maps need the images (files or PIL images), not their vectors: pass the images")
             return explainer.explain_vectors(images, names)
         items = [images] if isinstance(images, (str, Path)) or hasattr(images, "size") else list(images)
         if items and all(hasattr(x, "size") and not isinstance(x, (str, Path)) for x in items):

@@ -26,16 +26,20 @@ from whyclip.store.method.explanation import (
     Retrieved,
     midpoint_rule,
 )
+from whyclip.store.method.maps import MAP_KINDS, DescriptorMap, ImageMaps
 
 __all__ = [
     "AGGREGATES",
+    "MAP_KINDS",
     "BaselineScore",
     "ClassMatrices",
     "ClassScore",
     "Contrast",
     "ContrastRow",
+    "DescriptorMap",
     "DescriptorScore",
     "Explanation",
+    "ImageMaps",
     "Retrieved",
     "build_class_matrices",
     "calibrated_softmax",

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from whyclip.store.method.maps import ImageMaps
+
 
 @dataclass(frozen=True)
 class DescriptorScore:
@@ -137,6 +139,7 @@ class Explanation:
     calibration: dict[str, Any] | None = None  # the stored calibration the probabilities use (explain --calibrated)
     name_description: dict[str, Any] | None = None  # the per-image fit behind name_share, or a note why there is none
     retrieval: dict[str, Any] | None = None  # how ``retrieved`` was found: exact, index, recall_at_10, calibrated_on
+    maps: ImageMaps | None = None  # where in the image, when asked for (explain --maps)
 
     @property
     def predicted(self) -> str:
@@ -155,6 +158,10 @@ class Explanation:
             item["class"] = item.pop("name")
         for item in out["retrieved"]:
             item["class"] = item.pop("class_name")
+        if self.maps is None:
+            del out["maps"]  # a key only where maps were asked for
+        else:
+            out["maps"] = self.maps.to_dict()
         return out
 
     @classmethod
@@ -217,6 +224,7 @@ class Explanation:
             d.get("calibration"),
             d.get("name_description"),
             d.get("retrieval"),
+            ImageMaps.from_dict(d["maps"]) if d.get("maps") else None,
         )
 
     @property
