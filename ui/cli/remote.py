@@ -34,9 +34,17 @@ def _post(client, url: str, files: list, form: dict) -> list[dict]:
 
 
 def explain_remote(
-    ctx: click.Context, url: str, api_key: str | None, paths: list[Path], form: dict, as_json: bool
+    ctx: click.Context,
+    url: str,
+    api_key: str | None,
+    paths: list[Path],
+    form: dict,
+    as_json: bool,
+    maps_dir: Path | None = None,
 ) -> None:
     """Explain ``paths`` through the service at ``url``; exit 1 if any image was unreadable."""
+    if maps_dir is not None:
+        raise click.UsageError("--maps is not yet served to --server: drop --server to make maps here")
     import httpx
 
     from whyclip.ingest.images import read_image
