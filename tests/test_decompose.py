@@ -220,3 +220,111 @@ def test_occlusion_on_a_coarser_grid_pools_the_map(model):
     np.testing.assert_allclose(pooled(maps, 2).sum(axis=(1, 2)), maps.sum(axis=(1, 2)), atol=1e-9)
     one = occlusion(tower, pixels, texts[:1], 14.28, grid=2)  # one batch serves every descriptor
     np.testing.assert_allclose(one[0], drops[0], atol=1e-6)
+
+
+def _two_colours(red: int, blue: int) -> torch.Tensor:
+    """A red patch and a blue patch (normalised pixels), everything else 0."""
+    pixels = torch.zeros(1, 3, 32, 32)
+    for patch, channel in ((red, 0), (blue, 2)):
+        r, c = divmod(patch, 4)
+        pixels[0, channel, 8 * r : 8 * r + 8, 8 * c : 8 * c + 8] = 2.0
+    return pixels
+
+
+def _reads(tower, channel: int):
+    """The planted tower (reading red: ``None``) made to read ``channel`` of each patch instead."""
+    w = tower.vision_model.embeddings.patch_embedding.weight
+    with torch.no_grad():
+        w[0].zero_()
+        w[0, channel] = 1 / 64
+    return tower
+
+
+@pytest.mark.parametrize(("red", "blue"), [(0, 15), (6, 9), (13, 2)])
+def test_both_maps_follow_the_region_the_model_reads(red, blue):
+    """The same image (a red and a blue patch) under a model that reads red and a control
+    that reads blue: the exact map and occlusion both peak at the red patch under the first
+    and at the blue one under the control, and agree on each."""
+    from whyclip.ingest.encoder.decompose import agreement, occlusion
+
+    text = np.eye(8)[7:8]
+    pixels = _two_colours(red, blue)
+    pixels[0, :, 0:8, 0:8] += 0.3 if red != 0 and blue != 0 else 0.0  # a faint grey cue, so ranks are not all ties
+    for channel, where, elsewhere in ((0, red, blue), (2, blue, red)):
+        tower = _reads(_planted_tower(None), channel)
+        maps, _ = decompose(tower, pixels).scores(text, 10.0)
+        drops = occlusion(tower, pixels, text, 10.0)
+        for grid in (maps[0], drops[0]):
+            assert int(np.argmax(grid)) == where, (channel, grid)
+            assert grid.reshape(-1)[where] > grid.reshape(-1)[elsewhere] + 0.1
+        (rho,) = agreement(maps, drops)
+        assert rho is not None
+        assert rho > 0.5, rho
+
+
+def _dense_tower(channel: int):
+    """A one-layer tower for the dense map: a patch's ``channel`` goes to feature 0, its
+    query is feature 0 (so under query-query attention a coloured patch attends to itself),
+    its value carries feature 0 into feature 7, and the output bias adds feature 6 to every
+    token, so a patch's direction says how much of the colour it holds."""
+    from whyclip.ingest.encoder.vision import VisionTower
+
+    d = 8
+    config = {"hidden_size": d, "intermediate_size": d, "num_attention_heads": 1, "num_hidden_layers": 1}
+    config |= {"image_size": 32, "patch_size": 8, "projection_dim": d, "hidden_act": "quick_gelu"}
+    tower = VisionTower(config)
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.zero_()
+        for name, p in tower.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+        v = tower.vision_model
+        v.embeddings.class_embedding[:] = torch.tensor([0, 0, 0, 0, 0, 0, 1.0, -1.0])
+        v.embeddings.patch_embedding.weight[0, channel] = 1 / 64
+        pos = v.embeddings.position_embedding.weight
+        pos[:, 1], pos[:, 2] = 0.5, -0.5
+        attn = v.encoder.layers[0].self_attn
+        attn.q_proj.weight[0, 0] = 5.0
+        attn.v_proj.weight[0, 0] = 1.0
+        attn.out_proj.weight[7, 0] = 1.0
+        attn.out_proj.bias[6] = 1.0
+        tower.visual_projection.weight[:] = torch.eye(d)
+    return tower.eval()
+
+
+@pytest.mark.parametrize(("red", "blue"), [(0, 15), (6, 9)])
+def test_the_dense_map_peaks_where_the_patch_holds_what_the_text_reads(red, blue):
+    """ClearCLIP's dense map (query-query attention, no residual, no MLP in the last block):
+    under a tower reading red it peaks at the red patch, under the control reading blue at
+    the blue one; and it is a similarity per patch, not a share of S (it does not add up)."""
+    text = np.eye(8)[7:8]
+    pixels = _two_colours(red, blue)
+    for channel, where in ((0, red), (2, blue)):
+        dec = decompose(_dense_tower(channel), pixels, dense=True)
+        assert dec.dense is not None
+        assert dec.dense.shape == (16, 8)
+        dense = dec.dense_scores(text, 10.0)[0].reshape(-1)
+        assert int(np.argmax(dense)) == where, (channel, dense)
+        assert dense[where] > np.delete(dense, where).max() + 1.0
+    maps, rest = dec.scores(text, 10.0)
+    s = float(maps.sum() + rest[0])
+    assert abs(dense.sum() - s) > 1.0  # the dense map is not a split of S
+    with pytest.raises(ValueError, match="without dense=True"):
+        decompose(_dense_tower(0), pixels).dense_scores(text, 10.0)
+
+
+def test_only_a_vit_clip_tower_is_decomposed(model):
+    from transformers import CLIPVisionModelWithProjection
+
+    from whyclip.ingest.encoder.decompose import why_not_decomposable
+
+    hf = CLIPVisionModelWithProjection.from_pretrained(str(model)).eval()
+    assert why_not_decomposable(load_vision_tower(model)) is None
+    assert why_not_decomposable(hf) is None  # transformers' own tower decomposes the same way
+    pixels = image_processor(model)(_images()[0])["pixel_values"]
+    ours, theirs = decompose(load_vision_tower(model), pixels), decompose(hf, pixels)
+    np.testing.assert_allclose(ours.patches, theirs.patches, atol=1e-5)
+    assert "not a ViT CLIP vision model" in why_not_decomposable(torch.nn.Linear(2, 2))
+    del hf.vision_model.encoder.layers[0].self_attn.q_proj
+    assert "no separate query, key, value and output projections" in why_not_decomposable(hf)
