@@ -297,3 +297,24 @@ def test_the_overlay_draws_each_cell_on_its_pixels_by_sign_and_size():
     np.testing.assert_array_equal(overlay(view, [[0.0]]), view)
     with pytest.raises(ValueError, match="2-D grid"):
         overlay(view, [1.0, 2.0])
+
+
+def test_with_maps_the_scores_shown_are_the_ones_the_maps_split(tiny_model, tmp_path):
+    """The image's vector comes from the decomposition's own fp32 pass (no second forward
+    pass), so in any precision the listed S of a descriptor is the S its map splits, and the
+    answer says the image ran in fp32."""
+    import whyclip
+    from whyclip.ui.render.explanation_json import explanation_json
+
+    (tmp_path / "lib.json").write_text(json.dumps(LIBRARY))
+    with whyclip.open(tmp_path / "home", precision="bf16") as wc:
+        wc.ingest(tmp_path / "lib.json", library="lib", model=str(tiny_model))
+        (e,) = wc.explain([_picture(0)], library="lib", top=5, maps=True)
+        encoder = wc.encoder(str(tiny_model))
+        listed = {(c.name, d.prompt): d.scaled for c in e.classes for d in c.descriptors}
+        for x in e.maps.maps:
+            assert x.score == pytest.approx(listed[(x.class_name, x.prompt)], abs=2e-5)
+        text = encoder.precisions["text"]
+        assert explanation_json(e, encoder)["precision"] == ("fp32" if text == "fp32" else f"text {text}, images fp32")
+        (plain,) = wc.explain([_picture(0)], library="lib", top=5)
+        assert explanation_json(plain, encoder)["precision"] == encoder.precision

@@ -29,7 +29,13 @@ from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.encoder.prepared import join_prepared, prepare_one
 from whyclip.ingest.images import header_pixels, prefetched, read_image
-from whyclip.ingest.services.maps import MapOptions, check_map_options, image_maps, worst_case_maps
+from whyclip.ingest.services.maps import (
+    MapOptions,
+    check_map_options,
+    decompose_image,
+    image_maps,
+    worst_case_maps,
+)
 from whyclip.store import (
     AGGREGATES,
     CalibrationInfo,
@@ -205,19 +211,40 @@ class Explainer:
         the plan's, else the exact maps alone) ask for them. See :mod:`.maps`."""
         options = options or self.plan.options.maps or MapOptions()
         check_map_options(options)
+        model = self._map_model()
+        pixels = picture if hasattr(picture, "shape") else model.pixels(picture)
+        return image_maps(model, pixels, self.library, explanation, options, self._listed)
+
+    @property
+    def _listed(self) -> int:
+        return self.plan.options.descriptors or self.plan.limits.max_descriptors_listed
+
+    def _map_model(self):
         if not hasattr(self.encoder, "map_model"):
             raise InputError(f"maps need a CLIP image tower, and this encoder ({type(self.encoder).__name__}) has none")
-        model = self.encoder.map_model()
-        pixels = picture if hasattr(picture, "shape") else model.pixels(picture)
-        listed = self.plan.options.descriptors or self.plan.limits.max_descriptors_listed
-        return image_maps(model, pixels, self.library, explanation, options, listed)
+        return self.encoder.map_model()
 
-    def _with_maps(self, explanations: list[Explanation], pixels: Sequence) -> list[Explanation]:
-        """The explanations with their maps when the options ask for them (``pixels``: each
-        image's pixel values or picture)."""
-        if self.plan.options.maps is None:
-            return explanations
-        return [dataclasses.replace(e, maps=self.maps(p, e)) for e, p in zip(explanations, pixels, strict=True)]
+    def _explain_with_maps(self, prepared, pictures: Sequence | None, names: Sequence[str]) -> list[Explanation]:
+        """Explanations with their maps, one image at a time. Where the tower decomposes,
+        the decomposition's own forward pass (fp32) gives the image's vector, so the maps
+        cost no second pass and explain exactly the scores shown; otherwise the images are
+        encoded as usual and mapped by occlusion."""
+        options = self.plan.options.maps or MapOptions()
+        model = self._map_model()
+        images = _per_image(prepared, pictures)
+        pixels = [p if hasattr(p, "shape") else model.pixels(p) for p in images]
+        if model.reason is None:
+            decs = [decompose_image(model, p, options) for p in pixels]
+            raw = np.stack([d.embedding for d in decs])
+            vectors = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
+        else:
+            decs = [None] * len(pixels)
+            vectors, _ = self.encoder.embed_images(prepared)
+        explained = self.explain_vectors(vectors, names)
+        return [
+            dataclasses.replace(e, maps=image_maps(model, p, self.library, e, options, self._listed, decomposition=d))
+            for e, p, d in zip(explained, pixels, decs, strict=True)
+        ]
 
     def explain_pictures(self, pictures: Sequence, names: Sequence[str] | None = None) -> list[Explanation]:
         """Explain decoded pictures (PIL images); their pixels together stay within the limit.
@@ -225,8 +252,11 @@ class Explainer:
         check_pixels(pictures, self.plan.limits)
         prepare = getattr(self.encoder, "prepare_images", None)
         prepared = prepare(list(pictures)) if prepare and pictures else list(pictures)
+        if self.plan.options.maps is not None:
+            named = list(names) if names is not None else [f"image {i}" for i in range(len(pictures))]
+            return self._explain_with_maps(prepared, pictures, named)
         vectors, _ = self.encoder.embed_images(prepared)
-        return self._with_maps(self.explain_vectors(vectors, names), _per_image(prepared, pictures))
+        return self.explain_vectors(vectors, names)
 
     def explain_files(self, paths: Sequence[str | Path], progress=None) -> Iterator[Explanation | ImageFailure]:
         """Explain image files in order, in batches: the next batch is decoded and
@@ -249,10 +279,11 @@ class Explainer:
         done = 0
         for batch, pictures, failures in prefetched(batches_of(paths, self.plan.limits), decode):
             yield from failures
-            if len(batch):
+            if len(batch) and self.plan.options.maps is not None:
+                yield from self._explain_with_maps(pictures, None, [str(p) for p in batch])
+            elif len(batch):
                 vectors, _ = self.encoder.embed_images(pictures)
-                explained = self.explain_vectors(vectors, [str(p) for p in batch])
-                yield from self._with_maps(explained, _per_image(pictures, None))
+                yield from self.explain_vectors(vectors, [str(p) for p in batch])
             done += len(batch) + len(failures)
             if progress is not None:
                 progress(done, len(paths))

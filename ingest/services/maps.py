@@ -92,18 +92,19 @@ def image_maps(
     explanation: Explanation,
     options: MapOptions = MapOptions(),
     listed: int = 1000,
+    decomposition=None,
 ) -> ImageMaps:
     """The maps of ``explanation``'s shown descriptors on one image (``pixels``, (1, 3, H, W),
-    from ``map_model``'s processor): see the module's text."""
-    from whyclip.ingest.encoder.decompose import LAST_LAYERS, agreement, decompose, occlusion_scores
+    from ``map_model``'s processor): see the module's text. ``decomposition``: the image's,
+    when the caller made it already (:func:`decompose_image`), else it is made here."""
+    from whyclip.ingest.encoder.decompose import agreement, occlusion_scores
 
     rows, texts, ordered = _chosen(library, explanation, listed)
     scale = library.info.logit_scale
     reachable = map_model.reason is None
-    layers = options.layers or LAST_LAYERS
     patches = dense = drops = None
     if reachable:
-        dec = decompose(map_model.tower, pixels, layers, dense=options.dense)
+        dec = decomposition or decompose_image(map_model, pixels, options)
         patches, rest = dec.scores(texts, scale)
         scores = patches.sum(axis=(1, 2)) + rest
         dense = dec.dense_scores(texts, scale) if options.dense else None
@@ -151,6 +152,15 @@ def image_maps(
         note=note,
         size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
     )
+
+
+def decompose_image(map_model, pixels, options: MapOptions = MapOptions()):
+    """One image's decomposition (:func:`whyclip.ingest.encoder.decompose.decompose`) as the
+    options ask: its ``embedding`` is the image's fp32 vector, so an explanation with maps
+    needs no other forward pass."""
+    from whyclip.ingest.encoder.decompose import LAST_LAYERS, decompose
+
+    return decompose(map_model.tower, pixels, options.layers or LAST_LAYERS, dense=options.dense)
 
 
 def worst_case_maps(library: Library, top: int, compare: Sequence[str] | None, listed: int) -> int:

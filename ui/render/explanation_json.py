@@ -21,5 +21,15 @@ def explanation_json(exp, encoder) -> dict:
         **exp.to_dict(),
         "whyclip_version": whyclip_version(),
         "encoder_id": encoder.info.id,
-        "precision": getattr(encoder, "precision", "fp32"),
+        "precision": precision_of(exp, encoder),
     }
+
+
+def precision_of(exp, encoder) -> str:
+    """The numeric precision the answer was computed in: the encoder's, except that an image
+    explained with exact maps was encoded by the maps' own fp32 pass."""
+    precision = getattr(encoder, "precision", "fp32")
+    if exp.maps is None or exp.maps.method != "decomposition":
+        return precision
+    text = getattr(encoder, "precisions", {}).get("text", "fp32")
+    return "fp32" if text == "fp32" else f"text {text}, images fp32"

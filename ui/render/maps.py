@@ -254,16 +254,8 @@ def index_html(images: list[dict[str, Any]], note: str | None = None) -> str:
 
 def maps_note(encoder) -> str | None:
     """What the page says first about the model: a random-weight test model's maps mean
-    nothing, and maps come from an fp32 pass when explain ran in lower precision."""
+    nothing."""
     from whyclip.ingest.encoder.loading import RANDOM_WEIGHTS, is_test_model
 
-    notes = []
-    if is_test_model(getattr(encoder, "name", "")):
-        notes.append(f"{encoder.name} {RANDOM_WEIGHTS}, and so do its maps.")
-    precision = getattr(encoder, "precisions", {}).get("image", "fp32")
-    if precision != "fp32":
-        notes.append(
-            f"The explanation ran in {precision}; the maps decompose an fp32 pass, so their S can differ from "
-            "the explanation's in the second decimal."
-        )
-    return " ".join(notes) or None
+    name = getattr(encoder, "name", "")
+    return f"{name} {RANDOM_WEIGHTS}, and so do its maps." if is_test_model(name) else None
