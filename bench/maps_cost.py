@@ -1,6 +1,13 @@
 """What a where-in-the-image map costs per image (issue 22), side by side in one run.
 
 Usage: python bench/maps_cost.py [--runs 5] [--layers 4] [--grid 7] [--threads N]
+       python bench/maps_cost.py --model DIR [--runs 5]     # whole explanations through the core
+
+With ``--model`` (a ViT-B/32-shaped random CLIP folder: ``whyclip make-test-model DIR
+--full-size --vocab VOCAB``), whole explanations of one 640 x 480 picture through the core
+every surface calls (``Workspace.explain``, fp32, top 5 of a 50-class library of 5
+descriptors each): plain, with exact maps, with the dense map too, with the occlusion check,
+and the command line's drawing of one image's maps (a PNG each, ``MapsWriter``).
 
 On a ViT-B/32-shaped image tower (hidden 768, 12 layers, 12 heads, 224 px, 32 px patches,
 projection 512) with random weights, since timing does not depend on the weights and no
@@ -67,14 +74,100 @@ def one(way: str, runs: int, layers: int, grid: int, threads: int | None) -> dic
     return {"way": way, "median_s": statistics.median(times), "peak_rss_growth_mb": (peak - before) / 1024}
 
 
+def explain_one(way: str, runs: int, model: str, home: str) -> dict:
+    """One way of explaining one picture through the core, in this process."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    import whyclip
+    from whyclip.ui.render.maps import MapsWriter
+
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    wc = whyclip.open(home, precision="fp32")
+    maps: bool | whyclip.MapOptions = {
+        "explain": False,
+        "explain + exact maps": True,
+        "explain + exact + dense maps": whyclip.MapOptions(dense=True),
+        "explain + exact maps + occlusion": whyclip.MapOptions(check="occlusion"),
+        "draw one image's maps (PNGs)": True,
+    }[way]
+
+    def explain():
+        return wc.explain([picture], library="bench", model=model, top=5, maps=maps)
+
+    def draw():
+        with tempfile.TemporaryDirectory() as out:
+            encoder = wc.encoder(model)
+            mm = encoder.map_model()
+            writer = MapsWriter(Path(out) / "maps")
+            writer.add(done[0], mm.view(mm.pixels(picture)))
+            writer.finish()
+
+    done = explain()  # warm-up: the towers load
+    work = draw if way.startswith("draw") else explain
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    n = len(done[0].maps.maps) if done[0].maps else 0
+    return {"way": way, "median_s": statistics.median(times), "peak_rss_growth_mb": (peak - before) / 1024, "maps": n}
+
+
+def whole(args) -> None:
+    """Whole explanations side by side, each way in a fresh process, on one library."""
+    import tempfile
+    from pathlib import Path
+
+    import whyclip
+
+    home = tempfile.mkdtemp(prefix="maps-bench-")
+    lib = Path(home) / "lib.json"
+    lib.write_text(json.dumps({f"class {i}": [f"feature {i} {j}" for j in range(5)] for i in range(50)}))
+    with whyclip.open(home, precision="fp32") as wc:
+        wc.ingest(lib, library="bench", model=args.model)
+    ways = [
+        "explain",
+        "explain + exact maps",
+        "explain + exact + dense maps",
+        "explain + exact maps + occlusion",
+        "draw one image's maps (PNGs)",
+    ]
+    rows = []
+    for way in ways:
+        cmd = [sys.executable, __file__, "--one", way, "--runs", str(args.runs), "--model", args.model, "--home", home]
+        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
+    base = rows[0]["median_s"]
+    print(f"whole explanations of one 640x480 picture, {args.model}, fp32, top 5, median of {args.runs}")
+    print(f"{'way':<34} {'seconds':>8} {'x explain':>9} {'maps':>5} {'peak RSS growth (MB)':>21}")
+    for r in rows:
+        print(
+            f"{r['way']:<34} {r['median_s']:8.3f} {r['median_s'] / base:9.2f} {r['maps']:5d} "
+            f"{r['peak_rss_growth_mb']:21.1f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--grid", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--model", default=None, help="a CLIP folder: whole explanations through the core")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child process's way
+    ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one and args.model:
+        print(json.dumps(explain_one(args.one, args.runs, args.model, args.home)))
+        return
+    if args.model:
+        return whole(args)
     if args.one:
         print(json.dumps(one(args.one, args.runs, args.layers, args.grid, args.threads)))
         return
