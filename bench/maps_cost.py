@@ -88,13 +88,14 @@ def explain_one(way: str, runs: int, model: str, home: str) -> dict:
     rng = np.random.default_rng(0)
     picture = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
     wc = whyclip.open(home, precision="fp32")
-    maps: bool | whyclip.MapOptions = {
+    choices: dict[str, bool | whyclip.MapOptions] = {
         "explain": False,
         "explain + exact maps": True,
         "explain + exact + dense maps": whyclip.MapOptions(dense=True),
         "explain + exact maps + occlusion": whyclip.MapOptions(check="occlusion"),
         "draw one image's maps (PNGs)": True,
-    }[way]
+    }
+    maps = choices[way]
 
     def explain():
         return wc.explain([picture], library="bench", model=model, top=5, maps=maps)
