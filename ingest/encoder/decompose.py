@@ -111,7 +111,7 @@ def why_not_decomposable(tower: Any) -> str | None:
     return None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decompose(
     tower: VisionTower | Any, pixels: torch.Tensor, layers: int = LAST_LAYERS, dense: bool = False
 ) -> Decomposition:
@@ -184,7 +184,7 @@ def decompose(
     )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def image_embeds(tower: Any, pixels: torch.Tensor) -> torch.Tensor:
     """The raw image embeddings (B, dim) of any CLIP image tower: whyclip's, transformers'
     ``CLIPVisionModelWithProjection``, or a whole ``CLIPModel``."""
@@ -220,7 +220,7 @@ def occlusion(
     return occlusion_scores(tower, pixels, texts, logit_scale, grid, chunk)[1]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def occlusion_scores(
     tower: Any,
     pixels: torch.Tensor,
