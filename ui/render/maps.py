@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from whyclip.store import MAP_KINDS, DescriptorMap, Explanation, ImageMaps, InputError, new_mode, write_text_atomic
+from whyclip.store import DescriptorMap, Explanation, ImageMaps, InputError, new_mode, write_text_atomic
 
 CMAP = "RdBu_r"  # diverging: 0 in the middle, the sign as the hue
 MAX_ALPHA = 0.75  # the opacity of a map's largest cell
@@ -203,11 +203,14 @@ def index_html(images: list[dict[str, Any]], note: str | None = None) -> str:
         parts.append(f'<p class="note">{e(note)}</p>')
     parts.append(
         "<p>Each map is drawn cell by cell over the picture the model saw (after resizing and cropping): red "
-        "raises the descriptor's S, blue lowers it, and the stronger the colour the larger the cell's share. "
-        f"<b>{e(MAP_KINDS['patches'].format(layers='L'))}</b>. "
-        f"{e(MAP_KINDS['dense'])}. {e(MAP_KINDS['occlusion'])}; the agreement is Spearman's rank correlation "
-        "between the exact map (summed into the same cells) and occlusion: near 1, the map can be trusted "
-        "for where; near 0 or below, it cannot.</p>"
+        "raises the descriptor's S, blue lowers it, and the stronger the colour the larger the cell's share of "
+        "the map's largest cell.</p><ul>"
+        "<li><b>exact</b>: each patch's share of S through the last attention layers; the patches plus the "
+        "remainder are S exactly. A large remainder means much of S is not located by the map.</li>"
+        "<li><b>dense</b> (ClearCLIP, with --dense): sharper, but it does not add up to S.</li>"
+        "<li><b>occlusion</b>: how much S falls when each cell is masked (the independent check). The "
+        "<b>agreement</b> is Spearman's rank correlation between the exact map (summed into the same cells) and "
+        "occlusion: near 1, the map can be trusted for where; near 0 or below, it cannot.</li></ul>"
     )
     for item in images:
         ex: Explanation = item["explanation"]
@@ -233,7 +236,7 @@ def index_html(images: list[dict[str, Any]], note: str | None = None) -> str:
             by_class.setdefault(m.class_name, []).append((m, file))
         for cls, rows in by_class.items():
             parts.append(f"<h3>{e(cls)}</h3><table><tr><th>descriptor</th><th>S</th>")
-            parts.append("<th>patches</th><th>remainder</th><th>agreement</th></tr>")
+            parts.append("<th>in the patches</th><th>remainder</th><th>agreement with occlusion</th></tr>")
             for m, _ in rows:
                 located = "-" if m.remainder is None else f"{m.score - m.remainder:+.2f}"
                 rem = "-" if m.remainder is None else f"{m.remainder:+.2f}"
@@ -244,9 +247,9 @@ def index_html(images: list[dict[str, Any]], note: str | None = None) -> str:
                 )
             parts.append("</table>")
             for m, file in rows:
-                parts.append(
-                    f'<figure><img src="{e(name)}/{e(file)}" alt="{e(m.descriptor or m.prompt)}">'
-                    f"<figcaption>{e(m.descriptor or m.prompt)}: {e(caption(m))}</figcaption></figure>"
+                parts.append(  # the PNG carries the descriptor, its class and S
+                    f'<figure><img src="{e(name)}/{e(file)}" alt="{e(m.descriptor or m.prompt)}: {e(caption(m))}">'
+                    "</figure>"
                 )
     parts.append("</body></html>\n")
     return "\n".join(parts)
