@@ -212,7 +212,7 @@ class Explainer:
         options = options or self.plan.options.maps or MapOptions()
         check_map_options(options)
         model = self._map_model()
-        pixels = picture if hasattr(picture, "shape") else model.pixels(picture)
+        pixels = picture if _is_tensor(picture) else model.pixels(picture)
         return image_maps(model, pixels, self.library, explanation, options, self._listed)
 
     @property
@@ -232,7 +232,7 @@ class Explainer:
         options = self.plan.options.maps or MapOptions()
         model = self._map_model()
         images = _per_image(prepared, pictures)
-        pixels = [p if hasattr(p, "shape") else model.pixels(p) for p in images]
+        pixels = [p if _is_tensor(p) else model.pixels(p) for p in images]
         if model.reason is None:
             decs = [decompose_image(model, p, options) for p in pixels]
             raw = np.stack([d.embedding for d in decs])
@@ -287,6 +287,13 @@ class Explainer:
             done += len(batch) + len(failures)
             if progress is not None:
                 progress(done, len(paths))
+
+
+def _is_tensor(x) -> bool:
+    """Pixel values (a torch tensor), as opposed to a picture."""
+    import torch
+
+    return isinstance(x, torch.Tensor)
 
 
 def _per_image(prepared, pictures: Sequence | None) -> list:
