@@ -208,7 +208,9 @@ class Explainer:
         """Where in ``picture`` (a PIL image, or its pixel values from the encoder's
         :meth:`map_model`) each descriptor ``explanation`` lists is seen: the exact
         decomposition maps, and the dense map and the occlusion check when ``options`` (default:
-        the plan's, else the exact maps alone) ask for them. See :mod:`.maps`."""
+        the plan's, else the exact maps alone) ask for them. See :mod:`.maps`. The maps run in
+        fp32: for an explanation made without maps in a lower precision, their S can differ
+        from the listed S in the second decimal (with maps in the options, they are equal)."""
         options = options or self.plan.options.maps or MapOptions()
         check_map_options(options)
         model = self._map_model()
