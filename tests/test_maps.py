@@ -318,3 +318,18 @@ def test_with_maps_the_scores_shown_are_the_ones_the_maps_split(tiny_model, tmp_
         assert explanation_json(e, encoder)["precision"] == ("fp32" if text == "fp32" else f"text {text}, images fp32")
         (plain,) = wc.explain([_picture(0)], library="lib", top=5)
         assert explanation_json(plain, encoder)["precision"] == encoder.precision
+
+
+def test_maps_say_how_far_they_are_an_image_at_a_time(world):
+    """With maps (seconds an image with the occlusion check), progress moves per image, not
+    per batch of 32; an unreadable file counts too."""
+    import whyclip
+
+    wc, root = world
+    (root / "broken.png").write_bytes(b"not a picture")
+    calls = []
+    paths = [root / "img0.png", root / "broken.png", root / "img1.png"]
+    out = wc.explain_files(paths, library="lib", maps=whyclip.MapOptions(), progress=lambda d, t: calls.append((d, t)))
+    assert [type(x).__name__ for x in out] == ["ImageFailure", "Explanation", "Explanation"]
+    assert calls == [(2, 3), (3, 3)]
+    assert all(x.maps is not None for x in out[1:])

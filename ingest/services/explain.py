@@ -226,27 +226,30 @@ class Explainer:
             raise InputError(f"maps need a CLIP image tower, and this encoder ({type(self.encoder).__name__}) has none")
         return self.encoder.map_model()
 
-    def _explain_with_maps(self, prepared, pictures: Sequence | None, names: Sequence[str]) -> list[Explanation]:
-        """Explanations with their maps, one image at a time. Where the tower decomposes,
-        the decomposition's own forward pass (fp32) gives the image's vector, so the maps
-        cost no second pass and explain exactly the scores shown; otherwise the images are
-        encoded as usual and mapped by occlusion."""
+    def _explain_with_maps(self, prepared, pictures: Sequence | None, names: Sequence[str]) -> Iterator[Explanation]:
+        """Explanations with their maps, one image at a time (maps with the occlusion check
+        take seconds an image, so each is yielded as it is done). Where the tower
+        decomposes, the decomposition's own forward pass (fp32) gives the image's vector, so
+        the maps cost no second pass and explain exactly the scores shown; otherwise the
+        images are encoded as usual and mapped by occlusion."""
         options = self.plan.options.maps or MapOptions()
         model = self._map_model()
         images = _per_image(prepared, pictures)
-        pixels = [p if _is_tensor(p) else model.pixels(p) for p in images]
-        if model.reason is None:
-            decs = [decompose_image(model, p, options) for p in pixels]
-            raw = np.stack([d.embedding for d in decs])
-            vectors = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
-        else:
-            decs = [None] * len(pixels)
+        vectors = None
+        if model.reason is not None:
             vectors, _ = self.encoder.embed_images(prepared)
-        explained = self.explain_vectors(vectors, names)
-        return [
-            dataclasses.replace(e, maps=image_maps(model, p, self.library, e, options, self._listed, decomposition=d))
-            for e, p, d in zip(explained, pixels, decs, strict=True)
-        ]
+        for i, (image, name) in enumerate(zip(images, names, strict=True)):
+            pixels = image if _is_tensor(image) else model.pixels(image)
+            dec = None
+            if vectors is None:
+                dec = decompose_image(model, pixels, options)
+                vector = (dec.embedding / np.linalg.norm(dec.embedding))[None].astype(np.float32)
+            else:
+                vector = vectors[i : i + 1]
+            (e,) = self.explain_vectors(vector, [name])
+            yield dataclasses.replace(
+                e, maps=image_maps(model, pixels, self.library, e, options, self._listed, decomposition=dec)
+            )
 
     def explain_pictures(self, pictures: Sequence, names: Sequence[str] | None = None) -> list[Explanation]:
         """Explain decoded pictures (PIL images); their pixels together stay within the limit.
@@ -256,7 +259,7 @@ class Explainer:
         prepared = prepare(list(pictures)) if prepare and pictures else list(pictures)
         if self.plan.options.maps is not None:
             named = list(names) if names is not None else [f"image {i}" for i in range(len(pictures))]
-            return self._explain_with_maps(prepared, pictures, named)
+            return list(self._explain_with_maps(prepared, pictures, named))
         vectors, _ = self.encoder.embed_images(prepared)
         return self.explain_vectors(vectors, names)
 
@@ -282,7 +285,13 @@ class Explainer:
         for batch, pictures, failures in prefetched(batches_of(paths, self.plan.limits), decode):
             yield from failures
             if len(batch) and self.plan.options.maps is not None:
-                yield from self._explain_with_maps(pictures, None, [str(p) for p in batch])
+                done += len(failures)
+                for e in self._explain_with_maps(pictures, None, [str(p) for p in batch]):
+                    yield e
+                    done += 1
+                    if progress is not None:  # an image at a time: maps may take seconds each
+                        progress(done, len(paths))
+                continue
             elif len(batch):
                 vectors, _ = self.encoder.embed_images(pictures)
                 yield from self.explain_vectors(vectors, [str(p) for p in batch])

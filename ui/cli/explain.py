@@ -157,7 +157,9 @@ def explain(
     shown = 0
     said: set[str] = set()  # why the name/description split is missing: once per command, on stderr
     with progress_bar("explaining images", unit="image") as bar:
-        for result in explainer.explain_files(paths, progress=bar if len(paths) > IMAGE_BATCH else None):
+        # maps take up to seconds an image (occlusion): then the bar moves an image at a time
+        shown_bar = len(paths) > IMAGE_BATCH or (maps_dir is not None and len(paths) > 1)
+        for result in explainer.explain_files(paths, progress=bar if shown_bar else None):
             if isinstance(result, ImageFailure):
                 click.echo(f"Error: {result.error}", err=True)
                 failed += 1
