@@ -26,9 +26,11 @@ def check_aggregate(aggregate: str | None) -> None:
 
 
 async def embed_uploads(
-    res: Resources, uploads: list[UploadFile], seconds: dict[str, float]
-) -> tuple[list[str], np.ndarray]:
-    """Read, decode (threads) and encode (the micro-batcher) uploaded images, in order."""
+    res: Resources, uploads: list[UploadFile], seconds: dict[str, float], *, keep: bool = False
+) -> tuple[list[str], np.ndarray, list]:
+    """Read, decode (threads) and encode (the micro-batcher) uploaded images, in order: their
+    names, unit vectors and, when ``keep``, each image as it was encoded (its pixel values,
+    shrunk to the tower's input under the decode budget; maps are made of them)."""
     files = await read_image_uploads(uploads, res.settings.limits)
     t = time.perf_counter()
     limits = res.settings.limits
@@ -60,7 +62,7 @@ async def embed_uploads(
             503, f"the server is busy ({exc}): retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}
         ) from None
     seconds["encode"] = time.perf_counter() - t
-    return names, vectors
+    return names, vectors, pictures if keep else []
 
 
 def info_dict(info: LibraryInfo) -> dict:
