@@ -1,6 +1,6 @@
 """Maps over HTTP (issue 22): ``maps=true`` on ``POST /v1/explain`` gives each explanation the
 ``maps`` the core makes, within the server's bounds on images with maps and with the occlusion
-check.
+check; ``whyclip explain --server URL --maps DIR`` draws them as the local ``--maps`` does.
 
 On the tiny CLIP served in fp32, so that a map's S is the explanation's S of the same prompt."""
 
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import nullcontext
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -199,3 +201,126 @@ def test_serve_flags_set_the_bounds(monkeypatch, tmp_path):
     defaults = invoke("serve", "--port", "0", home=tmp_path)
     assert defaults.returncode == 0, defaults.output
     assert ServiceSettings.from_env().limits == Limits()
+
+
+# -- whyclip explain --server URL --maps DIR ------------------------------------------------------
+
+
+def test_the_view_is_what_the_model_saw(tiny_model):
+    """The picture the service's maps cover, made here from the input size alone, is the one
+    the model's own processor makes (resized, cropped, transparency over white)."""
+    from whyclip.ingest import load_encoder
+    from whyclip.ui.cli.remote import model_view
+
+    model = load_encoder(str(tiny_model), precision="fp32").map_model()
+    rng = np.random.default_rng(7)
+    for width, height in [(50, 37), (37, 50), (80, 50), (33, 32), (20, 90), (32, 32)]:
+        noise = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))  # a shift would show
+        alpha = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8))
+        translucent = noise.convert("RGBA")
+        translucent.putalpha(alpha)
+        for picture in (noise, noise.convert("L"), noise.convert("P"), translucent):
+            seen = model.view(model.pixels(picture))
+            assert np.array_equal(model_view(picture, seen.shape[:2]), seen), (width, height, picture.mode)
+
+
+def remote_and_local(client, home, tmp_path, monkeypatch, extra=()):
+    monkeypatch.setattr(httpx, "Client", lambda **kwargs: nullcontext(client))
+    images = []
+    for name, data in (("green.png", GREEN), ("wide.png", WIDE)):
+        (tmp_path / name).write_bytes(data)
+        images.append(tmp_path / name)
+    common = ["explain", *images, "--library", "frogs", *extra]
+    remote = invoke(*common, "--server", "http://testserver", "--maps", tmp_path / "remote", home=home)
+    local = invoke(*common, "--precision", "fp32", "--maps", tmp_path / "local", home=home)
+    return remote, local
+
+
+def same_maps(a: dict, b: dict) -> None:
+    """Two maps.json the same, numbers to float precision."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict)
+        assert a.keys() == b.keys()
+        for k in a:
+            same_maps(a[k], b[k])
+    elif isinstance(a, list):
+        assert isinstance(b, list)
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            same_maps(x, y)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9)
+    else:
+        assert a == b
+
+
+def check_same_folders(tmp_path) -> None:
+    for image in ("green", "wide"):
+        remote, local = tmp_path / "remote" / image, tmp_path / "local" / image
+        maps = json.loads((remote / "maps.json").read_text(encoding="utf-8"))
+        same_maps(maps, json.loads((local / "maps.json").read_text(encoding="utf-8")))
+        assert np.array_equal(np.asarray(Image.open(remote / "view.png")), np.asarray(Image.open(local / "view.png")))
+        pngs = sorted(p.name for p in remote.glob("*.png") if p.name != "view.png")
+        assert pngs == sorted(p.name for p in local.glob("*.png") if p.name != "view.png")
+        assert len(pngs) == len(maps["maps"]) == 4  # one per map: 3 descriptors and the lemon's baseline
+        for p in pngs:
+            assert Image.open(remote / p).format == "PNG"
+    index = (tmp_path / "remote" / "index.html").read_text(encoding="utf-8")
+    assert 'src="green/view.png"' in index
+    assert 'src="wide/view.png"' in index
+
+
+def test_explain_server_maps_writes_what_the_local_command_writes(tiny, tiny_home, tmp_path, monkeypatch):
+    remote, local = remote_and_local(tiny, tiny_home, tmp_path, monkeypatch, ["--check", "occlusion", "--dense"])
+    assert remote.returncode == local.returncode == 0, remote.output
+    assert remote.stdout == local.stdout
+    assert f"maps of 2 image(s) in {tmp_path / 'remote' / 'index.html'}" in remote.stderr
+    check_same_folders(tmp_path)
+
+
+def test_explain_server_maps_json_carries_the_maps(tiny, tiny_home, tmp_path, monkeypatch):
+    remote, local = remote_and_local(tiny, tiny_home, tmp_path, monkeypatch, ["--json"])
+    assert remote.returncode == local.returncode == 0, remote.output
+    for r, loc in zip(remote.stdout.splitlines(), local.stdout.splitlines(), strict=True):
+        r_maps, l_maps = json.loads(r)["maps"], json.loads(loc)["maps"]
+        same_maps(r_maps, l_maps)
+
+
+def test_explain_server_maps_refused_is_one_line(client, home, tmp_path, monkeypatch):
+    monkeypatch.setattr(httpx, "Client", lambda **kwargs: nullcontext(client))
+    (tmp_path / "frog.png").write_bytes(FROG)
+    r = invoke(
+        "explain",
+        tmp_path / "frog.png",
+        "--library",
+        "frogs",
+        "--server",
+        "http://testserver",
+        "--maps",
+        tmp_path / "m",
+    )
+    assert r.returncode == 1
+    assert r.stderr == (
+        "Error: the service at http://testserver refused the request: maps need a CLIP image tower, and this "
+        "encoder (FakeEncoder) has none: explain without maps, or with a CLIP model\n"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_explain_server_maps_against_a_real_server(tiny_home, tiny_model, tmp_path, monkeypatch):
+    """The same, from a ``whyclip serve`` process on loopback."""
+    from tests.helpers.server import KEY, serving
+
+    with serving(tiny_home, tiny_model, extra_args=["--precision", "fp32"]) as (_proc, client):
+        url = str(client.base_url)
+        images = []
+        for name, data in (("green.png", GREEN), ("wide.png", WIDE)):
+            (tmp_path / name).write_bytes(data)
+            images.append(tmp_path / name)
+        common = ["explain", *images, "--library", "frogs", "--check", "occlusion"]
+        remote = invoke(*common, "--server", url, "--api-key", KEY, "--maps", tmp_path / "remote", home=tiny_home)
+    local = invoke(*common, "--precision", "fp32", "--maps", tmp_path / "local", home=tiny_home)
+    assert remote.returncode == local.returncode == 0, remote.output
+    assert remote.stdout == local.stdout
+    check_same_folders(tmp_path)
