@@ -189,6 +189,32 @@ def test_an_encoder_without_an_image_tower_is_refused(client):
     )
 
 
+def test_a_picture_kept_for_maps_gives_way_to_its_pixels(tiny_home, tiny_model):
+    """An encoder that takes pictures (sentence-transformers' CLIP, the default model) leaves a
+    request its full-size pictures: they are replaced by their pixel values before any map is
+    made, and the maps are those of the pixels the transformers path keeps."""
+    import torch
+
+    from whyclip.ingest.encoder.prepared import prepare_one
+    from whyclip.ingest.images import read_image_bytes
+    from whyclip.ingest.services.explain import ExplainOptions, open_encoder, plan_explain
+    from whyclip.ingest.services.maps import MapOptions
+    from whyclip.store import Store
+    from whyclip.ui.api.routes.explain import add_maps
+
+    store = Store.open(tiny_home)
+    encoder = open_encoder(store, str(tiny_model), precision="fp32")
+    explainer = plan_explain(store, "frogs", options=ExplainOptions(maps=MapOptions())).with_encoder(encoder)
+    picture = read_image_bytes("wide.png", WIDE)  # as the service decodes it: RGB, over white
+    prepared = prepare_one(encoder, picture)
+    explained = explainer.explain_vectors(encoder.embed_images(prepared)[0], ["wide.png"])
+    kept = [picture]
+    from_picture = add_maps(explainer, explained, kept)
+    assert isinstance(kept[0], torch.Tensor)  # the picture let go
+    assert from_picture[0].maps == add_maps(explainer, explained, [prepared])[0].maps
+    assert from_picture[0].maps is not None
+
+
 def test_serve_flags_set_the_bounds(monkeypatch, tmp_path):
     import uvicorn
 

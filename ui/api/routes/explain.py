@@ -137,9 +137,12 @@ def check_maps(limits: Limits, maps: bool, check: str | None, dense: bool, n_ima
         )
 
 
-def add_maps(explainer, explanations: list, pixels: list) -> list:
-    """Each explanation with its image's maps (``pixels``: each image as it was encoded)."""
-    return [
-        dataclasses.replace(e, maps=explainer.maps(p.pixels if isinstance(p, PreparedImages) else p, e))
-        for e, p in zip(explanations, pixels, strict=True)
-    ]
+def add_maps(explainer, explanations: list, kept: list) -> list:
+    """Each explanation with its image's maps. ``kept``: each image as it was encoded, its
+    pixel values, or its picture where the encoder takes pictures; those are replaced by
+    their pixel values here first (in place: the request holds no full-size picture while
+    the maps are made)."""
+    model = explainer.encoder.map_model()
+    for i, p in enumerate(kept):
+        kept[i] = p.pixels if isinstance(p, PreparedImages) else model.pixels(p)
+    return [dataclasses.replace(e, maps=explainer.maps(p, e)) for e, p in zip(explanations, kept, strict=True)]
