@@ -99,6 +99,19 @@ def test_maps_add_up_to_the_explanations_s(tiny):
     assert "maps" not in without.json()["explanations"][0]
 
 
+def test_with_maps_the_image_is_explained_by_the_maps_own_fp32_pass(tiny_home, tiny_model):
+    """A server in lower precision: with maps, each image's vector comes from its fp32
+    decomposition (as on every surface), so the maps split exactly the S listed."""
+    with TestClient(create_app(ServiceSettings(home=str(tiny_home), model=str(tiny_model)))) as c:
+        r = post(c, [("green.png", GREEN), ("wide.png", WIDE)], maps="true")
+        assert r.status_code == 200, r.text
+        for e in r.json()["explanations"]:
+            assert e["precision"].endswith("fp32")  # "fp32", or "text bf16, images fp32"
+            s = listed(e)
+            for m in e["maps"]["maps"]:
+                assert m["score"] == pytest.approx(s[(m["class"], m["descriptor"])], abs=TOL)
+
+
 def test_occlusion_and_dense_maps(tiny):
     r = post(tiny, [("green.png", GREEN), ("wide.png", WIDE)], maps="true", check="occlusion", dense="true")
     assert r.status_code == 200, r.text
@@ -189,30 +202,28 @@ def test_an_encoder_without_an_image_tower_is_refused(client):
     )
 
 
-def test_a_picture_kept_for_maps_gives_way_to_its_pixels(tiny_home, tiny_model):
-    """An encoder that takes pictures (sentence-transformers' CLIP, the default model) leaves a
-    request its full-size pictures: they are replaced by their pixel values before any map is
-    made, and the maps are those of the pixels the transformers path keeps."""
-    import torch
-
-    from whyclip.ingest.encoder.prepared import prepare_one
+def test_explain_prepared_is_the_cores_explanation(tiny_home, tiny_model):
+    """What the service calls with maps (images it decoded and prepared under its budget):
+    the explanations ``explain_pictures`` gives, from pixel values or, as an encoder that
+    takes pictures (sentence-transformers' CLIP, the default model) prepares them, pictures."""
+    from whyclip.ingest.encoder.prepared import join_prepared, prepare_one
     from whyclip.ingest.images import read_image_bytes
     from whyclip.ingest.services.explain import ExplainOptions, open_encoder, plan_explain
     from whyclip.ingest.services.maps import MapOptions
     from whyclip.store import Store
-    from whyclip.ui.api.routes.explain import add_maps
 
     store = Store.open(tiny_home)
     encoder = open_encoder(store, str(tiny_model), precision="fp32")
-    explainer = plan_explain(store, "frogs", options=ExplainOptions(maps=MapOptions())).with_encoder(encoder)
-    picture = read_image_bytes("wide.png", WIDE)  # as the service decodes it: RGB, over white
-    prepared = prepare_one(encoder, picture)
-    explained = explainer.explain_vectors(encoder.embed_images(prepared)[0], ["wide.png"])
-    kept = [picture]
-    from_picture = add_maps(explainer, explained, kept)
-    assert isinstance(kept[0], torch.Tensor)  # the picture let go
-    assert from_picture[0].maps == add_maps(explainer, explained, [prepared])[0].maps
-    assert from_picture[0].maps is not None
+    pictures = [read_image_bytes(n, d) for n, d in (("green.png", GREEN), ("wide.png", WIDE))]
+    names = ["green.png", "wide.png"]
+    for maps in (MapOptions(check="occlusion"), None):
+        explainer = plan_explain(store, "frogs", options=ExplainOptions(maps=maps)).with_encoder(encoder)
+        expected = [e.to_dict() for e in explainer.explain_pictures(pictures, names)]
+        assert all(("maps" in e) == (maps is not None) for e in expected)
+        from_pixels = explainer.explain_prepared(join_prepared([prepare_one(encoder, p) for p in pictures]), names)
+        same_maps([e.to_dict() for e in from_pixels], expected)
+        if maps is not None:
+            same_maps([e.to_dict() for e in explainer.explain_prepared(list(pictures), names)], expected)
 
 
 def test_serve_flags_set_the_bounds(monkeypatch, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Annotated
 
@@ -10,13 +9,13 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from whyclip.ingest.encoder.prepared import PreparedImages
+from whyclip.ingest.encoder.prepared import join_prepared
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
 from whyclip.ingest.services.maps import CHECKS, MapOptions
 from whyclip.store import AGGREGATES, LibraryNotFound, display_name
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
+from whyclip.ui.api.routes.common import check_aggregate, decode_uploads, embed_uploads
 from whyclip.ui.api.schemas import ExplainOut
 from whyclip.ui.api.settings import Limits
 from whyclip.ui.api.uploads import multipart_body
@@ -98,15 +97,17 @@ async def explain(
         lambda: plan.with_encoder(encoder, res.name_split(plan.library, encoder.cache_key))
     )
     seconds: dict[str, float] = {}
-    names, vectors, pixels = await embed_uploads(res, image, seconds, keep=maps)
-    t = time.perf_counter()
     try:
-        results = await run_in_threadpool(explainer.explain_vectors, vectors, names)
-        seconds["explain"] = time.perf_counter() - t
-        if maps:  # on the fp32 tower, from the pixels each image was encoded from
+        if maps:  # the core's path: each image's fp32 decomposition gives its vector and its maps
+            names, prepared = await decode_uploads(res, image, seconds)
             t = time.perf_counter()
-            results = await run_in_threadpool(add_maps, explainer, results, pixels)
+            results = await run_in_threadpool(lambda: explainer.explain_prepared(join_prepared(prepared), names))
             seconds["maps"] = time.perf_counter() - t
+        else:
+            names, vectors = await embed_uploads(res, image, seconds)
+            t = time.perf_counter()
+            results = await run_in_threadpool(explainer.explain_vectors, vectors, names)
+            seconds["explain"] = time.perf_counter() - t
     except LibraryNotFound:  # deleted while this request ran: never serve it again
         res.forget(plan.library.info.id)
         raise
@@ -135,14 +136,3 @@ def check_maps(limits: Limits, maps: bool, check: str | None, dense: bool, n_ima
             f"{n_images} images with check={check} in one request; the limit is {limits.max_occlusion_images} "
             "(whyclip serve --max-occlusion-images): send fewer images per request",
         )
-
-
-def add_maps(explainer, explanations: list, kept: list) -> list:
-    """Each explanation with its image's maps. ``kept``: each image as it was encoded, its
-    pixel values, or its picture where the encoder takes pictures; those are replaced by
-    their pixel values here first (in place: the request holds no full-size picture while
-    the maps are made)."""
-    model = explainer.encoder.map_model()
-    for i, p in enumerate(kept):
-        kept[i] = p.pixels if isinstance(p, PreparedImages) else model.pixels(p)
-    return [dataclasses.replace(e, maps=explainer.maps(p, e)) for e, p in zip(explanations, kept, strict=True)]

@@ -43,7 +43,7 @@ async def retrieve(
     encoder = await run_in_threadpool(lambda: res.encoder)
     check_library_encoder(lib, encoder)  # the one rule every surface applies: an old id of this model is accepted
     if image is not None:
-        names, vectors, _ = await embed_uploads(res, [image], {})
+        names, vectors = await embed_uploads(res, [image], {})
         query: dict[str, str | None] = {"kind": "image", "image": names[0]}
     else:
         vectors = (await run_in_threadpool(encoder.embed_texts, [text]))[0]
