@@ -268,7 +268,7 @@ class Explainer:
         :func:`prepare_one`, then :func:`join_prepared`; the HTTP service's ``maps=true``).
         With maps in the options, each explanation carries them, as from the other paths."""
         if self.plan.options.maps is not None:
-            return self._explain_with_maps(prepared, None, list(names))
+            return list(self._explain_with_maps(prepared, None, list(names)))
         vectors, _ = self.encoder.embed_images(prepared)
         return self.explain_vectors(vectors, names)
 
