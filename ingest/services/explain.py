@@ -263,6 +263,15 @@ class Explainer:
         vectors, _ = self.encoder.embed_images(prepared)
         return self.explain_vectors(vectors, names)
 
+    def explain_prepared(self, prepared, names: Sequence[str]) -> list[Explanation]:
+        """Explain images a surface decoded and prepared under its own bounds (each by
+        :func:`prepare_one`, then :func:`join_prepared`; the HTTP service's ``maps=true``).
+        With maps in the options, each explanation carries them, as from the other paths."""
+        if self.plan.options.maps is not None:
+            return list(self._explain_with_maps(prepared, None, list(names)))
+        vectors, _ = self.encoder.embed_images(prepared)
+        return self.explain_vectors(vectors, names)
+
     def explain_files(self, paths: Sequence[str | Path], progress=None) -> Iterator[Explanation | ImageFailure]:
         """Explain image files in order, in batches: the next batch is decoded and
         preprocessed in a background thread while this one encodes. An unreadable image

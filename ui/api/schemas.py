@@ -100,6 +100,29 @@ class RetrievalOut(Open):
     note: str | None = Field(description="Why an approximate index answers exactly, or a low-recall warning")
 
 
+class DescriptorMapOut(Open):
+    class_: str = Field(alias="class")
+    descriptor: str
+    prompt: str
+    score: float = Field(description="S of the prompt on this image, from the maps' own fp32 pass")
+    remainder: float | None = Field(description="S outside every patch: with the patches it is `score`")
+    patches: list[list[float]] | None = Field(description="The exact map: each patch's share of S, row by row")
+    dense: list[list[float]] | None = Field(description="The dense (ClearCLIP) map, with dense=true")
+    occlusion: list[list[float]] | None = Field(description="The fall in S per masked cell, with check=occlusion")
+    agreement: float | None = Field(description="Spearman's rank correlation of the exact map with occlusion")
+
+
+class ImageMapsOut(Open):
+    method: str = Field(description="decomposition, or occlusion where the model's insides are not reachable")
+    grid: list[int] | None = Field(description="The patch grid (rows, columns)")
+    layers: int | None = Field(description="The attention layers the exact maps are made of")
+    occlusion_grid: int | None = Field(description="The occlusion grid's side (None: not run)")
+    dense: bool
+    maps: list[DescriptorMapOut]
+    note: str | None
+    size: list[int] | None = Field(description="The model's input (height, width) in pixels, which the grids cover")
+
+
 class ExplanationOut(Open):
     image: str
     library: str
@@ -119,6 +142,7 @@ class ExplanationOut(Open):
         None, description="The per-image name/description fit, or a note why there is none"
     )
     retrieval: RetrievalOut | None = None
+    maps: ImageMapsOut | None = Field(None, description="Where in the image, with maps=true (docs/explanations.md)")
 
 
 class ExplainOut(Open):

@@ -31,6 +31,10 @@ class Limits:
     max_top: int = 1000  # these three and max_request_pixels are the explanation service's bounds
     max_retrieve: int = 1000
     max_descriptors_listed: int = 1000  # per shown class; the rest are counted
+    # images of one explain request with maps=true (a decomposition each, about one more
+    # image encode), and with check=occlusion (49 image encodes each: 9 s for ViT-B/32 on 2 cores)
+    max_map_images: int = 8
+    max_occlusion_images: int = 2
     # decoded pixels of all the images of one request: ten 12-megapixel photos, or three
     # images at the per-image limit (CLIP itself looks at 224 x 224)
     max_request_pixels: int = 128 * 1024 * 1024

@@ -114,6 +114,7 @@ def explain(
     the exact split of its S among the image patches (through the last 4 attention layers,
     plus a stated remainder), optionally the dense map (--dense) and the occlusion check
     (--check occlusion). A model with a random-weight test model's maps mean nothing.
+    With --server, the service makes the maps (one image a request) and they are drawn here.
     """
     if (check or dense) and maps_dir is None:
         raise click.UsageError(f"{'--check' if check else '--dense'} goes with --maps DIR: add --maps DIR")

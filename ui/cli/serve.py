@@ -49,6 +49,20 @@ KEEP_ALIVE_S = 5  # a kept-alive connection silent this long is closed (uvicorn'
 @click.option("--max-body-mb", default=64, show_default=True, type=click.IntRange(1), help="Largest request body.")
 @click.option("--max-images", default=32, show_default=True, type=click.IntRange(1), help="Images per explain request.")
 @click.option(
+    "--max-map-images",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images per explain request with maps=true (a decomposition each).",
+)
+@click.option(
+    "--max-occlusion-images",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images per explain request with check=occlusion (49 image encodes each).",
+)
+@click.option(
     "--max-pixels",
     default=40_000_000,
     show_default=True,
@@ -109,6 +123,8 @@ def serve(
     keys_for_reads,
     max_body_mb,
     max_images,
+    max_map_images,
+    max_occlusion_images,
     max_pixels,
     max_library_mb,
     request_timeout,
@@ -130,6 +146,8 @@ def serve(
     limits = Limits(
         max_body_bytes=max_body_mb * MB,
         max_images=max_images,
+        max_map_images=max_map_images,
+        max_occlusion_images=max_occlusion_images,
         max_image_pixels=max_pixels,
         max_library_bytes=max_library_mb * MB,
         request_seconds=request_timeout,

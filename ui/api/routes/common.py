@@ -25,15 +25,15 @@ def check_aggregate(aggregate: str | None) -> None:
         raise ApiError(422, f"bad request: aggregate: {aggregate!r} is not one of {', '.join(AGGREGATES)}")
 
 
-async def embed_uploads(
+async def decode_uploads(
     res: Resources, uploads: list[UploadFile], seconds: dict[str, float]
-) -> tuple[list[str], np.ndarray]:
-    """Read, decode (threads) and encode (the micro-batcher) uploaded images, in order."""
+) -> tuple[list[str], list]:
+    """Read and decode (threads) uploaded images, in order: their names and each one as the
+    encoder takes it (shrunk to the tower's input under the decode budget, where it can be)."""
     files = await read_image_uploads(uploads, res.settings.limits)
     t = time.perf_counter()
     limits = res.settings.limits
-    batcher = await run_in_threadpool(lambda: res.batcher)  # loads the model on first use
-    encoder = res.encoder
+    encoder = await run_in_threadpool(lambda: res.encoder)  # loads the model on first use
     # on the decode threads alone (as many as the budget holds images at the limit): images
     # decoded on any of the many request threads left each thread's malloc arena holding
     # freed picture memory, and sixteen worst requests at once peaked at 4 GB instead of 2
@@ -52,7 +52,16 @@ async def embed_uploads(
     names = [name for name, _ in files]
     del files  # the encoded bytes are not needed any more
     seconds["decode"] = time.perf_counter() - t
+    return names, pictures
+
+
+async def embed_uploads(
+    res: Resources, uploads: list[UploadFile], seconds: dict[str, float]
+) -> tuple[list[str], np.ndarray]:
+    """Read, decode (threads) and encode (the micro-batcher) uploaded images, in order."""
+    names, pictures = await decode_uploads(res, uploads, seconds)
     t = time.perf_counter()
+    batcher = await run_in_threadpool(lambda: res.batcher)
     try:
         vectors = await batcher.embed(pictures)
     except QueueFull as exc:

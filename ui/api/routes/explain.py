@@ -9,12 +9,15 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from whyclip.ingest.encoder.prepared import join_prepared
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
+from whyclip.ingest.services.maps import CHECKS, MapOptions
 from whyclip.store import AGGREGATES, LibraryNotFound, display_name
 from whyclip.ui.api.dependencies import ResourcesDep, read_access
 from whyclip.ui.api.error_responses import ERROR_RESPONSES, ApiError
-from whyclip.ui.api.routes.common import check_aggregate, embed_uploads
+from whyclip.ui.api.routes.common import check_aggregate, decode_uploads, embed_uploads
 from whyclip.ui.api.schemas import ExplainOut
+from whyclip.ui.api.settings import Limits
 from whyclip.ui.api.uploads import multipart_body
 from whyclip.ui.render.explanation_json import explanation_json
 
@@ -52,11 +55,30 @@ async def explain(
             "max_descriptors_listed (1,000 by default)",
         ),
     ] = DEFAULT_DESCRIPTORS,
+    maps: Annotated[
+        bool,
+        Form(
+            description="Where in the image: each explanation gains `maps`, a map of every listed descriptor "
+            "(docs/explanations.md). At most the server's max_map_images images (8 by default)"
+        ),
+    ] = False,
+    check: Annotated[
+        str | None,
+        Form(
+            description="With maps: occlusion, the independent check (49 image encodes per image; at most the "
+            "server's max_occlusion_images images, 2 by default)",
+            json_schema_extra={"enum": [*CHECKS]},
+        ),
+    ] = None,
+    dense: Annotated[
+        bool, Form(description="With maps: also the sharper ClearCLIP map (it does not add up to S)")
+    ] = False,
 ) -> JSONResponse:
     """Explain each uploaded image, exactly as ``whyclip explain --json`` does."""
     check_aggregate(aggregate)
     if compare is not None and len(compare) != 2:
         raise ApiError(422, f"bad request: compare: give exactly two class names (got {len(compare)})")
+    check_maps(res.settings.limits, maps, check, dense, len(image))
     options = ExplainOptions(
         top=top,
         aggregate=aggregate,
@@ -64,6 +86,7 @@ async def explain(
         retrieve=retrieve,
         calibrated=calibrated,
         descriptors=descriptors,
+        maps=MapOptions(check=check, dense=dense) if maps else None,
     )
     # the version is resolved and checked (unknown classes: 422) before any image is encoded
     plan = await run_in_threadpool(
@@ -74,15 +97,42 @@ async def explain(
         lambda: plan.with_encoder(encoder, res.name_split(plan.library, encoder.cache_key))
     )
     seconds: dict[str, float] = {}
-    names, vectors = await embed_uploads(res, image, seconds)
-    t = time.perf_counter()
     try:
-        results = await run_in_threadpool(explainer.explain_vectors, vectors, names)
+        if maps:  # the core's path: each image's fp32 decomposition gives its vector and its maps
+            names, prepared = await decode_uploads(res, image, seconds)
+            t = time.perf_counter()
+            results = await run_in_threadpool(lambda: explainer.explain_prepared(join_prepared(prepared), names))
+            seconds["maps"] = time.perf_counter() - t
+        else:
+            names, vectors = await embed_uploads(res, image, seconds)
+            t = time.perf_counter()
+            results = await run_in_threadpool(explainer.explain_vectors, vectors, names)
+            seconds["explain"] = time.perf_counter() - t
     except LibraryNotFound:  # deleted while this request ran: never serve it again
         res.forget(plan.library.info.id)
         raise
-    seconds["explain"] = time.perf_counter() - t
     answers = [explanation_json(e, encoder) for e in results]
     for a in answers:  # a model folder by its last component, never the server's path
         a["encoder"] = display_name(a["encoder"])
     return JSONResponse({"explanations": answers, "seconds": seconds})
+
+
+def check_maps(limits: Limits, maps: bool, check: str | None, dense: bool, n_images: int) -> None:
+    """The map fields, before any work: ``check`` and ``dense`` go with ``maps``, and a request
+    with maps holds at most the server's images for them (413 over, as for ``max_images``)."""
+    if check is not None and check not in CHECKS:
+        raise ApiError(422, f"bad request: check: {check!r} is not one of {', '.join(CHECKS)}")
+    if (check is not None or dense) and not maps:
+        raise ApiError(422, f"bad request: {'check' if check is not None else 'dense'} goes with maps: add maps=true")
+    if maps and n_images > limits.max_map_images:
+        raise ApiError(
+            413,
+            f"{n_images} images with maps in one request; the limit is {limits.max_map_images} "
+            "(whyclip serve --max-map-images): send fewer images per request",
+        )
+    if check is not None and n_images > limits.max_occlusion_images:
+        raise ApiError(
+            413,
+            f"{n_images} images with check={check} in one request; the limit is {limits.max_occlusion_images} "
+            "(whyclip serve --max-occlusion-images): send fewer images per request",
+        )
