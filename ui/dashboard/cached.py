@@ -16,10 +16,14 @@ from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.encoder.loading import RANDOM_WEIGHTS, is_test_model
 from whyclip.ingest.services.explain import open_encoder
+from whyclip.ingest.services.maps import MapOptions
 from whyclip.ingest.services.whatif import added_vectors
 from whyclip.ingest.services.whatif import save_edit as publish
 from whyclip.store import (
     AuditSettings,
+    Explanation,
+    ImageMaps,
+    InputError,
     Library,
     LibraryInfo,
     Store,
@@ -177,6 +181,46 @@ def random_weight_banner(model: str) -> None:
     CLI's warning): its predictions and explanations mean nothing."""
     if is_test_model(model):
         st.warning(f"The model `{model}` {RANDOM_WEIGHTS}.", icon=":material/warning:")
+
+
+_mapping = threading.local()  # did this run make the maps?
+
+
+@st.cache_data(show_spinner="Mapping where each descriptor is seen ...", max_entries=64)
+def _image_maps(
+    model: str,
+    digest: str,
+    explained: tuple,
+    check: str | None,
+    dense: bool,
+    _explainer,
+    _exp,
+    _data: bytes,
+    _name: str,
+) -> tuple[ImageMaps, np.ndarray]:
+    _mapping.fresh = True  # runs on a cache miss only
+    encoder = _encoder(model)
+    if not hasattr(encoder, "map_model"):
+        raise InputError(f"maps need a CLIP image tower, and this encoder ({type(encoder).__name__}) has none")
+    tower = encoder.map_model()
+    pixels = tower.pixels(ingest.images.read_image_bytes(_name, _data))
+    return _explainer.maps(pixels, _exp, MapOptions(check=check, dense=dense)), tower.view(pixels)
+
+
+def image_maps(
+    model: str, explainer, exp: Explanation, data: bytes, explained: tuple, check: str | None, dense: bool
+) -> tuple[ImageMaps, np.ndarray, bool]:
+    """The maps of ``exp``'s descriptors on the image ``data`` (the core's
+    :meth:`~whyclip.ingest.services.explain.Explainer.maps`), the picture the model saw, and
+    whether this run made them (False: from the cache). Cached by the image's content, the
+    model, ``explained`` (what decides the mapped descriptors: the library version, the
+    classes shown and the contrast) and the map options; raises WhyclipError (an encoder
+    without an image tower)."""
+    _mapping.fresh = False
+    maps, view = _image_maps(
+        model, hashlib.sha256(data).hexdigest(), explained, check, dense, explainer, exp, data, exp.image
+    )
+    return maps, view, _mapping.fresh
 
 
 def image_vector(model: str, name: str, data: bytes) -> tuple[np.ndarray, bool]:

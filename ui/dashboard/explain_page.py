@@ -13,7 +13,8 @@ import streamlit as st
 
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
 from whyclip.store import AGGREGATES, WhyclipError
-from whyclip.ui.dashboard import cached, charts
+from whyclip.ui.dashboard import cached, charts, maps_section
+from whyclip.ui.render.maps import maps_note
 
 s = cached.settings()
 store = cached.store_or_stop(s)
@@ -62,6 +63,30 @@ model = cached.encoder_or_stop(s, lib)
 def table(data) -> None:
     """A table with its numbers in the CLI's decimals (S: 2)."""
     st.dataframe(data, hide_index=True, column_config=charts.number_formats(data))
+
+
+def where_in_the_image(name: str, data: bytes, key: str, explainer, exp, explained: tuple):
+    """The map section: its legend, options and notes, then a picked descriptor's maps;
+    returns (maps, view) for the contrast's maps, or None where there are none."""
+    st.subheader("Where in the image: each descriptor's map")
+    st.caption(maps_section.LEGEND)
+    check, dense = maps_section.options_row(key)
+    started = time.perf_counter()
+    try:
+        maps, view, fresh = cached.image_maps(model, explainer, exp, data, (info.name, *explained), check, dense)
+    except WhyclipError as exc:
+        st.info(f"No maps: {exc}.")
+        return None
+    maps_section.notes(maps, model, maps_note(cached.encoder(model)))
+    if not maps.maps:
+        st.info("No descriptor to map.")
+        return None
+    maps_section.selected(view, maps, key)
+    st.caption(
+        f"{maps_section.REMAINDER} "
+        + (f"Maps made in {(time.perf_counter() - started) * 1000:.0f} ms." if fresh else "Maps from the cache.")
+    )
+    return maps, view
 
 
 def show(name: str, data: bytes) -> None:
@@ -117,6 +142,7 @@ def show(name: str, data: bytes) -> None:
         for c in exp.classes:
             st.markdown(f"**{c.rank}. {c.name}** (S = {c.score * scale:.2f})")
             table(charts.descriptor_table(c))
+    mapped = where_in_the_image(name, data, key, explainer, exp, (info.version, top, aggregate, a, b))
 
     st.subheader(f"{a} vs {b}, descriptor by descriptor")
     if a == b:
@@ -133,6 +159,9 @@ def show(name: str, data: bytes) -> None:
             height=min(35 * (len(rows) + 1) + 3, 738),  # every row of a short contrast, no inner scroll
             column_config={**charts.number_formats(rows), **charts.contrast_columns(contrast)},
         )
+        if mapped is not None:
+            st.markdown(f"**Where each class's evidence lies**: the maps of {a}'s and {b}'s descriptors")
+            maps_section.side_by_side(*mapped, a, b, key)
         pair = contrast.pair_descriptors
         if pair is not None:
             st.subheader(f"{a} vs {b}, by their pair descriptors (FuDD)")

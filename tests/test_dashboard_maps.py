@@ -1,0 +1,221 @@
+"""The Explain page's maps (issue 22): where in the image each descriptor is seen, through
+Streamlit's AppTest on the tiny CLIP. The page draws what the core computes: each image it
+shows is compared pixel for pixel with the core's maps drawn by ``whyclip.ui.render.maps``,
+and the S it prints with an fp32 explanation (maps decompose an fp32 pass)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import ROOT
+from whyclip import ingest
+from whyclip.ingest import ingest_library
+from whyclip.ingest.services.explain import ExplainOptions, open_encoder, plan_explain
+from whyclip.ingest.services.maps import MapOptions
+from whyclip.ui.render.maps import overlay
+
+APP = str(ROOT / "ui" / "dashboard" / "streamlit_app.py")
+FROGS = {
+    "tree frog": ["sticky toe pads", "protruding eyes", "wet and hairless nose", "bright green colour"],
+    "tailed frog": ["brown or olive skin", "a short tail-like extension", "protruding eyes"],
+    "banana": ["yellow peel", "a long curved shape"],
+}
+
+
+def picture_png() -> bytes:
+    """A picture with a place to find: a green square and a dark disc on grey."""
+    picture = Image.new("RGB", (96, 80), (128, 128, 128))
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((8, 10, 40, 42), fill=(40, 200, 60))
+    draw.ellipse((55, 35, 90, 70), fill=(20, 20, 20))
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+PNG = picture_png()
+
+
+@pytest.fixture
+def frogs(store, tiny_model, fresh_streamlit_caches):
+    ingest_library(store, FROGS, "frogs", ingest.load_encoder(str(tiny_model)))
+    return store
+
+
+@pytest.fixture
+def shown(monkeypatch) -> dict[str, bytes]:
+    """The bytes of every image the page hands to Streamlit, by media file id (AppTest keeps
+    only the images' URLs)."""
+    seen: dict[str, bytes] = {}
+    load = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        file_id = load(self, path_or_data, mimetype, kind, filename)
+        if isinstance(path_or_data, bytes):
+            seen[file_id] = path_or_data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return seen
+
+
+def run_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.file_uploader[0].set_value([("frog.png", PNG, "image/png")]).run()
+    assert not at.exception
+    return at
+
+
+def oracle(store, model, compare=None, options: MapOptions | None = None):
+    """The page's explanation (its encoder: the same precision) and the core's maps of it."""
+    encoder = open_encoder(store, str(model))
+    plan = plan_explain(store, "frogs", None, ExplainOptions(compare=compare))
+    explainer = plan.with_encoder(encoder)
+    picture = ingest.images.read_image_bytes("frog.png", PNG)
+    (exp,) = explainer.explain_pictures([picture], ["frog.png"])
+    tower = encoder.map_model()
+    view = tower.view(tower.pixels(picture))
+    return exp, explainer.maps(picture, exp, options or MapOptions()), view
+
+
+def images(at: AppTest, shown: dict[str, bytes]) -> list[list[tuple[np.ndarray, str]]]:
+    """Each image list the page shows: (pixels, caption) of each image in it."""
+    out = []
+    for element in at.image:
+        row = []
+        for url, text in zip(element.value, element.captions, strict=True):
+            file_id = url.rsplit("/", 1)[-1].split(".")[0]
+            row.append((np.asarray(Image.open(io.BytesIO(shown[file_id])).convert("RGB")), text))
+        out.append(row)
+    return out
+
+
+def map_rows(at: AppTest, shown) -> list[list[tuple[np.ndarray, str]]]:
+    """The maps shown, each row a descriptor's (the picked one's led by the bare picture)."""
+    return [row for row in images(at, shown) if row and row[-1][1].startswith(("exact", "dense", "occlusion"))]
+
+
+def drawn(view: np.ndarray, grid) -> np.ndarray:
+    """The oracle's map as the page should show it: drawn over the view, each cell a block."""
+    img = overlay(view, grid)
+    k = -(-224 // min(view.shape[:2]))
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+
+
+def line_of(at: AppTest, descriptor: str) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith(f"**{descriptor}**"))
+
+
+def numbers(line: str) -> dict[str, float]:
+    """S, patches and remainder from a map's line."""
+    found = re.search(r"S (-?[\d.]+), patches ([+-][\d.]+), remainder ([+-][\d.]+)", line)
+    assert found, line
+    return dict(zip(("S", "patches", "remainder"), map(float, found.groups()), strict=True))
+
+
+def test_the_predicted_classs_best_descriptor_is_mapped_without_a_click(frogs, tiny_model, shown):
+    at = run_page()
+    exp, maps, view = oracle(frogs, tiny_model)
+    best = exp.classes[0].descriptors[0]
+    assert "Where in the image: each descriptor's map" in [h.value for h in at.subheader]
+    assert any("Red raises the descriptor's S, blue lowers it" in c.value for c in at.caption)
+    assert any("random-weight test model" in w.value and "so do its maps" in w.value for w in at.warning)
+    box = at.selectbox(key=next(b.key for b in at.selectbox if b.label == "Descriptor to map"))
+    assert box.value.startswith(f"{exp.predicted}: {best.descriptor} (S ")
+    (row, *_) = map_rows(at, shown)
+    (mapped,) = [m for m in maps.maps if m.class_name == exp.predicted and m.descriptor == best.descriptor]
+    assert mapped.patches is not None
+    np.testing.assert_array_equal(row[1][0], drawn(view, mapped.patches))
+    np.testing.assert_array_equal(row[0][0], drawn(view, np.zeros((1, 1))))  # the picture alone
+    assert np.abs(row[1][0].astype(int) - row[0][0].astype(int)).max() > 20  # a map, not the bare picture
+    shown_numbers = numbers(line_of(at, best.descriptor))
+    # S as the maps compute it: an fp32 pass, the explanation's S when explain runs in fp32
+    fp32 = ingest.load_encoder(str(tiny_model), precision="fp32")
+    (exact,) = frogs.load("frogs").explain(fp32.embed_images([ingest.images.read_image_bytes("f", PNG)])[0])
+    (fp32_best,) = [d for d in exact.classes[0].descriptors if d.descriptor == best.descriptor]
+    assert exact.predicted == exp.predicted
+    assert shown_numbers["S"] == pytest.approx(fp32_best.scaled, abs=0.0051)
+    assert shown_numbers["S"] == pytest.approx(round(mapped.score, 2))
+    assert shown_numbers["patches"] + shown_numbers["remainder"] == pytest.approx(shown_numbers["S"], abs=0.011)
+    assert shown_numbers["remainder"] == pytest.approx(round(mapped.remainder, 2))
+
+
+def test_another_descriptor_picked_shows_its_map(frogs, tiny_model, shown):
+    at = run_page()
+    _, maps, view = oracle(frogs, tiny_model)
+    first = map_rows(at, shown)[0][1][0]
+    box = next(b for b in at.selectbox if b.label == "Descriptor to map")
+    assert len(box.options) == len(maps.maps)
+    other = next(m for m in maps.maps if m.class_name == "banana" and m.descriptor == "yellow peel")
+    box.set_value(next(o for o in box.options if o.startswith("banana: yellow peel (S "))).run()
+    assert not at.exception
+    after = map_rows(at, shown)[0][1][0]
+    np.testing.assert_array_equal(after, drawn(view, other.patches))
+    assert not np.array_equal(after, first)
+    assert numbers(line_of(at, "yellow peel"))["S"] == pytest.approx(round(other.score, 2))
+
+
+def test_the_contrasts_two_classes_are_mapped_side_by_side(frogs, tiny_model, shown):
+    at = run_page()
+    pick = {box.label: box for box in at.selectbox}
+    pick["Contrast class A"].set_value("tailed frog")
+    pick["with class B"].set_value("banana").run()
+    assert not at.exception
+    exp, maps, view = oracle(frogs, tiny_model, compare=("tailed frog", "banana"))
+    assert any("Where each class's evidence lies" in m.value for m in at.markdown)
+    boxes = {b.label: b for b in at.selectbox}
+    rows = map_rows(at, shown)
+    assert len(rows) == 3  # the picked descriptor, then class a and class b
+    for name, row in zip(("tailed frog", "banana"), rows[1:], strict=True):
+        best = maps.of_class(name)[0]
+        assert best.descriptor == next(c for c in exp.classes if c.name == name).descriptors[0].descriptor
+        assert boxes[f"Descriptor of {name}"].value.startswith(f"{best.descriptor} (S {best.score:.2f}")
+        np.testing.assert_array_equal(row[0][0], drawn(view, best.patches))
+        assert line_of(at, best.descriptor)  # its line: S, patches and remainder
+    # another descriptor of class b
+    box = boxes["Descriptor of banana"]
+    box.set_value(box.options[1]).run()
+    second = maps.of_class("banana")[1]
+    np.testing.assert_array_equal(map_rows(at, shown)[2][0][0], drawn(view, second.patches))
+
+
+def test_occlusion_and_dense_maps_on_request(frogs, tiny_model, shown):
+    at = run_page()
+    assert [len(r) for r in map_rows(at, shown)] == [2, 1, 1]  # the picture and the exact map; class a's, b's
+    boxes = {c.label: c for c in at.checkbox}
+    boxes["occlusion check (slower: 49 encodes)"].check()
+    boxes["dense map (ClearCLIP): sharper, but it does not add up to S"].check().run()
+    assert not at.exception
+    _, maps, view = oracle(frogs, tiny_model, options=MapOptions(check="occlusion", dense=True))
+    best = maps.maps[0]
+    row = map_rows(at, shown)[0]
+    assert [c.split(" (full colour")[0] for _, c in row[1:]] == [
+        f"exact, last {maps.layers} layers: share of S per patch",
+        "dense (ClearCLIP): does not add up to S",
+        f"occlusion {maps.occlusion_grid}x{maps.occlusion_grid}: fall in S when masked",
+    ]
+    np.testing.assert_array_equal(row[2][0], drawn(view, best.dense))
+    np.testing.assert_array_equal(row[3][0], drawn(view, best.occlusion))
+    assert [len(r) for r in map_rows(at, shown)] == [4, 3, 3]
+    line = line_of(at, best.descriptor)
+    assert f"agreement with occlusion {best.agreement:+.2f}" in line
+
+
+def test_an_encoder_without_an_image_tower_says_there_are_no_maps(store, monkeypatch, fresh_streamlit_caches):
+    from tests.helpers.fakes import install_fake, planted_png
+
+    fake = install_fake(monkeypatch, ["protruding eyes"])
+    ingest_library(store, FROGS, "frogs", fake)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.file_uploader[0].set_value([("frog.png", planted_png(["protruding eyes"]), "image/png")]).run()
+    assert not at.exception
+    assert any(i.value.startswith("No maps: maps need a CLIP image tower") for i in at.info)
+    assert not any(b.label == "Descriptor to map" for b in at.selectbox)
+    assert "Best-matching descriptors in the whole library" in [h.value for h in at.subheader]
