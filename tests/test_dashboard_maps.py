@@ -74,32 +74,36 @@ def run_page() -> AppTest:
 
 
 def oracle(store, model, compare=None, options: MapOptions | None = None):
-    """The page's explanation (its encoder: the same precision) and the core's maps of it."""
+    """The core's explanation with maps (``ExplainOptions(maps=...)``: the image's vector from
+    the decomposition's fp32 pass, as the page takes it), its maps and the picture the model saw."""
     encoder = open_encoder(store, str(model))
-    plan = plan_explain(store, "frogs", None, ExplainOptions(compare=compare))
-    explainer = plan.with_encoder(encoder)
+    plan = plan_explain(store, "frogs", None, ExplainOptions(compare=compare, maps=options or MapOptions()))
     picture = ingest.images.read_image_bytes("frog.png", PNG)
-    (exp,) = explainer.explain_pictures([picture], ["frog.png"])
+    (exp,) = plan.with_encoder(encoder).explain_pictures([picture], ["frog.png"])
     tower = encoder.map_model()
-    view = tower.view(tower.pixels(picture))
-    return exp, explainer.maps(picture, exp, options or MapOptions()), view
+    return exp, exp.maps, tower.view(tower.pixels(picture))
 
 
-def images(at: AppTest, shown: dict[str, bytes]) -> list[list[tuple[np.ndarray, str]]]:
-    """Each image list the page shows: (pixels, caption) of each image in it."""
+def images(at: AppTest, shown: dict[str, bytes]) -> list[tuple[np.ndarray, str]]:
+    """Every image the page shows, in order: (pixels, caption)."""
     out = []
     for element in at.image:
-        row = []
         for url, text in zip(element.value, element.captions, strict=True):
             file_id = url.rsplit("/", 1)[-1].split(".")[0]
-            row.append((np.asarray(Image.open(io.BytesIO(shown[file_id])).convert("RGB")), text))
-        out.append(row)
+            out.append((np.asarray(Image.open(io.BytesIO(shown[file_id])).convert("RGB")), text))
     return out
 
 
 def map_rows(at: AppTest, shown) -> list[list[tuple[np.ndarray, str]]]:
-    """The maps shown, each row a descriptor's (the picked one's led by the bare picture)."""
-    return [row for row in images(at, shown) if row and row[-1][1].startswith(("exact", "dense", "occlusion"))]
+    """The maps shown, a row per descriptor: the picked one's (led by the bare picture), then
+    the contrast's class a's and class b's; each row starts with the picture or the exact map."""
+    rows: list[list[tuple[np.ndarray, str]]] = []
+    for pixels, text in images(at, shown):
+        if text.startswith("the picture") or (text.startswith("exact") and not rows[-1][-1][1].startswith("the")):
+            rows.append([])
+        if text.startswith(("the picture", "exact", "dense", "occlusion")):
+            rows[-1].append((pixels, text))
+    return rows
 
 
 def drawn(view: np.ndarray, grid) -> np.ndarray:
@@ -136,15 +140,20 @@ def test_the_predicted_classs_best_descriptor_is_mapped_without_a_click(frogs, t
     np.testing.assert_array_equal(row[0][0], drawn(view, np.zeros((1, 1))))  # the picture alone
     assert np.abs(row[1][0].astype(int) - row[0][0].astype(int)).max() > 20  # a map, not the bare picture
     shown_numbers = numbers(line_of(at, best.descriptor))
-    # S as the maps compute it: an fp32 pass, the explanation's S when explain runs in fp32
+    # the page explains with the decomposition's vector: the S it lists is the S the map splits
+    listed = at.dataframe[1].value  # the predicted class's descriptors
+    assert list(listed["descriptor"]) == [d.descriptor for d in exp.classes[0].descriptors]
+    assert list(listed["S"]) == pytest.approx([d.scaled for d in exp.classes[0].descriptors], abs=1e-9)
+    assert f"{shown_numbers['S']:.2f}" == f"{listed['S'][0]:.2f}" == f"{mapped.score:.2f}"
+    # and it is the explanation's S in fp32, encoded the usual way (the independent check)
     fp32 = ingest.load_encoder(str(tiny_model), precision="fp32")
-    (exact,) = frogs.load("frogs").explain(fp32.embed_images([ingest.images.read_image_bytes("f", PNG)])[0])
-    (fp32_best,) = [d for d in exact.classes[0].descriptors if d.descriptor == best.descriptor]
-    assert exact.predicted == exp.predicted
-    assert shown_numbers["S"] == pytest.approx(fp32_best.scaled, abs=0.0051)
-    assert shown_numbers["S"] == pytest.approx(round(mapped.score, 2))
+    (plain,) = frogs.load("frogs").explain(fp32.embed_images([ingest.images.read_image_bytes("f", PNG)])[0])
+    assert plain.predicted == exp.predicted
+    (plain_best,) = [d for d in plain.classes[0].descriptors if d.descriptor == best.descriptor]
+    assert shown_numbers["S"] == pytest.approx(plain_best.scaled, abs=0.0051)
     assert shown_numbers["patches"] + shown_numbers["remainder"] == pytest.approx(shown_numbers["S"], abs=0.011)
     assert shown_numbers["remainder"] == pytest.approx(round(mapped.remainder, 2))
+    assert any("fp32, decomposed for the maps" in c.value for c in at.caption)
 
 
 def test_another_descriptor_picked_shows_its_map(frogs, tiny_model, shown):
@@ -190,7 +199,7 @@ def test_occlusion_and_dense_maps_on_request(frogs, tiny_model, shown):
     at = run_page()
     assert [len(r) for r in map_rows(at, shown)] == [2, 1, 1]  # the picture and the exact map; class a's, b's
     boxes = {c.label: c for c in at.checkbox}
-    boxes["occlusion check (slower: 49 encodes)"].check()
+    boxes["occlusion check (slower: up to 49 encodes)"].check()
     boxes["dense map (ClearCLIP): sharper, but it does not add up to S"].check().run()
     assert not at.exception
     _, maps, view = oracle(frogs, tiny_model, options=MapOptions(check="occlusion", dense=True))

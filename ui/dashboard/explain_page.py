@@ -65,35 +65,39 @@ def table(data) -> None:
     st.dataframe(data, hide_index=True, column_config=charts.number_formats(data))
 
 
-def where_in_the_image(name: str, data: bytes, key: str, explainer, exp, explained: tuple):
+def where_in_the_image(data: bytes, key: str, seen, explainer, exp, explained: tuple):
     """The map section: its legend, options and notes, then a picked descriptor's maps;
     returns (maps, view) for the contrast's maps, or None where there are none."""
     st.subheader("Where in the image: each descriptor's map")
     st.caption(maps_section.LEGEND)
     check, dense = maps_section.options_row(key)
-    started = time.perf_counter()
-    try:
-        maps, view, fresh = cached.image_maps(model, explainer, exp, data, (info.name, *explained), check, dense)
-    except WhyclipError as exc:
-        st.info(f"No maps: {exc}.")
+    if seen is None:
+        kind = type(cached.encoder(model)).__name__
+        st.info(f"No maps: maps need a CLIP image tower, and this encoder ({kind}) has none.")
         return None
+    started = time.perf_counter()
+    maps, fresh = cached.maps_of(model, seen, data, explainer, exp, explained, check, dense)
     maps_section.notes(maps, model, maps_note(cached.encoder(model)))
     if not maps.maps:
         st.info("No descriptor to map.")
         return None
-    maps_section.selected(view, maps, key)
+    maps_section.selected(seen.view, maps, key)
     st.caption(
         f"{maps_section.REMAINDER} "
         + (f"Maps made in {(time.perf_counter() - started) * 1000:.0f} ms." if fresh else "Maps from the cache.")
     )
-    return maps, view
+    return maps, seen.view
 
 
 def show(name: str, data: bytes) -> None:
     key = hashlib.sha256(data).hexdigest()[:16]  # widgets follow the image, not its tab
     started = time.perf_counter()
     try:
-        vector, fresh = cached.image_vector(model, name, data)
+        # a CLIP tower's decomposition gives the vector (fp32), so the maps split the S listed
+        seen, fresh = cached.seen_image(model, name, data)
+        vector = seen.vector if seen is not None else None
+        if vector is None:
+            vector, fresh = cached.image_vector(model, name, data)
     except WhyclipError as exc:
         st.error(str(exc))
         return
@@ -142,7 +146,7 @@ def show(name: str, data: bytes) -> None:
         for c in exp.classes:
             st.markdown(f"**{c.rank}. {c.name}** (S = {c.score * scale:.2f})")
             table(charts.descriptor_table(c))
-    mapped = where_in_the_image(name, data, key, explainer, exp, (info.version, top, aggregate, a, b))
+    mapped = where_in_the_image(data, key, seen, explainer, exp, (info.name, info.version, top, aggregate, a, b))
 
     st.subheader(f"{a} vs {b}, descriptor by descriptor")
     if a == b:
@@ -189,8 +193,13 @@ def show(name: str, data: bytes) -> None:
         mime="application/json",
         key=f"{key}-dl",
     )
+    how = " (fp32, decomposed for the maps)" if seen is not None and seen.decomposition is not None else ""
     st.caption(
-        (f"image encoded in {(encoded - started) * 1000:.0f} ms, " if fresh else "image vector from the cache, ")
+        (
+            f"image encoded{how} in {(encoded - started) * 1000:.0f} ms, "
+            if fresh
+            else f"image vector{how} from the cache, "
+        )
         + f"explained in {(explained - encoded) * 1000:.0f} ms ({info.n_classes} classes, "
         f"{info.n_descriptors} descriptors)"
     )

@@ -61,9 +61,12 @@ def panels(
 
 def draw(view: np.ndarray, m: DescriptorMap, maps: ImageMaps, picture: bool = True) -> None:
     """One descriptor's maps and its line: S, the patches against the remainder, the agreement.
-    Drawn at their own size (PNG): a resized map would blur its cells."""
+    Each in its column, at its own size (PNG: a map resized on the server would blur its
+    cells), or as wide as its column beside the other class's (``picture`` False)."""
     images, captions = panels(view, m, maps, picture)
-    st.image(images, caption=captions, width=images[0].shape[1], output_format="PNG")
+    slots = st.columns(max(len(images), 4 if picture else 3), gap="small")  # a panel keeps its place
+    for column, image, text in zip(slots, images, captions, strict=False):
+        column.image(image, caption=text, width=image.shape[1] if picture else "stretch", output_format="PNG")
     st.markdown(f"**{label(m)}** ({m.class_name}): {caption(m)}")
 
 
@@ -71,10 +74,11 @@ def options_row(key: str) -> tuple[str | None, bool]:
     """The two checkboxes: the occlusion check and the dense map; (check, dense)."""
     left, right = st.columns(2)
     occlusion = left.checkbox(
-        "occlusion check (slower: 49 encodes)",
+        "occlusion check (slower: up to 49 encodes)",
         key=f"{key}-occlusion",
         help=f"{MAP_KINDS['occlusion'][0].upper()}{MAP_KINDS['occlusion'][1:]}: one re-encode of the picture per "
-        "cell of a grid of at most 7x7, in one batch for every descriptor; gives each map its agreement.",
+        "cell of the patch grid, at most 7x7 (49 cells), in one batch for every descriptor; gives each map its "
+        "agreement with the exact map.",
     )
     dense = right.checkbox(
         "dense map (ClearCLIP): sharper, but it does not add up to S",
