@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
@@ -228,3 +229,55 @@ def test_an_encoder_without_an_image_tower_says_there_are_no_maps(store, monkeyp
     assert any(i.value.startswith("No maps: maps need a CLIP image tower") for i in at.info)
     assert not any(b.label == "Descriptor to map" for b in at.selectbox)
     assert "Best-matching descriptors in the whole library" in [h.value for h in at.subheader]
+
+
+class _Opaque(torch.nn.Module):
+    """A tower whose insides are not reachable: only pixels in, embeddings out."""
+
+    def __init__(self, tower):
+        super().__init__()
+        self._inner = [tower]  # hidden from the module tree
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, pixel_values):
+        return self._inner[0](pixel_values=pixel_values)
+
+
+def test_a_tower_without_reachable_insides_is_mapped_by_occlusion_when_asked(frogs, tiny_model, shown, monkeypatch):
+    from whyclip.ingest.encoder.clip_encoder import ClipEncoder
+    from whyclip.ingest.encoder.decompose import MapModel
+
+    real = ClipEncoder.map_model
+    opaque: dict[int, MapModel] = {}
+
+    def map_model(self):
+        if id(self) not in opaque:
+            inner = real(self)
+            opaque[id(self)] = MapModel(_Opaque(inner.tower), inner.processor)
+        return opaque[id(self)]
+
+    monkeypatch.setattr(ClipEncoder, "map_model", map_model)
+    at = run_page()
+    note = next(i.value for i in at.info if "insides are not reachable" in i.value)
+    assert "Tick the occlusion check" in note
+    assert not any(b.label == "Descriptor to map" for b in at.selectbox)  # 49 encodes only when asked for
+    assert not any("decomposed for the maps" in c.value for c in at.caption)  # the usual encode
+    next(c for c in at.checkbox if c.label.startswith("occlusion check")).check().run()
+    assert not at.exception
+    _, maps, view = oracle(frogs, tiny_model, options=MapOptions(check="occlusion"))
+    assert maps.method == "occlusion"
+    assert maps.note in [i.value for i in at.info]
+    best = maps.maps[0]
+    flat = images(at, shown)
+    captions = [c for _, c in flat]
+    assert captions[1:3] == [
+        "the picture the model saw (32x32)",
+        f"occlusion 7x7: fall in S when masked (full colour: {np.abs(np.asarray(best.occlusion)).max():.2g})",
+    ]
+    np.testing.assert_array_equal(flat[2][0], drawn(view, best.occlusion))
+    assert what_follows(line_of(at, best.descriptor)) == f"S {best.score:.2f}"
+
+
+def what_follows(line: str) -> str:
+    """A map's line after its descriptor and class: only S when there is no exact map."""
+    return line.split(": ", 1)[1]

@@ -75,6 +75,13 @@ def where_in_the_image(data: bytes, key: str, seen, explainer, exp, explained: t
         kind = type(cached.encoder(model)).__name__
         st.info(f"No maps: maps need a CLIP image tower, and this encoder ({kind}) has none.")
         return None
+    if seen.decomposition is None and check is None:  # occlusion only: 49 encodes, when asked for
+        reason = cached.encoder(model).map_model().reason
+        st.info(
+            f"This model's insides are not reachable ({reason}): its maps are by occlusion only. "
+            "Tick the occlusion check to make them."
+        )
+        return None
     started = time.perf_counter()
     maps, fresh = cached.maps_of(model, seen, data, explainer, exp, explained, check, dense)
     maps_section.notes(maps, model, maps_note(cached.encoder(model)))
