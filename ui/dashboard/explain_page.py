@@ -172,7 +172,7 @@ def show(name: str, data: bytes) -> None:
         )
         if mapped is not None:
             st.markdown(f"**Where each class's evidence lies**: the maps of {a}'s and {b}'s descriptors")
-            maps_section.side_by_side(*mapped, a, b, key)
+            maps_section.side_by_side(mapped[0], mapped[1], a, b, key)
         pair = contrast.pair_descriptors
         if pair is not None:
             st.subheader(f"{a} vs {b}, by their pair descriptors (FuDD)")
