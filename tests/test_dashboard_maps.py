@@ -281,3 +281,18 @@ def test_a_tower_without_reachable_insides_is_mapped_by_occlusion_when_asked(fro
 def what_follows(line: str) -> str:
     """A map's line after its descriptor and class: only S when there is no exact map."""
     return line.split(": ", 1)[1]
+
+
+def test_the_download_carries_the_maps_shown(frogs, tiny_model, shown):
+    """The JSON download is ``whyclip explain --json`` with maps: the explanation and the
+    maps of the boxes ticked."""
+    import json
+
+    at = run_page()
+    next(c for c in at.checkbox if c.label.startswith("dense map")).check().run()
+    exp, maps, _ = oracle(frogs, tiny_model, options=MapOptions(dense=True))
+    button = at.get("download_button")[0]
+    assert button.proto.label == "Download this explanation (JSON), with its maps"
+    data = json.loads(shown[button.proto.url.rsplit("/", 1)[-1].split(".")[0]])
+    assert data["maps"] == json.loads(json.dumps(maps.to_dict()))  # the same pass: the same numbers
+    assert data["classes"] == json.loads(json.dumps(exp.to_dict()))["classes"]

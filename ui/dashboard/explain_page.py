@@ -3,6 +3,7 @@ a two-class contrast and the library-wide best descriptors."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -194,8 +195,8 @@ def show(name: str, data: bytes) -> None:
         st.caption("exact: every descriptor was scored")
     table(charts.retrieved_table(exp))
     st.download_button(
-        "Download this explanation (JSON)",
-        json.dumps(exp.to_dict(), indent=2),
+        "Download this explanation (JSON)" + (", with its maps" if mapped is not None else ""),
+        json.dumps((exp if mapped is None else dataclasses.replace(exp, maps=mapped[0])).to_dict(), indent=2),
         file_name=f"{Path(name).stem}.whyclip.json",
         mime="application/json",
         key=f"{key}-dl",
