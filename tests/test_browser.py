@@ -24,6 +24,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
 WHATIF_SCREENSHOT = SCREENSHOT.with_name("audit-whatif.png")
 CALIBRATION_SCREENSHOT = SCREENSHOT.with_name("audit-calibration.png")
+MAPS_SCREENSHOT = SCREENSHOT.with_name("dashboard-maps.png")
 
 
 def free_port() -> int:
@@ -92,15 +93,17 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from whyclip.ingest import read_images
     from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.ingest.services.explain import ExplainOptions, plan_explain
+    from whyclip.ingest.services.maps import MapOptions
     from whyclip.store import Store
 
     url, home, model = served
     frog = tmp_path / "my_frog.png"
     Image.new("RGB", (120, 90), (30, 180, 40)).save(frog)
-    enc = load_encoder(str(model))
-    (exp,) = Store.open(home, create=False).load("demo").explain(enc.embed_images(read_images([frog]))[0])
+    # as the page explains: with maps, the image's vector from the decomposition's fp32 pass
+    plan = plan_explain(Store.open(home, create=False), "demo", options=ExplainOptions(maps=MapOptions()))
+    (exp,) = plan.with_encoder(load_encoder(str(model))).explain_files([frog])
     expected_class, expected_descriptor = exp.predicted, exp.classes[0].descriptors[0].descriptor
 
     driver = browser(tmp_path / "chrome")
@@ -122,6 +125,25 @@ def test_upload_an_image_and_see_the_explanation(served, tmp_path):
         body = driver.find_element(By.TAG_NAME, "body").text
         assert f"Why {expected_class}: its descriptors, ranked" in body
         assert "descriptor by descriptor" in body
+        # the map section (issue 22): the predicted class's best descriptor mapped, no click needed
+        assert "Where in the image: each descriptor's map" in body
+        assert f"{expected_descriptor} ({expected_class}): S " in body  # the picked map's line
+        exact = wait.until(
+            lambda d: d.find_elements(
+                By.XPATH,
+                "//*[@data-testid='stImageContainer'][.//*[@data-testid='stImageCaption']"
+                "[starts-with(normalize-space(.), 'exact, last')]]//img",
+            )
+        )
+        assert len(exact) == 3  # the picked descriptor's, then the contrast's two classes'
+        assert all(
+            driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth;", i) for i in exact
+        )
+        assert driver.execute_script("return arguments[0].naturalWidth;", exact[0]) >= 224
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", exact[0])
+        time.sleep(1.0)
+        driver.save_screenshot(str(MAPS_SCREENSHOT))
+        print(f"maps screenshot: {MAPS_SCREENSHOT}")
     finally:
         driver.quit()
     assert SCREENSHOT.stat().st_size > 10_000

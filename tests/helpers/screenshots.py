@@ -5,7 +5,8 @@ on the demo's drawn samples, so that the Audit page has content.
 
     python -m tests.helpers.screenshots OUTDIR [--cub descriptors_cub.json]
 
-writes OUTDIR/explain.png, library.png, audit.png (its first confused pair opened, the
+writes OUTDIR/explain.png, explain-maps.png (the same page with the occlusion check and the
+dense map ticked: every kind of map), library.png, audit.png (its first confused pair opened, the
 what-if's first class's descriptors unticked), generate.png and timings.json (seconds from a
 what-if click until the page stops changing: the rerun's output drawn).
 With ``--cub``, that many-class library is ingested first and evaluated on noise images, the
@@ -312,6 +313,22 @@ def what_if_clicks(driver, n: int = 3, more: int = 7, edit: str | None = None) -
     return times
 
 
+def maps_shot(driver, path: Path) -> None:
+    """The Explain page with every kind of map: the occlusion check and the dense map ticked
+    (the map section, then the contrast's two classes side by side), the whole page."""
+    from selenium.webdriver.common.by import By
+
+    for label in ("occlusion check", "dense map (ClearCLIP)"):
+        box = driver.find_element(By.XPATH, f"//*[@data-testid='stCheckbox'][contains(., {label!r})]//label")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+        time.sleep(0.5)
+        box.click()
+        time.sleep(1.0)
+        settle(driver, "Best-matching descriptors")
+    settle(driver, "agreement with occlusion")
+    full_page(driver, path)
+
+
 def open_first_confusion(driver) -> None:
     """Expand the first "N x predicted A for B" expander, to show its evidence."""
     from selenium.common.exceptions import NoSuchElementException
@@ -371,6 +388,8 @@ def main() -> None:
                     settle(driver, marker)
                     open_first_confusion(driver)
                 full_page(driver, out / f"{name}.png")
+                if name == "explain":
+                    maps_shot(driver, out / "explain-maps.png")
             if args.cub is not None:
                 print("timing the what-if on cub")
                 driver.get(f"{url}/audit_page")

@@ -8,6 +8,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -16,10 +17,13 @@ from whyclip import ingest
 from whyclip.ingest.encoder.legacy_ids import check_library_encoder
 from whyclip.ingest.encoder.loading import RANDOM_WEIGHTS, is_test_model
 from whyclip.ingest.services.explain import open_encoder
+from whyclip.ingest.services.maps import MapOptions, decompose_image, image_maps
 from whyclip.ingest.services.whatif import added_vectors
 from whyclip.ingest.services.whatif import save_edit as publish
 from whyclip.store import (
     AuditSettings,
+    Explanation,
+    ImageMaps,
     Library,
     LibraryInfo,
     Store,
@@ -177,6 +181,80 @@ def random_weight_banner(model: str) -> None:
     CLI's warning): its predictions and explanations mean nothing."""
     if is_test_model(model):
         st.warning(f"The model `{model}` {RANDOM_WEIGHTS}.", icon=":material/warning:")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An image as the CLIP image tower saw it: its pixel values (1, 3, H, W), the picture
+    (``view``, (H, W, 3) uint8) and its decomposition, whose fp32 forward pass also gives
+    the image's vector (None: the tower cannot be decomposed, and maps are by occlusion)."""
+
+    pixels: Any
+    view: np.ndarray
+    decomposition: Any
+
+    @property
+    def vector(self) -> np.ndarray | None:
+        """The unit image vector (1, dim) from the decomposition's pass, as the core's
+        explanations with maps take it, so that the S listed is the S each map splits."""
+        if self.decomposition is None:
+            return None
+        raw = self.decomposition.embedding
+        return (raw / np.linalg.norm(raw)).astype(np.float32)[None, :]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _seen(model: str, digest: str, _data: bytes, _name: str) -> Seen | None:
+    encoder = _encoder(model)
+    if not hasattr(encoder, "map_model"):
+        return None
+    _encoding.fresh = True  # runs on a cache miss only
+    tower = encoder.map_model()
+    pixels = tower.pixels(ingest.images.read_image_bytes(_name, _data))
+    # dense as well: one pass serves the exact and the dense maps, ticked or not
+    dec = decompose_image(tower, pixels, MapOptions(dense=True)) if tower.reason is None else None
+    return Seen(pixels, tower.view(pixels), dec)
+
+
+def seen_image(model: str, name: str, data: bytes) -> tuple[Seen | None, bool]:
+    """The image as ``model``'s CLIP tower saw it (cached by content), and whether this run
+    encoded it; None for an encoder without an image tower (no maps). Raises InputError."""
+    _encoding.fresh = False
+    seen = _seen(model, hashlib.sha256(data).hexdigest(), data, name)
+    return seen, _encoding.fresh
+
+
+_mapping = threading.local()  # did this run make the maps?
+
+
+@st.cache_data(show_spinner="Mapping where each descriptor is seen ...", max_entries=64)
+def _image_maps(
+    model: str, digest: str, explained: tuple, check: str | None, dense: bool, _seen: Seen, _explainer, _exp
+) -> ImageMaps:
+    _mapping.fresh = True  # runs on a cache miss only
+    plan = _explainer.plan
+    return image_maps(
+        _encoder(model).map_model(),
+        _seen.pixels,
+        _explainer.library,
+        _exp,
+        MapOptions(check=check, dense=dense),
+        plan.options.descriptors or plan.limits.max_descriptors_listed,
+        decomposition=_seen.decomposition,
+    )
+
+
+def maps_of(
+    model: str, seen: Seen, data: bytes, explainer, exp: Explanation, explained: tuple, check: str | None, dense: bool
+) -> tuple[ImageMaps, bool]:
+    """The maps of ``exp``'s descriptors on the image ``data`` (the core's
+    :func:`~whyclip.ingest.services.maps.image_maps`, from the image's cached decomposition),
+    and whether this run made them (False: from the cache). Cached by the image's content, the
+    model, ``explained`` (what decides the mapped descriptors: the library version, the classes
+    shown and the contrast) and the map options."""
+    _mapping.fresh = False
+    maps = _image_maps(model, hashlib.sha256(data).hexdigest(), explained, check, dense, seen, explainer, exp)
+    return maps, _mapping.fresh
 
 
 def image_vector(model: str, name: str, data: bytes) -> tuple[np.ndarray, bool]:

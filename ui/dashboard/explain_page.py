@@ -3,6 +3,7 @@ a two-class contrast and the library-wide best descriptors."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -13,7 +14,8 @@ import streamlit as st
 
 from whyclip.ingest.services.explain import ExplainOptions, plan_explain
 from whyclip.store import AGGREGATES, WhyclipError
-from whyclip.ui.dashboard import cached, charts
+from whyclip.ui.dashboard import cached, charts, maps_section
+from whyclip.ui.render.maps import maps_note
 
 s = cached.settings()
 store = cached.store_or_stop(s)
@@ -64,11 +66,46 @@ def table(data) -> None:
     st.dataframe(data, hide_index=True, column_config=charts.number_formats(data))
 
 
+def where_in_the_image(data: bytes, key: str, seen, explainer, exp, explained: tuple):
+    """The map section: its legend, options and notes, then a picked descriptor's maps;
+    returns (maps, view) for the contrast's maps, or None where there are none."""
+    st.subheader("Where in the image: each descriptor's map")
+    st.caption(maps_section.LEGEND)
+    check, dense = maps_section.options_row(key)
+    if seen is None:
+        kind = type(cached.encoder(model)).__name__
+        st.info(f"No maps: maps need a CLIP image tower, and this encoder ({kind}) has none.")
+        return None
+    if seen.decomposition is None and check is None:  # occlusion only: 49 encodes, when asked for
+        reason = cached.encoder(model).map_model().reason
+        st.info(
+            f"This model's insides are not reachable ({reason}): its maps are by occlusion only. "
+            "Tick the occlusion check to make them."
+        )
+        return None
+    started = time.perf_counter()
+    maps, fresh = cached.maps_of(model, seen, data, explainer, exp, explained, check, dense)
+    maps_section.notes(maps, model, maps_note(cached.encoder(model)))
+    if not maps.maps:
+        st.info("No descriptor to map.")
+        return None
+    maps_section.selected(seen.view, maps, key)
+    st.caption(
+        f"{maps_section.REMAINDER} "
+        + (f"Maps made in {(time.perf_counter() - started) * 1000:.0f} ms." if fresh else "Maps from the cache.")
+    )
+    return maps, seen.view
+
+
 def show(name: str, data: bytes) -> None:
     key = hashlib.sha256(data).hexdigest()[:16]  # widgets follow the image, not its tab
     started = time.perf_counter()
     try:
-        vector, fresh = cached.image_vector(model, name, data)
+        # a CLIP tower's decomposition gives the vector (fp32), so the maps split the S listed
+        seen, fresh = cached.seen_image(model, name, data)
+        vector = seen.vector if seen is not None else None
+        if vector is None:
+            vector, fresh = cached.image_vector(model, name, data)
     except WhyclipError as exc:
         st.error(str(exc))
         return
@@ -117,6 +154,7 @@ def show(name: str, data: bytes) -> None:
         for c in exp.classes:
             st.markdown(f"**{c.rank}. {c.name}** (S = {c.score * scale:.2f})")
             table(charts.descriptor_table(c))
+    mapped = where_in_the_image(data, key, seen, explainer, exp, (info.name, info.version, top, aggregate, a, b))
 
     st.subheader(f"{a} vs {b}, descriptor by descriptor")
     if a == b:
@@ -133,6 +171,9 @@ def show(name: str, data: bytes) -> None:
             height=min(35 * (len(rows) + 1) + 3, 738),  # every row of a short contrast, no inner scroll
             column_config={**charts.number_formats(rows), **charts.contrast_columns(contrast)},
         )
+        if mapped is not None:
+            st.markdown(f"**Where each class's evidence lies**: the maps of {a}'s and {b}'s descriptors")
+            maps_section.side_by_side(mapped[0], mapped[1], a, b, key)
         pair = contrast.pair_descriptors
         if pair is not None:
             st.subheader(f"{a} vs {b}, by their pair descriptors (FuDD)")
@@ -154,14 +195,19 @@ def show(name: str, data: bytes) -> None:
         st.caption("exact: every descriptor was scored")
     table(charts.retrieved_table(exp))
     st.download_button(
-        "Download this explanation (JSON)",
-        json.dumps(exp.to_dict(), indent=2),
+        "Download this explanation (JSON)" + (", with its maps" if mapped is not None else ""),
+        json.dumps((exp if mapped is None else dataclasses.replace(exp, maps=mapped[0])).to_dict(), indent=2),
         file_name=f"{Path(name).stem}.whyclip.json",
         mime="application/json",
         key=f"{key}-dl",
     )
+    how = " (fp32, decomposed for the maps)" if seen is not None and seen.decomposition is not None else ""
     st.caption(
-        (f"image encoded in {(encoded - started) * 1000:.0f} ms, " if fresh else "image vector from the cache, ")
+        (
+            f"image encoded{how} in {(encoded - started) * 1000:.0f} ms, "
+            if fresh
+            else f"image vector{how} from the cache, "
+        )
         + f"explained in {(explained - encoded) * 1000:.0f} ms ({info.n_classes} classes, "
         f"{info.n_descriptors} descriptors)"
     )
