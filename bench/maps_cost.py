@@ -65,13 +65,19 @@ def one(way: str, runs: int, layers: int, grid: int, threads: int | None) -> dic
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the tower and inputs are built
     with torch.no_grad():
         work()  # warm-up
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            work()
-            times.append(time.perf_counter() - t)
+        seconds = median_seconds(work, runs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"way": way, "median_s": statistics.median(times), "peak_rss_growth_mb": (peak - before) / 1024}
+    return {"way": way, "median_s": seconds, "peak_rss_growth_mb": (peak - before) / 1024}
+
+
+def median_seconds(work, runs: int) -> float:
+    """The median wall time of ``runs`` calls of ``work``."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def explain_one(way: str, runs: int, model: str, home: str) -> dict:
@@ -113,17 +119,12 @@ def explain_one(way: str, runs: int, model: str, home: str) -> dict:
     encoder.embed_images([picture])  # (and its one-time precision check)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     done = explain()  # warm-up
-    work = draw if way.startswith("draw") else explain
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - t)
+    seconds = median_seconds(draw if way.startswith("draw") else explain, runs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     n = len(done[0].maps.maps) if done[0].maps else 0
     return {
         "way": way,
-        "median_s": statistics.median(times),
+        "median_s": seconds,
         "peak_rss_mb": peak / 1024,  # the whole process's: loading the model sets the floor
         "peak_rss_growth_mb": (peak - before) / 1024,  # over the model loaded and one image encoded
         "maps": n,

@@ -10,12 +10,12 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from tests.helpers import ROOT
+from tests.helpers.fakes import opaque_tower
 from whyclip import ingest
 from whyclip.ingest import ingest_library
 from whyclip.ingest.services.explain import ExplainOptions, open_encoder, plan_explain
@@ -231,18 +231,6 @@ def test_an_encoder_without_an_image_tower_says_there_are_no_maps(store, monkeyp
     assert "Best-matching descriptors in the whole library" in [h.value for h in at.subheader]
 
 
-class _Opaque(torch.nn.Module):
-    """A tower whose insides are not reachable: only pixels in, embeddings out."""
-
-    def __init__(self, tower):
-        super().__init__()
-        self._inner = [tower]  # hidden from the module tree
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, pixel_values):
-        return self._inner[0](pixel_values=pixel_values)
-
-
 def test_a_tower_without_reachable_insides_is_mapped_by_occlusion_when_asked(frogs, tiny_model, shown, monkeypatch):
     from whyclip.ingest.encoder.clip_encoder import ClipEncoder
     from whyclip.ingest.encoder.decompose import MapModel
@@ -253,7 +241,7 @@ def test_a_tower_without_reachable_insides_is_mapped_by_occlusion_when_asked(fro
     def map_model(self):
         if id(self) not in opaque:
             inner = real(self)
-            opaque[id(self)] = MapModel(_Opaque(inner.tower), inner.processor)
+            opaque[id(self)] = MapModel(opaque_tower(inner.tower), inner.processor)
         return opaque[id(self)]
 
     monkeypatch.setattr(ClipEncoder, "map_model", map_model)

@@ -121,18 +121,14 @@ def test_one_image_at_a_time(model):
         decompose(tower, pixels)
 
 
-def _planted_tower(looks_at: int | None):
-    """A one-layer, one-head tower built by hand (d = 8, a 4 x 4 grid of 8-pixel patches):
-    a patch's red-minus-green goes to feature 0; the class token's query is a constant, its
-    keys are feature 0 (``looks_at`` None: it attends to red patches) or a position feature
-    of patch ``looks_at`` only (it attends there whatever the image shows); the value carries
-    feature 0 (the control: feature 1, which every patch has) into feature 7 of the class
-    token, which the identity projection outputs."""
+def _blank_tower():
+    """A one-layer, one-head tower (d = 8, a 4 x 4 grid of 8-pixel patches) whose weights are
+    all 0 but the norms' (1) and the class token (features 6 and 7); the planted towers set
+    the rest by hand."""
     from whyclip.ingest.encoder.vision import VisionTower
 
-    d = 8
-    config = {"hidden_size": d, "intermediate_size": d, "num_attention_heads": 1, "num_hidden_layers": 1}
-    config |= {"image_size": 32, "patch_size": 8, "projection_dim": d, "hidden_act": "quick_gelu"}
+    config = {"hidden_size": 8, "intermediate_size": 8, "num_attention_heads": 1, "num_hidden_layers": 1}
+    config |= {"image_size": 32, "patch_size": 8, "projection_dim": 8, "hidden_act": "quick_gelu"}
     tower = VisionTower(config)
     with torch.no_grad():
         for p in tower.parameters():
@@ -140,8 +136,20 @@ def _planted_tower(looks_at: int | None):
         for name, p in tower.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 p.fill_(1.0)
+        tower.vision_model.embeddings.class_embedding[:] = torch.tensor([0, 0, 0, 0, 0, 0, 1.0, -1.0])
+    return tower
+
+
+def _planted_tower(looks_at: int | None):
+    """A one-layer, one-head tower built by hand (d = 8, a 4 x 4 grid of 8-pixel patches):
+    a patch's red-minus-green goes to feature 0; the class token's query is a constant, its
+    keys are feature 0 (``looks_at`` None: it attends to red patches) or a position feature
+    of patch ``looks_at`` only (it attends there whatever the image shows); the value carries
+    feature 0 (the control: feature 1, which every patch has) into feature 7 of the class
+    token, which the identity projection outputs."""
+    tower = _blank_tower()
+    with torch.no_grad():
         v = tower.vision_model
-        v.embeddings.class_embedding[:] = torch.tensor([0, 0, 0, 0, 0, 0, 1.0, -1.0])
         v.embeddings.patch_embedding.weight[0, 0] = 1 / 64
         v.embeddings.patch_embedding.weight[0, 1] = -1 / 64
         pos = v.embeddings.position_embedding.weight
@@ -153,7 +161,7 @@ def _planted_tower(looks_at: int | None):
         attn.k_proj.weight[0, 0 if looks_at is None else 3] = 1.0
         attn.v_proj.weight[0, 0 if looks_at is None else 1] = 1.0  # the control carries a feature every patch has
         attn.out_proj.weight[7, 0] = 1.0
-        tower.visual_projection.weight[:] = torch.eye(d)
+        tower.visual_projection.weight[:] = torch.eye(8)
     return tower.eval()
 
 
@@ -267,20 +275,9 @@ def _dense_tower(channel: int):
     query is feature 0 (so under query-query attention a coloured patch attends to itself),
     its value carries feature 0 into feature 7, and the output bias adds feature 6 to every
     token, so a patch's direction says how much of the colour it holds."""
-    from whyclip.ingest.encoder.vision import VisionTower
-
-    d = 8
-    config = {"hidden_size": d, "intermediate_size": d, "num_attention_heads": 1, "num_hidden_layers": 1}
-    config |= {"image_size": 32, "patch_size": 8, "projection_dim": d, "hidden_act": "quick_gelu"}
-    tower = VisionTower(config)
+    tower = _blank_tower()
     with torch.no_grad():
-        for p in tower.parameters():
-            p.zero_()
-        for name, p in tower.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.fill_(1.0)
         v = tower.vision_model
-        v.embeddings.class_embedding[:] = torch.tensor([0, 0, 0, 0, 0, 0, 1.0, -1.0])
         v.embeddings.patch_embedding.weight[0, channel] = 1 / 64
         pos = v.embeddings.position_embedding.weight
         pos[:, 1], pos[:, 2] = 0.5, -0.5
@@ -289,7 +286,7 @@ def _dense_tower(channel: int):
         attn.v_proj.weight[0, 0] = 1.0
         attn.out_proj.weight[7, 0] = 1.0
         attn.out_proj.bias[6] = 1.0
-        tower.visual_projection.weight[:] = torch.eye(d)
+        tower.visual_projection.weight[:] = torch.eye(8)
     return tower.eval()
 
 

@@ -13,10 +13,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests.helpers.cli import invoke
+from tests.helpers.fakes import opaque_tower
 
 LIBRARY = {
     "tree frog": ["bright green skin", "big round eyes", "sticky toe pads"],
@@ -126,25 +126,13 @@ def test_maps_survive_the_json_round_trip(world):
     assert "maps" not in wc.explain([_picture(0)], library="lib")[0].to_dict()  # only when asked for
 
 
-class _Opaque(torch.nn.Module):
-    """A tower whose insides are not reachable: only pixels in, embeddings out."""
-
-    def __init__(self, tower):
-        super().__init__()
-        self._inner = [tower]  # hidden from the module tree
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, pixel_values):
-        return self._inner[0](pixel_values=pixel_values)
-
-
 def test_a_tower_that_cannot_be_decomposed_gets_occlusion_only(world, tiny_model, monkeypatch):
     from whyclip.ingest.encoder.decompose import MapModel, occlusion
 
     wc, _ = world
     encoder = wc.encoder(str(tiny_model))
     real = encoder.map_model()
-    opaque = MapModel(_Opaque(real.tower), real.processor)
+    opaque = MapModel(opaque_tower(real.tower), real.processor)
     assert opaque.reason is not None
     assert "not a ViT CLIP vision model" in opaque.reason
     monkeypatch.setattr(encoder, "map_model", lambda: opaque)

@@ -104,3 +104,20 @@ def install_fake(monkeypatch, concepts) -> FakeEncoder:
     enc = FakeEncoder(concepts)
     monkeypatch.setattr(ingest, "load_encoder", lambda *args, **kwargs: enc)
     return enc
+
+
+def opaque_tower(tower):
+    """``tower`` behind a module whose insides are not reachable (only pixels in, image
+    embeddings out): what a model that cannot be decomposed looks like to the maps."""
+    import torch
+
+    class Opaque(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._inner = [tower]  # hidden from the module tree
+            self.anchor = torch.nn.Parameter(torch.zeros(1))  # a parameter, for the device
+
+        def forward(self, pixel_values):
+            return self._inner[0](pixel_values=pixel_values)
+
+    return Opaque()
