@@ -7,7 +7,8 @@ With ``--model`` (a ViT-B/32-shaped random CLIP folder: ``whyclip make-test-mode
 --full-size --vocab VOCAB``), whole explanations of one 640 x 480 picture through the core
 every surface calls (``Workspace.explain``, fp32, top 5 of a 50-class library of 5
 descriptors each): plain, with exact maps, with the dense map too, with the occlusion check,
-and the command line's drawing of one image's maps (a PNG each, ``MapsWriter``).
+and the command line's drawing of one image's maps (a PNG each, ``MapsWriter``); timed
+interleaved in one process (each run takes every way once), memory in a fresh process each.
 
 On a ViT-B/32-shaped image tower (hidden 768, 12 layers, 12 heads, 224 px, 32 px patches,
 projection 512) with random weights, since timing does not depend on the weights and no
@@ -80,8 +81,18 @@ def median_seconds(work, runs: int) -> float:
     return statistics.median(times)
 
 
-def explain_one(way: str, runs: int, model: str, home: str) -> dict:
-    """One way of explaining one picture through the core, in this process."""
+WAYS = [
+    "explain",
+    "explain + exact maps",
+    "explain + exact + dense maps",
+    "explain + exact maps + occlusion",
+    "draw one image's maps (PNGs)",
+]
+
+
+def explain_ways(model: str, home: str) -> dict:
+    """Each way of explaining one picture through the core, as a callable, in this process
+    (the model loaded and one image encoded first, so what follows is the way's own cost)."""
     import tempfile
     from pathlib import Path
 
@@ -94,45 +105,63 @@ def explain_one(way: str, runs: int, model: str, home: str) -> dict:
     rng = np.random.default_rng(0)
     picture = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
     wc = whyclip.open(home, precision="fp32")
+    encoder = wc.encoder(model)
+    encoder.map_model()  # the image tower, which plain explain needs too
+    encoder.embed_images([picture])  # (and its one-time precision check)
+    mm = encoder.map_model()
     choices: dict[str, bool | whyclip.MapOptions] = {
         "explain": False,
         "explain + exact maps": True,
         "explain + exact + dense maps": whyclip.MapOptions(dense=True),
         "explain + exact maps + occlusion": whyclip.MapOptions(check="occlusion"),
-        "draw one image's maps (PNGs)": True,
     }
-    maps = choices[way]
 
-    def explain():
-        return wc.explain([picture], library="bench", model=model, top=5, maps=maps)
+    def explain(maps):
+        return lambda: wc.explain([picture], library="bench", model=model, top=5, maps=maps)
+
+    mapped: list = []
 
     def draw():
+        if not mapped:
+            mapped.extend(explain(True)())
         with tempfile.TemporaryDirectory() as out:
-            encoder = wc.encoder(model)
-            mm = encoder.map_model()
             writer = MapsWriter(Path(out) / "maps")
-            writer.add(done[0], mm.view(mm.pixels(picture)))
+            writer.add(mapped[0], mm.view(mm.pixels(picture)))
             writer.finish()
+        return mapped
 
-    encoder = wc.encoder(model)
-    encoder.map_model()  # the image tower: loaded before the memory baseline, as plain explain needs it too
-    encoder.embed_images([picture])  # (and its one-time precision check)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    done = explain()  # warm-up
-    seconds = median_seconds(draw if way.startswith("draw") else explain, runs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    n = len(done[0].maps.maps) if done[0].maps else 0
-    return {
-        "way": way,
-        "median_s": seconds,
-        "peak_rss_mb": peak / 1024,  # the whole process's: loading the model sets the floor
-        "peak_rss_growth_mb": (peak - before) / 1024,  # over the model loaded and one image encoded
-        "maps": n,
-    }
+    return {**{way: explain(maps) for way, maps in choices.items()}, "draw one image's maps (PNGs)": draw}
+
+
+def explain_memory(way: str, model: str, home: str) -> dict:
+    """One way's peak memory, in a fresh process: the process's peak RSS during one call of
+    the way (after a first call) and its growth over the RSS just before."""
+    work = explain_ways(model, home)[way]
+    work()  # once, so what stays (caches, a tower) is in the baseline
+    from pathlib import Path
+
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here (Linux)
+    before = _status_kb("VmRSS")
+    done = work()
+    peak = _status_kb("VmHWM")
+    n = len(done[0].maps.maps) if done and done[0].maps else 0
+    return {"peak_rss_mb": peak / 1024, "peak_rss_growth_mb": (peak - before) / 1024, "maps": n}
+
+
+def _status_kb(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in kB."""
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
 
 
 def whole(args) -> None:
-    """Whole explanations side by side, each way in a fresh process, on one library."""
+    """Whole explanations side by side: timed interleaved in this process (each run takes
+    every way once, so a burst of load on the machine falls on all of them), memory in a fresh
+    process per way."""
     import tempfile
     from pathlib import Path
 
@@ -143,24 +172,28 @@ def whole(args) -> None:
     lib.write_text(json.dumps({f"class {i}": [f"feature {i} {j}" for j in range(5)] for i in range(50)}))
     with whyclip.open(home, precision="fp32") as wc:
         wc.ingest(lib, library="bench", model=args.model)
-    ways = [
-        "explain",
-        "explain + exact maps",
-        "explain + exact + dense maps",
-        "explain + exact maps + occlusion",
-        "draw one image's maps (PNGs)",
-    ]
-    rows = []
-    for way in ways:
-        cmd = [sys.executable, __file__, "--one", way, "--runs", str(args.runs), "--model", args.model, "--home", home]
-        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
-    base = rows[0]["median_s"]
-    print(f"whole explanations of one 640x480 picture, {args.model}, fp32, top 5, median of {args.runs}")
+    memory = {}
+    for way in WAYS:
+        cmd = [sys.executable, __file__, "--one", way, "--model", args.model, "--home", home]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        memory[way] = json.loads(out.splitlines()[-1])
+    ways = explain_ways(args.model, home)
+    for work in ways.values():
+        work()  # warm-up
+    times: dict[str, list[float]] = {way: [] for way in WAYS}
+    for _ in range(args.runs):
+        for way in WAYS:
+            t = time.perf_counter()
+            ways[way]()
+            times[way].append(time.perf_counter() - t)
+    base = statistics.median(times["explain"])
+    print(f"one 640x480 picture explained whole, {args.model}, fp32, top 5, median of {args.runs} interleaved")
     print(f"{'way':<34} {'seconds':>8} {'x explain':>9} {'maps':>5} {'peak RSS (MB)':>14} {'growth':>7}")
-    for r in rows:
+    for way in WAYS:
+        m, sec = memory[way], statistics.median(times[way])
         print(
-            f"{r['way']:<34} {r['median_s']:8.3f} {r['median_s'] / base:9.2f} {r['maps']:5d} "
-            f"{r['peak_rss_mb']:14.0f} {r['peak_rss_growth_mb']:7.1f}"
+            f"{way:<34} {sec:8.3f} {sec / base:9.2f} {m['maps']:5d} {m['peak_rss_mb']:14.0f} "
+            f"{m['peak_rss_growth_mb']:7.1f}"
         )
 
 
@@ -175,7 +208,7 @@ def main() -> None:
     ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one and args.model:
-        print(json.dumps(explain_one(args.one, args.runs, args.model, args.home)))
+        print(json.dumps(explain_memory(args.one, args.model, args.home)))
         return
     if args.model:
         return whole(args)
