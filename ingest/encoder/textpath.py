@@ -5,8 +5,9 @@ embeddings, pre-norm causal self-attention layers, final layer norm at the poole
 text projection), run node by node over the radix tree of :mod:`ingest.prefixes`: a node's
 tokens attend to the cached keys and values of every layer of its ancestors, then to their
 own earlier tokens. Padded batches, sorted by segment length. Works in the model's dtype
-(fp32, or a bf16 copy). Architectures it does not know are refused by
-:func:`unsupported_reason`, and the encoder then keeps the plain sentence-transformers path.
+(fp32, or a bf16 copy). It runs on transformers' CLIP text tower or on the plain-torch
+one of :mod:`.texttower`, whose modules carry the same names. Architectures it does not know
+are refused by :func:`unsupported_reason`, and the encoder then keeps the plain path.
 """
 
 from __future__ import annotations
@@ -27,16 +28,21 @@ BATCH_COST = 32  # a batch's fixed cost, in padded tokens, when choosing batches
 
 
 def unsupported_reason(clip) -> str | None:
-    """Why the prefix path cannot run ``clip`` (None when it can)."""
-    try:
-        from transformers.models.clip.modeling_clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
-    except ImportError as exc:  # pragma: no cover - transformers without CLIP
-        return f"transformers has no CLIP ({exc})"
-    if (
-        type(clip) not in (CLIPModel, CLIPTextModelWithProjection)
-        or type(getattr(clip, "text_model", None)) is not CLIPTextModel
-    ):
-        return f"{type(clip).__name__} is not transformers' CLIPModel or CLIPTextModelWithProjection"
+    """Why the prefix path cannot run ``clip`` (None when it can): transformers' CLIPModel or
+    CLIPTextModelWithProjection, or :mod:`.texttower`'s plain tower (checked first: asking
+    about transformers' classes imports them, seconds a process)."""
+    from whyclip.ingest.encoder.texttower import TextTower
+
+    if not TextTower.holds(clip):
+        try:
+            from transformers.models.clip.modeling_clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
+        except ImportError as exc:  # pragma: no cover - transformers without CLIP
+            return f"transformers has no CLIP ({exc})"
+        if (
+            type(clip) not in (CLIPModel, CLIPTextModelWithProjection)
+            or type(getattr(clip, "text_model", None)) is not CLIPTextModel
+        ):
+            return f"{type(clip).__name__} is not transformers' CLIPModel or CLIPTextModelWithProjection, nor TextTower"
     text = clip.text_model
     if not all(hasattr(x, n) for x, n in ((text, "embeddings"), (text, "encoder"), (text.encoder, "layers"))):
         return "unexpected CLIP text tower layout (no embeddings or encoder layers)"
