@@ -8,6 +8,7 @@ fresh ingest process never imports transformers."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -121,12 +122,24 @@ def test_the_tokenizer_is_transformers_pipeline(tiny_model, tmp_path, files):
     assert ids[0] == [ours.bos_token_id, ours.eos_token_id]
 
 
-def test_the_paper_prompts_get_transformers_ids(tiny_model):
+@pytest.mark.parametrize("vocabulary", ["learned", "CLIP's"])
+def test_the_paper_prompts_get_transformers_ids(tiny_model, tmp_path, vocabulary):
     from transformers import AutoTokenizer
+
+    from whyclip.ingest.encoder.testmodel import make_test_model
 
     prompts = _paper_prompts()
     assert len(prompts) > 10_000
-    ours, oracle = tokenizer.ClipTokenizer(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
+    folder = tiny_model
+    if vocabulary == "CLIP's":
+        wheel = os.environ.get("WHYCLIP_CLIP_VOCAB")
+        if not (wheel and Path(wheel).exists()):
+            pytest.skip(
+                "CLIP's vocabulary is not here: `pip download --no-deps clip-anytorch -d DIR` and set "
+                "WHYCLIP_CLIP_VOCAB=DIR/clip_anytorch-*.whl"
+            )
+        folder = make_test_model(tmp_path / "real", vocab=wheel)
+    ours, oracle = tokenizer.ClipTokenizer(folder), AutoTokenizer.from_pretrained(folder)
     kwargs = {"add_special_tokens": True, "truncation": False, "return_attention_mask": False}
     got, want = ours(prompts, **kwargs)["input_ids"], oracle(prompts, **kwargs)["input_ids"]
     assert [p for p, a, b in zip(prompts, got, want, strict=True) if a != b] == []
