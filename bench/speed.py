@@ -189,7 +189,9 @@ def bench_ingest_processes(
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "prompts.json"
         listing.write_text(json.dumps(prompts))
-        runs = {p: [] for p in precisions} | ({f"{precisions[0]}, before": ["before"]} if before else {})
+        runs: dict[str, list[str]] = {p: [] for p in precisions} | (
+            {f"{precisions[0]}, before": ["before"]} if before else {}
+        )
         times: dict[str, list[float]] = {"plain": [], **{k: [] for k in runs}}
         work: dict[str, str] = {}
         for r in range(repeats):

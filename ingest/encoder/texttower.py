@@ -137,9 +137,18 @@ def _raw_text_config(folder: Path) -> tuple[dict, dict]:
 
 def text_config(folder: Path) -> TextConfig:
     _, text = _raw_text_config(folder)
-    values = {k: text.get(k, default) for k, default in TEXT_DEFAULTS.items()}
+    v = {k: text.get(k, default) for k, default in TEXT_DEFAULTS.items()}
     return TextConfig(
-        **{k: (float(v) if k == "layer_norm_eps" else v if k == "hidden_act" else int(v)) for k, v in values.items()}
+        vocab_size=int(v["vocab_size"]),
+        hidden_size=int(v["hidden_size"]),
+        intermediate_size=int(v["intermediate_size"]),
+        projection_dim=int(v["projection_dim"]),
+        num_hidden_layers=int(v["num_hidden_layers"]),
+        num_attention_heads=int(v["num_attention_heads"]),
+        max_position_embeddings=int(v["max_position_embeddings"]),
+        hidden_act=str(v["hidden_act"]),
+        layer_norm_eps=float(v["layer_norm_eps"]),
+        eos_token_id=int(v["eos_token_id"]),
     )
 
 

@@ -60,12 +60,14 @@ def _vocab_and_merges(folder: Path) -> tuple[dict[str, int], list[tuple[str, str
         vocab = model.get("vocab")
         if isinstance(vocab, list):
             vocab = {t[0] if isinstance(t, list) else t: i for i, t in enumerate(vocab)}
-        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
-        return vocab, merges  # type: ignore[return-value]
+        if not isinstance(vocab, dict):
+            raise ValueError("tokenizer.json holds no BPE vocabulary")
+        pairs = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
+        return vocab, [(str(a), str(b)) for a, b in pairs]
     from tokenizers.models import BPE
 
-    vocab, merges = BPE.read_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    return vocab, merges
+    read = BPE.read_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    return read[0], [(str(a), str(b)) for a, b in read[1]]
 
 
 def unsupported_reason(folder: Path) -> str | None:
@@ -142,8 +144,12 @@ class ClipTokenizer:
         )
         tok.decoder = decoders.ByteLevel()
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (BOS, EOS)])
-        self.bos_token_id, self.eos_token_id = tok.token_to_id(BOS), tok.token_to_id(EOS)
-        self.pad_token_id = self.eos_token_id
+        bos, eos = tok.token_to_id(BOS), tok.token_to_id(EOS)
+        if bos is None or eos is None:  # unsupported_reason says so first
+            raise ValueError(f"{folder}: the vocabulary lacks {BOS} or {EOS}")
+        self.bos_token_id: int = bos
+        self.eos_token_id: int = eos
+        self.pad_token_id: int = eos
         tok.post_processor = processors.RobertaProcessing(
             (EOS, self.eos_token_id), (BOS, self.bos_token_id), False, False
         )
