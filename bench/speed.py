@@ -7,7 +7,9 @@ these; run alone: ``python bench/speed.py --model DIR``):
   ``whyclip --help``. Interleaved repeats, medians.
 * ingest: ``whyclip ingest`` of the paper's seven files in one process (model load and
   store writes included) against a process that loads ``SentenceTransformer`` and runs a
-  plain fp32 ``encode`` of the same distinct prompts.
+  plain fp32 ``encode`` of the same distinct prompts; one ``whyclip ingest`` process per
+  ``--precisions`` entry (``auto``: what a user gets, bf16 where the CPU computes it
+  natively; ``fp32``: like for like with the plain encode), interleaved with the plain one.
 * image pace: ``embed_image_files_cached`` (read, decode and preprocess in a background
   thread, encode, cache) and batch explain, in images/s, against the model's bare batch-32
   encode of already-preprocessed pixels in the same process.
@@ -54,6 +56,20 @@ print(model.encode(prompts).shape)
 """
 
 
+# `whyclip ingest` as it ran before issue 23: transformers' config, tokenizer and text tower
+# (the plain-torch ones refused), for a before-and-after in one run
+TRANSFORMERS_PATH = """
+import sys
+from whyclip.ingest.encoder import config, texttower, tokenizer
+from whyclip.ui.cli.main import main
+
+config.read_config = lambda folder: None
+tokenizer.unsupported_reason = texttower.unsupported_reason = lambda folder: "the transformers path, for comparison"
+sys.argv = ["whyclip", *sys.argv[1:]]
+main()
+"""
+
+
 def _env() -> dict:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     env["PYTHONPATH"] = str(ROOT.parent) + os.pathsep + env.get("PYTHONPATH", "")
@@ -70,9 +86,10 @@ def _cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(args: list[str], label: str | None = None) -> float:
+def _timed(args: list[str], label: str | None = None, logs: dict | None = None, key: str = "") -> float:
     """Wall seconds of a process; its CPU seconds go to ``CPU[label]`` (CPU time is far
-    less sensitive than wall time to other work on a shared machine)."""
+    less sensitive than wall time to other work on a shared machine), its output to
+    ``logs[key]``."""
     cpu = _cpu_children()
     t = time.perf_counter()
     r = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=ROOT)
@@ -81,6 +98,8 @@ def _timed(args: list[str], label: str | None = None) -> float:
         raise SystemExit(f"{' '.join(args[:4])}...: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
     if label:
         CPU.setdefault(label, []).append(_cpu_children() - cpu)
+    if logs is not None:
+        logs[key] = r.stdout + "\n" + r.stderr.replace("\r", "\n")
     return wall
 
 
@@ -137,10 +156,22 @@ def seven_files() -> list[Path]:
     return sorted(SHARED.glob("descriptors_*.json"))
 
 
-def bench_ingest_processes(model: str, repeats: int, results: dict, only: list[str] | None = None) -> None:
+def bench_ingest_processes(
+    model: str,
+    repeats: int,
+    results: dict,
+    only: list[str] | None = None,
+    precisions: tuple[str, ...] = ("auto",),
+    before: bool = False,
+) -> None:
     """The seven files, whole processes: one ``whyclip ingest`` of all seven (a fresh store
-    each time) against a plain fp32 ``SentenceTransformer.encode`` of the same prompts.
-    ``only``: a subset by dataset name (``dtd``, ``pets``: descriptors_dtd.json, ...)."""
+    each time) per precision in ``precisions`` against a plain fp32
+    ``SentenceTransformer.encode`` of the same prompts, interleaved. ``only``: a subset by
+    dataset name (``dtd``, ``pets``: descriptors_dtd.json, ...). ``before``: the first
+    precision also as it ran before (transformers' tokenizer and text tower). The first
+    precision's figures are the headline (``whyclip_median_s``, ``speedup``); each run's
+    are under ``by_precision``, with where its process spent its time (the encoder's
+    ``-v`` line)."""
     files = seven_files()
     if len(files) != 7:
         print(f"ingest (whole processes): skipped, the paper's seven files are not in {SHARED}", file=sys.stderr)
@@ -158,13 +189,35 @@ def bench_ingest_processes(model: str, repeats: int, results: dict, only: list[s
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "prompts.json"
         listing.write_text(json.dumps(prompts))
-        times: dict[str, list[float]] = {"plain": [], "whyclip": []}
+        runs: dict[str, list[str]] = {p: [] for p in precisions} | (
+            {f"{precisions[0]}, before": ["before"]} if before else {}
+        )
+        times: dict[str, list[float]] = {"plain": [], **{k: [] for k in runs}}
+        work: dict[str, str] = {}
         for r in range(repeats):
             times["plain"].append(_timed([sys.executable, "-c", PLAIN_ENCODE, model, str(listing)], "ingest:plain"))
-            home = str(Path(tmp) / f"home{r}")  # a fresh store: every prompt embedded
-            times["whyclip"].append(_timed(_cli(home, "ingest", *map(str, files), "--model", model), "ingest:whyclip"))
+            for k, how in runs.items():
+                home = str(Path(tmp) / f"home-{k}-{r}")  # a fresh store: every prompt embedded
+                args = _cli(home, "-v", "ingest", *map(str, files), "--model", model, "--precision", k.split(",")[0])
+                if how:  # the same command through the transformers path
+                    args = [sys.executable, "-c", TRANSFORMERS_PATH, *args[3:]]
+                times[k].append(_timed(args, f"ingest:{k}", work, k))
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu = {k: statistics.median(CPU[f"ingest:{k}"]) for k in times}
+    by_precision = {
+        p: {
+            "median_s": med[p],
+            "speedup": med["plain"] / med[p],
+            "cpu_median_s": cpu[p],
+            "cpu_speedup": cpu["plain"] / cpu[p],
+            "all_s": times[p],
+            "ran_in": _precision_run(work.get(p, "")),
+            "encoder_work": _encoder_line(work.get(p, "")),
+        }
+        for p in runs
+    }
+    head = precisions[0]
+    med["whyclip"], cpu["whyclip"], times["whyclip"] = med[head], cpu[head], times[head]
     results["ingest_processes"] = {
         "files": [f.stem for f in files],
         "prompts": len(prompts),
@@ -177,12 +230,28 @@ def bench_ingest_processes(model: str, repeats: int, results: dict, only: list[s
         "plain_cpu_median_s": cpu["plain"],
         "whyclip_cpu_median_s": cpu["whyclip"],
         "cpu_speedup": cpu["plain"] / cpu["whyclip"],
+        "headline_precision": head,
+        "by_precision": by_precision,
     }
-    print(
-        f"ingest, seven files, whole processes: whyclip {med['whyclip']:.1f}s vs plain encode {med['plain']:.1f}s "
-        f"({med['plain'] / med['whyclip']:.2f}x)",
-        file=sys.stderr,
-    )
+    for p, row in by_precision.items():
+        print(
+            f"ingest, {len(files)} files, whole processes: whyclip --precision {p} (ran in {row['ran_in']}) "
+            f"{row['median_s']:.1f}s vs plain fp32 encode {med['plain']:.1f}s ({row['speedup']:.2f}x wall, "
+            f"{row['cpu_speedup']:.2f}x CPU); {row['encoder_work']}",
+            file=sys.stderr,
+        )
+
+
+def _precision_run(log: str) -> str:
+    """The precision an ingest's libraries were embedded in (its summary lines end "dim N, P)")."""
+    found = [line.rsplit(", ", 1)[-1].rstrip(")") for line in log.splitlines() if line.startswith("library ")]
+    return ", ".join(dict.fromkeys(found)) or "?"
+
+
+def _encoder_line(log: str) -> str:
+    """The last ``-v`` line on where the encoder's time went (load, tokenize, check, passes)."""
+    lines = [line.split("encoder (", 1)[1] for line in log.splitlines() if "encoder (" in line]
+    return f"encoder ({lines[-1]}" if lines else ""
 
 
 def bench_image_pace(model: str, n_images: int, results: dict) -> None:
@@ -263,10 +332,16 @@ def markdown(results: dict) -> list[str]:
             "|---|---:|---:|---:|---:|---:|",
             f"| plain fp32 `SentenceTransformer.encode` | {r['prompts']:,} | {r['plain_median_s']:.1f} | 1.00x "
             f"| {r['plain_cpu_median_s']:.1f} | 1.00x |",
-            f"| one `whyclip ingest` of all the files (fresh store) | {r['prompts']:,} | "
-            f"{r['whyclip_median_s']:.1f} | {r['speedup']:.2f}x | {r['whyclip_cpu_median_s']:.1f} | "
-            f"{r['cpu_speedup']:.2f}x |",
-            f"\n{r['repeats']} runs each.",
+            *(
+                f"| one `whyclip ingest --precision {p.split(',')[0]}` of all the files "
+                f"(fresh store; ran in {g['ran_in']}"
+                f"{'; transformers tokenizer and text tower' if 'before' in p else ''}) | "
+                f"{r['prompts']:,} | {g['median_s']:.1f} | {g['speedup']:.2f}x | {g['cpu_median_s']:.1f} | "
+                f"{g['cpu_speedup']:.2f}x |"
+                for p, g in r["by_precision"].items()
+            ),
+            f"\n{r['repeats']} runs each, interleaved.",
+            *(f"\n`--precision {p}`, last run: {g['encoder_work']}" for p, g in r["by_precision"].items()),
         ]
     if "image_pace" in results:
         r = results["image_pace"]
@@ -293,6 +368,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--skip", default="", help="comma-separated: cold, ingest, images")
     ap.add_argument("--files", default="", help="ingest only these of the seven files, comma-separated (dtd,pets,...)")
+    ap.add_argument(
+        "--precisions", default="auto,fp32", help="one whyclip ingest process per precision, comma-separated"
+    )
+    ap.add_argument(
+        "--before", action="store_true", help="the first precision also through transformers (as before issue 23)"
+    )
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results: dict = {}
@@ -300,7 +381,12 @@ def main() -> None:
         bench_cold_start(args.model, args.repeats, results)
     if "ingest" not in skip:
         bench_ingest_processes(
-            args.model, max(1, args.repeats // 2), results, list(filter(None, args.files.split(",")))
+            args.model,
+            max(1, args.repeats // 2),
+            results,
+            list(filter(None, args.files.split(","))),
+            tuple(filter(None, args.precisions.split(","))),
+            args.before,
         )
     if "images" not in skip:
         bench_image_pace(args.model, args.images, results)

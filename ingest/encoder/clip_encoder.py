@@ -1,4 +1,4 @@
-"""The CLIP encoder: with :mod:`.clipmodel`, :mod:`.textpath` and :mod:`.vision`, the only modules importing torch.
+"""The CLIP encoder (it, :mod:`.clipmodel`, :mod:`.textpath`, :mod:`.texttower` and :mod:`.vision` import torch).
 
 A model is a sentence-transformers name (default ``clip-ViT-B-32``, downloaded on first
 use where there is internet) or a local folder (a plain transformers CLIP folder, such as

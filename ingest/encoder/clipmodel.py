@@ -8,8 +8,10 @@ cached by either path are the same vectors. Loading sentence-transformers costs 
 (it imports scikit-learn), and explain needs only the image tower: a
 ``CLIPVisionModelWithProjection`` holds half of ViT-B/32's weights. The image tower and its
 preprocessing come from :mod:`.vision` (plain torch and PIL, checked against transformers)
-for every folder it knows, because importing transformers' models or image processors
-costs seconds a process; transformers loads the rest.
+for every folder it knows, and so do the text tower (:mod:`.texttower`) and the tokenizer
+(:mod:`.tokenizer`, the ``tokenizers`` library alone), because importing transformers'
+models, tokenizers or image processors costs seconds a process; transformers loads the
+rest (each refusal is logged with its reason).
 
 A tower is loaded in float32 and converted to the copy's dtype once; :meth:`copy_as`
 makes a lower-precision sibling that shares the folder and copies only the towers
@@ -67,10 +69,14 @@ class TransformersClip:
     sentence-transformers'. Thread-safe: a tower loads once under a lock."""
 
     def __init__(self, folder: Path, device: str | None = None, dtype: torch.dtype = torch.float32):
-        from transformers import CLIPConfig
+        from whyclip.ingest.encoder.config import read_config
 
         self.folder = Path(folder)
-        self.config = CLIPConfig.from_pretrained(self.folder)
+        self.config: Any = read_config(self.folder)
+        if self.config is None:  # keys left to transformers' defaults
+            from transformers import CLIPConfig
+
+            self.config = CLIPConfig.from_pretrained(self.folder)
         if self.config.projection_dim is None:
             raise ValueError(f"{self.folder}: its config.json gives no projection_dim")
         self.dim: int = self.config.projection_dim
@@ -92,14 +98,44 @@ class TransformersClip:
     @property
     def tokenizer(self):
         """The tokenizer sentence-transformers' ``AutoProcessor`` holds (``AutoTokenizer``,
+        or :class:`.tokenizer.ClipTokenizer`, which gives its ids without transformers;
         loaded alone: explain needs no tokenizer)."""
         with self._processor_lock:
             if self._tokenizer is None:
-                from transformers import AutoTokenizer
-
                 with self.loading():
-                    self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
+                    if self.plain_tokenizer_reason is None:
+                        from whyclip.ingest.encoder.tokenizer import ClipTokenizer
+
+                        self._tokenizer = ClipTokenizer(self.folder)
+                    else:
+                        from transformers import AutoTokenizer
+
+                        self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
             return self._tokenizer
+
+    @property
+    def plain_tokenizer_reason(self) -> str | None:
+        """Why the tokenizer is transformers' rather than :mod:`.tokenizer`'s; None when
+        it is :mod:`.tokenizer`'s."""
+        if not hasattr(self, "_plain_tokenizer_reason"):
+            from whyclip.ingest.encoder.tokenizer import unsupported_reason
+
+            self._plain_tokenizer_reason = unsupported_reason(self.folder)
+            if self._plain_tokenizer_reason is not None:
+                log.info("tokenizer of %s through transformers: %s", self.folder, self._plain_tokenizer_reason)
+        return self._plain_tokenizer_reason
+
+    @property
+    def plain_text_reason(self) -> str | None:
+        """Why the text tower comes from transformers rather than :mod:`.texttower`; None
+        when it comes from :mod:`.texttower`."""
+        if not hasattr(self, "_plain_text_reason"):
+            from whyclip.ingest.encoder.texttower import unsupported_reason
+
+            self._plain_text_reason = unsupported_reason(self.folder)
+            if self._plain_text_reason is not None:
+                log.info("text tower of %s through transformers: %s", self.folder, self._plain_text_reason)
+        return self._plain_text_reason
 
     @property
     def image_processor(self):
@@ -131,7 +167,8 @@ class TransformersClip:
 
     def tower(self, modality: str):
         """The text or image tower (``CLIPTextModelWithProjection``,
-        ``CLIPVisionModelWithProjection``), loaded on first use."""
+        ``CLIPVisionModelWithProjection``, or their plain-torch equals from
+        :mod:`.texttower` and :mod:`.vision`), loaded on first use."""
         loaded = self.towers.get(modality)
         if loaded is not None:  # no lock once loaded: loading the other tower holds it for seconds
             return loaded
@@ -143,6 +180,10 @@ class TransformersClip:
                         from whyclip.ingest.encoder.vision import load_vision_tower
 
                         model = load_vision_tower(self.folder)
+                    elif modality == "text" and self.plain_text_reason is None:
+                        from whyclip.ingest.encoder.texttower import load_text_tower
+
+                        model = load_text_tower(self.folder)
                     else:
                         from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
                         from transformers.utils import logging as transformers_logging

@@ -5,8 +5,9 @@ embeddings, pre-norm causal self-attention layers, final layer norm at the poole
 text projection), run node by node over the radix tree of :mod:`ingest.prefixes`: a node's
 tokens attend to the cached keys and values of every layer of its ancestors, then to their
 own earlier tokens. Padded batches, sorted by segment length. Works in the model's dtype
-(fp32, or a bf16 copy). Architectures it does not know are refused by
-:func:`unsupported_reason`, and the encoder then keeps the plain sentence-transformers path.
+(fp32, or a bf16 copy). It runs on transformers' CLIP text tower or on the plain-torch
+one of :mod:`.texttower`, whose modules carry the same names. Architectures it does not know
+are refused by :func:`unsupported_reason`, and the encoder then keeps the plain path.
 """
 
 from __future__ import annotations
@@ -27,16 +28,21 @@ BATCH_COST = 32  # a batch's fixed cost, in padded tokens, when choosing batches
 
 
 def unsupported_reason(clip) -> str | None:
-    """Why the prefix path cannot run ``clip`` (None when it can)."""
-    try:
-        from transformers.models.clip.modeling_clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
-    except ImportError as exc:  # pragma: no cover - transformers without CLIP
-        return f"transformers has no CLIP ({exc})"
-    if (
-        type(clip) not in (CLIPModel, CLIPTextModelWithProjection)
-        or type(getattr(clip, "text_model", None)) is not CLIPTextModel
-    ):
-        return f"{type(clip).__name__} is not transformers' CLIPModel or CLIPTextModelWithProjection"
+    """Why the prefix path cannot run ``clip`` (None when it can): transformers' CLIPModel or
+    CLIPTextModelWithProjection, or :mod:`.texttower`'s plain tower (checked first: asking
+    about transformers' classes imports them, seconds a process)."""
+    from whyclip.ingest.encoder.texttower import TextTower
+
+    if not TextTower.holds(clip):
+        try:
+            from transformers.models.clip.modeling_clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
+        except ImportError as exc:  # pragma: no cover - transformers without CLIP
+            return f"transformers has no CLIP ({exc})"
+        if (
+            type(clip) not in (CLIPModel, CLIPTextModelWithProjection)
+            or type(getattr(clip, "text_model", None)) is not CLIPTextModel
+        ):
+            return f"{type(clip).__name__} is not transformers' CLIPModel or CLIPTextModelWithProjection, nor TextTower"
     text = clip.text_model
     if not all(hasattr(x, n) for x, n in ((text, "embeddings"), (text, "encoder"), (text.encoder, "layers"))):
         return "unexpected CLIP text tower layout (no embeddings or encoder layers)"
@@ -204,6 +210,9 @@ class PrefixTextPath:
             mask = causal.expand(rows, width, width)
         mask = mask[:, None].to(dev)  # (rows, 1, queries, keys): may query i attend key j?
         kept = []
+        # the pooled token ends every segment; only rows that end a sequence are pooled
+        ending = [r for r, n in enumerate(nodes) if n.ends]
+        at = (torch.tensor(ending), lengths[ending] - 1)
         for li, layer in enumerate(self.layers):
             attn = layer.self_attn
             w, b = self._qkv[li]
@@ -214,13 +223,18 @@ class PrefixTextPath:
                 v = torch.cat([past[li, 1], v], dim=2)
             if keep:
                 kept.append(torch.stack([k, v]))
+            if li == len(self.layers) - 1:  # the last layer's output is read at the pooled tokens alone
+                if not ending:
+                    break
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale).transpose(1, 2)
+                x = x[at] + attn.out_proj(out[at].reshape(len(ending), -1))
+                x = x + self._mlp(layer, layer.layer_norm2(x))
+                for r, h in zip(ending, x, strict=True):
+                    pooled[nodes[r].ends] = h
+                break
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
             x = x + attn.out_proj(out.transpose(1, 2).reshape(rows, width, -1))
             x = x + self._mlp(layer, layer.layer_norm2(x))
-        last = x[torch.arange(rows), lengths - 1]  # the pooled token ends every segment
-        for r, n in enumerate(nodes):
-            if n.ends:
-                pooled[n.ends] = last[r]
         if not keep:
             return None
         valid = own_valid if past_valid is None else torch.cat([past_valid, own_valid], dim=1)
