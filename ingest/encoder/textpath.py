@@ -210,9 +210,6 @@ class PrefixTextPath:
             mask = causal.expand(rows, width, width)
         mask = mask[:, None].to(dev)  # (rows, 1, queries, keys): may query i attend key j?
         kept = []
-        # the pooled token ends every segment; only rows that end a sequence are pooled
-        ending = [r for r, n in enumerate(nodes) if n.ends]
-        at = (torch.tensor(ending), lengths[ending] - 1)
         for li, layer in enumerate(self.layers):
             attn = layer.self_attn
             w, b = self._qkv[li]
@@ -223,18 +220,13 @@ class PrefixTextPath:
                 v = torch.cat([past[li, 1], v], dim=2)
             if keep:
                 kept.append(torch.stack([k, v]))
-            if li == len(self.layers) - 1:  # the last layer's output is read at the pooled tokens alone
-                if not ending:
-                    break
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale).transpose(1, 2)
-                x = x[at] + attn.out_proj(out[at].reshape(len(ending), -1))
-                x = x + self._mlp(layer, layer.layer_norm2(x))
-                for r, h in zip(ending, x, strict=True):
-                    pooled[nodes[r].ends] = h
-                break
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
             x = x + attn.out_proj(out.transpose(1, 2).reshape(rows, width, -1))
             x = x + self._mlp(layer, layer.layer_norm2(x))
+        last = x[torch.arange(rows), lengths - 1]  # the pooled token ends every segment
+        for r, n in enumerate(nodes):
+            if n.ends:
+                pooled[n.ends] = last[r]
         if not keep:
             return None
         valid = own_valid if past_valid is None else torch.cat([past_valid, own_valid], dim=1)
