@@ -5,13 +5,12 @@ transformers' own CLIP vision model (its attention weights and value projections
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.fakes import lively_copy
 from whyclip.ingest.encoder.decompose import LAST_LAYERS, decompose
 from whyclip.ingest.encoder.vision import image_processor, load_vision_tower
 
@@ -20,20 +19,7 @@ from whyclip.ingest.encoder.vision import image_processor, load_vision_tower
 def model(tiny_model, tmp_path_factory):
     """The tiny model with every bias and norm parameter random too (its own are zeros and
     ones, under which a term dropped from the remainder could go unnoticed)."""
-    from transformers import CLIPModel
-
-    folder = tmp_path_factory.mktemp("lively") / "tiny"
-    shutil.copytree(tiny_model, folder)
-    clip = CLIPModel.from_pretrained(str(tiny_model))
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, p in clip.named_parameters():
-            if name.endswith("bias"):
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-            elif "norm" in name or "layrnorm" in name:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-    clip.save_pretrained(str(folder))
-    return folder
+    return lively_copy(tiny_model, tmp_path_factory.mktemp("lively") / "tiny", seed=5)
 
 
 def _images() -> list[Image.Image]:

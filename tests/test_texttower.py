@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from tests.helpers import shared_file
+from tests.helpers.fakes import lively_copy
 from whyclip.ingest.encoder import texttower, tokenizer
 from whyclip.ingest.encoder.clip_encoder import ClipEncoder
 from whyclip.ingest.encoder.clipmodel import TransformersClip
@@ -72,20 +73,7 @@ def _paper_prompts() -> list[str]:
 def lively(tiny_model, tmp_path_factory):
     """The tiny model with every bias and norm parameter random too (its own are zeros and
     ones, under which a misplaced norm or bias could go unnoticed)."""
-    from transformers import CLIPModel
-
-    folder = tmp_path_factory.mktemp("lively") / "tiny"
-    shutil.copytree(tiny_model, folder)
-    clip = CLIPModel.from_pretrained(str(tiny_model))
-    gen = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for name, p in clip.named_parameters():
-            if name.endswith("bias"):
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-            elif "norm" in name or "layrnorm" in name:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-    clip.save_pretrained(str(folder))
-    return folder
+    return lively_copy(tiny_model, tmp_path_factory.mktemp("lively") / "tiny", seed=11)
 
 
 def _without_tokenizer_json(folder: Path, tmp_path: Path) -> Path:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from whyclip.ingest.encoder.vision import ACTIVATIONS, _Mlp, _Table, _weight_files
+from whyclip.ingest.encoder.vision import ACTIVATIONS, _Mlp, _Table, _weight_files, layer_keys, read_tensors
 
 # text config keys this module computes with (defaults: transformers' CLIPTextConfig)
 TEXT_DEFAULTS = {
@@ -162,18 +162,7 @@ def _names(layers: int) -> list[str]:
         "text_projection.weight",
     ]
     for i in range(layers):
-        p = f"text_model.encoder.layers.{i}."
-        for lin in (
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.out_proj",
-            "mlp.fc1",
-            "mlp.fc2",
-        ):
-            out += [f"{p}{lin}.weight", f"{p}{lin}.bias"]
-        for norm in ("layer_norm1", "layer_norm2"):
-            out += [f"{p}{norm}.weight", f"{p}{norm}.bias"]
+        out += layer_keys(f"text_model.encoder.layers.{i}.")
     return out
 
 
@@ -311,7 +300,6 @@ class TextTower(nn.Module):
 def load_text_tower(folder: Path) -> TextTower:
     """The text tower of ``folder`` in float32 (built on the meta device, then given the
     checkpoint's tensors: no random initialisation)."""
-    from safetensors import safe_open
 
     folder = Path(folder)
     config = text_config(folder)
@@ -320,12 +308,5 @@ def load_text_tower(folder: Path) -> TextTower:
         raise ValueError(f"{folder}: the text tower's weights are not safetensors")
     with torch.device("meta"):
         tower = TextTower(config)
-    names = _names(config.num_hidden_layers)
-    state: dict[str, torch.Tensor] = {}
-    for path in dict.fromkeys(files[n] for n in names):
-        with safe_open(str(path), framework="pt") as f:
-            for n in names:
-                if files[n] == path:
-                    state[n] = f.get_tensor(n).to(torch.float32)
-    tower.load_state_dict(state, strict=True, assign=True)
+    tower.load_state_dict(read_tensors(files, _names(config.num_hidden_layers)), strict=True, assign=True)
     return tower.eval()

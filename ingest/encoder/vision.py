@@ -264,18 +264,24 @@ def _names(layers: int) -> list[str]:
     for norm in ("pre_layrnorm", "post_layernorm"):
         out += [f"vision_model.{norm}.weight", f"vision_model.{norm}.bias"]
     for i in range(layers):
-        p = f"vision_model.encoder.layers.{i}."
-        for lin in (
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.out_proj",
-            "mlp.fc1",
-            "mlp.fc2",
-        ):
-            out += [f"{p}{lin}.weight", f"{p}{lin}.bias"]
-        for norm in ("layer_norm1", "layer_norm2"):
-            out += [f"{p}{norm}.weight", f"{p}{norm}.bias"]
+        out += layer_keys(f"vision_model.encoder.layers.{i}.")
+    return out
+
+
+def layer_keys(prefix: str) -> list[str]:
+    """The checkpoint keys of one CLIP transformer layer (either tower's) under ``prefix``."""
+    out = []
+    for part in (
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.out_proj",
+        "mlp.fc1",
+        "mlp.fc2",
+    ):
+        out += [f"{prefix}{part}.weight", f"{prefix}{part}.bias"]
+    for norm in ("layer_norm1", "layer_norm2"):
+        out += [f"{prefix}{norm}.weight", f"{prefix}{norm}.bias"]
     return out
 
 
@@ -393,7 +399,6 @@ class VisionTower(nn.Module):
 def load_vision_tower(folder: Path) -> VisionTower:
     """The image tower of ``folder`` in float32 (built on the meta device, then given the
     checkpoint's tensors: no random initialisation)."""
-    from safetensors import safe_open
 
     folder = Path(folder)
     config = _vision_config(folder)
@@ -402,12 +407,21 @@ def load_vision_tower(folder: Path) -> VisionTower:
         raise ValueError(f"{folder}: the image tower's weights are not safetensors")
     with torch.device("meta"):
         tower = VisionTower(config)
-    names = _names(int(config.get("num_hidden_layers", 12)))
+    tower.load_state_dict(
+        read_tensors(files, _names(int(config.get("num_hidden_layers", 12)))), strict=True, assign=True
+    )
+    return tower.eval()
+
+
+def read_tensors(files: dict[str, Path], names: list[str]) -> dict[str, torch.Tensor]:
+    """The checkpoint tensors ``names`` (float32), each file opened once (``files``: where
+    each name lies, from :func:`_weight_files`)."""
+    from safetensors import safe_open
+
     state: dict[str, torch.Tensor] = {}
     for path in dict.fromkeys(files[n] for n in names):
         with safe_open(str(path), framework="pt") as f:
             for n in names:
                 if files[n] == path:
                     state[n] = f.get_tensor(n).to(torch.float32)
-    tower.load_state_dict(state, strict=True, assign=True)
-    return tower.eval()
+    return state

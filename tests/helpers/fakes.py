@@ -121,3 +121,25 @@ def opaque_tower(tower):
             return self._inner[0](pixel_values=pixel_values)
 
     return Opaque()
+
+
+def lively_copy(tiny_model, folder, seed: int):
+    """A copy of the tiny model in ``folder`` with every bias and norm parameter random too
+    (its own are zeros and ones, under which a misplaced norm or bias, or a term dropped
+    from a sum, could go unnoticed)."""
+    import shutil
+
+    import torch
+    from transformers import CLIPModel
+
+    shutil.copytree(tiny_model, folder)
+    clip = CLIPModel.from_pretrained(str(tiny_model))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in clip.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+            elif "norm" in name or "layrnorm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+    clip.save_pretrained(str(folder))
+    return folder
