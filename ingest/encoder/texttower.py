@@ -32,7 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from whyclip.ingest.encoder.vision import ACTIVATIONS, _Mlp, _Table, _weight_files, layer_keys, read_tensors
+from whyclip.ingest.encoder.vision import (
+    ACTIVATIONS,
+    VISION_INERT,
+    _Mlp,
+    _Table,
+    _weight_files,
+    layer_keys,
+    read_tensors,
+)
 
 # text config keys this module computes with (defaults: transformers' CLIPTextConfig)
 TEXT_DEFAULTS = {
@@ -49,23 +57,11 @@ TEXT_DEFAULTS = {
 }
 # keys that do not change an inference forward pass (token ids other than the end token,
 # dropout, initialisation, and what older transformers wrote of generation and output settings)
-TEXT_INERT = {
-    "model_type",
+TEXT_INERT = VISION_INERT | {
     "bos_token_id",
     "pad_token_id",
     "sep_token_id",
     "decoder_start_token_id",
-    "attention_dropout",
-    "dropout",
-    "initializer_factor",
-    "initializer_range",
-    "transformers_version",
-    "dtype",
-    "torch_dtype",
-    "_name_or_path",
-    "architectures",
-    "id2label",
-    "label2id",
     "return_dict",
     "output_hidden_states",
     "output_attentions",
