@@ -321,3 +321,37 @@ def test_maps_say_how_far_they_are_an_image_at_a_time(world):
     assert [type(x).__name__ for x in out] == ["ImageFailure", "Explanation", "Explanation"]
     assert calls == [(2, 3), (3, 3)]
     assert all(x.maps is not None for x in out[1:])
+
+
+def test_another_writer_placing_the_same_folder_first_does_not_fail_this_one(tmp_path, monkeypatch):
+    """Two processes writing the same image's maps into one --maps folder: the other one's
+    whole folder lands at the target just before this one renames its own there (made to
+    happen here by a rename that lets it in first). This one neither fails nor leaves a
+    temporary folder, and its own folder is what stays."""
+    import os
+    from pathlib import Path
+
+    from whyclip.store import DescriptorMap, ImageMaps
+    from whyclip.store.method.explanation import Explanation
+    from whyclip.ui.render.maps import MapsWriter
+
+    grid = [[0.5, -0.25], [0.0, 1.0]]
+    maps = ImageMaps("decomposition", (2, 2), 4, None, False, [DescriptorMap("a", "d", "p", 2.0, 0.25, grid)])
+    exp = Explanation("x.png", "lib", 1, "enc", "mean", 100.0, 2, [], [], None, [], maps=maps)
+    view = np.full((16, 16, 3), 100, np.uint8)
+    real = os.replace
+    raced: list[Path] = []
+
+    def replace(src, dst):
+        dst = Path(dst)
+        if dst.name == "x" and Path(src).name.startswith(".x.") and not raced:
+            raced.append(dst)
+            dst.mkdir(exist_ok=True)
+            (dst / "theirs.txt").write_text("the other writer's folder")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    MapsWriter(tmp_path / "out").add(exp, view)
+    assert raced
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x"]
+    assert sorted(p.name for p in (tmp_path / "out" / "x").iterdir()) == ["000-a-d.png", "maps.json", "view.png"]

@@ -107,6 +107,27 @@ def figure_png(view: np.ndarray, m: DescriptorMap, maps: ImageMaps, path: Path) 
     fig.savefig(path, format="png")
 
 
+def _place(tmp: Path, target: Path, tries: int = 20) -> None:
+    """Rename the finished folder ``tmp`` to ``target``. An existing ``target`` (an earlier
+    run's, or another process's writing the same image now) is first renamed aside, then
+    removed, so a reader sees a whole folder or none, and two writers never fail each other:
+    the last one's folder stays."""
+    for _ in range(tries):
+        try:
+            os.replace(tmp, target)
+            return
+        except OSError:  # target is there and not empty
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            try:
+                os.replace(target, aside)  # onto the empty folder just made
+            except FileNotFoundError:
+                pass  # another writer moved it first
+            except OSError:
+                pass  # another writer replaced it between; try again
+            shutil.rmtree(aside, ignore_errors=True)
+    os.replace(tmp, target)  # the last try: its error, if any, is the user's to read
+
+
 def _wrap(text: str, width: int) -> str:
     import textwrap
 
@@ -168,9 +189,7 @@ class MapsWriter:
             )
             os.chmod(tmp, new_mode(folder=True))
             target = self.out / name
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            _place(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
