@@ -86,6 +86,8 @@ class ClipEncoder:
         verdicts=None,
     ):
         self.model_spec = model
+        self.requested_precision = precision  # as asked ("auto" included): what a Ray actor is asked for
+        self.share_prefixes = share_prefixes
         self.batch_size = batch_size
         self.verdicts = verdicts  # get(key) / put(key, passed, cosine); None: check in every process
         self.checks_run = 0  # precision checks computed by this encoder (not taken from verdicts)

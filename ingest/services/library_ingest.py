@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -210,6 +210,18 @@ def same_as_newest(store: Store, plan: IngestPlan, encoder: TextEncoder) -> Libr
     return newest if same else None
 
 
+def embed_chunks(encoder, chunks: list[list[str]]) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """(texts, unit vectors, norms) per chunk: the encoder's own chunked embedding where it
+    has one (on a Ray cluster: :class:`whyclip.ingest.cluster.ClusterEncoder`, chunks in the
+    order they finish), else one ``embed_texts`` call per chunk, in order."""
+    remote = getattr(encoder, "embed_text_chunks", None)
+    if remote is not None:
+        yield from remote(chunks)
+        return
+    for chunk in chunks:
+        yield (chunk, *encoder.embed_texts(chunk))
+
+
 def run_ingest(
     store: Store,
     plan: IngestPlan,
@@ -240,15 +252,16 @@ def run_ingest(
     if progress:
         progress(n_reused, len(distinct))
     saving = 0.0
-    for start in range(0, len(missing), max(1, commit_every)):
-        batch = missing[start : start + commit_every]
-        vectors, norms = encoder.embed_texts(batch)
+    done = n_reused
+    chunks = [missing[start : start + commit_every] for start in range(0, len(missing), max(1, commit_every))]
+    for batch, vectors, norms in embed_chunks(encoder, chunks):
         t = time.perf_counter()
         embedding_cache.save(store.engine, encoder.cache_key, batch, vectors, norms)
         saving += time.perf_counter() - t
         found.update({t: (v, float(n)) for t, v, n in zip(batch, vectors, norms, strict=True)})
+        done += len(batch)
         if progress:
-            progress(n_reused + start + len(batch), len(distinct))
+            progress(done, len(distinct))
     embedded = time.perf_counter()
     vectors = np.stack([found[p][0] for p in distinct]).astype(np.float32).reshape(len(distinct), -1)
     norms = np.array([found[p][1] for p in distinct], dtype=np.float32)

@@ -30,7 +30,7 @@ from whyclip.store import audit as make_audit
 from whyclip.store import fudd_summary as summarise_fudd
 from whyclip.store.choices import AGGREGATES
 from whyclip.ui.cli.context import open_store
-from whyclip.ui.cli.options import PRECISION
+from whyclip.ui.cli.options import PRECISION, check_ray, on_cluster, ray_options
 from whyclip.ui.cli.progress import progress_bar
 from whyclip.ui.render.audit_report import accuracy_lines, confusion_lines, per_class_lines, to_text, write_report
 from whyclip.ui.render.table import table_lines
@@ -63,9 +63,23 @@ from whyclip.ui.render.table import table_lines
     help="FuDD re-ranks each image's top classes under the library's aggregate: how many.",
 )
 @PRECISION
+@ray_options
 @click.pass_context
 def eval_cmd(
-    ctx, dataset, library, lib_version, name, skip_unmatched, model, device, as_json, methods, fudd_top_k, precision
+    ctx,
+    dataset,
+    library,
+    lib_version,
+    name,
+    skip_unmatched,
+    model,
+    device,
+    as_json,
+    methods,
+    fudd_top_k,
+    precision,
+    ray_address,
+    ray_actors,
 ):
     """Score a labelled DATASET with a library and store the run for 'whyclip audit'.
 
@@ -77,6 +91,7 @@ def eval_cmd(
     descriptors ('whyclip ingest-pairs'), FuDD re-ranks each image's top classes with them,
     and its accuracy is reported beside the others.
     """
+    check_ray(ray_address, ray_actors)
     store = open_store(ctx, create=False, migrate=True)  # it writes a run: migrates, creates nothing
     lib = store.load(library, lib_version)
     if {"fudd", "no-fudd"} <= set(methods):
@@ -90,7 +105,10 @@ def eval_cmd(
     started = time.perf_counter()
     encoder = open_encoder(store, model or lib.info.encoder_name, device, precision)
     loaded_in = time.perf_counter() - started
-    with progress_bar("embedding images", unit="image") as bar:
+    with (
+        on_cluster(encoder, ray_address, ray_actors, "image") as encoder,
+        progress_bar("embedding images", unit="image") as bar,
+    ):
         report = run_eval(store, lib, plan, encoder, progress=bar, loaded_in=loaded_in)
     run = report.data
     agg = lib.info.aggregate

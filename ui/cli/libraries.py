@@ -14,7 +14,7 @@ from whyclip.ingest.services.library_ingest import check_ingest_options, check_l
 from whyclip.store import NoStore, StoreVerdicts, list_calibrations
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.lifecycle import load_ingest_encoder, settings_from_sidecar, warn_changed_prompts
-from whyclip.ui.cli.options import PRECISION
+from whyclip.ui.cli.options import PRECISION, check_ray, on_cluster, ray_options
 from whyclip.ui.cli.progress import progress_bar
 from whyclip.ui.render.table import table_lines
 
@@ -77,8 +77,23 @@ from whyclip.ui.render.table import table_lines
         "to 50,000 descriptors, PQ256x4fs+rerank above]."
     ),
 )
+@ray_options
 @click.pass_context
-def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, precision, commit_every, index_factory):
+def ingest_cmd(
+    ctx,
+    files,
+    library,
+    model,
+    template,
+    baseline,
+    strict,
+    device,
+    precision,
+    commit_every,
+    index_factory,
+    ray_address,
+    ray_actors,
+):
     """Embed descriptor library FILES (.json, .jsonl or .csv) into new library versions, one
     library per file.
 
@@ -87,6 +102,7 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
     after the --library prefix when several FILES are given. Every file is read and checked
     before the model loads; each library is then published whole, one after the other.
     """
+    check_ray(ray_address, ray_actors)
     names = _library_names(files, library)
     for name in names:
         check_library_name(name)
@@ -104,17 +120,22 @@ def ingest_cmd(ctx, files, library, model, template, baseline, strict, device, p
         warn_changed_prompts(sidecar, plans[-1].classes)
     store = open_store(ctx, create=True)  # only now is anything written
     encoder.verdicts = StoreVerdicts(store)
-    for plan in plans:
-        label = "embedding prompts" if len(plans) == 1 else f"embedding {plan.name}"
-        with progress_bar(label, unit="prompt") as bar:
-            report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
-        i = report.info
-        click.echo(
-            f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
-            f"{i.n_prompts} prompts ({report.n_embedded} embedded, {report.n_reused} from the cache) in "
-            f"{report.seconds:.1f}s "
-            f"({i.encoder_name}, dim {i.dim}, {_text_precision(encoder)})"
-        )
+    with on_cluster(encoder, ray_address, ray_actors, "text") as encoder:
+        for plan in plans:
+            label = "embedding prompts" if len(plans) == 1 else f"embedding {plan.name}"
+            with progress_bar(label, unit="prompt") as bar:
+                report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
+            i = report.info
+            click.echo(
+                f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
+                f"{i.n_prompts} prompts ({report.n_embedded} embedded, {report.n_reused} from the cache) in "
+                f"{report.seconds:.1f}s "
+                f"({i.encoder_name}, dim {i.dim}, {_text_precision(encoder)}{_on_ray(encoder)})"
+            )
+
+
+def _on_ray(encoder) -> str:
+    return ", on Ray" if hasattr(encoder, "embed_text_chunks") else ""
 
 
 def _text_precision(encoder) -> str:

@@ -3,6 +3,9 @@ command module never imports the module that registers it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
 PRECISION = click.option(
@@ -12,6 +15,56 @@ PRECISION = click.option(
     show_default=True,
     help="Numeric precision: auto = bf16 on CPUs that support it, fp16 on GPUs, each checked against fp32 on a sample.",
 )
+
+LOCAL_RAY = "local"  # --ray without an address: a local Ray cluster for the command
+
+
+def ray_options(f):
+    """``--ray [ADDRESS]`` and ``--ray-actors N``: embed on a Ray cluster (:mod:`whyclip.ingest.cluster`)."""
+    f = click.option(
+        "--ray-actors",
+        type=click.IntRange(1),
+        default=None,
+        metavar="N",
+        help="Encoder actors on the Ray cluster [default: one per GPU, else one per 4 CPUs].",
+    )(f)
+    return click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value=LOCAL_RAY,
+        default=None,
+        metavar="[ADDRESS]",
+        help=(
+            "Embed on a Ray cluster (pip install 'whyclip[ray]'): ADDRESS is any cluster (auto, ray://host:10001); "
+            "without one, a local cluster starts and stops with the command. Only what the cache lacks is sent out."
+        ),
+    )(f)
+
+
+@contextmanager
+def on_cluster(encoder, ray_address: str | None, actors: int | None, modality: str) -> Iterator:
+    """``encoder`` with its ``modality`` embedding sent to the Ray cluster ``--ray`` names,
+    disconnected (a local cluster stopped) at the end; ``encoder`` itself without ``--ray``."""
+    if ray_address is None:
+        yield encoder
+        return
+    from whyclip.ingest.cluster import ClusterEncoder, RayOptions
+
+    address = None if ray_address == LOCAL_RAY else ray_address
+    with ClusterEncoder(encoder, RayOptions(address=address, actors=actors), modalities=(modality,)) as remote:
+        yield remote
+
+
+def check_ray(ray_address: str | None, actors: int | None) -> None:
+    """Before any work: ``--ray`` needs Ray installed; ``--ray-actors`` needs ``--ray``."""
+    if actors is not None and ray_address is None:
+        raise click.UsageError("--ray-actors sizes the Ray pool: give --ray too")
+    if ray_address is not None:
+        from whyclip.ingest.cluster import import_ray
+
+        import_ray()
+
 
 DEFAULT_MODEL_HELP = "CLIP model: a sentence-transformers name or a local folder [default: clip-ViT-B-32]"
 
