@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.helpers import ROOT
@@ -157,3 +158,29 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     info = store.library("big")
     assert (info.version, info.n_descriptors, info.n_prompts) == (1, 18000, 18900)
     assert embedding_cache.count(store.engine) == 18900
+
+
+def test_a_version_too_big_for_memory_goes_through_a_temporary_file_unchanged(store, tmp_path, monkeypatch):
+    """Above the in-memory bound the version's vectors are gathered in a temporary file and
+    the cache is read a slice at a time: the version stored is the same, file for file."""
+    from whyclip.ingest.services import library_ingest
+
+    lib = synthetic(40, 6)
+    enc = FakeEncoder()
+    other = Store.open(tmp_path / "in-memory")
+    half = {k: v[:3] for k, v in list(lib.items())[:20]}  # half the prompts cached first, in both stores
+    ingest_library(store, half, "half", enc)
+    ingest_library(other, half, "half", enc)
+    made: list = []
+    real = library_ingest._version_arrays
+    monkeypatch.setattr(library_ingest, "LOOKUP_SLICE", 7)
+    monkeypatch.setattr(library_ingest, "IN_MEMORY_BYTES", 1024)
+    monkeypatch.setattr(library_ingest, "_version_arrays", lambda *a: made.append(real(*a)) or made[-1])
+    small = ingest_library(store, lib, "big", enc, commit_every=16)
+    assert isinstance(made[0][0], np.memmap)
+    monkeypatch.undo()
+    big = ingest_library(other, lib, "big", enc, commit_every=16)
+    assert (small.n_embedded, small.n_reused) == (big.n_embedded, big.n_reused) == (200, 80)
+    ours, theirs = store.load("big"), other.load("big")
+    assert np.array_equal(ours.files.vectors, theirs.files.vectors)
+    assert np.array_equal(ours.files.norms, theirs.files.norms)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -210,6 +211,39 @@ def same_as_newest(store: Store, plan: IngestPlan, encoder: TextEncoder) -> Libr
     return newest if same else None
 
 
+LOOKUP_SLICE = 65_536  # prompts looked up in the cache at a time (their vectors in memory at once)
+IN_MEMORY_BYTES = 2 << 30  # a version's vectors above this go to a temporary file, not RAM
+
+
+def _version_arrays(store: Store, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Room for one vector and norm per distinct prompt: in memory, or above
+    ``IN_MEMORY_BYTES`` in an unnamed temporary file beside the store (gone when the
+    arrays are), so a ten-million-prompt library needs no 20 GB of RAM."""
+    if n * dim * 4 <= IN_MEMORY_BYTES:
+        return np.zeros((n, dim), np.float32), np.zeros(n, np.float32)
+    home = getattr(store, "home", None)
+    with tempfile.TemporaryFile(dir=home if home is not None and Path(home).is_dir() else None) as file:
+        file.truncate(n * dim * 4)
+        vectors = np.memmap(file, dtype=np.float32, mode="r+", shape=(n, dim))
+    return vectors, np.zeros(n, np.float32)
+
+
+def _fill_from_cache(store: Store, key: str, distinct: list[str], vectors: np.ndarray, norms: np.ndarray) -> list[str]:
+    """Write what the cache holds under ``key`` into the rows of ``distinct`` (a slice of
+    prompts at a time, so the lookup never holds every vector); returns the prompts it lacks."""
+    missing: list[str] = []
+    for start in range(0, len(distinct), LOOKUP_SLICE):
+        part = distinct[start : start + LOOKUP_SLICE]
+        found = embedding_cache.lookup(store.engine, key, part)
+        for i, p in enumerate(part, start):
+            hit = found.get(p)
+            if hit is None:
+                missing.append(p)
+            else:
+                vectors[i], norms[i] = hit
+    return missing
+
+
 def embed_chunks(encoder, chunks: list[list[str]]) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
     """(texts, unit vectors, norms) per chunk: the encoder's own chunked embedding where it
     has one (on a Ray cluster: :class:`whyclip.ingest.cluster.ClusterEncoder`, chunks in the
@@ -235,15 +269,15 @@ def run_ingest(
     started = time.perf_counter()
     adopt_legacy_ids(store, encoder)  # vectors cached under this encoder's old id count
     distinct = plan.prompts
-    found = embedding_cache.lookup(store.engine, encoder.cache_key, distinct)
-    missing = [p for p in distinct if p not in found]
+    rows = {p: i for i, p in enumerate(distinct)}
+    vectors, norms = _version_arrays(store, len(distinct), encoder.info.dim)
+    missing = _fill_from_cache(store, encoder.cache_key, distinct, vectors, norms)
     if missing:  # a sample spread from the shortest prompt to the longest
         by_length = np.argsort(encoder.count_tokens(missing), kind="stable")
         sample = [missing[i] for i in by_length[np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)]]
         if settle_precision(encoder, "text", sample):  # fell back to fp32: look up under its key
-            found = embedding_cache.lookup(store.engine, encoder.cache_key, distinct)
-            missing = [p for p in distinct if p not in found]
-    n_reused = len(found)
+            missing = _fill_from_cache(store, encoder.cache_key, distinct, vectors, norms)
+    n_reused = len(distinct) - len(missing)
     if missing:
         # Sorted, prompts that share a start (a class's prompts under the paper's template)
         # land in the same batch, where the encoder computes the shared start once; the
@@ -254,24 +288,23 @@ def run_ingest(
     saving = 0.0
     done = n_reused
     chunks = [missing[start : start + commit_every] for start in range(0, len(missing), max(1, commit_every))]
-    for batch, vectors, norms in embed_chunks(encoder, chunks):
+    for batch, batch_vectors, batch_norms in embed_chunks(encoder, chunks):
         t = time.perf_counter()
-        embedding_cache.save(store.engine, encoder.cache_key, batch, vectors, norms)
+        embedding_cache.save(store.engine, encoder.cache_key, batch, batch_vectors, batch_norms)
         saving += time.perf_counter() - t
-        found.update({t: (v, float(n)) for t, v, n in zip(batch, vectors, norms, strict=True)})
+        at = [rows[p] for p in batch]
+        vectors[at], norms[at] = batch_vectors, batch_norms
         done += len(batch)
         if progress:
             progress(done, len(distinct))
     embedded = time.perf_counter()
-    vectors = np.stack([found[p][0] for p in distinct]).astype(np.float32).reshape(len(distinct), -1)
-    norms = np.array([found[p][1] for p in distinct], dtype=np.float32)
     draft = LibraryDraft(
         name=plan.name,
         encoder=encoder.info,
         template=plan.template,
         baseline_template=plan.baseline,
         classes=plan.classes,
-        prompt_rows={p: i for i, p in enumerate(distinct)},
+        prompt_rows=rows,
         vectors=vectors,
         norms=norms,
         source=plan.source,
