@@ -334,6 +334,17 @@ class ClusterEncoder:
     # -- identity: the local encoder's, with the remote modalities' settled precision --
 
     @property
+    def info(self):
+        return self.local.info
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.local.max_tokens)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return self.local.count_tokens(texts)
+
+    @property
     def cache_key(self) -> str:
         if "text" not in self.modalities:
             return self.local.cache_key

@@ -47,9 +47,14 @@ COMMIT_EVERY = 1024  # prompts embedded, then committed to the cache, at a time
 class TextEncoder(Protocol):
     """What ingest needs from an encoder (``ClipEncoder`` or a test fake)."""
 
-    info: EncoderInfo
-    cache_key: str  # identifies the vectors it makes (weights and precision)
-    max_tokens: int
+    @property
+    def info(self) -> EncoderInfo: ...
+
+    @property
+    def cache_key(self) -> str: ...  # identifies the vectors it makes (weights and precision)
+
+    @property
+    def max_tokens(self) -> int: ...
 
     def count_tokens(self, texts: list[str]) -> list[int]: ...
 
