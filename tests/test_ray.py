@@ -10,6 +10,7 @@ options, the pool's sizing and the verdict book.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -317,3 +318,28 @@ def test_a_killed_driver_leaves_nothing_half_visible_and_its_rerun_resumes(ray_c
     assert f"({total - partial} embedded, {partial} from the cache)" in rerun.stdout
     assert _index_files(home) == _index_files(tmp_path / "local")
     assert _rows(home) == _rows(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_the_python_api_ingests_and_evaluates_on_ray_as_locally(ray_cluster, lively, tmp_path):
+    import whyclip
+
+    library, dataset = _library(tmp_path), _dataset(tmp_path)
+    reports = {}
+    for where, ray in (("local", None), ("ray", whyclip.RayOptions(address=ray_cluster, actors=2))):
+        with whyclip.open(home=tmp_path / where, precision="fp32") as wc:
+            ingested = wc.ingest(library, "lib", model=str(lively), ray=ray)
+            evaluated = wc.eval(dataset, "lib", ray=ray)
+            reports[where] = (ingested, evaluated)
+    (ingest_local, eval_local), (ingest_ray, eval_ray) = reports["local"], reports["ray"]
+    assert ingest_ray.n_embedded == ingest_local.n_embedded > 0
+    # Two actors on two CPUs run one torch thread each where the local process runs two: a
+    # matrix product's sums then split differently, so the vectors agree to float rounding
+    # (bit for bit where the threads match, as in the tests above).
+    ours = {name: np.load(io.BytesIO(data)) for name, data in _index_files(tmp_path / "ray").items()}
+    theirs = {name: np.load(io.BytesIO(data)) for name, data in _index_files(tmp_path / "local").items()}
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=0, atol=2e-6, err_msg=name)
+    np.testing.assert_allclose(eval_ray.data.vectors, eval_local.data.vectors, rtol=0, atol=2e-6)
+    assert eval_ray.skipped == eval_local.skipped

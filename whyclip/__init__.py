@@ -22,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
+    from whyclip.ingest.cluster import RayOptions
     from whyclip.ingest.services.explain import ExplainLimits, ExplainOptions, ImageFailure
     from whyclip.ingest.services.maps import MapOptions
     from whyclip.ingest.services.workspace import Workspace
@@ -41,6 +42,7 @@ _EXPORTS = {
     "whyclip.ingest.services.workspace": ("Workspace",),
     "whyclip.ingest.services.explain": ("ExplainLimits", "ExplainOptions", "ImageFailure"),
     "whyclip.ingest.services.maps": ("MapOptions",),
+    "whyclip.ingest.cluster": ("RayOptions",),
     "whyclip.store": (
         "EncoderMismatch",
         "Explanation",
@@ -68,6 +70,7 @@ __all__ = [
     "MapOptions",
     "ModelLoadError",
     "NoStore",
+    "RayOptions",
     "StoreError",
     "WhyclipError",
     "Workspace",

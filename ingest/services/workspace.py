@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from whyclip.ingest.cluster import ClusterEncoder, RayOptions, import_ray
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.encoder.loading import model_name
 from whyclip.ingest.images import expand_image_paths
@@ -89,10 +91,15 @@ class Workspace:
         strict: bool = False,
         index: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        ray: RayOptions | str | bool | None = None,
     ) -> IngestReport:
         """Embed a descriptor library (a .json, .jsonl or .csv file, or ``{class: [descriptors]}``)
-        into the next version of ``library``; each distinct prompt is embedded once."""
+        into the next version of ``library``; each distinct prompt is embedded once. ``ray``:
+        embed on a Ray cluster, as ``whyclip ingest --ray`` does (True: a local cluster for
+        the call, or this process's own; an address; or :class:`RayOptions`)."""
         check_ingest_options(library, template, baseline)  # before a model loads
+        if ray not in (None, False):
+            import_ray()
         encoder = self.encoder(model)
         plan = plan_ingest(
             dict(source) if isinstance(source, Mapping) else source,
@@ -103,7 +110,8 @@ class Workspace:
             strict=strict,
             index_factory=index,
         )
-        return run_ingest(self.store, plan, encoder, progress)
+        with _on_ray(encoder, ray, "text") as chosen:
+            return run_ingest(self.store, plan, chosen, progress)
 
     # -- explanations ---------------------------------------------------------------------
 
@@ -185,15 +193,20 @@ class Workspace:
         fudd: bool | None = None,
         model: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        ray: RayOptions | str | bool | None = None,
     ) -> EvalReport:
         """Score a labelled image set (a folder of class folders, or a path,label CSV) with a
-        library and store the run for audits, as ``whyclip eval`` does."""
+        library and store the run for audits, as ``whyclip eval`` does (``ray``: the images
+        embedded on a Ray cluster, as for :meth:`ingest`)."""
         lib = self.store.load(library, version)
+        if ray not in (None, False):
+            import_ray()
         plan = plan_eval(self.store, lib, read_dataset(dataset), name=name, skip_unmatched=skip_unmatched, fudd=fudd)
         started = time.perf_counter()
         encoder = self.encoder(model or lib.info.encoder_name)  # loaded here once per workspace
         loaded_in = time.perf_counter() - started
-        return run_eval(self.store, lib, plan, encoder, progress=progress, loaded_in=loaded_in)
+        with _on_ray(encoder, ray, "image") as chosen:
+            return run_eval(self.store, lib, plan, chosen, progress=progress, loaded_in=loaded_in)
 
     def close(self) -> None:
         """Release the database connections (the encoders go with the workspace)."""
@@ -204,6 +217,17 @@ class Workspace:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def _on_ray(encoder, ray: RayOptions | str | bool | None, modality: str) -> Iterator:
+    """``encoder``, or it with ``modality`` embedded on the Ray cluster ``ray`` names."""
+    if ray is None or ray is False:
+        yield encoder
+        return
+    options = ray if isinstance(ray, RayOptions) else RayOptions(address=None if ray is True else str(ray))
+    with ClusterEncoder(encoder, options, modalities=(modality,)) as remote:
+        yield remote
 
 
 def open_workspace(
