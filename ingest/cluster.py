@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -238,13 +239,14 @@ def _actor_model(local) -> str:
 
 
 class Cluster:
-    """A connection to a Ray cluster for one run: started (or joined) on first use and
-    stopped by :meth:`close` when this run started it."""
+    """A connection to a Ray cluster for one run, made on first use. :meth:`close` ends
+    what this run began: it stops a local cluster it started and disconnects from a
+    cluster it joined; a connection this process already had stays open."""
 
     def __init__(self, options: RayOptions) -> None:
         self.options = options
         self.ray: Any = None
-        self.started = False
+        self.connected = False
         self.seconds: dict[str, float] = {}
 
     def connect(self):
@@ -253,6 +255,8 @@ class Cluster:
         ray = import_ray()
         t = time.perf_counter()
         if not ray.is_initialized():
+            if self.options.address is not None:
+                reachable(self.options.address)
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if self.options.address is None:
                 kwargs["num_cpus"] = os.cpu_count() or 1
@@ -260,10 +264,10 @@ class Cluster:
                     kwargs["object_store_memory"] = self.options.object_store_memory
             try:
                 ray.init(address=self.options.address, **kwargs)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ImportError...
                 where = self.options.address or "a local cluster"
                 raise InputError(f"cannot connect to the Ray cluster at {where}: {_first_line(exc)}") from None
-            self.started = True
+            self.connected = True
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # whyclip shows its own progress
         context.print_on_execution_start = False
@@ -292,9 +296,32 @@ class Cluster:
         return actors, {"num_cpus": round(CPU_SHARE * share, 3)}, max(1, math.floor(share))
 
     def close(self) -> None:
-        if self.ray is not None and self.started:
+        if self.ray is not None and self.connected:
             self.ray.shutdown()
-        self.ray, self.started = None, False
+        self.ray, self.connected = None, False
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def reachable(address: str) -> None:
+    """A ``host:port`` or ``ray://host:port`` address must accept a connection within
+    ``CONNECT_TIMEOUT_S``: Ray itself keeps retrying an address nobody answers at for
+    minutes. ``auto`` and other forms are left to Ray."""
+    import socket
+
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(
+            f"cannot connect to the Ray cluster at {address}: {reason}; check the address (ray status on the "
+            "cluster's head shows it), or give --ray alone for a local cluster"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -503,12 +530,12 @@ def _spread(chunks: list[list[str]]) -> list[str]:
 
 def _cause(exc: BaseException) -> str:
     """The first line of the error that started a Ray failure (Ray wraps a worker's own
-    exception, traceback included, in its message)."""
+    exception, its traceback included, in its message), without the exception's class."""
     cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
+    if isinstance(cause, BaseException) and str(cause).strip():
         return _first_line(cause)
     lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
     for line in reversed(lines):
         if ":" in line and not line.startswith(("File ", "Traceback")):
-            return line
+            return re.sub(r"^[\w.]+(Error|Exception): ", "", line)
     return lines[0] if lines else type(exc).__name__

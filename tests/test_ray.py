@@ -54,6 +54,22 @@ def test_ray_actors_needs_ray(tiny_model, tmp_path):
     assert "--ray-actors sizes the Ray pool: give --ray too" in done.stderr
 
 
+def test_an_address_nobody_answers_at_is_one_line_within_seconds():
+    """Ray itself retries such an address for minutes."""
+    import socket
+
+    from whyclip.ingest.cluster import reachable
+    from whyclip.store import InputError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(InputError, match=f"cannot connect to the Ray cluster at {address}: Connection refused"):
+            reachable(address)
+    reachable("auto")  # left to Ray
+
+
 class _FakeRay:
     def __init__(self, resources):
         self.resources = resources
@@ -271,6 +287,26 @@ def test_an_actor_killed_mid_job_is_restarted_and_nothing_is_stored_twice(ray_cl
     assert _index_files(tmp_path / "ray") == _index_files(tmp_path / "local")
     assert _rows(tmp_path / "ray")["cache"] == _rows(tmp_path / "local")["cache"]  # each prompt once
     assert ray.is_initialized()  # a run on a cluster it did not start leaves it running
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_load_the_model_stop_the_run_in_one_line(ray_cluster, lively, tmp_path):
+    from whyclip.ingest.cluster import ClusterEncoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.ingest.services.library_ingest import plan_ingest, run_ingest
+    from whyclip.store import ModelLoadError, Store
+
+    store = Store.open(tmp_path / "home")
+    encoder = load_encoder(str(lively), precision="fp32")
+    plan = plan_ingest(_library(tmp_path), "lib", encoder)
+    encoder.model_spec = str(tmp_path / "not-on-the-workers")  # the folder the actors are sent to
+    with ClusterEncoder(encoder) as remote, pytest.raises(ModelLoadError) as caught:
+        run_ingest(store, plan, remote)
+    message = str(caught.value)
+    assert message.startswith("the Ray probe actor could not load or check the model: model folder ")
+    assert "not-on-the-workers" in message
+    assert "\n" not in message
+    assert store.libraries() == []
 
 
 def _actors() -> list[dict]:
