@@ -162,6 +162,18 @@ def _index_files(home: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
 
 
+def _all_index_files(home: Path) -> dict[str, dict[str, bytes]]:
+    """Every version's files, by library name (the folders are named by random keys)."""
+    db = sqlite3.connect(home / "whyclip.db")
+    keys = dict(db.execute("select name, index_key from libraries").fetchall())
+    db.close()
+    out = {}
+    for name, key in keys.items():
+        (folder,) = (home / "indexes").glob(f"*/{key}")
+        out[name] = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
+    return out
+
+
 def _rows(home: Path) -> dict[str, list]:
     """What the database holds of the library, without the columns that are the moment or
     the random key of the writing."""
@@ -203,6 +215,29 @@ def test_ingest_on_ray_stores_what_the_local_path_stores(ray_cluster, lively, tm
     want = sqlite3.connect(tmp_path / "local" / "whyclip.db").execute(verdicts).fetchall()
     assert got
     assert got == want
+
+
+@pytest.mark.slow
+def test_several_files_share_one_stream_and_store_what_file_after_file_stores(ray_cluster, lively, tmp_path):
+    """Three files, the second and third sharing classes and prompts with the first: the
+    local run embeds a shared prompt for the first and finds it for the others, and so
+    must the one stream of chunks on Ray; each library is published in order."""
+    base = json.loads(_library(tmp_path).read_text())
+    names = list(base)
+    files = []
+    for k, part in enumerate((names[:30], names[20:50], names[10:60])):
+        path = tmp_path / f"part{k}.json"
+        path.write_text(json.dumps({c: base[c] + [f"only in file {k}"] for c in part}))
+        files.append(path)
+    local = _ingest(tmp_path / "local", *files[:1], lively, *files[1:])
+    remote = _ingest(tmp_path / "ray", *files[:1], lively, *files[1:], "--ray")
+    said = [line.split(" in ")[0] for line in local.stdout.splitlines() if line.startswith("library ")]
+    assert said == [line.split(" in ")[0] for line in remote.stdout.splitlines() if line.startswith("library ")]
+    assert [s.split(":")[0] for s in said] == ["library part0 v1", "library part1 v1", "library part2 v1"]
+    assert "from the cache" in said[1]
+    assert " 0 from the cache" not in said[1]  # the second file found the first file's prompts
+    assert _all_index_files(tmp_path / "ray") == _all_index_files(tmp_path / "local")
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,37 +272,95 @@ def run_ingest(
     """Embed the prompts of ``plan`` that the cache lacks, ``commit_every`` at a time (each
     batch committed to the cache, so an interrupted run resumes where it stopped), then
     publish the next library version. ``progress(done, total)`` counts distinct prompts."""
+    (report,) = run_ingests(store, [plan], encoder, progress, commit_every)
+    return report
+
+
+@dataclass
+class _Pending:
+    """One plan of :func:`run_ingests` between its cache lookup and its publication."""
+
+    plan: IngestPlan
+    rows: dict[str, int]
+    vectors: np.ndarray
+    norms: np.ndarray
+    missing: list[str]  # what the cache lacked, in chunks of this plan or of an earlier one
+    own: int = 0  # prompts this plan's own chunks embed
+    waiting: set[str] = field(default_factory=set)
+    started: float = 0.0
+
+
+def run_ingests(
+    store: Store,
+    plans: list[IngestPlan],
+    encoder: TextEncoder,
+    progress: Callable[[int, int], None] | None = None,
+    commit_every: int = COMMIT_EVERY,
+) -> Iterator[IngestReport]:
+    """:func:`run_ingest` for several plans in one stream of chunks, each plan published
+    (and its report yielded) in order once its prompts are in: on a Ray cluster one actor
+    pool serves them all. The chunks are the ones plan after plan would make (a prompt of
+    two plans is embedded by the first and found by the second), so what is stored is the
+    same. ``progress(done, total)`` counts the plans' distinct prompts together."""
     started = time.perf_counter()
     adopt_legacy_ids(store, encoder)  # vectors cached under this encoder's old id count
-    distinct = plan.prompts
-    rows = {p: i for i, p in enumerate(distinct)}
-    vectors, norms = _version_arrays(store, len(distinct), encoder.info.dim)
-    missing = _fill_from_cache(store, encoder.cache_key, distinct, vectors, norms)
-    if missing:  # a sample spread from the shortest prompt to the longest
-        by_length = np.argsort(encoder.count_tokens(missing), kind="stable")
-        sample = [missing[i] for i in by_length[np.linspace(0, len(missing) - 1, min(16, len(missing))).astype(int)]]
+    pending = []
+    for plan in plans:
+        distinct = plan.prompts
+        vectors, norms = _version_arrays(store, len(distinct), encoder.info.dim)
+        rows = {p: i for i, p in enumerate(distinct)}
+        missing = _fill_from_cache(store, encoder.cache_key, distinct, vectors, norms)
+        pending.append(_Pending(plan, rows, vectors, norms, missing, started=started))
+    first = next((job.missing for job in pending if job.missing), [])
+    if first:  # a sample spread from the shortest prompt to the longest
+        by_length = np.argsort(encoder.count_tokens(first), kind="stable")
+        sample = [first[i] for i in by_length[np.linspace(0, len(first) - 1, min(16, len(first))).astype(int)]]
         if settle_precision(encoder, "text", sample):  # fell back to fp32: look up under its key
-            missing = _fill_from_cache(store, encoder.cache_key, distinct, vectors, norms)
-    n_reused = len(distinct) - len(missing)
-    if missing:
+            for job in pending:
+                job.missing = _fill_from_cache(store, encoder.cache_key, job.plan.prompts, job.vectors, job.norms)
+    chunks: list[list[str]] = []
+    planned: set[str] = set()
+    for job in pending:
         # Sorted, prompts that share a start (a class's prompts under the paper's template)
         # land in the same batch, where the encoder computes the shared start once; the
         # encoder sorts each batch by length itself.
-        missing.sort()
+        own = sorted(p for p in job.missing if p not in planned)
+        chunks += [own[i : i + commit_every] for i in range(0, len(own), max(1, commit_every))]
+        planned.update(own)
+        job.own, job.waiting = len(own), set(job.missing)
+    total = sum(len(job.rows) for job in pending)
+    done = total - len(planned)
     if progress:
-        progress(n_reused, len(distinct))
+        progress(done, total)
     saving = 0.0
-    done = n_reused
-    chunks = [missing[start : start + commit_every] for start in range(0, len(missing), max(1, commit_every))]
+    queue = deque(pending)  # the plans not yet published, in order
+    del pending
+
+    def ready() -> Iterator[IngestReport]:
+        while queue and not queue[0].waiting:  # published, its arrays go
+            yield _publish(store, queue.popleft(), encoder, saving)
+
+    yield from ready()
     for batch, batch_vectors, batch_norms in embed_chunks(encoder, chunks):
         t = time.perf_counter()
         embedding_cache.save(store.engine, encoder.cache_key, batch, batch_vectors, batch_norms)
         saving += time.perf_counter() - t
-        at = [rows[p] for p in batch]
-        vectors[at], norms[at] = batch_vectors, batch_norms
+        for job in queue:
+            hits = [k for k, p in enumerate(batch) if p in job.waiting]
+            if hits:
+                at = [job.rows[batch[k]] for k in hits]
+                job.vectors[at], job.norms[at] = batch_vectors[hits], batch_norms[hits]
+                job.waiting.difference_update(batch[k] for k in hits)
         done += len(batch)
         if progress:
-            progress(done, len(distinct))
+            progress(done, total)
+        yield from ready()
+    assert not queue, "every plan's prompts came back"
+
+
+def _publish(store: Store, job: _Pending, encoder: TextEncoder, saving: float) -> IngestReport:
+    """Write one plan's version, its prompts all in."""
+    plan = job.plan
     embedded = time.perf_counter()
     draft = LibraryDraft(
         name=plan.name,
@@ -309,9 +368,9 @@ def run_ingest(
         template=plan.template,
         baseline_template=plan.baseline,
         classes=plan.classes,
-        prompt_rows=rows,
-        vectors=vectors,
-        norms=norms,
+        prompt_rows=job.rows,
+        vectors=job.vectors,
+        norms=job.norms,
         source=plan.source,
         source_sha256=plan.source_sha256,
         index_factory=plan.index_factory,
@@ -321,9 +380,9 @@ def run_ingest(
     info = store.write_library(draft)
     describe = getattr(encoder, "describe_work", None)
     log.info(
-        "embedded %d prompts in %.2fs (cache writes %.2fs), wrote the library in %.2fs%s",
-        len(missing),
-        embedded - started,
+        "embedded %d prompts in %.2fs (cache writes %.2fs so far), wrote the library in %.2fs%s",
+        job.own,
+        embedded - job.started,
         saving,
         time.perf_counter() - embedded,
         f"; {describe()}" if describe else "",
@@ -331,9 +390,9 @@ def run_ingest(
     return IngestReport(
         info=info,
         warnings=plan.warnings,
-        n_embedded=len(missing),
-        n_reused=n_reused,
-        seconds=time.perf_counter() - started,
+        n_embedded=job.own,
+        n_reused=len(job.rows) - job.own,
+        seconds=time.perf_counter() - job.started,
     )
 
 

@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 
 from whyclip.ingest import read_library
-from whyclip.ingest.services.library_ingest import check_ingest_options, check_library_name, plan_ingest, run_ingest
+from whyclip.ingest.services.library_ingest import (
+    check_ingest_options,
+    check_library_name,
+    plan_ingest,
+    run_ingest,
+    run_ingests,
+)
 from whyclip.store import NoStore, StoreVerdicts, list_calibrations
 from whyclip.ui.cli.context import open_store
 from whyclip.ui.cli.lifecycle import load_ingest_encoder, settings_from_sidecar, warn_changed_prompts
@@ -120,18 +126,27 @@ def ingest_cmd(
         warn_changed_prompts(sidecar, plans[-1].classes)
     store = open_store(ctx, create=True)  # only now is anything written
     encoder.verdicts = StoreVerdicts(store)
-    with on_cluster(encoder, ray_address, ray_actors, "text") as encoder:
-        for plan in plans:
-            label = "embedding prompts" if len(plans) == 1 else f"embedding {plan.name}"
-            with progress_bar(label, unit="prompt") as bar:
-                report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
-            i = report.info
-            click.echo(
-                f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
-                f"{i.n_prompts} prompts ({report.n_embedded} embedded, {report.n_reused} from the cache) in "
-                f"{report.seconds:.1f}s "
-                f"({i.encoder_name}, dim {i.dim}, {_text_precision(encoder)}{_on_ray(encoder)})"
-            )
+    if ray_address is not None:  # one stream of chunks, one actor pool, for every file
+        label = "embedding prompts" if len(plans) == 1 else f"embedding the prompts of {len(plans)} libraries"
+        with on_cluster(encoder, ray_address, ray_actors, "text") as remote, progress_bar(label, unit="prompt") as bar:
+            for report in run_ingests(store, plans, remote, progress=bar, commit_every=commit_every):
+                _say_ingested(report, remote)
+        return
+    for plan in plans:
+        label = "embedding prompts" if len(plans) == 1 else f"embedding {plan.name}"
+        with progress_bar(label, unit="prompt") as bar:
+            report = run_ingest(store, plan, encoder, progress=bar, commit_every=commit_every)
+        _say_ingested(report, encoder)
+
+
+def _say_ingested(report, encoder) -> None:
+    i = report.info
+    click.echo(
+        f"library {i.name} v{i.version}: {i.n_classes} classes, {i.n_descriptors} descriptors, "
+        f"{i.n_prompts} prompts ({report.n_embedded} embedded, {report.n_reused} from the cache) in "
+        f"{report.seconds:.1f}s "
+        f"({i.encoder_name}, dim {i.dim}, {_text_precision(encoder)}{_on_ray(encoder)})"
+    )
 
 
 def _on_ray(encoder) -> str:
