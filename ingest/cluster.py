@@ -492,19 +492,29 @@ class ClusterEncoder:
             yield chunks[int(row["id"])], vectors, norms
 
     def embed_texts(self, texts: Sequence[str], progress: Callable[[int], None] | None = None):
-        """Unit vectors and norms of ``texts``, in their order (the local encoder's call)."""
-        texts = list(texts)
-        vectors = np.zeros((len(texts), self.local.dim), np.float32)
-        norms = np.zeros(len(texts), np.float32)
+        """Unit vectors and norms of ``texts``, in their order (the encoder's own call, for
+        a caller that embeds without chunks): on the cluster, each distinct text once."""
         if "text" not in self.modalities:
             return self.local.embed_texts(texts, progress)
-        at = {t: i for i, t in enumerate(texts)}
-        for chunk, v, n in self.embed_text_chunks([texts[s : s + 1024] for s in range(0, len(texts), 1024)]):
+        distinct = list(dict.fromkeys(texts))
+        at = {t: i for i, t in enumerate(distinct)}
+        vectors = np.zeros((len(distinct), self.local.dim), np.float32)
+        norms = np.zeros(len(distinct), np.float32)
+        for chunk, v, n in self.embed_text_chunks([distinct[s : s + 1024] for s in range(0, len(distinct), 1024)]):
             rows = [at[t] for t in chunk]
             vectors[rows], norms[rows] = v, n
             if progress:
                 progress(len(chunk))
-        return vectors, norms
+        index = [at[t] for t in texts]
+        return vectors[index], norms[index]
+
+    def embed_images(self, images, progress: Callable[[int], None] | None = None):
+        """The local encoder's, unless images go to the cluster: those are sent as files
+        (:func:`whyclip.ingest.embedding.embed_image_files_cached`), never as pictures, so
+        that no image vector is made here under the cluster's cache key."""
+        if "image" in self.modalities:
+            raise InputError("on a Ray cluster images are embedded from their files: use embed_image_files_cached")
+        return self.local.embed_images(images, progress)
 
     def embed_image_chunks(
         self, chunks: list[list[tuple[str, str]]]

@@ -414,3 +414,24 @@ def test_the_python_api_ingests_and_evaluates_on_ray_as_locally(ray_cluster, liv
         np.testing.assert_allclose(ours[name], theirs[name], rtol=0, atol=2e-6, err_msg=name)
     np.testing.assert_allclose(eval_ray.data.vectors, eval_local.data.vectors, rtol=0, atol=2e-6)
     assert eval_ray.skipped == eval_local.skipped
+
+
+@pytest.mark.slow
+def test_a_plain_embed_texts_call_goes_to_the_cluster_too(ray_cluster, lively):
+    """A caller without chunks (embed_prompts, say) gets the cluster's vectors in its own
+    order, duplicates included, equal to the local encoder's for the same batch."""
+    from whyclip.ingest.cluster import ClusterEncoder
+    from whyclip.ingest.encoder.clip_encoder import load_encoder
+    from whyclip.store import InputError
+
+    texts = ["a green frog", "a red bird", "a green frog", "striped fur", "a red bird which has wings"]
+    local = load_encoder(str(lively), precision="fp32")
+    want_v, want_n = local.embed_texts(list(dict.fromkeys(texts)))
+    with ClusterEncoder(load_encoder(str(lively), precision="fp32")) as remote:
+        got_v, got_n = remote.embed_texts(texts)
+        assert remote.chunks_embedded == 1
+    order = [list(dict.fromkeys(texts)).index(t) for t in texts]
+    assert np.array_equal(got_v, want_v[order])
+    assert np.array_equal(got_n, want_n[order])
+    with ClusterEncoder(local, modalities=("image",)) as remote, pytest.raises(InputError, match="from their files"):
+        remote.embed_images([Image.new("RGB", (8, 8))])
