@@ -263,3 +263,38 @@ def test_writing_from_a_memmap_does_not_copy_the_vectors(tmp_path):
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["vectors"] == 20_000 * 2048 * 4
     assert got["rise"] < got["vectors"] / 3, got
+
+
+def test_pq_candidates_merged_shard_group_by_group_equal_one_sort_of_all(monkeypatch):
+    """The PQ index's candidates over many shards, merged a core's worth of shards at a time
+    (so the depth tuning at 10M holds a few shards' candidates, not 39), are exactly what
+    sorting every shard's candidates at once gives: (approximate score, position) order."""
+    from whyclip.store.vectors import pqrerank
+
+    monkeypatch.setattr(pqrerank, "SHARD_ROWS", 256)
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((3000, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index, centre = build_pq(vectors, "PQ8x4fs+rerank")
+    queries = rng.standard_normal((20, DIM)).astype(np.float32)
+    for n_cores in (1, 2, 3):
+        monkeypatch.setattr(pqrerank, "cores", lambda n=n_cores: n)
+        monkeypatch.setattr(pqrerank, "_POOL", None)
+        searcher = pqrerank.PQRerank(vectors, centre, 10, index=faiss_clone(index))
+        shards = searcher.shards()
+        assert len(shards) == 12
+        for depth in (5, 300, 5000):
+            found = [s.search(queries, min(depth, s.ntotal)) for _, s in shards]
+            sims = np.concatenate([f[0] for f in found], axis=1)
+            pos = np.concatenate(
+                [np.where(f[1] >= 0, f[1] + lo, -1) for f, (lo, _) in zip(found, shards, strict=True)], axis=1
+            )
+            sims = np.where(pos >= 0, sims, -np.inf)
+            want = np.take_along_axis(pos, np.lexsort((pos, -sims), axis=1)[:, :depth], axis=1)
+            assert np.array_equal(searcher.candidates(queries, depth), want), (n_cores, depth)
+
+
+def faiss_clone(index):
+    import faiss
+
+    return faiss.clone_index(index)
