@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -339,8 +340,7 @@ def main() -> None:
         sys.exit(f"unknown --db {unknown[0]!r}: use sqlite, postgres or sqlite,postgres")
     cluster = server = None
     if "postgres" in dbs:
-        from tests.helpers import pg
-
+        pg = importlib.import_module("tests.helpers.pg")  # the tests' throwaway cluster (not a package mypy sees)
         server, why, cluster = pg.start_server()
         if server is None:
             sys.exit(f"no PostgreSQL for --db postgres: {why}")
