@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from whyclip.store.db.writes import write_session
 from whyclip.store.errors import AlreadyPublished, InputError, LibraryDeleted, LibraryNotFound, NoStore, StoreError
 from whyclip.store.home import resolve_db_url, resolve_home
 from whyclip.store.library import Library
-from whyclip.store.method import AGGREGATES, build_class_matrices
+from whyclip.store.method import AGGREGATES, ClassMatrices
 from whyclip.store.method.prompts import rule_name
 from whyclip.store.names import check_name, check_text, shown
 from whyclip.store.records import DraftClass, EncoderInfo, LibraryDraft, LibraryInfo
@@ -39,13 +41,16 @@ from whyclip.store.vectors.files import (
     choose_factory,
     read_index_files,
     retune_recall,
+    start_index_files,
     write_index_files,
+    write_vector_files,
 )
 from whyclip.store.vectors.recall_tuning import MIN_EVAL_IMAGES, Queries, eval_queries, proxy_queries
 
 __all__ = ["DraftClass", "EncoderInfo", "LibraryDraft", "LibraryInfo", "Store"]
 
 log = logging.getLogger(__name__)
+INSERT_BATCH = 20_000  # rows a statement: the rows of a version are inserted in bounded batches
 MAX_VERSION = 2**31 - 1  # library versions are 32-bit integers in every database whyclip supports
 
 
@@ -79,13 +84,46 @@ def _info(row: LibraryRow, n_empty: int, n_pairs: int = 0) -> LibraryInfo:
     )
 
 
-def _shared_texts(classes: list[DraftClass]) -> dict[str, list[str]]:
-    """Descriptor text -> the classes that have it, in label order."""
-    out: dict[str, list[str]] = {}
+SHARED_EXAMPLES = 8  # classes named in a shared text's row
+
+
+def _shared_texts(classes: list[DraftClass]) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Descriptor text -> how many classes have it; and, for the texts several classes
+    share, the first :data:`SHARED_EXAMPLES` of them in label order (in order of first
+    appearance). Counts, not lists of names: one int a distinct text at ten million."""
+    counts: dict[str, int] = {}
     for c in classes:
         for text in dict.fromkeys(c.descriptors):
-            out.setdefault(text, []).append(c.name)
-    return out
+            counts[text] = counts.get(text, 0) + 1
+    examples: dict[str, list[str]] = {}
+    for c in classes:
+        for text in dict.fromkeys(c.descriptors):
+            if counts[text] > 1:
+                names = examples.setdefault(text, [])
+                if len(names) < SHARED_EXAMPLES:
+                    names.append(c.name)
+    return counts, examples
+
+
+def _descriptor_params(
+    classes: list[DraftClass], class_ids: list[int], library_id: int, first: int, shared: dict[str, int]
+) -> Iterator[dict[str, Any]]:
+    """The descriptor rows of a version, one at a time (keys ``first``, ``first + 1``, ...
+    in label order), so that they are inserted in batches without a list of them all."""
+    key = first
+    for cid, c in zip(class_ids, classes, strict=True):
+        for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated, strict=True)):
+            yield {
+                "library_id": library_id,
+                "class_id": cid,
+                "position": j,
+                "text": text,
+                "truncated": bool(trunc),
+                "prompt": prompt,
+                "shared": shared[text],
+                "id": key,
+            }
+            key += 1
 
 
 SQLITE_NEEDED = (3, 35)  # RETURNING (writes) and DROP COLUMN (migrations)
@@ -316,7 +354,13 @@ class Store:
         """Publish ``draft`` as the next version of its name, all or nothing, in two phases:
         first the index files (minutes at a million descriptors, no database lock held),
         then every row in one short transaction that makes the version ready. A failure in
-        either leaves no version visible and no files behind."""
+        either leaves no version visible and no files behind.
+
+        Nothing scales with the library in memory beyond what it needs (the norms, the
+        offsets, the retrieval index's codes): the vectors are streamed from
+        ``draft.vectors`` (any (P, d) array, a read-only ``np.memmap`` included) into the
+        version's vector file in chunks, the index is built from that file memory-mapped,
+        and the rows go in bounded batches."""
         check_name(draft.name)
         d = draft.encoder.dim
         if draft.vectors.ndim != 2 or draft.vectors.shape[1] != d:
@@ -324,38 +368,52 @@ class Store:
         if draft.aggregate not in AGGREGATES:
             raise InputError(f"unknown aggregate {draft.aggregate!r}: choose one of {', '.join(AGGREGATES)}")
         rows_of = draft.prompt_rows
-        desc_rows = np.array([rows_of[p] for c in draft.classes for p in c.prompts], dtype=np.int64)
-        base_rows = np.array([rows_of[c.baseline_prompt] for c in draft.classes], dtype=np.int64)
-        counts = np.array([len(c.prompts) for c in draft.classes], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
+        counts = np.fromiter((len(c.prompts) for c in draft.classes), dtype=np.int64, count=len(draft.classes))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         n_descriptors = int(offsets[-1])
-        vectors = np.ascontiguousarray(draft.vectors[desc_rows], dtype=np.float32).reshape(-1, d)
-        norms = draft.norms[desc_rows].astype(np.float32)
-        matrices = build_class_matrices(vectors, norms, offsets, draft.vectors[base_rows].reshape(-1, d))
+        desc_rows = np.fromiter(
+            (rows_of[p] for c in draft.classes for p in c.prompts), dtype=np.int64, count=n_descriptors
+        )
+        base_rows = np.fromiter(
+            (rows_of[c.baseline_prompt] for c in draft.classes), dtype=np.int64, count=len(draft.classes)
+        )
+        norms = np.asarray(draft.norms[desc_rows], dtype=np.float32)
         factory = choose_factory(n_descriptors, draft.index_factory, d)
         if factory not in ("Flat", "ClassIVF"):  # before anything is allocated
             check_factory_size(factory, n_descriptors, d)
         key = uuid.uuid4().hex
         folder = self.home / "indexes" / self.store_id / key
-        queries = None if factory == "Flat" else self.tuning_queries(draft.name, draft.encoder.id, d)
-        if queries is None and factory != "Flat":
-            queries = proxy_queries(vectors, offsets)
-        built = build_retrieval(vectors, matrices, factory, queries)
-        recall_at_10 = built.recall_at_10
-        manifest = {
-            "store_id": self.store_id,
-            "index_key": key,
-            "name": draft.name,
-            "n_descriptors": n_descriptors,
-            "dim": d,
-            "encoder_id": draft.encoder.id,
-            "index_factory": built.factory,
-            "index_params": built.params,
-        }
-        write_index_files(folder, built, vectors, matrices, norms, manifest)
+        tmp = start_index_files(folder)
         try:
-            del vectors, matrices, built  # a million-descriptor draft: free before the rows
+            vectors, baseline = write_vector_files(tmp, draft.vectors, desc_rows, base_rows, norms, offsets)
+            log.debug("write_library stage: vector files")
+            # the class means are derived (in chunks of classes) only for the class inverted file
+            matrices = ClassMatrices(None, None, baseline, offsets, vectors=vectors, norms=norms)
+            queries = None if factory == "Flat" else self.tuning_queries(draft.name, draft.encoder.id, d)
+            if queries is None and factory != "Flat":
+                queries = proxy_queries(vectors, offsets)
+            built = build_retrieval(vectors, matrices, factory, queries)
+            log.debug("write_library stage: retrieval index")
+            recall_at_10 = built.recall_at_10
+            manifest = {
+                "store_id": self.store_id,
+                "index_key": key,
+                "name": draft.name,
+                "n_descriptors": n_descriptors,
+                "dim": d,
+                "encoder_id": draft.encoder.id,
+                "index_factory": built.factory,
+                "index_params": built.params,
+            }
+            write_index_files(tmp, folder, built, manifest)
+            log.debug("write_library stage: index files")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            del vectors, baseline, matrices, built  # free the index's codes before the rows
             library_id, version = self._insert_rows(draft, key, factory_row(manifest), recall_at_10)
+            log.debug("write_library stage: rows")
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -464,8 +522,9 @@ class Store:
             )
             s.add(row)
             s.flush()
-            class_ids = (
-                s.scalars(
+            class_ids: list[int] = []
+            for lo in range(0, len(draft.classes), INSERT_BATCH):
+                class_ids += s.scalars(
                     insert(ClassRow).returning(ClassRow.id, sort_by_parameter_order=True),
                     [
                         {
@@ -475,37 +534,20 @@ class Store:
                             "n_descriptors": len(c.prompts),
                             "baseline_prompt": c.baseline_prompt,
                         }
-                        for i, c in enumerate(draft.classes)
+                        for i, c in enumerate(draft.classes[lo : lo + INSERT_BATCH], lo)
                     ],
                 ).all()
-                if draft.classes
-                else []
-            )
-            shared = _shared_texts(draft.classes)
-            params = [
-                {
-                    "library_id": row.id,
-                    "class_id": cid,
-                    "position": j,
-                    "text": text,
-                    "truncated": bool(trunc),
-                    "prompt": prompt,
-                    "shared": len(shared[text]),
-                }
-                for cid, c in zip(class_ids, draft.classes, strict=True)
-                for j, (text, prompt, trunc) in enumerate(zip(c.descriptors, c.prompts, c.truncated, strict=True))
-            ]
-            for n, param in enumerate(params):
-                param["id"] = first + n
+            shared, examples = _shared_texts(draft.classes)
             multi = [
-                {"library_id": row.id, "text": t, "classes": len(names), "examples": ", ".join(names[:8])}
-                for t, names in shared.items()
-                if len(names) > 1
+                {"library_id": row.id, "text": t, "classes": shared[t], "examples": ", ".join(names)}
+                for t, names in examples.items()
             ]
-            if multi:
-                s.execute(insert(SharedTextRow), multi)
-            if params:
-                s.execute(insert(DescriptorRow), params)
+            for lo in range(0, len(multi), INSERT_BATCH):
+                s.execute(insert(SharedTextRow), multi[lo : lo + INSERT_BATCH])
+            del multi, examples
+            params = _descriptor_params(draft.classes, class_ids, row.id, first, shared)
+            while batch := list(itertools.islice(params, INSERT_BATCH)):
+                s.execute(insert(DescriptorRow), batch)
             return row.id, version
 
     def _checkpoint(self) -> None:

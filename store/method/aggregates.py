@@ -18,7 +18,9 @@ CHUNK_ROWS = 1 << 15  # descriptor rows summed at a time (float64: 128 MB at dim
 class ClassMatrices:
     """Everything exact scoring needs, per class.
 
-    mean:     (C, d) ``mean_d t(c, d)`` (not renormalised), baseline row for empty classes
+    mean:     (C, d) ``mean_d t(c, d)`` (not renormalised), baseline row for empty classes;
+              derived from the vectors on first use when not given (the writer needs it
+              only for the class inverted file)
     centroid: (C, d) normalised mean of the *raw* prompt embeddings; derived from the
               vectors and norms on first use when not given (only that aggregate needs it)
     baseline: (C, d) unit vectors of the class-name prompts
@@ -27,7 +29,7 @@ class ClassMatrices:
 
     def __init__(
         self,
-        mean: np.ndarray,
+        mean: np.ndarray | None,
         centroid: np.ndarray | None,
         baseline: np.ndarray,
         offsets: np.ndarray,
@@ -35,11 +37,20 @@ class ClassMatrices:
         vectors: np.ndarray | None = None,
         norms: np.ndarray | None = None,
     ):
-        self.mean = mean
+        self._mean = mean
         self.baseline = baseline
         self.offsets = offsets
         self._centroid = centroid
         self._source = (vectors, norms)
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self._mean is None:
+            vectors, _ = self._source
+            if vectors is None:
+                raise ValueError("the class means need the descriptor vectors")
+            self._mean = class_sums(vectors, self.offsets, self.baseline)
+        return self._mean
 
     @property
     def centroid(self) -> np.ndarray:

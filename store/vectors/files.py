@@ -255,35 +255,68 @@ def codes_digest(codes: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(codes).tobytes()).hexdigest()[:16]
 
 
-def write_index_files(
-    folder: Path,
-    built: Built,
-    vectors: np.ndarray,
-    matrices: ClassMatrices,
-    norms: np.ndarray,
-    manifest: dict[str, Any],
-) -> None:
-    """Write every file into a temporary sibling, then rename it into place."""
+WRITE_CHUNK = 1 << 15  # rows gathered and written at a time (64 MB at dim 512)
+
+
+def save_rows(path: Path, source: np.ndarray, rows: np.ndarray, chunk: int | None = None) -> None:
+    """Write ``source[rows]`` as float32 to the ``.npy`` file ``path``, ``chunk`` rows at a
+    time: the same bytes as ``np.save(path, np.ascontiguousarray(source[rows], np.float32))``
+    without that copy in memory. ``source`` may be any (P, d) array, a read-only memory map
+    included."""
+    chunk = chunk or WRITE_CHUNK
+    shape = (len(rows), *source.shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for lo in range(0, len(rows), chunk):
+            part = rows[lo : lo + chunk]
+            if part[0] >= 0 and part[-1] - part[0] == len(part) - 1 and np.all(np.diff(part) == 1):
+                # a run of rows: a view (of a memory map: read once, never gathered)
+                block = source[part[0] : part[-1] + 1]
+            else:
+                block = source[part]
+            f.write(np.ascontiguousarray(block, dtype=np.float32).data)
+
+
+def start_index_files(folder: Path) -> Path:
+    """The empty temporary sibling of ``folder`` that the version's files are written into
+    (:func:`write_index_files` renames it into place; remove it on failure)."""
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    try:
-        np.save(tmp / VECTORS_FILE, np.ascontiguousarray(vectors, dtype=np.float32))
-        np.save(tmp / "class_baseline.npy", np.asarray(matrices.baseline, dtype=np.float32))
-        np.save(tmp / "class_offsets.npy", np.asarray(matrices.offsets, dtype=np.int64))
-        np.save(tmp / "descriptor_norms.npy", np.asarray(norms, dtype=np.float32))
-        for stem, array in built.arrays.items():
-            np.save(tmp / f"{stem}.npy", array)
-        for name, blob in built.blobs.items():
-            (tmp / name).write_bytes(blob)
-        if built.faiss_index is not None:
-            faiss.write_index(built.faiss_index, str(tmp / INDEX_FILE))
-        (tmp / MANIFEST_FILE).write_text(json.dumps({"layout": LAYOUT, **manifest}, indent=2), encoding="utf-8")
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return tmp
+
+
+def write_vector_files(
+    tmp: Path,
+    source: np.ndarray,
+    descriptor_rows: np.ndarray,
+    baseline_rows: np.ndarray,
+    norms: np.ndarray,
+    offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write the exact vectors (``source[descriptor_rows]``), the class baseline rows, the
+    descriptor norms and the class offsets into ``tmp``, streamed from ``source`` in chunks,
+    and return the vectors and baselines memory-mapped from the files written."""
+    save_rows(tmp / VECTORS_FILE, source, descriptor_rows)
+    save_rows(tmp / "class_baseline.npy", source, baseline_rows)
+    np.save(tmp / "class_offsets.npy", np.asarray(offsets, dtype=np.int64))
+    np.save(tmp / "descriptor_norms.npy", np.asarray(norms, dtype=np.float32))
+    return np.load(tmp / VECTORS_FILE, mmap_mode="r"), np.load(tmp / "class_baseline.npy", mmap_mode="r")
+
+
+def write_index_files(tmp: Path, folder: Path, built: Built, manifest: dict[str, Any]) -> None:
+    """Write the retrieval index's files and the manifest into ``tmp`` (which holds the
+    vector files already), then rename it to ``folder``."""
+    for stem, array in built.arrays.items():
+        np.save(tmp / f"{stem}.npy", array)
+    for name, blob in built.blobs.items():
+        (tmp / name).write_bytes(blob)
+    if built.faiss_index is not None:
+        faiss.write_index(built.faiss_index, str(tmp / INDEX_FILE))
+    (tmp / MANIFEST_FILE).write_text(json.dumps({"layout": LAYOUT, **manifest}, indent=2), encoding="utf-8")
+    os.replace(tmp, folder)
 
 
 def read_index_files(folder: Path, expected: dict[str, Any], params: dict[str, Any] | None = None) -> IndexFiles:

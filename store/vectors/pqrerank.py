@@ -137,15 +137,25 @@ class PQRerank:
         shards = self.shards()
         if len(shards) == 1:
             return faiss_search(shards[0][1], queries, min(depth, shards[0][1].ntotal))[1]
-        # each shard on a pool thread, FAISS on one OpenMP thread there (it releases the GIL)
-        found = list(_pool().map(lambda shard: shard[1].search(queries, min(depth, shard[1].ntotal)), shards))
-        sims = np.concatenate([f[0] for f in found], axis=1)
-        positions = np.concatenate(
-            [np.where(f[1] >= 0, f[1] + lo, -1) for f, (lo, _) in zip(found, shards, strict=True)], axis=1
-        )
-        sims = np.where(positions >= 0, sims, -np.inf)
-        order = np.lexsort((positions, -sims), axis=1)[:, :depth]
-        return np.take_along_axis(positions, order, axis=1)
+        # each shard on a pool thread, FAISS on one OpenMP thread there (it releases the GIL);
+        # a core's worth of shards at a time, merged into the best ``depth`` so far, so a
+        # deep search of many shards (the depth tuning: 400 queries x 8000 at 10M descriptors,
+        # 39 shards) holds a few shards' candidates, not all of them
+        best_s = np.zeros((len(queries), 0), dtype=np.float32)
+        best_p = np.zeros((len(queries), 0), dtype=np.int64)
+        step = cores()
+        for g in range(0, len(shards), step):
+            group = shards[g : g + step]
+            found = list(_pool().map(lambda shard: shard[1].search(queries, min(depth, shard[1].ntotal)), group))
+            sims = np.concatenate([best_s, *(f[0] for f in found)], axis=1)
+            positions = np.concatenate(
+                [best_p, *(np.where(f[1] >= 0, f[1] + lo, -1) for f, (lo, _) in zip(found, group, strict=True))],
+                axis=1,
+            )
+            sims = np.where(positions >= 0, sims, -np.inf)
+            order = np.lexsort((positions, -sims), axis=1)[:, :depth]
+            best_s, best_p = np.take_along_axis(sims, order, axis=1), np.take_along_axis(positions, order, axis=1)
+        return best_p
 
     def search(self, queries: np.ndarray, k: int, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
