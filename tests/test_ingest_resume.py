@@ -160,14 +160,16 @@ def test_a_killed_ingest_resumes_without_reembedding(tiny_model, tmp_path):
     assert embedding_cache.count(store.engine) == 18900
 
 
-def test_a_version_too_big_for_memory_goes_through_a_temporary_file_unchanged(store, tmp_path, monkeypatch):
+def test_a_version_too_big_for_memory_goes_through_a_temporary_file_unchanged(
+    store, other_database, tmp_path, monkeypatch
+):
     """Above the in-memory bound the version's vectors are gathered in a temporary file and
     the cache is read a slice at a time: the version stored is the same, file for file."""
     from whyclip.ingest.services import library_ingest
 
     lib = synthetic(40, 6)
     enc = FakeEncoder()
-    other = Store.open(tmp_path / "in-memory")
+    other = Store.open(tmp_path / "in-memory", other_database())  # its own database and cache
     half = {k: v[:3] for k, v in list(lib.items())[:20]}  # half the prompts cached first, in both stores
     ingest_library(store, half, "half", enc)
     ingest_library(other, half, "half", enc)
