@@ -345,6 +345,7 @@ class ClusterEncoder:
         self.precisions = dict(local.precisions)  # the remote modalities' settle on the probe
         self.settled: dict[str, dict[str, Any]] = {}
         self.chunks_embedded = 0
+        self.actor_seconds = 0.0  # the actors' own time on the chunks taken (their "seconds")
 
     def __getattr__(self, name: str):
         return getattr(self.local, name)
@@ -477,6 +478,7 @@ class ClusterEncoder:
                     continue
                 seen.add(int(row["id"]))
                 self.chunks_embedded += 1
+                self.actor_seconds += float(row["seconds"])
                 yield row
         except WhyclipError:
             raise
@@ -528,7 +530,8 @@ class ClusterEncoder:
 
     def describe_work(self) -> str:
         parts = [f"{k} {v:.1f}s" for k, v in self.cluster.seconds.items()]
-        return f"Ray: {self.chunks_embedded} chunks" + (f" ({', '.join(parts)})" if parts else "")
+        parts.append(f"actors embedding {self.actor_seconds:.1f}s")
+        return f"Ray: {self.chunks_embedded} chunks ({', '.join(parts)})"
 
 
 def _spread(chunks: list[list[str]]) -> list[str]:

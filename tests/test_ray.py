@@ -314,6 +314,9 @@ def test_an_actor_killed_mid_job_is_restarted_and_nothing_is_stored_twice(ray_cl
     with ClusterEncoder(encoder) as remote:
         report = run_ingest(store, plan, remote, progress=progress, commit_every=16)
     assert killed, "no actor was killed"
+    assert remote.chunks_embedded == len(calls) - 1  # each chunk taken once (the first call: the reuse report)
+    assert remote.actor_seconds > 0
+    assert f"Ray: {remote.chunks_embedded} chunks (" in remote.describe_work()
     assert len(calls) - 3 >= 3, "the job ended before the kill: no evidence of a retry"
     (restarted,) = [a for a in _actors() if a["ActorID"] == killed[0]]
     assert restarted["NumRestarts"] >= 1
