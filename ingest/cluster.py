@@ -37,6 +37,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -532,6 +533,20 @@ class ClusterEncoder:
         parts = [f"{k} {v:.1f}s" for k, v in self.cluster.seconds.items()]
         parts.append(f"actors embedding {self.actor_seconds:.1f}s")
         return f"Ray: {self.chunks_embedded} chunks ({', '.join(parts)})"
+
+
+@contextmanager
+def on_ray(encoder, ray: RayOptions | str | bool | None, modality: str) -> Iterator:
+    """``encoder`` with its ``modality`` embedding sent to the Ray cluster ``ray`` names
+    (True: a local cluster for the call, or the one this process is connected to; an
+    address; or :class:`RayOptions`), disconnected at the end; ``encoder`` itself for None
+    or False."""
+    if ray is None or ray is False:
+        yield encoder
+        return
+    options = ray if isinstance(ray, RayOptions) else RayOptions(address=None if ray is True else str(ray))
+    with ClusterEncoder(encoder, options, modalities=(modality,)) as remote:
+        yield remote
 
 
 def _spread(chunks: list[list[str]]) -> list[str]:

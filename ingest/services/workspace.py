@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from whyclip.ingest.cluster import ClusterEncoder, RayOptions, import_ray
+from whyclip.ingest.cluster import RayOptions, import_ray, on_ray
 from whyclip.ingest.datasets import read_dataset
 from whyclip.ingest.encoder.loading import model_name
 from whyclip.ingest.images import expand_image_paths
@@ -110,7 +109,7 @@ class Workspace:
             strict=strict,
             index_factory=index,
         )
-        with _on_ray(encoder, ray, "text") as chosen:
+        with on_ray(encoder, ray, "text") as chosen:
             return run_ingest(self.store, plan, chosen, progress)
 
     # -- explanations ---------------------------------------------------------------------
@@ -205,7 +204,7 @@ class Workspace:
         started = time.perf_counter()
         encoder = self.encoder(model or lib.info.encoder_name)  # loaded here once per workspace
         loaded_in = time.perf_counter() - started
-        with _on_ray(encoder, ray, "image") as chosen:
+        with on_ray(encoder, ray, "image") as chosen:
             return run_eval(self.store, lib, plan, chosen, progress=progress, loaded_in=loaded_in)
 
     def close(self) -> None:
@@ -217,17 +216,6 @@ class Workspace:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-@contextmanager
-def _on_ray(encoder, ray: RayOptions | str | bool | None, modality: str) -> Iterator:
-    """``encoder``, or it with ``modality`` embedded on the Ray cluster ``ray`` names."""
-    if ray is None or ray is False:
-        yield encoder
-        return
-    options = ray if isinstance(ray, RayOptions) else RayOptions(address=None if ray is True else str(ray))
-    with ClusterEncoder(encoder, options, modalities=(modality,)) as remote:
-        yield remote
 
 
 def open_workspace(

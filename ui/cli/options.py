@@ -3,9 +3,6 @@ command module never imports the module that registers it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
 PRECISION = click.option(
@@ -42,18 +39,14 @@ def ray_options(f):
     )(f)
 
 
-@contextmanager
-def on_cluster(encoder, ray_address: str | None, actors: int | None, modality: str) -> Iterator:
-    """``encoder`` with its ``modality`` embedding sent to the Ray cluster ``--ray`` names,
-    disconnected (a local cluster stopped) at the end; ``encoder`` itself without ``--ray``."""
-    if ray_address is None:
-        yield encoder
-        return
-    from whyclip.ingest.cluster import ClusterEncoder, RayOptions
+def on_cluster(encoder, ray_address: str | None, actors: int | None, modality: str):
+    """``encoder`` with its ``modality`` embedding sent to the Ray cluster ``--ray`` names
+    (a context manager: disconnected, a local cluster stopped, at the end); ``encoder``
+    itself without ``--ray``."""
+    from whyclip.ingest.cluster import RayOptions, on_ray
 
-    address = None if ray_address == LOCAL_RAY else ray_address
-    with ClusterEncoder(encoder, RayOptions(address=address, actors=actors), modalities=(modality,)) as remote:
-        yield remote
+    address = None if ray_address in (None, LOCAL_RAY) else ray_address
+    return on_ray(encoder, None if ray_address is None else RayOptions(address=address, actors=actors), modality)
 
 
 def check_ray(ray_address: str | None, actors: int | None) -> None:
